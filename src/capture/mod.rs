@@ -1,0 +1,417 @@
+//! Capture sources: pcap and pcapng files (or stdin), read as a stream of records.
+//!
+//! The reader never loads a whole file: `pcap-parser` keeps a bounded circular buffer, which we grow
+//! only as far as [`MAX_RECORD_BYTES`] so that a corrupted length field cannot make us allocate gigabytes.
+
+pub mod link;
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use pcap_parser::pcapng::Block;
+use pcap_parser::traits::{PcapNGPacketBlock, PcapReaderIterator};
+use pcap_parser::{PcapBlockOwned, PcapError};
+
+/// Link-layer header type (LINKTYPE_* numbers from tcpdump.org).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkType(pub u32);
+
+/// Largest record we are willing to buffer. Real snap lengths are at most 256 KiB; pcapng blocks
+/// with options can be somewhat larger.
+pub const MAX_RECORD_BYTES: usize = 16 << 20;
+const INITIAL_BUFFER: usize = 1 << 20;
+
+/// One captured packet, borrowed from the reader's buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Packet<'a> {
+    /// 1-based index of the record among packet records, as tshark numbers frames.
+    pub index: u64,
+    /// Capture time in nanoseconds since the Unix epoch.
+    pub ts_ns: i64,
+    pub link: LinkType,
+    pub data: &'a [u8],
+    /// Length on the wire; larger than `data.len()` when the snap length cut the packet.
+    pub orig_len: u32,
+}
+
+/// Something in the file that is not a readable packet, but does not stop the reading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaptureWarning {
+    /// The file ends in the middle of a record (a capture that was still being written, or cut).
+    TruncatedRecord { after_record: u64 },
+    /// A packet block references an interface that was never described.
+    UnknownInterface { record: u64, interface: u32 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("{path}: cannot open: {source}")]
+    Open { path: String, source: io::Error },
+    #[error("{path}: empty input (no capture file header)")]
+    Empty { path: String },
+    #[error("{path}: not a pcap or pcapng file (unrecognised header); h2scope reads tcpdump/Wireshark captures")]
+    NotACapture { path: String },
+    #[error("{path}: read error after record {record}")]
+    Read { path: String, record: u64 },
+    #[error("{path}: record {record} claims {size} bytes, more than the {max} a capture record may have; the file is corrupt from here on")]
+    RecordTooLarge {
+        path: String,
+        record: u64,
+        size: usize,
+        max: usize,
+    },
+    #[error("{path}: malformed data after record {record} (byte offset {offset}); the rest of the file is not readable")]
+    Malformed {
+        path: String,
+        record: u64,
+        offset: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Interface {
+    link: LinkType,
+    /// Timestamp units per second.
+    units_per_sec: u64,
+    offset_secs: i64,
+}
+
+/// Streaming reader over a pcap or pcapng file.
+pub struct CaptureReader {
+    name: String,
+    inner: Box<dyn PcapReaderIterator + Send>,
+    state: State,
+}
+
+#[derive(Default)]
+struct State {
+    /// pcap: the one link type and timestamp resolution; pcapng: those of the current section.
+    interfaces: Vec<Interface>,
+    big_endian: bool,
+    pcapng: bool,
+    records: u64,
+    warnings: Vec<CaptureWarning>,
+}
+
+impl CaptureReader {
+    /// Opens a file, or stdin for `-`.
+    pub fn open(path: &str) -> Result<Self, CaptureError> {
+        if path == "-" {
+            return Self::from_read("<stdin>", io::stdin());
+        }
+        let file = File::open(Path::new(path)).map_err(|source| CaptureError::Open {
+            path: path.to_string(),
+            source,
+        })?;
+        Self::from_read(path, file)
+    }
+
+    pub fn from_read<R: Read + Send + 'static>(name: &str, reader: R) -> Result<Self, CaptureError> {
+        let inner = match pcap_parser::create_reader(INITIAL_BUFFER, reader) {
+            Ok(r) => r,
+            Err(PcapError::Eof) => {
+                return Err(CaptureError::Empty {
+                    path: name.to_string(),
+                })
+            }
+            Err(PcapError::ReadError) => {
+                return Err(CaptureError::Read {
+                    path: name.to_string(),
+                    record: 0,
+                })
+            }
+            Err(_) => {
+                return Err(CaptureError::NotACapture {
+                    path: name.to_string(),
+                })
+            }
+        };
+        Ok(CaptureReader {
+            name: name.to_string(),
+            inner,
+            state: State::default(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Number of packet records read so far.
+    pub fn records(&self) -> u64 {
+        self.state.records
+    }
+
+    /// Non-fatal problems met so far.
+    pub fn warnings(&self) -> &[CaptureWarning] {
+        &self.state.warnings
+    }
+
+    /// Calls `f` for every packet, in file order. Stops early when `f` returns `false`.
+    pub fn for_each_packet<F>(&mut self, mut f: F) -> Result<(), CaptureError>
+    where
+        F: FnMut(&Packet<'_>) -> bool,
+    {
+        let mut capacity = INITIAL_BUFFER;
+        loop {
+            let step = match self.inner.next() {
+                Ok((offset, block)) => {
+                    let keep_going = self.state.handle_block(block, &mut f);
+                    self.inner.consume(offset);
+                    if !keep_going {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Err(PcapError::Eof) => Step::Done,
+                Err(PcapError::Incomplete(_)) => Step::Refill,
+                Err(PcapError::UnexpectedEof) => Step::Truncated,
+                Err(PcapError::BufferTooSmall) => Step::Grow,
+                Err(PcapError::ReadError) => Step::ReadError,
+                Err(_) => Step::Malformed,
+            };
+            match step {
+                Step::Done => return Ok(()),
+                Step::Truncated => {
+                    self.state.warnings.push(CaptureWarning::TruncatedRecord {
+                        after_record: self.state.records,
+                    });
+                    return Ok(());
+                }
+                Step::Refill => {
+                    if self.inner.refill().is_err() {
+                        return Err(CaptureError::Read {
+                            path: self.name.clone(),
+                            record: self.state.records,
+                        });
+                    }
+                }
+                Step::Grow => {
+                    let needed = self.pending_record_size().unwrap_or(capacity * 2);
+                    if capacity >= MAX_RECORD_BYTES || needed > MAX_RECORD_BYTES {
+                        return Err(CaptureError::RecordTooLarge {
+                            path: self.name.clone(),
+                            record: self.state.records + 1,
+                            size: needed,
+                            max: MAX_RECORD_BYTES,
+                        });
+                    }
+                    capacity = (capacity * 2).max(needed + 64).min(MAX_RECORD_BYTES);
+                    self.inner.grow(capacity);
+                    if self.inner.refill().is_err() {
+                        return Err(CaptureError::Read {
+                            path: self.name.clone(),
+                            record: self.state.records,
+                        });
+                    }
+                }
+                Step::ReadError => {
+                    return Err(CaptureError::Read {
+                        path: self.name.clone(),
+                        record: self.state.records,
+                    })
+                }
+                Step::Malformed => {
+                    return Err(CaptureError::Malformed {
+                        path: self.name.clone(),
+                        record: self.state.records,
+                        offset: self.inner.consumed() as u64,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Size the next record claims, read from its header, so that a corrupt length is refused
+    /// before the buffer grows towards it.
+    fn pending_record_size(&self) -> Option<usize> {
+        let data = self.inner.data();
+        // pcapng blocks carry their total length at offset 4, legacy records their caplen at 8.
+        let at = if self.state.pcapng { 4 } else { 8 };
+        let b: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
+        let len = if self.state.big_endian {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        };
+        Some((len as usize).saturating_add(16))
+    }
+}
+
+enum Step {
+    Done,
+    Refill,
+    Truncated,
+    Grow,
+    ReadError,
+    Malformed,
+}
+
+impl State {
+fn handle_block<F>(&mut self, block: PcapBlockOwned<'_>, f: &mut F) -> bool
+where
+    F: FnMut(&Packet<'_>) -> bool,
+{
+    let State { interfaces, big_endian, pcapng, records, warnings } = self;
+    match block {
+        PcapBlockOwned::LegacyHeader(h) => {
+            *big_endian = h.is_bigendian();
+            *pcapng = false;
+            interfaces.clear();
+            interfaces.push(Interface {
+                link: LinkType(h.network.0 as u32),
+                units_per_sec: if h.is_nanosecond_precision() {
+                    1_000_000_000
+                } else {
+                    1_000_000
+                },
+                offset_secs: 0,
+            });
+            true
+        }
+        PcapBlockOwned::Legacy(b) => {
+            *records += 1;
+            let Some(iface) = interfaces.first() else {
+                return true;
+            };
+            let frac_ns = if iface.units_per_sec == 1_000_000 {
+                b.ts_usec as i64 * 1000
+            } else {
+                b.ts_usec as i64
+            };
+            let caplen = (b.caplen as usize).min(b.data.len());
+            f(&Packet {
+                index: *records,
+                ts_ns: b.ts_sec as i64 * 1_000_000_000 + frac_ns,
+                link: iface.link,
+                data: &b.data[..caplen],
+                orig_len: b.origlen,
+            })
+        }
+        PcapBlockOwned::NG(Block::SectionHeader(shb)) => {
+            // Interface ids are per section.
+            *big_endian = shb.big_endian();
+            *pcapng = true;
+            interfaces.clear();
+            true
+        }
+        PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
+            interfaces.push(Interface {
+                link: LinkType(idb.linktype.0 as u32),
+                units_per_sec: idb.ts_resolution().unwrap_or(1_000_000).max(1),
+                offset_secs: idb.ts_offset(),
+            });
+            true
+        }
+        PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
+            *records += 1;
+            let Some(iface) = interfaces.get(epb.if_id as usize).copied() else {
+                warnings.push(CaptureWarning::UnknownInterface {
+                    record: *records,
+                    interface: epb.if_id,
+                });
+                return true;
+            };
+            let raw = ((epb.ts_high as u64) << 32) | epb.ts_low as u64;
+            f(&Packet {
+                index: *records,
+                ts_ns: ts_to_ns(raw, iface),
+                link: iface.link,
+                data: epb.packet_data(),
+                orig_len: epb.origlen,
+            })
+        }
+        PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
+            *records += 1;
+            // SPBs belong to the first interface and carry no timestamp.
+            let Some(iface) = interfaces.first().copied() else {
+                warnings.push(CaptureWarning::UnknownInterface {
+                    record: *records,
+                    interface: 0,
+                });
+                return true;
+            };
+            f(&Packet {
+                index: *records,
+                ts_ns: 0,
+                link: iface.link,
+                data: spb.packet_data(),
+                orig_len: spb.origlen,
+            })
+        }
+        PcapBlockOwned::NG(Block::Unknown(ub)) if ub.block_type == OPB_TYPE => {
+            *records += 1;
+            match parse_obsolete_packet(ub.data, *big_endian) {
+                Some(opb) => {
+                    let Some(iface) = interfaces.get(opb.interface as usize).copied() else {
+                        warnings.push(CaptureWarning::UnknownInterface {
+                            record: *records,
+                            interface: opb.interface as u32,
+                        });
+                        return true;
+                    };
+                    f(&Packet {
+                        index: *records,
+                        ts_ns: ts_to_ns(opb.ts, iface),
+                        link: iface.link,
+                        data: opb.data,
+                        orig_len: opb.orig_len,
+                    })
+                }
+                None => true,
+            }
+        }
+        PcapBlockOwned::NG(_) => true,
+    }
+}
+}
+
+/// pcapng's obsolete Packet Block (type 2), which `pcap-parser` leaves as an unknown block.
+const OPB_TYPE: u32 = 2;
+
+struct ObsoletePacket<'a> {
+    interface: u16,
+    ts: u64,
+    orig_len: u32,
+    data: &'a [u8],
+}
+
+/// `body` is the block without its type and first length field, as `UnknownBlock::data` holds it.
+fn parse_obsolete_packet(body: &[u8], big_endian: bool) -> Option<ObsoletePacket<'_>> {
+    let u16_at = |o: usize| -> Option<u16> {
+        let b: [u8; 2] = body.get(o..o + 2)?.try_into().ok()?;
+        Some(if big_endian {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        })
+    };
+    let u32_at = |o: usize| -> Option<u32> {
+        let b: [u8; 4] = body.get(o..o + 4)?.try_into().ok()?;
+        Some(if big_endian {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        })
+    };
+    let interface = u16_at(0)?;
+    let ts = ((u32_at(4)? as u64) << 32) | u32_at(8)? as u64;
+    let caplen = u32_at(12)? as usize;
+    let orig_len = u32_at(16)?;
+    let data = body.get(20..20usize.checked_add(caplen)?)?;
+    Some(ObsoletePacket {
+        interface,
+        ts,
+        orig_len,
+        data,
+    })
+}
+
+fn ts_to_ns(raw: u64, iface: Interface) -> i64 {
+    let units = iface.units_per_sec as u128;
+    let secs = raw as u128 / units;
+    let frac = raw as u128 % units;
+    let ns = secs * 1_000_000_000 + frac * 1_000_000_000 / units;
+    (ns as i64).saturating_add(iface.offset_secs.saturating_mul(1_000_000_000))
+}

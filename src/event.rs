@@ -1,0 +1,138 @@
+//! Typed events the dissection hands to sinks (text, JSON Lines, statistics, ...).
+//!
+//! Events own their data so that a sink may keep them; they are produced in capture order.
+
+use std::net::SocketAddr;
+
+use crate::http2::call::Call;
+use crate::http2::frame::{FrameError, FrameHeader, PriorityInfo, Setting};
+use crate::http2::hpack::HeaderField;
+
+#[derive(Debug)]
+pub enum Event {
+    Frame(FrameEvent),
+    Call(Call),
+    Gap(GapEvent),
+    Error(ErrorEvent),
+}
+
+/// Where in the capture something happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// 1-based capture record that completed it.
+    pub packet: u64,
+    pub ts_ns: i64,
+    pub conn: u64,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct FrameEvent {
+    pub origin: Origin,
+    pub header: FrameHeader,
+    pub detail: FrameDetail,
+    /// The decoded header list, on the frame that completes a header block.
+    pub headers: Option<Vec<HeaderField>>,
+    /// HPACK dynamic table size updates at the start of the completed block.
+    pub table_size_updates: Vec<u32>,
+    /// Protocol violations and decoding problems of this frame, in words.
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameDetail {
+    Data {
+        /// Payload bytes without padding.
+        data_len: u32,
+        pad_len: Option<u8>,
+        /// Bytes of this frame the capture did not have.
+        missing: u64,
+    },
+    Headers {
+        priority: Option<PriorityInfo>,
+        pad_len: Option<u8>,
+    },
+    Priority(PriorityInfo),
+    RstStream {
+        error_code: u32,
+    },
+    Settings {
+        ack: bool,
+        settings: Vec<Setting>,
+    },
+    PushPromise {
+        promised_stream: u32,
+        pad_len: Option<u8>,
+    },
+    Ping {
+        ack: bool,
+        opaque: [u8; 8],
+    },
+    GoAway {
+        last_stream_id: u32,
+        error_code: u32,
+        debug_data: Vec<u8>,
+    },
+    WindowUpdate {
+        increment: u32,
+    },
+    Continuation,
+    Unknown,
+    /// The payload contradicts its framing; shown, not decoded.
+    Malformed(FrameError),
+    /// The payload was too large to buffer or partly missing from the capture.
+    Skipped,
+}
+
+#[derive(Debug, Clone)]
+pub struct GapEvent {
+    pub origin: Origin,
+    /// Bytes missing from the capture in this direction.
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The capture file could not be read further.
+    Capture,
+    /// HPACK decoding failed; that direction's headers are unknown from here on.
+    Hpack,
+    /// The frame stream lost its boundaries (after a gap) and is no longer decoded.
+    Desync,
+    /// A protocol rule was broken; decoding goes on.
+    Protocol,
+    /// A limit was reached (buffer, table, header list).
+    Limit,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Capture => "capture",
+            ErrorKind::Hpack => "hpack",
+            ErrorKind::Desync => "desync",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Limit => "limit",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ErrorEvent {
+    pub origin: Option<Origin>,
+    pub stream: Option<u32>,
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// Receives events in capture order.
+pub trait Sink {
+    fn event(&mut self, event: Event);
+}
+
+impl Sink for Vec<Event> {
+    fn event(&mut self, event: Event) {
+        self.push(event);
+    }
+}

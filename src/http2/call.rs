@@ -1,0 +1,206 @@
+//! Calls: one HTTP/2 stream seen as a request and its response.
+
+use std::net::SocketAddr;
+
+use super::hpack::HeaderField;
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallEnd {
+    /// Both sides sent END_STREAM.
+    Complete,
+    /// RST_STREAM, by the client (`by_client`) or the server.
+    Reset { by_client: bool, error_code: u32 },
+    /// The connection closed, expired or the capture ended first.
+    Unfinished,
+}
+
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub conn: u64,
+    pub stream: u32,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub request_headers: Option<Vec<HeaderField>>,
+    /// Final (non-1xx) response headers.
+    pub response_headers: Option<Vec<HeaderField>>,
+    pub request_trailers: Option<Vec<HeaderField>>,
+    pub response_trailers: Option<Vec<HeaderField>>,
+    pub start_ts_ns: i64,
+    pub end_ts_ns: i64,
+    pub start_packet: u64,
+    pub end_packet: u64,
+    /// DATA payload bytes (without padding) each way.
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub request_ended: bool,
+    pub response_ended: bool,
+    pub end: CallEnd,
+    /// Opened by the server with PUSH_PROMISE.
+    pub pushed: bool,
+    /// The request arrived as HTTP/1.1 with `Upgrade: h2c` and became stream 1.
+    pub upgraded: bool,
+}
+
+impl Call {
+    pub fn new(
+        conn: u64,
+        stream: u32,
+        client: SocketAddr,
+        server: SocketAddr,
+        ts_ns: i64,
+        packet: u64,
+    ) -> Self {
+        Call {
+            conn,
+            stream,
+            client,
+            server,
+            request_headers: None,
+            response_headers: None,
+            request_trailers: None,
+            response_trailers: None,
+            start_ts_ns: ts_ns,
+            end_ts_ns: ts_ns,
+            start_packet: packet,
+            end_packet: packet,
+            request_bytes: 0,
+            response_bytes: 0,
+            request_ended: false,
+            response_ended: false,
+            end: CallEnd::Unfinished,
+            pushed: false,
+            upgraded: false,
+        }
+    }
+
+    fn find<'a>(list: &'a Option<Vec<HeaderField>>, name: &str) -> Option<&'a [u8]> {
+        list.as_ref()?
+            .iter()
+            .find(|h| h.name == name.as_bytes())
+            .map(|h| h.value.as_slice())
+    }
+
+    pub fn request_header(&self, name: &str) -> Option<&[u8]> {
+        Self::find(&self.request_headers, name)
+    }
+
+    pub fn response_header(&self, name: &str) -> Option<&[u8]> {
+        Self::find(&self.response_headers, name)
+    }
+
+    pub fn method(&self) -> Option<String> {
+        self.request_header(":method").map(lossless)
+    }
+
+    pub fn path(&self) -> Option<String> {
+        self.request_header(":path").map(lossless)
+    }
+
+    pub fn authority(&self) -> Option<String> {
+        self.request_header(":authority").map(lossless)
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        std::str::from_utf8(self.response_header(":status")?)
+            .ok()?
+            .parse()
+            .ok()
+    }
+
+    /// `grpc-status` from the trailers, or from the headers of a trailers-only response.
+    fn grpc_field(&self, name: &str) -> Option<&[u8]> {
+        Self::find(&self.response_trailers, name).or_else(|| self.response_header(name))
+    }
+
+    pub fn grpc_status(&self) -> Option<u32> {
+        std::str::from_utf8(self.grpc_field("grpc-status")?)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    pub fn grpc_message(&self) -> Option<String> {
+        self.grpc_field("grpc-message").map(percent_decode)
+    }
+
+    pub fn duration_ns(&self) -> i64 {
+        self.end_ts_ns - self.start_ts_ns
+    }
+}
+
+/// Bytes as text: UTF-8 as is, other bytes escaped as `\xNN`, so nothing is ever dropped.
+pub fn lossless(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// gRPC's `grpc-message` is percent-encoded (gRPC over HTTP/2 spec); malformed escapes stay as
+/// they are.
+pub fn percent_decode(v: &[u8]) -> String {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'%' && i + 2 < v.len() {
+            let hex = std::str::from_utf8(&v[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            if let Some(b) = hex {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(v[i]);
+        i += 1;
+    }
+    lossless(&out)
+}
+
+/// gRPC status code names (google.rpc.Code).
+pub fn grpc_status_name(code: u32) -> Option<&'static str> {
+    Some(match code {
+        0 => "OK",
+        1 => "CANCELLED",
+        2 => "UNKNOWN",
+        3 => "INVALID_ARGUMENT",
+        4 => "DEADLINE_EXCEEDED",
+        5 => "NOT_FOUND",
+        6 => "ALREADY_EXISTS",
+        7 => "PERMISSION_DENIED",
+        8 => "RESOURCE_EXHAUSTED",
+        9 => "FAILED_PRECONDITION",
+        10 => "ABORTED",
+        11 => "OUT_OF_RANGE",
+        12 => "UNIMPLEMENTED",
+        13 => "INTERNAL",
+        14 => "UNAVAILABLE",
+        15 => "DATA_LOSS",
+        16 => "UNAUTHENTICATED",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode(b"a%20b%zz%4"), "a b%zz%4");
+        assert_eq!(percent_decode(b"%E2%9C%93"), "\u{2713}");
+        assert_eq!(percent_decode(b"%ff"), "\\xff");
+    }
+
+    #[test]
+    fn lossless_escapes_invalid_utf8() {
+        assert_eq!(lossless(b"ok\xff\xfeend"), "ok\\xff\\xfeend");
+    }
+}

@@ -1,0 +1,1140 @@
+//! HTTP/2 state of one TCP connection: detection, frame boundaries, header blocks, HPACK per
+//! direction, settings, and the calls (streams) it carries.
+//!
+//! Input is the reassembled byte stream of each direction; output is [`Event`]s. DATA payloads
+//! are never buffered whole (a frame may be 16 MiB); other frames are buffered up to a limit.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::call::{Call, CallEnd};
+use super::frame::{
+    self, flags, parse_payload, setting, FrameHeader, FrameType, Payload, FRAME_HEADER_LEN,
+    PREFACE,
+};
+use super::hpack::{Decoder, HeaderField};
+use crate::event::{ErrorEvent, ErrorKind, Event, FrameDetail, FrameEvent, GapEvent, Origin, Sink};
+use crate::tcp::{Dir, FlowInfo, PacketMeta};
+
+#[derive(Debug, Clone)]
+pub struct Http2Config {
+    /// Ports on which TCP is HTTP/2 without a preface or upgrade (like `-d tcp.port==N,http2`).
+    pub forced_ports: Vec<u16>,
+    /// Largest non-DATA frame payload kept for decoding.
+    pub max_buffered_frame: usize,
+    /// Largest header block (HEADERS + CONTINUATIONs) joined for decoding.
+    pub max_header_block: usize,
+    /// Largest decoded header list (HPACK bomb guard).
+    pub max_header_list: usize,
+    /// Open streams kept per connection.
+    pub max_open_streams: usize,
+}
+
+impl Default for Http2Config {
+    fn default() -> Self {
+        Http2Config {
+            forced_ports: Vec::new(),
+            max_buffered_frame: 1 << 20,
+            max_header_block: 1 << 20,
+            max_header_list: 1 << 20,
+            max_open_streams: 10_000,
+        }
+    }
+}
+
+/// How much is looked at before deciding a connection is not HTTP/2.
+const DETECT_LIMIT: usize = 64 * 1024;
+
+/// Context of the packet being processed.
+pub struct Ctx<'a> {
+    pub info: &'a FlowInfo,
+    pub meta: &'a PacketMeta,
+    pub sink: &'a mut dyn Sink,
+    pub cfg: &'a Http2Config,
+}
+
+impl Ctx<'_> {
+    fn origin(&self, dir: Dir) -> Origin {
+        Origin {
+            packet: self.meta.index,
+            ts_ns: self.meta.ts_ns,
+            conn: self.info.conn,
+            src: self.info.src(dir),
+            dst: self.info.dst(dir),
+        }
+    }
+
+    fn error(&mut self, dir: Dir, stream: Option<u32>, kind: ErrorKind, message: String) {
+        let origin = Some(self.origin(dir));
+        self.sink.event(Event::Error(ErrorEvent {
+            origin,
+            stream,
+            kind,
+            message,
+        }));
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Not yet known whether this is HTTP/2.
+    Detect,
+    /// An HTTP/1.1 request asked for `Upgrade: h2c`; waiting for the `101`.
+    Upgrade,
+    Http2,
+    /// Not HTTP/2: ignored.
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Before the frames: the client preface is expected (`required`) or merely allowed.
+    Preface { matched: usize, required: bool },
+    /// The server's HTTP/1.1 `101` response precedes its frames.
+    UpgradeResponse,
+    Frames,
+    /// Frame boundaries are lost (gap); nothing more is decoded in this direction.
+    Lost,
+}
+
+struct Current {
+    header: FrameHeader,
+    got: u32,
+    /// Payload kept for decoding; for DATA only the pad-length byte.
+    buf: Vec<u8>,
+    buffered: bool,
+    missing: u64,
+}
+
+struct PendingBlock {
+    stream: u32,
+    kind: FrameType,
+    end_stream: bool,
+    promised: u32,
+    fragment: Vec<u8>,
+    overflow: bool,
+}
+
+struct Direction {
+    /// Bytes held while the connection is being identified.
+    held: Vec<u8>,
+    phase: Phase,
+    hdr: [u8; FRAME_HEADER_LEN],
+    hdr_len: usize,
+    cur: Option<Current>,
+    hpack: Decoder,
+    /// False once a header block could not be decoded: the dynamic table is then unknown.
+    hpack_ok: bool,
+    block: Option<PendingBlock>,
+    /// SETTINGS_MAX_FRAME_SIZE the receiver of this direction announced.
+    max_frame_size: u32,
+    /// HEADER_TABLE_SIZE values this direction sent, waiting for the peer's ACK.
+    unacked_table_sizes: VecDeque<Option<u32>>,
+    frames: u64,
+}
+
+impl Direction {
+    fn new(max_header_list: usize) -> Self {
+        let mut hpack = Decoder::new();
+        hpack.set_max_header_list_size(max_header_list);
+        Direction {
+            held: Vec::new(),
+            phase: Phase::Frames,
+            hdr: [0; FRAME_HEADER_LEN],
+            hdr_len: 0,
+            cur: None,
+            hpack,
+            hpack_ok: true,
+            block: None,
+            max_frame_size: frame::DEFAULT_MAX_FRAME_SIZE,
+            unacked_table_sizes: VecDeque::new(),
+            frames: 0,
+        }
+    }
+}
+
+/// Per-connection HTTP/2 state.
+pub struct Connection {
+    mode: Mode,
+    /// The direction the client sends in (meaningful once `mode` is `Http2` or `Upgrade`).
+    client: Dir,
+    dirs: [Direction; 2],
+    calls: BTreeMap<u32, Call>,
+    /// Highest stream id opened by each side, to recognise frames on closed streams.
+    highest_stream: [u32; 2],
+    upgrade_request: Option<Vec<HeaderField>>,
+    /// When and where the upgrade request was seen (the upgraded call starts there).
+    upgrade_at: (i64, u64),
+    /// `mode == Upgrade` is an HTTP/1.1 CONNECT waiting for the proxy's answer.
+    tunnel: bool,
+    skipped_bytes: u64,
+}
+
+fn is_client_stream(id: u32) -> bool {
+    id % 2 == 1
+}
+
+impl Connection {
+    pub fn new(info: &FlowInfo, cfg: &Http2Config) -> Self {
+        let mut c = Connection {
+            mode: Mode::Detect,
+            client: Dir::Forward,
+            dirs: [
+                Direction::new(cfg.max_header_list),
+                Direction::new(cfg.max_header_list),
+            ],
+            calls: BTreeMap::new(),
+            highest_stream: [0, 0],
+            upgrade_request: None,
+            upgrade_at: (0, 0),
+            tunnel: false,
+            skipped_bytes: 0,
+        };
+        let forced = |d: Dir| cfg.forced_ports.contains(&info.dst(d).port());
+        let client = if forced(Dir::Forward) {
+            Some(Dir::Forward)
+        } else if forced(Dir::Reverse) {
+            Some(Dir::Reverse)
+        } else {
+            None
+        };
+        if let Some(client) = client {
+            c.mode = Mode::Http2;
+            c.client = client;
+            c.dirs[client.index()].phase = Phase::Preface {
+                matched: 0,
+                required: false,
+            };
+        }
+        c
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub fn is_http2(&self) -> bool {
+        matches!(self.mode, Mode::Http2 | Mode::Upgrade)
+    }
+
+    pub fn skipped_bytes(&self) -> u64 {
+        self.skipped_bytes
+    }
+
+    pub fn frames(&self) -> u64 {
+        self.dirs[0].frames + self.dirs[1].frames
+    }
+
+    pub fn data(&mut self, dir: Dir, bytes: &[u8], ctx: &mut Ctx<'_>) {
+        match self.mode {
+            Mode::Http2 => self.feed(dir, bytes, ctx),
+            Mode::Other => self.skipped_bytes += bytes.len() as u64,
+            Mode::Detect | Mode::Upgrade => self.detect(dir, bytes, ctx),
+        }
+    }
+
+    pub fn gap(&mut self, dir: Dir, bytes: u64, ctx: &mut Ctx<'_>) {
+        match self.mode {
+            Mode::Other => {
+                self.skipped_bytes += bytes;
+                return;
+            }
+            Mode::Detect | Mode::Upgrade => {
+                // Without the start of the conversation there is nothing to recognise.
+                self.mode = Mode::Other;
+                self.skipped_bytes += bytes;
+                return;
+            }
+            Mode::Http2 => {}
+        }
+        ctx.sink.event(Event::Gap(GapEvent {
+            origin: ctx.origin(dir),
+            bytes,
+        }));
+        let ds = &mut self.dirs[dir.index()];
+        if ds.phase == Phase::Lost {
+            return;
+        }
+        let in_frame = ds
+            .cur
+            .as_ref()
+            .map(|c| (c.header.length - c.got) as u64 >= bytes)
+            .unwrap_or(false);
+        if in_frame && ds.hdr_len == 0 {
+            // The hole lies inside the current frame's payload: its length is known, so the frame
+            // boundaries survive; only this frame's content is incomplete.
+            if let Some(cur) = ds.cur.as_mut() {
+                cur.got += bytes as u32;
+                cur.missing += bytes;
+                cur.buffered = false;
+                cur.buf = Vec::new();
+                if matches!(
+                    cur.header.kind,
+                    FrameType::Headers | FrameType::PushPromise | FrameType::Continuation
+                ) {
+                    ds.hpack_ok = false;
+                }
+                if cur.got == cur.header.length {
+                    self.finish_frame(dir, ctx);
+                }
+            }
+        } else {
+            ds.phase = Phase::Lost;
+            ds.hpack_ok = false;
+            ds.cur = None;
+            ctx.error(
+                dir,
+                None,
+                ErrorKind::Desync,
+                format!("{bytes} bytes missing from the capture; frame boundaries lost, rest of this direction not decoded"),
+            );
+        }
+    }
+
+    /// End of the TCP connection (or of the capture): open calls are reported as unfinished.
+    pub fn close(&mut self, ctx: &mut Ctx<'_>) {
+        for dir in [Dir::Forward, Dir::Reverse] {
+            let ds = &mut self.dirs[dir.index()];
+            if let Some(cur) = &ds.cur {
+                if self.mode == Mode::Http2 && ds.phase == Phase::Frames {
+                    let msg = format!(
+                        "connection ended inside a {} frame ({} of {} payload bytes seen)",
+                        cur.header.kind, cur.got, cur.header.length
+                    );
+                    ctx.error(dir, Some(cur.header.stream), ErrorKind::Protocol, msg);
+                }
+            }
+        }
+        let calls = std::mem::take(&mut self.calls);
+        for (_, call) in calls {
+            ctx.sink.event(Event::Call(call));
+        }
+    }
+
+    // ----- detection -----
+
+    fn detect(&mut self, dir: Dir, bytes: &[u8], ctx: &mut Ctx<'_>) {
+        let ds = &mut self.dirs[dir.index()];
+        if ds.held.len() + bytes.len() > DETECT_LIMIT {
+            self.mode = Mode::Other;
+            self.skipped_bytes += (ds.held.len() + bytes.len()) as u64;
+            self.dirs[0].held = Vec::new();
+            self.dirs[1].held = Vec::new();
+            return;
+        }
+        ds.held.extend_from_slice(bytes);
+        if self.mode == Mode::Upgrade {
+            if dir != self.client {
+                self.try_upgrade_response(ctx);
+            }
+            return;
+        }
+        let held = &ds.held;
+        let n = held.len().min(PREFACE.len());
+        if held[..n] == PREFACE[..n] {
+            if held.len() >= PREFACE.len() {
+                self.start_http2(dir, ctx);
+            }
+            return;
+        }
+        if looks_like_http1_request(held) {
+            let Some(end) = find(held, b"\r\n\r\n") else {
+                return;
+            };
+            if held.starts_with(b"CONNECT ") {
+                // A tunnel: whatever follows the proxy's 2xx is a new conversation, maybe HTTP/2.
+                self.mode = Mode::Upgrade;
+                self.tunnel = true;
+                self.client = dir;
+                ds.held = held[end + 4..].to_vec();
+                self.try_upgrade_response(ctx);
+                return;
+            }
+            match parse_upgrade_request(&held[..end + 4]) {
+                Some(request) => {
+                    self.mode = Mode::Upgrade;
+                    self.client = dir;
+                    self.upgrade_request = Some(request);
+                    self.upgrade_at = (ctx.meta.ts_ns, ctx.meta.index);
+                    let rest = held[end + 4..].to_vec();
+                    ds.held = rest;
+                    ds.phase = Phase::Preface {
+                        matched: 0,
+                        required: true,
+                    };
+                    self.dirs[dir.other().index()].phase = Phase::UpgradeResponse;
+                    self.try_upgrade_response(ctx);
+                }
+                None => self.give_up(),
+            }
+            return;
+        }
+        // A server that speaks first sends SETTINGS: once a whole, well-formed SETTINGS frame
+        // is there, that is HTTP/2 from the server's side; until then wait.
+        match settings_prefix(held) {
+            SettingsPrefix::Complete => {
+                self.start_http2(dir.other(), ctx);
+            }
+            SettingsPrefix::Partial => {}
+            SettingsPrefix::No => self.give_up(),
+        }
+    }
+
+    fn give_up(&mut self) {
+        self.mode = Mode::Other;
+        for d in &mut self.dirs {
+            self.skipped_bytes += d.held.len() as u64;
+            d.held = Vec::new();
+        }
+    }
+
+    fn start_http2(&mut self, client: Dir, ctx: &mut Ctx<'_>) {
+        self.mode = Mode::Http2;
+        self.client = client;
+        let c = client.index();
+        self.dirs[c].phase = Phase::Preface {
+            matched: 0,
+            required: true,
+        };
+        self.dirs[1 - c].phase = Phase::Frames;
+        for dir in [client.other(), client] {
+            let held = std::mem::take(&mut self.dirs[dir.index()].held);
+            if !held.is_empty() {
+                self.feed(dir, &held, ctx);
+            }
+        }
+    }
+
+    fn try_upgrade_response(&mut self, ctx: &mut Ctx<'_>) {
+        let server = self.client.other();
+        let held = &self.dirs[server.index()].held;
+        let Some(end) = find(held, b"\r\n\r\n") else {
+            return;
+        };
+        if self.tunnel {
+            let established = held.starts_with(b"HTTP/1.1 2") || held.starts_with(b"HTTP/1.0 2");
+            if !established {
+                self.give_up();
+                return;
+            }
+            // Start over inside the tunnel with what each side sent after the HTTP/1.1 heads.
+            self.tunnel = false;
+            self.mode = Mode::Detect;
+            let server_rest = held[end + 4..].to_vec();
+            let client_rest = std::mem::take(&mut self.dirs[self.client.index()].held);
+            self.dirs[server.index()].held = Vec::new();
+            let client = self.client;
+            for (dir, bytes) in [(client, client_rest), (server, server_rest)] {
+                if !bytes.is_empty() && matches!(self.mode, Mode::Detect | Mode::Upgrade) {
+                    self.detect(dir, &bytes, ctx);
+                } else if !bytes.is_empty() {
+                    self.data(dir, &bytes, ctx);
+                }
+            }
+            return;
+        }
+        let switching = held.starts_with(b"HTTP/1.1 101") || held.starts_with(b"HTTP/1.0 101");
+        if !switching {
+            self.give_up();
+            return;
+        }
+        let rest = held[end + 4..].to_vec();
+        self.dirs[server.index()].held = Vec::new();
+        self.dirs[server.index()].phase = Phase::Frames;
+        self.mode = Mode::Http2;
+        // The upgraded request is stream 1, half-closed by the client (RFC 7540 §3.2).
+        let mut call = Call::new(
+            ctx.info.conn,
+            1,
+            ctx.info.src(self.client),
+            ctx.info.dst(self.client),
+            self.upgrade_at.0,
+            self.upgrade_at.1,
+        );
+        call.request_headers = self.upgrade_request.take();
+        call.request_ended = true;
+        call.upgraded = true;
+        self.calls.insert(1, call);
+        self.highest_stream[self.client.index()] = 1;
+        let client_held = std::mem::take(&mut self.dirs[self.client.index()].held);
+        if !rest.is_empty() {
+            self.feed(server, &rest, ctx);
+        }
+        if !client_held.is_empty() {
+            self.feed(self.client, &client_held, ctx);
+        }
+    }
+
+    // ----- frames -----
+
+    fn feed(&mut self, dir: Dir, mut input: &[u8], ctx: &mut Ctx<'_>) {
+        let d = dir.index();
+        while !input.is_empty() {
+            let ds = &mut self.dirs[d];
+            match ds.phase {
+                Phase::Lost => {
+                    self.skipped_bytes += input.len() as u64;
+                    return;
+                }
+                Phase::UpgradeResponse => {
+                    // Bytes before the 101 was complete are held by `detect`.
+                    ds.held.extend_from_slice(input);
+                    return;
+                }
+                Phase::Preface { matched, required } => {
+                    let want = &PREFACE[matched..];
+                    let n = want.len().min(input.len());
+                    if input[..n] == want[..n] {
+                        input = &input[n..];
+                        ds.phase = if matched + n == PREFACE.len() {
+                            Phase::Frames
+                        } else {
+                            Phase::Preface {
+                                matched: matched + n,
+                                required,
+                            }
+                        };
+                    } else {
+                        ds.phase = Phase::Frames;
+                        if required || matched > 0 {
+                            ctx.error(
+                                dir,
+                                None,
+                                ErrorKind::Protocol,
+                                "client connection preface missing or malformed".into(),
+                            );
+                        }
+                    }
+                    continue;
+                }
+                Phase::Frames => {}
+            }
+            match ds.cur.as_mut() {
+                None => {
+                    let take = (FRAME_HEADER_LEN - ds.hdr_len).min(input.len());
+                    ds.hdr[ds.hdr_len..ds.hdr_len + take].copy_from_slice(&input[..take]);
+                    ds.hdr_len += take;
+                    input = &input[take..];
+                    if ds.hdr_len == FRAME_HEADER_LEN {
+                        ds.hdr_len = 0;
+                        let header = FrameHeader::parse(&ds.hdr);
+                        let buffered = header.kind != FrameType::Data
+                            && header.length as usize <= ctx.cfg.max_buffered_frame;
+                        ds.cur = Some(Current {
+                            header,
+                            got: 0,
+                            buf: Vec::new(),
+                            buffered,
+                            missing: 0,
+                        });
+                        if header.length == 0 {
+                            self.finish_frame(dir, ctx);
+                        }
+                    }
+                }
+                Some(cur) => {
+                    let remaining = (cur.header.length - cur.got) as usize;
+                    let take = remaining.min(input.len());
+                    let chunk = &input[..take];
+                    if cur.buffered {
+                        cur.buf.extend_from_slice(chunk);
+                    } else if cur.got == 0
+                        && cur.header.kind == FrameType::Data
+                        && cur.header.has(flags::PADDED)
+                        && cur.missing == 0
+                    {
+                        cur.buf.push(chunk[0]);
+                    }
+                    cur.got += take as u32;
+                    input = &input[take..];
+                    if cur.got == cur.header.length {
+                        self.finish_frame(dir, ctx);
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish_frame(&mut self, dir: Dir, ctx: &mut Ctx<'_>) {
+        let d = dir.index();
+        let Some(cur) = self.dirs[d].cur.take() else {
+            return;
+        };
+        self.dirs[d].frames += 1;
+        let h = cur.header;
+        let mut notes = Vec::new();
+
+        if let Some(block) = &self.dirs[d].block {
+            if h.kind != FrameType::Continuation || h.stream != block.stream {
+                notes.push(format!(
+                    "header block of stream {} not finished: CONTINUATION expected (PROTOCOL_ERROR)",
+                    block.stream
+                ));
+                self.dirs[d].block = None;
+                self.dirs[d].hpack_ok = false;
+            }
+        }
+        if h.length > self.dirs[d].max_frame_size {
+            notes.push(format!(
+                "{} bytes exceed SETTINGS_MAX_FRAME_SIZE {} (FRAME_SIZE_ERROR)",
+                h.length, self.dirs[d].max_frame_size
+            ));
+        }
+        match h.kind {
+            FrameType::Data
+            | FrameType::Headers
+            | FrameType::Priority
+            | FrameType::RstStream
+            | FrameType::PushPromise
+            | FrameType::Continuation
+                if h.stream == 0 =>
+            {
+                notes.push(format!("{} on stream 0 (PROTOCOL_ERROR)", h.kind))
+            }
+            FrameType::Settings | FrameType::Ping | FrameType::GoAway if h.stream != 0 => {
+                notes.push(format!("{} on stream {} (PROTOCOL_ERROR)", h.kind, h.stream))
+            }
+            _ => {}
+        }
+
+        let mut event = FrameEvent {
+            origin: ctx.origin(dir),
+            header: h,
+            detail: FrameDetail::Skipped,
+            headers: None,
+            table_size_updates: Vec::new(),
+            notes,
+        };
+        let mut finished_calls = Vec::new();
+
+        if h.kind == FrameType::Data {
+            event.detail = self.data_frame(dir, &cur, &mut event.notes, &mut finished_calls, ctx);
+        } else if !cur.buffered {
+            event.notes.push(if cur.missing > 0 {
+                format!("{} payload bytes missing from the capture", cur.missing)
+            } else {
+                format!(
+                    "payload of {} bytes not decoded (limit {})",
+                    h.length, ctx.cfg.max_buffered_frame
+                )
+            });
+            if matches!(
+                h.kind,
+                FrameType::Headers | FrameType::PushPromise | FrameType::Continuation
+            ) {
+                self.dirs[d].hpack_ok = false;
+                self.dirs[d].block = None;
+            }
+        } else {
+            match parse_payload(&h, &cur.buf) {
+                Err(e) => {
+                    if matches!(
+                        h.kind,
+                        FrameType::Headers | FrameType::PushPromise | FrameType::Continuation
+                    ) {
+                        self.dirs[d].hpack_ok = false;
+                        self.dirs[d].block = None;
+                    }
+                    event.notes.push(format!("malformed: {e}"));
+                    event.detail = FrameDetail::Malformed(e);
+                }
+                Ok(payload) => {
+                    event.detail =
+                        self.control_frame(dir, &h, payload, &mut event, &mut finished_calls, ctx);
+                }
+            }
+        }
+        ctx.sink.event(Event::Frame(event));
+        for call in finished_calls {
+            ctx.sink.event(Event::Call(call));
+        }
+    }
+
+    fn data_frame(
+        &mut self,
+        dir: Dir,
+        cur: &Current,
+        notes: &mut Vec<String>,
+        finished: &mut Vec<Call>,
+        ctx: &mut Ctx<'_>,
+    ) -> FrameDetail {
+        let h = cur.header;
+        let pad_len = if h.has(flags::PADDED) {
+            cur.buf.first().copied()
+        } else {
+            None
+        };
+        let overhead = pad_len.map(|p| p as u32 + 1).unwrap_or(0);
+        let data_len = h.length.saturating_sub(overhead);
+        if overhead > h.length {
+            notes.push("padding longer than the frame (PROTOCOL_ERROR)".into());
+        }
+        if cur.missing > 0 {
+            notes.push(format!(
+                "{} payload bytes missing from the capture",
+                cur.missing
+            ));
+        }
+        let from_client = dir == self.client;
+        let closed = h.stream != 0 && self.is_closed_stream(h.stream);
+        match self.calls.get_mut(&h.stream) {
+            Some(call) => {
+                if from_client {
+                    call.request_bytes += data_len as u64;
+                } else {
+                    call.response_bytes += data_len as u64;
+                }
+                if h.has(flags::END_STREAM) {
+                    if from_client {
+                        call.request_ended = true;
+                    } else {
+                        call.response_ended = true;
+                    }
+                }
+                self.maybe_finish(h.stream, ctx, finished);
+            }
+            None if closed => {
+                notes.push(format!("DATA on closed stream {} (STREAM_CLOSED)", h.stream));
+            }
+            None => {}
+        }
+        FrameDetail::Data {
+            data_len,
+            pad_len,
+            missing: cur.missing,
+        }
+    }
+
+    fn is_closed_stream(&self, stream: u32) -> bool {
+        let side = if is_client_stream(stream) {
+            self.client
+        } else {
+            self.client.other()
+        };
+        stream <= self.highest_stream[side.index()] && !self.calls.contains_key(&stream)
+    }
+
+    fn control_frame(
+        &mut self,
+        dir: Dir,
+        h: &FrameHeader,
+        payload: Payload<'_>,
+        event: &mut FrameEvent,
+        finished: &mut Vec<Call>,
+        ctx: &mut Ctx<'_>,
+    ) -> FrameDetail {
+        let d = dir.index();
+        match payload {
+            Payload::Data { .. } => FrameDetail::Unknown,
+            Payload::Headers {
+                priority,
+                fragment,
+                pad_len,
+            } => {
+                self.begin_block(dir, h, 0, fragment, event, finished, ctx);
+                FrameDetail::Headers { priority, pad_len }
+            }
+            Payload::PushPromise {
+                promised_stream,
+                fragment,
+                pad_len,
+            } => {
+                self.begin_block(dir, h, promised_stream, fragment, event, finished, ctx);
+                FrameDetail::PushPromise {
+                    promised_stream,
+                    pad_len,
+                }
+            }
+            Payload::Continuation { fragment } => {
+                match self.dirs[d].block.as_mut() {
+                    Some(block) => {
+                        if block.fragment.len() + fragment.len() > ctx.cfg.max_header_block {
+                            block.overflow = true;
+                        } else {
+                            block.fragment.extend_from_slice(fragment);
+                        }
+                        if h.has(flags::END_HEADERS) {
+                            self.end_block(dir, event, finished, ctx);
+                        }
+                    }
+                    None => event
+                        .notes
+                        .push("CONTINUATION without a preceding HEADERS (PROTOCOL_ERROR)".into()),
+                }
+                FrameDetail::Continuation
+            }
+            Payload::Priority(p) => FrameDetail::Priority(p),
+            Payload::RstStream { error_code } => {
+                if let Some(call) = self.calls.get_mut(&h.stream) {
+                    call.end = CallEnd::Reset {
+                        by_client: dir == self.client,
+                        error_code,
+                    };
+                    call.end_ts_ns = ctx.meta.ts_ns;
+                    call.end_packet = ctx.meta.index;
+                    if let Some(call) = self.calls.remove(&h.stream) {
+                        finished.push(call);
+                    }
+                }
+                FrameDetail::RstStream { error_code }
+            }
+            Payload::Settings { ack, settings } => {
+                if ack {
+                    // Our peer acknowledged the oldest SETTINGS the other side sent: its header
+                    // table limit now bounds the encoder of this direction.
+                    let other = &mut self.dirs[1 - d];
+                    if let Some(Some(size)) = other.unacked_table_sizes.pop_front() {
+                        self.dirs[d].hpack.set_max_table_size_limit(size);
+                    }
+                } else {
+                    let mut table_size = None;
+                    for s in &settings {
+                        match s.id {
+                            setting::HEADER_TABLE_SIZE => table_size = Some(s.value),
+                            setting::MAX_FRAME_SIZE => {
+                                if (16_384..=16_777_215).contains(&s.value) {
+                                    self.dirs[1 - d].max_frame_size = s.value;
+                                } else {
+                                    event.notes.push(format!(
+                                        "invalid SETTINGS_MAX_FRAME_SIZE {} (PROTOCOL_ERROR)",
+                                        s.value
+                                    ));
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    if self.dirs[d].unacked_table_sizes.len() < 64 {
+                        self.dirs[d].unacked_table_sizes.push_back(table_size);
+                    }
+                }
+                FrameDetail::Settings { ack, settings }
+            }
+            Payload::Ping { ack, opaque } => FrameDetail::Ping { ack, opaque },
+            Payload::GoAway {
+                last_stream_id,
+                error_code,
+                debug_data,
+            } => FrameDetail::GoAway {
+                last_stream_id,
+                error_code,
+                debug_data: debug_data.to_vec(),
+            },
+            Payload::WindowUpdate { increment } => {
+                if increment == 0 {
+                    event
+                        .notes
+                        .push("WINDOW_UPDATE increment 0 (PROTOCOL_ERROR)".into());
+                }
+                FrameDetail::WindowUpdate { increment }
+            }
+            Payload::Unknown => FrameDetail::Unknown,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn begin_block(
+        &mut self,
+        dir: Dir,
+        h: &FrameHeader,
+        promised: u32,
+        fragment: &[u8],
+        event: &mut FrameEvent,
+        finished: &mut Vec<Call>,
+        ctx: &mut Ctx<'_>,
+    ) {
+        let d = dir.index();
+        let overflow = fragment.len() > ctx.cfg.max_header_block;
+        self.dirs[d].block = Some(PendingBlock {
+            stream: h.stream,
+            kind: h.kind,
+            end_stream: h.kind == FrameType::Headers && h.has(flags::END_STREAM),
+            promised,
+            fragment: if overflow {
+                Vec::new()
+            } else {
+                fragment.to_vec()
+            },
+            overflow,
+        });
+        if h.has(flags::END_HEADERS) {
+            self.end_block(dir, event, finished, ctx);
+        }
+    }
+
+    /// A header block is complete: decode it and apply it to its call.
+    fn end_block(
+        &mut self,
+        dir: Dir,
+        event: &mut FrameEvent,
+        finished: &mut Vec<Call>,
+        ctx: &mut Ctx<'_>,
+    ) {
+        let d = dir.index();
+        let Some(block) = self.dirs[d].block.take() else {
+            return;
+        };
+        let ds = &mut self.dirs[d];
+        let mut headers = None;
+        if block.overflow {
+            ds.hpack_ok = false;
+            let msg = format!(
+                "header block larger than {} bytes not decoded; later headers in this direction unknown",
+                ctx.cfg.max_header_block
+            );
+            event.notes.push(msg.clone());
+            ctx.error(dir, Some(block.stream), ErrorKind::Limit, msg);
+        } else if !ds.hpack_ok {
+            event
+                .notes
+                .push("headers not decoded: HPACK state lost earlier in this direction".into());
+        } else {
+            let mut out = Vec::new();
+            match ds.hpack.decode(&block.fragment, &mut out) {
+                Ok(()) => {
+                    event.table_size_updates = ds.hpack.last_size_updates().to_vec();
+                    headers = Some(out);
+                }
+                Err(e) => {
+                    ds.hpack_ok = false;
+                    let msg = format!("HPACK: {e}; later headers in this direction unknown");
+                    event.notes.push(msg.clone());
+                    ctx.error(dir, Some(block.stream), ErrorKind::Hpack, msg);
+                }
+            }
+        }
+        event.headers = headers.clone();
+        let from_client = dir == self.client;
+        if block.kind == FrameType::PushPromise {
+            if block.promised != 0 && !from_client {
+                let mut call = Call::new(
+                    ctx.info.conn,
+                    block.promised,
+                    ctx.info.src(self.client),
+                    ctx.info.dst(self.client),
+                    ctx.meta.ts_ns,
+                    ctx.meta.index,
+                );
+                call.pushed = true;
+                call.request_headers = headers;
+                call.request_ended = true;
+                let side = self.client.other().index();
+                self.highest_stream[side] = self.highest_stream[side].max(block.promised);
+                self.insert_call(call, ctx);
+            }
+            return;
+        }
+        let stream = block.stream;
+        if stream == 0 {
+            return;
+        }
+        if !self.calls.contains_key(&stream) {
+            if self.is_closed_stream(stream) && from_client {
+                event
+                    .notes
+                    .push(format!("HEADERS on closed stream {stream} (STREAM_CLOSED)"));
+            }
+            if from_client && !is_client_stream(stream) {
+                event.notes.push(format!(
+                    "client opened even-numbered stream {stream} (PROTOCOL_ERROR)"
+                ));
+            }
+            let call = Call::new(
+                ctx.info.conn,
+                stream,
+                ctx.info.src(self.client),
+                ctx.info.dst(self.client),
+                ctx.meta.ts_ns,
+                ctx.meta.index,
+            );
+            let side = if is_client_stream(stream) {
+                self.client
+            } else {
+                self.client.other()
+            };
+            self.highest_stream[side.index()] = self.highest_stream[side.index()].max(stream);
+            self.insert_call(call, ctx);
+        }
+        let Some(call) = self.calls.get_mut(&stream) else {
+            return;
+        };
+        // Without decoded headers we still know where the block belongs.
+        let list = headers.unwrap_or_default();
+        if from_client {
+            if call.request_headers.is_none() {
+                call.request_headers = Some(list);
+            } else {
+                call.request_trailers = Some(list);
+            }
+            if block.end_stream {
+                call.request_ended = true;
+            }
+        } else {
+            let informational = list
+                .iter()
+                .find(|h| h.name == b":status")
+                .is_some_and(|h| h.value.first() == Some(&b'1'));
+            if informational {
+                // 1xx responses come before the final one and are not it.
+            } else if call.response_headers.is_none() {
+                call.response_headers = Some(list);
+            } else {
+                call.response_trailers = Some(list);
+            }
+            if block.end_stream {
+                call.response_ended = true;
+            }
+        }
+        self.maybe_finish(stream, ctx, finished);
+    }
+
+    fn insert_call(&mut self, call: Call, ctx: &mut Ctx<'_>) {
+        if self.calls.len() >= ctx.cfg.max_open_streams {
+            if let Some((&oldest, _)) = self.calls.iter().next() {
+                if let Some(old) = self.calls.remove(&oldest) {
+                    ctx.error(
+                        self.client,
+                        Some(oldest),
+                        ErrorKind::Limit,
+                        format!(
+                            "more than {} open streams; stream {oldest} reported unfinished",
+                            ctx.cfg.max_open_streams
+                        ),
+                    );
+                    ctx.sink.event(Event::Call(old));
+                }
+            }
+        }
+        self.calls.insert(call.stream, call);
+    }
+
+    fn maybe_finish(&mut self, stream: u32, ctx: &Ctx<'_>, finished: &mut Vec<Call>) {
+        let done = self
+            .calls
+            .get(&stream)
+            .is_some_and(|c| c.request_ended && c.response_ended);
+        if done {
+            if let Some(mut call) = self.calls.remove(&stream) {
+                call.end = CallEnd::Complete;
+                call.end_ts_ns = ctx.meta.ts_ns;
+                call.end_packet = ctx.meta.index;
+                finished.push(call);
+            }
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn looks_like_http1_request(b: &[u8]) -> bool {
+    let method_len = b.iter().take_while(|c| c.is_ascii_uppercase()).count();
+    (1..=16).contains(&method_len) && b.get(method_len) == Some(&b' ')
+}
+
+enum SettingsPrefix {
+    /// A complete SETTINGS frame (not an ACK) on stream 0 with known setting ids.
+    Complete,
+    /// Too short to tell, and consistent with one so far.
+    Partial,
+    No,
+}
+
+/// Whether `b` starts with a server's initial SETTINGS frame.
+fn settings_prefix(b: &[u8]) -> SettingsPrefix {
+    let template = [0u8, 0, 0, 4, 0, 0, 0, 0, 0];
+    if b.len() < FRAME_HEADER_LEN {
+        // Length bytes can be anything small; type, flags and stream id are fixed.
+        let fixed_ok = b
+            .iter()
+            .enumerate()
+            .all(|(i, &x)| i == 1 || i == 2 || x == template[i]);
+        return if fixed_ok {
+            SettingsPrefix::Partial
+        } else {
+            SettingsPrefix::No
+        };
+    }
+    let mut hdr = [0u8; FRAME_HEADER_LEN];
+    hdr.copy_from_slice(&b[..FRAME_HEADER_LEN]);
+    let h = FrameHeader::parse(&hdr);
+    let plausible = h.kind == FrameType::Settings
+        && h.stream == 0
+        && h.flags == 0
+        && h.length % 6 == 0
+        && h.length <= 6 * 16;
+    if !plausible {
+        return SettingsPrefix::No;
+    }
+    let end = FRAME_HEADER_LEN + h.length as usize;
+    let Some(body) = b.get(FRAME_HEADER_LEN..end) else {
+        return SettingsPrefix::Partial;
+    };
+    let known_ids = body
+        .chunks_exact(6)
+        .all(|c| (1..=0x10).contains(&u16::from_be_bytes([c[0], c[1]])));
+    if known_ids {
+        SettingsPrefix::Complete
+    } else {
+        SettingsPrefix::No
+    }
+}
+
+/// Parses an HTTP/1.1 request head; returns its headers as HTTP/2 would carry them when it asks
+/// for `Upgrade: h2c`.
+fn parse_upgrade_request(head: &[u8]) -> Option<Vec<HeaderField>> {
+    let text = std::str::from_utf8(head).ok()?;
+    let mut lines = text.split("\r\n");
+    let mut request_line = lines.next()?.split(' ');
+    let method = request_line.next()?;
+    let target = request_line.next()?;
+    let mut upgrade = false;
+    let mut authority = None;
+    let mut rest = Vec::new();
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let name = name.trim().to_ascii_lowercase();
+        let value = value.trim();
+        match name.as_str() {
+            "upgrade" => {
+                upgrade |= value
+                    .split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("h2c"))
+            }
+            "host" => authority = Some(value.to_string()),
+            // Hop-by-hop and upgrade machinery do not exist in HTTP/2.
+            "connection" | "http2-settings" | "keep-alive" | "transfer-encoding" => {}
+            _ => rest.push(field(name.into_bytes(), value.as_bytes().to_vec())),
+        }
+    }
+    if !upgrade {
+        return None;
+    }
+    let mut out = vec![
+        field(b":method".to_vec(), method.as_bytes().to_vec()),
+        field(b":path".to_vec(), target.as_bytes().to_vec()),
+        field(b":scheme".to_vec(), b"http".to_vec()),
+    ];
+    if let Some(a) = authority {
+        out.push(field(b":authority".to_vec(), a.into_bytes()));
+    }
+    out.extend(rest);
+    Some(out)
+}
+
+/// A header that did not come through HPACK (the HTTP/1.1 upgrade request).
+fn field(name: Vec<u8>, value: Vec<u8>) -> HeaderField {
+    HeaderField {
+        name,
+        value,
+        repr: super::hpack::Representation::WithoutIndexing {
+            name_index: None,
+            huffman_name: false,
+            huffman_value: false,
+        },
+        name_unknown: false,
+        value_unknown: false,
+    }
+}

@@ -1,0 +1,492 @@
+//! HPACK header decompression (RFC 7541) for reading captured HTTP/2 traffic.
+//!
+//! Header blocks come straight from capture files, so they are treated as
+//! hostile: every length is checked against the bytes actually present before
+//! anything is allocated, integers are capped at 32 bits, dynamic table sizes
+//! are capped, and the decoded size of a block is budgeted so that a few bytes
+//! of indexed references cannot expand into megabytes of output.
+//!
+//! A capture may begin after a connection has already filled its dynamic
+//! tables. [`Decoder::with_unknown_past`] decodes such connections: references
+//! to entries from before the capture come out as fields whose name and/or
+//! value is flagged unknown (see [`HeaderField`]) instead of failing the block.
+
+mod encode;
+pub mod huffman;
+mod integer;
+pub mod table;
+
+#[cfg(test)]
+mod tests;
+
+pub use encode::encode_plain;
+pub use huffman::HuffmanError;
+
+use table::{DynamicTable, Entry, ENTRY_OVERHEAD, STATIC_LEN};
+
+/// Dynamic table size at connection start (RFC 9113 §6.5.2 default of
+/// SETTINGS_HEADER_TABLE_SIZE).
+pub const DEFAULT_TABLE_SIZE: u32 = 4096;
+
+/// Default cap on the decoded size of one header block, counted like
+/// SETTINGS_MAX_HEADER_LIST_SIZE: name + value + 32 per field.
+pub const DEFAULT_MAX_HEADER_LIST_SIZE: usize = 256 * 1024;
+
+/// Largest dynamic table this decoder agrees to keep, whatever the peers
+/// negotiated. The table is attacker-filled memory held for the whole
+/// connection, once per direction; real stacks use 4 KiB to 64 KiB.
+pub const MAX_SUPPORTED_TABLE_SIZE: u32 = 1 << 20;
+
+/// Why a header block could not be decoded.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum HpackError {
+    /// The block ends inside a representation.
+    #[error("header block ends inside a field representation")]
+    Truncated,
+    /// An integer does not fit in 32 bits or is padded beyond any need.
+    #[error("integer too large")]
+    IntegerOverflow,
+    /// A string literal is longer than the rest of the block.
+    #[error("string literal of {len} bytes but only {remaining} bytes left in the block")]
+    StringTooLong { len: u32, remaining: usize },
+    /// Index 0, or an index past the end of the dynamic table.
+    #[error("invalid table index {0}")]
+    InvalidIndex(u32),
+    #[error("bad Huffman string: {0}")]
+    Huffman(#[from] HuffmanError),
+    /// A dynamic table size update above SETTINGS_HEADER_TABLE_SIZE (§4.2).
+    #[error("dynamic table size update to {requested} exceeds the limit of {limit}")]
+    SizeUpdateTooLarge { requested: u32, limit: u32 },
+    /// A size update above [`MAX_SUPPORTED_TABLE_SIZE`], refused to bound memory.
+    #[error("dynamic table size update to {requested} exceeds the supported maximum of {supported}")]
+    TableSizeUnsupported { requested: u32, supported: u32 },
+    /// A size update after the first field of a block (§4.2).
+    #[error("dynamic table size update after a header field")]
+    SizeUpdateNotAtStart,
+    /// The decoded block exceeds the header list budget.
+    #[error("decoded header list exceeds {limit} bytes")]
+    HeaderListTooLarge { limit: usize },
+}
+
+/// How a field was represented on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Representation {
+    /// Indexed field (§6.1).
+    Indexed { index: u32 },
+    /// Literal added to the dynamic table (§6.2.1). `name_index` is `None` for
+    /// a literal name; `huffman_*` tell which literals were Huffman-coded.
+    IncrementalIndexing {
+        name_index: Option<u32>,
+        huffman_name: bool,
+        huffman_value: bool,
+    },
+    /// Literal not added to the dynamic table (§6.2.2).
+    WithoutIndexing {
+        name_index: Option<u32>,
+        huffman_name: bool,
+        huffman_value: bool,
+    },
+    /// Literal that intermediaries must never index (§6.2.3).
+    NeverIndexed {
+        name_index: Option<u32>,
+        huffman_name: bool,
+        huffman_value: bool,
+    },
+    /// Indexed field (§6.1) whose entry was inserted before the capture began
+    /// (only with [`Decoder::with_unknown_past`]).
+    Unknown { index: u32 },
+}
+
+/// One decoded header field.
+///
+/// With [`Decoder::with_unknown_past`], part of a field may come from a
+/// dynamic table entry inserted before the capture started. Such a part is
+/// left empty and flagged: an indexed reference to such an entry has both
+/// flags set and [`Representation::Unknown`]; a literal whose name index points
+/// at one has `name_unknown` set and a real value. A literal with incremental
+/// indexing and an unknown name stores an entry with an unknown name, so later
+/// references to it are flagged too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderField {
+    pub name: Vec<u8>,
+    pub value: Vec<u8>,
+    pub repr: Representation,
+    pub name_unknown: bool,
+    pub value_unknown: bool,
+}
+
+impl HeaderField {
+    /// Whether both name and value were recovered.
+    pub fn is_complete(&self) -> bool {
+        !self.name_unknown && !self.value_unknown
+    }
+}
+
+/// Decoding state for one direction of one connection.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    table: DynamicTable,
+    table_size_limit: u32,
+    max_header_list_size: usize,
+    /// Entries from before the capture may still sit behind the known ones.
+    past_unknown: bool,
+    /// The table's maximum size is known rather than assumed; without it,
+    /// eviction arithmetic proves nothing about what the peer still holds.
+    max_size_known: bool,
+    size_updates: Vec<u32>,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+enum Lookup<'a> {
+    Static(&'static [u8], &'static [u8]),
+    Dynamic(&'a Entry),
+    /// Past the known entries, in the part of the table that predates the capture.
+    BeforeCapture,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LiteralKind {
+    Incremental,
+    WithoutIndexing,
+    NeverIndexed,
+}
+
+impl Decoder {
+    /// Connection start: table size 4096, nothing unknown.
+    pub fn new() -> Self {
+        Decoder {
+            table: DynamicTable::new(DEFAULT_TABLE_SIZE as usize),
+            table_size_limit: DEFAULT_TABLE_SIZE,
+            max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
+            past_unknown: false,
+            max_size_known: true,
+            size_updates: Vec::new(),
+        }
+    }
+
+    /// For captures that start mid-connection: entries inserted before the
+    /// capture started are unknown, and a dynamic-table reference past the
+    /// known entries decodes as an unknown field instead of an error.
+    ///
+    /// The SETTINGS exchange was probably missed as well, so size updates are
+    /// accepted up to [`MAX_SUPPORTED_TABLE_SIZE`] until
+    /// [`set_max_table_size_limit`](Self::set_max_table_size_limit) says
+    /// otherwise. Once the known entries provably fill the table (after a
+    /// size update revealed its maximum), the past is known again and bad
+    /// indices are errors as usual.
+    pub fn with_unknown_past() -> Self {
+        Decoder {
+            table_size_limit: MAX_SUPPORTED_TABLE_SIZE,
+            past_unknown: true,
+            max_size_known: false,
+            ..Self::new()
+        }
+    }
+
+    /// The receiver's SETTINGS_HEADER_TABLE_SIZE: the upper bound a size
+    /// update may set (§4.2). Takes effect when acknowledged; the caller
+    /// decides when. The table shrinks if needed, as the encoder's must.
+    pub fn set_max_table_size_limit(&mut self, n: u32) {
+        self.table_size_limit = n;
+        let n = n as usize;
+        if self.table.max_size() > n {
+            self.table.set_max_size(n);
+            self.note_table_change();
+        }
+    }
+
+    /// Cap on the decoded size of one block, counting name + value + 32 per
+    /// field (default [`DEFAULT_MAX_HEADER_LIST_SIZE`]).
+    pub fn set_max_header_list_size(&mut self, n: usize) {
+        self.max_header_list_size = n;
+    }
+
+    /// Decodes one complete header block (HEADERS or PUSH_PROMISE with its
+    /// CONTINUATIONs joined) and appends the fields to `out`.
+    ///
+    /// On error, the fields before the bad one have been appended, and the
+    /// table may hold the effects of part of the block: the decoder can no
+    /// longer follow this direction and should be considered desynchronised.
+    pub fn decode(&mut self, block: &[u8], out: &mut Vec<HeaderField>) -> Result<(), HpackError> {
+        self.size_updates.clear();
+        let mut input = Input { rest: block };
+        let mut budget = Budget {
+            used: 0,
+            limit: self.max_header_list_size,
+        };
+        let mut field_seen = false;
+        while let Some(first) = input.peek() {
+            let field = if first & 0x80 != 0 {
+                let index = input.integer(7)?;
+                self.indexed(index, &mut budget)?
+            } else if first & 0x40 != 0 {
+                self.literal(&mut input, 6, LiteralKind::Incremental, &mut budget)?
+            } else if first & 0x20 != 0 {
+                if field_seen {
+                    return Err(HpackError::SizeUpdateNotAtStart);
+                }
+                let size = input.integer(5)?;
+                self.size_update(size)?;
+                continue;
+            } else if first & 0x10 != 0 {
+                self.literal(&mut input, 4, LiteralKind::NeverIndexed, &mut budget)?
+            } else {
+                self.literal(&mut input, 4, LiteralKind::WithoutIndexing, &mut budget)?
+            };
+            field_seen = true;
+            out.push(field);
+        }
+        Ok(())
+    }
+
+    /// Dynamic table size updates found at the start of the last block
+    /// passed to [`decode`](Self::decode), in order.
+    pub fn last_size_updates(&self) -> &[u32] {
+        &self.size_updates
+    }
+
+    /// Current dynamic table size in bytes (§4.1). With an unknown past this
+    /// counts only the known entries, and unknown names as empty.
+    pub fn table_size(&self) -> usize {
+        self.table.size()
+    }
+
+    /// Number of entries in the dynamic table (known entries only).
+    pub fn table_len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Current maximum dynamic table size, as set by the last size update.
+    pub fn max_table_size(&self) -> usize {
+        self.table.max_size()
+    }
+
+    /// The SETTINGS_HEADER_TABLE_SIZE currently enforced on size updates.
+    pub fn max_table_size_limit(&self) -> u32 {
+        self.table_size_limit
+    }
+
+    /// Whether entries from before the capture may still be in the table.
+    pub fn past_unknown(&self) -> bool {
+        self.past_unknown
+    }
+
+    /// The dynamic table itself, newest entry first.
+    pub fn dynamic_table(&self) -> &DynamicTable {
+        &self.table
+    }
+
+    fn lookup(&self, index: u32) -> Result<Lookup<'_>, HpackError> {
+        if index == 0 {
+            return Err(HpackError::InvalidIndex(0));
+        }
+        if let Some((name, value)) = table::static_entry(index) {
+            return Ok(Lookup::Static(name, value));
+        }
+        let position = (index - STATIC_LEN - 1) as usize;
+        match self.table.get(position) {
+            Some(entry) => Ok(Lookup::Dynamic(entry)),
+            None if self.past_unknown => Ok(Lookup::BeforeCapture),
+            None => Err(HpackError::InvalidIndex(index)),
+        }
+    }
+
+    fn indexed(&self, index: u32, budget: &mut Budget) -> Result<HeaderField, HpackError> {
+        let repr = Representation::Indexed { index };
+        // Charge before copying: this is where a small block expands.
+        let field = match self.lookup(index)? {
+            Lookup::Static(name, value) => {
+                budget.charge(name.len() + value.len() + ENTRY_OVERHEAD)?;
+                HeaderField {
+                    name: name.to_vec(),
+                    value: value.to_vec(),
+                    repr,
+                    name_unknown: false,
+                    value_unknown: false,
+                }
+            }
+            Lookup::Dynamic(entry) => {
+                budget.charge(entry.size())?;
+                HeaderField {
+                    name: entry.name().unwrap_or_default().to_vec(),
+                    value: entry.value().to_vec(),
+                    repr,
+                    name_unknown: entry.name().is_none(),
+                    value_unknown: false,
+                }
+            }
+            Lookup::BeforeCapture => {
+                budget.charge(ENTRY_OVERHEAD)?;
+                HeaderField {
+                    name: Vec::new(),
+                    value: Vec::new(),
+                    repr: Representation::Unknown { index },
+                    name_unknown: true,
+                    value_unknown: true,
+                }
+            }
+        };
+        Ok(field)
+    }
+
+    fn literal(
+        &mut self,
+        input: &mut Input<'_>,
+        prefix_bits: u8,
+        kind: LiteralKind,
+        budget: &mut Budget,
+    ) -> Result<HeaderField, HpackError> {
+        let index = input.integer(prefix_bits)?;
+        let (name, name_index, huffman_name, name_unknown) = if index == 0 {
+            let (name, huffman) = input.string()?;
+            budget.charge(name.len() + ENTRY_OVERHEAD)?;
+            (name, None, huffman, false)
+        } else {
+            let known_name = match self.lookup(index)? {
+                Lookup::Static(name, _) => Some(name),
+                Lookup::Dynamic(entry) => entry.name(),
+                Lookup::BeforeCapture => None,
+            };
+            budget.charge(known_name.map_or(0, <[u8]>::len) + ENTRY_OVERHEAD)?;
+            let name = known_name.unwrap_or_default().to_vec();
+            (name, Some(index), false, known_name.is_none())
+        };
+        let (value, huffman_value) = input.string()?;
+        budget.charge(value.len())?;
+
+        let repr = match kind {
+            LiteralKind::Incremental => Representation::IncrementalIndexing {
+                name_index,
+                huffman_name,
+                huffman_value,
+            },
+            LiteralKind::WithoutIndexing => Representation::WithoutIndexing {
+                name_index,
+                huffman_name,
+                huffman_value,
+            },
+            LiteralKind::NeverIndexed => Representation::NeverIndexed {
+                name_index,
+                huffman_name,
+                huffman_value,
+            },
+        };
+        if kind == LiteralKind::Incremental {
+            let entry = if name_unknown {
+                Entry::with_unknown_name(value.clone())
+            } else {
+                Entry::new(name.clone(), value.clone())
+            };
+            self.insert(entry);
+        }
+        Ok(HeaderField {
+            name,
+            value,
+            repr,
+            name_unknown,
+            value_unknown: false,
+        })
+    }
+
+    fn size_update(&mut self, size: u32) -> Result<(), HpackError> {
+        if size > self.table_size_limit {
+            return Err(HpackError::SizeUpdateTooLarge {
+                requested: size,
+                limit: self.table_size_limit,
+            });
+        }
+        if size > MAX_SUPPORTED_TABLE_SIZE {
+            return Err(HpackError::TableSizeUnsupported {
+                requested: size,
+                supported: MAX_SUPPORTED_TABLE_SIZE,
+            });
+        }
+        self.table.set_max_size(size as usize);
+        self.max_size_known = true;
+        self.size_updates.push(size);
+        self.note_table_change();
+        Ok(())
+    }
+
+    fn insert(&mut self, entry: Entry) {
+        let added = self.table.insert(entry);
+        // An entry too big for the table empties it on the peer's side too
+        // (sizes we track are exact or too small, never too large).
+        if !added && self.max_size_known {
+            self.past_unknown = false;
+        }
+        self.note_table_change();
+    }
+
+    /// Decides whether entries from before the capture can still exist.
+    ///
+    /// Our entry sizes are exact or (for unknown names) lower bounds, so the
+    /// peer's known entries take at least as much room as ours. Once that
+    /// leaves less than the smallest possible entry (32 bytes) under a known
+    /// maximum, nothing older survives on the peer's side either.
+    fn note_table_change(&mut self) {
+        if self.past_unknown
+            && self.max_size_known
+            && self.table.max_size().saturating_sub(self.table.size()) < ENTRY_OVERHEAD
+        {
+            self.past_unknown = false;
+        }
+    }
+}
+
+/// Per-block header list budget.
+struct Budget {
+    used: usize,
+    limit: usize,
+}
+
+impl Budget {
+    fn charge(&mut self, bytes: usize) -> Result<(), HpackError> {
+        self.used = self.used.saturating_add(bytes);
+        if self.used > self.limit {
+            return Err(HpackError::HeaderListTooLarge { limit: self.limit });
+        }
+        Ok(())
+    }
+}
+
+/// The unread rest of a header block.
+struct Input<'a> {
+    rest: &'a [u8],
+}
+
+impl Input<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.rest.first().copied()
+    }
+
+    fn integer(&mut self, prefix_bits: u8) -> Result<u32, HpackError> {
+        let (value, used) = integer::decode(self.rest, prefix_bits)?;
+        self.rest = self.rest.get(used..).ok_or(HpackError::Truncated)?;
+        Ok(value)
+    }
+
+    /// Reads a string literal (§5.2); returns it and whether it was
+    /// Huffman-coded.
+    fn string(&mut self) -> Result<(Vec<u8>, bool), HpackError> {
+        let huffman = self.peek().ok_or(HpackError::Truncated)? & 0x80 != 0;
+        let len = self.integer(7)?;
+        let remaining = self.rest.len();
+        let (raw, rest) = self
+            .rest
+            .split_at_checked(len as usize)
+            .ok_or(HpackError::StringTooLong { len, remaining })?;
+        self.rest = rest;
+        if !huffman {
+            return Ok((raw.to_vec(), false));
+        }
+        let mut decoded = Vec::new();
+        huffman::decode(raw, &mut decoded)?;
+        Ok((decoded, true))
+    }
+}

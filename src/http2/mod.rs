@@ -1,0 +1,6 @@
+//! HTTP/2: frames, HPACK, per-connection state and calls.
+
+pub mod call;
+pub mod connection;
+pub mod frame;
+pub mod hpack;

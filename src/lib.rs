@@ -1,0 +1,13 @@
+//! h2scope: look inside HTTP/2 and gRPC traffic in packet captures.
+//!
+//! The pipeline, one module per stage, data flowing one way:
+//! [`capture`] (pcap/pcapng records, link layers) → [`tcp`] (flows, reassembly) →
+//! [`http2`] (frames, HPACK, connection state, calls) → [`event`]s → [`output`] sinks.
+//! [`pipeline::Dissector`] ties the stages together.
+
+pub mod capture;
+pub mod event;
+pub mod http2;
+pub mod output;
+pub mod pipeline;
+pub mod tcp;

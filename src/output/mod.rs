@@ -1,0 +1,76 @@
+//! Sinks that present events: human text, JSON Lines, and the end-of-run summary.
+
+pub mod jsonl;
+pub mod text;
+
+use std::collections::BTreeMap;
+
+use crate::event::{Event, Sink};
+use crate::pipeline::Stats;
+
+/// Counts of what went by, for the summary.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    pub frames: u64,
+    pub frames_by_type: BTreeMap<String, u64>,
+    pub calls: u64,
+    pub gaps: u64,
+    pub gap_bytes: u64,
+    pub errors: u64,
+    pub frames_with_notes: u64,
+}
+
+impl Tally {
+    pub fn count(&mut self, event: &Event) {
+        match event {
+            Event::Frame(f) => {
+                self.frames += 1;
+                *self
+                    .frames_by_type
+                    .entry(f.header.kind.name().to_string())
+                    .or_default() += 1;
+                if !f.notes.is_empty() {
+                    self.frames_with_notes += 1;
+                }
+            }
+            Event::Call(_) => self.calls += 1,
+            Event::Gap(g) => {
+                self.gaps += 1;
+                self.gap_bytes += g.bytes;
+            }
+            Event::Error(_) => self.errors += 1,
+        }
+    }
+}
+
+/// Counts events, then hands them on.
+pub struct Counting<S> {
+    pub tally: Tally,
+    pub inner: S,
+}
+
+impl<S: Sink> Counting<S> {
+    pub fn new(inner: S) -> Self {
+        Counting {
+            tally: Tally::default(),
+            inner,
+        }
+    }
+}
+
+impl<S: Sink> Sink for Counting<S> {
+    fn event(&mut self, event: Event) {
+        self.tally.count(&event);
+        self.inner.event(event);
+    }
+}
+
+/// Everything the end-of-run summary shows.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub file: String,
+    pub stats: Stats,
+    pub tally: Tally,
+    /// Non-fatal capture-file problems, in words.
+    pub warnings: Vec<String>,
+}

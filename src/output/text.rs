@@ -1,0 +1,374 @@
+//! Human-readable output: one line per frame in the spirit of tshark's summary lines, or one
+//! line per call with `--calls`.
+
+use std::fmt::Write as _;
+use std::io::Write;
+
+use super::Summary;
+use crate::event::{Event, FrameDetail, FrameEvent, Sink};
+use crate::http2::call::{grpc_status_name, lossless, Call, CallEnd};
+use crate::http2::frame::{error_code_name, setting, FrameType};
+use crate::http2::hpack::HeaderField;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TextOptions {
+    pub calls_only: bool,
+    /// Every header on its own line under the frame.
+    pub verbose: bool,
+    /// Nothing per event; only the summary.
+    pub quiet: bool,
+}
+
+pub struct Text<W: Write> {
+    out: W,
+    opts: TextOptions,
+    /// Times are shown relative to the first packet, as tshark does.
+    base_ns: Option<i64>,
+    line: String,
+    io_error: Option<std::io::Error>,
+}
+
+impl<W: Write> Text<W> {
+    pub fn new(out: W, opts: TextOptions) -> Self {
+        Text {
+            out,
+            opts,
+            base_ns: None,
+            line: String::new(),
+            io_error: None,
+        }
+    }
+
+    pub fn set_base(&mut self, ts_ns: i64) {
+        self.base_ns.get_or_insert(ts_ns);
+    }
+
+    pub fn io_error(&mut self) -> Option<std::io::Error> {
+        self.io_error.take()
+    }
+
+    fn rel(&self, ts_ns: i64) -> f64 {
+        (ts_ns - self.base_ns.unwrap_or(ts_ns)) as f64 / 1e9
+    }
+
+    fn flush_line(&mut self) {
+        if self.io_error.is_none() {
+            if let Err(e) = self.out.write_all(self.line.as_bytes()) {
+                self.io_error = Some(e);
+            }
+        }
+        self.line.clear();
+    }
+
+    fn frame(&mut self, f: &FrameEvent) {
+        let o = &f.origin;
+        let h = &f.header;
+        let flags = h.kind.flag_names(h.flags);
+        let rel = self.rel(o.ts_ns);
+        let l = &mut self.line;
+        let _ = write!(
+            l,
+            "{:>6} {:>11.6} #{:<3} {} → {} {:>5} {}",
+            o.packet, rel, o.conn, o.src, o.dst, h.stream, h.kind
+        );
+        if !flags.is_empty() {
+            let _ = write!(l, "[{}]", flags.join(","));
+        }
+        let _ = write!(l, " len={}", h.length);
+        describe(l, f);
+        for n in &f.notes {
+            let _ = write!(l, "  [!] {n}");
+        }
+        l.push('\n');
+        if self.opts.verbose {
+            if let Some(list) = &f.headers {
+                for hf in list {
+                    let _ = writeln!(l, "{:>20}{}: {}", "", name(hf), value(hf));
+                }
+            }
+        }
+        self.flush_line();
+    }
+
+    fn call(&mut self, c: &Call) {
+        let rel = self.rel(c.start_ts_ns);
+        let l = &mut self.line;
+        let _ = write!(
+            l,
+            "{:>11.6} #{:<3} {:>5} {} → {} {} {}",
+            rel,
+            c.conn,
+            c.stream,
+            c.client,
+            c.server,
+            c.method().unwrap_or_else(|| "-".into()),
+            c.path().unwrap_or_else(|| "-".into()),
+        );
+        match c.status() {
+            Some(s) => {
+                let _ = write!(l, " {s}");
+            }
+            None => l.push_str(" -"),
+        }
+        if let Some(g) = c.grpc_status() {
+            let _ = write!(l, " grpc-status={g}");
+            if let Some(n) = grpc_status_name(g) {
+                let _ = write!(l, "({n})");
+            }
+        }
+        if let Some(m) = c.grpc_message() {
+            let _ = write!(l, " grpc-message={m:?}");
+        }
+        let _ = write!(
+            l,
+            " {:.3}ms req={}B resp={}B",
+            c.duration_ns() as f64 / 1e6,
+            c.request_bytes,
+            c.response_bytes
+        );
+        match c.end {
+            CallEnd::Complete => {}
+            CallEnd::Reset {
+                by_client,
+                error_code,
+            } => {
+                let _ = write!(
+                    l,
+                    " RESET by {} {}",
+                    if by_client { "client" } else { "server" },
+                    code_name(error_code)
+                );
+            }
+            CallEnd::Unfinished => l.push_str(" (unfinished)"),
+        }
+        if c.pushed {
+            l.push_str(" (pushed)");
+        }
+        if c.upgraded {
+            l.push_str(" (h2c upgrade)");
+        }
+        l.push('\n');
+        if self.opts.verbose {
+            for (title, list) in [
+                ("request", &c.request_headers),
+                ("response", &c.response_headers),
+                ("request trailers", &c.request_trailers),
+                ("trailers", &c.response_trailers),
+            ] {
+                if let Some(list) = list {
+                    let _ = writeln!(l, "{:>14}{title}:", "");
+                    for hf in list {
+                        let _ = writeln!(l, "{:>16}{}: {}", "", name(hf), value(hf));
+                    }
+                }
+            }
+        }
+        self.flush_line();
+    }
+
+    pub fn summary(&mut self, s: &Summary) {
+        let st = &s.stats;
+        let t = &s.tally;
+        let l = &mut self.line;
+        let _ = writeln!(l, "\n== {} ==", s.file);
+        let _ = writeln!(
+            l,
+            "packets: {} ({} TCP), duration {:.3}s",
+            st.packets,
+            st.tcp_packets,
+            st.first_ts_ns
+                .map(|f| (st.last_ts_ns - f) as f64 / 1e9)
+                .unwrap_or(0.0)
+        );
+        let _ = writeln!(
+            l,
+            "TCP connections: {} ({} HTTP/2, {} other, skipped: {} bytes)",
+            st.flows.connections, st.http2_connections, st.other_connections, st.other_bytes
+        );
+        let _ = write!(l, "HTTP/2 frames: {}", t.frames);
+        if !t.frames_by_type.is_empty() {
+            let parts: Vec<String> = t
+                .frames_by_type
+                .iter()
+                .map(|(k, v)| format!("{k}×{v}"))
+                .collect();
+            let _ = write!(l, " ({})", parts.join(" "));
+        }
+        l.push('\n');
+        let _ = writeln!(l, "calls: {}", t.calls);
+        let _ = writeln!(
+            l,
+            "gaps: {} ({} bytes missing), retransmitted segments: {}",
+            t.gaps, t.gap_bytes, st.flows.retransmitted
+        );
+        let _ = writeln!(
+            l,
+            "errors: {}, frames with protocol notes: {}",
+            t.errors, t.frames_with_notes
+        );
+        if !st.skipped_packets.is_empty() {
+            let parts: Vec<String> = st
+                .skipped_packets
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
+            let _ = writeln!(l, "packets not decoded: {}", parts.join(", "));
+        }
+        for w in &s.warnings {
+            let _ = writeln!(l, "warning: {w}");
+        }
+        self.flush_line();
+        let _ = self.out.flush();
+    }
+}
+
+fn name(h: &HeaderField) -> String {
+    if h.name_unknown {
+        "<unknown>".into()
+    } else {
+        lossless(&h.name)
+    }
+}
+
+fn value(h: &HeaderField) -> String {
+    if h.value_unknown {
+        "<unknown>".into()
+    } else {
+        lossless(&h.value)
+    }
+}
+
+fn code_name(code: u32) -> String {
+    match error_code_name(code) {
+        Some(n) => n.to_string(),
+        None => format!("0x{code:x}"),
+    }
+}
+
+fn find<'a>(list: &'a [HeaderField], n: &str) -> Option<&'a HeaderField> {
+    list.iter().find(|h| h.name == n.as_bytes())
+}
+
+/// The part of a frame line that says what matters for its type.
+fn describe(l: &mut String, f: &FrameEvent) {
+    match &f.detail {
+        FrameDetail::Data {
+            data_len, missing, ..
+        } => {
+            if *missing > 0 {
+                let _ = write!(l, " ({data_len} data bytes, {missing} missing)");
+            }
+        }
+        FrameDetail::Headers { priority, .. } => {
+            if let Some(p) = priority {
+                let _ = write!(l, " dep={} w={}", p.depends_on, p.weight as u16 + 1);
+            }
+        }
+        FrameDetail::Priority(p) => {
+            let _ = write!(
+                l,
+                " depends on {}{} weight {}",
+                p.depends_on,
+                if p.exclusive { " (exclusive)" } else { "" },
+                p.weight as u16 + 1
+            );
+        }
+        FrameDetail::RstStream { error_code } => {
+            let _ = write!(l, " {}", code_name(*error_code));
+        }
+        FrameDetail::Settings { settings, .. } => {
+            for s in settings {
+                match setting::name(s.id) {
+                    Some(n) => {
+                        let _ = write!(l, " {n}={}", s.value);
+                    }
+                    None => {
+                        let _ = write!(l, " 0x{:x}={}", s.id, s.value);
+                    }
+                }
+            }
+        }
+        FrameDetail::PushPromise {
+            promised_stream, ..
+        } => {
+            let _ = write!(l, " promised={promised_stream}");
+        }
+        FrameDetail::Ping { opaque, .. } => {
+            let _ = write!(l, " opaque={}", hex::encode(opaque));
+        }
+        FrameDetail::GoAway {
+            last_stream_id,
+            error_code,
+            debug_data,
+        } => {
+            let _ = write!(l, " last_stream={last_stream_id} {}", code_name(*error_code));
+            if !debug_data.is_empty() {
+                let _ = write!(l, " {:?}", lossless(debug_data));
+            }
+        }
+        FrameDetail::WindowUpdate { increment } => {
+            let _ = write!(l, " +{increment}");
+        }
+        FrameDetail::Continuation | FrameDetail::Unknown | FrameDetail::Skipped => {}
+        FrameDetail::Malformed(_) => {}
+    }
+    if let Some(list) = &f.headers {
+        let pseudo: Vec<String> = [":method", ":path", ":status", "grpc-status"]
+            .iter()
+            .filter_map(|n| find(list, n))
+            .map(value)
+            .collect();
+        if !pseudo.is_empty() {
+            let _ = write!(l, "  {}", pseudo.join(" "));
+        }
+        let _ = write!(l, " ({} headers)", list.len());
+    } else if matches!(
+        f.header.kind,
+        FrameType::Headers | FrameType::PushPromise | FrameType::Continuation
+    ) && f.header.has(crate::http2::frame::flags::END_HEADERS)
+    {
+        l.push_str(" (headers not decoded)");
+    }
+}
+
+impl<W: Write> Sink for Text<W> {
+    fn event(&mut self, event: Event) {
+        if self.opts.quiet {
+            return;
+        }
+        match &event {
+            Event::Call(c) => self.call(c),
+            _ if self.opts.calls_only => {}
+            Event::Frame(f) => self.frame(f),
+            Event::Gap(g) => {
+                let rel = self.rel(g.origin.ts_ns);
+                let o = &g.origin;
+                let _ = writeln!(
+                    self.line,
+                    "{:>6} {:>11.6} #{:<3} {} → {} GAP {} bytes missing from the capture",
+                    o.packet, rel, o.conn, o.src, o.dst, g.bytes
+                );
+                self.flush_line();
+            }
+            Event::Error(e) => {
+                match &e.origin {
+                    Some(o) => {
+                        let rel = self.rel(o.ts_ns);
+                        let _ = write!(
+                            self.line,
+                            "{:>6} {:>11.6} #{:<3} {} → {} ",
+                            o.packet, rel, o.conn, o.src, o.dst
+                        );
+                    }
+                    None => {}
+                }
+                let _ = write!(self.line, "ERROR {}", e.kind.as_str());
+                if let Some(s) = e.stream {
+                    let _ = write!(self.line, " stream {s}");
+                }
+                let _ = writeln!(self.line, ": {}", e.message);
+                self.flush_line();
+            }
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! Reassembly of one direction of a TCP connection into an in-order byte stream.
+//!
+//! Sequence numbers are unwrapped into 64-bit stream offsets relative to the last delivered byte,
+//! so wrap-around at 2^32 needs no special case. Out-of-order data waits in a bounded buffer; when
+//! the bound is reached, or the peer acknowledges bytes we never saw (the capture lost them), the
+//! hole becomes an explicit gap and delivery continues after it.
+
+use std::collections::BTreeMap;
+
+/// What the assembler hands on, in stream order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Chunk<'a> {
+    Data(&'a [u8]),
+    /// This many bytes are missing from the capture.
+    Gap(u64),
+    /// The sender closed its side (FIN reached in order).
+    Fin,
+}
+
+/// Statistics of one direction.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AssemblerStats {
+    pub delivered: u64,
+    pub retransmitted: u64,
+    pub out_of_order: u64,
+    pub gaps: u64,
+    pub gap_bytes: u64,
+}
+
+#[derive(Debug)]
+pub struct Assembler {
+    /// Stream offset of the next byte to deliver, `None` before the first segment.
+    next: Option<u64>,
+    pending: BTreeMap<u64, Vec<u8>>,
+    pending_bytes: usize,
+    max_pending: usize,
+    fin_at: Option<u64>,
+    fin_delivered: bool,
+    stats: AssemblerStats,
+}
+
+/// Offsets start here so that sequence numbers a little before the first one seen (a late
+/// retransmission) unwrap without underflow.
+const ORIGIN: u64 = 1 << 40;
+
+impl Assembler {
+    pub fn new(max_pending: usize) -> Self {
+        Assembler {
+            next: None,
+            pending: BTreeMap::new(),
+            pending_bytes: 0,
+            max_pending,
+            fin_at: None,
+            fin_delivered: false,
+            stats: AssemblerStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> AssemblerStats {
+        self.stats
+    }
+
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
+    pub fn is_started(&self) -> bool {
+        self.next.is_some()
+    }
+
+    pub fn fin_delivered(&self) -> bool {
+        self.fin_delivered
+    }
+
+    /// The 64-bit offset nearest to `next` whose low 32 bits are `seq`.
+    fn unwrap(&self, seq: u32) -> u64 {
+        let next = self.next.unwrap_or(ORIGIN + seq as u64);
+        let delta = seq.wrapping_sub(next as u32) as i32 as i64;
+        (next as i64 + delta) as u64
+    }
+
+    /// Feeds one segment. `seq` is the segment's sequence number (of the SYN when `syn`).
+    pub fn segment(
+        &mut self,
+        seq: u32,
+        syn: bool,
+        fin: bool,
+        payload: &[u8],
+        out: &mut impl FnMut(Chunk<'_>),
+    ) {
+        let data_seq = if syn { seq.wrapping_add(1) } else { seq };
+        if self.next.is_none() {
+            // First segment of this direction: the stream starts here (after the SYN, or wherever
+            // a connection first seen mid-way happens to be).
+            self.next = Some(ORIGIN + data_seq as u64);
+        }
+        let start = self.unwrap(data_seq);
+        let end = start + payload.len() as u64;
+        if fin && self.fin_at.is_none() {
+            self.fin_at = Some(end);
+        }
+        let next = self.next.unwrap_or(start);
+        if end <= next {
+            if !payload.is_empty() {
+                self.stats.retransmitted += 1;
+            }
+        } else if start <= next {
+            let skip = (next - start) as usize;
+            if skip > 0 {
+                self.stats.retransmitted += 1;
+            }
+            self.deliver(&payload[skip..], out);
+            self.drain(out);
+        } else {
+            self.stats.out_of_order += 1;
+            self.insert(start, payload);
+            while self.pending_bytes > self.max_pending {
+                self.skip_to_first_pending(out);
+                self.drain(out);
+            }
+        }
+        self.check_fin(out);
+    }
+
+    /// The peer acknowledged up to `ack`: anything before that which we have not seen was lost
+    /// by the capture, not by the network, so waiting for it is pointless.
+    pub fn peer_acked(&mut self, ack: u32, out: &mut impl FnMut(Chunk<'_>)) {
+        let (Some(next), Some((&first, _))) = (self.next, self.pending.iter().next()) else {
+            return;
+        };
+        let acked = self.unwrap(ack);
+        if acked <= next {
+            return;
+        }
+        let upto = acked.min(first);
+        self.gap(upto - next, out);
+        self.drain(out);
+        self.check_fin(out);
+    }
+
+    /// End of input or expiry: whatever is buffered is delivered with gaps for the holes.
+    pub fn flush(&mut self, out: &mut impl FnMut(Chunk<'_>)) {
+        while !self.pending.is_empty() {
+            self.skip_to_first_pending(out);
+            self.drain(out);
+        }
+        self.check_fin(out);
+    }
+
+    fn deliver(&mut self, data: &[u8], out: &mut impl FnMut(Chunk<'_>)) {
+        if data.is_empty() {
+            return;
+        }
+        if let Some(next) = self.next.as_mut() {
+            *next += data.len() as u64;
+        }
+        self.stats.delivered += data.len() as u64;
+        out(Chunk::Data(data));
+    }
+
+    fn gap(&mut self, len: u64, out: &mut impl FnMut(Chunk<'_>)) {
+        if len == 0 {
+            return;
+        }
+        if let Some(next) = self.next.as_mut() {
+            *next += len;
+        }
+        self.stats.gaps += 1;
+        self.stats.gap_bytes += len;
+        out(Chunk::Gap(len));
+    }
+
+    fn skip_to_first_pending(&mut self, out: &mut impl FnMut(Chunk<'_>)) {
+        if let (Some(next), Some((&first, _))) = (self.next, self.pending.iter().next()) {
+            if first > next {
+                self.gap(first - next, out);
+            }
+        }
+    }
+
+    /// Delivers buffered segments that have become contiguous.
+    fn drain(&mut self, out: &mut impl FnMut(Chunk<'_>)) {
+        while let Some(next) = self.next {
+            let Some(entry) = self.pending.first_entry() else {
+                break;
+            };
+            let start = *entry.key();
+            if start > next {
+                break;
+            }
+            let data = entry.remove();
+            self.pending_bytes -= data.len();
+            let end = start + data.len() as u64;
+            if end > next {
+                let skip = (next - start) as usize;
+                self.deliver(&data[skip..], out);
+            }
+        }
+    }
+
+    fn check_fin(&mut self, out: &mut impl FnMut(Chunk<'_>)) {
+        if !self.fin_delivered && self.fin_at.is_some() && self.fin_at == self.next {
+            self.fin_delivered = true;
+            out(Chunk::Fin);
+        }
+    }
+
+    /// Buffers `data` at `start`, keeping bytes already buffered where segments overlap (the
+    /// first copy wins, as most stacks do).
+    fn insert(&mut self, mut start: u64, mut data: &[u8]) {
+        if let Some((&ps, pv)) = self.pending.range(..=start).next_back() {
+            let pe = ps + pv.len() as u64;
+            if pe > start {
+                let cut = ((pe - start) as usize).min(data.len());
+                data = &data[cut..];
+                start += cut as u64;
+            }
+        }
+        while !data.is_empty() {
+            let next_existing = self
+                .pending
+                .range(start..)
+                .next()
+                .map(|(&k, v)| (k, v.len()));
+            match next_existing {
+                Some((ns, nlen)) if ns < start + data.len() as u64 => {
+                    let before = (ns - start) as usize;
+                    if before > 0 {
+                        self.put(start, &data[..before]);
+                    }
+                    let skip = (before + nlen).min(data.len());
+                    data = &data[skip..];
+                    start += skip as u64;
+                }
+                _ => {
+                    self.put(start, data);
+                    break;
+                }
+            }
+        }
+    }
+
+    fn put(&mut self, start: u64, data: &[u8]) {
+        self.pending_bytes += data.len();
+        self.pending.insert(start, data.to_vec());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Eq)]
+    enum Out {
+        Data(Vec<u8>),
+        Gap(u64),
+        Fin,
+    }
+
+    struct Harness {
+        a: Assembler,
+        out: Vec<Out>,
+    }
+
+    impl Harness {
+        fn new(max: usize) -> Self {
+            Harness {
+                a: Assembler::new(max),
+                out: Vec::new(),
+            }
+        }
+        fn seg(&mut self, seq: u32, syn: bool, fin: bool, data: &[u8]) {
+            let out = &mut self.out;
+            self.a.segment(seq, syn, fin, data, &mut |c| push(out, c));
+        }
+        fn ack(&mut self, ack: u32) {
+            let out = &mut self.out;
+            self.a.peer_acked(ack, &mut |c| push(out, c));
+        }
+        fn flush(&mut self) {
+            let out = &mut self.out;
+            self.a.flush(&mut |c| push(out, c));
+        }
+        fn bytes(&self) -> Vec<u8> {
+            self.out
+                .iter()
+                .flat_map(|o| match o {
+                    Out::Data(d) => d.clone(),
+                    _ => vec![],
+                })
+                .collect()
+        }
+    }
+
+    fn push(out: &mut Vec<Out>, c: Chunk<'_>) {
+        match c {
+            Chunk::Data(d) => out.push(Out::Data(d.to_vec())),
+            Chunk::Gap(n) => out.push(Out::Gap(n)),
+            Chunk::Fin => out.push(Out::Fin),
+        }
+    }
+
+    #[test]
+    fn in_order_after_syn() {
+        let mut h = Harness::new(1 << 20);
+        h.seg(100, true, false, b"");
+        h.seg(101, false, false, b"abc");
+        h.seg(104, false, true, b"def");
+        assert_eq!(
+            h.out,
+            vec![
+                Out::Data(b"abc".to_vec()),
+                Out::Data(b"def".to_vec()),
+                Out::Fin
+            ]
+        );
+    }
+
+    #[test]
+    fn out_of_order_and_retransmission() {
+        let mut h = Harness::new(1 << 20);
+        h.seg(0, false, false, b"ab");
+        h.seg(6, false, false, b"gh");
+        h.seg(4, false, false, b"ef");
+        h.seg(0, false, false, b"ab"); // retransmission
+        h.seg(1, false, false, b"bcd"); // overlap with new bytes
+        assert_eq!(h.bytes(), b"abcdefgh");
+        assert_eq!(h.a.pending_bytes(), 0);
+        assert!(h.a.stats().retransmitted >= 2);
+    }
+
+    #[test]
+    fn overlapping_out_of_order_segments() {
+        let mut h = Harness::new(1 << 20);
+        h.seg(0, false, false, b"a");
+        h.seg(5, false, false, b"fg");
+        h.seg(3, false, false, b"defgh");
+        h.seg(2, false, false, b"cdefghij");
+        h.seg(1, false, false, b"b");
+        assert_eq!(h.bytes(), b"abcdefghij");
+    }
+
+    #[test]
+    fn sequence_wraps_around() {
+        let mut h = Harness::new(1 << 20);
+        h.seg(u32::MAX - 2, true, false, b"");
+        h.seg(u32::MAX - 1, false, false, b"ab");
+        h.seg(1, false, false, b"de");
+        h.seg(0, false, false, b"c");
+        assert_eq!(h.bytes(), b"abcde");
+    }
+
+    #[test]
+    fn ack_past_hole_makes_gap() {
+        let mut h = Harness::new(1 << 20);
+        h.seg(0, false, false, b"ab");
+        h.seg(10, false, false, b"kl");
+        h.ack(12);
+        assert_eq!(
+            h.out,
+            vec![
+                Out::Data(b"ab".to_vec()),
+                Out::Gap(8),
+                Out::Data(b"kl".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn buffer_limit_forces_gap() {
+        let mut h = Harness::new(4);
+        h.seg(0, false, false, b"a");
+        h.seg(5, false, false, b"fgh");
+        assert!(h.out.len() == 1);
+        h.seg(8, false, false, b"ij");
+        assert_eq!(h.out[1], Out::Gap(4));
+        assert_eq!(h.bytes(), b"afghij");
+        assert_eq!(h.a.pending_bytes(), 0);
+    }
+
+    #[test]
+    fn flush_delivers_with_gaps_and_fin() {
+        let mut h = Harness::new(1 << 20);
+        h.seg(0, false, false, b"a");
+        h.seg(3, false, true, b"d");
+        h.flush();
+        assert_eq!(
+            h.out,
+            vec![
+                Out::Data(b"a".to_vec()),
+                Out::Gap(2),
+                Out::Data(b"d".to_vec()),
+                Out::Fin
+            ]
+        );
+    }
+}

@@ -1,0 +1,412 @@
+//! TCP connections: the flow table and per-direction reassembly.
+//!
+//! A connection is a 4-tuple from its first packet until it closes; a new SYN on a closed (or
+//! differently numbered) tuple starts a new connection, numbered in order of first packet like
+//! tshark's `tcp.stream`. Each connection carries an application value `T` (the HTTP/2 state),
+//! which receives the reassembled byte stream of both directions through [`FlowHandler`].
+
+pub mod assembler;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+pub use assembler::{Assembler, AssemblerStats, Chunk};
+
+use crate::capture::link::TcpSegment;
+
+/// Direction within a connection: `Dir::Forward` goes from `endpoints[0]` to `endpoints[1]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dir {
+    Forward = 0,
+    Reverse = 1,
+}
+
+impl Dir {
+    pub fn index(self) -> usize {
+        self as usize
+    }
+    pub fn other(self) -> Dir {
+        match self {
+            Dir::Forward => Dir::Reverse,
+            Dir::Reverse => Dir::Forward,
+        }
+    }
+}
+
+/// What the capture says about the packet being processed, passed along with every event.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PacketMeta {
+    pub index: u64,
+    pub ts_ns: i64,
+}
+
+/// A connection's identity.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowInfo {
+    pub conn: u64,
+    /// `[initiator, responder]` as far as the capture shows: the SYN sender when the handshake
+    /// was captured, otherwise the sender of the first packet.
+    pub endpoints: [SocketAddr; 2],
+    pub handshake_seen: bool,
+    pub first_ts_ns: i64,
+}
+
+impl FlowInfo {
+    pub fn src(&self, dir: Dir) -> SocketAddr {
+        self.endpoints[dir.index()]
+    }
+    pub fn dst(&self, dir: Dir) -> SocketAddr {
+        self.endpoints[dir.other().index()]
+    }
+}
+
+/// Reassembled stream content of one direction.
+#[derive(Debug)]
+pub enum StreamEvent<'a> {
+    Data(&'a [u8]),
+    Gap(u64),
+    Fin,
+    Rst,
+}
+
+/// Why a connection's state is handed back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Both FINs, or a RST.
+    Closed,
+    /// No packet for longer than the idle timeout (capture time).
+    Idle,
+    /// The flow table was full and this was among the least recently active.
+    Evicted,
+    /// A new connection reused the 4-tuple.
+    Reused,
+    EndOfInput,
+}
+
+pub trait FlowHandler {
+    type State;
+    fn open(&mut self, info: &FlowInfo, meta: &PacketMeta) -> Self::State;
+    fn stream(
+        &mut self,
+        info: &FlowInfo,
+        state: &mut Self::State,
+        dir: Dir,
+        event: StreamEvent<'_>,
+        meta: &PacketMeta,
+    );
+    fn close(
+        &mut self,
+        info: &FlowInfo,
+        state: &mut Self::State,
+        reason: CloseReason,
+        meta: &PacketMeta,
+    );
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct FlowConfig {
+    pub max_flows: usize,
+    /// Out-of-order bytes buffered per direction before a hole is declared a gap.
+    pub max_pending_per_dir: usize,
+    pub idle_timeout_ns: i64,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            max_flows: 100_000,
+            max_pending_per_dir: 2 << 20,
+            idle_timeout_ns: 600 * 1_000_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FlowTableStats {
+    pub connections: u64,
+    pub segments: u64,
+    pub retransmitted: u64,
+    pub out_of_order: u64,
+    pub gaps: u64,
+    pub gap_bytes: u64,
+    pub expired: u64,
+    pub evicted: u64,
+}
+
+struct Flow<S> {
+    info: FlowInfo,
+    asm: [Assembler; 2],
+    isn: [Option<u32>; 2],
+    last_ts_ns: i64,
+    closed: bool,
+    state: S,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FlowKey(SocketAddr, SocketAddr);
+
+impl FlowKey {
+    fn of(a: SocketAddr, b: SocketAddr) -> Self {
+        if a <= b {
+            FlowKey(a, b)
+        } else {
+            FlowKey(b, a)
+        }
+    }
+}
+
+pub struct FlowTable<S> {
+    cfg: FlowConfig,
+    flows: HashMap<FlowKey, Flow<S>>,
+    next_conn: u64,
+    last_sweep_ns: i64,
+    stats: FlowTableStats,
+}
+
+impl<S> FlowTable<S> {
+    pub fn new(cfg: FlowConfig) -> Self {
+        FlowTable {
+            cfg,
+            flows: HashMap::new(),
+            next_conn: 0,
+            last_sweep_ns: i64::MIN,
+            stats: FlowTableStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> FlowTableStats {
+        self.stats
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    pub fn segment<H: FlowHandler<State = S>>(
+        &mut self,
+        seg: &TcpSegment<'_>,
+        meta: &PacketMeta,
+        handler: &mut H,
+    ) {
+        self.stats.segments += 1;
+        self.maybe_sweep(meta, handler);
+        let key = FlowKey::of(seg.src, seg.dst);
+        let starts_new = match self.flows.get(&key) {
+            None => true,
+            Some(flow) => {
+                let dir = direction(&flow.info, seg.src);
+                seg.syn
+                    && !seg.ack_flag
+                    && (flow.closed || flow.isn[dir.index()].is_some_and(|isn| isn != seg.seq))
+            }
+        };
+        if starts_new {
+            if let Some(mut old) = self.flows.remove(&key) {
+                self.retire(&mut old, CloseReason::Reused, meta, handler);
+            }
+            if self.flows.len() >= self.cfg.max_flows {
+                self.evict_oldest(meta, handler);
+            }
+            // A SYN-ACK as first packet means its sender is the responder.
+            let endpoints = if seg.syn && seg.ack_flag {
+                [seg.dst, seg.src]
+            } else {
+                [seg.src, seg.dst]
+            };
+            let info = FlowInfo {
+                conn: self.next_conn,
+                endpoints,
+                handshake_seen: seg.syn,
+                first_ts_ns: meta.ts_ns,
+            };
+            self.next_conn += 1;
+            self.stats.connections += 1;
+            let state = handler.open(&info, meta);
+            let max = self.cfg.max_pending_per_dir;
+            self.flows.insert(
+                key,
+                Flow {
+                    info,
+                    asm: [Assembler::new(max), Assembler::new(max)],
+                    isn: [None, None],
+                    last_ts_ns: meta.ts_ns,
+                    closed: false,
+                    state,
+                },
+            );
+        }
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return;
+        };
+        flow.last_ts_ns = meta.ts_ns;
+        if flow.closed {
+            return;
+        }
+        let dir = direction(&flow.info, seg.src);
+        let d = dir.index();
+        if seg.syn && flow.isn[d].is_none() {
+            flow.isn[d] = Some(seg.seq);
+        }
+        let Flow {
+            info,
+            asm,
+            state,
+            closed,
+            ..
+        } = flow;
+        let mut emit = |dir: Dir, chunk: Chunk<'_>| {
+            let ev = match chunk {
+                Chunk::Data(d) => StreamEvent::Data(d),
+                Chunk::Gap(n) => StreamEvent::Gap(n),
+                Chunk::Fin => StreamEvent::Fin,
+            };
+            handler.stream(info, state, dir, ev, meta);
+        };
+        // The ACK tells whether holes in the other direction were lost by the capture.
+        if seg.ack_flag && asm[dir.other().index()].is_started() {
+            asm[dir.other().index()].peer_acked(seg.ack, &mut |c| emit(dir.other(), c));
+        }
+        if seg.syn && asm[d].is_started() && seg.payload.is_empty() {
+            // Retransmitted SYN or SYN-ACK: nothing to deliver.
+        } else if !seg.payload.is_empty() || seg.syn || seg.fin || !asm[d].is_started() {
+            asm[d].segment(seg.seq, seg.syn, seg.fin, seg.payload, &mut |c| {
+                emit(dir, c)
+            });
+        }
+        if seg.rst {
+            // Whatever was buffered will never be completed.
+            asm[d].flush(&mut |c| emit(dir, c));
+            asm[dir.other().index()].flush(&mut |c| emit(dir.other(), c));
+            emit_rst(handler, info, state, dir, meta);
+            *closed = true;
+        } else if asm[0].fin_delivered() && asm[1].fin_delivered() {
+            *closed = true;
+        }
+        if *closed {
+            Self::account(&mut self.stats, asm);
+            handler.close(info, state, CloseReason::Closed, meta);
+        }
+    }
+
+    /// Ends every connection still open (end of input).
+    pub fn finish<H: FlowHandler<State = S>>(&mut self, meta: &PacketMeta, handler: &mut H) {
+        let mut flows: Vec<Flow<S>> = self.flows.drain().map(|(_, f)| f).collect();
+        flows.sort_by_key(|f| f.info.conn);
+        for mut flow in flows {
+            self.retire(&mut flow, CloseReason::EndOfInput, meta, handler);
+        }
+    }
+
+    fn retire<H: FlowHandler<State = S>>(
+        &mut self,
+        flow: &mut Flow<S>,
+        reason: CloseReason,
+        meta: &PacketMeta,
+        handler: &mut H,
+    ) {
+        if flow.closed {
+            return;
+        }
+        let Flow {
+            info, asm, state, ..
+        } = flow;
+        for dir in [Dir::Forward, Dir::Reverse] {
+            asm[dir.index()].flush(&mut |c| {
+                let ev = match c {
+                    Chunk::Data(d) => StreamEvent::Data(d),
+                    Chunk::Gap(n) => StreamEvent::Gap(n),
+                    Chunk::Fin => StreamEvent::Fin,
+                };
+                handler.stream(info, state, dir, ev, meta);
+            });
+        }
+        Self::account(&mut self.stats, asm);
+        flow.closed = true;
+        handler.close(&flow.info, &mut flow.state, reason, meta);
+    }
+
+    fn account(stats: &mut FlowTableStats, asm: &[Assembler; 2]) {
+        for a in asm {
+            let s = a.stats();
+            stats.retransmitted += s.retransmitted;
+            stats.out_of_order += s.out_of_order;
+            stats.gaps += s.gaps;
+            stats.gap_bytes += s.gap_bytes;
+        }
+    }
+
+    /// Expires idle connections, at most once per ten seconds of capture time.
+    fn maybe_sweep<H: FlowHandler<State = S>>(&mut self, meta: &PacketMeta, handler: &mut H) {
+        const SWEEP_EVERY_NS: i64 = 10 * 1_000_000_000;
+        if self.last_sweep_ns != i64::MIN && meta.ts_ns - self.last_sweep_ns < SWEEP_EVERY_NS {
+            return;
+        }
+        self.last_sweep_ns = meta.ts_ns;
+        let cutoff = meta.ts_ns.saturating_sub(self.cfg.idle_timeout_ns);
+        let idle: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| f.last_ts_ns < cutoff)
+            .map(|(k, _)| *k)
+            .collect();
+        self.remove_flows(idle, CloseReason::Idle, meta, handler);
+    }
+
+    /// Makes room by ending the least recently active tenth of the table in one pass, so that a
+    /// flood of new tuples costs amortised O(1) per packet.
+    fn evict_oldest<H: FlowHandler<State = S>>(&mut self, meta: &PacketMeta, handler: &mut H) {
+        let mut ages: Vec<(i64, u64, FlowKey)> = self
+            .flows
+            .iter()
+            .map(|(k, f)| (f.last_ts_ns, f.info.conn, *k))
+            .collect();
+        let n = (ages.len() / 10).max(1).min(ages.len());
+        ages.select_nth_unstable_by_key(n - 1, |(ts, conn, _)| (*ts, *conn));
+        let victims = ages[..n].iter().map(|(_, _, k)| *k).collect();
+        self.remove_flows(victims, CloseReason::Evicted, meta, handler);
+    }
+
+    fn remove_flows<H: FlowHandler<State = S>>(
+        &mut self,
+        keys: Vec<FlowKey>,
+        reason: CloseReason,
+        meta: &PacketMeta,
+        handler: &mut H,
+    ) {
+        let mut flows: Vec<Flow<S>> = keys
+            .into_iter()
+            .filter_map(|k| self.flows.remove(&k))
+            .collect();
+        flows.sort_by_key(|f| f.info.conn);
+        for mut flow in flows {
+            match reason {
+                CloseReason::Idle => self.stats.expired += 1,
+                CloseReason::Evicted => self.stats.evicted += 1,
+                _ => {}
+            }
+            self.retire(&mut flow, reason, meta, handler);
+        }
+    }
+}
+
+fn emit_rst<H: FlowHandler>(
+    handler: &mut H,
+    info: &FlowInfo,
+    state: &mut H::State,
+    dir: Dir,
+    meta: &PacketMeta,
+) {
+    handler.stream(info, state, dir, StreamEvent::Rst, meta);
+}
+
+fn direction(info: &FlowInfo, src: SocketAddr) -> Dir {
+    if info.endpoints[0] == src {
+        Dir::Forward
+    } else {
+        Dir::Reverse
+    }
+}
