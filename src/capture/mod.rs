@@ -107,7 +107,10 @@ impl CaptureReader {
         Self::from_read(path, file)
     }
 
-    pub fn from_read<R: Read + Send + 'static>(name: &str, reader: R) -> Result<Self, CaptureError> {
+    pub fn from_read<R: Read + Send + 'static>(
+        name: &str,
+        reader: R,
+    ) -> Result<Self, CaptureError> {
         let inner = match pcap_parser::create_reader(INITIAL_BUFFER, reader) {
             Ok(r) => r,
             Err(PcapError::Eof) => {
@@ -249,122 +252,128 @@ enum Step {
 }
 
 impl State {
-fn handle_block<F>(&mut self, block: PcapBlockOwned<'_>, f: &mut F) -> bool
-where
-    F: FnMut(&Packet<'_>) -> bool,
-{
-    let State { interfaces, big_endian, pcapng, records, warnings } = self;
-    match block {
-        PcapBlockOwned::LegacyHeader(h) => {
-            *big_endian = h.is_bigendian();
-            *pcapng = false;
-            interfaces.clear();
-            interfaces.push(Interface {
-                link: LinkType(h.network.0 as u32),
-                units_per_sec: if h.is_nanosecond_precision() {
-                    1_000_000_000
-                } else {
-                    1_000_000
-                },
-                offset_secs: 0,
-            });
-            true
-        }
-        PcapBlockOwned::Legacy(b) => {
-            *records += 1;
-            let Some(iface) = interfaces.first() else {
-                return true;
-            };
-            let frac_ns = if iface.units_per_sec == 1_000_000 {
-                b.ts_usec as i64 * 1000
-            } else {
-                b.ts_usec as i64
-            };
-            let caplen = (b.caplen as usize).min(b.data.len());
-            f(&Packet {
-                index: *records,
-                ts_ns: b.ts_sec as i64 * 1_000_000_000 + frac_ns,
-                link: iface.link,
-                data: &b.data[..caplen],
-                orig_len: b.origlen,
-            })
-        }
-        PcapBlockOwned::NG(Block::SectionHeader(shb)) => {
-            // Interface ids are per section.
-            *big_endian = shb.big_endian();
-            *pcapng = true;
-            interfaces.clear();
-            true
-        }
-        PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
-            interfaces.push(Interface {
-                link: LinkType(idb.linktype.0 as u32),
-                units_per_sec: idb.ts_resolution().unwrap_or(1_000_000).max(1),
-                offset_secs: idb.ts_offset(),
-            });
-            true
-        }
-        PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
-            *records += 1;
-            let Some(iface) = interfaces.get(epb.if_id as usize).copied() else {
-                warnings.push(CaptureWarning::UnknownInterface {
-                    record: *records,
-                    interface: epb.if_id,
+    fn handle_block<F>(&mut self, block: PcapBlockOwned<'_>, f: &mut F) -> bool
+    where
+        F: FnMut(&Packet<'_>) -> bool,
+    {
+        let State {
+            interfaces,
+            big_endian,
+            pcapng,
+            records,
+            warnings,
+        } = self;
+        match block {
+            PcapBlockOwned::LegacyHeader(h) => {
+                *big_endian = h.is_bigendian();
+                *pcapng = false;
+                interfaces.clear();
+                interfaces.push(Interface {
+                    link: LinkType(h.network.0 as u32),
+                    units_per_sec: if h.is_nanosecond_precision() {
+                        1_000_000_000
+                    } else {
+                        1_000_000
+                    },
+                    offset_secs: 0,
                 });
-                return true;
-            };
-            let raw = ((epb.ts_high as u64) << 32) | epb.ts_low as u64;
-            f(&Packet {
-                index: *records,
-                ts_ns: ts_to_ns(raw, iface),
-                link: iface.link,
-                data: epb.packet_data(),
-                orig_len: epb.origlen,
-            })
-        }
-        PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
-            *records += 1;
-            // SPBs belong to the first interface and carry no timestamp.
-            let Some(iface) = interfaces.first().copied() else {
-                warnings.push(CaptureWarning::UnknownInterface {
-                    record: *records,
-                    interface: 0,
-                });
-                return true;
-            };
-            f(&Packet {
-                index: *records,
-                ts_ns: 0,
-                link: iface.link,
-                data: spb.packet_data(),
-                orig_len: spb.origlen,
-            })
-        }
-        PcapBlockOwned::NG(Block::Unknown(ub)) if ub.block_type == OPB_TYPE => {
-            *records += 1;
-            match parse_obsolete_packet(ub.data, *big_endian) {
-                Some(opb) => {
-                    let Some(iface) = interfaces.get(opb.interface as usize).copied() else {
-                        warnings.push(CaptureWarning::UnknownInterface {
-                            record: *records,
-                            interface: opb.interface as u32,
-                        });
-                        return true;
-                    };
-                    f(&Packet {
-                        index: *records,
-                        ts_ns: ts_to_ns(opb.ts, iface),
-                        link: iface.link,
-                        data: opb.data,
-                        orig_len: opb.orig_len,
-                    })
-                }
-                None => true,
+                true
             }
+            PcapBlockOwned::Legacy(b) => {
+                *records += 1;
+                let Some(iface) = interfaces.first() else {
+                    return true;
+                };
+                let frac_ns = if iface.units_per_sec == 1_000_000 {
+                    b.ts_usec as i64 * 1000
+                } else {
+                    b.ts_usec as i64
+                };
+                let caplen = (b.caplen as usize).min(b.data.len());
+                f(&Packet {
+                    index: *records,
+                    ts_ns: b.ts_sec as i64 * 1_000_000_000 + frac_ns,
+                    link: iface.link,
+                    data: &b.data[..caplen],
+                    orig_len: b.origlen,
+                })
+            }
+            PcapBlockOwned::NG(Block::SectionHeader(shb)) => {
+                // Interface ids are per section.
+                *big_endian = shb.big_endian();
+                *pcapng = true;
+                interfaces.clear();
+                true
+            }
+            PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
+                interfaces.push(Interface {
+                    link: LinkType(idb.linktype.0 as u32),
+                    units_per_sec: idb.ts_resolution().unwrap_or(1_000_000).max(1),
+                    offset_secs: idb.ts_offset(),
+                });
+                true
+            }
+            PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
+                *records += 1;
+                let Some(iface) = interfaces.get(epb.if_id as usize).copied() else {
+                    warnings.push(CaptureWarning::UnknownInterface {
+                        record: *records,
+                        interface: epb.if_id,
+                    });
+                    return true;
+                };
+                let raw = ((epb.ts_high as u64) << 32) | epb.ts_low as u64;
+                f(&Packet {
+                    index: *records,
+                    ts_ns: ts_to_ns(raw, iface),
+                    link: iface.link,
+                    data: epb.packet_data(),
+                    orig_len: epb.origlen,
+                })
+            }
+            PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
+                *records += 1;
+                // SPBs belong to the first interface and carry no timestamp.
+                let Some(iface) = interfaces.first().copied() else {
+                    warnings.push(CaptureWarning::UnknownInterface {
+                        record: *records,
+                        interface: 0,
+                    });
+                    return true;
+                };
+                f(&Packet {
+                    index: *records,
+                    ts_ns: 0,
+                    link: iface.link,
+                    data: spb.packet_data(),
+                    orig_len: spb.origlen,
+                })
+            }
+            PcapBlockOwned::NG(Block::Unknown(ub)) if ub.block_type == OPB_TYPE => {
+                *records += 1;
+                match parse_obsolete_packet(ub.data, *big_endian) {
+                    Some(opb) => {
+                        let Some(iface) = interfaces.get(opb.interface as usize).copied() else {
+                            warnings.push(CaptureWarning::UnknownInterface {
+                                record: *records,
+                                interface: opb.interface as u32,
+                            });
+                            return true;
+                        };
+                        f(&Packet {
+                            index: *records,
+                            ts_ns: ts_to_ns(opb.ts, iface),
+                            link: iface.link,
+                            data: opb.data,
+                            orig_len: opb.orig_len,
+                        })
+                    }
+                    None => true,
+                }
+            }
+            PcapBlockOwned::NG(_) => true,
         }
-        PcapBlockOwned::NG(_) => true,
     }
-}
 }
 
 /// pcapng's obsolete Packet Block (type 2), which `pcap-parser` leaves as an unknown block.

@@ -8,8 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use super::call::{Call, CallEnd};
 use super::frame::{
-    self, flags, parse_payload, setting, FrameHeader, FrameType, Payload, FRAME_HEADER_LEN,
-    PREFACE,
+    self, flags, parse_payload, setting, FrameHeader, FrameType, Payload, FRAME_HEADER_LEN, PREFACE,
 };
 use super::hpack::{Decoder, HeaderField};
 use crate::event::{ErrorEvent, ErrorKind, Event, FrameDetail, FrameEvent, GapEvent, Origin, Sink};
@@ -88,7 +87,10 @@ pub enum Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Before the frames: the client preface is expected (`required`) or merely allowed.
-    Preface { matched: usize, required: bool },
+    Preface {
+        matched: usize,
+        required: bool,
+    },
     /// The server's HTTP/1.1 `101` response precedes its frames.
     UpgradeResponse,
     Frames,
@@ -590,9 +592,11 @@ impl Connection {
             {
                 notes.push(format!("{} on stream 0 (PROTOCOL_ERROR)", h.kind))
             }
-            FrameType::Settings | FrameType::Ping | FrameType::GoAway if h.stream != 0 => {
-                notes.push(format!("{} on stream {} (PROTOCOL_ERROR)", h.kind, h.stream))
-            }
+            FrameType::Settings | FrameType::Ping | FrameType::GoAway if h.stream != 0 => notes
+                .push(format!(
+                    "{} on stream {} (PROTOCOL_ERROR)",
+                    h.kind, h.stream
+                )),
             _ => {}
         }
 
@@ -693,7 +697,10 @@ impl Connection {
                 self.maybe_finish(h.stream, ctx, finished);
             }
             None if closed => {
-                notes.push(format!("DATA on closed stream {} (STREAM_CLOSED)", h.stream));
+                notes.push(format!(
+                    "DATA on closed stream {} (STREAM_CLOSED)",
+                    h.stream
+                ));
             }
             None => {}
         }

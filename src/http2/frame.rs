@@ -357,7 +357,9 @@ pub fn parse_payload<'a>(h: &FrameHeader, p: &'a [u8]) -> Result<Payload<'a>, Fr
         }
         FrameType::RstStream => {
             exact("RST_STREAM", p, 4, "4")?;
-            Payload::RstStream { error_code: be32(p) }
+            Payload::RstStream {
+                error_code: be32(p),
+            }
         }
         FrameType::Settings => {
             if p.len() % 6 != 0 {
@@ -450,7 +452,12 @@ mod tests {
 
     #[test]
     fn padded_headers_with_priority() {
-        let h = hdr(0, 1, flags::PADDED | flags::PRIORITY | flags::END_HEADERS, 1);
+        let h = hdr(
+            0,
+            1,
+            flags::PADDED | flags::PRIORITY | flags::END_HEADERS,
+            1,
+        );
         let p = [2, 0x80, 0, 0, 3, 15, 0x82, 0x84, 0, 0];
         match parse_payload(&h, &p).unwrap() {
             Payload::Headers {

@@ -102,7 +102,9 @@ fn error_code_json(m: &mut Map<String, Value>, code: u32) {
     m.insert("error_code".into(), code.into());
     m.insert(
         "error_name".into(),
-        error_code_name(code).map(Value::from).unwrap_or(Value::Null),
+        error_code_name(code)
+            .map(Value::from)
+            .unwrap_or(Value::Null),
     );
 }
 

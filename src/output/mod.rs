@@ -1,6 +1,7 @@
 //! Sinks that present events: human text, JSON Lines, and the end-of-run summary.
 
 pub mod jsonl;
+pub mod pcap;
 pub mod text;
 
 use std::collections::BTreeMap;

@@ -301,7 +301,11 @@ fn describe(l: &mut String, f: &FrameEvent) {
             error_code,
             debug_data,
         } => {
-            let _ = write!(l, " last_stream={last_stream_id} {}", code_name(*error_code));
+            let _ = write!(
+                l,
+                " last_stream={last_stream_id} {}",
+                code_name(*error_code)
+            );
             if !debug_data.is_empty() {
                 let _ = write!(l, " {:?}", lossless(debug_data));
             }

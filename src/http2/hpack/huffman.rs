@@ -230,7 +230,11 @@ pub fn max_decoded_len(encoded_len: usize) -> usize {
 }
 
 /// Decodes a Huffman-coded string literal, appending the octets to `out`.
-/// On error `out` is left as it was.
+///
+/// # Errors
+///
+/// A [`HuffmanError`] for EOS inside the string or bad padding; `out` is then
+/// left as it was.
 pub fn decode(input: &[u8], out: &mut Vec<u8>) -> Result<(), HuffmanError> {
     let start = out.len();
     out.reserve(max_decoded_len(input.len()));
@@ -370,7 +374,10 @@ mod tests {
     #[test]
     fn eos_is_rejected() {
         // 30 one bits is EOS itself, here followed by two bits of padding.
-        assert_eq!(dec(&[0xff, 0xff, 0xff, 0xff]), Err(HuffmanError::EosInString));
+        assert_eq!(
+            dec(&[0xff, 0xff, 0xff, 0xff]),
+            Err(HuffmanError::EosInString)
+        );
         // EOS after a real symbol ('0' = 00000), then more ones.
         assert_eq!(
             dec(&[0x07, 0xff, 0xff, 0xff, 0xff]),

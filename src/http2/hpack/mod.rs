@@ -2,9 +2,11 @@
 //!
 //! Header blocks come straight from capture files, so they are treated as
 //! hostile: every length is checked against the bytes actually present before
-//! anything is allocated, integers are capped at 32 bits, dynamic table sizes
-//! are capped, and the decoded size of a block is budgeted so that a few bytes
-//! of indexed references cannot expand into megabytes of output.
+//! anything is allocated, integers are capped at 32 bits (and at 5
+//! continuation octets), dynamic table sizes are capped at
+//! [`MAX_SUPPORTED_TABLE_SIZE`], and the decoded size of a block is budgeted
+//! so that a few bytes of indexed references cannot expand into megabytes of
+//! output.
 //!
 //! A capture may begin after a connection has already filled its dynamic
 //! tables. [`Decoder::with_unknown_past`] decodes such connections: references
@@ -25,11 +27,11 @@ pub use huffman::HuffmanError;
 use table::{DynamicTable, Entry, ENTRY_OVERHEAD, STATIC_LEN};
 
 /// Dynamic table size at connection start (RFC 9113 §6.5.2 default of
-/// SETTINGS_HEADER_TABLE_SIZE).
+/// `SETTINGS_HEADER_TABLE_SIZE`).
 pub const DEFAULT_TABLE_SIZE: u32 = 4096;
 
 /// Default cap on the decoded size of one header block, counted like
-/// SETTINGS_MAX_HEADER_LIST_SIZE: name + value + 32 per field.
+/// `SETTINGS_MAX_HEADER_LIST_SIZE`: name + value + 32 per field.
 pub const DEFAULT_MAX_HEADER_LIST_SIZE: usize = 256 * 1024;
 
 /// Largest dynamic table this decoder agrees to keep, whatever the peers
@@ -54,11 +56,13 @@ pub enum HpackError {
     InvalidIndex(u32),
     #[error("bad Huffman string: {0}")]
     Huffman(#[from] HuffmanError),
-    /// A dynamic table size update above SETTINGS_HEADER_TABLE_SIZE (§4.2).
+    /// A dynamic table size update above `SETTINGS_HEADER_TABLE_SIZE` (§4.2).
     #[error("dynamic table size update to {requested} exceeds the limit of {limit}")]
     SizeUpdateTooLarge { requested: u32, limit: u32 },
     /// A size update above [`MAX_SUPPORTED_TABLE_SIZE`], refused to bound memory.
-    #[error("dynamic table size update to {requested} exceeds the supported maximum of {supported}")]
+    #[error(
+        "dynamic table size update to {requested} exceeds the supported maximum of {supported}"
+    )]
     TableSizeUnsupported { requested: u32, supported: u32 },
     /// A size update after the first field of a block (§4.2).
     #[error("dynamic table size update after a header field")]
@@ -176,9 +180,12 @@ impl Decoder {
     /// The SETTINGS exchange was probably missed as well, so size updates are
     /// accepted up to [`MAX_SUPPORTED_TABLE_SIZE`] until
     /// [`set_max_table_size_limit`](Self::set_max_table_size_limit) says
-    /// otherwise. Once the known entries provably fill the table (after a
-    /// size update revealed its maximum), the past is known again and bad
-    /// indices are errors as usual.
+    /// otherwise. Until a size update reveals the real maximum, the table is
+    /// assumed to hold 4096 bytes. A wrong guess only turns more fields
+    /// unknown, never wrong ones: entries from before the capture are always
+    /// the oldest, so whatever either side has evicted sits past the entries
+    /// both still share. Once the known entries provably fill the table, the
+    /// past is known again and bad indices are errors as usual.
     pub fn with_unknown_past() -> Self {
         Decoder {
             table_size_limit: MAX_SUPPORTED_TABLE_SIZE,
@@ -188,7 +195,7 @@ impl Decoder {
         }
     }
 
-    /// The receiver's SETTINGS_HEADER_TABLE_SIZE: the upper bound a size
+    /// The receiver's `SETTINGS_HEADER_TABLE_SIZE`: the upper bound a size
     /// update may set (§4.2). Takes effect when acknowledged; the caller
     /// decides when. The table shrinks if needed, as the encoder's must.
     pub fn set_max_table_size_limit(&mut self, n: u32) {
@@ -206,12 +213,16 @@ impl Decoder {
         self.max_header_list_size = n;
     }
 
-    /// Decodes one complete header block (HEADERS or PUSH_PROMISE with its
-    /// CONTINUATIONs joined) and appends the fields to `out`.
+    /// Decodes one complete header block (a HEADERS or `PUSH_PROMISE` fragment
+    /// with those of its CONTINUATION frames joined) and appends the fields
+    /// to `out`.
     ///
-    /// On error, the fields before the bad one have been appended, and the
-    /// table may hold the effects of part of the block: the decoder can no
-    /// longer follow this direction and should be considered desynchronised.
+    /// # Errors
+    ///
+    /// Any [`HpackError`]. The fields before the bad one have been appended
+    /// to `out`, and the table may hold the effects of part of the block:
+    /// the decoder can no longer follow this direction and the caller should
+    /// treat it as desynchronised.
     pub fn decode(&mut self, block: &[u8], out: &mut Vec<HeaderField>) -> Result<(), HpackError> {
         self.size_updates.clear();
         let mut input = Input { rest: block };
@@ -266,7 +277,7 @@ impl Decoder {
         self.table.max_size()
     }
 
-    /// The SETTINGS_HEADER_TABLE_SIZE currently enforced on size updates.
+    /// The `SETTINGS_HEADER_TABLE_SIZE` currently enforced on size updates.
     pub fn max_table_size_limit(&self) -> u32 {
         self.table_size_limit
     }
@@ -288,8 +299,10 @@ impl Decoder {
         if let Some((name, value)) = table::static_entry(index) {
             return Ok(Lookup::Static(name, value));
         }
-        let position = (index - STATIC_LEN - 1) as usize;
-        match self.table.get(position) {
+        let Some(position) = index.checked_sub(STATIC_LEN + 1) else {
+            return Err(HpackError::InvalidIndex(index));
+        };
+        match self.table.get(position as usize) {
             Some(entry) => Ok(Lookup::Dynamic(entry)),
             None if self.past_unknown => Ok(Lookup::BeforeCapture),
             None => Err(HpackError::InvalidIndex(index)),

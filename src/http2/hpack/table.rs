@@ -240,7 +240,10 @@ mod tests {
         assert_eq!(static_entry(0), None);
         assert_eq!(static_entry(1), Some((&b":authority"[..], &b""[..])));
         assert_eq!(static_entry(2), Some((&b":method"[..], &b"GET"[..])));
-        assert_eq!(static_entry(16), Some((&b"accept-encoding"[..], &b"gzip, deflate"[..])));
+        assert_eq!(
+            static_entry(16),
+            Some((&b"accept-encoding"[..], &b"gzip, deflate"[..]))
+        );
         assert_eq!(static_entry(61), Some((&b"www-authenticate"[..], &b""[..])));
         assert_eq!(static_entry(62), None);
         assert_eq!(static_entry(u32::MAX), None);
@@ -248,7 +251,10 @@ mod tests {
 
     #[test]
     fn find_static_prefers_full_match_then_lowest_name_index() {
-        assert_eq!(find_static(b":method", b"POST"), Some(StaticMatch::Field(3)));
+        assert_eq!(
+            find_static(b":method", b"POST"),
+            Some(StaticMatch::Field(3))
+        );
         assert_eq!(find_static(b":method", b"PUT"), Some(StaticMatch::Name(2)));
         assert_eq!(find_static(b":status", b"200"), Some(StaticMatch::Field(8)));
         assert_eq!(find_static(b":status", b"418"), Some(StaticMatch::Name(8)));

@@ -311,7 +311,7 @@ fn check_responses(mut d: Decoder, blocks: [&str; 3]) {
     );
 }
 
-/// The vectors assume SETTINGS_HEADER_TABLE_SIZE = 256 already in force.
+/// The vectors assume `SETTINGS_HEADER_TABLE_SIZE` = 256 already in force.
 fn decoder_256() -> Decoder {
     let mut d = Decoder::new();
     d.set_max_table_size_limit(256);
@@ -411,7 +411,10 @@ fn size_update_above_supported_maximum_is_rejected() {
 #[test]
 fn size_update_after_field_is_rejected() {
     let mut d = Decoder::new();
-    assert_eq!(decode(&mut d, "82 3f61"), Err(HpackError::SizeUpdateNotAtStart));
+    assert_eq!(
+        decode(&mut d, "82 3f61"),
+        Err(HpackError::SizeUpdateNotAtStart)
+    );
 }
 
 #[test]
@@ -521,7 +524,10 @@ fn index_past_table_is_rejected() {
     let mut d = Decoder::new();
     assert_eq!(decode(&mut d, "be"), Err(HpackError::InvalidIndex(62)));
     // Also as a literal's name index.
-    assert_eq!(decode(&mut d, "7f00 0161"), Err(HpackError::InvalidIndex(63)));
+    assert_eq!(
+        decode(&mut d, "7f00 0161"),
+        Err(HpackError::InvalidIndex(63))
+    );
     decode(&mut d, "400a 6375 7374 6f6d 2d6b 6579 0161").unwrap();
     assert_eq!(decode(&mut d, "be").unwrap()[0].name, b"custom-key");
     assert_eq!(decode(&mut d, "bf"), Err(HpackError::InvalidIndex(63)));
@@ -640,7 +646,10 @@ fn unknown_past_accepts_large_size_updates_until_limit_known() {
 #[test]
 fn unknown_past_ends_with_size_update_to_zero() {
     let mut d = Decoder::with_unknown_past();
-    assert_eq!(decode(&mut d, "be").unwrap()[0].repr, Representation::Unknown { index: 62 });
+    assert_eq!(
+        decode(&mut d, "be").unwrap()[0].repr,
+        Representation::Unknown { index: 62 }
+    );
     decode(&mut d, "20 3fe11f").unwrap();
     assert!(!d.past_unknown());
     assert_eq!(decode(&mut d, "be"), Err(HpackError::InvalidIndex(62)));
@@ -702,8 +711,20 @@ fn encode_plain_uses_only_static_table_and_literals() {
         .collect();
     assert_eq!(got, headers);
     assert_eq!(d.table_len(), 0);
-    assert!(matches!(out[2].repr, Representation::WithoutIndexing { name_index: None, .. }));
-    assert!(matches!(out[4].repr, Representation::WithoutIndexing { name_index: Some(31), .. }));
+    assert!(matches!(
+        out[2].repr,
+        Representation::WithoutIndexing {
+            name_index: None,
+            ..
+        }
+    ));
+    assert!(matches!(
+        out[4].repr,
+        Representation::WithoutIndexing {
+            name_index: Some(31),
+            ..
+        }
+    ));
 }
 
 #[test]

@@ -1,0 +1,249 @@
+//! A recording TCP proxy: real peers talk through it, and every byte they exchange is written to a
+//! capture file as the packets a sniffer between them would have seen (handshake, data segments cut
+//! at an MSS, ACKs, FIN), on a chosen link type. This is how the tests make captures of real gRPC
+//! traffic without root rights or tcpdump.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use etherparse::PacketBuilder;
+use h2scope::capture::LinkType;
+use h2scope::output::pcap::PcapWriter;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    Ethernet,
+    /// Linux cooked v2, as `tcpdump -i any` writes.
+    Sll2,
+    /// Linux cooked v1.
+    Sll,
+    /// BSD loopback.
+    Null,
+}
+
+impl Link {
+    fn linktype(self) -> LinkType {
+        LinkType(match self {
+            Link::Ethernet => 1,
+            Link::Sll2 => 276,
+            Link::Sll => 113,
+            Link::Null => 0,
+        })
+    }
+}
+
+struct Conn {
+    endpoints: [SocketAddr; 2],
+    /// Next sequence number of each side.
+    next_seq: [u32; 2],
+}
+
+struct State {
+    packets: Vec<(i64, Vec<u8>)>,
+    link: Link,
+    mss: usize,
+    isn_base: u32,
+    conns: u32,
+}
+
+#[derive(Clone)]
+pub struct Recorder {
+    state: Arc<Mutex<State>>,
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+const SYN: u8 = 1;
+const FIN: u8 = 2;
+const PSH: u8 = 4;
+
+impl Recorder {
+    /// `isn_base` sets the initial sequence numbers, so that a test can make them wrap at 2^32.
+    pub fn new(link: Link, mss: usize, isn_base: u32) -> Self {
+        Recorder {
+            state: Arc::new(Mutex::new(State {
+                packets: Vec::new(),
+                link,
+                mss,
+                isn_base,
+                conns: 0,
+            })),
+        }
+    }
+
+    /// Listens on `listen` and forwards every connection to `upstream`, recording it. Returns the
+    /// address clients should dial.
+    pub async fn proxy(&self, listen: SocketAddr, upstream: SocketAddr) -> SocketAddr {
+        let listener = TcpListener::bind(listen).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let rec = self.clone();
+        tokio::spawn(async move {
+            while let Ok((client, peer)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                rec.spawn_conn(client, peer, server, upstream);
+            }
+        });
+        addr
+    }
+
+    fn spawn_conn(&self, client: TcpStream, peer: SocketAddr, server: TcpStream, up: SocketAddr) {
+        let _ = client.set_nodelay(true);
+        let _ = server.set_nodelay(true);
+        let conn = {
+            let mut st = self.state.lock().unwrap();
+            st.conns += 1;
+            let isn_c = st.isn_base.wrapping_add(st.conns * 1000);
+            let isn_s = st.isn_base.wrapping_add(st.conns * 1000 + 500);
+            let conn = Arc::new(Mutex::new(Conn {
+                endpoints: [peer, up],
+                next_seq: [isn_c, isn_s],
+            }));
+            drop(st);
+            self.record(&conn, 0, SYN, &[]);
+            self.record(&conn, 1, SYN, &[]);
+            self.record(&conn, 0, 0, &[]);
+            conn
+        };
+        let (cr, cw) = client.into_split();
+        let (sr, sw) = server.into_split();
+        tokio::spawn(self.clone().pump(cr, sw, conn.clone(), 0));
+        tokio::spawn(self.clone().pump(sr, cw, conn, 1));
+    }
+
+    async fn pump(
+        self,
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        conn: Arc<Mutex<Conn>>,
+        dir: usize,
+    ) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    self.record(&conn, dir, FIN, &[]);
+                    let _ = to.shutdown().await;
+                    return;
+                }
+                Ok(n) => n,
+            };
+            // Recorded before it is forwarded, so an answer can never precede its question.
+            let mss = self.state.lock().unwrap().mss;
+            for chunk in buf[..n].chunks(mss) {
+                self.record(&conn, dir, PSH, chunk);
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn record(&self, conn: &Arc<Mutex<Conn>>, dir: usize, flags: u8, payload: &[u8]) {
+        let mut c = conn.lock().unwrap();
+        let src = c.endpoints[dir];
+        let dst = c.endpoints[1 - dir];
+        let seq = c.next_seq[dir];
+        let ack = c.next_seq[1 - dir];
+        let mut consumed = payload.len() as u32;
+        if flags & (SYN | FIN) != 0 {
+            consumed += 1;
+        }
+        c.next_seq[dir] = seq.wrapping_add(consumed);
+        let mut st = self.state.lock().unwrap();
+        let frame = build_frame(st.link, src, dst, seq, ack, flags, dir, payload);
+        st.packets.push((now_ns(), frame));
+    }
+
+    pub fn packet_count(&self) -> usize {
+        self.state.lock().unwrap().packets.len()
+    }
+
+    pub fn to_pcap(&self) -> Vec<u8> {
+        let st = self.state.lock().unwrap();
+        let mut w = PcapWriter::new(Vec::new(), st.link.linktype(), 262_144).unwrap();
+        for (ts, p) in &st.packets {
+            w.write_packet(*ts, p, p.len() as u32).unwrap();
+        }
+        w.into_inner()
+    }
+
+    pub fn write_pcap(&self, path: &std::path::Path) {
+        std::fs::write(path, self.to_pcap()).unwrap();
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_frame(
+    link: Link,
+    src: SocketAddr,
+    dst: SocketAddr,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    dir: usize,
+    payload: &[u8],
+) -> Vec<u8> {
+    let builder = match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => PacketBuilder::ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => PacketBuilder::ipv6(s.octets(), d.octets(), 64),
+        _ => panic!("mixed address families"),
+    };
+    let is_synack = flags & SYN != 0 && dir == 1;
+    let mut tcp = builder.tcp(src.port(), dst.port(), seq, 65535);
+    if flags & SYN != 0 {
+        tcp = tcp.syn();
+    }
+    if flags & SYN == 0 || is_synack {
+        tcp = tcp.ack(ack);
+    }
+    if flags & PSH != 0 {
+        tcp = tcp.psh();
+    }
+    if flags & FIN != 0 {
+        tcp = tcp.fin();
+    }
+    let mut ip = Vec::new();
+    tcp.write(&mut ip, payload).unwrap();
+    let v6 = src.is_ipv6();
+    let ethertype: [u8; 2] = if v6 { [0x86, 0xdd] } else { [0x08, 0x00] };
+    let mut out = Vec::with_capacity(ip.len() + 20);
+    match link {
+        Link::Ethernet => {
+            out.extend_from_slice(&[0, 0, 0, 0, 0, (1 + dir) as u8]);
+            out.extend_from_slice(&[0, 0, 0, 0, 0, (2 - dir) as u8]);
+            out.extend_from_slice(&ethertype);
+        }
+        Link::Sll2 => {
+            out.extend_from_slice(&ethertype);
+            out.extend_from_slice(&[0, 0]); // reserved
+            out.extend_from_slice(&1u32.to_be_bytes()); // interface index
+            out.extend_from_slice(&772u16.to_be_bytes()); // ARPHRD_LOOPBACK
+            out.push(if dir == 0 { 4 } else { 0 }); // outgoing / to us
+            out.push(6);
+            out.extend_from_slice(&[0; 8]);
+        }
+        Link::Sll => {
+            out.extend_from_slice(&(if dir == 0 { 4u16 } else { 0 }).to_be_bytes());
+            out.extend_from_slice(&772u16.to_be_bytes());
+            out.extend_from_slice(&6u16.to_be_bytes());
+            out.extend_from_slice(&[0; 8]);
+            out.extend_from_slice(&ethertype);
+        }
+        Link::Null => {
+            let family: u32 = if v6 { 30 } else { 2 };
+            out.extend_from_slice(&family.to_le_bytes());
+        }
+    }
+    out.extend_from_slice(&ip);
+    out
+}
