@@ -355,16 +355,13 @@ impl<W: Write> Sink for Text<W> {
                 self.flush_line();
             }
             Event::Error(e) => {
-                match &e.origin {
-                    Some(o) => {
-                        let rel = self.rel(o.ts_ns);
-                        let _ = write!(
-                            self.line,
-                            "{:>6} {:>11.6} #{:<3} {} → {} ",
-                            o.packet, rel, o.conn, o.src, o.dst
-                        );
-                    }
-                    None => {}
+                if let Some(o) = &e.origin {
+                    let rel = self.rel(o.ts_ns);
+                    let _ = write!(
+                        self.line,
+                        "{:>6} {:>11.6} #{:<3} {} → {} ",
+                        o.packet, rel, o.conn, o.src, o.dst
+                    );
                 }
                 let _ = write!(self.line, "ERROR {}", e.kind.as_str());
                 if let Some(s) = e.stream {
