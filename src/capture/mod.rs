@@ -20,7 +20,9 @@ pub struct LinkType(pub u32);
 /// Largest record we are willing to buffer. Real snap lengths are at most 256 KiB; pcapng blocks
 /// with options can be somewhat larger.
 pub const MAX_RECORD_BYTES: usize = 16 << 20;
-const INITIAL_BUFFER: usize = 1 << 20;
+/// Grown on demand up to [`MAX_RECORD_BYTES`]; `circular::Buffer` fills its whole capacity
+/// up front, so starting small keeps opening a file cheap.
+const INITIAL_BUFFER: usize = 128 << 10;
 
 /// One captured packet, borrowed from the reader's buffer.
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +54,8 @@ pub enum CaptureError {
     Empty { path: String },
     #[error("{path}: not a pcap or pcapng file (unrecognised header); h2scope reads tcpdump/Wireshark captures")]
     NotACapture { path: String },
+    #[error("{path}: the file ends inside its pcap/pcapng header; nothing to read")]
+    TruncatedHeader { path: String },
     #[error("{path}: read error after record {record}")]
     Read { path: String, record: u64 },
     #[error("{path}: record {record} claims {size} bytes, more than the {max} a capture record may have; the file is corrupt from here on")]
@@ -111,6 +115,15 @@ impl CaptureReader {
         name: &str,
         reader: R,
     ) -> Result<Self, CaptureError> {
+        let mut reader = reader;
+        let (prefix, known_magic) =
+            read_file_header(&mut reader).map_err(|_| CaptureError::Read {
+                path: name.to_string(),
+                record: 0,
+            })?;
+        // pcap-parser parses the file header from its first read; hand it the whole header at
+        // once, which also makes pipes that deliver a few bytes at a time work.
+        let reader = io::Cursor::new(prefix).chain(reader);
         let inner = match pcap_parser::create_reader(INITIAL_BUFFER, reader) {
             Ok(r) => r,
             Err(PcapError::Eof) => {
@@ -122,6 +135,11 @@ impl CaptureReader {
                 return Err(CaptureError::Read {
                     path: name.to_string(),
                     record: 0,
+                })
+            }
+            Err(_) if known_magic => {
+                return Err(CaptureError::TruncatedHeader {
+                    path: name.to_string(),
                 })
             }
             Err(_) => {
@@ -417,10 +435,58 @@ fn parse_obsolete_packet(body: &[u8], big_endian: bool) -> Option<ObsoletePacket
     })
 }
 
+/// Reads the file header (pcap: 24 bytes; pcapng: the whole section header block) or as much of
+/// it as there is. Returns the bytes and whether they start with a capture magic number.
+fn read_file_header<R: Read>(r: &mut R) -> io::Result<(Vec<u8>, bool)> {
+    let mut buf = Vec::with_capacity(256);
+    read_up_to(r, &mut buf, 8)?;
+    if buf.len() < 4 || !is_capture_magic(&buf) {
+        return Ok((buf, false));
+    }
+    let want = if buf[..4] == [0x0a, 0x0d, 0x0d, 0x0a] && buf.len() >= 8 {
+        // The block length's byte order is that of the byte-order magic that follows it; read
+        // both ways and take the plausible one.
+        let le = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
+        let be = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
+        le.min(be).clamp(28, 1 << 20)
+    } else {
+        24
+    };
+    read_up_to(r, &mut buf, want)?;
+    Ok((buf, true))
+}
+
+fn read_up_to<R: Read>(r: &mut R, buf: &mut Vec<u8>, want: usize) -> io::Result<()> {
+    while buf.len() < want {
+        let mut chunk = [0u8; 4096];
+        let n = (want - buf.len()).min(chunk.len());
+        match r.read(&mut chunk[..n]) {
+            Ok(0) => break,
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn is_capture_magic(b: &[u8]) -> bool {
+    const MAGICS: [[u8; 4]; 5] = [
+        [0xd4, 0xc3, 0xb2, 0xa1],
+        [0xa1, 0xb2, 0xc3, 0xd4],
+        [0x4d, 0x3c, 0xb2, 0xa1],
+        [0xa1, 0xb2, 0x3c, 0x4d],
+        [0x0a, 0x0d, 0x0d, 0x0a],
+    ];
+    MAGICS.iter().any(|m| m[..] == b[..4])
+}
+
 fn ts_to_ns(raw: u64, iface: Interface) -> i64 {
     let units = iface.units_per_sec as u128;
     let secs = raw as u128 / units;
     let frac = raw as u128 % units;
     let ns = secs * 1_000_000_000 + frac * 1_000_000_000 / units;
-    (ns as i64).saturating_add(iface.offset_secs.saturating_mul(1_000_000_000))
+    i64::try_from(ns)
+        .unwrap_or(i64::MAX)
+        .saturating_add(iface.offset_secs.saturating_mul(1_000_000_000))
 }

@@ -126,7 +126,7 @@ impl Call {
     }
 
     pub fn duration_ns(&self) -> i64 {
-        self.end_ts_ns - self.start_ts_ns
+        self.end_ts_ns.saturating_sub(self.start_ts_ns)
     }
 }
 

@@ -306,6 +306,12 @@ impl Connection {
                 }
             }
         }
+        if matches!(self.mode, Mode::Detect | Mode::Upgrade) {
+            for d in &mut self.dirs {
+                self.skipped_bytes += d.held.len() as u64;
+                d.held = Vec::new();
+            }
+        }
         let calls = std::mem::take(&mut self.calls);
         for (_, call) in calls {
             ctx.sink.event(Event::Call(call));
@@ -323,10 +329,12 @@ impl Connection {
             self.dirs[1].held = Vec::new();
             return;
         }
+        // Only the new bytes (and the 3 before them) can complete an HTTP/1.1 head.
+        let scan_from = ds.held.len().saturating_sub(3);
         ds.held.extend_from_slice(bytes);
         if self.mode == Mode::Upgrade {
             if dir != self.client {
-                self.try_upgrade_response(ctx);
+                self.try_upgrade_response(scan_from, ctx);
             }
             return;
         }
@@ -339,7 +347,7 @@ impl Connection {
             return;
         }
         if looks_like_http1_request(held) {
-            let Some(end) = find(held, b"\r\n\r\n") else {
+            let Some(end) = find(&held[scan_from..], b"\r\n\r\n").map(|i| i + scan_from) else {
                 return;
             };
             if held.starts_with(b"CONNECT ") {
@@ -348,7 +356,7 @@ impl Connection {
                 self.tunnel = true;
                 self.client = dir;
                 ds.held = held[end + 4..].to_vec();
-                self.try_upgrade_response(ctx);
+                self.try_upgrade_response(0, ctx);
                 return;
             }
             match parse_upgrade_request(&held[..end + 4]) {
@@ -364,7 +372,7 @@ impl Connection {
                         required: true,
                     };
                     self.dirs[dir.other().index()].phase = Phase::UpgradeResponse;
-                    self.try_upgrade_response(ctx);
+                    self.try_upgrade_response(0, ctx);
                 }
                 None => self.give_up(),
             }
@@ -377,7 +385,15 @@ impl Connection {
                 self.start_http2(dir.other(), ctx);
             }
             SettingsPrefix::Partial => {}
-            SettingsPrefix::No => self.give_up(),
+            SettingsPrefix::No => {
+                // The other side may still be in the middle of sending its preface; the bytes
+                // here then belong to the server, whatever they are.
+                let other = &self.dirs[dir.other().index()].held;
+                let n = other.len().min(PREFACE.len());
+                if other.is_empty() || other[..n] != PREFACE[..n] {
+                    self.give_up();
+                }
+            }
         }
     }
 
@@ -406,10 +422,13 @@ impl Connection {
         }
     }
 
-    fn try_upgrade_response(&mut self, ctx: &mut Ctx<'_>) {
+    /// The server's answer to an upgrade or CONNECT, once its head is complete; `scan_from` is
+    /// where a new terminator can start.
+    fn try_upgrade_response(&mut self, scan_from: usize, ctx: &mut Ctx<'_>) {
         let server = self.client.other();
         let held = &self.dirs[server.index()].held;
-        let Some(end) = find(held, b"\r\n\r\n") else {
+        let from = scan_from.min(held.len());
+        let Some(end) = find(&held[from..], b"\r\n\r\n").map(|i| i + from) else {
             return;
         };
         if self.tunnel {

@@ -48,7 +48,7 @@ impl<W: Write> Text<W> {
     }
 
     fn rel(&self, ts_ns: i64) -> f64 {
-        (ts_ns - self.base_ns.unwrap_or(ts_ns)) as f64 / 1e9
+        ts_ns.saturating_sub(self.base_ns.unwrap_or(ts_ns)) as f64 / 1e9
     }
 
     fn flush_line(&mut self) {
@@ -177,7 +177,7 @@ impl<W: Write> Text<W> {
             st.packets,
             st.tcp_packets,
             st.first_ts_ns
-                .map(|f| (st.last_ts_ns - f) as f64 / 1e9)
+                .map(|f| st.last_ts_ns.saturating_sub(f) as f64 / 1e9)
                 .unwrap_or(0.0)
         );
         let _ = writeln!(

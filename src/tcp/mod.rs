@@ -342,7 +342,9 @@ impl<S> FlowTable<S> {
     /// Expires idle connections, at most once per ten seconds of capture time.
     fn maybe_sweep<H: FlowHandler<State = S>>(&mut self, meta: &PacketMeta, handler: &mut H) {
         const SWEEP_EVERY_NS: i64 = 10 * 1_000_000_000;
-        if self.last_sweep_ns != i64::MIN && meta.ts_ns - self.last_sweep_ns < SWEEP_EVERY_NS {
+        if self.last_sweep_ns != i64::MIN
+            && meta.ts_ns.saturating_sub(self.last_sweep_ns) < SWEEP_EVERY_NS
+        {
             return;
         }
         self.last_sweep_ns = meta.ts_ns;
