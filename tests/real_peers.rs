@@ -195,3 +195,18 @@ fn sll_and_bsd_null_links() {
     check_health_capture(record(Link::Sll, 300, 42, "127.0.0.1"));
     check_health_capture(record(Link::Null, 1000, 7, "[::1]"));
 }
+
+/// `testdata/grpc-health.pcap` is such a recording, kept in the repository for the README's first
+/// command and for tests that need a fixed file. `H2SCOPE_REGENERATE=1` records it anew.
+#[test]
+fn testdata_capture_is_a_health_recording() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/grpc-health.pcap");
+    if std::env::var_os("H2SCOPE_REGENERATE").is_some() {
+        std::fs::write(
+            &path,
+            record(Link::Ethernet, 1460, 3_000_000_000, "127.0.0.1"),
+        )
+        .unwrap();
+    }
+    check_health_capture(std::fs::read(&path).unwrap());
+}

@@ -27,6 +27,7 @@ pub struct Call {
     pub request_trailers: Option<Vec<HeaderField>>,
     pub response_trailers: Option<Vec<HeaderField>>,
     pub start_ts_ns: i64,
+    /// When the call ended, or, for an unfinished call, its last frame.
     pub end_ts_ns: i64,
     pub start_packet: u64,
     pub end_packet: u64,

@@ -701,6 +701,8 @@ impl Connection {
         let closed = h.stream != 0 && self.is_closed_stream(h.stream);
         match self.calls.get_mut(&h.stream) {
             Some(call) => {
+                call.end_ts_ns = ctx.meta.ts_ns;
+                call.end_packet = ctx.meta.index;
                 if from_client {
                     call.request_bytes += data_len as u64;
                 } else {
@@ -983,6 +985,8 @@ impl Connection {
         let Some(call) = self.calls.get_mut(&stream) else {
             return;
         };
+        call.end_ts_ns = ctx.meta.ts_ns;
+        call.end_packet = ctx.meta.index;
         // Without decoded headers we still know where the block belongs.
         let list = headers.unwrap_or_default();
         if from_client {

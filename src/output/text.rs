@@ -93,6 +93,10 @@ impl<W: Write> Text<W> {
     fn call(&mut self, c: &Call) {
         let rel = self.rel(c.start_ts_ns);
         let l = &mut self.line;
+        if !self.opts.calls_only {
+            // Among frame lines, a call is announced where it ends.
+            let _ = write!(l, "{:>6} ", "CALL");
+        }
         let _ = write!(
             l,
             "{:>11.6} #{:<3} {:>5} {} → {} {} {}",
@@ -317,13 +321,25 @@ fn describe(l: &mut String, f: &FrameEvent) {
         FrameDetail::Malformed(_) => {}
     }
     if let Some(list) = &f.headers {
-        let pseudo: Vec<String> = [":method", ":path", ":status", "grpc-status"]
-            .iter()
-            .filter_map(|n| find(list, n))
-            .map(value)
-            .collect();
-        if !pseudo.is_empty() {
-            let _ = write!(l, "  {}", pseudo.join(" "));
+        let mut parts = Vec::new();
+        if let Some(m) = find(list, ":method") {
+            parts.push(value(m));
+        }
+        if let Some(p) = find(list, ":path") {
+            parts.push(value(p));
+        }
+        if let Some(s) = find(list, ":status") {
+            parts.push(format!("status={}", value(s)));
+        }
+        if let Some(g) = find(list, "grpc-status") {
+            let v = value(g);
+            match v.parse().ok().and_then(grpc_status_name) {
+                Some(n) => parts.push(format!("grpc-status={v}({n})")),
+                None => parts.push(format!("grpc-status={v}")),
+            }
+        }
+        if !parts.is_empty() {
+            let _ = write!(l, "  {}", parts.join(" "));
         }
         let _ = write!(l, " ({} headers)", list.len());
     } else if matches!(

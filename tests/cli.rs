@@ -1,0 +1,267 @@
+//! The command line as users and scripts meet it: the JSON Lines schema documented in the README,
+//! text output, stdin, and error messages.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_h2scope");
+
+fn testdata(name: &str) -> String {
+    format!("{}/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn jsonl(args: &[&str]) -> Vec<Value> {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn has(v: &Value, key: &str, check: fn(&Value) -> bool) {
+    let got = v.get(key).unwrap_or_else(|| panic!("no {key:?} in {v}"));
+    assert!(check(got), "{key:?} has the wrong type in {v}");
+}
+
+#[test]
+fn jsonl_schema_of_frames_calls_and_summary() {
+    let events = jsonl(&["read", "--format", "jsonl", &testdata("grpc-health.pcap")]);
+    assert!(events.iter().all(|e| e["event"].is_string()));
+    let frames: Vec<&Value> = events.iter().filter(|e| e["event"] == "frame").collect();
+    assert_eq!(frames.len(), 169);
+    for f in &frames {
+        has(f, "packet", |v| v.as_u64().is_some_and(|n| n >= 1));
+        has(f, "ts", Value::is_f64);
+        has(f, "conn", Value::is_u64);
+        has(f, "src", |v| v.as_str().is_some_and(|s| s.contains(':')));
+        has(f, "dst", |v| v.as_str().is_some_and(|s| s.contains(':')));
+        has(f, "stream", Value::is_u64);
+        has(f, "type", Value::is_string);
+        has(f, "type_code", Value::is_u64);
+        has(f, "flags", Value::is_u64);
+        has(f, "length", Value::is_u64);
+        match f["type"].as_str().unwrap() {
+            "HEADERS" => has(f, "headers", |v| {
+                v.as_array().is_some_and(|a| {
+                    a.iter().all(|p| {
+                        p.as_array()
+                            .is_some_and(|p| p.len() == 2 && p[0].is_string())
+                    })
+                })
+            }),
+            "SETTINGS" => {
+                has(f, "ack", Value::is_boolean);
+                has(f, "settings", Value::is_array);
+            }
+            "WINDOW_UPDATE" => has(f, "increment", Value::is_u64),
+            "RST_STREAM" => has(f, "error_code", Value::is_u64),
+            "GOAWAY" => {
+                has(f, "error_code", Value::is_u64);
+                has(f, "last_stream_id", Value::is_u64);
+                has(f, "debug_data", Value::is_string);
+            }
+            _ => {}
+        }
+    }
+    // Packet numbers never go backwards and the first frame's packet is a real record number.
+    let packets: Vec<u64> = frames
+        .iter()
+        .map(|f| f["packet"].as_u64().unwrap())
+        .collect();
+    assert!(packets.windows(2).all(|w| w[0] <= w[1]));
+
+    let calls: Vec<&Value> = events.iter().filter(|e| e["event"] == "call").collect();
+    assert_eq!(calls.len(), 27);
+    for c in &calls {
+        for key in [
+            "conn",
+            "stream",
+            "method",
+            "path",
+            "authority",
+            "status",
+            "grpc_status",
+            "grpc_message",
+            "start_ts",
+            "end_ts",
+            "request_bytes",
+            "response_bytes",
+        ] {
+            assert!(c.get(key).is_some(), "call without {key}: {c}");
+        }
+    }
+    let not_found: Vec<_> = calls.iter().filter(|c| c["grpc_status"] == 5).collect();
+    assert_eq!(not_found.len(), 1);
+    assert_eq!(not_found[0]["grpc_message"], "service not registered");
+    assert_eq!(not_found[0]["path"], "/grpc.health.v1.Health/Check");
+    assert_eq!(not_found[0]["method"], "POST");
+    assert_eq!(not_found[0]["status"], 200);
+
+    let summary = events.last().unwrap();
+    assert_eq!(summary["event"], "summary");
+    assert_eq!(summary["calls"], 27);
+    assert_eq!(summary["frames"], 169);
+    assert_eq!(summary["http2_connections"], 1);
+}
+
+#[test]
+fn calls_only() {
+    let events = jsonl(&[
+        "read",
+        "--format",
+        "jsonl",
+        "--calls",
+        "--no-summary",
+        &testdata("grpc-health.pcap"),
+    ]);
+    assert_eq!(events.len(), 27);
+    assert!(events.iter().all(|e| e["event"] == "call"));
+}
+
+#[test]
+fn stdin_gives_the_same_as_the_file() {
+    let file = testdata("grpc-health.pcap");
+    let by_file = Command::new(BIN)
+        .args(["read", "--format", "jsonl", "--no-summary", &file])
+        .output()
+        .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["read", "--format", "jsonl", "--no-summary", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // A few bytes at a time, as a pipe from tcpdump delivers them.
+    for chunk in bytes.chunks(7) {
+        stdin.write_all(chunk).unwrap();
+    }
+    drop(stdin);
+    let by_stdin = child.wait_with_output().unwrap();
+    assert!(by_stdin.status.success());
+    assert_eq!(by_file.stdout, by_stdin.stdout);
+}
+
+#[test]
+fn text_output_shows_frames_calls_and_summary() {
+    let out = Command::new(BIN)
+        .args(["read", &testdata("grpc-health.pcap")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("HEADERS[END_HEADERS]"));
+    assert!(text.contains("POST /grpc.health.v1.Health/Check"));
+    assert!(text.contains("grpc-status=5(NOT_FOUND)"));
+    assert!(text.contains("RST_STREAM len=4 CANCEL"));
+    assert!(text.contains("HTTP/2 frames: 169"));
+    let calls = Command::new(BIN)
+        .args([
+            "read",
+            "--calls",
+            "--no-summary",
+            &testdata("grpc-health.pcap"),
+        ])
+        .output()
+        .unwrap();
+    let calls = String::from_utf8(calls.stdout).unwrap();
+    assert_eq!(calls.lines().count(), 27);
+}
+
+#[test]
+fn errors_name_the_file_and_what_is_wrong() {
+    let out = Command::new(BIN)
+        .args(["read", "/nonexistent/x.pcap"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/x.pcap") && err.contains("cannot open"),
+        "{err}"
+    );
+
+    let dir = std::env::temp_dir().join(format!("h2scope-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bogus = dir.join("notes.txt");
+    std::fs::write(&bogus, "hello, this is not a capture file\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["read", bogus.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("notes.txt") && err.contains("not a pcap or pcapng"),
+        "{err}"
+    );
+
+    // A capture cut in the middle of a record: everything before it is shown, with a warning.
+    let bytes = std::fs::read(testdata("grpc-health.pcap")).unwrap();
+    let cut = dir.join("cut.pcap");
+    std::fs::write(&cut, &bytes[..bytes.len() - 10]).unwrap();
+    let out = Command::new(BIN)
+        .args(["read", cut.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("truncated capture"), "{text}");
+    assert!(text.contains("calls: 27"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Drops one record from a classic pcap file.
+fn without_record(bytes: &[u8], drop: usize) -> Vec<u8> {
+    let mut out = bytes[..24].to_vec();
+    let mut at = 24;
+    let mut n = 1;
+    while at + 16 <= bytes.len() {
+        let caplen = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        let end = at + 16 + caplen;
+        if n != drop {
+            out.extend_from_slice(&bytes[at..end]);
+        }
+        at = end;
+        n += 1;
+    }
+    out
+}
+
+#[test]
+fn a_lost_segment_is_a_gap_event_and_decoding_goes_on() {
+    let bytes = std::fs::read(testdata("grpc-health.pcap")).unwrap();
+    let dir = std::env::temp_dir().join(format!("h2scope-gap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gap.pcap");
+    // Record 40 carries client bytes in the middle of the conversation.
+    std::fs::write(&path, without_record(&bytes, 40)).unwrap();
+    let events = jsonl(&["read", "--format", "jsonl", path.to_str().unwrap()]);
+    let gaps: Vec<&Value> = events.iter().filter(|e| e["event"] == "gap").collect();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    let g = gaps[0];
+    for key in ["packet", "ts", "conn", "src", "dst"] {
+        assert!(g.get(key).is_some(), "gap without {key}");
+    }
+    assert!(g["bytes"].as_u64().unwrap() > 0);
+    let errors: Vec<&Value> = events.iter().filter(|e| e["event"] == "error").collect();
+    assert!(!errors.is_empty());
+    for e in &errors {
+        assert!(e["kind"].is_string() && e["message"].is_string(), "{e}");
+    }
+    // The other direction is still decoded after the gap.
+    let gap_packet = g["packet"].as_u64().unwrap();
+    let other_side = g["dst"].as_str().unwrap();
+    assert!(events.iter().any(|e| e["event"] == "frame"
+        && e["src"] == other_side
+        && e["packet"].as_u64().unwrap() > gap_packet));
+    std::fs::remove_dir_all(&dir).ok();
+}
