@@ -193,7 +193,7 @@ fn random_http2_streams_do_not_panic() {
                 side.extend_from_slice(&[0, 0x40, 0, 1, 0, 0, 0, 0, 1, 0x82]);
             }
         }
-        let pcap = two_segment_capture(&client, &server, rng.below(1400) + 1);
+        let pcap = common::conversation_capture(&client, &server, rng.below(1400) + 1);
         let (events, _, ok) = common::dissect_bytes(pcap, Config::default());
         assert!(ok);
         assert!(
@@ -204,42 +204,4 @@ fn random_http2_streams_do_not_panic() {
             events
         );
     }
-}
-
-/// A hand-built capture of one connection (handshake, then each side's bytes in MSS segments).
-fn two_segment_capture(client: &[u8], server: &[u8], mss: usize) -> Vec<u8> {
-    use etherparse::PacketBuilder;
-    use h2scope::capture::LinkType;
-    use h2scope::output::pcap::PcapWriter;
-    let mut w = PcapWriter::new(Vec::new(), LinkType(101), 65535).unwrap();
-    let mut ts = 1_000_000_000i64;
-    let mut write = |src: u16, dst: u16, seq: u32, ack: u32, syn: bool, payload: &[u8]| {
-        let b = PacketBuilder::ipv4([127, 0, 0, 1], [127, 0, 0, 1], 64).tcp(src, dst, seq, 65535);
-        let b = if syn { b.syn() } else { b };
-        let b = b.ack(ack);
-        let mut out = Vec::new();
-        b.write(&mut out, payload).unwrap();
-        ts += 1000;
-        w.write_packet(ts, &out, out.len() as u32).unwrap();
-    };
-    write(40000, 50051, 100, 0, true, &[]);
-    write(50051, 40000, 900, 101, true, &[]);
-    let (mut cs, mut ss) = (101u32, 901u32);
-    let (mut ci, mut si) = (client.chunks(mss), server.chunks(mss));
-    loop {
-        let c = ci.next();
-        let s = si.next();
-        if c.is_none() && s.is_none() {
-            break;
-        }
-        if let Some(c) = c {
-            write(40000, 50051, cs, ss, false, c);
-            cs = cs.wrapping_add(c.len() as u32);
-        }
-        if let Some(s) = s {
-            write(50051, 40000, ss, cs, false, s);
-            ss = ss.wrapping_add(s.len() as u32);
-        }
-    }
-    w.into_inner()
 }

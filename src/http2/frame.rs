@@ -495,3 +495,37 @@ mod tests {
         assert!(FrameType::WindowUpdate.flag_names(0xff).is_empty());
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_header_roundtrips(len in 0u32..(1 << 24), kind: u8, f: u8, stream in 0u32..(1 << 31)) {
+            let h = FrameHeader { length: len, kind: FrameType::from_code(kind), flags: f, stream };
+            prop_assert_eq!(FrameHeader::parse(&h.encode()), h);
+        }
+
+        /// Any payload with any header either parses into slices of itself or is refused;
+        /// nothing panics, and what is parsed accounts for the bytes.
+        #[test]
+        fn any_payload_parses_or_is_refused(kind in 0u8..12, f: u8, stream: u32, payload in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let h = FrameHeader { length: payload.len() as u32, kind: FrameType::from_code(kind), flags: f, stream };
+            match parse_payload(&h, &payload) {
+                Ok(Payload::Data { data, pad_len }) => {
+                    let overhead = pad_len.map(|p| p as usize + 1).unwrap_or(0);
+                    prop_assert_eq!(data.len() + overhead, payload.len());
+                }
+                Ok(Payload::Settings { settings, .. }) => prop_assert_eq!(settings.len() * 6, payload.len()),
+                Ok(Payload::Headers { fragment, priority, pad_len }) => {
+                    let overhead = pad_len.map(|p| p as usize + 1).unwrap_or(0)
+                        + if priority.is_some() { 5 } else { 0 };
+                    prop_assert_eq!(fragment.len() + overhead, payload.len());
+                }
+                Ok(_) | Err(_) => {}
+            }
+        }
+    }
+}

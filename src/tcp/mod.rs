@@ -412,3 +412,132 @@ fn direction(info: &FlowInfo, src: SocketAddr) -> Dir {
         Dir::Reverse
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Log {
+        opened: Vec<u64>,
+        closed: Vec<(u64, CloseReason)>,
+        bytes: Vec<(u64, Dir, Vec<u8>)>,
+    }
+
+    impl FlowHandler for Log {
+        type State = ();
+        fn open(&mut self, info: &FlowInfo, _: &PacketMeta) {
+            self.opened.push(info.conn);
+        }
+        fn stream(
+            &mut self,
+            info: &FlowInfo,
+            _: &mut (),
+            dir: Dir,
+            ev: StreamEvent<'_>,
+            _: &PacketMeta,
+        ) {
+            if let StreamEvent::Data(d) = ev {
+                self.bytes.push((info.conn, dir, d.to_vec()));
+            }
+        }
+        fn close(&mut self, info: &FlowInfo, _: &mut (), reason: CloseReason, _: &PacketMeta) {
+            self.closed.push((info.conn, reason));
+        }
+    }
+
+    fn seg(
+        sport: u16,
+        dport: u16,
+        seq: u32,
+        syn: bool,
+        fin: bool,
+        payload: &[u8],
+    ) -> TcpSegment<'_> {
+        TcpSegment {
+            src: SocketAddr::from(([10, 0, 0, 1], sport)),
+            dst: SocketAddr::from(([10, 0, 0, 2], dport)),
+            seq,
+            ack: 0,
+            syn,
+            ack_flag: false,
+            fin,
+            rst: false,
+            payload,
+        }
+    }
+
+    fn at(index: u64, secs: i64) -> PacketMeta {
+        PacketMeta {
+            index,
+            ts_ns: secs * 1_000_000_000,
+        }
+    }
+
+    #[test]
+    fn table_is_bounded_and_evicts_the_least_recent() {
+        let cfg = FlowConfig {
+            max_flows: 100,
+            ..FlowConfig::default()
+        };
+        let mut t = FlowTable::new(cfg);
+        let mut log = Log::default();
+        for i in 0..1000u16 {
+            t.segment(
+                &seg(10_000 + i, 80, 1, false, false, b"x"),
+                &at(i as u64 + 1, 0),
+                &mut log,
+            );
+            assert!(t.len() <= 100);
+        }
+        assert_eq!(log.opened.len(), 1000);
+        assert!(log.closed.iter().all(|(_, r)| *r == CloseReason::Evicted));
+        assert!(t.stats().evicted >= 900);
+        // The oldest went first.
+        assert_eq!(log.closed[0].0, 0);
+    }
+
+    #[test]
+    fn idle_flows_expire_by_capture_time() {
+        let mut t = FlowTable::new(FlowConfig {
+            idle_timeout_ns: 60 * 1_000_000_000,
+            ..FlowConfig::default()
+        });
+        let mut log = Log::default();
+        t.segment(&seg(1, 80, 1, false, false, b"a"), &at(1, 0), &mut log);
+        t.segment(&seg(2, 80, 1, false, false, b"b"), &at(2, 50), &mut log);
+        t.segment(&seg(3, 80, 1, false, false, b"c"), &at(3, 100), &mut log);
+        assert_eq!(log.closed, vec![(0, CloseReason::Idle)]);
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn new_syn_after_close_is_a_new_connection() {
+        let mut t = FlowTable::new(FlowConfig::default());
+        let mut log = Log::default();
+        let c = |seq, syn, fin, p: &'static [u8]| seg(5000, 80, seq, syn, fin, p);
+        let s = |seq, syn, fin| {
+            let mut x = seg(80, 5000, seq, syn, fin, b"");
+            std::mem::swap(&mut x.src, &mut x.dst);
+            x.src = SocketAddr::from(([10, 0, 0, 2], 80));
+            x.dst = SocketAddr::from(([10, 0, 0, 1], 5000));
+            x
+        };
+        t.segment(&c(100, true, false, b""), &at(1, 0), &mut log);
+        t.segment(&s(900, true, false), &at(2, 0), &mut log);
+        t.segment(&c(101, false, true, b"hi"), &at(3, 0), &mut log);
+        t.segment(&s(901, false, true), &at(4, 0), &mut log);
+        assert_eq!(log.closed, vec![(0, CloseReason::Closed)]);
+        // Same tuple, new SYN: connection 1.
+        t.segment(&c(7000, true, false, b""), &at(5, 1), &mut log);
+        t.segment(&c(7001, false, false, b"again"), &at(6, 1), &mut log);
+        assert_eq!(log.opened, vec![0, 1]);
+        assert_eq!(
+            log.bytes,
+            vec![
+                (0, Dir::Forward, b"hi".to_vec()),
+                (1, Dir::Forward, b"again".to_vec())
+            ]
+        );
+    }
+}

@@ -51,3 +51,61 @@ pub fn public_capture(name: &str) -> String {
         env!("CARGO_MANIFEST_DIR")
     )
 }
+
+/// A hand-built capture of one connection 127.0.0.1:40000 → 127.0.0.1:50051: handshake, then
+/// each side's bytes in segments of at most `mss` bytes, alternating.
+pub fn conversation_capture(client: &[u8], server: &[u8], mss: usize) -> Vec<u8> {
+    let (mut ci, mut si) = (client.chunks(mss), server.chunks(mss));
+    let mut segments = Vec::new();
+    loop {
+        let (c, s) = (ci.next(), si.next());
+        if c.is_none() && s.is_none() {
+            break;
+        }
+        segments.extend(c.map(|c| (true, c.to_vec())));
+        segments.extend(s.map(|s| (false, s.to_vec())));
+    }
+    segments_capture(&segments)
+}
+
+/// A hand-built capture of one connection 127.0.0.1:40000 → 127.0.0.1:50051: handshake, then
+/// the given segments in order (`true`: from the client).
+pub fn segments_capture(segments: &[(bool, Vec<u8>)]) -> Vec<u8> {
+    use etherparse::PacketBuilder;
+    use h2scope::capture::LinkType;
+    use h2scope::output::pcap::PcapWriter;
+    let mut w = PcapWriter::new(Vec::new(), LinkType(101), 65535).unwrap();
+    let mut ts = 1_000_000_000i64;
+    let mut write = |src: u16, dst: u16, seq: u32, ack: u32, syn: bool, payload: &[u8]| {
+        let b = PacketBuilder::ipv4([127, 0, 0, 1], [127, 0, 0, 1], 64).tcp(src, dst, seq, 65535);
+        let b = if syn { b.syn() } else { b };
+        let b = b.ack(ack);
+        let mut out = Vec::new();
+        b.write(&mut out, payload).unwrap();
+        ts += 1000;
+        w.write_packet(ts, &out, out.len() as u32).unwrap();
+    };
+    write(40000, 50051, 100, 0, true, &[]);
+    write(50051, 40000, 900, 101, true, &[]);
+    let (mut cs, mut ss) = (101u32, 901u32);
+    for (from_client, bytes) in segments {
+        if *from_client {
+            write(40000, 50051, cs, ss, false, bytes);
+            cs = cs.wrapping_add(bytes.len() as u32);
+        } else {
+            write(50051, 40000, ss, cs, false, bytes);
+            ss = ss.wrapping_add(bytes.len() as u32);
+        }
+    }
+    w.into_inner()
+}
+
+/// One HTTP/2 frame.
+pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    out.push(kind);
+    out.push(flags);
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}

@@ -1,0 +1,252 @@
+//! Protocol edge cases on hand-made conversations: violations are annotated and decoding goes on;
+//! HPACK failures mark one direction; settings bound the peer's HPACK encoder once acknowledged.
+
+mod common;
+
+use common::{frame, segments_capture};
+use h2scope::event::{ErrorKind, Event, FrameEvent};
+use h2scope::http2::call::{Call, CallEnd};
+use h2scope::http2::frame::{flags, PREFACE};
+use h2scope::http2::hpack::encode_plain;
+use h2scope::pipeline::Config;
+
+const DATA: u8 = 0;
+const HEADERS: u8 = 1;
+const RST_STREAM: u8 = 3;
+const SETTINGS: u8 = 4;
+const PING: u8 = 6;
+const WINDOW_UPDATE: u8 = 8;
+const CONTINUATION: u8 = 9;
+const EH: u8 = flags::END_HEADERS;
+const ES: u8 = flags::END_STREAM;
+
+fn block(headers: &[(&str, &str)]) -> Vec<u8> {
+    let pairs: Vec<(&[u8], &[u8])> = headers
+        .iter()
+        .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+        .collect();
+    let mut out = Vec::new();
+    encode_plain(&pairs, &mut out);
+    out
+}
+
+fn request(path: &str) -> Vec<u8> {
+    block(&[
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", path),
+        (":authority", "localhost"),
+        ("content-type", "application/grpc"),
+    ])
+}
+
+fn client(frames: &[Vec<u8>]) -> (bool, Vec<u8>) {
+    (true, frames.concat())
+}
+
+fn server(frames: &[Vec<u8>]) -> (bool, Vec<u8>) {
+    (false, frames.concat())
+}
+
+fn run(segments: &[(bool, Vec<u8>)]) -> Vec<Event> {
+    let (events, _, ok) = common::dissect_bytes(segments_capture(segments), Config::default());
+    assert!(ok);
+    events
+}
+
+fn frames(events: &[Event]) -> Vec<&FrameEvent> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Frame(f) => Some(f),
+            _ => None,
+        })
+        .collect()
+}
+
+fn calls(events: &[Event]) -> Vec<&Call> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Call(c) => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+fn notes_of(f: &FrameEvent) -> String {
+    f.notes.join("; ")
+}
+
+#[test]
+fn violations_are_annotated_and_decoding_goes_on() {
+    let events = run(&[
+        (true, PREFACE.to_vec()),
+        client(&[
+            frame(SETTINGS, 0, 0, &[]),
+            frame(DATA, 0, 0, b"x"),
+            frame(HEADERS, EH | ES, 2, &request("/even")),
+            frame(WINDOW_UPDATE, 0, 0, &[0, 0, 0, 0]),
+            frame(PING, 0, 0, &[1; 7]),
+            frame(SETTINGS, 0, 3, &[]),
+            frame(HEADERS, EH | ES, 1, &request("/ok")),
+        ]),
+        server(&[
+            frame(SETTINGS, 0, 0, &[]),
+            frame(HEADERS, EH, 1, &block(&[(":status", "200")])),
+            frame(DATA, ES, 1, b"hello"),
+            frame(DATA, 0, 1, b"late"),
+            frame(DATA, 0, 5, &vec![0u8; 20_000]),
+        ]),
+    ]);
+    let f = frames(&events);
+    assert_eq!(f.len(), 12);
+    let note = |i: usize| notes_of(f[i]);
+    assert!(note(1).contains("DATA on stream 0"), "{}", note(1));
+    assert!(note(2).contains("even-numbered stream 2"), "{}", note(2));
+    assert!(note(3).contains("increment 0"), "{}", note(3));
+    assert!(note(4).contains("PING payload of 7 bytes"), "{}", note(4));
+    assert!(note(5).contains("SETTINGS on stream 3"), "{}", note(5));
+    assert!(note(6).is_empty(), "{}", note(6));
+    assert!(note(10).contains("DATA on closed stream 1"), "{}", note(10));
+    assert!(
+        note(11).contains("exceed SETTINGS_MAX_FRAME_SIZE 16384"),
+        "{}",
+        note(11)
+    );
+    let ok = calls(&events)
+        .into_iter()
+        .find(|c| c.path().as_deref() == Some("/ok"))
+        .unwrap();
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(ok.response_bytes, 5);
+    assert_eq!(ok.end, CallEnd::Complete);
+}
+
+#[test]
+fn interrupted_header_block_loses_that_directions_hpack_only() {
+    let req = request("/a");
+    let (first, rest) = req.split_at(4);
+    let events = run(&[
+        (true, PREFACE.to_vec()),
+        client(&[
+            frame(HEADERS, 0, 1, first),
+            frame(DATA, ES, 1, b"x"),
+            frame(CONTINUATION, EH, 1, rest),
+            frame(HEADERS, EH | ES, 3, &request("/b")),
+        ]),
+        server(&[frame(HEADERS, EH | ES, 3, &block(&[(":status", "404")]))]),
+    ]);
+    let f = frames(&events);
+    assert!(notes_of(f[1]).contains("CONTINUATION expected"));
+    assert!(notes_of(f[2]).contains("CONTINUATION without a preceding HEADERS"));
+    assert!(f[3].headers.is_none());
+    assert!(notes_of(f[3]).contains("HPACK state lost"));
+    // The server's direction has its own HPACK state and is still decoded.
+    assert_eq!(f[4].headers.as_ref().unwrap()[0].value, b"404");
+}
+
+#[test]
+fn hpack_error_is_reported_once_and_frames_still_shown() {
+    let events = run(&[
+        (true, PREFACE.to_vec()),
+        client(&[
+            frame(HEADERS, EH, 1, &[0x3f]),
+            frame(HEADERS, EH | ES, 3, &request("/b")),
+            frame(RST_STREAM, 0, 3, &8u32.to_be_bytes()),
+        ]),
+    ]);
+    let hpack_errors: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, Event::Error(er) if er.kind == ErrorKind::Hpack))
+        .collect();
+    assert_eq!(hpack_errors.len(), 1);
+    let f = frames(&events);
+    assert_eq!(f.len(), 3);
+    assert!(f.iter().all(|f| f.headers.is_none()));
+    let c = calls(&events);
+    let reset = c.iter().find(|c| c.stream == 3).unwrap();
+    assert_eq!(
+        reset.end,
+        CallEnd::Reset {
+            by_client: true,
+            error_code: 8
+        }
+    );
+}
+
+/// SETTINGS_HEADER_TABLE_SIZE=100 from the server: once the client has acknowledged it, a size
+/// update above 100 in the client's next block is an HPACK error; before the ACK it is allowed.
+#[test]
+fn header_table_size_bounds_the_peer_after_ack() {
+    let settings = frame(SETTINGS, 0, 0, &[0, 1, 0, 0, 0, 100]);
+    let mut big_update = vec![0x3f, 0xe1, 0x1f]; // dynamic table size update to 4096
+    big_update.extend_from_slice(&request("/x"));
+    let before_ack = run(&[
+        (true, PREFACE.to_vec()),
+        server(std::slice::from_ref(&settings)),
+        client(&[frame(HEADERS, EH | ES, 1, &big_update)]),
+    ]);
+    assert!(!before_ack.iter().any(|e| matches!(e, Event::Error(_))));
+    assert_eq!(frames(&before_ack)[1].table_size_updates, vec![4096]);
+
+    let after_ack = run(&[
+        (true, PREFACE.to_vec()),
+        server(&[settings]),
+        client(&[
+            frame(SETTINGS, flags::ACK, 0, &[]),
+            frame(HEADERS, EH | ES, 1, &big_update),
+        ]),
+    ]);
+    assert!(after_ack
+        .iter()
+        .any(|e| matches!(e, Event::Error(er) if er.kind == ErrorKind::Hpack)));
+}
+
+#[test]
+fn preface_split_across_segments_and_server_speaking_first() {
+    let events = run(&[
+        server(&[frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100])]),
+        (true, PREFACE[..5].to_vec()),
+        (true, PREFACE[5..].to_vec()),
+        client(&[frame(HEADERS, EH | ES, 1, &request("/split"))]),
+        server(&[frame(HEADERS, EH | ES, 1, &block(&[(":status", "200")]))]),
+    ]);
+    let f = frames(&events);
+    assert_eq!(f.len(), 3);
+    // The server's SETTINGS is reported with the packet that carried it (record 3).
+    assert_eq!(f[0].origin.packet, 3);
+    assert_eq!(calls(&events)[0].path().as_deref(), Some("/split"));
+}
+
+#[test]
+fn not_http2_is_skipped_quietly() {
+    let (events, stats, _) = common::dissect_bytes(
+        segments_capture(&[
+            (true, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+            (
+                false,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            ),
+        ]),
+        Config::default(),
+    );
+    assert!(events.is_empty());
+    assert_eq!(stats.other_connections, 1);
+    assert_eq!(stats.http2_connections, 0);
+}
+
+#[test]
+fn forced_port_decodes_without_preface() {
+    let segments = [
+        client(&[frame(HEADERS, EH | ES, 1, &request("/forced"))]),
+        server(&[frame(HEADERS, EH | ES, 1, &block(&[(":status", "200")]))]),
+    ];
+    let (events, _, _) = common::dissect_bytes(segments_capture(&segments), Config::default());
+    assert!(frames(&events).is_empty());
+    let mut cfg = Config::default();
+    cfg.http2.forced_ports = vec![50051];
+    let (events, _, _) = common::dissect_bytes(segments_capture(&segments), cfg);
+    assert_eq!(frames(&events).len(), 2);
+    assert_eq!(calls(&events)[0].path().as_deref(), Some("/forced"));
+}
