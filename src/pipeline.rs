@@ -42,6 +42,17 @@ struct Handler<'a> {
     stats: &'a mut Stats,
 }
 
+impl Handler<'_> {
+    fn ctx<'b>(&'b mut self, info: &'b FlowInfo, meta: &'b PacketMeta) -> Ctx<'b> {
+        Ctx {
+            info,
+            meta,
+            sink: &mut *self.sink,
+            cfg: self.cfg,
+        }
+    }
+}
+
 impl FlowHandler for Handler<'_> {
     type State = Connection;
 
@@ -57,12 +68,7 @@ impl FlowHandler for Handler<'_> {
         event: StreamEvent<'_>,
         meta: &PacketMeta,
     ) {
-        let mut ctx = Ctx {
-            info,
-            meta,
-            sink: &mut *self.sink,
-            cfg: self.cfg,
-        };
+        let mut ctx = self.ctx(info, meta);
         match event {
             StreamEvent::Data(bytes) => conn.data(dir, bytes, &mut ctx),
             StreamEvent::Gap(n) => conn.gap(dir, n, &mut ctx),
@@ -77,13 +83,7 @@ impl FlowHandler for Handler<'_> {
         _reason: CloseReason,
         meta: &PacketMeta,
     ) {
-        let mut ctx = Ctx {
-            info,
-            meta,
-            sink: &mut *self.sink,
-            cfg: self.cfg,
-        };
-        conn.close(&mut ctx);
+        conn.close(&mut self.ctx(info, meta));
         match conn.mode() {
             Mode::Http2 | Mode::Upgrade => self.stats.http2_connections += 1,
             Mode::Other | Mode::Detect => self.stats.other_connections += 1,

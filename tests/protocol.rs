@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{frame, segments_capture};
+use common::{calls, frame, frames, segments_capture};
 use h2scope::event::{ErrorKind, Event, FrameEvent};
 use h2scope::http2::call::{Call, CallEnd};
 use h2scope::http2::frame::{flags, PREFACE};
@@ -52,26 +52,6 @@ fn run(segments: &[(bool, Vec<u8>)]) -> Vec<Event> {
     let (events, _, ok) = common::dissect_bytes(segments_capture(segments), Config::default());
     assert!(ok);
     events
-}
-
-fn frames(events: &[Event]) -> Vec<&FrameEvent> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Frame(f) => Some(f),
-            _ => None,
-        })
-        .collect()
-}
-
-fn calls(events: &[Event]) -> Vec<&Call> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Call(c) => Some(c),
-            _ => None,
-        })
-        .collect()
 }
 
 fn notes_of(f: &FrameEvent) -> String {

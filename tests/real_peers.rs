@@ -8,9 +8,10 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::calls;
 use common::recorder::{Link, Recorder};
 use h2scope::event::{ErrorKind, Event};
-use h2scope::http2::call::{Call, CallEnd};
+use h2scope::http2::call::CallEnd;
 use h2scope::http2::frame::FrameType;
 use h2scope::http2::hpack::Representation;
 use h2scope::pipeline::Config;
@@ -86,16 +87,6 @@ fn record(link: Link, mss: usize, isn_base: u32, loopback: &str) -> Vec<u8> {
     rt.block_on(health_traffic(&rec, loopback));
     rt.shutdown_timeout(Duration::from_secs(1));
     rec.to_pcap()
-}
-
-fn calls(events: &[Event]) -> Vec<&Call> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Call(c) => Some(c),
-            _ => None,
-        })
-        .collect()
 }
 
 /// What every recording of `health_traffic` must show, whatever the link type and segmenting.

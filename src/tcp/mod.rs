@@ -69,6 +69,16 @@ pub enum StreamEvent<'a> {
     Rst,
 }
 
+impl<'a> From<Chunk<'a>> for StreamEvent<'a> {
+    fn from(c: Chunk<'a>) -> Self {
+        match c {
+            Chunk::Data(d) => StreamEvent::Data(d),
+            Chunk::Gap(n) => StreamEvent::Gap(n),
+            Chunk::Fin => StreamEvent::Fin,
+        }
+    }
+}
+
 /// Why a connection's state is handed back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -259,12 +269,7 @@ impl<S> FlowTable<S> {
             ..
         } = flow;
         let mut emit = |dir: Dir, chunk: Chunk<'_>| {
-            let ev = match chunk {
-                Chunk::Data(d) => StreamEvent::Data(d),
-                Chunk::Gap(n) => StreamEvent::Gap(n),
-                Chunk::Fin => StreamEvent::Fin,
-            };
-            handler.stream(info, state, dir, ev, meta);
+            handler.stream(info, state, dir, chunk.into(), meta);
         };
         // The ACK tells whether holes in the other direction were lost by the capture.
         if seg.ack_flag && asm[dir.other().index()].is_started() {
@@ -315,14 +320,7 @@ impl<S> FlowTable<S> {
             info, asm, state, ..
         } = flow;
         for dir in [Dir::Forward, Dir::Reverse] {
-            asm[dir.index()].flush(&mut |c| {
-                let ev = match c {
-                    Chunk::Data(d) => StreamEvent::Data(d),
-                    Chunk::Gap(n) => StreamEvent::Gap(n),
-                    Chunk::Fin => StreamEvent::Fin,
-                };
-                handler.stream(info, state, dir, ev, meta);
-            });
+            asm[dir.index()].flush(&mut |c| handler.stream(info, state, dir, c.into(), meta));
         }
         Self::account(&mut self.stats, asm);
         flow.closed = true;

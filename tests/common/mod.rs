@@ -5,7 +5,8 @@
 pub mod recorder;
 
 use h2scope::capture::CaptureReader;
-use h2scope::event::Event;
+use h2scope::event::{Event, FrameEvent};
+use h2scope::http2::call::Call;
 use h2scope::pipeline::{Config, Dissector, Stats};
 
 /// Dissects a capture file completely and returns every event.
@@ -108,4 +109,24 @@ pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&stream.to_be_bytes());
     out.extend_from_slice(payload);
     out
+}
+
+pub fn frames(events: &[Event]) -> Vec<&FrameEvent> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Frame(f) => Some(f),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn calls(events: &[Event]) -> Vec<&Call> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Call(c) => Some(c),
+            _ => None,
+        })
+        .collect()
 }
