@@ -5,7 +5,7 @@ mod common;
 
 use common::{calls, frame, frames, segments_capture};
 use h2scope::event::{ErrorKind, Event, FrameEvent};
-use h2scope::http2::call::{Call, CallEnd};
+use h2scope::http2::call::CallEnd;
 use h2scope::http2::frame::{flags, PREFACE};
 use h2scope::http2::hpack::encode_plain;
 use h2scope::pipeline::Config;
