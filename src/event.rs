@@ -4,6 +4,8 @@
 
 use std::net::SocketAddr;
 
+use crate::grpc::message::Decoded;
+use crate::grpc::Side;
 use crate::http2::call::Call;
 use crate::http2::frame::{FrameError, FrameHeader, PriorityInfo, Setting};
 use crate::http2::hpack::HeaderField;
@@ -11,6 +13,7 @@ use crate::http2::hpack::HeaderField;
 #[derive(Debug)]
 pub enum Event {
     Frame(FrameEvent),
+    Message(MessageEvent),
     Call(Call),
     Gap(GapEvent),
     Error(ErrorEvent),
@@ -83,6 +86,18 @@ pub enum FrameDetail {
     Malformed(FrameError),
     /// The payload was too large to buffer or partly missing from the capture.
     Skipped,
+}
+
+/// A gRPC message, emitted after the frame that completed it.
+#[derive(Debug, Clone)]
+pub struct MessageEvent {
+    pub origin: Origin,
+    pub stream: u32,
+    pub path: Option<String>,
+    pub side: Side,
+    /// Position among this call's messages in this direction, from 0.
+    pub index: u32,
+    pub decoded: Decoded,
 }
 
 #[derive(Debug, Clone)]

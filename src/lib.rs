@@ -2,11 +2,13 @@
 //!
 //! The pipeline, one module per stage, data flowing one way:
 //! [`capture`] (pcap/pcapng records, link layers) → [`tcp`] (flows, reassembly) →
-//! [`http2`] (frames, HPACK, connection state, calls) → [`event`]s → [`output`] sinks.
+//! [`http2`] (frames, HPACK, connection state, calls) → [`grpc`] (messages, compression,
+//! schemas, protobuf decoding) → [`event`]s → [`output`] sinks.
 //! [`pipeline::Dissector`] ties the stages together.
 
 pub mod capture;
 pub mod event;
+pub mod grpc;
 pub mod http2;
 pub mod output;
 pub mod pipeline;

@@ -1,10 +1,12 @@
 use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use h2scope::capture::{CaptureReader, CaptureWarning};
 use h2scope::event::{ErrorEvent, ErrorKind, Event, Sink};
+use h2scope::grpc::schema::Schemas;
 use h2scope::output::jsonl::JsonLines;
 use h2scope::output::text::{Text, TextOptions};
 use h2scope::output::{Counting, Summary};
@@ -60,6 +62,23 @@ struct ReadArgs {
     /// Stop after this many packets (per file).
     #[arg(short = 'c', long = "count", value_name = "N")]
     count: Option<u64>,
+    /// A .proto file, or a directory of them, to decode gRPC messages with (repeatable).
+    /// Compiled at run time: no protoc needed.
+    #[arg(long = "proto", value_name = "FILE|DIR")]
+    protos: Vec<PathBuf>,
+    /// Where imports of the --proto files are found (repeatable).
+    #[arg(long = "proto-path", short = 'I', value_name = "DIR")]
+    proto_paths: Vec<PathBuf>,
+    /// A binary FileDescriptorSet (`protoc -o`, `buf build -o`) (repeatable).
+    #[arg(long = "descriptor-set", value_name = "FILE")]
+    descriptor_sets: Vec<PathBuf>,
+    /// gRPC messages larger than this are reported with their length, not decoded.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
+    max_message_size: usize,
+    /// Read each file once: schemas learned from server reflection then decode only the calls
+    /// after the reflection exchange (the default reads files twice to use them everywhere).
+    #[arg(long)]
+    single_pass: bool,
 }
 
 fn main() -> ExitCode {
@@ -92,7 +111,63 @@ impl<W: Write> Out<W> {
     }
 }
 
+fn load_schemas(args: &ReadArgs) -> Result<Schemas, String> {
+    let mut schemas = Schemas::bundled();
+    for set in &args.descriptor_sets {
+        schemas
+            .add_descriptor_set_file(set)
+            .map_err(|e| e.to_string())?;
+    }
+    if !args.protos.is_empty() {
+        schemas
+            .add_proto_files(&args.protos, &args.proto_paths)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(schemas)
+}
+
+fn config(args: &ReadArgs) -> Config {
+    let mut cfg = Config::default();
+    cfg.http2.forced_ports = args.h2_ports.clone();
+    cfg.grpc.max_message_size = args.max_message_size;
+    cfg.grpc.max_decompressed_size = args.max_message_size.max(cfg.grpc.max_decompressed_size);
+    cfg
+}
+
+/// Reads a file once, looking only at server-reflection responses, and returns the schemas
+/// with what they taught. Reading errors are left for the main pass to report.
+fn harvest(file: &str, schemas: Schemas, cfg: &Config, limit: u64) -> Schemas {
+    let Ok(mut reader) = CaptureReader::open(file) else {
+        return schemas;
+    };
+    let mut cfg = cfg.clone();
+    cfg.grpc.harvest_only = true;
+    let mut dissector = Dissector::with_schemas(cfg, schemas);
+    let mut discard = Discard;
+    let mut seen = 0u64;
+    let _ = reader.for_each_packet(|pkt| {
+        dissector.packet(pkt, &mut discard);
+        seen += 1;
+        seen < limit
+    });
+    dissector.finish(&mut discard);
+    dissector.into_schemas()
+}
+
+struct Discard;
+
+impl Sink for Discard {
+    fn event(&mut self, _: Event) {}
+}
+
 fn read(args: ReadArgs) -> ExitCode {
+    let base_schemas = match load_schemas(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("h2scope: schema: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let stdout = io::stdout();
     let out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let sink = match args.format {
@@ -117,11 +192,17 @@ fn read(args: ReadArgs) -> ExitCode {
                 continue;
             }
         };
-        let mut cfg = Config::default();
-        cfg.http2.forced_ports = args.h2_ports.clone();
-        let mut dissector = Dissector::new(cfg);
-        sink.tally = Default::default();
+        let cfg = config(&args);
         let limit = args.count.unwrap_or(u64::MAX);
+        // Schemas from reflection exchanges anywhere in the file apply to every call in it, so a
+        // file (not a pipe) is read twice.
+        let schemas = if args.single_pass || file == "-" {
+            base_schemas.clone()
+        } else {
+            harvest(file, base_schemas.clone(), &cfg, limit)
+        };
+        let mut dissector = Dissector::with_schemas(cfg, schemas);
+        sink.tally = Default::default();
         let mut seen = 0u64;
         let result = reader.for_each_packet(|pkt| {
             if let Out::Text(t) = &mut sink.inner {

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use crate::capture::link::{self, Skip};
 use crate::capture::Packet;
 use crate::event::Sink;
+use crate::grpc::schema::Schemas;
+use crate::grpc::GrpcConfig;
 use crate::http2::connection::{Connection, Ctx, Http2Config, Mode};
 use crate::tcp::{
     CloseReason, Dir, FlowConfig, FlowHandler, FlowInfo, FlowTable, FlowTableStats, PacketMeta,
@@ -18,6 +20,7 @@ use crate::tcp::{
 pub struct Config {
     pub flows: FlowConfig,
     pub http2: Http2Config,
+    pub grpc: GrpcConfig,
 }
 
 /// Counts for the end-of-run summary that events alone do not carry.
@@ -38,6 +41,8 @@ pub struct Stats {
 
 struct Handler<'a> {
     cfg: &'a Http2Config,
+    grpc: &'a GrpcConfig,
+    schemas: &'a mut Schemas,
     sink: &'a mut dyn Sink,
     stats: &'a mut Stats,
 }
@@ -49,6 +54,8 @@ impl Handler<'_> {
             meta,
             sink: &mut *self.sink,
             cfg: self.cfg,
+            grpc: self.grpc,
+            schemas: &mut *self.schemas,
         }
     }
 }
@@ -96,16 +103,32 @@ impl FlowHandler for Handler<'_> {
 pub struct Dissector {
     cfg: Config,
     flows: FlowTable<Connection>,
+    schemas: Schemas,
     stats: Stats,
 }
 
 impl Dissector {
+    /// With the bundled schemas only.
     pub fn new(cfg: Config) -> Self {
+        Self::with_schemas(cfg, Schemas::bundled())
+    }
+
+    pub fn with_schemas(cfg: Config, schemas: Schemas) -> Self {
         Dissector {
             flows: FlowTable::new(cfg.flows),
             cfg,
+            schemas,
             stats: Stats::default(),
         }
+    }
+
+    pub fn schemas(&self) -> &Schemas {
+        &self.schemas
+    }
+
+    /// The schemas, including what reflection exchanges taught, for a second pass.
+    pub fn into_schemas(self) -> Schemas {
+        self.schemas
     }
 
     pub fn packet(&mut self, pkt: &Packet<'_>, sink: &mut dyn Sink) {
@@ -126,6 +149,8 @@ impl Dissector {
         };
         let mut handler = Handler {
             cfg: &self.cfg.http2,
+            grpc: &self.cfg.grpc,
+            schemas: &mut self.schemas,
             sink,
             stats: &mut self.stats,
         };
@@ -148,6 +173,8 @@ impl Dissector {
         };
         let mut handler = Handler {
             cfg: &self.cfg.http2,
+            grpc: &self.cfg.grpc,
+            schemas: &mut self.schemas,
             sink,
             stats: &mut self.stats,
         };

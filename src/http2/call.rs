@@ -41,6 +41,14 @@ pub struct Call {
     pub pushed: bool,
     /// The request arrived as HTTP/1.1 with `Upgrade: h2c` and became stream 1.
     pub upgraded: bool,
+    /// The content-type said gRPC.
+    pub grpc: bool,
+    pub request_messages: u32,
+    pub response_messages: u32,
+    /// `grpc-status-details-bin` decoded as `google.rpc.Status`.
+    pub grpc_status_details: Option<serde_json::Value>,
+    /// Problems with this call, in words.
+    pub notes: Vec<String>,
 }
 
 impl Call {
@@ -72,6 +80,11 @@ impl Call {
             end: CallEnd::Unfinished,
             pushed: false,
             upgraded: false,
+            grpc: false,
+            request_messages: 0,
+            response_messages: 0,
+            grpc_status_details: None,
+            notes: Vec::new(),
         }
     }
 
@@ -110,7 +123,7 @@ impl Call {
     }
 
     /// `grpc-status` from the trailers, or from the headers of a trailers-only response.
-    fn grpc_field(&self, name: &str) -> Option<&[u8]> {
+    pub fn grpc_field(&self, name: &str) -> Option<&[u8]> {
         Self::find(&self.response_trailers, name).or_else(|| self.response_header(name))
     }
 

@@ -11,7 +11,13 @@ use super::frame::{
     self, flags, parse_payload, setting, FrameHeader, FrameType, Payload, FRAME_HEADER_LEN, PREFACE,
 };
 use super::hpack::{Decoder, HeaderField};
-use crate::event::{ErrorEvent, ErrorKind, Event, FrameDetail, FrameEvent, GapEvent, Origin, Sink};
+use crate::event::{
+    ErrorEvent, ErrorKind, Event, FrameDetail, FrameEvent, GapEvent, MessageEvent, Origin, Sink,
+};
+use crate::grpc::deframe::RawMessage;
+use crate::grpc::message::{self as grpc_message, Outcome};
+use crate::grpc::schema::Schemas;
+use crate::grpc::{self, GrpcConfig, GrpcStream, Side};
 use crate::tcp::{Dir, FlowInfo, PacketMeta};
 
 #[derive(Debug, Clone)]
@@ -49,6 +55,8 @@ pub struct Ctx<'a> {
     pub meta: &'a PacketMeta,
     pub sink: &'a mut dyn Sink,
     pub cfg: &'a Http2Config,
+    pub grpc: &'a GrpcConfig,
+    pub schemas: &'a mut Schemas,
 }
 
 impl Ctx<'_> {
@@ -161,6 +169,10 @@ pub struct Connection {
     client: Dir,
     dirs: [Direction; 2],
     calls: BTreeMap<u32, Call>,
+    /// gRPC state of the calls that are gRPC.
+    grpc: BTreeMap<u32, GrpcStream>,
+    /// Message events of the DATA frame being read, emitted after its frame event.
+    pending_messages: Vec<Event>,
     /// Highest stream id opened by each side, to recognise frames on closed streams.
     highest_stream: [u32; 2],
     upgrade_request: Option<Vec<HeaderField>>,
@@ -185,6 +197,8 @@ impl Connection {
                 Direction::new(cfg.max_header_list),
             ],
             calls: BTreeMap::new(),
+            grpc: BTreeMap::new(),
+            pending_messages: Vec::new(),
             highest_stream: [0, 0],
             upgrade_request: None,
             upgrade_at: (0, 0),
@@ -268,14 +282,21 @@ impl Connection {
                 cur.got += bytes as u32;
                 cur.missing += bytes;
                 cur.buffered = false;
-                cur.buf = Vec::new();
+                if cur.header.kind != FrameType::Data {
+                    cur.buf = Vec::new();
+                }
                 if matches!(
                     cur.header.kind,
                     FrameType::Headers | FrameType::PushPromise | FrameType::Continuation
                 ) {
                     ds.hpack_ok = false;
                 }
-                if cur.got == cur.header.length {
+                let (kind, stream) = (cur.header.kind, cur.header.stream);
+                let complete = cur.got == cur.header.length;
+                if kind == FrameType::Data {
+                    self.stream_gap(dir, stream, bytes, ctx);
+                }
+                if complete {
                     self.finish_frame(dir, ctx);
                 }
             }
@@ -312,9 +333,11 @@ impl Connection {
                 d.held = Vec::new();
             }
         }
-        let calls = std::mem::take(&mut self.calls);
-        for (_, call) in calls {
-            ctx.sink.event(Event::Call(call));
+        let streams: Vec<u32> = self.calls.keys().copied().collect();
+        for stream in streams {
+            if let Some(call) = self.take_call(stream, ctx) {
+                ctx.sink.event(Event::Call(call));
+            }
         }
     }
 
@@ -556,23 +579,176 @@ impl Connection {
                     let remaining = (cur.header.length - cur.got) as usize;
                     let take = remaining.min(input.len());
                     let chunk = &input[..take];
+                    // DATA content (without padding) in this chunk, as a range of the chunk.
+                    let mut content = None;
                     if cur.buffered {
                         cur.buf.extend_from_slice(chunk);
-                    } else if cur.got == 0
-                        && cur.header.kind == FrameType::Data
-                        && cur.header.has(flags::PADDED)
-                        && cur.missing == 0
-                    {
-                        cur.buf.push(chunk[0]);
+                    } else if cur.header.kind == FrameType::Data {
+                        let padded = cur.header.has(flags::PADDED);
+                        if padded && cur.got == 0 && cur.missing == 0 {
+                            cur.buf.push(chunk[0]);
+                        }
+                        let start = u32::from(padded);
+                        let end = match (padded, cur.buf.first()) {
+                            (true, Some(&pad)) => cur.header.length.saturating_sub(pad as u32),
+                            (true, None) => start,
+                            (false, _) => cur.header.length,
+                        };
+                        let lo = cur.got.max(start);
+                        let hi = (cur.got + take as u32).min(end);
+                        if lo < hi {
+                            content = Some(((lo - cur.got) as usize, (hi - cur.got) as usize));
+                        }
                     }
+                    let stream = cur.header.stream;
                     cur.got += take as u32;
+                    let complete = cur.got == cur.header.length;
                     input = &input[take..];
-                    if cur.got == cur.header.length {
+                    if let Some((a, b)) = content {
+                        self.stream_data(dir, stream, &chunk[a..b], ctx);
+                    }
+                    if complete {
                         self.finish_frame(dir, ctx);
                     }
                 }
             }
         }
+    }
+
+    /// DATA content of a stream, in order: cut into gRPC messages if the stream is gRPC.
+    fn stream_data(&mut self, dir: Dir, stream: u32, bytes: &[u8], ctx: &mut Ctx<'_>) {
+        let side = self.side(dir);
+        let Some(g) = self.grpc.get_mut(&stream) else {
+            return;
+        };
+        let mut raws = Vec::new();
+        g.data(side, bytes, &mut raws);
+        self.messages(dir, stream, side, raws, ctx);
+    }
+
+    /// Bytes of a stream's DATA missing from the capture.
+    fn stream_gap(&mut self, dir: Dir, stream: u32, n: u64, ctx: &mut Ctx<'_>) {
+        let side = self.side(dir);
+        let Some(g) = self.grpc.get_mut(&stream) else {
+            return;
+        };
+        let mut raws = Vec::new();
+        let kept = g.gap(side, n, &mut raws);
+        self.messages(dir, stream, side, raws, ctx);
+        if !kept {
+            ctx.error(
+                dir,
+                Some(stream),
+                ErrorKind::Desync,
+                format!("{n} bytes missing between gRPC messages; rest of this stream's {} messages not decoded", side.as_str()),
+            );
+        }
+    }
+
+    fn side(&self, dir: Dir) -> Side {
+        if dir == self.client {
+            Side::Request
+        } else {
+            Side::Response
+        }
+    }
+
+    fn messages(
+        &mut self,
+        dir: Dir,
+        stream: u32,
+        side: Side,
+        raws: Vec<RawMessage>,
+        ctx: &mut Ctx<'_>,
+    ) {
+        if raws.is_empty() {
+            return;
+        }
+        let path = self.calls.get(&stream).and_then(|c| c.path());
+        for raw in raws {
+            let Some(g) = self.grpc.get_mut(&stream) else {
+                return;
+            };
+            match grpc_message::decode(&raw, g, side, path.as_deref(), ctx.schemas, ctx.grpc) {
+                Outcome::WebTrailers(list) => {
+                    if let Some(call) = self.calls.get_mut(&stream) {
+                        let list = list.into_iter().map(|(n, v)| field(n, v)).collect();
+                        if side == Side::Response {
+                            call.response_trailers.get_or_insert(list);
+                        } else {
+                            call.request_trailers.get_or_insert(list);
+                        }
+                    }
+                }
+                Outcome::Message(decoded) => {
+                    let index = g.counts[side as usize];
+                    g.counts[side as usize] += 1;
+                    self.pending_messages.push(Event::Message(MessageEvent {
+                        origin: ctx.origin(dir),
+                        stream,
+                        path: path.clone(),
+                        side,
+                        index,
+                        decoded,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Sets up gRPC decoding once a call's headers on one side say it is gRPC.
+    fn update_grpc(&mut self, stream: u32, side: Side, ctx: &Ctx<'_>) {
+        let Some(call) = self.calls.get(&stream) else {
+            return;
+        };
+        let headers = match side {
+            Side::Request => &call.request_headers,
+            Side::Response => &call.response_headers,
+        };
+        let Some(list) = headers else {
+            return;
+        };
+        let get = |n: &str| {
+            list.iter()
+                .find(|h| h.name == n.as_bytes())
+                .map(|h| h.value.as_slice())
+        };
+        let encoding = get("grpc-encoding").map(super::call::lossless);
+        let g = match self.grpc.entry(stream) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let Some((flavor, json)) = get("content-type").and_then(grpc::classify) else {
+                    return;
+                };
+                e.insert(GrpcStream::new(flavor, json, ctx.grpc.max_message_size))
+            }
+        };
+        if encoding.is_some() {
+            g.encoding[side as usize] = encoding;
+        }
+    }
+
+    /// Removes a call and its gRPC state; message counts, unfinished messages and decoded
+    /// status details go into the call.
+    fn take_call(&mut self, stream: u32, ctx: &mut Ctx<'_>) -> Option<Call> {
+        let mut call = self.calls.remove(&stream)?;
+        if let Some(g) = self.grpc.remove(&stream) {
+            call.grpc = true;
+            call.request_messages = g.counts[0];
+            call.response_messages = g.counts[1];
+            for side in [Side::Request, Side::Response] {
+                if let Some((have, want)) = g.pending(side) {
+                    call.notes.push(format!(
+                        "{} message cut short: {have} of {want} bytes",
+                        side.as_str()
+                    ));
+                }
+            }
+        }
+        if let Some(v) = call.grpc_field("grpc-status-details-bin") {
+            call.grpc_status_details = grpc_message::decode_status_details(v, ctx.schemas);
+        }
+        Some(call)
     }
 
     fn finish_frame(&mut self, dir: Dir, ctx: &mut Ctx<'_>) {
@@ -667,6 +843,9 @@ impl Connection {
             }
         }
         ctx.sink.event(Event::Frame(event));
+        for message in std::mem::take(&mut self.pending_messages) {
+            ctx.sink.event(message);
+        }
         for call in finished_calls {
             ctx.sink.event(Event::Call(call));
         }
@@ -799,7 +978,7 @@ impl Connection {
                     };
                     call.end_ts_ns = ctx.meta.ts_ns;
                     call.end_packet = ctx.meta.index;
-                    if let Some(call) = self.calls.remove(&h.stream) {
+                    if let Some(call) = self.take_call(h.stream, ctx) {
                         finished.push(call);
                     }
                 }
@@ -992,11 +1171,14 @@ impl Connection {
         if from_client {
             if call.request_headers.is_none() {
                 call.request_headers = Some(list);
+                self.update_grpc(stream, Side::Request, ctx);
             } else {
                 call.request_trailers = Some(list);
             }
             if block.end_stream {
-                call.request_ended = true;
+                if let Some(call) = self.calls.get_mut(&stream) {
+                    call.request_ended = true;
+                }
             }
         } else {
             let informational = list
@@ -1007,11 +1189,14 @@ impl Connection {
                 // 1xx responses come before the final one and are not it.
             } else if call.response_headers.is_none() {
                 call.response_headers = Some(list);
+                self.update_grpc(stream, Side::Response, ctx);
             } else {
                 call.response_trailers = Some(list);
             }
             if block.end_stream {
-                call.response_ended = true;
+                if let Some(call) = self.calls.get_mut(&stream) {
+                    call.response_ended = true;
+                }
             }
         }
         self.maybe_finish(stream, ctx, finished);
@@ -1020,7 +1205,7 @@ impl Connection {
     fn insert_call(&mut self, call: Call, ctx: &mut Ctx<'_>) {
         if self.calls.len() >= ctx.cfg.max_open_streams {
             if let Some((&oldest, _)) = self.calls.iter().next() {
-                if let Some(old) = self.calls.remove(&oldest) {
+                if let Some(old) = self.take_call(oldest, ctx) {
                     ctx.error(
                         self.client,
                         Some(oldest),
@@ -1037,13 +1222,13 @@ impl Connection {
         self.calls.insert(call.stream, call);
     }
 
-    fn maybe_finish(&mut self, stream: u32, ctx: &Ctx<'_>, finished: &mut Vec<Call>) {
+    fn maybe_finish(&mut self, stream: u32, ctx: &mut Ctx<'_>, finished: &mut Vec<Call>) {
         let done = self
             .calls
             .get(&stream)
             .is_some_and(|c| c.request_ended && c.response_ended);
         if done {
-            if let Some(mut call) = self.calls.remove(&stream) {
+            if let Some(mut call) = self.take_call(stream, ctx) {
                 call.end = CallEnd::Complete;
                 call.end_ts_ns = ctx.meta.ts_ns;
                 call.end_packet = ctx.meta.index;

@@ -5,7 +5,10 @@ use std::io::Write;
 use serde_json::{json, Map, Value};
 
 use super::Summary;
-use crate::event::{ErrorEvent, Event, FrameDetail, FrameEvent, GapEvent, Origin, Sink};
+use crate::event::{
+    ErrorEvent, Event, FrameDetail, FrameEvent, GapEvent, MessageEvent, Origin, Sink,
+};
+use crate::grpc::message::decode_bin_header;
 use crate::http2::call::{grpc_status_name, lossless, Call, CallEnd};
 use crate::http2::frame::{error_code_name, setting};
 use crate::http2::hpack::HeaderField;
@@ -59,6 +62,7 @@ impl<W: Write> Sink for JsonLines<W> {
             Event::Call(c) => call_json(c),
             _ if self.calls_only => return,
             Event::Frame(f) => frame_json(f),
+            Event::Message(m) => message_json(m),
             Event::Gap(g) => gap_json(g),
             Event::Error(e) => error_json(e),
         };
@@ -225,7 +229,7 @@ pub fn call_json(c: &Call) -> Value {
         CallEnd::Unfinished => ("unfinished", Value::Null, Value::Null),
     };
     let grpc_status = c.grpc_status();
-    json!({
+    let mut v = json!({
         "event": "call",
         "conn": c.conn,
         "stream": c.stream,
@@ -254,7 +258,61 @@ pub fn call_json(c: &Call) -> Value {
         "response_headers": opt_headers(&c.response_headers),
         "request_trailers": opt_headers(&c.request_trailers),
         "trailers": opt_headers(&c.response_trailers),
-    })
+        "grpc": c.grpc,
+        "request_messages": c.request_messages,
+        "response_messages": c.response_messages,
+        "grpc_status_details": c.grpc_status_details,
+        "binary_metadata": binary_metadata(&[
+            &c.request_headers,
+            &c.response_headers,
+            &c.response_trailers,
+        ]),
+    });
+    if !c.notes.is_empty() {
+        v["notes"] = json!(c.notes);
+    }
+    v
+}
+
+pub fn message_json(e: &MessageEvent) -> Value {
+    let mut m = Map::new();
+    m.insert("event".into(), "message".into());
+    origin_fields(&mut m, &e.origin);
+    let d = &e.decoded;
+    m.insert("stream".into(), e.stream.into());
+    m.insert("path".into(), e.path.clone().into());
+    m.insert("dir".into(), e.side.as_str().into());
+    m.insert("index".into(), e.index.into());
+    m.insert("compressed".into(), d.compressed.into());
+    m.insert("encoding".into(), d.encoding.clone().into());
+    m.insert("length".into(), d.length.into());
+    m.insert("type".into(), d.type_name.clone().into());
+    m.insert("json".into(), d.json.clone().unwrap_or(Value::Null));
+    m.insert("fields".into(), d.fields.clone().unwrap_or(Value::Null));
+    if let Some(p) = &d.problem {
+        m.insert("problem".into(), p.clone().into());
+    }
+    if !d.harvested.is_empty() {
+        m.insert("harvested".into(), json!(d.harvested));
+    }
+    Value::Object(m)
+}
+
+/// `-bin` metadata of a header list, base64-decoded, as `[[name, hex], ...]`.
+pub fn binary_metadata(lists: &[&Option<Vec<HeaderField>>]) -> Value {
+    let mut out = Vec::new();
+    for list in lists.iter().filter_map(|l| l.as_ref()) {
+        for h in list {
+            if h.name.ends_with(b"-bin") {
+                let decoded = decode_bin_header(&h.value)
+                    .map(hex::encode)
+                    .map(Value::from)
+                    .unwrap_or(Value::Null);
+                out.push(json!([lossless(&h.name), decoded]));
+            }
+        }
+    }
+    Value::Array(out)
 }
 
 fn gap_json(g: &GapEvent) -> Value {
@@ -296,6 +354,7 @@ fn summary_json(s: &Summary) -> Value {
         "http2_connections": s.stats.http2_connections,
         "other_connections": s.stats.other_connections,
         "calls": s.tally.calls,
+        "messages": s.tally.messages,
         "frames": s.tally.frames,
         "frames_by_type": s.tally.frames_by_type,
         "gaps": s.tally.gaps,

@@ -15,6 +15,7 @@ pub struct Tally {
     pub frames: u64,
     pub frames_by_type: BTreeMap<String, u64>,
     pub calls: u64,
+    pub messages: u64,
     pub gaps: u64,
     pub gap_bytes: u64,
     pub errors: u64,
@@ -35,6 +36,7 @@ impl Tally {
                 }
             }
             Event::Call(_) => self.calls += 1,
+            Event::Message(_) => self.messages += 1,
             Event::Gap(g) => {
                 self.gaps += 1;
                 self.gap_bytes += g.bytes;

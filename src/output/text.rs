@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 use std::io::Write;
 
 use super::Summary;
-use crate::event::{Event, FrameDetail, FrameEvent, Sink};
+use serde_json::Value;
+
+use crate::event::{Event, FrameDetail, FrameEvent, MessageEvent, Sink};
 use crate::http2::call::{grpc_status_name, lossless, Call, CallEnd};
 use crate::http2::frame::{error_code_name, setting, FrameType};
 use crate::http2::hpack::HeaderField;
@@ -90,6 +92,61 @@ impl<W: Write> Text<W> {
         self.flush_line();
     }
 
+    fn message(&mut self, m: &MessageEvent) {
+        let o = &m.origin;
+        let d = &m.decoded;
+        let rel = self.rel(o.ts_ns);
+        let l = &mut self.line;
+        let _ = write!(
+            l,
+            "{:>6} {:>11.6} #{:<3} {} → {} {:>5}   ↳ {} #{} {}B",
+            o.packet,
+            rel,
+            o.conn,
+            o.src,
+            o.dst,
+            m.stream,
+            m.side.as_str(),
+            m.index,
+            d.length
+        );
+        if d.compressed {
+            let _ = write!(l, " ({})", d.encoding.as_deref().unwrap_or("compressed"));
+        }
+        match (&d.type_name, &d.json, &d.fields) {
+            (Some(t), Some(json), _) => {
+                let _ = write!(l, " {t} {json}");
+            }
+            (None, Some(json), _) => {
+                let _ = write!(l, " {json}");
+            }
+            (_, None, Some(fields)) => {
+                l.push_str(" (no schema) ");
+                raw_fields(l, fields);
+            }
+            _ => {}
+        }
+        if let Some(p) = &d.problem {
+            let _ = write!(l, "  [!] {p}");
+        }
+        if !d.harvested.is_empty() {
+            let _ = write!(l, "  (schemas learned: {})", d.harvested.join(", "));
+        }
+        l.push('\n');
+        if self.opts.verbose {
+            if let Some(json) = &d.json {
+                let pretty = serde_json::to_string_pretty(json).unwrap_or_default();
+                for line in pretty.lines() {
+                    let _ = writeln!(l, "{:>22}{line}", "");
+                }
+            }
+            if let Some(fields) = &d.fields {
+                tree(l, fields, 22);
+            }
+        }
+        self.flush_line();
+    }
+
     fn call(&mut self, c: &Call) {
         let rel = self.rel(c.start_ts_ns);
         let l = &mut self.line;
@@ -145,6 +202,12 @@ impl<W: Write> Text<W> {
             }
             CallEnd::Unfinished => l.push_str(" (unfinished)"),
         }
+        if c.grpc {
+            let _ = write!(l, " msgs={}/{}", c.request_messages, c.response_messages);
+        }
+        for n in &c.notes {
+            let _ = write!(l, "  [!] {n}");
+        }
         if c.pushed {
             l.push_str(" (pushed)");
         }
@@ -163,8 +226,17 @@ impl<W: Write> Text<W> {
                     let _ = writeln!(l, "{:>14}{title}:", "");
                     for hf in list {
                         let _ = writeln!(l, "{:>16}{}: {}", "", name(hf), value(hf));
+                        if hf.name.ends_with(b"-bin") {
+                            if let Some(b) = crate::grpc::message::decode_bin_header(&hf.value) {
+                                let _ =
+                                    writeln!(l, "{:>18}(base64-decoded) {}", "", hex::encode(b));
+                            }
+                        }
                     }
                 }
+            }
+            if let Some(details) = &c.grpc_status_details {
+                let _ = writeln!(l, "{:>14}grpc-status-details-bin: {details}", "");
             }
         }
         self.flush_line();
@@ -199,7 +271,7 @@ impl<W: Write> Text<W> {
             let _ = write!(l, " ({})", parts.join(" "));
         }
         l.push('\n');
-        let _ = writeln!(l, "calls: {}", t.calls);
+        let _ = writeln!(l, "calls: {}, gRPC messages: {}", t.calls, t.messages);
         let _ = writeln!(
             l,
             "gaps: {} ({} bytes missing), retransmitted segments: {}",
@@ -360,6 +432,7 @@ impl<W: Write> Sink for Text<W> {
             Event::Call(c) => self.call(c),
             _ if self.opts.calls_only => {}
             Event::Frame(f) => self.frame(f),
+            Event::Message(m) => self.message(m),
             Event::Gap(g) => {
                 let rel = self.rel(g.origin.ts_ns);
                 let o = &g.origin;
@@ -386,6 +459,73 @@ impl<W: Write> Sink for Text<W> {
                 let _ = writeln!(self.line, ": {}", e.message);
                 self.flush_line();
             }
+        }
+    }
+}
+
+/// A schema-less field tree on one line, in the manner of `protoc --decode_raw`:
+/// `1: 150 2: "text" 3 { 1: 1 }`.
+fn raw_fields(l: &mut String, fields: &Value) {
+    let Some(list) = fields.as_array() else {
+        if let Some(s) = fields.as_str() {
+            let _ = write!(l, "{s}");
+        }
+        return;
+    };
+    for (i, f) in list.iter().enumerate() {
+        if i > 0 {
+            l.push(' ');
+        }
+        if let Some(m) = f.get("malformed") {
+            let _ = write!(l, "<malformed {}>", m.as_str().unwrap_or(""));
+            continue;
+        }
+        let n = &f["field"];
+        if let Some(s) = f.get("string") {
+            let _ = write!(l, "{n}: {s}");
+        } else if let Some(inner) = f.get("message").or_else(|| f.get("group")) {
+            let _ = write!(l, "{n} {{ ");
+            raw_fields(l, inner);
+            l.push_str(" }");
+        } else if let Some(b) = f.get("bytes") {
+            let _ = write!(l, "{n}: 0x{}", b.as_str().unwrap_or(""));
+        } else if let Some(p) = f.get("packed_varints") {
+            let _ = write!(l, "{n}: {p}");
+        } else {
+            let _ = write!(l, "{n}: {}", f["value"]);
+        }
+    }
+}
+
+/// The field tree, one field per line, indented.
+fn tree(l: &mut String, fields: &Value, indent: usize) {
+    let Some(list) = fields.as_array() else {
+        return;
+    };
+    for f in list {
+        if let Some(m) = f.get("malformed") {
+            let _ = writeln!(
+                l,
+                "{:indent$}<malformed at {}: {}>",
+                "",
+                f["offset"],
+                m.as_str().unwrap_or("")
+            );
+            continue;
+        }
+        let n = &f["field"];
+        let wire = f["wire"].as_str().unwrap_or("");
+        if let Some(inner) = f.get("message").or_else(|| f.get("group")) {
+            let _ = writeln!(l, "{:indent$}{n} ({wire}) {{", "");
+            tree(l, inner, indent + 2);
+            let _ = writeln!(l, "{:indent$}}}", "");
+        } else {
+            let value = f
+                .get("string")
+                .or_else(|| f.get("bytes"))
+                .or_else(|| f.get("packed_varints"))
+                .unwrap_or(&f["value"]);
+            let _ = writeln!(l, "{:indent$}{n} ({wire}): {value}", "");
         }
     }
 }

@@ -1,0 +1,311 @@
+//! Cutting length-prefixed gRPC messages (1 flag byte, 4-byte big-endian length, body) out of a
+//! stream's DATA, whatever the DATA frame and TCP segment boundaries. Bodies larger than the
+//! message size cap are reported with their length and skipped, never buffered.
+
+/// Flag bit: the body is compressed with the stream's `grpc-encoding`.
+pub const FLAG_COMPRESSED: u8 = 0x01;
+/// Flag bit (gRPC-Web): the body is trailers, not a message.
+pub const FLAG_TRAILERS: u8 = 0x80;
+
+/// One message as cut from the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMessage {
+    pub flags: u8,
+    /// Length from the prefix.
+    pub length: u32,
+    /// The body, or `None` when it was over the size cap or partly missing from the capture.
+    pub body: Option<Vec<u8>>,
+    /// Bytes of the body the capture did not have.
+    pub missing: u64,
+}
+
+#[derive(Debug)]
+enum State {
+    Prefix {
+        buf: [u8; 5],
+        have: usize,
+    },
+    Body {
+        flags: u8,
+        length: u32,
+        buf: Vec<u8>,
+        got: u32,
+        keep: bool,
+        missing: u64,
+    },
+    /// Framing lost (a gap outside a body): nothing more is cut from this stream.
+    Lost,
+}
+
+#[derive(Debug)]
+pub struct Deframer {
+    state: State,
+    max_message: usize,
+    /// grpc-web-text: DATA is base64; undecoded characters carried between chunks.
+    text: Option<Vec<u8>>,
+}
+
+impl Deframer {
+    pub fn new(max_message: usize, base64_text: bool) -> Self {
+        Deframer {
+            state: State::Prefix {
+                buf: [0; 5],
+                have: 0,
+            },
+            max_message,
+            text: base64_text.then(Vec::new),
+        }
+    }
+
+    pub fn is_lost(&self) -> bool {
+        matches!(self.state, State::Lost)
+    }
+
+    /// Bytes of a message started but not finished (for the end-of-stream report).
+    pub fn pending(&self) -> Option<(u32, u32)> {
+        match &self.state {
+            State::Prefix { have, .. } if *have > 0 => Some((*have as u32, 5)),
+            State::Body { length, got, .. } => Some((*got, *length)),
+            _ => None,
+        }
+    }
+
+    pub fn push(&mut self, bytes: &[u8], out: &mut Vec<RawMessage>) {
+        match self.text.take() {
+            None => self.push_binary(bytes, out),
+            Some(mut carry) => {
+                // Base64 is decoded in whole quads; grpc-web-text may concatenate padded chunks,
+                // which quad-wise decoding handles.
+                carry.extend(bytes.iter().copied().filter(|b| !b.is_ascii_whitespace()));
+                let whole = carry.len() / 4 * 4;
+                let mut decoded = Vec::with_capacity(whole / 4 * 3);
+                let mut ok = true;
+                for quad in carry[..whole].chunks(4) {
+                    match base64_quad(quad) {
+                        Some((b, n)) => decoded.extend_from_slice(&b[..n]),
+                        None => {
+                            ok = false;
+                            break;
+                        }
+                    }
+                }
+                carry.drain(..whole);
+                self.text = Some(carry);
+                self.push_binary(&decoded, out);
+                if !ok {
+                    self.state = State::Lost;
+                }
+            }
+        }
+    }
+
+    fn push_binary(&mut self, mut bytes: &[u8], out: &mut Vec<RawMessage>) {
+        while !bytes.is_empty() {
+            match &mut self.state {
+                State::Lost => return,
+                State::Prefix { buf, have } => {
+                    let take = (5 - *have).min(bytes.len());
+                    buf[*have..*have + take].copy_from_slice(&bytes[..take]);
+                    *have += take;
+                    bytes = &bytes[take..];
+                    if *have == 5 {
+                        let flags = buf[0];
+                        let length = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+                        let keep = length as usize <= self.max_message;
+                        self.state = State::Body {
+                            flags,
+                            length,
+                            buf: Vec::new(),
+                            got: 0,
+                            keep,
+                            missing: 0,
+                        };
+                        self.complete_if_done(out);
+                    }
+                }
+                State::Body {
+                    length,
+                    buf,
+                    got,
+                    keep,
+                    ..
+                } => {
+                    let take = ((*length - *got) as usize).min(bytes.len());
+                    if *keep {
+                        if buf.is_empty() {
+                            // Reserve as the data arrives, not from the (untrusted) prefix.
+                            buf.reserve(take);
+                        }
+                        buf.extend_from_slice(&bytes[..take]);
+                    }
+                    *got += take as u32;
+                    bytes = &bytes[take..];
+                    self.complete_if_done(out);
+                }
+            }
+        }
+    }
+
+    fn complete_if_done(&mut self, out: &mut Vec<RawMessage>) {
+        if let State::Body {
+            flags,
+            length,
+            got,
+            keep,
+            missing,
+            buf,
+        } = &mut self.state
+        {
+            if *got == *length {
+                out.push(RawMessage {
+                    flags: *flags,
+                    length: *length,
+                    body: (*keep && *missing == 0).then(|| std::mem::take(buf)),
+                    missing: *missing,
+                });
+                self.state = State::Prefix {
+                    buf: [0; 5],
+                    have: 0,
+                };
+            }
+        }
+    }
+
+    /// `n` bytes of the stream are missing. Inside a body the framing survives; elsewhere it is
+    /// lost for good. Returns whether the framing survived.
+    pub fn gap(&mut self, n: u64, out: &mut Vec<RawMessage>) -> bool {
+        if self.text.is_some() {
+            self.state = State::Lost;
+            return false;
+        }
+        match &mut self.state {
+            State::Body {
+                length,
+                got,
+                missing,
+                buf,
+                ..
+            } if (*length - *got) as u64 >= n => {
+                *got += n as u32;
+                *missing += n;
+                *buf = Vec::new();
+                self.complete_if_done(out);
+                true
+            }
+            State::Prefix { have: 0, .. } if n == 0 => true,
+            _ => {
+                self.state = State::Lost;
+                false
+            }
+        }
+    }
+}
+
+fn base64_value(c: u8) -> Option<u8> {
+    Some(match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' | b'-' => 62,
+        b'/' | b'_' => 63,
+        _ => return None,
+    })
+}
+
+/// Decodes one group of 4 base64 characters (standard or URL alphabet, `=` padding).
+fn base64_quad(q: &[u8]) -> Option<([u8; 3], usize)> {
+    let pad = q.iter().rev().take_while(|&&c| c == b'=').count();
+    if pad > 2 {
+        return None;
+    }
+    let mut v: u32 = 0;
+    for &c in &q[..4 - pad] {
+        v = (v << 6) | base64_value(c)? as u32;
+    }
+    v <<= 6 * pad as u32;
+    let b = [(v >> 16) as u8, (v >> 8) as u8, v as u8];
+    Some((b, 3 - pad))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(flags: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![flags];
+        v.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn messages_across_any_split() {
+        let stream = [msg(0, b"hello"), msg(0, b""), msg(1, b"xyz")].concat();
+        for split in 1..stream.len() {
+            let mut d = Deframer::new(1024, false);
+            let mut out = Vec::new();
+            for chunk in stream.chunks(split) {
+                d.push(chunk, &mut out);
+            }
+            assert_eq!(out.len(), 3, "split {split}");
+            assert_eq!(out[0].body.as_deref(), Some(&b"hello"[..]));
+            assert_eq!(out[1].body.as_deref(), Some(&b""[..]));
+            assert_eq!(out[2].flags, 1);
+            assert!(d.pending().is_none());
+        }
+    }
+
+    #[test]
+    fn oversized_body_is_counted_not_kept() {
+        let mut d = Deframer::new(4, false);
+        let mut out = Vec::new();
+        d.push(&msg(0, b"too long body"), &mut out);
+        d.push(&msg(0, b"ok"), &mut out);
+        assert_eq!(out[0].length, 13);
+        assert!(out[0].body.is_none());
+        assert_eq!(out[1].body.as_deref(), Some(&b"ok"[..]));
+    }
+
+    #[test]
+    fn huge_claimed_length_allocates_nothing_up_front() {
+        let mut d = Deframer::new(usize::MAX, false);
+        let mut out = Vec::new();
+        d.push(&[0, 0xff, 0xff, 0xff, 0xff, 1, 2, 3], &mut out);
+        assert!(out.is_empty());
+        assert_eq!(d.pending(), Some((3, u32::MAX)));
+    }
+
+    #[test]
+    fn gap_inside_body_keeps_framing() {
+        let mut d = Deframer::new(1024, false);
+        let mut out = Vec::new();
+        let m = msg(0, b"0123456789");
+        d.push(&m[..8], &mut out);
+        assert!(d.gap(4, &mut out));
+        d.push(&m[12..], &mut out);
+        d.push(&msg(0, b"next"), &mut out);
+        assert_eq!(out.len(), 2);
+        assert!(out[0].body.is_none());
+        assert_eq!(out[0].missing, 4);
+        assert_eq!(out[1].body.as_deref(), Some(&b"next"[..]));
+        assert!(!d.gap(1, &mut out));
+        assert!(d.is_lost());
+    }
+
+    #[test]
+    fn grpc_web_text_base64_in_padded_chunks() {
+        use base64::Engine;
+        let e = base64::engine::general_purpose::STANDARD;
+        let a = e.encode(msg(0, b"hi"));
+        let b = e.encode(msg(0x80, b"grpc-status: 0\r\n"));
+        let text = format!("{a}{b}");
+        let mut d = Deframer::new(1024, true);
+        let mut out = Vec::new();
+        for chunk in text.as_bytes().chunks(3) {
+            d.push(chunk, &mut out);
+        }
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].body.as_deref(), Some(&b"hi"[..]));
+        assert_eq!(out[1].flags, FLAG_TRAILERS);
+    }
+}

@@ -1,0 +1,439 @@
+//! From a raw length-prefixed message to what a person wants to see: decompressed, decoded with
+//! the method's schema as JSON, or schema-less as a field tree; reflection responses feed the
+//! schemas; gRPC-Web trailer frames become trailers.
+
+use base64::Engine;
+use prost_reflect::{DynamicMessage, MessageDescriptor, SerializeOptions, Value as PValue};
+use serde_json::Value;
+
+use super::compression::decompress;
+use super::deframe::{RawMessage, FLAG_COMPRESSED, FLAG_TRAILERS};
+use super::schema::Schemas;
+use super::{wire, Flavor, GrpcConfig, GrpcStream, Side};
+
+/// A decoded message, ready for an event.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Decoded {
+    pub compressed: bool,
+    pub encoding: Option<String>,
+    /// Body length from the message prefix (bytes on the wire).
+    pub length: u32,
+    /// Full name of the message type used, if a schema was found.
+    pub type_name: Option<String>,
+    pub json: Option<Value>,
+    /// Schema-less field tree, when no schema decoded it.
+    pub fields: Option<Value>,
+    /// Why the message is not (fully) decoded.
+    pub problem: Option<String>,
+    /// Files learned from this message (server reflection).
+    pub harvested: Vec<String>,
+}
+
+pub enum Outcome {
+    Message(Decoded),
+    /// A gRPC-Web trailer frame: header lines, not a message.
+    WebTrailers(Vec<(Vec<u8>, Vec<u8>)>),
+}
+
+/// Decodes one message of a stream.
+pub fn decode(
+    raw: &RawMessage,
+    stream: &GrpcStream,
+    side: Side,
+    path: Option<&str>,
+    schemas: &mut Schemas,
+    cfg: &GrpcConfig,
+) -> Outcome {
+    let web = matches!(stream.flavor, Flavor::Web | Flavor::WebText);
+    if web && raw.flags & FLAG_TRAILERS != 0 {
+        if let Some(body) = &raw.body {
+            return Outcome::WebTrailers(parse_web_trailers(body));
+        }
+    }
+    let compressed = raw.flags & FLAG_COMPRESSED != 0;
+    let mut d = Decoded {
+        compressed,
+        encoding: stream.encoding[side as usize].clone(),
+        length: raw.length,
+        ..Decoded::default()
+    };
+    let Some(body) = &raw.body else {
+        d.problem = Some(if raw.missing > 0 {
+            format!(
+                "{} bytes of this message missing from the capture",
+                raw.missing
+            )
+        } else {
+            format!(
+                "{} bytes, larger than the message size limit of {} bytes; not decoded",
+                raw.length, cfg.max_message_size
+            )
+        });
+        return Outcome::Message(d);
+    };
+    let plain;
+    let bytes: &[u8] = if compressed {
+        match d.encoding.as_deref() {
+            None | Some("identity") => {
+                d.problem = Some("compressed flag set without a grpc-encoding; shown raw".into());
+                d.fields = Some(Value::String(hex::encode(body)));
+                return Outcome::Message(d);
+            }
+            Some(enc) => match decompress(enc, body, cfg.max_decompressed_size) {
+                Ok(v) => {
+                    plain = v;
+                    &plain
+                }
+                Err(e) => {
+                    d.problem = Some(e.to_string());
+                    d.fields = Some(Value::String(hex::encode(&body[..body.len().min(4096)])));
+                    return Outcome::Message(d);
+                }
+            },
+        }
+    } else {
+        body
+    };
+    if cfg.harvest_only && !is_reflection(path) {
+        return Outcome::Message(d);
+    }
+    if stream.json || looks_like_json(bytes) {
+        match serde_json::from_slice::<Value>(bytes) {
+            Ok(v) => {
+                if !stream.json {
+                    d.problem = Some("JSON body under a protobuf content-type".into());
+                }
+                d.json = Some(v);
+                return Outcome::Message(d);
+            }
+            Err(e) if stream.json => {
+                d.problem = Some(format!("not valid JSON: {e}"));
+                d.fields = Some(Value::String(String::from_utf8_lossy(bytes).into_owned()));
+                return Outcome::Message(d);
+            }
+            Err(_) => {}
+        }
+    }
+    let types = path.and_then(|p| schemas.method(p));
+    match types {
+        Some(t) => {
+            let desc = match side {
+                Side::Request => t.input,
+                Side::Response => t.output,
+            };
+            match decode_with(&desc, bytes) {
+                Ok((msg, json)) => {
+                    d.type_name = Some(desc.full_name().to_string());
+                    d.json = Some(json);
+                    if side == Side::Response && is_reflection(path) {
+                        d.harvested = schemas.harvest(&descriptor_files(&msg));
+                    }
+                }
+                Err(e) => {
+                    d.problem = Some(format!("does not decode as {}: {e}", desc.full_name()));
+                    d.fields = Some(wire::decode_raw(bytes));
+                }
+            }
+        }
+        None => d.fields = Some(wire::decode_raw(bytes)),
+    }
+    Outcome::Message(d)
+}
+
+fn decode_with(desc: &MessageDescriptor, bytes: &[u8]) -> Result<(DynamicMessage, Value), String> {
+    let msg = DynamicMessage::decode(desc.clone(), bytes).map_err(|e| e.to_string())?;
+    // The canonical JSON mapping refuses some values that decode fine (a Timestamp past year
+    // 9999, say); then the message is shown field by field without the well-known-type rules.
+    let json = msg
+        .serialize_with_options(serde_json::value::Serializer, &SerializeOptions::new())
+        .unwrap_or_else(|_| plain_json(&msg));
+    Ok((msg, json))
+}
+
+/// JSON of a message without the special forms of well-known types.
+fn plain_json(msg: &DynamicMessage) -> Value {
+    let mut m = serde_json::Map::new();
+    for (field, value) in msg.fields() {
+        m.insert(
+            field.json_name().to_string(),
+            plain_value(value, &field.kind()),
+        );
+    }
+    Value::Object(m)
+}
+
+fn plain_value(v: &PValue, kind: &prost_reflect::Kind) -> Value {
+    match v {
+        PValue::Bool(b) => (*b).into(),
+        PValue::I32(n) => (*n).into(),
+        PValue::I64(n) => n.to_string().into(),
+        PValue::U32(n) => (*n).into(),
+        PValue::U64(n) => n.to_string().into(),
+        PValue::F32(f) => serde_json::Number::from_f64(*f as f64)
+            .map(Value::Number)
+            .unwrap_or_else(|| f.to_string().into()),
+        PValue::F64(f) => serde_json::Number::from_f64(*f)
+            .map(Value::Number)
+            .unwrap_or_else(|| f.to_string().into()),
+        PValue::String(s) => s.clone().into(),
+        PValue::Bytes(b) => base64::engine::general_purpose::STANDARD.encode(b).into(),
+        PValue::EnumNumber(n) => match kind {
+            prost_reflect::Kind::Enum(e) => e
+                .get_value(*n)
+                .map(|ev| Value::from(ev.name()))
+                .unwrap_or_else(|| (*n).into()),
+            _ => (*n).into(),
+        },
+        PValue::Message(m) => plain_json(m),
+        PValue::List(items) => Value::Array(items.iter().map(|i| plain_value(i, kind)).collect()),
+        PValue::Map(entries) => {
+            let value_kind = match kind {
+                prost_reflect::Kind::Message(d) if d.is_map_entry() => {
+                    d.map_entry_value_field().kind()
+                }
+                other => other.clone(),
+            };
+            let mut out = serde_json::Map::new();
+            for (k, v) in entries {
+                let key = match k {
+                    prost_reflect::MapKey::Bool(b) => b.to_string(),
+                    prost_reflect::MapKey::I32(n) => n.to_string(),
+                    prost_reflect::MapKey::I64(n) => n.to_string(),
+                    prost_reflect::MapKey::U32(n) => n.to_string(),
+                    prost_reflect::MapKey::U64(n) => n.to_string(),
+                    prost_reflect::MapKey::String(s) => s.clone(),
+                };
+                out.insert(key, plain_value(v, &value_kind));
+            }
+            Value::Object(out)
+        }
+    }
+}
+
+fn looks_like_json(b: &[u8]) -> bool {
+    matches!(b.first(), Some(b'{') | Some(b'['))
+}
+
+fn is_reflection(path: Option<&str>) -> bool {
+    matches!(
+        path,
+        Some("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")
+            | Some("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+    )
+}
+
+/// `file_descriptor_response.file_descriptor_proto` of a ServerReflectionResponse.
+fn descriptor_files(msg: &DynamicMessage) -> Vec<Vec<u8>> {
+    let Some(resp) = msg.get_field_by_name("file_descriptor_response") else {
+        return Vec::new();
+    };
+    let PValue::Message(resp) = resp.as_ref() else {
+        return Vec::new();
+    };
+    let Some(list) = resp.get_field_by_name("file_descriptor_proto") else {
+        return Vec::new();
+    };
+    match list.as_ref() {
+        PValue::List(items) => items
+            .iter()
+            .filter_map(|v| v.as_bytes().map(|b| b.to_vec()))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// gRPC-Web trailers: HTTP/1-style `name: value` lines.
+fn parse_web_trailers(body: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    body.split(|&b| b == b'\n')
+        .filter_map(|line| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let colon = line.iter().position(|&b| b == b':')?;
+            let name = line[..colon].trim_ascii().to_ascii_lowercase();
+            let value = line[colon + 1..].trim_ascii().to_vec();
+            (!name.is_empty()).then_some((name, value))
+        })
+        .collect()
+}
+
+/// Base64 as gRPC sends `-bin` metadata: standard alphabet, padding optional.
+pub fn decode_bin_header(value: &[u8]) -> Option<Vec<u8>> {
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    // Several values may be joined with commas.
+    let mut out = Vec::new();
+    for part in value.split(|&b| b == b',') {
+        out.extend(engine.decode(part.trim_ascii()).ok()?);
+    }
+    Some(out)
+}
+
+/// `grpc-status-details-bin` as a `google.rpc.Status` in JSON (its `Any` details decoded where
+/// their type is known).
+pub fn decode_status_details(value: &[u8], schemas: &Schemas) -> Option<Value> {
+    let bytes = decode_bin_header(value)?;
+    let desc = schemas.message("google.rpc.Status")?;
+    match decode_with(&desc, &bytes) {
+        Ok((_, json)) => Some(json),
+        Err(_) => Some(serde_json::json!({"undecodable": hex::encode(&bytes)})),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn raw(flags: u8, body: &[u8]) -> RawMessage {
+        RawMessage {
+            flags,
+            length: body.len() as u32,
+            body: Some(body.to_vec()),
+            missing: 0,
+        }
+    }
+
+    fn message(o: Outcome) -> Decoded {
+        match o {
+            Outcome::Message(d) => d,
+            Outcome::WebTrailers(_) => panic!("trailers"),
+        }
+    }
+
+    #[test]
+    fn health_check_decodes_with_bundled_schema() {
+        let mut s = Schemas::bundled();
+        let stream = GrpcStream::new(Flavor::Grpc, false, 1 << 20);
+        let cfg = GrpcConfig::default();
+        let path = Some("/grpc.health.v1.Health/Check");
+        let d = message(decode(
+            &raw(0, &[0x0a, 0x03, b'f', b'o', b'o']),
+            &stream,
+            Side::Request,
+            path,
+            &mut s,
+            &cfg,
+        ));
+        assert_eq!(
+            d.type_name.as_deref(),
+            Some("grpc.health.v1.HealthCheckRequest")
+        );
+        assert_eq!(d.json, Some(serde_json::json!({"service": "foo"})));
+        let d = message(decode(
+            &raw(0, &[0x08, 0x01]),
+            &stream,
+            Side::Response,
+            path,
+            &mut s,
+            &cfg,
+        ));
+        assert_eq!(d.json, Some(serde_json::json!({"status": "SERVING"})));
+        // Unknown method: schema-less.
+        let d = message(decode(
+            &raw(0, &[0x08, 0x01]),
+            &stream,
+            Side::Response,
+            Some("/x.Y/Z"),
+            &mut s,
+            &cfg,
+        ));
+        assert!(d.json.is_none());
+        assert_eq!(d.fields.unwrap()[0]["value"], 1);
+    }
+
+    #[test]
+    fn compressed_messages_and_problems() {
+        use std::io::Write;
+        let mut s = Schemas::bundled();
+        let cfg = GrpcConfig::default();
+        let mut stream = GrpcStream::new(Flavor::Grpc, false, 1 << 20);
+        let path = Some("/grpc.health.v1.Health/Check");
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&[0x08, 0x02]).unwrap();
+        let gz = e.finish().unwrap();
+        // Flag set, no encoding known: shown raw.
+        let d = message(decode(
+            &raw(1, &gz),
+            &stream,
+            Side::Response,
+            path,
+            &mut s,
+            &cfg,
+        ));
+        assert!(d.problem.is_some() && d.json.is_none());
+        stream.encoding[1] = Some("gzip".into());
+        let d = message(decode(
+            &raw(1, &gz),
+            &stream,
+            Side::Response,
+            path,
+            &mut s,
+            &cfg,
+        ));
+        assert_eq!(d.json, Some(serde_json::json!({"status": "NOT_SERVING"})));
+        assert!(d.compressed);
+        stream.encoding[1] = Some("br".into());
+        let d = message(decode(
+            &raw(1, &gz),
+            &stream,
+            Side::Response,
+            path,
+            &mut s,
+            &cfg,
+        ));
+        assert!(d.problem.unwrap().contains("not supported"));
+    }
+
+    #[test]
+    fn grpc_web_trailers_are_not_messages() {
+        let mut s = Schemas::bundled();
+        let stream = GrpcStream::new(Flavor::Web, false, 1 << 20);
+        match decode(
+            &raw(0x80, b"grpc-status: 0\r\ngrpc-message: fine\r\n"),
+            &stream,
+            Side::Response,
+            None,
+            &mut s,
+            &GrpcConfig::default(),
+        ) {
+            Outcome::WebTrailers(t) => {
+                assert_eq!(t[0], (b"grpc-status".to_vec(), b"0".to_vec()));
+                assert_eq!(t[1], (b"grpc-message".to_vec(), b"fine".to_vec()));
+            }
+            Outcome::Message(_) => panic!("message"),
+        }
+    }
+
+    #[test]
+    fn status_details_with_known_any() {
+        let s = Schemas::bundled();
+        let info = s.message("google.rpc.ErrorInfo").unwrap();
+        let mut ei = DynamicMessage::new(info);
+        ei.set_field_by_name("reason", PValue::String("QUOTA".into()));
+        let any = prost_types::Any {
+            type_url: "type.googleapis.com/google.rpc.ErrorInfo".into(),
+            value: ei.encode_to_vec(),
+        };
+        let status = s.message("google.rpc.Status").unwrap();
+        let mut st = DynamicMessage::new(status);
+        st.set_field_by_name("code", PValue::I32(8));
+        st.set_field_by_name("message", PValue::String("slow down".into()));
+        let any_msg = DynamicMessage::decode(
+            s.message("google.protobuf.Any").unwrap(),
+            any.encode_to_vec().as_slice(),
+        )
+        .unwrap();
+        st.set_field_by_name("details", PValue::List(vec![PValue::Message(any_msg)]));
+        let b64 = base64::engine::general_purpose::STANDARD_NO_PAD.encode(st.encode_to_vec());
+        let json = decode_status_details(b64.as_bytes(), &s).unwrap();
+        assert_eq!(json["code"], 8);
+        assert_eq!(json["message"], "slow down");
+        assert_eq!(
+            json["details"][0]["@type"],
+            "type.googleapis.com/google.rpc.ErrorInfo"
+        );
+        assert_eq!(json["details"][0]["reason"], "QUOTA");
+    }
+}

@@ -1,0 +1,163 @@
+//! gRPC over HTTP/2: recognising gRPC streams, cutting messages out of DATA, decompressing them
+//! and decoding them with protobuf schemas (or without).
+
+pub mod compression;
+pub mod deframe;
+pub mod message;
+pub mod schema;
+pub mod wire;
+
+use deframe::{Deframer, RawMessage};
+
+/// Limits and options of the gRPC stage.
+#[derive(Debug, Clone)]
+pub struct GrpcConfig {
+    /// Messages larger than this are reported with their length, not kept (gRPC's default
+    /// receive limit is 4 MiB).
+    pub max_message_size: usize,
+    /// Decompressed size allowed per message.
+    pub max_decompressed_size: usize,
+    /// Only look at server-reflection responses (the schema-harvesting first pass).
+    pub harvest_only: bool,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            max_message_size: 4 << 20,
+            max_decompressed_size: 4 << 20,
+            harvest_only: false,
+        }
+    }
+}
+
+/// The kinds of gRPC a `content-type` announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// `application/grpc`, `+proto` or another codec.
+    Grpc,
+    /// gRPC-Web (`application/grpc-web`, `+proto`): trailers travel in DATA, flagged 0x80.
+    Web,
+    /// gRPC-Web text: the gRPC-Web stream, base64-encoded.
+    WebText,
+}
+
+/// `(flavor, bodies are JSON)` for a gRPC content-type, `None` for anything else.
+pub fn classify(content_type: &[u8]) -> Option<(Flavor, bool)> {
+    let ct = std::str::from_utf8(content_type).ok()?;
+    let ct = ct.split(';').next()?.trim().to_ascii_lowercase();
+    let (base, codec) = match ct.split_once('+') {
+        Some((b, c)) => (b, Some(c)),
+        None => (ct.as_str(), None),
+    };
+    let flavor = match base {
+        "application/grpc" => Flavor::Grpc,
+        "application/grpc-web" => Flavor::Web,
+        "application/grpc-web-text" => Flavor::WebText,
+        _ => return None,
+    };
+    Some((flavor, codec == Some("json")))
+}
+
+/// Which way a message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Request = 0,
+    Response = 1,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Request => "request",
+            Side::Response => "response",
+        }
+    }
+}
+
+/// gRPC state of one HTTP/2 stream.
+#[derive(Debug)]
+pub struct GrpcStream {
+    pub flavor: Flavor,
+    pub json: bool,
+    /// `grpc-encoding` of each side.
+    pub encoding: [Option<String>; 2],
+    deframers: [Deframer; 2],
+    /// Messages seen each way.
+    pub counts: [u32; 2],
+}
+
+impl GrpcStream {
+    pub fn new(flavor: Flavor, json: bool, max_message: usize) -> Self {
+        let text = flavor == Flavor::WebText;
+        GrpcStream {
+            flavor,
+            json,
+            encoding: [None, None],
+            deframers: [
+                Deframer::new(max_message, text),
+                Deframer::new(max_message, text),
+            ],
+            counts: [0, 0],
+        }
+    }
+
+    pub fn data(&mut self, side: Side, bytes: &[u8], out: &mut Vec<RawMessage>) {
+        self.deframers[side as usize].push(bytes, out);
+    }
+
+    /// Returns whether message framing survived the gap.
+    pub fn gap(&mut self, side: Side, n: u64, out: &mut Vec<RawMessage>) -> bool {
+        self.deframers[side as usize].gap(n, out)
+    }
+
+    /// A message begun and not finished on this side: `(bytes seen, bytes expected)`.
+    pub fn pending(&self, side: Side) -> Option<(u32, u32)> {
+        self.deframers[side as usize].pending()
+    }
+
+    pub fn framing_lost(&self, side: Side) -> bool {
+        self.deframers[side as usize].is_lost()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types() {
+        assert_eq!(classify(b"application/grpc"), Some((Flavor::Grpc, false)));
+        assert_eq!(
+            classify(b"application/grpc+proto"),
+            Some((Flavor::Grpc, false))
+        );
+        assert_eq!(
+            classify(b"application/grpc+json"),
+            Some((Flavor::Grpc, true))
+        );
+        assert_eq!(
+            classify(b"Application/GRPC; charset=utf-8"),
+            Some((Flavor::Grpc, false))
+        );
+        assert_eq!(
+            classify(b"application/grpc-web"),
+            Some((Flavor::Web, false))
+        );
+        assert_eq!(
+            classify(b"application/grpc-web+proto"),
+            Some((Flavor::Web, false))
+        );
+        assert_eq!(
+            classify(b"application/grpc-web-text"),
+            Some((Flavor::WebText, false))
+        );
+        assert_eq!(
+            classify(b"application/grpc-web-text+proto"),
+            Some((Flavor::WebText, false))
+        );
+        assert_eq!(classify(b"application/json"), None);
+        assert_eq!(classify(b"application/grpcx"), None);
+        assert_eq!(classify(b"\xff"), None);
+    }
+}

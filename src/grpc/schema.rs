@@ -1,0 +1,305 @@
+//! Protobuf schemas: the bundled ones, `.proto` files compiled at run time with protox, binary
+//! descriptor sets, and descriptors harvested from server-reflection exchanges in the capture.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use prost::Message as _;
+use prost_reflect::{DescriptorPool, MessageDescriptor};
+use prost_types::FileDescriptorProto;
+
+/// The schemas in `proto/`, compiled by `build.rs`.
+const BUNDLED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bundled.fds"));
+
+/// Harvested descriptors kept at most, in bytes (a hostile capture could send endless ones).
+const MAX_HARVESTED_BYTES: usize = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// protox reports file, line and column in its message.
+    #[error("{0}")]
+    Proto(String),
+    #[error("{path}: {message}")]
+    DescriptorSet { path: String, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Input and output types of one method.
+#[derive(Debug, Clone)]
+pub struct MethodTypes {
+    pub input: MessageDescriptor,
+    pub output: MessageDescriptor,
+    pub client_streaming: bool,
+    pub server_streaming: bool,
+}
+
+/// Everything known about message types, looked up by method path.
+#[derive(Debug, Clone)]
+pub struct Schemas {
+    pool: DescriptorPool,
+    methods: HashMap<String, Option<MethodTypes>>,
+    /// Harvested files whose imports have not arrived yet.
+    waiting: Vec<FileDescriptorProto>,
+    harvested_bytes: usize,
+    harvested_files: Vec<String>,
+}
+
+impl Default for Schemas {
+    fn default() -> Self {
+        Self::bundled()
+    }
+}
+
+impl Schemas {
+    /// Only the bundled schemas (health, reflection, google.rpc, servicestatus).
+    pub fn bundled() -> Self {
+        let pool = DescriptorPool::decode(BUNDLED).expect("bundled descriptor set is valid");
+        Schemas::from_pool(pool)
+    }
+
+    /// No schema at all: every message is decoded schema-less.
+    pub fn empty() -> Self {
+        Schemas::from_pool(DescriptorPool::new())
+    }
+
+    fn from_pool(pool: DescriptorPool) -> Self {
+        Schemas {
+            pool,
+            methods: HashMap::new(),
+            waiting: Vec::new(),
+            harvested_bytes: 0,
+            harvested_files: Vec::new(),
+        }
+    }
+
+    pub fn pool(&self) -> &DescriptorPool {
+        &self.pool
+    }
+
+    /// Names of the files learned from reflection responses, in order.
+    pub fn harvested_files(&self) -> &[String] {
+        &self.harvested_files
+    }
+
+    /// Compiles `.proto` files (or every `.proto` below a directory) with the include paths.
+    /// The directories given are include paths too, so imports relative to them resolve.
+    pub fn add_proto_files(
+        &mut self,
+        inputs: &[PathBuf],
+        include_paths: &[PathBuf],
+    ) -> Result<(), SchemaError> {
+        let mut includes: Vec<PathBuf> = include_paths.to_vec();
+        let mut files = Vec::new();
+        for input in inputs {
+            if input.is_dir() {
+                includes.push(input.clone());
+                collect_protos(input, &mut files).map_err(|source| SchemaError::Io {
+                    path: input.display().to_string(),
+                    source,
+                })?;
+            } else {
+                if !input.exists() {
+                    return Err(SchemaError::Io {
+                        path: input.display().to_string(),
+                        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+                    });
+                }
+                if let Some(parent) = input.parent() {
+                    let parent = if parent.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        parent
+                    };
+                    if !includes.iter().any(|i| i == parent) {
+                        includes.push(parent.to_path_buf());
+                    }
+                }
+                files.push(input.clone());
+            }
+        }
+        if files.is_empty() {
+            return Ok(());
+        }
+        let mut compiler =
+            protox::Compiler::new(&includes).map_err(|e| SchemaError::Proto(e.to_string()))?;
+        compiler.include_imports(true);
+        compiler
+            .open_files(&files)
+            .map_err(|e| SchemaError::Proto(e.to_string()))?;
+        let bytes = compiler.encode_file_descriptor_set();
+        self.add_descriptor_set_bytes(&bytes)
+            .map_err(SchemaError::Proto)
+    }
+
+    /// A binary `FileDescriptorSet` (`protoc -o`, `buf build -o`).
+    pub fn add_descriptor_set_file(&mut self, path: &Path) -> Result<(), SchemaError> {
+        let bytes = std::fs::read(path).map_err(|source| SchemaError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        self.add_descriptor_set_bytes(&bytes)
+            .map_err(|message| SchemaError::DescriptorSet {
+                path: path.display().to_string(),
+                message,
+            })
+    }
+
+    fn add_descriptor_set_bytes(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let set = prost_types::FileDescriptorSet::decode(bytes)
+            .map_err(|e| format!("not a FileDescriptorSet: {e}"))?;
+        // Files already known (the bundled ones, well-known types) are skipped, so that a user's
+        // set that includes them does not clash.
+        let new: Vec<FileDescriptorProto> = set
+            .file
+            .into_iter()
+            .filter(|f| self.pool.get_file_by_name(f.name()).is_none())
+            .collect();
+        self.pool
+            .add_file_descriptor_protos(new)
+            .map_err(|e| e.to_string())?;
+        self.methods.clear();
+        Ok(())
+    }
+
+    /// Serialized `FileDescriptorProto`s from a reflection `file_descriptor_response`. Files whose
+    /// imports are not known yet wait for them. Returns the names of the files added.
+    pub fn harvest(&mut self, encoded_files: &[Vec<u8>]) -> Vec<String> {
+        for bytes in encoded_files {
+            if self.harvested_bytes + bytes.len() > MAX_HARVESTED_BYTES {
+                break;
+            }
+            self.harvested_bytes += bytes.len();
+            if let Ok(file) = FileDescriptorProto::decode(bytes.as_slice()) {
+                let known = self.pool.get_file_by_name(file.name()).is_some()
+                    || self.waiting.iter().any(|w| w.name() == file.name());
+                if !known {
+                    self.waiting.push(file);
+                }
+            }
+        }
+        let mut added = Vec::new();
+        // Add whatever has its imports, until nothing more can be added.
+        loop {
+            let ready = self.waiting.iter().position(|f| {
+                f.dependency
+                    .iter()
+                    .all(|d| self.pool.get_file_by_name(d).is_some())
+            });
+            let Some(i) = ready else { break };
+            let file = self.waiting.swap_remove(i);
+            let name = file.name().to_string();
+            if self.pool.add_file_descriptor_proto(file).is_ok() {
+                added.push(name.clone());
+                self.harvested_files.push(name);
+            }
+        }
+        if !added.is_empty() {
+            self.methods.clear();
+        }
+        added
+    }
+
+    /// Types of the method named by a gRPC path `/pkg.Service/Method`.
+    pub fn method(&mut self, path: &str) -> Option<MethodTypes> {
+        if let Some(found) = self.methods.get(path) {
+            return found.clone();
+        }
+        let found = self.lookup(path);
+        if self.methods.len() < 100_000 {
+            self.methods.insert(path.to_string(), found.clone());
+        }
+        found
+    }
+
+    fn lookup(&self, path: &str) -> Option<MethodTypes> {
+        let (service, method) = path.strip_prefix('/')?.rsplit_once('/')?;
+        let svc = self.pool.get_service_by_name(service)?;
+        let m = svc.methods().find(|m| m.name() == method)?;
+        Some(MethodTypes {
+            input: m.input(),
+            output: m.output(),
+            client_streaming: m.is_client_streaming(),
+            server_streaming: m.is_server_streaming(),
+        })
+    }
+
+    pub fn message(&self, full_name: &str) -> Option<MessageDescriptor> {
+        self.pool.get_message_by_name(full_name)
+    }
+}
+
+fn collect_protos(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.path());
+    for e in entries {
+        let p = e.path();
+        if p.is_dir() {
+            collect_protos(&p, out)?;
+        } else if p.extension().is_some_and(|x| x == "proto") {
+            // Relative to the directory, which is an include path: imports then match.
+            out.push(p.strip_prefix(dir).unwrap_or(&p).to_path_buf());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_schemas_know_health_reflection_and_status() {
+        let mut s = Schemas::bundled();
+        let check = s.method("/grpc.health.v1.Health/Check").unwrap();
+        assert_eq!(check.input.full_name(), "grpc.health.v1.HealthCheckRequest");
+        assert!(
+            s.method("/grpc.health.v1.Health/Watch")
+                .unwrap()
+                .server_streaming
+        );
+        let refl = s
+            .method("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+            .unwrap();
+        assert!(refl.client_streaming && refl.server_streaming);
+        assert!(s
+            .method("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")
+            .is_some());
+        assert!(s.method("/servicestatus.HealthCheck/Status").is_some());
+        assert!(s.message("google.rpc.Status").is_some());
+        assert!(s.message("google.rpc.ErrorInfo").is_some());
+        assert!(s.method("/nope.Svc/M").is_none());
+        assert!(s.method("garbage").is_none());
+    }
+
+    #[test]
+    fn harvest_waits_for_imports() {
+        let mut s = Schemas::empty();
+        let dep = FileDescriptorProto {
+            name: Some("dep.proto".into()),
+            package: Some("d".into()),
+            message_type: vec![prost_types::DescriptorProto {
+                name: Some("D".into()),
+                ..Default::default()
+            }],
+            syntax: Some("proto3".into()),
+            ..Default::default()
+        };
+        let main = FileDescriptorProto {
+            name: Some("main.proto".into()),
+            package: Some("m".into()),
+            dependency: vec!["dep.proto".into()],
+            syntax: Some("proto3".into()),
+            ..Default::default()
+        };
+        assert!(s.harvest(&[main.encode_to_vec()]).is_empty());
+        assert_eq!(
+            s.harvest(&[dep.encode_to_vec()]),
+            vec!["dep.proto".to_string(), "main.proto".to_string()]
+        );
+        assert!(s.message("d.D").is_some());
+    }
+}
