@@ -147,6 +147,28 @@ fn check_health_capture(pcap: Vec<u8>) {
     // Two streamed HealthCheckResponses of 2 bytes each, with their 5-byte prefixes.
     assert_eq!(watch.response_bytes, 14);
 
+    // Every message decodes with the bundled grpc.health.v1 schema.
+    let messages: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(messages.len(), 2 * CHECKS + 1 + 3);
+    for m in &messages {
+        let t = m.decoded.type_name.as_deref().unwrap_or_default();
+        assert!(t.starts_with("grpc.health.v1.HealthCheck"), "{m:?}");
+        assert!(m.decoded.json.is_some());
+    }
+    let watch_replies: Vec<_> = messages
+        .iter()
+        .filter(|m| m.path.as_deref() == Some("/grpc.health.v1.Health/Watch") && m.index < 2)
+        .filter_map(|m| m.decoded.json.as_ref()?.get("status"))
+        .collect();
+    assert_eq!(watch_replies, ["SERVING", "NOT_SERVING"]);
+    assert_eq!((watch.request_messages, watch.response_messages), (1, 2));
+
     // Every header block decoded, and later calls really did use the dynamic table.
     let mut dynamic_refs = 0;
     for e in &events {

@@ -25,7 +25,7 @@ pub struct Decoded {
     pub fields: Option<Value>,
     /// Why the message is not (fully) decoded.
     pub problem: Option<String>,
-    /// Files learned from this message (server reflection).
+    /// Schema files this message carries (server reflection), now used for decoding.
     pub harvested: Vec<String>,
 }
 

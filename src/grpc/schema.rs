@@ -166,14 +166,17 @@ impl Schemas {
     }
 
     /// Serialized `FileDescriptorProto`s from a reflection `file_descriptor_response`. Files whose
-    /// imports are not known yet wait for them. Returns the names of the files added.
+    /// imports are not known yet wait for them. Returns the names of the files carried that are
+    /// now usable (added now or known before, as in a second pass).
     pub fn harvest(&mut self, encoded_files: &[Vec<u8>]) -> Vec<String> {
+        let mut carried = Vec::new();
         for bytes in encoded_files {
             if self.harvested_bytes + bytes.len() > MAX_HARVESTED_BYTES {
                 break;
             }
             self.harvested_bytes += bytes.len();
             if let Ok(file) = FileDescriptorProto::decode(bytes.as_slice()) {
+                carried.push(file.name().to_string());
                 let known = self.pool.get_file_by_name(file.name()).is_some()
                     || self.waiting.iter().any(|w| w.name() == file.name());
                 if !known {
@@ -200,7 +203,8 @@ impl Schemas {
         if !added.is_empty() {
             self.methods.clear();
         }
-        added
+        carried.retain(|name| self.pool.get_file_by_name(name).is_some());
+        carried
     }
 
     /// Types of the method named by a gRPC path `/pkg.Service/Method`.
@@ -296,10 +300,10 @@ mod tests {
             ..Default::default()
         };
         assert!(s.harvest(&[main.encode_to_vec()]).is_empty());
-        assert_eq!(
-            s.harvest(&[dep.encode_to_vec()]),
-            vec!["dep.proto".to_string(), "main.proto".to_string()]
-        );
+        assert_eq!(s.harvest(&[dep.encode_to_vec()]), vec!["dep.proto".to_string()]);
+        assert_eq!(s.harvested_files(), ["dep.proto", "main.proto"]);
+        // Known already (a second pass): still reported as carried.
+        assert_eq!(s.harvest(&[main.encode_to_vec()]), vec!["main.proto".to_string()]);
         assert!(s.message("d.D").is_some());
     }
 }

@@ -130,7 +130,7 @@ impl<W: Write> Text<W> {
             let _ = write!(l, "  [!] {p}");
         }
         if !d.harvested.is_empty() {
-            let _ = write!(l, "  (schemas learned: {})", d.harvested.join(", "));
+            let _ = write!(l, "  (schema files: {})", d.harvested.join(", "));
         }
         l.push('\n');
         if self.opts.verbose {

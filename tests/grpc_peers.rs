@@ -1,0 +1,475 @@
+//! gRPC traffic from real peers, recorded in the test run and dissected: a tonic server with an
+//! echo service (unary, server, client and bidi streaming), the health service, and server
+//! reflection; a tonic client that compresses with gzip, sends a 1 MiB message, and asks for the
+//! echo service's schema by reflection at the very end. h2scope is given no `.proto` for the echo
+//! service: it decodes the echo calls with the schema harvested from the reflection exchange,
+//! including the calls that came before it.
+
+mod common;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use common::recorder::{Link, Recorder};
+use h2scope::event::{Event, MessageEvent};
+use h2scope::grpc::schema::Schemas;
+use h2scope::grpc::Side;
+use h2scope::pipeline::{Config, Dissector};
+use tokio_stream::StreamExt;
+use tonic::codec::CompressionEncoding;
+use tonic::codegen::http;
+use tonic::{Request, Response, Status, Streaming};
+use tonic_prost::ProstCodec;
+use tower::service_fn;
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EchoRequest {
+    #[prost(string, tag = "1")]
+    pub text: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub payload: Vec<u8>,
+    #[prost(int32, tag = "3")]
+    pub seq: i32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EchoReply {
+    #[prost(string, tag = "1")]
+    pub text: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub payload: Vec<u8>,
+    #[prost(int32, tag = "3")]
+    pub seq: i32,
+}
+
+fn reply(r: &EchoRequest, seq: i32) -> EchoReply {
+    EchoReply {
+        text: format!("echo {}", r.text),
+        payload: r.payload.clone(),
+        seq,
+    }
+}
+
+/// The echo service, routed by hand (what tonic's code generator would write).
+#[derive(Clone)]
+struct Echo;
+
+impl tonic::server::NamedService for Echo {
+    const NAME: &'static str = "test.echo.Echo";
+}
+
+type BoxFut<T> = Pin<Box<dyn Future<Output = Result<T, Infallible>> + Send>>;
+
+impl tower::Service<http::Request<tonic::body::Body>> for Echo {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFut<Self::Response>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(async move {
+            let mut grpc =
+                tonic::server::Grpc::new(ProstCodec::<EchoReply, EchoRequest>::default())
+                    .accept_compressed(CompressionEncoding::Gzip)
+                    .send_compressed(CompressionEncoding::Gzip);
+            let resp = match req.uri().path() {
+                "/test.echo.Echo/Unary" => {
+                    let svc = service_fn(|r: Request<EchoRequest>| async move {
+                        let m = r.into_inner();
+                        Ok::<_, Status>(Response::new(reply(&m, m.seq)))
+                    });
+                    grpc.unary(svc, req).await
+                }
+                "/test.echo.Echo/ServerStream" => {
+                    let svc = service_fn(|r: Request<EchoRequest>| async move {
+                        let m = r.into_inner();
+                        let items: Vec<Result<EchoReply, Status>> =
+                            (0..3).map(|i| Ok(reply(&m, i))).collect();
+                        Ok::<_, Status>(Response::new(tokio_stream::iter(items)))
+                    });
+                    grpc.server_streaming(svc, req).await
+                }
+                "/test.echo.Echo/ClientStream" => {
+                    let svc = service_fn(|r: Request<Streaming<EchoRequest>>| async move {
+                        let mut s = r.into_inner();
+                        let mut texts = Vec::new();
+                        while let Some(m) = s.message().await? {
+                            texts.push(m.text);
+                        }
+                        Ok::<_, Status>(Response::new(EchoReply {
+                            text: texts.join("+"),
+                            payload: Vec::new(),
+                            seq: texts.len() as i32,
+                        }))
+                    });
+                    grpc.client_streaming(svc, req).await
+                }
+                "/test.echo.Echo/Bidi" => {
+                    let svc = service_fn(|r: Request<Streaming<EchoRequest>>| async move {
+                        let out = r.into_inner().map(|m| m.map(|m| reply(&m, m.seq)));
+                        Ok::<_, Status>(Response::new(out))
+                    });
+                    grpc.streaming(svc, req).await
+                }
+                _ => Status::unimplemented("no such method").into_http(),
+            };
+            Ok(resp)
+        })
+    }
+}
+
+fn echo_descriptor_set() -> &'static [u8] {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+    let mut c = protox::Compiler::new([dir]).unwrap();
+    c.open_files(["echo.proto"]).unwrap();
+    Box::leak(c.encode_file_descriptor_set().into_boxed_slice())
+}
+
+fn req(text: &str, seq: i32) -> EchoRequest {
+    EchoRequest {
+        text: text.into(),
+        payload: Vec::new(),
+        seq,
+    }
+}
+
+fn path(p: &'static str) -> http::uri::PathAndQuery {
+    http::uri::PathAndQuery::from_static(p)
+}
+
+/// 1 MiB that does not compress away.
+fn big_payload() -> Vec<u8> {
+    let mut x: u32 = 12345;
+    (0..1 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+async fn traffic(rec: &Recorder) {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>>().await;
+    let health = health
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip);
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(echo_descriptor_set())
+        .build_v1()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(Echo)
+            .add_service(health)
+            .add_service(reflection)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let proxy = rec.proxy(listen, upstream).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{proxy}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+
+    let mut gz = tonic::client::Grpc::new(channel.clone())
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip);
+    let codec = || ProstCodec::<EchoRequest, EchoReply>::default();
+
+    gz.ready().await.unwrap();
+    let r = gz
+        .unary(
+            Request::new(req("unary", 1)),
+            path("/test.echo.Echo/Unary"),
+            codec(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.into_inner().text, "echo unary");
+
+    gz.ready().await.unwrap();
+    let mut s = gz
+        .server_streaming(
+            Request::new(req("fan", 0)),
+            path("/test.echo.Echo/ServerStream"),
+            codec(),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    let mut n = 0;
+    while s.message().await.unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 3);
+
+    gz.ready().await.unwrap();
+    let items = vec![req("a", 1), req("b", 2), req("c", 3)];
+    let r = gz
+        .client_streaming(
+            Request::new(tokio_stream::iter(items)),
+            path("/test.echo.Echo/ClientStream"),
+            codec(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.into_inner().text, "a+b+c");
+
+    gz.ready().await.unwrap();
+    let items = vec![req("x", 7), req("y", 8), req("z", 9)];
+    let mut s = gz
+        .streaming(
+            Request::new(tokio_stream::iter(items)),
+            path("/test.echo.Echo/Bidi"),
+            codec(),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seqs = Vec::new();
+    while let Some(m) = s.message().await.unwrap() {
+        seqs.push(m.seq);
+    }
+    assert_eq!(seqs, [7, 8, 9]);
+
+    // A 1 MiB message each way, uncompressed: it spans dozens of DATA frames and TCP segments.
+    let mut plain = tonic::client::Grpc::new(channel.clone());
+    plain.ready().await.unwrap();
+    let big = EchoRequest {
+        text: "big".into(),
+        payload: big_payload(),
+        seq: 42,
+    };
+    let r = plain
+        .unary(Request::new(big), path("/test.echo.Echo/Unary"), codec())
+        .await
+        .unwrap();
+    assert_eq!(r.into_inner().payload.len(), 1 << 20);
+
+    let mut health_client = tonic_health::pb::health_client::HealthClient::new(channel.clone())
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip);
+    let status = health_client
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(status.into_inner().status, 1);
+
+    // Reflection last: the schema it carries must still serve the calls above.
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let mut refl = ServerReflectionClient::new(channel);
+    let asks = vec![
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        },
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(
+                "test.echo.Echo".into(),
+            )),
+        },
+    ];
+    let mut answers = refl
+        .server_reflection_info(tokio_stream::iter(asks))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = 0;
+    while answers.message().await.unwrap().is_some() {
+        got += 1;
+    }
+    assert_eq!(got, 2);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+fn record() -> Vec<u8> {
+    let rec = Recorder::new(Link::Ethernet, 1460, 77_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(traffic(&rec));
+    rt.shutdown_timeout(Duration::from_secs(1));
+    rec.to_pcap()
+}
+
+fn dissect(pcap: &[u8], schemas: Schemas, cfg: Config) -> (Vec<Event>, Schemas) {
+    let mut d = Dissector::with_schemas(cfg, schemas);
+    let mut events = Vec::new();
+    let mut r =
+        h2scope::capture::CaptureReader::from_read("mem", std::io::Cursor::new(pcap.to_vec()))
+            .unwrap();
+    r.for_each_packet(|p| {
+        d.packet(p, &mut events);
+        true
+    })
+    .unwrap();
+    d.finish(&mut events);
+    (events, d.into_schemas())
+}
+
+fn messages(events: &[Event]) -> Vec<&MessageEvent> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message(m) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
+fn of_path<'a>(ms: &[&'a MessageEvent], p: &str) -> Vec<&'a MessageEvent> {
+    ms.iter()
+        .copied()
+        .filter(|m| m.path.as_deref() == Some(p))
+        .collect()
+}
+
+#[test]
+fn grpc_streaming_compression_big_message_and_harvested_schema() {
+    let pcap = record();
+
+    // First pass: only reflection responses are looked at; they teach the echo schema.
+    let mut harvest_cfg = Config::default();
+    harvest_cfg.grpc.harvest_only = true;
+    let (_, schemas) = dissect(&pcap, Schemas::bundled(), harvest_cfg);
+    assert!(schemas.harvested_files().iter().any(|f| f == "echo.proto"));
+
+    let (events, _) = dissect(&pcap, schemas, Config::default());
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::Error(_) | Event::Gap(_))));
+    let ms = messages(&events);
+
+    let unary = of_path(&ms, "/test.echo.Echo/Unary");
+    assert_eq!(unary.len(), 4);
+    let small: Vec<_> = unary.iter().filter(|m| m.decoded.length < 1000).collect();
+    for m in &small {
+        assert!(m.decoded.compressed, "{m:?}");
+        assert_eq!(m.decoded.encoding.as_deref(), Some("gzip"));
+    }
+    assert_eq!(
+        small[0].decoded.type_name.as_deref(),
+        Some("test.echo.EchoRequest")
+    );
+    assert_eq!(small[0].decoded.json.as_ref().unwrap()["text"], "unary");
+    assert_eq!(
+        small[1].decoded.type_name.as_deref(),
+        Some("test.echo.EchoReply")
+    );
+    assert_eq!(
+        small[1].decoded.json.as_ref().unwrap()["text"],
+        "echo unary"
+    );
+    let big: Vec<_> = unary
+        .iter()
+        .filter(|m| m.decoded.length >= 1 << 20)
+        .collect();
+    assert_eq!(big.len(), 2);
+    for m in big {
+        assert!(!m.decoded.compressed);
+        let json = m.decoded.json.as_ref().expect("1 MiB message decoded");
+        assert_eq!(json["seq"], 42);
+        assert_eq!(
+            json["payload"].as_str().unwrap().len(),
+            (1 << 20) / 3 * 4 + 4
+        );
+    }
+
+    let sides = |p: &str| {
+        let v = of_path(&ms, p);
+        (
+            v.iter().filter(|m| m.side == Side::Request).count(),
+            v.iter().filter(|m| m.side == Side::Response).count(),
+        )
+    };
+    assert_eq!(sides("/test.echo.Echo/ServerStream"), (1, 3));
+    assert_eq!(sides("/test.echo.Echo/ClientStream"), (3, 1));
+    assert_eq!(sides("/test.echo.Echo/Bidi"), (3, 3));
+    for m in of_path(&ms, "/test.echo.Echo/Bidi") {
+        assert!(m.decoded.json.is_some() && m.decoded.compressed);
+    }
+    let cs = of_path(&ms, "/test.echo.Echo/ClientStream");
+    let indexes: Vec<u32> = cs
+        .iter()
+        .filter(|m| m.side == Side::Request)
+        .map(|m| m.index)
+        .collect();
+    assert_eq!(indexes, [0, 1, 2]);
+    assert_eq!(
+        cs.iter()
+            .find(|m| m.side == Side::Response)
+            .unwrap()
+            .decoded
+            .json
+            .as_ref()
+            .unwrap()["text"],
+        "a+b+c"
+    );
+
+    let health = of_path(&ms, "/grpc.health.v1.Health/Check");
+    assert_eq!(health.len(), 2);
+    assert!(health
+        .iter()
+        .all(|m| m.decoded.compressed && m.decoded.json.is_some()));
+    assert_eq!(
+        health[1].decoded.json.as_ref().unwrap()["status"],
+        "SERVING"
+    );
+
+    let refl = of_path(
+        &ms,
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    );
+    assert_eq!(refl.len(), 4);
+    assert!(refl.iter().all(|m| m.decoded.type_name.is_some()));
+    assert!(refl
+        .iter()
+        .any(|m| m.decoded.harvested.iter().any(|f| f == "echo.proto")));
+
+    let calls = common::calls(&events);
+    assert_eq!(calls.len(), 7);
+    assert!(calls.iter().all(|c| c.grpc && c.grpc_status() == Some(0)));
+
+    // One pass only: the echo calls came before the reflection exchange, so they stay
+    // schema-less, and the reflection exchange itself still decodes with the bundled schema.
+    let (events, _) = dissect(&pcap, Schemas::bundled(), Config::default());
+    let ms = messages(&events);
+    let echo = of_path(&ms, "/test.echo.Echo/Bidi");
+    assert!(echo
+        .iter()
+        .all(|m| m.decoded.type_name.is_none() && m.decoded.fields.is_some()));
+
+    // A message size limit below 1 MiB: the big messages are reported with their length only.
+    let mut small_limit = Config::default();
+    small_limit.grpc.max_message_size = 64 << 10;
+    let (events, _) = dissect(&pcap, Schemas::bundled(), small_limit);
+    let ms = messages(&events);
+    let big: Vec<_> = of_path(&ms, "/test.echo.Echo/Unary")
+        .into_iter()
+        .filter(|m| m.decoded.length >= 1 << 20)
+        .collect();
+    assert_eq!(big.len(), 2);
+    assert!(big
+        .iter()
+        .all(|m| m.decoded.json.is_none() && m.decoded.problem.is_some()));
+}
