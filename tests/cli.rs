@@ -265,3 +265,110 @@ fn a_lost_segment_is_a_gap_event_and_decoding_goes_on() {
         && e["packet"].as_u64().unwrap() > gap_packet));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+fn public(p: &str) -> String {
+    format!(
+        "{}/../shared/captures/public/{p}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+#[test]
+fn message_events_in_jsonl() {
+    let events = jsonl(&["read", "--format", "jsonl", &testdata("grpc-health.pcap")]);
+    let messages: Vec<&Value> = events.iter().filter(|e| e["event"] == "message").collect();
+    assert_eq!(messages.len(), 2 * 25 + 1 + 3);
+    for m in &messages {
+        for key in [
+            "packet",
+            "ts",
+            "conn",
+            "src",
+            "dst",
+            "stream",
+            "path",
+            "dir",
+            "index",
+            "compressed",
+            "encoding",
+            "length",
+            "type",
+            "json",
+            "fields",
+        ] {
+            assert!(m.get(key).is_some(), "message without {key}: {m}");
+        }
+        assert!(m["dir"] == "request" || m["dir"] == "response");
+        assert!(m["type"].as_str().unwrap().starts_with("grpc.health.v1."));
+    }
+    let watch: Vec<&&Value> = messages
+        .iter()
+        .filter(|m| m["path"] == "/grpc.health.v1.Health/Watch" && m["dir"] == "response")
+        .collect();
+    assert_eq!(watch[1]["index"], 1);
+    assert_eq!(watch[1]["json"]["status"], "NOT_SERVING");
+    let calls: Vec<&Value> = events.iter().filter(|e| e["event"] == "call").collect();
+    assert!(calls
+        .iter()
+        .all(|c| c["grpc"] == true && c["request_messages"] == 1));
+    assert_eq!(events.last().unwrap()["messages"], 54);
+}
+
+#[test]
+fn schemas_from_proto_dirs_and_descriptor_sets() {
+    let capture = public("packt_client_streaming.pcapng");
+    let typed = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["read", "--format", "jsonl"];
+        args.extend_from_slice(extra);
+        args.push(&capture);
+        jsonl(&args)
+            .into_iter()
+            .filter(|e| e["event"] == "message")
+            .map(|e| e["type"].as_str().unwrap_or("-").to_string())
+            .collect()
+    };
+    assert!(typed(&[]).iter().all(|t| t == "-"));
+    let dir = public("protos/grpc-go-course");
+    let by_dir = typed(&["--proto", &dir]);
+    assert_eq!(
+        by_dir,
+        [
+            "greet.GreetRequest",
+            "greet.GreetRequest",
+            "greet.GreetRequest",
+            "greet.GreetResponse"
+        ]
+    );
+    // The same schema as a binary FileDescriptorSet, as `protoc -o` writes it.
+    let tmp = std::env::temp_dir().join(format!("h2scope-fds-{}.bin", std::process::id()));
+    let mut c = protox::Compiler::new([&dir]).unwrap();
+    c.open_files(["greet.proto"]).unwrap();
+    std::fs::write(&tmp, c.encode_file_descriptor_set()).unwrap();
+    assert_eq!(typed(&["--descriptor-set", tmp.to_str().unwrap()]), by_dir);
+    std::fs::remove_file(&tmp).ok();
+}
+
+#[test]
+fn proto_errors_say_file_line_and_column() {
+    let dir = std::env::temp_dir().join(format!("h2scope-proto-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.proto");
+    std::fs::write(
+        &bad,
+        "syntax = \"proto3\";\nmessage A {\n  string name = 1\n}\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "read",
+            "--proto",
+            bad.to_str().unwrap(),
+            &testdata("grpc-health.pcap"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.proto:4:1:"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -125,11 +125,11 @@ impl Schemas {
             return Ok(());
         }
         let mut compiler =
-            protox::Compiler::new(&includes).map_err(|e| SchemaError::Proto(e.to_string()))?;
+            protox::Compiler::new(&includes).map_err(|e| SchemaError::Proto(located(&e)))?;
         compiler.include_imports(true);
         compiler
             .open_files(&files)
-            .map_err(|e| SchemaError::Proto(e.to_string()))?;
+            .map_err(|e| SchemaError::Proto(located(&e)))?;
         let bytes = compiler.encode_file_descriptor_set();
         self.add_descriptor_set_bytes(&bytes)
             .map_err(SchemaError::Proto)
@@ -236,6 +236,24 @@ impl Schemas {
     }
 }
 
+/// A protox error as `file:line:column: message`, as compilers print them.
+fn located(e: &protox::Error) -> String {
+    use miette::Diagnostic;
+    let at = e
+        .labels()
+        .and_then(|mut labels| labels.next())
+        .and_then(|label| {
+            let src = e.source_code()?;
+            let span = src.read_span(label.inner(), 0, 0).ok()?;
+            Some((span.line() + 1, span.column() + 1))
+        });
+    match (e.file(), at) {
+        (Some(file), Some((line, col))) => format!("{file}:{line}:{col}: {e}"),
+        (Some(file), None) if !e.to_string().contains(file) => format!("{file}: {e}"),
+        _ => e.to_string(),
+    }
+}
+
 fn collect_protos(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.path());
@@ -300,10 +318,16 @@ mod tests {
             ..Default::default()
         };
         assert!(s.harvest(&[main.encode_to_vec()]).is_empty());
-        assert_eq!(s.harvest(&[dep.encode_to_vec()]), vec!["dep.proto".to_string()]);
+        assert_eq!(
+            s.harvest(&[dep.encode_to_vec()]),
+            vec!["dep.proto".to_string()]
+        );
         assert_eq!(s.harvested_files(), ["dep.proto", "main.proto"]);
         // Known already (a second pass): still reported as carried.
-        assert_eq!(s.harvest(&[main.encode_to_vec()]), vec!["main.proto".to_string()]);
+        assert_eq!(
+            s.harvest(&[main.encode_to_vec()]),
+            vec!["main.proto".to_string()]
+        );
         assert!(s.message("d.D").is_some());
     }
 }
