@@ -230,3 +230,66 @@ fn forced_port_decodes_without_preface() {
     assert_eq!(frames(&events).len(), 2);
     assert_eq!(calls(&events)[0].path().as_deref(), Some("/forced"));
 }
+
+/// A failed gRPC call whose trailers carry `grpc-status-details-bin` (a google.rpc.Status with
+/// an ErrorInfo detail) and a percent-encoded `grpc-message`.
+#[test]
+fn grpc_status_details_and_message_are_decoded() {
+    use base64::Engine;
+    use prost::Message;
+    // google.rpc.Status { code: 8, message: "slow", details: [Any(ErrorInfo{reason: "QUOTA"})] }
+    let error_info = [0x0a, 0x05, b'Q', b'U', b'O', b'T', b'A'];
+    let type_url = b"type.googleapis.com/google.rpc.ErrorInfo";
+    let any = prost_types::Any {
+        type_url: String::from_utf8(type_url.to_vec()).unwrap(),
+        value: error_info.to_vec(),
+    };
+    let mut status = vec![0x08, 0x08, 0x12, 0x04];
+    status.extend_from_slice(b"slow");
+    let any_bytes = any.encode_to_vec();
+    status.push(0x1a);
+    status.push(any_bytes.len() as u8);
+    status.extend_from_slice(&any_bytes);
+    let details = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&status);
+    let trailers = block(&[
+        ("grpc-status", "8"),
+        ("grpc-message", "quota%20exceeded%3A%20try%20later"),
+        ("grpc-status-details-bin", &details),
+    ]);
+    let events = run(&[
+        (true, PREFACE.to_vec()),
+        client(&[
+            frame(HEADERS, EH, 1, &request("/svc.S/M")),
+            frame(DATA, ES, 1, &[0, 0, 0, 0, 2, 0x08, 0x01]),
+        ]),
+        server(&[
+            frame(
+                HEADERS,
+                EH,
+                1,
+                &block(&[(":status", "200"), ("content-type", "application/grpc")]),
+            ),
+            frame(HEADERS, EH | ES, 1, &trailers),
+        ]),
+    ]);
+    let c = calls(&events);
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].grpc_status(), Some(8));
+    assert_eq!(
+        c[0].grpc_message().as_deref(),
+        Some("quota exceeded: try later")
+    );
+    let d = c[0].grpc_status_details.as_ref().unwrap();
+    assert_eq!(d["code"], 8);
+    assert_eq!(d["details"][0]["reason"], "QUOTA");
+    assert_eq!(c[0].request_messages, 1);
+    // The request message has no schema: decoded schema-less.
+    let m = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Message(m) => Some(m),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(m.decoded.fields.as_ref().unwrap()[0]["value"], 1);
+}

@@ -134,3 +134,20 @@ mod tests {
         assert!(decompress("snappy", b"garbage", 10).is_err());
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn junk_never_panics_nor_exceeds_the_cap(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            for enc in ["gzip", "deflate", "zstd", "snappy", "identity"] {
+                if let Ok(out) = decompress(enc, &bytes, 1024) {
+                    prop_assert!(out.len() <= 1024);
+                }
+            }
+        }
+    }
+}

@@ -309,3 +309,40 @@ mod tests {
         assert_eq!(out[1].flags, FLAG_TRAILERS);
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// However the stream is cut, the same messages come out, and nothing panics on junk.
+        #[test]
+        fn splits_do_not_matter(bodies in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..6),
+                                cuts in proptest::collection::vec(1usize..50, 1..20),
+                                junk in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut stream = Vec::new();
+            for b in &bodies {
+                stream.push(0);
+                stream.extend_from_slice(&(b.len() as u32).to_be_bytes());
+                stream.extend_from_slice(b);
+            }
+            let mut d = Deframer::new(1 << 10, false);
+            let mut out = Vec::new();
+            let mut rest = &stream[..];
+            let mut i = 0;
+            while !rest.is_empty() {
+                let n = cuts[i % cuts.len()].min(rest.len());
+                d.push(&rest[..n], &mut out);
+                rest = &rest[n..];
+                i += 1;
+            }
+            let got: Vec<Vec<u8>> = out.into_iter().map(|m| m.body.unwrap()).collect();
+            prop_assert_eq!(got, bodies);
+            let mut out = Vec::new();
+            d.push(&junk, &mut out);
+            let mut t = Deframer::new(16, true);
+            t.push(&junk, &mut out);
+        }
+    }
+}

@@ -281,3 +281,17 @@ mod tests {
         let _ = decode_raw(&b);
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn never_fails_and_accounts_for_every_byte(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let v = decode_raw(&bytes);
+            prop_assert!(v.is_array());
+        }
+    }
+}
