@@ -31,6 +31,8 @@ pub struct Stats {
     /// Packets that yielded no TCP segment, by reason.
     pub skipped_packets: BTreeMap<String, u64>,
     pub http2_connections: u64,
+    /// HTTP/1.1 connections carrying gRPC-Web.
+    pub http1_connections: u64,
     /// TCP connections that were not HTTP/2 (or not recognisable as such).
     pub other_connections: u64,
     pub other_bytes: u64,
@@ -93,6 +95,7 @@ impl FlowHandler for Handler<'_> {
         conn.close(&mut self.ctx(info, meta));
         match conn.mode() {
             Mode::Http2 | Mode::Upgrade => self.stats.http2_connections += 1,
+            Mode::Http1 => self.stats.http1_connections += 1,
             Mode::Other | Mode::Detect => self.stats.other_connections += 1,
         }
         self.stats.other_bytes += conn.skipped_bytes();

@@ -76,6 +76,13 @@ const CASES: &[Case] = &[
         includes: WKT,
         web_trailers: 2,
     },
+    // gRPC-Web text (base64) over HTTP/1.1 with chunked bodies.
+    Case {
+        file: "client-grpc-web-text-http1-send-two-unary.pcapng",
+        protos: WIRESHARK,
+        includes: WKT,
+        web_trailers: 2,
+    },
     // No .proto exists for these: decoded schema-less.
     Case {
         file: "deepflow_grpc-service-name.pcap",

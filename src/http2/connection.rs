@@ -88,6 +88,8 @@ pub enum Mode {
     /// An HTTP/1.1 request asked for `Upgrade: h2c`; waiting for the `101`.
     Upgrade,
     Http2,
+    /// HTTP/1.1 carrying gRPC-Web.
+    Http1,
     /// Not HTTP/2: ignored.
     Other,
 }
@@ -162,6 +164,22 @@ impl Direction {
     }
 }
 
+/// HTTP/1.1 parsing of both directions; requests are numbered 1, 2, 3, ... as "streams".
+struct Http1State {
+    parsers: [crate::http1::Parser; 2],
+    next_stream: u32,
+    /// Requests waiting for their response, oldest first (pipelining).
+    waiting: VecDeque<u32>,
+    /// The message each direction is in.
+    current: [Option<u32>; 2],
+}
+
+enum Http1Item {
+    Head(crate::http1::Head),
+    Body(Vec<u8>),
+    End,
+}
+
 /// Per-connection HTTP/2 state.
 pub struct Connection {
     mode: Mode,
@@ -176,6 +194,8 @@ pub struct Connection {
     /// Highest stream id opened by each side, to recognise frames on closed streams.
     highest_stream: [u32; 2],
     upgrade_request: Option<Vec<HeaderField>>,
+    /// HTTP/1.1 state, for gRPC-Web over HTTP/1.1.
+    http1: Option<Box<Http1State>>,
     /// When and where the upgrade request was seen (the upgraded call starts there).
     upgrade_at: (i64, u64),
     /// `mode == Upgrade` is an HTTP/1.1 CONNECT waiting for the proxy's answer.
@@ -201,6 +221,7 @@ impl Connection {
             pending_messages: Vec::new(),
             highest_stream: [0, 0],
             upgrade_request: None,
+            http1: None,
             upgrade_at: (0, 0),
             tunnel: false,
             skipped_bytes: 0,
@@ -243,6 +264,7 @@ impl Connection {
     pub fn data(&mut self, dir: Dir, bytes: &[u8], ctx: &mut Ctx<'_>) {
         match self.mode {
             Mode::Http2 => self.feed(dir, bytes, ctx),
+            Mode::Http1 => self.http1_data(dir, bytes, ctx),
             Mode::Other => self.skipped_bytes += bytes.len() as u64,
             Mode::Detect | Mode::Upgrade => self.detect(dir, bytes, ctx),
         }
@@ -258,6 +280,22 @@ impl Connection {
                 // Without the start of the conversation there is nothing to recognise.
                 self.mode = Mode::Other;
                 self.skipped_bytes += bytes;
+                return;
+            }
+            Mode::Http1 => {
+                ctx.sink.event(Event::Gap(GapEvent {
+                    origin: ctx.origin(dir),
+                    bytes,
+                }));
+                ctx.error(
+                    dir,
+                    None,
+                    ErrorKind::Desync,
+                    format!(
+                        "{bytes} bytes missing from the capture; HTTP/1.1 message boundaries lost"
+                    ),
+                );
+                self.mode = Mode::Other;
                 return;
             }
             Mode::Http2 => {}
@@ -397,7 +435,19 @@ impl Connection {
                     self.dirs[dir.other().index()].phase = Phase::UpgradeResponse;
                     self.try_upgrade_response(0, ctx);
                 }
-                None => self.give_up(),
+                None => {
+                    let head = crate::http1::parse_head(&held[..end + 4]);
+                    let grpc_web = head
+                        .as_ref()
+                        .and_then(|h| h.field("content-type"))
+                        .and_then(grpc::classify)
+                        .is_some_and(|(f, _)| f != grpc::Flavor::Grpc);
+                    if grpc_web {
+                        self.start_http1(dir, ctx);
+                    } else {
+                        self.give_up();
+                    }
+                }
             }
             return;
         }
@@ -505,6 +555,162 @@ impl Connection {
         }
         if !client_held.is_empty() {
             self.feed(self.client, &client_held, ctx);
+        }
+    }
+
+    // ----- HTTP/1.1 (gRPC-Web) -----
+
+    fn start_http1(&mut self, client: Dir, ctx: &mut Ctx<'_>) {
+        self.mode = Mode::Http1;
+        self.client = client;
+        let mut parsers = [
+            crate::http1::Parser::new(false),
+            crate::http1::Parser::new(false),
+        ];
+        parsers[client.other().index()] = crate::http1::Parser::new(true);
+        self.http1 = Some(Box::new(Http1State {
+            parsers,
+            next_stream: 1,
+            waiting: VecDeque::new(),
+            current: [None, None],
+        }));
+        for dir in [client, client.other()] {
+            let held = std::mem::take(&mut self.dirs[dir.index()].held);
+            if !held.is_empty() {
+                self.http1_data(dir, &held, ctx);
+            }
+        }
+    }
+
+    fn http1_data(&mut self, dir: Dir, bytes: &[u8], ctx: &mut Ctx<'_>) {
+        let Some(h1) = self.http1.as_mut() else {
+            return;
+        };
+        let mut items = Vec::new();
+        let result = h1.parsers[dir.index()].push(bytes, &mut |item| {
+            items.push(match item {
+                crate::http1::Item::Head(h) => Http1Item::Head(h),
+                crate::http1::Item::Body(b) => Http1Item::Body(b.to_vec()),
+                crate::http1::Item::End => Http1Item::End,
+            })
+        });
+        let mut finished = Vec::new();
+        for item in items {
+            self.http1_item(dir, item, &mut finished, ctx);
+        }
+        for message in std::mem::take(&mut self.pending_messages) {
+            ctx.sink.event(message);
+        }
+        for call in finished {
+            ctx.sink.event(Event::Call(call));
+        }
+        if let Err(e) = result {
+            ctx.error(
+                dir,
+                None,
+                ErrorKind::Protocol,
+                format!("{e}; rest of the connection not decoded"),
+            );
+            self.mode = Mode::Other;
+        }
+    }
+
+    fn http1_item(
+        &mut self,
+        dir: Dir,
+        item: Http1Item,
+        finished: &mut Vec<Call>,
+        ctx: &mut Ctx<'_>,
+    ) {
+        let from_client = dir == self.client;
+        let Some(h1) = self.http1.as_mut() else {
+            return;
+        };
+        match item {
+            Http1Item::Head(head) => {
+                use crate::http1::StartLine;
+                let mut list = Vec::new();
+                let stream = match &head.start {
+                    StartLine::Request { method, target } => {
+                        let stream = h1.next_stream;
+                        h1.next_stream += 1;
+                        h1.waiting.push_back(stream);
+                        list.push(field(b":method".to_vec(), method.as_bytes().to_vec()));
+                        list.push(field(b":path".to_vec(), target.as_bytes().to_vec()));
+                        list.push(field(b":scheme".to_vec(), b"http".to_vec()));
+                        if let Some(host) = head.field("host") {
+                            list.push(field(b":authority".to_vec(), host.to_vec()));
+                        }
+                        stream
+                    }
+                    StartLine::Response { status } => {
+                        if *status < 200 {
+                            // 100 Continue and friends come before the real answer.
+                            h1.current[dir.index()] = None;
+                            return;
+                        }
+                        list.push(field(b":status".to_vec(), status.to_string().into_bytes()));
+                        match h1.waiting.front() {
+                            Some(&s) => s,
+                            None => return,
+                        }
+                    }
+                };
+                h1.current[dir.index()] = Some(stream);
+                list.extend(
+                    head.fields
+                        .into_iter()
+                        .filter(|(n, _)| n != b"host")
+                        .map(|(n, v)| field(n, v)),
+                );
+                if from_client {
+                    let mut call = Call::new(
+                        ctx.info.conn,
+                        stream,
+                        ctx.info.src(self.client),
+                        ctx.info.dst(self.client),
+                        ctx.meta.ts_ns,
+                        ctx.meta.index,
+                    );
+                    call.request_headers = Some(list);
+                    self.insert_call(call, ctx);
+                    self.update_grpc(stream, Side::Request, ctx);
+                } else if let Some(call) = self.calls.get_mut(&stream) {
+                    call.response_headers = Some(list);
+                    self.update_grpc(stream, Side::Response, ctx);
+                }
+            }
+            Http1Item::Body(bytes) => {
+                let Some(stream) = h1.current[dir.index()] else {
+                    return;
+                };
+                if let Some(call) = self.calls.get_mut(&stream) {
+                    if from_client {
+                        call.request_bytes += bytes.len() as u64;
+                    } else {
+                        call.response_bytes += bytes.len() as u64;
+                    }
+                }
+                self.stream_data(dir, stream, &bytes, ctx);
+            }
+            Http1Item::End => {
+                let Some(stream) = h1.current[dir.index()].take() else {
+                    return;
+                };
+                if !from_client {
+                    h1.waiting.pop_front();
+                }
+                if let Some(call) = self.calls.get_mut(&stream) {
+                    call.end_ts_ns = ctx.meta.ts_ns;
+                    call.end_packet = ctx.meta.index;
+                    if from_client {
+                        call.request_ended = true;
+                    } else {
+                        call.response_ended = true;
+                    }
+                }
+                self.maybe_finish(stream, ctx, finished);
+            }
         }
     }
 

@@ -352,6 +352,7 @@ fn summary_json(s: &Summary) -> Value {
         "skipped_packets": s.stats.skipped_packets,
         "tcp_connections": s.stats.flows.connections,
         "http2_connections": s.stats.http2_connections,
+        "http1_connections": s.stats.http1_connections,
         "other_connections": s.stats.other_connections,
         "calls": s.tally.calls,
         "messages": s.tally.messages,

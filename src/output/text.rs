@@ -258,8 +258,12 @@ impl<W: Write> Text<W> {
         );
         let _ = writeln!(
             l,
-            "TCP connections: {} ({} HTTP/2, {} other, skipped: {} bytes)",
-            st.flows.connections, st.http2_connections, st.other_connections, st.other_bytes
+            "TCP connections: {} ({} HTTP/2, {} HTTP/1.1 gRPC-Web, {} other, skipped: {} bytes)",
+            st.flows.connections,
+            st.http2_connections,
+            st.http1_connections,
+            st.other_connections,
+            st.other_bytes
         );
         let _ = write!(l, "HTTP/2 frames: {}", t.frames);
         if !t.frames_by_type.is_empty() {
