@@ -9,6 +9,7 @@
 pub mod capture;
 pub mod event;
 pub mod grpc;
+pub mod haproxy;
 pub mod http1;
 pub mod http2;
 pub mod output;

@@ -1,12 +1,14 @@
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use h2scope::capture::{CaptureReader, CaptureWarning};
 use h2scope::event::{ErrorEvent, ErrorKind, Event, Sink};
 use h2scope::grpc::schema::Schemas;
+use h2scope::haproxy::{self, check, config, Collector, ExportOptions, Selector};
 use h2scope::output::jsonl::JsonLines;
 use h2scope::output::text::{Text, TextOptions};
 use h2scope::output::{Counting, Summary};
@@ -27,12 +29,120 @@ struct Cli {
 enum Command {
     /// Dissect capture files (pcap or pcapng; `-` reads stdin).
     Read(ReadArgs),
+    /// Export a recorded gRPC call as an HAProxy `mode tcp` health check.
+    Haproxy(HaproxyArgs),
+    /// Send bytes to a server and look for bytes in its answer, as HAProxy's tcp-check does.
+    Check(CheckArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum Format {
     Text,
     Jsonl,
+}
+
+#[derive(clap::Args, Clone)]
+struct SchemaArgs {
+    /// A .proto file, or a directory of them, to decode gRPC messages with (repeatable).
+    /// Compiled at run time: no protoc needed.
+    #[arg(long = "proto", value_name = "FILE|DIR")]
+    protos: Vec<PathBuf>,
+    /// Where imports of the --proto files are found (repeatable).
+    #[arg(long = "proto-path", short = 'I', value_name = "DIR")]
+    proto_paths: Vec<PathBuf>,
+    /// A binary FileDescriptorSet (`protoc -o`, `buf build -o`) (repeatable).
+    #[arg(long = "descriptor-set", value_name = "FILE")]
+    descriptor_sets: Vec<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct HaproxyArgs {
+    /// The capture to take the call from.
+    file: String,
+    /// Export the first call to this method (default: the first grpc.health.v1.Health/Check).
+    #[arg(long, value_name = "/pkg.Svc/Method", conflicts_with = "call")]
+    path: Option<String>,
+    /// Export this call, as `read` numbers them (connection:stream).
+    #[arg(long, value_name = "CONN:STREAM")]
+    call: Option<String>,
+    /// Add or override a request header, e.g. `--header :authority=api.example:443` (repeatable).
+    #[arg(long = "header", value_name = "NAME=VALUE")]
+    headers: Vec<String>,
+    /// Expect these bytes (hex) in the answer instead of the recorded response.
+    #[arg(long, value_name = "HEX", conflicts_with = "expect_string")]
+    expect_hex: Option<String>,
+    /// Expect this text in the answer (e.g. a string field of the response message).
+    #[arg(long, value_name = "TEXT")]
+    expect_string: Option<String>,
+    /// Mark the server down as soon as a wrong answer arrives, not at the check timeout.
+    #[arg(long)]
+    fast_fail: bool,
+    /// Name of the backend section.
+    #[arg(long, default_value = "grpc_backend")]
+    backend: String,
+    /// Name of the server line.
+    #[arg(long, default_value = "grpc1")]
+    server_name: String,
+    /// Address of the server line (default: the server of the recorded call).
+    #[arg(long, value_name = "HOST:PORT")]
+    server: Option<String>,
+    /// Check interval in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    inter: u32,
+    #[arg(long, default_value_t = 2)]
+    rise: u32,
+    #[arg(long, default_value_t = 3)]
+    fall: u32,
+    /// Write the section to this file instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// `text`: the HAProxy section; `json`: send and expect hex for scripts.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Try the check against a live server before printing it.
+    #[arg(long, value_name = "HOST:PORT")]
+    verify: Option<String>,
+    /// Timeout of --verify (e.g. 2s, 500ms).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    timeout: Duration,
+    #[command(flatten)]
+    schema: SchemaArgs,
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// The server to check.
+    addr: String,
+    /// Bytes to send, as hex or `@FILE` (a file of hex).
+    #[arg(long, value_name = "HEX|@FILE")]
+    send_hex: String,
+    /// Bytes the answer must contain, as hex or `@FILE`.
+    #[arg(long, value_name = "HEX|@FILE")]
+    expect_hex: String,
+    /// How long to wait for the answer (e.g. 2s, 500ms).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Do not decode and print the answer.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 2s or 500ms"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" => v * 60.0,
+        _ => return Err(format!("{s:?}: unit must be ms, s or m")),
+    };
+    Ok(Duration::from_secs_f64(secs))
 }
 
 #[derive(clap::Args)]
@@ -62,16 +172,8 @@ struct ReadArgs {
     /// Stop after this many packets (per file).
     #[arg(short = 'c', long = "count", value_name = "N")]
     count: Option<u64>,
-    /// A .proto file, or a directory of them, to decode gRPC messages with (repeatable).
-    /// Compiled at run time: no protoc needed.
-    #[arg(long = "proto", value_name = "FILE|DIR")]
-    protos: Vec<PathBuf>,
-    /// Where imports of the --proto files are found (repeatable).
-    #[arg(long = "proto-path", short = 'I', value_name = "DIR")]
-    proto_paths: Vec<PathBuf>,
-    /// A binary FileDescriptorSet (`protoc -o`, `buf build -o`) (repeatable).
-    #[arg(long = "descriptor-set", value_name = "FILE")]
-    descriptor_sets: Vec<PathBuf>,
+    #[command(flatten)]
+    schema: SchemaArgs,
     /// gRPC messages larger than this are reported with their length, not decoded.
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
     max_message_size: usize,
@@ -85,6 +187,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Read(args) => read(args),
+        Command::Haproxy(args) => haproxy(args),
+        Command::Check(args) => check(args),
     }
 }
 
@@ -111,7 +215,7 @@ impl<W: Write> Out<W> {
     }
 }
 
-fn load_schemas(args: &ReadArgs) -> Result<Schemas, String> {
+fn load_schemas(args: &SchemaArgs) -> Result<Schemas, String> {
     let mut schemas = Schemas::bundled();
     for set in &args.descriptor_sets {
         schemas
@@ -161,7 +265,7 @@ impl Sink for Discard {
 }
 
 fn read(args: ReadArgs) -> ExitCode {
-    let base_schemas = match load_schemas(&args) {
+    let base_schemas = match load_schemas(&args.schema) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("h2scope: schema: {e}");
@@ -260,5 +364,220 @@ fn read(args: ReadArgs) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn haproxy(args: HaproxyArgs) -> ExitCode {
+    let schemas = match load_schemas(&args.schema) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("h2scope: schema: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let selector = match (&args.path, &args.call) {
+        (_, Some(c)) => {
+            let parsed = c
+                .split_once(':')
+                .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+            match parsed {
+                Some((conn, stream)) => Selector::Call { conn, stream },
+                None => {
+                    eprintln!("h2scope: --call takes CONN:STREAM, e.g. --call 0:1 (numbers as `h2scope read` prints them)");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        (Some(p), None) => Selector::Path(p.clone()),
+        (None, None) => Selector::Path(haproxy::HEALTH_CHECK_PATH.to_string()),
+    };
+    let mut headers = Vec::new();
+    for h in &args.headers {
+        // `:authority=x` and `name: value` both work; the first `=` or `:` after the name splits.
+        let split = if let Some(rest) = h.strip_prefix(':') {
+            rest.find(['=', ':'])
+                .map(|i| (format!(":{}", &rest[..i]), rest[i + 1..].to_string()))
+        } else {
+            h.find(['=', ':'])
+                .map(|i| (h[..i].to_string(), h[i + 1..].to_string()))
+        };
+        match split {
+            Some((n, v)) => headers.push((n.trim().to_string(), v.trim().to_string())),
+            None => {
+                eprintln!(
+                    "h2scope: --header takes NAME=VALUE, e.g. --header :authority=api.example:443"
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let expect = match (&args.expect_hex, &args.expect_string) {
+        (Some(h), _) => match hex::decode(h.trim()) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                eprintln!("h2scope: --expect-hex: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        (None, Some(s)) => Some(s.as_bytes().to_vec()),
+        (None, None) => None,
+    };
+
+    let mut cfg = Config::default();
+    cfg.grpc.keep_bytes = true;
+    let schemas = harvest(&args.file, schemas, &cfg, u64::MAX);
+    let mut reader = match CaptureReader::open(&args.file) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("h2scope: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut dissector = Dissector::with_schemas(cfg, schemas);
+    let mut collector = Collector::new(selector.clone());
+    let read_result = reader.for_each_packet(|pkt| {
+        dissector.packet(pkt, &mut collector);
+        collector.found.is_none()
+    });
+    dissector.finish(&mut collector);
+    if let Err(e) = read_result {
+        eprintln!("h2scope: {e}");
+    }
+    let Some(recorded) = collector.found.take() else {
+        let what = match &selector {
+            Selector::Path(p) => format!("no gRPC call to {p}"),
+            Selector::Call { conn, stream } => format!("no gRPC call {conn}:{stream}"),
+        };
+        eprintln!("h2scope: {}: {what}", args.file);
+        if collector.candidates.is_empty() {
+            eprintln!("  the capture holds no complete gRPC call");
+        } else {
+            eprintln!("  gRPC calls in the capture (choose one with --call or --path):");
+            for c in &collector.candidates {
+                eprintln!("    {c}");
+            }
+        }
+        return ExitCode::FAILURE;
+    };
+    let opts = ExportOptions {
+        headers,
+        expect,
+        fast_fail: args.fast_fail,
+    };
+    let hc = match haproxy::build(&recorded, &opts) {
+        Ok(hc) => hc,
+        Err(e) => {
+            eprintln!(
+                "h2scope: call {}:{}: {e}",
+                recorded.call.conn, recorded.call.stream
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in &hc.warnings {
+        eprintln!("h2scope: warning: {w}");
+    }
+    let copts = config::ConfigOptions {
+        backend: args.backend.clone(),
+        server_name: args.server_name.clone(),
+        server_addr: args.server.clone(),
+        inter_ms: args.inter,
+        rise: args.rise,
+        fall: args.fall,
+        source: args.file.clone(),
+    };
+    let text = match args.format {
+        Format::Text => config::render(&recorded, &hc, &copts),
+        Format::Jsonl => {
+            let mut s = config::render_json(&recorded, &hc, &copts).to_string();
+            s.push('\n');
+            s
+        }
+    };
+    let written = match &args.output {
+        Some(path) => std::fs::write(path, &text).map_err(|e| format!("{}: {e}", path.display())),
+        None => io::stdout()
+            .write_all(text.as_bytes())
+            .map_err(|e| e.to_string()),
+    };
+    if let Err(e) = written {
+        eprintln!("h2scope: writing the config: {e}");
+        return ExitCode::FAILURE;
+    }
+    match &args.verify {
+        Some(addr) => run_check(addr, &hc.send(), &hc.expect, args.timeout, false),
+        None => ExitCode::SUCCESS,
+    }
+}
+
+fn hex_arg(name: &str, v: &str) -> Result<Vec<u8>, String> {
+    let text = match v.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("{name}: {path}: {e}"))?,
+        None => v.to_string(),
+    };
+    let clean: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    hex::decode(&clean).map_err(|e| format!("{name}: not hex: {e}"))
+}
+
+fn check(args: CheckArgs) -> ExitCode {
+    let send = match hex_arg("--send-hex", &args.send_hex) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("h2scope: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let expect = match hex_arg("--expect-hex", &args.expect_hex) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("h2scope: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    run_check(&args.addr, &send, &expect, args.timeout, args.quiet)
+}
+
+/// Runs a check; prints what happened and the decoded answer. Exit 0 on a match, 1 on a wrong
+/// answer or timeout, 2 when the server cannot be reached.
+fn run_check(addr: &str, send: &[u8], expect: &[u8], timeout: Duration, quiet: bool) -> ExitCode {
+    let result = match check::run(addr, send, expect, timeout) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("h2scope: check: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let verdict = match result.outcome {
+        check::Outcome::Matched => "MATCH: the expected bytes arrived",
+        check::Outcome::Closed => {
+            "MISMATCH: the server closed the connection without the expected bytes"
+        }
+        check::Outcome::TimedOut => {
+            "MISMATCH: the expected bytes did not arrive before the timeout"
+        }
+    };
+    eprintln!(
+        "h2scope: check {addr}: {verdict} ({} bytes received in {:.1} ms)",
+        result.received.len(),
+        result.elapsed.as_secs_f64() * 1000.0
+    );
+    if !quiet {
+        let mut schemas = Schemas::bundled();
+        let events = check::explain(&result, send, &mut schemas);
+        let mut text = Text::new(
+            io::stderr(),
+            TextOptions {
+                calls_only: false,
+                verbose: true,
+                quiet: false,
+            },
+        );
+        for e in events {
+            text.event(e);
+        }
+    }
+    match result.outcome {
+        check::Outcome::Matched => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
     }
 }

@@ -27,6 +27,8 @@ pub struct Decoded {
     pub problem: Option<String>,
     /// Schema files this message carries (server reflection), now used for decoding.
     pub harvested: Vec<String>,
+    /// The message bytes, decompressed, when [`GrpcConfig::keep_bytes`] asks for them.
+    pub bytes: Option<Vec<u8>>,
 }
 
 pub enum Outcome {
@@ -94,6 +96,9 @@ pub fn decode(
     } else {
         body
     };
+    if cfg.keep_bytes {
+        d.bytes = Some(bytes.to_vec());
+    }
     if cfg.harvest_only && !is_reflection(path) {
         return Outcome::Message(d);
     }

@@ -19,6 +19,8 @@ pub struct GrpcConfig {
     pub max_decompressed_size: usize,
     /// Only look at server-reflection responses (the schema-harvesting first pass).
     pub harvest_only: bool,
+    /// Keep each message's (decompressed) bytes in its event, for exporters that replay them.
+    pub keep_bytes: bool,
 }
 
 impl Default for GrpcConfig {
@@ -27,6 +29,7 @@ impl Default for GrpcConfig {
             max_message_size: 4 << 20,
             max_decompressed_size: 4 << 20,
             harvest_only: false,
+            keep_bytes: false,
         }
     }
 }

@@ -1,0 +1,543 @@
+//! HAProxy `mode tcp` health checks for gRPC backends, built from a recorded call.
+//!
+//! HAProxy's `tcp-check send-binary` replays raw bytes on a fresh connection and `tcp-check
+//! expect binary` looks for bytes of the answer. The bytes sent must stand on their own: a client
+//! preface, an empty SETTINGS frame, the request HEADERS on stream 1 re-encoded with the static
+//! table and literals only (never the capture's bytes, whose dynamic-table references would mean
+//! nothing on a new connection), and one DATA frame (split at 16 KiB if needed) with the request
+//! message(s), uncompressed.
+
+pub mod check;
+pub mod config;
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use crate::event::{Event, Sink};
+use crate::grpc::Side;
+use crate::http2::call::{lossless, Call};
+use crate::http2::frame::{flags, FrameHeader, FrameType, DEFAULT_MAX_FRAME_SIZE, PREFACE};
+use crate::http2::hpack::encode_plain;
+
+pub const HEALTH_CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
+
+/// A gRPC call as recorded, with its messages' bytes.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub call: Call,
+    pub requests: Vec<RecordedMessage>,
+    pub responses: Vec<RecordedMessage>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordedMessage {
+    /// Decompressed message bytes (`None` if the capture did not have them whole).
+    pub bytes: Option<Vec<u8>>,
+    pub type_name: Option<String>,
+    pub json: Option<Value>,
+}
+
+/// Which recorded call to export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// The first call with this path.
+    Path(String),
+    /// Connection and stream numbers as h2scope prints them.
+    Call { conn: u64, stream: u32 },
+}
+
+impl Selector {
+    fn matches(&self, c: &Call) -> bool {
+        match self {
+            Selector::Path(p) => c.path().as_deref() == Some(p.as_str()),
+            Selector::Call { conn, stream } => c.conn == *conn && c.stream == *stream,
+        }
+    }
+}
+
+/// A sink that keeps the first gRPC call matching the selector, with its messages, and a short
+/// list of the other gRPC calls (to suggest when nothing matches).
+pub struct Collector {
+    selector: Selector,
+    pending: HashMap<(u64, u32), (Vec<RecordedMessage>, Vec<RecordedMessage>)>,
+    pub found: Option<Recorded>,
+    pub candidates: Vec<String>,
+}
+
+const MAX_CANDIDATES: usize = 50;
+
+impl Collector {
+    pub fn new(selector: Selector) -> Self {
+        Collector {
+            selector,
+            pending: HashMap::new(),
+            found: None,
+            candidates: Vec::new(),
+        }
+    }
+}
+
+impl Sink for Collector {
+    fn event(&mut self, event: Event) {
+        if self.found.is_some() {
+            return;
+        }
+        match event {
+            Event::Message(m) => {
+                let entry = self.pending.entry((m.origin.conn, m.stream)).or_default();
+                let list = match m.side {
+                    Side::Request => &mut entry.0,
+                    Side::Response => &mut entry.1,
+                };
+                // Only a health check's worth of messages is kept per call.
+                if list.len() < 64 {
+                    list.push(RecordedMessage {
+                        bytes: m.decoded.bytes,
+                        type_name: m.decoded.type_name,
+                        json: m.decoded.json,
+                    });
+                }
+            }
+            Event::Call(call) => {
+                let (requests, responses) = self
+                    .pending
+                    .remove(&(call.conn, call.stream))
+                    .unwrap_or_default();
+                if !call.grpc {
+                    return;
+                }
+                if self.selector.matches(&call) {
+                    self.found = Some(Recorded {
+                        call,
+                        requests,
+                        responses,
+                    });
+                } else if self.candidates.len() < MAX_CANDIDATES {
+                    self.candidates.push(format!(
+                        "--call {}:{}  {}  grpc-status {}",
+                        call.conn,
+                        call.stream,
+                        call.path().unwrap_or_else(|| "-".into()),
+                        call.grpc_status()
+                            .map(|s| s.to_string())
+                            .unwrap_or_else(|| "-".into())
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ExportOptions {
+    /// Headers to add or override, names lowercased (`:authority` to aim at another host).
+    pub headers: Vec<(String, String)>,
+    /// What to look for in the answer instead of the derived bytes.
+    pub expect: Option<Vec<u8>>,
+    pub fast_fail: bool,
+}
+
+/// One `tcp-check send-binary` line and what it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendPart {
+    pub comment: String,
+    pub bytes: Vec<u8>,
+}
+
+/// The fast-failure pair of rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FastFail {
+    /// The part of the expected bytes a failing answer shares; waited for with `rbinary`.
+    pub common: Vec<u8>,
+}
+
+impl FastFail {
+    /// `rbinary` matches an uppercase hex dump and is not byte-aligned: `^(..)*?` aligns it.
+    pub fn rbinary(&self) -> String {
+        format!("^(..)*?{}", hex::encode_upper(&self.common))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub parts: Vec<SendPart>,
+    pub expect: Vec<u8>,
+    pub expect_comment: String,
+    pub fast_fail: Option<FastFail>,
+    pub warnings: Vec<String>,
+}
+
+impl HealthCheck {
+    pub fn send(&self) -> Vec<u8> {
+        self.parts
+            .iter()
+            .flat_map(|p| p.bytes.iter().copied())
+            .collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ExportError {
+    #[error(
+        "the recorded call has no request headers (decoding failed or the capture started later)"
+    )]
+    NoRequestHeaders,
+    #[error("the recorded call has no :path")]
+    NoPath,
+    #[error("request message {0} is not complete in the capture; it cannot be replayed")]
+    IncompleteRequest(usize),
+    #[error("no response message was recorded: give --expect-hex or --expect-string")]
+    NothingToExpect,
+}
+
+/// Headers that belong to one hop, or that would make the replay wrong.
+const DROPPED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "grpc-encoding",
+    // Without it the server answers uncompressed, so the expected bytes stay valid.
+    "grpc-accept-encoding",
+    "te",
+    "content-type",
+];
+
+const SECRET: &[&str] = &[
+    "authorization",
+    "cookie",
+    "proxy-authorization",
+    "x-api-key",
+];
+
+fn frame(kind: FrameType, flag: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = FrameHeader {
+        length: payload.len() as u32,
+        kind,
+        flags: flag,
+        stream,
+    }
+    .encode()
+    .to_vec();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The 5-byte gRPC prefix and the message, uncompressed.
+pub fn grpc_message(body: &[u8]) -> Vec<u8> {
+    let mut out = vec![0];
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// Header names and values, in order.
+pub type HeaderList = Vec<(String, String)>;
+
+/// The request headers to send, in order: pseudo-headers, then gRPC's, then the recorded rest;
+/// and warnings about them.
+pub fn request_headers(
+    rec: &Recorded,
+    opts: &ExportOptions,
+) -> Result<(HeaderList, Vec<String>), ExportError> {
+    let list = rec
+        .call
+        .request_headers
+        .as_ref()
+        .ok_or(ExportError::NoRequestHeaders)?;
+    let mut warnings = Vec::new();
+    let path = rec.call.path().ok_or(ExportError::NoPath)?;
+    let authority = rec
+        .call
+        .authority()
+        .unwrap_or_else(|| rec.call.server.to_string());
+    let mut out: Vec<(String, String)> = vec![
+        (":method".into(), "POST".into()),
+        (":scheme".into(), "http".into()),
+        (":path".into(), path),
+        (":authority".into(), authority),
+        ("content-type".into(), "application/grpc".into()),
+        ("te".into(), "trailers".into()),
+    ];
+    for h in list {
+        if h.name_unknown || h.value_unknown {
+            continue;
+        }
+        let name = lossless(&h.name).to_ascii_lowercase();
+        if name.starts_with(':') || DROPPED.contains(&name.as_str()) {
+            continue;
+        }
+        if SECRET.contains(&name.as_str()) {
+            warnings.push(format!(
+                "the recorded request carries {name:?}: it will be written into the HAProxy config"
+            ));
+        }
+        out.push((name, lossless(&h.value)));
+    }
+    for (name, value) in &opts.headers {
+        let name = name.trim().to_ascii_lowercase();
+        match out.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value.clone(),
+            None => out.push((name, value.clone())),
+        }
+    }
+    Ok((out, warnings))
+}
+
+/// Builds the bytes to send and to expect.
+pub fn build(rec: &Recorded, opts: &ExportOptions) -> Result<HealthCheck, ExportError> {
+    let (headers, mut warnings) = request_headers(rec, opts)?;
+    let pairs: Vec<(&[u8], &[u8])> = headers
+        .iter()
+        .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+        .collect();
+    let mut block = Vec::new();
+    encode_plain(&pairs, &mut block);
+
+    let mut body = Vec::new();
+    for (i, m) in rec.requests.iter().enumerate() {
+        let bytes = m.bytes.as_ref().ok_or(ExportError::IncompleteRequest(i))?;
+        body.extend_from_slice(&grpc_message(bytes));
+    }
+    if rec.requests.len() > 1 {
+        warnings.push(format!(
+            "the recorded call sent {} request messages; all are replayed in one DATA frame",
+            rec.requests.len()
+        ));
+    }
+    let path = rec.call.path().unwrap_or_default();
+    let mut parts = vec![
+        SendPart {
+            comment: "client connection preface and an empty SETTINGS frame".into(),
+            bytes: [PREFACE.as_slice(), &frame(FrameType::Settings, 0, 0, &[])].concat(),
+        },
+        SendPart {
+            comment: format!(
+                "HEADERS stream 1 END_HEADERS: POST {path} ({} headers, static table and literals only)",
+                headers.len()
+            ),
+            bytes: frame(FrameType::Headers, flags::END_HEADERS, 1, &block),
+        },
+    ];
+    let what = rec
+        .requests
+        .first()
+        .and_then(|m| Some(format!("{} {}", m.type_name.as_deref()?, m.json.as_ref()?)))
+        .unwrap_or_else(|| format!("{} message bytes", body.len()));
+    let chunks: Vec<&[u8]> = if body.is_empty() {
+        vec![&[]]
+    } else {
+        body.chunks(DEFAULT_MAX_FRAME_SIZE as usize).collect()
+    };
+    let n = chunks.len();
+    let mut data = Vec::new();
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let flag = if i + 1 == n { flags::END_STREAM } else { 0 };
+        data.extend_from_slice(&frame(FrameType::Data, flag, 1, chunk));
+    }
+    parts.push(SendPart {
+        comment: format!("DATA stream 1 END_STREAM: {what}"),
+        bytes: data,
+    });
+
+    let response = rec.responses.first();
+    match rec.call.grpc_status() {
+        Some(0) => {}
+        Some(s) => warnings.push(format!(
+            "the recorded call failed (grpc-status {s}): the check expects a failure's answer"
+        )),
+        None => warnings.push("the recorded call has no grpc-status".into()),
+    }
+    let health = path == HEALTH_CHECK_PATH;
+    if health {
+        let serving = response
+            .and_then(|m| m.json.as_ref())
+            .is_some_and(|j| j["status"] == "SERVING");
+        if !serving {
+            warnings.push("the recorded health check answer is not SERVING".into());
+        }
+    }
+    let (expect, expect_comment, fast_fail) = match (&opts.expect, response) {
+        (Some(e), _) => (
+            e.clone(),
+            "the bytes given on the command line".to_string(),
+            None,
+        ),
+        (None, Some(m)) => {
+            let bytes = m.bytes.as_ref().ok_or(ExportError::NothingToExpect)?;
+            let message = grpc_message(bytes);
+            let shown = match (&m.type_name, &m.json) {
+                (Some(t), Some(j)) => format!("{t} {j}"),
+                _ => format!("{} message bytes", bytes.len()),
+            };
+            if health {
+                // The whole DATA frame: frame header (stream 1), gRPC prefix, message.
+                let data = frame(FrameType::Data, 0, 1, &message);
+                // NOT_SERVING differs from SERVING only in the last byte (08 02 vs 08 01).
+                let ff = FastFail {
+                    common: data[..data.len() - 1].to_vec(),
+                };
+                (
+                    data,
+                    format!("the response DATA frame on stream 1 carrying {shown}"),
+                    Some(ff),
+                )
+            } else {
+                let header = frame(FrameType::Data, 0, 1, &message)[..9].to_vec();
+                (
+                    message,
+                    format!("the length-prefixed response message {shown}"),
+                    Some(FastFail { common: header }),
+                )
+            }
+        }
+        (None, None) => return Err(ExportError::NothingToExpect),
+    };
+    Ok(HealthCheck {
+        parts,
+        expect,
+        expect_comment,
+        fast_fail: if opts.fast_fail { fast_fail } else { None },
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http2::hpack::{Decoder, HeaderField, Representation};
+    use std::net::SocketAddr;
+
+    fn hf(n: &str, v: &str) -> HeaderField {
+        HeaderField {
+            name: n.as_bytes().to_vec(),
+            value: v.as_bytes().to_vec(),
+            repr: Representation::Indexed { index: 70 },
+            name_unknown: false,
+            value_unknown: false,
+        }
+    }
+
+    fn recorded(path: &str, req: &[u8], resp: &[u8]) -> Recorded {
+        let a: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:50051".parse().unwrap();
+        let mut call = Call::new(3, 41, a, b, 0, 1);
+        call.grpc = true;
+        call.request_headers = Some(vec![
+            hf(":method", "POST"),
+            hf(":scheme", "http"),
+            hf(":path", path),
+            hf(":authority", "backend:50051"),
+            hf("content-type", "application/grpc"),
+            hf("user-agent", "grpc-go/1.64"),
+            hf("grpc-accept-encoding", "gzip"),
+            hf("grpc-encoding", "gzip"),
+            hf("authorization", "Bearer x"),
+            hf("te", "trailers"),
+        ]);
+        call.response_trailers = Some(vec![hf("grpc-status", "0")]);
+        Recorded {
+            call,
+            requests: vec![RecordedMessage {
+                bytes: Some(req.to_vec()),
+                type_name: None,
+                json: None,
+            }],
+            responses: vec![RecordedMessage {
+                bytes: Some(resp.to_vec()),
+                type_name: Some("grpc.health.v1.HealthCheckResponse".into()),
+                json: Some(serde_json::json!({"status": "SERVING"})),
+            }],
+        }
+    }
+
+    #[test]
+    fn health_check_blob_and_expect() {
+        let rec = recorded(HEALTH_CHECK_PATH, &[], &[0x08, 0x01]);
+        let hc = build(
+            &rec,
+            &ExportOptions {
+                fast_fail: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(hex::encode(&hc.expect), "00000700000000000100000000020801");
+        assert_eq!(
+            hc.fast_fail.as_ref().unwrap().rbinary(),
+            "^(..)*?000007000000000001000000000208"
+        );
+        let send = hc.send();
+        assert!(send.starts_with(PREFACE));
+        assert_eq!(&send[24..33], &[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        // HEADERS on stream 1 with END_HEADERS, decodable by a fresh decoder.
+        let h = FrameHeader::parse(send[33..42].try_into().unwrap());
+        assert_eq!(
+            (h.kind, h.flags, h.stream),
+            (FrameType::Headers, flags::END_HEADERS, 1)
+        );
+        let block = &send[42..42 + h.length as usize];
+        let mut out = Vec::new();
+        Decoder::new().decode(block, &mut out).unwrap();
+        let names: Vec<String> = out.iter().map(|f| lossless(&f.name)).collect();
+        assert_eq!(
+            names,
+            [
+                ":method",
+                ":scheme",
+                ":path",
+                ":authority",
+                "content-type",
+                "te",
+                "user-agent",
+                "authorization"
+            ]
+        );
+        assert!(out.iter().all(
+            |f| matches!(f.repr, Representation::Indexed { index } if index <= 61)
+                || matches!(f.repr, Representation::WithoutIndexing { .. })
+        ));
+        // Exactly one DATA frame with END_STREAM and an empty message.
+        let rest = &send[42 + h.length as usize..];
+        assert_eq!(rest, &[0, 0, 5, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0]);
+        assert!(hc.warnings.iter().any(|w| w.contains("authorization")));
+    }
+
+    #[test]
+    fn overrides_big_messages_and_custom_expect() {
+        let big = vec![7u8; 40_000];
+        let rec = recorded(
+            "/servicestatus.HealthCheck/Status",
+            &big,
+            b"\x0a\x13MagicResponseCodeOK",
+        );
+        let opts = ExportOptions {
+            headers: vec![
+                (":authority".into(), "svc.example:443".into()),
+                ("X-Env".into(), "prod".into()),
+            ],
+            ..Default::default()
+        };
+        let hc = build(&rec, &opts).unwrap();
+        let (headers, _) = request_headers(&rec, &opts).unwrap();
+        assert!(headers.contains(&(":authority".into(), "svc.example:443".into())));
+        assert!(headers.contains(&("x-env".into(), "prod".into())));
+        let data = &hc.parts[2].bytes;
+        // 40005 bytes in frames of 16384: three frames, END_STREAM on the last only.
+        let mut at = 0;
+        let mut frames = Vec::new();
+        while at < data.len() {
+            let h = FrameHeader::parse(data[at..at + 9].try_into().unwrap());
+            frames.push((h.length, h.flags));
+            at += 9 + h.length as usize;
+        }
+        assert_eq!(frames, [(16384, 0), (16384, 0), (7237, 1)]);
+        assert_eq!(&hc.expect[..5], &[0, 0, 0, 0, 21]);
+        assert!(hc.expect.ends_with(b"MagicResponseCodeOK"));
+    }
+}

@@ -1,0 +1,483 @@
+//! The HAProxy export proven under a real HAProxy (Debian's `haproxy`, installed by
+//! `scripts/test`): health checks exported by `h2scope haproxy` from recorded traffic keep a real
+//! tonic server UP while it serves, mark it DOWN when it stops serving, and UP again when it
+//! recovers, as HAProxy's stats socket reports. Covered: a call that was first on its connection,
+//! a call from the middle of a connection (HPACK dynamic-table references in the capture), the
+//! fast-fail variant, and the classic example's `servicestatus.HealthCheck/Status` answering
+//! `MagicResponseCodeOK`. Also `h2scope check` against the same server.
+
+mod common;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use common::recorder::{Link, Recorder};
+use tonic::codegen::http;
+use tonic::{Request, Response, Status};
+use tonic_health::ServingStatus;
+use tonic_prost::ProstCodec;
+use tower::service_fn;
+
+const BIN: &str = env!("CARGO_BIN_EXE_h2scope");
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StatusRequest {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HealthCheckResult {
+    #[prost(string, tag = "1")]
+    pub status: String,
+}
+
+/// `servicestatus.HealthCheck`: answers `MagicResponseCodeOK` while `ok` is set.
+#[derive(Clone)]
+struct Magic {
+    ok: Arc<AtomicBool>,
+}
+
+impl tonic::server::NamedService for Magic {
+    const NAME: &'static str = "servicestatus.HealthCheck";
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Magic {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let ok = self.ok.clone();
+        Box::pin(async move {
+            if req.uri().path() != "/servicestatus.HealthCheck/Status" {
+                return Ok(Status::unimplemented("").into_http());
+            }
+            let mut grpc =
+                tonic::server::Grpc::new(ProstCodec::<HealthCheckResult, StatusRequest>::default());
+            let svc = service_fn(move |_: Request<StatusRequest>| {
+                let ok = ok.load(Ordering::SeqCst);
+                async move {
+                    let status = if ok {
+                        "MagicResponseCodeOK"
+                    } else {
+                        "MagicResponseCodeKO"
+                    };
+                    Ok::<_, Status>(Response::new(HealthCheckResult {
+                        status: status.into(),
+                    }))
+                }
+            });
+            Ok(grpc.unary(svc, req).await)
+        })
+    }
+}
+
+struct Server {
+    addr: SocketAddr,
+    reporter: tonic_health::server::HealthReporter,
+    magic: Arc<AtomicBool>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Server {
+    fn start() -> Server {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let magic = Arc::new(AtomicBool::new(true));
+        let (reporter, addr) = rt.block_on(async {
+            let (reporter, health) = tonic_health::server::health_reporter();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(health)
+                    .add_service(Magic { ok: magic.clone() })
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            );
+            (reporter, addr)
+        });
+        Server {
+            addr,
+            reporter,
+            magic,
+            rt,
+        }
+    }
+
+    fn set_serving(&self, serving: bool) {
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        self.rt
+            .block_on(self.reporter.set_service_status("", status));
+    }
+
+    /// Records three health checks and a Status call on one connection, through the proxy.
+    fn record(&self) -> Vec<u8> {
+        let rec = Recorder::new(Link::Ethernet, 1460, 5);
+        let upstream = self.addr;
+        self.rt.block_on(async {
+            let proxy = rec.proxy("127.0.0.1:0".parse().unwrap(), upstream).await;
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{proxy}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+            for _ in 0..3 {
+                health
+                    .check(tonic_health::pb::HealthCheckRequest::default())
+                    .await
+                    .unwrap();
+            }
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready().await.unwrap();
+            let r: Response<HealthCheckResult> = grpc
+                .unary(
+                    Request::new(StatusRequest {}),
+                    http::uri::PathAndQuery::from_static("/servicestatus.HealthCheck/Status"),
+                    ProstCodec::default(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.into_inner().status, "MagicResponseCodeOK");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        });
+        rec.to_pcap()
+    }
+}
+
+fn h2scope(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn export(dir: &Path, capture: &Path, backend: &str, server: SocketAddr, extra: &[&str]) -> String {
+    let out = dir.join(format!("{backend}.cfg"));
+    let server = server.to_string();
+    let mut args = vec![
+        "haproxy",
+        capture.to_str().unwrap(),
+        "--backend",
+        backend,
+        "--server-name",
+        "s1",
+        "--server",
+        &server,
+        "--inter",
+        "300",
+        "--rise",
+        "2",
+        "--fall",
+        "2",
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = h2scope(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::read_to_string(out).unwrap()
+}
+
+struct Haproxy {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Haproxy {
+    fn start(dir: &Path, sections: &[String]) -> Haproxy {
+        let socket = dir.join("stats.sock");
+        let cfg = format!(
+            "global\n    stats socket {} mode 600 level admin\n\ndefaults\n    mode tcp\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n    timeout check 2s\n\n{}",
+            socket.display(),
+            sections.join("\n")
+        );
+        let path = dir.join("haproxy.cfg");
+        std::fs::write(&path, &cfg).unwrap();
+        let check = Command::new("haproxy")
+            .args(["-c", "-f", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "haproxy rejects the config:\n{cfg}\n{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let child = Command::new("haproxy")
+            .args(["-db", "-f", path.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while !socket.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "haproxy did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Haproxy { child, socket }
+    }
+
+    /// `backend -> (status, last check duration in ms)` from `show stat`.
+    fn servers(&self) -> Vec<(String, String, i64)> {
+        let Ok(mut s) = std::os::unix::net::UnixStream::connect(&self.socket) else {
+            return Vec::new();
+        };
+        s.write_all(b"show stat\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let mut lines = out.lines();
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("# ")
+            .split(',')
+            .collect();
+        let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+        let (px, sv, status, dur) = (
+            col("pxname"),
+            col("svname"),
+            col("status"),
+            col("check_duration"),
+        );
+        lines
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .filter(|f| f.len() > dur && f[sv] == "s1")
+            .map(|f| {
+                (
+                    f[px].to_string(),
+                    f[status].to_string(),
+                    f[dur].parse().unwrap_or(-1),
+                )
+            })
+            .collect()
+    }
+
+    fn status(&self, backend: &str) -> String {
+        self.servers()
+            .into_iter()
+            .find(|(b, _, _)| b == backend)
+            .map(|(_, s, _)| s)
+            .unwrap_or_default()
+    }
+
+    /// Waits until every backend listed has the status; returns how long it took.
+    fn wait_for(&self, backends: &[&str], want: &str, limit: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            if backends.iter().all(|b| self.status(b).starts_with(want)) {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "waiting for {want}: {:?}",
+                self.servers()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn haproxy_available() -> bool {
+    let found = Command::new("haproxy").arg("-v").output().is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("H2SCOPE_REQUIRE_HAPROXY").is_none(),
+            "haproxy is required (scripts/test installs Debian's package)"
+        );
+        eprintln!("haproxy not installed: skipping (scripts/test installs it)");
+    }
+    found
+}
+
+#[test]
+fn exported_checks_follow_the_server_under_real_haproxy() {
+    if !haproxy_available() {
+        return;
+    }
+    let server = Server::start();
+    let dir = std::env::temp_dir().join(format!("h2scope-haproxy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let capture = dir.join("recorded.pcap");
+    std::fs::write(&capture, server.record()).unwrap();
+
+    // Stream 1: the first call of its connection; stream 5: the third, whose headers the
+    // capture encodes with dynamic-table references.
+    let first = export(
+        &dir,
+        &capture,
+        "health_first",
+        server.addr,
+        &["--call", "0:1"],
+    );
+    let middle = export(
+        &dir,
+        &capture,
+        "health_middle",
+        server.addr,
+        &["--call", "0:5"],
+    );
+    let fast = export(&dir, &capture, "health_fast", server.addr, &["--fast-fail"]);
+    let magic = export(
+        &dir,
+        &capture,
+        "magic",
+        server.addr,
+        &["--path", "/servicestatus.HealthCheck/Status"],
+    );
+    assert!(first.contains("tcp-check expect binary 00000700000000000100000000020801"));
+    assert!(fast.contains("tcp-check expect rbinary ^(..)*?000007000000000001000000000208"));
+    assert!(magic.contains(&hex::encode("MagicResponseCodeOK")));
+    // The call from the middle of the connection is rebuilt exactly like the first one.
+    let sends = |cfg: &str| -> Vec<String> {
+        cfg.lines()
+            .filter(|l| l.contains("send-binary"))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(sends(&first), sends(&middle));
+
+    let haproxy = Haproxy::start(&dir, &[first, middle, fast, magic]);
+    let health = ["health_first", "health_middle", "health_fast"];
+    let all = ["health_first", "health_middle", "health_fast", "magic"];
+    haproxy.wait_for(&all, "UP", Duration::from_secs(15));
+
+    server.set_serving(false);
+    let fast_down = haproxy.wait_for(&["health_fast"], "DOWN", Duration::from_secs(15));
+    haproxy.wait_for(&health, "DOWN", Duration::from_secs(20));
+    assert!(haproxy.status("magic").starts_with("UP"));
+    // The fast-fail rules decide on the wrong answer at once: no check waits for its timeout
+    // (2 s), so two failed checks (fall 2) take about two intervals.
+    assert!(
+        fast_down < Duration::from_millis(1900),
+        "fast-fail took {fast_down:?}"
+    );
+    let fast_check_ms = haproxy
+        .servers()
+        .into_iter()
+        .find(|(b, _, _)| b == "health_fast")
+        .map(|(_, _, d)| d)
+        .unwrap();
+    assert!(
+        (0..1000).contains(&fast_check_ms),
+        "fast-fail check took {fast_check_ms} ms"
+    );
+
+    server.set_serving(true);
+    haproxy.wait_for(&health, "UP", Duration::from_secs(15));
+
+    server.magic.store(false, Ordering::SeqCst);
+    haproxy.wait_for(&["magic"], "DOWN", Duration::from_secs(15));
+    server.magic.store(true, Ordering::SeqCst);
+    haproxy.wait_for(&["magic"], "UP", Duration::from_secs(15));
+    drop(haproxy);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn check_command_matches_mismatches_and_fails_to_connect() {
+    let server = Server::start();
+    let dir = std::env::temp_dir().join(format!("h2scope-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let capture = dir.join("recorded.pcap");
+    std::fs::write(&capture, server.record()).unwrap();
+    let o = h2scope(&["haproxy", capture.to_str().unwrap(), "--format", "jsonl"]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let send = v["send_hex"].as_str().unwrap().to_string();
+    let expect = v["expect_hex"].as_str().unwrap().to_string();
+    let addr = server.addr.to_string();
+
+    let o = h2scope(&["check", &addr, "--send-hex", &send, "--expect-hex", &expect]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("MATCH"), "{err}");
+    // The answer is decoded: the health response and its status.
+    assert!(err.contains("{\"status\":\"SERVING\"}"), "{err}");
+
+    // Send from a file too; a server that answers NOT_SERVING: mismatch, and the answer says why.
+    server.set_serving(false);
+    let send_file = dir.join("send.hex");
+    std::fs::write(&send_file, &send).unwrap();
+    let send_arg = format!("@{}", send_file.display());
+    let o = h2scope(&[
+        "check",
+        &addr,
+        "--send-hex",
+        &send_arg,
+        "--expect-hex",
+        &expect,
+        "--timeout",
+        "500ms",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("NOT_SERVING"), "{err}");
+
+    // Garbage instead of a preface: the server hangs up.
+    let o = h2scope(&[
+        "check",
+        &addr,
+        "--send-hex",
+        "00112233",
+        "--expect-hex",
+        &expect,
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("closed"));
+
+    // A listener that never answers: timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let t = Instant::now();
+    let o = h2scope(&[
+        "check",
+        &silent_addr,
+        "--send-hex",
+        &send,
+        "--expect-hex",
+        &expect,
+        "--timeout",
+        "300ms",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("timeout"));
+
+    // A closed port: exit 2.
+    drop(silent);
+    let o = h2scope(&[
+        "check",
+        &silent_addr,
+        "--send-hex",
+        &send,
+        "--expect-hex",
+        &expect,
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    std::fs::remove_dir_all(&dir).ok();
+}
