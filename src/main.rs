@@ -30,7 +30,7 @@ enum Command {
     /// Dissect capture files (pcap or pcapng; `-` reads stdin).
     Read(ReadArgs),
     /// Export a recorded gRPC call as an HAProxy `mode tcp` health check.
-    Haproxy(HaproxyArgs),
+    Haproxy(Box<HaproxyArgs>),
     /// Send bytes to a server and look for bytes in its answer, as HAProxy's tcp-check does.
     Check(CheckArgs),
 }
@@ -187,7 +187,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Read(args) => read(args),
-        Command::Haproxy(args) => haproxy(args),
+        Command::Haproxy(args) => haproxy(*args),
         Command::Check(args) => check(args),
     }
 }
