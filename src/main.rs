@@ -1,15 +1,19 @@
+use std::collections::HashSet;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use h2scope::capture::{CaptureReader, CaptureWarning};
+use h2scope::capture::{link, live, CaptureReader, CaptureWarning};
 use h2scope::event::{ErrorEvent, ErrorKind, Event, Sink};
 use h2scope::grpc::schema::Schemas;
 use h2scope::haproxy::{self, check, config, Collector, ExportOptions, Selector};
 use h2scope::output::jsonl::JsonLines;
+use h2scope::output::pcapng::{CaptureFile, Format as WriteFormat};
 use h2scope::output::text::{Text, TextOptions};
 use h2scope::output::{Counting, Summary};
 use h2scope::pipeline::{Config, Dissector};
@@ -29,6 +33,8 @@ struct Cli {
 enum Command {
     /// Dissect capture files (pcap or pcapng; `-` reads stdin).
     Read(ReadArgs),
+    /// Dissect traffic on a live interface as it flows (needs the `live` build feature).
+    Capture(CaptureArgs),
     /// Export a recorded gRPC call as an HAProxy `mode tcp` health check.
     Haproxy(Box<HaproxyArgs>),
     /// Send bytes to a server and look for bytes in its answer, as HAProxy's tcp-check does.
@@ -145,11 +151,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-#[derive(clap::Args)]
-struct ReadArgs {
-    /// Capture files; `-` for standard input.
-    #[arg(required = true)]
-    files: Vec<String>,
+/// How events are shown (shared by `read` and `capture`).
+#[derive(clap::Args, Clone)]
+struct OutputArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -165,28 +169,107 @@ struct ReadArgs {
     /// Leave out the summary at the end.
     #[arg(long)]
     no_summary: bool,
+}
+
+/// How traffic is decoded (shared by `read` and `capture`).
+#[derive(clap::Args, Clone)]
+struct DecodeArgs {
     /// Treat TCP on this port as HTTP/2 even without a preface (repeatable), like tshark's
     /// `-d tcp.port==N,http2`.
     #[arg(long = "h2-port", value_name = "PORT")]
     h2_ports: Vec<u16>,
-    /// Stop after this many packets (per file).
-    #[arg(short = 'c', long = "count", value_name = "N")]
-    count: Option<u64>,
     #[command(flatten)]
     schema: SchemaArgs,
     /// gRPC messages larger than this are reported with their length, not decoded.
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
     max_message_size: usize,
+}
+
+#[derive(clap::Args)]
+struct ReadArgs {
+    /// Capture files; `-` for standard input.
+    #[arg(required = true)]
+    files: Vec<String>,
+    #[command(flatten)]
+    output: OutputArgs,
+    #[command(flatten)]
+    decode: DecodeArgs,
+    /// Stop after this many packets (per file).
+    #[arg(short = 'c', long = "count", value_name = "N")]
+    count: Option<u64>,
     /// Read each file once: schemas learned from server reflection then decode only the calls
     /// after the reflection exchange (the default reads files twice to use them everywhere).
     #[arg(long)]
     single_pass: bool,
+    /// Write the packets of the selected traffic (--conn, --path, --port; all packets without
+    /// them) to this file, pcapng unless --pcap. Printing stops unless -P is given, as with tshark.
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    write: Option<PathBuf>,
+    /// Write classic pcap instead of pcapng.
+    #[arg(long)]
+    pcap: bool,
+    /// With -w: only this connection (as `read` numbers them; repeatable).
+    #[arg(long = "conn", value_name = "N")]
+    conns: Vec<u64>,
+    /// With -w: only the connections that carried a call to this path.
+    #[arg(long, value_name = "/pkg.Svc/Method")]
+    path: Option<String>,
+    /// With -w: only TCP packets from or to this port.
+    #[arg(long, value_name = "PORT")]
+    port: Option<u16>,
+    /// With -w: print the dissection too.
+    #[arg(short = 'P', long = "print")]
+    print: bool,
+}
+
+#[derive(clap::Args)]
+struct CaptureArgs {
+    /// Interface to capture on (`any` for all, as `tcpdump -i any`).
+    #[arg(
+        short = 'i',
+        long = "interface",
+        value_name = "IFACE",
+        required_unless_present = "list_interfaces"
+    )]
+    interface: Option<String>,
+    /// List the interfaces and exit.
+    #[arg(short = 'D', long = "list-interfaces")]
+    list_interfaces: bool,
+    /// Capture filter in BPF syntax, as tcpdump takes it (e.g. 'tcp port 50051').
+    #[arg(short = 'f', long = "filter", value_name = "BPF")]
+    filter: Option<String>,
+    /// Record every captured packet to this file (pcapng unless --pcap) while dissecting.
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    write: Option<PathBuf>,
+    /// Write classic pcap instead of pcapng.
+    #[arg(long)]
+    pcap: bool,
+    /// With -w: start a new file when the current one reaches this many megabytes.
+    #[arg(long, value_name = "MB")]
+    ring_size: Option<u64>,
+    /// With --ring-size: keep this many files, deleting the oldest.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    ring_files: usize,
+    /// Stop after this many packets.
+    #[arg(short = 'c', long = "count", value_name = "N")]
+    count: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Bytes captured per packet.
+    #[arg(short = 's', long = "snaplen", default_value_t = 262_144)]
+    snaplen: u32,
+    #[command(flatten)]
+    output: OutputArgs,
+    #[command(flatten)]
+    decode: DecodeArgs,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Read(args) => read(args),
+        Command::Capture(args) => capture(args),
         Command::Haproxy(args) => haproxy(*args),
         Command::Check(args) => check(args),
     }
@@ -207,6 +290,13 @@ impl<W: Write> Sink for Out<W> {
 }
 
 impl<W: Write> Out<W> {
+    fn flush(&mut self) {
+        match self {
+            Out::Text(t) => t.flush(),
+            Out::Jsonl(j) => j.flush(),
+        }
+    }
+
     fn io_error(&mut self) -> Option<io::Error> {
         match self {
             Out::Text(t) => t.io_error(),
@@ -230,12 +320,51 @@ fn load_schemas(args: &SchemaArgs) -> Result<Schemas, String> {
     Ok(schemas)
 }
 
-fn config(args: &ReadArgs) -> Config {
+fn config(args: &DecodeArgs) -> Config {
     let mut cfg = Config::default();
     cfg.http2.forced_ports = args.h2_ports.clone();
     cfg.grpc.max_message_size = args.max_message_size;
     cfg.grpc.max_decompressed_size = args.max_message_size.max(cfg.grpc.max_decompressed_size);
     cfg
+}
+
+type Stdout = BufWriter<io::StdoutLock<'static>>;
+
+fn make_sink(o: &OutputArgs, quiet: bool) -> Counting<Out<Stdout>> {
+    let out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
+    Counting::new(match o.format {
+        Format::Text => Out::Text(Text::new(
+            out,
+            TextOptions {
+                calls_only: o.calls,
+                verbose: o.verbose,
+                quiet: o.quiet || quiet,
+            },
+        )),
+        Format::Jsonl => Out::Jsonl(JsonLines::new(out, o.calls, quiet)),
+    })
+}
+
+fn print_summary(sink: &mut Counting<Out<Stdout>>, summary: &Summary) {
+    match &mut sink.inner {
+        Out::Text(t) => t.summary(summary),
+        Out::Jsonl(j) => j.summary(summary),
+    }
+}
+
+fn capture_warnings(reader: &CaptureReader) -> Vec<String> {
+    reader
+        .warnings()
+        .iter()
+        .map(|w| match w {
+            CaptureWarning::TruncatedRecord { after_record } => format!(
+                "the file ends inside the record after record {after_record} (truncated capture)"
+            ),
+            CaptureWarning::UnknownInterface { record, interface } => {
+                format!("record {record} refers to undeclared interface {interface}; skipped")
+            }
+        })
+        .collect()
 }
 
 /// Reads a file once, looking only at server-reflection responses, and returns the schemas
@@ -264,28 +393,44 @@ impl Sink for Discard {
     fn event(&mut self, _: Event) {}
 }
 
+/// Connections that carried a call to `path`, found by a first pass.
+fn conns_with_path(file: &str, path: &str, cfg: &Config, schemas: Schemas) -> HashSet<u64> {
+    struct Conns<'a>(&'a str, HashSet<u64>);
+    impl Sink for Conns<'_> {
+        fn event(&mut self, e: Event) {
+            if let Event::Call(c) = e {
+                if c.path().as_deref() == Some(self.0) {
+                    self.1.insert(c.conn);
+                }
+            }
+        }
+    }
+    let mut found = Conns(path, HashSet::new());
+    if let Ok(mut reader) = CaptureReader::open(file) {
+        let mut d = Dissector::with_schemas(cfg.clone(), schemas);
+        let _ = reader.for_each_packet(|p| {
+            d.packet(p, &mut found);
+            true
+        });
+        d.finish(&mut found);
+    }
+    found.1
+}
+
 fn read(args: ReadArgs) -> ExitCode {
-    let base_schemas = match load_schemas(&args.schema) {
+    let base_schemas = match load_schemas(&args.decode.schema) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("h2scope: schema: {e}");
             return ExitCode::from(2);
         }
     };
-    let stdout = io::stdout();
-    let out = BufWriter::with_capacity(1 << 16, stdout.lock());
-    let sink = match args.format {
-        Format::Text => Out::Text(Text::new(
-            out,
-            TextOptions {
-                calls_only: args.calls,
-                verbose: args.verbose,
-                quiet: args.quiet,
-            },
-        )),
-        Format::Jsonl => Out::Jsonl(JsonLines::new(out, args.calls)),
-    };
-    let mut sink = Counting::new(sink);
+    if args.write.is_some() && args.files.len() > 1 {
+        eprintln!("h2scope: -w writes the selection of one capture; give one file");
+        return ExitCode::from(2);
+    }
+    let silent = args.write.is_some() && !args.print;
+    let mut sink = make_sink(&args.output, silent);
     let mut failed = false;
     for file in &args.files {
         let mut reader = match CaptureReader::open(file) {
@@ -296,7 +441,7 @@ fn read(args: ReadArgs) -> ExitCode {
                 continue;
             }
         };
-        let cfg = config(&args);
+        let cfg = config(&args.decode);
         let limit = args.count.unwrap_or(u64::MAX);
         // Schemas from reflection exchanges anywhere in the file apply to every call in it, so a
         // file (not a pipe) is read twice.
@@ -305,6 +450,29 @@ fn read(args: ReadArgs) -> ExitCode {
         } else {
             harvest(file, base_schemas.clone(), &cfg, limit)
         };
+        let path_conns = match (&args.write, &args.path) {
+            (Some(_), Some(p)) => Some(conns_with_path(file, p, &cfg, schemas.clone())),
+            _ => None,
+        };
+        let mut writer = match &args.write {
+            Some(path) => {
+                let format = if args.pcap {
+                    WriteFormat::Pcap
+                } else {
+                    WriteFormat::Pcapng
+                };
+                match CaptureFile::create(path, format, None, 1) {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        eprintln!("h2scope: {}: cannot write: {e}", path.display());
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            None => None,
+        };
+        let mut write_error = None;
+        let mut written = 0u64;
         let mut dissector = Dissector::with_schemas(cfg, schemas);
         sink.tally = Default::default();
         let mut seen = 0u64;
@@ -312,7 +480,24 @@ fn read(args: ReadArgs) -> ExitCode {
             if let Out::Text(t) = &mut sink.inner {
                 t.set_base(pkt.ts_ns);
             }
-            dissector.packet(pkt, &mut sink);
+            let conn = dissector.packet(pkt, &mut sink);
+            if let Some(w) = writer.as_mut() {
+                let by_conn =
+                    args.conns.is_empty() || conn.is_some_and(|c| args.conns.contains(&c));
+                let by_path = path_conns
+                    .as_ref()
+                    .is_none_or(|set| conn.is_some_and(|c| set.contains(&c)));
+                let by_port = args.port.is_none_or(|p| {
+                    link::decode(pkt.link, pkt.data)
+                        .is_ok_and(|s| s.src.port() == p || s.dst.port() == p)
+                });
+                if by_conn && by_path && by_port && write_error.is_none() {
+                    match w.write_packet(pkt.link, pkt.ts_ns, pkt.data, pkt.orig_len) {
+                        Ok(()) => written += 1,
+                        Err(e) => write_error = Some(e),
+                    }
+                }
+            }
             seen += 1;
             seen < limit
         });
@@ -327,30 +512,35 @@ fn read(args: ReadArgs) -> ExitCode {
             eprintln!("h2scope: {e}");
             failed = true;
         }
+        if let Some(w) = writer.as_mut() {
+            if let Some(e) = write_error.or_else(|| w.flush().err()) {
+                eprintln!(
+                    "h2scope: writing {}: {e}",
+                    args.write
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                );
+                return ExitCode::FAILURE;
+            }
+            eprintln!(
+                "h2scope: wrote {written} packets to {}",
+                args.write
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            );
+        }
         let stats = dissector.finish(&mut sink);
-        let warnings = reader
-            .warnings()
-            .iter()
-            .map(|w| match w {
-                CaptureWarning::TruncatedRecord { after_record } => format!(
-                    "the file ends inside the record after record {after_record} (truncated capture)"
-                ),
-                CaptureWarning::UnknownInterface { record, interface } => {
-                    format!("record {record} refers to undeclared interface {interface}; skipped")
-                }
-            })
-            .collect();
         let summary = Summary {
             file: file.clone(),
             stats,
             tally: sink.tally.clone(),
-            warnings,
+            warnings: capture_warnings(&reader),
+            live: None,
         };
-        if !args.no_summary {
-            match &mut sink.inner {
-                Out::Text(t) => t.summary(&summary),
-                Out::Jsonl(j) => j.summary(&summary),
-            }
+        if !args.output.no_summary && !silent {
+            print_summary(&mut sink, &summary);
         }
         if let Some(e) = sink.inner.io_error() {
             if e.kind() == io::ErrorKind::BrokenPipe {
@@ -364,6 +554,145 @@ fn read(args: ReadArgs) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn capture(args: CaptureArgs) -> ExitCode {
+    if args.list_interfaces {
+        return match live::list_interfaces() {
+            Ok(list) => {
+                for (i, iface) in list.iter().enumerate() {
+                    match &iface.description {
+                        Some(d) => println!("{}. {} ({d})", i + 1, iface.name),
+                        None => println!("{}. {}", i + 1, iface.name),
+                    }
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("h2scope: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let iface = args.interface.clone().unwrap_or_default();
+    let schemas = match load_schemas(&args.decode.schema) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("h2scope: schema: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut cap = match live::LiveCapture::open(&iface, args.filter.as_deref(), args.snaplen) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("h2scope: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut writer = match &args.write {
+        Some(path) => {
+            let format = if args.pcap {
+                WriteFormat::Pcap
+            } else {
+                WriteFormat::Pcapng
+            };
+            let ring = args.ring_size.map(|mb| mb.max(1) << 20);
+            match CaptureFile::create(path, format, ring, args.ring_files) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    eprintln!("h2scope: {}: cannot write: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        None => None,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // SIGINT and SIGTERM end the capture cleanly: calls flushed, files complete.
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+    eprintln!(
+        "h2scope: capturing on {iface}{}; Ctrl-C to stop",
+        args.filter
+            .as_deref()
+            .map(|f| format!(" ({f})"))
+            .unwrap_or_default()
+    );
+    let mut sink = make_sink(&args.output, false);
+    let mut dissector = Dissector::with_schemas(config(&args.decode), schemas);
+    let started = Instant::now();
+    let limit = args.count.unwrap_or(u64::MAX);
+    let duration = args.duration.map(Duration::from_secs_f64);
+    let mut seen = 0u64;
+    let mut last_stats = Instant::now();
+    let mut reported_drops = 0u64;
+    let mut failure = None;
+    while !stop.load(Ordering::SeqCst)
+        && seen < limit
+        && duration.is_none_or(|d| started.elapsed() < d)
+    {
+        match cap.next_packet() {
+            Ok(Some(pkt)) => {
+                seen += 1;
+                if let Out::Text(t) = &mut sink.inner {
+                    t.set_base(pkt.ts_ns);
+                }
+                if let Some(w) = writer.as_mut() {
+                    if let Err(e) = w.write_packet(pkt.link, pkt.ts_ns, pkt.data, pkt.orig_len) {
+                        failure = Some(format!("writing the capture file: {e}"));
+                        break;
+                    }
+                }
+                dissector.packet(&pkt, &mut sink);
+                // Each frame is shown as soon as its bytes are complete.
+                sink.inner.flush();
+            }
+            Ok(None) => {}
+            Err(e) => {
+                failure = Some(e.to_string());
+                break;
+            }
+        }
+        if last_stats.elapsed() >= Duration::from_secs(1) {
+            last_stats = Instant::now();
+            let s = cap.stats();
+            let drops = s.dropped + s.if_dropped;
+            if drops > reported_drops {
+                eprintln!(
+                    "h2scope: {} packets dropped so far ({} by the kernel, {} by the interface)",
+                    drops, s.dropped, s.if_dropped
+                );
+                reported_drops = drops;
+            }
+        }
+    }
+    let live_stats = cap.stats();
+    if let Some(w) = writer.as_mut() {
+        if let Err(e) = w.flush() {
+            failure.get_or_insert(format!("writing the capture file: {e}"));
+        }
+    }
+    let stats = dissector.finish(&mut sink);
+    let summary = Summary {
+        file: format!("interface {iface}"),
+        stats,
+        tally: sink.tally.clone(),
+        warnings: Vec::new(),
+        live: Some(live_stats),
+    };
+    if !args.output.no_summary {
+        print_summary(&mut sink, &summary);
+    }
+    sink.inner.flush();
+    match failure {
+        Some(f) => {
+            eprintln!("h2scope: {f}");
+            ExitCode::FAILURE
+        }
+        None => ExitCode::SUCCESS,
     }
 }
 

@@ -134,7 +134,8 @@ impl Dissector {
         self.schemas
     }
 
-    pub fn packet(&mut self, pkt: &Packet<'_>, sink: &mut dyn Sink) {
+    /// Dissects one packet; returns the number of the TCP connection it belongs to, if any.
+    pub fn packet(&mut self, pkt: &Packet<'_>, sink: &mut dyn Sink) -> Option<u64> {
         self.stats.packets += 1;
         self.stats.first_ts_ns.get_or_insert(pkt.ts_ns);
         self.stats.last_ts_ns = pkt.ts_ns;
@@ -142,7 +143,7 @@ impl Dissector {
             Ok(seg) => seg,
             Err(skip) => {
                 self.count_skip(skip);
-                return;
+                return None;
             }
         };
         self.stats.tcp_packets += 1;
@@ -157,7 +158,7 @@ impl Dissector {
             sink,
             stats: &mut self.stats,
         };
-        self.flows.segment(&seg, &meta, &mut handler);
+        self.flows.segment(&seg, &meta, &mut handler)
     }
 
     fn count_skip(&mut self, skip: Skip) {

@@ -372,3 +372,111 @@ fn proto_errors_say_file_line_and_column() {
     assert!(err.contains("bad.proto:4:1:"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `read -w` writes the packets of the selected traffic; the written file dissects to exactly
+/// the calls of the selected connections.
+#[test]
+fn read_w_writes_the_selected_connections() {
+    let source = public("t5g_free5gc.pcap");
+    let all = jsonl(&[
+        "read",
+        "--format",
+        "jsonl",
+        "--calls",
+        "--no-summary",
+        &source,
+    ]);
+    let path = "/nausf-auth/v1/ue-authentications";
+    let conns: std::collections::BTreeSet<u64> = all
+        .iter()
+        .filter(|c| c["path"] == path)
+        .map(|c| c["conn"].as_u64().unwrap())
+        .collect();
+    assert!(!conns.is_empty());
+    let expected: Vec<String> = all
+        .iter()
+        .filter(|c| conns.contains(&c["conn"].as_u64().unwrap()))
+        .map(|c| c["path"].as_str().unwrap().to_string())
+        .collect();
+
+    let dir = std::env::temp_dir().join(format!("h2scope-w-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("selected.pcapng");
+    let o = Command::new(BIN)
+        .args(["read", &source, "-w", out.to_str().unwrap(), "--path", path])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stdout.is_empty(), "-w without -P prints nothing");
+    let written = jsonl(&[
+        "read",
+        "--format",
+        "jsonl",
+        "--calls",
+        "--no-summary",
+        out.to_str().unwrap(),
+    ]);
+    let mut got: Vec<String> = written
+        .iter()
+        .map(|c| c["path"].as_str().unwrap().to_string())
+        .collect();
+    let mut want = expected.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+
+    // --conn and --port select the same way; classic pcap with --pcap.
+    let conn = conns.iter().next().unwrap().to_string();
+    let out2 = dir.join("conn.pcap");
+    let o = Command::new(BIN)
+        .args([
+            "read",
+            &source,
+            "-w",
+            out2.to_str().unwrap(),
+            "--pcap",
+            "--conn",
+            &conn,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let one = jsonl(&[
+        "read",
+        "--format",
+        "jsonl",
+        "--calls",
+        "--no-summary",
+        out2.to_str().unwrap(),
+    ]);
+    assert!(one.iter().any(|c| c["path"] == path));
+    assert!(std::fs::read(&out2)
+        .unwrap()
+        .starts_with(&[0x4d, 0x3c, 0xb2, 0xa1]));
+    let out3 = dir.join("port.pcapng");
+    let o = Command::new(BIN)
+        .args([
+            "read",
+            &source,
+            "-w",
+            out3.to_str().unwrap(),
+            "--port",
+            "29509",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let by_port = jsonl(&[
+        "read",
+        "--format",
+        "jsonl",
+        "--calls",
+        "--no-summary",
+        out3.to_str().unwrap(),
+    ]);
+    assert!(!by_port.is_empty());
+    assert!(by_port
+        .iter()
+        .all(|c| c["server"].as_str().unwrap().ends_with(":29509")));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -4,6 +4,7 @@
 //! only as far as [`MAX_RECORD_BYTES`] so that a corrupted length field cannot make us allocate gigabytes.
 
 pub mod link;
+pub mod live;
 
 use std::fs::File;
 use std::io::{self, Read};

@@ -17,20 +17,29 @@ pub struct JsonLines<W: Write> {
     out: W,
     /// Only call events (`--calls`).
     calls_only: bool,
+    /// No events at all (only the summary, if asked for).
+    quiet: bool,
     io_error: Option<std::io::Error>,
 }
 
 impl<W: Write> JsonLines<W> {
-    pub fn new(out: W, calls_only: bool) -> Self {
+    pub fn new(out: W, calls_only: bool, quiet: bool) -> Self {
         JsonLines {
             out,
             calls_only,
+            quiet,
             io_error: None,
         }
     }
 
     pub fn io_error(&mut self) -> Option<std::io::Error> {
         self.io_error.take()
+    }
+
+    pub fn flush(&mut self) {
+        if let Err(e) = self.out.flush() {
+            self.io_error.get_or_insert(e);
+        }
     }
 
     pub fn summary(&mut self, s: &Summary) {
@@ -58,6 +67,9 @@ impl<W: Write> JsonLines<W> {
 
 impl<W: Write> Sink for JsonLines<W> {
     fn event(&mut self, event: Event) {
+        if self.quiet {
+            return;
+        }
         let v = match &event {
             Event::Call(c) => call_json(c),
             _ if self.calls_only => return,
@@ -363,5 +375,8 @@ fn summary_json(s: &Summary) -> Value {
         "errors": s.tally.errors,
         "retransmitted_segments": s.stats.flows.retransmitted,
         "capture_warnings": s.warnings,
+        "received": s.live.map(|l| l.received),
+        "kernel_drops": s.live.map(|l| l.dropped),
+        "interface_drops": s.live.map(|l| l.if_dropped),
     })
 }

@@ -2,6 +2,7 @@
 
 pub mod jsonl;
 pub mod pcap;
+pub mod pcapng;
 pub mod text;
 
 use std::collections::BTreeMap;
@@ -76,4 +77,6 @@ pub struct Summary {
     pub tally: Tally,
     /// Non-fatal capture-file problems, in words.
     pub warnings: Vec<String>,
+    /// libpcap's counters, for a live capture.
+    pub live: Option<crate::capture::live::LiveStats>,
 }

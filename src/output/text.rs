@@ -49,6 +49,12 @@ impl<W: Write> Text<W> {
         self.io_error.take()
     }
 
+    pub fn flush(&mut self) {
+        if let Err(e) = self.out.flush() {
+            self.io_error.get_or_insert(e);
+        }
+    }
+
     fn rel(&self, ts_ns: i64) -> f64 {
         ts_ns.saturating_sub(self.base_ns.unwrap_or(ts_ns)) as f64 / 1e9
     }
@@ -293,6 +299,13 @@ impl<W: Write> Text<W> {
                 .map(|(k, v)| format!("{k}: {v}"))
                 .collect();
             let _ = writeln!(l, "packets not decoded: {}", parts.join(", "));
+        }
+        if let Some(live) = &s.live {
+            let _ = writeln!(
+                l,
+                "capture: {} packets received by the filter, {} dropped by the kernel, {} by the interface",
+                live.received, live.dropped, live.if_dropped
+            );
         }
         for w in &s.warnings {
             let _ = writeln!(l, "warning: {w}");

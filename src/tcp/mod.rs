@@ -196,12 +196,13 @@ impl<S> FlowTable<S> {
         self.flows.is_empty()
     }
 
+    /// Feeds one segment; returns the number of the connection it belongs to.
     pub fn segment<H: FlowHandler<State = S>>(
         &mut self,
         seg: &TcpSegment<'_>,
         meta: &PacketMeta,
         handler: &mut H,
-    ) {
+    ) -> Option<u64> {
         self.stats.segments += 1;
         self.maybe_sweep(meta, handler);
         let key = FlowKey::of(seg.src, seg.dst);
@@ -249,12 +250,11 @@ impl<S> FlowTable<S> {
                 },
             );
         }
-        let Some(flow) = self.flows.get_mut(&key) else {
-            return;
-        };
+        let flow = self.flows.get_mut(&key)?;
         flow.last_ts_ns = meta.ts_ns;
+        let conn = flow.info.conn;
         if flow.closed {
-            return;
+            return Some(conn);
         }
         let dir = direction(&flow.info, seg.src);
         let d = dir.index();
@@ -295,6 +295,7 @@ impl<S> FlowTable<S> {
             Self::account(&mut self.stats, asm);
             handler.close(info, state, CloseReason::Closed, meta);
         }
+        Some(conn)
     }
 
     /// Ends every connection still open (end of input).

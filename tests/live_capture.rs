@@ -1,0 +1,218 @@
+//! Live capture on the loopback interface while a real gRPC server and client talk (needs the
+//! `live` feature and the right to capture: CI runs as root). The live output shows the calls and
+//! messages; the recorded pcapng reads back to the same frames; tshark reads it too.
+
+#![cfg(feature = "live")]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_h2scope");
+
+fn can_capture() -> bool {
+    let out = Command::new(BIN)
+        .args([
+            "capture",
+            "-i",
+            "lo",
+            "--duration",
+            "0.1",
+            "-q",
+            "--no-summary",
+        ])
+        .output()
+        .unwrap();
+    let ok = out.status.success();
+    if !ok {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            std::env::var_os("H2SCOPE_REQUIRE_LIVE").is_none(),
+            "live capture must work here: {err}"
+        );
+        eprintln!("cannot capture on lo here, skipping: {err}");
+    }
+    ok
+}
+
+fn frame_key(e: &Value) -> (String, String, u64, String, u64) {
+    (
+        e["src"].as_str().unwrap().to_string(),
+        e["dst"].as_str().unwrap().to_string(),
+        e["stream"].as_u64().unwrap(),
+        e["type"].as_str().unwrap().to_string(),
+        e["length"].as_u64().unwrap(),
+    )
+}
+
+fn jsonl(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn live_capture_shows_calls_and_records_a_readable_file() {
+    if !can_capture() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = rt.block_on(async {
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        addr
+    });
+    let dir = std::env::temp_dir().join(format!("h2scope-live-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("live.pcapng");
+    let filter = format!("tcp port {}", addr.port());
+    let mut child = Command::new(BIN)
+        .args([
+            "capture",
+            "-i",
+            "lo",
+            "-f",
+            &filter,
+            "-w",
+            file.to_str().unwrap(),
+        ])
+        .args(["--format", "jsonl"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the capture runs.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("capturing on lo"), "{line}");
+
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+        for _ in 0..5 {
+            client
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await
+                .unwrap();
+        }
+    });
+    // Give the capture time to see the last packets, then stop it as a user would.
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "Ctrl-C took too long"
+    );
+    let events = jsonl(&String::from_utf8(out.stdout).unwrap());
+
+    let calls: Vec<&Value> = events.iter().filter(|e| e["event"] == "call").collect();
+    let checks = calls
+        .iter()
+        .filter(|c| c["path"] == "/grpc.health.v1.Health/Check" && c["grpc_status"] == 0)
+        .count();
+    assert_eq!(checks, 5, "{calls:?}");
+    let replies = events
+        .iter()
+        .filter(|e| e["event"] == "message" && e["json"]["status"] == "SERVING")
+        .count();
+    assert_eq!(replies, 5);
+    let summary = events.last().unwrap();
+    assert_eq!(summary["event"], "summary");
+    assert!(summary["received"].as_u64().unwrap() >= summary["packets"].as_u64().unwrap());
+    assert_eq!(summary["kernel_drops"], 0);
+
+    // The file holds what was dissected live.
+    let mut live: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "frame")
+        .map(frame_key)
+        .collect();
+    let read = Command::new(BIN)
+        .args(["read", "--format", "jsonl", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(read.status.success());
+    let mut from_file: Vec<_> = jsonl(&String::from_utf8(read.stdout).unwrap())
+        .iter()
+        .filter(|e| e["event"] == "frame")
+        .map(frame_key)
+        .collect();
+    live.sort();
+    from_file.sort();
+    assert!(!live.is_empty());
+    assert_eq!(live, from_file);
+
+    // tshark reads the file without complaint.
+    match Command::new("tshark")
+        .args(["-r", file.to_str().unwrap()])
+        .output()
+    {
+        Ok(t) => {
+            assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
+            assert!(!t.stdout.is_empty());
+        }
+        Err(_) => assert!(
+            std::env::var_os("H2SCOPE_REQUIRE_TSHARK").is_none(),
+            "tshark is required here"
+        ),
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn capture_errors_say_what_to_do() {
+    let out = Command::new(BIN)
+        .args(["capture", "-i", "nosuch0", "--duration", "0.1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no such interface") || err.contains("permission denied"),
+        "{err}"
+    );
+
+    // As an unprivileged user, where one can be made (root with setpriv).
+    let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    let setpriv = Command::new("setpriv").arg("--version").output().is_ok();
+    if root && setpriv {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+            .args(["capture", "-i", "lo", "--duration", "0.1"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("permission denied") && err.contains("CAP_NET_RAW"),
+            "{err}"
+        );
+    } else {
+        eprintln!("not root: the permission message is covered by the unit test of classify()");
+    }
+}
