@@ -44,6 +44,8 @@ enum Command {
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum Format {
     Text,
+    /// JSON Lines (`json` is accepted too).
+    #[value(alias = "json")]
     Jsonl,
 }
 

@@ -405,12 +405,22 @@ fn check_command_matches_mismatches_and_fails_to_connect() {
     std::fs::create_dir_all(&dir).unwrap();
     let capture = dir.join("recorded.pcap");
     std::fs::write(&capture, server.record()).unwrap();
-    let o = h2scope(&["haproxy", capture.to_str().unwrap(), "--format", "jsonl"]);
+    let o = h2scope(&["haproxy", capture.to_str().unwrap(), "--format", "json"]);
     assert!(o.status.success());
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let send = v["send_hex"].as_str().unwrap().to_string();
     let expect = v["expect_hex"].as_str().unwrap().to_string();
     let addr = server.addr.to_string();
+
+    // `haproxy --verify` runs the same check with the exported bytes.
+    let o = h2scope(&["haproxy", capture.to_str().unwrap(), "--verify", &addr]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("tcp-check send-binary"));
 
     let o = h2scope(&["check", &addr, "--send-hex", &send, "--expect-hex", &expect]);
     let err = String::from_utf8_lossy(&o.stderr);

@@ -98,6 +98,14 @@ mod imp {
             // Non-blocking, with our own poll(2): in immediate mode Linux libpcap ignores the read
             // timeout, and Ctrl-C and --duration must be noticed while the wire is quiet.
             let mut cap = cap.setnonblock().map_err(|e| error(iface, e))?;
+            // On `any`, ask for Linux cooked v2 as tcpdump does: it names the interface of each
+            // packet. Older libpcaps without it keep cooked v1.
+            if iface == "any" {
+                let sll2 = pcap::Linktype(crate::capture::link::LINKTYPE_LINUX_SLL2 as i32);
+                if cap.list_datalinks().is_ok_and(|l| l.contains(&sll2)) {
+                    let _ = cap.set_datalink(sll2);
+                }
+            }
             if let Some(f) = filter {
                 cap.filter(f, true).map_err(|e| LiveError::BadFilter {
                     filter: f.to_string(),
