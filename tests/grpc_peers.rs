@@ -167,6 +167,10 @@ async fn traffic(rec: &Recorder) {
         .register_encoded_file_descriptor_set(echo_descriptor_set())
         .build_v1()
         .unwrap();
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(echo_descriptor_set())
+        .build_v1alpha()
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream = listener.local_addr().unwrap();
     tokio::spawn(
@@ -174,6 +178,7 @@ async fn traffic(rec: &Recorder) {
             .add_service(Echo)
             .add_service(health)
             .add_service(reflection)
+            .add_service(reflection_alpha)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
@@ -274,7 +279,7 @@ async fn traffic(rec: &Recorder) {
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::ServerReflectionRequest;
-    let mut refl = ServerReflectionClient::new(channel);
+    let mut refl = ServerReflectionClient::new(channel.clone());
     let asks = vec![
         ServerReflectionRequest {
             host: String::new(),
@@ -297,6 +302,22 @@ async fn traffic(rec: &Recorder) {
         got += 1;
     }
     assert_eq!(got, 2);
+
+    // The older v1alpha protocol, which many servers still speak.
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as AlphaClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as AlphaRequest;
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest as AlphaAsk;
+    let mut alpha = AlphaClient::new(channel);
+    let ask = AlphaAsk {
+        host: String::new(),
+        message_request: Some(AlphaRequest::FileByFilename("echo.proto".into())),
+    };
+    let mut answers = alpha
+        .server_reflection_info(tokio_stream::iter(vec![ask]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answers.message().await.unwrap().is_some());
     tokio::time::sleep(Duration::from_millis(200)).await;
 }
 
@@ -446,8 +467,19 @@ fn grpc_streaming_compression_big_message_and_harvested_schema() {
         .iter()
         .any(|m| m.decoded.harvested.iter().any(|f| f == "echo.proto")));
 
+    let alpha = of_path(
+        &ms,
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    );
+    assert_eq!(alpha.len(), 2);
+    assert_eq!(
+        alpha[1].decoded.type_name.as_deref(),
+        Some("grpc.reflection.v1alpha.ServerReflectionResponse")
+    );
+    assert!(alpha[1].decoded.harvested.iter().any(|f| f == "echo.proto"));
+
     let calls = common::calls(&events);
-    assert_eq!(calls.len(), 7);
+    assert_eq!(calls.len(), 8);
     assert!(calls.iter().all(|c| c.grpc && c.grpc_status() == Some(0)));
 
     // One pass only: the echo calls came before the reflection exchange, so they stay
