@@ -113,8 +113,10 @@ pub enum ErrorKind {
     Capture,
     /// HPACK decoding failed; that direction's headers are unknown from here on.
     Hpack,
-    /// The frame stream lost its boundaries (after a gap) and is no longer decoded.
+    /// The frame stream lost its boundaries (after a gap).
     Desync,
+    /// Frame boundaries were found again, or found in a connection joined mid-way.
+    Resync,
     /// A protocol rule was broken; decoding goes on.
     Protocol,
     /// A limit was reached (buffer, table, header list).
@@ -127,6 +129,7 @@ impl ErrorKind {
             ErrorKind::Capture => "capture",
             ErrorKind::Hpack => "hpack",
             ErrorKind::Desync => "desync",
+            ErrorKind::Resync => "resync",
             ErrorKind::Protocol => "protocol",
             ErrorKind::Limit => "limit",
         }

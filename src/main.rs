@@ -12,6 +12,7 @@ use h2scope::capture::{link, live, CaptureReader, CaptureWarning};
 use h2scope::event::{ErrorEvent, ErrorKind, Event, Sink};
 use h2scope::grpc::schema::Schemas;
 use h2scope::haproxy::{self, check, config, Collector, ExportOptions, Selector};
+use h2scope::http2::connection::{AssumeTarget, AssumedPath};
 use h2scope::output::jsonl::JsonLines;
 use h2scope::output::pcapng::{CaptureFile, Format as WriteFormat};
 use h2scope::output::text::{Text, TextOptions};
@@ -185,6 +186,41 @@ struct DecodeArgs {
     /// gRPC messages larger than this are reported with their length, not decoded.
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
     max_message_size: usize,
+    /// For streams whose request headers the capture lacks: the method they call, for one
+    /// stream (`CONN:STREAM=/pkg.Svc/Method`) or every stream to a server port
+    /// (`PORT=/pkg.Svc/Method`). Repeatable.
+    #[arg(long = "assume-path", value_name = "TARGET=PATH", value_parser = parse_assume)]
+    assume_paths: Vec<AssumedPath>,
+}
+
+fn parse_assume(s: &str) -> Result<AssumedPath, String> {
+    let (target, path) = s.split_once('=').ok_or_else(|| {
+        format!("{s:?}: expected CONN:STREAM=/pkg.Svc/Method or PORT=/pkg.Svc/Method")
+    })?;
+    if !path.starts_with('/') {
+        return Err(format!(
+            "{path:?}: a gRPC path starts with '/', as /pkg.Svc/Method"
+        ));
+    }
+    let target = match target.split_once(':') {
+        Some((c, st)) => AssumeTarget::Stream {
+            conn: c
+                .parse()
+                .map_err(|_| format!("{c:?} is not a connection number"))?,
+            stream: st
+                .parse()
+                .map_err(|_| format!("{st:?} is not a stream id"))?,
+        },
+        None => AssumeTarget::Port(
+            target
+                .parse()
+                .map_err(|_| format!("{target:?} is not a port"))?,
+        ),
+    };
+    Ok(AssumedPath {
+        target,
+        path: path.to_string(),
+    })
 }
 
 #[derive(clap::Args)]
@@ -325,6 +361,7 @@ fn load_schemas(args: &SchemaArgs) -> Result<Schemas, String> {
 fn config(args: &DecodeArgs) -> Config {
     let mut cfg = Config::default();
     cfg.http2.forced_ports = args.h2_ports.clone();
+    cfg.http2.assumed_paths = args.assume_paths.clone();
     cfg.grpc.max_message_size = args.max_message_size;
     cfg.grpc.max_decompressed_size = args.max_message_size.max(cfg.grpc.max_decompressed_size);
     cfg

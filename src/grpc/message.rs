@@ -120,6 +120,29 @@ pub fn decode(
         }
     }
     let types = path.and_then(|p| schemas.method(p));
+    if types.is_none() && path.is_none() {
+        match infer(schemas, side, bytes) {
+            Inferred::One(types, name) => {
+                let desc = match side {
+                    Side::Request => types.input,
+                    Side::Response => types.output,
+                };
+                if let Ok((_, json)) = decode_with(&desc, bytes) {
+                    d.type_name = Some(desc.full_name().to_string());
+                    d.json = Some(json);
+                    d.problem = Some(format!("no :path in the capture; decoded as {name}, the only loaded method whose type fits"));
+                    return Outcome::Message(d);
+                }
+            }
+            Inferred::Many(names) => {
+                d.problem = Some(format!(
+                    "no :path in the capture; several loaded methods fit: {}",
+                    names.join(", ")
+                ));
+            }
+            Inferred::None => {}
+        }
+    }
     match types {
         Some(t) => {
             let desc = match side {
@@ -143,6 +166,45 @@ pub fn decode(
         None => d.fields = Some(wire::decode_raw(bytes)),
     }
     Outcome::Message(d)
+}
+
+enum Inferred {
+    One(super::schema::MethodTypes, String),
+    Many(Vec<String>),
+    None,
+}
+
+/// Tries every loaded method's type for this side: a clean decode (every field known) of a
+/// non-empty message is a fit. One message type fitting (whatever the number of methods using it)
+/// is an answer; several are listed.
+fn infer(schemas: &Schemas, side: Side, bytes: &[u8]) -> Inferred {
+    if bytes.is_empty() {
+        return Inferred::None;
+    }
+    let mut fits: Vec<(String, super::schema::MethodTypes)> = Vec::new();
+    for (path, types) in schemas.user_methods() {
+        let desc = match side {
+            Side::Request => &types.input,
+            Side::Response => &types.output,
+        };
+        if let Ok(msg) = DynamicMessage::decode(desc.clone(), bytes) {
+            if msg.unknown_fields().next().is_none() {
+                fits.push((path, types));
+            }
+        }
+    }
+    let type_of = |t: &super::schema::MethodTypes| match side {
+        Side::Request => t.input.full_name().to_string(),
+        Side::Response => t.output.full_name().to_string(),
+    };
+    let mut kinds: Vec<String> = fits.iter().map(|(_, t)| type_of(t)).collect();
+    kinds.sort();
+    kinds.dedup();
+    match (kinds.len(), fits.into_iter().next()) {
+        (1, Some((path, types))) => Inferred::One(types, path),
+        (0, _) | (_, None) => Inferred::None,
+        _ => Inferred::Many(kinds),
+    }
 }
 
 fn decode_with(desc: &MessageDescriptor, bytes: &[u8]) -> Result<(DynamicMessage, Value), String> {

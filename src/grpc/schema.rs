@@ -46,6 +46,8 @@ pub struct Schemas {
     waiting: Vec<FileDescriptorProto>,
     harvested_bytes: usize,
     harvested_files: Vec<String>,
+    /// Files beyond the bundled ones: only then is a method guessed for a stream without path.
+    user_files: bool,
 }
 
 impl Default for Schemas {
@@ -73,6 +75,7 @@ impl Schemas {
             waiting: Vec::new(),
             harvested_bytes: 0,
             harvested_files: Vec::new(),
+            user_files: false,
         }
     }
 
@@ -162,6 +165,7 @@ impl Schemas {
             .add_file_descriptor_protos(new)
             .map_err(|e| e.to_string())?;
         self.methods.clear();
+        self.user_files = true;
         Ok(())
     }
 
@@ -202,6 +206,7 @@ impl Schemas {
         }
         if !added.is_empty() {
             self.methods.clear();
+            self.user_files = true;
         }
         carried.retain(|name| self.pool.get_file_by_name(name).is_some());
         carried
@@ -229,6 +234,29 @@ impl Schemas {
             client_streaming: m.is_client_streaming(),
             server_streaming: m.is_server_streaming(),
         })
+    }
+
+    /// Every method of the schemas given by the user or harvested (none with only the bundled
+    /// ones), as `(path, types)`, for guessing the method of a stream without `:path`.
+    pub fn user_methods(&self) -> Vec<(String, MethodTypes)> {
+        if !self.user_files {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for svc in self.pool.services() {
+            for m in svc.methods() {
+                out.push((
+                    format!("/{}/{}", svc.full_name(), m.name()),
+                    MethodTypes {
+                        input: m.input(),
+                        output: m.output(),
+                        client_streaming: m.is_client_streaming(),
+                        server_streaming: m.is_server_streaming(),
+                    },
+                ));
+            }
+        }
+        out
     }
 
     pub fn message(&self, full_name: &str) -> Option<MessageDescriptor> {

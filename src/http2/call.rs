@@ -144,6 +144,35 @@ impl Call {
     }
 }
 
+fn unknown_index(h: &HeaderField) -> u32 {
+    use super::hpack::Representation as R;
+    match h.repr {
+        R::Indexed { index } | R::Unknown { index } => index,
+        R::IncrementalIndexing { name_index, .. }
+        | R::WithoutIndexing { name_index, .. }
+        | R::NeverIndexed { name_index, .. } => name_index.unwrap_or(0),
+    }
+}
+
+/// A header's name for display; a name from an HPACK entry the capture never saw is shown as
+/// `<unknown dynamic #N>`, never guessed.
+pub fn header_name(h: &HeaderField) -> String {
+    if h.name_unknown {
+        format!("<unknown dynamic #{}>", unknown_index(h))
+    } else {
+        lossless(&h.name)
+    }
+}
+
+/// A header's value for display, with unknowns marked as for [`header_name`].
+pub fn header_value(h: &HeaderField) -> String {
+    if h.value_unknown {
+        format!("<unknown dynamic #{}>", unknown_index(h))
+    } else {
+        lossless(&h.value)
+    }
+}
+
 /// Bytes as text: UTF-8 as is, other bytes escaped as `\xNN`, so nothing is ever dropped.
 pub fn lossless(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());

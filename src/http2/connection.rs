@@ -11,6 +11,7 @@ use super::frame::{
     self, flags, parse_payload, setting, FrameHeader, FrameType, Payload, FRAME_HEADER_LEN, PREFACE,
 };
 use super::hpack::{Decoder, HeaderField};
+use super::resync::{self, Sync};
 use crate::event::{
     ErrorEvent, ErrorKind, Event, FrameDetail, FrameEvent, GapEvent, MessageEvent, Origin, Sink,
 };
@@ -32,6 +33,23 @@ pub struct Http2Config {
     pub max_header_list: usize,
     /// Open streams kept per connection.
     pub max_open_streams: usize,
+    /// Paths to assume for gRPC streams whose request headers the capture lacks.
+    pub assumed_paths: Vec<AssumedPath>,
+}
+
+/// `--assume-path`: what a stream without known `:path` is taken to call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssumedPath {
+    pub target: AssumeTarget,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssumeTarget {
+    /// One stream of one connection.
+    Stream { conn: u64, stream: u32 },
+    /// Every stream to this server port.
+    Port(u16),
 }
 
 impl Default for Http2Config {
@@ -42,6 +60,7 @@ impl Default for Http2Config {
             max_header_block: 1 << 20,
             max_header_list: 1 << 20,
             max_open_streams: 10_000,
+            assumed_paths: Vec::new(),
         }
     }
 }
@@ -104,8 +123,8 @@ enum Phase {
     /// The server's HTTP/1.1 `101` response precedes its frames.
     UpgradeResponse,
     Frames,
-    /// Frame boundaries are lost (gap); nothing more is decoded in this direction.
-    Lost,
+    /// Looking for frame boundaries (connection joined mid-way, or after a gap); bytes are held.
+    Resync,
 }
 
 struct Current {
@@ -142,12 +161,25 @@ struct Direction {
     /// HEADER_TABLE_SIZE values this direction sent, waiting for the peer's ACK.
     unacked_table_sizes: VecDeque<Option<u32>>,
     frames: u64,
+    /// The HPACK table holds entries from before the capture (or a gap) that are unknown.
+    unknown_past: bool,
+    /// Bytes passed over while looking for frame boundaries.
+    skipped: u64,
+}
+
+fn decoder(unknown_past: bool, max_header_list: usize) -> Decoder {
+    let mut hpack = if unknown_past {
+        Decoder::with_unknown_past()
+    } else {
+        Decoder::new()
+    };
+    hpack.set_max_header_list_size(max_header_list);
+    hpack
 }
 
 impl Direction {
     fn new(max_header_list: usize) -> Self {
-        let mut hpack = Decoder::new();
-        hpack.set_max_header_list_size(max_header_list);
+        let hpack = decoder(false, max_header_list);
         Direction {
             held: Vec::new(),
             phase: Phase::Frames,
@@ -160,7 +192,21 @@ impl Direction {
             max_frame_size: frame::DEFAULT_MAX_FRAME_SIZE,
             unacked_table_sizes: VecDeque::new(),
             frames: 0,
+            unknown_past: false,
+            skipped: 0,
         }
+    }
+
+    /// From here on the frames of this direction must be found again, with HPACK state unknown.
+    fn lose_sync(&mut self, max_header_list: usize) {
+        self.phase = Phase::Resync;
+        self.hpack = decoder(true, max_header_list);
+        self.hpack_ok = true;
+        self.unknown_past = true;
+        self.block = None;
+        self.cur = None;
+        self.hdr_len = 0;
+        self.held = Vec::new();
     }
 }
 
@@ -200,6 +246,8 @@ pub struct Connection {
     upgrade_at: (i64, u64),
     /// `mode == Upgrade` is an HTTP/1.1 CONNECT waiting for the proxy's answer.
     tunnel: bool,
+    /// The capture joined this connection after it started (no handshake seen).
+    mid: bool,
     skipped_bytes: u64,
 }
 
@@ -224,6 +272,7 @@ impl Connection {
             http1: None,
             upgrade_at: (0, 0),
             tunnel: false,
+            mid: !info.handshake_seen,
             skipped_bytes: 0,
         };
         let forced = |d: Dir| cfg.forced_ports.contains(&info.dst(d).port());
@@ -305,7 +354,10 @@ impl Connection {
             bytes,
         }));
         let ds = &mut self.dirs[dir.index()];
-        if ds.phase == Phase::Lost {
+        if ds.phase == Phase::Resync {
+            // Still looking for frames: the hole only makes the held bytes useless.
+            ds.skipped += ds.held.len() as u64;
+            ds.held = Vec::new();
             return;
         }
         let in_frame = ds
@@ -339,14 +391,12 @@ impl Connection {
                 }
             }
         } else {
-            ds.phase = Phase::Lost;
-            ds.hpack_ok = false;
-            ds.cur = None;
+            ds.lose_sync(ctx.cfg.max_header_list);
             ctx.error(
                 dir,
                 None,
                 ErrorKind::Desync,
-                format!("{bytes} bytes missing from the capture; frame boundaries lost, rest of this direction not decoded"),
+                format!("{bytes} bytes missing from the capture; looking for the next frame boundary, HPACK state unknown until it refills"),
             );
         }
     }
@@ -363,6 +413,25 @@ impl Connection {
                     );
                     ctx.error(dir, Some(cur.header.stream), ErrorKind::Protocol, msg);
                 }
+            }
+        }
+        // Bytes still held while looking for frames: now that no more will come, a lone frame
+        // that fills them is believed.
+        if self.mode == Mode::Detect && self.mid {
+            for dir in [Dir::Forward, Dir::Reverse] {
+                if self.mode == Mode::Detect && !self.dirs[dir.index()].held.is_empty() {
+                    self.try_mid_start(dir, true, ctx);
+                }
+            }
+        }
+        if self.mode == Mode::Http2 {
+            for dir in [Dir::Forward, Dir::Reverse] {
+                if self.dirs[dir.index()].phase == Phase::Resync {
+                    self.resync(dir, &[], true, ctx);
+                }
+            }
+            for message in std::mem::take(&mut self.pending_messages) {
+                ctx.sink.event(message);
             }
         }
         if matches!(self.mode, Mode::Detect | Mode::Upgrade) {
@@ -463,10 +532,94 @@ impl Connection {
                 // here then belong to the server, whatever they are.
                 let other = &self.dirs[dir.other().index()].held;
                 let n = other.len().min(PREFACE.len());
-                if other.is_empty() || other[..n] != PREFACE[..n] {
+                let other_preface = !other.is_empty() && other[..n] == PREFACE[..n];
+                if other_preface {
+                    return;
+                }
+                if self.mid {
+                    self.try_mid_start(dir, false, ctx);
+                } else {
                     self.give_up();
                 }
             }
+        }
+    }
+
+    /// A connection joined mid-way: look for frames in what this direction sent.
+    fn try_mid_start(&mut self, dir: Dir, at_end: bool, ctx: &mut Ctx<'_>) {
+        let held = &self.dirs[dir.index()].held;
+        if resync::looks_like_tls(held) {
+            self.give_up();
+            return;
+        }
+        match resync::find_frames(held, at_end) {
+            Sync::At(offset) => self.start_mid(dir, offset, ctx),
+            Sync::NeedMore if !at_end => {}
+            Sync::NeedMore | Sync::Nothing => self.give_up(),
+        }
+    }
+
+    fn start_mid(&mut self, dir: Dir, offset: usize, ctx: &mut Ctx<'_>) {
+        self.mode = Mode::Http2;
+        // Which side is the client is not in the bytes yet: the side on the higher (ephemeral)
+        // port is taken for the client, the first packet's destination on a tie.
+        let [a, b] = ctx.info.endpoints;
+        self.client = if a.port() < b.port() {
+            Dir::Reverse
+        } else {
+            Dir::Forward
+        };
+        ctx.error(
+            dir,
+            None,
+            ErrorKind::Resync,
+            "connection joined mid-way: frames found without a preface; HPACK entries from before the capture are unknown".into(),
+        );
+        for d in [Dir::Forward, Dir::Reverse] {
+            let held = std::mem::take(&mut self.dirs[d.index()].held);
+            self.dirs[d.index()].lose_sync(ctx.cfg.max_header_list);
+            if d == dir {
+                self.dirs[d.index()].phase = Phase::Frames;
+                self.dirs[d.index()].skipped += offset as u64;
+                self.feed(d, &held[offset..], ctx);
+            } else if !held.is_empty() {
+                self.feed(d, &held, ctx);
+            }
+        }
+    }
+
+    /// Bytes of a direction that lost its frame boundaries: held until frames are found again.
+    fn resync(&mut self, dir: Dir, input: &[u8], at_end: bool, ctx: &mut Ctx<'_>) {
+        let ds = &mut self.dirs[dir.index()];
+        ds.held.extend_from_slice(input);
+        match resync::find_frames(&ds.held, at_end) {
+            Sync::At(offset) => {
+                let held = std::mem::take(&mut ds.held);
+                ds.phase = Phase::Frames;
+                if offset > 0 {
+                    ds.skipped += offset as u64;
+                    ctx.error(
+                        dir,
+                        None,
+                        ErrorKind::Resync,
+                        format!("{offset} bytes passed over to find the next frame boundary"),
+                    );
+                }
+                self.feed(dir, &held[offset..], ctx);
+            }
+            Sync::NeedMore => {}
+            Sync::Nothing => {
+                // Keep the tail: a frame header may straddle what comes next.
+                let keep = ds.held.len().min(FRAME_HEADER_LEN * 4);
+                let drop = ds.held.len() - keep;
+                ds.skipped += drop as u64;
+                ds.held.drain(..drop);
+            }
+        }
+        let ds = &mut self.dirs[dir.index()];
+        if ds.held.len() > 2 * resync::MAX_SCAN {
+            ds.skipped += ds.held.len() as u64;
+            ds.held = Vec::new();
         }
     }
 
@@ -691,7 +844,7 @@ impl Connection {
                         call.response_bytes += bytes.len() as u64;
                     }
                 }
-                self.stream_data(dir, stream, &bytes, ctx);
+                self.stream_data(dir, stream, &bytes, false, ctx);
             }
             Http1Item::End => {
                 let Some(stream) = h1.current[dir.index()].take() else {
@@ -721,8 +874,8 @@ impl Connection {
         while !input.is_empty() {
             let ds = &mut self.dirs[d];
             match ds.phase {
-                Phase::Lost => {
-                    self.skipped_bytes += input.len() as u64;
+                Phase::Resync => {
+                    self.resync(dir, input, false, ctx);
                     return;
                 }
                 Phase::UpgradeResponse => {
@@ -803,15 +956,19 @@ impl Connection {
                         let lo = cur.got.max(start);
                         let hi = (cur.got + take as u32).min(end);
                         if lo < hi {
-                            content = Some(((lo - cur.got) as usize, (hi - cur.got) as usize));
+                            content = Some((
+                                (lo - cur.got) as usize,
+                                (hi - cur.got) as usize,
+                                lo == start,
+                            ));
                         }
                     }
                     let stream = cur.header.stream;
                     cur.got += take as u32;
                     let complete = cur.got == cur.header.length;
                     input = &input[take..];
-                    if let Some((a, b)) = content {
-                        self.stream_data(dir, stream, &chunk[a..b], ctx);
+                    if let Some((a, b, frame_start)) = content {
+                        self.stream_data(dir, stream, &chunk[a..b], frame_start, ctx);
                     }
                     if complete {
                         self.finish_frame(dir, ctx);
@@ -822,7 +979,17 @@ impl Connection {
     }
 
     /// DATA content of a stream, in order: cut into gRPC messages if the stream is gRPC.
-    fn stream_data(&mut self, dir: Dir, stream: u32, bytes: &[u8], ctx: &mut Ctx<'_>) {
+    fn stream_data(
+        &mut self,
+        dir: Dir,
+        stream: u32,
+        bytes: &[u8],
+        frame_start: bool,
+        ctx: &mut Ctx<'_>,
+    ) {
+        if frame_start && !self.grpc.contains_key(&stream) {
+            self.sniff_grpc(dir, stream, bytes, ctx);
+        }
         let side = self.side(dir);
         let Some(g) = self.grpc.get_mut(&stream) else {
             return;
@@ -851,6 +1018,68 @@ impl Connection {
         }
     }
 
+    /// A stream whose headers the capture lacks (or could not decode) may still be gRPC: a DATA
+    /// frame that starts with a gRPC message prefix makes it one.
+    fn sniff_grpc(&mut self, dir: Dir, stream: u32, bytes: &[u8], ctx: &mut Ctx<'_>) {
+        if stream == 0 || !(self.mid || self.dirs.iter().any(|d| d.unknown_past)) {
+            return;
+        }
+        let [flag, a, b, c, d, ..] = *bytes else {
+            return;
+        };
+        if flag > 1 || u32::from_be_bytes([a, b, c, d]) > 16 << 20 {
+            return;
+        }
+        if let Some(call) = self.calls.get(&stream) {
+            // A content-type that is known and not gRPC settles it.
+            let ct = call
+                .request_header("content-type")
+                .or_else(|| call.response_header("content-type"));
+            if ct.is_some() {
+                return;
+            }
+        } else {
+            let mut call = Call::new(
+                ctx.info.conn,
+                stream,
+                ctx.info.src(self.client),
+                ctx.info.dst(self.client),
+                ctx.meta.ts_ns,
+                ctx.meta.index,
+            );
+            call.notes
+                .push("request headers not in the capture; recognised as gRPC by its DATA".into());
+            let side = if is_client_stream(stream) {
+                self.client
+            } else {
+                self.client.other()
+            };
+            self.highest_stream[side.index()] = self.highest_stream[side.index()].max(stream);
+            self.insert_call(call, ctx);
+        }
+        let _ = dir;
+        self.grpc.insert(
+            stream,
+            GrpcStream::new(grpc::Flavor::Grpc, false, ctx.grpc.max_message_size),
+        );
+    }
+
+    /// The call's `:path`, or what `--assume-path` says for it.
+    fn effective_path(&self, stream: u32, ctx: &Ctx<'_>) -> Option<String> {
+        if let Some(p) = self.calls.get(&stream).and_then(|c| c.path()) {
+            return Some(p);
+        }
+        let server_port = ctx.info.dst(self.client).port();
+        ctx.cfg
+            .assumed_paths
+            .iter()
+            .find(|a| match a.target {
+                AssumeTarget::Stream { conn, stream: s } => conn == ctx.info.conn && s == stream,
+                AssumeTarget::Port(p) => p == server_port,
+            })
+            .map(|a| a.path.clone())
+    }
+
     fn side(&self, dir: Dir) -> Side {
         if dir == self.client {
             Side::Request
@@ -870,7 +1099,7 @@ impl Connection {
         if raws.is_empty() {
             return;
         }
-        let path = self.calls.get(&stream).and_then(|c| c.path());
+        let path = self.effective_path(stream, ctx);
         for raw in raws {
             let Some(g) = self.grpc.get_mut(&stream) else {
                 return;
@@ -1306,6 +1535,13 @@ impl Connection {
                 Ok(()) => {
                     event.table_size_updates = ds.hpack.last_size_updates().to_vec();
                     headers = Some(out);
+                    if ds.unknown_past && !ds.hpack.past_unknown() {
+                        ds.unknown_past = false;
+                        event.notes.push(
+                            "HPACK table fully known from here on: later headers in this direction are complete"
+                                .into(),
+                        );
+                    }
                 }
                 Err(e) => {
                     ds.hpack_ok = false;

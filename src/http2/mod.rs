@@ -4,3 +4,4 @@ pub mod call;
 pub mod connection;
 pub mod frame;
 pub mod hpack;
+pub mod resync;

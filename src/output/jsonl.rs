@@ -9,7 +9,7 @@ use crate::event::{
     ErrorEvent, Event, FrameDetail, FrameEvent, GapEvent, MessageEvent, Origin, Sink,
 };
 use crate::grpc::message::decode_bin_header;
-use crate::http2::call::{grpc_status_name, lossless, Call, CallEnd};
+use crate::http2::call::{grpc_status_name, header_name, header_value, lossless, Call, CallEnd};
 use crate::http2::frame::{error_code_name, setting};
 use crate::http2::hpack::HeaderField;
 
@@ -97,19 +97,7 @@ fn origin_fields(m: &mut Map<String, Value>, o: &Origin) {
 pub fn headers_json(list: &[HeaderField]) -> Value {
     Value::Array(
         list.iter()
-            .map(|h| {
-                let name = if h.name_unknown {
-                    "<unknown>".to_string()
-                } else {
-                    lossless(&h.name)
-                };
-                let value = if h.value_unknown {
-                    "<unknown>".to_string()
-                } else {
-                    lossless(&h.value)
-                };
-                json!([name, value])
-            })
+            .map(|h| json!([header_name(h), header_value(h)]))
             .collect(),
     )
 }

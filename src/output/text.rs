@@ -8,7 +8,7 @@ use super::Summary;
 use serde_json::Value;
 
 use crate::event::{Event, FrameDetail, FrameEvent, MessageEvent, Sink};
-use crate::http2::call::{grpc_status_name, lossless, Call, CallEnd};
+use crate::http2::call::{grpc_status_name, header_name, header_value, lossless, Call, CallEnd};
 use crate::http2::frame::{error_code_name, setting, FrameType};
 use crate::http2::hpack::HeaderField;
 
@@ -316,19 +316,11 @@ impl<W: Write> Text<W> {
 }
 
 fn name(h: &HeaderField) -> String {
-    if h.name_unknown {
-        "<unknown>".into()
-    } else {
-        lossless(&h.name)
-    }
+    header_name(h)
 }
 
 fn value(h: &HeaderField) -> String {
-    if h.value_unknown {
-        "<unknown>".into()
-    } else {
-        lossless(&h.value)
-    }
+    header_value(h)
 }
 
 fn code_name(code: u32) -> String {
