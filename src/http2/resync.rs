@@ -25,7 +25,7 @@ pub fn plausible(raw: &[u8; FRAME_HEADER_LEN]) -> bool {
     match h.kind {
         FrameType::Data => on_stream,
         FrameType::Headers | FrameType::Continuation => on_stream && len > 0,
-        FrameType::PushPromise => on_stream && len >= 4 && len <= 1 << 20,
+        FrameType::PushPromise => on_stream && (4..=1 << 20).contains(&len),
         FrameType::Priority => on_stream && len == 5,
         FrameType::RstStream => on_stream && len == 4,
         FrameType::Settings => {
