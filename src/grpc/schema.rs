@@ -59,8 +59,12 @@ impl Default for Schemas {
 impl Schemas {
     /// Only the bundled schemas (health, reflection, google.rpc, servicestatus).
     pub fn bundled() -> Self {
-        let pool = DescriptorPool::decode(BUNDLED).expect("bundled descriptor set is valid");
-        Schemas::from_pool(pool)
+        // Parsed once per process: a pool is cheap to clone, its parsing is not.
+        static POOL: std::sync::OnceLock<DescriptorPool> = std::sync::OnceLock::new();
+        let pool = POOL.get_or_init(|| {
+            DescriptorPool::decode(BUNDLED).expect("bundled descriptor set is valid")
+        });
+        Schemas::from_pool(pool.clone())
     }
 
     /// No schema at all: every message is decoded schema-less.

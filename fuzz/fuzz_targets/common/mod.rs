@@ -1,0 +1,93 @@
+//! Shared by the `capture` and `http2_stream` targets: the whole pipeline, then every output.
+
+#![allow(dead_code)]
+
+use std::io::{sink, Cursor};
+use std::sync::OnceLock;
+
+use h2scope::capture::CaptureReader;
+use h2scope::event::{Event, Sink};
+use h2scope::grpc::schema::Schemas;
+use h2scope::output::jsonl::JsonLines;
+use h2scope::output::text::{Text, TextOptions};
+use h2scope::output::{Summary, Tally};
+use h2scope::pipeline::{Config, Dissector};
+
+/// `Dissector::new` parses the bundled descriptor set every time, which would cost most of
+/// each run; parse it once and hand every run a fresh copy (reflection may add to it).
+fn bundled_schemas() -> Schemas {
+    static BUNDLED: OnceLock<Schemas> = OnceLock::new();
+    BUNDLED.get_or_init(Schemas::bundled).clone()
+}
+
+/// Reads `data` as a capture file, dissects every packet into a `Vec<Event>`, then renders
+/// every event and the summary through the JSON Lines and text sinks (into `io::sink()`).
+pub fn dissect_and_render(data: Vec<u8>) {
+    let Ok(mut reader) = CaptureReader::from_read("fuzz", Cursor::new(data)) else {
+        return;
+    };
+    let mut dissector = Dissector::with_schemas(Config::default(), bundled_schemas());
+    let mut events: Vec<Event> = Vec::new();
+    let mut first_ts = None;
+    let result = reader.for_each_packet(|p| {
+        first_ts.get_or_insert(p.ts_ns);
+        dissector.packet(p, &mut events);
+        true
+    });
+    let stats = dissector.finish(&mut events);
+
+    let mut json = JsonLines::new(sink(), false, false);
+    let mut json_calls = JsonLines::new(sink(), true, false);
+    let mut text = Text::new(
+        sink(),
+        TextOptions {
+            verbose: true,
+            ..TextOptions::default()
+        },
+    );
+    let mut text_calls = Text::new(
+        sink(),
+        TextOptions {
+            calls_only: true,
+            ..TextOptions::default()
+        },
+    );
+    if let Some(ts) = first_ts {
+        text.set_base(ts);
+        text_calls.set_base(ts);
+    }
+    let mut tally = Tally::default();
+    for event in events {
+        tally.count(&event);
+        json.event(clone_event(&event));
+        json_calls.event(clone_event(&event));
+        text_calls.event(clone_event(&event));
+        text.event(event);
+    }
+    let mut warnings: Vec<String> = reader.warnings().iter().map(|w| format!("{w:?}")).collect();
+    if let Err(e) = result {
+        warnings.push(e.to_string());
+    }
+    let summary = Summary {
+        file: "fuzz".to_string(),
+        stats,
+        tally,
+        warnings,
+        live: None,
+    };
+    json.summary(&summary);
+    text.summary(&summary);
+    assert!(json.io_error().is_none());
+    assert!(text.io_error().is_none());
+}
+
+/// `Event` is not `Clone`, but every variant's payload is.
+fn clone_event(e: &Event) -> Event {
+    match e {
+        Event::Frame(f) => Event::Frame(f.clone()),
+        Event::Message(m) => Event::Message(m.clone()),
+        Event::Call(c) => Event::Call(c.clone()),
+        Event::Gap(g) => Event::Gap(g.clone()),
+        Event::Error(x) => Event::Error(x.clone()),
+    }
+}
