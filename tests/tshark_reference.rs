@@ -371,7 +371,20 @@ fn ours(file: &str) -> (Vec<FrameKey>, Vec<HeaderKey>) {
             if !list.is_empty() {
                 let l = list
                     .iter()
-                    .map(|hf| (lossless(&hf.name), lossless(&hf.value)))
+                    .map(|hf| {
+                        // tshark's spelling of fields from unknown HPACK entries.
+                        let name = if hf.name_unknown {
+                            "<unknown>".to_string()
+                        } else {
+                            lossless(&hf.name)
+                        };
+                        let value = if hf.value_unknown {
+                            String::new()
+                        } else {
+                            lossless(&hf.value)
+                        };
+                        (name, value)
+                    })
                     .collect();
                 headers.push((sp, dp, h.stream, l));
             }

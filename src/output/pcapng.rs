@@ -96,6 +96,10 @@ impl<W: Write> PcapngWriter<W> {
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
 }
 
 /// Which file format to write.
