@@ -17,6 +17,61 @@ pub enum Event {
     Call(Call),
     Gap(GapEvent),
     Error(ErrorEvent),
+    /// An HTTP/2 (or gRPC-Web HTTP/1.1) connection ended, after its last call.
+    ConnectionEnd(ConnectionEnd),
+}
+
+/// How a connection ended, as the capture shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndKind {
+    /// FIN from both sides.
+    Fin,
+    /// FIN from one side only, then the capture or the flow's life ended.
+    HalfClosed {
+        by_client: bool,
+    },
+    Rst {
+        by_client: bool,
+    },
+    /// No packet for longer than the idle timeout (capture time).
+    Idle,
+    /// The flow table was full.
+    Evicted,
+    /// A new connection reused the tuple.
+    Reused,
+    /// The capture ended with the connection open.
+    CaptureEnd,
+}
+
+impl EndKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EndKind::Fin => "fin",
+            EndKind::HalfClosed { .. } => "half-closed",
+            EndKind::Rst { .. } => "rst",
+            EndKind::Idle => "idle",
+            EndKind::Evicted => "evicted",
+            EndKind::Reused => "reused",
+            EndKind::CaptureEnd => "capture-end",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ConnectionEnd {
+    pub conn: u64,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    /// `"http2"` or `"http1"` (gRPC-Web).
+    pub protocol: &'static str,
+    pub first_ts_ns: i64,
+    pub last_ts_ns: i64,
+    /// Reassembled bytes client→server and server→client.
+    pub bytes: [u64; 2],
+    pub packets: u64,
+    pub end: EndKind,
+    /// The connection was joined mid-way by the capture.
+    pub mid: bool,
 }
 
 /// Where in the capture something happened.

@@ -6,6 +6,7 @@
 //! schemas, protobuf decoding) → [`event`]s → [`output`] sinks.
 //! [`pipeline::Dissector`] ties the stages together.
 
+pub mod analysis;
 pub mod capture;
 pub mod event;
 pub mod grpc;

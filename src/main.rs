@@ -36,6 +36,11 @@ enum Command {
     Read(ReadArgs),
     /// Dissect traffic on a live interface as it flows (needs the `live` build feature).
     Capture(CaptureArgs),
+    /// Per connection: keepalive PINGs and round trips, GOAWAYs, resets, idle periods, flow
+    /// control, how it ended.
+    Health(AnalysisArgs),
+    /// Per method: calls, grpc-status mix, latency percentiles, sizes, messages per call.
+    Stats(AnalysisArgs),
     /// Export a recorded gRPC call as an HAProxy `mode tcp` health check.
     Haproxy(Box<HaproxyArgs>),
     /// Send bytes to a server and look for bytes in its answer, as HAProxy's tcp-check does.
@@ -261,6 +266,18 @@ struct ReadArgs {
 }
 
 #[derive(clap::Args)]
+struct AnalysisArgs {
+    /// Capture files; `-` for standard input.
+    #[arg(required = true)]
+    files: Vec<String>,
+    /// `text` or `jsonl` (one object per connection for health, one for stats).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    #[command(flatten)]
+    decode: DecodeArgs,
+}
+
+#[derive(clap::Args)]
 struct CaptureArgs {
     /// Interface to capture on (`any` for all, as `tcpdump -i any`).
     #[arg(
@@ -308,6 +325,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Read(args) => read(args),
         Command::Capture(args) => capture(args),
+        Command::Health(args) => analyse(args, true),
+        Command::Stats(args) => analyse(args, false),
         Command::Haproxy(args) => haproxy(*args),
         Command::Check(args) => check(args),
     }
@@ -586,6 +605,74 @@ fn read(args: ReadArgs) -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("h2scope: writing output: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `health` and `stats`: one pass, the analysis as the sink.
+fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
+    use h2scope::analysis::{health as h, stats::CallStats};
+    let schemas = match load_schemas(&args.decode.schema) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("h2scope: schema: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut out = BufWriter::new(io::stdout().lock());
+    let mut failed = false;
+    for file in &args.files {
+        let mut reader = match CaptureReader::open(file) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("h2scope: {e}");
+                failed = true;
+                continue;
+            }
+        };
+        let mut dissector = Dissector::with_schemas(config(&args.decode), schemas.clone());
+        let format = args.format;
+        let mut write_failed = false;
+        let result = if health {
+            let mut sink = h::Health::new(|report: h::ConnectionHealth| {
+                let text = match format {
+                    Format::Text => h::to_text(&report),
+                    Format::Jsonl => format!("{}\n", h::to_json(&report)),
+                };
+                write_failed |= out.write_all(text.as_bytes()).is_err();
+            });
+            let r = reader.for_each_packet(|p| {
+                dissector.packet(p, &mut sink);
+                true
+            });
+            dissector.finish(&mut sink);
+            sink.finish();
+            r
+        } else {
+            let mut sink = CallStats::default();
+            let r = reader.for_each_packet(|p| {
+                dissector.packet(p, &mut sink);
+                true
+            });
+            dissector.finish(&mut sink);
+            let text = match format {
+                Format::Text => sink.to_text(),
+                Format::Jsonl => format!("{}\n", sink.to_json()),
+            };
+            write_failed |= out.write_all(text.as_bytes()).is_err();
+            r
+        };
+        if let Err(e) = result {
+            eprintln!("h2scope: {e}");
+            failed = true;
+        }
+        if write_failed || out.flush().is_err() {
             return ExitCode::FAILURE;
         }
     }

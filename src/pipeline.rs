@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::capture::link::{self, Skip};
 use crate::capture::Packet;
-use crate::event::Sink;
+use crate::event::{ConnectionEnd, EndKind, Event, Sink};
 use crate::grpc::schema::Schemas;
 use crate::grpc::GrpcConfig;
 use crate::http2::connection::{Connection, Ctx, Http2Config, Mode};
@@ -41,6 +41,16 @@ pub struct Stats {
     pub flows: FlowTableStats,
 }
 
+/// Per-connection state: the HTTP/2 side and what TCP told about the connection's life.
+pub struct ConnState {
+    h2: Connection,
+    fin: [bool; 2],
+    rst: Option<Dir>,
+    bytes: [u64; 2],
+    packets: u64,
+    last_ts_ns: i64,
+}
+
 struct Handler<'a> {
     cfg: &'a Http2Config,
     grpc: &'a GrpcConfig,
@@ -63,36 +73,89 @@ impl Handler<'_> {
 }
 
 impl FlowHandler for Handler<'_> {
-    type State = Connection;
+    type State = ConnState;
 
-    fn open(&mut self, info: &FlowInfo, _meta: &PacketMeta) -> Connection {
-        Connection::new(info, self.cfg)
+    fn open(&mut self, info: &FlowInfo, _meta: &PacketMeta) -> ConnState {
+        ConnState {
+            h2: Connection::new(info, self.cfg),
+            fin: [false; 2],
+            rst: None,
+            bytes: [0; 2],
+            packets: 0,
+            last_ts_ns: info.first_ts_ns,
+        }
     }
 
     fn stream(
         &mut self,
         info: &FlowInfo,
-        conn: &mut Connection,
+        state: &mut ConnState,
         dir: Dir,
         event: StreamEvent<'_>,
         meta: &PacketMeta,
     ) {
+        if state.last_ts_ns != meta.ts_ns || state.packets == 0 {
+            state.packets += 1;
+        }
+        state.last_ts_ns = meta.ts_ns;
         let mut ctx = self.ctx(info, meta);
         match event {
-            StreamEvent::Data(bytes) => conn.data(dir, bytes, &mut ctx),
-            StreamEvent::Gap(n) => conn.gap(dir, n, &mut ctx),
-            StreamEvent::Fin | StreamEvent::Rst => {}
+            StreamEvent::Data(bytes) => {
+                state.bytes[dir.index()] += bytes.len() as u64;
+                state.h2.data(dir, bytes, &mut ctx)
+            }
+            StreamEvent::Gap(n) => state.h2.gap(dir, n, &mut ctx),
+            StreamEvent::Fin => state.fin[dir.index()] = true,
+            StreamEvent::Rst => state.rst = Some(dir),
         }
     }
 
     fn close(
         &mut self,
         info: &FlowInfo,
-        conn: &mut Connection,
-        _reason: CloseReason,
+        state: &mut ConnState,
+        reason: CloseReason,
         meta: &PacketMeta,
     ) {
+        let conn = &mut state.h2;
         conn.close(&mut self.ctx(info, meta));
+        if matches!(conn.mode(), Mode::Http2 | Mode::Upgrade | Mode::Http1) {
+            let client = conn.client_dir();
+            let by_client = |d: Dir| d == client;
+            let end = match (state.rst, state.fin, reason) {
+                (Some(d), _, _) => EndKind::Rst {
+                    by_client: by_client(d),
+                },
+                (None, [true, true], _) => EndKind::Fin,
+                (None, [a, b], _) if a != b => EndKind::HalfClosed {
+                    by_client: by_client(if a { Dir::Forward } else { Dir::Reverse }),
+                },
+                (None, _, CloseReason::Idle) => EndKind::Idle,
+                (None, _, CloseReason::Evicted) => EndKind::Evicted,
+                (None, _, CloseReason::Reused) => EndKind::Reused,
+                _ => EndKind::CaptureEnd,
+            };
+            self.sink.event(Event::ConnectionEnd(ConnectionEnd {
+                conn: info.conn,
+                client: info.src(client),
+                server: info.dst(client),
+                protocol: if conn.mode() == Mode::Http1 {
+                    "http1"
+                } else {
+                    "http2"
+                },
+                first_ts_ns: info.first_ts_ns,
+                last_ts_ns: state.last_ts_ns.max(info.first_ts_ns),
+                bytes: [
+                    state.bytes[client.index()],
+                    state.bytes[client.other().index()],
+                ],
+                packets: state.packets,
+                end,
+                mid: conn.joined_mid_way(),
+            }));
+        }
+        let conn = &state.h2;
         match conn.mode() {
             Mode::Http2 | Mode::Upgrade => self.stats.http2_connections += 1,
             Mode::Http1 => self.stats.http1_connections += 1,
@@ -105,7 +168,7 @@ impl FlowHandler for Handler<'_> {
 /// Streams packets through the pipeline into a sink.
 pub struct Dissector {
     cfg: Config,
-    flows: FlowTable<Connection>,
+    flows: FlowTable<ConnState>,
     schemas: Schemas,
     stats: Stats,
 }

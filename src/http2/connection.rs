@@ -298,6 +298,15 @@ impl Connection {
         self.mode
     }
 
+    /// The direction the client sends in (a guess by ports for connections joined mid-way).
+    pub fn client_dir(&self) -> Dir {
+        self.client
+    }
+
+    pub fn joined_mid_way(&self) -> bool {
+        self.mid
+    }
+
     pub fn is_http2(&self) -> bool {
         matches!(self.mode, Mode::Http2 | Mode::Upgrade)
     }

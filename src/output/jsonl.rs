@@ -6,7 +6,8 @@ use serde_json::{json, Map, Value};
 
 use super::Summary;
 use crate::event::{
-    ErrorEvent, Event, FrameDetail, FrameEvent, GapEvent, MessageEvent, Origin, Sink,
+    ConnectionEnd, EndKind, ErrorEvent, Event, FrameDetail, FrameEvent, GapEvent, MessageEvent,
+    Origin, Sink,
 };
 use crate::grpc::message::decode_bin_header;
 use crate::http2::call::{grpc_status_name, header_name, header_value, lossless, Call, CallEnd};
@@ -77,6 +78,7 @@ impl<W: Write> Sink for JsonLines<W> {
             Event::Message(m) => message_json(m),
             Event::Gap(g) => gap_json(g),
             Event::Error(e) => error_json(e),
+            Event::ConnectionEnd(c) => connection_json(c),
         };
         self.write(&v);
     }
@@ -313,6 +315,34 @@ pub fn binary_metadata(lists: &[&Option<Vec<HeaderField>>]) -> Value {
         }
     }
     Value::Array(out)
+}
+
+pub fn end_by(end: &EndKind) -> Value {
+    match end {
+        EndKind::HalfClosed { by_client } | EndKind::Rst { by_client } => {
+            if *by_client { "client" } else { "server" }.into()
+        }
+        _ => Value::Null,
+    }
+}
+
+pub fn connection_json(c: &ConnectionEnd) -> Value {
+    json!({
+        "event": "connection",
+        "conn": c.conn,
+        "client": c.client.to_string(),
+        "server": c.server.to_string(),
+        "protocol": c.protocol,
+        "start_ts": ts(c.first_ts_ns),
+        "end_ts": ts(c.last_ts_ns),
+        "duration": ts(c.last_ts_ns.saturating_sub(c.first_ts_ns)),
+        "bytes_to_server": c.bytes[0],
+        "bytes_to_client": c.bytes[1],
+        "packets": c.packets,
+        "end": c.end.as_str(),
+        "end_by": end_by(&c.end),
+        "joined_mid_way": c.mid,
+    })
 }
 
 fn gap_json(g: &GapEvent) -> Value {

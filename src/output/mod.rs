@@ -43,6 +43,7 @@ impl Tally {
                 self.gap_bytes += g.bytes;
             }
             Event::Error(_) => self.errors += 1,
+            Event::ConnectionEnd(_) => {}
         }
     }
 }

@@ -442,6 +442,35 @@ impl<W: Write> Sink for Text<W> {
             _ if self.opts.calls_only => {}
             Event::Frame(f) => self.frame(f),
             Event::Message(m) => self.message(m),
+            Event::ConnectionEnd(c) => {
+                let rel = self.rel(c.last_ts_ns);
+                let by = match c.end {
+                    crate::event::EndKind::HalfClosed { by_client }
+                    | crate::event::EndKind::Rst { by_client } => {
+                        if by_client {
+                            " by client"
+                        } else {
+                            " by server"
+                        }
+                    }
+                    _ => "",
+                };
+                let _ = writeln!(
+                    self.line,
+                    "{:>6} {:>11.6} #{:<3} {} ↔ {} connection ended ({}{by}) after {:.3}s; client sent {} B, server {} B{}",
+                    "CONN",
+                    rel,
+                    c.conn,
+                    c.client,
+                    c.server,
+                    c.end.as_str(),
+                    c.last_ts_ns.saturating_sub(c.first_ts_ns) as f64 / 1e9,
+                    c.bytes[0],
+                    c.bytes[1],
+                    if c.mid { " (joined mid-way)" } else { "" }
+                );
+                self.flush_line();
+            }
             Event::Gap(g) => {
                 let rel = self.rel(g.origin.ts_ns);
                 let o = &g.origin;

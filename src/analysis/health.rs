@@ -1,0 +1,489 @@
+//! Connection health: keepalive PINGs and their round trips, GOAWAYs, resets, idle periods and
+//! flow-control windows of every connection, reported when the connection ends.
+//!
+//! It is a [`Sink`]: it follows frame, call and connection events, keeps per-connection state only
+//! while the connection lives, and hands each finished report to a callback.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+
+use serde_json::{json, Value};
+
+use crate::event::{ConnectionEnd, Event, FrameDetail, FrameEvent, Sink};
+use crate::http2::call::lossless;
+use crate::http2::frame::{error_code_name, setting};
+use crate::output::jsonl::{end_by, ts};
+
+/// Load-balancer idle timeouts a silent connection may hit: (seconds, who uses it).
+pub const IDLE_TIMEOUTS: &[(u64, &str)] = &[
+    (60, "AWS ELB/ALB default idle timeout (60 s)"),
+    (350, "AWS NLB idle timeout (350 s)"),
+    (600, "GCP load balancer idle timeout (10 min)"),
+];
+
+const DEFAULT_WINDOW: i64 = 65_535;
+/// PINGs awaiting their ACK kept per side, so a flood cannot grow the state.
+const MAX_PENDING_PINGS: usize = 64;
+
+#[derive(Debug, Clone, Default)]
+pub struct SideHealth {
+    pub pings: u64,
+    pub ping_acks_received: u64,
+    /// Round trips from each PING to its ACK, in nanoseconds.
+    pub rtts_ns: Vec<i64>,
+    pub unacked_pings: u64,
+    /// Intervals between consecutive PINGs of this side, in nanoseconds.
+    pub ping_intervals_ns: Vec<i64>,
+    pub resets: BTreeMap<String, u64>,
+    pub goaways: Vec<GoAwayInfo>,
+    /// Connection-level send window as this side sees it, and its extremes.
+    window: i64,
+    pub max_window: i64,
+    /// Time spent with the connection send window at or below zero while having sent DATA.
+    pub blocked_ns: i64,
+    blocked_since: Option<i64>,
+    pub data_bytes: u64,
+    last_ping_ts: Option<i64>,
+    pending: VecDeque<([u8; 8], i64)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GoAwayInfo {
+    pub ts_ns: i64,
+    pub last_stream_id: u32,
+    pub error: String,
+    pub debug: String,
+    /// Client streams above last-stream-id: refused, safe to retry.
+    pub refused_streams: Vec<u32>,
+    /// Streams at or below last-stream-id still open when it came.
+    pub running_streams: Vec<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConnectionHealth {
+    pub conn: u64,
+    pub client: Option<SocketAddr>,
+    pub server: Option<SocketAddr>,
+    /// `[client, server]` once known (by the first frame's direction until calls say otherwise).
+    pub sides: [SideHealth; 2],
+    pub first_ts_ns: i64,
+    pub last_ts_ns: i64,
+    pub longest_idle_ns: i64,
+    pub longest_idle_at_ns: i64,
+    pub calls: u64,
+    pub frames: u64,
+    /// `RST_STREAM REFUSED_STREAM` answers (stream limit reached, or a GOAWAY).
+    pub refused_by_limit: u64,
+    pub max_concurrent_streams: Option<u32>,
+    pub end: Option<ConnectionEnd>,
+    open_streams: HashSet<u32>,
+    last_frame_ts: Option<i64>,
+    endpoints: Option<(SocketAddr, SocketAddr)>,
+}
+
+impl ConnectionHealth {
+    fn new(conn: u64, ts: i64) -> Self {
+        ConnectionHealth {
+            conn,
+            client: None,
+            server: None,
+            sides: [side(), side()],
+            first_ts_ns: ts,
+            last_ts_ns: ts,
+            longest_idle_ns: 0,
+            longest_idle_at_ns: ts,
+            calls: 0,
+            frames: 0,
+            refused_by_limit: 0,
+            max_concurrent_streams: None,
+            end: None,
+            open_streams: HashSet::new(),
+            last_frame_ts: None,
+            endpoints: None,
+        }
+    }
+
+    /// 0 for the client's side, 1 for the server's.
+    fn side_of(&mut self, src: SocketAddr, dst: SocketAddr) -> usize {
+        let (client, _) = *self.endpoints.get_or_insert_with(|| {
+            // Until calls tell, the side on the higher (ephemeral) port is the client.
+            if src.port() > dst.port() {
+                (src, dst)
+            } else {
+                (dst, src)
+            }
+        });
+        usize::from(src != client)
+    }
+
+    /// Load-balancer idle timeouts the longest silence reached, when no PING broke it.
+    pub fn idle_warnings(&self) -> Vec<&'static str> {
+        IDLE_TIMEOUTS
+            .iter()
+            .filter(|(secs, _)| self.longest_idle_ns >= *secs as i64 * 1_000_000_000)
+            .map(|(_, what)| *what)
+            .collect()
+    }
+}
+
+fn side() -> SideHealth {
+    SideHealth {
+        window: DEFAULT_WINDOW,
+        max_window: DEFAULT_WINDOW,
+        ..SideHealth::default()
+    }
+}
+
+/// Follows events, reports each connection's health when it ends (or at [`Health::finish`]).
+pub struct Health<F: FnMut(ConnectionHealth)> {
+    conns: HashMap<u64, ConnectionHealth>,
+    report: F,
+}
+
+impl<F: FnMut(ConnectionHealth)> Health<F> {
+    pub fn new(report: F) -> Self {
+        Health {
+            conns: HashMap::new(),
+            report,
+        }
+    }
+
+    fn frame(&mut self, f: &FrameEvent) {
+        let o = &f.origin;
+        let h = self
+            .conns
+            .entry(o.conn)
+            .or_insert_with(|| ConnectionHealth::new(o.conn, o.ts_ns));
+        h.frames += 1;
+        if let Some(prev) = h.last_frame_ts {
+            let idle = o.ts_ns.saturating_sub(prev);
+            if idle > h.longest_idle_ns {
+                h.longest_idle_ns = idle;
+                h.longest_idle_at_ns = prev;
+            }
+        }
+        h.last_frame_ts = Some(o.ts_ns);
+        h.last_ts_ns = h.last_ts_ns.max(o.ts_ns);
+        let me = h.side_of(o.src, o.dst);
+        let peer = 1 - me;
+        let stream = f.header.stream;
+        match &f.detail {
+            FrameDetail::Ping { ack: false, opaque } => {
+                let s = &mut h.sides[me];
+                s.pings += 1;
+                if let Some(prev) = s.last_ping_ts {
+                    s.ping_intervals_ns.push(o.ts_ns.saturating_sub(prev));
+                }
+                s.last_ping_ts = Some(o.ts_ns);
+                if s.pending.len() >= MAX_PENDING_PINGS {
+                    s.pending.pop_front();
+                    s.unacked_pings += 1;
+                }
+                s.pending.push_back((*opaque, o.ts_ns));
+            }
+            FrameDetail::Ping { ack: true, opaque } => {
+                // The ACK answers a PING of the other side.
+                let s = &mut h.sides[peer];
+                s.ping_acks_received += 1;
+                if let Some(i) = s.pending.iter().position(|(op, _)| op == opaque) {
+                    if let Some((_, sent)) = s.pending.remove(i) {
+                        s.rtts_ns.push(o.ts_ns.saturating_sub(sent));
+                    }
+                }
+            }
+            FrameDetail::GoAway {
+                last_stream_id,
+                error_code,
+                debug_data,
+            } => {
+                let mut refused = Vec::new();
+                let mut running = Vec::new();
+                for &s in &h.open_streams {
+                    // Streams of the side that did not send the GOAWAY are the ones it governs.
+                    if s > *last_stream_id {
+                        refused.push(s);
+                    } else {
+                        running.push(s);
+                    }
+                }
+                refused.sort_unstable();
+                running.sort_unstable();
+                h.sides[me].goaways.push(GoAwayInfo {
+                    ts_ns: o.ts_ns,
+                    last_stream_id: *last_stream_id,
+                    error: code_name(*error_code),
+                    debug: lossless(debug_data),
+                    refused_streams: refused,
+                    running_streams: running,
+                });
+            }
+            FrameDetail::RstStream { error_code } => {
+                *h.sides[me]
+                    .resets
+                    .entry(code_name(*error_code))
+                    .or_default() += 1;
+                if *error_code == 0x7 {
+                    h.refused_by_limit += 1;
+                }
+                h.open_streams.remove(&stream);
+            }
+            FrameDetail::Settings {
+                ack: false,
+                settings,
+            } => {
+                for s in settings {
+                    match s.id {
+                        setting::MAX_CONCURRENT_STREAMS if me == 1 => {
+                            h.max_concurrent_streams = Some(s.value)
+                        }
+                        // The sender's receive window for streams; the connection window starts
+                        // at 65535 whatever it says.
+                        setting::INITIAL_WINDOW_SIZE => {}
+                        _ => {}
+                    }
+                }
+            }
+            FrameDetail::WindowUpdate { increment } if stream == 0 => {
+                // The peer may now send more on the connection.
+                let s = &mut h.sides[peer];
+                s.window += *increment as i64;
+                s.max_window = s.max_window.max(s.window);
+                if s.window > 0 {
+                    if let Some(since) = s.blocked_since.take() {
+                        s.blocked_ns += o.ts_ns.saturating_sub(since);
+                    }
+                }
+            }
+            FrameDetail::Data { .. } => {
+                let s = &mut h.sides[me];
+                s.data_bytes += f.header.length as u64;
+                s.window -= f.header.length as i64;
+                if s.window <= 0 && s.blocked_since.is_none() {
+                    s.blocked_since = Some(o.ts_ns);
+                }
+                if f.header.has(crate::http2::frame::flags::END_STREAM) && me == 1 {
+                    h.open_streams.remove(&stream);
+                }
+            }
+            FrameDetail::Headers { .. } => {
+                if me == 0 && stream % 2 == 1 {
+                    h.open_streams.insert(stream);
+                }
+                if f.header.has(crate::http2::frame::flags::END_STREAM) && me == 1 {
+                    h.open_streams.remove(&stream);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn end(&mut self, end: ConnectionEnd) {
+        let mut h = self
+            .conns
+            .remove(&end.conn)
+            .unwrap_or_else(|| ConnectionHealth::new(end.conn, end.first_ts_ns));
+        h.client = Some(end.client);
+        h.server = Some(end.server);
+        h.first_ts_ns = h.first_ts_ns.min(end.first_ts_ns);
+        h.last_ts_ns = h.last_ts_ns.max(end.last_ts_ns);
+        // Sides were guessed by port; the connection knows better.
+        if let Some((client, _)) = h.endpoints {
+            if client != end.client {
+                h.sides.swap(0, 1);
+            }
+        }
+        for s in &mut h.sides {
+            s.unacked_pings += s.pending.len() as u64;
+            s.pending.clear();
+            if let Some(since) = s.blocked_since.take() {
+                s.blocked_ns += end.last_ts_ns.saturating_sub(since);
+            }
+        }
+        h.end = Some(end);
+        (self.report)(h);
+    }
+
+    /// Reports connections that never ended (for the caller to flush at end of input).
+    pub fn finish(&mut self) {
+        let mut left: Vec<u64> = self.conns.keys().copied().collect();
+        left.sort_unstable();
+        for c in left {
+            if let Some(h) = self.conns.remove(&c) {
+                (self.report)(h);
+            }
+        }
+    }
+}
+
+impl<F: FnMut(ConnectionHealth)> Sink for Health<F> {
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::Frame(f) => self.frame(&f),
+            Event::Call(c) => {
+                let h = self
+                    .conns
+                    .entry(c.conn)
+                    .or_insert_with(|| ConnectionHealth::new(c.conn, c.start_ts_ns));
+                h.calls += 1;
+                h.open_streams.remove(&c.stream);
+            }
+            Event::ConnectionEnd(e) => self.end(e),
+            _ => {}
+        }
+    }
+}
+
+fn code_name(code: u32) -> String {
+    error_code_name(code)
+        .map(String::from)
+        .unwrap_or_else(|| format!("0x{code:x}"))
+}
+
+fn ms(ns: i64) -> f64 {
+    ns as f64 / 1e6
+}
+
+fn summary(v: &[i64]) -> Value {
+    if v.is_empty() {
+        return Value::Null;
+    }
+    let mut s = v.to_vec();
+    s.sort_unstable();
+    let avg = s.iter().map(|&x| x as f64).sum::<f64>() / s.len() as f64;
+    json!({"count": s.len(), "min_ms": ms(s[0]), "avg_ms": avg / 1e6, "max_ms": ms(s[s.len() - 1])})
+}
+
+fn side_json(s: &SideHealth) -> Value {
+    json!({
+        "pings": s.pings,
+        "ping_rtt": summary(&s.rtts_ns),
+        "ping_interval": summary(&s.ping_intervals_ns),
+        "unacked_pings": s.unacked_pings,
+        "resets": s.resets,
+        "goaways": s.goaways.iter().map(|g| json!({
+            "ts": ts(g.ts_ns),
+            "last_stream_id": g.last_stream_id,
+            "error": g.error,
+            "debug": g.debug,
+            "refused_streams": g.refused_streams,
+            "running_streams": g.running_streams,
+        })).collect::<Vec<_>>(),
+        "data_bytes": s.data_bytes,
+        "max_connection_window": s.max_window,
+        "blocked_on_window_ms": ms(s.blocked_ns),
+    })
+}
+
+/// JSON of one report (`"event": "connection_health"`).
+pub fn to_json(h: &ConnectionHealth) -> Value {
+    let too_many_pings = h
+        .sides
+        .iter()
+        .flat_map(|s| &s.goaways)
+        .any(|g| g.debug.contains("too_many_pings"));
+    json!({
+        "event": "connection_health",
+        "conn": h.conn,
+        "client": h.client.map(|a| a.to_string()),
+        "server": h.server.map(|a| a.to_string()),
+        "start_ts": ts(h.first_ts_ns),
+        "end_ts": ts(h.last_ts_ns),
+        "lifetime": ts(h.last_ts_ns.saturating_sub(h.first_ts_ns)),
+        "calls": h.calls,
+        "frames": h.frames,
+        "client_side": side_json(&h.sides[0]),
+        "server_side": side_json(&h.sides[1]),
+        "ping_flood": too_many_pings,
+        "longest_idle_s": h.longest_idle_ns as f64 / 1e9,
+        "idle_warnings": h.idle_warnings(),
+        "refused_streams": h.refused_by_limit,
+        "max_concurrent_streams": h.max_concurrent_streams,
+        "end": h.end.as_ref().map(|e| e.end.as_str()).unwrap_or("capture-end"),
+        "end_by": h.end.as_ref().map(|e| end_by(&e.end)).unwrap_or(Value::Null),
+        "bytes_to_server": h.end.as_ref().map(|e| e.bytes[0]),
+        "bytes_to_client": h.end.as_ref().map(|e| e.bytes[1]),
+    })
+}
+
+/// A few readable lines for one report.
+pub fn to_text(h: &ConnectionHealth) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let who = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "?".into());
+    let end = h
+        .end
+        .as_ref()
+        .map(|e| e.end.as_str())
+        .unwrap_or("capture-end");
+    let _ = writeln!(
+        s,
+        "connection #{} {} → {}: {:.3}s, {} calls, {} frames, ended: {end}",
+        h.conn,
+        who(h.client),
+        who(h.server),
+        h.last_ts_ns.saturating_sub(h.first_ts_ns) as f64 / 1e9,
+        h.calls,
+        h.frames
+    );
+    for (name, side) in [("client", &h.sides[0]), ("server", &h.sides[1])] {
+        if side.pings > 0 {
+            let rtt = summary(&side.rtts_ns);
+            let _ = write!(s, "  {name} PINGs: {}", side.pings);
+            if let Some(r) = rtt.as_object() {
+                let _ = write!(
+                    s,
+                    ", RTT min/avg/max {:.3}/{:.3}/{:.3} ms",
+                    r["min_ms"].as_f64().unwrap_or(0.0),
+                    r["avg_ms"].as_f64().unwrap_or(0.0),
+                    r["max_ms"].as_f64().unwrap_or(0.0)
+                );
+            }
+            if let Some(i) = summary(&side.ping_intervals_ns).as_object() {
+                let _ = write!(s, ", every {:.1} ms", i["avg_ms"].as_f64().unwrap_or(0.0));
+            }
+            if side.unacked_pings > 0 {
+                let _ = write!(
+                    s,
+                    ", {} never acknowledged (dead peer?)",
+                    side.unacked_pings
+                );
+            }
+            s.push('\n');
+        }
+        for g in &side.goaways {
+            let _ = writeln!(
+                s,
+                "  {name} sent GOAWAY {} last-stream {} {:?}: refused (safe to retry) {:?}, still running {:?}",
+                g.error, g.last_stream_id, g.debug, g.refused_streams, g.running_streams
+            );
+        }
+        if !side.resets.is_empty() {
+            let parts: Vec<String> = side
+                .resets
+                .iter()
+                .map(|(k, v)| format!("{k}×{v}"))
+                .collect();
+            let _ = writeln!(s, "  {name} RST_STREAM: {}", parts.join(" "));
+        }
+        if side.blocked_ns > 0 {
+            let _ = writeln!(
+                s,
+                "  {name} blocked on a zero connection window for {:.3} ms (largest window {})",
+                ms(side.blocked_ns),
+                side.max_window
+            );
+        }
+    }
+    if h.longest_idle_ns > 0 {
+        let _ = write!(
+            s,
+            "  longest silence {:.3}s",
+            h.longest_idle_ns as f64 / 1e9
+        );
+        for w in h.idle_warnings() {
+            let _ = write!(s, "; longer than the {w}");
+        }
+        s.push('\n');
+    }
+    s
+}

@@ -1,0 +1,4 @@
+//! Analyses over the event stream: connection health and call statistics.
+
+pub mod health;
+pub mod stats;
