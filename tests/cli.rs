@@ -480,3 +480,28 @@ fn read_w_writes_the_selected_connections() {
         .all(|c| c["server"].as_str().unwrap().ends_with(":29509")));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn health_and_stats_commands() {
+    let h = jsonl(&["health", "--format", "jsonl", &testdata("grpc-health.pcap")]);
+    assert_eq!(h.len(), 1);
+    assert_eq!(h[0]["event"], "connection_health");
+    assert_eq!(h[0]["calls"], 27);
+    assert_eq!(h[0]["end"], "fin");
+    assert_eq!(h[0]["client_side"]["resets"]["CANCEL"], 1);
+    assert_eq!(h[0]["server_side"]["goaways"][0]["error"], "NO_ERROR");
+    let s = jsonl(&["stats", "--format", "jsonl", &testdata("grpc-health.pcap")]);
+    let check = &s[0]["methods"]["/grpc.health.v1.Health/Check"];
+    assert_eq!(check["calls"], 26);
+    assert_eq!(check["outcomes"]["OK"], 25);
+    assert_eq!(check["outcomes"]["NOT_FOUND"], 1);
+    let p50 = check["latency_ms"]["p50"].as_f64().unwrap();
+    let max = check["latency_ms"]["max"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p50 <= max);
+    assert_eq!(s[0]["total"]["calls"], 27);
+    let text = Command::new(BIN)
+        .args(["stats", &testdata("grpc-health.pcap")])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains("/grpc.health.v1.Health/Watch"));
+}
