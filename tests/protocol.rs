@@ -293,3 +293,57 @@ fn grpc_status_details_and_message_are_decoded() {
         .unwrap();
     assert_eq!(m.decoded.fields.as_ref().unwrap()[0]["value"], 1);
 }
+
+/// A connection the capture joined mid-way: the first header block refers to a dynamic-table entry
+/// from before the capture (shown as unknown, never guessed); a later block empties the table
+/// with a size update, after which every header is known again, and a note says so.
+#[test]
+fn unknown_hpack_past_is_marked_until_the_table_is_known() {
+    let mut first = vec![0xbe]; // indexed field 62: an entry from before the capture
+    first.extend_from_slice(&request("/a"));
+    let mut second = vec![0x20, 0x3f, 0xe1, 0x1f]; // size update to 0, then back to 4096
+    second.extend_from_slice(&request("/b"));
+    let segments = [
+        client(&[frame(HEADERS, EH | ES, 41, &first)]),
+        server(&[frame(HEADERS, EH | ES, 41, &block(&[(":status", "200")]))]),
+        client(&[frame(HEADERS, EH | ES, 43, &second)]),
+    ];
+    let (events, _, ok) = common::dissect_bytes(
+        common::segments_capture_with(&segments, false),
+        Config::default(),
+    );
+    assert!(ok);
+    let f = frames(&events);
+    assert_eq!(f.len(), 3);
+    let unknown = &f[0].headers.as_ref().unwrap()[0];
+    assert!(unknown.name_unknown && unknown.value_unknown);
+    assert_eq!(
+        h2scope::http2::call::header_name(unknown),
+        "<unknown dynamic #62>"
+    );
+    // Everything else in the first block is known and right.
+    assert!(f[0].headers.as_ref().unwrap()[1..]
+        .iter()
+        .all(|h| h.is_complete()));
+    assert!(
+        f[2].notes.iter().any(|n| n.contains("fully known")),
+        "{:?}",
+        f[2].notes
+    );
+    assert!(f[2]
+        .headers
+        .as_ref()
+        .unwrap()
+        .iter()
+        .all(|h| h.is_complete()));
+    let c = calls(&events);
+    assert_eq!(
+        c.iter()
+            .filter(|c| c.path().as_deref() == Some("/b"))
+            .count(),
+        1
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Error(er) if er.kind == ErrorKind::Resync)));
+}

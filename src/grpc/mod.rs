@@ -119,6 +119,13 @@ impl GrpcStream {
         self.deframers[side as usize].pending()
     }
 
+    /// The sides were mistaken for each other (see `Call::swap_sides`).
+    pub fn swap_sides(&mut self) {
+        self.encoding.swap(0, 1);
+        self.deframers.swap(0, 1);
+        self.counts.swap(0, 1);
+    }
+
     pub fn framing_lost(&self, side: Side) -> bool {
         self.deframers[side as usize].is_lost()
     }

@@ -95,6 +95,17 @@ impl Call {
             .map(|h| h.value.as_slice())
     }
 
+    /// Client and server were mistaken for each other (a connection joined mid-way, before its
+    /// first decodable header block): exchange everything that belongs to a side.
+    pub fn swap_sides(&mut self) {
+        std::mem::swap(&mut self.client, &mut self.server);
+        std::mem::swap(&mut self.request_headers, &mut self.response_headers);
+        std::mem::swap(&mut self.request_trailers, &mut self.response_trailers);
+        std::mem::swap(&mut self.request_bytes, &mut self.response_bytes);
+        std::mem::swap(&mut self.request_ended, &mut self.response_ended);
+        std::mem::swap(&mut self.request_messages, &mut self.response_messages);
+    }
+
     pub fn request_header(&self, name: &str) -> Option<&[u8]> {
         Self::find(&self.request_headers, name)
     }

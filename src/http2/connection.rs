@@ -248,6 +248,9 @@ pub struct Connection {
     tunnel: bool,
     /// The capture joined this connection after it started (no handshake seen).
     mid: bool,
+    /// For `mid`: a header block has shown which side is the client (the guess by ports holds
+    /// until then).
+    client_confirmed: bool,
     skipped_bytes: u64,
 }
 
@@ -273,6 +276,7 @@ impl Connection {
             upgrade_at: (0, 0),
             tunnel: false,
             mid: !info.handshake_seen,
+            client_confirmed: false,
             skipped_bytes: 0,
         };
         let forced = |d: Dir| cfg.forced_ports.contains(&info.dst(d).port());
@@ -1355,6 +1359,34 @@ impl Connection {
         }
     }
 
+    /// In a connection joined mid-way, a decoded `:method` shows the client and `:status` the
+    /// server. If the guess by ports was wrong, the sides of everything so far are swapped.
+    fn confirm_client(&mut self, dir: Dir, headers: Option<&[HeaderField]>) {
+        let Some(list) = headers else {
+            return;
+        };
+        let has = |n: &[u8]| list.iter().any(|h| !h.name_unknown && h.name == n);
+        let client = if has(b":method") {
+            dir
+        } else if has(b":status") {
+            dir.other()
+        } else {
+            return;
+        };
+        self.client_confirmed = true;
+        if client == self.client {
+            return;
+        }
+        self.client = client;
+        self.highest_stream.swap(0, 1);
+        for call in self.calls.values_mut() {
+            call.swap_sides();
+        }
+        for g in self.grpc.values_mut() {
+            g.swap_sides();
+        }
+    }
+
     fn is_closed_stream(&self, stream: u32) -> bool {
         let side = if is_client_stream(stream) {
             self.client
@@ -1561,6 +1593,9 @@ impl Connection {
             }
         }
         event.headers = headers.clone();
+        if self.mid && !self.client_confirmed {
+            self.confirm_client(dir, headers.as_deref());
+        }
         let from_client = dir == self.client;
         if block.kind == FrameType::PushPromise {
             if block.promised != 0 && !from_client {

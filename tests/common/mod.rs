@@ -73,6 +73,11 @@ pub fn conversation_capture(client: &[u8], server: &[u8], mss: usize) -> Vec<u8>
 /// A hand-built capture of one connection 127.0.0.1:40000 → 127.0.0.1:50051: handshake, then
 /// the given segments in order (`true`: from the client).
 pub fn segments_capture(segments: &[(bool, Vec<u8>)]) -> Vec<u8> {
+    segments_capture_with(segments, true)
+}
+
+/// As [`segments_capture`], with or without the handshake (a capture that joined mid-way).
+pub fn segments_capture_with(segments: &[(bool, Vec<u8>)], handshake: bool) -> Vec<u8> {
     use etherparse::PacketBuilder;
     use h2scope::capture::LinkType;
     use h2scope::output::pcap::PcapWriter;
@@ -87,8 +92,10 @@ pub fn segments_capture(segments: &[(bool, Vec<u8>)]) -> Vec<u8> {
         ts += 1000;
         w.write_packet(ts, &out, out.len() as u32).unwrap();
     };
-    write(40000, 50051, 100, 0, true, &[]);
-    write(50051, 40000, 900, 101, true, &[]);
+    if handshake {
+        write(40000, 50051, 100, 0, true, &[]);
+        write(50051, 40000, 900, 101, true, &[]);
+    }
     let (mut cs, mut ss) = (101u32, 901u32);
     for (from_client, bytes) in segments {
         if *from_client {
