@@ -432,7 +432,7 @@ fn harvest(file: &str, schemas: Schemas, cfg: &Config, limit: u64) -> Schemas {
         return schemas;
     };
     let mut cfg = cfg.clone();
-    cfg.grpc.harvest_only = true;
+    cfg.grpc.decode_bodies = false;
     let mut dissector = Dissector::with_schemas(cfg, schemas);
     let mut discard = Discard;
     let mut seen = 0u64;
@@ -499,7 +499,9 @@ fn read(args: ReadArgs) -> ExitCode {
                 continue;
             }
         };
-        let cfg = config(&args.decode);
+        let mut cfg = config(&args.decode);
+        // Nothing shown needs the messages' contents: skip decoding them (counts stay).
+        cfg.grpc.decode_bodies = !(args.output.quiet || args.output.calls || silent);
         let limit = args.count.unwrap_or(u64::MAX);
         // Schemas from reflection exchanges anywhere in the file apply to every call in it, so a
         // file (not a pipe) is read twice.
@@ -636,7 +638,9 @@ fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
                 continue;
             }
         };
-        let mut dissector = Dissector::with_schemas(config(&args.decode), schemas.clone());
+        let mut cfg = config(&args.decode);
+        cfg.grpc.decode_bodies = false;
+        let mut dissector = Dissector::with_schemas(cfg, schemas.clone());
         let format = args.format;
         let mut write_failed = false;
         let result = if health {

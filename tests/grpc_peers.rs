@@ -267,7 +267,7 @@ fn grpc_streaming_compression_big_message_and_harvested_schema() {
 
     // First pass: only reflection responses are looked at; they teach the echo schema.
     let mut harvest_cfg = Config::default();
-    harvest_cfg.grpc.harvest_only = true;
+    harvest_cfg.grpc.decode_bodies = false;
     let (_, schemas) = dissect(&pcap, Schemas::bundled(), harvest_cfg);
     assert!(schemas.harvested_files().iter().any(|f| f == "echo.proto"));
 

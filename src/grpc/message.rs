@@ -99,7 +99,7 @@ pub fn decode(
     if cfg.keep_bytes {
         d.bytes = Some(bytes.to_vec());
     }
-    if cfg.harvest_only && !is_reflection(path) {
+    if !cfg.decode_bodies && !is_reflection(path) {
         return Outcome::Message(d);
     }
     if stream.json || looks_like_json(bytes) {

@@ -17,8 +17,9 @@ pub struct GrpcConfig {
     pub max_message_size: usize,
     /// Decompressed size allowed per message.
     pub max_decompressed_size: usize,
-    /// Only look at server-reflection responses (the schema-harvesting first pass).
-    pub harvest_only: bool,
+    /// Decode message bodies (JSON, field trees). Off, only server-reflection responses are
+    /// decoded, for the schemas they carry: the harvesting first pass, and summary-only runs.
+    pub decode_bodies: bool,
     /// Keep each message's (decompressed) bytes in its event, for exporters that replay them.
     pub keep_bytes: bool,
 }
@@ -28,7 +29,7 @@ impl Default for GrpcConfig {
         GrpcConfig {
             max_message_size: 4 << 20,
             max_decompressed_size: 4 << 20,
-            harvest_only: false,
+            decode_bodies: true,
             keep_bytes: false,
         }
     }

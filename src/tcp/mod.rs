@@ -149,7 +149,9 @@ struct Flow<S> {
     isn: [Option<u32>; 2],
     last_ts_ns: i64,
     closed: bool,
-    state: S,
+    /// The application state; dropped when the connection closes, so that the entry kept for
+    /// late ACKs and retransmissions costs next to nothing.
+    state: Option<S>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -246,7 +248,7 @@ impl<S> FlowTable<S> {
                     isn: [None, None],
                     last_ts_ns: meta.ts_ns,
                     closed: false,
-                    state,
+                    state: Some(state),
                 },
             );
         }
@@ -264,10 +266,13 @@ impl<S> FlowTable<S> {
         let Flow {
             info,
             asm,
-            state,
+            state: Some(state),
             closed,
             ..
-        } = flow;
+        } = flow
+        else {
+            return Some(conn);
+        };
         let mut emit = |dir: Dir, chunk: Chunk<'_>| {
             handler.stream(info, state, dir, chunk.into(), meta);
         };
@@ -294,6 +299,9 @@ impl<S> FlowTable<S> {
         if *closed {
             Self::account(&mut self.stats, asm);
             handler.close(info, state, CloseReason::Closed, meta);
+            let max = self.cfg.max_pending_per_dir;
+            *asm = [Assembler::new(max), Assembler::new(max)];
+            flow.state = None;
         }
         Some(conn)
     }
@@ -318,14 +326,21 @@ impl<S> FlowTable<S> {
             return;
         }
         let Flow {
-            info, asm, state, ..
-        } = flow;
+            info,
+            asm,
+            state: Some(state),
+            ..
+        } = flow
+        else {
+            return;
+        };
         for dir in [Dir::Forward, Dir::Reverse] {
             asm[dir.index()].flush(&mut |c| handler.stream(info, state, dir, c.into(), meta));
         }
         Self::account(&mut self.stats, asm);
+        handler.close(info, state, reason, meta);
         flow.closed = true;
-        handler.close(&flow.info, &mut flow.state, reason, meta);
+        flow.state = None;
     }
 
     fn account(stats: &mut FlowTableStats, asm: &[Assembler; 2]) {
@@ -348,10 +363,12 @@ impl<S> FlowTable<S> {
         }
         self.last_sweep_ns = meta.ts_ns;
         let cutoff = meta.ts_ns.saturating_sub(self.cfg.idle_timeout_ns);
+        // A closed connection's entry only absorbs stragglers: a minute is plenty.
+        let closed_cutoff = meta.ts_ns.saturating_sub(60 * 1_000_000_000);
         let idle: Vec<FlowKey> = self
             .flows
             .iter()
-            .filter(|(_, f)| f.last_ts_ns < cutoff)
+            .filter(|(_, f)| f.last_ts_ns < cutoff || (f.closed && f.last_ts_ns < closed_cutoff))
             .map(|(k, _)| *k)
             .collect();
         self.remove_flows(idle, CloseReason::Idle, meta, handler);
@@ -385,6 +402,7 @@ impl<S> FlowTable<S> {
         flows.sort_by_key(|f| f.info.conn);
         for mut flow in flows {
             match reason {
+                _ if flow.closed => {}
                 CloseReason::Idle => self.stats.expired += 1,
                 CloseReason::Evicted => self.stats.evicted += 1,
                 _ => {}
