@@ -451,6 +451,70 @@ impl Sink for Discard {
     fn event(&mut self, _: Event) {}
 }
 
+/// Progress on stderr for long runs on a terminal: bytes, packets/s, ETA. Silent when stderr is
+/// not a terminal, with --quiet, and for standard input.
+struct Progress {
+    total: u64,
+    /// Bytes of records seen, an estimate of the position in the file.
+    bytes: u64,
+    started: Instant,
+    last: Instant,
+    shown: bool,
+}
+
+impl Progress {
+    fn new(path: &str, quiet: bool) -> Option<Progress> {
+        use std::io::IsTerminal;
+        if quiet || path == "-" || !io::stderr().is_terminal() {
+            return None;
+        }
+        let total = std::fs::metadata(path).ok()?.len();
+        Some(Progress {
+            total,
+            bytes: 0,
+            started: Instant::now(),
+            last: Instant::now(),
+            shown: false,
+        })
+    }
+}
+
+trait Tick {
+    fn tick(&mut self, record_len: usize, packets: u64);
+    fn done(&mut self);
+}
+
+impl Tick for Option<Progress> {
+    fn tick(&mut self, record_len: usize, packets: u64) {
+        let Some(p) = self.as_mut() else { return };
+        p.bytes += record_len as u64 + 16;
+        // Looking at the clock every packet would cost more than the packet.
+        if packets % 1024 != 0 || p.last.elapsed() < Duration::from_millis(500) {
+            return;
+        }
+        p.last = Instant::now();
+        let secs = p.started.elapsed().as_secs_f64().max(0.001);
+        let done = p.bytes.min(p.total) as f64;
+        let left = (p.total as f64 - done).max(0.0);
+        let eta = left / (done / secs).max(1.0);
+        eprint!(
+            "\r{:.0} / {:.0} MB ({:.0}%), {:.0} packets/s, ETA {:.0} s   ",
+            done / 1e6,
+            p.total as f64 / 1e6,
+            100.0 * done / p.total.max(1) as f64,
+            packets as f64 / secs,
+            eta
+        );
+        p.shown = true;
+    }
+
+    fn done(&mut self) {
+        if self.as_ref().is_some_and(|p| p.shown) {
+            eprint!("\r{:70}\r", "");
+        }
+    }
+}
+
 /// Connections that carried a call to `path`, found by a first pass.
 fn conns_with_path(file: &str, path: &str, cfg: &Config, schemas: Schemas) -> HashSet<u64> {
     struct Conns<'a>(&'a str, HashSet<u64>);
@@ -536,7 +600,9 @@ fn read(args: ReadArgs) -> ExitCode {
         let mut dissector = Dissector::with_schemas(cfg, schemas);
         sink.tally = Default::default();
         let mut seen = 0u64;
+        let mut progress = Progress::new(file, args.output.quiet);
         let result = reader.for_each_packet(|pkt| {
+            progress.tick(pkt.data.len(), seen);
             if let Out::Text(t) = &mut sink.inner {
                 t.set_base(pkt.ts_ns);
             }
@@ -561,6 +627,7 @@ fn read(args: ReadArgs) -> ExitCode {
             seen += 1;
             seen < limit
         });
+        progress.done();
         if let Err(e) = &result {
             // Everything decodable so far is still shown; the error says where reading stopped.
             sink.event(Event::Error(ErrorEvent {

@@ -160,6 +160,11 @@ impl CaptureReader {
         &self.name
     }
 
+    /// Bytes of the file consumed so far (for progress reports).
+    pub fn bytes_read(&self) -> u64 {
+        self.inner.consumed() as u64
+    }
+
     /// Number of packet records read so far.
     pub fn records(&self) -> u64 {
         self.state.records

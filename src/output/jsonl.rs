@@ -20,6 +20,8 @@ pub struct JsonLines<W: Write> {
     calls_only: bool,
     /// No events at all (only the summary, if asked for).
     quiet: bool,
+    /// Reused for each frame line.
+    scratch: Vec<u8>,
     io_error: Option<std::io::Error>,
 }
 
@@ -29,6 +31,7 @@ impl<W: Write> JsonLines<W> {
             out,
             calls_only,
             quiet,
+            scratch: Vec::with_capacity(1024),
             io_error: None,
         }
     }
@@ -74,7 +77,17 @@ impl<W: Write> Sink for JsonLines<W> {
         let v = match &event {
             Event::Call(c) => call_json(c),
             _ if self.calls_only => return,
-            Event::Frame(f) => frame_json(f),
+            Event::Frame(f) => {
+                if self.io_error.is_none() {
+                    self.scratch.clear();
+                    write_frame(&mut self.scratch, f);
+                    self.scratch.push(b'\n');
+                    if let Err(e) = self.out.write_all(&self.scratch) {
+                        self.io_error = Some(e);
+                    }
+                }
+                return;
+            }
             Event::Message(m) => message_json(m),
             Event::Gap(g) => gap_json(g),
             Event::Error(e) => error_json(e),
@@ -104,109 +117,141 @@ pub fn headers_json(list: &[HeaderField]) -> Value {
     )
 }
 
-fn error_code_json(m: &mut Map<String, Value>, code: u32) {
-    m.insert("error_code".into(), code.into());
-    m.insert(
-        "error_name".into(),
-        error_code_name(code)
-            .map(Value::from)
-            .unwrap_or(Value::Null),
-    );
+/// A JSON object written straight into a buffer: frames are most of the output, and building a
+/// `serde_json::Value` for each would cost more than the whole dissection.
+struct Obj<'a> {
+    buf: &'a mut Vec<u8>,
+    first: bool,
 }
 
-pub fn frame_json(f: &FrameEvent) -> Value {
-    let mut m = Map::new();
-    m.insert("event".into(), "frame".into());
-    origin_fields(&mut m, &f.origin);
+impl<'a> Obj<'a> {
+    fn new(buf: &'a mut Vec<u8>) -> Self {
+        buf.push(b'{');
+        Obj { buf, first: true }
+    }
+    fn key(&mut self, k: &str) {
+        if !self.first {
+            self.buf.push(b',');
+        }
+        self.first = false;
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(k.as_bytes());
+        self.buf.extend_from_slice(b"\":");
+    }
+    fn json<T: serde::Serialize + ?Sized>(&mut self, k: &str, v: &T) {
+        self.key(k);
+        // Writing to a Vec cannot fail; a value that cannot be serialized is written as null.
+        if serde_json::to_writer(&mut *self.buf, v).is_err() {
+            self.buf.extend_from_slice(b"null");
+        }
+    }
+    fn uint(&mut self, k: &str, n: u64) {
+        self.key(k);
+        let _ = write!(self.buf, "{n}");
+    }
+    fn end(self) {
+        self.buf.push(b'}');
+    }
+}
+
+/// One frame event as a JSON object, appended to `buf`.
+pub fn write_frame(buf: &mut Vec<u8>, f: &FrameEvent) {
+    let mut o = Obj::new(buf);
     let h = &f.header;
-    m.insert("stream".into(), h.stream.into());
-    m.insert("type".into(), h.kind.name().into());
-    m.insert("type_code".into(), h.kind.code().into());
-    m.insert("flags".into(), h.flags.into());
-    m.insert("flag_names".into(), json!(h.kind.flag_names(h.flags)));
-    m.insert("length".into(), h.length.into());
+    o.json("event", "frame");
+    o.uint("packet", f.origin.packet);
+    o.json("ts", &ts(f.origin.ts_ns));
+    o.uint("conn", f.origin.conn);
+    o.json("src", &f.origin.src.to_string());
+    o.json("dst", &f.origin.dst.to_string());
+    o.uint("stream", h.stream as u64);
+    o.json("type", h.kind.name());
+    o.uint("type_code", h.kind.code() as u64);
+    o.uint("flags", h.flags as u64);
+    o.json("flag_names", &h.kind.flag_names(h.flags));
+    o.uint("length", h.length as u64);
+    let error_code = |o: &mut Obj<'_>, code: u32| {
+        o.uint("error_code", code as u64);
+        o.json("error_name", &error_code_name(code));
+    };
     match &f.detail {
         FrameDetail::Data {
             data_len,
             pad_len,
             missing,
         } => {
-            m.insert("data_length".into(), (*data_len).into());
+            o.uint("data_length", *data_len as u64);
             if let Some(p) = pad_len {
-                m.insert("pad_length".into(), (*p).into());
+                o.uint("pad_length", *p as u64);
             }
             if *missing > 0 {
-                m.insert("missing".into(), (*missing).into());
+                o.uint("missing", *missing);
             }
         }
         FrameDetail::Headers { priority, pad_len } => {
             if let Some(p) = priority {
-                m.insert("priority".into(), priority_json(p));
+                o.json("priority", &priority_json(p));
             }
             if let Some(p) = pad_len {
-                m.insert("pad_length".into(), (*p).into());
+                o.uint("pad_length", *p as u64);
             }
         }
-        FrameDetail::Priority(p) => {
-            m.insert("priority".into(), priority_json(p));
-        }
-        FrameDetail::RstStream { error_code } => error_code_json(&mut m, *error_code),
+        FrameDetail::Priority(p) => o.json("priority", &priority_json(p)),
+        FrameDetail::RstStream { error_code: c } => error_code(&mut o, *c),
         FrameDetail::Settings { ack, settings } => {
-            m.insert("ack".into(), (*ack).into());
-            m.insert(
-                "settings".into(),
-                Value::Array(settings.iter().map(|s| json!([s.id, s.value])).collect()),
-            );
-            m.insert(
-                "setting_names".into(),
-                Value::Array(
-                    settings
-                        .iter()
-                        .map(|s| setting::name(s.id).map(Value::from).unwrap_or(Value::Null))
-                        .collect(),
-                ),
-            );
+            o.json("ack", ack);
+            let pairs: Vec<[u32; 2]> = settings.iter().map(|s| [s.id as u32, s.value]).collect();
+            o.json("settings", &pairs);
+            let names: Vec<Option<&str>> = settings.iter().map(|s| setting::name(s.id)).collect();
+            o.json("setting_names", &names);
         }
         FrameDetail::PushPromise {
             promised_stream,
             pad_len,
         } => {
-            m.insert("promised_stream".into(), (*promised_stream).into());
+            o.uint("promised_stream", *promised_stream as u64);
             if let Some(p) = pad_len {
-                m.insert("pad_length".into(), (*p).into());
+                o.uint("pad_length", *p as u64);
             }
         }
         FrameDetail::Ping { ack, opaque } => {
-            m.insert("ack".into(), (*ack).into());
-            m.insert("opaque".into(), hex::encode(opaque).into());
+            o.json("ack", ack);
+            o.json("opaque", &hex::encode(opaque));
         }
         FrameDetail::GoAway {
             last_stream_id,
-            error_code,
+            error_code: c,
             debug_data,
         } => {
-            m.insert("last_stream_id".into(), (*last_stream_id).into());
-            error_code_json(&mut m, *error_code);
-            m.insert("debug_data".into(), lossless(debug_data).into());
+            o.uint("last_stream_id", *last_stream_id as u64);
+            error_code(&mut o, *c);
+            o.json("debug_data", &lossless(debug_data));
         }
-        FrameDetail::WindowUpdate { increment } => {
-            m.insert("increment".into(), (*increment).into());
-        }
+        FrameDetail::WindowUpdate { increment } => o.uint("increment", *increment as u64),
         FrameDetail::Continuation | FrameDetail::Unknown | FrameDetail::Skipped => {}
-        FrameDetail::Malformed(e) => {
-            m.insert("malformed".into(), e.to_string().into());
-        }
+        FrameDetail::Malformed(e) => o.json("malformed", &e.to_string()),
     }
     if let Some(list) = &f.headers {
-        m.insert("headers".into(), headers_json(list));
+        let pairs: Vec<[String; 2]> = list
+            .iter()
+            .map(|h| [header_name(h), header_value(h)])
+            .collect();
+        o.json("headers", &pairs);
     }
     if !f.table_size_updates.is_empty() {
-        m.insert("table_size_updates".into(), json!(f.table_size_updates));
+        o.json("table_size_updates", &f.table_size_updates);
     }
     if !f.notes.is_empty() {
-        m.insert("notes".into(), json!(f.notes));
+        o.json("notes", &f.notes);
     }
-    Value::Object(m)
+    o.end();
+}
+
+/// One frame event as a JSON value (the same object as [`write_frame`] writes).
+pub fn frame_json(f: &FrameEvent) -> Value {
+    let mut buf = Vec::new();
+    write_frame(&mut buf, f);
+    serde_json::from_slice(&buf).unwrap_or(Value::Null)
 }
 
 fn priority_json(p: &crate::http2::frame::PriorityInfo) -> Value {

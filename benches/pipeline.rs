@@ -1,0 +1,140 @@
+//! Throughput of the stages, with divan: `cargo bench`. Inputs are real: RFC 7541 C.6 header
+//! blocks, and the recorded gRPC traffic of testdata/grpc-health.pcap replicated into many
+//! connections. Figures against tshark come from scripts/bench-vs-tshark.
+
+use divan::counter::BytesCount;
+use divan::{black_box, Bencher};
+use h2scope::capture::{link, CaptureReader};
+use h2scope::event::{Event, Sink};
+use h2scope::http2::frame::{parse_payload, FrameHeader};
+use h2scope::http2::hpack::Decoder;
+use h2scope::pipeline::{Config, Dissector};
+use h2scope::tcp::Assembler;
+
+fn main() {
+    divan::main();
+}
+
+/// RFC 7541 C.6.1-C.6.3: three response blocks with Huffman coding and eviction (table 256).
+const C6: [&str; 3] = [
+    "488264025885aec3771a4b6196d07abe941054d444a8200595040b8166e082a62d1bff6e919d29ad171863c78f0b97c8e9ae82ae43d3",
+    "4883640effc1c0bf",
+    "88c16196d07abe941054d444a8200595040b8166e084a62d1bff5f8b1d75d0620d263d4c7441eac0c0bf",
+];
+
+#[divan::bench]
+fn hpack_c6_block(bencher: Bencher) {
+    let blocks: Vec<Vec<u8>> = C6.iter().map(|h| hex::decode(h).unwrap()).collect();
+    bencher.bench_local(|| {
+        let mut d = Decoder::new();
+        d.set_max_table_size_limit(256);
+        let mut out = Vec::with_capacity(8);
+        for b in &blocks {
+            out.clear();
+            d.decode(black_box(b), &mut out).unwrap();
+        }
+        black_box(out.len())
+    });
+}
+
+#[divan::bench]
+fn frame_header_and_payload(bencher: Bencher) {
+    // A SETTINGS frame with 3 settings, as every connection starts with.
+    let frame = hex::decode("00001204000000000000030000006400040100000000020000000000").unwrap();
+    bencher.bench_local(|| {
+        let h = FrameHeader::parse(black_box(frame[..9].try_into().unwrap()));
+        black_box(parse_payload(&h, &frame[9..9 + h.length as usize]).is_ok())
+    });
+}
+
+#[divan::bench]
+fn tcp_reassembly_in_order(bencher: Bencher) {
+    let seg = vec![0x41u8; 1448];
+    bencher
+        .counter(BytesCount::new(1448usize * 1000))
+        .bench_local(|| {
+            let mut a = Assembler::new(1 << 20);
+            let mut n = 0usize;
+            for i in 0..1000u32 {
+                a.segment(1 + i * 1448, false, false, &seg, &mut |c| {
+                    if let h2scope::tcp::Chunk::Data(d) = c {
+                        n += d.len();
+                    }
+                });
+            }
+            black_box(n)
+        });
+}
+
+/// The recorded capture, replicated in memory (as packets) into `copies` connections.
+fn packets(copies: u16) -> Vec<(i64, u32, Vec<u8>)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/grpc-health.pcap");
+    let mut r = CaptureReader::open(path).unwrap();
+    let mut base = Vec::new();
+    r.for_each_packet(|p| {
+        base.push((p.ts_ns, p.link.0, p.data.to_vec()));
+        true
+    })
+    .unwrap();
+    let mut out = Vec::new();
+    for k in 0..copies {
+        for (ts, lt, data) in &base {
+            let mut d = data.clone();
+            // Ethernet + IPv4 (20 bytes) + TCP: give each copy its own client port.
+            let server_port = 34793u16;
+            let sport = u16::from_be_bytes([d[34], d[35]]);
+            let at = if sport == server_port { 36 } else { 34 };
+            d[at..at + 2].copy_from_slice(&(1024 + k).to_be_bytes());
+            out.push((ts + k as i64 * 1_000_000, *lt, d));
+        }
+    }
+    out
+}
+
+struct Count(usize);
+
+impl Sink for Count {
+    fn event(&mut self, e: Event) {
+        if matches!(e, Event::Frame(_)) {
+            self.0 += 1;
+        }
+    }
+}
+
+#[divan::bench(args = [false, true])]
+fn whole_pipeline(bencher: Bencher, decode_bodies: bool) {
+    let pkts = packets(200);
+    let bytes: usize = pkts.iter().map(|p| p.2.len()).sum();
+    bencher.counter(BytesCount::new(bytes)).bench_local(|| {
+        let mut cfg = Config::default();
+        cfg.grpc.decode_bodies = decode_bodies;
+        let mut d = Dissector::new(cfg);
+        let mut sink = Count(0);
+        for (i, (ts, lt, data)) in pkts.iter().enumerate() {
+            let p = h2scope::capture::Packet {
+                index: i as u64 + 1,
+                ts_ns: *ts,
+                link: h2scope::capture::LinkType(*lt),
+                data,
+                orig_len: data.len() as u32,
+            };
+            d.packet(&p, &mut sink);
+        }
+        d.finish(&mut sink);
+        black_box(sink.0)
+    });
+}
+
+#[divan::bench]
+fn link_decode(bencher: Bencher) {
+    let pkts = packets(1);
+    bencher.bench_local(|| {
+        let mut n = 0;
+        for (_, lt, data) in &pkts {
+            if link::decode(h2scope::capture::LinkType(*lt), data).is_ok() {
+                n += 1;
+            }
+        }
+        black_box(n)
+    });
+}
