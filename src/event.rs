@@ -10,11 +10,12 @@ use crate::http2::call::Call;
 use crate::http2::frame::{FrameError, FrameHeader, PriorityInfo, Setting};
 use crate::http2::hpack::HeaderField;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Event {
     Frame(FrameEvent),
-    Message(MessageEvent),
-    Call(Call),
+    // Boxed: these are large, and events are moved through every sink.
+    Message(Box<MessageEvent>),
+    Call(Box<Call>),
     Gap(GapEvent),
     Error(ErrorEvent),
     /// An HTTP/2 (or gRPC-Web HTTP/1.1) connection ended, after its last call.

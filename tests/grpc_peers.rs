@@ -214,6 +214,18 @@ async fn traffic(rec: &Recorder) {
         .unwrap()
         .into_inner();
     assert!(answers.message().await.unwrap().is_some());
+
+    // One more call after the reflection exchanges: even a single pass knows its schema.
+    gz.ready().await.unwrap();
+    let r = gz
+        .unary(
+            Request::new(req("after", 5)),
+            path("/test.echo.Echo/Unary"),
+            codec(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.into_inner().text, "echo after");
     tokio::time::sleep(Duration::from_millis(200)).await;
 }
 
@@ -248,7 +260,7 @@ fn messages(events: &[Event]) -> Vec<&MessageEvent> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::Message(m) => Some(m),
+            Event::Message(m) => Some(&**m),
             _ => None,
         })
         .collect()
@@ -278,7 +290,7 @@ fn grpc_streaming_compression_big_message_and_harvested_schema() {
     let ms = messages(&events);
 
     let unary = of_path(&ms, "/test.echo.Echo/Unary");
-    assert_eq!(unary.len(), 4);
+    assert_eq!(unary.len(), 6);
     let small: Vec<_> = unary.iter().filter(|m| m.decoded.length < 1000).collect();
     for m in &small {
         assert!(m.decoded.compressed, "{m:?}");
@@ -375,7 +387,7 @@ fn grpc_streaming_compression_big_message_and_harvested_schema() {
     assert!(alpha[1].decoded.harvested.iter().any(|f| f == "echo.proto"));
 
     let calls = common::calls(&events);
-    assert_eq!(calls.len(), 8);
+    assert_eq!(calls.len(), 9);
     assert!(calls.iter().all(|c| c.grpc && c.grpc_status() == Some(0)));
 
     // One pass only: the echo calls came before the reflection exchange, so they stay

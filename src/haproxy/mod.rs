@@ -109,7 +109,7 @@ impl Sink for Collector {
                 }
                 if self.selector.matches(&call) {
                     self.found = Some(Recorded {
-                        call,
+                        call: *call,
                         requests,
                         responses,
                     });

@@ -456,7 +456,7 @@ impl Connection {
         let streams: Vec<u32> = self.calls.keys().copied().collect();
         for stream in streams {
             if let Some(call) = self.take_call(stream, ctx) {
-                ctx.sink.event(Event::Call(call));
+                ctx.sink.event(Event::Call(Box::new(call)));
             }
         }
     }
@@ -768,7 +768,7 @@ impl Connection {
             ctx.sink.event(message);
         }
         for call in finished {
-            ctx.sink.event(Event::Call(call));
+            ctx.sink.event(Event::Call(Box::new(call)));
         }
         if let Err(e) = result {
             ctx.error(
@@ -1131,14 +1131,15 @@ impl Connection {
                 Outcome::Message(decoded) => {
                     let index = g.counts[side as usize];
                     g.counts[side as usize] += 1;
-                    self.pending_messages.push(Event::Message(MessageEvent {
-                        origin: ctx.origin(dir),
-                        stream,
-                        path: path.clone(),
-                        side,
-                        index,
-                        decoded,
-                    }));
+                    self.pending_messages
+                        .push(Event::Message(Box::new(MessageEvent {
+                            origin: ctx.origin(dir),
+                            stream,
+                            path: path.clone(),
+                            side,
+                            index,
+                            decoded,
+                        })));
                 }
             }
         }
@@ -1295,7 +1296,7 @@ impl Connection {
             ctx.sink.event(message);
         }
         for call in finished_calls {
-            ctx.sink.event(Event::Call(call));
+            ctx.sink.event(Event::Call(Box::new(call)));
         }
     }
 
@@ -1701,7 +1702,7 @@ impl Connection {
                             ctx.cfg.max_open_streams
                         ),
                     );
-                    ctx.sink.event(Event::Call(old));
+                    ctx.sink.event(Event::Call(Box::new(old)));
                 }
             }
         }

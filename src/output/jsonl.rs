@@ -432,7 +432,7 @@ fn summary_json(s: &Summary) -> Value {
         "calls": s.tally.calls,
         "messages": s.tally.messages,
         "frames": s.tally.frames,
-        "frames_by_type": s.tally.frames_by_type,
+        "frames_by_type": s.tally.frames_by_type(),
         "gaps": s.tally.gaps,
         "gap_bytes": s.tally.gap_bytes,
         "errors": s.tally.errors,

@@ -11,10 +11,11 @@ use crate::event::{Event, Sink};
 use crate::pipeline::Stats;
 
 /// Counts of what went by, for the summary.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Tally {
     pub frames: u64,
-    pub frames_by_type: BTreeMap<String, u64>,
+    /// Frames by type code (counted per frame, so kept as an array, not a map).
+    pub frames_by_code: [u64; 256],
     pub calls: u64,
     pub messages: u64,
     pub gaps: u64,
@@ -23,15 +24,39 @@ pub struct Tally {
     pub frames_with_notes: u64,
 }
 
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            frames: 0,
+            frames_by_code: [0; 256],
+            calls: 0,
+            messages: 0,
+            gaps: 0,
+            gap_bytes: 0,
+            errors: 0,
+            frames_with_notes: 0,
+        }
+    }
+}
+
 impl Tally {
+    /// Frames by type name, for the summary (unknown types together as UNKNOWN).
+    pub fn frames_by_type(&self) -> BTreeMap<String, u64> {
+        let mut m = BTreeMap::new();
+        for (code, &n) in self.frames_by_code.iter().enumerate() {
+            if n > 0 {
+                let name = crate::http2::frame::FrameType::from_code(code as u8).name();
+                *m.entry(name.to_string()).or_default() += n;
+            }
+        }
+        m
+    }
+
     pub fn count(&mut self, event: &Event) {
         match event {
             Event::Frame(f) => {
                 self.frames += 1;
-                *self
-                    .frames_by_type
-                    .entry(f.header.kind.name().to_string())
-                    .or_default() += 1;
+                self.frames_by_code[f.header.kind.code() as usize] += 1;
                 if !f.notes.is_empty() {
                     self.frames_with_notes += 1;
                 }

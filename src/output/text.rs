@@ -272,12 +272,9 @@ impl<W: Write> Text<W> {
             st.other_bytes
         );
         let _ = write!(l, "HTTP/2 frames: {}", t.frames);
-        if !t.frames_by_type.is_empty() {
-            let parts: Vec<String> = t
-                .frames_by_type
-                .iter()
-                .map(|(k, v)| format!("{k}×{v}"))
-                .collect();
+        let by_type = t.frames_by_type();
+        if !by_type.is_empty() {
+            let parts: Vec<String> = by_type.iter().map(|(k, v)| format!("{k}×{v}")).collect();
             let _ = write!(l, " ({})", parts.join(" "));
         }
         l.push('\n');

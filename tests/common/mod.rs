@@ -133,7 +133,7 @@ pub fn calls(events: &[Event]) -> Vec<&Call> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::Call(c) => Some(c),
+            Event::Call(c) => Some(&**c),
             _ => None,
         })
         .collect()

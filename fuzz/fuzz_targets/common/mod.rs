@@ -59,9 +59,9 @@ pub fn dissect_and_render(data: Vec<u8>) {
     let mut tally = Tally::default();
     for event in events {
         tally.count(&event);
-        json.event(clone_event(&event));
-        json_calls.event(clone_event(&event));
-        text_calls.event(clone_event(&event));
+        json.event(event.clone());
+        json_calls.event(event.clone());
+        text_calls.event(event.clone());
         text.event(event);
     }
     let mut warnings: Vec<String> = reader.warnings().iter().map(|w| format!("{w:?}")).collect();
@@ -79,15 +79,4 @@ pub fn dissect_and_render(data: Vec<u8>) {
     text.summary(&summary);
     assert!(json.io_error().is_none());
     assert!(text.io_error().is_none());
-}
-
-/// `Event` is not `Clone`, but every variant's payload is.
-fn clone_event(e: &Event) -> Event {
-    match e {
-        Event::Frame(f) => Event::Frame(f.clone()),
-        Event::Message(m) => Event::Message(m.clone()),
-        Event::Call(c) => Event::Call(c.clone()),
-        Event::Gap(g) => Event::Gap(g.clone()),
-        Event::Error(x) => Event::Error(x.clone()),
-    }
 }
