@@ -136,6 +136,7 @@ fn health_report_matches_the_scenario() {
 
     // Flow control: the server waited on the client's 64 KiB window while it did not read.
     assert!(server.blocked_ns >= 250_000_000, "{text}");
+    assert!(server.stream_blocked_ns >= 250_000_000, "{text}");
     assert!(server.data_bytes >= 300_000);
 
     // The cancelled Watch.

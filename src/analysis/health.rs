@@ -43,6 +43,19 @@ pub struct SideHealth {
     pub blocked_ns: i64,
     blocked_since: Option<i64>,
     pub data_bytes: u64,
+    /// Stream-level send windows of this side: the initial size its peer announced, the
+    /// largest a stream reached, and the time streams spent blocked on a zero stream window.
+    stream_initial: i64,
+    streams: HashMap<u32, (i64, Option<i64>)>,
+    pub max_stream_window: i64,
+    pub stream_blocked_ns: i64,
+    /// PINGs sent since this side last sent HEADERS or DATA (a flood has no traffic between),
+    /// and when that run began.
+    pings_without_data: u64,
+    run_start_ns: i64,
+    pub max_pings_without_data: u64,
+    /// A run of PINGs without data, at least [`PING_FLOOD`] long and faster than one a second.
+    pub ping_flood: bool,
     last_ping_ts: Option<i64>,
     pending: VecDeque<([u8; 8], i64)>,
 }
@@ -130,7 +143,37 @@ fn side() -> SideHealth {
     SideHealth {
         window: DEFAULT_WINDOW,
         max_window: DEFAULT_WINDOW,
+        stream_initial: DEFAULT_WINDOW,
+        max_stream_window: DEFAULT_WINDOW,
         ..SideHealth::default()
+    }
+}
+
+/// Open streams whose windows are followed, per side.
+const MAX_STREAM_WINDOWS: usize = 10_000;
+
+/// gRPC servers answer PINGs without data in between, more often than every 5 minutes, with a
+/// `too_many_pings` GOAWAY (by default); this many in a row, faster than one a second, is called
+/// a flood whatever the server did.
+const PING_FLOOD: u64 = 10;
+
+impl SideHealth {
+    fn stream_window(&mut self, stream: u32) -> &mut (i64, Option<i64>) {
+        if self.streams.len() >= MAX_STREAM_WINDOWS && !self.streams.contains_key(&stream) {
+            self.streams.clear();
+        }
+        let initial = self.stream_initial;
+        self.streams.entry(stream).or_insert((initial, None))
+    }
+
+    fn unblock_stream(&mut self, stream: u32, ts: i64) {
+        if let Some((w, since)) = self.streams.get_mut(&stream) {
+            if *w > 0 {
+                if let Some(t) = since.take() {
+                    self.stream_blocked_ns += ts.saturating_sub(t);
+                }
+            }
+        }
     }
 }
 
@@ -171,6 +214,17 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
             FrameDetail::Ping { ack: false, opaque } => {
                 let s = &mut h.sides[me];
                 s.pings += 1;
+                if s.pings_without_data == 0 {
+                    s.run_start_ns = o.ts_ns;
+                }
+                s.pings_without_data += 1;
+                s.max_pings_without_data = s.max_pings_without_data.max(s.pings_without_data);
+                let run = s.pings_without_data as i64;
+                if run >= PING_FLOOD as i64
+                    && o.ts_ns.saturating_sub(s.run_start_ns) < (run - 1) * 1_000_000_000
+                {
+                    s.ping_flood = true;
+                }
                 if let Some(prev) = s.last_ping_ts {
                     s.ping_intervals_ns.push(o.ts_ns.saturating_sub(prev));
                 }
@@ -236,14 +290,31 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                         setting::MAX_CONCURRENT_STREAMS if me == 1 => {
                             h.max_concurrent_streams = Some(s.value)
                         }
-                        // The sender's receive window for streams; the connection window starts
-                        // at 65535 whatever it says.
-                        setting::INITIAL_WINDOW_SIZE => {}
+                        // The sender's receive window for streams: the peer's stream send windows
+                        // start there, and open ones move by the difference (RFC 9113 §6.9.2).
+                        // The connection window stays at 65535 whatever it says.
+                        setting::INITIAL_WINDOW_SIZE => {
+                            let p = &mut h.sides[peer];
+                            let delta = s.value as i64 - p.stream_initial;
+                            p.stream_initial = s.value as i64;
+                            p.max_stream_window = p.max_stream_window.max(s.value as i64);
+                            for (w, _) in p.streams.values_mut() {
+                                *w += delta;
+                            }
+                        }
                         _ => {}
                     }
                 }
             }
-            FrameDetail::WindowUpdate { increment } if stream == 0 => {
+            FrameDetail::WindowUpdate { increment } if stream != 0 => {
+                let s = &mut h.sides[peer];
+                let w = s.stream_window(stream);
+                w.0 += *increment as i64;
+                let now = w.0;
+                s.max_stream_window = s.max_stream_window.max(now);
+                s.unblock_stream(stream, o.ts_ns);
+            }
+            FrameDetail::WindowUpdate { increment } => {
                 // The peer may now send more on the connection.
                 let s = &mut h.sides[peer];
                 s.window += *increment as i64;
@@ -256,16 +327,28 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
             }
             FrameDetail::Data { .. } => {
                 let s = &mut h.sides[me];
+                s.pings_without_data = 0;
                 s.data_bytes += f.header.length as u64;
                 s.window -= f.header.length as i64;
                 if s.window <= 0 && s.blocked_since.is_none() {
                     s.blocked_since = Some(o.ts_ns);
+                }
+                let w = s.stream_window(stream);
+                w.0 -= f.header.length as i64;
+                if w.0 <= 0 && w.1.is_none() {
+                    w.1 = Some(o.ts_ns);
+                }
+                if f.header.has(crate::http2::frame::flags::END_STREAM) {
+                    if let Some((_, Some(since))) = s.streams.remove(&stream) {
+                        s.stream_blocked_ns += o.ts_ns.saturating_sub(since);
+                    }
                 }
                 if f.header.has(crate::http2::frame::flags::END_STREAM) && me == 1 {
                     h.open_streams.remove(&stream);
                 }
             }
             FrameDetail::Headers { .. } => {
+                h.sides[me].pings_without_data = 0;
                 if me == 0 && stream % 2 == 1 {
                     h.open_streams.insert(stream);
                 }
@@ -295,6 +378,11 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
         for s in &mut h.sides {
             s.unacked_pings += s.pending.len() as u64;
             s.pending.clear();
+            for (_, (_, since)) in s.streams.drain() {
+                if let Some(t) = since {
+                    s.stream_blocked_ns += end.last_ts_ns.saturating_sub(t);
+                }
+            }
             if let Some(since) = s.blocked_since.take() {
                 s.blocked_ns += end.last_ts_ns.saturating_sub(since);
             }
@@ -371,6 +459,9 @@ fn side_json(s: &SideHealth) -> Value {
         "data_bytes": s.data_bytes,
         "max_connection_window": s.max_window,
         "blocked_on_window_ms": ms(s.blocked_ns),
+        "max_stream_window": s.max_stream_window,
+        "blocked_on_stream_windows_ms": ms(s.stream_blocked_ns),
+        "max_pings_without_data": s.max_pings_without_data,
     })
 }
 
@@ -380,7 +471,8 @@ pub fn to_json(h: &ConnectionHealth) -> Value {
         .sides
         .iter()
         .flat_map(|s| &s.goaways)
-        .any(|g| g.debug.contains("too_many_pings"));
+        .any(|g| g.debug.contains("too_many_pings"))
+        || h.sides.iter().any(|s| s.ping_flood);
     json!({
         "event": "connection_health",
         "conn": h.conn,
@@ -465,12 +557,21 @@ pub fn to_text(h: &ConnectionHealth) -> String {
                 .collect();
             let _ = writeln!(s, "  {name} RST_STREAM: {}", parts.join(" "));
         }
-        if side.blocked_ns > 0 {
+        if side.blocked_ns > 0 || side.stream_blocked_ns > 0 {
             let _ = writeln!(
                 s,
-                "  {name} blocked on a zero connection window for {:.3} ms (largest window {})",
+                "  {name} blocked on flow control: {:.3} ms on the connection window (largest {}), {:.3} ms on stream windows (largest {})",
                 ms(side.blocked_ns),
-                side.max_window
+                side.max_window,
+                ms(side.stream_blocked_ns),
+                side.max_stream_window
+            );
+        }
+        if side.ping_flood {
+            let _ = writeln!(
+                s,
+                "  {name} sent {} PINGs in a row without data, more than one a second: a PING flood (gRPC servers answer with GOAWAY too_many_pings)",
+                side.max_pings_without_data
             );
         }
     }
@@ -486,4 +587,152 @@ pub fn to_text(h: &ConnectionHealth) -> String {
         s.push('\n');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Origin;
+    use crate::http2::frame::{FrameHeader, FrameType, Setting};
+
+    const CLIENT: &str = "10.0.0.1:40000";
+    const SERVER: &str = "10.0.0.2:50051";
+
+    fn frame(
+        from_client: bool,
+        ms: i64,
+        stream: u32,
+        kind: FrameType,
+        len: u32,
+        detail: FrameDetail,
+    ) -> Event {
+        let (src, dst) = if from_client {
+            (CLIENT, SERVER)
+        } else {
+            (SERVER, CLIENT)
+        };
+        Event::Frame(FrameEvent {
+            origin: Origin {
+                packet: 1,
+                ts_ns: ms * 1_000_000,
+                conn: 0,
+                src: src.parse().unwrap(),
+                dst: dst.parse().unwrap(),
+            },
+            header: FrameHeader {
+                length: len,
+                kind,
+                flags: 0,
+                stream,
+            },
+            detail,
+            headers: None,
+            table_size_updates: Vec::new(),
+            notes: Vec::new(),
+        })
+    }
+
+    fn run(events: Vec<Event>) -> ConnectionHealth {
+        let mut out = Vec::new();
+        let mut h = Health::new(|r| out.push(r));
+        for e in events {
+            h.event(e);
+        }
+        // As the pipeline reports it: which side is the client is known here.
+        h.event(Event::ConnectionEnd(ConnectionEnd {
+            conn: 0,
+            client: CLIENT.parse().unwrap(),
+            server: SERVER.parse().unwrap(),
+            protocol: "http2",
+            first_ts_ns: 0,
+            last_ts_ns: 400_000_000_000,
+            bytes: [0, 0],
+            packets: 0,
+            end: crate::event::EndKind::Fin,
+            mid: false,
+        }));
+        drop(h);
+        out.pop().unwrap()
+    }
+
+    fn data(from_client: bool, ms: i64, stream: u32, len: u32) -> Event {
+        frame(
+            from_client,
+            ms,
+            stream,
+            FrameType::Data,
+            len,
+            FrameDetail::Data {
+                data_len: len,
+                pad_len: None,
+                missing: 0,
+            },
+        )
+    }
+
+    fn update(from_client: bool, ms: i64, stream: u32, inc: u32) -> Event {
+        frame(
+            from_client,
+            ms,
+            stream,
+            FrameType::WindowUpdate,
+            4,
+            FrameDetail::WindowUpdate { increment: inc },
+        )
+    }
+
+    #[test]
+    fn stream_window_stall_is_timed() {
+        // The client allows 1000 bytes per stream; the server sends them, waits 300 ms for the
+        // client's WINDOW_UPDATE on the stream, then goes on.
+        let settings = FrameDetail::Settings {
+            ack: false,
+            settings: vec![Setting {
+                id: setting::INITIAL_WINDOW_SIZE,
+                value: 1000,
+            }],
+        };
+        let h = run(vec![
+            frame(true, 0, 0, FrameType::Settings, 6, settings),
+            data(false, 10, 1, 1000),
+            update(true, 310, 1, 1000),
+            data(false, 320, 1, 500),
+        ]);
+        let server = &h.sides[1];
+        assert_eq!(server.stream_blocked_ns, 300_000_000);
+        assert_eq!(
+            server.blocked_ns, 0,
+            "the connection window was never exhausted"
+        );
+    }
+
+    #[test]
+    fn ping_floods_and_keepalive_are_told_apart() {
+        let ping = |ms, op: u8| {
+            frame(
+                true,
+                ms,
+                0,
+                FrameType::Ping,
+                8,
+                FrameDetail::Ping {
+                    ack: false,
+                    opaque: [op; 8],
+                },
+            )
+        };
+        let flood = run((0..12).map(|i| ping(i * 100, i as u8)).collect());
+        assert!(flood.sides[0].ping_flood);
+        assert_eq!(flood.sides[0].unacked_pings, 12);
+        // The same count every 30 s is keepalive, not a flood.
+        let keepalive = run((0..12).map(|i| ping(i * 30_000, i as u8)).collect());
+        assert!(!keepalive.sides[0].ping_flood);
+        // Data between PINGs resets the run.
+        let mut busy = Vec::new();
+        for i in 0..12 {
+            busy.push(ping(i * 100, i as u8));
+            busy.push(data(true, i * 100 + 50, 1, 10));
+        }
+        assert!(!run(busy).sides[0].ping_flood);
+    }
 }
