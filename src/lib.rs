@@ -16,3 +16,4 @@ pub mod http2;
 pub mod output;
 pub mod pipeline;
 pub mod tcp;
+pub mod tui;

@@ -11,13 +11,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 use h2scope::capture::{link, live, CaptureReader, CaptureWarning};
 use h2scope::event::{ErrorEvent, ErrorKind, Event, Sink};
 use h2scope::grpc::schema::Schemas;
-use h2scope::haproxy::{self, check, config, Collector, ExportOptions, Selector};
+use h2scope::haproxy::{self, check, config, ExportOptions, Selector};
 use h2scope::http2::connection::{AssumeTarget, AssumedPath};
 use h2scope::output::jsonl::JsonLines;
 use h2scope::output::pcapng::{CaptureFile, Format as WriteFormat};
 use h2scope::output::text::{Text, TextOptions};
 use h2scope::output::{Counting, Summary};
-use h2scope::pipeline::{Config, Dissector};
+use h2scope::pipeline::{harvest_schemas, Config, Dissector};
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +41,8 @@ enum Command {
     Health(AnalysisArgs),
     /// Per method: calls, grpc-status mix, latency percentiles, sizes, messages per call.
     Stats(AnalysisArgs),
+    /// Browse calls, frames and decoded messages of a capture in the terminal.
+    Tui(TuiArgs),
     /// Export a recorded gRPC call as an HAProxy `mode tcp` health check.
     Haproxy(Box<HaproxyArgs>),
     /// Send bytes to a server and look for bytes in its answer, as HAProxy's tcp-check does.
@@ -266,6 +268,31 @@ struct ReadArgs {
 }
 
 #[derive(clap::Args)]
+struct TuiArgs {
+    /// The capture to browse.
+    file: String,
+    #[command(flatten)]
+    decode: DecodeArgs,
+}
+
+fn tui(args: TuiArgs) -> ExitCode {
+    let schemas = match load_schemas(&args.decode.schema) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("h2scope: schema: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match h2scope::tui::run(&args.file, &config(&args.decode), schemas) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("h2scope: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(clap::Args)]
 struct AnalysisArgs {
     /// Capture files; `-` for standard input.
     #[arg(required = true)]
@@ -326,6 +353,7 @@ fn main() -> ExitCode {
         Command::Read(args) => read(args),
         Command::Capture(args) => capture(args),
         Command::Health(args) => analyse(args, true),
+        Command::Tui(args) => tui(args),
         Command::Stats(args) => analyse(args, false),
         Command::Haproxy(args) => haproxy(*args),
         Command::Check(args) => check(args),
@@ -423,32 +451,6 @@ fn capture_warnings(reader: &CaptureReader) -> Vec<String> {
             }
         })
         .collect()
-}
-
-/// Reads a file once, looking only at server-reflection responses, and returns the schemas
-/// with what they taught. Reading errors are left for the main pass to report.
-fn harvest(file: &str, schemas: Schemas, cfg: &Config, limit: u64) -> Schemas {
-    let Ok(mut reader) = CaptureReader::open(file) else {
-        return schemas;
-    };
-    let mut cfg = cfg.clone();
-    cfg.grpc.decode_bodies = false;
-    let mut dissector = Dissector::with_schemas(cfg, schemas);
-    let mut discard = Discard;
-    let mut seen = 0u64;
-    let _ = reader.for_each_packet(|pkt| {
-        dissector.packet(pkt, &mut discard);
-        seen += 1;
-        seen < limit
-    });
-    dissector.finish(&mut discard);
-    dissector.into_schemas()
-}
-
-struct Discard;
-
-impl Sink for Discard {
-    fn event(&mut self, _: Event) {}
 }
 
 /// Progress on stderr for long runs on a terminal: bytes, packets/s, ETA. Silent when stderr is
@@ -572,7 +574,7 @@ fn read(args: ReadArgs) -> ExitCode {
         let schemas = if args.single_pass || file == "-" {
             base_schemas.clone()
         } else {
-            harvest(file, base_schemas.clone(), &cfg, limit)
+            harvest_schemas(file, base_schemas.clone(), &cfg, limit)
         };
         let path_conns = match (&args.write, &args.path) {
             (Some(_), Some(p)) => Some(conns_with_path(file, p, &cfg, schemas.clone())),
@@ -949,41 +951,28 @@ fn haproxy(args: HaproxyArgs) -> ExitCode {
         (None, None) => None,
     };
 
-    let mut cfg = Config::default();
-    cfg.grpc.keep_bytes = true;
-    let schemas = harvest(&args.file, schemas, &cfg, u64::MAX);
-    let mut reader = match CaptureReader::open(&args.file) {
+    let recorded = match haproxy::find_call(&args.file, &selector, schemas) {
         Ok(r) => r,
-        Err(e) => {
+        Err(haproxy::FindError::Capture(e)) => {
             eprintln!("h2scope: {e}");
             return ExitCode::FAILURE;
         }
-    };
-    let mut dissector = Dissector::with_schemas(cfg, schemas);
-    let mut collector = Collector::new(selector.clone());
-    let read_result = reader.for_each_packet(|pkt| {
-        dissector.packet(pkt, &mut collector);
-        collector.found.is_none()
-    });
-    dissector.finish(&mut collector);
-    if let Err(e) = read_result {
-        eprintln!("h2scope: {e}");
-    }
-    let Some(recorded) = collector.found.take() else {
-        let what = match &selector {
-            Selector::Path(p) => format!("no gRPC call to {p}"),
-            Selector::Call { conn, stream } => format!("no gRPC call {conn}:{stream}"),
-        };
-        eprintln!("h2scope: {}: {what}", args.file);
-        if collector.candidates.is_empty() {
-            eprintln!("  the capture holds no complete gRPC call");
-        } else {
-            eprintln!("  gRPC calls in the capture (choose one with --call or --path):");
-            for c in &collector.candidates {
-                eprintln!("    {c}");
+        Err(haproxy::FindError::NotFound { candidates }) => {
+            let what = match &selector {
+                Selector::Path(p) => format!("no gRPC call to {p}"),
+                Selector::Call { conn, stream } => format!("no gRPC call {conn}:{stream}"),
+            };
+            eprintln!("h2scope: {}: {what}", args.file);
+            if candidates.is_empty() {
+                eprintln!("  the capture holds no complete gRPC call");
+            } else {
+                eprintln!("  gRPC calls in the capture (choose one with --call or --path):");
+                for c in &candidates {
+                    eprintln!("    {c}");
+                }
             }
+            return ExitCode::FAILURE;
         }
-        return ExitCode::FAILURE;
     };
     let opts = ExportOptions {
         headers,

@@ -250,3 +250,31 @@ impl Dissector {
         self.stats.clone()
     }
 }
+
+/// Reads a capture once, looking only at server-reflection responses, and returns the schemas
+/// with what they taught, so that a second pass decodes every call with them. Reading errors are
+/// left for the main pass to report.
+pub fn harvest_schemas(path: &str, schemas: Schemas, cfg: &Config, limit: u64) -> Schemas {
+    let Ok(mut reader) = crate::capture::CaptureReader::open(path) else {
+        return schemas;
+    };
+    let mut cfg = cfg.clone();
+    cfg.grpc.decode_bodies = false;
+    let mut dissector = Dissector::with_schemas(cfg, schemas);
+    let mut discard = Discard;
+    let mut seen = 0u64;
+    let _ = reader.for_each_packet(|pkt| {
+        dissector.packet(pkt, &mut discard);
+        seen += 1;
+        seen < limit
+    });
+    dissector.finish(&mut discard);
+    dissector.into_schemas()
+}
+
+/// A sink that drops everything.
+pub struct Discard;
+
+impl Sink for Discard {
+    fn event(&mut self, _: Event) {}
+}

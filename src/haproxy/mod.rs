@@ -22,6 +22,41 @@ use crate::http2::hpack::encode_plain;
 
 pub const HEALTH_CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
 
+/// Why a call could not be taken from a capture.
+#[derive(Debug, thiserror::Error)]
+pub enum FindError {
+    #[error("{0}")]
+    Capture(#[from] crate::capture::CaptureError),
+    /// Nothing matched; `candidates` lists the gRPC calls there are (`--call` lines).
+    #[error("no matching gRPC call")]
+    NotFound { candidates: Vec<String> },
+}
+
+/// Reads a capture (twice: schemas from reflection first) and returns the first gRPC call the
+/// selector picks, with its messages' bytes.
+pub fn find_call(
+    path: &str,
+    selector: &Selector,
+    schemas: crate::grpc::schema::Schemas,
+) -> Result<Recorded, FindError> {
+    use crate::pipeline::{harvest_schemas, Config, Dissector};
+    let mut cfg = Config::default();
+    cfg.grpc.keep_bytes = true;
+    let schemas = harvest_schemas(path, schemas, &cfg, u64::MAX);
+    let mut reader = crate::capture::CaptureReader::open(path)?;
+    let mut dissector = Dissector::with_schemas(cfg, schemas);
+    let mut collector = Collector::new(selector.clone());
+    // A read error part-way still leaves what was found before it.
+    let _ = reader.for_each_packet(|pkt| {
+        dissector.packet(pkt, &mut collector);
+        collector.found.is_none()
+    });
+    dissector.finish(&mut collector);
+    collector.found.take().ok_or(FindError::NotFound {
+        candidates: collector.candidates,
+    })
+}
+
 /// A gRPC call as recorded, with its messages' bytes.
 #[derive(Debug, Clone)]
 pub struct Recorded {

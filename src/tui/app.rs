@@ -1,0 +1,312 @@
+//! The TUI's state and its keys, kept apart from the terminal so that it can be tested.
+
+use std::path::PathBuf;
+
+use super::model::{Item, Model};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Calls,
+    Connections,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pane {
+    List,
+    Items,
+    Detail,
+}
+
+/// A request the terminal loop carries out for the app (it touches files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    None,
+    Quit,
+    /// Export this call as a HAProxy check.
+    Export {
+        conn: u64,
+        stream: u32,
+    },
+    /// Write this connection's packets to a file.
+    WriteConnection {
+        conn: u64,
+    },
+}
+
+pub struct App {
+    pub model: Model,
+    pub source: String,
+    pub view: View,
+    pub focus: Pane,
+    /// Selection in the call list (an index into `visible`), in the item list, and the detail
+    /// scroll.
+    pub call: usize,
+    pub conn: usize,
+    pub item: usize,
+    pub detail_scroll: u16,
+    pub filter: String,
+    /// Typing a filter after `/`.
+    pub typing: Option<String>,
+    pub help: bool,
+    pub status: String,
+    /// Where exported checks and written captures go.
+    pub out_dir: PathBuf,
+}
+
+/// Does a call match the filter? Words separated by spaces must all match: `status!=0` (a
+/// problem call), `conn=N`, `stream=N`, or a substring of the path.
+pub fn matches(filter: &str, c: &super::model::CallRow) -> bool {
+    filter.split_whitespace().all(|w| {
+        if w == "status!=0" || w == "errors" {
+            c.problem
+        } else if let Some(n) = w.strip_prefix("conn=") {
+            n.parse().is_ok_and(|n: u64| n == c.conn)
+        } else if let Some(n) = w.strip_prefix("stream=") {
+            n.parse().is_ok_and(|n: u32| n == c.stream)
+        } else {
+            c.path.contains(w)
+        }
+    })
+}
+
+impl App {
+    pub fn new(model: Model, source: &str) -> Self {
+        App {
+            model,
+            source: source.to_string(),
+            view: View::Calls,
+            focus: Pane::List,
+            call: 0,
+            conn: 0,
+            item: 0,
+            detail_scroll: 0,
+            filter: String::new(),
+            typing: None,
+            help: false,
+            status: "? for help".into(),
+            out_dir: PathBuf::from("."),
+        }
+    }
+
+    /// Indexes of the calls the filter lets through.
+    pub fn visible(&self) -> Vec<usize> {
+        (0..self.model.calls.len())
+            .filter(|&i| matches(&self.filter, &self.model.calls[i]))
+            .collect()
+    }
+
+    /// The items (frames, messages) of the selected call or connection.
+    pub fn items(&self) -> Vec<usize> {
+        match self.view {
+            View::Calls => {
+                let v = self.visible();
+                v.get(self.call)
+                    .map(|&i| self.model.calls[i].items.clone())
+                    .unwrap_or_default()
+            }
+            View::Connections => self
+                .model
+                .conns
+                .get(self.conn)
+                .map(|c| c.items.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    pub fn selected_item(&self) -> Option<&Item> {
+        let items = self.items();
+        items.get(self.item).map(|&i| &self.model.items[i])
+    }
+
+    /// The lines of the detail pane.
+    pub fn detail(&self) -> Vec<String> {
+        if self.focus == Pane::List && self.view == View::Calls {
+            let v = self.visible();
+            return v
+                .get(self.call)
+                .map(|&i| self.model.calls[i].detail.clone())
+                .unwrap_or_default();
+        }
+        self.selected_item()
+            .map(|i| i.detail().to_vec())
+            .unwrap_or_default()
+    }
+
+    fn list_len(&self) -> usize {
+        match self.view {
+            View::Calls => self.visible().len(),
+            View::Connections => self.model.conns.len(),
+        }
+    }
+
+    fn move_by(&mut self, delta: isize) {
+        let clamp = |v: usize, len: usize| -> usize {
+            let n = v as isize + delta;
+            n.clamp(0, len.saturating_sub(1) as isize) as usize
+        };
+        match self.focus {
+            Pane::List => {
+                let len = self.list_len();
+                match self.view {
+                    View::Calls => self.call = clamp(self.call, len),
+                    View::Connections => self.conn = clamp(self.conn, len),
+                }
+                self.item = 0;
+                self.detail_scroll = 0;
+            }
+            Pane::Items => {
+                self.item = clamp(self.item, self.items().len());
+                self.detail_scroll = 0;
+            }
+            Pane::Detail => {
+                self.detail_scroll = (self.detail_scroll as isize + delta).max(0) as u16;
+            }
+        }
+    }
+
+    fn jump(&mut self, end: bool) {
+        self.move_by(if end { isize::MAX / 2 } else { isize::MIN / 2 });
+    }
+
+    /// Next (or previous) call matching the filter's path words, from the selection on.
+    fn next_match(&mut self, forward: bool) {
+        let v = self.visible();
+        if v.is_empty() {
+            self.status = "no call matches".into();
+            return;
+        }
+        self.call = if forward {
+            (self.call + 1) % v.len()
+        } else {
+            (self.call + v.len() - 1) % v.len()
+        };
+        self.item = 0;
+    }
+
+    /// Handles one key; returns what the terminal loop must do.
+    pub fn key(&mut self, key: Key) -> Action {
+        if let Some(text) = self.typing.as_mut() {
+            match key {
+                Key::Enter => {
+                    self.filter = self.typing.take().unwrap_or_default();
+                    self.call = 0;
+                    self.item = 0;
+                    self.status = format!("{} calls match {:?}", self.visible().len(), self.filter);
+                }
+                Key::Esc => self.typing = None,
+                Key::Backspace => {
+                    text.pop();
+                }
+                Key::Char(c) => text.push(c),
+                _ => {}
+            }
+            return Action::None;
+        }
+        if self.help {
+            self.help = false;
+            return Action::None;
+        }
+        match key {
+            Key::Char('q') => return Action::Quit,
+            Key::Char('?') => self.help = true,
+            Key::Down | Key::Char('j') => self.move_by(1),
+            Key::Up | Key::Char('k') => self.move_by(-1),
+            Key::PageDown => self.move_by(20),
+            Key::PageUp => self.move_by(-20),
+            Key::Char('g') | Key::Home => self.jump(false),
+            Key::Char('G') | Key::End => self.jump(true),
+            Key::Tab => {
+                self.focus = match self.focus {
+                    Pane::List => Pane::Items,
+                    Pane::Items => Pane::Detail,
+                    Pane::Detail => Pane::List,
+                }
+            }
+            Key::Enter => {
+                self.focus = match self.focus {
+                    Pane::List => Pane::Items,
+                    _ => Pane::Detail,
+                }
+            }
+            Key::Esc => {
+                self.focus = match self.focus {
+                    Pane::Detail => Pane::Items,
+                    _ => Pane::List,
+                }
+            }
+            Key::Char('/') => self.typing = Some(String::new()),
+            Key::Char('n') => self.next_match(true),
+            Key::Char('N') => self.next_match(false),
+            Key::Char('c') => {
+                self.view = match self.view {
+                    View::Calls => View::Connections,
+                    View::Connections => View::Calls,
+                };
+                self.focus = Pane::List;
+                self.item = 0;
+            }
+            Key::Char('e') => {
+                let v = self.visible();
+                if let Some(&i) = v.get(self.call) {
+                    let c = &self.model.calls[i];
+                    return Action::Export {
+                        conn: c.conn,
+                        stream: c.stream,
+                    };
+                }
+            }
+            Key::Char('w') => {
+                let conn = match self.view {
+                    View::Calls => self
+                        .visible()
+                        .get(self.call)
+                        .map(|&i| self.model.calls[i].conn),
+                    View::Connections => self.model.conns.get(self.conn).map(|c| c.conn),
+                };
+                if let Some(conn) = conn {
+                    return Action::WriteConnection { conn };
+                }
+            }
+            _ => {}
+        }
+        Action::None
+    }
+}
+
+/// Keys as the app sees them, whatever the terminal library.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    Char(char),
+    Up,
+    Down,
+    PageUp,
+    PageDown,
+    Home,
+    End,
+    Enter,
+    Esc,
+    Tab,
+    Backspace,
+}
+
+pub const HELP: &[(&str, &str)] = &[
+    ("↑ ↓ j k", "move"),
+    ("PgUp PgDn", "move by a page"),
+    ("g G", "first, last"),
+    ("Tab", "next pane"),
+    ("Enter", "into the frames of a call, then into the detail"),
+    ("Esc", "back"),
+    (
+        "/",
+        "filter: path text, status!=0, conn=N, stream=N (words combine)",
+    ),
+    ("n N", "next, previous call"),
+    ("c", "calls or connections"),
+    (
+        "e",
+        "export the selected call as a HAProxy health check (to a file)",
+    ),
+    ("w", "write the selected call's connection to a pcapng file"),
+    ("?", "this help"),
+    ("q", "quit"),
+];

@@ -1,0 +1,316 @@
+//! Drawing the TUI: a summary bar, the call (or connection) list, the frames and messages of the
+//! selection, and the detail of the selected one.
+
+use ratatui::layout::{Constraint, Direction, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::Line;
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Table, TableState};
+use ratatui::Frame;
+
+use super::app::{App, Pane, View, HELP};
+use super::model::{Item, Model};
+
+/// Colours, unless `NO_COLOR` says not to; selection and problems still stand out by weight.
+pub struct Theme {
+    pub color: bool,
+}
+
+impl Theme {
+    pub fn from_env() -> Self {
+        Theme {
+            color: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        }
+    }
+
+    fn problem(&self) -> Style {
+        if self.color {
+            Style::default().fg(Color::Red)
+        } else {
+            Style::default().add_modifier(Modifier::BOLD)
+        }
+    }
+
+    fn selected(&self) -> Style {
+        Style::default().add_modifier(Modifier::REVERSED)
+    }
+
+    fn border(&self, focused: bool) -> Style {
+        match (focused, self.color) {
+            (true, true) => Style::default().fg(Color::Cyan),
+            (true, false) => Style::default().add_modifier(Modifier::BOLD),
+            _ => Style::default(),
+        }
+    }
+}
+
+fn rel(model: &Model, ts: i64) -> f64 {
+    ts.saturating_sub(model.first_ts_ns.unwrap_or(ts)) as f64 / 1e9
+}
+
+pub fn draw(f: &mut Frame<'_>, app: &App, theme: &Theme) {
+    let area = f.area();
+    let rows = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([
+            Constraint::Length(1),
+            Constraint::Min(3),
+            Constraint::Length(1),
+        ])
+        .split(area);
+    let m = &app.model;
+    let bar = format!(
+        " h2scope │ {} │ {} packets │ {} connections │ {} calls │ {} errors │ filter: {}",
+        app.source,
+        m.packets,
+        m.conns.len(),
+        m.calls.len(),
+        m.errors,
+        if app.filter.is_empty() {
+            "-"
+        } else {
+            &app.filter
+        }
+    );
+    f.render_widget(
+        Paragraph::new(bar).style(Style::default().add_modifier(Modifier::REVERSED)),
+        rows[0],
+    );
+
+    // Narrow screens stack the panes; wide ones put the list on the left.
+    let wide = area.width >= 120;
+    let (list_area, right) = if wide {
+        let cols = Layout::default()
+            .direction(Direction::Horizontal)
+            .constraints([Constraint::Percentage(55), Constraint::Percentage(45)])
+            .split(rows[1]);
+        (cols[0], cols[1])
+    } else {
+        let parts = Layout::default()
+            .direction(Direction::Vertical)
+            .constraints([Constraint::Percentage(40), Constraint::Percentage(60)])
+            .split(rows[1]);
+        (parts[0], parts[1])
+    };
+    let right = Layout::default()
+        .direction(if wide {
+            Direction::Vertical
+        } else {
+            Direction::Horizontal
+        })
+        .constraints([Constraint::Percentage(50), Constraint::Percentage(50)])
+        .split(right);
+
+    match app.view {
+        View::Calls => draw_calls(f, app, theme, list_area),
+        View::Connections => draw_conns(f, app, theme, list_area),
+    }
+    draw_items(f, app, theme, right[0]);
+    let detail: Vec<Line<'_>> = app.detail().into_iter().map(Line::from).collect();
+    f.render_widget(
+        Paragraph::new(detail).scroll((app.detail_scroll, 0)).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(" detail ")
+                .border_style(theme.border(app.focus == Pane::Detail)),
+        ),
+        right[1],
+    );
+
+    let status = match &app.typing {
+        Some(t) => format!(" filter: {t}▏  (Enter to apply, Esc to cancel)"),
+        None => format!(" {}", app.status),
+    };
+    f.render_widget(Paragraph::new(status), rows[2]);
+
+    if app.help {
+        let w = area.width.min(84);
+        let h = (HELP.len() as u16 + 2).min(area.height);
+        let r = Rect::new(
+            area.x + (area.width - w) / 2,
+            area.y + (area.height - h) / 2,
+            w,
+            h,
+        );
+        let lines: Vec<Line<'_>> = HELP
+            .iter()
+            .map(|(k, what)| Line::from(format!(" {k:<12} {what}")))
+            .collect();
+        f.render_widget(Clear, r);
+        f.render_widget(
+            Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" keys ")),
+            r,
+        );
+    }
+}
+
+fn draw_calls(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
+    let m = &app.model;
+    let rows: Vec<Row<'_>> = app
+        .visible()
+        .into_iter()
+        .map(|i| {
+            let c = &m.calls[i];
+            let row = Row::new(vec![
+                format!("#{}", c.conn),
+                c.stream.to_string(),
+                format!("{:.3}", rel(m, c.start_ts_ns)),
+                c.method.clone(),
+                c.path.clone(),
+                c.status.clone(),
+                Model::grpc_status_text(c.grpc_status),
+                format!("{:.1}ms", c.duration_ms),
+                format!("{}/{}", c.messages.0, c.messages.1),
+            ]);
+            if c.problem {
+                row.style(theme.problem())
+            } else {
+                row
+            }
+        })
+        .collect();
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(4),
+            Constraint::Length(6),
+            Constraint::Length(8),
+            Constraint::Length(6),
+            Constraint::Min(20),
+            Constraint::Length(4),
+            Constraint::Length(13),
+            Constraint::Length(9),
+            Constraint::Length(5),
+        ],
+    )
+    .header(
+        Row::new(vec![
+            "conn", "stream", "time", "method", "path", "http", "grpc", "duration", "msgs",
+        ])
+        .style(Style::default().add_modifier(Modifier::BOLD)),
+    )
+    .row_highlight_style(theme.selected())
+    .block(
+        Block::default()
+            .borders(Borders::ALL)
+            .title(" calls ")
+            .border_style(theme.border(app.focus == Pane::List)),
+    );
+    let mut state = TableState::default().with_selected(Some(app.call));
+    f.render_stateful_widget(table, area, &mut state);
+}
+
+fn draw_conns(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
+    let rows: Vec<Row<'_>> = app
+        .model
+        .conns
+        .iter()
+        .map(|c| {
+            Row::new(vec![
+                format!("#{}", c.conn),
+                c.client.clone(),
+                c.server.clone(),
+                c.calls.to_string(),
+                format!("{:.3}s", c.duration_s),
+                format!("{}/{}", c.bytes[0], c.bytes[1]),
+                c.end.clone(),
+            ])
+        })
+        .collect();
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(5),
+            Constraint::Min(15),
+            Constraint::Min(15),
+            Constraint::Length(5),
+            Constraint::Length(9),
+            Constraint::Length(13),
+            Constraint::Length(11),
+        ],
+    )
+    .header(
+        Row::new(vec![
+            "conn", "client", "server", "calls", "lifetime", "bytes", "end",
+        ])
+        .style(Style::default().add_modifier(Modifier::BOLD)),
+    )
+    .row_highlight_style(theme.selected())
+    .block(
+        Block::default()
+            .borders(Borders::ALL)
+            .title(" connections ")
+            .border_style(theme.border(app.focus == Pane::List)),
+    );
+    let mut state = TableState::default().with_selected(Some(app.conn));
+    f.render_stateful_widget(table, area, &mut state);
+}
+
+fn draw_items(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
+    let m = &app.model;
+    let rows: Vec<Row<'_>> = app
+        .items()
+        .into_iter()
+        .map(|i| match &m.items[i] {
+            Item::Frame(fr) => Row::new(vec![
+                fr.packet.to_string(),
+                format!("{:.6}", rel(m, fr.ts_ns)),
+                // The sender's port tells the two sides apart in little room.
+                fr.src
+                    .rsplit_once(':')
+                    .map(|(_, p)| format!(":{p}"))
+                    .unwrap_or_else(|| fr.src.clone()),
+                fr.kind.to_string(),
+                fr.flags.clone(),
+                fr.length.to_string(),
+                fr.summary.clone(),
+            ]),
+            Item::Message {
+                packet,
+                ts_ns,
+                side,
+                index,
+                summary,
+                ..
+            } => Row::new(vec![
+                packet.to_string(),
+                format!("{:.6}", rel(m, *ts_ns)),
+                format!("  ↳ {side} #{index}"),
+                "MESSAGE".into(),
+                String::new(),
+                String::new(),
+                summary.clone(),
+            ]),
+        })
+        .collect();
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(6),
+            Constraint::Length(9),
+            Constraint::Length(12),
+            Constraint::Length(13),
+            Constraint::Length(11),
+            Constraint::Length(6),
+            Constraint::Min(10),
+        ],
+    )
+    .header(
+        Row::new(vec![
+            "pkt", "time", "from", "type", "flags", "len", "summary",
+        ])
+        .style(Style::default().add_modifier(Modifier::BOLD)),
+    )
+    .row_highlight_style(theme.selected())
+    .block(
+        Block::default()
+            .borders(Borders::ALL)
+            .title(" frames and messages ")
+            .border_style(theme.border(app.focus == Pane::Items)),
+    );
+    let mut state = TableState::default().with_selected(if app.focus == Pane::List {
+        None
+    } else {
+        Some(app.item)
+    });
+    f.render_stateful_widget(table, area, &mut state);
+}

@@ -1,0 +1,138 @@
+//! The terminal UI, rendered with ratatui's TestBackend from a known capture, and driven by keys
+//! on its state.
+
+use h2scope::grpc::schema::Schemas;
+use h2scope::pipeline::Config;
+use h2scope::tui::app::{Action, App, Key, Pane, View};
+use h2scope::tui::{load, perform, view};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+
+fn testdata() -> String {
+    format!("{}/testdata/grpc-health.pcap", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn app() -> App {
+    let model = load(&testdata(), &Config::default(), Schemas::bundled()).unwrap();
+    App::new(model, "grpc-health.pcap")
+}
+
+fn screen(app: &App, w: u16, h: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    let theme = view::Theme { color: false };
+    t.draw(|f| view::draw(f, app, &theme)).unwrap();
+    let buf = t.backend().buffer().clone();
+    let mut out = String::new();
+    for y in 0..h {
+        for x in 0..w {
+            out.push_str(buf[(x, y)].symbol());
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn calls_frames_and_detail_render() {
+    let mut app = app();
+    let s = screen(&app, 160, 40);
+    assert!(s.contains("27 calls"), "{s}");
+    assert!(s.contains("/grpc.health.v1.Health/Check"), "{s}");
+    assert!(s.contains("5 NOT_FOUND"), "{s}");
+    // The selected call's request headers are in the detail pane.
+    assert!(s.contains(":path: /grpc.health.v1.Health/Check"), "{s}");
+    // Into the frames, then a message's decoded JSON.
+    app.key(Key::Enter);
+    assert_eq!(app.focus, Pane::Items);
+    // HEADERS, DATA, request message, DATA, HEADERS, DATA, then the response message.
+    for _ in 0..6 {
+        app.key(Key::Down);
+    }
+    let s = screen(&app, 160, 40);
+    assert!(s.contains("MESSAGE"), "{s}");
+    assert!(s.contains("grpc.health.v1.HealthCheckResponse"), "{s}");
+    assert!(s.contains("\"status\": \"SERVING\""), "{s}");
+    // It fits a classic 80x24 terminal.
+    let small = screen(&app, 80, 24);
+    assert!(small.contains("calls"));
+    assert!(small.contains("detail"));
+}
+
+#[test]
+fn keys_filter_drill_down_and_views() {
+    let mut app = app();
+    assert_eq!(app.visible().len(), 27);
+    app.key(Key::Char('/'));
+    for c in "Watch".chars() {
+        app.key(Key::Char(c));
+    }
+    app.key(Key::Enter);
+    assert_eq!(app.visible().len(), 1);
+    assert!(screen(&app, 160, 40).contains("Health/Watch"));
+    // Problem calls only: the NOT_FOUND check and the cancelled Watch.
+    app.key(Key::Char('/'));
+    for c in "status!=0".chars() {
+        app.key(Key::Char(c));
+    }
+    app.key(Key::Enter);
+    assert_eq!(app.visible().len(), 2);
+    app.key(Key::Char('n'));
+    assert_eq!(app.call, 1);
+    app.key(Key::Char('n'));
+    assert_eq!(app.call, 0);
+    // G, g, and the connections view.
+    app.filter.clear();
+    app.key(Key::Char('G'));
+    assert_eq!(app.call, 26);
+    app.key(Key::Char('g'));
+    assert_eq!(app.call, 0);
+    app.key(Key::Char('c'));
+    assert_eq!(app.view, View::Connections);
+    let s = screen(&app, 160, 40);
+    assert!(s.contains("connections") && s.contains("fin"), "{s}");
+    // The connection's own frames (SETTINGS, GOAWAY ...) are listed under it.
+    assert!(s.contains("SETTINGS") && s.contains("GOAWAY"), "{s}");
+    app.key(Key::Char('?'));
+    assert!(screen(&app, 100, 30).contains("filter: path text"));
+    app.key(Key::Char('x'));
+    assert!(!app.help);
+    assert_eq!(app.key(Key::Char('q')), Action::Quit);
+}
+
+/// `e` writes the same section `h2scope haproxy FILE --call CONN:STREAM` prints; `w` writes the
+/// connection's packets.
+#[test]
+fn export_and_write_from_the_ui() {
+    let mut app = app();
+    let dir = std::env::temp_dir().join(format!("h2scope-tui-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    app.out_dir = dir.clone();
+    app.source = testdata();
+    for _ in 0..3 {
+        app.key(Key::Down);
+    }
+    let action = app.key(Key::Char('e'));
+    assert_eq!(action, Action::Export { conn: 0, stream: 7 });
+    perform(&mut app, &action, &Schemas::bundled());
+    let written = std::fs::read_to_string(dir.join("h2scope-haproxy-0-7.cfg")).unwrap();
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_h2scope"))
+        .args(["haproxy", &testdata(), "--call", "0:7"])
+        .output()
+        .unwrap();
+    assert_eq!(written, String::from_utf8(cli.stdout).unwrap());
+    assert!(app.status.contains("written"));
+
+    let action = app.key(Key::Char('w'));
+    assert_eq!(action, Action::WriteConnection { conn: 0 });
+    perform(&mut app, &action, &Schemas::bundled());
+    let back = std::process::Command::new(env!("CARGO_BIN_EXE_h2scope"))
+        .args([
+            "read",
+            "-q",
+            dir.join("h2scope-conn-0.pcapng").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&back.stdout).contains("calls: 27"));
+    std::fs::remove_dir_all(&dir).ok();
+}
