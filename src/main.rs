@@ -276,12 +276,9 @@ struct TuiArgs {
 }
 
 fn tui(args: TuiArgs) -> ExitCode {
-    let schemas = match load_schemas(&args.decode.schema) {
+    let schemas = match schemas_for(&args.decode.schema) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("h2scope: schema: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     match h2scope::tui::run(&args.file, &config(&args.decode), schemas) {
         Ok(()) => ExitCode::SUCCESS,
@@ -388,6 +385,14 @@ impl<W: Write> Out<W> {
             Out::Jsonl(j) => j.io_error(),
         }
     }
+}
+
+/// The schemas the options ask for, or the exit code after saying what is wrong with them.
+fn schemas_for(args: &SchemaArgs) -> Result<Schemas, ExitCode> {
+    load_schemas(args).map_err(|e| {
+        eprintln!("h2scope: schema: {e}");
+        ExitCode::from(2)
+    })
 }
 
 fn load_schemas(args: &SchemaArgs) -> Result<Schemas, String> {
@@ -542,12 +547,9 @@ fn conns_with_path(file: &str, path: &str, cfg: &Config, schemas: Schemas) -> Ha
 }
 
 fn read(args: ReadArgs) -> ExitCode {
-    let base_schemas = match load_schemas(&args.decode.schema) {
+    let base_schemas = match schemas_for(&args.decode.schema) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("h2scope: schema: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     if args.write.is_some() && args.files.len() > 1 {
         eprintln!("h2scope: -w writes the selection of one capture; give one file");
@@ -689,12 +691,9 @@ fn read(args: ReadArgs) -> ExitCode {
 /// `health` and `stats`: one pass, the analysis as the sink.
 fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
     use h2scope::analysis::{health as h, stats::CallStats};
-    let schemas = match load_schemas(&args.decode.schema) {
+    let schemas = match schemas_for(&args.decode.schema) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("h2scope: schema: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let mut out = BufWriter::new(io::stdout().lock());
     let mut failed = false;
@@ -775,12 +774,9 @@ fn capture(args: CaptureArgs) -> ExitCode {
         };
     }
     let iface = args.interface.clone().unwrap_or_default();
-    let schemas = match load_schemas(&args.decode.schema) {
+    let schemas = match schemas_for(&args.decode.schema) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("h2scope: schema: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let mut cap = match live::LiveCapture::open(&iface, args.filter.as_deref(), args.snaplen) {
         Ok(c) => c,
@@ -896,12 +892,9 @@ fn capture(args: CaptureArgs) -> ExitCode {
 }
 
 fn haproxy(args: HaproxyArgs) -> ExitCode {
-    let schemas = match load_schemas(&args.schema) {
+    let schemas = match schemas_for(&args.schema) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("h2scope: schema: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let selector = match (&args.path, &args.call) {
         (_, Some(c)) => {

@@ -830,14 +830,7 @@ impl Connection {
                         .map(|(n, v)| field(n, v)),
                 );
                 if from_client {
-                    let mut call = Call::new(
-                        ctx.info.conn,
-                        stream,
-                        ctx.info.src(self.client),
-                        ctx.info.dst(self.client),
-                        ctx.meta.ts_ns,
-                        ctx.meta.index,
-                    );
+                    let mut call = self.new_call(stream, ctx);
                     call.request_headers = Some(list);
                     self.insert_call(call, ctx);
                     self.update_grpc(stream, Side::Request, ctx);
@@ -1052,14 +1045,7 @@ impl Connection {
                 return;
             }
         } else {
-            let mut call = Call::new(
-                ctx.info.conn,
-                stream,
-                ctx.info.src(self.client),
-                ctx.info.dst(self.client),
-                ctx.meta.ts_ns,
-                ctx.meta.index,
-            );
+            let mut call = self.new_call(stream, ctx);
             call.notes
                 .push("request headers not in the capture; recognised as gRPC by its DATA".into());
             let side = if is_client_stream(stream) {
@@ -1600,14 +1586,7 @@ impl Connection {
         let from_client = dir == self.client;
         if block.kind == FrameType::PushPromise {
             if block.promised != 0 && !from_client {
-                let mut call = Call::new(
-                    ctx.info.conn,
-                    block.promised,
-                    ctx.info.src(self.client),
-                    ctx.info.dst(self.client),
-                    ctx.meta.ts_ns,
-                    ctx.meta.index,
-                );
+                let mut call = self.new_call(block.promised, ctx);
                 call.pushed = true;
                 call.request_headers = headers;
                 call.request_ended = true;
@@ -1632,14 +1611,7 @@ impl Connection {
                     "client opened even-numbered stream {stream} (PROTOCOL_ERROR)"
                 ));
             }
-            let call = Call::new(
-                ctx.info.conn,
-                stream,
-                ctx.info.src(self.client),
-                ctx.info.dst(self.client),
-                ctx.meta.ts_ns,
-                ctx.meta.index,
-            );
+            let call = self.new_call(stream, ctx);
             let side = if is_client_stream(stream) {
                 self.client
             } else {
@@ -1687,6 +1659,18 @@ impl Connection {
             }
         }
         self.maybe_finish(stream, ctx, finished);
+    }
+
+    /// A call on `stream` that starts with the packet at hand.
+    fn new_call(&self, stream: u32, ctx: &Ctx<'_>) -> Call {
+        Call::new(
+            ctx.info.conn,
+            stream,
+            ctx.info.src(self.client),
+            ctx.info.dst(self.client),
+            ctx.meta.ts_ns,
+            ctx.meta.index,
+        )
     }
 
     fn insert_call(&mut self, call: Call, ctx: &mut Ctx<'_>) {
