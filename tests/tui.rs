@@ -90,8 +90,11 @@ fn keys_filter_drill_down_and_views() {
     assert_eq!(app.view, View::Connections);
     let s = screen(&app, 160, 40);
     assert!(s.contains("connections") && s.contains("fin"), "{s}");
-    // The connection's own frames (SETTINGS, GOAWAY ...) are listed under it.
+    // The connection's own frames (SETTINGS, GOAWAY ...) are listed under it, and its health
+    // report is the detail.
     assert!(s.contains("SETTINGS") && s.contains("GOAWAY"), "{s}");
+    assert!(s.contains("server sent GOAWAY NO_ERROR"), "{s}");
+    assert!(s.contains("client RST_STREAM: CANCEL"), "{s}");
     app.key(Key::Char('?'));
     assert!(screen(&app, 100, 30).contains("filter: path text"));
     app.key(Key::Char('x'));

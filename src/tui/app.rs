@@ -120,12 +120,20 @@ impl App {
 
     /// The lines of the detail pane.
     pub fn detail(&self) -> Vec<String> {
-        if self.focus == Pane::List && self.view == View::Calls {
-            let v = self.visible();
-            return v
-                .get(self.call)
-                .map(|&i| self.model.calls[i].detail.clone())
-                .unwrap_or_default();
+        if self.focus == Pane::List {
+            return match self.view {
+                View::Calls => self
+                    .visible()
+                    .get(self.call)
+                    .map(|&i| self.model.calls[i].detail.clone())
+                    .unwrap_or_default(),
+                View::Connections => self
+                    .model
+                    .conns
+                    .get(self.conn)
+                    .map(|c| c.detail.clone())
+                    .unwrap_or_default(),
+            };
         }
         self.selected_item()
             .map(|i| i.detail().to_vec())

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use crate::analysis::health::ConnectionHealth;
 use crate::event::{ConnectionEnd, Event, FrameDetail, FrameEvent, MessageEvent, Sink};
 use crate::http2::call::{grpc_status_name, header_name, header_value, lossless, Call, CallEnd};
 use crate::http2::frame::{error_code_name, setting};
@@ -51,6 +52,8 @@ pub struct ConnRow {
     pub bytes: [u64; 2],
     /// Frames on stream 0 (SETTINGS, PING, GOAWAY, WINDOW_UPDATE), as indexes into `items`.
     pub items: Vec<usize>,
+    /// The connection's health report (PINGs, GOAWAYs, resets, idle, flow control, end).
+    pub detail: Vec<String>,
 }
 
 /// A frame or a message, as listed under a call.
@@ -76,7 +79,6 @@ impl Item {
     }
 }
 
-#[derive(Debug, Default)]
 pub struct Model {
     pub items: Vec<Item>,
     pub calls: Vec<CallRow>,
@@ -86,6 +88,40 @@ pub struct Model {
     pub packets: u64,
     pub errors: u64,
     pub first_ts_ns: Option<i64>,
+    /// Connection health, followed alongside; its report becomes the connection's detail.
+    health: crate::analysis::health::Health<Box<dyn FnMut(ConnectionHealth)>>,
+    reports: std::rc::Rc<std::cell::RefCell<HashMap<u64, ConnectionHealth>>>,
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        let reports: std::rc::Rc<std::cell::RefCell<HashMap<u64, ConnectionHealth>>> =
+            Default::default();
+        let sink = reports.clone();
+        Model {
+            items: Vec::new(),
+            calls: Vec::new(),
+            conns: Vec::new(),
+            open: HashMap::new(),
+            packets: 0,
+            errors: 0,
+            first_ts_ns: None,
+            health: crate::analysis::health::Health::new(Box::new(move |r: ConnectionHealth| {
+                sink.borrow_mut().insert(r.conn, r);
+            })),
+            reports,
+        }
+    }
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("items", &self.items.len())
+            .field("calls", &self.calls.len())
+            .field("conns", &self.conns.len())
+            .finish()
+    }
 }
 
 fn repr(r: &Representation) -> String {
@@ -327,6 +363,18 @@ impl Model {
 
     fn conn_end(&mut self, e: &ConnectionEnd) {
         let items = self.open.remove(&(e.conn, 0)).unwrap_or_default();
+        self.health.event(Event::ConnectionEnd(e.clone()));
+        let detail = self
+            .reports
+            .borrow_mut()
+            .remove(&e.conn)
+            .map(|h| {
+                crate::analysis::health::to_text(&h)
+                    .lines()
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
         let calls = self.calls.iter().filter(|c| c.conn == e.conn).count();
         self.conns.push(ConnRow {
             conn: e.conn,
@@ -337,6 +385,7 @@ impl Model {
             calls,
             bytes: e.bytes,
             items,
+            detail,
         });
     }
 }
@@ -345,6 +394,7 @@ impl Sink for Model {
     fn event(&mut self, event: Event) {
         match event {
             Event::Frame(f) => {
+                self.health.event(Event::Frame(f.clone()));
                 self.first_ts_ns.get_or_insert(f.origin.ts_ns);
                 self.packets = self.packets.max(f.origin.packet);
                 let row = frame_row(&f);
@@ -355,6 +405,7 @@ impl Sink for Model {
                 self.push(m.origin.conn, m.stream, item);
             }
             Event::Call(c) => {
+                self.health.event(Event::Call(c.clone()));
                 let items = self.open.remove(&(c.conn, c.stream)).unwrap_or_default();
                 self.calls.push(call_row(&c, items));
             }
