@@ -419,10 +419,8 @@ fn config(args: &DecodeArgs) -> Config {
     cfg
 }
 
-type Stdout = BufWriter<io::StdoutLock<'static>>;
-
-fn make_sink(o: &OutputArgs, quiet: bool) -> Counting<Out<Stdout>> {
-    let out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
+fn make_sink<W: Write>(o: &OutputArgs, quiet: bool, out: W) -> Counting<Out<BufWriter<W>>> {
+    let out = BufWriter::with_capacity(1 << 16, out);
     Counting::new(match o.format {
         Format::Text => Out::Text(Text::new(
             out,
@@ -436,7 +434,7 @@ fn make_sink(o: &OutputArgs, quiet: bool) -> Counting<Out<Stdout>> {
     })
 }
 
-fn print_summary(sink: &mut Counting<Out<Stdout>>, summary: &Summary) {
+fn print_summary<W: Write>(sink: &mut Counting<Out<W>>, summary: &Summary) {
     match &mut sink.inner {
         Out::Text(t) => t.summary(summary),
         Out::Jsonl(j) => j.summary(summary),
@@ -546,6 +544,161 @@ fn conns_with_path(file: &str, path: &str, cfg: &Config, schemas: Schemas) -> Ha
     found.1
 }
 
+enum FileOutcome {
+    Done {
+        failed: bool,
+    },
+    Failed,
+    /// Stop everything with this exit code (output closed, or a write failed).
+    Stop(ExitCode),
+}
+
+/// Reads one capture file into the sink (the body of `read`, per file).
+fn read_file<W: Write>(
+    file: &str,
+    args: &ReadArgs,
+    base_schemas: &Schemas,
+    sink: &mut Counting<Out<W>>,
+    silent: bool,
+) -> FileOutcome {
+    let mut failed = false;
+    let mut reader = match CaptureReader::open(file) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("h2scope: {e}");
+            return FileOutcome::Failed;
+        }
+    };
+    let mut cfg = config(&args.decode);
+    // Nothing shown needs the messages' contents: skip decoding them (counts stay).
+    cfg.grpc.decode_bodies = !(args.output.quiet || args.output.calls || silent);
+    let limit = args.count.unwrap_or(u64::MAX);
+    // Schemas from reflection exchanges anywhere in the file apply to every call in it, so a
+    // file (not a pipe) is read twice.
+    let schemas = if args.single_pass || file == "-" {
+        base_schemas.clone()
+    } else {
+        harvest_schemas(file, base_schemas.clone(), &cfg, limit)
+    };
+    let path_conns = match (&args.write, &args.path) {
+        (Some(_), Some(p)) => Some(conns_with_path(file, p, &cfg, schemas.clone())),
+        _ => None,
+    };
+    let mut writer = match &args.write {
+        Some(path) => {
+            let format = if args.pcap {
+                WriteFormat::Pcap
+            } else {
+                WriteFormat::Pcapng
+            };
+            match CaptureFile::create(path, format, None, 1) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    eprintln!("h2scope: {}: cannot write: {e}", path.display());
+                    return FileOutcome::Stop(ExitCode::FAILURE);
+                }
+            }
+        }
+        None => None,
+    };
+    let mut write_error = None;
+    let mut written = 0u64;
+    let mut dissector = Dissector::with_schemas(cfg, schemas);
+    sink.tally = Default::default();
+    let mut seen = 0u64;
+    let mut progress = Progress::new(file, args.output.quiet || args.files.len() > 1);
+    let result = reader.for_each_packet(|pkt| {
+        progress.tick(pkt.data.len(), seen);
+        if let Out::Text(t) = &mut sink.inner {
+            t.set_base(pkt.ts_ns);
+        }
+        let conn = dissector.packet(pkt, sink);
+        if let Some(w) = writer.as_mut() {
+            let by_conn = args.conns.is_empty() || conn.is_some_and(|c| args.conns.contains(&c));
+            let by_path = path_conns
+                .as_ref()
+                .is_none_or(|set| conn.is_some_and(|c| set.contains(&c)));
+            let by_port = args.port.is_none_or(|p| {
+                link::decode(pkt.link, pkt.data)
+                    .is_ok_and(|s| s.src.port() == p || s.dst.port() == p)
+            });
+            if by_conn && by_path && by_port && write_error.is_none() {
+                match w.write_packet(pkt.link, pkt.ts_ns, pkt.data, pkt.orig_len) {
+                    Ok(()) => written += 1,
+                    Err(e) => write_error = Some(e),
+                }
+            }
+        }
+        seen += 1;
+        seen < limit
+    });
+    progress.done();
+    if let Err(e) = &result {
+        // Everything decodable so far is still shown; the error says where reading stopped.
+        sink.event(Event::Error(ErrorEvent {
+            origin: None,
+            stream: None,
+            kind: ErrorKind::Capture,
+            message: e.to_string(),
+        }));
+        eprintln!("h2scope: {e}");
+        failed = true;
+    }
+    if let Some(w) = writer.as_mut() {
+        if let Some(e) = write_error.or_else(|| w.flush().err()) {
+            eprintln!(
+                "h2scope: writing {}: {e}",
+                args.write
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            );
+            return FileOutcome::Stop(ExitCode::FAILURE);
+        }
+        eprintln!(
+            "h2scope: wrote {written} packets to {}",
+            args.write
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        );
+    }
+    let stats = dissector.finish(sink);
+    let summary = Summary {
+        file: file.to_string(),
+        stats,
+        tally: sink.tally.clone(),
+        warnings: capture_warnings(&reader),
+        live: None,
+    };
+    if !args.output.no_summary && !silent {
+        print_summary(sink, &summary);
+    }
+    if let Some(e) = sink.inner.io_error() {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            return FileOutcome::Stop(ExitCode::SUCCESS);
+        }
+        eprintln!("h2scope: writing output: {e}");
+        return FileOutcome::Stop(ExitCode::FAILURE);
+    }
+    FileOutcome::Done { failed }
+}
+
+/// Sends what a file's output writes to the main thread, which prints the files in order.
+struct ChannelWriter(std::sync::mpsc::SyncSender<Vec<u8>>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .send(buf.to_vec())
+            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 fn read(args: ReadArgs) -> ExitCode {
     let base_schemas = match schemas_for(&args.decode.schema) {
         Ok(s) => s,
@@ -556,129 +709,78 @@ fn read(args: ReadArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     let silent = args.write.is_some() && !args.print;
-    let mut sink = make_sink(&args.output, silent);
-    let mut failed = false;
-    for file in &args.files {
-        let mut reader = match CaptureReader::open(file) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("h2scope: {e}");
-                failed = true;
-                continue;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let parallel = args.files.len() > 1 && threads > 1 && !args.files.iter().any(|f| f == "-");
+    if !parallel {
+        let mut sink = make_sink(&args.output, silent, io::stdout().lock());
+        let mut failed = false;
+        for file in &args.files {
+            match read_file(file, &args, &base_schemas, &mut sink, silent) {
+                FileOutcome::Done { failed: f } => failed |= f,
+                FileOutcome::Failed => failed = true,
+                FileOutcome::Stop(code) => return code,
             }
-        };
-        let mut cfg = config(&args.decode);
-        // Nothing shown needs the messages' contents: skip decoding them (counts stay).
-        cfg.grpc.decode_bodies = !(args.output.quiet || args.output.calls || silent);
-        let limit = args.count.unwrap_or(u64::MAX);
-        // Schemas from reflection exchanges anywhere in the file apply to every call in it, so a
-        // file (not a pipe) is read twice.
-        let schemas = if args.single_pass || file == "-" {
-            base_schemas.clone()
+        }
+        return if failed {
+            ExitCode::FAILURE
         } else {
-            harvest_schemas(file, base_schemas.clone(), &cfg, limit)
+            ExitCode::SUCCESS
         };
-        let path_conns = match (&args.write, &args.path) {
-            (Some(_), Some(p)) => Some(conns_with_path(file, p, &cfg, schemas.clone())),
-            _ => None,
-        };
-        let mut writer = match &args.write {
-            Some(path) => {
-                let format = if args.pcap {
-                    WriteFormat::Pcap
-                } else {
-                    WriteFormat::Pcapng
-                };
-                match CaptureFile::create(path, format, None, 1) {
-                    Ok(w) => Some(w),
-                    Err(e) => {
-                        eprintln!("h2scope: {}: cannot write: {e}", path.display());
-                        return ExitCode::FAILURE;
+    }
+    // Several files: one worker per core takes the files in turn; each file's output goes
+    // through its own bounded channel, and the files are printed in the order given.
+    let n = args.files.len();
+    let workers = threads.min(n);
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| std::sync::mpsc::sync_channel(64)).unzip();
+    let outcomes: Vec<std::sync::Mutex<Option<FileOutcome>>> =
+        (0..n).map(|_| std::sync::Mutex::new(None)).collect();
+    let txs: Vec<std::sync::Mutex<Option<std::sync::mpsc::SyncSender<Vec<u8>>>>> = txs
+        .into_iter()
+        .map(|t| std::sync::Mutex::new(Some(t)))
+        .collect();
+    let mut stop = None;
+    std::thread::scope(|scope| {
+        for w in 0..workers {
+            let (args, base, txs, outcomes) = (&args, &base_schemas, &txs, &outcomes);
+            scope.spawn(move || {
+                for i in (w..n).step_by(workers) {
+                    let Some(tx) = txs[i].lock().ok().and_then(|mut t| t.take()) else {
+                        continue;
+                    };
+                    let mut sink = make_sink(&args.output, silent, ChannelWriter(tx));
+                    let outcome = read_file(&args.files[i], args, base, &mut sink, silent);
+                    drop(sink);
+                    if let Ok(mut slot) = outcomes[i].lock() {
+                        *slot = Some(outcome);
+                    }
+                }
+            });
+        }
+        let mut stdout = io::stdout().lock();
+        for rx in rxs {
+            for chunk in rx {
+                if stop.is_none() {
+                    if let Err(e) = stdout.write_all(&chunk) {
+                        stop = Some(if e.kind() == io::ErrorKind::BrokenPipe {
+                            ExitCode::SUCCESS
+                        } else {
+                            ExitCode::FAILURE
+                        });
                     }
                 }
             }
-            None => None,
-        };
-        let mut write_error = None;
-        let mut written = 0u64;
-        let mut dissector = Dissector::with_schemas(cfg, schemas);
-        sink.tally = Default::default();
-        let mut seen = 0u64;
-        let mut progress = Progress::new(file, args.output.quiet);
-        let result = reader.for_each_packet(|pkt| {
-            progress.tick(pkt.data.len(), seen);
-            if let Out::Text(t) = &mut sink.inner {
-                t.set_base(pkt.ts_ns);
-            }
-            let conn = dissector.packet(pkt, &mut sink);
-            if let Some(w) = writer.as_mut() {
-                let by_conn =
-                    args.conns.is_empty() || conn.is_some_and(|c| args.conns.contains(&c));
-                let by_path = path_conns
-                    .as_ref()
-                    .is_none_or(|set| conn.is_some_and(|c| set.contains(&c)));
-                let by_port = args.port.is_none_or(|p| {
-                    link::decode(pkt.link, pkt.data)
-                        .is_ok_and(|s| s.src.port() == p || s.dst.port() == p)
-                });
-                if by_conn && by_path && by_port && write_error.is_none() {
-                    match w.write_packet(pkt.link, pkt.ts_ns, pkt.data, pkt.orig_len) {
-                        Ok(()) => written += 1,
-                        Err(e) => write_error = Some(e),
-                    }
-                }
-            }
-            seen += 1;
-            seen < limit
-        });
-        progress.done();
-        if let Err(e) = &result {
-            // Everything decodable so far is still shown; the error says where reading stopped.
-            sink.event(Event::Error(ErrorEvent {
-                origin: None,
-                stream: None,
-                kind: ErrorKind::Capture,
-                message: e.to_string(),
-            }));
-            eprintln!("h2scope: {e}");
-            failed = true;
         }
-        if let Some(w) = writer.as_mut() {
-            if let Some(e) = write_error.or_else(|| w.flush().err()) {
-                eprintln!(
-                    "h2scope: writing {}: {e}",
-                    args.write
-                        .as_ref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default()
-                );
-                return ExitCode::FAILURE;
-            }
-            eprintln!(
-                "h2scope: wrote {written} packets to {}",
-                args.write
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default()
-            );
-        }
-        let stats = dissector.finish(&mut sink);
-        let summary = Summary {
-            file: file.clone(),
-            stats,
-            tally: sink.tally.clone(),
-            warnings: capture_warnings(&reader),
-            live: None,
-        };
-        if !args.output.no_summary && !silent {
-            print_summary(&mut sink, &summary);
-        }
-        if let Some(e) = sink.inner.io_error() {
-            if e.kind() == io::ErrorKind::BrokenPipe {
-                return ExitCode::SUCCESS;
-            }
-            eprintln!("h2scope: writing output: {e}");
-            return ExitCode::FAILURE;
+        let _ = stdout.flush();
+    });
+    if let Some(code) = stop {
+        return code;
+    }
+    let mut failed = false;
+    for o in outcomes {
+        match o.into_inner().ok().flatten() {
+            Some(FileOutcome::Done { failed: f }) => failed |= f,
+            Some(FileOutcome::Stop(code)) => return code,
+            Some(FileOutcome::Failed) | None => failed = true,
         }
     }
     if failed {
@@ -816,7 +918,7 @@ fn capture(args: CaptureArgs) -> ExitCode {
             .map(|f| format!(" ({f})"))
             .unwrap_or_default()
     );
-    let mut sink = make_sink(&args.output, false);
+    let mut sink = make_sink(&args.output, false, io::stdout().lock());
     let mut dissector = Dissector::with_schemas(config(&args.decode), schemas);
     let started = Instant::now();
     let limit = args.count.unwrap_or(u64::MAX);

@@ -505,3 +505,31 @@ fn health_and_stats_commands() {
         .unwrap();
     assert!(String::from_utf8_lossy(&text.stdout).contains("/grpc.health.v1.Health/Watch"));
 }
+
+/// Several files are read in parallel, one per core, and printed in the order given: the output
+/// is what reading them one by one prints.
+#[test]
+fn several_files_in_parallel_keep_their_order() {
+    let files = [
+        testdata("grpc-health.pcap"),
+        public("http2-h2c.pcap"),
+        public("t5g_free5gc.pcap"),
+        public("packt_bidi_streaming.pcapng"),
+    ];
+    let mut one_by_one = Vec::new();
+    for f in &files {
+        let o = Command::new(BIN)
+            .args(["read", "--format", "jsonl", f])
+            .output()
+            .unwrap();
+        one_by_one.extend(o.stdout);
+    }
+    let mut args = vec!["read", "--format", "jsonl"];
+    args.extend(files.iter().map(String::as_str));
+    let together = Command::new(BIN).args(&args).output().unwrap();
+    assert!(together.status.success());
+    assert_eq!(
+        String::from_utf8(together.stdout).unwrap(),
+        String::from_utf8(one_by_one).unwrap()
+    );
+}
