@@ -97,6 +97,9 @@ pub struct FrameEvent {
     pub table_size_updates: Vec<u32>,
     /// Protocol violations and decoding problems of this frame, in words.
     pub notes: Vec<String>,
+    /// The frame's bytes (header, then at most 64 KiB of payload; missing bytes left out), when
+    /// `Http2Config::keep_frame_bytes` asks for them.
+    pub raw: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -41,9 +41,13 @@ fn calls_frames_and_detail_render() {
     assert!(s.contains("5 NOT_FOUND"), "{s}");
     // The selected call's request headers are in the detail pane.
     assert!(s.contains(":path: /grpc.health.v1.Health/Check"), "{s}");
-    // Into the frames, then a message's decoded JSON.
+    // Into the frames: the first is the request HEADERS, shown in hex too (length 0x49 = 73,
+    // type 1, flags 4, stream 1).
     app.key(Key::Enter);
     assert_eq!(app.focus, Pane::Items);
+    let s = screen(&app, 160, 40);
+    assert!(s.contains("0000  00 00 49 01 04 00 00 00  01"), "{s}");
+    // Then a message's decoded JSON.
     // HEADERS, DATA, request message, DATA, HEADERS, DATA, then the response message.
     for _ in 0..6 {
         app.key(Key::Down);

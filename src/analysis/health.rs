@@ -629,6 +629,7 @@ mod tests {
             headers: None,
             table_size_updates: Vec::new(),
             notes: Vec::new(),
+            raw: None,
         })
     }
 

@@ -33,6 +33,9 @@ pub struct Http2Config {
     pub max_header_list: usize,
     /// Open streams kept per connection.
     pub max_open_streams: usize,
+    /// Keep each frame's bytes in its event (header and payload, up to [`MAX_RAW`]), for
+    /// viewers that show them.
+    pub keep_frame_bytes: bool,
     /// Paths to assume for gRPC streams whose request headers the capture lacks.
     pub assumed_paths: Vec<AssumedPath>,
 }
@@ -61,9 +64,13 @@ impl Default for Http2Config {
             max_header_list: 1 << 20,
             max_open_streams: 10_000,
             assumed_paths: Vec::new(),
+            keep_frame_bytes: false,
         }
     }
 }
+
+/// Bytes of a frame kept for display with `keep_frame_bytes`.
+pub const MAX_RAW: usize = 64 * 1024;
 
 /// How much is looked at before deciding a connection is not HTTP/2.
 const DETECT_LIMIT: usize = 64 * 1024;
@@ -134,6 +141,8 @@ struct Current {
     buf: Vec<u8>,
     buffered: bool,
     missing: u64,
+    /// The frame as sent (header, then payload up to [`MAX_RAW`]), when asked for.
+    raw: Option<Vec<u8>>,
 }
 
 struct PendingBlock {
@@ -934,6 +943,7 @@ impl Connection {
                             buf: Vec::new(),
                             buffered,
                             missing: 0,
+                            raw: ctx.cfg.keep_frame_bytes.then(|| ds.hdr.to_vec()),
                         });
                         if header.length == 0 {
                             self.finish_frame(dir, ctx);
@@ -944,6 +954,10 @@ impl Connection {
                     let remaining = (cur.header.length - cur.got) as usize;
                     let take = remaining.min(input.len());
                     let chunk = &input[..take];
+                    if let Some(raw) = cur.raw.as_mut() {
+                        let room = (MAX_RAW + FRAME_HEADER_LEN).saturating_sub(raw.len());
+                        raw.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    }
                     // DATA content (without padding) in this chunk, as a range of the chunk.
                     let mut content = None;
                     if cur.buffered {
@@ -1237,6 +1251,7 @@ impl Connection {
             headers: None,
             table_size_updates: Vec::new(),
             notes,
+            raw: cur.raw.clone(),
         };
         let mut finished_calls = Vec::new();
 

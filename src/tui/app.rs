@@ -140,6 +140,21 @@ impl App {
             .unwrap_or_default()
     }
 
+    /// The hex dump of the selected frame (nothing for messages and lists).
+    pub fn hex(&self) -> Vec<String> {
+        if self.focus == Pane::List {
+            return Vec::new();
+        }
+        match self.selected_item() {
+            Some(Item::Frame(f)) => f
+                .raw
+                .as_deref()
+                .map(super::model::hex_dump)
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
     fn list_len(&self) -> usize {
         match self.view {
             View::Calls => self.visible().len(),

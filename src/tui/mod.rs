@@ -30,7 +30,9 @@ pub fn load(
 ) -> Result<Model, crate::capture::CaptureError> {
     let schemas = harvest_schemas(path, schemas, cfg, u64::MAX);
     let mut reader = CaptureReader::open(path)?;
-    let mut d = Dissector::with_schemas(cfg.clone(), schemas);
+    let mut cfg = cfg.clone();
+    cfg.http2.keep_frame_bytes = true;
+    let mut d = Dissector::with_schemas(cfg, schemas);
     let mut model = Model::default();
     let result = reader.for_each_packet(|p| {
         d.packet(p, &mut model);

@@ -21,6 +21,36 @@ pub struct FrameRow {
     pub length: u32,
     pub summary: String,
     pub detail: Vec<String>,
+    /// The frame's bytes, for the hex pane.
+    pub raw: Option<Vec<u8>>,
+}
+
+/// A hex dump: offset, 16 bytes in two groups of 8, and the printable characters.
+pub fn hex_dump(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .chunks(16)
+        .enumerate()
+        .map(|(i, row)| {
+            let mut hex = String::with_capacity(50);
+            for (j, b) in row.iter().enumerate() {
+                if j == 8 {
+                    hex.push(' ');
+                }
+                hex.push_str(&format!("{b:02x} "));
+            }
+            let text: String = row
+                .iter()
+                .map(|&b| {
+                    if (0x20..0x7f).contains(&b) {
+                        b as char
+                    } else {
+                        '.'
+                    }
+                })
+                .collect();
+            format!("{:04x}  {hex:<49} {text}", i * 16)
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone)]
@@ -242,6 +272,7 @@ fn frame_row(f: &FrameEvent) -> FrameRow {
         length: h.length,
         summary,
         detail,
+        raw: f.raw.clone(),
     }
 }
 

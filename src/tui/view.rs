@@ -105,6 +105,16 @@ pub fn draw(f: &mut Frame<'_>, app: &App, theme: &Theme) {
         View::Connections => draw_conns(f, app, theme, list_area),
     }
     draw_items(f, app, theme, right[0]);
+    let hex = app.hex();
+    let (detail_area, hex_area) = if hex.is_empty() {
+        (right[1], None)
+    } else {
+        let parts = Layout::default()
+            .direction(Direction::Vertical)
+            .constraints([Constraint::Percentage(60), Constraint::Percentage(40)])
+            .split(right[1]);
+        (parts[0], Some(parts[1]))
+    };
     let detail: Vec<Line<'_>> = app.detail().into_iter().map(Line::from).collect();
     f.render_widget(
         Paragraph::new(detail).scroll((app.detail_scroll, 0)).block(
@@ -113,8 +123,19 @@ pub fn draw(f: &mut Frame<'_>, app: &App, theme: &Theme) {
                 .title(" detail ")
                 .border_style(theme.border(app.focus == Pane::Detail)),
         ),
-        right[1],
+        detail_area,
     );
+    if let Some(area) = hex_area {
+        let lines: Vec<Line<'_>> = hex.into_iter().map(Line::from).collect();
+        f.render_widget(
+            Paragraph::new(lines).block(
+                Block::default()
+                    .borders(Borders::ALL)
+                    .title(" bytes (9-byte frame header, then payload) "),
+            ),
+            area,
+        );
+    }
 
     let status = match &app.typing {
         Some(t) => format!(" filter: {t}▏  (Enter to apply, Esc to cancel)"),
