@@ -64,6 +64,19 @@ impl<W: Write> JsonLines<W> {
         }
     }
 
+    /// Writes one object the given function appends, and a newline.
+    fn write_with(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
+        if self.io_error.is_some() {
+            return;
+        }
+        self.scratch.clear();
+        f(&mut self.scratch);
+        self.scratch.push(b'\n');
+        if let Err(e) = self.out.write_all(&self.scratch) {
+            self.io_error = Some(e);
+        }
+    }
+
     pub fn into_inner(self) -> W {
         self.out
     }
@@ -75,20 +88,10 @@ impl<W: Write> Sink for JsonLines<W> {
             return;
         }
         let v = match &event {
-            Event::Call(c) => call_json(c),
+            Event::Call(c) => return self.write_with(|b| write_call(b, c)),
             _ if self.calls_only => return,
-            Event::Frame(f) => {
-                if self.io_error.is_none() {
-                    self.scratch.clear();
-                    write_frame(&mut self.scratch, f);
-                    self.scratch.push(b'\n');
-                    if let Err(e) = self.out.write_all(&self.scratch) {
-                        self.io_error = Some(e);
-                    }
-                }
-                return;
-            }
-            Event::Message(m) => message_json(m),
+            Event::Frame(f) => return self.write_with(|b| write_frame(b, f)),
+            Event::Message(m) => return self.write_with(|b| write_message(b, m)),
             Event::Gap(g) => gap_json(g),
             Event::Error(e) => error_json(e),
             Event::ConnectionEnd(c) => connection_json(c),
@@ -258,91 +261,151 @@ fn priority_json(p: &crate::http2::frame::PriorityInfo) -> Value {
     json!({"exclusive": p.exclusive, "depends_on": p.depends_on, "weight": p.weight as u16 + 1})
 }
 
-fn opt_headers(list: &Option<Vec<HeaderField>>) -> Value {
-    list.as_deref().map(headers_json).unwrap_or(Value::Null)
+/// A header list as `[[name, value], ...]`, written without intermediate values.
+fn write_headers(buf: &mut Vec<u8>, list: Option<&[HeaderField]>) {
+    let Some(list) = list else {
+        buf.extend_from_slice(b"null");
+        return;
+    };
+    buf.push(b'[');
+    for (i, h) in list.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        buf.push(b'[');
+        write_text(buf, &h.name, h.name_unknown.then(|| header_name(h)));
+        buf.push(b',');
+        write_text(buf, &h.value, h.value_unknown.then(|| header_value(h)));
+        buf.push(b']');
+    }
+    buf.push(b']');
 }
 
-pub fn call_json(c: &Call) -> Value {
+/// Bytes as a JSON string: UTF-8 as it is, anything else escaped as `lossless` does; `shown`
+/// replaces them (unknown HPACK fields).
+fn write_text(buf: &mut Vec<u8>, bytes: &[u8], shown: Option<String>) {
+    let owned;
+    let text = match (&shown, std::str::from_utf8(bytes)) {
+        (Some(s), _) => s.as_str(),
+        (None, Ok(s)) => s,
+        (None, Err(_)) => {
+            owned = lossless(bytes);
+            owned.as_str()
+        }
+    };
+    if serde_json::to_writer(&mut *buf, text).is_err() {
+        buf.extend_from_slice(b"null");
+    }
+}
+
+/// One call event as a JSON object, appended to `buf`.
+pub fn write_call(buf: &mut Vec<u8>, c: &Call) {
+    let mut o = Obj::new(buf);
+    o.json("event", "call");
+    o.uint("conn", c.conn);
+    o.uint("stream", c.stream as u64);
+    o.json("client", &c.client.to_string());
+    o.json("server", &c.server.to_string());
+    o.json("method", &c.method());
+    o.json("path", &c.path());
+    o.json("authority", &c.authority());
+    o.json("status", &c.status());
+    let grpc_status = c.grpc_status();
+    o.json("grpc_status", &grpc_status);
+    o.json("grpc_status_name", &grpc_status.and_then(grpc_status_name));
+    o.json("grpc_message", &c.grpc_message());
+    o.json("start_ts", &ts(c.start_ts_ns));
+    o.json("end_ts", &ts(c.end_ts_ns));
+    o.json("duration", &ts(c.duration_ns()));
+    o.uint("start_packet", c.start_packet);
+    o.uint("end_packet", c.end_packet);
+    o.uint("request_bytes", c.request_bytes);
+    o.uint("response_bytes", c.response_bytes);
     let (end, reset_by, error_code) = match c.end {
-        CallEnd::Complete => ("complete", Value::Null, Value::Null),
+        CallEnd::Complete => ("complete", None, None),
         CallEnd::Reset {
             by_client,
             error_code,
         } => (
             "reset",
-            if by_client { "client" } else { "server" }.into(),
-            error_code.into(),
+            Some(if by_client { "client" } else { "server" }),
+            Some(error_code),
         ),
-        CallEnd::Unfinished => ("unfinished", Value::Null, Value::Null),
+        CallEnd::Unfinished => ("unfinished", None, None),
     };
-    let grpc_status = c.grpc_status();
-    let mut v = json!({
-        "event": "call",
-        "conn": c.conn,
-        "stream": c.stream,
-        "client": c.client.to_string(),
-        "server": c.server.to_string(),
-        "method": c.method(),
-        "path": c.path(),
-        "authority": c.authority(),
-        "status": c.status(),
-        "grpc_status": grpc_status,
-        "grpc_status_name": grpc_status.and_then(grpc_status_name),
-        "grpc_message": c.grpc_message(),
-        "start_ts": ts(c.start_ts_ns),
-        "end_ts": ts(c.end_ts_ns),
-        "duration": ts(c.duration_ns()),
-        "start_packet": c.start_packet,
-        "end_packet": c.end_packet,
-        "request_bytes": c.request_bytes,
-        "response_bytes": c.response_bytes,
-        "end": end,
-        "reset_by": reset_by,
-        "error_code": error_code,
-        "pushed": c.pushed,
-        "upgraded": c.upgraded,
-        "request_headers": opt_headers(&c.request_headers),
-        "response_headers": opt_headers(&c.response_headers),
-        "request_trailers": opt_headers(&c.request_trailers),
-        "trailers": opt_headers(&c.response_trailers),
-        "grpc": c.grpc,
-        "request_messages": c.request_messages,
-        "response_messages": c.response_messages,
-        "grpc_status_details": c.grpc_status_details,
-        "binary_metadata": binary_metadata(&[
+    o.json("end", end);
+    o.json("reset_by", &reset_by);
+    o.json("error_code", &error_code);
+    o.json("pushed", &c.pushed);
+    o.json("upgraded", &c.upgraded);
+    for (key, list) in [
+        ("request_headers", &c.request_headers),
+        ("response_headers", &c.response_headers),
+        ("request_trailers", &c.request_trailers),
+        ("trailers", &c.response_trailers),
+    ] {
+        o.key(key);
+        write_headers(o.buf, list.as_deref());
+    }
+    o.json("grpc", &c.grpc);
+    o.uint("request_messages", c.request_messages as u64);
+    o.uint("response_messages", c.response_messages as u64);
+    o.json("grpc_status_details", &c.grpc_status_details);
+    o.json(
+        "binary_metadata",
+        &binary_metadata(&[
             &c.request_headers,
             &c.response_headers,
             &c.response_trailers,
         ]),
-    });
+    );
     if !c.notes.is_empty() {
-        v["notes"] = json!(c.notes);
+        o.json("notes", &c.notes);
     }
-    v
+    o.end();
 }
 
-pub fn message_json(e: &MessageEvent) -> Value {
-    let mut m = Map::new();
-    m.insert("event".into(), "message".into());
-    origin_fields(&mut m, &e.origin);
+/// One call event as a JSON value (the same object as [`write_call`] writes).
+pub fn call_json(c: &Call) -> Value {
+    let mut buf = Vec::new();
+    write_call(&mut buf, c);
+    serde_json::from_slice(&buf).unwrap_or(Value::Null)
+}
+
+/// One message event as a JSON object, appended to `buf`.
+pub fn write_message(buf: &mut Vec<u8>, e: &MessageEvent) {
+    let mut o = Obj::new(buf);
     let d = &e.decoded;
-    m.insert("stream".into(), e.stream.into());
-    m.insert("path".into(), e.path.clone().into());
-    m.insert("dir".into(), e.side.as_str().into());
-    m.insert("index".into(), e.index.into());
-    m.insert("compressed".into(), d.compressed.into());
-    m.insert("encoding".into(), d.encoding.clone().into());
-    m.insert("length".into(), d.length.into());
-    m.insert("type".into(), d.type_name.clone().into());
-    m.insert("json".into(), d.json.clone().unwrap_or(Value::Null));
-    m.insert("fields".into(), d.fields.clone().unwrap_or(Value::Null));
+    o.json("event", "message");
+    o.uint("packet", e.origin.packet);
+    o.json("ts", &ts(e.origin.ts_ns));
+    o.uint("conn", e.origin.conn);
+    o.json("src", &e.origin.src.to_string());
+    o.json("dst", &e.origin.dst.to_string());
+    o.uint("stream", e.stream as u64);
+    o.json("path", &e.path);
+    o.json("dir", e.side.as_str());
+    o.uint("index", e.index as u64);
+    o.json("compressed", &d.compressed);
+    o.json("encoding", &d.encoding);
+    o.uint("length", d.length as u64);
+    o.json("type", &d.type_name);
+    o.json("json", &d.json);
+    o.json("fields", &d.fields);
     if let Some(p) = &d.problem {
-        m.insert("problem".into(), p.clone().into());
+        o.json("problem", p);
     }
     if !d.harvested.is_empty() {
-        m.insert("harvested".into(), json!(d.harvested));
+        o.json("harvested", &d.harvested);
     }
-    Value::Object(m)
+    o.end();
+}
+
+/// One message event as a JSON value (the same object as [`write_message`] writes).
+pub fn message_json(e: &MessageEvent) -> Value {
+    let mut buf = Vec::new();
+    write_message(&mut buf, e);
+    serde_json::from_slice(&buf).unwrap_or(Value::Null)
 }
 
 /// `-bin` metadata of a header list, base64-decoded, as `[[name, hex], ...]`.
