@@ -85,7 +85,7 @@ fn keys_filter_drill_down_and_views() {
     app.key(Key::Char('n'));
     assert_eq!(app.call, 0);
     // G, g, and the connections view.
-    app.filter.clear();
+    app.set_filter("");
     app.key(Key::Char('G'));
     assert_eq!(app.call, 26);
     app.key(Key::Char('g'));
@@ -142,4 +142,72 @@ fn export_and_write_from_the_ui() {
         .unwrap();
     assert!(String::from_utf8_lossy(&back.stdout).contains("calls: 27"));
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The lines drawn with the selection style (reversed), as text.
+fn highlighted(app: &App, w: u16, h: u16) -> Vec<String> {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    let theme = view::Theme { color: false };
+    t.draw(|f| view::draw(f, app, &theme)).unwrap();
+    let buf = t.backend().buffer().clone();
+    (0..h)
+        .filter_map(|y| {
+            let line: String = (0..w)
+                .filter(|&x| {
+                    buf[(x, y)]
+                        .modifier
+                        .contains(ratatui::style::Modifier::REVERSED)
+                })
+                .map(|x| buf[(x, y)].symbol().to_string())
+                .collect();
+            (!line.trim().is_empty() && y > 0).then_some(line)
+        })
+        .collect()
+}
+
+/// Only the rows that fit are built on each redraw; walking the whole list on a short screen
+/// must still show the selected call and the selected frame highlighted, at every position.
+#[test]
+fn scrolling_keeps_the_selection_on_screen() {
+    let mut app = app();
+    let n = app.visible().len();
+    for pos in 0..n {
+        let c = &app.model.calls[app.visible()[pos]];
+        let want = format!("{}", c.stream);
+        let rows = highlighted(&app, 120, 20);
+        assert_eq!(rows.len(), 1, "position {pos}: {rows:?}");
+        assert!(
+            rows[0].split_whitespace().nth(1) == Some(want.as_str()),
+            "position {pos}: {rows:?} should show stream {want}"
+        );
+        app.key(Key::Down);
+    }
+    // The connections view lists the connection's own frames; walk the longest list to the end
+    // (longer than the pane on a 100x16 screen, so it scrolls).
+    app.key(Key::Char('c'));
+    let longest = (0..app.model.conns.len())
+        .max_by_key(|&i| app.model.conns[i].items.len())
+        .unwrap();
+    app.key(Key::Char('g'));
+    for _ in 0..longest {
+        app.key(Key::Down);
+    }
+    app.key(Key::Enter);
+    assert_eq!(app.focus, Pane::Items);
+    let items = app.items().len();
+    assert!(items >= 8, "{items} frames in the longest connection");
+    for pos in 0..items {
+        let packet = match app.selected_item().unwrap() {
+            h2scope::tui::model::Item::Frame(f) => f.packet,
+            h2scope::tui::model::Item::Message { packet, .. } => *packet,
+        };
+        // Narrow and short: the frames pane, under the list, has room for five rows.
+        let rows = highlighted(&app, 100, 16);
+        assert!(
+            rows.iter()
+                .any(|r| r.split_whitespace().next() == Some(packet.to_string().as_str())),
+            "item {pos}: {rows:?} should show packet {packet}"
+        );
+        app.key(Key::Down);
+    }
 }

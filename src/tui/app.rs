@@ -44,7 +44,11 @@ pub struct App {
     pub conn: usize,
     pub item: usize,
     pub detail_scroll: u16,
-    pub filter: String,
+    /// Change with [`App::set_filter`], which keeps `visible` in step.
+    filter: String,
+    /// Indexes of the calls the filter lets through, computed once per filter rather than on
+    /// every key and redraw: with a million calls a per-draw scan is what makes a viewer lag.
+    visible: Vec<usize>,
     /// Typing a filter after `/`.
     pub typing: Option<String>,
     pub help: bool,
@@ -71,7 +75,9 @@ pub fn matches(filter: &str, c: &super::model::CallRow) -> bool {
 
 impl App {
     pub fn new(model: Model, source: &str) -> Self {
+        let visible = (0..model.calls.len()).collect();
         App {
+            visible,
             model,
             source: source.to_string(),
             view: View::Calls,
@@ -89,33 +95,44 @@ impl App {
     }
 
     /// Indexes of the calls the filter lets through.
-    pub fn visible(&self) -> Vec<usize> {
-        (0..self.model.calls.len())
+    pub fn visible(&self) -> &[usize] {
+        &self.visible
+    }
+
+    pub fn filter(&self) -> &str {
+        &self.filter
+    }
+
+    /// Applies a filter (see [`matches`]) and goes back to the first call.
+    pub fn set_filter(&mut self, filter: &str) {
+        self.filter = filter.to_string();
+        self.visible = (0..self.model.calls.len())
             .filter(|&i| matches(&self.filter, &self.model.calls[i]))
-            .collect()
+            .collect();
+        self.call = 0;
+        self.item = 0;
+        self.detail_scroll = 0;
     }
 
     /// The items (frames, messages) of the selected call or connection.
-    pub fn items(&self) -> Vec<usize> {
+    pub fn items(&self) -> &[usize] {
         match self.view {
-            View::Calls => {
-                let v = self.visible();
-                v.get(self.call)
-                    .map(|&i| self.model.calls[i].items.clone())
-                    .unwrap_or_default()
-            }
+            View::Calls => self
+                .visible
+                .get(self.call)
+                .map(|&i| self.model.calls[i].items.as_slice())
+                .unwrap_or_default(),
             View::Connections => self
                 .model
                 .conns
                 .get(self.conn)
-                .map(|c| c.items.clone())
+                .map(|c| c.items.as_slice())
                 .unwrap_or_default(),
         }
     }
 
     pub fn selected_item(&self) -> Option<&Item> {
-        let items = self.items();
-        items.get(self.item).map(|&i| &self.model.items[i])
+        self.items().get(self.item).map(|&i| &self.model.items[i])
     }
 
     /// The lines of the detail pane.
@@ -211,9 +228,8 @@ impl App {
         if let Some(text) = self.typing.as_mut() {
             match key {
                 Key::Enter => {
-                    self.filter = self.typing.take().unwrap_or_default();
-                    self.call = 0;
-                    self.item = 0;
+                    let filter = self.typing.take().unwrap_or_default();
+                    self.set_filter(&filter);
                     self.status = format!("{} calls match {:?}", self.visible().len(), self.filter);
                 }
                 Key::Esc => self.typing = None,

@@ -65,10 +65,10 @@ pub fn draw(f: &mut Frame<'_>, app: &App, theme: &Theme) {
         m.conns.len(),
         m.calls.len(),
         m.errors,
-        if app.filter.is_empty() {
+        if app.filter().is_empty() {
             "-"
         } else {
-            &app.filter
+            app.filter()
         }
     );
     f.render_widget(
@@ -164,12 +164,33 @@ pub fn draw(f: &mut Frame<'_>, app: &App, theme: &Theme) {
     }
 }
 
+/// The rows of a list that fit in `area` with `selected` on screen: the range to build and the
+/// selection within it. Building every row on each redraw costs as much as the list is long,
+/// which is what makes a viewer of a million frames lag; the scroll position matches what the
+/// table would pick from a fresh state (the selection on the last line once it is past the
+/// first screen).
+fn window(
+    len: usize,
+    selected: Option<usize>,
+    area: Rect,
+) -> (std::ops::Range<usize>, Option<usize>) {
+    // Borders and the header row take three lines.
+    let body = (area.height as usize).saturating_sub(3).max(1);
+    let start = match selected {
+        Some(s) if s >= body => s + 1 - body,
+        _ => 0,
+    }
+    .min(len);
+    let end = (start + body).min(len);
+    (start..end, selected.map(|s| s.saturating_sub(start)))
+}
+
 fn draw_calls(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
     let m = &app.model;
-    let rows: Vec<Row<'_>> = app
-        .visible()
-        .into_iter()
-        .map(|i| {
+    let (range, selected) = window(app.visible().len(), Some(app.call), area);
+    let rows: Vec<Row<'_>> = app.visible()[range]
+        .iter()
+        .map(|&i| {
             let c = &m.calls[i];
             let row = Row::new(vec![
                 format!("#{}", c.conn),
@@ -216,14 +237,13 @@ fn draw_calls(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
             .title(" calls ")
             .border_style(theme.border(app.focus == Pane::List)),
     );
-    let mut state = TableState::default().with_selected(Some(app.call));
+    let mut state = TableState::default().with_selected(selected);
     f.render_stateful_widget(table, area, &mut state);
 }
 
 fn draw_conns(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
-    let rows: Vec<Row<'_>> = app
-        .model
-        .conns
+    let (range, selected) = window(app.model.conns.len(), Some(app.conn), area);
+    let rows: Vec<Row<'_>> = app.model.conns[range]
         .iter()
         .map(|c| {
             Row::new(vec![
@@ -262,16 +282,17 @@ fn draw_conns(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
             .title(" connections ")
             .border_style(theme.border(app.focus == Pane::List)),
     );
-    let mut state = TableState::default().with_selected(Some(app.conn));
+    let mut state = TableState::default().with_selected(selected);
     f.render_stateful_widget(table, area, &mut state);
 }
 
 fn draw_items(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
     let m = &app.model;
-    let rows: Vec<Row<'_>> = app
-        .items()
-        .into_iter()
-        .map(|i| match &m.items[i] {
+    let focused = app.focus != Pane::List;
+    let (range, selected) = window(app.items().len(), focused.then_some(app.item), area);
+    let rows: Vec<Row<'_>> = app.items()[range]
+        .iter()
+        .map(|&i| match &m.items[i] {
             Item::Frame(fr) => Row::new(vec![
                 fr.packet.to_string(),
                 format!("{:.6}", rel(m, fr.ts_ns)),
@@ -328,10 +349,6 @@ fn draw_items(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
             .title(" frames and messages ")
             .border_style(theme.border(app.focus == Pane::Items)),
     );
-    let mut state = TableState::default().with_selected(if app.focus == Pane::List {
-        None
-    } else {
-        Some(app.item)
-    });
+    let mut state = TableState::default().with_selected(selected);
     f.render_stateful_widget(table, area, &mut state);
 }
