@@ -280,7 +280,23 @@ fn tui(args: TuiArgs) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    match h2scope::tui::run(&args.file, &config(&args.decode), schemas) {
+    eprintln!("h2scope: reading {} ...", args.file);
+    let mut progress = Progress::new(&args.file, false);
+    let loaded = h2scope::tui::load_with_progress(
+        &args.file,
+        &config(&args.decode),
+        schemas.clone(),
+        |len, packets| progress.tick(len, packets),
+    );
+    progress.done();
+    let model = match loaded {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("h2scope: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match h2scope::tui::run(model, &args.file, schemas) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("h2scope: {e}");
@@ -492,6 +508,12 @@ trait Tick {
 impl Tick for Option<Progress> {
     fn tick(&mut self, record_len: usize, packets: u64) {
         let Some(p) = self.as_mut() else { return };
+        if p.bytes == 0 {
+            // The clock starts with the first packet: a pass before it (the TUI's schema
+            // harvest) would otherwise count as slow reading and skew the rate and the ETA.
+            p.started = Instant::now();
+            p.last = p.started;
+        }
         p.bytes += record_len as u64 + 16;
         // Looking at the clock every packet would cost more than the packet.
         if packets % 1024 != 0 || p.last.elapsed() < Duration::from_millis(500) {

@@ -203,6 +203,18 @@ fn errors_name_the_file_and_what_is_wrong() {
         err.contains("notes.txt") && err.contains("not a pcap or pcapng"),
         "{err}"
     );
+    // The TUI reads the capture before it takes the terminal, so a bad file is a plain error.
+    let out = Command::new(BIN)
+        .args(["tui", bogus.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("notes.txt") && err.contains("not a pcap or pcapng"),
+        "{err}"
+    );
 
     // A capture cut in the middle of a record: everything before it is shown, with a warning.
     let bytes = std::fs::read(testdata("grpc-health.pcap")).unwrap();

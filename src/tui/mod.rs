@@ -28,14 +28,28 @@ pub fn load(
     cfg: &Config,
     schemas: Schemas,
 ) -> Result<Model, crate::capture::CaptureError> {
+    load_with_progress(path, cfg, schemas, |_, _| {})
+}
+
+/// [`load`], calling `tick(record_len, packets_so_far)` after each packet so a caller can show
+/// how far the (possibly long) load has got before the screen opens.
+pub fn load_with_progress(
+    path: &str,
+    cfg: &Config,
+    schemas: Schemas,
+    mut tick: impl FnMut(usize, u64),
+) -> Result<Model, crate::capture::CaptureError> {
     let schemas = harvest_schemas(path, schemas, cfg, u64::MAX);
     let mut reader = CaptureReader::open(path)?;
     let mut cfg = cfg.clone();
     cfg.http2.keep_frame_bytes = true;
     let mut d = Dissector::with_schemas(cfg, schemas);
     let mut model = Model::default();
+    let mut seen = 0u64;
     let result = reader.for_each_packet(|p| {
         d.packet(p, &mut model);
+        seen += 1;
+        tick(p.data.len(), seen);
         true
     });
     d.finish(&mut model);
@@ -133,10 +147,8 @@ pub fn perform(app: &mut App, action: &Action, schemas: &Schemas) {
     }
 }
 
-/// Runs the TUI on a capture file until the user quits.
-pub fn run(path: &str, cfg: &Config, schemas: Schemas) -> io::Result<()> {
-    eprintln!("h2scope: reading {path} ...");
-    let model = load(path, cfg, schemas.clone()).map_err(io::Error::other)?;
+/// Runs the TUI on a capture loaded with [`load`] from `path` until the user quits.
+pub fn run(model: Model, path: &str, schemas: Schemas) -> io::Result<()> {
     let mut app = App::new(model, path);
     let theme = view::Theme::from_env();
     // ratatui::init installs a panic hook that restores the terminal first.
