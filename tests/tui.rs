@@ -182,6 +182,20 @@ fn scrolling_keeps_the_selection_on_screen() {
         );
         app.key(Key::Down);
     }
+    // And back up: the list scrolls only when the selection leaves the screen.
+    for _ in 0..n {
+        app.key(Key::Up);
+        let c = &app.model.calls[app.visible()[app.call]];
+        let rows = highlighted(&app, 120, 20);
+        assert_eq!(rows.len(), 1, "position {}: {rows:?}", app.call);
+        assert_eq!(
+            rows[0].split_whitespace().nth(1),
+            Some(c.stream.to_string().as_str()),
+            "position {}",
+            app.call
+        );
+    }
+    assert_eq!(app.call, 0);
     // The connections view lists the connection's own frames; walk the longest list to the end
     // (longer than the pane on a 100x16 screen, so it scrolls).
     app.key(Key::Char('c'));
@@ -210,4 +224,56 @@ fn scrolling_keeps_the_selection_on_screen() {
         );
         app.key(Key::Down);
     }
+}
+
+/// Is the cell at (`x`, `y`) drawn with the selection style?
+fn reversed_at(app: &App, w: u16, h: u16, x: u16, y: u16) -> bool {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    let theme = view::Theme { color: false };
+    t.draw(|f| view::draw(f, app, &theme)).unwrap();
+    t.backend().buffer()[(x, y)]
+        .modifier
+        .contains(ratatui::style::Modifier::REVERSED)
+}
+
+/// A left click selects the row drawn under the pointer, in the list (scrolled or not, wide or
+/// narrow layout) and in the frames pane; a click on the detail focuses it.
+#[test]
+fn clicks_select_the_row_under_the_pointer() {
+    let mut app = app();
+    for (w, h) in [(160, 40), (100, 16)] {
+        let screen = ratatui::layout::Rect::new(0, 0, w, h);
+        let mut hits = 0;
+        for y in 0..h {
+            // Start from a scrolled list each time: the click must land on the drawn row.
+            app.click(Pane::List, Some(20));
+            // Borders, the header, and the panes below the list on a narrow screen are not rows
+            // of the list.
+            if let Some((Pane::List, Some(row))) = view::click(&app, screen, 3, y) {
+                app.click(Pane::List, Some(row));
+                assert_eq!(app.call, row);
+                assert!(reversed_at(&app, w, h, 3, y), "{w}x{h}: row {row} at y={y}");
+                hits += 1;
+            }
+        }
+        assert!(hits >= h as usize / 5, "{w}x{h}: {hits} rows clickable");
+    }
+    // Frames pane on the narrow layout: bottom left, under the list.
+    let screen = ratatui::layout::Rect::new(0, 0, 100, 16);
+    app.click(Pane::List, Some(0));
+    let mut hit = false;
+    for y in 0..16 {
+        if let Some((Pane::Items, Some(row))) = view::click(&app, screen, 3, y) {
+            app.click(Pane::Items, Some(row));
+            assert_eq!(app.focus, Pane::Items);
+            assert_eq!(app.item, row);
+            assert!(reversed_at(&app, 100, 16, 3, y), "frame row {row} at y={y}");
+            hit = true;
+        }
+    }
+    assert!(hit, "no frame row was clickable");
+    assert_eq!(
+        view::click(&app, screen, 80, 12).map(|c| c.0),
+        Some(Pane::Detail)
+    );
 }

@@ -1,5 +1,6 @@
 //! The TUI's state and its keys, kept apart from the terminal so that it can be tested.
 
+use std::cell::Cell;
 use std::path::PathBuf;
 
 use super::model::{Item, Model};
@@ -55,6 +56,10 @@ pub struct App {
     pub status: String,
     /// Where exported checks and written captures go.
     pub out_dir: PathBuf,
+    /// First row shown of the list and of the frames pane, as the last draw left them: drawing
+    /// scrolls only as needed, and a click maps to the row that is on screen.
+    pub list_top: Cell<usize>,
+    pub items_top: Cell<usize>,
 }
 
 /// Does a call match the filter? Words separated by spaces must all match: `status!=0` (a
@@ -91,6 +96,8 @@ impl App {
             help: false,
             status: "? for help".into(),
             out_dir: PathBuf::from("."),
+            list_top: Cell::new(0),
+            items_top: Cell::new(0),
         }
     }
 
@@ -221,6 +228,26 @@ impl App {
             (self.call + v.len() - 1) % v.len()
         };
         self.item = 0;
+    }
+
+    /// A click on a pane, and on one of its rows if `row` is given: focus there and select it.
+    pub fn click(&mut self, pane: Pane, row: Option<usize>) {
+        self.focus = pane;
+        let Some(row) = row else { return };
+        match pane {
+            Pane::List => {
+                match self.view {
+                    View::Calls => self.call = row.min(self.visible.len().saturating_sub(1)),
+                    View::Connections => {
+                        self.conn = row.min(self.model.conns.len().saturating_sub(1))
+                    }
+                }
+                self.item = 0;
+            }
+            Pane::Items => self.item = row.min(self.items().len().saturating_sub(1)),
+            Pane::Detail => {}
+        }
+        self.detail_scroll = 0;
     }
 
     /// Handles one key; returns what the terminal loop must do.

@@ -12,7 +12,9 @@ pub mod view;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use ratatui::crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind, MouseEventKind};
+use ratatui::crossterm::event::{
+    self, Event as TermEvent, KeyCode, KeyEventKind, MouseButton, MouseEventKind,
+};
 
 use crate::capture::CaptureReader;
 use crate::grpc::schema::Schemas;
@@ -166,6 +168,14 @@ pub fn run(model: Model, path: &str, schemas: Schemas) -> io::Result<()> {
                 TermEvent::Mouse(m) => match m.kind {
                     MouseEventKind::ScrollDown => app.key(Key::Down),
                     MouseEventKind::ScrollUp => app.key(Key::Up),
+                    MouseEventKind::Down(MouseButton::Left) => {
+                        let size = terminal.size()?;
+                        let screen = ratatui::layout::Rect::new(0, 0, size.width, size.height);
+                        if let Some((pane, row)) = view::click(&app, screen, m.column, m.row) {
+                            app.click(pane, row);
+                        }
+                        Action::None
+                    }
                     _ => Action::None,
                 },
                 _ => Action::None,

@@ -1,6 +1,8 @@
 //! Drawing the TUI: a summary bar, the call (or connection) list, the frames and messages of the
 //! selection, and the detail of the selected one.
 
+use std::cell::Cell;
+
 use ratatui::layout::{Constraint, Direction, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Line;
@@ -47,8 +49,18 @@ fn rel(model: &Model, ts: i64) -> f64 {
     ts.saturating_sub(model.first_ts_ns.unwrap_or(ts)) as f64 / 1e9
 }
 
-pub fn draw(f: &mut Frame<'_>, app: &App, theme: &Theme) {
-    let area = f.area();
+/// Where the panes go on a screen of a given size. Drawing and mouse clicks both use it, so a
+/// click lands on the row that was drawn there.
+struct Areas {
+    bar: Rect,
+    list: Rect,
+    items: Rect,
+    /// The detail, and the hex pane under it when there is one.
+    detail: Rect,
+    status: Rect,
+}
+
+fn areas(area: Rect) -> Areas {
     let rows = Layout::default()
         .direction(Direction::Vertical)
         .constraints([
@@ -57,28 +69,9 @@ pub fn draw(f: &mut Frame<'_>, app: &App, theme: &Theme) {
             Constraint::Length(1),
         ])
         .split(area);
-    let m = &app.model;
-    let bar = format!(
-        " h2scope │ {} │ {} packets │ {} connections │ {} calls │ {} errors │ filter: {}",
-        app.source,
-        m.packets,
-        m.conns.len(),
-        m.calls.len(),
-        m.errors,
-        if app.filter().is_empty() {
-            "-"
-        } else {
-            app.filter()
-        }
-    );
-    f.render_widget(
-        Paragraph::new(bar).style(Style::default().add_modifier(Modifier::REVERSED)),
-        rows[0],
-    );
-
     // Narrow screens stack the panes; wide ones put the list on the left.
     let wide = area.width >= 120;
-    let (list_area, right) = if wide {
+    let (list, right) = if wide {
         let cols = Layout::default()
             .direction(Direction::Horizontal)
             .constraints([Constraint::Percentage(55), Constraint::Percentage(45)])
@@ -99,20 +92,80 @@ pub fn draw(f: &mut Frame<'_>, app: &App, theme: &Theme) {
         })
         .constraints([Constraint::Percentage(50), Constraint::Percentage(50)])
         .split(right);
+    Areas {
+        bar: rows[0],
+        list,
+        items: right[0],
+        detail: right[1],
+        status: rows[2],
+    }
+}
+
+/// What a left click at (`x`, `y`) on a `screen` points at: a pane, and the row of its list
+/// under the pointer if there is one.
+pub fn click(app: &App, screen: Rect, x: u16, y: u16) -> Option<(Pane, Option<usize>)> {
+    let a = areas(screen);
+    let inside = |r: Rect| x >= r.x && x < r.x + r.width && y >= r.y && y < r.y + r.height;
+    // The row under the pointer in a table drawn with `window`: below the border and header.
+    let row = |r: Rect, len: usize, selected: Option<usize>, top: &Cell<usize>| {
+        let (range, _) = window(len, selected, r, top);
+        let line = y.checked_sub(r.y + 2)? as usize;
+        (line < range.len() && y + 1 < r.y + r.height).then_some(range.start + line)
+    };
+    if inside(a.list) {
+        let (len, sel) = match app.view {
+            View::Calls => (app.visible().len(), app.call),
+            View::Connections => (app.model.conns.len(), app.conn),
+        };
+        Some((Pane::List, row(a.list, len, Some(sel), &app.list_top)))
+    } else if inside(a.items) {
+        let sel = (app.focus != Pane::List).then_some(app.item);
+        Some((
+            Pane::Items,
+            row(a.items, app.items().len(), sel, &app.items_top),
+        ))
+    } else if inside(a.detail) {
+        Some((Pane::Detail, None))
+    } else {
+        None
+    }
+}
+
+pub fn draw(f: &mut Frame<'_>, app: &App, theme: &Theme) {
+    let area = f.area();
+    let a = areas(area);
+    let m = &app.model;
+    let bar = format!(
+        " h2scope │ {} │ {} packets │ {} connections │ {} calls │ {} errors │ filter: {}",
+        app.source,
+        m.packets,
+        m.conns.len(),
+        m.calls.len(),
+        m.errors,
+        if app.filter().is_empty() {
+            "-"
+        } else {
+            app.filter()
+        }
+    );
+    f.render_widget(
+        Paragraph::new(bar).style(Style::default().add_modifier(Modifier::REVERSED)),
+        a.bar,
+    );
 
     match app.view {
-        View::Calls => draw_calls(f, app, theme, list_area),
-        View::Connections => draw_conns(f, app, theme, list_area),
+        View::Calls => draw_calls(f, app, theme, a.list),
+        View::Connections => draw_conns(f, app, theme, a.list),
     }
-    draw_items(f, app, theme, right[0]);
+    draw_items(f, app, theme, a.items);
     let hex = app.hex();
     let (detail_area, hex_area) = if hex.is_empty() {
-        (right[1], None)
+        (a.detail, None)
     } else {
         let parts = Layout::default()
             .direction(Direction::Vertical)
             .constraints([Constraint::Percentage(60), Constraint::Percentage(40)])
-            .split(right[1]);
+            .split(a.detail);
         (parts[0], Some(parts[1]))
     };
     let detail: Vec<Line<'_>> = app.detail().into_iter().map(Line::from).collect();
@@ -141,7 +194,7 @@ pub fn draw(f: &mut Frame<'_>, app: &App, theme: &Theme) {
         Some(t) => format!(" filter: {t}▏  (Enter to apply, Esc to cancel)"),
         None => format!(" {}", app.status),
     };
-    f.render_widget(Paragraph::new(status), rows[2]);
+    f.render_widget(Paragraph::new(status), a.status);
 
     if app.help {
         let w = area.width.min(84);
@@ -166,28 +219,33 @@ pub fn draw(f: &mut Frame<'_>, app: &App, theme: &Theme) {
 
 /// The rows of a list that fit in `area` with `selected` on screen: the range to build and the
 /// selection within it. Building every row on each redraw costs as much as the list is long,
-/// which is what makes a viewer of a million frames lag; the scroll position matches what the
-/// table would pick from a fresh state (the selection on the last line once it is past the
-/// first screen).
+/// which is what makes a viewer of a million frames lag. `top` is the first row shown by the
+/// last draw; it moves only as far as needed to keep the selection in view, so the list does not
+/// jump under the pointer when a visible row is clicked or the selection moves back up.
 fn window(
     len: usize,
     selected: Option<usize>,
     area: Rect,
+    top: &Cell<usize>,
 ) -> (std::ops::Range<usize>, Option<usize>) {
     // Borders and the header row take three lines.
     let body = (area.height as usize).saturating_sub(3).max(1);
-    let start = match selected {
-        Some(s) if s >= body => s + 1 - body,
-        _ => 0,
+    let mut start = top.get().min(len.saturating_sub(body));
+    if let Some(s) = selected {
+        if s < start {
+            start = s;
+        } else if s >= start + body {
+            start = s + 1 - body;
+        }
     }
-    .min(len);
+    top.set(start);
     let end = (start + body).min(len);
     (start..end, selected.map(|s| s.saturating_sub(start)))
 }
 
 fn draw_calls(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
     let m = &app.model;
-    let (range, selected) = window(app.visible().len(), Some(app.call), area);
+    let (range, selected) = window(app.visible().len(), Some(app.call), area, &app.list_top);
     let rows: Vec<Row<'_>> = app.visible()[range]
         .iter()
         .map(|&i| {
@@ -242,7 +300,7 @@ fn draw_calls(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
 }
 
 fn draw_conns(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
-    let (range, selected) = window(app.model.conns.len(), Some(app.conn), area);
+    let (range, selected) = window(app.model.conns.len(), Some(app.conn), area, &app.list_top);
     let rows: Vec<Row<'_>> = app.model.conns[range]
         .iter()
         .map(|c| {
@@ -289,7 +347,12 @@ fn draw_conns(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
 fn draw_items(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
     let m = &app.model;
     let focused = app.focus != Pane::List;
-    let (range, selected) = window(app.items().len(), focused.then_some(app.item), area);
+    let (range, selected) = window(
+        app.items().len(),
+        focused.then_some(app.item),
+        area,
+        &app.items_top,
+    );
     let rows: Vec<Row<'_>> = app.items()[range]
         .iter()
         .map(|&i| match &m.items[i] {
