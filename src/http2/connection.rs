@@ -722,8 +722,7 @@ impl Connection {
         call.request_headers = self.upgrade_request.take();
         call.request_ended = true;
         call.upgraded = true;
-        self.calls.insert(1, call);
-        self.highest_stream[self.client.index()] = 1;
+        self.insert_call(call, ctx);
         let client_held = std::mem::take(&mut self.dirs[self.client.index()].held);
         if !rest.is_empty() {
             self.feed(server, &rest, ctx);
@@ -1008,7 +1007,7 @@ impl Connection {
         ctx: &mut Ctx<'_>,
     ) {
         if frame_start && !self.grpc.contains_key(&stream) {
-            self.sniff_grpc(dir, stream, bytes, ctx);
+            self.sniff_grpc(stream, bytes, ctx);
         }
         let side = self.side(dir);
         let Some(g) = self.grpc.get_mut(&stream) else {
@@ -1040,7 +1039,7 @@ impl Connection {
 
     /// A stream whose headers the capture lacks (or could not decode) may still be gRPC: a DATA
     /// frame that starts with a gRPC message prefix makes it one.
-    fn sniff_grpc(&mut self, dir: Dir, stream: u32, bytes: &[u8], ctx: &mut Ctx<'_>) {
+    fn sniff_grpc(&mut self, stream: u32, bytes: &[u8], ctx: &mut Ctx<'_>) {
         if stream == 0 || !(self.mid || self.dirs.iter().any(|d| d.unknown_past)) {
             return;
         }
@@ -1062,15 +1061,8 @@ impl Connection {
             let mut call = self.new_call(stream, ctx);
             call.notes
                 .push("request headers not in the capture; recognised as gRPC by its DATA".into());
-            let side = if is_client_stream(stream) {
-                self.client
-            } else {
-                self.client.other()
-            };
-            self.highest_stream[side.index()] = self.highest_stream[side.index()].max(stream);
             self.insert_call(call, ctx);
         }
-        let _ = dir;
         self.grpc.insert(
             stream,
             GrpcStream::new(grpc::Flavor::Grpc, false, ctx.grpc.max_message_size),
@@ -1605,8 +1597,6 @@ impl Connection {
                 call.pushed = true;
                 call.request_headers = headers;
                 call.request_ended = true;
-                let side = self.client.other().index();
-                self.highest_stream[side] = self.highest_stream[side].max(block.promised);
                 self.insert_call(call, ctx);
             }
             return;
@@ -1627,12 +1617,6 @@ impl Connection {
                 ));
             }
             let call = self.new_call(stream, ctx);
-            let side = if is_client_stream(stream) {
-                self.client
-            } else {
-                self.client.other()
-            };
-            self.highest_stream[side.index()] = self.highest_stream[side.index()].max(stream);
             self.insert_call(call, ctx);
         }
         let Some(call) = self.calls.get_mut(&stream) else {
@@ -1688,7 +1672,16 @@ impl Connection {
         )
     }
 
+    /// Opens a call, and records its stream as the highest its opener (odd: the client, even: the
+    /// server) has used, which is what tells a closed stream from one never opened.
     fn insert_call(&mut self, call: Call, ctx: &mut Ctx<'_>) {
+        let opener = if is_client_stream(call.stream) {
+            self.client
+        } else {
+            self.client.other()
+        };
+        let highest = &mut self.highest_stream[opener.index()];
+        *highest = (*highest).max(call.stream);
         if self.calls.len() >= ctx.cfg.max_open_streams {
             if let Some((&oldest, _)) = self.calls.iter().next() {
                 if let Some(old) = self.take_call(oldest, ctx) {
