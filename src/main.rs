@@ -472,6 +472,24 @@ fn capture_warnings(reader: &CaptureReader) -> Vec<String> {
         .collect()
 }
 
+/// Opens the `-w` file (pcapng unless `--pcap`); says on stderr why it cannot.
+fn open_write(
+    path: &std::path::Path,
+    pcap: bool,
+    ring_size: Option<u64>,
+    ring_files: usize,
+) -> Result<CaptureFile, ExitCode> {
+    let format = if pcap {
+        WriteFormat::Pcap
+    } else {
+        WriteFormat::Pcapng
+    };
+    CaptureFile::create(path, format, ring_size, ring_files).map_err(|e| {
+        eprintln!("h2scope: {}: cannot write: {e}", path.display());
+        ExitCode::FAILURE
+    })
+}
+
 /// Progress on stderr for long runs on a terminal: bytes, packets/s, ETA. Silent when stderr is
 /// not a terminal, with --quiet, and for standard input.
 struct Progress {
@@ -606,22 +624,14 @@ fn read_file<W: Write>(
         (Some(_), Some(p)) => Some(conns_with_path(file, p, &cfg, schemas.clone())),
         _ => None,
     };
-    let mut writer = match &args.write {
-        Some(path) => {
-            let format = if args.pcap {
-                WriteFormat::Pcap
-            } else {
-                WriteFormat::Pcapng
-            };
-            match CaptureFile::create(path, format, None, 1) {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    eprintln!("h2scope: {}: cannot write: {e}", path.display());
-                    return FileOutcome::Stop(ExitCode::FAILURE);
-                }
-            }
-        }
+    let mut writer = match args
+        .write
+        .as_deref()
+        .map(|p| open_write(p, args.pcap, None, 1))
+    {
         None => None,
+        Some(Ok(w)) => Some(w),
+        Some(Err(code)) => return FileOutcome::Stop(code),
     };
     let mut write_error = None;
     let mut written = 0u64;
@@ -909,23 +919,15 @@ fn capture(args: CaptureArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut writer = match &args.write {
-        Some(path) => {
-            let format = if args.pcap {
-                WriteFormat::Pcap
-            } else {
-                WriteFormat::Pcapng
-            };
-            let ring = args.ring_size.map(|mb| mb.max(1) << 20);
-            match CaptureFile::create(path, format, ring, args.ring_files) {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    eprintln!("h2scope: {}: cannot write: {e}", path.display());
-                    return ExitCode::FAILURE;
-                }
-            }
-        }
+    let ring = args.ring_size.map(|mb| mb.max(1) << 20);
+    let mut writer = match args
+        .write
+        .as_deref()
+        .map(|p| open_write(p, args.pcap, ring, args.ring_files))
+    {
         None => None,
+        Some(Ok(w)) => Some(w),
+        Some(Err(code)) => return code,
     };
     let stop = Arc::new(AtomicBool::new(false));
     {
