@@ -269,34 +269,62 @@ struct ReadArgs {
 
 #[derive(clap::Args)]
 struct TuiArgs {
-    /// The capture to browse.
-    file: String,
+    /// The capture to browse (or `-i` for a live interface).
+    #[arg(required_unless_present = "interface", conflicts_with = "interface")]
+    file: Option<String>,
+    /// Browse live traffic on this interface (needs the `live` build feature and capture
+    /// rights). Packets are recorded to a temporary file, or to `-w FILE`.
+    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
+    interface: Option<String>,
+    /// With -i: capture filter (BPF), as tcpdump takes it.
+    #[arg(short = 'f', long = "filter", value_name = "BPF", requires = "interface")]
+    filter: Option<String>,
+    /// With -i: keep the recorded packets in this pcapng file.
+    #[arg(short = 'w', long = "write", value_name = "FILE", requires = "interface")]
+    write: Option<String>,
     #[command(flatten)]
     decode: DecodeArgs,
 }
 
 fn tui(args: TuiArgs) -> ExitCode {
+    use h2scope::tui::{app::App, feed::Loader, model::Model};
     let schemas = match schemas_for(&args.decode.schema) {
         Ok(s) => s,
         Err(code) => return code,
     };
-    eprintln!("h2scope: reading {} ...", args.file);
-    let mut progress = Progress::new(&args.file, false);
-    let loaded = h2scope::tui::load_with_progress(
-        &args.file,
-        &config(&args.decode),
-        schemas.clone(),
-        |len, packets| progress.tick(len, packets),
-    );
-    progress.done();
-    let model = match loaded {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("h2scope: {e}");
-            return ExitCode::FAILURE;
+    let cfg = config(&args.decode);
+    // Sources are opened before the terminal is taken, so that what goes wrong is readable.
+    let (app, loader) = match (&args.file, &args.interface) {
+        (Some(file), _) => match Loader::file(file, &cfg, schemas.clone()) {
+            Ok((loader, store)) => (App::new(Model::new(store), file), loader),
+            Err(e) => {
+                eprintln!("h2scope: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, Some(iface)) => {
+            match Loader::live(
+                iface,
+                args.filter.as_deref(),
+                &cfg,
+                schemas.clone(),
+                args.write.as_deref(),
+            ) {
+                Ok((loader, store, recording)) => {
+                    let mut app = App::new(Model::new(store), &recording);
+                    app.label = format!("live on {iface}");
+                    app.follow = true;
+                    (app, loader)
+                }
+                Err(e) => {
+                    eprintln!("h2scope: {e}");
+                    return ExitCode::from(2);
+                }
+            }
         }
+        (None, None) => unreachable!("clap requires a file or -i"),
     };
-    match h2scope::tui::run(model, &args.file, schemas) {
+    match h2scope::tui::run(app, Some(loader), schemas) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("h2scope: {e}");

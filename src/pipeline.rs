@@ -255,6 +255,22 @@ impl Dissector {
 /// with what they taught, so that a second pass decodes every call with them. Reading errors are
 /// left for the main pass to report.
 pub fn harvest_schemas(path: &str, schemas: Schemas, cfg: &Config, limit: u64) -> Schemas {
+    harvest_schemas_with(path, schemas, cfg, limit, |_, _| true)
+}
+
+/// [`harvest_schemas`], calling `tick(record_len, packets)` after each packet; the pass ends
+/// early when it returns false.
+pub fn harvest_schemas_with(
+    path: &str,
+    schemas: Schemas,
+    cfg: &Config,
+    limit: u64,
+    mut tick: impl FnMut(usize, u64) -> bool,
+) -> Schemas {
+    if path == "-" {
+        // Standard input can be read only once.
+        return schemas;
+    }
     let Ok(mut reader) = crate::capture::CaptureReader::open(path) else {
         return schemas;
     };
@@ -266,7 +282,7 @@ pub fn harvest_schemas(path: &str, schemas: Schemas, cfg: &Config, limit: u64) -
     let _ = reader.for_each_packet(|pkt| {
         dissector.packet(pkt, &mut discard);
         seen += 1;
-        seen < limit
+        seen < limit && tick(pkt.data.len(), seen)
     });
     dissector.finish(&mut discard);
     dissector.into_schemas()

@@ -211,10 +211,7 @@ fn scrolling_keeps_the_selection_on_screen() {
     let items = app.items().len();
     assert!(items >= 8, "{items} frames in the longest connection");
     for pos in 0..items {
-        let packet = match app.selected_item().unwrap() {
-            h2scope::tui::model::Item::Frame(f) => f.packet,
-            h2scope::tui::model::Item::Message { packet, .. } => *packet,
-        };
+        let packet = app.selected_item().unwrap().packet();
         // Narrow and short: the frames pane, under the list, has room for five rows.
         let rows = highlighted(&app, 100, 16);
         assert!(

@@ -3,7 +3,8 @@
 use std::cell::Cell;
 use std::path::PathBuf;
 
-use super::model::{Item, Model};
+use super::model::{Item, Model, Update};
+use super::store::Detail;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View {
@@ -36,7 +37,10 @@ pub enum Action {
 
 pub struct App {
     pub model: Model,
+    /// The capture file exports and `w` read (for a live session, the file it records to).
     pub source: String,
+    /// What the summary bar calls the source (the file, or the interface).
+    pub label: String,
     pub view: View,
     pub focus: Pane,
     /// Selection in the call list (an index into `visible`), in the item list, and the detail
@@ -44,7 +48,8 @@ pub struct App {
     pub call: usize,
     pub conn: usize,
     pub item: usize,
-    pub detail_scroll: u16,
+    /// The cursor line in the detail pane; the hex pane highlights the bytes it describes.
+    pub detail_line: usize,
     /// Change with [`App::set_filter`], which keeps `visible` in step.
     filter: String,
     /// Indexes of the calls the filter lets through, computed once per filter rather than on
@@ -60,6 +65,11 @@ pub struct App {
     /// scrolls only as needed, and a click maps to the row that is on screen.
     pub list_top: Cell<usize>,
     pub items_top: Cell<usize>,
+    pub detail_top: Cell<usize>,
+    /// Follow new calls as they arrive (live captures, or a file still loading).
+    pub follow: bool,
+    /// What the source is doing (loading, capturing, dropped packets), for the summary bar.
+    pub feed: String,
 }
 
 /// Does a call match the filter? Words separated by spaces must all match: `status!=0` (a
@@ -85,12 +95,13 @@ impl App {
             visible,
             model,
             source: source.to_string(),
+            label: source.to_string(),
             view: View::Calls,
             focus: Pane::List,
             call: 0,
             conn: 0,
             item: 0,
-            detail_scroll: 0,
+            detail_line: 0,
             filter: String::new(),
             typing: None,
             help: false,
@@ -98,6 +109,50 @@ impl App {
             out_dir: PathBuf::from("."),
             list_top: Cell::new(0),
             items_top: Cell::new(0),
+            detail_top: Cell::new(0),
+            follow: false,
+            feed: String::new(),
+        }
+    }
+
+    /// Applies updates from the dissection, keeping the filtered list in step: new calls are
+    /// tested once, and calls whose row changed (a call that ended) are tested again.
+    pub fn apply(&mut self, updates: impl IntoIterator<Item = Update>) {
+        let before = self.model.calls.len();
+        for u in updates {
+            self.model.apply(u);
+        }
+        let selected = self.visible.get(self.call).copied();
+        for i in self.model.take_changed() {
+            if i >= before {
+                continue;
+            }
+            let keep = matches(&self.filter, &self.model.calls[i]);
+            match (self.visible.binary_search(&i), keep) {
+                (Err(at), true) => self.visible.insert(at, i),
+                (Ok(at), false) => {
+                    self.visible.remove(at);
+                }
+                _ => {}
+            }
+        }
+        for i in before..self.model.calls.len() {
+            if matches(&self.filter, &self.model.calls[i]) {
+                self.visible.push(i);
+            }
+        }
+        // The selection stays on its call when rows come and go before it.
+        if let Some(sel) = selected {
+            let (Ok(at) | Err(at)) = self.visible.binary_search(&sel);
+            self.call = at.min(self.visible.len().saturating_sub(1));
+        }
+        if self.follow && self.view == View::Calls && self.focus == Pane::List {
+            let last = self.visible.len().saturating_sub(1);
+            if last != self.call {
+                self.call = last;
+                self.item = 0;
+                self.detail_line = 0;
+            }
         }
     }
 
@@ -118,7 +173,7 @@ impl App {
             .collect();
         self.call = 0;
         self.item = 0;
-        self.detail_scroll = 0;
+        self.detail_line = 0;
     }
 
     /// The items (frames, messages) of the selected call or connection.
@@ -142,26 +197,28 @@ impl App {
         self.items().get(self.item).map(|&i| &self.model.items[i])
     }
 
-    /// The lines of the detail pane.
-    pub fn detail(&self) -> Vec<String> {
+    /// What the detail and hex panes show: the selected call or connection while the list has
+    /// the focus, else the selected frame or message. Read from the store on demand.
+    pub fn current(&self) -> Detail {
         if self.focus == Pane::List {
             return match self.view {
                 View::Calls => self
-                    .visible()
+                    .visible
                     .get(self.call)
-                    .map(|&i| self.model.calls[i].detail.clone())
+                    .map(|&i| self.model.call_detail(i))
                     .unwrap_or_default(),
-                View::Connections => self
-                    .model
-                    .conns
-                    .get(self.conn)
-                    .map(|c| c.detail.clone())
-                    .unwrap_or_default(),
+                View::Connections => self.model.conn_detail(self.conn),
             };
         }
-        self.selected_item()
-            .map(|i| i.detail().to_vec())
+        self.items()
+            .get(self.item)
+            .map(|&i| self.model.item_detail(i))
             .unwrap_or_default()
+    }
+
+    /// The text of the detail pane.
+    pub fn detail(&self) -> Vec<String> {
+        self.current().lines.into_iter().map(|l| l.text).collect()
     }
 
     /// The hex dump of the selected frame (nothing for messages and lists).
@@ -169,14 +226,11 @@ impl App {
         if self.focus == Pane::List {
             return Vec::new();
         }
-        match self.selected_item() {
-            Some(Item::Frame(f)) => f
-                .raw
-                .as_deref()
-                .map(super::model::hex_dump)
-                .unwrap_or_default(),
-            _ => Vec::new(),
-        }
+        self.current()
+            .raw
+            .as_deref()
+            .map(super::model::hex_dump)
+            .unwrap_or_default()
     }
 
     fn list_len(&self) -> usize {
@@ -199,14 +253,15 @@ impl App {
                     View::Connections => self.conn = clamp(self.conn, len),
                 }
                 self.item = 0;
-                self.detail_scroll = 0;
+                self.detail_line = 0;
             }
             Pane::Items => {
                 self.item = clamp(self.item, self.items().len());
-                self.detail_scroll = 0;
+                self.detail_line = 0;
             }
             Pane::Detail => {
-                self.detail_scroll = (self.detail_scroll as isize + delta).max(0) as u16;
+                let len = self.current().lines.len();
+                self.detail_line = clamp(self.detail_line, len);
             }
         }
     }
@@ -245,9 +300,9 @@ impl App {
                 self.item = 0;
             }
             Pane::Items => self.item = row.min(self.items().len().saturating_sub(1)),
-            Pane::Detail => {}
+            Pane::Detail => return,
         }
-        self.detail_scroll = 0;
+        self.detail_line = 0;
     }
 
     /// Handles one key; returns what the terminal loop must do.
@@ -301,6 +356,21 @@ impl App {
                 }
             }
             Key::Char('/') => self.typing = Some(String::new()),
+            Key::Char('f') => {
+                self.follow = !self.follow;
+                self.status = if self.follow {
+                    "following new calls (f to stop)".into()
+                } else {
+                    "not following".into()
+                };
+                if self.follow {
+                    self.view = View::Calls;
+                    self.focus = Pane::List;
+                    self.call = self.visible.len().saturating_sub(1);
+                    self.item = 0;
+                    self.detail_line = 0;
+                }
+            }
             Key::Char('n') => self.next_match(true),
             Key::Char('N') => self.next_match(false),
             Key::Char('c') => {
@@ -360,6 +430,11 @@ pub const HELP: &[(&str, &str)] = &[
     ("PgUp PgDn", "move by a page"),
     ("g G", "first, last"),
     ("Tab", "next pane"),
+    (
+        "(detail)",
+        "↑ ↓ move the cursor; the hex pane highlights the bytes of its line",
+    ),
+    ("click, wheel", "select a row, scroll"),
     ("Enter", "into the frames of a call, then into the detail"),
     ("Esc", "back"),
     (
@@ -367,6 +442,7 @@ pub const HELP: &[(&str, &str)] = &[
         "filter: path text, status!=0, conn=N, stream=N (words combine)",
     ),
     ("n N", "next, previous call"),
+    ("f", "follow: keep the newest call selected as calls arrive"),
     ("c", "calls or connections"),
     (
         "e",

@@ -2,15 +2,20 @@
 //! frames and messages of the selection, and their detail; filter, export a HAProxy check, write a
 //! connection's packets.
 //!
-//! The model is built from the event stream before the UI starts; the terminal is restored on
-//! exit, on error and on panic.
+//! Rows come from a background thread ([`feed`]) reading a file or a live interface, so the
+//! screen is usable while a large capture is still being read; each row's detail and bytes sit
+//! in a temporary [`store`] and are read back for the selected row only. The terminal is
+//! restored on exit, on error and on panic.
 
 pub mod app;
+pub mod feed;
 pub mod model;
+pub mod store;
 pub mod view;
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ratatui::crossterm::event::{
     self, Event as TermEvent, KeyCode, KeyEventKind, MouseButton, MouseEventKind,
@@ -20,43 +25,18 @@ use crate::capture::CaptureReader;
 use crate::grpc::schema::Schemas;
 use crate::haproxy::{self, config::ConfigOptions, ExportOptions, Selector};
 use crate::output::pcapng::{CaptureFile, Format};
-use crate::pipeline::{harvest_schemas, Config, Dissector};
+use crate::pipeline::{Config, Dissector};
 use app::{Action, App, Key};
+use feed::Loader;
 use model::Model;
 
-/// Dissects a capture into the TUI's model.
+/// Dissects a whole capture into the TUI's model on this thread.
 pub fn load(
     path: &str,
     cfg: &Config,
     schemas: Schemas,
 ) -> Result<Model, crate::capture::CaptureError> {
-    load_with_progress(path, cfg, schemas, |_, _| {})
-}
-
-/// [`load`], calling `tick(record_len, packets_so_far)` after each packet so a caller can show
-/// how far the (possibly long) load has got before the screen opens.
-pub fn load_with_progress(
-    path: &str,
-    cfg: &Config,
-    schemas: Schemas,
-    mut tick: impl FnMut(usize, u64),
-) -> Result<Model, crate::capture::CaptureError> {
-    let schemas = harvest_schemas(path, schemas, cfg, u64::MAX);
-    let mut reader = CaptureReader::open(path)?;
-    let mut cfg = cfg.clone();
-    cfg.http2.keep_frame_bytes = true;
-    let mut d = Dissector::with_schemas(cfg, schemas);
-    let mut model = Model::default();
-    let mut seen = 0u64;
-    let result = reader.for_each_packet(|p| {
-        d.packet(p, &mut model);
-        seen += 1;
-        tick(p.data.len(), seen);
-        true
-    });
-    d.finish(&mut model);
-    model.packets = model.packets.max(reader.records());
-    result.map(|_| model)
+    feed::load_all(path, cfg, schemas, |_, _| {})
 }
 
 /// The section `h2scope haproxy FILE --call CONN:STREAM` prints, written to a file in `dir`.
@@ -149,45 +129,61 @@ pub fn perform(app: &mut App, action: &Action, schemas: &Schemas) {
     }
 }
 
-/// Runs the TUI on a capture loaded with [`load`] from `path` until the user quits.
-pub fn run(model: Model, path: &str, schemas: Schemas) -> io::Result<()> {
-    let mut app = App::new(model, path);
+/// Runs the TUI until the user quits, applying rows from `loader` as they arrive.
+pub fn run(mut app: App, mut loader: Option<Loader>, schemas: Schemas) -> io::Result<()> {
     let theme = view::Theme::from_env();
     // ratatui::init installs a panic hook that restores the terminal first.
     let mut terminal = ratatui::init();
     let _ =
         ratatui::crossterm::execute!(io::stdout(), ratatui::crossterm::event::EnableMouseCapture);
     let result = (|| -> io::Result<()> {
+        let mut dirty = true;
         loop {
-            terminal.draw(|f| view::draw(f, &app, &theme))?;
-            let action = match event::read()? {
-                TermEvent::Key(k) if k.kind == KeyEventKind::Press => match key_of(k.code) {
-                    Some(key) => app.key(key),
-                    None => Action::None,
-                },
-                TermEvent::Mouse(m) => match m.kind {
-                    MouseEventKind::ScrollDown => app.key(Key::Down),
-                    MouseEventKind::ScrollUp => app.key(Key::Up),
-                    MouseEventKind::Down(MouseButton::Left) => {
-                        let size = terminal.size()?;
-                        let screen = ratatui::layout::Rect::new(0, 0, size.width, size.height);
-                        if let Some((pane, row)) = view::click(&app, screen, m.column, m.row) {
-                            app.click(pane, row);
-                        }
-                        Action::None
-                    }
-                    _ => Action::None,
-                },
-                _ => Action::None,
-            };
-            if action == Action::Quit {
-                return Ok(());
+            if dirty {
+                terminal.draw(|f| view::draw(f, &app, &theme))?;
+                dirty = false;
             }
-            perform(&mut app, &action, &schemas);
+            // Wait for a key briefly while rows are still coming, else until one comes.
+            let reading = loader.as_ref().is_some_and(|l| !l.finished());
+            let wait = Duration::from_millis(if reading { 50 } else { 1000 });
+            if event::poll(wait)? {
+                let action = match event::read()? {
+                    TermEvent::Key(k) if k.kind == KeyEventKind::Press => match key_of(k.code) {
+                        Some(key) => app.key(key),
+                        None => Action::None,
+                    },
+                    TermEvent::Mouse(m) => match m.kind {
+                        MouseEventKind::ScrollDown => app.key(Key::Down),
+                        MouseEventKind::ScrollUp => app.key(Key::Up),
+                        MouseEventKind::Down(MouseButton::Left) => {
+                            let size = terminal.size()?;
+                            let screen =
+                                ratatui::layout::Rect::new(0, 0, size.width, size.height);
+                            if let Some((pane, row)) = view::click(&app, screen, m.column, m.row)
+                            {
+                                app.click(pane, row);
+                            }
+                            Action::None
+                        }
+                        _ => Action::None,
+                    },
+                    _ => Action::None,
+                };
+                if action == Action::Quit {
+                    return Ok(());
+                }
+                perform(&mut app, &action, &schemas);
+                dirty = true;
+            }
+            if let Some(l) = loader.as_mut() {
+                dirty |= l.drain(&mut app, Duration::from_millis(30));
+            }
         }
     })();
     let _ =
         ratatui::crossterm::execute!(io::stdout(), ratatui::crossterm::event::DisableMouseCapture);
     ratatui::restore();
+    // Stops a live capture and removes its temporary file.
+    drop(loader);
     result
 }

@@ -1,56 +1,100 @@
 //! What the terminal UI shows, built from the event stream: one row per call, per frame, per
-//! message and per connection, with the text of their detail panes.
+//! message and per connection.
+//!
+//! Two halves, so that dissection can run on another thread (or from a live interface) while
+//! the screen is in use: a [`Builder`] turns events into [`Update`]s and writes each row's
+//! detail to the [store](super::store); the [`Model`] applies updates and holds only the index
+//! of rows and their one-line summaries. A call gets its row at its first frame, so calls in
+//! progress (a long stream, a live capture) show up at once, and the row is completed when the
+//! call ends.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 
 use crate::analysis::health::ConnectionHealth;
 use crate::event::{ConnectionEnd, Event, FrameDetail, FrameEvent, MessageEvent, Sink};
 use crate::http2::call::{grpc_status_name, header_name, header_value, lossless, Call, CallEnd};
-use crate::http2::frame::{error_code_name, setting};
-use crate::http2::hpack::Representation;
+use crate::http2::frame::{error_code_name, flags, setting, FrameType, FRAME_HEADER_LEN};
+use crate::http2::hpack::{field_spans, HeaderField, Representation};
+
+use super::store::{Detail, DetailLine, StoreReader, StoreWriter, Stored};
 
 #[derive(Debug, Clone)]
 pub struct FrameRow {
     pub packet: u64,
     pub ts_ns: i64,
-    pub conn: u64,
     pub stream: u32,
-    pub src: String,
-    pub kind: &'static str,
-    pub flags: String,
+    /// The sender's port: it tells the two sides apart in little room.
+    pub src_port: u16,
+    pub kind: FrameType,
+    pub flags: u8,
     pub length: u32,
-    pub summary: String,
-    pub detail: Vec<String>,
-    /// The frame's bytes, for the hex pane.
-    pub raw: Option<Vec<u8>>,
+    pub summary: Box<str>,
+    pub stored: Stored,
+}
+
+/// A frame or a message, as listed under a call or a connection.
+#[derive(Debug, Clone)]
+pub enum Item {
+    Frame(FrameRow),
+    Message {
+        packet: u64,
+        ts_ns: i64,
+        side: &'static str,
+        index: u32,
+        summary: Box<str>,
+        stored: Stored,
+    },
+}
+
+impl Item {
+    pub fn packet(&self) -> u64 {
+        match self {
+            Item::Frame(f) => f.packet,
+            Item::Message { packet, .. } => *packet,
+        }
+    }
+
+    fn stored(&self) -> Stored {
+        match self {
+            Item::Frame(f) => f.stored,
+            Item::Message { stored, .. } => *stored,
+        }
+    }
 }
 
 /// A hex dump: offset, 16 bytes in two groups of 8, and the printable characters.
 pub fn hex_dump(bytes: &[u8]) -> Vec<String> {
-    bytes
-        .chunks(16)
-        .enumerate()
-        .map(|(i, row)| {
-            let mut hex = String::with_capacity(50);
-            for (j, b) in row.iter().enumerate() {
-                if j == 8 {
-                    hex.push(' ');
-                }
-                hex.push_str(&format!("{b:02x} "));
-            }
-            let text: String = row
-                .iter()
-                .map(|&b| {
-                    if (0x20..0x7f).contains(&b) {
-                        b as char
-                    } else {
-                        '.'
-                    }
-                })
-                .collect();
-            format!("{:04x}  {hex:<49} {text}", i * 16)
-        })
+    (0..bytes.len().div_ceil(16))
+        .map(|row| hex_row(bytes, row))
         .collect()
+}
+
+/// Row `row` (16 bytes) of [`hex_dump`].
+pub fn hex_row(bytes: &[u8], row: usize) -> String {
+    use std::fmt::Write;
+    let chunk = bytes.get(row * 16..).unwrap_or_default();
+    let chunk = &chunk[..chunk.len().min(16)];
+    let mut out = format!("{:04x}  ", row * 16);
+    for (j, b) in chunk.iter().enumerate() {
+        if j == 8 {
+            out.push(' ');
+        }
+        let _ = write!(out, "{b:02x} ");
+    }
+    let width = 6 + 49;
+    while out.len() < width {
+        out.push(' ');
+    }
+    out.push(' ');
+    out.extend(chunk.iter().map(|&b| {
+        if (0x20..0x7f).contains(&b) {
+            b as char
+        } else {
+            '.'
+        }
+    }));
+    out
 }
 
 #[derive(Debug, Clone)]
@@ -66,9 +110,11 @@ pub struct CallRow {
     pub start_ts_ns: i64,
     /// A reset, an error status or an unfinished call: highlighted.
     pub problem: bool,
+    /// Still in progress: no end seen yet.
+    pub open: bool,
     /// Frames and messages of this call, in capture order, as indexes into `Model::items`.
     pub items: Vec<usize>,
-    pub detail: Vec<String>,
+    pub stored: Stored,
 }
 
 #[derive(Debug, Clone)]
@@ -82,75 +128,137 @@ pub struct ConnRow {
     pub bytes: [u64; 2],
     /// Frames on stream 0 (SETTINGS, PING, GOAWAY, WINDOW_UPDATE), as indexes into `items`.
     pub items: Vec<usize>,
-    /// The connection's health report (PINGs, GOAWAYs, resets, idle, flow control, end).
-    pub detail: Vec<String>,
+    /// The connection's health report once it ended.
+    pub stored: Stored,
 }
 
-/// A frame or a message, as listed under a call.
+/// Who an item is listed under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    Call(usize),
+    Conn(usize),
+}
+
+/// One change to the [`Model`], in the order the builder made them.
 #[derive(Debug, Clone)]
-pub enum Item {
-    Frame(FrameRow),
-    Message {
-        packet: u64,
-        ts_ns: i64,
-        side: &'static str,
-        index: u32,
-        summary: String,
-        detail: Vec<String>,
-    },
+pub enum Update {
+    Item { owner: Owner, item: Item },
+    /// A call's row: new if `index` is the number of calls so far, else it replaces that row's
+    /// fields (its items stay).
+    Call { index: usize, row: CallRow },
+    /// Likewise for a connection.
+    Conn { index: usize, row: ConnRow },
+    Error,
+    FirstTs(i64),
 }
 
-impl Item {
-    pub fn detail(&self) -> &[String] {
-        match self {
-            Item::Frame(f) => &f.detail,
-            Item::Message { detail, .. } => detail,
-        }
-    }
-}
-
+#[derive(Debug, Default)]
 pub struct Model {
     pub items: Vec<Item>,
     pub calls: Vec<CallRow>,
     pub conns: Vec<ConnRow>,
-    /// Items of calls not ended yet, by (connection, stream).
-    open: HashMap<(u64, u32), Vec<usize>>,
     pub packets: u64,
     pub errors: u64,
     pub first_ts_ns: Option<i64>,
-    /// Connection health, followed alongside; its report becomes the connection's detail.
-    health: crate::analysis::health::Health<Box<dyn FnMut(ConnectionHealth)>>,
-    reports: std::rc::Rc<std::cell::RefCell<HashMap<u64, ConnectionHealth>>>,
+    /// Calls whose row was replaced since the last [`take_changed`](Self::take_changed): a
+    /// filter may now let them through, or not.
+    changed: Vec<usize>,
+    store: Option<StoreReader>,
 }
 
-impl Default for Model {
-    fn default() -> Self {
-        let reports: std::rc::Rc<std::cell::RefCell<HashMap<u64, ConnectionHealth>>> =
-            Default::default();
-        let sink = reports.clone();
+impl Model {
+    pub fn new(store: StoreReader) -> Self {
         Model {
-            items: Vec::new(),
-            calls: Vec::new(),
-            conns: Vec::new(),
-            open: HashMap::new(),
-            packets: 0,
-            errors: 0,
-            first_ts_ns: None,
-            health: crate::analysis::health::Health::new(Box::new(move |r: ConnectionHealth| {
-                sink.borrow_mut().insert(r.conn, r);
-            })),
-            reports,
+            store: Some(store),
+            ..Model::default()
         }
     }
-}
 
-impl std::fmt::Debug for Model {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model")
-            .field("items", &self.items.len())
-            .field("calls", &self.calls.len())
-            .field("conns", &self.conns.len())
-            .finish()
+    /// The grpc-status with its name, or `-`.
+    pub fn grpc_status_text(g: Option<u32>) -> String {
+        match g {
+            Some(g) => match grpc_status_name(g) {
+                Some(n) => format!("{g} {n}"),
+                None => g.to_string(),
+            },
+            None => "-".into(),
+        }
+    }
+
+    pub fn apply(&mut self, u: Update) {
+        match u {
+            Update::Item { owner, item } => {
+                let i = self.items.len();
+                let list = match owner {
+                    Owner::Call(c) => self.calls.get_mut(c).map(|row| {
+                        if let (true, Item::Message { side, .. }) = (row.open, &item) {
+                            if *side == "request" {
+                                row.messages.0 += 1;
+                            } else {
+                                row.messages.1 += 1;
+                            }
+                        }
+                        &mut row.items
+                    }),
+                    Owner::Conn(c) => self.conns.get_mut(c).map(|row| &mut row.items),
+                };
+                if let Some(list) = list {
+                    list.push(i);
+                    self.packets = self.packets.max(item.packet());
+                    self.items.push(item);
+                }
+            }
+            Update::Call { index, mut row } => match self.calls.get_mut(index) {
+                Some(old) => {
+                    row.items = std::mem::take(&mut old.items);
+                    *old = row;
+                    self.changed.push(index);
+                }
+                None => self.calls.push(row),
+            },
+            Update::Conn { index, mut row } => match self.conns.get_mut(index) {
+                Some(old) => {
+                    row.items = std::mem::take(&mut old.items);
+                    *old = row;
+                }
+                None => self.conns.push(row),
+            },
+            Update::Error => self.errors += 1,
+            Update::FirstTs(t) => {
+                self.first_ts_ns.get_or_insert(t);
+            }
+        }
+    }
+
+    /// Calls whose rows were replaced since the last call.
+    pub fn take_changed(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.changed)
+    }
+
+    fn fetch(&self, s: Stored) -> Detail {
+        self.store.as_ref().map(|r| r.get(s)).unwrap_or_default()
+    }
+
+    /// The detail of item `i` (a frame or a message), read back from the store.
+    pub fn item_detail(&self, i: usize) -> Detail {
+        self.items
+            .get(i)
+            .map(|it| self.fetch(it.stored()))
+            .unwrap_or_default()
+    }
+
+    pub fn call_detail(&self, i: usize) -> Detail {
+        self.calls
+            .get(i)
+            .map(|c| self.fetch(c.stored))
+            .unwrap_or_default()
+    }
+
+    pub fn conn_detail(&self, i: usize) -> Detail {
+        self.conns
+            .get(i)
+            .map(|c| self.fetch(c.stored))
+            .unwrap_or_default()
     }
 }
 
@@ -173,72 +281,181 @@ fn repr(r: &Representation) -> String {
     }
 }
 
-fn frame_row(f: &FrameEvent) -> FrameRow {
+fn pick(list: &[HeaderField], name: &str) -> Option<String> {
+    list.iter()
+        .find(|h| h.name == name.as_bytes())
+        .map(header_value)
+}
+
+fn error_code(c: u32) -> String {
+    error_code_name(c)
+        .map(String::from)
+        .unwrap_or(format!("0x{c:x}"))
+}
+
+/// Where the header block fragment starts in a HEADERS or PUSH_PROMISE frame.
+fn fragment_start(f: &FrameEvent) -> Option<usize> {
     let h = &f.header;
+    let pad = usize::from(h.has(flags::PADDED));
+    match h.kind {
+        FrameType::Headers => {
+            Some(FRAME_HEADER_LEN + pad + if h.has(flags::PRIORITY) { 5 } else { 0 })
+        }
+        FrameType::PushPromise => Some(FRAME_HEADER_LEN + pad + 4),
+        _ => None,
+    }
+}
+
+/// The frame's summary line and its detail, each detail line with the bytes it describes.
+fn frame_detail(f: &FrameEvent) -> (String, Detail) {
+    let h = &f.header;
+    let end = FRAME_HEADER_LEN + h.length as usize;
     let mut summary = String::new();
-    let mut detail = vec![format!(
-        "{} frame, stream {}, {} bytes, flags 0x{:02x} {}",
-        h.kind.name(),
-        h.stream,
-        h.length,
-        h.flags,
-        h.kind.flag_names(h.flags).join(" ")
+    let mut lines = vec![DetailLine::bytes(
+        format!(
+            "{} frame, stream {}, {} bytes, flags 0x{:02x} {}",
+            h.kind.name(),
+            h.stream,
+            h.length,
+            h.flags,
+            h.kind.flag_names(h.flags).join(" ")
+        ),
+        0..FRAME_HEADER_LEN,
     )];
-    let code = |c: u32| {
-        error_code_name(c)
-            .map(String::from)
-            .unwrap_or(format!("0x{c:x}"))
+    let at = |off: usize, len: usize| FRAME_HEADER_LEN + off..FRAME_HEADER_LEN + off + len;
+    let pad_line = |lines: &mut Vec<DetailLine>, pad: Option<u8>| {
+        if let Some(p) = pad {
+            lines.push(DetailLine::bytes(format!("  pad length {p}"), at(0, 1)));
+        }
+    };
+    let padding_line = |lines: &mut Vec<DetailLine>, pad: Option<u8>| {
+        if let Some(p) = pad.filter(|&p| p > 0) {
+            lines.push(DetailLine::bytes(
+                format!("  padding, {p} bytes"),
+                end.saturating_sub(p as usize)..end,
+            ));
+        }
     };
     match &f.detail {
         FrameDetail::Settings { ack, settings } => {
             if *ack {
                 summary = "ACK".into();
             }
-            for s in settings {
+            for (i, s) in settings.iter().enumerate() {
                 let name = setting::name(s.id)
                     .map(String::from)
                     .unwrap_or(format!("0x{:x}", s.id));
                 summary.push_str(&format!("{name}={} ", s.value));
-                detail.push(format!("  {name} = {}", s.value));
+                lines.push(DetailLine::bytes(
+                    format!("  {name} = {}", s.value),
+                    at(6 * i, 6),
+                ));
             }
         }
-        FrameDetail::RstStream { error_code } => summary = code(*error_code),
+        FrameDetail::RstStream { error_code: c } => {
+            summary = error_code(*c);
+            lines.push(DetailLine::bytes(
+                format!("  error code {}", error_code(*c)),
+                at(0, 4),
+            ));
+        }
         FrameDetail::GoAway {
             last_stream_id,
-            error_code,
+            error_code: c,
             debug_data,
         } => {
-            summary = format!("last={last_stream_id} {}", code(*error_code));
-            detail.push(format!(
-                "  last stream id {last_stream_id}, {}",
-                code(*error_code)
+            summary = format!("last={last_stream_id} {}", error_code(*c));
+            lines.push(DetailLine::bytes(
+                format!("  last stream id {last_stream_id}"),
+                at(0, 4),
             ));
-            detail.push(format!("  debug data: {:?}", lossless(debug_data)));
+            lines.push(DetailLine::bytes(
+                format!("  error code {}", error_code(*c)),
+                at(4, 4),
+            ));
+            lines.push(DetailLine::bytes(
+                format!("  debug data: {:?}", lossless(debug_data)),
+                at(8, debug_data.len()),
+            ));
         }
-        FrameDetail::WindowUpdate { increment } => summary = format!("+{increment}"),
+        FrameDetail::WindowUpdate { increment } => {
+            summary = format!("+{increment}");
+            lines.push(DetailLine::bytes(
+                format!("  window size increment {increment}"),
+                at(0, 4),
+            ));
+        }
         FrameDetail::Ping { ack, opaque } => {
-            summary = format!("{}{}", if *ack { "ACK " } else { "" }, hex::encode(opaque))
+            summary = format!("{}{}", if *ack { "ACK " } else { "" }, hex::encode(opaque));
+            lines.push(DetailLine::bytes(
+                format!("  opaque data {}", hex::encode(opaque)),
+                at(0, 8),
+            ));
         }
-        FrameDetail::Data { data_len, .. } => summary = format!("{data_len} bytes of data"),
+        FrameDetail::Data {
+            data_len,
+            pad_len,
+            missing,
+        } => {
+            summary = format!("{data_len} bytes of data");
+            pad_line(&mut lines, *pad_len);
+            let off = usize::from(pad_len.is_some());
+            lines.push(DetailLine::bytes(
+                format!("  data, {data_len} bytes"),
+                at(off, *data_len as usize),
+            ));
+            padding_line(&mut lines, *pad_len);
+            if *missing > 0 {
+                lines.push(DetailLine::text(format!(
+                    "  {missing} bytes missing from the capture"
+                )));
+            }
+        }
+        FrameDetail::Headers { priority, pad_len } => {
+            pad_line(&mut lines, *pad_len);
+            if let Some(p) = priority {
+                lines.push(DetailLine::bytes(
+                    format!(
+                        "  depends on stream {}{}, weight {}",
+                        p.depends_on,
+                        if p.exclusive { " (exclusive)" } else { "" },
+                        p.weight as u16 + 1
+                    ),
+                    at(usize::from(pad_len.is_some()), 5),
+                ));
+            }
+        }
         FrameDetail::PushPromise {
-            promised_stream, ..
-        } => summary = format!("promised {promised_stream}"),
+            promised_stream,
+            pad_len,
+        } => {
+            summary = format!("promised {promised_stream}");
+            pad_line(&mut lines, *pad_len);
+            lines.push(DetailLine::bytes(
+                format!("  promised stream {promised_stream}"),
+                at(usize::from(pad_len.is_some()), 4),
+            ));
+        }
         FrameDetail::Priority(p) => {
-            summary = format!("depends on {} weight {}", p.depends_on, p.weight as u16 + 1)
+            summary = format!("depends on {} weight {}", p.depends_on, p.weight as u16 + 1);
+            lines.push(DetailLine::bytes(
+                format!(
+                    "  depends on stream {}{}, weight {}",
+                    p.depends_on,
+                    if p.exclusive { " (exclusive)" } else { "" },
+                    p.weight as u16 + 1
+                ),
+                at(0, 5),
+            ));
         }
         FrameDetail::Malformed(e) => summary = format!("malformed: {e}"),
         _ => {}
     }
     if let Some(list) = &f.headers {
-        let pick = |n: &str| {
-            list.iter()
-                .find(|h| h.name == n.as_bytes())
-                .map(header_value)
-        };
-        let parts: Vec<String> = [":method", ":path", ":status", "grpc-status"]
+        summary = [":method", ":path", ":status", "grpc-status"]
             .iter()
             .filter_map(|n| {
-                pick(n).map(|v| {
+                pick(list, n).map(|v| {
                     if n.starts_with(':') {
                         v
                     } else {
@@ -246,39 +463,63 @@ fn frame_row(f: &FrameEvent) -> FrameRow {
                     }
                 })
             })
-            .collect();
-        summary = parts.join(" ");
-        detail.push("  headers:".into());
-        for h in list {
-            detail.push(format!(
+            .collect::<Vec<_>>()
+            .join(" ");
+        // A block that came whole in this frame: each field's bytes can be pointed at.
+        let pad = match f.detail {
+            FrameDetail::Headers { pad_len, .. } | FrameDetail::PushPromise { pad_len, .. } => {
+                pad_len.unwrap_or(0) as usize
+            }
+            _ => 0,
+        };
+        let fragment = fragment_start(f).filter(|_| h.has(flags::END_HEADERS));
+        let spans: Vec<Range<usize>> = match (fragment, &f.raw) {
+            (Some(start), Some(raw)) if end <= raw.len() && start + pad <= end => {
+                field_spans(&raw[start..end - pad])
+                    .into_iter()
+                    .map(|s| s.start + start..s.end + start)
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        let spans = (spans.len() == list.len()).then_some(spans);
+        lines.push(match fragment {
+            Some(start) if spans.is_some() => {
+                DetailLine::bytes("  headers:", start..end.saturating_sub(pad))
+            }
+            _ => DetailLine::text("  headers:"),
+        });
+        for (i, field) in list.iter().enumerate() {
+            let text = format!(
                 "    {}: {}    [{}]",
-                header_name(h),
-                header_value(h),
-                repr(&h.repr)
-            ));
+                header_name(field),
+                header_value(field),
+                repr(&field.repr)
+            );
+            lines.push(DetailLine {
+                text,
+                span: spans.as_ref().map(|s| s[i].clone()),
+            });
+        }
+        if let FrameDetail::Headers { pad_len, .. } = f.detail {
+            padding_line(&mut lines, pad_len);
         }
     }
     for n in &f.notes {
-        detail.push(format!("  note: {n}"));
+        lines.push(DetailLine::text(format!("  note: {n}")));
     }
-    FrameRow {
-        packet: f.origin.packet,
-        ts_ns: f.origin.ts_ns,
-        conn: f.origin.conn,
-        stream: h.stream,
-        src: f.origin.src.to_string(),
-        kind: h.kind.name(),
-        flags: h.kind.flag_names(h.flags).join(","),
-        length: h.length,
+    (
         summary,
-        detail,
-        raw: f.raw.clone(),
-    }
+        Detail {
+            lines,
+            raw: f.raw.clone(),
+        },
+    )
 }
 
-fn message_item(m: &MessageEvent) -> Item {
+fn message_detail(m: &MessageEvent) -> (String, Detail) {
     let d = &m.decoded;
-    let mut detail = vec![format!(
+    let mut lines = vec![DetailLine::text(format!(
         "{} message #{}, {} bytes{}{}",
         m.side.as_str(),
         m.index,
@@ -288,54 +529,51 @@ fn message_item(m: &MessageEvent) -> Item {
             .as_deref()
             .map(|e| format!(" ({e})"))
             .unwrap_or_default()
-    )];
+    ))];
     if let Some(t) = &d.type_name {
-        detail.push(format!("  type {t}"));
+        lines.push(DetailLine::text(format!("  type {t}")));
     }
     if let Some(p) = &d.problem {
-        detail.push(format!("  note: {p}"));
+        lines.push(DetailLine::text(format!("  note: {p}")));
     }
     let summary = match (&d.json, &d.fields) {
         (Some(j), _) => {
             let pretty = serde_json::to_string_pretty(j).unwrap_or_default();
-            detail.extend(pretty.lines().map(|l| format!("  {l}")));
+            lines.extend(pretty.lines().map(|l| DetailLine::text(format!("  {l}"))));
             j.to_string()
         }
         (None, Some(f)) => {
             let pretty = serde_json::to_string_pretty(f).unwrap_or_default();
-            detail.push("  schema-less fields:".into());
-            detail.extend(pretty.lines().map(|l| format!("  {l}")));
+            lines.push(DetailLine::text("  schema-less fields:"));
+            lines.extend(pretty.lines().map(|l| DetailLine::text(format!("  {l}"))));
             "(no schema)".into()
         }
         _ => String::new(),
     };
-    Item::Message {
-        packet: m.origin.packet,
-        ts_ns: m.origin.ts_ns,
-        side: m.side.as_str(),
-        index: m.index,
-        summary,
-        detail,
-    }
+    (summary, Detail { lines, raw: None })
 }
 
-fn call_row(c: &Call, items: Vec<usize>) -> CallRow {
+fn headers_detail(lines: &mut Vec<DetailLine>, title: &str, list: &[HeaderField]) {
+    lines.push(DetailLine::text(format!("{title}:")));
+    lines.extend(
+        list.iter()
+            .map(|h| DetailLine::text(format!("  {}: {}", header_name(h), header_value(h)))),
+    );
+}
+
+fn call_row(c: &Call) -> (CallRow, Detail) {
     let grpc_status = c.grpc_status();
     let problem = matches!(c.end, CallEnd::Reset { .. } | CallEnd::Unfinished)
         || grpc_status.is_some_and(|g| g != 0)
         || c.status().is_some_and(|s| s >= 400);
-    let mut detail = Vec::new();
+    let mut lines = Vec::new();
     for (title, list) in [
         ("request headers", &c.request_headers),
         ("response headers", &c.response_headers),
         ("trailers", &c.response_trailers),
     ] {
         if let Some(list) = list {
-            detail.push(format!("{title}:"));
-            detail.extend(
-                list.iter()
-                    .map(|h| format!("  {}: {}", header_name(h), header_value(h))),
-            );
+            headers_detail(&mut lines, title, list);
         }
     }
     if let CallEnd::Reset {
@@ -343,14 +581,14 @@ fn call_row(c: &Call, items: Vec<usize>) -> CallRow {
         error_code,
     } = c.end
     {
-        detail.push(format!(
+        lines.push(DetailLine::text(format!(
             "reset by the {} ({})",
             if by_client { "client" } else { "server" },
             error_code_name(error_code).unwrap_or("?")
-        ));
+        )));
     }
-    detail.extend(c.notes.iter().map(|n| format!("note: {n}")));
-    CallRow {
+    lines.extend(c.notes.iter().map(|n| DetailLine::text(format!("note: {n}"))));
+    let row = CallRow {
         conn: c.conn,
         stream: c.stream,
         method: c.method().unwrap_or_else(|| "-".into()),
@@ -364,84 +602,346 @@ fn call_row(c: &Call, items: Vec<usize>) -> CallRow {
         messages: (c.request_messages, c.response_messages),
         start_ts_ns: c.start_ts_ns,
         problem,
-        items,
-        detail,
-    }
+        open: false,
+        items: Vec::new(),
+        stored: Stored::default(),
+    };
+    (row, Detail { lines, raw: None })
 }
 
-impl Model {
-    /// The grpc-status with its name, or `-`.
-    pub fn grpc_status_text(g: Option<u32>) -> String {
-        match g {
-            Some(g) => match grpc_status_name(g) {
-                Some(n) => format!("{g} {n}"),
-                None => g.to_string(),
-            },
-            None => "-".into(),
+/// A call the builder has given a row to.
+struct OpenCall {
+    index: usize,
+    /// The row as last sent, and the detail lines seen so far, while the call is in progress.
+    progress: Option<(CallRow, Vec<DetailLine>)>,
+}
+
+type Reports = std::rc::Rc<std::cell::RefCell<HashMap<u64, ConnectionHealth>>>;
+
+/// Turns events into [`Update`]s, writing each row's detail to the store.
+pub struct Builder {
+    store: StoreWriter,
+    out: Vec<Update>,
+    /// Rows of calls by (connection, stream), kept until the connection ends so that frames
+    /// after a call's end (a late WINDOW_UPDATE, a RST_STREAM) still land on its row.
+    calls: BTreeMap<(u64, u32), OpenCall>,
+    conns: HashMap<u64, usize>,
+    n_calls: usize,
+    n_conns: usize,
+    first_ts: bool,
+    /// Connection health, followed alongside; its report becomes the connection's detail.
+    health: crate::analysis::health::Health<Box<dyn FnMut(ConnectionHealth)>>,
+    reports: Reports,
+    /// The first failure to write the store; rows after it have empty details.
+    pub store_error: Option<std::io::Error>,
+}
+
+impl Builder {
+    pub fn new(store: StoreWriter) -> Self {
+        let reports: Reports = Default::default();
+        let sink = reports.clone();
+        Builder {
+            store,
+            out: Vec::new(),
+            calls: BTreeMap::new(),
+            conns: HashMap::new(),
+            n_calls: 0,
+            n_conns: 0,
+            first_ts: false,
+            health: crate::analysis::health::Health::new(Box::new(move |r: ConnectionHealth| {
+                sink.borrow_mut().insert(r.conn, r);
+            })),
+            reports,
+            store_error: None,
         }
     }
 
-    fn push(&mut self, conn: u64, stream: u32, item: Item) {
-        let i = self.items.len();
-        self.items.push(item);
-        if stream == 0 {
-            // Connection-level frames are listed under their connection at its end.
-            self.open.entry((conn, 0)).or_default().push(i);
-        } else {
-            self.open.entry((conn, stream)).or_default().push(i);
+    /// The updates made since the last call, with their details readable from the store.
+    pub fn take(&mut self) -> Vec<Update> {
+        if let Err(e) = self.store.flush() {
+            self.store_error.get_or_insert(e);
         }
+        std::mem::take(&mut self.out)
+    }
+
+    /// Updates waiting to be taken.
+    pub fn pending(&self) -> usize {
+        self.out.len()
+    }
+
+    fn put(&mut self, d: &Detail) -> Stored {
+        match self.store.put(d) {
+            Ok(s) => s,
+            Err(e) => {
+                self.store_error.get_or_insert(e);
+                Stored::default()
+            }
+        }
+    }
+
+    fn conn_index(&mut self, conn: u64, f: Option<&FrameEvent>) -> usize {
+        if let Some(&i) = self.conns.get(&conn) {
+            return i;
+        }
+        let index = self.n_conns;
+        self.n_conns += 1;
+        self.conns.insert(conn, index);
+        // Until the connection ends, its first frame's sender stands for the client (the
+        // preface comes first on a connection seen from its start).
+        let (client, server) = f
+            .map(|f| (f.origin.src.to_string(), f.origin.dst.to_string()))
+            .unwrap_or_default();
+        let stored = self.put(&Detail {
+            lines: vec![DetailLine::text(
+                "connection in progress: its health report comes when it ends",
+            )],
+            raw: None,
+        });
+        self.out.push(Update::Conn {
+            index,
+            row: ConnRow {
+                conn,
+                client,
+                server,
+                end: "open".into(),
+                duration_s: 0.0,
+                calls: 0,
+                bytes: [0, 0],
+                items: Vec::new(),
+                stored,
+            },
+        });
+        index
+    }
+
+    /// The row of (conn, stream), made at its first frame or message.
+    fn call_index(&mut self, conn: u64, stream: u32, ts_ns: i64) -> usize {
+        if let Some(c) = self.calls.get(&(conn, stream)) {
+            return c.index;
+        }
+        let index = self.n_calls;
+        self.n_calls += 1;
+        let row = CallRow {
+            conn,
+            stream,
+            method: "-".into(),
+            path: "-".into(),
+            status: "…".into(),
+            grpc_status: None,
+            duration_ms: 0.0,
+            messages: (0, 0),
+            start_ts_ns: ts_ns,
+            problem: false,
+            open: true,
+            items: Vec::new(),
+            stored: Stored::default(),
+        };
+        self.out.push(Update::Call {
+            index,
+            row: row.clone(),
+        });
+        self.calls.insert(
+            (conn, stream),
+            OpenCall {
+                index,
+                progress: Some((row, Vec::new())),
+            },
+        );
+        index
+    }
+
+    /// A call in progress learnt something from a frame: send its row again.
+    fn progress(&mut self, f: &FrameEvent) {
+        let key = (f.origin.conn, f.header.stream);
+        let Some(OpenCall {
+            index,
+            progress: Some((mut row, mut lines)),
+        }) = self.calls.remove(&key)
+        else {
+            return;
+        };
+        if let Some(list) = &f.headers {
+            let title = if pick(list, ":method").is_some() {
+                if let Some(m) = pick(list, ":method") {
+                    row.method = m;
+                }
+                if let Some(p) = pick(list, ":path") {
+                    row.path = p;
+                }
+                "request headers"
+            } else if let Some(s) = pick(list, ":status") {
+                row.status = s;
+                "response headers"
+            } else {
+                "trailers"
+            };
+            if let Some(g) = pick(list, "grpc-status") {
+                row.grpc_status = g.trim().parse().ok();
+                row.problem |= row.grpc_status.is_some_and(|g| g != 0);
+            }
+            headers_detail(&mut lines, title, list);
+        }
+        if let FrameDetail::RstStream { error_code: c } = f.detail {
+            row.problem = true;
+            lines.push(DetailLine::text(format!("reset ({})", error_code(c))));
+        }
+        row.duration_ms = f.origin.ts_ns.saturating_sub(row.start_ts_ns) as f64 / 1e6;
+        let mut shown = lines.clone();
+        shown.insert(0, DetailLine::text("call in progress"));
+        row.stored = self.put(&Detail {
+            lines: shown,
+            raw: None,
+        });
+        self.out.push(Update::Call {
+            index,
+            row: row.clone(),
+        });
+        self.calls.insert(
+            key,
+            OpenCall {
+                index,
+                progress: Some((row, lines)),
+            },
+        );
+    }
+
+    fn frame(&mut self, f: &FrameEvent) {
+        if !self.first_ts {
+            self.first_ts = true;
+            self.out.push(Update::FirstTs(f.origin.ts_ns));
+        }
+        let conn = self.conn_index(f.origin.conn, Some(f));
+        let owner = if f.header.stream == 0 {
+            Owner::Conn(conn)
+        } else {
+            Owner::Call(self.call_index(f.origin.conn, f.header.stream, f.origin.ts_ns))
+        };
+        let (summary, detail) = frame_detail(f);
+        let stored = self.put(&detail);
+        let h = &f.header;
+        self.out.push(Update::Item {
+            owner,
+            item: Item::Frame(FrameRow {
+                packet: f.origin.packet,
+                ts_ns: f.origin.ts_ns,
+                stream: h.stream,
+                src_port: f.origin.src.port(),
+                kind: h.kind,
+                flags: h.flags,
+                length: h.length,
+                summary: summary.into(),
+                stored,
+            }),
+        });
+        if h.stream != 0
+            && (f.headers.is_some() || matches!(f.detail, FrameDetail::RstStream { .. }))
+        {
+            self.progress(f);
+        }
+    }
+
+    fn message(&mut self, m: &MessageEvent) {
+        self.conn_index(m.origin.conn, None);
+        let call = self.call_index(m.origin.conn, m.stream, m.origin.ts_ns);
+        let (summary, detail) = message_detail(m);
+        let stored = self.put(&detail);
+        self.out.push(Update::Item {
+            owner: Owner::Call(call),
+            item: Item::Message {
+                packet: m.origin.packet,
+                ts_ns: m.origin.ts_ns,
+                side: m.side.as_str(),
+                index: m.index,
+                summary: summary.into(),
+                stored,
+            },
+        });
+    }
+
+    fn call(&mut self, c: &Call) {
+        self.conn_index(c.conn, None);
+        let index = self.call_index(c.conn, c.stream, c.start_ts_ns);
+        if let Some(open) = self.calls.get_mut(&(c.conn, c.stream)) {
+            open.progress = None;
+        }
+        let (mut row, detail) = call_row(c);
+        row.stored = self.put(&detail);
+        self.out.push(Update::Call { index, row });
     }
 
     fn conn_end(&mut self, e: &ConnectionEnd) {
-        let items = self.open.remove(&(e.conn, 0)).unwrap_or_default();
+        let index = self.conn_index(e.conn, None);
+        let calls = self
+            .calls
+            .range((e.conn, 0)..=(e.conn, u32::MAX))
+            .count();
+        let keys: Vec<(u64, u32)> = self
+            .calls
+            .range((e.conn, 0)..=(e.conn, u32::MAX))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            self.calls.remove(&k);
+        }
         self.health.event(Event::ConnectionEnd(e.clone()));
-        let detail = self
+        let lines = self
             .reports
             .borrow_mut()
             .remove(&e.conn)
             .map(|h| {
                 crate::analysis::health::to_text(&h)
                     .lines()
-                    .map(String::from)
+                    .map(DetailLine::text)
                     .collect()
             })
             .unwrap_or_default();
-        let calls = self.calls.iter().filter(|c| c.conn == e.conn).count();
-        self.conns.push(ConnRow {
-            conn: e.conn,
-            client: e.client.to_string(),
-            server: e.server.to_string(),
-            end: e.end.as_str().to_string(),
-            duration_s: e.last_ts_ns.saturating_sub(e.first_ts_ns) as f64 / 1e9,
-            calls,
-            bytes: e.bytes,
-            items,
-            detail,
+        let stored = self.put(&Detail { lines, raw: None });
+        self.out.push(Update::Conn {
+            index,
+            row: ConnRow {
+                conn: e.conn,
+                client: e.client.to_string(),
+                server: e.server.to_string(),
+                end: e.end.as_str().to_string(),
+                duration_s: e.last_ts_ns.saturating_sub(e.first_ts_ns) as f64 / 1e9,
+                calls,
+                bytes: e.bytes,
+                items: Vec::new(),
+                stored,
+            },
         });
     }
 }
 
-impl Sink for Model {
+impl Sink for Builder {
     fn event(&mut self, event: Event) {
         match event {
             Event::Frame(f) => {
-                self.health.event(Event::Frame(f.clone()));
-                self.first_ts_ns.get_or_insert(f.origin.ts_ns);
-                self.packets = self.packets.max(f.origin.packet);
-                let row = frame_row(&f);
-                self.push(f.origin.conn, f.header.stream, Item::Frame(row));
+                self.frame(&f);
+                self.health.event(Event::Frame(f));
             }
-            Event::Message(m) => {
-                let item = message_item(&m);
-                self.push(m.origin.conn, m.stream, item);
-            }
+            Event::Message(m) => self.message(&m),
             Event::Call(c) => {
-                self.health.event(Event::Call(c.clone()));
-                let items = self.open.remove(&(c.conn, c.stream)).unwrap_or_default();
-                self.calls.push(call_row(&c, items));
+                self.call(&c);
+                self.health.event(Event::Call(c));
             }
             Event::ConnectionEnd(e) => self.conn_end(&e),
-            Event::Error(_) | Event::Gap(_) => self.errors += 1,
+            Event::Error(_) | Event::Gap(_) => self.out.push(Update::Error),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_rows_line_up() {
+        let bytes: Vec<u8> = (0..20).collect();
+        let rows = hex_dump(&bytes);
+        assert_eq!(rows.len(), 2);
+        assert!(rows[0].starts_with("0000  00 01 02 03 04 05 06 07  08 09"));
+        // The printable column starts at the same place on a short last row.
+        assert_eq!(rows[0].find('.'), rows[1].find('.'));
     }
 }

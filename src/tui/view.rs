@@ -5,7 +5,7 @@ use std::cell::Cell;
 
 use ratatui::layout::{Constraint, Direction, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
-use ratatui::text::Line;
+use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Table, TableState};
 use ratatui::Frame;
 
@@ -136,8 +136,13 @@ pub fn draw(f: &mut Frame<'_>, app: &App, theme: &Theme) {
     let a = areas(area);
     let m = &app.model;
     let bar = format!(
-        " h2scope │ {} │ {} packets │ {} connections │ {} calls │ {} errors │ filter: {}",
-        app.source,
+        " h2scope │ {}{} │ {} packets │ {} connections │ {} calls │ {} errors │ filter: {}{}",
+        app.label,
+        if app.feed.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", app.feed)
+        },
         m.packets,
         m.conns.len(),
         m.calls.len(),
@@ -146,7 +151,8 @@ pub fn draw(f: &mut Frame<'_>, app: &App, theme: &Theme) {
             "-"
         } else {
             app.filter()
-        }
+        },
+        if app.follow { " │ following" } else { "" }
     );
     f.render_widget(
         Paragraph::new(bar).style(Style::default().add_modifier(Modifier::REVERSED)),
@@ -158,33 +164,64 @@ pub fn draw(f: &mut Frame<'_>, app: &App, theme: &Theme) {
         View::Connections => draw_conns(f, app, theme, a.list),
     }
     draw_items(f, app, theme, a.items);
-    let hex = app.hex();
-    let (detail_area, hex_area) = if hex.is_empty() {
-        (a.detail, None)
-    } else {
-        let parts = Layout::default()
-            .direction(Direction::Vertical)
-            .constraints([Constraint::Percentage(60), Constraint::Percentage(40)])
-            .split(a.detail);
-        (parts[0], Some(parts[1]))
+    let current = app.current();
+    let raw = current.raw.as_deref().filter(|_| app.focus != Pane::List);
+    let (detail_area, hex_area) = match raw {
+        None => (a.detail, None),
+        Some(_) => {
+            let parts = Layout::default()
+                .direction(Direction::Vertical)
+                .constraints([Constraint::Percentage(60), Constraint::Percentage(40)])
+                .split(a.detail);
+            (parts[0], Some(parts[1]))
+        }
     };
-    let detail: Vec<Line<'_>> = app.detail().into_iter().map(Line::from).collect();
+    let cursor = app.detail_line.min(current.lines.len().saturating_sub(1));
+    let in_detail = app.focus == Pane::Detail;
+    let (range, _) = window_rows(
+        current.lines.len(),
+        in_detail.then_some(cursor),
+        detail_area.height.saturating_sub(2) as usize,
+        &app.detail_top,
+    );
+    let detail: Vec<Line<'_>> = current.lines[range.clone()]
+        .iter()
+        .enumerate()
+        .map(|(k, l)| {
+            let line = Line::from(l.text.clone());
+            if in_detail && range.start + k == cursor {
+                line.style(theme.selected())
+            } else {
+                line
+            }
+        })
+        .collect();
     f.render_widget(
-        Paragraph::new(detail).scroll((app.detail_scroll, 0)).block(
+        Paragraph::new(detail).block(
             Block::default()
                 .borders(Borders::ALL)
                 .title(" detail ")
-                .border_style(theme.border(app.focus == Pane::Detail)),
+                .border_style(theme.border(in_detail)),
         ),
         detail_area,
     );
-    if let Some(area) = hex_area {
-        let lines: Vec<Line<'_>> = hex.into_iter().map(Line::from).collect();
+    if let (Some(area), Some(raw)) = (hex_area, raw) {
+        let span = current
+            .lines
+            .get(cursor)
+            .and_then(|l| l.span.clone())
+            .map(|s| s.start.min(raw.len())..s.end.min(raw.len()));
         f.render_widget(
-            Paragraph::new(lines).block(
-                Block::default()
-                    .borders(Borders::ALL)
-                    .title(" bytes (9-byte frame header, then payload) "),
+            Paragraph::new(hex_lines(raw, span.clone(), area, theme)).block(
+                Block::default().borders(Borders::ALL).title(match span {
+                    Some(s) if !s.is_empty() => format!(
+                        " bytes {}..{} of {} (the detail line under the cursor) ",
+                        s.start,
+                        s.end,
+                        raw.len()
+                    ),
+                    _ => " bytes (9-byte frame header, then payload) ".to_string(),
+                }),
             ),
             area,
         );
@@ -229,7 +266,22 @@ fn window(
     top: &Cell<usize>,
 ) -> (std::ops::Range<usize>, Option<usize>) {
     // Borders and the header row take three lines.
-    let body = (area.height as usize).saturating_sub(3).max(1);
+    window_rows(
+        len,
+        selected,
+        (area.height as usize).saturating_sub(3),
+        top,
+    )
+}
+
+/// [`window`] for a body of `body` lines.
+fn window_rows(
+    len: usize,
+    selected: Option<usize>,
+    body: usize,
+    top: &Cell<usize>,
+) -> (std::ops::Range<usize>, Option<usize>) {
+    let body = body.max(1);
     let mut start = top.get().min(len.saturating_sub(body));
     if let Some(s) = selected {
         if s < start {
@@ -258,7 +310,8 @@ fn draw_calls(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
                 c.path.clone(),
                 c.status.clone(),
                 Model::grpc_status_text(c.grpc_status),
-                format!("{:.1}ms", c.duration_ms),
+                // A call in progress shows how long it has run so far.
+                format!("{:.1}ms{}", c.duration_ms, if c.open { "…" } else { "" }),
                 format!("{}/{}", c.messages.0, c.messages.1),
             ]);
             if c.problem {
@@ -359,15 +412,11 @@ fn draw_items(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
             Item::Frame(fr) => Row::new(vec![
                 fr.packet.to_string(),
                 format!("{:.6}", rel(m, fr.ts_ns)),
-                // The sender's port tells the two sides apart in little room.
-                fr.src
-                    .rsplit_once(':')
-                    .map(|(_, p)| format!(":{p}"))
-                    .unwrap_or_else(|| fr.src.clone()),
-                fr.kind.to_string(),
-                fr.flags.clone(),
+                format!(":{}", fr.src_port),
+                fr.kind.name().to_string(),
+                fr.kind.flag_names(fr.flags).join(","),
                 fr.length.to_string(),
-                fr.summary.clone(),
+                fr.summary.to_string(),
             ]),
             Item::Message {
                 packet,
@@ -383,7 +432,7 @@ fn draw_items(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
                 "MESSAGE".into(),
                 String::new(),
                 String::new(),
-                summary.clone(),
+                summary.to_string(),
             ]),
         })
         .collect();
@@ -414,4 +463,56 @@ fn draw_items(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
     );
     let mut state = TableState::default().with_selected(selected);
     f.render_stateful_widget(table, area, &mut state);
+}
+
+/// The hex rows that fit in `area`, scrolled so that the highlighted bytes (`span`) start on
+/// screen, with those bytes (hex and text) in the selection style.
+fn hex_lines(
+    raw: &[u8],
+    span: Option<std::ops::Range<usize>>,
+    area: Rect,
+    theme: &Theme,
+) -> Vec<Line<'static>> {
+    let rows = raw.len().div_ceil(16);
+    let body = (area.height as usize).saturating_sub(2).max(1);
+    let first = span
+        .as_ref()
+        .map(|s| (s.start / 16).saturating_sub(1))
+        .unwrap_or(0)
+        .min(rows.saturating_sub(body));
+    let lit = |i: usize| span.as_ref().is_some_and(|s| s.contains(&i));
+    (first..rows.min(first + body))
+        .map(|row| {
+            let text = super::model::hex_row(raw, row);
+            let base = row * 16;
+            let n = (raw.len() - base).min(16);
+            if !(0..n).any(|j| lit(base + j)) {
+                return Line::from(text);
+            }
+            // Columns of byte j: hex at 6 + 3j (+1 after the eighth), text at 56 + j.
+            let mut marked = vec![false; text.len()];
+            for j in (0..n).filter(|&j| lit(base + j)) {
+                let h = 6 + 3 * j + usize::from(j >= 8);
+                marked[h] = true;
+                marked[h + 1] = true;
+                if let Some(m) = marked.get_mut(56 + j) {
+                    *m = true;
+                }
+            }
+            let mut spans = Vec::new();
+            let mut start = 0;
+            for k in 1..=text.len() {
+                if k == text.len() || marked[k] != marked[start] {
+                    let piece = text[start..k].to_string();
+                    spans.push(if marked[start] {
+                        Span::styled(piece, theme.selected())
+                    } else {
+                        Span::raw(piece)
+                    });
+                    start = k;
+                }
+            }
+            Line::from(spans)
+        })
+        .collect()
 }

@@ -503,3 +503,41 @@ impl Input<'_> {
         Ok((decoded, true))
     }
 }
+
+/// Where each field's representation lies in a header block, in order, without decoding it:
+/// the TUI highlights a header's bytes in the hex pane. Size updates are not fields and are
+/// skipped; a malformed tail ends the list.
+pub fn field_spans(block: &[u8]) -> Vec<std::ops::Range<usize>> {
+    fn skip_string(input: &mut Input<'_>) -> Option<()> {
+        let len = input.integer(7).ok()? as usize;
+        input.rest = input.rest.get(len..)?;
+        Some(())
+    }
+    let mut spans = Vec::new();
+    let mut input = Input { rest: block };
+    while let Some(first) = input.peek() {
+        let start = block.len() - input.rest.len();
+        let ok = if first & 0x80 != 0 {
+            input.integer(7).ok().map(|_| ())
+        } else if first & 0x20 != 0 && first & 0x40 == 0 {
+            // A dynamic table size update.
+            if input.integer(5).is_err() {
+                break;
+            }
+            continue;
+        } else {
+            let prefix = if first & 0x40 != 0 { 6 } else { 4 };
+            input.integer(prefix).ok().and_then(|name_index| {
+                if name_index == 0 {
+                    skip_string(&mut input)?;
+                }
+                skip_string(&mut input)
+            })
+        };
+        if ok.is_none() {
+            break;
+        }
+        spans.push(start..block.len() - input.rest.len());
+    }
+    spans
+}

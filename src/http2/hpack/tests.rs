@@ -737,3 +737,24 @@ fn encode_plain_long_strings_use_multi_octet_lengths() {
     Decoder::new().decode(&block, &mut out).unwrap();
     assert_eq!(out[0].value, value);
 }
+
+#[test]
+fn field_spans_tile_the_block() {
+    // Each C.5 and C.6 block, decoded in sequence, and one with a size update in front.
+    for blocks in [C5, C6] {
+        let mut d = decoder_256();
+        for block in blocks.iter().map(|b| b.to_string()).chain(["3fe1 01 88".to_string()]) {
+            let bytes = hex(&block);
+            let spans = field_spans(&bytes);
+            let fields = decode(&mut d, &block).unwrap();
+            assert_eq!(spans.len(), fields.len(), "{block}");
+            for pair in spans.windows(2) {
+                assert_eq!(pair[0].end, pair[1].start);
+            }
+            assert_eq!(spans.last().unwrap().end, bytes.len());
+            assert!(spans.iter().all(|s| s.start < s.end));
+        }
+    }
+    // A truncated literal ends the list instead of running past the block.
+    assert_eq!(field_spans(&hex("82 410f 7777")), vec![0..1]);
+}

@@ -1,0 +1,313 @@
+//! Where the TUI's rows come from: a capture file read on a background thread, or a live
+//! interface. Updates arrive in batches over a bounded channel, so the screen is usable from
+//! the first batch on, and a reader far ahead of the screen waits instead of piling up memory.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::capture::live::LiveCapture;
+use crate::capture::{CaptureError, CaptureReader};
+use crate::grpc::schema::Schemas;
+use crate::output::pcapng::{CaptureFile, Format};
+use crate::pipeline::{harvest_schemas_with, Config, Dissector};
+
+use super::app::App;
+use super::model::{Builder, Update};
+use super::store::{self, StoreReader, StoreWriter};
+
+/// What the reading thread sends.
+pub enum Feed {
+    Updates(Vec<Update>),
+    /// What the source is doing, for the summary bar ("loading 40%", "live, 3 dropped").
+    Status(String),
+    /// The source ended: with an error, or not.
+    Done(Option<String>),
+}
+
+/// Sends updates in batches: a few thousand rows, or what came within 50 ms (live traffic
+/// shows up at once).
+struct Batcher {
+    tx: SyncSender<Feed>,
+    builder: Builder,
+    last: Instant,
+}
+
+impl Batcher {
+    fn new(tx: SyncSender<Feed>, store: StoreWriter) -> Self {
+        Batcher {
+            tx,
+            builder: Builder::new(store),
+            last: Instant::now(),
+        }
+    }
+
+    /// Sends what is pending if it is time; false once the screen has gone away.
+    fn maybe_send(&mut self, status: impl FnOnce() -> String) -> bool {
+        if self.builder.pending() < 4096 && self.last.elapsed() < Duration::from_millis(50) {
+            return true;
+        }
+        self.send(status())
+    }
+
+    fn send(&mut self, status: String) -> bool {
+        self.last = Instant::now();
+        let updates = self.builder.take();
+        (updates.is_empty() || self.tx.send(Feed::Updates(updates)).is_ok())
+            && self.tx.send(Feed::Status(status)).is_ok()
+    }
+}
+
+fn percent(done: u64, total: u64) -> String {
+    if total == 0 {
+        String::new()
+    } else {
+        format!(" {}%", (done.saturating_mul(100) / total).min(100))
+    }
+}
+
+/// The reading side of the TUI, on its own thread; dropping it stops the thread.
+pub struct Loader {
+    rx: Receiver<Feed>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    finished: bool,
+    /// A capture file made for a live session (so `e` and `w` can read it back), deleted at
+    /// the end unless the user asked for it with `-w`.
+    temp_file: Option<std::path::PathBuf>,
+}
+
+impl Loader {
+    /// Reads `path` in the background: first a pass for schemas served by reflection (so every
+    /// call decodes), then the dissection. The file is opened here, so that a missing or
+    /// unreadable capture is reported before the screen opens.
+    pub fn file(
+        path: &str,
+        cfg: &Config,
+        schemas: Schemas,
+    ) -> Result<(Loader, StoreReader), CaptureError> {
+        let reader = CaptureReader::open(path)?;
+        let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let (writer, store) = store::new();
+        let (tx, rx) = sync_channel(8);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (path, cfg, halt) = (path.to_string(), cfg.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut batch = Batcher::new(tx.clone(), writer);
+            let mut done = 0u64;
+            let mut last = Instant::now();
+            let schemas = harvest_schemas_with(&path, schemas, &cfg, u64::MAX, |len, _| {
+                done += len as u64 + 16;
+                if last.elapsed() > Duration::from_millis(100) {
+                    last = Instant::now();
+                    let msg = format!("reading schemas{}", percent(done, total));
+                    if tx.send(Feed::Status(msg)).is_err() {
+                        return false;
+                    }
+                }
+                !halt.load(Ordering::Relaxed)
+            });
+            let result = dissect(reader, &cfg, schemas, &mut batch, &halt, total);
+            let _ = batch.send(String::new());
+            let _ = tx.send(Feed::Done(result.err()));
+        });
+        Ok((
+            Loader {
+                rx,
+                stop,
+                thread: Some(thread),
+                finished: false,
+                temp_file: None,
+            },
+            store,
+        ))
+    }
+
+    /// Captures on `iface` in the background, writing every packet to `record` (a temporary
+    /// file when `None`) so that exports and `w` can read them back, as Wireshark keeps a live
+    /// capture in a temporary file.
+    pub fn live(
+        iface: &str,
+        filter: Option<&str>,
+        cfg: &Config,
+        schemas: Schemas,
+        record: Option<&str>,
+    ) -> Result<(Loader, StoreReader, String), String> {
+        let mut cap = LiveCapture::open(iface, filter, 262_144).map_err(|e| e.to_string())?;
+        let (path, temp) = match record {
+            Some(p) => (std::path::PathBuf::from(p), false),
+            None => (
+                std::env::temp_dir().join(format!("h2scope-live-{}.pcapng", std::process::id())),
+                true,
+            ),
+        };
+        let mut out = CaptureFile::create(&path, Format::Pcapng, None, 1)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let (writer, store) = store::new();
+        let (tx, rx) = sync_channel(8);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (cfg, halt, iface) = (cfg.clone(), stop.clone(), iface.to_string());
+        let thread = std::thread::spawn(move || {
+            let mut batch = Batcher::new(tx.clone(), writer);
+            let mut d = Dissector::with_schemas(cfg, schemas);
+            let mut seen = 0u64;
+            let mut failure = None;
+            while !halt.load(Ordering::Relaxed) {
+                match cap.next_packet() {
+                    Ok(Some(p)) => {
+                        seen += 1;
+                        if let Err(e) = out.write_packet(p.link, p.ts_ns, p.data, p.orig_len) {
+                            failure = Some(format!("writing the capture file: {e}"));
+                            break;
+                        }
+                        d.packet(&p, &mut batch.builder);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        failure = Some(e.to_string());
+                        break;
+                    }
+                }
+                let due = batch.builder.pending() >= 4096
+                    || batch.last.elapsed() >= Duration::from_millis(50);
+                if due {
+                    // What the screen shows must be in the file before an export reads it.
+                    let _ = out.flush();
+                    let stats = cap.stats();
+                    let status = format!(
+                        "live on {iface}, {seen} packets, {} dropped",
+                        stats.dropped + stats.if_dropped
+                    );
+                    if !batch.send(status) {
+                        break;
+                    }
+                }
+            }
+            d.finish(&mut batch.builder);
+            let _ = out.flush();
+            let _ = batch.send(format!("capture on {iface} stopped, {seen} packets"));
+            let _ = tx.send(Feed::Done(failure));
+        });
+        Ok((
+            Loader {
+                rx,
+                stop,
+                thread: Some(thread),
+                finished: false,
+                temp_file: temp.then(|| path.clone()),
+            },
+            store,
+            path.to_string_lossy().into_owned(),
+        ))
+    }
+
+    /// Applies what has arrived, for at most `budget`, so that keys are never kept waiting by
+    /// a fast reader. Returns whether anything changed.
+    pub fn drain(&mut self, app: &mut App, budget: Duration) -> bool {
+        let start = Instant::now();
+        let mut changed = false;
+        while !self.finished && start.elapsed() < budget {
+            match self.rx.try_recv() {
+                Ok(Feed::Updates(u)) => app.apply(u),
+                Ok(Feed::Status(s)) => app.feed = s,
+                Ok(Feed::Done(err)) => {
+                    self.finished = true;
+                    if let Some(e) = err {
+                        app.status = format!("reading stopped: {e}");
+                    }
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => self.finished = true,
+            }
+            changed = true;
+        }
+        changed
+    }
+
+    /// The source has ended and everything it sent is applied.
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Asks the thread to stop (a live capture ends; a file stops being read).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        self.stop();
+        // Unblock a sender waiting on a full channel, then wait for the thread.
+        while self.rx.try_recv().is_ok() {}
+        if let Some(t) = self.thread.take() {
+            while !t.is_finished() {
+                while self.rx.try_recv().is_ok() {}
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = t.join();
+        }
+        if let Some(p) = &self.temp_file {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// The dissection pass over a file, in batches.
+fn dissect(
+    mut reader: CaptureReader,
+    cfg: &Config,
+    schemas: Schemas,
+    batch: &mut Batcher,
+    halt: &AtomicBool,
+    total: u64,
+) -> Result<(), String> {
+    let mut cfg = cfg.clone();
+    cfg.http2.keep_frame_bytes = true;
+    let mut d = Dissector::with_schemas(cfg, schemas);
+    let mut seen = 0u64;
+    let mut gone = false;
+    let mut bytes = 0u64;
+    let result = reader.for_each_packet(|p| {
+        d.packet(p, &mut batch.builder);
+        seen += 1;
+        bytes += p.data.len() as u64 + 16;
+        gone = !batch.maybe_send(|| format!("loading{}, {seen} packets", percent(bytes, total)));
+        !gone && !halt.load(Ordering::Relaxed)
+    });
+    d.finish(&mut batch.builder);
+    result.map_err(|e| e.to_string())
+}
+
+/// Reads a whole capture into rows on this thread (tests, and callers that want it all first).
+pub fn load_all(
+    path: &str,
+    cfg: &Config,
+    schemas: Schemas,
+    mut tick: impl FnMut(usize, u64),
+) -> Result<super::model::Model, CaptureError> {
+    let schemas = harvest_schemas_with(path, schemas, cfg, u64::MAX, |_, _| true);
+    let mut reader = CaptureReader::open(path)?;
+    let mut cfg = cfg.clone();
+    cfg.http2.keep_frame_bytes = true;
+    let (writer, store) = store::new();
+    let mut builder = Builder::new(writer);
+    let mut model = super::model::Model::new(store);
+    let mut d = Dissector::with_schemas(cfg, schemas);
+    let mut seen = 0u64;
+    let result = reader.for_each_packet(|p| {
+        d.packet(p, &mut builder);
+        seen += 1;
+        tick(p.data.len(), seen);
+        if builder.pending() >= 4096 {
+            builder.take().into_iter().for_each(|u| model.apply(u));
+        }
+        true
+    });
+    d.finish(&mut builder);
+    builder.take().into_iter().for_each(|u| model.apply(u));
+    model.packets = model.packets.max(reader.records());
+    result.map(|_| model)
+}

@@ -1,0 +1,310 @@
+//! The detail of every row (its text lines, and the frame's bytes for the hex pane), written
+//! once while the capture is read and read back only for the row on screen.
+//!
+//! On a capture of a million frames the details are most of the bytes, so they live in an
+//! unlinked temporary file rather than in memory: the viewer keeps an index (offsets and row
+//! summaries), as Wireshark keeps frame offsets into its file. Where no temporary file can be
+//! made, the same bytes are kept in memory.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+/// One line of a detail pane, and the bytes of the frame it describes, if it describes some.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetailLine {
+    pub text: String,
+    pub span: Option<Range<usize>>,
+}
+
+impl DetailLine {
+    pub fn text(text: impl Into<String>) -> Self {
+        DetailLine {
+            text: text.into(),
+            span: None,
+        }
+    }
+
+    pub fn bytes(text: impl Into<String>, span: Range<usize>) -> Self {
+        DetailLine {
+            text: text.into(),
+            span: Some(span),
+        }
+    }
+}
+
+/// What the detail and hex panes show for one frame or message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Detail {
+    pub lines: Vec<DetailLine>,
+    /// The frame's bytes (header first), for the hex pane.
+    pub raw: Option<Vec<u8>>,
+}
+
+/// Where a row's detail was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stored {
+    at: u64,
+    len: u32,
+}
+
+/// The writing end, owned by whoever dissects.
+pub struct StoreWriter {
+    sink: Sink,
+    len: u64,
+}
+
+enum Sink {
+    File(BufWriter<File>),
+    Memory(Arc<Mutex<Vec<u8>>>),
+}
+
+/// The reading end, owned by the viewer. Reads do not move a shared file offset, so the writer
+/// may go on appending meanwhile.
+#[derive(Clone, Debug)]
+pub struct StoreReader {
+    source: Source,
+}
+
+#[derive(Clone, Debug)]
+enum Source {
+    #[cfg(unix)]
+    File(Arc<File>),
+    Memory(Arc<Mutex<Vec<u8>>>),
+}
+
+/// A new, empty store: an unlinked file in the temporary directory where possible.
+pub fn new() -> (StoreWriter, StoreReader) {
+    #[cfg(unix)]
+    if let Some(file) = temp_file() {
+        if let Ok(read) = file.try_clone() {
+            return (
+                StoreWriter {
+                    sink: Sink::File(BufWriter::with_capacity(1 << 16, file)),
+                    len: 0,
+                },
+                StoreReader {
+                    source: Source::File(Arc::new(read)),
+                },
+            );
+        }
+    }
+    in_memory()
+}
+
+/// A store kept in memory.
+pub fn in_memory() -> (StoreWriter, StoreReader) {
+    let bytes = Arc::new(Mutex::new(Vec::new()));
+    (
+        StoreWriter {
+            sink: Sink::Memory(bytes.clone()),
+            len: 0,
+        },
+        StoreReader {
+            source: Source::Memory(bytes),
+        },
+    )
+}
+
+#[cfg(unix)]
+fn temp_file() -> Option<File> {
+    let dir = std::env::temp_dir();
+    for attempt in 0..16u32 {
+        let path = dir.join(format!(
+            "h2scope-tui-{}-{attempt}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
+        ));
+        if let Ok(f) = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            // Gone from the directory at once: nothing is left behind, however the viewer ends.
+            let _ = std::fs::remove_file(&path);
+            return Some(f);
+        }
+    }
+    None
+}
+
+fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+const NONE: u32 = u32::MAX;
+
+fn encode(d: &Detail) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_u32(&mut out, d.lines.len() as u32);
+    for l in &d.lines {
+        match &l.span {
+            Some(s) => {
+                put_u32(&mut out, s.start as u32);
+                put_u32(&mut out, s.end as u32);
+            }
+            None => {
+                put_u32(&mut out, NONE);
+                put_u32(&mut out, NONE);
+            }
+        }
+        put_u32(&mut out, l.text.len() as u32);
+        out.extend_from_slice(l.text.as_bytes());
+    }
+    match &d.raw {
+        Some(r) => {
+            put_u32(&mut out, r.len() as u32);
+            out.extend_from_slice(r);
+        }
+        None => put_u32(&mut out, NONE),
+    }
+    out
+}
+
+/// Reads back what [`encode`] wrote; a damaged record gives what could be read.
+fn decode(mut b: &[u8]) -> Detail {
+    fn u32_of(b: &mut &[u8]) -> Option<u32> {
+        let (head, rest) = b.split_first_chunk::<4>()?;
+        *b = rest;
+        Some(u32::from_le_bytes(*head))
+    }
+    fn bytes<'a>(b: &mut &'a [u8], n: u32) -> Option<&'a [u8]> {
+        let (head, rest) = b.split_at_checked(n as usize)?;
+        *b = rest;
+        Some(head)
+    }
+    let mut d = Detail::default();
+    let Some(n) = u32_of(&mut b) else { return d };
+    for _ in 0..n {
+        let (Some(start), Some(end), Some(len)) = (u32_of(&mut b), u32_of(&mut b), u32_of(&mut b))
+        else {
+            return d;
+        };
+        let Some(text) = bytes(&mut b, len) else {
+            return d;
+        };
+        d.lines.push(DetailLine {
+            text: String::from_utf8_lossy(text).into_owned(),
+            span: (start != NONE).then_some(start as usize..end as usize),
+        });
+    }
+    d.raw = match u32_of(&mut b) {
+        Some(NONE) | None => None,
+        Some(n) => bytes(&mut b, n).map(<[u8]>::to_vec),
+    };
+    d
+}
+
+impl StoreWriter {
+    /// Appends a detail; readers see it after the next [`flush`](Self::flush).
+    pub fn put(&mut self, d: &Detail) -> io::Result<Stored> {
+        let bytes = encode(d);
+        let at = self.len;
+        match &mut self.sink {
+            Sink::File(f) => f.write_all(&bytes)?,
+            Sink::Memory(m) => m
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(&bytes),
+        }
+        self.len += bytes.len() as u64;
+        Ok(Stored {
+            at,
+            len: bytes.len() as u32,
+        })
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        match &mut self.sink {
+            Sink::File(f) => f.flush(),
+            Sink::Memory(_) => Ok(()),
+        }
+    }
+
+    /// Bytes stored so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl StoreReader {
+    /// The detail stored at `s`; empty if it cannot be read.
+    pub fn get(&self, s: Stored) -> Detail {
+        let mut buf = vec![0; s.len as usize];
+        let ok = match &self.source {
+            #[cfg(unix)]
+            Source::File(f) => {
+                use std::os::unix::fs::FileExt;
+                f.read_exact_at(&mut buf, s.at).is_ok()
+            }
+            Source::Memory(m) => {
+                let m = m.lock().unwrap_or_else(|e| e.into_inner());
+                match m.get(s.at as usize..s.at as usize + s.len as usize) {
+                    Some(b) => {
+                        buf.copy_from_slice(b);
+                        true
+                    }
+                    None => false,
+                }
+            }
+        };
+        if ok {
+            decode(&buf)
+        } else {
+            Detail::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(i: usize) -> Detail {
+        Detail {
+            lines: vec![
+                DetailLine::bytes(format!("frame {i}"), 0..9),
+                DetailLine::text("  headers:"),
+                DetailLine::bytes("    :path: /a", 9..12 + i),
+            ],
+            raw: (i % 2 == 0).then(|| vec![i as u8; 9 + i]),
+        }
+    }
+
+    #[test]
+    fn details_come_back_as_written_from_file_and_memory() {
+        for (mut w, r) in [new(), in_memory()] {
+            let at: Vec<Stored> = (0..50).map(|i| w.put(&sample(i)).unwrap()).collect();
+            w.flush().unwrap();
+            for (i, s) in at.iter().enumerate().rev() {
+                assert_eq!(r.get(*s), sample(i));
+            }
+            // Appending after reads is fine: reads do not share an offset with the writer.
+            let more = w.put(&sample(99)).unwrap();
+            w.flush().unwrap();
+            assert_eq!(r.get(more), sample(99));
+            assert_eq!(r.get(at[3]), sample(3));
+        }
+    }
+
+    #[test]
+    fn damaged_records_decode_to_what_is_there() {
+        let whole = encode(&sample(4));
+        for cut in 0..whole.len() {
+            let d = decode(&whole[..cut]);
+            assert!(d.lines.len() <= 3);
+        }
+        let past = Stored { at: 1 << 40, len: 8 };
+        let (_, r) = in_memory();
+        assert_eq!(r.get(past), Detail::default());
+    }
+}
