@@ -277,10 +277,20 @@ struct TuiArgs {
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
     interface: Option<String>,
     /// With -i: capture filter (BPF), as tcpdump takes it.
-    #[arg(short = 'f', long = "filter", value_name = "BPF", requires = "interface")]
+    #[arg(
+        short = 'f',
+        long = "filter",
+        value_name = "BPF",
+        requires = "interface"
+    )]
     filter: Option<String>,
     /// With -i: keep the recorded packets in this pcapng file.
-    #[arg(short = 'w', long = "write", value_name = "FILE", requires = "interface")]
+    #[arg(
+        short = 'w',
+        long = "write",
+        value_name = "FILE",
+        requires = "interface"
+    )]
     write: Option<String>,
     #[command(flatten)]
     decode: DecodeArgs,

@@ -61,10 +61,9 @@ impl Batcher {
 }
 
 fn percent(done: u64, total: u64) -> String {
-    if total == 0 {
-        String::new()
-    } else {
-        format!(" {}%", (done.saturating_mul(100) / total).min(100))
+    match done.saturating_mul(100).checked_div(total) {
+        Some(p) => format!(" {}%", p.min(100)),
+        None => String::new(),
     }
 }
 

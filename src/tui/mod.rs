@@ -157,10 +157,8 @@ pub fn run(mut app: App, mut loader: Option<Loader>, schemas: Schemas) -> io::Re
                         MouseEventKind::ScrollUp => app.key(Key::Up),
                         MouseEventKind::Down(MouseButton::Left) => {
                             let size = terminal.size()?;
-                            let screen =
-                                ratatui::layout::Rect::new(0, 0, size.width, size.height);
-                            if let Some((pane, row)) = view::click(&app, screen, m.column, m.row)
-                            {
+                            let screen = ratatui::layout::Rect::new(0, 0, size.width, size.height);
+                            if let Some((pane, row)) = view::click(&app, screen, m.column, m.row) {
                                 app.click(pane, row);
                             }
                             Action::None

@@ -142,12 +142,21 @@ pub enum Owner {
 /// One change to the [`Model`], in the order the builder made them.
 #[derive(Debug, Clone)]
 pub enum Update {
-    Item { owner: Owner, item: Item },
+    Item {
+        owner: Owner,
+        item: Item,
+    },
     /// A call's row: new if `index` is the number of calls so far, else it replaces that row's
     /// fields (its items stay).
-    Call { index: usize, row: CallRow },
+    Call {
+        index: usize,
+        row: CallRow,
+    },
     /// Likewise for a connection.
-    Conn { index: usize, row: ConnRow },
+    Conn {
+        index: usize,
+        row: ConnRow,
+    },
     Error,
     FirstTs(i64),
 }
@@ -587,7 +596,11 @@ fn call_row(c: &Call) -> (CallRow, Detail) {
             error_code_name(error_code).unwrap_or("?")
         )));
     }
-    lines.extend(c.notes.iter().map(|n| DetailLine::text(format!("note: {n}"))));
+    lines.extend(
+        c.notes
+            .iter()
+            .map(|n| DetailLine::text(format!("note: {n}"))),
+    );
     let row = CallRow {
         conn: c.conn,
         stream: c.stream,
@@ -871,10 +884,7 @@ impl Builder {
 
     fn conn_end(&mut self, e: &ConnectionEnd) {
         let index = self.conn_index(e.conn, None);
-        let calls = self
-            .calls
-            .range((e.conn, 0)..=(e.conn, u32::MAX))
-            .count();
+        let calls = self.calls.range((e.conn, 0)..=(e.conn, u32::MAX)).count();
         let keys: Vec<(u64, u32)> = self
             .calls
             .range((e.conn, 0)..=(e.conn, u32::MAX))

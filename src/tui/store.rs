@@ -303,7 +303,10 @@ mod tests {
             let d = decode(&whole[..cut]);
             assert!(d.lines.len() <= 3);
         }
-        let past = Stored { at: 1 << 40, len: 8 };
+        let past = Stored {
+            at: 1 << 40,
+            len: 8,
+        };
         let (_, r) = in_memory();
         assert_eq!(r.get(past), Detail::default());
     }

@@ -266,12 +266,7 @@ fn window(
     top: &Cell<usize>,
 ) -> (std::ops::Range<usize>, Option<usize>) {
     // Borders and the header row take three lines.
-    window_rows(
-        len,
-        selected,
-        (area.height as usize).saturating_sub(3),
-        top,
-    )
+    window_rows(len, selected, (area.height as usize).saturating_sub(3), top)
 }
 
 /// [`window`] for a body of `body` lines.

@@ -743,7 +743,11 @@ fn field_spans_tile_the_block() {
     // Each C.5 and C.6 block, decoded in sequence, and one with a size update in front.
     for blocks in [C5, C6] {
         let mut d = decoder_256();
-        for block in blocks.iter().map(|b| b.to_string()).chain(["3fe1 01 88".to_string()]) {
+        for block in blocks
+            .iter()
+            .map(|b| b.to_string())
+            .chain(["3fe1 01 88".to_string()])
+        {
             let bytes = hex(&block);
             let spans = field_spans(&bytes);
             let fields = decode(&mut d, &block).unwrap();
