@@ -191,7 +191,8 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
         }
     }
 
-    fn frame(&mut self, f: &FrameEvent) {
+    /// Follows one frame; the same as passing it as an event, without giving it away.
+    pub fn frame(&mut self, f: &FrameEvent) {
         let o = &f.origin;
         let h = self
             .conns

@@ -184,6 +184,43 @@ pub fn header_value(h: &HeaderField) -> String {
     }
 }
 
+/// [`lossless`] for writers: shown without building a string first.
+pub struct Lossless<'a>(pub &'a [u8]);
+
+impl std::fmt::Display for Lossless<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for chunk in self.0.utf8_chunks() {
+            f.write_str(chunk.valid())?;
+            for b in chunk.invalid() {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A header's name, or its value, as [`header_name`] and [`header_value`] show them.
+pub struct HeaderText<'a> {
+    pub field: &'a HeaderField,
+    pub value: bool,
+}
+
+impl std::fmt::Display for HeaderText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let h = self.field;
+        let (unknown, bytes) = if self.value {
+            (h.value_unknown, &h.value)
+        } else {
+            (h.name_unknown, &h.name)
+        };
+        if unknown {
+            write!(f, "<unknown dynamic #{}>", unknown_index(h))
+        } else {
+            Lossless(bytes).fmt(f)
+        }
+    }
+}
+
 /// Bytes as text: UTF-8 as is, other bytes escaped as `\xNN`, so nothing is ever dropped.
 pub fn lossless(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
@@ -256,5 +293,6 @@ mod tests {
     #[test]
     fn lossless_escapes_invalid_utf8() {
         assert_eq!(lossless(b"ok\xff\xfeend"), "ok\\xff\\xfeend");
+        assert_eq!(Lossless(b"ok\xff\xfeend").to_string(), "ok\\xff\\xfeend");
     }
 }

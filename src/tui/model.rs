@@ -13,11 +13,11 @@ use std::ops::Range;
 
 use crate::analysis::health::ConnectionHealth;
 use crate::event::{ConnectionEnd, Event, FrameDetail, FrameEvent, MessageEvent, Sink};
-use crate::http2::call::{grpc_status_name, header_name, header_value, lossless, Call, CallEnd};
+use crate::http2::call::{grpc_status_name, header_value, lossless, Call, CallEnd, HeaderText};
 use crate::http2::frame::{error_code_name, flags, setting, FrameType, FRAME_HEADER_LEN};
 use crate::http2::hpack::{field_spans, HeaderField, Representation};
 
-use super::store::{Detail, DetailLine, StoreReader, StoreWriter, Stored};
+use super::store::{Detail, DetailLine, DetailWriter, StoreReader, StoreWriter, Stored};
 
 #[derive(Debug, Clone)]
 pub struct FrameRow {
@@ -315,13 +315,15 @@ fn fragment_start(f: &FrameEvent) -> Option<usize> {
     }
 }
 
-/// The frame's summary line and its detail, each detail line with the bytes it describes.
-fn frame_detail(f: &FrameEvent) -> (String, Detail) {
+/// Writes the frame's detail into `w`, each line with the bytes it describes, and returns the
+/// frame's one-line summary.
+fn frame_detail(f: &FrameEvent, w: &mut DetailWriter) -> String {
     let h = &f.header;
     let end = FRAME_HEADER_LEN + h.length as usize;
     let mut summary = String::new();
-    let mut lines = vec![DetailLine::bytes(
-        format!(
+    w.line(
+        Some(0..FRAME_HEADER_LEN),
+        format_args!(
             "{} frame, stream {}, {} bytes, flags 0x{:02x} {}",
             h.kind.name(),
             h.stream,
@@ -329,21 +331,29 @@ fn frame_detail(f: &FrameEvent) -> (String, Detail) {
             h.flags,
             h.kind.flag_names(h.flags).join(" ")
         ),
-        0..FRAME_HEADER_LEN,
-    )];
-    let at = |off: usize, len: usize| FRAME_HEADER_LEN + off..FRAME_HEADER_LEN + off + len;
-    let pad_line = |lines: &mut Vec<DetailLine>, pad: Option<u8>| {
+    );
+    let at = |off: usize, len: usize| Some(FRAME_HEADER_LEN + off..FRAME_HEADER_LEN + off + len);
+    let pad_line = |w: &mut DetailWriter, pad: Option<u8>| {
         if let Some(p) = pad {
-            lines.push(DetailLine::bytes(format!("  pad length {p}"), at(0, 1)));
+            w.line(at(0, 1), format_args!("  pad length {p}"));
         }
     };
-    let padding_line = |lines: &mut Vec<DetailLine>, pad: Option<u8>| {
+    let padding_line = |w: &mut DetailWriter, pad: Option<u8>| {
         if let Some(p) = pad.filter(|&p| p > 0) {
-            lines.push(DetailLine::bytes(
-                format!("  padding, {p} bytes"),
-                end.saturating_sub(p as usize)..end,
-            ));
+            let span = end.saturating_sub(p as usize)..end;
+            w.line(Some(span), format_args!("  padding, {p} bytes"));
         }
+    };
+    let priority = |w: &mut DetailWriter, p: &crate::http2::frame::PriorityInfo, off: usize| {
+        w.line(
+            at(off, 5),
+            format_args!(
+                "  depends on stream {}{}, weight {}",
+                p.depends_on,
+                if p.exclusive { " (exclusive)" } else { "" },
+                p.weight as u16 + 1
+            ),
+        );
     };
     match &f.detail {
         FrameDetail::Settings { ack, settings } => {
@@ -355,51 +365,42 @@ fn frame_detail(f: &FrameEvent) -> (String, Detail) {
                     .map(String::from)
                     .unwrap_or(format!("0x{:x}", s.id));
                 summary.push_str(&format!("{name}={} ", s.value));
-                lines.push(DetailLine::bytes(
-                    format!("  {name} = {}", s.value),
-                    at(6 * i, 6),
-                ));
+                w.line(at(6 * i, 6), format_args!("  {name} = {}", s.value));
             }
         }
         FrameDetail::RstStream { error_code: c } => {
             summary = error_code(*c);
-            lines.push(DetailLine::bytes(
-                format!("  error code {}", error_code(*c)),
-                at(0, 4),
-            ));
+            w.line(at(0, 4), format_args!("  error code {summary}"));
         }
         FrameDetail::GoAway {
             last_stream_id,
             error_code: c,
             debug_data,
         } => {
-            summary = format!("last={last_stream_id} {}", error_code(*c));
-            lines.push(DetailLine::bytes(
-                format!("  last stream id {last_stream_id}"),
-                at(0, 4),
-            ));
-            lines.push(DetailLine::bytes(
-                format!("  error code {}", error_code(*c)),
-                at(4, 4),
-            ));
-            lines.push(DetailLine::bytes(
-                format!("  debug data: {:?}", lossless(debug_data)),
+            let code = error_code(*c);
+            summary = format!("last={last_stream_id} {code}");
+            w.line(at(0, 4), format_args!("  last stream id {last_stream_id}"));
+            w.line(at(4, 4), format_args!("  error code {code}"));
+            w.line(
                 at(8, debug_data.len()),
-            ));
+                format_args!("  debug data: {:?}", lossless(debug_data)),
+            );
         }
         FrameDetail::WindowUpdate { increment } => {
             summary = format!("+{increment}");
-            lines.push(DetailLine::bytes(
-                format!("  window size increment {increment}"),
+            w.line(
                 at(0, 4),
-            ));
+                format_args!("  window size increment {increment}"),
+            );
         }
         FrameDetail::Ping { ack, opaque } => {
-            summary = format!("{}{}", if *ack { "ACK " } else { "" }, hex::encode(opaque));
-            lines.push(DetailLine::bytes(
-                format!("  opaque data {}", hex::encode(opaque)),
-                at(0, 8),
-            ));
+            let opaque = hex::encode(opaque);
+            w.line(at(0, 8), format_args!("  opaque data {opaque}"));
+            summary = if *ack {
+                format!("ACK {opaque}")
+            } else {
+                opaque
+            };
         }
         FrameDetail::Data {
             data_len,
@@ -407,31 +408,27 @@ fn frame_detail(f: &FrameEvent) -> (String, Detail) {
             missing,
         } => {
             summary = format!("{data_len} bytes of data");
-            pad_line(&mut lines, *pad_len);
+            pad_line(w, *pad_len);
             let off = usize::from(pad_len.is_some());
-            lines.push(DetailLine::bytes(
-                format!("  data, {data_len} bytes"),
+            w.line(
                 at(off, *data_len as usize),
-            ));
-            padding_line(&mut lines, *pad_len);
+                format_args!("  data, {data_len} bytes"),
+            );
+            padding_line(w, *pad_len);
             if *missing > 0 {
-                lines.push(DetailLine::text(format!(
-                    "  {missing} bytes missing from the capture"
-                )));
+                w.line(
+                    None,
+                    format_args!("  {missing} bytes missing from the capture"),
+                );
             }
         }
-        FrameDetail::Headers { priority, pad_len } => {
-            pad_line(&mut lines, *pad_len);
-            if let Some(p) = priority {
-                lines.push(DetailLine::bytes(
-                    format!(
-                        "  depends on stream {}{}, weight {}",
-                        p.depends_on,
-                        if p.exclusive { " (exclusive)" } else { "" },
-                        p.weight as u16 + 1
-                    ),
-                    at(usize::from(pad_len.is_some()), 5),
-                ));
+        FrameDetail::Headers {
+            priority: p,
+            pad_len,
+        } => {
+            pad_line(w, *pad_len);
+            if let Some(p) = p {
+                priority(w, p, usize::from(pad_len.is_some()));
             }
         }
         FrameDetail::PushPromise {
@@ -439,23 +436,15 @@ fn frame_detail(f: &FrameEvent) -> (String, Detail) {
             pad_len,
         } => {
             summary = format!("promised {promised_stream}");
-            pad_line(&mut lines, *pad_len);
-            lines.push(DetailLine::bytes(
-                format!("  promised stream {promised_stream}"),
+            pad_line(w, *pad_len);
+            w.line(
                 at(usize::from(pad_len.is_some()), 4),
-            ));
+                format_args!("  promised stream {promised_stream}"),
+            );
         }
         FrameDetail::Priority(p) => {
             summary = format!("depends on {} weight {}", p.depends_on, p.weight as u16 + 1);
-            lines.push(DetailLine::bytes(
-                format!(
-                    "  depends on stream {}{}, weight {}",
-                    p.depends_on,
-                    if p.exclusive { " (exclusive)" } else { "" },
-                    p.weight as u16 + 1
-                ),
-                at(0, 5),
-            ));
+            priority(w, p, 0);
         }
         FrameDetail::Malformed(e) => summary = format!("malformed: {e}"),
         _ => {}
@@ -492,97 +481,107 @@ fn frame_detail(f: &FrameEvent) -> (String, Detail) {
             _ => Vec::new(),
         };
         let spans = (spans.len() == list.len()).then_some(spans);
-        lines.push(match fragment {
-            Some(start) if spans.is_some() => {
-                DetailLine::bytes("  headers:", start..end.saturating_sub(pad))
-            }
-            _ => DetailLine::text("  headers:"),
-        });
+        let block = fragment
+            .filter(|_| spans.is_some())
+            .map(|start| start..end.saturating_sub(pad));
+        w.line(block, format_args!("  headers:"));
         for (i, field) in list.iter().enumerate() {
-            let text = format!(
-                "    {}: {}    [{}]",
-                header_name(field),
-                header_value(field),
-                repr(&field.repr)
+            w.line(
+                spans.as_ref().map(|s| s[i].clone()),
+                format_args!(
+                    "    {}: {}    [{}]",
+                    HeaderText {
+                        field,
+                        value: false
+                    },
+                    HeaderText { field, value: true },
+                    repr(&field.repr)
+                ),
             );
-            lines.push(DetailLine {
-                text,
-                span: spans.as_ref().map(|s| s[i].clone()),
-            });
         }
         if let FrameDetail::Headers { pad_len, .. } = f.detail {
-            padding_line(&mut lines, pad_len);
+            padding_line(w, pad_len);
         }
     }
     for n in &f.notes {
-        lines.push(DetailLine::text(format!("  note: {n}")));
+        w.line(None, format_args!("  note: {n}"));
     }
-    (
-        summary,
-        Detail {
-            lines,
-            raw: f.raw.clone(),
-        },
-    )
+    summary
 }
 
-fn message_detail(m: &MessageEvent) -> (String, Detail) {
+/// Writes a message's detail into `w` and returns its summary.
+fn message_detail(m: &MessageEvent, w: &mut DetailWriter) -> String {
     let d = &m.decoded;
-    let mut lines = vec![DetailLine::text(format!(
-        "{} message #{}, {} bytes{}{}",
-        m.side.as_str(),
-        m.index,
-        d.length,
-        if d.compressed { ", compressed" } else { "" },
-        d.encoding
-            .as_deref()
-            .map(|e| format!(" ({e})"))
-            .unwrap_or_default()
-    ))];
+    w.line(
+        None,
+        format_args!(
+            "{} message #{}, {} bytes{}{}",
+            m.side.as_str(),
+            m.index,
+            d.length,
+            if d.compressed { ", compressed" } else { "" },
+            d.encoding
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        ),
+    );
     if let Some(t) = &d.type_name {
-        lines.push(DetailLine::text(format!("  type {t}")));
+        w.line(None, format_args!("  type {t}"));
     }
     if let Some(p) = &d.problem {
-        lines.push(DetailLine::text(format!("  note: {p}")));
+        w.line(None, format_args!("  note: {p}"));
     }
-    let summary = match (&d.json, &d.fields) {
+    match (&d.json, &d.fields) {
         (Some(j), _) => {
             let pretty = serde_json::to_string_pretty(j).unwrap_or_default();
-            lines.extend(pretty.lines().map(|l| DetailLine::text(format!("  {l}"))));
+            for l in pretty.lines() {
+                w.line(None, format_args!("  {l}"));
+            }
             j.to_string()
         }
         (None, Some(f)) => {
             let pretty = serde_json::to_string_pretty(f).unwrap_or_default();
-            lines.push(DetailLine::text("  schema-less fields:"));
-            lines.extend(pretty.lines().map(|l| DetailLine::text(format!("  {l}"))));
+            w.line(None, format_args!("  schema-less fields:"));
+            for l in pretty.lines() {
+                w.line(None, format_args!("  {l}"));
+            }
             "(no schema)".into()
         }
         _ => String::new(),
-    };
-    (summary, Detail { lines, raw: None })
+    }
 }
 
-fn headers_detail(lines: &mut Vec<DetailLine>, title: &str, list: &[HeaderField]) {
-    lines.push(DetailLine::text(format!("{title}:")));
-    lines.extend(
-        list.iter()
-            .map(|h| DetailLine::text(format!("  {}: {}", header_name(h), header_value(h)))),
-    );
+fn headers_detail(w: &mut DetailWriter, title: &str, list: &[HeaderField]) {
+    w.line(None, format_args!("{title}:"));
+    for field in list {
+        w.line(
+            None,
+            format_args!(
+                "  {}: {}",
+                HeaderText {
+                    field,
+                    value: false
+                },
+                HeaderText { field, value: true }
+            ),
+        );
+    }
 }
 
-fn call_row(c: &Call) -> (CallRow, Detail) {
+/// A call's row, with its detail written into `w`.
+fn call_row(c: &Call, w: &mut DetailWriter) -> CallRow {
     let grpc_status = c.grpc_status();
     let problem = matches!(c.end, CallEnd::Reset { .. } | CallEnd::Unfinished)
         || grpc_status.is_some_and(|g| g != 0)
         || c.status().is_some_and(|s| s >= 400);
-    let mut lines = Vec::new();
     for (title, list) in [
         ("request headers", &c.request_headers),
         ("response headers", &c.response_headers),
         ("trailers", &c.response_trailers),
     ] {
         if let Some(list) = list {
-            headers_detail(&mut lines, title, list);
+            headers_detail(w, title, list);
         }
     }
     if let CallEnd::Reset {
@@ -590,18 +589,19 @@ fn call_row(c: &Call) -> (CallRow, Detail) {
         error_code,
     } = c.end
     {
-        lines.push(DetailLine::text(format!(
-            "reset by the {} ({})",
-            if by_client { "client" } else { "server" },
-            error_code_name(error_code).unwrap_or("?")
-        )));
+        w.line(
+            None,
+            format_args!(
+                "reset by the {} ({})",
+                if by_client { "client" } else { "server" },
+                error_code_name(error_code).unwrap_or("?")
+            ),
+        );
     }
-    lines.extend(
-        c.notes
-            .iter()
-            .map(|n| DetailLine::text(format!("note: {n}"))),
-    );
-    let row = CallRow {
+    for n in &c.notes {
+        w.line(None, format_args!("note: {n}"));
+    }
+    CallRow {
         conn: c.conn,
         stream: c.stream,
         method: c.method().unwrap_or_else(|| "-".into()),
@@ -618,15 +618,24 @@ fn call_row(c: &Call) -> (CallRow, Detail) {
         open: false,
         items: Vec::new(),
         stored: Stored::default(),
-    };
-    (row, Detail { lines, raw: None })
+    }
 }
 
 /// A call the builder has given a row to.
 struct OpenCall {
     index: usize,
-    /// The row as last sent, and the detail lines seen so far, while the call is in progress.
-    progress: Option<(CallRow, Vec<DetailLine>)>,
+    /// What is known while the call is in progress; `None` once it ended.
+    progress: Option<Box<Progress>>,
+}
+
+/// A call in progress: its row, and the header lists (with their titles) and reset seen so
+/// far. Its row and detail are sent when the batch is taken, and only if the call is still in
+/// progress then: most calls end within their batch and never cost a provisional detail.
+struct Progress {
+    row: CallRow,
+    headers: Vec<(&'static str, Vec<HeaderField>)>,
+    reset: Option<u32>,
+    dirty: bool,
 }
 
 type Reports = std::rc::Rc<std::cell::RefCell<HashMap<u64, ConnectionHealth>>>;
@@ -634,10 +643,14 @@ type Reports = std::rc::Rc<std::cell::RefCell<HashMap<u64, ConnectionHealth>>>;
 /// Turns events into [`Update`]s, writing each row's detail to the store.
 pub struct Builder {
     store: StoreWriter,
+    /// Reused for every frame's detail.
+    scratch: DetailWriter,
     out: Vec<Update>,
     /// Rows of calls by (connection, stream), kept until the connection ends so that frames
     /// after a call's end (a late WINDOW_UPDATE, a RST_STREAM) still land on its row.
     calls: BTreeMap<(u64, u32), OpenCall>,
+    /// Calls in progress whose row changed since the last batch.
+    dirty: Vec<(u64, u32)>,
     conns: HashMap<u64, usize>,
     n_calls: usize,
     n_conns: usize,
@@ -655,8 +668,10 @@ impl Builder {
         let sink = reports.clone();
         Builder {
             store,
+            scratch: DetailWriter::new(),
             out: Vec::new(),
             calls: BTreeMap::new(),
+            dirty: Vec::new(),
             conns: HashMap::new(),
             n_calls: 0,
             n_conns: 0,
@@ -671,6 +686,33 @@ impl Builder {
 
     /// The updates made since the last call, with their details readable from the store.
     pub fn take(&mut self) -> Vec<Update> {
+        for key in std::mem::take(&mut self.dirty) {
+            let Some(OpenCall {
+                index,
+                progress: Some(p),
+            }) = self.calls.get_mut(&key)
+            else {
+                continue;
+            };
+            let index = *index;
+            p.dirty = false;
+            let w = &mut self.scratch;
+            w.line(None, format_args!("call in progress"));
+            for (title, list) in &p.headers {
+                headers_detail(w, title, list);
+            }
+            if let Some(c) = p.reset {
+                w.line(None, format_args!("reset ({})", error_code(c)));
+            }
+            let mut row = p.row.clone();
+            row.stored = Self::store(
+                &mut self.store,
+                &mut self.scratch,
+                None,
+                &mut self.store_error,
+            );
+            self.out.push(Update::Call { index, row });
+        }
         if let Err(e) = self.store.flush() {
             self.store_error.get_or_insert(e);
         }
@@ -680,6 +722,28 @@ impl Builder {
     /// Updates waiting to be taken.
     pub fn pending(&self) -> usize {
         self.out.len()
+    }
+
+    /// Stores the detail written in the scratch writer, with the frame's bytes `raw`.
+    fn store_scratch(&mut self, raw: Option<&[u8]>) -> Stored {
+        Self::store(
+            &mut self.store,
+            &mut self.scratch,
+            raw,
+            &mut self.store_error,
+        )
+    }
+
+    fn store(
+        store: &mut StoreWriter,
+        w: &mut DetailWriter,
+        raw: Option<&[u8]>,
+        error: &mut Option<std::io::Error>,
+    ) -> Stored {
+        store.put_written(w, raw).unwrap_or_else(|e| {
+            error.get_or_insert(e);
+            Stored::default()
+        })
     }
 
     fn put(&mut self, d: &Detail) -> Stored {
@@ -757,29 +821,32 @@ impl Builder {
             (conn, stream),
             OpenCall {
                 index,
-                progress: Some((row, Vec::new())),
+                progress: Some(Box::new(Progress {
+                    row,
+                    headers: Vec::new(),
+                    reset: None,
+                    dirty: false,
+                })),
             },
         );
         index
     }
 
-    /// A call in progress learnt something from a frame: send its row again.
+    /// A call in progress learnt something from a frame: its row is sent again with the batch.
     fn progress(&mut self, f: &FrameEvent) {
         let key = (f.origin.conn, f.header.stream);
         let Some(OpenCall {
-            index,
-            progress: Some((mut row, mut lines)),
-        }) = self.calls.remove(&key)
+            progress: Some(p), ..
+        }) = self.calls.get_mut(&key)
         else {
             return;
         };
+        let row = &mut p.row;
         if let Some(list) = &f.headers {
-            let title = if pick(list, ":method").is_some() {
-                if let Some(m) = pick(list, ":method") {
-                    row.method = m;
-                }
-                if let Some(p) = pick(list, ":path") {
-                    row.path = p;
+            let title = if let Some(m) = pick(list, ":method") {
+                row.method = m;
+                if let Some(path) = pick(list, ":path") {
+                    row.path = path;
                 }
                 "request headers"
             } else if let Some(s) = pick(list, ":status") {
@@ -792,30 +859,17 @@ impl Builder {
                 row.grpc_status = g.trim().parse().ok();
                 row.problem |= row.grpc_status.is_some_and(|g| g != 0);
             }
-            headers_detail(&mut lines, title, list);
+            p.headers.push((title, list.clone()));
         }
         if let FrameDetail::RstStream { error_code: c } = f.detail {
             row.problem = true;
-            lines.push(DetailLine::text(format!("reset ({})", error_code(c))));
+            p.reset = Some(c);
         }
         row.duration_ms = f.origin.ts_ns.saturating_sub(row.start_ts_ns) as f64 / 1e6;
-        let mut shown = lines.clone();
-        shown.insert(0, DetailLine::text("call in progress"));
-        row.stored = self.put(&Detail {
-            lines: shown,
-            raw: None,
-        });
-        self.out.push(Update::Call {
-            index,
-            row: row.clone(),
-        });
-        self.calls.insert(
-            key,
-            OpenCall {
-                index,
-                progress: Some((row, lines)),
-            },
-        );
+        if !p.dirty {
+            p.dirty = true;
+            self.dirty.push(key);
+        }
     }
 
     fn frame(&mut self, f: &FrameEvent) {
@@ -829,8 +883,8 @@ impl Builder {
         } else {
             Owner::Call(self.call_index(f.origin.conn, f.header.stream, f.origin.ts_ns))
         };
-        let (summary, detail) = frame_detail(f);
-        let stored = self.put(&detail);
+        let summary = frame_detail(f, &mut self.scratch);
+        let stored = self.store_scratch(f.raw.as_deref());
         let h = &f.header;
         self.out.push(Update::Item {
             owner,
@@ -856,8 +910,8 @@ impl Builder {
     fn message(&mut self, m: &MessageEvent) {
         self.conn_index(m.origin.conn, None);
         let call = self.call_index(m.origin.conn, m.stream, m.origin.ts_ns);
-        let (summary, detail) = message_detail(m);
-        let stored = self.put(&detail);
+        let summary = message_detail(m, &mut self.scratch);
+        let stored = self.store_scratch(None);
         self.out.push(Update::Item {
             owner: Owner::Call(call),
             item: Item::Message {
@@ -877,8 +931,8 @@ impl Builder {
         if let Some(open) = self.calls.get_mut(&(c.conn, c.stream)) {
             open.progress = None;
         }
-        let (mut row, detail) = call_row(c);
-        row.stored = self.put(&detail);
+        let mut row = call_row(c, &mut self.scratch);
+        row.stored = self.store_scratch(None);
         self.out.push(Update::Call { index, row });
     }
 
@@ -928,7 +982,7 @@ impl Sink for Builder {
         match event {
             Event::Frame(f) => {
                 self.frame(&f);
-                self.health.event(Event::Frame(f));
+                self.health.frame(&f);
             }
             Event::Message(m) => self.message(&m),
             Event::Call(c) => {

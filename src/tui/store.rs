@@ -53,6 +53,8 @@ pub struct Stored {
 pub struct StoreWriter {
     sink: Sink,
     len: u64,
+    /// A write failed part-way: offsets after it would be wrong, so nothing more is stored.
+    broken: bool,
 }
 
 enum Sink {
@@ -83,6 +85,7 @@ pub fn new() -> (StoreWriter, StoreReader) {
                 StoreWriter {
                     sink: Sink::File(BufWriter::with_capacity(1 << 16, file)),
                     len: 0,
+                    broken: false,
                 },
                 StoreReader {
                     source: Source::File(Arc::new(read)),
@@ -100,6 +103,7 @@ pub fn in_memory() -> (StoreWriter, StoreReader) {
         StoreWriter {
             sink: Sink::Memory(bytes.clone()),
             len: 0,
+            broken: false,
         },
         StoreReader {
             source: Source::Memory(bytes),
@@ -139,31 +143,70 @@ fn put_u32(out: &mut Vec<u8>, v: u32) {
 
 const NONE: u32 = u32::MAX;
 
+/// Writes a detail in its stored form as it is made, line by line, into a buffer used again
+/// for the next one: a million frames' details are built without a string per line.
+#[derive(Debug, Default)]
+pub struct DetailWriter {
+    buf: Vec<u8>,
+    lines: u32,
+}
+
+impl DetailWriter {
+    pub fn new() -> Self {
+        let mut w = DetailWriter::default();
+        w.clear();
+        w
+    }
+
+    /// Starts a new detail.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.lines = 0;
+        put_u32(&mut self.buf, 0);
+    }
+
+    /// Adds a line, and the bytes of the frame it describes if any.
+    pub fn line(&mut self, span: Option<Range<usize>>, text: std::fmt::Arguments<'_>) {
+        use std::io::Write as _;
+        let (start, end) = span.map_or((NONE, NONE), |s| (s.start as u32, s.end as u32));
+        put_u32(&mut self.buf, start);
+        put_u32(&mut self.buf, end);
+        let at = self.buf.len();
+        put_u32(&mut self.buf, 0);
+        // Writing to a Vec cannot fail.
+        let _ = self.buf.write_fmt(text);
+        let len = (self.buf.len() - at - 4) as u32;
+        self.buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        self.lines += 1;
+    }
+
+    /// Ends the detail with the frame's bytes (if any) and returns its stored form.
+    fn finish(&mut self, raw: Option<&[u8]>) -> &[u8] {
+        match raw {
+            Some(r) => {
+                put_u32(&mut self.buf, r.len() as u32);
+                self.buf.extend_from_slice(r);
+            }
+            None => put_u32(&mut self.buf, NONE),
+        }
+        self.buf[..4].copy_from_slice(&self.lines.to_le_bytes());
+        &self.buf
+    }
+}
+
+#[cfg(test)]
 fn encode(d: &Detail) -> Vec<u8> {
-    let mut out = Vec::new();
-    put_u32(&mut out, d.lines.len() as u32);
-    for l in &d.lines {
-        match &l.span {
-            Some(s) => {
-                put_u32(&mut out, s.start as u32);
-                put_u32(&mut out, s.end as u32);
-            }
-            None => {
-                put_u32(&mut out, NONE);
-                put_u32(&mut out, NONE);
-            }
+    let mut w = DetailWriter::new();
+    w.fill(d);
+    w.finish(d.raw.as_deref()).to_vec()
+}
+
+impl DetailWriter {
+    fn fill(&mut self, d: &Detail) {
+        for l in &d.lines {
+            self.line(l.span.clone(), format_args!("{}", l.text));
         }
-        put_u32(&mut out, l.text.len() as u32);
-        out.extend_from_slice(l.text.as_bytes());
     }
-    match &d.raw {
-        Some(r) => {
-            put_u32(&mut out, r.len() as u32);
-            out.extend_from_slice(r);
-        }
-        None => put_u32(&mut out, NONE),
-    }
-    out
 }
 
 /// Reads back what [`encode`] wrote; a damaged record gives what could be read.
@@ -203,20 +246,38 @@ fn decode(mut b: &[u8]) -> Detail {
 impl StoreWriter {
     /// Appends a detail; readers see it after the next [`flush`](Self::flush).
     pub fn put(&mut self, d: &Detail) -> io::Result<Stored> {
-        let bytes = encode(d);
-        let at = self.len;
-        match &mut self.sink {
-            Sink::File(f) => f.write_all(&bytes)?,
-            Sink::Memory(m) => m
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend_from_slice(&bytes),
+        let mut w = DetailWriter::new();
+        w.fill(d);
+        self.put_written(&mut w, d.raw.as_deref())
+    }
+
+    /// Appends the detail written in `w`, with the frame's bytes `raw`, and clears `w`.
+    pub fn put_written(&mut self, w: &mut DetailWriter, raw: Option<&[u8]>) -> io::Result<Stored> {
+        if self.broken {
+            w.clear();
+            return Err(io::Error::other("the detail store failed earlier"));
         }
-        self.len += bytes.len() as u64;
-        Ok(Stored {
-            at,
+        let bytes = w.finish(raw);
+        let written = match &mut self.sink {
+            Sink::File(f) => f.write_all(bytes),
+            Sink::Memory(m) => {
+                m.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(bytes);
+                Ok(())
+            }
+        };
+        let stored = Stored {
+            at: self.len,
             len: bytes.len() as u32,
-        })
+        };
+        w.clear();
+        if let Err(e) = written {
+            self.broken = true;
+            return Err(e);
+        }
+        self.len += u64::from(stored.len);
+        Ok(stored)
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
