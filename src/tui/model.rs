@@ -13,6 +13,7 @@ use std::ops::Range;
 
 use crate::analysis::health::ConnectionHealth;
 use crate::event::{ConnectionEnd, Event, FrameDetail, FrameEvent, MessageEvent, Sink};
+use crate::grpc::Side;
 use crate::http2::call::{grpc_status_name, header_value, lossless, Call, CallEnd, HeaderText};
 use crate::http2::frame::{error_code_name, flags, setting, FrameType, FRAME_HEADER_LEN};
 use crate::http2::hpack::{field_spans, HeaderField, Representation};
@@ -29,7 +30,6 @@ pub struct FrameRow {
     pub kind: FrameType,
     pub flags: u8,
     pub length: u32,
-    pub summary: Box<str>,
     pub stored: Stored,
 }
 
@@ -40,9 +40,8 @@ pub enum Item {
     Message {
         packet: u64,
         ts_ns: i64,
-        side: &'static str,
+        side: Side,
         index: u32,
-        summary: Box<str>,
         stored: Stored,
     },
 }
@@ -201,7 +200,7 @@ impl Model {
                 let list = match owner {
                     Owner::Call(c) => self.calls.get_mut(c).map(|row| {
                         if let (true, Item::Message { side, .. }) = (row.open, &item) {
-                            if *side == "request" {
+                            if *side == Side::Request {
                                 row.messages.0 += 1;
                             } else {
                                 row.messages.1 += 1;
@@ -246,6 +245,14 @@ impl Model {
 
     fn fetch(&self, s: Stored) -> Detail {
         self.store.as_ref().map(|r| r.get(s)).unwrap_or_default()
+    }
+
+    /// The one-line summary of item `i`, read back from the store (rows on screen only).
+    pub fn item_summary(&self, i: usize) -> String {
+        match (self.items.get(i), &self.store) {
+            (Some(it), Some(r)) => r.summary(it.stored()),
+            _ => String::new(),
+        }
     }
 
     /// The detail of item `i` (a frame or a message), read back from the store.
@@ -708,6 +715,7 @@ impl Builder {
             row.stored = Self::store(
                 &mut self.store,
                 &mut self.scratch,
+                "",
                 None,
                 &mut self.store_error,
             );
@@ -725,10 +733,11 @@ impl Builder {
     }
 
     /// Stores the detail written in the scratch writer, with the frame's bytes `raw`.
-    fn store_scratch(&mut self, raw: Option<&[u8]>) -> Stored {
+    fn store_scratch(&mut self, summary: &str, raw: Option<&[u8]>) -> Stored {
         Self::store(
             &mut self.store,
             &mut self.scratch,
+            summary,
             raw,
             &mut self.store_error,
         )
@@ -737,10 +746,11 @@ impl Builder {
     fn store(
         store: &mut StoreWriter,
         w: &mut DetailWriter,
+        summary: &str,
         raw: Option<&[u8]>,
         error: &mut Option<std::io::Error>,
     ) -> Stored {
-        store.put_written(w, raw).unwrap_or_else(|e| {
+        store.put_written(w, summary, raw).unwrap_or_else(|e| {
             error.get_or_insert(e);
             Stored::default()
         })
@@ -769,6 +779,7 @@ impl Builder {
             .map(|f| (f.origin.src.to_string(), f.origin.dst.to_string()))
             .unwrap_or_default();
         let stored = self.put(&Detail {
+            summary: String::new(),
             lines: vec![DetailLine::text(
                 "connection in progress: its health report comes when it ends",
             )],
@@ -884,7 +895,7 @@ impl Builder {
             Owner::Call(self.call_index(f.origin.conn, f.header.stream, f.origin.ts_ns))
         };
         let summary = frame_detail(f, &mut self.scratch);
-        let stored = self.store_scratch(f.raw.as_deref());
+        let stored = self.store_scratch(&summary, f.raw.as_deref());
         let h = &f.header;
         self.out.push(Update::Item {
             owner,
@@ -896,7 +907,6 @@ impl Builder {
                 kind: h.kind,
                 flags: h.flags,
                 length: h.length,
-                summary: summary.into(),
                 stored,
             }),
         });
@@ -911,15 +921,14 @@ impl Builder {
         self.conn_index(m.origin.conn, None);
         let call = self.call_index(m.origin.conn, m.stream, m.origin.ts_ns);
         let summary = message_detail(m, &mut self.scratch);
-        let stored = self.store_scratch(None);
+        let stored = self.store_scratch(&summary, None);
         self.out.push(Update::Item {
             owner: Owner::Call(call),
             item: Item::Message {
                 packet: m.origin.packet,
                 ts_ns: m.origin.ts_ns,
-                side: m.side.as_str(),
+                side: m.side,
                 index: m.index,
-                summary: summary.into(),
                 stored,
             },
         });
@@ -932,7 +941,7 @@ impl Builder {
             open.progress = None;
         }
         let mut row = call_row(c, &mut self.scratch);
-        row.stored = self.store_scratch(None);
+        row.stored = self.store_scratch("", None);
         self.out.push(Update::Call { index, row });
     }
 
@@ -959,7 +968,11 @@ impl Builder {
                     .collect()
             })
             .unwrap_or_default();
-        let stored = self.put(&Detail { lines, raw: None });
+        let stored = self.put(&Detail {
+            summary: String::new(),
+            lines,
+            raw: None,
+        });
         self.out.push(Update::Conn {
             index,
             row: ConnRow {

@@ -37,6 +37,9 @@ impl DetailLine {
 /// What the detail and hex panes show for one frame or message.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Detail {
+    /// The row's one-line summary: kept here rather than in the index, and read back for the
+    /// rows on screen only.
+    pub summary: String,
     pub lines: Vec<DetailLine>,
     /// The frame's bytes (header first), for the hex pane.
     pub raw: Option<Vec<u8>>,
@@ -198,7 +201,11 @@ impl DetailWriter {
 fn encode(d: &Detail) -> Vec<u8> {
     let mut w = DetailWriter::new();
     w.fill(d);
-    w.finish(d.raw.as_deref()).to_vec()
+    let mut out = Vec::new();
+    put_u32(&mut out, d.summary.len() as u32);
+    out.extend_from_slice(d.summary.as_bytes());
+    out.extend_from_slice(w.finish(d.raw.as_deref()));
+    out
 }
 
 impl DetailWriter {
@@ -222,6 +229,10 @@ fn decode(mut b: &[u8]) -> Detail {
         Some(head)
     }
     let mut d = Detail::default();
+    let Some(summary) = u32_of(&mut b).and_then(|n| bytes(&mut b, n)) else {
+        return d;
+    };
+    d.summary = String::from_utf8_lossy(summary).into_owned();
     let Some(n) = u32_of(&mut b) else { return d };
     for _ in 0..n {
         let (Some(start), Some(end), Some(len)) = (u32_of(&mut b), u32_of(&mut b), u32_of(&mut b))
@@ -248,28 +259,35 @@ impl StoreWriter {
     pub fn put(&mut self, d: &Detail) -> io::Result<Stored> {
         let mut w = DetailWriter::new();
         w.fill(d);
-        self.put_written(&mut w, d.raw.as_deref())
+        self.put_written(&mut w, &d.summary, d.raw.as_deref())
     }
 
-    /// Appends the detail written in `w`, with the frame's bytes `raw`, and clears `w`.
-    pub fn put_written(&mut self, w: &mut DetailWriter, raw: Option<&[u8]>) -> io::Result<Stored> {
+    /// Appends the detail written in `w`, with its row's summary and the frame's bytes `raw`,
+    /// and clears `w`.
+    pub fn put_written(
+        &mut self,
+        w: &mut DetailWriter,
+        summary: &str,
+        raw: Option<&[u8]>,
+    ) -> io::Result<Stored> {
         if self.broken {
             w.clear();
             return Err(io::Error::other("the detail store failed earlier"));
         }
+        let head = (summary.len() as u32).to_le_bytes();
         let bytes = w.finish(raw);
+        let parts = [&head[..], summary.as_bytes(), bytes];
         let written = match &mut self.sink {
-            Sink::File(f) => f.write_all(bytes),
+            Sink::File(f) => parts.iter().try_for_each(|p| f.write_all(p)),
             Sink::Memory(m) => {
-                m.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend_from_slice(bytes);
+                let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
+                parts.iter().for_each(|p| m.extend_from_slice(p));
                 Ok(())
             }
         };
         let stored = Stored {
             at: self.len,
-            len: bytes.len() as u32,
+            len: parts.iter().map(|p| p.len() as u32).sum(),
         };
         w.clear();
         if let Err(e) = written {
@@ -301,15 +319,42 @@ impl StoreReader {
     /// The detail stored at `s`; empty if it cannot be read.
     pub fn get(&self, s: Stored) -> Detail {
         let mut buf = vec![0; s.len as usize];
-        let ok = match &self.source {
+        if self.read(s.at, &mut buf) {
+            decode(&buf)
+        } else {
+            Detail::default()
+        }
+    }
+
+    /// Only the summary of the row stored at `s`: it comes first, so a short read does.
+    pub fn summary(&self, s: Stored) -> String {
+        let mut buf = vec![0; (s.len as usize).min(256)];
+        if !self.read(s.at, &mut buf) {
+            return String::new();
+        }
+        let n = buf
+            .first_chunk::<4>()
+            .map_or(0, |h| u32::from_le_bytes(*h) as usize);
+        if n + 4 <= buf.len() {
+            String::from_utf8_lossy(&buf[4..4 + n]).into_owned()
+        } else {
+            self.get(s).summary
+        }
+    }
+
+    fn read(&self, at: u64, buf: &mut [u8]) -> bool {
+        match &self.source {
             #[cfg(unix)]
             Source::File(f) => {
                 use std::os::unix::fs::FileExt;
-                f.read_exact_at(&mut buf, s.at).is_ok()
+                f.read_exact_at(buf, at).is_ok()
             }
             Source::Memory(m) => {
                 let m = m.lock().unwrap_or_else(|e| e.into_inner());
-                match m.get(s.at as usize..s.at as usize + s.len as usize) {
+                let range = usize::try_from(at)
+                    .ok()
+                    .and_then(|a| Some(a..a.checked_add(buf.len())?));
+                match range.and_then(|r| m.get(r)) {
                     Some(b) => {
                         buf.copy_from_slice(b);
                         true
@@ -317,11 +362,6 @@ impl StoreReader {
                     None => false,
                 }
             }
-        };
-        if ok {
-            decode(&buf)
-        } else {
-            Detail::default()
         }
     }
 }
@@ -332,6 +372,7 @@ mod tests {
 
     fn sample(i: usize) -> Detail {
         Detail {
+            summary: format!("summary {i}"),
             lines: vec![
                 DetailLine::bytes(format!("frame {i}"), 0..9),
                 DetailLine::text("  headers:"),
@@ -348,6 +389,7 @@ mod tests {
             w.flush().unwrap();
             for (i, s) in at.iter().enumerate().rev() {
                 assert_eq!(r.get(*s), sample(i));
+                assert_eq!(r.summary(*s), format!("summary {i}"));
             }
             // Appending after reads is fine: reads do not share an offset with the writer.
             let more = w.put(&sample(99)).unwrap();
@@ -362,7 +404,7 @@ mod tests {
         let whole = encode(&sample(4));
         for cut in 0..whole.len() {
             let d = decode(&whole[..cut]);
-            assert!(d.lines.len() <= 3);
+            assert!(d.lines.len() <= 3 && d.summary.len() <= 10);
         }
         let past = Stored {
             at: 1 << 40,

@@ -411,23 +411,22 @@ fn draw_items(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
                 fr.kind.name().to_string(),
                 fr.kind.flag_names(fr.flags).join(","),
                 fr.length.to_string(),
-                fr.summary.to_string(),
+                m.item_summary(i),
             ]),
             Item::Message {
                 packet,
                 ts_ns,
                 side,
                 index,
-                summary,
                 ..
             } => Row::new(vec![
                 packet.to_string(),
                 format!("{:.6}", rel(m, *ts_ns)),
-                format!("  ↳ {side} #{index}"),
+                format!("  ↳ {} #{index}", side.as_str()),
                 "MESSAGE".into(),
                 String::new(),
                 String::new(),
-                summary.to_string(),
+                m.item_summary(i),
             ]),
         })
         .collect();
