@@ -274,3 +274,129 @@ fn clicks_select_the_row_under_the_pointer() {
         Some(Pane::Detail)
     );
 }
+
+/// The reversed (highlighted) cells of the hex pane, as text: the pane is the one whose title
+/// starts with " bytes".
+fn highlighted_hex(app: &App, w: u16, h: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    let theme = view::Theme { color: false };
+    t.draw(|f| view::draw(f, app, &theme)).unwrap();
+    let buf = t.backend().buffer().clone();
+    let rows: Vec<String> = (0..h)
+        .map(|y| (0..w).map(|x| buf[(x, y)].symbol().to_string()).collect())
+        .collect();
+    let top = rows
+        .iter()
+        .position(|r| r.contains("┌ bytes"))
+        .expect("a hex pane");
+    let left = rows[top].find("┌ bytes").unwrap();
+    let left = rows[top][..left].chars().count() as u16;
+    let mut out = String::new();
+    for y in top as u16 + 1..h {
+        for x in left..w {
+            let c = &buf[(x, y)];
+            if c.modifier.contains(ratatui::style::Modifier::REVERSED) {
+                out.push_str(c.symbol());
+            }
+        }
+    }
+    out
+}
+
+/// The hex pane highlights the bytes of the detail line under the cursor: the frame header
+/// first, then a header field's own HPACK bytes, then one SETTINGS entry.
+#[test]
+fn hex_pane_highlights_the_bytes_of_the_cursor_line() {
+    let mut app = app();
+    app.key(Key::Enter);
+    // The frame header: 9 bytes (00 00 49 01 04 00 00 00 01) and their 9 text characters.
+    let lit = highlighted_hex(&app, 160, 40);
+    assert!(lit.starts_with("000049010400000001"), "{lit:?}");
+    // Into the detail: line 0 is the frame header, 1 "headers:", 2 is :method POST, indexed
+    // static entry 3, one byte 0x83.
+    app.key(Key::Enter);
+    app.key(Key::Down);
+    app.key(Key::Down);
+    assert_eq!(app.detail()[app.detail_line].trim(), ":method: POST    [indexed #3]");
+    let lit = highlighted_hex(&app, 160, 40);
+    assert_eq!(lit, "83.", "{lit:?}");
+    assert!(screen(&app, 160, 40).contains("bytes 9..10 of 82"));
+    // :authority is a literal with an indexed name: its bytes start with 0x41 and run for its
+    // length (1 + 1 + 11 Huffman-coded bytes).
+    app.key(Key::Down);
+    app.key(Key::Down);
+    let lit = highlighted_hex(&app, 160, 40);
+    assert!(lit.starts_with("418b089d5c"), "{lit:?}");
+    assert!(screen(&app, 160, 40).contains("bytes 11..24 of 82"));
+    // The connections view: the server's SETTINGS, cursor on its first entry (6 bytes).
+    app.key(Key::Esc);
+    app.key(Key::Esc);
+    app.key(Key::Char('c'));
+    app.key(Key::Enter);
+    let settings = (0..app.items().len())
+        .find(|&k| {
+            app.item = k;
+            app.detail()[0].starts_with("SETTINGS frame") && app.detail().len() > 1
+        })
+        .expect("a SETTINGS frame with entries");
+    app.item = settings;
+    app.key(Key::Enter);
+    app.key(Key::Down);
+    let line = app.detail()[1].clone();
+    assert!(line.contains(" = "), "{line}");
+    let lit = highlighted_hex(&app, 160, 40);
+    // Six bytes in hex and six text characters.
+    assert_eq!(lit.len(), 18, "{lit:?} for {line}");
+}
+
+/// Rows arrive in batches while the screen is in use: calls appear at their first frame (open,
+/// then completed), a filter keeps up with calls that end with an error, and follow keeps the
+/// newest call selected. The end state equals a whole load.
+#[test]
+fn rows_arrive_while_the_screen_is_in_use() {
+    use h2scope::capture::CaptureReader;
+    use h2scope::pipeline::Dissector;
+    use h2scope::tui::model::{Builder, Model};
+    use h2scope::tui::store;
+
+    let whole = app();
+    let (writer, reader) = store::new();
+    let mut builder = Builder::new(writer);
+    let mut live = App::new(Model::new(reader), "live");
+    live.set_filter("status!=0");
+    let mut following = App::new(Model::default(), "live");
+    following.follow = true;
+    let mut cfg = Config::default();
+    cfg.http2.keep_frame_bytes = true;
+    let mut d = Dissector::with_schemas(cfg, Schemas::bundled());
+    let mut r = CaptureReader::open(&testdata()).unwrap();
+    let mut saw_open = false;
+    r.for_each_packet(|p| {
+        d.packet(p, &mut builder);
+        let batch = builder.take();
+        following.apply(batch.clone());
+        live.apply(batch);
+        saw_open |= following.model.calls.iter().any(|c| c.open);
+        // Follow: the newest call is the selected one.
+        assert_eq!(following.call, following.visible().len().saturating_sub(1));
+        true
+    })
+    .unwrap();
+    d.finish(&mut builder);
+    live.apply(builder.take());
+    assert!(saw_open, "no call was ever shown in progress");
+    // The filter ends up with the same problem calls as on a whole load.
+    let mut whole_problems = whole;
+    whole_problems.set_filter("status!=0");
+    let key = |a: &App| -> Vec<(u64, u32)> {
+        a.visible()
+            .iter()
+            .map(|&i| (a.model.calls[i].conn, a.model.calls[i].stream))
+            .collect()
+    };
+    assert_eq!(key(&live), key(&whole_problems));
+    assert_eq!(live.visible().len(), 2);
+    assert!(live.model.calls.iter().all(|c| !c.open));
+    assert_eq!(live.model.calls.len(), 27);
+    assert_eq!(live.model.items.len(), whole_problems.model.items.len());
+}

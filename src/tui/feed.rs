@@ -67,6 +67,11 @@ fn percent(done: u64, total: u64) -> String {
     }
 }
 
+/// How much of a file the schema pass reads before the rows start: reflection is asked for
+/// early in a session, and on a large file a whole extra pass would keep the screen empty for
+/// as long as the rows take.
+pub const HARVEST_BYTES: u64 = 64 << 20;
+
 /// The reading side of the TUI, on its own thread; dropping it stops the thread.
 pub struct Loader {
     rx: Receiver<Feed>,
@@ -79,8 +84,9 @@ pub struct Loader {
 }
 
 impl Loader {
-    /// Reads `path` in the background: first a pass for schemas served by reflection (so every
-    /// call decodes), then the dissection. The file is opened here, so that a missing or
+    /// Reads `path` in the background: first a pass over the first [`HARVEST_BYTES`] for
+    /// schemas served by reflection (so calls before the reflection exchange decode too), then
+    /// the dissection, which goes on learning from reflection as it reads. The file is opened here, so that a missing or
     /// unreadable capture is reported before the screen opens.
     pub fn file(
         path: &str,
@@ -97,8 +103,12 @@ impl Loader {
             let mut batch = Batcher::new(tx.clone(), writer);
             let mut done = 0u64;
             let mut last = Instant::now();
+            let total = total.min(HARVEST_BYTES);
             let schemas = harvest_schemas_with(&path, schemas, &cfg, u64::MAX, |len, _| {
                 done += len as u64 + 16;
+                if done > HARVEST_BYTES {
+                    return false;
+                }
                 if last.elapsed() > Duration::from_millis(100) {
                     last = Instant::now();
                     let msg = format!("reading schemas{}", percent(done, total));
