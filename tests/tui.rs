@@ -317,7 +317,10 @@ fn hex_pane_highlights_the_bytes_of_the_cursor_line() {
     app.key(Key::Enter);
     app.key(Key::Down);
     app.key(Key::Down);
-    assert_eq!(app.detail()[app.detail_line].trim(), ":method: POST    [indexed #3]");
+    assert_eq!(
+        app.detail()[app.detail_line].trim(),
+        ":method: POST    [indexed #3]"
+    );
     let lit = highlighted_hex(&app, 160, 40);
     assert_eq!(lit, "83.", "{lit:?}");
     assert!(screen(&app, 160, 40).contains("bytes 9..10 of 82"));

@@ -103,7 +103,7 @@ impl Loader {
             let mut batch = Batcher::new(tx.clone(), writer);
             let mut done = 0u64;
             let mut last = Instant::now();
-            let total = total.min(HARVEST_BYTES);
+            let harvest_total = total.min(HARVEST_BYTES);
             let schemas = harvest_schemas_with(&path, schemas, &cfg, u64::MAX, |len, _| {
                 done += len as u64 + 16;
                 if done > HARVEST_BYTES {
@@ -111,7 +111,7 @@ impl Loader {
                 }
                 if last.elapsed() > Duration::from_millis(100) {
                     last = Instant::now();
-                    let msg = format!("reading schemas{}", percent(done, total));
+                    let msg = format!("reading schemas{}", percent(done, harvest_total));
                     if tx.send(Feed::Status(msg)).is_err() {
                         return false;
                     }
