@@ -15,5 +15,6 @@ pub mod http1;
 pub mod http2;
 pub mod output;
 pub mod pipeline;
+pub mod spill;
 pub mod tcp;
 pub mod tui;

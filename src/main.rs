@@ -905,11 +905,11 @@ fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
                 true
             });
             dissector.finish(&mut sink);
-            let text = match format {
-                Format::Text => sink.to_text(),
-                Format::Jsonl => format!("{}\n", sink.to_json()),
+            let written = match format {
+                Format::Text => sink.write_text(&mut out),
+                Format::Jsonl => sink.write_json(&mut out),
             };
-            write_failed |= out.write_all(text.as_bytes()).is_err();
+            write_failed |= written.is_err();
             r
         };
         if let Err(e) = result {

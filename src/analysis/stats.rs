@@ -1,11 +1,13 @@
 //! Per-method statistics: calls, grpc-status mix, latency percentiles, sizes, messages per call;
 //! per connection and overall totals.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
 use crate::event::{Event, Sink};
+use crate::spill::Spill;
 use crate::http2::call::{grpc_status_name, Call, CallEnd};
 
 /// Latencies kept per method for exact percentiles; beyond, a reservoir sample stands in.
@@ -14,9 +16,14 @@ const MAX_SAMPLES: usize = 100_000;
 #[derive(Debug, Clone, Default)]
 pub struct MethodStats {
     pub calls: u64,
-    /// `grpc-status` (name, or HTTP status for non-gRPC, or how the call ended) → count.
-    pub outcomes: BTreeMap<String, u64>,
+    /// `grpc-status` (name, or HTTP status for non-gRPC, or how the call ended) → count, sorted
+    /// by name. A short list rather than a map: a capture of a hundred thousand connections
+    /// has one of these per connection.
+    pub outcomes: Vec<(Cow<'static, str>, u64)>,
     latencies_ns: Vec<i64>,
+    /// p50, p90, p99 and max, worked out when no more calls can come (the connection ended),
+    /// so that the samples can go.
+    sealed: Option<[i64; 4]>,
     seen: u64,
     rng: u64,
     pub request_bytes: u64,
@@ -30,16 +37,19 @@ pub struct MethodStats {
 impl MethodStats {
     fn add(&mut self, c: &Call) {
         self.calls += 1;
-        let outcome = match (c.grpc_status(), c.status(), c.end) {
+        let outcome: Cow<'static, str> = match (c.grpc_status(), c.status(), c.end) {
             (Some(g), _, _) => grpc_status_name(g)
-                .map(String::from)
-                .unwrap_or_else(|| g.to_string()),
+                .map(Cow::Borrowed)
+                .unwrap_or_else(|| g.to_string().into()),
             (None, _, CallEnd::Reset { .. }) => "RESET".into(),
             (None, _, CallEnd::Unfinished) => "UNFINISHED".into(),
-            (None, Some(s), _) => format!("HTTP {s}"),
+            (None, Some(s), _) => format!("HTTP {s}").into(),
             (None, None, _) => "-".into(),
         };
-        *self.outcomes.entry(outcome).or_default() += 1;
+        match self.outcomes.binary_search_by(|(k, _)| k.as_ref().cmp(&outcome)) {
+            Ok(i) => self.outcomes[i].1 += 1,
+            Err(i) => self.outcomes.insert(i, (outcome, 1)),
+        }
         self.request_bytes += c.request_bytes;
         self.response_bytes += c.response_bytes;
         self.max_request_bytes = self.max_request_bytes.max(c.request_bytes);
@@ -48,6 +58,10 @@ impl MethodStats {
         self.response_messages += c.response_messages as u64;
         if c.end == CallEnd::Unfinished {
             return;
+        }
+        if let Some(sealed) = self.sealed.take() {
+            // A call after sealing (not expected): start again from the sealed figures.
+            self.latencies_ns = sealed.to_vec();
         }
         // Reservoir sampling keeps the percentiles honest past the cap.
         self.seen += 1;
@@ -68,8 +82,93 @@ impl MethodStats {
         }
     }
 
-    /// Latency percentile (0-100) in nanoseconds, over finished calls.
+    /// The sealed figures in a compact form, for [`decode`](Self::decode).
+    fn encode(&self, out: &mut Vec<u8>) {
+        let sealed = self
+            .sealed
+            .or_else(|| (!self.latencies_ns.is_empty()).then(|| self.percentiles()));
+        for v in [
+            self.calls,
+            self.request_bytes,
+            self.response_bytes,
+            self.max_request_bytes,
+            self.max_response_bytes,
+            self.request_messages,
+            self.response_messages,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.push(u8::from(sealed.is_some()));
+        for v in sealed.unwrap_or_default() {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.outcomes.len() as u32).to_le_bytes());
+        for (name, n) in &self.outcomes {
+            out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+    }
+
+    fn decode(mut b: &[u8]) -> Option<MethodStats> {
+        fn take<const N: usize>(b: &mut &[u8]) -> Option<[u8; N]> {
+            let (head, rest) = b.split_first_chunk::<N>()?;
+            *b = rest;
+            Some(*head)
+        }
+        let mut u = || take::<8>(&mut b).map(u64::from_le_bytes);
+        let mut m = MethodStats {
+            calls: u()?,
+            request_bytes: u()?,
+            response_bytes: u()?,
+            max_request_bytes: u()?,
+            max_response_bytes: u()?,
+            request_messages: u()?,
+            response_messages: u()?,
+            ..MethodStats::default()
+        };
+        let has = take::<1>(&mut b)?[0] == 1;
+        let mut sealed = [0i64; 4];
+        for v in &mut sealed {
+            *v = i64::from_le_bytes(take::<8>(&mut b)?);
+        }
+        m.sealed = has.then_some(sealed);
+        let n = u32::from_le_bytes(take::<4>(&mut b)?);
+        for _ in 0..n {
+            let len = u32::from_le_bytes(take::<4>(&mut b)?) as usize;
+            let (name, rest) = b.split_at_checked(len)?;
+            b = rest;
+            let name = String::from_utf8_lossy(name).into_owned();
+            let count = u64::from_le_bytes(take::<8>(&mut b)?);
+            m.outcomes.push((name.into(), count));
+        }
+        Some(m)
+    }
+
+    fn percentiles(&self) -> [i64; 4] {
+        [50.0, 90.0, 99.0, 100.0].map(|p| self.percentile(p).unwrap_or(0))
+    }
+
+    /// Works out the percentiles and frees the samples: no more calls are coming.
+    pub fn seal(&mut self) {
+        if self.sealed.is_some() || self.latencies_ns.is_empty() {
+            return;
+        }
+        self.sealed = Some(self.percentiles());
+        self.latencies_ns = Vec::new();
+    }
+
+    /// Latency percentile (0-100) in nanoseconds, over finished calls. Once sealed, only
+    /// p50, p90, p99 and the maximum are known.
     pub fn percentile(&self, p: f64) -> Option<i64> {
+        if let Some(s) = &self.sealed {
+            return Some(match p {
+                p if p <= 50.0 => s[0],
+                p if p <= 90.0 => s[1],
+                p if p <= 99.0 => s[2],
+                _ => s[3],
+            });
+        }
         if self.latencies_ns.is_empty() {
             return None;
         }
@@ -81,9 +180,14 @@ impl MethodStats {
 
     fn json(&self) -> Value {
         let ms = |p: f64| self.percentile(p).map(|n| n as f64 / 1e6);
+        let outcomes: serde_json::Map<String, Value> = self
+            .outcomes
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
         json!({
             "calls": self.calls,
-            "outcomes": self.outcomes,
+            "outcomes": outcomes,
             "latency_ms": {"p50": ms(50.0), "p90": ms(90.0), "p99": ms(99.0), "max": ms(100.0)},
             "request_bytes": {"total": self.request_bytes, "avg": avg(self.request_bytes, self.calls), "max": self.max_request_bytes},
             "response_bytes": {"total": self.response_bytes, "avg": avg(self.response_bytes, self.calls), "max": self.max_response_bytes},
@@ -100,44 +204,183 @@ fn avg(total: u64, n: u64) -> f64 {
     }
 }
 
+/// Where a connection's figures are.
+enum ConnEntry {
+    Open,
+    /// In the temporary file: offset and length.
+    Ended(u64, u32),
+}
+
 /// Collects call statistics by method and by connection.
 #[derive(Debug, Default)]
 pub struct CallStats {
     pub by_method: BTreeMap<String, MethodStats>,
+    /// Connections still open; those that ended are in `ended`.
     pub by_conn: BTreeMap<u64, MethodStats>,
     pub all: MethodStats,
+    ended: Option<Ended>,
+}
+
+/// The figures of connections that ended, written to a temporary file: a capture of a million
+/// connections must not hold a million rows in memory until the report is printed.
+struct Ended {
+    spill: Spill,
+    /// (connection, offset, length) of each record.
+    index: Vec<(u64, u64, u32)>,
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ended")
+            .field("connections", &self.index.len())
+            .finish()
+    }
 }
 
 impl Sink for CallStats {
     fn event(&mut self, event: Event) {
-        if let Event::Call(c) = event {
-            let method = c.path().unwrap_or_else(|| "(unknown path)".into());
-            self.by_method.entry(method).or_default().add(&c);
-            self.by_conn.entry(c.conn).or_default().add(&c);
-            self.all.add(&c);
+        match event {
+            Event::Call(c) => {
+                let method = c.path().unwrap_or_else(|| "(unknown path)".into());
+                self.by_method.entry(method).or_default().add(&c);
+                self.by_conn.entry(c.conn).or_default().add(&c);
+                self.all.add(&c);
+            }
+            // Its calls are all in: keep the connection's figures, not its samples, so that
+            // memory does not grow with the number of connections' calls.
+            Event::ConnectionEnd(e) => {
+                let Some(mut s) = self.by_conn.remove(&e.conn) else {
+                    return;
+                };
+                s.seal();
+                if self.ended.is_none() {
+                    self.ended = Spill::new("h2scope-stats").map(|spill| Ended {
+                        spill,
+                        index: Vec::new(),
+                        scratch: Vec::new(),
+                    });
+                }
+                match self.ended.as_mut() {
+                    Some(ended) => {
+                        ended.scratch.clear();
+                        s.encode(&mut ended.scratch);
+                        match ended.spill.append(&[&ended.scratch]) {
+                            Ok(at) => ended
+                                .index
+                                .push((e.conn, at, ended.scratch.len() as u32)),
+                            // Kept in memory, sealed, if the file fails.
+                            Err(_) => {
+                                self.by_conn.insert(e.conn, s);
+                            }
+                        }
+                    }
+                    None => {
+                        self.by_conn.insert(e.conn, s);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 }
 
 impl CallStats {
-    pub fn to_json(&self) -> Value {
+    /// Every connection's figures, in connection order: the open ones from memory, the ended
+    /// ones read back one at a time.
+    fn connections(&mut self) -> Vec<(u64, ConnEntry)> {
+        let mut all: Vec<(u64, ConnEntry)> =
+            self.by_conn.keys().map(|&c| (c, ConnEntry::Open)).collect();
+        if let Some(ended) = self.ended.as_mut() {
+            let _ = ended.spill.flush();
+            all.extend(
+                ended
+                    .index
+                    .iter()
+                    .map(|&(c, at, len)| (c, ConnEntry::Ended(at, len))),
+            );
+        }
+        all.sort_unstable_by_key(|(c, _)| *c);
+        all
+    }
+
+    fn conn_stats(&self, conn: u64, entry: &ConnEntry) -> Option<MethodStats> {
+        match entry {
+            ConnEntry::Open => self.by_conn.get(&conn).cloned(),
+            ConnEntry::Ended(at, len) => {
+                let ended = self.ended.as_ref()?;
+                let mut buf = vec![0; *len as usize];
+                crate::spill::read_at(&ended.spill.reader(), *at, &mut buf)
+                    .then(|| MethodStats::decode(&buf))
+                    .flatten()
+            }
+        }
+    }
+
+    /// The whole report as one JSON value (small captures, tests); [`write_json`] streams it.
+    ///
+    /// [`write_json`]: Self::write_json
+    pub fn to_json(&mut self) -> Value {
+        let conns: serde_json::Map<String, Value> = self
+            .connections()
+            .iter()
+            .filter_map(|(c, e)| Some((c.to_string(), self.conn_stats(*c, e)?.json())))
+            .collect();
         json!({
             "event": "stats",
             "methods": self.by_method.iter().map(|(m, s)| (m.clone(), s.json())).collect::<serde_json::Map<_, _>>(),
-            "connections": self.by_conn.iter().map(|(c, s)| (c.to_string(), s.json())).collect::<serde_json::Map<_, _>>(),
+            "connections": conns,
             "total": self.all.json(),
         })
     }
 
-    pub fn to_text(&self) -> String {
-        use std::fmt::Write;
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
+    /// Writes [`to_json`](Self::to_json)'s line, one entry at a time: with a hundred thousand
+    /// connections the whole value would be most of the memory used.
+    pub fn write_json(&mut self, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        fn entries<S: std::borrow::Borrow<MethodStats>>(
+            w: &mut impl std::io::Write,
+            items: impl Iterator<Item = (String, S)>,
+        ) -> std::io::Result<()> {
+            w.write_all(b"{")?;
+            for (i, (k, s)) in items.enumerate() {
+                if i > 0 {
+                    w.write_all(b",")?;
+                }
+                serde_json::to_writer(&mut *w, &k)?;
+                w.write_all(b":")?;
+                serde_json::to_writer(&mut *w, &s.borrow().json())?;
+            }
+            w.write_all(b"}")
+        }
+        let conns = self.connections();
+        w.write_all(br#"{"event":"stats","methods":"#)?;
+        entries(w, self.by_method.iter().map(|(m, s)| (m.clone(), s)))?;
+        w.write_all(br#","connections":"#)?;
+        entries(
+            w,
+            conns
+                .iter()
+                .filter_map(|(c, e)| Some((c.to_string(), self.conn_stats(*c, e)?))),
+        )?;
+        w.write_all(br#","total":"#)?;
+        serde_json::to_writer(&mut *w, &self.all.json())?;
+        w.write_all(b"}\n")
+    }
+
+    pub fn to_text(&mut self) -> String {
+        let mut out = Vec::new();
+        let _ = self.write_text(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// The text table, written row by row.
+    pub fn write_text(&mut self, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        writeln!(
+            w,
             "{:<48} {:>7} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}  outcomes",
             "method", "calls", "p50 ms", "p90 ms", "p99 ms", "max ms", "req B avg", "resp B avg"
-        );
-        let row = |s: &mut String, name: &str, m: &MethodStats| {
+        )?;
+        let row = |w: &mut dyn std::io::Write, name: &str, m: &MethodStats| {
             let p = |q: f64| {
                 m.percentile(q)
                     .map(|n| format!("{:.3}", n as f64 / 1e6))
@@ -145,8 +388,8 @@ impl CallStats {
             };
             let outcomes: Vec<String> =
                 m.outcomes.iter().map(|(k, v)| format!("{k}×{v}")).collect();
-            let _ = writeln!(
-                s,
+            writeln!(
+                w,
                 "{:<48} {:>7} {:>9} {:>9} {:>9} {:>9} {:>10.1} {:>10.1}  {}",
                 name,
                 m.calls,
@@ -157,16 +400,78 @@ impl CallStats {
                 avg(m.request_bytes, m.calls),
                 avg(m.response_bytes, m.calls),
                 outcomes.join(" ")
-            );
+            )
         };
         for (name, m) in &self.by_method {
-            row(&mut s, name, m);
+            row(w, name, m)?;
         }
-        row(&mut s, "(all)", &self.all);
-        let _ = writeln!(s, "\nper connection:");
-        for (c, m) in &self.by_conn {
-            row(&mut s, &format!("#{c}"), m);
+        row(w, "(all)", &self.all)?;
+        writeln!(w, "\nper connection:")?;
+        for (c, e) in self.connections() {
+            if let Some(m) = self.conn_stats(c, &e) {
+                row(w, &format!("#{c}"), &m)?;
+            }
         }
-        s
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{ConnectionEnd, EndKind};
+
+    fn call(conn: u64, stream: u32, ms: i64, grpc: &str) -> Call {
+        let a = "10.0.0.1:5000".parse().unwrap();
+        let b = "10.0.0.2:50051".parse().unwrap();
+        let mut c = Call::new(conn, stream, a, b, 0, 1);
+        c.end_ts_ns = ms * 1_000_000;
+        c.end = CallEnd::Complete;
+        c.response_trailers = Some(vec![crate::http2::hpack::HeaderField {
+            name: b"grpc-status".to_vec(),
+            value: grpc.as_bytes().to_vec(),
+            repr: crate::http2::hpack::Representation::Indexed { index: 0 },
+            name_unknown: false,
+            value_unknown: false,
+        }]);
+        c
+    }
+
+    /// A connection's figures survive its end, when its samples are dropped.
+    #[test]
+    fn sealed_connections_keep_their_figures() {
+        let mut s = CallStats::default();
+        for (i, ms) in (1..=100).enumerate() {
+            let grpc = if i % 10 == 0 { "14" } else { "0" };
+            s.event(Event::Call(Box::new(call(7, 2 * i as u32 + 1, ms, grpc))));
+        }
+        let before = s.by_conn[&7].json();
+        s.event(Event::ConnectionEnd(ConnectionEnd {
+            conn: 7,
+            client: "10.0.0.1:5000".parse().unwrap(),
+            server: "10.0.0.2:50051".parse().unwrap(),
+            protocol: "http2",
+            first_ts_ns: 0,
+            last_ts_ns: 1,
+            bytes: [0, 0],
+            packets: 1,
+            end: EndKind::Fin,
+            mid: false,
+        }));
+        // Written out to the temporary file, and read back the same.
+        assert!(s.by_conn.is_empty());
+        assert_eq!(s.to_json()["connections"]["7"], before);
+        assert!(s.to_text().contains("#7 "));
+        assert_eq!(before["latency_ms"]["p90"], 90.0);
+        assert_eq!(before["outcomes"]["UNAVAILABLE"], 10);
+        assert_eq!(before["outcomes"]["OK"], 90);
+        // The methods keep their samples.
+        assert!(!s.all.latencies_ns.is_empty());
+        // The streamed line is the same JSON as the value.
+        let mut line = Vec::new();
+        s.write_json(&mut line).unwrap();
+        let back: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back, s.to_json());
+        assert!(line.ends_with(b"}\n"));
     }
 }

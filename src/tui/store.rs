@@ -7,9 +7,11 @@
 //! made, the same bytes are kept in memory.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
+
+use crate::spill::Spill;
 
 /// One line of a detail pane, and the bytes of the frame it describes, if it describes some.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +63,7 @@ pub struct StoreWriter {
 }
 
 enum Sink {
-    File(BufWriter<File>),
+    File(Spill),
     Memory(Arc<Mutex<Vec<u8>>>),
 }
 
@@ -74,29 +76,28 @@ pub struct StoreReader {
 
 #[derive(Clone, Debug)]
 enum Source {
-    #[cfg(unix)]
     File(Arc<File>),
     Memory(Arc<Mutex<Vec<u8>>>),
 }
 
 /// A new, empty store: an unlinked file in the temporary directory where possible.
 pub fn new() -> (StoreWriter, StoreReader) {
-    #[cfg(unix)]
-    if let Some(file) = temp_file() {
-        if let Ok(read) = file.try_clone() {
-            return (
+    match Spill::new("h2scope-tui") {
+        Some(spill) => {
+            let read = spill.reader();
+            (
                 StoreWriter {
-                    sink: Sink::File(BufWriter::with_capacity(1 << 16, file)),
+                    sink: Sink::File(spill),
                     len: 0,
                     broken: false,
                 },
                 StoreReader {
-                    source: Source::File(Arc::new(read)),
+                    source: Source::File(read),
                 },
-            );
+            )
         }
+        None => in_memory(),
     }
-    in_memory()
 }
 
 /// A store kept in memory.
@@ -112,32 +113,6 @@ pub fn in_memory() -> (StoreWriter, StoreReader) {
             source: Source::Memory(bytes),
         },
     )
-}
-
-#[cfg(unix)]
-fn temp_file() -> Option<File> {
-    let dir = std::env::temp_dir();
-    for attempt in 0..16u32 {
-        let path = dir.join(format!(
-            "h2scope-tui-{}-{attempt}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0)
-        ));
-        if let Ok(f) = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            // Gone from the directory at once: nothing is left behind, however the viewer ends.
-            let _ = std::fs::remove_file(&path);
-            return Some(f);
-        }
-    }
-    None
 }
 
 fn put_u32(out: &mut Vec<u8>, v: u32) {
@@ -278,7 +253,7 @@ impl StoreWriter {
         let bytes = w.finish(raw);
         let parts = [&head[..], summary.as_bytes(), bytes];
         let written = match &mut self.sink {
-            Sink::File(f) => parts.iter().try_for_each(|p| f.write_all(p)),
+            Sink::File(f) => f.append(&parts).map(|_| ()),
             Sink::Memory(m) => {
                 let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
                 parts.iter().for_each(|p| m.extend_from_slice(p));
@@ -344,11 +319,7 @@ impl StoreReader {
 
     fn read(&self, at: u64, buf: &mut [u8]) -> bool {
         match &self.source {
-            #[cfg(unix)]
-            Source::File(f) => {
-                use std::os::unix::fs::FileExt;
-                f.read_exact_at(buf, at).is_ok()
-            }
+            Source::File(f) => crate::spill::read_at(f, at, buf),
             Source::Memory(m) => {
                 let m = m.lock().unwrap_or_else(|e| e.into_inner());
                 let range = usize::try_from(at)
