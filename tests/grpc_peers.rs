@@ -412,4 +412,24 @@ fn grpc_streaming_compression_big_message_and_harvested_schema() {
     assert!(big
         .iter()
         .all(|m| m.decoded.json.is_none() && m.decoded.problem.is_some()));
+
+    // The HAProxy export stops reading at the call; the echo call's schema comes only from the
+    // reflection exchange at the very end, so the export reads the file for it then.
+    let path = std::env::temp_dir().join(format!("h2scope-peers-{}.pcap", std::process::id()));
+    std::fs::write(&path, &pcap).unwrap();
+    let rec = h2scope::haproxy::find_call(
+        path.to_str().unwrap(),
+        &h2scope::haproxy::Selector::Path("/test.echo.Echo/Unary".into()),
+        Schemas::bundled(),
+    )
+    .unwrap();
+    assert_eq!(
+        rec.requests[0].type_name.as_deref(),
+        Some("test.echo.EchoRequest")
+    );
+    assert_eq!(
+        rec.responses[0].json.as_ref().unwrap()["text"],
+        "echo unary"
+    );
+    std::fs::remove_file(&path).ok();
 }

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use crate::event::{Event, Sink};
-use crate::spill::Spill;
 use crate::http2::call::{grpc_status_name, Call, CallEnd};
+use crate::spill::Spill;
 
 /// Latencies kept per method for exact percentiles; beyond, a reservoir sample stands in.
 const MAX_SAMPLES: usize = 100_000;
@@ -46,7 +46,10 @@ impl MethodStats {
             (None, Some(s), _) => format!("HTTP {s}").into(),
             (None, None, _) => "-".into(),
         };
-        match self.outcomes.binary_search_by(|(k, _)| k.as_ref().cmp(&outcome)) {
+        match self
+            .outcomes
+            .binary_search_by(|(k, _)| k.as_ref().cmp(&outcome))
+        {
             Ok(i) => self.outcomes[i].1 += 1,
             Err(i) => self.outcomes.insert(i, (outcome, 1)),
         }
@@ -266,9 +269,7 @@ impl Sink for CallStats {
                         ended.scratch.clear();
                         s.encode(&mut ended.scratch);
                         match ended.spill.append(&[&ended.scratch]) {
-                            Ok(at) => ended
-                                .index
-                                .push((e.conn, at, ended.scratch.len() as u32)),
+                            Ok(at) => ended.index.push((e.conn, at, ended.scratch.len() as u32)),
                             // Kept in memory, sealed, if the file fails.
                             Err(_) => {
                                 self.by_conn.insert(e.conn, s);

@@ -42,19 +42,34 @@ pub fn find_call(
     use crate::pipeline::{harvest_schemas, Config, Dissector};
     let mut cfg = Config::default();
     cfg.grpc.keep_bytes = true;
-    let schemas = harvest_schemas(path, schemas, &cfg, u64::MAX);
-    let mut reader = crate::capture::CaptureReader::open(path)?;
-    let mut dissector = Dissector::with_schemas(cfg, schemas);
-    let mut collector = Collector::new(selector.clone());
-    // A read error part-way still leaves what was found before it.
-    let _ = reader.for_each_packet(|pkt| {
-        dissector.packet(pkt, &mut collector);
-        collector.found.is_none()
-    });
-    dissector.finish(&mut collector);
-    collector.found.take().ok_or(FindError::NotFound {
-        candidates: collector.candidates,
-    })
+    let find = |schemas| -> Result<Recorded, FindError> {
+        let mut reader = crate::capture::CaptureReader::open(path)?;
+        let mut dissector = Dissector::with_schemas(cfg.clone(), schemas);
+        let mut collector = Collector::new(selector.clone());
+        // A read error part-way still leaves what was found before it.
+        let _ = reader.for_each_packet(|pkt| {
+            dissector.packet(pkt, &mut collector);
+            collector.found.is_none()
+        });
+        dissector.finish(&mut collector);
+        collector.found.take().ok_or(FindError::NotFound {
+            candidates: collector.candidates,
+        })
+    };
+    // Reading stops at the call, which is usually near the start. Only if its messages are not
+    // decoded with the schemas at hand is the whole file read for schemas served by reflection
+    // (a health check never needs it: its schema is bundled).
+    let found = find(schemas.clone())?;
+    let undecoded = found
+        .requests
+        .iter()
+        .chain(&found.responses)
+        .any(|m| m.type_name.is_none());
+    if !undecoded || path == "-" {
+        return Ok(found);
+    }
+    let harvested = harvest_schemas(path, schemas, &cfg, u64::MAX);
+    Ok(find(harvested).unwrap_or(found))
 }
 
 /// A gRPC call as recorded, with its messages' bytes.
