@@ -14,6 +14,7 @@ pub mod haproxy;
 pub mod http1;
 pub mod http2;
 pub mod output;
+pub mod parallel;
 pub mod pipeline;
 pub mod spill;
 pub mod tcp;

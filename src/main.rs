@@ -265,6 +265,11 @@ struct ReadArgs {
     /// With -w: print the dissection too.
     #[arg(short = 'P', long = "print")]
     print: bool,
+    /// Threads for one capture: its connections are split among them by address, and the
+    /// output stays in capture order. Default: one per core for a file of 64 MB or more, else
+    /// one. (Several files are read one per core instead; -w reads on one thread.)
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -484,7 +489,7 @@ fn make_sink<W: Write>(o: &OutputArgs, quiet: bool, out: W) -> Counting<Out<BufW
                 quiet: o.quiet || quiet,
             },
         )),
-        Format::Jsonl => Out::Jsonl(JsonLines::new(out, o.calls, quiet)),
+        Format::Jsonl => Out::Jsonl(JsonLines::new(out, o.calls, o.quiet || quiet)),
     })
 }
 
@@ -632,12 +637,41 @@ enum FileOutcome {
 }
 
 /// Reads one capture file into the sink (the body of `read`, per file).
+/// Gives the text output its time base (the first packet's time) when events come from the
+/// merge of several threads rather than from the reading loop.
+struct Based<'a, W: Write> {
+    first: &'a std::cell::Cell<Option<i64>>,
+    inner: &'a mut Out<W>,
+}
+
+impl<W: Write> Sink for Based<'_, W> {
+    fn event(&mut self, event: Event) {
+        if let (Some(t), Out::Text(text)) = (self.first.get(), &mut *self.inner) {
+            text.set_base(t);
+        }
+        self.inner.event(event);
+    }
+}
+
+/// Which events the output shows, so that threads send only those (the counts for the summary
+/// are kept by the threads themselves).
+fn shown(o: &OutputArgs, silent: bool) -> fn(&Event) -> bool {
+    if o.quiet || silent {
+        |_| false
+    } else if o.calls {
+        |e| matches!(e, Event::Call(_))
+    } else {
+        |_| true
+    }
+}
+
 fn read_file<W: Write>(
     file: &str,
     args: &ReadArgs,
     base_schemas: &Schemas,
     sink: &mut Counting<Out<W>>,
     silent: bool,
+    shards: usize,
 ) -> FileOutcome {
     let mut failed = false;
     let mut reader = match CaptureReader::open(file) {
@@ -673,35 +707,65 @@ fn read_file<W: Write>(
     };
     let mut write_error = None;
     let mut written = 0u64;
-    let mut dissector = Dissector::with_schemas(cfg, schemas);
     sink.tally = Default::default();
     let mut seen = 0u64;
     let mut progress = Progress::new(file, args.output.quiet || args.files.len() > 1);
-    let result = reader.for_each_packet(|pkt| {
-        progress.tick(pkt.data.len(), seen);
-        if let Out::Text(t) = &mut sink.inner {
-            t.set_base(pkt.ts_ns);
-        }
-        let conn = dissector.packet(pkt, sink);
-        if let Some(w) = writer.as_mut() {
-            let by_conn = args.conns.is_empty() || conn.is_some_and(|c| args.conns.contains(&c));
-            let by_path = path_conns
-                .as_ref()
-                .is_none_or(|set| conn.is_some_and(|c| set.contains(&c)));
-            let by_port = args.port.is_none_or(|p| {
-                link::decode(pkt.link, pkt.data)
-                    .is_ok_and(|s| s.src.port() == p || s.dst.port() == p)
-            });
-            if by_conn && by_path && by_port && write_error.is_none() {
-                match w.write_packet(pkt.link, pkt.ts_ns, pkt.data, pkt.orig_len) {
-                    Ok(()) => written += 1,
-                    Err(e) => write_error = Some(e),
+    // A large file without -w: its connections split across threads.
+    let mut sharded = None;
+    if shards > 1 && writer.is_none() {
+        let first = std::cell::Cell::new(None);
+        let mut based = Based {
+            first: &first,
+            inner: &mut sink.inner,
+        };
+        let outcome = h2scope::parallel::dissect(
+            &mut reader,
+            &cfg,
+            &schemas,
+            shards,
+            limit,
+            shown(&args.output, silent),
+            &mut based,
+            |pkt| {
+                progress.tick(pkt.data.len(), seen);
+                seen += 1;
+                first.set(first.get().or(Some(pkt.ts_ns)));
+            },
+        );
+        sink.tally.merge(&outcome.tally);
+        sharded = Some((outcome.result, outcome.stats));
+    }
+    let mut dissector = Dissector::with_schemas(cfg, schemas);
+    let result = if let Some((result, _)) = &mut sharded {
+        std::mem::replace(result, Ok(()))
+    } else {
+        reader.for_each_packet(|pkt| {
+            progress.tick(pkt.data.len(), seen);
+            if let Out::Text(t) = &mut sink.inner {
+                t.set_base(pkt.ts_ns);
+            }
+            let conn = dissector.packet(pkt, sink);
+            if let Some(w) = writer.as_mut() {
+                let by_conn =
+                    args.conns.is_empty() || conn.is_some_and(|c| args.conns.contains(&c));
+                let by_path = path_conns
+                    .as_ref()
+                    .is_none_or(|set| conn.is_some_and(|c| set.contains(&c)));
+                let by_port = args.port.is_none_or(|p| {
+                    link::decode(pkt.link, pkt.data)
+                        .is_ok_and(|s| s.src.port() == p || s.dst.port() == p)
+                });
+                if by_conn && by_path && by_port && write_error.is_none() {
+                    match w.write_packet(pkt.link, pkt.ts_ns, pkt.data, pkt.orig_len) {
+                        Ok(()) => written += 1,
+                        Err(e) => write_error = Some(e),
+                    }
                 }
             }
-        }
-        seen += 1;
-        seen < limit
-    });
+            seen += 1;
+            seen < limit
+        })
+    };
     progress.done();
     if let Err(e) = &result {
         // Everything decodable so far is still shown; the error says where reading stopped.
@@ -733,7 +797,10 @@ fn read_file<W: Write>(
                 .unwrap_or_default()
         );
     }
-    let stats = dissector.finish(sink);
+    let stats = match sharded {
+        Some((_, stats)) => stats,
+        None => dissector.finish(sink),
+    };
     let summary = Summary {
         file: file.to_string(),
         stats,
@@ -785,7 +852,16 @@ fn read(args: ReadArgs) -> ExitCode {
         let mut sink = make_sink(&args.output, silent, io::stdout().lock());
         let mut failed = false;
         for file in &args.files {
-            match read_file(file, &args, &base_schemas, &mut sink, silent) {
+            // One file (or a pipe): large ones are split across the cores.
+            let shards = args.threads.unwrap_or_else(|| {
+                let big = std::fs::metadata(file).is_ok_and(|m| m.len() >= 64 << 20);
+                if big {
+                    threads
+                } else {
+                    1
+                }
+            });
+            match read_file(file, &args, &base_schemas, &mut sink, silent, shards) {
                 FileOutcome::Done { failed: f } => failed |= f,
                 FileOutcome::Failed => failed = true,
                 FileOutcome::Stop(code) => return code,
@@ -818,7 +894,7 @@ fn read(args: ReadArgs) -> ExitCode {
                         continue;
                     };
                     let mut sink = make_sink(&args.output, silent, ChannelWriter(tx));
-                    let outcome = read_file(&args.files[i], args, base, &mut sink, silent);
+                    let outcome = read_file(&args.files[i], args, base, &mut sink, silent, 1);
                     drop(sink);
                     if let Ok(mut slot) = outcomes[i].lock() {
                         *slot = Some(outcome);

@@ -41,6 +41,35 @@ pub struct Stats {
     pub flows: FlowTableStats,
 }
 
+impl Stats {
+    /// Adds another dissector's counts (the workers of one capture).
+    pub fn merge(&mut self, o: Stats) {
+        self.packets += o.packets;
+        self.tcp_packets += o.tcp_packets;
+        for (k, v) in o.skipped_packets {
+            *self.skipped_packets.entry(k).or_default() += v;
+        }
+        self.http2_connections += o.http2_connections;
+        self.http1_connections += o.http1_connections;
+        self.other_connections += o.other_connections;
+        self.other_bytes += o.other_bytes;
+        self.first_ts_ns = match (self.first_ts_ns, o.first_ts_ns) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.last_ts_ns = self.last_ts_ns.max(o.last_ts_ns);
+        let (f, g) = (&mut self.flows, o.flows);
+        f.connections += g.connections;
+        f.segments += g.segments;
+        f.retransmitted += g.retransmitted;
+        f.out_of_order += g.out_of_order;
+        f.gaps += g.gaps;
+        f.gap_bytes += g.gap_bytes;
+        f.expired += g.expired;
+        f.evicted += g.evicted;
+    }
+}
+
 /// Per-connection state: the HTTP/2 side and what TCP told about the connection's life.
 pub struct ConnState {
     h2: Connection,
@@ -222,6 +251,20 @@ impl Dissector {
             stats: &mut self.stats,
         };
         self.flows.segment(&seg, &meta, &mut handler)
+    }
+
+    /// Expires the connections idle at this packet's time (see
+    /// [`FlowConfig::external_sweeps`](crate::tcp::FlowConfig::external_sweeps)).
+    pub fn sweep(&mut self, index: u64, ts_ns: i64, sink: &mut dyn Sink) {
+        let meta = PacketMeta { index, ts_ns };
+        let mut handler = Handler {
+            cfg: &self.cfg.http2,
+            grpc: &self.cfg.grpc,
+            schemas: &mut self.schemas,
+            sink,
+            stats: &mut self.stats,
+        };
+        self.flows.sweep(&meta, &mut handler);
     }
 
     fn count_skip(&mut self, skip: Skip) {

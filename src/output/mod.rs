@@ -52,6 +52,20 @@ impl Tally {
         m
     }
 
+    /// Adds another tally (the workers of one capture).
+    pub fn merge(&mut self, o: &Tally) {
+        self.frames += o.frames;
+        for (a, b) in self.frames_by_code.iter_mut().zip(o.frames_by_code.iter()) {
+            *a += b;
+        }
+        self.calls += o.calls;
+        self.messages += o.messages;
+        self.gaps += o.gaps;
+        self.gap_bytes += o.gap_bytes;
+        self.errors += o.errors;
+        self.frames_with_notes += o.frames_with_notes;
+    }
+
     pub fn count(&mut self, event: &Event) {
         match event {
             Event::Frame(f) => {

@@ -119,6 +119,10 @@ pub struct FlowConfig {
     /// Out-of-order bytes buffered per direction before a hole is declared a gap.
     pub max_pending_per_dir: usize,
     pub idle_timeout_ns: i64,
+    /// Idle connections are expired only by [`FlowTable::sweep`], when the caller says: a
+    /// table that sees a share of the capture's flows (one of several threads) must sweep
+    /// when the whole capture's packets say so, not its own.
+    pub external_sweeps: bool,
 }
 
 impl Default for FlowConfig {
@@ -127,6 +131,7 @@ impl Default for FlowConfig {
             max_flows: 100_000,
             max_pending_per_dir: 2 << 20,
             idle_timeout_ns: 600 * 1_000_000_000,
+            external_sweeps: false,
         }
     }
 }
@@ -355,13 +360,13 @@ impl<S> FlowTable<S> {
 
     /// Expires idle connections, at most once per ten seconds of capture time.
     fn maybe_sweep<H: FlowHandler<State = S>>(&mut self, meta: &PacketMeta, handler: &mut H) {
-        const SWEEP_EVERY_NS: i64 = 10 * 1_000_000_000;
-        if self.last_sweep_ns != i64::MIN
-            && meta.ts_ns.saturating_sub(self.last_sweep_ns) < SWEEP_EVERY_NS
-        {
-            return;
+        if !self.cfg.external_sweeps && sweep_due(&mut self.last_sweep_ns, meta.ts_ns) {
+            self.sweep(meta, handler);
         }
-        self.last_sweep_ns = meta.ts_ns;
+    }
+
+    /// Expires the connections idle at `meta`'s time.
+    pub fn sweep<H: FlowHandler<State = S>>(&mut self, meta: &PacketMeta, handler: &mut H) {
         let cutoff = meta.ts_ns.saturating_sub(self.cfg.idle_timeout_ns);
         // A closed connection's entry only absorbs stragglers: a minute is plenty.
         let closed_cutoff = meta.ts_ns.saturating_sub(60 * 1_000_000_000);
@@ -410,6 +415,17 @@ impl<S> FlowTable<S> {
             self.retire(&mut flow, reason, meta, handler);
         }
     }
+}
+
+/// Whether a TCP segment at `ts_ns` is the moment to sweep for idle connections: at most once
+/// per ten seconds of capture time. Records the sweep in `last`.
+pub fn sweep_due(last: &mut i64, ts_ns: i64) -> bool {
+    const SWEEP_EVERY_NS: i64 = 10 * 1_000_000_000;
+    if *last != i64::MIN && ts_ns.saturating_sub(*last) < SWEEP_EVERY_NS {
+        return false;
+    }
+    *last = ts_ns;
+    true
 }
 
 fn emit_rst<H: FlowHandler>(

@@ -1,0 +1,421 @@
+//! One capture on several cores: its TCP flows are sharded across worker threads by a hash of
+//! the connection's addresses, each worker runs its own [`Dissector`], and the events are merged
+//! back into the order a single dissector would have produced them.
+//!
+//! Every packet goes to exactly one worker, so events are tagged with the index of the packet
+//! that produced them and merged by that tag. A worker's tags only grow, and the reader tells
+//! every worker how far it has read, even a worker that got nothing, so the merge can hand on
+//! events as soon as no earlier one can still come. Connection numbers are a worker's own; the
+//! merge renumbers them in order of each connection's first packet, which is how one dissector
+//! numbers them. At the end, the connections still open are ended in connection order, as one
+//! dissector does.
+//!
+//! Idle connections are expired when the whole capture's packets say so: the reader decides
+//! when to sweep, as one flow table would, and every worker sweeps at that packet; the merge
+//! puts the connections ended by a sweep in connection order, before that packet's own events.
+//!
+//! What can differ from one dissector: the flow table limit (100 000 connections at once) holds
+//! per worker, so evictions come later; and with `--single-pass`, a schema learnt from
+//! reflection on one connection decodes later calls only on connections of the same worker.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+
+use crate::capture::{link, CaptureError, CaptureReader, LinkType, Packet};
+use crate::event::{Event, Sink};
+use crate::grpc::schema::Schemas;
+use crate::output::Tally;
+use crate::pipeline::{Config, Dissector, Stats};
+
+/// Packets handed to a worker at a time (the reader also flushes all workers this often).
+const BATCH: usize = 512;
+
+/// Packets for one worker, their bytes in one buffer, and the sweeps between them.
+#[derive(Default)]
+struct Batch {
+    data: Vec<u8>,
+    entries: Vec<Entry>,
+    /// Every packet up to this index has been handed out.
+    read_to: u64,
+}
+
+enum Entry {
+    /// Index, time, link, length on the wire, and where the bytes are in `data`.
+    Packet(u64, i64, LinkType, u32, usize, usize),
+    /// Expire idle connections before the packet of this index, at this time.
+    Sweep(u64, i64),
+}
+
+/// Where an item goes in the output: the packet it came from, and before that packet's own
+/// events, what a sweep at that packet ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Tag {
+    index: u64,
+    /// 0: ended by the sweep; 1: the packet's own.
+    phase: u8,
+}
+
+/// What a worker hands back.
+enum Output {
+    /// A connection (the worker's own number) began at this packet.
+    NewConn(u64),
+    Event(Event),
+}
+
+struct Reply {
+    worker: usize,
+    items: Vec<(Tag, Output)>,
+    /// Every event for packets up to this index has been sent.
+    done_to: u64,
+    /// The worker's end-of-input events and counts, last.
+    finish: Option<(Vec<Event>, Stats, Tally)>,
+}
+
+/// Counts every event of a worker, and collects those the output wants, for the packet being
+/// dissected.
+struct Collect {
+    events: Vec<Event>,
+    tally: Tally,
+    keep: fn(&Event) -> bool,
+}
+
+impl Sink for Collect {
+    fn event(&mut self, event: Event) {
+        self.tally.count(&event);
+        if (self.keep)(&event) {
+            self.events.push(event);
+        }
+    }
+}
+
+fn worker(
+    id: usize,
+    cfg: Config,
+    schemas: Schemas,
+    keep: fn(&Event) -> bool,
+    rx: Receiver<Batch>,
+    tx: SyncSender<Reply>,
+) -> Option<()> {
+    let mut cfg = cfg;
+    cfg.flows.external_sweeps = true;
+    let mut d = Dissector::with_schemas(cfg, schemas);
+    let mut next_conn = 0u64;
+    let mut collect = Collect {
+        events: Vec::new(),
+        tally: Tally::default(),
+        keep,
+    };
+    for batch in rx {
+        let mut items = Vec::new();
+        for entry in &batch.entries {
+            let (index, ts_ns, link, orig_len, start, end) = match *entry {
+                Entry::Sweep(index, ts_ns) => {
+                    d.sweep(index, ts_ns, &mut collect);
+                    let tag = Tag { index, phase: 0 };
+                    items.extend(collect.events.drain(..).map(|e| (tag, Output::Event(e))));
+                    continue;
+                }
+                Entry::Packet(index, ts_ns, link, orig_len, start, end) => {
+                    (index, ts_ns, link, orig_len, start, end)
+                }
+            };
+            let p = Packet {
+                index,
+                ts_ns,
+                link,
+                data: &batch.data[start..end],
+                orig_len,
+            };
+            let tag = Tag { index, phase: 1 };
+            let conn = d.packet(&p, &mut collect);
+            // Flow numbers are handed out in order: a number not seen before is a new flow,
+            // announced before its first events.
+            if let Some(c) = conn.filter(|&c| c >= next_conn) {
+                for n in next_conn..=c {
+                    items.push((tag, Output::NewConn(n)));
+                }
+                next_conn = c + 1;
+            }
+            items.extend(collect.events.drain(..).map(|e| (tag, Output::Event(e))));
+        }
+        tx.send(Reply {
+            worker: id,
+            items,
+            done_to: batch.read_to,
+            finish: None,
+        })
+        .ok()?;
+    }
+    let stats = d.finish(&mut collect);
+    tx.send(Reply {
+        worker: id,
+        items: Vec::new(),
+        done_to: u64::MAX,
+        finish: Some((collect.events, stats, collect.tally)),
+    })
+    .ok()
+}
+
+/// Which worker a packet goes to: both directions of a connection to the same one. Packets
+/// without a TCP segment go to the first, which counts them (`None`).
+fn shard(link: LinkType, data: &[u8], workers: usize) -> Option<usize> {
+    let seg = link::decode(link, data).ok()?;
+    let (a, b): (SocketAddr, SocketAddr) = if seg.src <= seg.dst {
+        (seg.src, seg.dst)
+    } else {
+        (seg.dst, seg.src)
+    };
+    // Not a hash table: a skewed split only costs speed, so a cheap mix will do.
+    let mut h = DefaultHasher::new();
+    (a, b).hash(&mut h);
+    Some((h.finish() % workers as u64) as usize)
+}
+
+/// The connection number an event carries.
+fn conn_ref(e: &Event) -> Option<u64> {
+    match e {
+        Event::Frame(f) => Some(f.origin.conn),
+        Event::Message(m) => Some(m.origin.conn),
+        Event::Call(c) => Some(c.conn),
+        Event::Gap(g) => Some(g.origin.conn),
+        Event::Error(e) => e.origin.map(|o| o.conn),
+        Event::ConnectionEnd(e) => Some(e.conn),
+    }
+}
+
+/// The connection number an event carries, to renumber it.
+fn conn_of(e: &mut Event) -> Option<&mut u64> {
+    match e {
+        Event::Frame(f) => Some(&mut f.origin.conn),
+        Event::Message(m) => Some(&mut m.origin.conn),
+        Event::Call(c) => Some(&mut c.conn),
+        Event::Gap(g) => Some(&mut g.origin.conn),
+        Event::Error(e) => e.origin.as_mut().map(|o| &mut o.conn),
+        Event::ConnectionEnd(e) => Some(&mut e.conn),
+    }
+}
+
+/// Puts events back in capture order and renumbers connections.
+struct Merge<'a> {
+    queues: Vec<VecDeque<(Tag, Output)>>,
+    done_to: Vec<u64>,
+    /// Per worker: its connection numbers → the global ones.
+    numbers: Vec<Vec<u64>>,
+    next: u64,
+    sink: &'a mut dyn Sink,
+}
+
+impl Merge<'_> {
+    fn renumber(&mut self, worker: usize, mut e: Event) -> Event {
+        if let Some(c) = conn_of(&mut e) {
+            if let Some(&g) = self.numbers[worker].get(*c as usize) {
+                *c = g;
+            }
+        }
+        e
+    }
+
+    /// Where the head of a worker's queue goes: its tag, then, among what one sweep ended in
+    /// several workers, the (global) connection order.
+    fn head_key(&self, w: usize) -> Option<(Tag, u64)> {
+        let (tag, item) = self.queues[w].front()?;
+        let conn = match item {
+            Output::Event(e) if tag.phase == 0 => conn_ref(e)
+                .and_then(|c| self.numbers[w].get(c as usize).copied())
+                .unwrap_or(u64::MAX),
+            _ => 0,
+        };
+        Some((*tag, conn))
+    }
+
+    /// Hands on every event no worker can still precede.
+    fn drain(&mut self) {
+        let safe = self.done_to.iter().copied().min().unwrap_or(0);
+        loop {
+            // The queue whose head comes first. Only the items of one sweep can tie on the tag
+            // across workers, and those are told apart by their connection.
+            let Some((w, _)) = (0..self.queues.len())
+                .filter_map(|w| self.head_key(w).map(|k| (w, k)))
+                .filter(|(_, (tag, _))| tag.index <= safe)
+                .min_by_key(|(_, k)| *k)
+            else {
+                return;
+            };
+            let Some((_, item)) = self.queues[w].pop_front() else {
+                return;
+            };
+            match item {
+                Output::NewConn(n) => {
+                    let list = &mut self.numbers[w];
+                    if list.len() as u64 == n {
+                        list.push(self.next);
+                        self.next += 1;
+                    }
+                }
+                Output::Event(e) => {
+                    let e = self.renumber(w, e);
+                    self.sink.event(e);
+                }
+            }
+        }
+    }
+}
+
+/// What [`dissect`] found besides the events.
+pub struct Outcome {
+    /// How reading ended.
+    pub result: Result<(), CaptureError>,
+    pub stats: Stats,
+    /// Every event counted, also those `keep` left out.
+    pub tally: Tally,
+}
+
+/// Dissects `reader` on `workers` threads into `sink`, reading at most `limit` packets and
+/// calling `on_packet` for each packet read (progress, a time base). Only the events `keep`
+/// wants travel to `sink` (a summary needs none of them: the workers count).
+#[allow(clippy::too_many_arguments)]
+pub fn dissect(
+    reader: &mut CaptureReader,
+    cfg: &Config,
+    schemas: &Schemas,
+    workers: usize,
+    limit: u64,
+    keep: fn(&Event) -> bool,
+    sink: &mut dyn Sink,
+    mut on_packet: impl FnMut(&Packet<'_>),
+) -> Outcome {
+    let workers = workers.max(1);
+    let (reply_tx, reply_rx) = sync_channel::<Reply>(workers * 4);
+    let mut merge = Merge {
+        queues: (0..workers).map(|_| VecDeque::new()).collect(),
+        done_to: vec![0; workers],
+        numbers: vec![Vec::new(); workers],
+        next: 0,
+        sink,
+    };
+    let mut ends: Vec<Option<(Vec<Event>, Stats, Tally)>> = (0..workers).map(|_| None).collect();
+    let mut result = Ok(());
+    let (mut first_ts, mut last_ts) = (None, 0i64);
+    std::thread::scope(|scope| {
+        let mut inputs = Vec::new();
+        for id in 0..workers {
+            let (tx, rx) = sync_channel::<Batch>(4);
+            let (cfg, schemas, reply) = (cfg.clone(), schemas.clone(), reply_tx.clone());
+            scope.spawn(move || worker(id, cfg, schemas, keep, rx, reply));
+            inputs.push(Some(tx));
+        }
+        drop(reply_tx);
+        let mut batches: Vec<Batch> = (0..workers).map(|_| Batch::default()).collect();
+        let mut pending = 0usize;
+        let mut seen = 0u64;
+        let accept = |r: Reply, merge: &mut Merge<'_>, ends: &mut Vec<_>| {
+            merge.queues[r.worker].extend(r.items);
+            merge.done_to[r.worker] = merge.done_to[r.worker].max(r.done_to);
+            if let Some(f) = r.finish {
+                ends[r.worker] = Some(f);
+            }
+            merge.drain();
+        };
+        let mut send_all = |batches: &mut Vec<Batch>, read_to: u64, merge: &mut Merge<'_>| {
+            for (w, b) in batches.iter_mut().enumerate() {
+                let mut b = std::mem::take(b);
+                b.read_to = read_to;
+                if let Some(tx) = &inputs[w] {
+                    // A full worker: take in what the workers have done meanwhile.
+                    let mut b = Some(b);
+                    while let Some(batch) = b.take() {
+                        match tx.try_send(batch) {
+                            Ok(()) => {}
+                            Err(std::sync::mpsc::TrySendError::Full(batch)) => {
+                                b = Some(batch);
+                                if let Ok(r) = reply_rx.recv() {
+                                    accept(r, merge, &mut ends);
+                                }
+                            }
+                            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {}
+                        }
+                    }
+                }
+            }
+            while let Ok(r) = reply_rx.try_recv() {
+                accept(r, merge, &mut ends);
+            }
+        };
+        let mut last_index = 0u64;
+        let mut last_sweep = i64::MIN;
+        result = reader.for_each_packet(|p| {
+            on_packet(p);
+            first_ts.get_or_insert(p.ts_ns);
+            last_ts = p.ts_ns;
+            let w = match shard(p.link, p.data, workers) {
+                Some(w) => {
+                    // One flow table would sweep here: so does every worker.
+                    if crate::tcp::sweep_due(&mut last_sweep, p.ts_ns) {
+                        for b in batches.iter_mut() {
+                            b.entries.push(Entry::Sweep(p.index, p.ts_ns));
+                        }
+                    }
+                    w
+                }
+                None => 0,
+            };
+            let b = &mut batches[w];
+            let start = b.data.len();
+            b.data.extend_from_slice(p.data);
+            b.entries.push(Entry::Packet(
+                p.index,
+                p.ts_ns,
+                p.link,
+                p.orig_len,
+                start,
+                b.data.len(),
+            ));
+            last_index = p.index;
+            pending += 1;
+            if pending >= BATCH {
+                pending = 0;
+                send_all(&mut batches, p.index, &mut merge);
+            }
+            seen += 1;
+            seen < limit
+        });
+        send_all(&mut batches, last_index, &mut merge);
+        // End of input: the workers finish, and their last events come in.
+        for tx in inputs.iter_mut() {
+            tx.take();
+        }
+        while let Ok(r) = reply_rx.recv() {
+            accept(r, &mut merge, &mut ends);
+        }
+    });
+    merge.drain();
+    // Connections still open are ended in connection order, as one dissector ends them.
+    let mut tail: Vec<(u64, usize, usize, Event)> = Vec::new();
+    let mut stats = Stats::default();
+    let mut tally = Tally::default();
+    for (w, end) in ends.into_iter().enumerate() {
+        let Some((events, s, t)) = end else { continue };
+        stats.merge(s);
+        tally.merge(&t);
+        for (k, e) in events.into_iter().enumerate() {
+            let mut e = merge.renumber(w, e);
+            let conn = conn_of(&mut e).map_or(u64::MAX, |c| *c);
+            tail.push((conn, w, k, e));
+        }
+    }
+    tail.sort_by_key(|(c, w, k, _)| (*c, *w, *k));
+    for (_, _, _, e) in tail {
+        merge.sink.event(e);
+    }
+    // The capture's first and last packets, not the workers' earliest and latest.
+    stats.first_ts_ns = first_ts;
+    stats.last_ts_ns = last_ts;
+    Outcome {
+        result,
+        stats,
+        tally,
+    }
+}
