@@ -689,6 +689,8 @@ fn read_file<W: Write>(
     // file (not a pipe) is read twice.
     let schemas = if args.single_pass || file == "-" {
         base_schemas.clone()
+    } else if shards > 1 {
+        h2scope::parallel::harvest(file, base_schemas.clone(), &cfg, limit, shards)
     } else {
         harvest_schemas(file, base_schemas.clone(), &cfg, limit)
     };

@@ -59,6 +59,9 @@ struct Tag {
 }
 
 /// What a worker hands back.
+// Nearly every item is an event: boxing it to shrink the rare NewConn would cost an allocation
+// per event.
+#[allow(clippy::large_enum_variant)]
 enum Output {
     /// A connection (the worker's own number) began at this packet.
     NewConn(u64),
@@ -70,9 +73,11 @@ struct Reply {
     items: Vec<(Tag, Output)>,
     /// Every event for packets up to this index has been sent.
     done_to: u64,
-    /// The worker's end-of-input events and counts, last.
-    finish: Option<(Vec<Event>, Stats, Tally)>,
+    /// The worker's end-of-input events, counts and what it learnt from reflection, last.
+    finish: Option<Finish>,
 }
+
+type Finish = (Vec<Event>, Stats, Tally, Schemas);
 
 /// Counts every event of a worker, and collects those the output wants, for the packet being
 /// dissected.
@@ -154,7 +159,7 @@ fn worker(
         worker: id,
         items: Vec::new(),
         done_to: u64::MAX,
-        finish: Some((collect.events, stats, collect.tally)),
+        finish: Some((collect.events, stats, collect.tally, d.into_schemas())),
     })
     .ok()
 }
@@ -271,6 +276,8 @@ pub struct Outcome {
     pub stats: Stats,
     /// Every event counted, also those `keep` left out.
     pub tally: Tally,
+    /// The schemas given, with what every worker learnt from reflection.
+    pub schemas: Schemas,
 }
 
 /// Dissects `reader` on `workers` threads into `sink`, reading at most `limit` packets and
@@ -296,7 +303,7 @@ pub fn dissect(
         next: 0,
         sink,
     };
-    let mut ends: Vec<Option<(Vec<Event>, Stats, Tally)>> = (0..workers).map(|_| None).collect();
+    let mut ends: Vec<Option<Finish>> = (0..workers).map(|_| None).collect();
     let mut result = Ok(());
     let (mut first_ts, mut last_ts) = (None, 0i64);
     std::thread::scope(|scope| {
@@ -396,10 +403,14 @@ pub fn dissect(
     let mut tail: Vec<(u64, usize, usize, Event)> = Vec::new();
     let mut stats = Stats::default();
     let mut tally = Tally::default();
+    let mut learnt = schemas.clone();
     for (w, end) in ends.into_iter().enumerate() {
-        let Some((events, s, t)) = end else { continue };
+        let Some((events, s, t, sc)) = end else {
+            continue;
+        };
         stats.merge(s);
         tally.merge(&t);
+        learnt.absorb(&sc);
         for (k, e) in events.into_iter().enumerate() {
             let mut e = merge.renumber(w, e);
             let conn = conn_of(&mut e).map_or(u64::MAX, |c| *c);
@@ -417,5 +428,28 @@ pub fn dissect(
         result,
         stats,
         tally,
+        schemas: learnt,
     }
+}
+
+/// [`harvest_schemas`](crate::pipeline::harvest_schemas) on `workers` threads: the first pass
+/// over a file, for schemas served by reflection, sharded like [`dissect`].
+pub fn harvest(path: &str, schemas: Schemas, cfg: &Config, limit: u64, workers: usize) -> Schemas {
+    let Ok(mut reader) = CaptureReader::open(path) else {
+        return schemas;
+    };
+    let mut cfg = cfg.clone();
+    cfg.grpc.decode_bodies = false;
+    let mut discard = crate::pipeline::Discard;
+    dissect(
+        &mut reader,
+        &cfg,
+        &schemas,
+        workers,
+        limit,
+        |_| false,
+        &mut discard,
+        |_| {},
+    )
+    .schemas
 }

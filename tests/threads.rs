@@ -21,7 +21,10 @@ fn same(args: &[&str]) {
     for n in ["2", "3"] {
         let many = run(args, n);
         if one != many {
-            let (a, b) = (String::from_utf8_lossy(&one), String::from_utf8_lossy(&many));
+            let (a, b) = (
+                String::from_utf8_lossy(&one),
+                String::from_utf8_lossy(&many),
+            );
             let at = a.lines().zip(b.lines()).position(|(x, y)| x != y);
             panic!(
                 "{args:?} with {n} threads differs at line {at:?}:\n{:?}\n{:?}",

@@ -192,8 +192,39 @@ impl Schemas {
                 }
             }
         }
+        self.settle();
+        carried.retain(|name| self.pool.get_file_by_name(name).is_some());
+        carried
+    }
+
+    /// Takes in what another set learnt from reflection (a worker that read part of the same
+    /// capture): its harvested files, and those still waiting for imports, which this set may
+    /// have.
+    pub fn absorb(&mut self, other: &Schemas) {
+        for name in &other.harvested_files {
+            if self.pool.get_file_by_name(name).is_some()
+                || self.waiting.iter().any(|w| w.name() == name)
+            {
+                continue;
+            }
+            if let Some(f) = other.pool.get_file_by_name(name) {
+                self.waiting.push(f.file_descriptor_proto().clone());
+            }
+        }
+        for f in &other.waiting {
+            let known = self.pool.get_file_by_name(f.name()).is_some()
+                || self.waiting.iter().any(|w| w.name() == f.name());
+            if !known {
+                self.waiting.push(f.clone());
+            }
+        }
+        self.harvested_bytes = self.harvested_bytes.saturating_add(other.harvested_bytes);
+        self.settle();
+    }
+
+    /// Adds the waiting files whose imports are known, until nothing more can be added.
+    fn settle(&mut self) {
         let mut added = Vec::new();
-        // Add whatever has its imports, until nothing more can be added.
         loop {
             let ready = self.waiting.iter().position(|f| {
                 f.dependency
@@ -212,8 +243,6 @@ impl Schemas {
             self.methods.clear();
             self.user_files = true;
         }
-        carried.retain(|name| self.pool.get_file_by_name(name).is_some());
-        carried
     }
 
     /// Types of the method named by a gRPC path `/pkg.Service/Method`.
@@ -329,9 +358,7 @@ mod tests {
         assert!(s.method("garbage").is_none());
     }
 
-    #[test]
-    fn harvest_waits_for_imports() {
-        let mut s = Schemas::empty();
+    fn dep_and_main() -> (FileDescriptorProto, FileDescriptorProto) {
         let dep = FileDescriptorProto {
             name: Some("dep.proto".into()),
             package: Some("d".into()),
@@ -349,6 +376,13 @@ mod tests {
             syntax: Some("proto3".into()),
             ..Default::default()
         };
+        (dep, main)
+    }
+
+    #[test]
+    fn harvest_waits_for_imports() {
+        let mut s = Schemas::empty();
+        let (dep, main) = dep_and_main();
         assert!(s.harvest(&[main.encode_to_vec()]).is_empty());
         assert_eq!(
             s.harvest(&[dep.encode_to_vec()]),
@@ -361,5 +395,25 @@ mod tests {
             vec!["main.proto".to_string()]
         );
         assert!(s.message("d.D").is_some());
+    }
+
+    /// Two threads of one capture: one saw the file, the other its import. Together they have
+    /// both.
+    #[test]
+    fn absorb_joins_what_workers_harvested() {
+        let (dep, main) = dep_and_main();
+        let mut a = Schemas::empty();
+        assert!(a.harvest(&[main.encode_to_vec()]).is_empty());
+        let mut b = Schemas::empty();
+        b.harvest(&[dep.encode_to_vec()]);
+        let mut all = Schemas::empty();
+        all.absorb(&a);
+        assert!(all.message("d.D").is_none());
+        all.absorb(&b);
+        assert_eq!(all.harvested_files(), ["dep.proto", "main.proto"]);
+        assert!(all.message("d.D").is_some());
+        // Again: nothing new, nothing twice.
+        all.absorb(&b);
+        assert_eq!(all.harvested_files().len(), 2);
     }
 }
