@@ -854,10 +854,13 @@ fn read(args: ReadArgs) -> ExitCode {
         let mut sink = make_sink(&args.output, silent, io::stdout().lock());
         let mut failed = false;
         for file in &args.files {
-            // One file (or a pipe): large ones are split across the cores.
+            // One file (or a pipe): large ones are split across the cores when the output is
+            // the summary or the calls. Every frame's line is formatted on the writing thread
+            // in capture order, and there threads only add the cost of handing events over.
+            let few_events = args.output.quiet || args.output.calls || silent;
             let shards = args.threads.unwrap_or_else(|| {
                 let big = std::fs::metadata(file).is_ok_and(|m| m.len() >= 64 << 20);
-                if big {
+                if big && few_events {
                     threads
                 } else {
                     1
