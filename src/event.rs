@@ -8,7 +8,7 @@ use crate::grpc::message::Decoded;
 use crate::grpc::Side;
 use crate::http2::call::Call;
 use crate::http2::frame::{FrameError, FrameHeader, PriorityInfo, Setting};
-use crate::http2::hpack::HeaderField;
+use crate::http2::hpack::HeaderList;
 
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -92,7 +92,7 @@ pub struct FrameEvent {
     pub header: FrameHeader,
     pub detail: FrameDetail,
     /// The decoded header list, on the frame that completes a header block.
-    pub headers: Option<Vec<HeaderField>>,
+    pub headers: Option<HeaderList>,
     /// HPACK dynamic table size updates at the start of the completed block.
     pub table_size_updates: Vec<u32>,
     /// Protocol violations and decoding problems of this frame, in words.

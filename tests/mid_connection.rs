@@ -78,7 +78,7 @@ fn decode(pcap: Vec<u8>, shift: u64) -> Decode {
                 let fields = f
                     .headers
                     .unwrap_or_default()
-                    .into_iter()
+                    .iter()
                     .map(|hf| {
                         (
                             (!hf.name_unknown)

@@ -434,7 +434,8 @@ mod tests {
             repr: crate::http2::hpack::Representation::Indexed { index: 0 },
             name_unknown: false,
             value_unknown: false,
-        }]);
+        }]
+        .into());
         c
     }
 

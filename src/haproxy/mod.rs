@@ -314,7 +314,7 @@ pub fn request_headers(
         ("content-type".into(), "application/grpc".into()),
         ("te".into(), "trailers".into()),
     ];
-    for h in list {
+    for h in list.iter() {
         if h.name_unknown || h.value_unknown {
             continue;
         }
@@ -489,8 +489,9 @@ mod tests {
             hf("grpc-encoding", "gzip"),
             hf("authorization", "Bearer x"),
             hf("te", "trailers"),
-        ]);
-        call.response_trailers = Some(vec![hf("grpc-status", "0")]);
+        ]
+        .into());
+        call.response_trailers = Some(vec![hf("grpc-status", "0")].into());
         Recorded {
             call,
             requests: vec![RecordedMessage {

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use super::hpack::HeaderField;
+use super::hpack::{HeaderField, HeaderList};
 
 /// How a call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,11 +21,11 @@ pub struct Call {
     pub stream: u32,
     pub client: SocketAddr,
     pub server: SocketAddr,
-    pub request_headers: Option<Vec<HeaderField>>,
+    pub request_headers: Option<HeaderList>,
     /// Final (non-1xx) response headers.
-    pub response_headers: Option<Vec<HeaderField>>,
-    pub request_trailers: Option<Vec<HeaderField>>,
-    pub response_trailers: Option<Vec<HeaderField>>,
+    pub response_headers: Option<HeaderList>,
+    pub request_trailers: Option<HeaderList>,
+    pub response_trailers: Option<HeaderList>,
     pub start_ts_ns: i64,
     /// When the call ended, or, for an unfinished call, its last frame.
     pub end_ts_ns: i64,
@@ -88,7 +88,7 @@ impl Call {
         }
     }
 
-    fn find<'a>(list: &'a Option<Vec<HeaderField>>, name: &str) -> Option<&'a [u8]> {
+    fn find<'a>(list: &'a Option<HeaderList>, name: &str) -> Option<&'a [u8]> {
         list.as_ref()?
             .iter()
             .find(|h| h.name == name.as_bytes())

@@ -719,7 +719,7 @@ impl Connection {
             self.upgrade_at.0,
             self.upgrade_at.1,
         );
-        call.request_headers = self.upgrade_request.take();
+        call.request_headers = self.upgrade_request.take().map(std::sync::Arc::from);
         call.request_ended = true;
         call.upgraded = true;
         self.insert_call(call, ctx);
@@ -837,6 +837,7 @@ impl Connection {
                         .filter(|(n, _)| n != b"host")
                         .map(|(n, v)| field(n, v)),
                 );
+                let list: crate::http2::hpack::HeaderList = list.into();
                 if from_client {
                     let mut call = self.new_call(stream, ctx);
                     call.request_headers = Some(list);
@@ -1569,7 +1570,7 @@ impl Connection {
             match ds.hpack.decode(&block.fragment, &mut out) {
                 Ok(()) => {
                     event.table_size_updates = ds.hpack.last_size_updates().to_vec();
-                    headers = Some(out);
+                    headers = Some(std::sync::Arc::from(out));
                     if ds.unknown_past && !ds.hpack.past_unknown() {
                         ds.unknown_past = false;
                         event.notes.push(

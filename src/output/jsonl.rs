@@ -12,7 +12,7 @@ use crate::event::{
 use crate::grpc::message::decode_bin_header;
 use crate::http2::call::{grpc_status_name, header_name, header_value, lossless, Call, CallEnd};
 use crate::http2::frame::{error_code_name, setting};
-use crate::http2::hpack::HeaderField;
+use crate::http2::hpack::{HeaderField, HeaderList};
 
 pub struct JsonLines<W: Write> {
     out: W,
@@ -409,10 +409,10 @@ pub fn message_json(e: &MessageEvent) -> Value {
 }
 
 /// `-bin` metadata of a header list, base64-decoded, as `[[name, hex], ...]`.
-pub fn binary_metadata(lists: &[&Option<Vec<HeaderField>>]) -> Value {
+pub fn binary_metadata(lists: &[&Option<HeaderList>]) -> Value {
     let mut out = Vec::new();
     for list in lists.iter().filter_map(|l| l.as_ref()) {
-        for h in list {
+        for h in list.iter() {
             if h.name.ends_with(b"-bin") {
                 let decoded = decode_bin_header(&h.value)
                     .map(hex::encode)

@@ -90,7 +90,7 @@ impl<W: Write> Text<W> {
         l.push('\n');
         if self.opts.verbose {
             if let Some(list) = &f.headers {
-                for hf in list {
+                for hf in list.iter() {
                     let _ = writeln!(l, "{:>20}{}: {}", "", name(hf), value(hf));
                 }
             }
@@ -230,7 +230,7 @@ impl<W: Write> Text<W> {
             ] {
                 if let Some(list) = list {
                     let _ = writeln!(l, "{:>14}{title}:", "");
-                    for hf in list {
+                    for hf in list.iter() {
                         let _ = writeln!(l, "{:>16}{}: {}", "", name(hf), value(hf));
                         if hf.name.ends_with(b"-bin") {
                             if let Some(b) = crate::grpc::message::decode_bin_header(&hf.value) {

@@ -640,7 +640,7 @@ struct OpenCall {
 /// progress then: most calls end within their batch and never cost a provisional detail.
 struct Progress {
     row: CallRow,
-    headers: Vec<(&'static str, Vec<HeaderField>)>,
+    headers: Vec<(&'static str, crate::http2::hpack::HeaderList)>,
     reset: Option<u32>,
     dirty: bool,
 }

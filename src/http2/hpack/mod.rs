@@ -119,6 +119,10 @@ pub struct HeaderField {
     pub value_unknown: bool,
 }
 
+/// A decoded header block. Shared: the frame event that completed it and the call it belongs
+/// to hold the same list, and handing it to both must not copy every field.
+pub type HeaderList = std::sync::Arc<[HeaderField]>;
+
 impl HeaderField {
     /// Whether both name and value were recovered.
     pub fn is_complete(&self) -> bool {
