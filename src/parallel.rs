@@ -38,8 +38,9 @@ const BATCH: usize = 512;
 struct Batch {
     data: Vec<u8>,
     entries: Vec<Entry>,
-    /// Every packet up to this index has been handed out.
+    /// Every packet up to this index has been handed out; the time of that packet.
     read_to: u64,
+    read_ts: i64,
 }
 
 enum Entry {
@@ -113,7 +114,9 @@ fn worker(
         tally: Tally::default(),
         keep,
     };
+    let (mut last_index, mut last_ts) = (0, 0);
     for batch in rx {
+        (last_index, last_ts) = (batch.read_to, batch.read_ts);
         let mut items = Vec::new();
         for entry in &batch.entries {
             let (index, ts_ns, link, orig_len, start, end) = match *entry {
@@ -154,7 +157,7 @@ fn worker(
         })
         .ok()?;
     }
-    let stats = d.finish(&mut collect);
+    let stats = d.finish_at(last_index, last_ts, &mut collect);
     tx.send(Reply {
         worker: id,
         items: Vec::new(),
@@ -326,10 +329,10 @@ pub fn dissect(
             }
             merge.drain();
         };
-        let mut send_all = |batches: &mut Vec<Batch>, read_to: u64, merge: &mut Merge<'_>| {
+        let mut send_all = |batches: &mut Vec<Batch>, read: (u64, i64), merge: &mut Merge<'_>| {
             for (w, b) in batches.iter_mut().enumerate() {
                 let mut b = std::mem::take(b);
-                b.read_to = read_to;
+                (b.read_to, b.read_ts) = read;
                 if let Some(tx) = &inputs[w] {
                     // A full worker: take in what the workers have done meanwhile.
                     let mut b = Some(b);
@@ -384,12 +387,12 @@ pub fn dissect(
             pending += 1;
             if pending >= BATCH {
                 pending = 0;
-                send_all(&mut batches, p.index, &mut merge);
+                send_all(&mut batches, (p.index, p.ts_ns), &mut merge);
             }
             seen += 1;
             seen < limit
         });
-        send_all(&mut batches, last_index, &mut merge);
+        send_all(&mut batches, (last_index, last_ts), &mut merge);
         // End of input: the workers finish, and their last events come in.
         for tx in inputs.iter_mut() {
             tx.take();

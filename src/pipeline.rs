@@ -277,10 +277,13 @@ impl Dissector {
 
     /// End of input: open connections are flushed and their calls reported.
     pub fn finish(&mut self, sink: &mut dyn Sink) -> Stats {
-        let meta = PacketMeta {
-            index: self.stats.packets,
-            ts_ns: self.stats.last_ts_ns,
-        };
+        self.finish_at(self.stats.packets, self.stats.last_ts_ns, sink)
+    }
+
+    /// [`finish`](Self::finish) for a dissector that saw a share of the capture: what ends
+    /// now ends at the capture's last packet, `index` at `ts_ns`, not at this one's last.
+    pub fn finish_at(&mut self, index: u64, ts_ns: i64, sink: &mut dyn Sink) -> Stats {
+        let meta = PacketMeta { index, ts_ns };
         let mut handler = Handler {
             cfg: &self.cfg.http2,
             grpc: &self.cfg.grpc,
