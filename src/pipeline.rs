@@ -200,6 +200,8 @@ pub struct Dissector {
     flows: FlowTable<ConnState>,
     schemas: Schemas,
     stats: Stats,
+    /// Number of the last packet seen, where the capture ends.
+    last_index: u64,
 }
 
 impl Dissector {
@@ -214,6 +216,7 @@ impl Dissector {
             cfg,
             schemas,
             stats: Stats::default(),
+            last_index: 0,
         }
     }
 
@@ -229,6 +232,7 @@ impl Dissector {
     /// Dissects one packet; returns the number of the TCP connection it belongs to, if any.
     pub fn packet(&mut self, pkt: &Packet<'_>, sink: &mut dyn Sink) -> Option<u64> {
         self.stats.packets += 1;
+        self.last_index = pkt.index;
         self.stats.first_ts_ns.get_or_insert(pkt.ts_ns);
         self.stats.last_ts_ns = pkt.ts_ns;
         let seg = match link::decode(pkt.link, pkt.data) {
@@ -277,7 +281,8 @@ impl Dissector {
 
     /// End of input: open connections are flushed and their calls reported.
     pub fn finish(&mut self, sink: &mut dyn Sink) -> Stats {
-        self.finish_at(self.stats.packets, self.stats.last_ts_ns, sink)
+        // The last packet's own number: records that were not packets leave gaps in the count.
+        self.finish_at(self.last_index, self.stats.last_ts_ns, sink)
     }
 
     /// [`finish`](Self::finish) for a dissector that saw a share of the capture: what ends

@@ -206,11 +206,33 @@ fn random_http2_streams_do_not_panic() {
     }
 }
 
+/// One dissector and three threads on `b`: the same events, or `None` if `b` is no capture.
+fn one_and_threads(name: &str, b: Vec<u8>) -> Option<()> {
+    use h2scope::grpc::schema::Schemas;
+    let (one, one_stats, _) = common::dissect_bytes(b.clone(), Config::default());
+    let mut r = CaptureReader::from_read("mem", std::io::Cursor::new(b)).ok()?;
+    let mut many: Vec<Event> = Vec::new();
+    let out = h2scope::parallel::dissect(
+        &mut r,
+        &Config::default(),
+        &Schemas::bundled(),
+        3,
+        u64::MAX,
+        |_| true,
+        &mut many,
+        |_| {},
+    );
+    let show = |v: &[Event]| v.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>();
+    assert_eq!(show(&many), show(&one), "{name}");
+    assert_eq!(out.stats.packets, one_stats.packets, "{name}");
+    assert_eq!(out.tally.frames as usize, frames(&one), "{name}");
+    Some(())
+}
+
 /// Corrupted captures through the threaded reader: no panic, no hang, and the same events as
 /// one dissector (the merge must hold up when packets are garbage, flows odd, times jump).
 #[test]
 fn corrupted_captures_read_the_same_on_several_threads() {
-    use h2scope::grpc::schema::Schemas;
     let mut rng = Rng(0x5eed_7777_0000_0002);
     let mut compared = 0;
     for (name, bytes) in corpus() {
@@ -222,27 +244,33 @@ fn corrupted_captures_read_the_same_on_several_threads() {
                     b[at] = rng.next() as u8;
                 }
             }
-            let (one, one_stats, _) = common::dissect_bytes(b.clone(), Config::default());
-            let Ok(mut r) = CaptureReader::from_read("mem", std::io::Cursor::new(b)) else {
+            if one_and_threads(&format!("{name}, round {round}"), b).is_none() {
                 continue;
-            };
-            let mut many: Vec<Event> = Vec::new();
-            let out = h2scope::parallel::dissect(
-                &mut r,
-                &Config::default(),
-                &Schemas::bundled(),
-                3,
-                u64::MAX,
-                |_| true,
-                &mut many,
-                |_| {},
-            );
-            let show = |v: &[Event]| v.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>();
-            assert_eq!(show(&many), show(&one), "{name}, round {round}");
-            assert_eq!(out.stats.packets, one_stats.packets, "{name}");
-            assert_eq!(out.tally.frames as usize, frames(&one), "{name}");
+            }
             compared += 1;
         }
     }
     assert!(compared > 100);
+}
+
+/// Found by the `capture_threads` fuzz target: a record that is not a packet left the packet
+/// count behind the last packet's number, and connections open at the end were ended at the
+/// count (one dissector) or at the number (threads).
+#[test]
+fn connections_end_at_the_last_packet_after_skipped_records() {
+    let b = std::fs::read(format!(
+        "{}/tests/data/threads-end-after-skipped-record.pcapng",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let (events, _, _) = common::dissect_bytes(b.clone(), Config::default());
+    let last = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Error(e) => e.origin.map(|o| o.packet),
+            _ => None,
+        })
+        .max();
+    assert_eq!(last, Some(39));
+    one_and_threads("fuzz finding", b).unwrap();
 }

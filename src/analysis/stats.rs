@@ -428,14 +428,16 @@ mod tests {
         let mut c = Call::new(conn, stream, a, b, 0, 1);
         c.end_ts_ns = ms * 1_000_000;
         c.end = CallEnd::Complete;
-        c.response_trailers = Some(vec![crate::http2::hpack::HeaderField {
-            name: b"grpc-status".to_vec(),
-            value: grpc.as_bytes().to_vec(),
-            repr: crate::http2::hpack::Representation::Indexed { index: 0 },
-            name_unknown: false,
-            value_unknown: false,
-        }]
-        .into());
+        c.response_trailers = Some(
+            vec![crate::http2::hpack::HeaderField {
+                name: b"grpc-status".to_vec(),
+                value: grpc.as_bytes().to_vec(),
+                repr: crate::http2::hpack::Representation::Indexed { index: 0 },
+                name_unknown: false,
+                value_unknown: false,
+            }]
+            .into(),
+        );
         c
     }
 

@@ -478,19 +478,21 @@ mod tests {
         let b: SocketAddr = "10.0.0.2:50051".parse().unwrap();
         let mut call = Call::new(3, 41, a, b, 0, 1);
         call.grpc = true;
-        call.request_headers = Some(vec![
-            hf(":method", "POST"),
-            hf(":scheme", "http"),
-            hf(":path", path),
-            hf(":authority", "backend:50051"),
-            hf("content-type", "application/grpc"),
-            hf("user-agent", "grpc-go/1.64"),
-            hf("grpc-accept-encoding", "gzip"),
-            hf("grpc-encoding", "gzip"),
-            hf("authorization", "Bearer x"),
-            hf("te", "trailers"),
-        ]
-        .into());
+        call.request_headers = Some(
+            vec![
+                hf(":method", "POST"),
+                hf(":scheme", "http"),
+                hf(":path", path),
+                hf(":authority", "backend:50051"),
+                hf("content-type", "application/grpc"),
+                hf("user-agent", "grpc-go/1.64"),
+                hf("grpc-accept-encoding", "gzip"),
+                hf("grpc-encoding", "gzip"),
+                hf("authorization", "Bearer x"),
+                hf("te", "trailers"),
+            ]
+            .into(),
+        );
         call.response_trailers = Some(vec![hf("grpc-status", "0")].into());
         Recorded {
             call,
