@@ -265,6 +265,10 @@ fn live_interface_shows_calls_as_they_happen() {
     }
     let s = t.screen(false);
     assert!(s.contains("0 OK") && s.contains("following"), "{s}");
+    // The frames of a live call have their bytes too.
+    t.keys(&["Enter"]);
+    t.wait_for("the hex pane", |s| s.contains("bytes 0..9 of"));
+    t.keys(&["Escape"]);
     // Follow keeps the newest call (stream 5) selected: `e` exports it from the recording.
     t.keys(&["e"]);
     t.wait_for("the export", |s| s.contains("written to"));

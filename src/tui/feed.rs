@@ -157,7 +157,9 @@ impl Loader {
         let (writer, store) = store::new();
         let (tx, rx) = sync_channel(8);
         let stop = Arc::new(AtomicBool::new(false));
-        let (cfg, halt, iface) = (cfg.clone(), stop.clone(), iface.to_string());
+        let (mut cfg, halt, iface) = (cfg.clone(), stop.clone(), iface.to_string());
+        // The hex pane shows the frames' bytes.
+        cfg.http2.keep_frame_bytes = true;
         let thread = std::thread::spawn(move || {
             let mut batch = Batcher::new(tx.clone(), writer);
             let mut d = Dissector::with_schemas(cfg, schemas);
