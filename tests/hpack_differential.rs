@@ -128,7 +128,10 @@ fn ours(decoder: &mut Decoder, block: &[u8]) -> Result<Vec<Pair>, String> {
     if !out.iter().all(HeaderField::is_complete) {
         return Err("reference into the unknown past".into());
     }
-    Ok(out.into_iter().map(|f| (f.name, f.value)).collect())
+    Ok(out
+        .into_iter()
+        .map(|f| (f.name.to_vec(), f.value.to_vec()))
+        .collect())
 }
 
 fn loona_decoder() -> loona_hpack::Decoder<'static> {

@@ -123,7 +123,7 @@ fn interrupted_header_block_loses_that_directions_hpack_only() {
     assert!(f[3].headers.is_none());
     assert!(notes_of(f[3]).contains("HPACK state lost"));
     // The server's direction has its own HPACK state and is still decoded.
-    assert_eq!(f[4].headers.as_ref().unwrap()[0].value, b"404");
+    assert_eq!(f[4].headers.as_ref().unwrap()[0].value[..], b"404"[..]);
 }
 
 #[test]

@@ -156,7 +156,7 @@ fn plain_round_trip(fields: &[HeaderField], list_size: usize) {
     let pairs: Vec<(&[u8], &[u8])> = fields
         .iter()
         .filter(|f| f.is_complete())
-        .map(|f| (f.name.as_slice(), f.value.as_slice()))
+        .map(|f| (&f.name[..], &f.value[..]))
         .collect();
     let mut block = Vec::new();
     encode_plain(&pairs, &mut block);
@@ -167,7 +167,7 @@ fn plain_round_trip(fields: &[HeaderField], list_size: usize) {
         .unwrap_or_else(|e| panic!("encode_plain output does not decode: {e}"));
     assert_eq!(out.len(), pairs.len());
     for (f, (n, v)) in out.iter().zip(&pairs) {
-        assert_eq!((f.name.as_slice(), f.value.as_slice()), (*n, *v));
+        assert_eq!((&f.name[..], &f.value[..]), (*n, *v));
     }
     assert_eq!(
         dec.table_len(),

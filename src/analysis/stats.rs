@@ -430,8 +430,8 @@ mod tests {
         c.end = CallEnd::Complete;
         c.response_trailers = Some(
             vec![crate::http2::hpack::HeaderField {
-                name: b"grpc-status".to_vec(),
-                value: grpc.as_bytes().to_vec(),
+                name: b"grpc-status".to_vec().into(),
+                value: grpc.as_bytes().to_vec().into(),
                 repr: crate::http2::hpack::Representation::Indexed { index: 0 },
                 name_unknown: false,
                 value_unknown: false,

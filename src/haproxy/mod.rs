@@ -465,8 +465,8 @@ mod tests {
 
     fn hf(n: &str, v: &str) -> HeaderField {
         HeaderField {
-            name: n.as_bytes().to_vec(),
-            value: v.as_bytes().to_vec(),
+            name: n.as_bytes().to_vec().into(),
+            value: v.as_bytes().to_vec().into(),
             repr: Representation::Indexed { index: 70 },
             name_unknown: false,
             value_unknown: false,

@@ -92,7 +92,7 @@ impl Call {
         list.as_ref()?
             .iter()
             .find(|h| h.name == name.as_bytes())
-            .map(|h| h.value.as_slice())
+            .map(|h| &h.value[..])
     }
 
     /// Client and server were mistaken for each other (a connection joined mid-way, before its

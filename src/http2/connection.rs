@@ -1153,7 +1153,7 @@ impl Connection {
         let get = |n: &str| {
             list.iter()
                 .find(|h| h.name == n.as_bytes())
-                .map(|h| h.value.as_slice())
+                .map(|h| &h.value[..])
         };
         let encoding = get("grpc-encoding").map(super::call::lossless);
         let g = match self.grpc.entry(stream) {
@@ -1642,7 +1642,7 @@ impl Connection {
         } else {
             let informational = list
                 .iter()
-                .find(|h| h.name == b":status")
+                .find(|h| h.name[..] == b":status"[..])
                 .is_some_and(|h| h.value.first() == Some(&b'1'));
             if informational {
                 // 1xx responses come before the final one and are not it.
@@ -1822,8 +1822,8 @@ fn parse_upgrade_request(head: &[u8]) -> Option<Vec<HeaderField>> {
 /// A header that did not come through HPACK (the HTTP/1.1 upgrade request).
 fn field(name: Vec<u8>, value: Vec<u8>) -> HeaderField {
     HeaderField {
-        name,
-        value,
+        name: name.into(),
+        value: value.into(),
         repr: super::hpack::Representation::WithoutIndexing {
             name_index: None,
             huffman_name: false,

@@ -21,6 +21,7 @@ pub mod table;
 #[cfg(test)]
 mod tests;
 
+pub use bytes::Bytes;
 pub use encode::encode_plain;
 pub use huffman::HuffmanError;
 
@@ -112,8 +113,8 @@ pub enum Representation {
 /// references to it are flagged too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderField {
-    pub name: Vec<u8>,
-    pub value: Vec<u8>,
+    pub name: Bytes,
+    pub value: Bytes,
     pub repr: Representation,
     pub name_unknown: bool,
     pub value_unknown: bool,
@@ -320,8 +321,8 @@ impl Decoder {
             Lookup::Static(name, value) => {
                 budget.charge(name.len() + value.len() + ENTRY_OVERHEAD)?;
                 HeaderField {
-                    name: name.to_vec(),
-                    value: value.to_vec(),
+                    name: Bytes::from_static(name),
+                    value: Bytes::from_static(value),
                     repr,
                     name_unknown: false,
                     value_unknown: false,
@@ -330,8 +331,8 @@ impl Decoder {
             Lookup::Dynamic(entry) => {
                 budget.charge(entry.size())?;
                 HeaderField {
-                    name: entry.name().unwrap_or_default().to_vec(),
-                    value: entry.value().to_vec(),
+                    name: entry.name_bytes().unwrap_or_default(),
+                    value: entry.value_bytes(),
                     repr,
                     name_unknown: entry.name().is_none(),
                     value_unknown: false,
@@ -340,8 +341,8 @@ impl Decoder {
             Lookup::BeforeCapture => {
                 budget.charge(ENTRY_OVERHEAD)?;
                 HeaderField {
-                    name: Vec::new(),
-                    value: Vec::new(),
+                    name: Bytes::new(),
+                    value: Bytes::new(),
                     repr: Representation::Unknown { index },
                     name_unknown: true,
                     value_unknown: true,
@@ -362,18 +363,19 @@ impl Decoder {
         let (name, name_index, huffman_name, name_unknown) = if index == 0 {
             let (name, huffman) = input.string()?;
             budget.charge(name.len() + ENTRY_OVERHEAD)?;
-            (name, None, huffman, false)
+            (Bytes::from(name), None, huffman, false)
         } else {
             let known_name = match self.lookup(index)? {
-                Lookup::Static(name, _) => Some(name),
-                Lookup::Dynamic(entry) => entry.name(),
+                Lookup::Static(name, _) => Some(Bytes::from_static(name)),
+                Lookup::Dynamic(entry) => entry.name_bytes(),
                 Lookup::BeforeCapture => None,
             };
-            budget.charge(known_name.map_or(0, <[u8]>::len) + ENTRY_OVERHEAD)?;
-            let name = known_name.unwrap_or_default().to_vec();
-            (name, Some(index), false, known_name.is_none())
+            budget.charge(known_name.as_ref().map_or(0, Bytes::len) + ENTRY_OVERHEAD)?;
+            let unknown = known_name.is_none();
+            (known_name.unwrap_or_default(), Some(index), false, unknown)
         };
         let (value, huffman_value) = input.string()?;
+        let value = Bytes::from(value);
         budget.charge(value.len())?;
 
         let repr = match kind {

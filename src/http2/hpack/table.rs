@@ -1,5 +1,6 @@
 //! The static table (RFC 7541 Appendix A) and the dynamic table (§2.3.2, §4).
 
+use bytes::Bytes;
 use std::collections::VecDeque;
 
 /// Per-entry overhead the size of a dynamic table entry includes (§4.1).
@@ -107,13 +108,13 @@ pub fn find_static(name: &[u8], value: &[u8]) -> Option<StaticMatch> {
 /// One dynamic table entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    name: Vec<u8>,
-    value: Vec<u8>,
+    name: Bytes,
+    value: Bytes,
     name_known: bool,
 }
 
 impl Entry {
-    pub(super) fn new(name: Vec<u8>, value: Vec<u8>) -> Self {
+    pub(super) fn new(name: Bytes, value: Bytes) -> Self {
         Entry {
             name,
             value,
@@ -123,9 +124,9 @@ impl Entry {
 
     /// An entry whose name was copied from a table entry that predates the
     /// capture (only possible with `Decoder::with_unknown_past`).
-    pub(super) fn with_unknown_name(value: Vec<u8>) -> Self {
+    pub(super) fn with_unknown_name(value: Bytes) -> Self {
         Entry {
-            name: Vec::new(),
+            name: Bytes::new(),
             value,
             name_known: false,
         }
@@ -133,11 +134,21 @@ impl Entry {
 
     /// `None` when the name was taken from an entry older than the capture.
     pub fn name(&self) -> Option<&[u8]> {
-        self.name_known.then_some(self.name.as_slice())
+        self.name_known.then_some(&self.name[..])
     }
 
     pub fn value(&self) -> &[u8] {
         &self.value
+    }
+
+    /// The name, shared rather than copied.
+    pub(super) fn name_bytes(&self) -> Option<Bytes> {
+        self.name_known.then(|| self.name.clone())
+    }
+
+    /// The value, shared rather than copied.
+    pub(super) fn value_bytes(&self) -> Bytes {
+        self.value.clone()
     }
 
     /// The §4.1 size. An unknown name counts as empty, which makes this a
@@ -263,7 +274,10 @@ mod tests {
     }
 
     fn entry(name: &str, value: &str) -> Entry {
-        Entry::new(name.into(), value.into())
+        Entry::new(
+            Bytes::copy_from_slice(name.as_bytes()),
+            Bytes::copy_from_slice(value.as_bytes()),
+        )
     }
 
     #[test]
@@ -312,7 +326,7 @@ mod tests {
 
     #[test]
     fn unknown_name_entry() {
-        let e = Entry::with_unknown_name(b"v".to_vec());
+        let e = Entry::with_unknown_name(Bytes::from_static(b"v"));
         assert_eq!(e.name(), None);
         assert_eq!(e.value(), b"v");
         assert_eq!(e.size(), 33);

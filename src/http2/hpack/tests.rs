@@ -21,8 +21,8 @@ fn pairs(fields: &[HeaderField]) -> Vec<(String, String)> {
         .iter()
         .map(|f| {
             (
-                String::from_utf8(f.name.clone()).unwrap(),
-                String::from_utf8(f.value.clone()).unwrap(),
+                String::from_utf8(f.name.to_vec()).unwrap(),
+                String::from_utf8(f.value.to_vec()).unwrap(),
             )
         })
         .collect()
@@ -529,7 +529,7 @@ fn index_past_table_is_rejected() {
         Err(HpackError::InvalidIndex(63))
     );
     decode(&mut d, "400a 6375 7374 6f6d 2d6b 6579 0161").unwrap();
-    assert_eq!(decode(&mut d, "be").unwrap()[0].name, b"custom-key");
+    assert_eq!(decode(&mut d, "be").unwrap()[0].name[..], b"custom-key"[..]);
     assert_eq!(decode(&mut d, "bf"), Err(HpackError::InvalidIndex(63)));
 }
 
@@ -587,7 +587,7 @@ fn unknown_past_indexed_reference() {
     let mut d = Decoder::with_unknown_past();
     assert!(d.past_unknown());
     let fields = decode(&mut d, "82 c0").unwrap();
-    assert_eq!(fields[0].name, b":method");
+    assert_eq!(fields[0].name[..], b":method"[..]);
     let f = &fields[1];
     assert_eq!(f.repr, Representation::Unknown { index: 64 });
     assert!(f.name_unknown && f.value_unknown && !f.is_complete());
@@ -599,7 +599,7 @@ fn unknown_past_known_entries_come_first() {
     let mut d = Decoder::with_unknown_past();
     // Insert custom-key: a, then index 62 is it and 63 is from the past.
     let fields = decode(&mut d, "400a 6375 7374 6f6d 2d6b 6579 0161 be bf").unwrap();
-    assert_eq!(fields[1].name, b"custom-key");
+    assert_eq!(fields[1].name[..], b"custom-key"[..]);
     assert!(fields[1].is_complete());
     assert_eq!(fields[2].repr, Representation::Unknown { index: 63 });
 }
@@ -611,7 +611,7 @@ fn unknown_past_name_reference_keeps_value() {
     let fields = decode(&mut d, "7f07 0176").unwrap();
     let f = &fields[0];
     assert!(f.name_unknown && !f.value_unknown);
-    assert_eq!(f.value, b"v");
+    assert_eq!(f.value[..], b"v"[..]);
     assert_eq!(
         f.repr,
         Representation::IncrementalIndexing {
@@ -625,7 +625,7 @@ fn unknown_past_name_reference_keeps_value() {
     let f = &fields[0];
     assert_eq!(f.repr, Representation::Indexed { index: 62 });
     assert!(f.name_unknown && !f.value_unknown);
-    assert_eq!(f.value, b"v");
+    assert_eq!(f.value[..], b"v"[..]);
     assert_eq!(d.dynamic_table().get(0).unwrap().name(), None);
 }
 
@@ -668,7 +668,7 @@ fn unknown_past_ends_when_known_entries_fill_the_table() {
     decode(&mut d, "4001 6302 7879").unwrap();
     assert_eq!(d.table_size(), 69);
     assert!(!d.past_unknown());
-    assert_eq!(decode(&mut d, "bf").unwrap()[0].name, b"b");
+    assert_eq!(decode(&mut d, "bf").unwrap()[0].name[..], b"b"[..]);
     assert_eq!(decode(&mut d, "c0"), Err(HpackError::InvalidIndex(64)));
 }
 
@@ -705,10 +705,7 @@ fn encode_plain_uses_only_static_table_and_literals() {
     let mut d = Decoder::new();
     let mut out = Vec::new();
     d.decode(&block, &mut out).unwrap();
-    let got: Vec<(&[u8], &[u8])> = out
-        .iter()
-        .map(|f| (f.name.as_slice(), f.value.as_slice()))
-        .collect();
+    let got: Vec<(&[u8], &[u8])> = out.iter().map(|f| (&f.name[..], &f.value[..])).collect();
     assert_eq!(got, headers);
     assert_eq!(d.table_len(), 0);
     assert!(matches!(
