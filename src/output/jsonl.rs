@@ -150,7 +150,15 @@ impl<'a> Obj<'a> {
     }
     fn uint(&mut self, k: &str, n: u64) {
         self.key(k);
-        let _ = write!(self.buf, "{n}");
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    }
+    /// An address as a string; its text (digits, dots, colons, brackets) needs no escaping.
+    fn addr(&mut self, k: &str, a: &std::net::SocketAddr) {
+        self.key(k);
+        self.buf.push(b'"');
+        let _ = write!(self.buf, "{a}");
+        self.buf.push(b'"');
     }
     fn end(self) {
         self.buf.push(b'}');
@@ -165,8 +173,8 @@ pub fn write_frame(buf: &mut Vec<u8>, f: &FrameEvent) {
     o.uint("packet", f.origin.packet);
     o.json("ts", &ts(f.origin.ts_ns));
     o.uint("conn", f.origin.conn);
-    o.json("src", &f.origin.src.to_string());
-    o.json("dst", &f.origin.dst.to_string());
+    o.addr("src", &f.origin.src);
+    o.addr("dst", &f.origin.dst);
     o.uint("stream", h.stream as u64);
     o.json("type", h.kind.name());
     o.uint("type_code", h.kind.code() as u64);
@@ -235,11 +243,8 @@ pub fn write_frame(buf: &mut Vec<u8>, f: &FrameEvent) {
         FrameDetail::Malformed(e) => o.json("malformed", &e.to_string()),
     }
     if let Some(list) = &f.headers {
-        let pairs: Vec<[String; 2]> = list
-            .iter()
-            .map(|h| [header_name(h), header_value(h)])
-            .collect();
-        o.json("headers", &pairs);
+        o.key("headers");
+        write_headers(o.buf, Some(list));
     }
     if !f.table_size_updates.is_empty() {
         o.json("table_size_updates", &f.table_size_updates);
@@ -304,8 +309,8 @@ pub fn write_call(buf: &mut Vec<u8>, c: &Call) {
     o.json("event", "call");
     o.uint("conn", c.conn);
     o.uint("stream", c.stream as u64);
-    o.json("client", &c.client.to_string());
-    o.json("server", &c.server.to_string());
+    o.addr("client", &c.client);
+    o.addr("server", &c.server);
     o.json("method", &c.method());
     o.json("path", &c.path());
     o.json("authority", &c.authority());
@@ -380,8 +385,8 @@ pub fn write_message(buf: &mut Vec<u8>, e: &MessageEvent) {
     o.uint("packet", e.origin.packet);
     o.json("ts", &ts(e.origin.ts_ns));
     o.uint("conn", e.origin.conn);
-    o.json("src", &e.origin.src.to_string());
-    o.json("dst", &e.origin.dst.to_string());
+    o.addr("src", &e.origin.src);
+    o.addr("dst", &e.origin.dst);
     o.uint("stream", e.stream as u64);
     o.json("path", &e.path);
     o.json("dir", e.side.as_str());
