@@ -157,7 +157,24 @@ impl<'a> Obj<'a> {
     fn addr(&mut self, k: &str, a: &std::net::SocketAddr) {
         self.key(k);
         self.buf.push(b'"');
-        let _ = write!(self.buf, "{a}");
+        match a {
+            // The common case by hand: `Display` goes through the formatting machinery per
+            // octet, a measurable share of writing a frame.
+            std::net::SocketAddr::V4(v4) => {
+                let mut n = itoa::Buffer::new();
+                for (i, octet) in v4.ip().octets().iter().enumerate() {
+                    if i > 0 {
+                        self.buf.push(b'.');
+                    }
+                    self.buf.extend_from_slice(n.format(*octet).as_bytes());
+                }
+                self.buf.push(b':');
+                self.buf.extend_from_slice(n.format(v4.port()).as_bytes());
+            }
+            std::net::SocketAddr::V6(_) => {
+                let _ = write!(self.buf, "{a}");
+            }
+        }
         self.buf.push(b'"');
     }
     fn end(self) {
@@ -510,4 +527,32 @@ fn summary_json(s: &Summary) -> Value {
         "kernel_drops": s.live.map(|l| l.dropped),
         "interface_drops": s.live.map(|l| l.if_dropped),
     })
+}
+
+#[cfg(test)]
+mod addr_tests {
+    use super::Obj;
+
+    /// Addresses written by hand read the same as `Display` writes them.
+    #[test]
+    fn addresses_match_display() {
+        for a in [
+            "127.0.0.1:50051",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "10.20.3.4:8080",
+            "[::1]:443",
+            "[2001:db8::2:1]:1",
+        ] {
+            let a: std::net::SocketAddr = a.parse().unwrap();
+            let mut buf = Vec::new();
+            let mut o = Obj::new(&mut buf);
+            o.addr("a", &a);
+            o.end();
+            assert_eq!(
+                String::from_utf8(buf).unwrap(),
+                format!("{{\"a\":\"{a}\"}}")
+            );
+        }
+    }
 }
