@@ -156,26 +156,7 @@ impl<'a> Obj<'a> {
     /// An address as a string; its text (digits, dots, colons, brackets) needs no escaping.
     fn addr(&mut self, k: &str, a: &std::net::SocketAddr) {
         self.key(k);
-        self.buf.push(b'"');
-        match a {
-            // The common case by hand: `Display` goes through the formatting machinery per
-            // octet, a measurable share of writing a frame.
-            std::net::SocketAddr::V4(v4) => {
-                let mut n = itoa::Buffer::new();
-                for (i, octet) in v4.ip().octets().iter().enumerate() {
-                    if i > 0 {
-                        self.buf.push(b'.');
-                    }
-                    self.buf.extend_from_slice(n.format(*octet).as_bytes());
-                }
-                self.buf.push(b':');
-                self.buf.extend_from_slice(n.format(v4.port()).as_bytes());
-            }
-            std::net::SocketAddr::V6(_) => {
-                let _ = write!(self.buf, "{a}");
-            }
-        }
-        self.buf.push(b'"');
+        let _ = write!(self.buf, "\"{}\"", super::Addr(a));
     }
     fn end(self) {
         self.buf.push(b'}');

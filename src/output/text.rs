@@ -4,8 +4,9 @@
 use std::fmt::Write as _;
 use std::io::Write;
 
-use super::Summary;
 use serde_json::Value;
+
+use super::{Addr, Summary};
 
 use crate::event::{Event, FrameDetail, FrameEvent, MessageEvent, Sink};
 use crate::http2::call::{grpc_status_name, header_name, header_value, lossless, Call, CallEnd};
@@ -77,7 +78,13 @@ impl<W: Write> Text<W> {
         let _ = write!(
             l,
             "{:>6} {:>11.6} #{:<3} {} → {} {:>5} {}",
-            o.packet, rel, o.conn, o.src, o.dst, h.stream, h.kind
+            o.packet,
+            rel,
+            o.conn,
+            Addr(&o.src),
+            Addr(&o.dst),
+            h.stream,
+            h.kind
         );
         if !flags.is_empty() {
             let _ = write!(l, "[{}]", flags.join(","));
@@ -109,8 +116,8 @@ impl<W: Write> Text<W> {
             o.packet,
             rel,
             o.conn,
-            o.src,
-            o.dst,
+            Addr(&o.src),
+            Addr(&o.dst),
             m.stream,
             m.side.as_str(),
             m.index,
@@ -166,8 +173,8 @@ impl<W: Write> Text<W> {
             rel,
             c.conn,
             c.stream,
-            c.client,
-            c.server,
+            Addr(&c.client),
+            Addr(&c.server),
             c.method().unwrap_or_else(|| "-".into()),
             c.path().unwrap_or_else(|| "-".into()),
         );
@@ -458,8 +465,8 @@ impl<W: Write> Sink for Text<W> {
                     "CONN",
                     rel,
                     c.conn,
-                    c.client,
-                    c.server,
+                    Addr(&c.client),
+                    Addr(&c.server),
                     c.end.as_str(),
                     c.last_ts_ns.saturating_sub(c.first_ts_ns) as f64 / 1e9,
                     c.bytes[0],
@@ -474,7 +481,12 @@ impl<W: Write> Sink for Text<W> {
                 let _ = writeln!(
                     self.line,
                     "{:>6} {:>11.6} #{:<3} {} → {} GAP {} bytes missing from the capture",
-                    o.packet, rel, o.conn, o.src, o.dst, g.bytes
+                    o.packet,
+                    rel,
+                    o.conn,
+                    Addr(&o.src),
+                    Addr(&o.dst),
+                    g.bytes
                 );
                 self.flush_line();
             }
@@ -484,7 +496,11 @@ impl<W: Write> Sink for Text<W> {
                     let _ = write!(
                         self.line,
                         "{:>6} {:>11.6} #{:<3} {} → {} ",
-                        o.packet, rel, o.conn, o.src, o.dst
+                        o.packet,
+                        rel,
+                        o.conn,
+                        Addr(&o.src),
+                        Addr(&o.dst)
                     );
                 }
                 let _ = write!(self.line, "ERROR {}", e.kind.as_str());
