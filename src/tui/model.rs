@@ -125,6 +125,9 @@ pub struct ConnRow {
     pub duration_s: f64,
     pub calls: usize,
     pub bytes: [u64; 2],
+    /// PINGs sent (not their ACKs) and GOAWAYs, counted as the frames arrive.
+    pub pings: u32,
+    pub goaways: u32,
     /// Frames on stream 0 (SETTINGS, PING, GOAWAY, WINDOW_UPDATE), as indexes into `items`.
     pub items: Vec<usize>,
     /// The connection's health report once it ended.
@@ -208,7 +211,16 @@ impl Model {
                         }
                         &mut row.items
                     }),
-                    Owner::Conn(c) => self.conns.get_mut(c).map(|row| &mut row.items),
+                    Owner::Conn(c) => self.conns.get_mut(c).map(|row| {
+                        if let Item::Frame(f) = &item {
+                            match f.kind {
+                                FrameType::Ping if f.flags & flags::ACK == 0 => row.pings += 1,
+                                FrameType::GoAway => row.goaways += 1,
+                                _ => {}
+                            }
+                        }
+                        &mut row.items
+                    }),
                 };
                 if let Some(list) = list {
                     list.push(i);
@@ -227,6 +239,7 @@ impl Model {
             Update::Conn { index, mut row } => match self.conns.get_mut(index) {
                 Some(old) => {
                     row.items = std::mem::take(&mut old.items);
+                    (row.pings, row.goaways) = (old.pings, old.goaways);
                     *old = row;
                 }
                 None => self.conns.push(row),
@@ -795,6 +808,8 @@ impl Builder {
                 duration_s: 0.0,
                 calls: 0,
                 bytes: [0, 0],
+                pings: 0,
+                goaways: 0,
                 items: Vec::new(),
                 stored,
             },
@@ -983,6 +998,8 @@ impl Builder {
                 duration_s: e.last_ts_ns.saturating_sub(e.first_ts_ns) as f64 / 1e9,
                 calls,
                 bytes: e.bytes,
+                pings: 0,
+                goaways: 0,
                 items: Vec::new(),
                 stored,
             },

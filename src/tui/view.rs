@@ -359,6 +359,8 @@ fn draw_conns(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
                 c.calls.to_string(),
                 format!("{:.3}s", c.duration_s),
                 format!("{}/{}", c.bytes[0], c.bytes[1]),
+                c.pings.to_string(),
+                c.goaways.to_string(),
                 c.end.clone(),
             ])
         })
@@ -372,12 +374,14 @@ fn draw_conns(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
             Constraint::Length(5),
             Constraint::Length(9),
             Constraint::Length(13),
+            Constraint::Length(5),
+            Constraint::Length(6),
             Constraint::Length(11),
         ],
     )
     .header(
         Row::new(vec![
-            "conn", "client", "server", "calls", "lifetime", "bytes", "end",
+            "conn", "client", "server", "calls", "lifetime", "bytes", "pings", "goaway", "end",
         ])
         .style(Style::default().add_modifier(Modifier::BOLD)),
     )
