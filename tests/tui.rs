@@ -96,7 +96,10 @@ fn keys_filter_drill_down_and_views() {
     assert!(s.contains("connections") && s.contains("fin"), "{s}");
     // Both sides sent a GOAWAY, and nobody a PING (as `h2scope health` reports).
     assert!(s.contains("pings") && s.contains("goaway"), "{s}");
-    assert_eq!((app.model.conns[0].pings, app.model.conns[0].goaways), (0, 2));
+    assert_eq!(
+        (app.model.conns[0].pings, app.model.conns[0].goaways),
+        (0, 2)
+    );
     // The connection's own frames (SETTINGS, GOAWAY ...) are listed under it, and its health
     // report is the detail.
     assert!(s.contains("SETTINGS") && s.contains("GOAWAY"), "{s}");

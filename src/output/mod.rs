@@ -160,7 +160,12 @@ mod tests {
 
     #[test]
     fn addr_shows_what_display_shows_with_width_and_alignment() {
-        for a in ["127.0.0.1:50051", "0.0.0.0:0", "255.255.255.255:65535", "[::1]:443"] {
+        for a in [
+            "127.0.0.1:50051",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "[::1]:443",
+        ] {
             let a: std::net::SocketAddr = a.parse().unwrap();
             assert_eq!(Addr(&a).to_string(), a.to_string());
             assert_eq!(format!("{:>24}|", Addr(&a)), format!("{:>24}|", a));
