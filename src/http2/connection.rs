@@ -145,6 +145,12 @@ struct Current {
     raw: Option<Vec<u8>>,
 }
 
+/// Calls that ended during a frame, handed on after it. Boxed: they leave as `Event::Call`,
+/// which holds a box, and the call map keeps them boxed so that its nodes move pointers, not
+/// calls.
+#[allow(clippy::vec_box)]
+type FinishedCalls = Vec<Box<Call>>;
+
 struct PendingBlock {
     stream: u32,
     kind: FrameType,
@@ -241,7 +247,7 @@ pub struct Connection {
     /// The direction the client sends in (meaningful once `mode` is `Http2` or `Upgrade`).
     client: Dir,
     dirs: [Direction; 2],
-    calls: BTreeMap<u32, Call>,
+    calls: BTreeMap<u32, Box<Call>>,
     /// gRPC state of the calls that are gRPC.
     grpc: BTreeMap<u32, GrpcStream>,
     /// Message events of the DATA frame being read, emitted after its frame event.
@@ -465,7 +471,7 @@ impl Connection {
         let streams: Vec<u32> = self.calls.keys().copied().collect();
         for stream in streams {
             if let Some(call) = self.take_call(stream, ctx) {
-                ctx.sink.event(Event::Call(Box::new(call)));
+                ctx.sink.event(Event::Call(call));
             }
         }
     }
@@ -776,7 +782,7 @@ impl Connection {
             ctx.sink.event(message);
         }
         for call in finished {
-            ctx.sink.event(Event::Call(Box::new(call)));
+            ctx.sink.event(Event::Call(call));
         }
         if let Err(e) = result {
             ctx.error(
@@ -793,7 +799,7 @@ impl Connection {
         &mut self,
         dir: Dir,
         item: Http1Item,
-        finished: &mut Vec<Call>,
+        finished: &mut FinishedCalls,
         ctx: &mut Ctx<'_>,
     ) {
         let from_client = dir == self.client;
@@ -1172,7 +1178,7 @@ impl Connection {
 
     /// Removes a call and its gRPC state; message counts, unfinished messages and decoded
     /// status details go into the call.
-    fn take_call(&mut self, stream: u32, ctx: &mut Ctx<'_>) -> Option<Call> {
+    fn take_call(&mut self, stream: u32, ctx: &mut Ctx<'_>) -> Option<Box<Call>> {
         let mut call = self.calls.remove(&stream)?;
         if let Some(g) = self.grpc.remove(&stream) {
             call.grpc = true;
@@ -1290,7 +1296,7 @@ impl Connection {
             ctx.sink.event(message);
         }
         for call in finished_calls {
-            ctx.sink.event(Event::Call(Box::new(call)));
+            ctx.sink.event(Event::Call(call));
         }
     }
 
@@ -1299,7 +1305,7 @@ impl Connection {
         dir: Dir,
         cur: &Current,
         notes: &mut Vec<String>,
-        finished: &mut Vec<Call>,
+        finished: &mut FinishedCalls,
         ctx: &mut Ctx<'_>,
     ) -> FrameDetail {
         let h = cur.header;
@@ -1397,7 +1403,7 @@ impl Connection {
         h: &FrameHeader,
         payload: Payload<'_>,
         event: &mut FrameEvent,
-        finished: &mut Vec<Call>,
+        finished: &mut FinishedCalls,
         ctx: &mut Ctx<'_>,
     ) -> FrameDetail {
         let d = dir.index();
@@ -1517,7 +1523,7 @@ impl Connection {
         promised: u32,
         fragment: &[u8],
         event: &mut FrameEvent,
-        finished: &mut Vec<Call>,
+        finished: &mut FinishedCalls,
         ctx: &mut Ctx<'_>,
     ) {
         let d = dir.index();
@@ -1544,7 +1550,7 @@ impl Connection {
         &mut self,
         dir: Dir,
         event: &mut FrameEvent,
-        finished: &mut Vec<Call>,
+        finished: &mut FinishedCalls,
         ctx: &mut Ctx<'_>,
     ) {
         let d = dir.index();
@@ -1695,14 +1701,14 @@ impl Connection {
                             ctx.cfg.max_open_streams
                         ),
                     );
-                    ctx.sink.event(Event::Call(Box::new(old)));
+                    ctx.sink.event(Event::Call(old));
                 }
             }
         }
-        self.calls.insert(call.stream, call);
+        self.calls.insert(call.stream, Box::new(call));
     }
 
-    fn maybe_finish(&mut self, stream: u32, ctx: &mut Ctx<'_>, finished: &mut Vec<Call>) {
+    fn maybe_finish(&mut self, stream: u32, ctx: &mut Ctx<'_>, finished: &mut FinishedCalls) {
         let done = self
             .calls
             .get(&stream)
