@@ -247,28 +247,38 @@ impl Dissector {
             index: pkt.index,
             ts_ns: pkt.ts_ns,
         };
-        let mut handler = Handler {
-            cfg: &self.cfg.http2,
-            grpc: &self.cfg.grpc,
-            schemas: &mut self.schemas,
-            sink,
-            stats: &mut self.stats,
-        };
-        self.flows.segment(&seg, &meta, &mut handler)
+        let (flows, mut handler) = self.stages(sink);
+        flows.segment(&seg, &meta, &mut handler)
     }
 
     /// Expires the connections idle at this packet's time (see
     /// [`FlowConfig::external_sweeps`](crate::tcp::FlowConfig::external_sweeps)).
     pub fn sweep(&mut self, index: u64, ts_ns: i64, sink: &mut dyn Sink) {
         let meta = PacketMeta { index, ts_ns };
-        let mut handler = Handler {
-            cfg: &self.cfg.http2,
-            grpc: &self.cfg.grpc,
-            schemas: &mut self.schemas,
+        let (flows, mut handler) = self.stages(sink);
+        flows.sweep(&meta, &mut handler);
+    }
+
+    /// The flow table, and the stages after TCP that it hands reassembled bytes to.
+    fn stages<'a>(
+        &'a mut self,
+        sink: &'a mut dyn Sink,
+    ) -> (&'a mut FlowTable<ConnState>, Handler<'a>) {
+        let Dissector {
+            cfg,
+            flows,
+            schemas,
+            stats,
+            ..
+        } = self;
+        let handler = Handler {
+            cfg: &cfg.http2,
+            grpc: &cfg.grpc,
+            schemas,
             sink,
-            stats: &mut self.stats,
+            stats,
         };
-        self.flows.sweep(&meta, &mut handler);
+        (flows, handler)
     }
 
     fn count_skip(&mut self, skip: Skip) {
@@ -289,14 +299,8 @@ impl Dissector {
     /// now ends at the capture's last packet, `index` at `ts_ns`, not at this one's last.
     pub fn finish_at(&mut self, index: u64, ts_ns: i64, sink: &mut dyn Sink) -> Stats {
         let meta = PacketMeta { index, ts_ns };
-        let mut handler = Handler {
-            cfg: &self.cfg.http2,
-            grpc: &self.cfg.grpc,
-            schemas: &mut self.schemas,
-            sink,
-            stats: &mut self.stats,
-        };
-        self.flows.finish(&meta, &mut handler);
+        let (flows, mut handler) = self.stages(sink);
+        flows.finish(&meta, &mut handler);
         self.stats.flows = self.flows.stats();
         self.stats.clone()
     }

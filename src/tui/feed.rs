@@ -84,6 +84,21 @@ pub struct Loader {
 }
 
 impl Loader {
+    fn running(
+        rx: Receiver<Feed>,
+        stop: Arc<AtomicBool>,
+        thread: JoinHandle<()>,
+        temp_file: Option<std::path::PathBuf>,
+    ) -> Self {
+        Loader {
+            rx,
+            stop,
+            thread: Some(thread),
+            finished: false,
+            temp_file,
+        }
+    }
+
     /// Reads `path` in the background: first a pass over the first [`HARVEST_BYTES`] for
     /// schemas served by reflection (so calls before the reflection exchange decode too), then
     /// the dissection, which goes on learning from reflection as it reads. The file is opened here, so that a missing or
@@ -122,16 +137,7 @@ impl Loader {
             let _ = batch.send(String::new());
             let _ = tx.send(Feed::Done(result.err()));
         });
-        Ok((
-            Loader {
-                rx,
-                stop,
-                thread: Some(thread),
-                finished: false,
-                temp_file: None,
-            },
-            store,
-        ))
+        Ok((Loader::running(rx, stop, thread, None), store))
     }
 
     /// Captures on `iface` in the background, writing every packet to `record` (a temporary
@@ -201,14 +207,9 @@ impl Loader {
             let _ = batch.send(format!("capture on {iface} stopped, {seen} packets"));
             let _ = tx.send(Feed::Done(failure));
         });
+        let temp_file = temp.then(|| path.clone());
         Ok((
-            Loader {
-                rx,
-                stop,
-                thread: Some(thread),
-                finished: false,
-                temp_file: temp.then(|| path.clone()),
-            },
+            Loader::running(rx, stop, thread, temp_file),
             store,
             path.to_string_lossy().into_owned(),
         ))
@@ -297,7 +298,6 @@ pub fn load_all(
     path: &str,
     cfg: &Config,
     schemas: Schemas,
-    mut tick: impl FnMut(usize, u64),
 ) -> Result<super::model::Model, CaptureError> {
     let schemas = harvest_schemas_with(path, schemas, cfg, u64::MAX, |_, _| true);
     let mut reader = CaptureReader::open(path)?;
@@ -307,11 +307,8 @@ pub fn load_all(
     let mut builder = Builder::new(writer);
     let mut model = super::model::Model::new(store);
     let mut d = Dissector::with_schemas(cfg, schemas);
-    let mut seen = 0u64;
     let result = reader.for_each_packet(|p| {
         d.packet(p, &mut builder);
-        seen += 1;
-        tick(p.data.len(), seen);
         if builder.pending() >= 4096 {
             builder.take().into_iter().for_each(|u| model.apply(u));
         }

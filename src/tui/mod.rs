@@ -36,7 +36,7 @@ pub fn load(
     cfg: &Config,
     schemas: Schemas,
 ) -> Result<Model, crate::capture::CaptureError> {
-    feed::load_all(path, cfg, schemas, |_, _| {})
+    feed::load_all(path, cfg, schemas)
 }
 
 /// The section `h2scope haproxy FILE --call CONN:STREAM` prints, written to a file in `dir`.

@@ -962,12 +962,12 @@ impl Builder {
 
     fn conn_end(&mut self, e: &ConnectionEnd) {
         let index = self.conn_index(e.conn, None);
-        let calls = self.calls.range((e.conn, 0)..=(e.conn, u32::MAX)).count();
         let keys: Vec<(u64, u32)> = self
             .calls
             .range((e.conn, 0)..=(e.conn, u32::MAX))
             .map(|(k, _)| *k)
             .collect();
+        let calls = keys.len();
         for k in keys {
             self.calls.remove(&k);
         }
