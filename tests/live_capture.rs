@@ -4,6 +4,8 @@
 
 #![cfg(feature = "live")]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,31 +13,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_h2scope");
-
-fn can_capture() -> bool {
-    let out = Command::new(BIN)
-        .args([
-            "capture",
-            "-i",
-            "lo",
-            "--duration",
-            "0.1",
-            "-q",
-            "--no-summary",
-        ])
-        .output()
-        .unwrap();
-    let ok = out.status.success();
-    if !ok {
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            std::env::var_os("H2SCOPE_REQUIRE_LIVE").is_none(),
-            "live capture must work here: {err}"
-        );
-        eprintln!("cannot capture on lo here, skipping: {err}");
-    }
-    ok
-}
 
 fn frame_key(e: &Value) -> (String, String, u64, String, u64) {
     (
@@ -56,25 +33,10 @@ fn jsonl(text: &str) -> Vec<Value> {
 
 #[test]
 fn live_capture_shows_calls_and_records_a_readable_file() {
-    if !can_capture() {
+    if !common::can_capture_on_lo() {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let addr = rt.block_on(async {
-        let (_reporter, health) = tonic_health::server::health_reporter();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(health)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        addr
-    });
+    let (rt, addr) = common::health_server();
     let dir = std::env::temp_dir().join(format!("h2scope-live-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("live.pcapng");

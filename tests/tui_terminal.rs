@@ -1,6 +1,8 @@
 //! The real binary's TUI in a real terminal: tmux runs `h2scope tui` in a pseudo-terminal, the
 //! test types keys and reads the screen back (scripts/install-deps installs tmux).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -200,35 +202,10 @@ fn live_interface_shows_calls_as_they_happen() {
     if !Tmux::available() {
         return;
     }
-    let probe = Command::new(BIN)
-        .args(["capture", "-i", "lo", "--duration", "0.1", "-q"])
-        .output()
-        .unwrap();
-    if !probe.status.success() {
-        assert!(
-            std::env::var_os("H2SCOPE_REQUIRE_LIVE").is_none(),
-            "live capture must work here: {}",
-            String::from_utf8_lossy(&probe.stderr)
-        );
-        eprintln!("cannot capture on lo here, skipping");
+    if !common::can_capture_on_lo() {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let addr = rt.block_on(async {
-        let (_reporter, health) = tonic_health::server::health_reporter();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(health)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        addr
-    });
+    let (rt, addr) = common::health_server();
     let dir = temp_dir("tui-live");
     let recording = dir.join("live.pcapng");
     let t = Tmux::start(

@@ -138,3 +138,52 @@ pub fn calls(events: &[Event]) -> Vec<&Call> {
         })
         .collect()
 }
+
+/// A tonic server with only the health service, on a free loopback port, in its own runtime
+/// (keep the runtime: dropping it stops the server).
+pub fn health_server() -> (tokio::runtime::Runtime, std::net::SocketAddr) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = rt.block_on(async {
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        addr
+    });
+    (rt, addr)
+}
+
+/// Whether this run may capture on `lo` (root, and a binary built with `live`). Under
+/// `H2SCOPE_REQUIRE_LIVE` (CI) it must.
+pub fn can_capture_on_lo() -> bool {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_h2scope"))
+        .args([
+            "capture",
+            "-i",
+            "lo",
+            "--duration",
+            "0.1",
+            "-q",
+            "--no-summary",
+        ])
+        .output()
+        .unwrap();
+    let ok = out.status.success();
+    if !ok {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            std::env::var_os("H2SCOPE_REQUIRE_LIVE").is_none(),
+            "live capture must work here: {err}"
+        );
+        eprintln!("cannot capture on lo here, skipping: {err}");
+    }
+    ok
+}
