@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::{Addr, Summary};
 
-use crate::event::{Event, FrameDetail, FrameEvent, MessageEvent, Sink};
+use crate::event::{Event, FrameDetail, FrameEvent, MessageEvent, Origin, Sink};
 use crate::http2::call::{grpc_status_name, header_name, header_value, lossless, Call, CallEnd};
 use crate::http2::frame::{error_code_name, setting, FrameType};
 use crate::http2::hpack::HeaderField;
@@ -60,6 +60,21 @@ impl<W: Write> Text<W> {
         ts_ns.saturating_sub(self.base_ns.unwrap_or(ts_ns)) as f64 / 1e9
     }
 
+    /// The start every line about a place in the capture shares: record, time, connection,
+    /// source → destination.
+    fn head(&mut self, o: &Origin) {
+        let rel = self.rel(o.ts_ns);
+        let _ = write!(
+            self.line,
+            "{:>6} {:>11.6} #{:<3} {} → {}",
+            o.packet,
+            rel,
+            o.conn,
+            Addr(&o.src),
+            Addr(&o.dst)
+        );
+    }
+
     fn flush_line(&mut self) {
         if self.io_error.is_none() {
             if let Err(e) = self.out.write_all(self.line.as_bytes()) {
@@ -73,19 +88,9 @@ impl<W: Write> Text<W> {
         let o = &f.origin;
         let h = &f.header;
         let flags = h.kind.flag_names(h.flags);
-        let rel = self.rel(o.ts_ns);
+        self.head(o);
         let l = &mut self.line;
-        let _ = write!(
-            l,
-            "{:>6} {:>11.6} #{:<3} {} → {} {:>5} {}",
-            o.packet,
-            rel,
-            o.conn,
-            Addr(&o.src),
-            Addr(&o.dst),
-            h.stream,
-            h.kind
-        );
+        let _ = write!(l, " {:>5} {}", h.stream, h.kind);
         if !flags.is_empty() {
             let _ = write!(l, "[{}]", flags.join(","));
         }
@@ -108,16 +113,11 @@ impl<W: Write> Text<W> {
     fn message(&mut self, m: &MessageEvent) {
         let o = &m.origin;
         let d = &m.decoded;
-        let rel = self.rel(o.ts_ns);
+        self.head(o);
         let l = &mut self.line;
         let _ = write!(
             l,
-            "{:>6} {:>11.6} #{:<3} {} → {} {:>5}   ↳ {} #{} {}B",
-            o.packet,
-            rel,
-            o.conn,
-            Addr(&o.src),
-            Addr(&o.dst),
+            " {:>5}   ↳ {} #{} {}B",
             m.stream,
             m.side.as_str(),
             m.index,
@@ -476,32 +476,14 @@ impl<W: Write> Sink for Text<W> {
                 self.flush_line();
             }
             Event::Gap(g) => {
-                let rel = self.rel(g.origin.ts_ns);
-                let o = &g.origin;
-                let _ = writeln!(
-                    self.line,
-                    "{:>6} {:>11.6} #{:<3} {} → {} GAP {} bytes missing from the capture",
-                    o.packet,
-                    rel,
-                    o.conn,
-                    Addr(&o.src),
-                    Addr(&o.dst),
-                    g.bytes
-                );
+                self.head(&g.origin);
+                let _ = writeln!(self.line, " GAP {} bytes missing from the capture", g.bytes);
                 self.flush_line();
             }
             Event::Error(e) => {
                 if let Some(o) = &e.origin {
-                    let rel = self.rel(o.ts_ns);
-                    let _ = write!(
-                        self.line,
-                        "{:>6} {:>11.6} #{:<3} {} → {} ",
-                        o.packet,
-                        rel,
-                        o.conn,
-                        Addr(&o.src),
-                        Addr(&o.dst)
-                    );
+                    self.head(o);
+                    self.line.push(' ');
                 }
                 let _ = write!(self.line, "ERROR {}", e.kind.as_str());
                 if let Some(s) = e.stream {
