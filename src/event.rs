@@ -152,7 +152,8 @@ pub enum FrameDetail {
 pub struct MessageEvent {
     pub origin: Origin,
     pub stream: u32,
-    pub path: Option<String>,
+    /// Shared by all messages of the call.
+    pub path: Option<std::sync::Arc<str>>,
     pub side: Side,
     /// Position among this call's messages in this direction, from 0.
     pub index: u32,

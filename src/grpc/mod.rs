@@ -89,6 +89,8 @@ pub struct GrpcStream {
     deframers: [Deframer; 2],
     /// Messages seen each way.
     pub counts: [u32; 2],
+    /// The path messages are labelled with, once looked up (the outer `None`: not yet).
+    pub path: Option<Option<std::sync::Arc<str>>>,
 }
 
 impl GrpcStream {
@@ -103,6 +105,7 @@ impl GrpcStream {
                 Deframer::new(max_message, text),
             ],
             counts: [0, 0],
+            path: None,
         }
     }
 
@@ -125,6 +128,7 @@ impl GrpcStream {
         self.encoding.swap(0, 1);
         self.deframers.swap(0, 1);
         self.counts.swap(0, 1);
+        self.path = None;
     }
 
     pub fn framing_lost(&self, side: Side) -> bool {

@@ -5,6 +5,7 @@
 //! are never buffered whole (a frame may be 16 MiB); other frames are buffered up to a limit.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use super::call::{Call, CallEnd};
 use super::frame::{
@@ -415,7 +416,7 @@ impl Connection {
                     self.stream_gap(dir, stream, bytes, ctx);
                 }
                 if complete {
-                    self.finish_frame(dir, ctx);
+                    self.finish_frame(dir, None, ctx);
                 }
             }
         } else {
@@ -952,7 +953,7 @@ impl Connection {
                             raw: ctx.cfg.keep_frame_bytes.then(|| ds.hdr.to_vec()),
                         });
                         if header.length == 0 {
-                            self.finish_frame(dir, ctx);
+                            self.finish_frame(dir, None, ctx);
                         }
                     }
                 }
@@ -966,8 +967,12 @@ impl Connection {
                     }
                     // DATA content (without padding) in this chunk, as a range of the chunk.
                     let mut content = None;
+                    // A payload wholly in this chunk is parsed where it lies, not copied.
+                    let whole = cur.buffered && cur.got == 0 && take == remaining;
                     if cur.buffered {
-                        cur.buf.extend_from_slice(chunk);
+                        if !whole {
+                            cur.buf.extend_from_slice(chunk);
+                        }
                     } else if cur.header.kind == FrameType::Data {
                         let padded = cur.header.has(flags::PADDED);
                         if padded && cur.got == 0 && cur.missing == 0 {
@@ -997,7 +1002,7 @@ impl Connection {
                         self.stream_data(dir, stream, &chunk[a..b], frame_start, ctx);
                     }
                     if complete {
-                        self.finish_frame(dir, ctx);
+                        self.finish_frame(dir, whole.then_some(chunk), ctx);
                     }
                 }
             }
@@ -1092,6 +1097,18 @@ impl Connection {
             .map(|a| a.path.clone())
     }
 
+    /// [`Self::effective_path`], looked up once per gRPC stream.
+    fn stream_path(&mut self, stream: u32, ctx: &Ctx<'_>) -> Option<Arc<str>> {
+        if let Some(Some(known)) = self.grpc.get(&stream).map(|g| &g.path) {
+            return known.clone();
+        }
+        let path: Option<Arc<str>> = self.effective_path(stream, ctx).map(Arc::from);
+        if let Some(g) = self.grpc.get_mut(&stream) {
+            g.path = Some(path.clone());
+        }
+        path
+    }
+
     fn side(&self, dir: Dir) -> Side {
         if dir == self.client {
             Side::Request
@@ -1111,7 +1128,7 @@ impl Connection {
         if raws.is_empty() {
             return;
         }
-        let path = self.effective_path(stream, ctx);
+        let path = self.stream_path(stream, ctx);
         for raw in raws {
             let Some(g) = self.grpc.get_mut(&stream) else {
                 return;
@@ -1199,11 +1216,14 @@ impl Connection {
         Some(call)
     }
 
-    fn finish_frame(&mut self, dir: Dir, ctx: &mut Ctx<'_>) {
+    /// A frame is complete. `whole` is its payload when it arrived in one piece and was not
+    /// copied into the frame's buffer.
+    fn finish_frame(&mut self, dir: Dir, whole: Option<&[u8]>, ctx: &mut Ctx<'_>) {
         let d = dir.index();
         let Some(cur) = self.dirs[d].cur.take() else {
             return;
         };
+        let payload = whole.unwrap_or(&cur.buf);
         self.dirs[d].frames += 1;
         let h = cur.header;
         let mut notes = Vec::new();
@@ -1273,7 +1293,7 @@ impl Connection {
                 self.dirs[d].block = None;
             }
         } else {
-            match parse_payload(&h, &cur.buf) {
+            match parse_payload(&h, payload) {
                 Err(e) => {
                     if matches!(
                         h.kind,
@@ -1437,7 +1457,7 @@ impl Connection {
                             block.fragment.extend_from_slice(fragment);
                         }
                         if h.has(flags::END_HEADERS) {
-                            self.end_block(dir, event, finished, ctx);
+                            self.end_block(dir, None, event, finished, ctx);
                         }
                     }
                     None => event
@@ -1528,27 +1548,31 @@ impl Connection {
     ) {
         let d = dir.index();
         let overflow = fragment.len() > ctx.cfg.max_header_block;
+        let complete = h.has(flags::END_HEADERS);
         self.dirs[d].block = Some(PendingBlock {
             stream: h.stream,
             kind: h.kind,
             end_stream: h.kind == FrameType::Headers && h.has(flags::END_STREAM),
             promised,
-            fragment: if overflow {
+            // A block in one frame is decoded from the frame; only CONTINUATIONs need a copy.
+            fragment: if overflow || complete {
                 Vec::new()
             } else {
                 fragment.to_vec()
             },
             overflow,
         });
-        if h.has(flags::END_HEADERS) {
-            self.end_block(dir, event, finished, ctx);
+        if complete {
+            self.end_block(dir, Some(fragment), event, finished, ctx);
         }
     }
 
     /// A header block is complete: decode it and apply it to its call.
+    /// `whole` is the block when it came in one frame; otherwise the pending block holds it.
     fn end_block(
         &mut self,
         dir: Dir,
+        whole: Option<&[u8]>,
         event: &mut FrameEvent,
         finished: &mut FinishedCalls,
         ctx: &mut Ctx<'_>,
@@ -1573,10 +1597,10 @@ impl Connection {
                 .push("headers not decoded: HPACK state lost earlier in this direction".into());
         } else {
             let mut out = Vec::new();
-            match ds.hpack.decode(&block.fragment, &mut out) {
+            match ds.hpack.decode(whole.unwrap_or(&block.fragment), &mut out) {
                 Ok(()) => {
                     event.table_size_updates = ds.hpack.last_size_updates().to_vec();
-                    headers = Some(std::sync::Arc::from(out));
+                    headers = Some(Arc::from(out));
                     if ds.unknown_past && !ds.hpack.past_unknown() {
                         ds.unknown_past = false;
                         event.notes.push(

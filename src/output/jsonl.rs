@@ -386,7 +386,7 @@ pub fn write_message(buf: &mut Vec<u8>, e: &MessageEvent) {
     o.addr("src", &e.origin.src);
     o.addr("dst", &e.origin.dst);
     o.uint("stream", e.stream as u64);
-    o.json("path", &e.path);
+    o.json("path", &e.path.as_deref());
     o.json("dir", e.side.as_str());
     o.uint("index", e.index as u64);
     o.json("compressed", &d.compressed);

@@ -159,8 +159,26 @@ struct Flow<S> {
     state: Option<S>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FlowKey(SocketAddr, SocketAddr);
+
+impl std::hash::Hash for FlowKey {
+    // One write per endpoint instead of SocketAddr's field-by-field hashing. Equal keys still
+    // hash equally: IPv6 flow info and scope, which `Eq` also compares, are merely left out.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        for a in [self.0, self.1] {
+            match a {
+                SocketAddr::V4(v4) => {
+                    state.write_u64(u64::from(v4.ip().to_bits()) << 16 | u64::from(v4.port()))
+                }
+                SocketAddr::V6(v6) => {
+                    state.write_u128(v6.ip().to_bits());
+                    state.write_u16(v6.port());
+                }
+            }
+        }
+    }
+}
 
 impl FlowKey {
     fn of(a: SocketAddr, b: SocketAddr) -> Self {
@@ -174,7 +192,7 @@ impl FlowKey {
 
 pub struct FlowTable<S> {
     cfg: FlowConfig,
-    flows: HashMap<FlowKey, Flow<S>>,
+    flows: HashMap<FlowKey, Flow<S>, foldhash::fast::RandomState>,
     next_conn: u64,
     last_sweep_ns: i64,
     stats: FlowTableStats,
@@ -184,7 +202,7 @@ impl<S> FlowTable<S> {
     pub fn new(cfg: FlowConfig) -> Self {
         FlowTable {
             cfg,
-            flows: HashMap::new(),
+            flows: HashMap::default(),
             next_conn: 0,
             last_sweep_ns: i64::MIN,
             stats: FlowTableStats::default(),
@@ -213,55 +231,72 @@ impl<S> FlowTable<S> {
         self.stats.segments += 1;
         self.maybe_sweep(meta, handler);
         let key = FlowKey::of(seg.src, seg.dst);
-        let starts_new = match self.flows.get(&key) {
-            None => true,
-            Some(flow) => {
-                let dir = direction(&flow.info, seg.src);
-                seg.syn
-                    && !seg.ack_flag
-                    && (flow.closed || flow.isn[dir.index()].is_some_and(|isn| isn != seg.seq))
+        // One lookup for a packet of a known connection, the common case.
+        if let Some(flow) = self.flows.get_mut(&key) {
+            if !starts_new(flow, seg) {
+                return Some(Self::deliver(
+                    flow,
+                    &mut self.stats,
+                    &self.cfg,
+                    seg,
+                    meta,
+                    handler,
+                ));
             }
-        };
-        if starts_new {
-            if let Some(mut old) = self.flows.remove(&key) {
-                self.retire(&mut old, CloseReason::Reused, meta, handler);
-            }
-            if self.flows.len() >= self.cfg.max_flows {
-                self.evict_oldest(meta, handler);
-            }
-            // A SYN-ACK as first packet means its sender is the responder.
-            let endpoints = if seg.syn && seg.ack_flag {
-                [seg.dst, seg.src]
-            } else {
-                [seg.src, seg.dst]
-            };
-            let info = FlowInfo {
-                conn: self.next_conn,
-                endpoints,
-                handshake_seen: seg.syn,
-                first_ts_ns: meta.ts_ns,
-            };
-            self.next_conn += 1;
-            self.stats.connections += 1;
-            let state = handler.open(&info, meta);
-            let max = self.cfg.max_pending_per_dir;
-            self.flows.insert(
-                key,
-                Flow {
-                    info,
-                    asm: [Assembler::new(max), Assembler::new(max)],
-                    isn: [None, None],
-                    last_ts_ns: meta.ts_ns,
-                    closed: false,
-                    state: Some(state),
-                },
-            );
         }
-        let flow = self.flows.get_mut(&key)?;
+        if let Some(mut old) = self.flows.remove(&key) {
+            self.retire(&mut old, CloseReason::Reused, meta, handler);
+        }
+        if self.flows.len() >= self.cfg.max_flows {
+            self.evict_oldest(meta, handler);
+        }
+        // A SYN-ACK as first packet means its sender is the responder.
+        let endpoints = if seg.syn && seg.ack_flag {
+            [seg.dst, seg.src]
+        } else {
+            [seg.src, seg.dst]
+        };
+        let info = FlowInfo {
+            conn: self.next_conn,
+            endpoints,
+            handshake_seen: seg.syn,
+            first_ts_ns: meta.ts_ns,
+        };
+        self.next_conn += 1;
+        self.stats.connections += 1;
+        let state = handler.open(&info, meta);
+        let max = self.cfg.max_pending_per_dir;
+        let flow = self.flows.entry(key).insert_entry(Flow {
+            info,
+            asm: [Assembler::new(max), Assembler::new(max)],
+            isn: [None, None],
+            last_ts_ns: meta.ts_ns,
+            closed: false,
+            state: Some(state),
+        });
+        Some(Self::deliver(
+            flow.into_mut(),
+            &mut self.stats,
+            &self.cfg,
+            seg,
+            meta,
+            handler,
+        ))
+    }
+
+    /// Hands a segment of a known connection to its reassembly; returns the connection number.
+    fn deliver<H: FlowHandler<State = S>>(
+        flow: &mut Flow<S>,
+        stats: &mut FlowTableStats,
+        cfg: &FlowConfig,
+        seg: &TcpSegment<'_>,
+        meta: &PacketMeta,
+        handler: &mut H,
+    ) -> u64 {
         flow.last_ts_ns = meta.ts_ns;
         let conn = flow.info.conn;
         if flow.closed {
-            return Some(conn);
+            return conn;
         }
         let dir = direction(&flow.info, seg.src);
         let d = dir.index();
@@ -276,7 +311,7 @@ impl<S> FlowTable<S> {
             ..
         } = flow
         else {
-            return Some(conn);
+            return conn;
         };
         let mut emit = |dir: Dir, chunk: Chunk<'_>| {
             handler.stream(info, state, dir, chunk.into(), meta);
@@ -302,13 +337,13 @@ impl<S> FlowTable<S> {
             *closed = true;
         }
         if *closed {
-            Self::account(&mut self.stats, asm);
+            Self::account(stats, asm);
             handler.close(info, state, CloseReason::Closed, meta);
-            let max = self.cfg.max_pending_per_dir;
+            let max = cfg.max_pending_per_dir;
             *asm = [Assembler::new(max), Assembler::new(max)];
             flow.state = None;
         }
-        Some(conn)
+        conn
     }
 
     /// Ends every connection still open (end of input).
@@ -436,6 +471,14 @@ fn emit_rst<H: FlowHandler>(
     meta: &PacketMeta,
 ) {
     handler.stream(info, state, dir, StreamEvent::Rst, meta);
+}
+
+/// A SYN that is not a retransmission of this connection's own starts a new one on the tuple.
+fn starts_new<S>(flow: &Flow<S>, seg: &TcpSegment<'_>) -> bool {
+    let dir = direction(&flow.info, seg.src);
+    seg.syn
+        && !seg.ack_flag
+        && (flow.closed || flow.isn[dir.index()].is_some_and(|isn| isn != seg.seq))
 }
 
 fn direction(info: &FlowInfo, src: SocketAddr) -> Dir {
