@@ -2,21 +2,35 @@
 //! stream's DATA, whatever the DATA frame and TCP segment boundaries. Bodies larger than the
 //! message size cap are reported with their length and skipped, never buffered.
 
+use std::borrow::Cow;
+
 /// Flag bit: the body is compressed with the stream's `grpc-encoding`.
 pub const FLAG_COMPRESSED: u8 = 0x01;
 /// Flag bit (gRPC-Web): the body is trailers, not a message.
 pub const FLAG_TRAILERS: u8 = 0x80;
 
-/// One message as cut from the stream.
+/// One message as cut from the stream. Its body borrows the pushed bytes when the message lay
+/// wholly in them, the common case, and is owned when it was put together across pushes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawMessage {
+pub struct RawMessage<'a> {
     pub flags: u8,
     /// Length from the prefix.
     pub length: u32,
     /// The body, or `None` when it was over the size cap or partly missing from the capture.
-    pub body: Option<Vec<u8>>,
+    pub body: Option<Cow<'a, [u8]>>,
     /// Bytes of the body the capture did not have.
     pub missing: u64,
+}
+
+impl RawMessage<'_> {
+    pub fn into_owned(self) -> RawMessage<'static> {
+        RawMessage {
+            flags: self.flags,
+            length: self.length,
+            body: self.body.map(|b| Cow::Owned(b.into_owned())),
+            missing: self.missing,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -70,7 +84,7 @@ impl Deframer {
         }
     }
 
-    pub fn push(&mut self, bytes: &[u8], out: &mut Vec<RawMessage>) {
+    pub fn push<'a>(&mut self, bytes: &'a [u8], out: &mut Vec<RawMessage<'a>>) {
         match self.text.take() {
             None => self.push_binary(bytes, out),
             Some(mut carry) => {
@@ -91,7 +105,9 @@ impl Deframer {
                 }
                 carry.drain(..whole);
                 self.text = Some(carry);
-                self.push_binary(&decoded, out);
+                let mut cut = Vec::new();
+                self.push_binary(&decoded, &mut cut);
+                out.extend(cut.into_iter().map(|m| m.into_owned()));
                 if !ok {
                     self.state = State::Lost;
                 }
@@ -99,10 +115,35 @@ impl Deframer {
         }
     }
 
-    fn push_binary(&mut self, mut bytes: &[u8], out: &mut Vec<RawMessage>) {
+    fn push_binary<'a>(&mut self, mut bytes: &'a [u8], out: &mut Vec<RawMessage<'a>>) {
         while !bytes.is_empty() {
             match &mut self.state {
                 State::Lost => return,
+                State::Prefix { have: 0, .. } if bytes.len() >= 5 => {
+                    let length = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+                    let end = 5 + length as usize;
+                    if length as usize <= self.max_message && bytes.len() >= end {
+                        // The whole message is here: no copy.
+                        out.push(RawMessage {
+                            flags: bytes[0],
+                            length,
+                            body: Some(Cow::Borrowed(&bytes[5..end])),
+                            missing: 0,
+                        });
+                        bytes = &bytes[end..];
+                        continue;
+                    }
+                    self.state = State::Body {
+                        flags: bytes[0],
+                        length,
+                        buf: Vec::new(),
+                        got: 0,
+                        keep: length as usize <= self.max_message,
+                        missing: 0,
+                    };
+                    bytes = &bytes[5..];
+                    self.complete_if_done(out);
+                }
                 State::Prefix { buf, have } => {
                     let take = (5 - *have).min(bytes.len());
                     buf[*have..*have + take].copy_from_slice(&bytes[..take]);
@@ -146,7 +187,7 @@ impl Deframer {
         }
     }
 
-    fn complete_if_done(&mut self, out: &mut Vec<RawMessage>) {
+    fn complete_if_done(&mut self, out: &mut Vec<RawMessage<'_>>) {
         if let State::Body {
             flags,
             length,
@@ -160,7 +201,7 @@ impl Deframer {
                 out.push(RawMessage {
                     flags: *flags,
                     length: *length,
-                    body: (*keep && *missing == 0).then(|| std::mem::take(buf)),
+                    body: (*keep && *missing == 0).then(|| Cow::Owned(std::mem::take(buf))),
                     missing: *missing,
                 });
                 self.state = State::Prefix {
@@ -173,7 +214,7 @@ impl Deframer {
 
     /// `n` bytes of the stream are missing. Inside a body the framing survives; elsewhere it is
     /// lost for good. Returns whether the framing survived.
-    pub fn gap(&mut self, n: u64, out: &mut Vec<RawMessage>) -> bool {
+    pub fn gap(&mut self, n: u64, out: &mut Vec<RawMessage<'_>>) -> bool {
         if self.text.is_some() {
             self.state = State::Lost;
             return false;
@@ -258,12 +299,26 @@ mod tests {
     #[test]
     fn oversized_body_is_counted_not_kept() {
         let mut d = Deframer::new(4, false);
+        let (long, ok) = (msg(0, b"too long body"), msg(0, b"ok"));
         let mut out = Vec::new();
-        d.push(&msg(0, b"too long body"), &mut out);
-        d.push(&msg(0, b"ok"), &mut out);
+        d.push(&long, &mut out);
+        d.push(&ok, &mut out);
         assert_eq!(out[0].length, 13);
         assert!(out[0].body.is_none());
         assert_eq!(out[1].body.as_deref(), Some(&b"ok"[..]));
+    }
+
+    /// A message wholly inside one push is lent from it; one put together across pushes is owned.
+    #[test]
+    fn whole_messages_are_borrowed_split_ones_owned() {
+        use std::borrow::Cow;
+        let stream = [msg(0, b"first"), msg(0, b"second")].concat();
+        let mut d = Deframer::new(1024, false);
+        let mut out = Vec::new();
+        d.push(&stream[..12], &mut out);
+        d.push(&stream[12..], &mut out);
+        assert!(matches!(&out[0].body, Some(Cow::Borrowed(b)) if b == b"first"));
+        assert!(matches!(&out[1].body, Some(Cow::Owned(b)) if b == b"second"));
     }
 
     #[test]
@@ -278,12 +333,12 @@ mod tests {
     #[test]
     fn gap_inside_body_keeps_framing() {
         let mut d = Deframer::new(1024, false);
+        let (m, next) = (msg(0, b"0123456789"), msg(0, b"next"));
         let mut out = Vec::new();
-        let m = msg(0, b"0123456789");
         d.push(&m[..8], &mut out);
         assert!(d.gap(4, &mut out));
         d.push(&m[12..], &mut out);
-        d.push(&msg(0, b"next"), &mut out);
+        d.push(&next, &mut out);
         assert_eq!(out.len(), 2);
         assert!(out[0].body.is_none());
         assert_eq!(out[0].missing, 4);
@@ -337,7 +392,7 @@ mod props {
                 rest = &rest[n..];
                 i += 1;
             }
-            let got: Vec<Vec<u8>> = out.into_iter().map(|m| m.body.unwrap()).collect();
+            let got: Vec<Vec<u8>> = out.into_iter().map(|m| m.body.unwrap().into_owned()).collect();
             prop_assert_eq!(got, bodies);
             let mut out = Vec::new();
             d.push(&junk, &mut out);

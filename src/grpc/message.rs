@@ -39,7 +39,7 @@ pub enum Outcome {
 
 /// Decodes one message of a stream.
 pub fn decode(
-    raw: &RawMessage,
+    raw: &RawMessage<'_>,
     stream: &GrpcStream,
     side: Side,
     path: Option<&str>,
@@ -353,11 +353,11 @@ mod tests {
     use super::*;
     use prost::Message;
 
-    fn raw(flags: u8, body: &[u8]) -> RawMessage {
+    fn raw(flags: u8, body: &[u8]) -> RawMessage<'_> {
         RawMessage {
             flags,
             length: body.len() as u32,
-            body: Some(body.to_vec()),
+            body: Some(body.into()),
             missing: 0,
         }
     }

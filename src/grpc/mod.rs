@@ -109,12 +109,12 @@ impl GrpcStream {
         }
     }
 
-    pub fn data(&mut self, side: Side, bytes: &[u8], out: &mut Vec<RawMessage>) {
+    pub fn data<'a>(&mut self, side: Side, bytes: &'a [u8], out: &mut Vec<RawMessage<'a>>) {
         self.deframers[side as usize].push(bytes, out);
     }
 
     /// Returns whether message framing survived the gap.
-    pub fn gap(&mut self, side: Side, n: u64, out: &mut Vec<RawMessage>) -> bool {
+    pub fn gap(&mut self, side: Side, n: u64, out: &mut Vec<RawMessage<'_>>) -> bool {
         self.deframers[side as usize].gap(n, out)
     }
 

@@ -1122,7 +1122,7 @@ impl Connection {
         dir: Dir,
         stream: u32,
         side: Side,
-        raws: Vec<RawMessage>,
+        raws: Vec<RawMessage<'_>>,
         ctx: &mut Ctx<'_>,
     ) {
         if raws.is_empty() {

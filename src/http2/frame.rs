@@ -97,21 +97,26 @@ impl FrameType {
 
     /// Names of the flags set in `f` that this type defines, as tshark prints them.
     pub fn flag_names(self, f: u8) -> Vec<&'static str> {
+        self.flag_name_iter(f).collect()
+    }
+
+    /// [`Self::flag_names`] without the vector (every frame line lists its flags).
+    pub fn flag_name_iter(self, f: u8) -> impl Iterator<Item = &'static str> {
         use flags::*;
-        let mut out = Vec::new();
-        let mut add = |bit: u8, name: &'static str| {
-            if f & bit != 0 && self.defined_flags() & bit != 0 {
-                out.push(name);
-            }
+        let first = match self {
+            FrameType::Settings | FrameType::Ping => (ACK, "ACK"),
+            _ => (END_STREAM, "END_STREAM"),
         };
-        match self {
-            FrameType::Settings | FrameType::Ping => add(ACK, "ACK"),
-            _ => add(END_STREAM, "END_STREAM"),
-        }
-        add(END_HEADERS, "END_HEADERS");
-        add(PADDED, "PADDED");
-        add(PRIORITY, "PRIORITY");
-        out
+        let defined = self.defined_flags();
+        [
+            first,
+            (END_HEADERS, "END_HEADERS"),
+            (PADDED, "PADDED"),
+            (PRIORITY, "PRIORITY"),
+        ]
+        .into_iter()
+        .filter(move |&(bit, _)| f & bit != 0 && defined & bit != 0)
+        .map(|(_, name)| name)
     }
 }
 

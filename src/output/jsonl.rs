@@ -148,6 +148,36 @@ impl<'a> Obj<'a> {
             self.buf.extend_from_slice(b"null");
         }
     }
+    /// A string value, escaped by [`write_str`] (the hot path skips serde's machinery).
+    fn str(&mut self, k: &str, v: &str) {
+        self.key(k);
+        write_str(self.buf, v.as_bytes());
+    }
+    fn opt_str(&mut self, k: &str, v: Option<&str>) {
+        match v {
+            Some(v) => self.str(k, v),
+            None => {
+                self.key(k);
+                self.buf.extend_from_slice(b"null");
+            }
+        }
+    }
+    fn strs<'s>(&mut self, k: &str, v: impl IntoIterator<Item = &'s str>) {
+        self.key(k);
+        self.buf.push(b'[');
+        for (i, s) in v.into_iter().enumerate() {
+            if i > 0 {
+                self.buf.push(b',');
+            }
+            write_str(self.buf, s.as_bytes());
+        }
+        self.buf.push(b']');
+    }
+    fn bool(&mut self, k: &str, v: bool) {
+        self.key(k);
+        self.buf
+            .extend_from_slice(if v { &b"true"[..] } else { &b"false"[..] });
+    }
     fn uint(&mut self, k: &str, n: u64) {
         self.key(k);
         self.buf
@@ -156,7 +186,9 @@ impl<'a> Obj<'a> {
     /// An address as a string; its text (digits, dots, colons, brackets) needs no escaping.
     fn addr(&mut self, k: &str, a: &std::net::SocketAddr) {
         self.key(k);
-        let _ = write!(self.buf, "\"{}\"", super::Addr(a));
+        self.buf.push(b'"');
+        super::Addr(a).write_to(self.buf);
+        self.buf.push(b'"');
     }
     fn end(self) {
         self.buf.push(b'}');
@@ -167,21 +199,21 @@ impl<'a> Obj<'a> {
 pub fn write_frame(buf: &mut Vec<u8>, f: &FrameEvent) {
     let mut o = Obj::new(buf);
     let h = &f.header;
-    o.json("event", "frame");
+    o.str("event", "frame");
     o.uint("packet", f.origin.packet);
     o.json("ts", &ts(f.origin.ts_ns));
     o.uint("conn", f.origin.conn);
     o.addr("src", &f.origin.src);
     o.addr("dst", &f.origin.dst);
     o.uint("stream", h.stream as u64);
-    o.json("type", h.kind.name());
+    o.str("type", h.kind.name());
     o.uint("type_code", h.kind.code() as u64);
     o.uint("flags", h.flags as u64);
-    o.json("flag_names", &h.kind.flag_names(h.flags));
+    o.strs("flag_names", h.kind.flag_name_iter(h.flags));
     o.uint("length", h.length as u64);
     let error_code = |o: &mut Obj<'_>, code: u32| {
         o.uint("error_code", code as u64);
-        o.json("error_name", &error_code_name(code));
+        o.opt_str("error_name", error_code_name(code));
     };
     match &f.detail {
         FrameDetail::Data {
@@ -208,7 +240,7 @@ pub fn write_frame(buf: &mut Vec<u8>, f: &FrameEvent) {
         FrameDetail::Priority(p) => o.json("priority", &priority_json(p)),
         FrameDetail::RstStream { error_code: c } => error_code(&mut o, *c),
         FrameDetail::Settings { ack, settings } => {
-            o.json("ack", ack);
+            o.bool("ack", *ack);
             let pairs: Vec<[u32; 2]> = settings.iter().map(|s| [s.id as u32, s.value]).collect();
             o.json("settings", &pairs);
             let names: Vec<Option<&str>> = settings.iter().map(|s| setting::name(s.id)).collect();
@@ -224,8 +256,8 @@ pub fn write_frame(buf: &mut Vec<u8>, f: &FrameEvent) {
             }
         }
         FrameDetail::Ping { ack, opaque } => {
-            o.json("ack", ack);
-            o.json("opaque", &hex::encode(opaque));
+            o.bool("ack", *ack);
+            o.str("opaque", &hex::encode(opaque));
         }
         FrameDetail::GoAway {
             last_stream_id,
@@ -287,24 +319,76 @@ fn write_headers(buf: &mut Vec<u8>, list: Option<&[HeaderField]>) {
 /// Bytes as a JSON string: UTF-8 as it is, anything else escaped as `lossless` does; `shown`
 /// replaces them (unknown HPACK fields).
 fn write_text(buf: &mut Vec<u8>, bytes: &[u8], shown: Option<String>) {
-    let owned;
-    let text = match (&shown, std::str::from_utf8(bytes)) {
-        (Some(s), _) => s.as_str(),
-        (None, Ok(s)) => s,
-        (None, Err(_)) => {
-            owned = lossless(bytes);
-            owned.as_str()
-        }
-    };
-    if serde_json::to_writer(&mut *buf, text).is_err() {
-        buf.extend_from_slice(b"null");
+    match shown {
+        Some(s) => write_str(buf, s.as_bytes()),
+        None if bytes.is_ascii() || std::str::from_utf8(bytes).is_ok() => write_str(buf, bytes),
+        None => write_str(buf, lossless(bytes).as_bytes()),
     }
+}
+
+/// Appends UTF-8 text as a JSON string, escaped exactly as serde_json escapes it (`\"`, `\\`,
+/// the short escapes for \b \f \n \r \t, `\u00xx` for other controls). Header names and
+/// values are most of a frame line: the text is scanned eight bytes at a time and copied in
+/// runs between escapes.
+fn write_str(buf: &mut Vec<u8>, text: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    buf.reserve(text.len() + 2);
+    buf.push(b'"');
+    let mut run = 0;
+    let mut i = 0;
+    while i < text.len() {
+        if let Some(word) = text.get(i..i + 8) {
+            let w = u64::from_le_bytes(word.try_into().unwrap_or_default());
+            if !may_need_escape(w) {
+                i += 8;
+                continue;
+            }
+        }
+        let b = text[i];
+        let short: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => b"",
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        buf.extend_from_slice(&text[run..i]);
+        i += 1;
+        run = i;
+        if short.is_empty() {
+            let hex = [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]];
+            buf.extend_from_slice(&[b'\\', b'u', b'0', b'0', hex[0], hex[1]]);
+        } else {
+            buf.extend_from_slice(short);
+        }
+    }
+    buf.extend_from_slice(&text[run..]);
+    buf.push(b'"');
+}
+
+/// Whether any of the eight bytes may be a control character, `"` or `\\` (never a false
+/// "no"; a "yes" is checked byte by byte). The usual has-less-than bit trick, on each test.
+fn may_need_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGH;
+    (below(w, 0x20)
+        | below(w ^ (ONES * u64::from(b'"')), 1)
+        | below(w ^ (ONES * u64::from(b'\\')), 1))
+        != 0
 }
 
 /// One call event as a JSON object, appended to `buf`.
 pub fn write_call(buf: &mut Vec<u8>, c: &Call) {
     let mut o = Obj::new(buf);
-    o.json("event", "call");
+    o.str("event", "call");
     o.uint("conn", c.conn);
     o.uint("stream", c.stream as u64);
     o.addr("client", &c.client);
@@ -379,20 +463,20 @@ pub fn call_json(c: &Call) -> Value {
 pub fn write_message(buf: &mut Vec<u8>, e: &MessageEvent) {
     let mut o = Obj::new(buf);
     let d = &e.decoded;
-    o.json("event", "message");
+    o.str("event", "message");
     o.uint("packet", e.origin.packet);
     o.json("ts", &ts(e.origin.ts_ns));
     o.uint("conn", e.origin.conn);
     o.addr("src", &e.origin.src);
     o.addr("dst", &e.origin.dst);
     o.uint("stream", e.stream as u64);
-    o.json("path", &e.path.as_deref());
-    o.json("dir", e.side.as_str());
+    o.opt_str("path", e.path.as_deref());
+    o.str("dir", e.side.as_str());
     o.uint("index", e.index as u64);
-    o.json("compressed", &d.compressed);
-    o.json("encoding", &d.encoding);
+    o.bool("compressed", d.compressed);
+    o.opt_str("encoding", d.encoding.as_deref());
     o.uint("length", d.length as u64);
-    o.json("type", &d.type_name);
+    o.opt_str("type", d.type_name.as_deref());
     o.json("json", &d.json);
     o.json("fields", &d.fields);
     if let Some(p) = &d.problem {
@@ -535,5 +619,43 @@ mod addr_tests {
                 format!("{{\"a\":\"{a}\"}}")
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod escape_tests {
+    use super::{write_str, write_text};
+
+    /// Every ASCII character, some non-ASCII text, and bytes that are not UTF-8 come out as
+    /// serde_json writes the same text (after `lossless` for the invalid bytes).
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let ascii: String = (0u8..=0x7f).map(char::from).collect();
+        // Long enough for the eight-byte scan, with escapes at every offset within a word.
+        let mixed: String = (0..200)
+            .map(|i| ["abcdefg", "\"", "\\", "\n", "\u{1f}", "é", "€x"][i % 7])
+            .collect();
+        for text in [
+            ascii.as_str(),
+            mixed.as_str(),
+            "a plain run of text longer than several words, with one quote at the end\"",
+            "",
+            "plain",
+            "é€😀\u{2028}",
+            "a\"b\\c\u{1}\u{7f}",
+        ] {
+            let mut buf = Vec::new();
+            write_str(&mut buf, text.as_bytes());
+            assert_eq!(
+                String::from_utf8(buf).unwrap(),
+                serde_json::to_string(text).unwrap()
+            );
+        }
+        let mut buf = Vec::new();
+        write_text(&mut buf, b"ok\xff\x00", None);
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            serde_json::to_string(&crate::http2::call::lossless(b"ok\xff\x00")).unwrap()
+        );
     }
 }

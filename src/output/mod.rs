@@ -17,30 +17,65 @@ use crate::pipeline::Stats;
 /// share of writing a line.
 pub struct Addr<'a>(pub &'a SocketAddr);
 
+impl Addr<'_> {
+    /// An IPv4 address and port as text, in a buffer: "255.255.255.255:65535" is the longest.
+    /// Digits are put one by one: copying itoa's output cost a library call per number.
+    fn v4_text(v4: &std::net::SocketAddrV4) -> ([u8; 21], usize) {
+        let mut buf = [0u8; 21];
+        let mut len = 0;
+        for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+            if i > 0 {
+                buf[len] = b'.';
+                len += 1;
+            }
+            len = put_decimal(&mut buf, len, u16::from(octet));
+        }
+        buf[len] = b':';
+        len = put_decimal(&mut buf, len + 1, v4.port());
+        (buf, len)
+    }
+
+    /// Appends the address as `Display` shows it, without the formatting machinery.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        match self.0 {
+            SocketAddr::V4(v4) => {
+                let (buf, len) = Self::v4_text(v4);
+                out.extend_from_slice(&buf[..len]);
+            }
+            v6 => {
+                use std::io::Write;
+                let _ = write!(out, "{v6}");
+            }
+        }
+    }
+}
+
 impl fmt::Display for Addr<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let SocketAddr::V4(v4) = self.0 else {
             return self.0.fmt(f);
         };
-        // "255.255.255.255:65535" is the longest.
-        let mut buf = [0u8; 21];
-        let mut len = 0;
-        let mut put = |bytes: &[u8]| {
-            buf[len..len + bytes.len()].copy_from_slice(bytes);
-            len += bytes.len();
-        };
-        let mut n = itoa::Buffer::new();
-        for (i, octet) in v4.ip().octets().iter().enumerate() {
-            if i > 0 {
-                put(b".");
-            }
-            put(n.format(*octet).as_bytes());
-        }
-        put(b":");
-        put(n.format(v4.port()).as_bytes());
+        let (buf, len) = Self::v4_text(v4);
         // ASCII digits, dots and a colon; `pad` honours width and alignment as `Display` does.
         f.pad(std::str::from_utf8(&buf[..len]).unwrap_or_default())
     }
+}
+
+/// Writes `n` in decimal at `at` (the caller leaves room for five digits); returns the end.
+fn put_decimal(buf: &mut [u8; 21], at: usize, n: u16) -> usize {
+    let width = match n {
+        0..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        1000..=9999 => 4,
+        _ => 5,
+    };
+    let mut n = n;
+    for slot in buf[at..at + width].iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    at + width
 }
 
 /// Counts of what went by, for the summary.
@@ -164,10 +199,15 @@ mod tests {
             "127.0.0.1:50051",
             "0.0.0.0:0",
             "255.255.255.255:65535",
+            "1.22.103.9:10",
+            "100.9.0.99:9999",
             "[::1]:443",
         ] {
             let a: std::net::SocketAddr = a.parse().unwrap();
             assert_eq!(Addr(&a).to_string(), a.to_string());
+            let mut written = Vec::new();
+            Addr(&a).write_to(&mut written);
+            assert_eq!(written, a.to_string().as_bytes());
             assert_eq!(format!("{:>24}|", Addr(&a)), format!("{:>24}|", a));
             assert_eq!(format!("{:<24}|", Addr(&a)), format!("{:<24}|", a));
         }
