@@ -18,13 +18,13 @@
 //! per worker, so evictions come later; and with `--single-pass`, a schema learnt from
 //! reflection on one connection decodes later calls only on connections of the same worker.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::VecDeque;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
-use crate::capture::{link, CaptureError, CaptureReader, LinkType, Packet};
+use crate::capture::link::{self, TcpSegment};
+use crate::capture::{CaptureError, CaptureReader, LinkType, Packet};
 use crate::event::{Event, Sink};
 use crate::grpc::schema::Schemas;
 use crate::output::Tally;
@@ -44,10 +44,56 @@ struct Batch {
 }
 
 enum Entry {
-    /// Index, time, link, length on the wire, and where the bytes are in `data`.
-    Packet(u64, i64, LinkType, u32, usize, usize),
+    /// A TCP segment as the reader decoded it (index, time, headers); its payload is
+    /// `data[start..end]`. Only the payload is copied, and the link layers are read once.
+    Segment(u64, i64, Head, usize, usize),
+    /// A packet without a TCP segment, for the worker to count: index, time, link, length on
+    /// the wire, and where its bytes are in `data`.
+    Other(u64, i64, LinkType, u32, usize, usize),
     /// Expire idle connections before the packet of this index, at this time.
     Sweep(u64, i64),
+}
+
+/// A TCP segment without its payload.
+#[derive(Clone, Copy)]
+struct Head {
+    src: SocketAddr,
+    dst: SocketAddr,
+    seq: u32,
+    ack: u32,
+    syn: bool,
+    ack_flag: bool,
+    fin: bool,
+    rst: bool,
+}
+
+impl Head {
+    fn of(s: &TcpSegment<'_>) -> Self {
+        Head {
+            src: s.src,
+            dst: s.dst,
+            seq: s.seq,
+            ack: s.ack,
+            syn: s.syn,
+            ack_flag: s.ack_flag,
+            fin: s.fin,
+            rst: s.rst,
+        }
+    }
+
+    fn with(self, payload: &[u8]) -> TcpSegment<'_> {
+        TcpSegment {
+            src: self.src,
+            dst: self.dst,
+            seq: self.seq,
+            ack: self.ack,
+            syn: self.syn,
+            ack_flag: self.ack_flag,
+            fin: self.fin,
+            rst: self.rst,
+            payload,
+        }
+    }
 }
 
 /// Where an item goes in the output: the packet it came from, and before that packet's own
@@ -119,26 +165,29 @@ fn worker(
         (last_index, last_ts) = (batch.read_to, batch.read_ts);
         let mut items = Vec::new();
         for entry in &batch.entries {
-            let (index, ts_ns, link, orig_len, start, end) = match *entry {
+            let (index, conn) = match *entry {
                 Entry::Sweep(index, ts_ns) => {
                     d.sweep(index, ts_ns, &mut collect);
                     let tag = Tag { index, phase: 0 };
                     items.extend(collect.events.drain(..).map(|e| (tag, Output::Event(e))));
                     continue;
                 }
-                Entry::Packet(index, ts_ns, link, orig_len, start, end) => {
-                    (index, ts_ns, link, orig_len, start, end)
+                Entry::Segment(index, ts_ns, head, start, end) => {
+                    let seg = head.with(&batch.data[start..end]);
+                    (index, d.segment(index, ts_ns, &seg, &mut collect))
+                }
+                Entry::Other(index, ts_ns, link, orig_len, start, end) => {
+                    let p = Packet {
+                        index,
+                        ts_ns,
+                        link,
+                        data: &batch.data[start..end],
+                        orig_len,
+                    };
+                    (index, d.packet(&p, &mut collect))
                 }
             };
-            let p = Packet {
-                index,
-                ts_ns,
-                link,
-                data: &batch.data[start..end],
-                orig_len,
-            };
             let tag = Tag { index, phase: 1 };
-            let conn = d.packet(&p, &mut collect);
             // Flow numbers are handed out in order: a number not seen before is a new flow,
             // announced before its first events.
             if let Some(c) = conn.filter(|&c| c >= next_conn) {
@@ -167,19 +216,16 @@ fn worker(
     .ok()
 }
 
-/// Which worker a packet goes to: both directions of a connection to the same one. Packets
-/// without a TCP segment go to the first, which counts them (`None`).
-fn shard(link: LinkType, data: &[u8], workers: usize) -> Option<usize> {
-    let seg = link::decode(link, data).ok()?;
-    let (a, b): (SocketAddr, SocketAddr) = if seg.src <= seg.dst {
+/// Which worker a segment goes to: both directions of a connection to the same one.
+fn shard(seg: &TcpSegment<'_>, workers: usize) -> usize {
+    let (a, b) = if seg.src <= seg.dst {
         (seg.src, seg.dst)
     } else {
         (seg.dst, seg.src)
     };
-    // Not a hash table: a skewed split only costs speed, so a cheap mix will do.
-    let mut h = DefaultHasher::new();
-    (a, b).hash(&mut h);
-    Some((h.finish() % workers as u64) as usize)
+    // Not a hash table: a skewed split only costs speed, so a fixed, cheap hash will do.
+    let h = foldhash::fast::FixedState::with_seed(0).hash_one((a, b));
+    (h % workers as u64) as usize
 }
 
 /// The connection number an event carries.
@@ -360,29 +406,31 @@ pub fn dissect(
             on_packet(p);
             first_ts.get_or_insert(p.ts_ns);
             last_ts = p.ts_ns;
-            let w = match shard(p.link, p.data, workers) {
-                Some(w) => {
+            match link::decode(p.link, p.data) {
+                Ok(seg) => {
                     // One flow table would sweep here: so does every worker.
                     if crate::tcp::sweep_due(&mut last_sweep, p.ts_ns) {
                         for b in batches.iter_mut() {
                             b.entries.push(Entry::Sweep(p.index, p.ts_ns));
                         }
                     }
-                    w
+                    let b = &mut batches[shard(&seg, workers)];
+                    let start = b.data.len();
+                    b.data.extend_from_slice(seg.payload);
+                    let entry =
+                        Entry::Segment(p.index, p.ts_ns, Head::of(&seg), start, b.data.len());
+                    b.entries.push(entry);
                 }
-                None => 0,
-            };
-            let b = &mut batches[w];
-            let start = b.data.len();
-            b.data.extend_from_slice(p.data);
-            b.entries.push(Entry::Packet(
-                p.index,
-                p.ts_ns,
-                p.link,
-                p.orig_len,
-                start,
-                b.data.len(),
-            ));
+                // The first worker counts what is not TCP.
+                Err(_) => {
+                    let b = &mut batches[0];
+                    let start = b.data.len();
+                    b.data.extend_from_slice(p.data);
+                    let (end, link) = (b.data.len(), p.link);
+                    b.entries
+                        .push(Entry::Other(p.index, p.ts_ns, link, p.orig_len, start, end));
+                }
+            }
             last_index = p.index;
             pending += 1;
             if pending >= BATCH {

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::capture::link::{self, Skip};
+use crate::capture::link::{self, Skip, TcpSegment};
 use crate::capture::Packet;
 use crate::event::{ConnectionEnd, EndKind, Event, Sink};
 use crate::grpc::schema::Schemas;
@@ -231,24 +231,37 @@ impl Dissector {
 
     /// Dissects one packet; returns the number of the TCP connection it belongs to, if any.
     pub fn packet(&mut self, pkt: &Packet<'_>, sink: &mut dyn Sink) -> Option<u64> {
-        self.stats.packets += 1;
-        self.last_index = pkt.index;
-        self.stats.first_ts_ns.get_or_insert(pkt.ts_ns);
-        self.stats.last_ts_ns = pkt.ts_ns;
-        let seg = match link::decode(pkt.link, pkt.data) {
-            Ok(seg) => seg,
+        match link::decode(pkt.link, pkt.data) {
+            Ok(seg) => self.segment(pkt.index, pkt.ts_ns, &seg, sink),
             Err(skip) => {
+                self.note_packet(pkt.index, pkt.ts_ns);
                 self.count_skip(skip);
-                return None;
+                None
             }
-        };
+        }
+    }
+
+    /// [`Self::packet`] for a packet already decoded down to TCP (by the thread that shards
+    /// packets across workers, see [`crate::parallel`]).
+    pub fn segment(
+        &mut self,
+        index: u64,
+        ts_ns: i64,
+        seg: &TcpSegment<'_>,
+        sink: &mut dyn Sink,
+    ) -> Option<u64> {
+        self.note_packet(index, ts_ns);
         self.stats.tcp_packets += 1;
-        let meta = PacketMeta {
-            index: pkt.index,
-            ts_ns: pkt.ts_ns,
-        };
+        let meta = PacketMeta { index, ts_ns };
         let (flows, mut handler) = self.stages(sink);
-        flows.segment(&seg, &meta, &mut handler)
+        flows.segment(seg, &meta, &mut handler)
+    }
+
+    fn note_packet(&mut self, index: u64, ts_ns: i64) {
+        self.stats.packets += 1;
+        self.last_index = index;
+        self.stats.first_ts_ns.get_or_insert(ts_ns);
+        self.stats.last_ts_ns = ts_ns;
     }
 
     /// Expires the connections idle at this packet's time (see
