@@ -207,6 +207,11 @@ pub struct ErrorEvent {
 /// Receives events in capture order.
 pub trait Sink {
     fn event(&mut self, event: Event);
+
+    /// A line of output a worker thread formatted for this sink, in its place among the events
+    /// (see [`crate::parallel::Handoff::Line`]). Only outputs that have their lines formatted
+    /// that way receive any.
+    fn line(&mut self, _line: &[u8]) {}
 }
 
 impl Sink for Vec<Event> {

@@ -17,6 +17,7 @@ use h2scope::output::jsonl::JsonLines;
 use h2scope::output::pcapng::{CaptureFile, Format as WriteFormat};
 use h2scope::output::text::{Text, TextOptions};
 use h2scope::output::{Counting, Summary};
+use h2scope::parallel::{Handoff, Route};
 use h2scope::pipeline::{harvest_schemas, Config, Dissector};
 
 #[derive(Parser)]
@@ -266,8 +267,9 @@ struct ReadArgs {
     #[arg(short = 'P', long = "print")]
     print: bool,
     /// Threads for one capture: its connections are split among them by address, and the
-    /// output stays in capture order. Default: one per core for a file of 64 MB or more, else
-    /// one. (Several files are read one per core instead; -w reads on one thread.)
+    /// output stays in capture order. Default: one per core for a file of 64 MB or more with
+    /// -q, --calls or JSON Lines, else one. (Several files are read one per core instead; -w
+    /// reads on one thread.)
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
 }
@@ -426,6 +428,12 @@ impl<W: Write> Sink for Out<W> {
         match self {
             Out::Text(t) => t.event(event),
             Out::Jsonl(j) => j.event(event),
+        }
+    }
+    fn line(&mut self, line: &[u8]) {
+        // Only JSON Lines has its lines formatted by the threads (see `route`).
+        if let Out::Jsonl(j) = self {
+            j.line(line);
         }
     }
 }
@@ -651,17 +659,23 @@ impl<W: Write> Sink for Based<'_, W> {
         }
         self.inner.event(event);
     }
+    fn line(&mut self, line: &[u8]) {
+        self.inner.line(line);
+    }
 }
 
 /// Which events the output shows, so that threads send only those (the counts for the summary
-/// are kept by the threads themselves).
-fn shown(o: &OutputArgs, silent: bool) -> fn(&Event) -> bool {
-    if o.quiet || silent {
-        |_| false
-    } else if o.calls {
-        |e| matches!(e, Event::Call(_))
-    } else {
-        |_| true
+/// are kept by the threads themselves). JSON Lines has the threads format its lines.
+fn route(o: &OutputArgs, silent: bool) -> Route {
+    match o.format {
+        _ if o.quiet || silent => |_, _| Handoff::Drop,
+        Format::Jsonl if o.calls => h2scope::output::jsonl::route_calls,
+        Format::Jsonl => h2scope::output::jsonl::route_all,
+        Format::Text if o.calls => |e, _| match e {
+            Event::Call(_) => Handoff::Event,
+            _ => Handoff::Drop,
+        },
+        Format::Text => |_, _| Handoff::Event,
     }
 }
 
@@ -726,7 +740,7 @@ fn read_file<W: Write>(
             &schemas,
             shards,
             limit,
-            shown(&args.output, silent),
+            route(&args.output, silent),
             &mut based,
             |pkt| {
                 progress.tick(pkt.data.len(), seen);
@@ -770,13 +784,16 @@ fn read_file<W: Write>(
     };
     progress.done();
     if let Err(e) = &result {
-        // Everything decodable so far is still shown; the error says where reading stopped.
-        sink.event(Event::Error(ErrorEvent {
-            origin: None,
-            stream: None,
-            kind: ErrorKind::Capture,
-            message: e.to_string(),
-        }));
+        // Everything decodable so far is still shown; the error says where reading stopped
+        // (the threads have put it among the events already).
+        if sharded.is_none() {
+            sink.event(Event::Error(ErrorEvent {
+                origin: None,
+                stream: None,
+                kind: ErrorKind::Capture,
+                message: e.to_string(),
+            }));
+        }
         eprintln!("h2scope: {e}");
         failed = true;
     }
@@ -855,12 +872,16 @@ fn read(args: ReadArgs) -> ExitCode {
         let mut failed = false;
         for file in &args.files {
             // One file (or a pipe): large ones are split across the cores when the output is
-            // the summary or the calls. Every frame's line is formatted on the writing thread
-            // in capture order, and there threads only add the cost of handing events over.
-            let few_events = args.output.quiet || args.output.calls || silent;
+            // the summary, the calls, or JSON Lines (whose lines the threads format). Text
+            // lines are formatted on the writing thread in capture order, and there threads
+            // would only add the cost of handing events over.
+            let shares_work = args.output.quiet
+                || args.output.calls
+                || silent
+                || matches!(args.output.format, Format::Jsonl);
             let shards = args.threads.unwrap_or_else(|| {
                 let big = std::fs::metadata(file).is_ok_and(|m| m.len() >= 64 << 20);
-                if big && few_events {
+                if big && shares_work {
                     threads
                 } else {
                     1

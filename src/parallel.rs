@@ -21,11 +21,12 @@
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use crate::capture::link::{self, TcpSegment};
 use crate::capture::{CaptureError, CaptureReader, LinkType, Packet};
-use crate::event::{Event, Sink};
+use crate::event::{ErrorEvent, ErrorKind, Event, Sink};
 use crate::grpc::schema::Schemas;
 use crate::output::Tally;
 use crate::pipeline::{Config, Dissector, Stats};
@@ -105,40 +106,102 @@ struct Tag {
     phase: u8,
 }
 
+/// What a worker does with an event (see [`dissect`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handoff {
+    /// Nothing: the output does not show it (the worker has counted it).
+    Drop,
+    /// Sent as it is; the merge renumbers its connection and hands it to the sink.
+    Event,
+    /// Appended by the worker to the buffer it was given, as one line without its connection
+    /// number: the merge writes the capture's number at this offset into the buffer, and hands
+    /// the line to [`Sink::line`]. Formatting is most of the work of a full output, and this
+    /// way the workers share it.
+    Line(Option<usize>),
+}
+
+/// Decides, on a worker, what becomes of each event; may format it onto the buffer.
+pub type Route = fn(&Event, &mut Vec<u8>) -> Handoff;
+
+/// An event as a worker hands it on.
+// Nearly every item is an event or a line: boxing to shrink the rest would cost an allocation
+// per item.
+#[allow(clippy::large_enum_variant)]
+enum Routed {
+    Event(Event),
+    /// A formatted line: where it lies in the worker's text (offsets from the start of all the
+    /// text the worker sends, which comes in one buffer per batch), and where its connection
+    /// number goes, with the worker's number.
+    Line(Range<u64>, Option<(u64, u64)>),
+}
+
+impl Routed {
+    /// The worker's number of the connection this is about.
+    fn conn(&self) -> Option<u64> {
+        match self {
+            Routed::Event(e) => conn_ref(e),
+            Routed::Line(_, c) => c.map(|(_, n)| n),
+        }
+    }
+}
+
 /// What a worker hands back.
-// Nearly every item is an event: boxing it to shrink the rare NewConn would cost an allocation
-// per event.
+// As for `Routed`: the rare NewConn is not worth a box per item.
 #[allow(clippy::large_enum_variant)]
 enum Output {
     /// A connection (the worker's own number) began at this packet.
     NewConn(u64),
-    Event(Event),
+    Item(Routed),
 }
 
 struct Reply {
     worker: usize,
     items: Vec<(Tag, Output)>,
+    /// The lines of this batch, one after the other.
+    text: Vec<u8>,
     /// Every event for packets up to this index has been sent.
     done_to: u64,
     /// The worker's end-of-input events, counts and what it learnt from reflection, last.
     finish: Option<Finish>,
 }
 
-type Finish = (Vec<Event>, Stats, Tally, Schemas);
+type Finish = (Vec<Routed>, Stats, Tally, Schemas);
 
-/// Counts every event of a worker, and collects those the output wants, for the packet being
-/// dissected.
+/// Counts every event of a worker, and routes them, for the packet being dissected.
 struct Collect {
-    events: Vec<Event>,
+    items: Vec<Routed>,
     tally: Tally,
-    keep: fn(&Event) -> bool,
+    route: Route,
+    /// Lines formatted since the last reply.
+    text: Vec<u8>,
+    /// Bytes of text sent in earlier replies.
+    sent: u64,
+}
+
+impl Collect {
+    /// The text so far, to send; later offsets continue after it.
+    fn take_text(&mut self) -> Vec<u8> {
+        self.sent += self.text.len() as u64;
+        std::mem::replace(&mut self.text, Vec::with_capacity(64 << 10))
+    }
 }
 
 impl Sink for Collect {
     fn event(&mut self, event: Event) {
         self.tally.count(&event);
-        if (self.keep)(&event) {
-            self.events.push(event);
+        let start = self.text.len();
+        let handoff = (self.route)(&event, &mut self.text);
+        if let Handoff::Line(at) = handoff {
+            let abs = |i: usize| self.sent + i as u64;
+            let conn = at.zip(conn_ref(&event)).map(|(at, c)| (abs(at), c));
+            let line = Routed::Line(abs(start)..abs(self.text.len()), conn);
+            self.items.push(line);
+            return;
+        }
+        // Nothing else may leave text behind.
+        self.text.truncate(start);
+        if handoff == Handoff::Event {
+            self.items.push(Routed::Event(event));
         }
     }
 }
@@ -147,7 +210,7 @@ fn worker(
     id: usize,
     cfg: Config,
     schemas: Schemas,
-    keep: fn(&Event) -> bool,
+    route: Route,
     rx: Receiver<Batch>,
     tx: SyncSender<Reply>,
 ) -> Option<()> {
@@ -156,9 +219,11 @@ fn worker(
     let mut d = Dissector::with_schemas(cfg, schemas);
     let mut next_conn = 0u64;
     let mut collect = Collect {
-        events: Vec::new(),
+        items: Vec::new(),
         tally: Tally::default(),
-        keep,
+        route,
+        text: Vec::new(),
+        sent: 0,
     };
     let (mut last_index, mut last_ts) = (0, 0);
     for batch in rx {
@@ -169,7 +234,7 @@ fn worker(
                 Entry::Sweep(index, ts_ns) => {
                     d.sweep(index, ts_ns, &mut collect);
                     let tag = Tag { index, phase: 0 };
-                    items.extend(collect.events.drain(..).map(|e| (tag, Output::Event(e))));
+                    items.extend(collect.items.drain(..).map(|e| (tag, Output::Item(e))));
                     continue;
                 }
                 Entry::Segment(index, ts_ns, head, start, end) => {
@@ -196,11 +261,12 @@ fn worker(
                 }
                 next_conn = c + 1;
             }
-            items.extend(collect.events.drain(..).map(|e| (tag, Output::Event(e))));
+            items.extend(collect.items.drain(..).map(|e| (tag, Output::Item(e))));
         }
         tx.send(Reply {
             worker: id,
             items,
+            text: collect.take_text(),
             done_to: batch.read_to,
             finish: None,
         })
@@ -210,8 +276,9 @@ fn worker(
     tx.send(Reply {
         worker: id,
         items: Vec::new(),
+        text: collect.take_text(),
         done_to: u64::MAX,
-        finish: Some((collect.events, stats, collect.tally, d.into_schemas())),
+        finish: Some((collect.items, stats, collect.tally, d.into_schemas())),
     })
     .ok()
 }
@@ -260,16 +327,54 @@ struct Merge<'a> {
     numbers: Vec<Vec<u64>>,
     next: u64,
     sink: &'a mut dyn Sink,
+    /// Per worker: the text buffers not yet written out, and the offset the first starts at.
+    texts: Vec<(VecDeque<Vec<u8>>, u64)>,
+    /// A line with its connection number put in.
+    line: Vec<u8>,
 }
 
 impl Merge<'_> {
-    fn renumber(&mut self, worker: usize, mut e: Event) -> Event {
-        if let Some(c) = conn_of(&mut e) {
-            if let Some(&g) = self.numbers[worker].get(*c as usize) {
-                *c = g;
+    fn global(&self, worker: usize, conn: u64) -> Option<u64> {
+        self.numbers[worker].get(conn as usize).copied()
+    }
+
+    /// Hands an item on to the sink with the capture's connection number.
+    fn emit(&mut self, worker: usize, item: Routed) {
+        match item {
+            Routed::Event(mut e) => {
+                if let Some(c) = conn_of(&mut e) {
+                    if let Some(g) = self.global(worker, *c) {
+                        *c = g;
+                    }
+                }
+                self.sink.event(e);
+            }
+            Routed::Line(range, conn) => {
+                let conn = conn.map(|(at, c)| (at, self.global(worker, c).unwrap_or(c)));
+                let (buffers, mut base) = (&self.texts[worker].0, self.texts[worker].1);
+                // Lines never straddle two batches' buffers.
+                let Some(text) = buffers.iter().find_map(|b| {
+                    let found = (range.end <= base + b.len() as u64)
+                        .then(|| &b[(range.start - base) as usize..(range.end - base) as usize]);
+                    base += b.len() as u64;
+                    found
+                }) else {
+                    return;
+                };
+                match conn {
+                    None => self.sink.line(text),
+                    Some((at, g)) => {
+                        let at = (at - range.start) as usize;
+                        self.line.clear();
+                        self.line.extend_from_slice(&text[..at]);
+                        self.line
+                            .extend_from_slice(itoa::Buffer::new().format(g).as_bytes());
+                        self.line.extend_from_slice(&text[at..]);
+                        self.sink.line(&self.line);
+                    }
+                }
             }
         }
-        e
     }
 
     /// Where the head of a worker's queue goes: its tag, then, among what one sweep ended in
@@ -277,9 +382,9 @@ impl Merge<'_> {
     fn head_key(&self, w: usize) -> Option<(Tag, u64)> {
         let (tag, item) = self.queues[w].front()?;
         let conn = match item {
-            Output::Event(e) if tag.phase == 0 => conn_ref(e)
-                .and_then(|c| self.numbers[w].get(c as usize).copied())
-                .unwrap_or(u64::MAX),
+            Output::Item(i) if tag.phase == 0 => {
+                i.conn().and_then(|c| self.global(w, c)).unwrap_or(u64::MAX)
+            }
             _ => 0,
         };
         Some((*tag, conn))
@@ -309,9 +414,23 @@ impl Merge<'_> {
                         self.next += 1;
                     }
                 }
-                Output::Event(e) => {
-                    let e = self.renumber(w, e);
-                    self.sink.event(e);
+                Output::Item(i) => {
+                    let done = match &i {
+                        Routed::Line(range, _) => Some(range.end),
+                        Routed::Event(_) => None,
+                    };
+                    self.emit(w, i);
+                    // The merge takes a worker's lines in order: buffers before this line are
+                    // written out.
+                    if let Some(end) = done {
+                        let (buffers, base) = &mut self.texts[w];
+                        while buffers
+                            .front()
+                            .is_some_and(|b| *base + (b.len() as u64) <= end)
+                        {
+                            *base += buffers.pop_front().map_or(0, |b| b.len() as u64);
+                        }
+                    }
                 }
             }
         }
@@ -320,18 +439,19 @@ impl Merge<'_> {
 
 /// What [`dissect`] found besides the events.
 pub struct Outcome {
-    /// How reading ended.
+    /// How reading ended. An error is also in the events, as one dissector's run reports it.
     pub result: Result<(), CaptureError>,
     pub stats: Stats,
-    /// Every event counted, also those `keep` left out.
+    /// Every event counted, also those left out.
     pub tally: Tally,
     /// The schemas given, with what every worker learnt from reflection.
     pub schemas: Schemas,
 }
 
 /// Dissects `reader` on `workers` threads into `sink`, reading at most `limit` packets and
-/// calling `on_packet` for each packet read (progress, a time base). Only the events `keep`
-/// wants travel to `sink` (a summary needs none of them: the workers count).
+/// calling `on_packet` for each packet read (progress, a time base). `route` tells the workers
+/// which events travel to `sink`, as events or as lines they format (a summary needs none of
+/// them: the workers count).
 #[allow(clippy::too_many_arguments)]
 pub fn dissect(
     reader: &mut CaptureReader,
@@ -339,7 +459,7 @@ pub fn dissect(
     schemas: &Schemas,
     workers: usize,
     limit: u64,
-    keep: fn(&Event) -> bool,
+    route: Route,
     sink: &mut dyn Sink,
     mut on_packet: impl FnMut(&Packet<'_>),
 ) -> Outcome {
@@ -351,6 +471,8 @@ pub fn dissect(
         numbers: vec![Vec::new(); workers],
         next: 0,
         sink,
+        texts: vec![(VecDeque::new(), 0); workers],
+        line: Vec::new(),
     };
     let mut ends: Vec<Option<Finish>> = (0..workers).map(|_| None).collect();
     let mut result = Ok(());
@@ -360,7 +482,7 @@ pub fn dissect(
         for id in 0..workers {
             let (tx, rx) = sync_channel::<Batch>(4);
             let (cfg, schemas, reply) = (cfg.clone(), schemas.clone(), reply_tx.clone());
-            scope.spawn(move || worker(id, cfg, schemas, keep, rx, reply));
+            scope.spawn(move || worker(id, cfg, schemas, route, rx, reply));
             inputs.push(Some(tx));
         }
         drop(reply_tx);
@@ -369,6 +491,7 @@ pub fn dissect(
         let mut seen = 0u64;
         let accept = |r: Reply, merge: &mut Merge<'_>, ends: &mut Vec<_>| {
             merge.queues[r.worker].extend(r.items);
+            merge.texts[r.worker].0.push_back(r.text);
             merge.done_to[r.worker] = merge.done_to[r.worker].max(r.done_to);
             if let Some(f) = r.finish {
                 ends[r.worker] = Some(f);
@@ -450,27 +573,46 @@ pub fn dissect(
         }
     });
     merge.drain();
-    // Connections still open are ended in connection order, as one dissector ends them.
-    let mut tail: Vec<(u64, usize, usize, Event)> = Vec::new();
     let mut stats = Stats::default();
     let mut tally = Tally::default();
+    // A reading error comes where one dissector's run puts it: after the packets' events,
+    // before the connections still open are ended.
+    if let Err(e) = &result {
+        let event = Event::Error(ErrorEvent {
+            origin: None,
+            stream: None,
+            kind: ErrorKind::Capture,
+            message: e.to_string(),
+        });
+        tally.count(&event);
+        let mut line = Vec::new();
+        match route(&event, &mut line) {
+            Handoff::Drop => {}
+            Handoff::Event => merge.sink.event(event),
+            Handoff::Line(_) => merge.sink.line(&line),
+        }
+    }
+    // Connections still open are ended in connection order, as one dissector ends them.
+    let mut tail: Vec<(u64, usize, usize, Routed)> = Vec::new();
     let mut learnt = schemas.clone();
     for (w, end) in ends.into_iter().enumerate() {
-        let Some((events, s, t, sc)) = end else {
+        let Some((items, s, t, sc)) = end else {
             continue;
         };
         stats.merge(s);
         tally.merge(&t);
         learnt.absorb(&sc);
-        for (k, e) in events.into_iter().enumerate() {
-            let mut e = merge.renumber(w, e);
-            let conn = conn_of(&mut e).map_or(u64::MAX, |c| *c);
-            tail.push((conn, w, k, e));
+        for (k, item) in items.into_iter().enumerate() {
+            let conn = item
+                .conn()
+                .and_then(|c| merge.global(w, c))
+                .unwrap_or(u64::MAX);
+            tail.push((conn, w, k, item));
         }
     }
     tail.sort_by_key(|(c, w, k, _)| (*c, *w, *k));
-    for (_, _, _, e) in tail {
-        merge.sink.event(e);
+    for (_, w, _, item) in tail {
+        merge.emit(w, item);
     }
     // The capture's first and last packets, not the workers' earliest and latest.
     stats.first_ts_ns = first_ts;
@@ -498,7 +640,7 @@ pub fn harvest(path: &str, schemas: Schemas, cfg: &Config, limit: u64, workers: 
         &schemas,
         workers,
         limit,
-        |_| false,
+        |_, _| Handoff::Drop,
         &mut discard,
         |_| {},
     )

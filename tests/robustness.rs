@@ -209,7 +209,23 @@ fn random_http2_streams_do_not_panic() {
 /// One dissector and three threads on `b`: the same events, or `None` if `b` is no capture.
 fn one_and_threads(name: &str, b: Vec<u8>) -> Option<()> {
     use h2scope::grpc::schema::Schemas;
-    let (one, one_stats, _) = common::dissect_bytes(b.clone(), Config::default());
+    // One dissector, with a reading error where the CLI reports it: after the packets' events,
+    // before the connections still open are ended.
+    let mut r = CaptureReader::from_read("mem", std::io::Cursor::new(b.clone())).ok()?;
+    let mut d = h2scope::pipeline::Dissector::new(Config::default());
+    let mut one = Vec::new();
+    if let Err(e) = r.for_each_packet(|p| {
+        d.packet(p, &mut one);
+        true
+    }) {
+        one.push(Event::Error(h2scope::event::ErrorEvent {
+            origin: None,
+            stream: None,
+            kind: h2scope::event::ErrorKind::Capture,
+            message: e.to_string(),
+        }));
+    }
+    let one_stats = d.finish(&mut one);
     let mut r = CaptureReader::from_read("mem", std::io::Cursor::new(b)).ok()?;
     let mut many: Vec<Event> = Vec::new();
     let out = h2scope::parallel::dissect(
@@ -218,7 +234,7 @@ fn one_and_threads(name: &str, b: Vec<u8>) -> Option<()> {
         &Schemas::bundled(),
         3,
         u64::MAX,
-        |_| true,
+        |_, _| h2scope::parallel::Handoff::Event,
         &mut many,
         |_| {},
     );

@@ -51,6 +51,18 @@ fn every_public_capture_reads_the_same_on_several_threads() {
     assert!(n >= 30, "{n} captures");
 }
 
+/// A capture whose reading fails part-way: the error line comes where one thread puts it (after
+/// the packets' events, before the connections still open are ended), in both formats.
+#[test]
+fn a_reading_error_comes_in_the_same_place_on_several_threads() {
+    let f = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/threads-end-after-skipped-record.pcapng"
+    );
+    same(&["--format", "jsonl", f]);
+    same(&["--format", "text", f]);
+}
+
 /// testdata replicated into 300 connections that overlap in time (scripts/replicate-capture
 /// does the same for the benchmarks): text, JSON Lines, calls only and summary only.
 #[test]

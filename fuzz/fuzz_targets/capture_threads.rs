@@ -1,44 +1,58 @@
 //! Arbitrary bytes as a capture file, dissected by one dissector and by `parallel::dissect` on
 //! three threads: the merged events must be the same, in the same order, with the same
-//! connection numbers.
+//! connection numbers; and so must the JSON Lines output the threads format themselves.
 
 #![no_main]
 
 use std::io::Cursor;
 
 use h2scope::capture::CaptureReader;
-use h2scope::event::Event;
+use h2scope::event::{ErrorEvent, ErrorKind, Event, Sink};
 use h2scope::grpc::schema::Schemas;
+use h2scope::output::jsonl::{self, JsonLines};
+use h2scope::parallel::{self, Handoff, Route};
 use h2scope::pipeline::{Config, Dissector};
 use libfuzzer_sys::fuzz_target;
 
+/// One dissector, with a reading error where the CLI reports it.
+fn one(data: &[u8], schemas: &Schemas, sink: &mut dyn Sink) -> Option<()> {
+    let mut reader = CaptureReader::from_read("fuzz", Cursor::new(data.to_vec())).ok()?;
+    let mut d = Dissector::with_schemas(Config::default(), schemas.clone());
+    if let Err(e) = reader.for_each_packet(|p| {
+        d.packet(p, sink);
+        true
+    }) {
+        sink.event(Event::Error(ErrorEvent {
+            origin: None,
+            stream: None,
+            kind: ErrorKind::Capture,
+            message: e.to_string(),
+        }));
+    }
+    d.finish(sink);
+    Some(())
+}
+
+fn threads(data: &[u8], schemas: &Schemas, route: Route, sink: &mut dyn Sink) -> Option<()> {
+    let mut reader = CaptureReader::from_read("fuzz", Cursor::new(data.to_vec())).ok()?;
+    parallel::dissect(&mut reader, &Config::default(), schemas, 3, u64::MAX, route, sink, |_| {});
+    Some(())
+}
+
 fuzz_target!(|data: &[u8]| {
     let schemas = Schemas::empty();
-    let Ok(mut one_reader) = CaptureReader::from_read("fuzz", Cursor::new(data.to_vec())) else {
+    let mut a: Vec<Event> = Vec::new();
+    let mut b: Vec<Event> = Vec::new();
+    if one(data, &schemas, &mut a).is_none() {
         return;
-    };
-    let mut d = Dissector::with_schemas(Config::default(), schemas.clone());
-    let mut one: Vec<Event> = Vec::new();
-    let _ = one_reader.for_each_packet(|p| {
-        d.packet(p, &mut one);
-        true
-    });
-    d.finish(&mut one);
-
-    let Ok(mut reader) = CaptureReader::from_read("fuzz", Cursor::new(data.to_vec())) else {
-        return;
-    };
-    let mut many: Vec<Event> = Vec::new();
-    h2scope::parallel::dissect(
-        &mut reader,
-        &Config::default(),
-        &schemas,
-        3,
-        u64::MAX,
-        |_| true,
-        &mut many,
-        |_| {},
-    );
+    }
+    threads(data, &schemas, |_, _| Handoff::Event, &mut b);
     let show = |v: &[Event]| v.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>();
-    assert_eq!(show(&one), show(&many));
+    assert_eq!(show(&a), show(&b));
+
+    let mut a = JsonLines::new(Vec::new(), false, false);
+    let mut b = JsonLines::new(Vec::new(), false, false);
+    one(data, &schemas, &mut a);
+    threads(data, &schemas, jsonl::route_all, &mut b);
+    assert_eq!(a.into_inner(), b.into_inner());
 });

@@ -13,6 +13,7 @@ use crate::grpc::message::decode_bin_header;
 use crate::http2::call::{grpc_status_name, header_name, header_value, lossless, Call, CallEnd};
 use crate::http2::frame::{error_code_name, setting};
 use crate::http2::hpack::{HeaderField, HeaderList};
+use crate::parallel::Handoff;
 
 pub struct JsonLines<W: Write> {
     out: W,
@@ -98,6 +99,36 @@ impl<W: Write> Sink for JsonLines<W> {
         };
         self.write(&v);
     }
+
+    fn line(&mut self, line: &[u8]) {
+        if self.io_error.is_some() {
+            return;
+        }
+        let res = self
+            .out
+            .write_all(line)
+            .and_then(|_| self.out.write_all(b"\n"));
+        if let Err(e) = res {
+            self.io_error = Some(e);
+        }
+    }
+}
+
+/// [`crate::parallel::Route`] for a full JSON Lines output: frames, messages and calls are
+/// formatted by the workers, the rare rest here.
+pub fn route_all(event: &Event, buf: &mut Vec<u8>) -> Handoff {
+    match write_without_conn(buf, event) {
+        Some(at) => Handoff::Line(at),
+        None => Handoff::Event,
+    }
+}
+
+/// [`crate::parallel::Route`] for `--calls`: only calls, formatted by the workers.
+pub fn route_calls(event: &Event, buf: &mut Vec<u8>) -> Handoff {
+    match event {
+        Event::Call(_) => route_all(event, buf),
+        _ => Handoff::Drop,
+    }
 }
 
 pub fn ts(ns: i64) -> f64 {
@@ -125,12 +156,32 @@ pub fn headers_json(list: &[HeaderField]) -> Value {
 struct Obj<'a> {
     buf: &'a mut Vec<u8>,
     first: bool,
+    /// Leave the connection number out and note where it goes: a line formatted on a worker
+    /// thread, which does not know the capture's numbering (see [`write_without_conn`]).
+    conn_hole: bool,
+    conn_at: Option<usize>,
 }
 
 impl<'a> Obj<'a> {
     fn new(buf: &'a mut Vec<u8>) -> Self {
+        Self::with_hole(buf, false)
+    }
+    fn with_hole(buf: &'a mut Vec<u8>, conn_hole: bool) -> Self {
         buf.push(b'{');
-        Obj { buf, first: true }
+        Obj {
+            buf,
+            first: true,
+            conn_hole,
+            conn_at: None,
+        }
+    }
+    fn conn(&mut self, n: u64) {
+        if self.conn_hole {
+            self.key("conn");
+            self.conn_at = Some(self.buf.len());
+        } else {
+            self.uint("conn", n);
+        }
     }
     fn key(&mut self, k: &str) {
         if !self.first {
@@ -190,19 +241,37 @@ impl<'a> Obj<'a> {
         super::Addr(a).write_to(self.buf);
         self.buf.push(b'"');
     }
-    fn end(self) {
+    /// Closes the object; returns where the connection number goes, if it was left out.
+    fn end(self) -> Option<usize> {
         self.buf.push(b'}');
+        self.conn_at
     }
+}
+
+/// `event` as [`JsonLines`] writes it, but with the connection number left out, for a worker
+/// thread (see [`crate::parallel`]): returns where the number goes. `None` for the events
+/// formatted only on the output thread (gaps, errors and connection ends: rare, and written
+/// through `serde_json` values).
+pub fn write_without_conn(buf: &mut Vec<u8>, event: &Event) -> Option<Option<usize>> {
+    Some(match event {
+        Event::Frame(f) => frame_obj(Obj::with_hole(buf, true), f),
+        Event::Message(m) => message_obj(Obj::with_hole(buf, true), m),
+        Event::Call(c) => call_obj(Obj::with_hole(buf, true), c),
+        _ => return None,
+    })
 }
 
 /// One frame event as a JSON object, appended to `buf`.
 pub fn write_frame(buf: &mut Vec<u8>, f: &FrameEvent) {
-    let mut o = Obj::new(buf);
+    frame_obj(Obj::new(buf), f);
+}
+
+fn frame_obj(mut o: Obj<'_>, f: &FrameEvent) -> Option<usize> {
     let h = &f.header;
     o.str("event", "frame");
     o.uint("packet", f.origin.packet);
     o.json("ts", &ts(f.origin.ts_ns));
-    o.uint("conn", f.origin.conn);
+    o.conn(f.origin.conn);
     o.addr("src", &f.origin.src);
     o.addr("dst", &f.origin.dst);
     o.uint("stream", h.stream as u64);
@@ -282,7 +351,7 @@ pub fn write_frame(buf: &mut Vec<u8>, f: &FrameEvent) {
     if !f.notes.is_empty() {
         o.json("notes", &f.notes);
     }
-    o.end();
+    o.end()
 }
 
 /// One frame event as a JSON value (the same object as [`write_frame`] writes).
@@ -387,9 +456,12 @@ fn may_need_escape(w: u64) -> bool {
 
 /// One call event as a JSON object, appended to `buf`.
 pub fn write_call(buf: &mut Vec<u8>, c: &Call) {
-    let mut o = Obj::new(buf);
+    call_obj(Obj::new(buf), c);
+}
+
+fn call_obj(mut o: Obj<'_>, c: &Call) -> Option<usize> {
     o.str("event", "call");
-    o.uint("conn", c.conn);
+    o.conn(c.conn);
     o.uint("stream", c.stream as u64);
     o.addr("client", &c.client);
     o.addr("server", &c.server);
@@ -449,7 +521,7 @@ pub fn write_call(buf: &mut Vec<u8>, c: &Call) {
     if !c.notes.is_empty() {
         o.json("notes", &c.notes);
     }
-    o.end();
+    o.end()
 }
 
 /// One call event as a JSON value (the same object as [`write_call`] writes).
@@ -461,12 +533,15 @@ pub fn call_json(c: &Call) -> Value {
 
 /// One message event as a JSON object, appended to `buf`.
 pub fn write_message(buf: &mut Vec<u8>, e: &MessageEvent) {
-    let mut o = Obj::new(buf);
+    message_obj(Obj::new(buf), e);
+}
+
+fn message_obj(mut o: Obj<'_>, e: &MessageEvent) -> Option<usize> {
     let d = &e.decoded;
     o.str("event", "message");
     o.uint("packet", e.origin.packet);
     o.json("ts", &ts(e.origin.ts_ns));
-    o.uint("conn", e.origin.conn);
+    o.conn(e.origin.conn);
     o.addr("src", &e.origin.src);
     o.addr("dst", &e.origin.dst);
     o.uint("stream", e.stream as u64);
@@ -485,7 +560,7 @@ pub fn write_message(buf: &mut Vec<u8>, e: &MessageEvent) {
     if !d.harvested.is_empty() {
         o.json("harvested", &d.harvested);
     }
-    o.end();
+    o.end()
 }
 
 /// One message event as a JSON value (the same object as [`write_message`] writes).

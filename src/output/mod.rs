@@ -175,6 +175,10 @@ impl<S: Sink> Sink for Counting<S> {
         self.tally.count(&event);
         self.inner.event(event);
     }
+    // Lines come from threads that counted their events themselves.
+    fn line(&mut self, line: &[u8]) {
+        self.inner.line(line);
+    }
 }
 
 /// Everything the end-of-run summary shows.
