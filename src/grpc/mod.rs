@@ -49,18 +49,24 @@ pub enum Flavor {
 /// `(flavor, bodies are JSON)` for a gRPC content-type, `None` for anything else.
 pub fn classify(content_type: &[u8]) -> Option<(Flavor, bool)> {
     let ct = std::str::from_utf8(content_type).ok()?;
-    let ct = ct.split(';').next()?.trim().to_ascii_lowercase();
+    let ct = ct.split(';').next()?.trim();
     let (base, codec) = match ct.split_once('+') {
         Some((b, c)) => (b, Some(c)),
-        None => (ct.as_str(), None),
+        None => (ct, None),
     };
-    let flavor = match base {
-        "application/grpc" => Flavor::Grpc,
-        "application/grpc-web" => Flavor::Web,
-        "application/grpc-web-text" => Flavor::WebText,
-        _ => return None,
-    };
-    Some((flavor, codec == Some("json")))
+    // Media types are case-insensitive; compared in place, as every call's headers pass here.
+    let flavor = [
+        ("application/grpc", Flavor::Grpc),
+        ("application/grpc-web", Flavor::Web),
+        ("application/grpc-web-text", Flavor::WebText),
+    ]
+    .into_iter()
+    .find(|(name, _)| base.eq_ignore_ascii_case(name))?
+    .1;
+    Some((
+        flavor,
+        codec.is_some_and(|c| c.eq_ignore_ascii_case("json")),
+    ))
 }
 
 /// Which way a message went.

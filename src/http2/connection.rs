@@ -1596,8 +1596,10 @@ impl Connection {
                 .notes
                 .push("headers not decoded: HPACK state lost earlier in this direction".into());
         } else {
-            let mut out = Vec::new();
-            match ds.hpack.decode(whole.unwrap_or(&block.fragment), &mut out) {
+            let fragment = whole.unwrap_or(&block.fragment);
+            // Every field takes a byte at least; most blocks hold a dozen or fewer.
+            let mut out = Vec::with_capacity(fragment.len().min(16));
+            match ds.hpack.decode(fragment, &mut out) {
                 Ok(()) => {
                     event.table_size_updates = ds.hpack.last_size_updates().to_vec();
                     headers = Some(Arc::from(out));
