@@ -182,7 +182,7 @@ impl Collect {
     /// The text so far, to send; later offsets continue after it.
     fn take_text(&mut self) -> Vec<u8> {
         self.sent += self.text.len() as u64;
-        std::mem::replace(&mut self.text, Vec::with_capacity(64 << 10))
+        std::mem::take(&mut self.text)
     }
 }
 
@@ -390,6 +390,20 @@ impl Merge<'_> {
         Some((*tag, conn))
     }
 
+    /// Takes in a worker's reply and hands on what can go; returns the worker's end-of-input
+    /// part, with its last reply.
+    fn accept(&mut self, r: Reply) -> Option<Finish> {
+        self.queues[r.worker].extend(r.items);
+        // Buffers are dropped once their last line is written: an empty one (no lines, as for
+        // a summary) would never be.
+        if !r.text.is_empty() {
+            self.texts[r.worker].0.push_back(r.text);
+        }
+        self.done_to[r.worker] = self.done_to[r.worker].max(r.done_to);
+        self.drain();
+        r.finish
+    }
+
     /// Hands on every event no worker can still precede.
     fn drain(&mut self) {
         let safe = self.done_to.iter().copied().min().unwrap_or(0);
@@ -490,13 +504,10 @@ pub fn dissect(
         let mut pending = 0usize;
         let mut seen = 0u64;
         let accept = |r: Reply, merge: &mut Merge<'_>, ends: &mut Vec<_>| {
-            merge.queues[r.worker].extend(r.items);
-            merge.texts[r.worker].0.push_back(r.text);
-            merge.done_to[r.worker] = merge.done_to[r.worker].max(r.done_to);
-            if let Some(f) = r.finish {
-                ends[r.worker] = Some(f);
+            let w = r.worker;
+            if let Some(f) = merge.accept(r) {
+                ends[w] = Some(f);
             }
-            merge.drain();
         };
         let mut send_all = |batches: &mut Vec<Batch>, read: (u64, i64), merge: &mut Merge<'_>| {
             for (w, b) in batches.iter_mut().enumerate() {
@@ -645,4 +656,72 @@ pub fn harvest(path: &str, schemas: Schemas, cfg: &Config, limit: u64, workers: 
         |_| {},
     )
     .schemas
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Lines(Vec<String>);
+
+    impl Sink for Lines {
+        fn event(&mut self, _: Event) {}
+        fn line(&mut self, line: &[u8]) {
+            self.0.push(String::from_utf8_lossy(line).into_owned());
+        }
+    }
+
+    fn reply(worker: usize, items: Vec<(Tag, Output)>, text: &str, done_to: u64) -> Reply {
+        Reply {
+            worker,
+            items,
+            text: text.as_bytes().to_vec(),
+            done_to,
+            finish: None,
+        }
+    }
+
+    fn line(index: u64, range: Range<u64>, conn: Option<(u64, u64)>) -> (Tag, Output) {
+        let tag = Tag { index, phase: 1 };
+        (tag, Output::Item(Routed::Line(range, conn)))
+    }
+
+    /// Lines get the capture's connection numbers, come out in packet order across workers,
+    /// and their buffers are let go once written; replies without lines keep nothing.
+    #[test]
+    fn merge_numbers_lines_and_lets_their_buffers_go() {
+        let mut sink = Lines::default();
+        let mut merge = Merge {
+            queues: vec![VecDeque::new(), VecDeque::new()],
+            done_to: vec![0, 0],
+            numbers: vec![Vec::new(), Vec::new()],
+            next: 0,
+            sink: &mut sink,
+            texts: vec![(VecDeque::new(), 0); 2],
+            line: Vec::new(),
+        };
+        let new = |index, n| (Tag { index, phase: 1 }, Output::NewConn(n));
+        // Worker 1's connection starts first (packet 1), worker 0's at packet 2.
+        merge.accept(reply(
+            0,
+            vec![new(2, 0), line(2, 0..9, Some((8, 0)))],
+            "{\"conn\":}",
+            2,
+        ));
+        merge.accept(reply(
+            1,
+            vec![new(1, 0), line(1, 0..9, Some((8, 0)))],
+            "{\"conn\":}",
+            2,
+        ));
+        merge.accept(reply(0, vec![line(3, 9..13, None)], "{\"x\"", 3));
+        for _ in 0..100 {
+            merge.accept(reply(0, Vec::new(), "", 3));
+            merge.accept(reply(1, Vec::new(), "", 3));
+        }
+        assert!(merge.texts.iter().all(|(buffers, _)| buffers.is_empty()));
+        assert_eq!(merge.texts[0].1, 13);
+        assert_eq!(sink.0, ["{\"conn\":0}", "{\"conn\":1}", "{\"x\""]);
+    }
 }
