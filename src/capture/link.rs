@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TransportSlice};
+use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TcpHeaderSlice, TransportSlice};
 
 use super::LinkType;
 
@@ -88,19 +88,28 @@ fn ethernet_ipv4_tcp(data: &[u8]) -> Option<TcpSegment<'_>> {
     }
     // Ethernet pads short frames: the IP length says where the segment ends.
     let segment = ip.get(v4.slice().len()..usize::from(v4.total_len()))?;
-    let tcp = etherparse::TcpHeaderSlice::from_slice(segment).ok()?;
-    let (src, dst) = (v4.source_addr(), v4.destination_addr());
-    Some(TcpSegment {
-        src: SocketAddr::new(IpAddr::V4(src), tcp.source_port()),
-        dst: SocketAddr::new(IpAddr::V4(dst), tcp.destination_port()),
+    let tcp = TcpHeaderSlice::from_slice(segment).ok()?;
+    let (src, dst) = (v4.source_addr().into(), v4.destination_addr().into());
+    Some(tcp_segment(src, dst, &tcp, &segment[tcp.slice().len()..]))
+}
+
+fn tcp_segment<'a>(
+    src: IpAddr,
+    dst: IpAddr,
+    tcp: &TcpHeaderSlice<'_>,
+    payload: &'a [u8],
+) -> TcpSegment<'a> {
+    TcpSegment {
+        src: SocketAddr::new(src, tcp.source_port()),
+        dst: SocketAddr::new(dst, tcp.destination_port()),
         seq: tcp.sequence_number(),
         ack: tcp.acknowledgment_number(),
         syn: tcp.syn(),
         ack_flag: tcp.ack(),
         fin: tcp.fin(),
         rst: tcp.rst(),
-        payload: &segment[tcp.slice().len()..],
-    })
+        payload,
+    }
 }
 
 /// Any link layer this module knows, through etherparse's lax parsing.
@@ -151,17 +160,12 @@ fn decode_lax(link: LinkType, data: &[u8]) -> Result<TcpSegment<'_>, Skip> {
         return Err(Skip::IpFragment);
     }
     match &sliced.transport {
-        Some(TransportSlice::Tcp(tcp)) => Ok(TcpSegment {
-            src: SocketAddr::new(src_ip, tcp.source_port()),
-            dst: SocketAddr::new(dst_ip, tcp.destination_port()),
-            seq: tcp.sequence_number(),
-            ack: tcp.acknowledgment_number(),
-            syn: tcp.syn(),
-            ack_flag: tcp.ack(),
-            fin: tcp.fin(),
-            rst: tcp.rst(),
-            payload: tcp.payload(),
-        }),
+        Some(TransportSlice::Tcp(tcp)) => {
+            // The slice's header was checked when the packet was sliced.
+            let header =
+                TcpHeaderSlice::from_slice(tcp.header_slice()).map_err(|_| Skip::Malformed)?;
+            Ok(tcp_segment(src_ip, dst_ip, &header, tcp.payload()))
+        }
         Some(_) => Err(Skip::NotTcp),
         None => {
             let ip_number = match &sliced.net {
