@@ -244,7 +244,8 @@ struct ReadArgs {
     #[arg(short = 'c', long = "count", value_name = "N")]
     count: Option<u64>,
     /// Read each file once: schemas learned from server reflection then decode only the calls
-    /// after the reflection exchange (the default reads files twice to use them everywhere).
+    /// after the reflection exchange (the default reads files twice to use them everywhere,
+    /// except with -q, whose counts do not depend on them).
     #[arg(long)]
     single_pass: bool,
     /// Write the packets of the selected traffic (--conn, --path, --port; all packets without
@@ -700,8 +701,10 @@ fn read_file<W: Write>(
     cfg.grpc.decode_bodies = !(args.output.quiet || args.output.calls || silent);
     let limit = args.count.unwrap_or(u64::MAX);
     // Schemas from reflection exchanges anywhere in the file apply to every call in it, so a
-    // file (not a pipe) is read twice.
-    let schemas = if args.single_pass || file == "-" {
+    // file (not a pipe) is read twice: unless nothing shown depends on them, as for a summary
+    // (its counts do not) or -w without -P (nothing shown).
+    let shows_contents = !(args.output.quiet || silent);
+    let schemas = if args.single_pass || file == "-" || !shows_contents {
         base_schemas.clone()
     } else if shards > 1 {
         h2scope::parallel::harvest(file, base_schemas.clone(), &cfg, limit, shards)
