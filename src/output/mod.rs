@@ -28,7 +28,11 @@ impl Addr<'_> {
                 buf[len] = b'.';
                 len += 1;
             }
-            len = put_decimal(&mut buf, len, u16::from(octet));
+            // Three bytes are copied whatever the octet's width: the next write overwrites
+            // what is past its digits.
+            let (digits, width) = OCTETS[usize::from(octet)];
+            buf[len..len + 3].copy_from_slice(&digits);
+            len += usize::from(width);
         }
         buf[len] = b':';
         len = put_decimal(&mut buf, len + 1, v4.port());
@@ -60,6 +64,24 @@ impl fmt::Display for Addr<'_> {
         f.pad(std::str::from_utf8(&buf[..len]).unwrap_or_default())
     }
 }
+
+/// Each octet's decimal digits (left-aligned) and their count, made at compile time.
+const OCTETS: [([u8; 3], u8); 256] = {
+    let mut table = [([0u8; 3], 0u8); 256];
+    let mut n = 0;
+    while n < 256 {
+        let (h, t, o) = ((n / 100) as u8, (n / 10 % 10) as u8, (n % 10) as u8);
+        table[n] = if n >= 100 {
+            ([b'0' + h, b'0' + t, b'0' + o], 3)
+        } else if n >= 10 {
+            ([b'0' + t, b'0' + o, 0], 2)
+        } else {
+            ([b'0' + o, 0, 0], 1)
+        };
+        n += 1;
+    }
+    table
+};
 
 /// Writes `n` in decimal at `at` (the caller leaves room for five digits); returns the end.
 fn put_decimal(buf: &mut [u8; 21], at: usize, n: u16) -> usize {
@@ -196,6 +218,15 @@ pub struct Summary {
 #[cfg(test)]
 mod tests {
     use super::Addr;
+
+    #[test]
+    fn every_octet_and_port_width_reads_as_display_writes_it() {
+        for n in 0..=255u8 {
+            let port = [0, 9, 10, 99, 100, 999, 1000, 9999, 10000, 65535][usize::from(n) % 10];
+            let a = std::net::SocketAddr::from(([n, 255 - n, n / 2, n % 7], port));
+            assert_eq!(Addr(&a).to_string(), a.to_string());
+        }
+    }
 
     #[test]
     fn addr_shows_what_display_shows_with_width_and_alignment() {
