@@ -40,6 +40,21 @@ impl Addr<'_> {
     }
 
     /// Appends the address as `Display` shows it, without the formatting machinery.
+    pub fn push_to(&self, out: &mut String) {
+        match self.0 {
+            SocketAddr::V4(v4) => {
+                let (buf, len) = Self::v4_text(v4);
+                // Digits, dots and a colon.
+                out.push_str(std::str::from_utf8(&buf[..len]).unwrap_or_default());
+            }
+            v6 => {
+                use std::fmt::Write;
+                let _ = write!(out, "{v6}");
+            }
+        }
+    }
+
+    /// [`Self::push_to`] for a byte buffer.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         match self.0 {
             SocketAddr::V4(v4) => {

@@ -63,16 +63,19 @@ impl<W: Write> Text<W> {
     /// The start every line about a place in the capture shares: record, time, connection,
     /// source → destination.
     fn head(&mut self, o: &Origin) {
-        let rel = self.rel(o.ts_ns);
-        let _ = write!(
-            self.line,
-            "{:>6} {:>11.6} #{:<3} {} → {}",
-            o.packet,
-            rel,
-            o.conn,
-            Addr(&o.src),
-            Addr(&o.dst)
-        );
+        // As `{:>6} {:>11.6} #{:<3} {} → {}` writes it, without the formatting machinery for
+        // all but the time (most lines are short, and this start is half of them).
+        let rel_ns = o.ts_ns.saturating_sub(self.base_ns.unwrap_or(o.ts_ns));
+        let l = &mut self.line;
+        push_right(l, o.packet, 6);
+        l.push(' ');
+        push_seconds(l, rel_ns);
+        l.push_str(" #");
+        push_left(l, o.conn, 3);
+        l.push(' ');
+        Addr(&o.src).push_to(l);
+        l.push_str(" → ");
+        Addr(&o.dst).push_to(l);
     }
 
     fn flush_line(&mut self) {
@@ -87,14 +90,26 @@ impl<W: Write> Text<W> {
     fn frame(&mut self, f: &FrameEvent) {
         let o = &f.origin;
         let h = &f.header;
-        let flags = h.kind.flag_names(h.flags);
         self.head(o);
         let l = &mut self.line;
-        let _ = write!(l, " {:>5} {}", h.stream, h.kind);
-        if !flags.is_empty() {
-            let _ = write!(l, "[{}]", flags.join(","));
+        l.push(' ');
+        push_right(l, h.stream.into(), 5);
+        l.push(' ');
+        match h.kind {
+            FrameType::Unknown(_) => {
+                let _ = write!(l, "{}", h.kind);
+            }
+            known => l.push_str(known.name()),
         }
-        let _ = write!(l, " len={}", h.length);
+        for (i, flag) in h.kind.flag_name_iter(h.flags).enumerate() {
+            l.push(if i == 0 { '[' } else { ',' });
+            l.push_str(flag);
+        }
+        if h.kind.flag_name_iter(h.flags).next().is_some() {
+            l.push(']');
+        }
+        l.push_str(" len=");
+        push_uint(l, h.length.into());
         describe(l, f);
         for n in &f.notes {
             let _ = write!(l, "  [!] {n}");
@@ -115,14 +130,15 @@ impl<W: Write> Text<W> {
         let d = &m.decoded;
         self.head(o);
         let l = &mut self.line;
-        let _ = write!(
-            l,
-            " {:>5}   ↳ {} #{} {}B",
-            m.stream,
-            m.side.as_str(),
-            m.index,
-            d.length
-        );
+        l.push(' ');
+        push_right(l, m.stream.into(), 5);
+        l.push_str("   ↳ ");
+        l.push_str(m.side.as_str());
+        l.push_str(" #");
+        push_uint(l, m.index.into());
+        l.push(' ');
+        push_uint(l, d.length.into());
+        l.push('B');
         if d.compressed {
             let _ = write!(l, " ({})", d.encoding.as_deref().unwrap_or("compressed"));
         }
@@ -327,6 +343,66 @@ fn value(h: &HeaderField) -> String {
     header_value(h)
 }
 
+/// Nanoseconds as seconds the way `{:>11.6}` writes `ns as f64 / 1e9`. In integers where that
+/// gives the same digits: below a day and a bit (where the float is exact to far less than a
+/// nanosecond) and off a rounding tie; through the float otherwise.
+fn push_seconds(l: &mut String, ns: i64) {
+    const WIDTH: usize = 11;
+    if !(0..100_000_000_000_000).contains(&ns) || ns % 1000 == 500 {
+        let _ = write!(l, "{:>WIDTH$.6}", ns as f64 / 1e9);
+        return;
+    }
+    let micros = (ns as u64 + 500) / 1000;
+    let mut secs = itoa::Buffer::new();
+    let secs = secs.format(micros / 1_000_000);
+    let mut frac = itoa::Buffer::new();
+    let frac = frac.format(micros % 1_000_000);
+    let len = secs.len() + 7;
+    l.extend(std::iter::repeat_n(' ', WIDTH.saturating_sub(len)));
+    l.push_str(secs);
+    l.push('.');
+    l.extend(std::iter::repeat_n('0', 6 - frac.len()));
+    l.push_str(frac);
+}
+
+/// `n` right-aligned in `width` columns, as `{:>width}` writes it.
+fn push_right(l: &mut String, n: u64, width: usize) {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(n);
+    l.extend(std::iter::repeat_n(' ', width.saturating_sub(digits.len())));
+    l.push_str(digits);
+}
+
+/// `n` left-aligned in `width` columns, as `{:<width}` writes it.
+fn push_left(l: &mut String, n: u64, width: usize) {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(n);
+    l.push_str(digits);
+    l.extend(std::iter::repeat_n(' ', width.saturating_sub(digits.len())));
+}
+
+fn push_uint(l: &mut String, n: u64) {
+    l.push_str(itoa::Buffer::new().format(n));
+}
+
+/// A header's value as [`header_value`] shows it, without a string of its own when it is
+/// valid UTF-8 (nearly always).
+fn push_value(l: &mut String, h: &HeaderField) {
+    match std::str::from_utf8(&h.value) {
+        Ok(text) if !h.value_unknown => l.push_str(text),
+        _ => l.push_str(&value(h)),
+    }
+}
+
+fn push_code_name(l: &mut String, code: u32) {
+    match error_code_name(code) {
+        Some(n) => l.push_str(n),
+        None => {
+            let _ = write!(l, "0x{code:x}");
+        }
+    }
+}
+
 fn code_name(code: u32) -> String {
     match error_code_name(code) {
         Some(n) => n.to_string(),
@@ -363,18 +439,22 @@ fn describe(l: &mut String, f: &FrameEvent) {
             );
         }
         FrameDetail::RstStream { error_code } => {
-            let _ = write!(l, " {}", code_name(*error_code));
+            l.push(' ');
+            push_code_name(l, *error_code);
         }
         FrameDetail::Settings { settings, .. } => {
             for s in settings {
                 match setting::name(s.id) {
                     Some(n) => {
-                        let _ = write!(l, " {n}={}", s.value);
+                        l.push(' ');
+                        l.push_str(n);
                     }
                     None => {
-                        let _ = write!(l, " 0x{:x}={}", s.id, s.value);
+                        let _ = write!(l, " 0x{:x}", s.id);
                     }
                 }
+                l.push('=');
+                push_uint(l, s.value.into());
             }
         }
         FrameDetail::PushPromise {
@@ -400,33 +480,42 @@ fn describe(l: &mut String, f: &FrameEvent) {
             }
         }
         FrameDetail::WindowUpdate { increment } => {
-            let _ = write!(l, " +{increment}");
+            l.push_str(" +");
+            push_uint(l, (*increment).into());
         }
         FrameDetail::Continuation | FrameDetail::Unknown | FrameDetail::Skipped => {}
         FrameDetail::Malformed(_) => {}
     }
     if let Some(list) = &f.headers {
-        let mut parts = Vec::new();
-        if let Some(m) = find(list, ":method") {
-            parts.push(value(m));
-        }
-        if let Some(p) = find(list, ":path") {
-            parts.push(value(p));
-        }
-        if let Some(s) = find(list, ":status") {
-            parts.push(format!("status={}", value(s)));
-        }
-        if let Some(g) = find(list, "grpc-status") {
-            let v = value(g);
-            match v.parse().ok().and_then(grpc_status_name) {
-                Some(n) => parts.push(format!("grpc-status={v}({n})")),
-                None => parts.push(format!("grpc-status={v}")),
+        // The request line, the status and the gRPC status, as "  POST /a status=200 ...".
+        let mut first = true;
+        for (name, label) in [
+            (":method", ""),
+            (":path", ""),
+            (":status", "status="),
+            ("grpc-status", "grpc-status="),
+        ] {
+            let Some(h) = find(list, name) else {
+                continue;
+            };
+            l.push_str(if first { "  " } else { " " });
+            first = false;
+            l.push_str(label);
+            push_value(l, h);
+            if name == "grpc-status" {
+                let code = (!h.value_unknown)
+                    .then(|| std::str::from_utf8(&h.value).ok()?.parse().ok())
+                    .flatten();
+                if let Some(n) = code.and_then(grpc_status_name) {
+                    l.push('(');
+                    l.push_str(n);
+                    l.push(')');
+                }
             }
         }
-        if !parts.is_empty() {
-            let _ = write!(l, "  {}", parts.join(" "));
-        }
-        let _ = write!(l, " ({} headers)", list.len());
+        l.push_str(" (");
+        push_uint(l, list.len() as u64);
+        l.push_str(" headers)");
     } else if matches!(
         f.header.kind,
         FrameType::Headers | FrameType::PushPromise | FrameType::Continuation
@@ -559,6 +648,57 @@ fn tree(l: &mut String, fields: &Value, indent: usize) {
                 .or_else(|| f.get("packed_varints"))
                 .unwrap_or(&f["value"]);
             let _ = writeln!(l, "{:indent$}{n} ({wire}): {value}", "");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_seconds;
+    use proptest::prelude::*;
+
+    fn both(ns: i64) -> (String, String) {
+        let mut l = String::new();
+        push_seconds(&mut l, ns);
+        (l, format!("{:>11.6}", ns as f64 / 1e9))
+    }
+
+    #[test]
+    fn seconds_read_as_the_float_formatting_writes_them() {
+        for ns in [
+            0,
+            1,
+            499,
+            500,
+            501,
+            999,
+            1000,
+            568_500,
+            568_499,
+            999_999_499,
+            999_999_500,
+            999_999_501,
+            1_000_000_000,
+            86_399_999_999_999,
+            99_999_999_999_999,
+            100_000_000_000_000,
+            -1,
+            -1500,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            let (a, b) = both(ns);
+            assert_eq!(a, b, "{ns}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_time_reads_as_the_float_formatting_writes_it(
+            ns in prop_oneof![0i64..10_000_000_000, 0i64..200_000_000_000_000, any::<i64>()],
+        ) {
+            let (a, b) = both(ns);
+            prop_assert_eq!(a, b);
         }
     }
 }
