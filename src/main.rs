@@ -15,7 +15,7 @@ use h2scope::haproxy::{self, check, config, ExportOptions, Selector};
 use h2scope::http2::connection::{AssumeTarget, AssumedPath};
 use h2scope::output::jsonl::JsonLines;
 use h2scope::output::pcapng::{CaptureFile, Format as WriteFormat};
-use h2scope::output::text::{Text, TextOptions};
+use h2scope::output::text::{Text, TextOptions, TextRoute};
 use h2scope::output::{Counting, Summary};
 use h2scope::parallel::{Handoff, Route};
 use h2scope::pipeline::{harvest_schemas, Config, Dissector};
@@ -268,9 +268,8 @@ struct ReadArgs {
     #[arg(short = 'P', long = "print")]
     print: bool,
     /// Threads for one capture: its connections are split among them by address, and the
-    /// output stays in capture order. Default: one per core for a file of 64 MB or more with
-    /// -q, --calls or JSON Lines, else one. (Several files are read one per core instead; -w
-    /// reads on one thread.)
+    /// output stays in capture order. Default: one per core for a file of 64 MB or more, else
+    /// one. (Several files are read one per core instead; -w reads on one thread.)
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
 }
@@ -431,10 +430,10 @@ impl<W: Write> Sink for Out<W> {
             Out::Jsonl(j) => j.event(event),
         }
     }
-    fn line(&mut self, line: &[u8]) {
-        // Only JSON Lines has its lines formatted by the threads (see `route`).
-        if let Out::Jsonl(j) = self {
-            j.line(line);
+    fn line(&mut self, text: &[u8]) {
+        match self {
+            Out::Text(t) => t.line(text),
+            Out::Jsonl(j) => j.line(text),
         }
     }
 }
@@ -490,14 +489,7 @@ fn config(args: &DecodeArgs) -> Config {
 fn make_sink<W: Write>(o: &OutputArgs, quiet: bool, out: W) -> Counting<Out<BufWriter<W>>> {
     let out = BufWriter::with_capacity(1 << 16, out);
     Counting::new(match o.format {
-        Format::Text => Out::Text(Text::new(
-            out,
-            TextOptions {
-                calls_only: o.calls,
-                verbose: o.verbose,
-                quiet: o.quiet || quiet,
-            },
-        )),
+        Format::Text => Out::Text(Text::new(out, text_options(o, quiet))),
         Format::Jsonl => Out::Jsonl(JsonLines::new(out, o.calls, o.quiet || quiet)),
     })
 }
@@ -666,17 +658,21 @@ impl<W: Write> Sink for Based<'_, W> {
 }
 
 /// Which events the output shows, so that threads send only those (the counts for the summary
-/// are kept by the threads themselves). JSON Lines has the threads format its lines.
-fn route(o: &OutputArgs, silent: bool) -> Route {
+/// are kept by the threads themselves), formatted by the threads.
+fn route(o: &OutputArgs, silent: bool) -> Box<dyn Route> {
     match o.format {
-        _ if o.quiet || silent => |_, _| Handoff::Drop,
-        Format::Jsonl if o.calls => h2scope::output::jsonl::route_calls,
-        Format::Jsonl => h2scope::output::jsonl::route_all,
-        Format::Text if o.calls => |e, _| match e {
-            Event::Call(_) => Handoff::Event,
-            _ => Handoff::Drop,
-        },
-        Format::Text => |_, _| Handoff::Event,
+        _ if o.quiet || silent => Box::new(|_: &Event, _: &mut Vec<u8>| Handoff::Drop),
+        Format::Jsonl if o.calls => Box::new(h2scope::output::jsonl::route_calls),
+        Format::Jsonl => Box::new(h2scope::output::jsonl::route_all),
+        Format::Text => Box::new(TextRoute(text_options(o, false))),
+    }
+}
+
+fn text_options(o: &OutputArgs, quiet: bool) -> TextOptions {
+    TextOptions {
+        calls_only: o.calls,
+        verbose: o.verbose,
+        quiet: o.quiet || quiet,
     }
 }
 
@@ -743,7 +739,7 @@ fn read_file<W: Write>(
             &schemas,
             shards,
             limit,
-            route(&args.output, silent),
+            &*route(&args.output, silent),
             &mut based,
             |pkt| {
                 progress.tick(pkt.data.len(), seen);
@@ -874,17 +870,11 @@ fn read(args: ReadArgs) -> ExitCode {
         let mut sink = make_sink(&args.output, silent, io::stdout().lock());
         let mut failed = false;
         for file in &args.files {
-            // One file (or a pipe): large ones are split across the cores when the output is
-            // the summary, the calls, or JSON Lines (whose lines the threads format). Text
-            // lines are formatted on the writing thread in capture order, and there threads
-            // would only add the cost of handing events over.
-            let shares_work = args.output.quiet
-                || args.output.calls
-                || silent
-                || matches!(args.output.format, Format::Jsonl);
+            // One file (or a pipe): a large one is split across the cores. The threads also
+            // format the lines; the writing thread only puts them in order.
             let shards = args.threads.unwrap_or_else(|| {
                 let big = std::fs::metadata(file).is_ok_and(|m| m.len() >= 64 << 20);
-                if big && shares_work {
+                if big {
                     threads
                 } else {
                     1

@@ -42,6 +42,8 @@ struct Batch {
     /// Every packet up to this index has been handed out; the time of that packet.
     read_to: u64,
     read_ts: i64,
+    /// The capture's first packet's time, which text output shows times from.
+    first_ts: i64,
 }
 
 enum Entry {
@@ -113,15 +115,33 @@ pub enum Handoff {
     Drop,
     /// Sent as it is; the merge renumbers its connection and hands it to the sink.
     Event,
-    /// Appended by the worker to the buffer it was given, as one line without its connection
-    /// number: the merge writes the capture's number at this offset into the buffer, and hands
-    /// the line to [`Sink::line`]. Formatting is most of the work of a full output, and this
-    /// way the workers share it.
-    Line(Option<usize>),
+    /// Appended by the worker to the buffer it was given, as the output's text for it (its
+    /// lines, each with its newline) without its connection number: the merge writes the
+    /// capture's number at the slot, and hands the text to [`Sink::line`]. Formatting is most
+    /// of the work of a full output, and this way the workers share it.
+    Line(Option<ConnSlot>),
 }
 
-/// Decides, on a worker, what becomes of each event; may format it onto the buffer.
-pub type Route = fn(&Event, &mut Vec<u8>) -> Handoff;
+/// Where a formatted event's connection number goes: an offset in the buffer the route was
+/// given, and a width the number is padded to with spaces after it (`{:<width}`; 0 for none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnSlot {
+    pub at: usize,
+    pub width: u8,
+}
+
+/// Decides, on a worker, what becomes of each event, and may format it onto the buffer.
+/// `first_ts_ns` is the time of the capture's first packet, which text output counts from.
+pub trait Route: Sync {
+    fn route(&self, event: &Event, first_ts_ns: i64, buf: &mut Vec<u8>) -> Handoff;
+}
+
+/// A route that needs no time base: a closure or a function.
+impl<F: Fn(&Event, &mut Vec<u8>) -> Handoff + Sync> Route for F {
+    fn route(&self, event: &Event, _: i64, buf: &mut Vec<u8>) -> Handoff {
+        self(event, buf)
+    }
+}
 
 /// An event as a worker hands it on.
 // Nearly every item is an event or a line: boxing to shrink the rest would cost an allocation
@@ -129,10 +149,10 @@ pub type Route = fn(&Event, &mut Vec<u8>) -> Handoff;
 #[allow(clippy::large_enum_variant)]
 enum Routed {
     Event(Event),
-    /// A formatted line: where it lies in the worker's text (offsets from the start of all the
-    /// text the worker sends, which comes in one buffer per batch), and where its connection
-    /// number goes, with the worker's number.
-    Line(Range<u64>, Option<(u64, u64)>),
+    /// A formatted event: where it lies in the worker's text (offsets from the start of all
+    /// the text the worker sends, which comes in one buffer per batch), and where its
+    /// connection number goes (offset in that text, width), with the worker's number.
+    Line(Range<u64>, Option<(u64, u8, u64)>),
 }
 
 impl Routed {
@@ -140,7 +160,7 @@ impl Routed {
     fn conn(&self) -> Option<u64> {
         match self {
             Routed::Event(e) => conn_ref(e),
-            Routed::Line(_, c) => c.map(|(_, n)| n),
+            Routed::Line(_, c) => c.map(|(_, _, n)| n),
         }
     }
 }
@@ -168,17 +188,18 @@ struct Reply {
 type Finish = (Vec<Routed>, Stats, Tally, Schemas);
 
 /// Counts every event of a worker, and routes them, for the packet being dissected.
-struct Collect {
+struct Collect<'r> {
     items: Vec<Routed>,
     tally: Tally,
-    route: Route,
+    route: &'r dyn Route,
+    first_ts: i64,
     /// Lines formatted since the last reply.
     text: Vec<u8>,
     /// Bytes of text sent in earlier replies.
     sent: u64,
 }
 
-impl Collect {
+impl Collect<'_> {
     /// The text so far, to send; later offsets continue after it.
     fn take_text(&mut self) -> Vec<u8> {
         self.sent += self.text.len() as u64;
@@ -186,14 +207,16 @@ impl Collect {
     }
 }
 
-impl Sink for Collect {
+impl Sink for Collect<'_> {
     fn event(&mut self, event: Event) {
         self.tally.count(&event);
         let start = self.text.len();
-        let handoff = (self.route)(&event, &mut self.text);
-        if let Handoff::Line(at) = handoff {
+        let handoff = self.route.route(&event, self.first_ts, &mut self.text);
+        if let Handoff::Line(slot) = handoff {
             let abs = |i: usize| self.sent + i as u64;
-            let conn = at.zip(conn_ref(&event)).map(|(at, c)| (abs(at), c));
+            let conn = slot
+                .zip(conn_ref(&event))
+                .map(|(slot, c)| (abs(slot.at), slot.width, c));
             let line = Routed::Line(abs(start)..abs(self.text.len()), conn);
             self.items.push(line);
             return;
@@ -210,7 +233,7 @@ fn worker(
     id: usize,
     cfg: Config,
     schemas: Schemas,
-    route: Route,
+    route: &dyn Route,
     rx: Receiver<Batch>,
     tx: SyncSender<Reply>,
 ) -> Option<()> {
@@ -222,12 +245,14 @@ fn worker(
         items: Vec::new(),
         tally: Tally::default(),
         route,
+        first_ts: 0,
         text: Vec::new(),
         sent: 0,
     };
     let (mut last_index, mut last_ts) = (0, 0);
     for batch in rx {
         (last_index, last_ts) = (batch.read_to, batch.read_ts);
+        collect.first_ts = batch.first_ts;
         let mut items = Vec::new();
         for entry in &batch.entries {
             let (index, conn) = match *entry {
@@ -350,7 +375,8 @@ impl Merge<'_> {
                 self.sink.event(e);
             }
             Routed::Line(range, conn) => {
-                let conn = conn.map(|(at, c)| (at, self.global(worker, c).unwrap_or(c)));
+                let conn =
+                    conn.map(|(at, width, c)| (at, width, self.global(worker, c).unwrap_or(c)));
                 let (buffers, mut base) = (&self.texts[worker].0, self.texts[worker].1);
                 // Lines never straddle two batches' buffers.
                 let Some(text) = buffers.iter().find_map(|b| {
@@ -363,12 +389,15 @@ impl Merge<'_> {
                 };
                 match conn {
                     None => self.sink.line(text),
-                    Some((at, g)) => {
+                    Some((at, width, g)) => {
                         let at = (at - range.start) as usize;
+                        let mut digits = itoa::Buffer::new();
+                        let digits = digits.format(g).as_bytes();
+                        let pad = usize::from(width).saturating_sub(digits.len());
                         self.line.clear();
                         self.line.extend_from_slice(&text[..at]);
-                        self.line
-                            .extend_from_slice(itoa::Buffer::new().format(g).as_bytes());
+                        self.line.extend_from_slice(digits);
+                        self.line.extend(std::iter::repeat_n(b' ', pad));
                         self.line.extend_from_slice(&text[at..]);
                         self.sink.line(&self.line);
                     }
@@ -473,7 +502,7 @@ pub fn dissect(
     schemas: &Schemas,
     workers: usize,
     limit: u64,
-    route: Route,
+    route: &dyn Route,
     sink: &mut dyn Sink,
     mut on_packet: impl FnMut(&Packet<'_>),
 ) -> Outcome {
@@ -509,31 +538,32 @@ pub fn dissect(
                 ends[w] = Some(f);
             }
         };
-        let mut send_all = |batches: &mut Vec<Batch>, read: (u64, i64), merge: &mut Merge<'_>| {
-            for (w, b) in batches.iter_mut().enumerate() {
-                let mut b = std::mem::take(b);
-                (b.read_to, b.read_ts) = read;
-                if let Some(tx) = &inputs[w] {
-                    // A full worker: take in what the workers have done meanwhile.
-                    let mut b = Some(b);
-                    while let Some(batch) = b.take() {
-                        match tx.try_send(batch) {
-                            Ok(()) => {}
-                            Err(std::sync::mpsc::TrySendError::Full(batch)) => {
-                                b = Some(batch);
-                                if let Ok(r) = reply_rx.recv() {
-                                    accept(r, merge, &mut ends);
+        let mut send_all =
+            |batches: &mut Vec<Batch>, read: (u64, i64, i64), merge: &mut Merge<'_>| {
+                for (w, b) in batches.iter_mut().enumerate() {
+                    let mut b = std::mem::take(b);
+                    (b.read_to, b.read_ts, b.first_ts) = read;
+                    if let Some(tx) = &inputs[w] {
+                        // A full worker: take in what the workers have done meanwhile.
+                        let mut b = Some(b);
+                        while let Some(batch) = b.take() {
+                            match tx.try_send(batch) {
+                                Ok(()) => {}
+                                Err(std::sync::mpsc::TrySendError::Full(batch)) => {
+                                    b = Some(batch);
+                                    if let Ok(r) = reply_rx.recv() {
+                                        accept(r, merge, &mut ends);
+                                    }
                                 }
+                                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {}
                             }
-                            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {}
                         }
                     }
                 }
-            }
-            while let Ok(r) = reply_rx.try_recv() {
-                accept(r, merge, &mut ends);
-            }
-        };
+                while let Ok(r) = reply_rx.try_recv() {
+                    accept(r, merge, &mut ends);
+                }
+            };
         let mut last_index = 0u64;
         let mut last_sweep = i64::MIN;
         result = reader.for_each_packet(|p| {
@@ -569,12 +599,14 @@ pub fn dissect(
             pending += 1;
             if pending >= BATCH {
                 pending = 0;
-                send_all(&mut batches, (p.index, p.ts_ns), &mut merge);
+                let first = first_ts.unwrap_or(p.ts_ns);
+                send_all(&mut batches, (p.index, p.ts_ns, first), &mut merge);
             }
             seen += 1;
             seen < limit
         });
-        send_all(&mut batches, (last_index, last_ts), &mut merge);
+        let first = first_ts.unwrap_or(last_ts);
+        send_all(&mut batches, (last_index, last_ts, first), &mut merge);
         // End of input: the workers finish, and their last events come in.
         for tx in inputs.iter_mut() {
             tx.take();
@@ -597,7 +629,7 @@ pub fn dissect(
         });
         tally.count(&event);
         let mut line = Vec::new();
-        match route(&event, &mut line) {
+        match route.route(&event, first_ts.unwrap_or(0), &mut line) {
             Handoff::Drop => {}
             Handoff::Event => merge.sink.event(event),
             Handoff::Line(_) => merge.sink.line(&line),
@@ -651,7 +683,7 @@ pub fn harvest(path: &str, schemas: Schemas, cfg: &Config, limit: u64, workers: 
         &schemas,
         workers,
         limit,
-        |_, _| Handoff::Drop,
+        &|_: &Event, _: &mut Vec<u8>| Handoff::Drop,
         &mut discard,
         |_| {},
     )
@@ -682,7 +714,7 @@ mod tests {
         }
     }
 
-    fn line(index: u64, range: Range<u64>, conn: Option<(u64, u64)>) -> (Tag, Output) {
+    fn line(index: u64, range: Range<u64>, conn: Option<(u64, u8, u64)>) -> (Tag, Output) {
         let tag = Tag { index, phase: 1 };
         (tag, Output::Item(Routed::Line(range, conn)))
     }
@@ -705,13 +737,13 @@ mod tests {
         // Worker 1's connection starts first (packet 1), worker 0's at packet 2.
         merge.accept(reply(
             0,
-            vec![new(2, 0), line(2, 0..9, Some((8, 0)))],
+            vec![new(2, 0), line(2, 0..9, Some((8, 0, 0)))],
             "{\"conn\":}",
             2,
         ));
         merge.accept(reply(
             1,
-            vec![new(1, 0), line(1, 0..9, Some((8, 0)))],
+            vec![new(1, 0), line(1, 0..9, Some((8, 3, 0)))],
             "{\"conn\":}",
             2,
         ));
@@ -722,6 +754,6 @@ mod tests {
         }
         assert!(merge.texts.iter().all(|(buffers, _)| buffers.is_empty()));
         assert_eq!(merge.texts[0].1, 13);
-        assert_eq!(sink.0, ["{\"conn\":0}", "{\"conn\":1}", "{\"x\""]);
+        assert_eq!(sink.0, ["{\"conn\":0  }", "{\"conn\":1}", "{\"x\""]);
     }
 }

@@ -234,7 +234,7 @@ fn one_and_threads(name: &str, b: Vec<u8>) -> Option<()> {
         &Schemas::bundled(),
         3,
         u64::MAX,
-        |_, _| h2scope::parallel::Handoff::Event,
+        &|_: &Event, _: &mut Vec<u8>| h2scope::parallel::Handoff::Event,
         &mut many,
         |_| {},
     );

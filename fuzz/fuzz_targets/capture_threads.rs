@@ -1,6 +1,7 @@
 //! Arbitrary bytes as a capture file, dissected by one dissector and by `parallel::dissect` on
 //! three threads: the merged events must be the same, in the same order, with the same
-//! connection numbers; and so must the JSON Lines output the threads format themselves.
+//! connection numbers; and so must the JSON Lines and text output the threads format
+//! themselves.
 
 #![no_main]
 
@@ -10,6 +11,7 @@ use h2scope::capture::CaptureReader;
 use h2scope::event::{ErrorEvent, ErrorKind, Event, Sink};
 use h2scope::grpc::schema::Schemas;
 use h2scope::output::jsonl::{self, JsonLines};
+use h2scope::output::text::{Text, TextOptions, TextRoute};
 use h2scope::parallel::{self, Handoff, Route};
 use h2scope::pipeline::{Config, Dissector};
 use libfuzzer_sys::fuzz_target;
@@ -33,7 +35,7 @@ fn one(data: &[u8], schemas: &Schemas, sink: &mut dyn Sink) -> Option<()> {
     Some(())
 }
 
-fn threads(data: &[u8], schemas: &Schemas, route: Route, sink: &mut dyn Sink) -> Option<()> {
+fn threads(data: &[u8], schemas: &Schemas, route: &dyn Route, sink: &mut dyn Sink) -> Option<()> {
     let mut reader = CaptureReader::from_read("fuzz", Cursor::new(data.to_vec())).ok()?;
     parallel::dissect(&mut reader, &Config::default(), schemas, 3, u64::MAX, route, sink, |_| {});
     Some(())
@@ -46,13 +48,39 @@ fuzz_target!(|data: &[u8]| {
     if one(data, &schemas, &mut a).is_none() {
         return;
     }
-    threads(data, &schemas, |_, _| Handoff::Event, &mut b);
+    threads(data, &schemas, &|_: &Event, _: &mut Vec<u8>| Handoff::Event, &mut b);
     let show = |v: &[Event]| v.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>();
     assert_eq!(show(&a), show(&b));
 
     let mut a = JsonLines::new(Vec::new(), false, false);
     let mut b = JsonLines::new(Vec::new(), false, false);
     one(data, &schemas, &mut a);
-    threads(data, &schemas, jsonl::route_all, &mut b);
+    threads(data, &schemas, &jsonl::route_all, &mut b);
     assert_eq!(a.into_inner(), b.into_inner());
+
+    for verbose in [false, true] {
+        let opts = TextOptions {
+            verbose,
+            ..TextOptions::default()
+        };
+        let mut a = Text::new(Vec::new(), opts);
+        let mut b = Text::new(Vec::new(), opts);
+        // One dissector shows times from the first packet, as the CLI sets it.
+        let first = CaptureReader::from_read("fuzz", Cursor::new(data.to_vec()))
+            .ok()
+            .and_then(|mut r| {
+                let mut first = None;
+                let _ = r.for_each_packet(|p| {
+                    first = Some(p.ts_ns);
+                    false
+                });
+                first
+            });
+        if let Some(t) = first {
+            a.set_base(t);
+        }
+        one(data, &schemas, &mut a);
+        threads(data, &schemas, &TextRoute(opts), &mut b);
+        assert_eq!(a.into_inner(), b.into_inner());
+    }
 });

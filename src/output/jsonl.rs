@@ -13,7 +13,7 @@ use crate::grpc::message::decode_bin_header;
 use crate::http2::call::{grpc_status_name, header_name, header_value, lossless, Call, CallEnd};
 use crate::http2::frame::{error_code_name, setting};
 use crate::http2::hpack::{HeaderField, HeaderList};
-use crate::parallel::Handoff;
+use crate::parallel::{ConnSlot, Handoff};
 
 pub struct JsonLines<W: Write> {
     out: W,
@@ -100,15 +100,11 @@ impl<W: Write> Sink for JsonLines<W> {
         self.write(&v);
     }
 
-    fn line(&mut self, line: &[u8]) {
+    fn line(&mut self, text: &[u8]) {
         if self.io_error.is_some() {
             return;
         }
-        let res = self
-            .out
-            .write_all(line)
-            .and_then(|_| self.out.write_all(b"\n"));
-        if let Err(e) = res {
+        if let Err(e) = self.out.write_all(text) {
             self.io_error = Some(e);
         }
     }
@@ -118,7 +114,10 @@ impl<W: Write> Sink for JsonLines<W> {
 /// formatted by the workers, the rare rest here.
 pub fn route_all(event: &Event, buf: &mut Vec<u8>) -> Handoff {
     match write_without_conn(buf, event) {
-        Some(at) => Handoff::Line(at),
+        Some(at) => {
+            buf.push(b'\n');
+            Handoff::Line(at.map(|at| ConnSlot { at, width: 0 }))
+        }
         None => Handoff::Event,
     }
 }

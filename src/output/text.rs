@@ -12,6 +12,7 @@ use crate::event::{Event, FrameDetail, FrameEvent, MessageEvent, Origin, Sink};
 use crate::http2::call::{grpc_status_name, header_name, header_value, lossless, Call, CallEnd};
 use crate::http2::frame::{error_code_name, setting, FrameType};
 use crate::http2::hpack::HeaderField;
+use crate::parallel::{ConnSlot, Handoff};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TextOptions {
@@ -29,7 +30,13 @@ pub struct Text<W: Write> {
     base_ns: Option<i64>,
     line: String,
     io_error: Option<std::io::Error>,
+    /// Connection numbers are left out, and where the (last) one goes is noted here: lines
+    /// formatted on a worker thread, which does not know the capture's numbering.
+    conn_hole: Option<Option<usize>>,
 }
+
+/// Connection numbers are shown as `#N` padded to this width, as `{:<3}` does.
+const CONN_WIDTH: u8 = 3;
 
 impl<W: Write> Text<W> {
     pub fn new(out: W, opts: TextOptions) -> Self {
@@ -39,7 +46,21 @@ impl<W: Write> Text<W> {
             base_ns: None,
             line: String::new(),
             io_error: None,
+            conn_hole: None,
         }
+    }
+
+    /// `#` and the connection number (or the hole for it).
+    fn conn(&mut self, n: u64) {
+        self.line.push('#');
+        match &mut self.conn_hole {
+            Some(at) => *at = Some(self.line.len()),
+            None => push_left(&mut self.line, n, CONN_WIDTH.into()),
+        }
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
     }
 
     pub fn set_base(&mut self, ts_ns: i64) {
@@ -70,8 +91,9 @@ impl<W: Write> Text<W> {
         push_right(l, o.packet, 6);
         l.push(' ');
         push_seconds(l, rel_ns);
-        l.push_str(" #");
-        push_left(l, o.conn, 3);
+        l.push(' ');
+        self.conn(o.conn);
+        let l = &mut self.line;
         l.push(' ');
         Addr(&o.src).push_to(l);
         l.push_str(" → ");
@@ -183,11 +205,12 @@ impl<W: Write> Text<W> {
             // Among frame lines, a call is announced where it ends.
             let _ = write!(l, "{:>6} ", "CALL");
         }
+        let _ = write!(l, "{rel:>11.6} ");
+        self.conn(c.conn);
+        let l = &mut self.line;
         let _ = write!(
             l,
-            "{:>11.6} #{:<3} {:>5} {} → {} {} {}",
-            rel,
-            c.conn,
+            " {:>5} {} → {} {} {}",
             c.stream,
             Addr(&c.client),
             Addr(&c.server),
@@ -527,10 +550,50 @@ fn describe(l: &mut String, f: &FrameEvent) {
 
 impl<W: Write> Sink for Text<W> {
     fn event(&mut self, event: Event) {
+        self.show(&event);
+    }
+
+    fn line(&mut self, text: &[u8]) {
+        if self.io_error.is_none() {
+            if let Err(e) = self.out.write_all(text) {
+                self.io_error = Some(e);
+            }
+        }
+    }
+}
+
+/// [`crate::parallel::Route`] for text output: the worker threads format the lines, with the
+/// time base the reader gives them.
+pub struct TextRoute(pub TextOptions);
+
+impl crate::parallel::Route for TextRoute {
+    fn route(&self, event: &Event, first_ts_ns: i64, buf: &mut Vec<u8>) -> Handoff {
+        let opts = self.0;
+        if opts.quiet || (opts.calls_only && !matches!(event, Event::Call(_))) {
+            return Handoff::Drop;
+        }
+        let start = buf.len();
+        let mut text = Text::new(&mut *buf, opts);
+        // Room for a usual line at once, rather than growing to it.
+        text.line.reserve(256);
+        text.base_ns = Some(first_ts_ns);
+        text.conn_hole = Some(None);
+        text.show(event);
+        let at = text.conn_hole.flatten();
+        Handoff::Line(at.map(|at| ConnSlot {
+            at: start + at,
+            width: CONN_WIDTH,
+        }))
+    }
+}
+
+impl<W: Write> Text<W> {
+    /// Writes an event's lines.
+    fn show(&mut self, event: &Event) {
         if self.opts.quiet {
             return;
         }
-        match &event {
+        match event {
             Event::Call(c) => self.call(c),
             _ if self.opts.calls_only => {}
             Event::Frame(f) => self.frame(f),
@@ -548,12 +611,11 @@ impl<W: Write> Sink for Text<W> {
                     }
                     _ => "",
                 };
+                let _ = write!(self.line, "{:>6} {:>11.6} ", "CONN", rel);
+                self.conn(c.conn);
                 let _ = writeln!(
                     self.line,
-                    "{:>6} {:>11.6} #{:<3} {} ↔ {} connection ended ({}{by}) after {:.3}s; client sent {} B, server {} B{}",
-                    "CONN",
-                    rel,
-                    c.conn,
+                    " {} ↔ {} connection ended ({}{by}) after {:.3}s; client sent {} B, server {} B{}",
                     Addr(&c.client),
                     Addr(&c.server),
                     c.end.as_str(),
