@@ -10,6 +10,12 @@
 //! numbers them. At the end, the connections still open are ended in connection order, as one
 //! dissector does.
 //!
+//! The reader decodes each packet down to TCP once, and a worker gets only the segment's
+//! headers and payload. What travels back is chosen by a [`Route`]: nothing (a summary, which
+//! the workers count), the events themselves, or the output's text for them, which the workers
+//! format (formatting is most of a full output's work) without the connection number; the
+//! merge writes the capture's number into the slot the route left for it.
+//!
 //! Idle connections are expired when the whole capture's packets say so: the reader decides
 //! when to sweep, as one flow table would, and every worker sweeps at that packet; the merge
 //! puts the connections ended by a sweep in connection order, before that packet's own events.
