@@ -54,7 +54,7 @@ pub struct SideHealth {
     pings_without_data: u64,
     run_start_ns: i64,
     pub max_pings_without_data: u64,
-    /// A run of PINGs without data, at least [`PING_FLOOD`] long and faster than one a second.
+    /// A run of PINGs without data, at least `PING_FLOOD` long and faster than one a second.
     pub ping_flood: bool,
     last_ping_ts: Option<i64>,
     pending: VecDeque<([u8; 8], i64)>,

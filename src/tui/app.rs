@@ -165,7 +165,7 @@ impl App {
         &self.filter
     }
 
-    /// Applies a filter (see [`matches`]) and goes back to the first call.
+    /// Applies a filter (see [`matches()`]) and goes back to the first call.
     pub fn set_filter(&mut self, filter: &str) {
         self.filter = filter.to_string();
         self.visible = (0..self.model.calls.len())
