@@ -562,31 +562,6 @@ impl<W: Write> Sink for Text<W> {
     }
 }
 
-/// [`crate::parallel::Route`] for text output: the worker threads format the lines, with the
-/// time base the reader gives them.
-pub struct TextRoute(pub TextOptions);
-
-impl crate::parallel::Route for TextRoute {
-    fn route(&self, event: &Event, first_ts_ns: i64, buf: &mut Vec<u8>) -> Handoff {
-        let opts = self.0;
-        if opts.quiet || (opts.calls_only && !matches!(event, Event::Call(_))) {
-            return Handoff::Drop;
-        }
-        let start = buf.len();
-        let mut text = Text::new(&mut *buf, opts);
-        // Room for a usual line at once, rather than growing to it.
-        text.line.reserve(256);
-        text.base_ns = Some(first_ts_ns);
-        text.conn_hole = Some(None);
-        text.show(event);
-        let at = text.conn_hole.flatten();
-        Handoff::Line(at.map(|at| ConnSlot {
-            at: start + at,
-            width: CONN_WIDTH,
-        }))
-    }
-}
-
 impl<W: Write> Text<W> {
     /// Writes an event's lines.
     fn show(&mut self, event: &Event) {
@@ -644,6 +619,31 @@ impl<W: Write> Text<W> {
                 self.flush_line();
             }
         }
+    }
+}
+
+/// [`crate::parallel::Route`] for text output: the worker threads format the lines, with the
+/// time base the reader gives them.
+pub struct TextRoute(pub TextOptions);
+
+impl crate::parallel::Route for TextRoute {
+    fn route(&self, event: &Event, first_ts_ns: i64, buf: &mut Vec<u8>) -> Handoff {
+        let opts = self.0;
+        if opts.quiet || (opts.calls_only && !matches!(event, Event::Call(_))) {
+            return Handoff::Drop;
+        }
+        let start = buf.len();
+        let mut text = Text::new(&mut *buf, opts);
+        // Room for a usual line at once, rather than growing to it.
+        text.line.reserve(256);
+        text.base_ns = Some(first_ts_ns);
+        text.conn_hole = Some(None);
+        text.show(event);
+        let at = text.conn_hole.flatten();
+        Handoff::Line(at.map(|at| ConnSlot {
+            at: start + at,
+            width: CONN_WIDTH,
+        }))
     }
 }
 
