@@ -637,26 +637,6 @@ enum FileOutcome {
     Stop(ExitCode),
 }
 
-/// Reads one capture file into the sink (the body of `read`, per file).
-/// Gives the text output its time base (the first packet's time) when events come from the
-/// merge of several threads rather than from the reading loop.
-struct Based<'a, W: Write> {
-    first: &'a std::cell::Cell<Option<i64>>,
-    inner: &'a mut Out<W>,
-}
-
-impl<W: Write> Sink for Based<'_, W> {
-    fn event(&mut self, event: Event) {
-        if let (Some(t), Out::Text(text)) = (self.first.get(), &mut *self.inner) {
-            text.set_base(t);
-        }
-        self.inner.event(event);
-    }
-    fn line(&mut self, line: &[u8]) {
-        self.inner.line(line);
-    }
-}
-
 /// Which events the output shows, so that threads send only those (the counts for the summary
 /// are kept by the threads themselves), formatted by the threads.
 fn route(o: &OutputArgs, silent: bool) -> Box<dyn Route> {
@@ -676,6 +656,7 @@ fn text_options(o: &OutputArgs, quiet: bool) -> TextOptions {
     }
 }
 
+/// Reads one capture file into the sink (the body of `read`, per file).
 fn read_file<W: Write>(
     file: &str,
     args: &ReadArgs,
@@ -728,11 +709,7 @@ fn read_file<W: Write>(
     // A large file without -w: its connections split across threads.
     let mut sharded = None;
     if shards > 1 && writer.is_none() {
-        let first = std::cell::Cell::new(None);
-        let mut based = Based {
-            first: &first,
-            inner: &mut sink.inner,
-        };
+        // The threads format the lines, text times included (see `route`).
         let outcome = h2scope::parallel::dissect(
             &mut reader,
             &cfg,
@@ -740,11 +717,10 @@ fn read_file<W: Write>(
             shards,
             limit,
             &*route(&args.output, silent),
-            &mut based,
+            &mut sink.inner,
             |pkt| {
                 progress.tick(pkt.data.len(), seen);
                 seen += 1;
-                first.set(first.get().or(Some(pkt.ts_ns)));
             },
         );
         sink.tally.merge(&outcome.tally);
