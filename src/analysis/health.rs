@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::event::{ConnectionEnd, Event, FrameDetail, FrameEvent, Sink};
 use crate::http2::call::lossless;
-use crate::http2::frame::{error_code_name, setting};
+use crate::http2::frame::{error_code_label, setting};
 use crate::output::jsonl::{end_by, ts};
 
 /// Load-balancer idle timeouts a silent connection may hit: (seconds, who uses it).
@@ -266,7 +266,7 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                 h.sides[me].goaways.push(GoAwayInfo {
                     ts_ns: o.ts_ns,
                     last_stream_id: *last_stream_id,
-                    error: code_name(*error_code),
+                    error: error_code_label(*error_code).into_owned(),
                     debug: lossless(debug_data),
                     refused_streams: refused,
                     running_streams: running,
@@ -275,7 +275,7 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
             FrameDetail::RstStream { error_code } => {
                 *h.sides[me]
                     .resets
-                    .entry(code_name(*error_code))
+                    .entry(error_code_label(*error_code).into_owned())
                     .or_default() += 1;
                 if *error_code == 0x7 {
                     h.refused_by_limit += 1;
@@ -420,12 +420,6 @@ impl<F: FnMut(ConnectionHealth)> Sink for Health<F> {
             _ => {}
         }
     }
-}
-
-fn code_name(code: u32) -> String {
-    error_code_name(code)
-        .map(String::from)
-        .unwrap_or_else(|| format!("0x{code:x}"))
 }
 
 fn ms(ns: i64) -> f64 {

@@ -209,6 +209,14 @@ pub mod setting {
     }
 }
 
+/// An error code as the outputs show it: its RFC 9113 name, or `0x…` for one it does not define.
+pub fn error_code_label(code: u32) -> std::borrow::Cow<'static, str> {
+    match error_code_name(code) {
+        Some(name) => name.into(),
+        None => format!("0x{code:x}").into(),
+    }
+}
+
 /// RFC 9113 §7 error codes.
 pub fn error_code_name(code: u32) -> Option<&'static str> {
     Some(match code {

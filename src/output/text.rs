@@ -10,7 +10,7 @@ use super::{Addr, Summary};
 
 use crate::event::{Event, FrameDetail, FrameEvent, MessageEvent, Origin, Sink};
 use crate::http2::call::{grpc_status_name, header_name, header_value, lossless, Call, CallEnd};
-use crate::http2::frame::{error_code_name, setting, FrameType};
+use crate::http2::frame::{error_code_label, setting, FrameType};
 use crate::http2::hpack::HeaderField;
 use crate::parallel::{ConnSlot, Handoff};
 
@@ -101,11 +101,9 @@ impl<W: Write> Text<W> {
     }
 
     fn flush_line(&mut self) {
-        if self.io_error.is_none() {
-            if let Err(e) = self.out.write_all(self.line.as_bytes()) {
-                self.io_error = Some(e);
-            }
-        }
+        let line = std::mem::take(&mut self.line);
+        self.line(line.as_bytes());
+        self.line = line;
         self.line.clear();
     }
 
@@ -123,11 +121,15 @@ impl<W: Write> Text<W> {
             }
             known => l.push_str(known.name()),
         }
-        for (i, flag) in h.kind.flag_name_iter(h.flags).enumerate() {
-            l.push(if i == 0 { '[' } else { ',' });
-            l.push_str(flag);
-        }
-        if h.kind.flag_name_iter(h.flags).next().is_some() {
+        let mut flags = h.kind.flag_name_iter(h.flags).peekable();
+        if flags.peek().is_some() {
+            l.push('[');
+            for (i, flag) in flags.enumerate() {
+                if i > 0 {
+                    l.push(',');
+                }
+                l.push_str(flag);
+            }
             l.push(']');
         }
         l.push_str(" len=");
@@ -249,7 +251,7 @@ impl<W: Write> Text<W> {
                     l,
                     " RESET by {} {}",
                     if by_client { "client" } else { "server" },
-                    code_name(error_code)
+                    error_code_label(error_code)
                 );
             }
             CallEnd::Unfinished => l.push_str(" (unfinished)"),
@@ -417,22 +419,6 @@ fn push_value(l: &mut String, h: &HeaderField) {
     }
 }
 
-fn push_code_name(l: &mut String, code: u32) {
-    match error_code_name(code) {
-        Some(n) => l.push_str(n),
-        None => {
-            let _ = write!(l, "0x{code:x}");
-        }
-    }
-}
-
-fn code_name(code: u32) -> String {
-    match error_code_name(code) {
-        Some(n) => n.to_string(),
-        None => format!("0x{code:x}"),
-    }
-}
-
 fn find<'a>(list: &'a [HeaderField], n: &str) -> Option<&'a HeaderField> {
     list.iter().find(|h| h.name == n.as_bytes())
 }
@@ -463,7 +449,7 @@ fn describe(l: &mut String, f: &FrameEvent) {
         }
         FrameDetail::RstStream { error_code } => {
             l.push(' ');
-            push_code_name(l, *error_code);
+            l.push_str(&error_code_label(*error_code));
         }
         FrameDetail::Settings { settings, .. } => {
             for s in settings {
@@ -496,7 +482,7 @@ fn describe(l: &mut String, f: &FrameEvent) {
             let _ = write!(
                 l,
                 " last_stream={last_stream_id} {}",
-                code_name(*error_code)
+                error_code_label(*error_code)
             );
             if !debug_data.is_empty() {
                 let _ = write!(l, " {:?}", lossless(debug_data));

@@ -15,7 +15,9 @@ use crate::analysis::health::ConnectionHealth;
 use crate::event::{ConnectionEnd, Event, FrameDetail, FrameEvent, MessageEvent, Sink};
 use crate::grpc::Side;
 use crate::http2::call::{grpc_status_name, header_value, lossless, Call, CallEnd, HeaderText};
-use crate::http2::frame::{error_code_name, flags, setting, FrameType, FRAME_HEADER_LEN};
+use crate::http2::frame::{
+    error_code_label, error_code_name, flags, setting, FrameType, FRAME_HEADER_LEN,
+};
 use crate::http2::hpack::{field_spans, HeaderField, Representation};
 
 use super::store::{Detail, DetailLine, DetailWriter, StoreReader, StoreWriter, Stored};
@@ -316,12 +318,6 @@ fn pick(list: &[HeaderField], name: &str) -> Option<String> {
         .map(header_value)
 }
 
-fn error_code(c: u32) -> String {
-    error_code_name(c)
-        .map(String::from)
-        .unwrap_or(format!("0x{c:x}"))
-}
-
 /// Where the header block fragment starts in a HEADERS or PUSH_PROMISE frame.
 fn fragment_start(f: &FrameEvent) -> Option<usize> {
     let h = &f.header;
@@ -389,7 +385,7 @@ fn frame_detail(f: &FrameEvent, w: &mut DetailWriter) -> String {
             }
         }
         FrameDetail::RstStream { error_code: c } => {
-            summary = error_code(*c);
+            summary = error_code_label(*c).into_owned();
             w.line(at(0, 4), format_args!("  error code {summary}"));
         }
         FrameDetail::GoAway {
@@ -397,7 +393,7 @@ fn frame_detail(f: &FrameEvent, w: &mut DetailWriter) -> String {
             error_code: c,
             debug_data,
         } => {
-            let code = error_code(*c);
+            let code = error_code_label(*c);
             summary = format!("last={last_stream_id} {code}");
             w.line(at(0, 4), format_args!("  last stream id {last_stream_id}"));
             w.line(at(4, 4), format_args!("  error code {code}"));
@@ -722,7 +718,7 @@ impl Builder {
                 headers_detail(w, title, list);
             }
             if let Some(c) = p.reset {
-                w.line(None, format_args!("reset ({})", error_code(c)));
+                w.line(None, format_args!("reset ({})", error_code_label(c)));
             }
             let mut row = p.row.clone();
             row.stored = Self::store(
