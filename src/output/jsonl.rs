@@ -155,10 +155,10 @@ pub fn headers_json(list: &[HeaderField]) -> Value {
 struct Obj<'a> {
     buf: &'a mut Vec<u8>,
     first: bool,
-    /// Leave the connection number out and note where it goes: a line formatted on a worker
-    /// thread, which does not know the capture's numbering (see [`write_without_conn`]).
-    conn_hole: bool,
-    conn_at: Option<usize>,
+    /// `Some`: leave the connection number out and note where it goes, as for a line formatted
+    /// on a worker thread, which does not know the capture's numbering (see
+    /// [`write_without_conn`]).
+    conn_hole: Option<Option<usize>>,
 }
 
 impl<'a> Obj<'a> {
@@ -170,14 +170,13 @@ impl<'a> Obj<'a> {
         Obj {
             buf,
             first: true,
-            conn_hole,
-            conn_at: None,
+            conn_hole: conn_hole.then_some(None),
         }
     }
     fn conn(&mut self, n: u64) {
-        if self.conn_hole {
+        if self.conn_hole.is_some() {
             self.key("conn");
-            self.conn_at = Some(self.buf.len());
+            self.conn_hole = Some(Some(self.buf.len()));
         } else {
             self.uint("conn", n);
         }
@@ -243,7 +242,7 @@ impl<'a> Obj<'a> {
     /// Closes the object; returns where the connection number goes, if it was left out.
     fn end(self) -> Option<usize> {
         self.buf.push(b'}');
-        self.conn_at
+        self.conn_hole.flatten()
     }
 }
 
