@@ -178,43 +178,30 @@ fn text_output_shows_frames_calls_and_summary() {
 
 #[test]
 fn errors_name_the_file_and_what_is_wrong() {
-    let out = Command::new(BIN)
-        .args(["read", "/nonexistent/x.pcap"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("/nonexistent/x.pcap") && err.contains("cannot open"),
-        "{err}"
+    // Exit status 1, and standard error says every one of `says`.
+    let fails = |args: &[&str], says: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(says.iter().all(|s| err.contains(s)), "{args:?}: {err}");
+    };
+    fails(
+        &["read", "/nonexistent/x.pcap"],
+        &["/nonexistent/x.pcap", "cannot open"],
     );
 
     let dir = std::env::temp_dir().join(format!("h2scope-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bogus = dir.join("notes.txt");
     std::fs::write(&bogus, "hello, this is not a capture file\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["read", bogus.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("notes.txt") && err.contains("not a pcap or pcapng"),
-        "{err}"
-    );
+    let bogus = bogus.to_str().unwrap();
+    fails(&["read", bogus], &["notes.txt", "not a pcap or pcapng"]);
     // The TUI reads the capture before it takes the terminal, so a bad file is a plain error.
-    let out = Command::new(BIN)
-        .args(["tui", bogus.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("notes.txt") && err.contains("not a pcap or pcapng"),
-        "{err}"
-    );
+    fails(&["tui", bogus], &["notes.txt", "not a pcap or pcapng"]);
 
     // A capture cut in the middle of a record: everything before it is shown, with a warning.
     let bytes = std::fs::read(testdata("grpc-health.pcap")).unwrap();
