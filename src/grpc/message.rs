@@ -78,7 +78,7 @@ pub fn decode(
         match d.encoding.as_deref() {
             None | Some("identity") => {
                 d.problem = Some("compressed flag set without a grpc-encoding; shown raw".into());
-                d.fields = Some(Value::String(hex::encode(body)));
+                d.fields = Some(Value::String(wire::hex(body)));
                 return Outcome::Message(d);
             }
             Some(enc) => match decompress(enc, body, cfg.max_decompressed_size) {
@@ -88,7 +88,7 @@ pub fn decode(
                 }
                 Err(e) => {
                     d.problem = Some(e.to_string());
-                    d.fields = Some(Value::String(hex::encode(&body[..body.len().min(4096)])));
+                    d.fields = Some(Value::String(wire::hex(&body[..body.len().min(4096)])));
                     return Outcome::Message(d);
                 }
             },
@@ -344,7 +344,7 @@ pub fn decode_status_details(value: &[u8], schemas: &Schemas) -> Option<Value> {
     let desc = schemas.message("google.rpc.Status")?;
     match decode_with(&desc, &bytes) {
         Ok((_, json)) => Some(json),
-        Err(_) => Some(serde_json::json!({"undecodable": hex::encode(&bytes)})),
+        Err(_) => Some(serde_json::json!({"undecodable": wire::hex(&bytes)})),
     }
 }
 

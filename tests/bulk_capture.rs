@@ -1,0 +1,162 @@
+//! Bulk gRPC traffic from real peers: a tonic client streams 24 messages of 16 KiB to the echo
+//! service's bidi method, which streams them back, uncompressed, over an Ethernet link with a
+//! 1460-byte MSS. This is the shape of a busy data path (full-size segments, messages spanning
+//! many DATA frames), where the health-check capture is the shape of a control path (small
+//! packets, a header block in most of them).
+//!
+//! `testdata/grpc-bulk.pcap`, which `scripts/bench-vs-tshark bulk` replicates, is this test's
+//! recording: `H2SCOPE_WRITE_BULK=testdata/grpc-bulk.pcap cargo test --test bulk_capture` writes
+//! a fresh one. Both the fresh recording and the shipped file are checked the same way.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::echo::{Echo, EchoReply, EchoRequest};
+use common::recorder::{Link, Recorder};
+use h2scope::event::Event;
+use h2scope::grpc::Side;
+use h2scope::pipeline::{Config, Stats};
+use tonic::codegen::http;
+use tonic::Request;
+use tonic_prost::ProstCodec;
+
+const MESSAGES: i32 = 24;
+const PAYLOAD: usize = 16 << 10;
+
+fn payload(seq: i32) -> Vec<u8> {
+    // Random-looking bytes, as compressed or encrypted blobs are: nothing along the way can
+    // shortcut them, and a schema-less decode sees plain bytes.
+    let mut x = 0x9E37_79B9u32 ^ seq as u32;
+    (0..PAYLOAD)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+async fn traffic(rec: &Recorder) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(Echo)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let proxy = rec.proxy(listen, upstream).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{proxy}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = tonic::client::Grpc::new(channel);
+    client.ready().await.unwrap();
+    let items: Vec<EchoRequest> = (0..MESSAGES)
+        .map(|seq| EchoRequest {
+            text: format!("bulk {seq}"),
+            payload: payload(seq),
+            seq,
+        })
+        .collect();
+    let mut replies = client
+        .streaming(
+            Request::new(tokio_stream::iter(items)),
+            http::uri::PathAndQuery::from_static("/test.echo.Echo/Bidi"),
+            ProstCodec::<EchoRequest, EchoReply>::default(),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seqs = Vec::new();
+    while let Some(m) = replies.message().await.unwrap() {
+        assert_eq!(m.payload, payload(m.seq));
+        seqs.push(m.seq);
+    }
+    assert_eq!(seqs, (0..MESSAGES).collect::<Vec<_>>());
+    // Let the proxy record the connection's end.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+fn record() -> Vec<u8> {
+    let rec = Recorder::new(Link::Ethernet, 1460, 91_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(traffic(&rec));
+    rt.shutdown_timeout(Duration::from_secs(1));
+    rec.to_pcap()
+}
+
+/// What every recording of this conversation must show, whatever its timing and segmentation.
+fn check(events: &[Event], stats: &Stats) {
+    let mut lengths = [Vec::new(), Vec::new()];
+    let mut calls = Vec::new();
+    for e in events {
+        match e {
+            Event::Message(m) => {
+                assert_eq!(m.path.as_deref(), Some("/test.echo.Echo/Bidi"));
+                assert!(!m.decoded.compressed);
+                assert_eq!(m.decoded.problem, None, "{m:?}");
+                lengths[m.side as usize].push(m.decoded.length);
+            }
+            Event::Call(c) => calls.push(c),
+            Event::Gap(g) => panic!("gap in a lossless recording: {g:?}"),
+            Event::Error(e) => panic!("error on real traffic: {e:?}"),
+            _ => {}
+        }
+    }
+    // Each message: text (2 + "bulk N"), payload (tag, 3-byte length, 16 KiB), seq.
+    let expected = |side: Side| -> Vec<u32> {
+        (0..MESSAGES)
+            .map(|seq| {
+                let text = format!(
+                    "{}bulk {seq}",
+                    if side == Side::Response { "echo " } else { "" }
+                );
+                let seq_field = if seq == 0 { 0 } else { 2 };
+                (2 + text.len() + 1 + 3 + PAYLOAD + seq_field) as u32
+            })
+            .collect()
+    };
+    assert_eq!(lengths[Side::Request as usize], expected(Side::Request));
+    assert_eq!(lengths[Side::Response as usize], expected(Side::Response));
+    assert_eq!(calls.len(), 1);
+    let call = calls[0];
+    assert_eq!(call.path().as_deref(), Some("/test.echo.Echo/Bidi"));
+    assert_eq!(call.grpc_status(), Some(0));
+    assert_eq!(
+        (call.request_messages, call.response_messages),
+        (MESSAGES as u32, MESSAGES as u32)
+    );
+    assert!(call.request_bytes > (MESSAGES as u64) * PAYLOAD as u64);
+    assert!(call.response_bytes > (MESSAGES as u64) * PAYLOAD as u64);
+    assert_eq!(stats.http2_connections, 1);
+    assert_eq!(stats.flows.gaps, 0);
+}
+
+#[test]
+fn bulk_bidi_stream_of_real_peers_decodes_whole() {
+    let pcap = record();
+    if let Ok(path) = std::env::var("H2SCOPE_WRITE_BULK") {
+        std::fs::write(&path, &pcap).unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+    let (events, stats, ok) = common::dissect_bytes(pcap, Config::default());
+    assert!(ok);
+    check(&events, &stats);
+}
+
+#[test]
+fn shipped_bulk_capture_is_that_recording() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/grpc-bulk.pcap");
+    let (events, stats) = common::dissect_file(path, Config::default());
+    check(&events, &stats);
+    // Full-size segments: the point of this capture.
+    assert!(stats.packets > 500, "{} packets", stats.packets);
+}
