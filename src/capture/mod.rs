@@ -185,7 +185,10 @@ impl CaptureReader {
             let step = match self.inner.next() {
                 Ok((offset, block)) => {
                     let keep_going = self.state.handle_block(block, &mut f);
-                    self.inner.consume(offset);
+                    // `consume` moves the unread half of the buffer to its start whenever half
+                    // is read, which copied half of every file once more; without it, a refill
+                    // moves only the record cut at the buffer's end.
+                    self.inner.consume_noshift(offset);
                     if !keep_going {
                         return Ok(());
                     }

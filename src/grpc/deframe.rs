@@ -174,8 +174,11 @@ impl Deframer {
                     let take = ((*length - *got) as usize).min(bytes.len());
                     if *keep {
                         if buf.is_empty() {
-                            // Reserve as the data arrives, not from the (untrusted) prefix.
-                            buf.reserve(take);
+                            // Reserve from what arrived, not from the (untrusted) prefix alone:
+                            // up to 16 times the first piece, which holds a message of a few
+                            // segments without regrowing, and costs a liar little.
+                            let rest = (*length - *got) as usize;
+                            buf.reserve(rest.min(take.saturating_mul(16)));
                         }
                         buf.extend_from_slice(&bytes[..take]);
                     }

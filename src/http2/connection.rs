@@ -459,7 +459,7 @@ impl Connection {
                     self.resync(dir, &[], true, ctx);
                 }
             }
-            for message in std::mem::take(&mut self.pending_messages) {
+            for message in self.pending_messages.drain(..) {
                 ctx.sink.event(message);
             }
         }
@@ -779,7 +779,7 @@ impl Connection {
         for item in items {
             self.http1_item(dir, item, &mut finished, ctx);
         }
-        for message in std::mem::take(&mut self.pending_messages) {
+        for message in self.pending_messages.drain(..) {
             ctx.sink.event(message);
         }
         for call in finished {
@@ -1312,7 +1312,7 @@ impl Connection {
             }
         }
         ctx.sink.event(Event::Frame(event));
-        for message in std::mem::take(&mut self.pending_messages) {
+        for message in self.pending_messages.drain(..) {
             ctx.sink.event(message);
         }
         for call in finished_calls {

@@ -143,6 +143,9 @@ pub struct Decoder {
     /// eviction arithmetic proves nothing about what the peer still holds.
     max_size_known: bool,
     size_updates: Vec<u32>,
+    /// Where Huffman strings are decoded before they are copied out at their exact size: one
+    /// allocation per string instead of a growing vector and the `Bytes` that adopts it.
+    scratch: Vec<u8>,
 }
 
 impl Default for Decoder {
@@ -175,6 +178,7 @@ impl Decoder {
             past_unknown: false,
             max_size_known: true,
             size_updates: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -361,9 +365,9 @@ impl Decoder {
     ) -> Result<HeaderField, HpackError> {
         let index = input.integer(prefix_bits)?;
         let (name, name_index, huffman_name, name_unknown) = if index == 0 {
-            let (name, huffman) = input.string()?;
+            let (name, huffman) = input.string(&mut self.scratch)?;
             budget.charge(name.len() + ENTRY_OVERHEAD)?;
-            (Bytes::from(name), None, huffman, false)
+            (name, None, huffman, false)
         } else {
             let known_name = match self.lookup(index)? {
                 Lookup::Static(name, _) => Some(Bytes::from_static(name)),
@@ -374,8 +378,7 @@ impl Decoder {
             let unknown = known_name.is_none();
             (known_name.unwrap_or_default(), Some(index), false, unknown)
         };
-        let (value, huffman_value) = input.string()?;
-        let value = Bytes::from(value);
+        let (value, huffman_value) = input.string(&mut self.scratch)?;
         budget.charge(value.len())?;
 
         let repr = match kind {
@@ -491,8 +494,8 @@ impl Input<'_> {
     }
 
     /// Reads a string literal (§5.2); returns it and whether it was
-    /// Huffman-coded.
-    fn string(&mut self) -> Result<(Vec<u8>, bool), HpackError> {
+    /// Huffman-coded. `scratch` holds the decoding of a Huffman string.
+    fn string(&mut self, scratch: &mut Vec<u8>) -> Result<(Bytes, bool), HpackError> {
         let huffman = self.peek().ok_or(HpackError::Truncated)? & 0x80 != 0;
         let len = self.integer(7)?;
         let remaining = self.rest.len();
@@ -502,10 +505,15 @@ impl Input<'_> {
             .ok_or(HpackError::StringTooLong { len, remaining })?;
         self.rest = rest;
         if !huffman {
-            return Ok((raw.to_vec(), false));
+            return Ok((Bytes::copy_from_slice(raw), false));
         }
-        let mut decoded = Vec::new();
-        huffman::decode(raw, &mut decoded)?;
+        scratch.clear();
+        huffman::decode(raw, scratch)?;
+        let decoded = Bytes::copy_from_slice(scratch);
+        // A huge value once should not stay with the connection.
+        if scratch.capacity() > 64 << 10 {
+            *scratch = Vec::new();
+        }
         Ok((decoded, true))
     }
 }
