@@ -35,9 +35,10 @@ pub struct MethodStats {
 }
 
 impl MethodStats {
-    fn add(&mut self, c: &Call) {
-        self.calls += 1;
-        let outcome: Cow<'static, str> = match (c.grpc_status(), c.status(), c.end) {
+    /// How a call ended, as the report counts it: the `grpc-status` name, or the HTTP status
+    /// for non-gRPC, or how the call ended. Worked out once per call, for its three rows.
+    fn outcome(c: &Call) -> Cow<'static, str> {
+        match (c.grpc_status(), c.status(), c.end) {
             (Some(g), _, _) => grpc_status_name(g)
                 .map(Cow::Borrowed)
                 .unwrap_or_else(|| g.to_string().into()),
@@ -45,13 +46,19 @@ impl MethodStats {
             (None, _, CallEnd::Unfinished) => "UNFINISHED".into(),
             (None, Some(s), _) => format!("HTTP {s}").into(),
             (None, None, _) => "-".into(),
-        };
+        }
+    }
+
+    // A `Cow` and not a `&str`: a status name is `'static`, and a new row keeps it for free.
+    #[allow(clippy::ptr_arg)]
+    fn add(&mut self, c: &Call, outcome: &Cow<'static, str>) {
+        self.calls += 1;
         match self
             .outcomes
-            .binary_search_by(|(k, _)| k.as_ref().cmp(&outcome))
+            .binary_search_by(|(k, _)| k.as_ref().cmp(outcome.as_ref()))
         {
             Ok(i) => self.outcomes[i].1 += 1,
-            Err(i) => self.outcomes.insert(i, (outcome, 1)),
+            Err(i) => self.outcomes.insert(i, (outcome.clone(), 1)),
         }
         self.request_bytes += c.request_bytes;
         self.response_bytes += c.response_bytes;
@@ -245,10 +252,27 @@ impl Sink for CallStats {
     fn event(&mut self, event: Event) {
         match event {
             Event::Call(c) => {
-                let method = c.path().unwrap_or_else(|| "(unknown path)".into());
-                self.by_method.entry(method).or_default().add(&c);
-                self.by_conn.entry(c.conn).or_default().add(&c);
-                self.all.add(&c);
+                let outcome = MethodStats::outcome(&c);
+                // The path as `Call::path` gives it, without a new string for a method
+                // already seen (a path is valid UTF-8 nearly always, and then the same).
+                let path = c.request_header(":path");
+                let method = match path.map(std::str::from_utf8) {
+                    None => Cow::Borrowed("(unknown path)"),
+                    Some(Ok(p)) => Cow::Borrowed(p),
+                    Some(Err(_)) => {
+                        Cow::Owned(crate::http2::call::lossless(path.unwrap_or_default()))
+                    }
+                };
+                match self.by_method.get_mut(method.as_ref()) {
+                    Some(m) => m.add(&c, &outcome),
+                    None => {
+                        let mut m = MethodStats::default();
+                        m.add(&c, &outcome);
+                        self.by_method.insert(method.into_owned(), m);
+                    }
+                }
+                self.by_conn.entry(c.conn).or_default().add(&c, &outcome);
+                self.all.add(&c, &outcome);
             }
             // Its calls are all in: keep the connection's figures, not its samples, so that
             // memory does not grow with the number of connections' calls.
