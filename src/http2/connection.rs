@@ -183,6 +183,12 @@ struct Direction {
     skipped: u64,
 }
 
+thread_local! {
+    /// Where a header block is decoded before its fields move into the call's shared list:
+    /// one allocation per block, of the exact size, instead of a vector and then the list.
+    static HEADER_SCRATCH: std::cell::RefCell<Vec<HeaderField>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 fn decoder(unknown_past: bool, max_header_list: usize) -> Decoder {
     let mut hpack = if unknown_past {
         Decoder::with_unknown_past()
@@ -1597,12 +1603,22 @@ impl Connection {
                 .push("headers not decoded: HPACK state lost earlier in this direction".into());
         } else {
             let fragment = whole.unwrap_or(&block.fragment);
-            // Every field takes a byte at least; most blocks hold a dozen or fewer.
-            let mut out = Vec::with_capacity(fragment.len().min(16));
-            match ds.hpack.decode(fragment, &mut out) {
-                Ok(()) => {
+            let decoded = HEADER_SCRATCH.with_borrow_mut(|out| {
+                out.clear();
+                let list = ds
+                    .hpack
+                    .decode(fragment, out)
+                    .map(|()| out.drain(..).collect::<Arc<[HeaderField]>>());
+                out.clear();
+                if out.capacity() > 1024 {
+                    *out = Vec::new();
+                }
+                list
+            });
+            match decoded {
+                Ok(list) => {
                     event.table_size_updates = ds.hpack.last_size_updates().to_vec();
-                    headers = Some(Arc::from(out));
+                    headers = Some(list);
                     if ds.unknown_past && !ds.hpack.past_unknown() {
                         ds.unknown_past = false;
                         event.notes.push(

@@ -412,36 +412,43 @@ fn write_str(buf: &mut Vec<u8>, text: &[u8]) {
     let mut run = 0;
     let mut i = 0;
     while i < text.len() {
-        if let Some(word) = text.get(i..i + 8) {
-            let w = u64::from_le_bytes(word.try_into().unwrap_or_default());
-            if !may_need_escape(w) {
-                i += 8;
-                continue;
-            }
-        }
-        let b = text[i];
-        let short: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0..=0x1f => b"",
-            _ => {
-                i += 1;
-                continue;
+        let rest = &text[i..];
+        // Most strings are short: their tail is checked as one word too, padded with a letter.
+        let w = match rest.first_chunk::<8>() {
+            Some(word) => u64::from_le_bytes(*word),
+            None => {
+                let mut pad = [b'a'; 8];
+                pad[..rest.len()].copy_from_slice(rest);
+                u64::from_le_bytes(pad)
             }
         };
-        buf.extend_from_slice(&text[run..i]);
-        i += 1;
-        run = i;
-        if short.is_empty() {
-            let hex = [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]];
-            buf.extend_from_slice(&[b'\\', b'u', b'0', b'0', hex[0], hex[1]]);
-        } else {
-            buf.extend_from_slice(short);
+        let end = (i + 8).min(text.len());
+        if !may_need_escape(w) {
+            i = end;
+            continue;
+        }
+        while i < end {
+            let b = text[i];
+            i += 1;
+            let short: &[u8] = match b {
+                b'"' => b"\\\"",
+                b'\\' => b"\\\\",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                b'\t' => b"\\t",
+                0x08 => b"\\b",
+                0x0c => b"\\f",
+                0..=0x1f => b"",
+                _ => continue,
+            };
+            buf.extend_from_slice(&text[run..i - 1]);
+            run = i;
+            if short.is_empty() {
+                let hex = [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]];
+                buf.extend_from_slice(&[b'\\', b'u', b'0', b'0', hex[0], hex[1]]);
+            } else {
+                buf.extend_from_slice(short);
+            }
         }
     }
     buf.extend_from_slice(&text[run..]);

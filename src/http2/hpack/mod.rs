@@ -143,9 +143,13 @@ pub struct Decoder {
     /// eviction arithmetic proves nothing about what the peer still holds.
     max_size_known: bool,
     size_updates: Vec<u32>,
+}
+
+thread_local! {
     /// Where Huffman strings are decoded before they are copied out at their exact size: one
-    /// allocation per string instead of a growing vector and the `Bytes` that adopts it.
-    scratch: Vec<u8>,
+    /// allocation per string instead of a growing vector and the `Bytes` that adopts it. One
+    /// per thread rather than per decoder: a capture may hold many connections at once.
+    static HUFFMAN_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Default for Decoder {
@@ -178,7 +182,6 @@ impl Decoder {
             past_unknown: false,
             max_size_known: true,
             size_updates: Vec::new(),
-            scratch: Vec::new(),
         }
     }
 
@@ -365,7 +368,7 @@ impl Decoder {
     ) -> Result<HeaderField, HpackError> {
         let index = input.integer(prefix_bits)?;
         let (name, name_index, huffman_name, name_unknown) = if index == 0 {
-            let (name, huffman) = input.string(&mut self.scratch)?;
+            let (name, huffman) = input.string()?;
             budget.charge(name.len() + ENTRY_OVERHEAD)?;
             (name, None, huffman, false)
         } else {
@@ -378,7 +381,7 @@ impl Decoder {
             let unknown = known_name.is_none();
             (known_name.unwrap_or_default(), Some(index), false, unknown)
         };
-        let (value, huffman_value) = input.string(&mut self.scratch)?;
+        let (value, huffman_value) = input.string()?;
         budget.charge(value.len())?;
 
         let repr = match kind {
@@ -494,8 +497,8 @@ impl Input<'_> {
     }
 
     /// Reads a string literal (§5.2); returns it and whether it was
-    /// Huffman-coded. `scratch` holds the decoding of a Huffman string.
-    fn string(&mut self, scratch: &mut Vec<u8>) -> Result<(Bytes, bool), HpackError> {
+    /// Huffman-coded.
+    fn string(&mut self) -> Result<(Bytes, bool), HpackError> {
         let huffman = self.peek().ok_or(HpackError::Truncated)? & 0x80 != 0;
         let len = self.integer(7)?;
         let remaining = self.rest.len();
@@ -507,13 +510,16 @@ impl Input<'_> {
         if !huffman {
             return Ok((Bytes::copy_from_slice(raw), false));
         }
-        scratch.clear();
-        huffman::decode(raw, scratch)?;
-        let decoded = Bytes::copy_from_slice(scratch);
-        // A huge value once should not stay with the connection.
-        if scratch.capacity() > 64 << 10 {
-            *scratch = Vec::new();
-        }
+        let decoded = HUFFMAN_SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            huffman::decode(raw, scratch)?;
+            let decoded = Bytes::copy_from_slice(scratch);
+            // A huge value once should not stay with the thread.
+            if scratch.capacity() > 64 << 10 {
+                *scratch = Vec::new();
+            }
+            Ok::<_, HpackError>(decoded)
+        })?;
         Ok((decoded, true))
     }
 }
