@@ -458,7 +458,7 @@ fn write_str(buf: &mut Vec<u8>, text: &[u8]) {
 /// A `serde_json::Value`, as `serde_json::to_writer` writes it, with strings through
 /// [`write_str`]: a message body of bytes is a hex string of twice its length, which serde's
 /// byte-at-a-time escaping made the largest cost of a bulk capture's JSON Lines.
-fn write_value(buf: &mut Vec<u8>, v: &Value) {
+pub(crate) fn write_value(buf: &mut Vec<u8>, v: &Value) {
     match v {
         Value::Null => buf.extend_from_slice(b"null"),
         Value::Bool(b) => buf.extend_from_slice(if *b { b"true" } else { b"false" }),

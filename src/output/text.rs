@@ -168,10 +168,14 @@ impl<W: Write> Text<W> {
         }
         match (&d.type_name, &d.json, &d.fields) {
             (Some(t), Some(json), _) => {
-                let _ = write!(l, " {t} {json}");
+                l.push(' ');
+                l.push_str(t);
+                l.push(' ');
+                push_json(l, json);
             }
             (None, Some(json), _) => {
-                let _ = write!(l, " {json}");
+                l.push(' ');
+                push_json(l, json);
             }
             (_, None, Some(fields)) => {
                 l.push_str(" (no schema) ");
@@ -635,6 +639,16 @@ impl crate::parallel::Route for TextRoute {
 
 /// A schema-less field tree on one line, in the manner of `protoc --decode_raw`:
 /// `1: 150 2: "text" 3 { 1: 1 }`.
+/// A JSON value as its `Display` writes it (compact), through the JSON Lines writer:
+/// `Display` goes through `fmt` a few bytes at a time, which cost more than the dissection.
+fn push_json(l: &mut String, v: &Value) {
+    let mut bytes = std::mem::take(l).into_bytes();
+    super::jsonl::write_value(&mut bytes, v);
+    // Always UTF-8: the value's strings are, and the writer adds only ASCII.
+    *l = String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+}
+
 fn raw_fields(l: &mut String, fields: &Value) {
     let Some(list) = fields.as_array() else {
         if let Some(s) = fields.as_str() {
