@@ -348,11 +348,8 @@ impl<S> FlowTable<S> {
 
     /// Ends every connection still open (end of input).
     pub fn finish<H: FlowHandler<State = S>>(&mut self, meta: &PacketMeta, handler: &mut H) {
-        let mut flows: Vec<Flow<S>> = self.flows.drain().map(|(_, f)| f).collect();
-        flows.sort_by_key(|f| f.info.conn);
-        for mut flow in flows {
-            self.retire(&mut flow, CloseReason::EndOfInput, meta, handler);
-        }
+        let keys = self.flows.keys().copied().collect();
+        self.remove_flows(keys, CloseReason::EndOfInput, meta, handler);
     }
 
     fn retire<H: FlowHandler<State = S>>(
@@ -435,12 +432,17 @@ impl<S> FlowTable<S> {
         meta: &PacketMeta,
         handler: &mut H,
     ) {
-        let mut flows: Vec<Flow<S>> = keys
+        // In connection order, so that output does not depend on the table's; the keys are
+        // sorted, not the flows, which are large.
+        let mut order: Vec<(u64, FlowKey)> = keys
             .into_iter()
-            .filter_map(|k| self.flows.remove(&k))
+            .filter_map(|k| self.flows.get(&k).map(|f| (f.info.conn, k)))
             .collect();
-        flows.sort_by_key(|f| f.info.conn);
-        for mut flow in flows {
+        order.sort_unstable_by_key(|&(conn, _)| conn);
+        for (_, key) in order {
+            let Some(mut flow) = self.flows.remove(&key) else {
+                continue;
+            };
             match reason {
                 _ if flow.closed => {}
                 CloseReason::Idle => self.stats.expired += 1,
