@@ -268,8 +268,9 @@ struct ReadArgs {
     #[arg(short = 'P', long = "print")]
     print: bool,
     /// Threads for one capture: its connections are split among them by address, and the
-    /// output stays in capture order. Default: one per core for a file of 64 MB or more, else
-    /// one. (Several files are read one per core instead; -w reads on one thread.)
+    /// output stays in capture order. Default: one per core for a file of 64 MB or more whose
+    /// packets average under 512 bytes, else one. (Several files are read one per core
+    /// instead; -w reads on one thread.)
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
 }
@@ -815,6 +816,29 @@ fn read_file<W: Write>(
     FileOutcome::Done { failed }
 }
 
+/// Whether one file is worth splitting across threads by default: 64 MB or more of packets
+/// averaging under 512 bytes (judged on the first 2000). The threads share out the work done
+/// per packet, while the reading thread copies every segment to them: on full-size segments
+/// the copy costs more than the split saves (measured: 91 MB of 1.5 kB packets read in 0.032 s
+/// on one thread, 0.050 s on two).
+fn worth_threads(file: &str) -> bool {
+    const MIN_FILE: u64 = 64 << 20;
+    const MAX_AVERAGE_PACKET: u64 = 512;
+    if !std::fs::metadata(file).is_ok_and(|m| m.len() >= MIN_FILE) {
+        return false;
+    }
+    let Ok(mut reader) = CaptureReader::open(file) else {
+        return false;
+    };
+    let (mut packets, mut bytes) = (0u64, 0u64);
+    let _ = reader.for_each_packet(|p| {
+        packets += 1;
+        bytes += p.data.len() as u64;
+        packets < 2000
+    });
+    packets > 0 && bytes / packets < MAX_AVERAGE_PACKET
+}
+
 /// Sends what a file's output writes to the main thread, which prints the files in order.
 struct ChannelWriter(std::sync::mpsc::SyncSender<Vec<u8>>);
 
@@ -848,14 +872,9 @@ fn read(args: ReadArgs) -> ExitCode {
         for file in &args.files {
             // One file (or a pipe): a large one is split across the cores. The threads also
             // format the lines; the writing thread only puts them in order.
-            let shards = args.threads.unwrap_or_else(|| {
-                let big = std::fs::metadata(file).is_ok_and(|m| m.len() >= 64 << 20);
-                if big {
-                    threads
-                } else {
-                    1
-                }
-            });
+            let shards = args
+                .threads
+                .unwrap_or_else(|| if worth_threads(file) { threads } else { 1 });
             match read_file(file, &args, &base_schemas, &mut sink, silent, shards) {
                 FileOutcome::Done { failed: f } => failed |= f,
                 FileOutcome::Failed => failed = true,
