@@ -4,9 +4,9 @@
 //! many DATA frames), where the health-check capture is the shape of a control path (small
 //! packets, a header block in most of them).
 //!
-//! `testdata/grpc-bulk.pcap`, which `scripts/bench-vs-tshark bulk` replicates, is this test's
-//! recording: `H2SCOPE_WRITE_BULK=testdata/grpc-bulk.pcap cargo test --test bulk_capture` writes
-//! a fresh one. Both the fresh recording and the shipped file are checked the same way.
+//! `testdata/grpc-bulk.pcap`, which `scripts/bench-vs-tshark 110 testdata/grpc-bulk.pcap`
+//! replicates, is such a recording: `H2SCOPE_REGENERATE=1 cargo test --test bulk_capture` records
+//! it anew. A fresh recording and the shipped file are checked the same way.
 
 mod common;
 
@@ -143,19 +143,18 @@ fn check(events: &[Event], stats: &Stats) {
 
 #[test]
 fn bulk_bidi_stream_of_real_peers_decodes_whole() {
-    let pcap = record();
-    if let Ok(path) = std::env::var("H2SCOPE_WRITE_BULK") {
-        std::fs::write(&path, &pcap).unwrap_or_else(|e| panic!("{path}: {e}"));
-    }
-    let (events, stats, ok) = common::dissect_bytes(pcap, Config::default());
+    let (events, stats, ok) = common::dissect_bytes(record(), Config::default());
     assert!(ok);
     check(&events, &stats);
 }
 
 #[test]
-fn shipped_bulk_capture_is_that_recording() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/grpc-bulk.pcap");
-    let (events, stats) = common::dissect_file(path, Config::default());
+fn testdata_bulk_capture_is_such_a_recording() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/grpc-bulk.pcap");
+    if std::env::var_os("H2SCOPE_REGENERATE").is_some() {
+        std::fs::write(&path, record()).unwrap();
+    }
+    let (events, stats) = common::dissect_file(path.to_str().unwrap(), Config::default());
     check(&events, &stats);
     // Full-size segments: the point of this capture.
     assert!(stats.packets > 500, "{} packets", stats.packets);
