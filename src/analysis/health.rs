@@ -5,10 +5,6 @@
 //! while the connection lives, and hands each finished report to a callback.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-
-/// Every frame looks up its connection, and many their stream: SipHash was a fifth of the
-/// analysis. Iteration order never reaches the report (it is sorted where it shows).
-type Fast = foldhash::fast::RandomState;
 use std::net::SocketAddr;
 
 use serde_json::{json, Value};
@@ -17,6 +13,10 @@ use crate::event::{ConnectionEnd, Event, FrameDetail, FrameEvent, Sink};
 use crate::http2::call::lossless;
 use crate::http2::frame::{error_code_label, setting};
 use crate::output::jsonl::{end_by, ts};
+
+/// Every frame looks up its connection, and many their stream: SipHash was a fifth of the
+/// analysis. Iteration order never reaches the report (it is sorted where it shows).
+type Fast = foldhash::fast::RandomState;
 
 /// Load-balancer idle timeouts a silent connection may hit: (seconds, who uses it).
 pub const IDLE_TIMEOUTS: &[(u64, &str)] = &[

@@ -213,8 +213,8 @@ fn guess_len(body: &[u8], depth: usize, budget: &mut usize, m: &mut Map<String, 
     m.insert("bytes".into(), hex(body).into());
 }
 
-/// Lower-case hex of `bytes`. The `hex` crate's encoders cost 13 to 30 instructions a byte,
-/// and a bytes field of a bulk message is tens of kilobytes; this loop has no bounds checks.
+/// Lower-case hex of `bytes`, one table lookup per byte. The `hex` crate's encoders cost 13 to
+/// 30 instructions a byte, and a bytes field of a bulk message is tens of kilobytes.
 pub fn hex(bytes: &[u8]) -> String {
     const PAIRS: [[u8; 2]; 256] = {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
