@@ -159,3 +159,39 @@ fn testdata_bulk_capture_is_such_a_recording() {
     // Full-size segments: the point of this capture.
     assert!(stats.packets > 500, "{} packets", stats.packets);
 }
+
+/// A person reading the text view gets one short line per message, as a packet list shows
+/// it; `-v` and JSON Lines carry the whole body.
+#[test]
+fn text_view_cuts_long_bytes_and_verbose_shows_them() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/grpc-bulk.pcap");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_h2scope"))
+            .args(args)
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = run(&["read"]);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("↳ request #0 "))
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let line = lines[0];
+    assert!(line.contains(r#"1: "bulk 0""#), "{line}");
+    // 64 of the payload's bytes, then how long it is.
+    let head = &h2scope::grpc::wire::hex(&payload(0))[..128];
+    assert!(
+        line.contains(&format!("2: 0x{head}… (16384 bytes)")),
+        "{line}"
+    );
+    assert!(line.len() < 400, "{} bytes", line.len());
+
+    let whole = h2scope::grpc::wire::hex(&payload(0));
+    assert!(run(&["read", "-v"]).contains(&whole));
+    let jsonl = run(&["read", "--format", "jsonl"]);
+    assert!(jsonl.contains(&format!(r#""bytes":"{whole}""#)));
+}

@@ -649,6 +649,41 @@ fn push_json(l: &mut String, v: &Value) {
         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
 }
 
+/// Bytes fields longer than this are cut in the one-line view, as a packet list cuts them;
+/// `-v` and JSON Lines show them whole. A bulk message is often one large bytes field.
+const SUMMARY_BYTES: usize = 64;
+/// Packed varints beyond this many are cut the same way.
+const SUMMARY_VALUES: usize = 16;
+
+fn push_bytes_summary(l: &mut String, hex: &str) {
+    l.push_str("0x");
+    match hex.get(..SUMMARY_BYTES * 2) {
+        Some(head) if hex.len() > SUMMARY_BYTES * 2 => {
+            l.push_str(head);
+            let _ = write!(l, "… ({} bytes)", hex.len() / 2);
+        }
+        _ => l.push_str(hex),
+    }
+}
+
+fn push_varints_summary(l: &mut String, values: &Value) {
+    match values.as_array() {
+        Some(list) if list.len() > SUMMARY_VALUES => {
+            l.push('[');
+            for (i, v) in list[..SUMMARY_VALUES].iter().enumerate() {
+                if i > 0 {
+                    l.push(',');
+                }
+                let _ = write!(l, "{v}");
+            }
+            let _ = write!(l, ",…] ({} values)", list.len());
+        }
+        _ => {
+            let _ = write!(l, "{values}");
+        }
+    }
+}
+
 fn raw_fields(l: &mut String, fields: &Value) {
     let Some(list) = fields.as_array() else {
         if let Some(s) = fields.as_str() {
@@ -672,9 +707,11 @@ fn raw_fields(l: &mut String, fields: &Value) {
             raw_fields(l, inner);
             l.push_str(" }");
         } else if let Some(b) = f.get("bytes") {
-            let _ = write!(l, "{n}: 0x{}", b.as_str().unwrap_or(""));
+            let _ = write!(l, "{n}: ");
+            push_bytes_summary(l, b.as_str().unwrap_or(""));
         } else if let Some(p) = f.get("packed_varints") {
-            let _ = write!(l, "{n}: {p}");
+            let _ = write!(l, "{n}: ");
+            push_varints_summary(l, p);
         } else {
             let _ = write!(l, "{n}: {}", f["value"]);
         }
