@@ -299,6 +299,32 @@ mod tests {
         }
     }
 
+    /// A prefix may lie about the length: what is reserved follows what arrived, not it.
+    #[test]
+    fn reservation_follows_the_data_not_the_prefix() {
+        let reserved = |d: &Deframer| match &d.state {
+            State::Body { buf, .. } => buf.capacity(),
+            _ => 0,
+        };
+        let mut d = Deframer::new(64 << 20, false);
+        let mut out = Vec::new();
+        let mut first = vec![0];
+        first.extend_from_slice(&(60u32 << 20).to_be_bytes());
+        first.extend_from_slice(b"abc");
+        d.push(&first, &mut out);
+        assert!(reserved(&d) <= 16 * 3, "{} bytes reserved", reserved(&d));
+        // A message of a few segments fits what its first segment reserved.
+        let mut d = Deframer::new(64 << 20, false);
+        let body = vec![7u8; 5000];
+        let stream = msg(0, &body);
+        let (head, rest) = stream.split_at(1000);
+        d.push(head, &mut out);
+        let before = reserved(&d);
+        assert!(before >= 4995, "{before}");
+        d.push(rest, &mut out);
+        assert_eq!(out.last().and_then(|m| m.body.as_deref()), Some(&body[..]));
+    }
+
     #[test]
     fn oversized_body_is_counted_not_kept() {
         let mut d = Deframer::new(4, false);
