@@ -36,6 +36,7 @@ use crate::event::{ErrorEvent, ErrorKind, Event, Sink};
 use crate::grpc::schema::Schemas;
 use crate::output::Tally;
 use crate::pipeline::{Config, Dissector, Stats};
+use crate::tcp::FlowKey;
 
 /// Packets handed to a worker at a time (the reader also flushes all workers this often).
 const BATCH: usize = 512;
@@ -316,13 +317,9 @@ fn worker(
 
 /// Which worker a segment goes to: both directions of a connection to the same one.
 fn shard(seg: &TcpSegment<'_>, workers: usize) -> usize {
-    let (a, b) = if seg.src <= seg.dst {
-        (seg.src, seg.dst)
-    } else {
-        (seg.dst, seg.src)
-    };
-    // Not a hash table: a skewed split only costs speed, so a fixed, cheap hash will do.
-    let h = foldhash::fast::FixedState::with_seed(0).hash_one((a, b));
+    // Not a hash table: a skewed split only costs speed, so a fixed, cheap hash will do; the
+    // flow table's packed key hashes in two writes where `SocketAddr` takes a dozen.
+    let h = foldhash::fast::FixedState::with_seed(0).hash_one(FlowKey::of(seg.src, seg.dst));
     (h % workers as u64) as usize
 }
 

@@ -159,8 +159,9 @@ struct Flow<S> {
     state: Option<S>,
 }
 
+/// A connection's two endpoints, in a fixed order so that both directions make the same key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FlowKey(SocketAddr, SocketAddr);
+pub(crate) struct FlowKey(SocketAddr, SocketAddr);
 
 impl std::hash::Hash for FlowKey {
     // One write per endpoint instead of SocketAddr's field-by-field hashing. Equal keys still
@@ -181,7 +182,7 @@ impl std::hash::Hash for FlowKey {
 }
 
 impl FlowKey {
-    fn of(a: SocketAddr, b: SocketAddr) -> Self {
+    pub(crate) fn of(a: SocketAddr, b: SocketAddr) -> Self {
         if a <= b {
             FlowKey(a, b)
         } else {
