@@ -1,5 +1,5 @@
 use std::collections::HashSet;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -536,7 +536,8 @@ fn open_write(
 }
 
 /// Progress on stderr for long runs on a terminal: bytes, packets/s, ETA. Silent when stderr is
-/// not a terminal, with --quiet, and for standard input.
+/// not a terminal, with --quiet, for standard input, and while output streams to the same
+/// terminal.
 struct Progress {
     total: u64,
     /// Bytes of records seen, an estimate of the position in the file.
@@ -548,7 +549,6 @@ struct Progress {
 
 impl Progress {
     fn new(path: &str, quiet: bool) -> Option<Progress> {
-        use std::io::IsTerminal;
         if quiet || path == "-" || !io::stderr().is_terminal() {
             return None;
         }
@@ -706,7 +706,12 @@ fn read_file<W: Write>(
     let mut written = 0u64;
     sink.tally = Default::default();
     let mut seen = 0u64;
-    let mut progress = Progress::new(file, args.output.quiet || args.files.len() > 1);
+    // Not over lines streaming to the same terminal, which would break into it.
+    let streaming_here = !silent && io::stdout().is_terminal();
+    let mut progress = Progress::new(
+        file,
+        args.output.quiet || args.files.len() > 1 || streaming_here,
+    );
     // A large file without -w: its connections split across threads.
     let mut sharded = None;
     if shards > 1 && writer.is_none() {
@@ -973,6 +978,15 @@ fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
         let mut dissector = Dissector::with_schemas(cfg, schemas.clone());
         let format = args.format;
         let mut write_failed = false;
+        // Cleared before the stats report is written. Health reports come as connections end:
+        // on a terminal they would break into the progress line, so it shows only when they
+        // go elsewhere.
+        let mut progress = Progress::new(file, health && io::stdout().is_terminal());
+        let mut seen = 0u64;
+        let mut tick = |len: usize| {
+            progress.tick(len, seen);
+            seen += 1;
+        };
         let result = if health {
             let mut sink = h::Health::new(|report: h::ConnectionHealth| {
                 let text = match format {
@@ -982,18 +996,22 @@ fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
                 write_failed |= out.write_all(text.as_bytes()).is_err();
             });
             let r = reader.for_each_packet(|p| {
+                tick(p.data.len());
                 dissector.packet(p, &mut sink);
                 true
             });
+            progress.done();
             dissector.finish(&mut sink);
             sink.finish();
             r
         } else {
             let mut sink = CallStats::default();
             let r = reader.for_each_packet(|p| {
+                tick(p.data.len());
                 dissector.packet(p, &mut sink);
                 true
             });
+            progress.done();
             dissector.finish(&mut sink);
             let written = match format {
                 Format::Text => sink.write_text(&mut out),
