@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::echo::{Echo, EchoReply, EchoRequest};
@@ -28,15 +27,7 @@ const PAYLOAD: usize = 16 << 10;
 fn payload(seq: i32) -> Vec<u8> {
     // Random-looking bytes, as compressed or encrypted blobs are: nothing along the way can
     // shortcut them, and a schema-less decode sees plain bytes.
-    let mut x = 0x9E37_79B9u32 ^ seq as u32;
-    (0..PAYLOAD)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
+    common::noise(0x9E37_79B9 ^ seq as u32, PAYLOAD)
 }
 
 async fn traffic(rec: &Recorder) {
@@ -47,13 +38,7 @@ async fn traffic(rec: &Recorder) {
             .add_service(Echo)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let proxy = rec.proxy(listen, upstream).await;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{proxy}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = rec.channel(upstream).await;
     let mut client = tonic::client::Grpc::new(channel);
     client.ready().await.unwrap();
     let items: Vec<EchoRequest> = (0..MESSAGES)
@@ -84,14 +69,7 @@ async fn traffic(rec: &Recorder) {
 
 fn record() -> Vec<u8> {
     let rec = Recorder::new(Link::Ethernet, 1460, 91_000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(traffic(&rec));
-    rt.shutdown_timeout(Duration::from_secs(1));
-    rec.to_pcap()
+    rec.run(traffic(&rec))
 }
 
 /// What every recording of this conversation must show, whatever its timing and segmentation.

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::echo::{Echo, EchoReply, EchoRequest};
@@ -42,15 +41,7 @@ fn path(p: &'static str) -> http::uri::PathAndQuery {
 
 /// 1 MiB that does not compress away.
 fn big_payload() -> Vec<u8> {
-    let mut x: u32 = 12345;
-    (0..1 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
+    common::noise(12345, 1 << 20)
 }
 
 async fn traffic(rec: &Recorder) {
@@ -77,13 +68,7 @@ async fn traffic(rec: &Recorder) {
             .add_service(reflection_alpha)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let proxy = rec.proxy(listen, upstream).await;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{proxy}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = rec.channel(upstream).await;
 
     let mut gz = tonic::client::Grpc::new(channel.clone())
         .send_compressed(CompressionEncoding::Gzip)
@@ -231,14 +216,7 @@ async fn traffic(rec: &Recorder) {
 
 fn record() -> Vec<u8> {
     let rec = Recorder::new(Link::Ethernet, 1460, 77_000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(traffic(&rec));
-    rt.shutdown_timeout(Duration::from_secs(1));
-    rec.to_pcap()
+    rec.run(traffic(&rec))
 }
 
 fn dissect(pcap: &[u8], schemas: Schemas, cfg: Config) -> (Vec<Event>, Schemas) {

@@ -96,14 +96,7 @@ async fn scenario(rec: &Recorder) {
 #[test]
 fn health_report_matches_the_scenario() {
     let rec = Recorder::new(Link::Ethernet, 1460, 99);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(scenario(&rec));
-    rt.shutdown_timeout(Duration::from_secs(1));
-    let pcap = rec.to_pcap();
+    let pcap = rec.run(scenario(&rec));
 
     let reports: Arc<Mutex<Vec<ConnectionHealth>>> = Arc::default();
     let sink_reports = reports.clone();

@@ -79,14 +79,7 @@ async fn health_traffic(rec: &Recorder, loopback: &str) {
 
 fn record(link: Link, mss: usize, isn_base: u32, loopback: &str) -> Vec<u8> {
     let rec = Recorder::new(link, mss, isn_base);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(health_traffic(&rec, loopback));
-    rt.shutdown_timeout(Duration::from_secs(1));
-    rec.to_pcap()
+    rec.run(health_traffic(&rec, loopback))
 }
 
 /// What every recording of `health_traffic` must show, whatever the link type and segmenting.

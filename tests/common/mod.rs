@@ -47,6 +47,19 @@ pub fn dissect_reader(reader: &mut CaptureReader, cfg: Config) -> (Vec<Event>, S
     (events, stats)
 }
 
+/// `len` bytes of xorshift noise from `seed`: they do not compress, and look like no structure.
+pub fn noise(seed: u32, len: usize) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
 pub fn public_capture(name: &str) -> String {
     format!(
         "{}/../shared/captures/public/{name}",

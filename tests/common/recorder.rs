@@ -177,6 +177,31 @@ impl Recorder {
         w.into_inner()
     }
 
+    /// A gRPC channel to `upstream` through a new recording proxy on IPv4 loopback.
+    pub async fn channel(&self, upstream: SocketAddr) -> tonic::transport::Channel {
+        let proxy = self
+            .proxy(SocketAddr::from(([127, 0, 0, 1], 0)), upstream)
+            .await;
+        tonic::transport::Endpoint::from_shared(format!("http://{proxy}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// Runs `traffic`, which talks through this recorder's proxies, on a runtime of its own
+    /// (two threads, as a server and client would have), and returns what was recorded.
+    pub fn run(&self, traffic: impl std::future::Future<Output = ()>) -> Vec<u8> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(traffic);
+        rt.shutdown_timeout(std::time::Duration::from_secs(1));
+        self.to_pcap()
+    }
+
     pub fn write_pcap(&self, path: &std::path::Path) {
         std::fs::write(path, self.to_pcap()).unwrap();
     }
