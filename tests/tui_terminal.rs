@@ -1,5 +1,6 @@
-//! The real binary's TUI in a real terminal: tmux runs `h2scope tui` in a pseudo-terminal, the
-//! test types keys and reads the screen back (scripts/install-deps installs tmux).
+//! The real binary in a real terminal, the TUI and the progress line of long runs: tmux runs
+//! `h2scope` in a pseudo-terminal, the test types keys and reads the screen back
+//! (scripts/install-deps installs tmux).
 
 mod common;
 
@@ -263,4 +264,69 @@ fn live_interface_shows_calls_as_they_happen() {
         "{read:?}"
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `testdata/grpc-health.pcap` over and over (each copy a second later), as a large file.
+fn large_capture(dir: &Path, copies: i64) -> PathBuf {
+    use h2scope::capture::CaptureReader;
+    use h2scope::output::pcap::PcapWriter;
+    let mut packets = Vec::new();
+    let mut reader = CaptureReader::open(&testdata()).unwrap();
+    reader
+        .for_each_packet(|p| {
+            packets.push((p.ts_ns, p.link, p.data.to_vec(), p.orig_len));
+            true
+        })
+        .unwrap();
+    let path = dir.join("large.pcap");
+    let file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let mut w = PcapWriter::new(file, packets[0].1, 65_535).unwrap();
+    for copy in 0..copies {
+        for (ts, _, data, orig) in &packets {
+            w.write_packet(ts + copy * 1_000_000_000, data, *orig)
+                .unwrap();
+        }
+    }
+    use std::io::Write;
+    w.into_inner().flush().unwrap();
+    path
+}
+
+/// A long `stats` run shows its progress on the terminal while the report goes to a file, and
+/// clears it before it ends; the report is whole.
+#[test]
+fn progress_on_a_terminal_while_the_report_goes_to_a_file() {
+    if !Tmux::available() {
+        return;
+    }
+    let dir = temp_dir("progress");
+    // Long enough (several seconds in a debug build) for the half-second progress ticks.
+    let capture = large_capture(&dir, 3000);
+    let log = dir.join("terminal.log");
+    let t = Tmux::start(
+        "progress",
+        &dir,
+        &format!(
+            "sleep 1; {BIN} stats {} > report.txt; echo stats-done; sleep 30",
+            capture.display()
+        ),
+        120,
+        10,
+    );
+    // Everything written to the terminal, the progress lines that are later cleared too.
+    let out = t.tmux(&["pipe-pane", "-o", &format!("cat >> {}", log.display())]);
+    assert!(out.status.success(), "{out:?}");
+    let s = t.wait_for("the end of the run", |s| s.contains("stats-done"));
+    assert!(
+        !s.contains("packets/s"),
+        "progress left on the screen:\n{s}"
+    );
+    let written = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
+    assert!(
+        written.contains(" MB (") && written.contains("packets/s, ETA"),
+        "no progress line in what the terminal got:\n{written}"
+    );
+    let report = std::fs::read_to_string(dir.join("report.txt")).unwrap();
+    assert!(report.contains("/grpc.health.v1.Health/Check"), "{report}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
