@@ -1088,9 +1088,17 @@ impl Connection {
     }
 
     /// The call's `:path`, or what `--assume-path` says for it.
-    fn effective_path(&self, stream: u32, ctx: &Ctx<'_>) -> Option<String> {
-        if let Some(p) = self.calls.get(&stream).and_then(|c| c.path()) {
-            return Some(p);
+    fn effective_path(&self, stream: u32, ctx: &Ctx<'_>) -> Option<Arc<str>> {
+        if let Some(p) = self
+            .calls
+            .get(&stream)
+            .and_then(|c| c.request_header(":path"))
+        {
+            // `Call::path`, without a string in between when the path is UTF-8 (nearly always).
+            return Some(match std::str::from_utf8(p) {
+                Ok(p) => Arc::from(p),
+                Err(_) => Arc::from(super::call::lossless(p)),
+            });
         }
         let server_port = ctx.info.dst(self.client).port();
         ctx.cfg
@@ -1100,7 +1108,7 @@ impl Connection {
                 AssumeTarget::Stream { conn, stream: s } => conn == ctx.info.conn && s == stream,
                 AssumeTarget::Port(p) => p == server_port,
             })
-            .map(|a| a.path.clone())
+            .map(|a| Arc::from(a.path.as_str()))
     }
 
     /// [`Self::effective_path`], looked up once per gRPC stream.
@@ -1108,7 +1116,7 @@ impl Connection {
         if let Some(Some(known)) = self.grpc.get(&stream).map(|g| &g.path) {
             return known.clone();
         }
-        let path: Option<Arc<str>> = self.effective_path(stream, ctx).map(Arc::from);
+        let path = self.effective_path(stream, ctx);
         if let Some(g) = self.grpc.get_mut(&stream) {
             g.path = Some(path.clone());
         }
