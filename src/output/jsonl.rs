@@ -181,6 +181,10 @@ impl<'a> Obj<'a> {
             self.uint("conn", n);
         }
     }
+    // This and the writers of one key and value are inlined into every caller: keys are
+    // literals, so their copy becomes a few moves instead of a call to memcpy (5% of JSON Lines,
+    // measured).
+    #[inline(always)]
     fn key(&mut self, k: &str) {
         if !self.first {
             self.buf.push(b',');
@@ -206,10 +210,12 @@ impl<'a> Obj<'a> {
         }
     }
     /// A string value, escaped by [`write_str`] (the hot path skips serde's machinery).
+    #[inline(always)]
     fn str(&mut self, k: &str, v: &str) {
         self.key(k);
         write_str(self.buf, v.as_bytes());
     }
+    #[inline(always)]
     fn opt_str(&mut self, k: &str, v: Option<&str>) {
         match v {
             Some(v) => self.str(k, v),
@@ -230,17 +236,20 @@ impl<'a> Obj<'a> {
         }
         self.buf.push(b']');
     }
+    #[inline(always)]
     fn bool(&mut self, k: &str, v: bool) {
         self.key(k);
         self.buf
             .extend_from_slice(if v { &b"true"[..] } else { &b"false"[..] });
     }
+    #[inline(always)]
     fn uint(&mut self, k: &str, n: u64) {
         self.key(k);
         self.buf
             .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
     }
     /// An address as a string; its text (digits, dots, colons, brackets) needs no escaping.
+    #[inline(always)]
     fn addr(&mut self, k: &str, a: &std::net::SocketAddr) {
         self.key(k);
         self.buf.push(b'"');
