@@ -387,18 +387,31 @@ fn push_seconds(l: &mut String, ns: i64) {
     let mut frac = itoa::Buffer::new();
     let frac = frac.format(micros % 1_000_000);
     let len = secs.len() + 7;
-    l.extend(std::iter::repeat_n(' ', WIDTH.saturating_sub(len)));
+    pad(l, SPACES, WIDTH.saturating_sub(len));
     l.push_str(secs);
     l.push('.');
-    l.extend(std::iter::repeat_n('0', 6 - frac.len()));
+    pad(l, ZEROS, 6 - frac.len());
     l.push_str(frac);
+}
+
+const SPACES: &str = "                ";
+const ZEROS: &str = "0000000000000000";
+
+/// `n` copies of `fill`'s one character, pushed a slice at a time (one by one, they were about
+/// 4% of the text output's instructions).
+fn pad(l: &mut String, fill: &str, mut n: usize) {
+    while n > 0 {
+        let k = n.min(fill.len());
+        l.push_str(&fill[..k]);
+        n -= k;
+    }
 }
 
 /// `n` right-aligned in `width` columns, as `{:>width}` writes it.
 fn push_right(l: &mut String, n: u64, width: usize) {
     let mut digits = itoa::Buffer::new();
     let digits = digits.format(n);
-    l.extend(std::iter::repeat_n(' ', width.saturating_sub(digits.len())));
+    pad(l, SPACES, width.saturating_sub(digits.len()));
     l.push_str(digits);
 }
 
@@ -407,7 +420,7 @@ fn push_left(l: &mut String, n: u64, width: usize) {
     let mut digits = itoa::Buffer::new();
     let digits = digits.format(n);
     l.push_str(digits);
-    l.extend(std::iter::repeat_n(' ', width.saturating_sub(digits.len())));
+    pad(l, SPACES, width.saturating_sub(digits.len()));
 }
 
 fn push_uint(l: &mut String, n: u64) {
