@@ -650,8 +650,6 @@ impl crate::parallel::Route for TextRoute {
     }
 }
 
-/// A schema-less field tree on one line, in the manner of `protoc --decode_raw`:
-/// `1: 150 2: "text" 3 { 1: 1 }`.
 /// A JSON value as its `Display` writes it (compact), through the JSON Lines writer:
 /// `Display` goes through `fmt` a few bytes at a time, which cost more than the dissection.
 fn push_json(l: &mut String, v: &Value) {
@@ -697,6 +695,8 @@ fn push_varints_summary(l: &mut String, values: &Value) {
     }
 }
 
+/// A schema-less field tree on one line, in the manner of `protoc --decode_raw`:
+/// `1: 150 2: "text" 3 { 1: 1 }`.
 fn raw_fields(l: &mut String, fields: &Value) {
     let Some(list) = fields.as_array() else {
         if let Some(s) = fields.as_str() {
