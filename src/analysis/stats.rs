@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use crate::event::{Event, Sink};
-use crate::http2::call::{grpc_status_name, Call, CallEnd};
+use crate::http2::call::{grpc_status_name, lossless_str, Call, CallEnd};
 use crate::spill::Spill;
 
 /// Latencies kept per method for exact percentiles; beyond, a reservoir sample stands in.
@@ -254,15 +254,10 @@ impl Sink for CallStats {
             Event::Call(c) => {
                 let outcome = MethodStats::outcome(&c);
                 // The path as `Call::path` gives it, without a new string for a method
-                // already seen (a path is valid UTF-8 nearly always, and then the same).
-                let path = c.request_header(":path");
-                let method = match path.map(std::str::from_utf8) {
-                    None => Cow::Borrowed("(unknown path)"),
-                    Some(Ok(p)) => Cow::Borrowed(p),
-                    Some(Err(_)) => {
-                        Cow::Owned(crate::http2::call::lossless(path.unwrap_or_default()))
-                    }
-                };
+                // already seen.
+                let method = c
+                    .request_header(":path")
+                    .map_or(Cow::Borrowed("(unknown path)"), lossless_str);
                 match self.by_method.get_mut(method.as_ref()) {
                     Some(m) => m.add(&c, &outcome),
                     None => {

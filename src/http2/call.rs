@@ -221,6 +221,15 @@ impl std::fmt::Display for HeaderText<'_> {
     }
 }
 
+/// [`lossless`], borrowing the bytes when they are UTF-8 (nearly always), so that looking
+/// text up or copying it once costs no string of its own.
+pub fn lossless_str(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.into(),
+        Err(_) => lossless(bytes).into(),
+    }
+}
+
 /// Bytes as text: UTF-8 as is, other bytes escaped as `\xNN`, so nothing is ever dropped.
 pub fn lossless(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());

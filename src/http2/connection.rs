@@ -1094,11 +1094,8 @@ impl Connection {
             .get(&stream)
             .and_then(|c| c.request_header(":path"))
         {
-            // `Call::path`, without a string in between when the path is UTF-8 (nearly always).
-            return Some(match std::str::from_utf8(p) {
-                Ok(p) => Arc::from(p),
-                Err(_) => Arc::from(super::call::lossless(p)),
-            });
+            // `Call::path`, without a string in between.
+            return Some(Arc::from(super::call::lossless_str(p)));
         }
         let server_port = ctx.info.dst(self.client).port();
         ctx.cfg
@@ -1612,11 +1609,11 @@ impl Connection {
         } else {
             let fragment = whole.unwrap_or(&block.fragment);
             let decoded = HEADER_SCRATCH.with_borrow_mut(|out| {
-                out.clear();
                 let list = ds
                     .hpack
                     .decode(fragment, out)
                     .map(|()| out.drain(..).collect::<Arc<[HeaderField]>>());
+                // Left empty for the next block, also after a failed decode.
                 out.clear();
                 if out.capacity() > 1024 {
                     *out = Vec::new();

@@ -10,7 +10,9 @@ use crate::event::{
     Origin, Sink,
 };
 use crate::grpc::message::decode_bin_header;
-use crate::http2::call::{grpc_status_name, header_name, header_value, lossless, Call, CallEnd};
+use crate::http2::call::{
+    grpc_status_name, header_name, header_value, lossless, lossless_str, Call, CallEnd,
+};
 use crate::http2::frame::{error_code_name, setting};
 use crate::http2::hpack::{HeaderField, HeaderList};
 use crate::parallel::{ConnSlot, Handoff};
@@ -405,8 +407,7 @@ fn write_headers(buf: &mut Vec<u8>, list: Option<&[HeaderField]>) {
 fn write_text(buf: &mut Vec<u8>, bytes: &[u8], shown: Option<String>) {
     match shown {
         Some(s) => write_str(buf, s.as_bytes()),
-        None if bytes.is_ascii() || std::str::from_utf8(bytes).is_ok() => write_str(buf, bytes),
-        None => write_str(buf, lossless(bytes).as_bytes()),
+        None => write_str(buf, lossless_str(bytes).as_bytes()),
     }
 }
 
@@ -571,7 +572,7 @@ fn call_obj(mut o: Obj<'_>, c: &Call) -> Option<usize> {
     o.json("grpc", &c.grpc);
     o.uint("request_messages", c.request_messages as u64);
     o.uint("response_messages", c.response_messages as u64);
-    o.json("grpc_status_details", &c.grpc_status_details);
+    o.value("grpc_status_details", c.grpc_status_details.as_ref());
     o.json(
         "binary_metadata",
         &binary_metadata(&[
