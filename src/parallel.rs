@@ -400,7 +400,7 @@ impl Merge<'_> {
                         self.line.clear();
                         self.line.extend_from_slice(&text[..at]);
                         self.line.extend_from_slice(digits);
-                        self.line.extend(std::iter::repeat_n(b' ', pad));
+                        self.line.resize(self.line.len() + pad, b' ');
                         self.line.extend_from_slice(&text[at..]);
                         self.sink.line(&self.line);
                     }

@@ -349,8 +349,8 @@ impl<S> FlowTable<S> {
 
     /// Ends every connection still open (end of input).
     pub fn finish<H: FlowHandler<State = S>>(&mut self, meta: &PacketMeta, handler: &mut H) {
-        let keys = self.flows.keys().copied().collect();
-        self.remove_flows(keys, CloseReason::EndOfInput, meta, handler);
+        let all = self.flows.iter().map(|(k, f)| (f.info.conn, *k)).collect();
+        self.remove_flows(all, CloseReason::EndOfInput, meta, handler);
     }
 
     fn retire<H: FlowHandler<State = S>>(
@@ -403,11 +403,11 @@ impl<S> FlowTable<S> {
         let cutoff = meta.ts_ns.saturating_sub(self.cfg.idle_timeout_ns);
         // A closed connection's entry only absorbs stragglers: a minute is plenty.
         let closed_cutoff = meta.ts_ns.saturating_sub(60 * 1_000_000_000);
-        let idle: Vec<FlowKey> = self
+        let idle: Vec<(u64, FlowKey)> = self
             .flows
             .iter()
             .filter(|(_, f)| f.last_ts_ns < cutoff || (f.closed && f.last_ts_ns < closed_cutoff))
-            .map(|(k, _)| *k)
+            .map(|(k, f)| (f.info.conn, *k))
             .collect();
         self.remove_flows(idle, CloseReason::Idle, meta, handler);
     }
@@ -422,23 +422,19 @@ impl<S> FlowTable<S> {
             .collect();
         let n = (ages.len() / 10).max(1).min(ages.len());
         ages.select_nth_unstable_by_key(n - 1, |(ts, conn, _)| (*ts, *conn));
-        let victims = ages[..n].iter().map(|(_, _, k)| *k).collect();
+        let victims = ages[..n].iter().map(|&(_, conn, k)| (conn, k)).collect();
         self.remove_flows(victims, CloseReason::Evicted, meta, handler);
     }
 
     fn remove_flows<H: FlowHandler<State = S>>(
         &mut self,
-        keys: Vec<FlowKey>,
+        mut order: Vec<(u64, FlowKey)>,
         reason: CloseReason,
         meta: &PacketMeta,
         handler: &mut H,
     ) {
         // In connection order, so that output does not depend on the table's; the keys are
-        // sorted, not the flows, which are large.
-        let mut order: Vec<(u64, FlowKey)> = keys
-            .into_iter()
-            .filter_map(|k| self.flows.get(&k).map(|f| (f.info.conn, k)))
-            .collect();
+        // sorted (each with its connection's number), not the flows, which are large.
         order.sort_unstable_by_key(|&(conn, _)| conn);
         for (_, key) in order {
             let Some(mut flow) = self.flows.remove(&key) else {
