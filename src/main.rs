@@ -676,7 +676,7 @@ fn read_file<W: Write>(
     };
     let mut cfg = config(&args.decode);
     // Nothing shown needs the messages' contents: skip decoding them (counts stay).
-    cfg.grpc.decode_bodies = !(args.output.quiet || args.output.calls || silent);
+    cfg.grpc.decode_bodies = !args.shows_little(silent);
     let limit = args.count.unwrap_or(u64::MAX);
     // Schemas from reflection exchanges anywhere in the file apply to every call in it, so a
     // file (not a pipe) is read twice: unless nothing shown depends on them, as for a summary
@@ -821,6 +821,14 @@ fn read_file<W: Write>(
     FileOutcome::Done { failed }
 }
 
+impl ReadArgs {
+    /// Only counts or calls are shown (`-q`, `--calls`, or `-w` without `-P`): message contents
+    /// are not decoded, and the output costs little beside the dissection.
+    fn shows_little(&self, silent: bool) -> bool {
+        self.output.quiet || self.output.calls || silent
+    }
+}
+
 /// Whether one file is worth splitting across threads by default: 64 MB or more, and, for an
 /// output that shows little (`-q`, `--calls`), packets averaging under 512 bytes (judged on
 /// the first 2000). The threads share out the work done per packet, and the formatting of a full
@@ -876,8 +884,7 @@ fn read(args: ReadArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     let silent = args.write.is_some() && !args.print;
-    // What is shown costs little beside the dissection.
-    let light = args.output.quiet || args.output.calls || silent;
+    let light = args.shows_little(silent);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let parallel = args.files.len() > 1 && threads > 1 && !args.files.iter().any(|f| f == "-");
     if !parallel {
@@ -995,10 +1002,18 @@ fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
         // on a terminal they would break into the progress line, so it shows only when they
         // go elsewhere.
         let mut progress = Progress::new(file, health && io::stdout().is_terminal());
-        let mut seen = 0u64;
-        let mut tick = |len: usize| {
-            progress.tick(len, seen);
-            seen += 1;
+        // The whole capture into the analysis.
+        let mut run = |sink: &mut dyn Sink| {
+            let mut seen = 0u64;
+            let r = reader.for_each_packet(|p| {
+                progress.tick(p.data.len(), seen);
+                seen += 1;
+                dissector.packet(p, sink);
+                true
+            });
+            progress.done();
+            dissector.finish(sink);
+            r
         };
         let result = if health {
             let mut sink = h::Health::new(|report: h::ConnectionHealth| {
@@ -1008,24 +1023,12 @@ fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
                 };
                 write_failed |= out.write_all(text.as_bytes()).is_err();
             });
-            let r = reader.for_each_packet(|p| {
-                tick(p.data.len());
-                dissector.packet(p, &mut sink);
-                true
-            });
-            progress.done();
-            dissector.finish(&mut sink);
+            let r = run(&mut sink);
             sink.finish();
             r
         } else {
             let mut sink = CallStats::default();
-            let r = reader.for_each_packet(|p| {
-                tick(p.data.len());
-                dissector.packet(p, &mut sink);
-                true
-            });
-            progress.done();
-            dissector.finish(&mut sink);
+            let r = run(&mut sink);
             let written = match format {
                 Format::Text => sink.write_text(&mut out),
                 Format::Jsonl => sink.write_json(&mut out),
