@@ -31,13 +31,7 @@ fn payload(seq: i32) -> Vec<u8> {
 }
 
 async fn traffic(rec: &Recorder) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(Echo)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let upstream = common::serve(tonic::transport::Server::builder().add_service(Echo)).await;
     let channel = rec.channel(upstream).await;
     let mut client = tonic::client::Grpc::new(channel);
     client.ready().await.unwrap();

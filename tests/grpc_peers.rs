@@ -58,16 +58,14 @@ async fn traffic(rec: &Recorder) {
         .register_encoded_file_descriptor_set(echo_descriptor_set())
         .build_v1alpha()
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream = listener.local_addr().unwrap();
-    tokio::spawn(
+    let upstream = common::serve(
         tonic::transport::Server::builder()
             .add_service(Echo)
             .add_service(health)
             .add_service(reflection)
-            .add_service(reflection_alpha)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+            .add_service(reflection_alpha),
+    )
+    .await;
     let channel = rec.channel(upstream).await;
 
     let mut gz = tonic::client::Grpc::new(channel.clone())

@@ -100,14 +100,12 @@ impl Server {
         let magic = Arc::new(AtomicBool::new(true));
         let (reporter, addr) = rt.block_on(async {
             let (reporter, health) = tonic_health::server::health_reporter();
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            tokio::spawn(
+            let addr = common::serve(
                 tonic::transport::Server::builder()
                     .add_service(health)
-                    .add_service(Magic { ok: magic.clone() })
-                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-            );
+                    .add_service(Magic { ok: magic.clone() }),
+            )
+            .await;
             (reporter, addr)
         });
         Server {

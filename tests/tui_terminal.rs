@@ -300,15 +300,22 @@ fn progress_on_a_terminal_while_the_report_goes_to_a_file() {
         return;
     }
     let dir = temp_dir("progress");
-    // Long enough (several seconds in a debug build) for the half-second progress ticks.
-    let capture = large_capture(&dir, 3000);
+    let capture = large_capture(&dir, 100);
+    // The run is made long by a pause in its input, not by the machine's speed: the capture
+    // comes through a pipe that stops for a second and a half after its first 300 kB, longer
+    // than the half second before the first progress line.
+    let fifo = dir.join("capture.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
     let log = dir.join("terminal.log");
     let t = Tmux::start(
         "progress",
         &dir,
         &format!(
-            "sleep 1; {BIN} stats {} > report.txt; echo stats-done; sleep 30",
-            capture.display()
+            "sleep 1; {{ head -c 300000 {cap}; sleep 1.5; tail -c +300001 {cap}; }} > {fifo} & \
+             {BIN} stats {fifo} > report.txt; echo stats-done; sleep 30",
+            cap = capture.display(),
+            fifo = fifo.display(),
         ),
         120,
         10,

@@ -47,6 +47,16 @@ pub fn dissect_reader(reader: &mut CaptureReader, cfg: Config) -> (Vec<Event>, S
     (events, stats)
 }
 
+/// Serves `router` on a fresh IPv4 loopback port, in the background of the current runtime.
+pub async fn serve(router: tonic::transport::server::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    addr
+}
+
 /// `len` bytes of xorshift noise from `seed`: they do not compress, and look like no structure.
 pub fn noise(seed: u32, len: usize) -> Vec<u8> {
     let mut x = seed;
@@ -162,14 +172,7 @@ pub fn health_server() -> (tokio::runtime::Runtime, std::net::SocketAddr) {
         .unwrap();
     let addr = rt.block_on(async {
         let (_reporter, health) = tonic_health::server::health_reporter();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(health)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        addr
+        serve(tonic::transport::Server::builder().add_service(health)).await
     });
     (rt, addr)
 }
