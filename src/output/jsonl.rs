@@ -407,6 +407,8 @@ fn write_headers(buf: &mut Vec<u8>, list: Option<&[HeaderField]>) {
 fn write_text(buf: &mut Vec<u8>, bytes: &[u8], shown: Option<String>) {
     match shown {
         Some(s) => write_str(buf, s.as_bytes()),
+        // ASCII, nearly every header, needs neither UTF-8 validation nor a `str`.
+        None if bytes.is_ascii() => write_str(buf, bytes),
         None => write_str(buf, lossless_str(bytes).as_bytes()),
     }
 }
