@@ -539,7 +539,8 @@ fn open_write(
 /// not a terminal, with --quiet, for standard input, and while output streams to the same
 /// terminal.
 struct Progress {
-    total: u64,
+    /// The file's size, when it is a regular file; a pipe (`<(…)`) has none.
+    total: Option<u64>,
     /// Bytes of records seen, an estimate of the position in the file.
     bytes: u64,
     started: Instant,
@@ -552,15 +553,39 @@ impl Progress {
         if quiet || path == "-" || !io::stderr().is_terminal() {
             return None;
         }
-        let total = std::fs::metadata(path).ok()?.len();
+        let meta = std::fs::metadata(path).ok()?;
         Some(Progress {
-            total,
+            total: (meta.is_file() && meta.len() > 0).then_some(meta.len()),
             bytes: 0,
             started: Instant::now(),
             last: Instant::now(),
             shown: false,
         })
     }
+}
+
+/// The progress line: position, rate and time left, or only position and rate when the size
+/// of the input is unknown.
+fn progress_line(bytes: u64, total: Option<u64>, packets: u64, secs: f64) -> String {
+    let secs = secs.max(0.001);
+    let rate = packets as f64 / secs;
+    let Some(total) = total else {
+        return format!(
+            "{:.0} MB, {:.0} MB/s, {rate:.0} packets/s",
+            bytes as f64 / 1e6,
+            bytes as f64 / 1e6 / secs
+        );
+    };
+    // A file still being written can outgrow the size it had when opened.
+    let done = bytes.min(total) as f64;
+    let left = (total as f64 - done).max(0.0);
+    format!(
+        "{:.0} / {:.0} MB ({:.0}%), {rate:.0} packets/s, ETA {:.0} s",
+        done / 1e6,
+        total as f64 / 1e6,
+        100.0 * done / total.max(1) as f64,
+        left / (done / secs).max(1.0)
+    )
 }
 
 trait Tick {
@@ -583,18 +608,8 @@ impl Tick for Option<Progress> {
             return;
         }
         p.last = Instant::now();
-        let secs = p.started.elapsed().as_secs_f64().max(0.001);
-        let done = p.bytes.min(p.total) as f64;
-        let left = (p.total as f64 - done).max(0.0);
-        let eta = left / (done / secs).max(1.0);
-        eprint!(
-            "\r{:.0} / {:.0} MB ({:.0}%), {:.0} packets/s, ETA {:.0} s   ",
-            done / 1e6,
-            p.total as f64 / 1e6,
-            100.0 * done / p.total.max(1) as f64,
-            packets as f64 / secs,
-            eta
-        );
+        let line = progress_line(p.bytes, p.total, packets, p.started.elapsed().as_secs_f64());
+        eprint!("\r{line}   ");
         p.shown = true;
     }
 
@@ -1380,7 +1395,26 @@ fn run_check(addr: &str, send: &[u8], expect: &[u8], timeout: Duration, quiet: b
 
 #[cfg(test)]
 mod tests {
-    use super::worth_threads_from;
+    use super::{progress_line, worth_threads_from};
+
+    #[test]
+    fn progress_shows_eta_for_a_file_and_only_the_rate_for_a_pipe() {
+        assert_eq!(
+            progress_line(25_000_000, Some(100_000_000), 200_000, 2.0),
+            "25 / 100 MB (25%), 100000 packets/s, ETA 6 s"
+        );
+        // A file that grew while read is done, not past done.
+        assert_eq!(
+            progress_line(120_000_000, Some(100_000_000), 10, 1.0),
+            "100 / 100 MB (100%), 10 packets/s, ETA 0 s"
+        );
+        assert_eq!(
+            progress_line(30_000_000, None, 300_000, 3.0),
+            "30 MB, 10 MB/s, 100000 packets/s"
+        );
+        // No time yet is not a division by zero.
+        assert!(!progress_line(1, None, 1, 0.0).contains("inf"));
+    }
 
     /// The shipped recordings stand for the two kinds of large file: for a light output, small
     /// packets are split across threads and full-size segments are not; a full output splits
