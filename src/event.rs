@@ -2,6 +2,7 @@
 //!
 //! Events own their data so that a sink may keep them; they are produced in capture order.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use crate::grpc::message::Decoded;
@@ -205,6 +206,85 @@ pub struct ErrorEvent {
 }
 
 /// Receives events in capture order.
+/// Counts of what went by, for the summary.
+#[derive(Debug, Clone)]
+pub struct Tally {
+    pub frames: u64,
+    /// Frames by type code (counted per frame, so kept as an array, not a map).
+    pub frames_by_code: [u64; 256],
+    pub calls: u64,
+    pub messages: u64,
+    pub gaps: u64,
+    pub gap_bytes: u64,
+    pub errors: u64,
+    pub frames_with_notes: u64,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            frames: 0,
+            frames_by_code: [0; 256],
+            calls: 0,
+            messages: 0,
+            gaps: 0,
+            gap_bytes: 0,
+            errors: 0,
+            frames_with_notes: 0,
+        }
+    }
+}
+
+impl Tally {
+    /// Frames by type name, for the summary (unknown types together as UNKNOWN).
+    pub fn frames_by_type(&self) -> BTreeMap<String, u64> {
+        let mut m = BTreeMap::new();
+        for (code, &n) in self.frames_by_code.iter().enumerate() {
+            if n > 0 {
+                let name = crate::http2::frame::FrameType::from_code(code as u8).name();
+                *m.entry(name.to_string()).or_default() += n;
+            }
+        }
+        m
+    }
+
+    pub fn frame(&mut self, f: &FrameEvent) {
+        self.frames += 1;
+        self.frames_by_code[f.header.kind.code() as usize] += 1;
+        if !f.notes.is_empty() {
+            self.frames_with_notes += 1;
+        }
+    }
+
+    /// Adds another tally (the workers of one capture).
+    pub fn merge(&mut self, o: &Tally) {
+        self.frames += o.frames;
+        for (a, b) in self.frames_by_code.iter_mut().zip(o.frames_by_code.iter()) {
+            *a += b;
+        }
+        self.calls += o.calls;
+        self.messages += o.messages;
+        self.gaps += o.gaps;
+        self.gap_bytes += o.gap_bytes;
+        self.errors += o.errors;
+        self.frames_with_notes += o.frames_with_notes;
+    }
+
+    pub fn count(&mut self, event: &Event) {
+        match event {
+            Event::Frame(f) => self.frame(f),
+            Event::Call(_) => self.calls += 1,
+            Event::Message(_) => self.messages += 1,
+            Event::Gap(g) => {
+                self.gaps += 1;
+                self.gap_bytes += g.bytes;
+            }
+            Event::Error(_) => self.errors += 1,
+            Event::ConnectionEnd(_) => {}
+        }
+    }
+}
+
 pub trait Sink {
     fn event(&mut self, event: Event);
 
@@ -212,6 +292,13 @@ pub trait Sink {
     /// (see [`crate::parallel::Handoff::Line`]). Only outputs that have their lines formatted
     /// that way receive any.
     fn line(&mut self, _line: &[u8]) {}
+
+    /// A sink that would only count events and drop them (a summary) hands out its tally: the
+    /// dissection then counts into it and skips building those events. Whatever it still sends
+    /// must be counted by [`Sink::event`] as usual.
+    fn tally_only(&mut self) -> Option<&mut Tally> {
+        None
+    }
 }
 
 impl Sink for Vec<Event> {

@@ -17,7 +17,7 @@ use h2scope::output::jsonl::JsonLines;
 use h2scope::output::pcapng::{CaptureFile, Format as WriteFormat};
 use h2scope::output::text::{Text, TextOptions, TextRoute};
 use h2scope::output::{Counting, Summary};
-use h2scope::parallel::{Handoff, Route};
+use h2scope::parallel::Route;
 use h2scope::pipeline::{harvest_schemas, Config, Dissector};
 
 #[derive(Parser)]
@@ -489,10 +489,16 @@ fn config(args: &DecodeArgs) -> Config {
 
 fn make_sink<W: Write>(o: &OutputArgs, quiet: bool, out: W) -> Counting<Out<BufWriter<W>>> {
     let out = BufWriter::with_capacity(1 << 16, out);
-    Counting::new(match o.format {
+    let inner = match o.format {
         Format::Text => Out::Text(Text::new(out, text_options(o, quiet))),
         Format::Jsonl => Out::Jsonl(JsonLines::new(out, o.calls, o.quiet || quiet)),
-    })
+    };
+    // Quiet outputs show no event: the dissection only counts them.
+    if o.quiet || quiet {
+        Counting::counts_only(inner)
+    } else {
+        Counting::new(inner)
+    }
 }
 
 fn print_summary<W: Write>(sink: &mut Counting<Out<W>>, summary: &Summary) {
@@ -657,7 +663,7 @@ enum FileOutcome {
 /// are kept by the threads themselves), formatted by the threads.
 fn route(o: &OutputArgs, silent: bool) -> Box<dyn Route> {
     match o.format {
-        _ if o.quiet || silent => Box::new(|_: &Event, _: &mut Vec<u8>| Handoff::Drop),
+        _ if o.quiet || silent => Box::new(h2scope::parallel::DropAll),
         Format::Jsonl if o.calls => Box::new(h2scope::output::jsonl::route_calls),
         Format::Jsonl => Box::new(h2scope::output::jsonl::route_all),
         Format::Text => Box::new(TextRoute(text_options(o, false))),

@@ -141,6 +141,24 @@ pub struct ConnSlot {
 /// `first_ts_ns` is the time of the capture's first packet, which text output counts from.
 pub trait Route: Sync {
     fn route(&self, event: &Event, first_ts_ns: i64, buf: &mut Vec<u8>) -> Handoff;
+
+    /// Every event is dropped (a summary): workers count them without building them.
+    fn drops_all(&self) -> bool {
+        false
+    }
+}
+
+/// The route of a summary: every event is counted and dropped.
+pub struct DropAll;
+
+impl Route for DropAll {
+    fn route(&self, _: &Event, _: i64, _: &mut Vec<u8>) -> Handoff {
+        Handoff::Drop
+    }
+
+    fn drops_all(&self) -> bool {
+        true
+    }
 }
 
 /// A route that needs no time base: a closure or a function.
@@ -233,6 +251,10 @@ impl Sink for Collect<'_> {
         if handoff == Handoff::Event {
             self.items.push(Routed::Event(event));
         }
+    }
+
+    fn tally_only(&mut self) -> Option<&mut Tally> {
+        self.route.drops_all().then_some(&mut self.tally)
     }
 }
 
@@ -679,14 +701,14 @@ pub fn harvest(path: &str, schemas: Schemas, cfg: &Config, limit: u64, workers: 
     };
     let mut cfg = cfg.clone();
     cfg.grpc.decode_bodies = false;
-    let mut discard = crate::pipeline::Discard;
+    let mut discard = crate::pipeline::Discard::default();
     dissect(
         &mut reader,
         &cfg,
         &schemas,
         workers,
         limit,
-        &|_: &Event, _: &mut Vec<u8>| Handoff::Drop,
+        &DropAll,
         &mut discard,
         |_| {},
     )

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::capture::link::{self, Skip, TcpSegment};
 use crate::capture::Packet;
-use crate::event::{ConnectionEnd, EndKind, Event, Sink};
+use crate::event::{ConnectionEnd, EndKind, Event, Sink, Tally};
 use crate::grpc::schema::Schemas;
 use crate::grpc::GrpcConfig;
 use crate::http2::connection::{Connection, Ctx, Http2Config, Mode};
@@ -345,7 +345,7 @@ pub fn harvest_schemas_with(
     let mut cfg = cfg.clone();
     cfg.grpc.decode_bodies = false;
     let mut dissector = Dissector::with_schemas(cfg, schemas);
-    let mut discard = Discard;
+    let mut discard = Discard::default();
     let mut seen = 0u64;
     let _ = reader.for_each_packet(|pkt| {
         dissector.packet(pkt, &mut discard);
@@ -356,9 +356,14 @@ pub fn harvest_schemas_with(
     dissector.into_schemas()
 }
 
-/// A sink that drops everything.
-pub struct Discard;
+/// A sink that drops everything. Its counts let the dissection skip building events.
+#[derive(Default)]
+pub struct Discard(Tally);
 
 impl Sink for Discard {
     fn event(&mut self, _: Event) {}
+
+    fn tally_only(&mut self) -> Option<&mut Tally> {
+        Some(&mut self.0)
+    }
 }

@@ -1158,6 +1158,10 @@ impl Connection {
                 Outcome::Message(decoded) => {
                     let index = g.counts[side as usize];
                     g.counts[side as usize] += 1;
+                    if let Some(tally) = ctx.sink.tally_only() {
+                        tally.messages += 1;
+                        continue;
+                    }
                     self.pending_messages
                         .push(Event::Message(Box::new(MessageEvent {
                             origin: ctx.origin(dir),
@@ -1321,6 +1325,12 @@ impl Connection {
                         self.control_frame(dir, &h, payload, &mut event, &mut finished_calls, ctx);
                 }
             }
+        }
+        if let Some(tally) = ctx.sink.tally_only() {
+            // A summary: its messages were counted as they came.
+            tally.frame(&event);
+            tally.calls += finished_calls.len() as u64;
+            return;
         }
         ctx.sink.event(Event::Frame(event));
         for message in self.pending_messages.drain(..) {

@@ -5,10 +5,10 @@ pub mod pcap;
 pub mod pcapng;
 pub mod text;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 
+pub use crate::event::Tally;
 use crate::event::{Event, Sink};
 use crate::pipeline::Stats;
 
@@ -115,87 +115,11 @@ fn put_decimal(buf: &mut [u8; 21], at: usize, n: u16) -> usize {
     at + width
 }
 
-/// Counts of what went by, for the summary.
-#[derive(Debug, Clone)]
-pub struct Tally {
-    pub frames: u64,
-    /// Frames by type code (counted per frame, so kept as an array, not a map).
-    pub frames_by_code: [u64; 256],
-    pub calls: u64,
-    pub messages: u64,
-    pub gaps: u64,
-    pub gap_bytes: u64,
-    pub errors: u64,
-    pub frames_with_notes: u64,
-}
-
-impl Default for Tally {
-    fn default() -> Self {
-        Tally {
-            frames: 0,
-            frames_by_code: [0; 256],
-            calls: 0,
-            messages: 0,
-            gaps: 0,
-            gap_bytes: 0,
-            errors: 0,
-            frames_with_notes: 0,
-        }
-    }
-}
-
-impl Tally {
-    /// Frames by type name, for the summary (unknown types together as UNKNOWN).
-    pub fn frames_by_type(&self) -> BTreeMap<String, u64> {
-        let mut m = BTreeMap::new();
-        for (code, &n) in self.frames_by_code.iter().enumerate() {
-            if n > 0 {
-                let name = crate::http2::frame::FrameType::from_code(code as u8).name();
-                *m.entry(name.to_string()).or_default() += n;
-            }
-        }
-        m
-    }
-
-    /// Adds another tally (the workers of one capture).
-    pub fn merge(&mut self, o: &Tally) {
-        self.frames += o.frames;
-        for (a, b) in self.frames_by_code.iter_mut().zip(o.frames_by_code.iter()) {
-            *a += b;
-        }
-        self.calls += o.calls;
-        self.messages += o.messages;
-        self.gaps += o.gaps;
-        self.gap_bytes += o.gap_bytes;
-        self.errors += o.errors;
-        self.frames_with_notes += o.frames_with_notes;
-    }
-
-    pub fn count(&mut self, event: &Event) {
-        match event {
-            Event::Frame(f) => {
-                self.frames += 1;
-                self.frames_by_code[f.header.kind.code() as usize] += 1;
-                if !f.notes.is_empty() {
-                    self.frames_with_notes += 1;
-                }
-            }
-            Event::Call(_) => self.calls += 1,
-            Event::Message(_) => self.messages += 1,
-            Event::Gap(g) => {
-                self.gaps += 1;
-                self.gap_bytes += g.bytes;
-            }
-            Event::Error(_) => self.errors += 1,
-            Event::ConnectionEnd(_) => {}
-        }
-    }
-}
-
-/// Counts events, then hands them on.
+/// Counts events, then hands them on, unless the inner sink shows none of them (`-q`).
 pub struct Counting<S> {
     pub tally: Tally,
     pub inner: S,
+    pass_on: bool,
 }
 
 impl<S: Sink> Counting<S> {
@@ -203,6 +127,15 @@ impl<S: Sink> Counting<S> {
         Counting {
             tally: Tally::default(),
             inner,
+            pass_on: true,
+        }
+    }
+
+    /// Counts only: `inner` would drop every event, so none is built for it.
+    pub fn counts_only(inner: S) -> Self {
+        Counting {
+            pass_on: false,
+            ..Counting::new(inner)
         }
     }
 }
@@ -210,8 +143,15 @@ impl<S: Sink> Counting<S> {
 impl<S: Sink> Sink for Counting<S> {
     fn event(&mut self, event: Event) {
         self.tally.count(&event);
-        self.inner.event(event);
+        if self.pass_on {
+            self.inner.event(event);
+        }
     }
+
+    fn tally_only(&mut self) -> Option<&mut Tally> {
+        (!self.pass_on).then_some(&mut self.tally)
+    }
+
     // Lines come from threads that counted their events themselves.
     fn line(&mut self, line: &[u8]) {
         self.inner.line(line);

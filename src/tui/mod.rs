@@ -71,8 +71,9 @@ pub fn write_connection(source: &str, conn: u64, dir: &Path) -> Result<(PathBuf,
     let mut d = Dissector::new(cfg);
     let mut written = 0;
     let mut failure = None;
+    let mut discard = crate::pipeline::Discard::default();
     let _ = reader.for_each_packet(|p| {
-        if d.packet(p, &mut crate::pipeline::Discard) == Some(conn) {
+        if d.packet(p, &mut discard) == Some(conn) {
             match out.write_packet(p.link, p.ts_ns, p.data, p.orig_len) {
                 Ok(()) => written += 1,
                 Err(e) => failure = Some(e.to_string()),
