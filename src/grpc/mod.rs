@@ -48,6 +48,10 @@ pub enum Flavor {
 
 /// `(flavor, bodies are JSON)` for a gRPC content-type, `None` for anything else.
 pub fn classify(content_type: &[u8]) -> Option<(Flavor, bool)> {
+    // What nearly every call carries, decided before splitting and comparing without case.
+    if content_type == b"application/grpc" {
+        return Some((Flavor::Grpc, false));
+    }
     let ct = std::str::from_utf8(content_type).ok()?;
     let ct = ct.split(';').next()?.trim();
     let (base, codec) = match ct.split_once('+') {

@@ -143,6 +143,53 @@ pub struct Decoder {
     /// eviction arithmetic proves nothing about what the peer still holds.
     max_size_known: bool,
     size_updates: Vec<u32>,
+    recent: RecentStrings,
+}
+
+/// Huffman strings this decoder decoded lately, by their coded bytes. A client that does not
+/// index a field sends the same literal call after call (h2, under tonic, sends every `:path`
+/// so); found here, it costs neither the decoding nor an allocation.
+#[derive(Debug, Clone, Default)]
+struct RecentStrings {
+    slots: [Option<RecentString>; 4],
+    next: usize,
+}
+
+/// Longer strings are not kept: their decoding costs more than the comparison saves less.
+const RECENT_MAX: usize = 64;
+
+#[derive(Debug, Clone)]
+struct RecentString {
+    coded: [u8; RECENT_MAX],
+    len: u8,
+    decoded: Bytes,
+}
+
+impl RecentStrings {
+    fn get(&self, coded: &[u8]) -> Option<Bytes> {
+        self.slots
+            .iter()
+            .flatten()
+            .find(|s| &s.coded[..usize::from(s.len)] == coded)
+            .map(|s| s.decoded.clone())
+    }
+
+    fn put(&mut self, coded: &[u8], decoded: &Bytes) {
+        let Ok(len) = u8::try_from(coded.len()) else {
+            return;
+        };
+        if coded.len() > RECENT_MAX {
+            return;
+        }
+        let mut slot = RecentString {
+            coded: [0; RECENT_MAX],
+            len,
+            decoded: decoded.clone(),
+        };
+        slot.coded[..coded.len()].copy_from_slice(coded);
+        self.slots[self.next] = Some(slot);
+        self.next = (self.next + 1) % self.slots.len();
+    }
 }
 
 thread_local! {
@@ -182,6 +229,7 @@ impl Decoder {
             past_unknown: false,
             max_size_known: true,
             size_updates: Vec::new(),
+            recent: RecentStrings::default(),
         }
     }
 
@@ -359,6 +407,29 @@ impl Decoder {
         Ok(field)
     }
 
+    /// Reads a string literal (§5.2); returns it decoded and whether it was Huffman-coded.
+    fn string(&mut self, input: &mut Input<'_>) -> Result<(Bytes, bool), HpackError> {
+        let (raw, huffman) = input.string()?;
+        if !huffman {
+            return Ok((Bytes::copy_from_slice(raw), false));
+        }
+        if let Some(known) = self.recent.get(raw) {
+            return Ok((known, true));
+        }
+        let decoded = HUFFMAN_SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            huffman::decode(raw, scratch)?;
+            let decoded = Bytes::copy_from_slice(scratch);
+            // A huge value once should not stay with the thread.
+            if scratch.capacity() > 64 << 10 {
+                *scratch = Vec::new();
+            }
+            Ok::<_, HpackError>(decoded)
+        })?;
+        self.recent.put(raw, &decoded);
+        Ok((decoded, true))
+    }
+
     fn literal(
         &mut self,
         input: &mut Input<'_>,
@@ -368,7 +439,7 @@ impl Decoder {
     ) -> Result<HeaderField, HpackError> {
         let index = input.integer(prefix_bits)?;
         let (name, name_index, huffman_name, name_unknown) = if index == 0 {
-            let (name, huffman) = input.string()?;
+            let (name, huffman) = self.string(input)?;
             budget.charge(name.len() + ENTRY_OVERHEAD)?;
             (name, None, huffman, false)
         } else {
@@ -381,7 +452,7 @@ impl Decoder {
             let unknown = known_name.is_none();
             (known_name.unwrap_or_default(), Some(index), false, unknown)
         };
-        let (value, huffman_value) = input.string()?;
+        let (value, huffman_value) = self.string(input)?;
         budget.charge(value.len())?;
 
         let repr = match kind {
@@ -485,7 +556,7 @@ struct Input<'a> {
     rest: &'a [u8],
 }
 
-impl Input<'_> {
+impl<'a> Input<'a> {
     fn peek(&self) -> Option<u8> {
         self.rest.first().copied()
     }
@@ -496,9 +567,8 @@ impl Input<'_> {
         Ok(value)
     }
 
-    /// Reads a string literal (§5.2); returns it and whether it was
-    /// Huffman-coded.
-    fn string(&mut self) -> Result<(Bytes, bool), HpackError> {
+    /// Reads a string literal (§5.2) as it lies; returns it and whether it is Huffman-coded.
+    fn string(&mut self) -> Result<(&'a [u8], bool), HpackError> {
         let huffman = self.peek().ok_or(HpackError::Truncated)? & 0x80 != 0;
         let len = self.integer(7)?;
         let remaining = self.rest.len();
@@ -507,20 +577,7 @@ impl Input<'_> {
             .split_at_checked(len as usize)
             .ok_or(HpackError::StringTooLong { len, remaining })?;
         self.rest = rest;
-        if !huffman {
-            return Ok((Bytes::copy_from_slice(raw), false));
-        }
-        let decoded = HUFFMAN_SCRATCH.with_borrow_mut(|scratch| {
-            scratch.clear();
-            huffman::decode(raw, scratch)?;
-            let decoded = Bytes::copy_from_slice(scratch);
-            // A huge value once should not stay with the thread.
-            if scratch.capacity() > 64 << 10 {
-                *scratch = Vec::new();
-            }
-            Ok::<_, HpackError>(decoded)
-        })?;
-        Ok((decoded, true))
+        Ok((raw, huffman))
     }
 }
 

@@ -759,3 +759,48 @@ fn field_spans_tile_the_block() {
     // A truncated literal ends the list instead of running past the block.
     assert_eq!(field_spans(&hex("82 410f 7777")), vec![0..1]);
 }
+
+/// `:path` as a literal without indexing, Huffman-coded, as h2 sends it on every call.
+fn path_block(path: &str) -> Vec<u8> {
+    let mut coded = Vec::new();
+    huffman::encode(path.as_bytes(), &mut coded);
+    assert!(coded.len() < 127);
+    let mut block = vec![0x04, 0x80 | coded.len() as u8];
+    block.extend_from_slice(&coded);
+    block
+}
+
+/// Repeated Huffman literals come from the decoder's recent strings: the same value, sharing
+/// the first decoding's bytes; strings of the same length that differ, strings pushed out by
+/// newer ones and strings that failed to decode are decoded anew.
+#[test]
+fn repeated_huffman_literals_are_decoded_once() {
+    let mut d = Decoder::new();
+    let paths: Vec<String> = (0..6).map(|i| format!("/pkg.Svc/Method{i}")).collect();
+    let value = |d: &mut Decoder, p: &str| {
+        let mut out = Vec::new();
+        d.decode(&path_block(p), &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(&out[0].name[..], b":path");
+        out.remove(0).value
+    };
+    let first = value(&mut d, &paths[0]);
+    let again = value(&mut d, &paths[0]);
+    assert_eq!(&again[..], paths[0].as_bytes());
+    assert_eq!(first.as_ptr(), again.as_ptr(), "not shared: decoded twice");
+    // Same coded length, other bytes.
+    let other = value(&mut d, &paths[1]);
+    assert_eq!(&other[..], paths[1].as_bytes());
+    // Six strings through four slots, twice: every one still right.
+    for _ in 0..2 {
+        for p in &paths {
+            assert_eq!(&value(&mut d, p)[..], p.as_bytes());
+        }
+    }
+    // EOS inside the string fails every time, not only the first.
+    let bad = [0x04, 0x84, 0xff, 0xff, 0xff, 0xff];
+    for _ in 0..2 {
+        let mut out = Vec::new();
+        assert!(d.clone().decode(&bad, &mut out).is_err());
+    }
+}
