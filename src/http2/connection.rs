@@ -181,6 +181,10 @@ struct Direction {
     unknown_past: bool,
     /// Bytes passed over while looking for frame boundaries.
     skipped: u64,
+    /// The last two header lists decoded, newest first: a block that decodes to the same
+    /// fields shares its list instead of allocating one. Calls repeat their headers, and a
+    /// server alternates two lists (response headers, trailers).
+    recent_lists: [Option<crate::http2::hpack::HeaderList>; 2],
 }
 
 thread_local! {
@@ -216,6 +220,7 @@ impl Direction {
             frames: 0,
             unknown_past: false,
             skipped: 0,
+            recent_lists: [None, None],
         }
     }
 
@@ -259,6 +264,12 @@ pub struct Connection {
     grpc: BTreeMap<u32, GrpcStream>,
     /// Message events of the DATA frame being read, emitted after its frame event.
     pending_messages: Vec<Event>,
+    /// Kept between frames for their allocations: the messages a DATA frame completes, and the
+    /// calls a frame finishes.
+    raw_scratch: Vec<RawMessage<'static>>,
+    finished_scratch: FinishedCalls,
+    /// The last `:path` made into a string, and that string.
+    last_path: Option<(Box<[u8]>, Arc<str>)>,
     /// Highest stream id opened by each side, to recognise frames on closed streams.
     highest_stream: [u32; 2],
     upgrade_request: Option<Vec<HeaderField>>,
@@ -274,6 +285,14 @@ pub struct Connection {
     /// until then).
     client_confirmed: bool,
     skipped_bytes: u64,
+}
+
+/// An emptied vector's allocation, for messages borrowing other bytes: collecting into a vector
+/// of the same layout reuses the buffer (std collects in place), so DATA frames do not each
+/// allocate one.
+fn recycle<'b>(mut v: Vec<RawMessage<'_>>) -> Vec<RawMessage<'b>> {
+    v.clear();
+    v.into_iter().map(|_| unreachable!("emptied")).collect()
 }
 
 fn is_client_stream(id: u32) -> bool {
@@ -292,6 +311,9 @@ impl Connection {
             calls: BTreeMap::new(),
             grpc: BTreeMap::new(),
             pending_messages: Vec::new(),
+            raw_scratch: Vec::new(),
+            finished_scratch: Vec::new(),
+            last_path: None,
             highest_stream: [0, 0],
             upgrade_request: None,
             http1: None,
@@ -1031,9 +1053,10 @@ impl Connection {
         let Some(g) = self.grpc.get_mut(&stream) else {
             return;
         };
-        let mut raws = Vec::new();
+        let mut raws = recycle(std::mem::take(&mut self.raw_scratch));
         g.data(side, bytes, &mut raws);
-        self.messages(dir, stream, side, raws, ctx);
+        self.messages(dir, stream, side, &mut raws, ctx);
+        self.raw_scratch = recycle(raws);
     }
 
     /// Bytes of a stream's DATA missing from the capture.
@@ -1044,7 +1067,7 @@ impl Connection {
         };
         let mut raws = Vec::new();
         let kept = g.gap(side, n, &mut raws);
-        self.messages(dir, stream, side, raws, ctx);
+        self.messages(dir, stream, side, &mut raws, ctx);
         if !kept {
             ctx.error(
                 dir,
@@ -1088,14 +1111,22 @@ impl Connection {
     }
 
     /// The call's `:path`, or what `--assume-path` says for it.
-    fn effective_path(&self, stream: u32, ctx: &Ctx<'_>) -> Option<Arc<str>> {
+    fn effective_path(&mut self, stream: u32, ctx: &Ctx<'_>) -> Option<Arc<str>> {
         if let Some(p) = self
             .calls
             .get(&stream)
             .and_then(|c| c.request_header(":path"))
         {
+            // Calls on a connection mostly share their path: one string for all of them.
+            if let Some((bytes, path)) = &self.last_path {
+                if bytes[..] == *p {
+                    return Some(path.clone());
+                }
+            }
             // `Call::path`, without a string in between.
-            return Some(Arc::from(super::call::lossless_str(p)));
+            let path: Arc<str> = Arc::from(super::call::lossless_str(p));
+            self.last_path = Some((p.to_vec().into_boxed_slice(), path.clone()));
+            return Some(path);
         }
         let server_port = ctx.info.dst(self.client).port();
         ctx.cfg
@@ -1133,14 +1164,14 @@ impl Connection {
         dir: Dir,
         stream: u32,
         side: Side,
-        raws: Vec<RawMessage<'_>>,
+        raws: &mut Vec<RawMessage<'_>>,
         ctx: &mut Ctx<'_>,
     ) {
         if raws.is_empty() {
             return;
         }
         let path = self.stream_path(stream, ctx);
-        for raw in raws {
+        for raw in raws.drain(..) {
             let Some(g) = self.grpc.get_mut(&stream) else {
                 return;
             };
@@ -1287,7 +1318,7 @@ impl Connection {
             notes,
             raw: cur.raw.clone(),
         };
-        let mut finished_calls = Vec::new();
+        let mut finished_calls = std::mem::take(&mut self.finished_scratch);
 
         if h.kind == FrameType::Data {
             event.detail = self.data_frame(dir, &cur, &mut event.notes, &mut finished_calls, ctx);
@@ -1330,15 +1361,18 @@ impl Connection {
             // A summary: its messages were counted as they came.
             tally.frame(&event);
             tally.calls += finished_calls.len() as u64;
+            finished_calls.clear();
+            self.finished_scratch = finished_calls;
             return;
         }
         ctx.sink.event(Event::Frame(event));
         for message in self.pending_messages.drain(..) {
             ctx.sink.event(message);
         }
-        for call in finished_calls {
+        for call in finished_calls.drain(..) {
             ctx.sink.event(Event::Call(call));
         }
+        self.finished_scratch = finished_calls;
     }
 
     fn data_frame(
@@ -1619,10 +1653,16 @@ impl Connection {
         } else {
             let fragment = whole.unwrap_or(&block.fragment);
             let decoded = HEADER_SCRATCH.with_borrow_mut(|out| {
-                let list = ds
-                    .hpack
-                    .decode(fragment, out)
-                    .map(|()| out.drain(..).collect::<Arc<[HeaderField]>>());
+                let list = ds.hpack.decode(fragment, out).map(|()| {
+                    let recent = &mut ds.recent_lists;
+                    if let Some(same) = recent.iter().flatten().find(|l| l[..] == out[..]) {
+                        return same.clone();
+                    }
+                    let list = out.drain(..).collect::<Arc<[HeaderField]>>();
+                    recent.swap(0, 1);
+                    recent[0] = Some(list.clone());
+                    list
+                });
                 // Left empty for the next block, also after a failed decode.
                 out.clear();
                 if out.capacity() > 1024 {
