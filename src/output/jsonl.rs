@@ -382,12 +382,55 @@ fn priority_json(p: &crate::http2::frame::PriorityInfo) -> Value {
     json!({"exclusive": p.exclusive, "depends_on": p.depends_on, "weight": p.weight as u16 + 1})
 }
 
+/// Header lists written lately on this thread, with their JSON. Lists are shared: a frame's
+/// with its call's, and calls that repeat their headers share one (see the connection's recent
+/// lists). So most lists are written more than once, and the second time is a copy. A slot
+/// holds its list, so that no other list can come to have its address.
+struct HeadersJson {
+    slots: [(Option<HeaderList>, Vec<u8>); 8],
+    next: usize,
+}
+
+/// Larger lists are written each time rather than kept.
+const HEADERS_JSON_MAX: usize = 4096;
+
+thread_local! {
+    static HEADERS_JSON: std::cell::RefCell<HeadersJson> = std::cell::RefCell::new(HeadersJson {
+        slots: Default::default(),
+        next: 0,
+    });
+}
+
 /// A header list as `[[name, value], ...]`, written without intermediate values.
-fn write_headers(buf: &mut Vec<u8>, list: Option<&[HeaderField]>) {
+fn write_headers(buf: &mut Vec<u8>, list: Option<&HeaderList>) {
     let Some(list) = list else {
         buf.extend_from_slice(b"null");
         return;
     };
+    HEADERS_JSON.with_borrow_mut(|cache| {
+        let known = cache
+            .slots
+            .iter()
+            .find(|(l, _)| l.as_ref().is_some_and(|l| HeaderList::ptr_eq(l, list)));
+        if let Some((_, json)) = known {
+            buf.extend_from_slice(json);
+            return;
+        }
+        let start = buf.len();
+        write_header_fields(buf, list);
+        let json = &buf[start..];
+        if json.len() <= HEADERS_JSON_MAX {
+            let next = cache.next;
+            let slot = &mut cache.slots[next];
+            slot.0 = Some(list.clone());
+            slot.1.clear();
+            slot.1.extend_from_slice(json);
+            cache.next = (next + 1) % cache.slots.len();
+        }
+    });
+}
+
+fn write_header_fields(buf: &mut Vec<u8>, list: &[HeaderField]) {
     buf.push(b'[');
     for (i, h) in list.iter().enumerate() {
         if i > 0 {
@@ -569,7 +612,7 @@ fn call_obj(mut o: Obj<'_>, c: &Call) -> Option<usize> {
         ("trailers", &c.response_trailers),
     ] {
         o.key(key);
-        write_headers(o.buf, list.as_deref());
+        write_headers(o.buf, list.as_ref());
     }
     o.json("grpc", &c.grpc);
     o.uint("request_messages", c.request_messages as u64);
@@ -847,5 +890,48 @@ mod value_tests {
         fn any_value_is_written_as_serde_json_writes_it(v in value()) {
             prop_assert_eq!(written(&v), serde_json::to_string(&v).unwrap());
         }
+    }
+}
+
+#[cfg(test)]
+mod headers_tests {
+    use super::{write_header_fields, write_headers};
+    use crate::http2::hpack::{HeaderField, HeaderList, Representation};
+
+    fn list(fields: &[(&str, &str)]) -> HeaderList {
+        fields
+            .iter()
+            .map(|(n, v)| HeaderField {
+                name: bytes::Bytes::copy_from_slice(n.as_bytes()),
+                value: bytes::Bytes::copy_from_slice(v.as_bytes()),
+                repr: Representation::Indexed { index: 62 },
+                name_unknown: false,
+                value_unknown: false,
+            })
+            .collect()
+    }
+
+    /// Lists written again, from the cache or not, read as written the first time: twelve
+    /// lists through eight slots, two of them with the same fields in different lists.
+    #[test]
+    fn header_lists_written_again_are_the_same() {
+        let lists: Vec<HeaderList> = (0..12)
+            .map(|i| list(&[(":path", &format!("/s/M{}", i % 10)), ("te", "trailers")]))
+            .collect();
+        let fresh = |l: &HeaderList| {
+            let mut b = Vec::new();
+            write_header_fields(&mut b, l);
+            b
+        };
+        for round in 0..3 {
+            for (i, l) in lists.iter().enumerate() {
+                let mut b = b"x".to_vec();
+                write_headers(&mut b, Some(l));
+                assert_eq!(&b[1..], &fresh(l)[..], "round {round}, list {i}");
+            }
+        }
+        let mut b = Vec::new();
+        write_headers(&mut b, None);
+        assert_eq!(b, b"null");
     }
 }
