@@ -152,6 +152,15 @@ pub fn headers_json(list: &[HeaderField]) -> Value {
     )
 }
 
+/// Longer than any `f64` serde_json writes (at most 24 bytes).
+const TS_TEXT_MAX: usize = 32;
+
+thread_local! {
+    /// The last two times written, with their text (a length of 0: none yet).
+    static LAST_TS: std::cell::Cell<[(i64, [u8; TS_TEXT_MAX], u8); 2]> =
+        const { std::cell::Cell::new([(0, [0; TS_TEXT_MAX], 0); 2]) };
+}
+
 /// A JSON object written straight into a buffer: frames are most of the output, and building a
 /// `serde_json::Value` for each would cost more than the whole dissection.
 struct Obj<'a> {
@@ -239,6 +248,48 @@ impl<'a> Obj<'a> {
         self.buf.push(b']');
     }
     #[inline(always)]
+    fn opt_uint(&mut self, k: &str, n: Option<u64>) {
+        match n {
+            Some(n) => self.uint(k, n),
+            None => {
+                self.key(k);
+                self.buf.extend_from_slice(b"null");
+            }
+        }
+    }
+    /// Text from the capture (`write_text`), or null.
+    fn opt_text(&mut self, k: &str, v: Option<&[u8]>) {
+        self.key(k);
+        match v {
+            Some(v) => write_text(self.buf, v, None),
+            None => self.buf.extend_from_slice(b"null"),
+        }
+    }
+    /// A capture time in seconds, as serde_json writes the `f64`. The lines of one packet
+    /// share their time: the last two are kept as text.
+    fn ts(&mut self, k: &str, ns: i64) {
+        self.key(k);
+        LAST_TS.with(|last| {
+            let mut slots = last.get();
+            if let Some((_, text, len)) = slots.iter().find(|(t, _, len)| *t == ns && *len > 0) {
+                self.buf.extend_from_slice(&text[..usize::from(*len)]);
+                return;
+            }
+            let start = self.buf.len();
+            if serde_json::to_writer(&mut *self.buf, &ts(ns)).is_err() {
+                self.buf.extend_from_slice(b"null");
+            }
+            let written = &self.buf[start..];
+            if let Ok(len) = u8::try_from(written.len()) {
+                if written.len() <= TS_TEXT_MAX {
+                    let mut text = [0; TS_TEXT_MAX];
+                    text[..written.len()].copy_from_slice(written);
+                    slots = [(ns, text, len), slots[0]];
+                    last.set(slots);
+                }
+            }
+        });
+    }
     fn bool(&mut self, k: &str, v: bool) {
         self.key(k);
         self.buf
@@ -287,7 +338,7 @@ fn frame_obj(mut o: Obj<'_>, f: &FrameEvent) -> Option<usize> {
     let h = &f.header;
     o.str("event", "frame");
     o.uint("packet", f.origin.packet);
-    o.json("ts", &ts(f.origin.ts_ns));
+    o.ts("ts", f.origin.ts_ns);
     o.conn(f.origin.conn);
     o.addr("src", &f.origin.src);
     o.addr("dst", &f.origin.dst);
@@ -573,16 +624,16 @@ fn call_obj(mut o: Obj<'_>, c: &Call) -> Option<usize> {
     o.uint("stream", c.stream as u64);
     o.addr("client", &c.client);
     o.addr("server", &c.server);
-    o.json("method", &c.method());
-    o.json("path", &c.path());
-    o.json("authority", &c.authority());
-    o.json("status", &c.status());
+    o.opt_text("method", c.request_header(":method"));
+    o.opt_text("path", c.request_header(":path"));
+    o.opt_text("authority", c.request_header(":authority"));
+    o.opt_uint("status", c.status().map(u64::from));
     let grpc_status = c.grpc_status();
-    o.json("grpc_status", &grpc_status);
-    o.json("grpc_status_name", &grpc_status.and_then(grpc_status_name));
-    o.json("grpc_message", &c.grpc_message());
-    o.json("start_ts", &ts(c.start_ts_ns));
-    o.json("end_ts", &ts(c.end_ts_ns));
+    o.opt_uint("grpc_status", grpc_status.map(u64::from));
+    o.opt_str("grpc_status_name", grpc_status.and_then(grpc_status_name));
+    o.opt_str("grpc_message", c.grpc_message().as_deref());
+    o.ts("start_ts", c.start_ts_ns);
+    o.ts("end_ts", c.end_ts_ns);
     o.json("duration", &ts(c.duration_ns()));
     o.uint("start_packet", c.start_packet);
     o.uint("end_packet", c.end_packet);
@@ -600,11 +651,11 @@ fn call_obj(mut o: Obj<'_>, c: &Call) -> Option<usize> {
         ),
         CallEnd::Unfinished => ("unfinished", None, None),
     };
-    o.json("end", end);
-    o.json("reset_by", &reset_by);
-    o.json("error_code", &error_code);
-    o.json("pushed", &c.pushed);
-    o.json("upgraded", &c.upgraded);
+    o.str("end", end);
+    o.opt_str("reset_by", reset_by);
+    o.opt_uint("error_code", error_code.map(u64::from));
+    o.bool("pushed", c.pushed);
+    o.bool("upgraded", c.upgraded);
     for (key, list) in [
         ("request_headers", &c.request_headers),
         ("response_headers", &c.response_headers),
@@ -614,7 +665,7 @@ fn call_obj(mut o: Obj<'_>, c: &Call) -> Option<usize> {
         o.key(key);
         write_headers(o.buf, list.as_ref());
     }
-    o.json("grpc", &c.grpc);
+    o.bool("grpc", c.grpc);
     o.uint("request_messages", c.request_messages as u64);
     o.uint("response_messages", c.response_messages as u64);
     o.value("grpc_status_details", c.grpc_status_details.as_ref());
@@ -648,7 +699,7 @@ fn message_obj(mut o: Obj<'_>, e: &MessageEvent) -> Option<usize> {
     let d = &e.decoded;
     o.str("event", "message");
     o.uint("packet", e.origin.packet);
-    o.json("ts", &ts(e.origin.ts_ns));
+    o.ts("ts", e.origin.ts_ns);
     o.conn(e.origin.conn);
     o.addr("src", &e.origin.src);
     o.addr("dst", &e.origin.dst);
