@@ -293,12 +293,22 @@ pub trait Sink {
     /// that way receive any.
     fn line(&mut self, _line: &[u8]) {}
 
-    /// A sink that would only count events and drop them (a summary) hands out its tally: the
-    /// dissection then counts into it and skips building those events. Whatever it still sends
-    /// must be counted by [`Sink::event`] as usual.
-    fn tally_only(&mut self) -> Option<&mut Tally> {
-        None
+    /// Which events the sink looks at: the dissection does not build frame and message events
+    /// for a sink that ignores them. Asked for every frame, so it should be cheap.
+    fn wants(&mut self) -> Wants<'_> {
+        Wants::Everything
     }
+}
+
+/// What a [`Sink`] looks at.
+pub enum Wants<'a> {
+    Everything,
+    /// Calls, gaps, errors and connection ends, not frames or messages (`--calls`, call
+    /// statistics). Frames and messages are counted into the tally, if one is given.
+    Calls(Option<&'a mut Tally>),
+    /// Counts only (a summary): frames, messages and calls are counted into the tally instead
+    /// of built. Whatever else comes is still sent to [`Sink::event`], to be counted there.
+    Counts(&'a mut Tally),
 }
 
 impl Sink for Vec<Event> {

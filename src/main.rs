@@ -425,6 +425,12 @@ enum Out<W: Write> {
 }
 
 impl<W: Write> Sink for Out<W> {
+    fn wants(&mut self) -> h2scope::event::Wants<'_> {
+        match self {
+            Out::Text(t) => t.wants(),
+            Out::Jsonl(j) => j.wants(),
+        }
+    }
     fn event(&mut self, event: Event) {
         match self {
             Out::Text(t) => t.event(event),
@@ -664,7 +670,7 @@ enum FileOutcome {
 fn route(o: &OutputArgs, silent: bool) -> Box<dyn Route> {
     match o.format {
         _ if o.quiet || silent => Box::new(h2scope::parallel::DropAll),
-        Format::Jsonl if o.calls => Box::new(h2scope::output::jsonl::route_calls),
+        Format::Jsonl if o.calls => Box::new(h2scope::output::jsonl::RouteCalls),
         Format::Jsonl => Box::new(h2scope::output::jsonl::route_all),
         Format::Text => Box::new(TextRoute(text_options(o, false))),
     }

@@ -32,7 +32,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use crate::capture::link::{self, TcpSegment};
 use crate::capture::{CaptureError, CaptureReader, LinkType, Packet};
-use crate::event::{ErrorEvent, ErrorKind, Event, Sink};
+use crate::event::{ErrorEvent, ErrorKind, Event, Sink, Wants};
 use crate::grpc::schema::Schemas;
 use crate::output::Tally;
 use crate::pipeline::{Config, Dissector, Stats};
@@ -142,10 +142,20 @@ pub struct ConnSlot {
 pub trait Route: Sync {
     fn route(&self, event: &Event, first_ts_ns: i64, buf: &mut Vec<u8>) -> Handoff;
 
-    /// Every event is dropped (a summary): workers count them without building them.
-    fn drops_all(&self) -> bool {
-        false
+    /// Which events the route may pass on: workers count the others without building them.
+    fn shows(&self) -> Shows {
+        Shows::Everything
     }
+}
+
+/// What a [`Route`] may pass on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shows {
+    Everything,
+    /// Calls only (`--calls`): frames and messages are dropped.
+    Calls,
+    /// Nothing (a summary).
+    Nothing,
 }
 
 /// The route of a summary: every event is counted and dropped.
@@ -156,8 +166,8 @@ impl Route for DropAll {
         Handoff::Drop
     }
 
-    fn drops_all(&self) -> bool {
-        true
+    fn shows(&self) -> Shows {
+        Shows::Nothing
     }
 }
 
@@ -253,8 +263,12 @@ impl Sink for Collect<'_> {
         }
     }
 
-    fn tally_only(&mut self) -> Option<&mut Tally> {
-        self.route.drops_all().then_some(&mut self.tally)
+    fn wants(&mut self) -> Wants<'_> {
+        match self.route.shows() {
+            Shows::Everything => Wants::Everything,
+            Shows::Calls => Wants::Calls(Some(&mut self.tally)),
+            Shows::Nothing => Wants::Counts(&mut self.tally),
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::capture::link::{self, Skip, TcpSegment};
 use crate::capture::Packet;
-use crate::event::{ConnectionEnd, EndKind, Event, Sink, Tally};
+use crate::event::{ConnectionEnd, EndKind, Event, Sink, Tally, Wants};
 use crate::grpc::schema::Schemas;
 use crate::grpc::GrpcConfig;
 use crate::http2::connection::{Connection, Ctx, Http2Config, Mode};
@@ -363,7 +363,7 @@ pub struct Discard(Tally);
 impl Sink for Discard {
     fn event(&mut self, _: Event) {}
 
-    fn tally_only(&mut self) -> Option<&mut Tally> {
-        Some(&mut self.0)
+    fn wants(&mut self) -> Wants<'_> {
+        Wants::Counts(&mut self.0)
     }
 }

@@ -1,20 +1,34 @@
-//! `read -q` counts without building the events it would not show. Its summary must still
-//! count what the full output shows: the same frames, calls, messages, gaps and errors, on one
-//! thread and on several, on every public capture and on the shipped recordings.
+//! `read -q` counts without building the events it would not show, and `read --calls` builds
+//! no frame or message events. Their summaries must still count what the full output shows:
+//! the same frames, calls, messages, gaps and errors, on one thread and on several, in both
+//! formats, on every public capture and on the shipped recordings.
 
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_h2scope");
 
-/// The JSON Lines summary (the last line) of `read` with these arguments.
-fn summary(file: &str, args: &[&str]) -> serde_json::Value {
+fn read(file: &str, args: &[&str]) -> String {
     let out = Command::new(BIN)
-        .args(["read", "--format", "jsonl"])
+        .arg("read")
         .args(args)
         .arg(file)
         .output()
         .unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The text summary: from the last line that names the file.
+fn text_summary(file: &str, args: &[&str]) -> String {
+    let text = read(file, args);
+    let at = text.rfind("\n== ").map_or(0, |i| i + 1);
+    text[at..].to_string()
+}
+
+/// The JSON Lines summary (the last line) of `read` with these arguments.
+fn summary(file: &str, args: &[&str]) -> serde_json::Value {
+    let mut with_format = vec!["--format", "jsonl"];
+    with_format.extend_from_slice(args);
+    let text = read(file, &with_format);
     let last = text.lines().last().unwrap_or_default();
     let v: serde_json::Value = serde_json::from_str(last).unwrap_or_default();
     assert_eq!(v["event"], "summary", "{file} {args:?}: {last}");
@@ -47,9 +61,18 @@ fn a_summary_counts_what_the_full_output_shows() {
     let mut with_calls = 0;
     for file in &files {
         let full = summary(file, &["--threads", "1"]);
+        let full_text = text_summary(file, &["--threads", "1"]);
+        assert!(full_text.starts_with("== "), "{file}: {full_text}");
         for threads in ["1", "2"] {
-            let quiet = summary(file, &["-q", "--threads", threads]);
-            assert_eq!(quiet, full, "{file}: -q --threads {threads}");
+            for light in ["-q", "--calls"] {
+                let json = summary(file, &[light, "--threads", threads]);
+                assert_eq!(json, full, "{file}: {light} --threads {threads}");
+                let text = text_summary(file, &[light, "--threads", threads]);
+                assert_eq!(
+                    text, full_text,
+                    "{file}: {light} --threads {threads} (text)"
+                );
+            }
         }
         if full["calls"].as_u64() > Some(0) && full["messages"].as_u64() > Some(0) {
             with_calls += 1;

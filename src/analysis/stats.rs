@@ -249,6 +249,10 @@ impl std::fmt::Debug for Ended {
 }
 
 impl Sink for CallStats {
+    fn wants(&mut self) -> crate::event::Wants<'_> {
+        crate::event::Wants::Calls(None)
+    }
+
     fn event(&mut self, event: Event) {
         match event {
             Event::Call(c) => {

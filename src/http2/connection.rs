@@ -15,6 +15,7 @@ use super::hpack::{Decoder, HeaderField};
 use super::resync::{self, Sync};
 use crate::event::{
     ErrorEvent, ErrorKind, Event, FrameDetail, FrameEvent, GapEvent, MessageEvent, Origin, Sink,
+    Wants,
 };
 use crate::grpc::deframe::RawMessage;
 use crate::grpc::message::{self as grpc_message, Outcome};
@@ -1189,9 +1190,13 @@ impl Connection {
                 Outcome::Message(decoded) => {
                     let index = g.counts[side as usize];
                     g.counts[side as usize] += 1;
-                    if let Some(tally) = ctx.sink.tally_only() {
-                        tally.messages += 1;
-                        continue;
+                    match ctx.sink.wants() {
+                        Wants::Everything => {}
+                        Wants::Calls(None) => continue,
+                        Wants::Calls(Some(tally)) | Wants::Counts(tally) => {
+                            tally.messages += 1;
+                            continue;
+                        }
                     }
                     self.pending_messages
                         .push(Event::Message(Box::new(MessageEvent {
@@ -1357,15 +1362,22 @@ impl Connection {
                 }
             }
         }
-        if let Some(tally) = ctx.sink.tally_only() {
-            // A summary: its messages were counted as they came.
-            tally.frame(&event);
-            tally.calls += finished_calls.len() as u64;
-            finished_calls.clear();
-            self.finished_scratch = finished_calls;
-            return;
+        match ctx.sink.wants() {
+            Wants::Everything => ctx.sink.event(Event::Frame(event)),
+            Wants::Calls(tally) => {
+                if let Some(tally) = tally {
+                    tally.frame(&event);
+                }
+            }
+            Wants::Counts(tally) => {
+                // A summary: its messages were counted as they came.
+                tally.frame(&event);
+                tally.calls += finished_calls.len() as u64;
+                finished_calls.clear();
+                self.finished_scratch = finished_calls;
+                return;
+            }
         }
-        ctx.sink.event(Event::Frame(event));
         for message in self.pending_messages.drain(..) {
             ctx.sink.event(message);
         }

@@ -86,6 +86,14 @@ impl<W: Write> JsonLines<W> {
 }
 
 impl<W: Write> Sink for JsonLines<W> {
+    fn wants(&mut self) -> crate::event::Wants<'_> {
+        if self.calls_only {
+            crate::event::Wants::Calls(None)
+        } else {
+            crate::event::Wants::Everything
+        }
+    }
+
     fn event(&mut self, event: Event) {
         if self.quiet {
             return;
@@ -125,10 +133,18 @@ pub fn route_all(event: &Event, buf: &mut Vec<u8>) -> Handoff {
 }
 
 /// [`crate::parallel::Route`] for `--calls`: only calls, formatted by the workers.
-pub fn route_calls(event: &Event, buf: &mut Vec<u8>) -> Handoff {
-    match event {
-        Event::Call(_) => route_all(event, buf),
-        _ => Handoff::Drop,
+pub struct RouteCalls;
+
+impl crate::parallel::Route for RouteCalls {
+    fn route(&self, event: &Event, _: i64, buf: &mut Vec<u8>) -> Handoff {
+        match event {
+            Event::Call(_) => route_all(event, buf),
+            _ => Handoff::Drop,
+        }
+    }
+
+    fn shows(&self) -> crate::parallel::Shows {
+        crate::parallel::Shows::Calls
     }
 }
 

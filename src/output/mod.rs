@@ -9,7 +9,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 pub use crate::event::Tally;
-use crate::event::{Event, Sink};
+use crate::event::{Event, Sink, Wants};
 use crate::pipeline::Stats;
 
 /// A socket address as `Display` shows it, written in one piece. Every frame line shows two
@@ -169,8 +169,16 @@ impl<S: Sink> Sink for Counting<S> {
         }
     }
 
-    fn tally_only(&mut self) -> Option<&mut Tally> {
-        (!self.pass_on).then_some(&mut self.tally)
+    fn wants(&mut self) -> Wants<'_> {
+        if !self.pass_on {
+            return Wants::Counts(&mut self.tally);
+        }
+        match self.inner.wants() {
+            Wants::Everything => Wants::Everything,
+            // What is not built is counted here all the same.
+            Wants::Calls(_) => Wants::Calls(Some(&mut self.tally)),
+            Wants::Counts(_) => Wants::Counts(&mut self.tally),
+        }
     }
 
     // Lines come from threads that counted their events themselves.

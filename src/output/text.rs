@@ -552,6 +552,14 @@ fn describe(l: &mut String, f: &FrameEvent) {
 }
 
 impl<W: Write> Sink for Text<W> {
+    fn wants(&mut self) -> crate::event::Wants<'_> {
+        if self.opts.calls_only {
+            crate::event::Wants::Calls(None)
+        } else {
+            crate::event::Wants::Everything
+        }
+    }
+
     fn event(&mut self, event: Event) {
         self.show(&event);
     }
@@ -647,6 +655,16 @@ impl crate::parallel::Route for TextRoute {
             at: start + at,
             width: CONN_WIDTH,
         }))
+    }
+
+    fn shows(&self) -> crate::parallel::Shows {
+        match self.0 {
+            TextOptions { quiet: true, .. } => crate::parallel::Shows::Nothing,
+            TextOptions {
+                calls_only: true, ..
+            } => crate::parallel::Shows::Calls,
+            _ => crate::parallel::Shows::Everything,
+        }
     }
 }
 
