@@ -143,22 +143,22 @@ pub struct Decoder {
     /// eviction arithmetic proves nothing about what the peer still holds.
     max_size_known: bool,
     size_updates: Vec<u32>,
-    recent: RecentStrings,
 }
 
-/// Huffman strings this decoder decoded lately, by their coded bytes. A client that does not
+/// Huffman strings decoded lately on this thread, by their coded bytes. A client that does not
 /// index a field sends the same literal call after call (h2, under tonic, sends every `:path`
-/// so); found here, it costs neither the decoding nor an allocation.
-#[derive(Debug, Clone, Default)]
+/// so), and connections to one service send the same ones; found here, a string costs neither
+/// the decoding nor an allocation. Per thread rather than per decoder, so that a capture of
+/// many connections does not pay for it per connection.
+#[derive(Default)]
 struct RecentStrings {
-    slots: [Option<RecentString>; 4],
+    slots: [Option<RecentString>; 8],
     next: usize,
 }
 
 /// Longer strings are not kept: their decoding costs more than the comparison saves less.
 const RECENT_MAX: usize = 64;
 
-#[derive(Debug, Clone)]
 struct RecentString {
     coded: [u8; RECENT_MAX],
     len: u8,
@@ -193,6 +193,8 @@ impl RecentStrings {
 }
 
 thread_local! {
+    static RECENT_STRINGS: std::cell::RefCell<RecentStrings> = std::cell::RefCell::new(RecentStrings::default());
+
     /// Where Huffman strings are decoded before they are copied out at their exact size: one
     /// allocation per string instead of a growing vector and the `Bytes` that adopts it. One
     /// per thread rather than per decoder: a capture may hold many connections at once.
@@ -229,7 +231,6 @@ impl Decoder {
             past_unknown: false,
             max_size_known: true,
             size_updates: Vec::new(),
-            recent: RecentStrings::default(),
         }
     }
 
@@ -413,7 +414,7 @@ impl Decoder {
         if !huffman {
             return Ok((Bytes::copy_from_slice(raw), false));
         }
-        if let Some(known) = self.recent.get(raw) {
+        if let Some(known) = RECENT_STRINGS.with_borrow(|r| r.get(raw)) {
             return Ok((known, true));
         }
         let decoded = HUFFMAN_SCRATCH.with_borrow_mut(|scratch| {
@@ -426,7 +427,7 @@ impl Decoder {
             }
             Ok::<_, HpackError>(decoded)
         })?;
-        self.recent.put(raw, &decoded);
+        RECENT_STRINGS.with_borrow_mut(|r| r.put(raw, &decoded));
         Ok((decoded, true))
     }
 
