@@ -17,13 +17,11 @@ use crate::pipeline::Stats;
 /// share of writing a line.
 pub struct Addr<'a>(pub &'a SocketAddr);
 
-type V4Text = (std::net::SocketAddrV4, [u8; 21], usize);
-
 thread_local! {
-    /// The last two IPv4 addresses written, as text.
-    static LAST_V4: std::cell::Cell<[V4Text; 2]> = const {
-        let none = (std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0), *b"0.0.0.0:0\0\0\0\0\0\0\0\0\0\0\0\0", 9);
-        std::cell::Cell::new([none, none])
+    /// The last two IPv4 addresses written, with their text, and which of them came last.
+    static LAST_V4: std::cell::RefCell<([(std::net::SocketAddrV4, String); 2], usize)> = {
+        let none = std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0);
+        std::cell::RefCell::new(([(none, none.to_string()), (none, none.to_string())], 0))
     };
 }
 
@@ -49,14 +47,34 @@ impl Addr<'_> {
         (buf, len)
     }
 
+    /// Hands `f` the text of [`Self::v4_text`], kept for the last two addresses: lines come in
+    /// runs of one connection, whose two addresses alternate, and making the text costs more
+    /// than copying it (its UTF-8 check alone, for a `String`).
+    fn with_v4_text<R>(v4: &std::net::SocketAddrV4, f: impl FnOnce(&str) -> R) -> R {
+        LAST_V4.with_borrow_mut(|(slots, last)| {
+            let at = match slots.iter().position(|(a, _)| a == v4) {
+                Some(at) => at,
+                None => {
+                    // The older slot's string takes the new text.
+                    let at = 1 - *last;
+                    let (buf, len) = Self::v4_text(v4);
+                    let (addr, text) = &mut slots[at];
+                    *addr = *v4;
+                    text.clear();
+                    // Digits, dots and a colon.
+                    text.push_str(std::str::from_utf8(&buf[..len]).unwrap_or_default());
+                    at
+                }
+            };
+            *last = at;
+            f(&slots[at].1)
+        })
+    }
+
     /// Appends the address as `Display` shows it, without the formatting machinery.
     pub fn push_to(&self, out: &mut String) {
         match self.0 {
-            SocketAddr::V4(v4) => {
-                let (buf, len) = Self::v4_text(v4);
-                // Digits, dots and a colon.
-                out.push_str(std::str::from_utf8(&buf[..len]).unwrap_or_default());
-            }
+            SocketAddr::V4(v4) => Self::with_v4_text(v4, |text| out.push_str(text)),
             v6 => {
                 use std::fmt::Write;
                 let _ = write!(out, "{v6}");
@@ -67,21 +85,9 @@ impl Addr<'_> {
     /// [`Self::push_to`] for a byte buffer.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         match self.0 {
-            SocketAddr::V4(v4) => LAST_V4.with(|last| {
-                // Lines come in runs of one connection, whose two addresses alternate.
-                let mut slots = last.get();
-                let hit = slots.iter().find(|(a, _, _)| a == v4);
-                let (buf, len) = match hit {
-                    Some(&(_, buf, len)) => (buf, len),
-                    None => {
-                        let (buf, len) = Self::v4_text(v4);
-                        slots = [(*v4, buf, len), slots[0]];
-                        last.set(slots);
-                        (buf, len)
-                    }
-                };
-                out.extend_from_slice(&buf[..len]);
-            }),
+            SocketAddr::V4(v4) => {
+                Self::with_v4_text(v4, |text| out.extend_from_slice(text.as_bytes()))
+            }
             v6 => {
                 use std::io::Write;
                 let _ = write!(out, "{v6}");
