@@ -9,7 +9,9 @@ use serde_json::Value;
 use super::{Addr, Summary};
 
 use crate::event::{Event, FrameDetail, FrameEvent, MessageEvent, Origin, Sink};
-use crate::http2::call::{grpc_status_name, header_name, header_value, lossless, Call, CallEnd};
+use crate::http2::call::{
+    grpc_status_name, header_name, header_value, lossless, lossless_str, Call, CallEnd,
+};
 use crate::http2::frame::{error_code_label, setting, FrameType};
 use crate::http2::hpack::HeaderField;
 use crate::parallel::{ConnSlot, Handoff};
@@ -205,46 +207,55 @@ impl<W: Write> Text<W> {
     }
 
     fn call(&mut self, c: &Call) {
-        let rel = self.rel(c.start_ts_ns);
+        let rel_ns = c
+            .start_ts_ns
+            .saturating_sub(self.base_ns.unwrap_or(c.start_ts_ns));
         let l = &mut self.line;
         if !self.opts.calls_only {
-            // Among frame lines, a call is announced where it ends.
-            let _ = write!(l, "{:>6} ", "CALL");
+            // Among frame lines, a call is announced where it ends (`{:>6} ` of "CALL").
+            l.push_str("  CALL ");
         }
-        let _ = write!(l, "{rel:>11.6} ");
+        push_seconds(l, rel_ns);
+        l.push(' ');
         self.conn(c.conn);
+        // As `" {:>5} {} → {} {} {}"` writes stream, client, server, method and path.
         let l = &mut self.line;
-        let _ = write!(
-            l,
-            " {:>5} {} → {} {} {}",
-            c.stream,
-            Addr(&c.client),
-            Addr(&c.server),
-            c.method().unwrap_or_else(|| "-".into()),
-            c.path().unwrap_or_else(|| "-".into()),
-        );
+        l.push(' ');
+        push_right(l, c.stream.into(), 5);
+        l.push(' ');
+        Addr(&c.client).push_to(l);
+        l.push_str(" → ");
+        Addr(&c.server).push_to(l);
+        for name in [":method", ":path"] {
+            l.push(' ');
+            l.push_str(&c.request_header(name).map_or("-".into(), lossless_str));
+        }
         match c.status() {
             Some(s) => {
-                let _ = write!(l, " {s}");
+                l.push(' ');
+                push_uint(l, s.into());
             }
             None => l.push_str(" -"),
         }
         if let Some(g) = c.grpc_status() {
-            let _ = write!(l, " grpc-status={g}");
+            l.push_str(" grpc-status=");
+            push_uint(l, g.into());
             if let Some(n) = grpc_status_name(g) {
-                let _ = write!(l, "({n})");
+                l.push('(');
+                l.push_str(n);
+                l.push(')');
             }
         }
         if let Some(m) = c.grpc_message() {
             let _ = write!(l, " grpc-message={m:?}");
         }
-        let _ = write!(
-            l,
-            " {:.3}ms req={}B resp={}B",
-            c.duration_ns() as f64 / 1e6,
-            c.request_bytes,
-            c.response_bytes
-        );
+        l.push(' ');
+        push_micros(l, c.duration_ns(), Unit::Millis, 0);
+        l.push_str("ms req=");
+        push_uint(l, c.request_bytes);
+        l.push_str("B resp=");
+        push_uint(l, c.response_bytes);
+        l.push('B');
         match c.end {
             CallEnd::Complete => {}
             CallEnd::Reset {
@@ -261,7 +272,10 @@ impl<W: Write> Text<W> {
             CallEnd::Unfinished => l.push_str(" (unfinished)"),
         }
         if c.grpc {
-            let _ = write!(l, " msgs={}/{}", c.request_messages, c.response_messages);
+            l.push_str(" msgs=");
+            push_uint(l, c.request_messages.into());
+            l.push('/');
+            push_uint(l, c.response_messages.into());
         }
         for n in &c.notes {
             let _ = write!(l, "  [!] {n}");
@@ -372,25 +386,47 @@ fn value(h: &HeaderField) -> String {
     header_value(h)
 }
 
-/// Nanoseconds as seconds the way `{:>11.6}` writes `ns as f64 / 1e9`. In integers where that
-/// gives the same digits: below a day and a bit (where the float is exact to far less than a
-/// nanosecond) and off a rounding tie; through the float otherwise.
+/// Nanoseconds as seconds the way `{:>11.6}` writes `ns as f64 / 1e9`.
 fn push_seconds(l: &mut String, ns: i64) {
-    const WIDTH: usize = 11;
+    push_micros(l, ns, Unit::Seconds, 11);
+}
+
+/// What [`push_micros`] writes nanoseconds in.
+#[derive(Clone, Copy)]
+enum Unit {
+    /// Six decimals.
+    Seconds,
+    /// Three decimals.
+    Millis,
+}
+
+/// Nanoseconds in `unit` to the microsecond, right-aligned in `width`, the way
+/// `{:>width$.6}` (seconds) or `{:>width$.3}` (milliseconds) writes the `f64` quotient. In
+/// integers where that gives the same digits: below a day and a bit (where the float is exact
+/// to far less than a nanosecond) and off a rounding tie; through the float otherwise.
+fn push_micros(l: &mut String, ns: i64, unit: Unit, width: usize) {
+    let (per_unit, decimals) = match unit {
+        Unit::Seconds => (1_000_000, 6),
+        Unit::Millis => (1_000, 3),
+    };
     if !(0..100_000_000_000_000).contains(&ns) || ns % 1000 == 500 {
-        let _ = write!(l, "{:>WIDTH$.6}", ns as f64 / 1e9);
+        let _ = write!(
+            l,
+            "{:>width$.decimals$}",
+            ns as f64 / (per_unit as f64 * 1e3)
+        );
         return;
     }
     let micros = (ns as u64 + 500) / 1000;
-    let mut secs = itoa::Buffer::new();
-    let secs = secs.format(micros / 1_000_000);
+    let mut whole = itoa::Buffer::new();
+    let whole = whole.format(micros / per_unit);
     let mut frac = itoa::Buffer::new();
-    let frac = frac.format(micros % 1_000_000);
-    let len = secs.len() + 7;
-    pad(l, SPACES, WIDTH.saturating_sub(len));
-    l.push_str(secs);
+    let frac = frac.format(micros % per_unit);
+    let len = whole.len() + 1 + decimals;
+    pad(l, SPACES, width.saturating_sub(len));
+    l.push_str(whole);
     l.push('.');
-    pad(l, ZEROS, 6 - frac.len());
+    pad(l, ZEROS, decimals - frac.len());
     l.push_str(frac);
 }
 
@@ -784,13 +820,20 @@ fn tree(l: &mut String, fields: &Value, indent: usize) {
 
 #[cfg(test)]
 mod tests {
-    use super::push_seconds;
+    use super::{push_micros, push_seconds, Unit};
     use proptest::prelude::*;
 
     fn both(ns: i64) -> (String, String) {
         let mut l = String::new();
         push_seconds(&mut l, ns);
         (l, format!("{:>11.6}", ns as f64 / 1e9))
+    }
+
+    /// A call's duration, as `{:.3}` writes it in milliseconds.
+    fn both_millis(ns: i64) -> (String, String) {
+        let mut l = String::new();
+        push_micros(&mut l, ns, Unit::Millis, 0);
+        (l, format!("{:.3}", ns as f64 / 1e6))
     }
 
     #[test]
@@ -819,6 +862,8 @@ mod tests {
         ] {
             let (a, b) = both(ns);
             assert_eq!(a, b, "{ns}");
+            let (a, b) = both_millis(ns);
+            assert_eq!(a, b, "{ns} ms");
         }
     }
 
@@ -828,6 +873,8 @@ mod tests {
             ns in prop_oneof![0i64..10_000_000_000, 0i64..200_000_000_000_000, any::<i64>()],
         ) {
             let (a, b) = both(ns);
+            prop_assert_eq!(a, b);
+            let (a, b) = both_millis(ns);
             prop_assert_eq!(a, b);
         }
     }
