@@ -201,6 +201,12 @@ thread_local! {
     static HUFFMAN_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Empties this thread's recent Huffman strings, so that what follows decodes them afresh: for
+/// benchmarks that decode the same blocks again and again.
+pub fn forget_recent_strings() {
+    RECENT_STRINGS.with_borrow_mut(|r| *r = RecentStrings::default());
+}
+
 impl Default for Decoder {
     fn default() -> Self {
         Self::new()
