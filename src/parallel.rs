@@ -26,7 +26,6 @@
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
-use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
@@ -54,56 +53,15 @@ struct Batch {
 }
 
 enum Entry {
-    /// A TCP segment as the reader decoded it (index, time, headers); its payload is
-    /// `data[start..end]`. Only the payload is copied, and the link layers are read once.
-    Segment(u64, i64, Head, usize, usize),
+    /// A TCP segment as the reader decoded it (index, time, headers, with an empty payload);
+    /// its payload is `data[start..end]`. Only the payload is copied, and the link layers are
+    /// read once.
+    Segment(u64, i64, TcpSegment<'static>, usize, usize),
     /// A packet without a TCP segment, for the worker to count: index, time, link, length on
     /// the wire, and where its bytes are in `data`.
     Other(u64, i64, LinkType, u32, usize, usize),
     /// Expire idle connections before the packet of this index, at this time.
     Sweep(u64, i64),
-}
-
-/// A TCP segment without its payload.
-#[derive(Clone, Copy)]
-struct Head {
-    src: SocketAddr,
-    dst: SocketAddr,
-    seq: u32,
-    ack: u32,
-    syn: bool,
-    ack_flag: bool,
-    fin: bool,
-    rst: bool,
-}
-
-impl Head {
-    fn of(s: &TcpSegment<'_>) -> Self {
-        Head {
-            src: s.src,
-            dst: s.dst,
-            seq: s.seq,
-            ack: s.ack,
-            syn: s.syn,
-            ack_flag: s.ack_flag,
-            fin: s.fin,
-            rst: s.rst,
-        }
-    }
-
-    fn with(self, payload: &[u8]) -> TcpSegment<'_> {
-        TcpSegment {
-            src: self.src,
-            dst: self.dst,
-            seq: self.seq,
-            ack: self.ack,
-            syn: self.syn,
-            ack_flag: self.ack_flag,
-            fin: self.fin,
-            rst: self.rst,
-            payload,
-        }
-    }
 }
 
 /// Where an item goes in the output: the packet it came from, and before that packet's own
@@ -186,8 +144,19 @@ enum Routed {
     Event(Event),
     /// A formatted event: where it lies in the worker's text (offsets from the start of all
     /// the text the worker sends, which comes in one buffer per batch), and where its
-    /// connection number goes (offset in that text, width), with the worker's number.
-    Line(Range<u64>, Option<(u64, u8, u64)>),
+    /// connection number goes.
+    Line(Range<u64>, Option<LineConn>),
+}
+
+/// Where a formatted line's connection number goes, and which connection it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LineConn {
+    /// Offset in the worker's text, as the line's range.
+    at: u64,
+    /// Padded to this many columns, as [`ConnSlot::width`].
+    width: u8,
+    /// The connection: the worker's number, the capture's once merged.
+    conn: u64,
 }
 
 impl Routed {
@@ -195,7 +164,7 @@ impl Routed {
     fn conn(&self) -> Option<u64> {
         match self {
             Routed::Event(e) => conn_ref(e),
-            Routed::Line(_, c) => c.map(|(_, _, n)| n),
+            Routed::Line(_, c) => c.map(|c| c.conn),
         }
     }
 }
@@ -249,9 +218,11 @@ impl Sink for Collect<'_> {
         let handoff = self.route.route(&event, self.first_ts, &mut self.text);
         if let Handoff::Line(slot) = handoff {
             let abs = |i: usize| self.sent + i as u64;
-            let conn = slot
-                .zip(conn_ref(&event))
-                .map(|(slot, c)| (abs(slot.at), slot.width, c));
+            let conn = slot.zip(conn_ref(&event)).map(|(slot, conn)| LineConn {
+                at: abs(slot.at),
+                width: slot.width,
+                conn,
+            });
             let line = Routed::Line(abs(start)..abs(self.text.len()), conn);
             self.items.push(line);
             return;
@@ -306,7 +277,10 @@ fn worker(
                     continue;
                 }
                 Entry::Segment(index, ts_ns, head, start, end) => {
-                    let seg = head.with(&batch.data[start..end]);
+                    let seg = TcpSegment {
+                        payload: &batch.data[start..end],
+                        ..head
+                    };
                     (index, d.segment(index, ts_ns, &seg, &mut collect))
                 }
                 Entry::Other(index, ts_ns, link, orig_len, start, end) => {
@@ -414,8 +388,10 @@ impl Merge<'_> {
                 self.sink.event(e);
             }
             Routed::Line(range, conn) => {
-                let conn =
-                    conn.map(|(at, width, c)| (at, width, self.global(worker, c).unwrap_or(c)));
+                let conn = conn.map(|c| LineConn {
+                    conn: self.global(worker, c.conn).unwrap_or(c.conn),
+                    ..c
+                });
                 let (buffers, mut base) = (&self.texts[worker].0, self.texts[worker].1);
                 // Lines never straddle two batches' buffers.
                 let Some(text) = buffers.iter().find_map(|b| {
@@ -428,10 +404,10 @@ impl Merge<'_> {
                 };
                 match conn {
                     None => self.sink.line(text),
-                    Some((at, width, g)) => {
+                    Some(LineConn { at, width, conn }) => {
                         let at = (at - range.start) as usize;
                         let mut digits = itoa::Buffer::new();
-                        let digits = digits.format(g).as_bytes();
+                        let digits = digits.format(conn).as_bytes();
                         let pad = usize::from(width).saturating_sub(digits.len());
                         self.line.clear();
                         self.line.extend_from_slice(&text[..at]);
@@ -620,8 +596,16 @@ pub fn dissect(
                     let b = &mut batches[shard(&seg, workers)];
                     let start = b.data.len();
                     b.data.extend_from_slice(seg.payload);
-                    let entry =
-                        Entry::Segment(p.index, p.ts_ns, Head::of(&seg), start, b.data.len());
+                    let entry = Entry::Segment(
+                        p.index,
+                        p.ts_ns,
+                        TcpSegment {
+                            payload: &[],
+                            ..seg
+                        },
+                        start,
+                        b.data.len(),
+                    );
                     b.entries.push(entry);
                 }
                 // The first worker counts what is not TCP.
@@ -755,6 +739,7 @@ mod tests {
 
     fn line(index: u64, range: Range<u64>, conn: Option<(u64, u8, u64)>) -> (Tag, Output) {
         let tag = Tag { index, phase: 1 };
+        let conn = conn.map(|(at, width, conn)| LineConn { at, width, conn });
         (tag, Output::Item(Routed::Line(range, conn)))
     }
 
