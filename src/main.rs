@@ -636,6 +636,9 @@ impl Tick for Option<Progress> {
 fn conns_with_path(file: &str, path: &str, cfg: &Config, schemas: Schemas) -> HashSet<u64> {
     struct Conns<'a>(&'a str, HashSet<u64>);
     impl Sink for Conns<'_> {
+        fn wants(&mut self) -> h2scope::event::Wants<'_> {
+            h2scope::event::Wants::Calls(None)
+        }
         fn event(&mut self, e: Event) {
             if let Event::Call(c) = e {
                 if c.path().as_deref() == Some(self.0) {
