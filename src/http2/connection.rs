@@ -290,11 +290,17 @@ pub struct Connection {
 
 /// An emptied vector's allocation, for messages borrowing other bytes: collecting into a vector
 /// of the same layout reuses the buffer (std collects in place), so DATA frames do not each
-/// allocate one.
+/// allocate one. A buffer grown large once (many tiny messages in one piece) is let go.
 fn recycle<'b>(mut v: Vec<RawMessage<'_>>) -> Vec<RawMessage<'b>> {
+    if v.capacity() > SCRATCH_KEPT {
+        return Vec::new();
+    }
     v.clear();
     v.into_iter().map(|_| unreachable!("emptied")).collect()
 }
+
+/// Entries a connection's scratch vectors keep room for between frames.
+const SCRATCH_KEPT: usize = 64;
 
 fn is_client_stream(id: u32) -> bool {
     id % 2 == 1
@@ -1374,7 +1380,9 @@ impl Connection {
                 tally.frame(&event);
                 tally.calls += finished_calls.len() as u64;
                 finished_calls.clear();
-                self.finished_scratch = finished_calls;
+                if finished_calls.capacity() <= SCRATCH_KEPT {
+                    self.finished_scratch = finished_calls;
+                }
                 return;
             }
         }
@@ -1384,7 +1392,9 @@ impl Connection {
         for call in finished_calls.drain(..) {
             ctx.sink.event(Event::Call(call));
         }
-        self.finished_scratch = finished_calls;
+        if finished_calls.capacity() <= SCRATCH_KEPT {
+            self.finished_scratch = finished_calls;
+        }
     }
 
     fn data_frame(
