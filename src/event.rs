@@ -205,7 +205,6 @@ pub struct ErrorEvent {
     pub message: String,
 }
 
-/// Receives events in capture order.
 /// Counts of what went by, for the summary.
 #[derive(Debug, Clone)]
 pub struct Tally {
@@ -285,6 +284,7 @@ impl Tally {
     }
 }
 
+/// Receives events in capture order.
 pub trait Sink {
     fn event(&mut self, event: Event);
 
@@ -306,8 +306,10 @@ pub enum Wants<'a> {
     /// Calls, gaps, errors and connection ends, not frames or messages (`--calls`, call
     /// statistics). Frames and messages are counted into the tally, if one is given.
     Calls(Option<&'a mut Tally>),
-    /// Counts only (a summary): frames, messages and calls are counted into the tally instead
-    /// of built. Whatever else comes is still sent to [`Sink::event`], to be counted there.
+    /// Counts only (a summary): frame and message events are not built, and they and finished
+    /// calls are counted into the tally instead of sent. Whatever else comes (gaps, errors,
+    /// calls ended otherwise, connection ends) is still sent to [`Sink::event`], to be counted
+    /// there.
     Counts(&'a mut Tally),
 }
 
