@@ -206,7 +206,7 @@ pub struct ErrorEvent {
 }
 
 /// Counts of what went by, for the summary.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tally {
     pub frames: u64,
     /// Frames by type code (counted per frame, so kept as an array, not a map).

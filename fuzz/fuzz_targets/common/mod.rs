@@ -10,7 +10,7 @@ use h2scope::event::{Event, Sink};
 use h2scope::grpc::schema::Schemas;
 use h2scope::output::jsonl::JsonLines;
 use h2scope::output::text::{Text, TextOptions};
-use h2scope::output::{Summary, Tally};
+use h2scope::output::{Counting, Summary, Tally};
 use h2scope::pipeline::{Config, Dissector};
 
 /// `Dissector::new` parses the bundled descriptor set every time, which would cost most of
@@ -20,9 +20,26 @@ fn bundled_schemas() -> Schemas {
     BUNDLED.get_or_init(Schemas::bundled).clone()
 }
 
+/// Dissects `data` into `sink`, and returns what it counted.
+fn tally_of<S: Sink>(data: &[u8], mut sink: Counting<S>) -> Tally {
+    if let Ok(mut reader) = CaptureReader::from_read("fuzz", Cursor::new(data.to_vec())) {
+        let mut dissector = Dissector::with_schemas(Config::default(), bundled_schemas());
+        let _ = reader.for_each_packet(|p| {
+            dissector.packet(p, &mut sink);
+            true
+        });
+        dissector.finish(&mut sink);
+    }
+    sink.tally
+}
+
 /// Reads `data` as a capture file, dissects every packet into a `Vec<Event>`, then renders
 /// every event and the summary through the JSON Lines and text sinks (into `io::sink()`).
+/// A summary (counts only) and a calls-only output, which build fewer events, must count the
+/// same.
 pub fn dissect_and_render(data: Vec<u8>) {
+    let counts_only = tally_of(&data, Counting::counts_only(Vec::<Event>::new()));
+    let calls_only = tally_of(&data, Counting::new(JsonLines::new(sink(), true, false)));
     let Ok(mut reader) = CaptureReader::from_read("fuzz", Cursor::new(data)) else {
         return;
     };
@@ -57,8 +74,12 @@ pub fn dissect_and_render(data: Vec<u8>) {
         text_calls.set_base(ts);
     }
     let mut tally = Tally::default();
+    for event in &events {
+        tally.count(event);
+    }
+    assert_eq!(tally, counts_only, "a summary counts otherwise");
+    assert_eq!(tally, calls_only, "--calls counts otherwise");
     for event in events {
-        tally.count(&event);
         json.event(event.clone());
         json_calls.event(event.clone());
         text_calls.event(event.clone());
