@@ -236,6 +236,29 @@ impl<'a> Obj<'a> {
             None => self.buf.extend_from_slice(b"null"),
         }
     }
+    /// One of the program's own names (an event, a frame type, a flag, an error code): known
+    /// to need no escaping, so written as it is.
+    #[inline(always)]
+    fn name(&mut self, k: &str, v: &'static str) {
+        debug_assert!(
+            !v.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20),
+            "{v}"
+        );
+        self.key(k);
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(v.as_bytes());
+        self.buf.push(b'"');
+    }
+    #[inline(always)]
+    fn opt_name(&mut self, k: &str, v: Option<&'static str>) {
+        match v {
+            Some(v) => self.name(k, v),
+            None => {
+                self.key(k);
+                self.buf.extend_from_slice(b"null");
+            }
+        }
+    }
     /// A string value, escaped by [`write_str`] (the hot path skips serde's machinery).
     #[inline(always)]
     fn str(&mut self, k: &str, v: &str) {
@@ -252,14 +275,21 @@ impl<'a> Obj<'a> {
             }
         }
     }
-    fn strs<'s>(&mut self, k: &str, v: impl IntoIterator<Item = &'s str>) {
+    /// A list of [`Self::name`]s.
+    fn names(&mut self, k: &str, v: impl IntoIterator<Item = &'static str>) {
         self.key(k);
         self.buf.push(b'[');
         for (i, s) in v.into_iter().enumerate() {
             if i > 0 {
                 self.buf.push(b',');
             }
-            write_str(self.buf, s.as_bytes());
+            debug_assert!(
+                !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20),
+                "{s}"
+            );
+            self.buf.push(b'"');
+            self.buf.extend_from_slice(s.as_bytes());
+            self.buf.push(b'"');
         }
         self.buf.push(b']');
     }
@@ -352,21 +382,21 @@ pub fn write_frame(buf: &mut Vec<u8>, f: &FrameEvent) {
 
 fn frame_obj(mut o: Obj<'_>, f: &FrameEvent) -> Option<usize> {
     let h = &f.header;
-    o.str("event", "frame");
+    o.name("event", "frame");
     o.uint("packet", f.origin.packet);
     o.ts("ts", f.origin.ts_ns);
     o.conn(f.origin.conn);
     o.addr("src", &f.origin.src);
     o.addr("dst", &f.origin.dst);
     o.uint("stream", h.stream as u64);
-    o.str("type", h.kind.name());
+    o.name("type", h.kind.name());
     o.uint("type_code", h.kind.code() as u64);
     o.uint("flags", h.flags as u64);
-    o.strs("flag_names", h.kind.flag_name_iter(h.flags));
+    o.names("flag_names", h.kind.flag_name_iter(h.flags));
     o.uint("length", h.length as u64);
     let error_code = |o: &mut Obj<'_>, code: u32| {
         o.uint("error_code", code as u64);
-        o.opt_str("error_name", error_code_name(code));
+        o.opt_name("error_name", error_code_name(code));
     };
     match &f.detail {
         FrameDetail::Data {
@@ -635,7 +665,7 @@ pub fn write_call(buf: &mut Vec<u8>, c: &Call) {
 }
 
 fn call_obj(mut o: Obj<'_>, c: &Call) -> Option<usize> {
-    o.str("event", "call");
+    o.name("event", "call");
     o.conn(c.conn);
     o.uint("stream", c.stream as u64);
     o.addr("client", &c.client);
@@ -646,7 +676,7 @@ fn call_obj(mut o: Obj<'_>, c: &Call) -> Option<usize> {
     o.opt_uint("status", c.status().map(u64::from));
     let grpc_status = c.grpc_status();
     o.opt_uint("grpc_status", grpc_status.map(u64::from));
-    o.opt_str("grpc_status_name", grpc_status.and_then(grpc_status_name));
+    o.opt_name("grpc_status_name", grpc_status.and_then(grpc_status_name));
     o.opt_str("grpc_message", c.grpc_message().as_deref());
     o.ts("start_ts", c.start_ts_ns);
     o.ts("end_ts", c.end_ts_ns);
@@ -667,8 +697,8 @@ fn call_obj(mut o: Obj<'_>, c: &Call) -> Option<usize> {
         ),
         CallEnd::Unfinished => ("unfinished", None, None),
     };
-    o.str("end", end);
-    o.opt_str("reset_by", reset_by);
+    o.name("end", end);
+    o.opt_name("reset_by", reset_by);
     o.opt_uint("error_code", error_code.map(u64::from));
     o.bool("pushed", c.pushed);
     o.bool("upgraded", c.upgraded);
@@ -713,7 +743,7 @@ pub fn write_message(buf: &mut Vec<u8>, e: &MessageEvent) {
 
 fn message_obj(mut o: Obj<'_>, e: &MessageEvent) -> Option<usize> {
     let d = &e.decoded;
-    o.str("event", "message");
+    o.name("event", "message");
     o.uint("packet", e.origin.packet);
     o.ts("ts", e.origin.ts_ns);
     o.conn(e.origin.conn);
@@ -721,7 +751,7 @@ fn message_obj(mut o: Obj<'_>, e: &MessageEvent) -> Option<usize> {
     o.addr("dst", &e.origin.dst);
     o.uint("stream", e.stream as u64);
     o.opt_str("path", e.path.as_deref());
-    o.str("dir", e.side.as_str());
+    o.name("dir", e.side.as_str());
     o.uint("index", e.index as u64);
     o.bool("compressed", d.compressed);
     o.opt_str("encoding", d.encoding.as_deref());
