@@ -256,14 +256,28 @@ fn grpc_streaming_compression_big_message_and_harvested_schema() {
     // First pass: only reflection responses are looked at; they teach the echo schema.
     let mut harvest_cfg = Config::default();
     harvest_cfg.grpc.decode_bodies = false;
-    let (_, schemas) = dissect(&pcap, Schemas::bundled(), harvest_cfg);
+    let (undecoded, schemas) = dissect(&pcap, Schemas::bundled(), harvest_cfg);
     assert!(schemas.harvested_files().iter().any(|f| f == "echo.proto"));
+    // Without body decoding (as for a summary, which skips even decompressing them), the
+    // compressed messages are all counted, marked compressed, and carry no decoded body.
+    let undecoded = messages(&undecoded);
+    let compressed = undecoded.iter().filter(|m| m.decoded.compressed).count();
+    assert!(compressed >= 10, "{compressed} compressed messages");
+    assert!(undecoded
+        .iter()
+        .filter(|m| !m.path.as_deref().unwrap_or("").contains("ServerReflection"))
+        .all(|m| m.decoded.json.is_none() && m.decoded.problem.is_none()));
 
     let (events, _) = dissect(&pcap, schemas, Config::default());
     assert!(!events
         .iter()
         .any(|e| matches!(e, Event::Error(_) | Event::Gap(_))));
     let ms = messages(&events);
+    assert_eq!(
+        ms.len(),
+        undecoded.len(),
+        "messages counted without decoding"
+    );
 
     let unary = of_path(&ms, "/test.echo.Echo/Unary");
     assert_eq!(unary.len(), 6);

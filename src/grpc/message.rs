@@ -73,6 +73,11 @@ pub fn decode(
         });
         return Outcome::Message(d);
     };
+    // Nothing shown needs the contents (a summary, calls only, statistics): not even
+    // decompressed. Server-reflection responses are decoded all the same, for their schemas.
+    if !cfg.decode_bodies && !cfg.keep_bytes && !is_reflection(path) {
+        return Outcome::Message(d);
+    }
     let plain;
     let bytes: &[u8] = if compressed {
         match d.encoding.as_deref() {

@@ -17,8 +17,9 @@ pub struct GrpcConfig {
     pub max_message_size: usize,
     /// Decompressed size allowed per message.
     pub max_decompressed_size: usize,
-    /// Decode message bodies (JSON, field trees). Off, only server-reflection responses are
-    /// decoded, for the schemas they carry: the harvesting first pass, and summary-only runs.
+    /// Decode message bodies (JSON, field trees). Off, bodies are not even decompressed (unless
+    /// `keep_bytes`), and only server-reflection responses are decoded, for the schemas they
+    /// carry: the harvesting first pass, summary-only runs, calls only, statistics.
     pub decode_bodies: bool,
     /// Keep each message's (decompressed) bytes in its event, for exporters that replay them.
     pub keep_bytes: bool,
