@@ -240,14 +240,8 @@ impl<'a> Obj<'a> {
     /// to need no escaping, so written as it is.
     #[inline(always)]
     fn name(&mut self, k: &str, v: &'static str) {
-        debug_assert!(
-            !v.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20),
-            "{v}"
-        );
         self.key(k);
-        self.buf.push(b'"');
-        self.buf.extend_from_slice(v.as_bytes());
-        self.buf.push(b'"');
+        write_name(self.buf, v);
     }
     #[inline(always)]
     fn opt_name(&mut self, k: &str, v: Option<&'static str>) {
@@ -283,13 +277,7 @@ impl<'a> Obj<'a> {
             if i > 0 {
                 self.buf.push(b',');
             }
-            debug_assert!(
-                !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20),
-                "{s}"
-            );
-            self.buf.push(b'"');
-            self.buf.extend_from_slice(s.as_bytes());
-            self.buf.push(b'"');
+            write_name(self.buf, s);
         }
         self.buf.push(b']');
     }
@@ -326,13 +314,11 @@ impl<'a> Obj<'a> {
                 self.buf.extend_from_slice(b"null");
             }
             let written = &self.buf[start..];
-            if let Ok(len) = u8::try_from(written.len()) {
-                if written.len() <= TS_TEXT_MAX {
-                    let mut text = [0; TS_TEXT_MAX];
-                    text[..written.len()].copy_from_slice(written);
-                    slots = [(ns, text, len), slots[0]];
-                    last.set(slots);
-                }
+            if written.len() <= TS_TEXT_MAX {
+                let mut text = [0; TS_TEXT_MAX];
+                text[..written.len()].copy_from_slice(written);
+                slots = [(ns, text, written.len() as u8), slots[0]];
+                last.set(slots);
             }
         });
     }
@@ -477,6 +463,18 @@ pub fn frame_json(f: &FrameEvent) -> Value {
 
 fn priority_json(p: &crate::http2::frame::PriorityInfo) -> Value {
     json!({"exclusive": p.exclusive, "depends_on": p.depends_on, "weight": p.weight as u16 + 1})
+}
+
+/// A name of the program's own (see [`Obj::name`]) as a JSON string.
+#[inline(always)]
+fn write_name(buf: &mut Vec<u8>, name: &'static str) {
+    debug_assert!(
+        !name.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20),
+        "{name}"
+    );
+    buf.push(b'"');
+    buf.extend_from_slice(name.as_bytes());
+    buf.push(b'"');
 }
 
 /// Header lists written lately on this thread, with their JSON. Lists are shared: a frame's

@@ -79,8 +79,13 @@ impl<W: Write> Text<W> {
         }
     }
 
+    /// Nanoseconds since the capture's first packet.
+    fn rel_ns(&self, ts_ns: i64) -> i64 {
+        ts_ns.saturating_sub(self.base_ns.unwrap_or(ts_ns))
+    }
+
     fn rel(&self, ts_ns: i64) -> f64 {
-        ts_ns.saturating_sub(self.base_ns.unwrap_or(ts_ns)) as f64 / 1e9
+        self.rel_ns(ts_ns) as f64 / 1e9
     }
 
     /// The start every line about a place in the capture shares: record, time, connection,
@@ -88,7 +93,7 @@ impl<W: Write> Text<W> {
     fn head(&mut self, o: &Origin) {
         // As `{:>6} {:>11.6} #{:<3} {} → {}` writes it, without the formatting machinery for
         // all but the time (most lines are short, and this start is half of them).
-        let rel_ns = o.ts_ns.saturating_sub(self.base_ns.unwrap_or(o.ts_ns));
+        let rel_ns = self.rel_ns(o.ts_ns);
         let l = &mut self.line;
         push_right(l, o.packet, 6);
         l.push(' ');
@@ -207,9 +212,7 @@ impl<W: Write> Text<W> {
     }
 
     fn call(&mut self, c: &Call) {
-        let rel_ns = c
-            .start_ts_ns
-            .saturating_sub(self.base_ns.unwrap_or(c.start_ts_ns));
+        let rel_ns = self.rel_ns(c.start_ts_ns);
         let l = &mut self.line;
         if !self.opts.calls_only {
             // Among frame lines, a call is announced where it ends (`{:>6} ` of "CALL").
