@@ -495,12 +495,13 @@ fn config(args: &DecodeArgs) -> Config {
 
 fn make_sink<W: Write>(o: &OutputArgs, quiet: bool, out: W) -> Counting<Out<BufWriter<W>>> {
     let out = BufWriter::with_capacity(1 << 16, out);
+    let quiet = o.quiet || quiet;
     let inner = match o.format {
         Format::Text => Out::Text(Text::new(out, text_options(o, quiet))),
-        Format::Jsonl => Out::Jsonl(JsonLines::new(out, o.calls, o.quiet || quiet)),
+        Format::Jsonl => Out::Jsonl(JsonLines::new(out, o.calls, quiet)),
     };
     // Quiet outputs show no event: the dissection only counts them.
-    if o.quiet || quiet {
+    if quiet {
         Counting::counts_only(inner)
     } else {
         Counting::new(inner)

@@ -269,8 +269,8 @@ pub struct Connection {
     /// calls a frame finishes.
     raw_scratch: Vec<RawMessage<'static>>,
     finished_scratch: FinishedCalls,
-    /// The last `:path` made into a string, and that string.
-    last_path: Option<(Box<[u8]>, Arc<str>)>,
+    /// The last `:path` made into a string.
+    last_path: Option<Arc<str>>,
     /// Highest stream id opened by each side, to recognise frames on closed streams.
     highest_stream: [u32; 2],
     upgrade_request: Option<Vec<HeaderField>>,
@@ -1140,15 +1140,14 @@ impl Connection {
             .get(&stream)
             .and_then(|c| c.request_header(":path"))
         {
-            // Calls on a connection mostly share their path: one string for all of them.
-            if let Some((bytes, path)) = &self.last_path {
-                if bytes[..] == *p {
-                    return Some(path.clone());
-                }
+            // Calls on a connection mostly share their path: one string for all of them. Bytes
+            // equal to the string's are UTF-8, so they would make that very string.
+            if let Some(path) = self.last_path.as_ref().filter(|l| l.as_bytes() == p) {
+                return Some(path.clone());
             }
             // `Call::path`, without a string in between.
             let path: Arc<str> = Arc::from(super::call::lossless_str(p));
-            self.last_path = Some((p.to_vec().into_boxed_slice(), path.clone()));
+            self.last_path = Some(path.clone());
             return Some(path);
         }
         let server_port = ctx.info.dst(self.client).port();

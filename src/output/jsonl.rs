@@ -247,11 +247,13 @@ impl<'a> Obj<'a> {
     fn opt_name(&mut self, k: &str, v: Option<&'static str>) {
         match v {
             Some(v) => self.name(k, v),
-            None => {
-                self.key(k);
-                self.buf.extend_from_slice(b"null");
-            }
+            None => self.null(k),
         }
+    }
+    #[inline(always)]
+    fn null(&mut self, k: &str) {
+        self.key(k);
+        self.buf.extend_from_slice(b"null");
     }
     /// A string value, escaped by [`write_str`] (the hot path skips serde's machinery).
     #[inline(always)]
@@ -263,10 +265,7 @@ impl<'a> Obj<'a> {
     fn opt_str(&mut self, k: &str, v: Option<&str>) {
         match v {
             Some(v) => self.str(k, v),
-            None => {
-                self.key(k);
-                self.buf.extend_from_slice(b"null");
-            }
+            None => self.null(k),
         }
     }
     /// A list of [`Self::name`]s.
@@ -285,10 +284,7 @@ impl<'a> Obj<'a> {
     fn opt_uint(&mut self, k: &str, n: Option<u64>) {
         match n {
             Some(n) => self.uint(k, n),
-            None => {
-                self.key(k);
-                self.buf.extend_from_slice(b"null");
-            }
+            None => self.null(k),
         }
     }
     /// Text from the capture (`write_text`), or null.

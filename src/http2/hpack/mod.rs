@@ -175,15 +175,12 @@ impl RecentStrings {
     }
 
     fn put(&mut self, coded: &[u8], decoded: &Bytes) {
-        let Ok(len) = u8::try_from(coded.len()) else {
-            return;
-        };
         if coded.len() > RECENT_MAX {
             return;
         }
         let mut slot = RecentString {
             coded: [0; RECENT_MAX],
-            len,
+            len: coded.len() as u8,
             decoded: decoded.clone(),
         };
         slot.coded[..coded.len()].copy_from_slice(coded);
@@ -415,7 +412,7 @@ impl Decoder {
     }
 
     /// Reads a string literal (§5.2); returns it decoded and whether it was Huffman-coded.
-    fn string(&mut self, input: &mut Input<'_>) -> Result<(Bytes, bool), HpackError> {
+    fn decoded_string(input: &mut Input<'_>) -> Result<(Bytes, bool), HpackError> {
         let (raw, huffman) = input.string()?;
         if !huffman {
             return Ok((Bytes::copy_from_slice(raw), false));
@@ -446,7 +443,7 @@ impl Decoder {
     ) -> Result<HeaderField, HpackError> {
         let index = input.integer(prefix_bits)?;
         let (name, name_index, huffman_name, name_unknown) = if index == 0 {
-            let (name, huffman) = self.string(input)?;
+            let (name, huffman) = Self::decoded_string(input)?;
             budget.charge(name.len() + ENTRY_OVERHEAD)?;
             (name, None, huffman, false)
         } else {
@@ -459,7 +456,7 @@ impl Decoder {
             let unknown = known_name.is_none();
             (known_name.unwrap_or_default(), Some(index), false, unknown)
         };
-        let (value, huffman_value) = self.string(input)?;
+        let (value, huffman_value) = Self::decoded_string(input)?;
         budget.charge(value.len())?;
 
         let repr = match kind {
