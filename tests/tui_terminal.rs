@@ -126,7 +126,11 @@ fn browse_filter_inspect_export_and_quit_in_a_terminal() {
         140,
         42,
     );
-    let s = t.wait_for("the calls", |s| s.contains("27 calls"));
+    // The bar counts calls as the file loads, before the first call's detail is drawn: wait
+    // for both (under load, the check once came between them).
+    let s = t.wait_for("the calls", |s| {
+        s.contains("27 calls") && s.contains("/grpc.health.v1.Health/Check")
+    });
     assert!(s.contains("/grpc.health.v1.Health/Check"), "{s}");
     // Filter for the Watch call, into its frames: the hex pane points at the frame header.
     t.keys(&["/", "W", "a", "t", "c", "h", "Enter"]);
