@@ -11,8 +11,10 @@
 //!
 //! Besides panics, checks what the API documents: the table never exceeds its maximum, its size
 //! is the sum of its entries' sizes, a decoded block stays within the header list budget, a
-//! fresh decoder never reports unknown fields, and what was decoded re-encodes (`encode_plain`,
-//! Huffman) and decodes back to the same fields.
+//! fresh decoder never reports unknown fields, what was decoded re-encodes (`encode_plain`,
+//! Huffman) and decodes back to the same fields, and a twin decoder that decodes every block
+//! with `decode_shared` (which skips blocks it has seen) gives the same fields, size updates
+//! and table. Every block is decoded twice in a row, so that the twin meets repeats.
 
 #![no_main]
 
@@ -76,10 +78,17 @@ fn run(
 ) {
     dec.set_max_header_list_size(list_size);
     check_table(&dec);
-    for (i, block) in blocks.iter().enumerate() {
+    let mut shared = dec.clone();
+    // The repeat carries no index: the limit is set once.
+    let twice = blocks
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &b)| [(i, b), (usize::MAX, b)]);
+    for (i, block) in twice {
         if i == limit_at {
             if let Some(n) = limit {
                 dec.set_max_table_size_limit(n);
+                shared.set_max_table_size_limit(n);
                 assert_eq!(dec.max_table_size_limit(), n);
                 assert!(dec.max_table_size() <= n as usize);
                 check_table(&dec);
@@ -88,6 +97,14 @@ fn run(
         let mut out = Vec::new();
         let result = dec.decode(block, &mut out);
         check_table(&dec);
+        let twin = shared.decode_shared(block);
+        match (&result, &twin) {
+            (Ok(()), Ok(list)) => assert_eq!(out[..], list[..], "decode_shared differs"),
+            (Err(a), Err(b)) => assert_eq!(a, b),
+            _ => panic!("decode gave {result:?}, decode_shared {twin:?}"),
+        }
+        assert_eq!(dec.last_size_updates(), shared.last_size_updates());
+        assert!(dec.dynamic_table().iter().eq(shared.dynamic_table().iter()));
         if result.is_err() {
             // Documented: the direction is desynchronised; the pipeline stops decoding it.
             break;

@@ -182,16 +182,6 @@ struct Direction {
     unknown_past: bool,
     /// Bytes passed over while looking for frame boundaries.
     skipped: u64,
-    /// The last two header lists decoded, newest first: a block that decodes to the same
-    /// fields shares its list instead of allocating one. Calls repeat their headers, and a
-    /// server alternates two lists (response headers, trailers).
-    recent_lists: [Option<crate::http2::hpack::HeaderList>; 2],
-}
-
-thread_local! {
-    /// Where a header block is decoded before its fields move into the call's shared list:
-    /// one allocation per block, of the exact size, instead of a vector and then the list.
-    static HEADER_SCRATCH: std::cell::RefCell<Vec<HeaderField>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn decoder(unknown_past: bool, max_header_list: usize) -> Decoder {
@@ -221,7 +211,6 @@ impl Direction {
             frames: 0,
             unknown_past: false,
             skipped: 0,
-            recent_lists: [None, None],
         }
     }
 
@@ -301,22 +290,6 @@ fn recycle<'b>(mut v: Vec<RawMessage<'_>>) -> Vec<RawMessage<'b>> {
 
 /// Entries a connection's scratch vectors keep room for between frames.
 const SCRATCH_KEPT: usize = 64;
-
-/// `a == b`, sooner: fields taken from the tables or from the recent Huffman strings share
-/// their bytes, so most compare by address, and the representations usually differ first.
-fn same_fields(a: &[HeaderField], b: &[HeaderField]) -> bool {
-    let same = |x: &bytes::Bytes, y: &bytes::Bytes| {
-        x.len() == y.len() && (x.as_ptr() == y.as_ptr() || x[..] == y[..])
-    };
-    a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| {
-            x.repr == y.repr
-                && x.name_unknown == y.name_unknown
-                && x.value_unknown == y.value_unknown
-                && same(&x.name, &y.name)
-                && same(&x.value, &y.value)
-        })
-}
 
 fn is_client_stream(id: u32) -> bool {
     id % 2 == 1
@@ -1689,25 +1662,7 @@ impl Connection {
                 .push("headers not decoded: HPACK state lost earlier in this direction".into());
         } else {
             let fragment = whole.unwrap_or(&block.fragment);
-            let decoded = HEADER_SCRATCH.with_borrow_mut(|out| {
-                let list = ds.hpack.decode(fragment, out).map(|()| {
-                    let recent = &mut ds.recent_lists;
-                    if let Some(same) = recent.iter().flatten().find(|l| same_fields(l, out)) {
-                        return same.clone();
-                    }
-                    let list = out.drain(..).collect::<Arc<[HeaderField]>>();
-                    recent.swap(0, 1);
-                    recent[0] = Some(list.clone());
-                    list
-                });
-                // Left empty for the next block, also after a failed decode.
-                out.clear();
-                if out.capacity() > 1024 {
-                    *out = Vec::new();
-                }
-                list
-            });
-            match decoded {
+            match ds.hpack.decode_shared(fragment) {
                 Ok(list) => {
                     event.table_size_updates = ds.hpack.last_size_updates().to_vec();
                     headers = Some(list);
@@ -1971,66 +1926,5 @@ fn field(name: Vec<u8>, value: Vec<u8>) -> HeaderField {
         },
         name_unknown: false,
         value_unknown: false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same_fields;
-    use crate::http2::hpack::{HeaderField, Representation};
-    use bytes::Bytes;
-
-    fn field(name: Bytes, value: Bytes, repr: Representation) -> HeaderField {
-        HeaderField {
-            name,
-            value,
-            repr,
-            name_unknown: false,
-            value_unknown: false,
-        }
-    }
-
-    /// `same_fields` answers as `==` does: for fields that share their bytes, fields with equal
-    /// bytes elsewhere, and fields that differ in length, bytes, representation or flags.
-    #[test]
-    fn same_fields_is_equality() {
-        let indexed = Representation::Indexed { index: 62 };
-        let path = Bytes::from_static(b":path");
-        let v = Bytes::copy_from_slice(b"/pkg.Svc/Get");
-        let base = vec![field(path.clone(), v.clone(), indexed)];
-        let mut unknown = base.clone();
-        unknown[0].value_unknown = true;
-        let lists = [
-            base.clone(),
-            // The same bytes at another address.
-            vec![field(
-                Bytes::copy_from_slice(b":path"),
-                Bytes::copy_from_slice(b"/pkg.Svc/Get"),
-                indexed,
-            )],
-            vec![field(
-                path.clone(),
-                Bytes::copy_from_slice(b"/pkg.Svc/Put"),
-                indexed,
-            )],
-            vec![field(
-                path.clone(),
-                Bytes::copy_from_slice(b"/pkg.Svc/Gets"),
-                indexed,
-            )],
-            vec![field(
-                path.clone(),
-                v.clone(),
-                Representation::Indexed { index: 63 },
-            )],
-            unknown,
-            Vec::new(),
-            vec![field(path.clone(), v.clone(), indexed); 2],
-        ];
-        for a in &lists {
-            for b in &lists {
-                assert_eq!(same_fields(a, b), a == b, "{a:?} {b:?}");
-            }
-        }
     }
 }

@@ -16,6 +16,7 @@
 mod encode;
 pub mod huffman;
 mod integer;
+mod recent;
 pub mod table;
 
 #[cfg(test)]
@@ -25,6 +26,7 @@ pub use bytes::Bytes;
 pub use encode::encode_plain;
 pub use huffman::HuffmanError;
 
+use recent::{RecentLists, RecentStrings};
 use table::{DynamicTable, Entry, ENTRY_OVERHEAD, STATIC_LEN};
 
 /// Dynamic table size at connection start (RFC 9113 §6.5.2 default of
@@ -143,50 +145,9 @@ pub struct Decoder {
     /// eviction arithmetic proves nothing about what the peer still holds.
     max_size_known: bool,
     size_updates: Vec<u32>,
-}
-
-/// Huffman strings decoded lately on this thread, by their coded bytes. A client that does not
-/// index a field sends the same literal call after call (h2, under tonic, sends every `:path`
-/// so), and connections to one service send the same ones; found here, a string costs neither
-/// the decoding nor an allocation. Per thread rather than per decoder, so that a capture of
-/// many connections does not pay for it per connection.
-#[derive(Default)]
-struct RecentStrings {
-    slots: [Option<RecentString>; 8],
-    next: usize,
-}
-
-/// Longer strings are not kept: their decoding costs more than the comparison saves less.
-const RECENT_MAX: usize = 64;
-
-struct RecentString {
-    coded: [u8; RECENT_MAX],
-    len: u8,
-    decoded: Bytes,
-}
-
-impl RecentStrings {
-    fn get(&self, coded: &[u8]) -> Option<Bytes> {
-        self.slots
-            .iter()
-            .flatten()
-            .find(|s| &s.coded[..usize::from(s.len)] == coded)
-            .map(|s| s.decoded.clone())
-    }
-
-    fn put(&mut self, coded: &[u8], decoded: &Bytes) {
-        if coded.len() > RECENT_MAX {
-            return;
-        }
-        let mut slot = RecentString {
-            coded: [0; RECENT_MAX],
-            len: coded.len() as u8,
-            decoded: decoded.clone(),
-        };
-        slot.coded[..coded.len()].copy_from_slice(coded);
-        self.slots[self.next] = Some(slot);
-        self.next = (self.next + 1) % self.slots.len();
-    }
+    /// Changes whenever something decoding depends on changes; see [`RecentLists`].
+    version: u64,
+    recent: RecentLists,
 }
 
 thread_local! {
@@ -196,6 +157,10 @@ thread_local! {
     /// allocation per string instead of a growing vector and the `Bytes` that adopts it. One
     /// per thread rather than per decoder: a capture may hold many connections at once.
     static HUFFMAN_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+
+    /// Where [`Decoder::decode_shared`] decodes a block before its fields move into a list: one
+    /// allocation per list, of the exact size, instead of a vector and then the list.
+    static FIELD_SCRATCH: std::cell::RefCell<Vec<HeaderField>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Empties this thread's recent Huffman strings, so that what follows decodes them afresh: for
@@ -234,6 +199,8 @@ impl Decoder {
             past_unknown: false,
             max_size_known: true,
             size_updates: Vec::new(),
+            version: 0,
+            recent: RecentLists::default(),
         }
     }
 
@@ -263,6 +230,7 @@ impl Decoder {
     /// update may set (§4.2). Takes effect when acknowledged; the caller
     /// decides when. The table shrinks if needed, as the encoder's must.
     pub fn set_max_table_size_limit(&mut self, n: u32) {
+        self.changed();
         self.table_size_limit = n;
         let n = n as usize;
         if self.table.max_size() > n {
@@ -274,6 +242,7 @@ impl Decoder {
     /// Cap on the decoded size of one block, counting name + value + 32 per
     /// field (default [`DEFAULT_MAX_HEADER_LIST_SIZE`]).
     pub fn set_max_header_list_size(&mut self, n: usize) {
+        self.changed();
         self.max_header_list_size = n;
     }
 
@@ -317,6 +286,35 @@ impl Decoder {
             out.push(field);
         }
         Ok(())
+    }
+
+    /// Decodes one complete header block as [`decode`](Self::decode) does, into a shared list.
+    /// A block that decodes to the same fields as one of the direction's last two lists shares
+    /// that list, and the very block that produced it, seen again with the table unchanged, is
+    /// not decoded again.
+    ///
+    /// # Errors
+    ///
+    /// As [`decode`](Self::decode); the fields before the bad one are lost.
+    pub fn decode_shared(&mut self, block: &[u8]) -> Result<HeaderList, HpackError> {
+        if let Some(list) = self.recent.repeat(self.version, block) {
+            self.size_updates.clear();
+            return Ok(list);
+        }
+        FIELD_SCRATCH.with_borrow_mut(|out| {
+            out.clear();
+            let version = self.version;
+            let result = self.decode(block, out).map(|()| {
+                let unchanged = (self.version == version).then_some((version, block));
+                self.recent.share(out, unchanged)
+            });
+            // Left empty for the next block, also after a failed decode.
+            out.clear();
+            if out.capacity() > 1024 {
+                *out = Vec::new();
+            }
+            result
+        })
     }
 
     /// Dynamic table size updates found at the start of the last block
@@ -506,6 +504,7 @@ impl Decoder {
                 supported: MAX_SUPPORTED_TABLE_SIZE,
             });
         }
+        self.changed();
         self.table.set_max_size(size as usize);
         self.max_size_known = true;
         self.size_updates.push(size);
@@ -514,6 +513,7 @@ impl Decoder {
     }
 
     fn insert(&mut self, entry: Entry) {
+        self.changed();
         let added = self.table.insert(entry);
         // An entry too big for the table empties it on the peer's side too
         // (sizes we track are exact or too small, never too large).
@@ -521,6 +521,11 @@ impl Decoder {
             self.past_unknown = false;
         }
         self.note_table_change();
+    }
+
+    /// Marks the state decoding depends on as changed: blocks seen before may decode otherwise.
+    fn changed(&mut self) {
+        self.version = self.version.wrapping_add(1);
     }
 
     /// Decides whether entries from before the capture can still exist.

@@ -804,3 +804,90 @@ fn repeated_huffman_literals_are_decoded_once() {
         assert!(d.clone().decode(&bad, &mut out).is_err());
     }
 }
+
+/// A block seen again with the table unchanged gives the list it gave before, the same one; a
+/// block that indexes the dynamic table decodes anew once an insertion moved what it points at.
+#[test]
+fn repeated_blocks_share_their_list_until_the_table_changes() {
+    let mut d = Decoder::new();
+    let insert = |d: &mut Decoder, value: &str| {
+        let mut block = hex("40 03 782d61");
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+        d.decode_shared(&block).unwrap();
+    };
+    insert(&mut d, "one");
+    let newest = hex("be 04 02 2f61");
+    let first = d.decode_shared(&newest).unwrap();
+    let again = d.decode_shared(&newest).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&first, &again));
+    assert_eq!(pairs(&again), expect(&[("x-a", "one"), (":path", "/a")]));
+    insert(&mut d, "two");
+    let moved = d.decode_shared(&newest).unwrap();
+    assert_eq!(pairs(&moved), expect(&[("x-a", "two"), (":path", "/a")]));
+    // A block that inserts changes what its repeat decodes to, so it is decoded each time.
+    let inserting = hex("40 03 782d62 01 31");
+    d.decode_shared(&inserting).unwrap();
+    d.decode_shared(&inserting).unwrap();
+    assert_eq!(d.table_len(), 4);
+    // A size update is reported for its block only, not for a repeat after it.
+    d.decode_shared(&hex("3f e1 1f be")).unwrap();
+    assert_eq!(d.last_size_updates(), &[4096]);
+    d.decode_shared(&newest).unwrap();
+    assert!(d.last_size_updates().is_empty());
+}
+
+/// Pieces of header blocks that touch the table in every way: indexed static and dynamic
+/// references (valid or not), literals that insert, literals that do not.
+const PIECES: [&str; 7] = [
+    "82",
+    "be",
+    "bf",
+    "40 03 782d61 01 31",
+    "40 03 782d61 01 32",
+    "04 02 2f61",
+    "7e 01 33",
+];
+
+proptest::proptest! {
+    /// `decode_shared` gives what `decode` gives, block after block, with the same table and
+    /// size updates, however often blocks repeat and whatever they do to the table.
+    #[test]
+    fn decode_shared_is_decode(
+        pool in proptest::collection::vec(
+            (0..4usize, proptest::collection::vec(0..PIECES.len(), 0..4)),
+            1..5,
+        ),
+        order in proptest::collection::vec(0..5usize, 1..24),
+    ) {
+        // A few blocks, in an order that repeats them: the repeats are what is under test.
+        let pool: Vec<Vec<u8>> = pool
+            .into_iter()
+            .map(|(update, pieces)| {
+                let mut block = match update {
+                    1 => hex("20"),
+                    2 => hex("3f 41"),
+                    _ => Vec::new(),
+                };
+                for p in pieces {
+                    block.extend(hex(PIECES[p]));
+                }
+                block
+            })
+            .collect();
+        let mut plain = Decoder::new();
+        let mut shared = Decoder::new();
+        for i in order {
+            let block = &pool[i % pool.len()];
+            let mut out = Vec::new();
+            let a = plain.decode(block, &mut out).map(|()| out);
+            let b = shared.decode_shared(block).map(|l| l.to_vec());
+            proptest::prop_assert_eq!(&a, &b);
+            proptest::prop_assert_eq!(plain.last_size_updates(), shared.last_size_updates());
+            proptest::prop_assert_eq!(table(&plain), table(&shared));
+            if a.is_err() {
+                break;
+            }
+        }
+    }
+}
