@@ -1,6 +1,7 @@
 //! Cutting length-prefixed gRPC messages (1 flag byte, 4-byte big-endian length, body) out of a
 //! stream's DATA, whatever the DATA frame and TCP segment boundaries. Bodies larger than the
-//! message size cap are reported with their length and skipped, never buffered.
+//! message size cap are reported with their length and skipped, never buffered; so are all
+//! bodies of a deframer told nobody reads them.
 
 use std::borrow::Cow;
 
@@ -9,17 +10,36 @@ pub const FLAG_COMPRESSED: u8 = 0x01;
 /// Flag bit (gRPC-Web): the body is trailers, not a message.
 pub const FLAG_TRAILERS: u8 = 0x80;
 
-/// One message as cut from the stream. Its body borrows the pushed bytes when the message lay
-/// wholly in them, the common case, and is owned when it was put together across pushes.
+/// One message as cut from the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawMessage<'a> {
     pub flags: u8,
     /// Length from the prefix.
     pub length: u32,
-    /// The body, or `None` when it was over the size cap or partly missing from the capture.
-    pub body: Option<Cow<'a, [u8]>>,
-    /// Bytes of the body the capture did not have.
-    pub missing: u64,
+    pub body: Body<'a>,
+}
+
+/// What became of a message's body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body<'a> {
+    /// Borrowed from the pushed bytes when the message lay wholly in them, the common case;
+    /// owned when it was put together across pushes.
+    Kept(Cow<'a, [u8]>),
+    /// Larger than the message size cap: counted, not kept.
+    OverCap,
+    /// This many bytes of it were not in the capture.
+    Missing(u64),
+    /// Not kept because nothing reads it (see [`Deframer::keep_bodies`]).
+    Unread,
+}
+
+impl Body<'_> {
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Body::Kept(b) => Some(b),
+            _ => None,
+        }
+    }
 }
 
 impl RawMessage<'_> {
@@ -27,10 +47,22 @@ impl RawMessage<'_> {
         RawMessage {
             flags: self.flags,
             length: self.length,
-            body: self.body.map(|b| Cow::Owned(b.into_owned())),
-            missing: self.missing,
+            body: match self.body {
+                Body::Kept(b) => Body::Kept(Cow::Owned(b.into_owned())),
+                Body::OverCap => Body::OverCap,
+                Body::Missing(n) => Body::Missing(n),
+                Body::Unread => Body::Unread,
+            },
         }
     }
+}
+
+/// What is done with a body, decided when its prefix is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Keep,
+    OverCap,
+    Unread,
 }
 
 #[derive(Debug)]
@@ -44,7 +76,7 @@ enum State {
         length: u32,
         buf: Vec<u8>,
         got: u32,
-        keep: bool,
+        fate: Fate,
         missing: u64,
     },
     /// Framing lost (a gap outside a body): nothing more is cut from this stream.
@@ -54,7 +86,11 @@ enum State {
 #[derive(Debug)]
 pub struct Deframer {
     state: State,
-    max_message: usize,
+    /// A prefix's length is 32 bits: a larger cap is no cap. Kept small, as the deframer
+    /// lives in every gRPC stream's entry (a map moves entries as it grows and shrinks).
+    max_message: u32,
+    /// False when nothing reads the bodies: they are then neither buffered nor lent.
+    keep_bodies: bool,
     /// grpc-web-text: DATA is base64; undecoded characters carried between chunks.
     text: Option<Vec<u8>>,
 }
@@ -66,8 +102,26 @@ impl Deframer {
                 buf: [0; 5],
                 have: 0,
             },
-            max_message,
+            max_message: u32::try_from(max_message).unwrap_or(u32::MAX),
+            keep_bodies: true,
             text: base64_text.then(Vec::new),
+        }
+    }
+
+    /// Whether bodies are kept (the default) or only counted: a summary, calls only and
+    /// statistics read none, and a message of many segments then costs no copy. Applies to
+    /// bodies whose prefix comes after.
+    pub fn keep_bodies(&mut self, keep: bool) {
+        self.keep_bodies = keep;
+    }
+
+    fn fate(&self, length: u32) -> Fate {
+        if length > self.max_message {
+            Fate::OverCap
+        } else if self.keep_bodies {
+            Fate::Keep
+        } else {
+            Fate::Unread
         }
     }
 
@@ -122,13 +176,16 @@ impl Deframer {
                 State::Prefix { have: 0, .. } if bytes.len() >= 5 => {
                     let length = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
                     let end = 5 + length as usize;
-                    if length as usize <= self.max_message && bytes.len() >= end {
+                    let fate = self.fate(length);
+                    if fate != Fate::OverCap && bytes.len() >= end {
                         // The whole message is here: no copy.
                         out.push(RawMessage {
                             flags: bytes[0],
                             length,
-                            body: Some(Cow::Borrowed(&bytes[5..end])),
-                            missing: 0,
+                            body: match fate {
+                                Fate::Keep => Body::Kept(Cow::Borrowed(&bytes[5..end])),
+                                _ => Body::Unread,
+                            },
                         });
                         bytes = &bytes[end..];
                         continue;
@@ -138,7 +195,7 @@ impl Deframer {
                         length,
                         buf: Vec::new(),
                         got: 0,
-                        keep: length as usize <= self.max_message,
+                        fate,
                         missing: 0,
                     };
                     bytes = &bytes[5..];
@@ -152,13 +209,12 @@ impl Deframer {
                     if *have == 5 {
                         let flags = buf[0];
                         let length = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
-                        let keep = length as usize <= self.max_message;
                         self.state = State::Body {
                             flags,
                             length,
                             buf: Vec::new(),
                             got: 0,
-                            keep,
+                            fate: self.fate(length),
                             missing: 0,
                         };
                         self.complete_if_done(out);
@@ -168,11 +224,11 @@ impl Deframer {
                     length,
                     buf,
                     got,
-                    keep,
+                    fate,
                     ..
                 } => {
                     let take = ((*length - *got) as usize).min(bytes.len());
-                    if *keep {
+                    if *fate == Fate::Keep {
                         if buf.is_empty() {
                             // Reserve from what arrived, not from the (untrusted) prefix alone:
                             // up to 16 times the first piece, which holds a message of a few
@@ -195,7 +251,7 @@ impl Deframer {
             flags,
             length,
             got,
-            keep,
+            fate,
             missing,
             buf,
         } = &mut self.state
@@ -204,8 +260,12 @@ impl Deframer {
                 out.push(RawMessage {
                     flags: *flags,
                     length: *length,
-                    body: (*keep && *missing == 0).then(|| Cow::Owned(std::mem::take(buf))),
-                    missing: *missing,
+                    body: match fate {
+                        _ if *missing > 0 => Body::Missing(*missing),
+                        Fate::Keep => Body::Kept(Cow::Owned(std::mem::take(buf))),
+                        Fate::OverCap => Body::OverCap,
+                        Fate::Unread => Body::Unread,
+                    },
                 });
                 self.state = State::Prefix {
                     buf: [0; 5],
@@ -292,8 +352,8 @@ mod tests {
                 d.push(chunk, &mut out);
             }
             assert_eq!(out.len(), 3, "split {split}");
-            assert_eq!(out[0].body.as_deref(), Some(&b"hello"[..]));
-            assert_eq!(out[1].body.as_deref(), Some(&b""[..]));
+            assert_eq!(out[0].body.bytes(), Some(&b"hello"[..]));
+            assert_eq!(out[1].body.bytes(), Some(&b""[..]));
             assert_eq!(out[2].flags, 1);
             assert!(d.pending().is_none());
         }
@@ -322,7 +382,7 @@ mod tests {
         let before = reserved(&d);
         assert!(before >= 4995, "{before}");
         d.push(rest, &mut out);
-        assert_eq!(out.last().and_then(|m| m.body.as_deref()), Some(&body[..]));
+        assert_eq!(out.last().and_then(|m| m.body.bytes()), Some(&body[..]));
     }
 
     #[test]
@@ -333,8 +393,8 @@ mod tests {
         d.push(&long, &mut out);
         d.push(&ok, &mut out);
         assert_eq!(out[0].length, 13);
-        assert!(out[0].body.is_none());
-        assert_eq!(out[1].body.as_deref(), Some(&b"ok"[..]));
+        assert_eq!(out[0].body, Body::OverCap);
+        assert_eq!(out[1].body.bytes(), Some(&b"ok"[..]));
     }
 
     /// A message wholly inside one push is lent from it; one put together across pushes is owned.
@@ -346,8 +406,42 @@ mod tests {
         let mut out = Vec::new();
         d.push(&stream[..12], &mut out);
         d.push(&stream[12..], &mut out);
-        assert!(matches!(&out[0].body, Some(Cow::Borrowed(b)) if b == b"first"));
-        assert!(matches!(&out[1].body, Some(Cow::Owned(b)) if b == b"second"));
+        assert!(matches!(&out[0].body, Body::Kept(Cow::Borrowed(b)) if b == b"first"));
+        assert!(matches!(&out[1].body, Body::Kept(Cow::Owned(b)) if b == b"second"));
+    }
+
+    /// Unread bodies are cut and measured like kept ones, whole or split, and never buffered;
+    /// a body over the cap or partly missing says so rather than being merely unread.
+    #[test]
+    fn unread_bodies_are_measured_not_kept() {
+        let body = vec![7u8; 3000];
+        let stream = [msg(0, b"small"), msg(1, &body), msg(0, &[1; 40])].concat();
+        let mut d = Deframer::new(32, false);
+        d.keep_bodies(false);
+        let mut out = Vec::new();
+        for chunk in stream.chunks(1000) {
+            d.push(chunk, &mut out);
+            if let State::Body { buf, .. } = &d.state {
+                assert_eq!(buf.capacity(), 0);
+            }
+        }
+        let got: Vec<_> = out.iter().map(|m| (m.flags, m.length, &m.body)).collect();
+        assert_eq!(
+            got,
+            [
+                (0, 5, &Body::Unread),
+                (1, 3000, &Body::OverCap),
+                (0, 40, &Body::OverCap)
+            ]
+        );
+        let mut d = Deframer::new(1 << 20, false);
+        d.keep_bodies(false);
+        let mut out = Vec::new();
+        d.push(&stream[..100], &mut out);
+        assert!(d.gap(10, &mut out));
+        d.push(&stream[110..], &mut out);
+        let got: Vec<_> = out.iter().map(|m| &m.body).collect();
+        assert_eq!(got, [&Body::Unread, &Body::Missing(10), &Body::Unread]);
     }
 
     #[test]
@@ -369,9 +463,8 @@ mod tests {
         d.push(&m[12..], &mut out);
         d.push(&next, &mut out);
         assert_eq!(out.len(), 2);
-        assert!(out[0].body.is_none());
-        assert_eq!(out[0].missing, 4);
-        assert_eq!(out[1].body.as_deref(), Some(&b"next"[..]));
+        assert_eq!(out[0].body, Body::Missing(4));
+        assert_eq!(out[1].body.bytes(), Some(&b"next"[..]));
         assert!(!d.gap(1, &mut out));
         assert!(d.is_lost());
     }
@@ -389,7 +482,7 @@ mod tests {
             d.push(chunk, &mut out);
         }
         assert_eq!(out.len(), 2);
-        assert_eq!(out[0].body.as_deref(), Some(&b"hi"[..]));
+        assert_eq!(out[0].body.bytes(), Some(&b"hi"[..]));
         assert_eq!(out[1].flags, FLAG_TRAILERS);
     }
 }
@@ -421,7 +514,7 @@ mod props {
                 rest = &rest[n..];
                 i += 1;
             }
-            let got: Vec<Vec<u8>> = out.into_iter().map(|m| m.body.unwrap().into_owned()).collect();
+            let got: Vec<Vec<u8>> = out.iter().map(|m| m.body.bytes().unwrap().to_vec()).collect();
             prop_assert_eq!(got, bodies);
             let mut out = Vec::new();
             d.push(&junk, &mut out);

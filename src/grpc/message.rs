@@ -7,7 +7,7 @@ use prost_reflect::{DynamicMessage, MessageDescriptor, SerializeOptions, Value a
 use serde_json::Value;
 
 use super::compression::decompress;
-use super::deframe::{RawMessage, FLAG_COMPRESSED, FLAG_TRAILERS};
+use super::deframe::{Body, RawMessage, FLAG_COMPRESSED, FLAG_TRAILERS};
 use super::schema::Schemas;
 use super::{wire, Flavor, GrpcConfig, GrpcStream, Side};
 
@@ -48,7 +48,7 @@ pub fn decode(
 ) -> Outcome {
     let web = matches!(stream.flavor, Flavor::Web | Flavor::WebText);
     if web && raw.flags & FLAG_TRAILERS != 0 {
-        if let Some(body) = &raw.body {
+        if let Some(body) = raw.body.bytes() {
             return Outcome::WebTrailers(parse_web_trailers(body));
         }
     }
@@ -59,19 +59,23 @@ pub fn decode(
         length: raw.length,
         ..Decoded::default()
     };
-    let Some(body) = &raw.body else {
-        d.problem = Some(if raw.missing > 0 {
-            format!(
-                "{} bytes of this message missing from the capture",
-                raw.missing
-            )
-        } else {
-            format!(
+    let body = match &raw.body {
+        Body::Kept(body) => body,
+        Body::Missing(n) => {
+            d.problem = Some(format!(
+                "{n} bytes of this message missing from the capture"
+            ));
+            return Outcome::Message(d);
+        }
+        Body::OverCap => {
+            d.problem = Some(format!(
                 "{} bytes, larger than the message size limit of {} bytes; not decoded",
                 raw.length, cfg.max_message_size
-            )
-        });
-        return Outcome::Message(d);
+            ));
+            return Outcome::Message(d);
+        }
+        // Nothing shown reads it (see `GrpcConfig::reads_bodies`).
+        Body::Unread => return Outcome::Message(d),
     };
     // Nothing shown needs the contents (a summary, calls only, statistics): not even
     // decompressed. Server-reflection responses are decoded all the same, for their schemas.
@@ -286,7 +290,7 @@ fn looks_like_json(b: &[u8]) -> bool {
     matches!(b.first(), Some(b'{') | Some(b'['))
 }
 
-fn is_reflection(path: Option<&str>) -> bool {
+pub(super) fn is_reflection(path: Option<&str>) -> bool {
     matches!(
         path,
         Some("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")
@@ -362,8 +366,7 @@ mod tests {
         RawMessage {
             flags,
             length: body.len() as u32,
-            body: Some(body.into()),
-            missing: 0,
+            body: Body::Kept(body.into()),
         }
     }
 

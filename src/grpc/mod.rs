@@ -25,6 +25,17 @@ pub struct GrpcConfig {
     pub keep_bytes: bool,
 }
 
+impl GrpcConfig {
+    /// Whether anything reads the message bodies of a stream of this flavor and path: decoding
+    /// or keeping them, a server-reflection stream's schemas, or gRPC-Web's trailer frames.
+    pub fn reads_bodies(&self, flavor: Flavor, path: Option<&str>) -> bool {
+        self.decode_bodies
+            || self.keep_bytes
+            || flavor != Flavor::Grpc
+            || message::is_reflection(path)
+    }
+}
+
 impl Default for GrpcConfig {
     fn default() -> Self {
         GrpcConfig {
@@ -117,6 +128,13 @@ impl GrpcStream {
             ],
             counts: [0, 0],
             path: None,
+        }
+    }
+
+    /// See [`Deframer::keep_bodies`].
+    pub fn keep_bodies(&mut self, keep: bool) {
+        for d in &mut self.deframers {
+            d.keep_bodies(keep);
         }
     }
 

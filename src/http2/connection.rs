@@ -1046,12 +1046,18 @@ impl Connection {
             self.sniff_grpc(stream, bytes, ctx);
         }
         let side = self.side(dir);
+        let path = match self.grpc.get(&stream).map(|g| &g.path) {
+            None => return,
+            Some(Some(known)) => known.clone(),
+            // Looked up before the first message: whether its body is kept depends on it.
+            Some(None) => self.stream_path(stream, ctx),
+        };
         let Some(g) = self.grpc.get_mut(&stream) else {
             return;
         };
         let mut raws = recycle(std::mem::take(&mut self.raw_scratch));
         g.data(side, bytes, &mut raws);
-        self.messages(dir, stream, side, &mut raws, ctx);
+        self.messages(dir, stream, side, path, &mut raws, ctx);
         self.raw_scratch = recycle(raws);
     }
 
@@ -1063,7 +1069,8 @@ impl Connection {
         };
         let mut raws = Vec::new();
         let kept = g.gap(side, n, &mut raws);
-        self.messages(dir, stream, side, &mut raws, ctx);
+        let path = self.stream_path(stream, ctx);
+        self.messages(dir, stream, side, path, &mut raws, ctx);
         if !kept {
             ctx.error(
                 dir,
@@ -1141,6 +1148,7 @@ impl Connection {
         }
         let path = self.effective_path(stream, ctx);
         if let Some(g) = self.grpc.get_mut(&stream) {
+            g.keep_bodies(ctx.grpc.reads_bodies(g.flavor, path.as_deref()));
             g.path = Some(path.clone());
         }
         path
@@ -1159,13 +1167,10 @@ impl Connection {
         dir: Dir,
         stream: u32,
         side: Side,
+        path: Option<Arc<str>>,
         raws: &mut Vec<RawMessage<'_>>,
         ctx: &mut Ctx<'_>,
     ) {
-        if raws.is_empty() {
-            return;
-        }
-        let path = self.stream_path(stream, ctx);
         for raw in raws.drain(..) {
             let Some(g) = self.grpc.get_mut(&stream) else {
                 return;
