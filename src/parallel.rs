@@ -68,6 +68,16 @@ impl Batch {
 /// A batch's buffer is kept for reuse up to this size (512 small packets take about 60 kB).
 const SPARE_MAX: usize = 1 << 20;
 
+/// A worker's ends of its channels.
+struct WorkerLinks {
+    batches: Receiver<Batch>,
+    replies: SyncSender<Reply>,
+    /// Emptied batches, back to the reader.
+    spare_batches: SyncSender<Batch>,
+    /// Text buffers the merge has written out, back from it.
+    spare_texts: Receiver<Vec<u8>>,
+}
+
 /// Emptied batches on their way back from the workers to the reader. Without them every batch
 /// grew its two vectors from nothing, copying them as they doubled, and was freed on another
 /// thread: 3% of a summary's instructions on two workers.
@@ -172,12 +182,11 @@ impl<F: Fn(&Event, &mut Vec<u8>) -> Handoff + Sync> Route for F {
     }
 }
 
-/// An event as a worker hands it on.
-// Nearly every item is an event or a line: boxing to shrink the rest would cost an allocation
-// per item.
-#[allow(clippy::large_enum_variant)]
+/// An event as a worker hands it on. Routes make lines of nearly every event; the few events
+/// passed on as they are go in a box, so that items, which are moved into the reply and again
+/// into the merge's queue, stay small.
 enum Routed {
-    Event(Event),
+    Event(Box<Event>),
     /// A formatted event: where it lies in the worker's text (offsets from the start of all
     /// the text the worker sends, which comes in one buffer per batch), and where its
     /// connection number goes.
@@ -240,10 +249,11 @@ struct Collect<'r> {
 }
 
 impl Collect<'_> {
-    /// The text so far, to send; later offsets continue after it.
-    fn take_text(&mut self) -> Vec<u8> {
+    /// The text so far, to send; later offsets continue after it. Lines go on in `spare`, a
+    /// buffer the merge has written out, when there is one.
+    fn take_text(&mut self, spare: Option<Vec<u8>>) -> Vec<u8> {
         self.sent += self.text.len() as u64;
-        std::mem::take(&mut self.text)
+        std::mem::replace(&mut self.text, spare.unwrap_or_default())
     }
 }
 
@@ -266,7 +276,7 @@ impl Sink for Collect<'_> {
         // Nothing else may leave text behind.
         self.text.truncate(start);
         if handoff == Handoff::Event {
-            self.items.push(Routed::Event(event));
+            self.items.push(Routed::Event(Box::new(event)));
         }
     }
 
@@ -284,10 +294,14 @@ fn worker(
     cfg: Config,
     schemas: Schemas,
     route: &dyn Route,
-    rx: Receiver<Batch>,
-    tx: SyncSender<Reply>,
-    spares: SyncSender<Batch>,
+    links: WorkerLinks,
 ) -> Option<()> {
+    let WorkerLinks {
+        batches: rx,
+        replies: tx,
+        spare_batches: spares,
+        spare_texts,
+    } = links;
     let mut cfg = cfg;
     cfg.flows.external_sweeps = true;
     let mut d = Dissector::with_schemas(cfg, schemas);
@@ -301,10 +315,12 @@ fn worker(
         sent: 0,
     };
     let (mut last_index, mut last_ts) = (0, 0);
+    // Batches are alike: each reply's items start with room for as many as the last one's.
+    let mut room = 0;
     for batch in rx {
         (last_index, last_ts) = (batch.read_to, batch.read_ts);
         collect.first_ts = batch.first_ts;
-        let mut items = Vec::new();
+        let mut items = Vec::with_capacity(room);
         for entry in &batch.entries {
             let (index, conn) = match *entry {
                 Entry::Sweep(index, ts_ns) => {
@@ -342,6 +358,7 @@ fn worker(
             }
             items.extend(collect.items.drain(..).map(|e| (tag, Output::Item(e))));
         }
+        room = items.len().min(4 * BATCH);
         let done_to = batch.read_to;
         if let Some(spare) = batch.emptied() {
             // A full pool: the reader has enough; this one is freed.
@@ -350,7 +367,7 @@ fn worker(
         tx.send(Reply {
             worker: id,
             items,
-            text: collect.take_text(),
+            text: collect.take_text(spare_texts.try_recv().ok()),
             done_to,
             finish: None,
         })
@@ -360,7 +377,7 @@ fn worker(
     tx.send(Reply {
         worker: id,
         items: Vec::new(),
-        text: collect.take_text(),
+        text: collect.take_text(None),
         done_to: u64::MAX,
         finish: Some((collect.items, stats, collect.tally, d.into_schemas())),
     })
@@ -411,6 +428,8 @@ struct Merge<'a> {
     texts: Vec<(VecDeque<Vec<u8>>, u64)>,
     /// A line with its connection number put in.
     line: Vec<u8>,
+    /// Per worker: where its written-out text buffers go back to it.
+    spare_texts: Vec<SyncSender<Vec<u8>>>,
 }
 
 impl Merge<'_> {
@@ -427,7 +446,7 @@ impl Merge<'_> {
                         *c = g;
                     }
                 }
-                self.sink.event(e);
+                self.sink.event(*e);
             }
             Routed::Line(range, conn) => {
                 let conn = conn.map(|c| LineConn {
@@ -528,7 +547,17 @@ impl Merge<'_> {
                             .front()
                             .is_some_and(|b| *base + (b.len() as u64) <= end)
                         {
-                            *base += buffers.pop_front().map_or(0, |b| b.len() as u64);
+                            let Some(mut b) = buffers.pop_front() else {
+                                break;
+                            };
+                            *base += b.len() as u64;
+                            if b.capacity() <= SPARE_MAX {
+                                b.clear();
+                                if let Some(back) = self.spare_texts.get(w) {
+                                    // A worker with spares enough: this one is freed.
+                                    let _ = back.try_send(b);
+                                }
+                            }
                         }
                     }
                 }
@@ -573,6 +602,7 @@ pub fn dissect(
         sink,
         texts: vec![(VecDeque::new(), 0); workers],
         line: Vec::new(),
+        spare_texts: Vec::new(),
     };
     let mut ends: Vec<Option<Finish>> = (0..workers).map(|_| None).collect();
     let mut result = Ok(());
@@ -582,10 +612,17 @@ pub fn dissect(
         let mut inputs = Vec::new();
         for id in 0..workers {
             let (tx, rx) = sync_channel::<Batch>(4);
-            let (cfg, schemas, reply) = (cfg.clone(), schemas.clone(), reply_tx.clone());
-            let spare = spares.tx.clone();
-            scope.spawn(move || worker(id, cfg, schemas, route, rx, reply, spare));
+            let (texts_tx, texts_rx) = sync_channel::<Vec<u8>>(4);
+            let links = WorkerLinks {
+                batches: rx,
+                replies: reply_tx.clone(),
+                spare_batches: spares.tx.clone(),
+                spare_texts: texts_rx,
+            };
+            let (cfg, schemas) = (cfg.clone(), schemas.clone());
+            scope.spawn(move || worker(id, cfg, schemas, route, links));
             inputs.push(Some(tx));
+            merge.spare_texts.push(texts_tx);
         }
         drop(reply_tx);
         let mut batches: Vec<Batch> = (0..workers).map(|_| Batch::default()).collect();
@@ -800,6 +837,7 @@ mod tests {
             sink: &mut sink,
             texts: vec![(VecDeque::new(), 0); 2],
             line: Vec::new(),
+            spare_texts: Vec::new(),
         };
         let new = |index, n| (Tag { index, phase: 1 }, Output::NewConn(n));
         // Worker 1's connection starts first (packet 1), worker 0's at packet 2.
