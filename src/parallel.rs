@@ -829,6 +829,8 @@ mod tests {
     #[test]
     fn merge_numbers_lines_and_lets_their_buffers_go() {
         let mut sink = Lines::default();
+        let (back0, spares0) = sync_channel(4);
+        let (back1, spares1) = sync_channel(4);
         let mut merge = Merge {
             queues: vec![VecDeque::new(), VecDeque::new()],
             done_to: vec![0, 0],
@@ -837,7 +839,7 @@ mod tests {
             sink: &mut sink,
             texts: vec![(VecDeque::new(), 0); 2],
             line: Vec::new(),
-            spare_texts: Vec::new(),
+            spare_texts: vec![back0, back1],
         };
         let new = |index, n| (Tag { index, phase: 1 }, Output::NewConn(n));
         // Worker 1's connection starts first (packet 1), worker 0's at packet 2.
@@ -861,5 +863,13 @@ mod tests {
         assert!(merge.texts.iter().all(|(buffers, _)| buffers.is_empty()));
         assert_eq!(merge.texts[0].1, 13);
         assert_eq!(sink.0, ["{\"conn\":0  }", "{\"conn\":1}", "{\"x\""]);
+        // Written out, each buffer went back to its worker, emptied.
+        let returned = |rx: &Receiver<Vec<u8>>| {
+            std::iter::from_fn(|| rx.try_recv().ok())
+                .map(|b: Vec<u8>| (b.len(), b.capacity() > 0))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(returned(&spares0), [(0, true), (0, true)]);
+        assert_eq!(returned(&spares1), [(0, true)]);
     }
 }
