@@ -86,8 +86,7 @@ enum State {
 #[derive(Debug)]
 pub struct Deframer {
     state: State,
-    /// A prefix's length is 32 bits: a larger cap is no cap. Kept small, as the deframer
-    /// lives in every gRPC stream's entry (a map moves entries as it grows and shrinks).
+    /// A prefix's length is 32 bits: a larger cap is no cap.
     max_message: u32,
     /// False when nothing reads the bodies: they are then neither buffered nor lent.
     keep_bodies: bool,

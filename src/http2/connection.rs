@@ -250,8 +250,9 @@ pub struct Connection {
     client: Dir,
     dirs: [Direction; 2],
     calls: BTreeMap<u32, Box<Call>>,
-    /// gRPC state of the calls that are gRPC.
-    grpc: BTreeMap<u32, GrpcStream>,
+    /// gRPC state of the calls that are gRPC. Boxed, as calls are: entries move inside the
+    /// map's nodes as streams come and go, and a stream's state is a few hundred bytes.
+    grpc: BTreeMap<u32, Box<GrpcStream>>,
     /// Message events of the DATA frame being read, emitted after its frame event.
     pending_messages: Vec<Event>,
     /// Kept between frames for their allocations: the messages a DATA frame completes, and the
@@ -1109,7 +1110,11 @@ impl Connection {
         }
         self.grpc.insert(
             stream,
-            GrpcStream::new(grpc::Flavor::Grpc, false, ctx.grpc.max_message_size),
+            Box::new(GrpcStream::new(
+                grpc::Flavor::Grpc,
+                false,
+                ctx.grpc.max_message_size,
+            )),
         );
     }
 
@@ -1235,7 +1240,11 @@ impl Connection {
                 let Some((flavor, json)) = get("content-type").and_then(grpc::classify) else {
                     return;
                 };
-                e.insert(GrpcStream::new(flavor, json, ctx.grpc.max_message_size))
+                e.insert(Box::new(GrpcStream::new(
+                    flavor,
+                    json,
+                    ctx.grpc.max_message_size,
+                )))
             }
         };
         if encoding.is_some() {
