@@ -642,7 +642,11 @@ fn conns_with_path(file: &str, path: &str, cfg: &Config, schemas: Schemas) -> Ha
         }
         fn event(&mut self, e: Event) {
             if let Event::Call(c) = e {
-                if c.path().as_deref() == Some(self.0) {
+                // `Call::path` without its string: UTF-8 paths compare as they lie.
+                let path = c
+                    .request_header(":path")
+                    .map(h2scope::http2::call::lossless_str);
+                if path.as_deref() == Some(self.0) {
                     self.1.insert(c.conn);
                 }
             }
