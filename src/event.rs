@@ -306,6 +306,9 @@ pub enum Wants<'a> {
     /// Calls, gaps, errors and connection ends, not frames or messages (`--calls`, call
     /// statistics). Frames and messages are counted into the tally, if one is given.
     Calls(Option<&'a mut Tally>),
+    /// Everything but messages (connection health): message events are not built, and are
+    /// counted into the tally, if one is given.
+    AllButMessages(Option<&'a mut Tally>),
     /// Counts only (a summary): frame and message events are not built, and they and finished
     /// calls are counted into the tally instead of sent. Whatever else comes (gaps, errors,
     /// calls ended otherwise, connection ends) is still sent to [`Sink::event`], to be counted

@@ -81,3 +81,52 @@ fn a_summary_counts_what_the_full_output_shows() {
     // Not a comparison of zeros: most captures carry gRPC calls and messages.
     assert!(with_calls >= 20, "{with_calls} captures with calls");
 }
+
+/// `health` looks at everything but messages (`Wants::AllButMessages`), and message events are
+/// then not built. Such a sink must still get every other event, in the same order, as a sink
+/// that takes everything, and a `Counting` around it must count the messages all the same.
+#[test]
+fn a_sink_without_messages_gets_every_other_event() {
+    use h2scope::capture::CaptureReader;
+    use h2scope::event::{Event, Sink, Wants};
+    use h2scope::output::Counting;
+    use h2scope::pipeline::{Config, Dissector};
+
+    struct NoMessages(Vec<Event>);
+    impl Sink for NoMessages {
+        fn wants(&mut self) -> Wants<'_> {
+            Wants::AllButMessages(None)
+        }
+        fn event(&mut self, e: Event) {
+            self.0.push(e);
+        }
+    }
+    fn dissect<S: Sink>(file: &str, sink: &mut S) {
+        let mut reader = CaptureReader::open(file).unwrap();
+        let mut d = Dissector::new(Config::default());
+        let _ = reader.for_each_packet(|p| {
+            d.packet(p, sink);
+            true
+        });
+        d.finish(sink);
+    }
+
+    let mut messages = 0;
+    for file in captures() {
+        let mut full = Counting::new(Vec::<Event>::new());
+        dissect(&file, &mut full);
+        let mut part = Counting::new(NoMessages(Vec::new()));
+        dissect(&file, &mut part);
+        assert_eq!(part.tally, full.tally, "{file}");
+        messages += full.tally.messages;
+        let others: Vec<String> = full
+            .inner
+            .iter()
+            .filter(|e| !matches!(e, Event::Message(_)))
+            .map(|e| format!("{e:?}"))
+            .collect();
+        let got: Vec<String> = part.inner.0.iter().map(|e| format!("{e:?}")).collect();
+        assert!(got == others, "{file}: other events differ");
+    }
+    assert!(messages > 100, "only {messages} messages in all captures");
+}

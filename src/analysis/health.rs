@@ -409,6 +409,11 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
 }
 
 impl<F: FnMut(ConnectionHealth)> Sink for Health<F> {
+    fn wants(&mut self) -> crate::event::Wants<'_> {
+        // Pings, resets, windows and calls; never a message.
+        crate::event::Wants::AllButMessages(None)
+    }
+
     fn event(&mut self, event: Event) {
         match event {
             Event::Frame(f) => self.frame(&f),

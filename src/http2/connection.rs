@@ -1196,8 +1196,10 @@ impl Connection {
                     g.counts[side as usize] += 1;
                     match ctx.sink.wants() {
                         Wants::Everything => {}
-                        Wants::Calls(None) => continue,
-                        Wants::Calls(Some(tally)) | Wants::Counts(tally) => {
+                        Wants::Calls(None) | Wants::AllButMessages(None) => continue,
+                        Wants::Calls(Some(tally))
+                        | Wants::AllButMessages(Some(tally))
+                        | Wants::Counts(tally) => {
                             tally.messages += 1;
                             continue;
                         }
@@ -1371,7 +1373,7 @@ impl Connection {
             }
         }
         match ctx.sink.wants() {
-            Wants::Everything => ctx.sink.event(Event::Frame(event)),
+            Wants::Everything | Wants::AllButMessages(_) => ctx.sink.event(Event::Frame(event)),
             Wants::Calls(tally) => {
                 if let Some(tally) = tally {
                     tally.frame(&event);

@@ -183,6 +183,7 @@ impl<S: Sink> Sink for Counting<S> {
             Wants::Everything => Wants::Everything,
             // What is not built is counted here all the same.
             Wants::Calls(_) => Wants::Calls(Some(&mut self.tally)),
+            Wants::AllButMessages(_) => Wants::AllButMessages(Some(&mut self.tally)),
             Wants::Counts(_) => Wants::Counts(&mut self.tally),
         }
     }

@@ -20,6 +20,19 @@ fn bundled_schemas() -> Schemas {
     BUNDLED.get_or_init(Schemas::bundled).clone()
 }
 
+/// Looks at everything but messages, as `health` does.
+struct NoMessages;
+
+impl Sink for NoMessages {
+    fn wants(&mut self) -> h2scope::event::Wants<'_> {
+        h2scope::event::Wants::AllButMessages(None)
+    }
+
+    fn event(&mut self, event: Event) {
+        assert!(!matches!(event, Event::Message(_)), "a message was built");
+    }
+}
+
 /// Dissects `data` into `sink` without decoding bodies, as the summary and `--calls` do (their
 /// deframers then skip the bytes of messages), and returns what it counted.
 fn tally_of<S: Sink>(data: &[u8], mut sink: Counting<S>) -> Tally {
@@ -38,11 +51,12 @@ fn tally_of<S: Sink>(data: &[u8], mut sink: Counting<S>) -> Tally {
 
 /// Reads `data` as a capture file, dissects every packet into a `Vec<Event>`, then renders
 /// every event and the summary through the JSON Lines and text sinks (into `io::sink()`).
-/// A summary (counts only) and a calls-only output, which build fewer events, must count the
-/// same.
+/// A summary (counts only), a calls-only output and a sink without messages (as `health`),
+/// which build fewer events, must count the same.
 pub fn dissect_and_render(data: Vec<u8>) {
     let counts_only = tally_of(&data, Counting::counts_only(Vec::<Event>::new()));
     let calls_only = tally_of(&data, Counting::new(JsonLines::new(sink(), true, false)));
+    let no_messages = tally_of(&data, Counting::new(NoMessages));
     let Ok(mut reader) = CaptureReader::from_read("fuzz", Cursor::new(data)) else {
         return;
     };
@@ -82,6 +96,7 @@ pub fn dissect_and_render(data: Vec<u8>) {
     }
     assert_eq!(tally, counts_only, "a summary counts otherwise");
     assert_eq!(tally, calls_only, "--calls counts otherwise");
+    assert_eq!(tally, no_messages, "a sink without messages counts otherwise");
     for event in events {
         json.event(event.clone());
         json_calls.event(event.clone());
