@@ -79,7 +79,7 @@ pub fn decode(
     };
     // Nothing shown needs the contents (a summary, calls only, statistics): not even
     // decompressed. Server-reflection responses are decoded all the same, for their schemas.
-    if !cfg.decode_bodies && !cfg.keep_bytes && !is_reflection(path) {
+    if !cfg.reads_contents(path) {
         return Outcome::Message(d);
     }
     let plain;

@@ -26,13 +26,16 @@ pub struct GrpcConfig {
 }
 
 impl GrpcConfig {
-    /// Whether anything reads the message bodies of a stream of this flavor and path: decoding
-    /// or keeping them, a server-reflection stream's schemas, or gRPC-Web's trailer frames.
+    /// Whether anything reads what the messages of a call with this path carry: decoding or
+    /// keeping them, or a server-reflection call's schemas.
+    pub fn reads_contents(&self, path: Option<&str>) -> bool {
+        self.decode_bodies || self.keep_bytes || message::is_reflection(path)
+    }
+
+    /// Whether anything reads the message bodies of a stream of this flavor and path: its
+    /// contents, or gRPC-Web's trailer frames.
     pub fn reads_bodies(&self, flavor: Flavor, path: Option<&str>) -> bool {
-        self.decode_bodies
-            || self.keep_bytes
-            || flavor != Flavor::Grpc
-            || message::is_reflection(path)
+        self.reads_contents(path) || flavor != Flavor::Grpc
     }
 }
 

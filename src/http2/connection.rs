@@ -1047,12 +1047,11 @@ impl Connection {
             self.sniff_grpc(stream, bytes, ctx);
         }
         let side = self.side(dir);
-        let path = match self.grpc.get(&stream).map(|g| &g.path) {
-            None => return,
-            Some(Some(known)) => known.clone(),
-            // Looked up before the first message: whether its body is kept depends on it.
-            Some(None) => self.stream_path(stream, ctx),
-        };
+        if !self.grpc.contains_key(&stream) {
+            return;
+        }
+        // Looked up before the first message: whether its body is kept depends on it.
+        let path = self.stream_path(stream, ctx);
         let Some(g) = self.grpc.get_mut(&stream) else {
             return;
         };
