@@ -74,6 +74,8 @@ pub struct ConnectionEnd {
     pub end: EndKind,
     /// The connection was joined mid-way by the capture.
     pub mid: bool,
+    /// The TLS the connection was carried in.
+    pub tls: Option<crate::tls::TlsInfo>,
 }
 
 /// Where in the capture something happened.
@@ -182,6 +184,8 @@ pub enum ErrorKind {
     Protocol,
     /// A limit was reached (buffer, table, header list).
     Limit,
+    /// A TLS connection, or part of it, could not be decrypted.
+    Tls,
 }
 
 impl ErrorKind {
@@ -193,6 +197,7 @@ impl ErrorKind {
             ErrorKind::Resync => "resync",
             ErrorKind::Protocol => "protocol",
             ErrorKind::Limit => "limit",
+            ErrorKind::Tls => "tls",
         }
     }
 }

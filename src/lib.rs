@@ -1,7 +1,7 @@
 //! h2scope: look inside HTTP/2 and gRPC traffic in packet captures.
 //!
 //! The pipeline, one module per stage, data flowing one way:
-//! [`capture`] (pcap/pcapng records, link layers) → [`tcp`] (flows, reassembly) →
+//! [`capture`] (pcap/pcapng records, link layers) → [`tcp`] (flows, reassembly) → [`tls`] (decryption with logged secrets) →
 //! [`http2`] (frames, HPACK, connection state, calls) → [`grpc`] (messages, compression,
 //! schemas, protobuf decoding) → [`event`]s → [`output`] sinks.
 //! [`pipeline::Dissector`] ties the stages together.
@@ -18,4 +18,5 @@ pub mod parallel;
 pub mod pipeline;
 pub mod spill;
 pub mod tcp;
+pub mod tls;
 pub mod tui;

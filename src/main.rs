@@ -19,6 +19,7 @@ use h2scope::output::text::{Text, TextOptions, TextRoute};
 use h2scope::output::{Counting, Summary};
 use h2scope::parallel::Route;
 use h2scope::pipeline::{harvest_schemas, Config, Dissector};
+use h2scope::tls::KeyLog;
 
 #[derive(Parser)]
 #[command(
@@ -199,6 +200,32 @@ struct DecodeArgs {
     /// (`PORT=/pkg.Svc/Method`). Repeatable.
     #[arg(long = "assume-path", value_name = "TARGET=PATH", value_parser = parse_assume)]
     assume_paths: Vec<AssumedPath>,
+    /// Decrypt TLS connections with the secrets in this key log: what SSLKEYLOGFILE makes
+    /// programs write, or Wireshark's `RSA Session-ID:` lines. Read again as it grows.
+    #[arg(long = "tls-keylog", value_name = "FILE", value_parser = parse_keylog)]
+    tls_keylog: Option<Arc<KeyLog>>,
+    /// A tshark preference; `tls.keylog_file:FILE` is the one understood (same as
+    /// --tls-keylog).
+    #[arg(short = 'o', value_name = "NAME:VALUE", value_parser = parse_pref)]
+    prefs: Vec<Arc<KeyLog>>,
+}
+
+fn parse_keylog(s: &str) -> Result<Arc<KeyLog>, String> {
+    KeyLog::open(std::path::Path::new(s))
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
+}
+
+fn parse_pref(s: &str) -> Result<Arc<KeyLog>, String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: expected NAME:VALUE, as tls.keylog_file:keys.log"))?;
+    match name {
+        "tls.keylog_file" | "ssl.keylog_file" => parse_keylog(value),
+        _ => Err(format!(
+            "preference {name:?} is not understood; h2scope reads only tls.keylog_file:FILE"
+        )),
+    }
 }
 
 fn parse_assume(s: &str) -> Result<AssumedPath, String> {
@@ -488,6 +515,10 @@ fn config(args: &DecodeArgs) -> Config {
     let mut cfg = Config::default();
     cfg.http2.forced_ports = args.h2_ports.clone();
     cfg.http2.assumed_paths = args.assume_paths.clone();
+    cfg.tls_keys = args
+        .tls_keylog
+        .clone()
+        .or_else(|| args.prefs.last().cloned());
     cfg.grpc.max_message_size = args.max_message_size;
     cfg.grpc.max_decompressed_size = args.max_message_size.max(cfg.grpc.max_decompressed_size);
     cfg

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::capture::link::{self, Skip, TcpSegment};
 use crate::capture::Packet;
-use crate::event::{ConnectionEnd, EndKind, Event, Sink, Tally, Wants};
+use crate::event::{ConnectionEnd, EndKind, ErrorKind, Event, Sink, Tally, Wants};
 use crate::grpc::schema::Schemas;
 use crate::grpc::GrpcConfig;
 use crate::http2::connection::{Connection, Ctx, Http2Config, Mode};
@@ -15,12 +15,16 @@ use crate::tcp::{
     CloseReason, Dir, FlowConfig, FlowHandler, FlowInfo, FlowTable, FlowTableStats, PacketMeta,
     StreamEvent,
 };
+use crate::tls::{self, KeyLog};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub flows: FlowConfig,
     pub http2: Http2Config,
     pub grpc: GrpcConfig,
+    /// Secrets for TLS connections (`--tls-keylog`); without them TLS is only recognised.
+    pub tls_keys: Option<Arc<KeyLog>>,
 }
 
 /// Counts for the end-of-run summary that events alone do not carry.
@@ -36,6 +40,10 @@ pub struct Stats {
     /// TCP connections that were not HTTP/2 (or not recognisable as such).
     pub other_connections: u64,
     pub other_bytes: u64,
+    /// TCP connections that started with a TLS ClientHello.
+    pub tls_connections: u64,
+    /// Of those, the ones with application data decrypted.
+    pub tls_decrypted: u64,
     pub first_ts_ns: Option<i64>,
     pub last_ts_ns: i64,
     pub flows: FlowTableStats,
@@ -53,6 +61,8 @@ impl Stats {
         self.http1_connections += o.http1_connections;
         self.other_connections += o.other_connections;
         self.other_bytes += o.other_bytes;
+        self.tls_connections += o.tls_connections;
+        self.tls_decrypted += o.tls_decrypted;
         self.first_ts_ns = match (self.first_ts_ns, o.first_ts_ns) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -73,6 +83,8 @@ impl Stats {
 /// Per-connection state: the HTTP/2 side and what TCP told about the connection's life.
 pub struct ConnState {
     h2: Connection,
+    /// TLS under the HTTP/2, when the connection started with a ClientHello.
+    tls: Option<Box<tls::Session>>,
     fin: [bool; 2],
     rst: Option<Dir>,
     bytes: [u64; 2],
@@ -82,6 +94,7 @@ pub struct ConnState {
 
 struct Handler<'a> {
     cfg: &'a Http2Config,
+    keys: Option<&'a Arc<KeyLog>>,
     grpc: &'a GrpcConfig,
     schemas: &'a mut Schemas,
     sink: &'a mut dyn Sink,
@@ -107,6 +120,7 @@ impl FlowHandler for Handler<'_> {
     fn open(&mut self, info: &FlowInfo, _meta: &PacketMeta) -> ConnState {
         ConnState {
             h2: Connection::new(info, self.cfg),
+            tls: None,
             fin: [false; 2],
             rst: None,
             bytes: [0; 2],
@@ -127,13 +141,30 @@ impl FlowHandler for Handler<'_> {
             state.packets += 1;
         }
         state.last_ts_ns = meta.ts_ns;
+        if let StreamEvent::Data(bytes) = event {
+            if state.bytes == [0, 0] && tls::starts_client_hello(bytes) {
+                state.tls = Some(Box::new(tls::Session::new(dir, self.keys.cloned())));
+            }
+        }
         let mut ctx = self.ctx(info, meta);
         match event {
             StreamEvent::Data(bytes) => {
                 state.bytes[dir.index()] += bytes.len() as u64;
-                state.h2.data(dir, bytes, &mut ctx)
+                match state.tls.as_mut() {
+                    Some(session) => {
+                        let h2 = &mut state.h2;
+                        session.feed(dir, bytes, &mut |out| tls_output(h2, dir, out, &mut ctx));
+                    }
+                    None => state.h2.data(dir, bytes, &mut ctx),
+                }
             }
-            StreamEvent::Gap(n) => state.h2.gap(dir, n, &mut ctx),
+            StreamEvent::Gap(n) => match state.tls.as_mut() {
+                Some(session) => {
+                    let h2 = &mut state.h2;
+                    session.gap(dir, n, &mut |out| tls_output(h2, dir, out, &mut ctx));
+                }
+                None => state.h2.gap(dir, n, &mut ctx),
+            },
             StreamEvent::Fin => state.fin[dir.index()] = true,
             StreamEvent::Rst => state.rst = Some(dir),
         }
@@ -182,15 +213,29 @@ impl FlowHandler for Handler<'_> {
                 packets: state.packets,
                 end,
                 mid: conn.joined_mid_way(),
+                tls: state.tls.as_ref().map(|s| s.info().clone()),
             }));
         }
         let conn = &state.h2;
+        if let Some(session) = &state.tls {
+            self.stats.tls_connections += 1;
+            self.stats.tls_decrypted += u64::from(session.info().decrypted);
+            self.stats.other_bytes += session.undecrypted_bytes();
+        }
         match conn.mode() {
             Mode::Http2 | Mode::Upgrade => self.stats.http2_connections += 1,
             Mode::Http1 => self.stats.http1_connections += 1,
             Mode::Other | Mode::Detect => self.stats.other_connections += 1,
         }
         self.stats.other_bytes += conn.skipped_bytes();
+    }
+}
+
+/// Hands what TLS decryption gave to the HTTP/2 stage.
+fn tls_output(h2: &mut Connection, dir: Dir, out: tls::Output<'_>, ctx: &mut Ctx<'_>) {
+    match out {
+        tls::Output::Plain(bytes) => h2.data(dir, bytes, ctx),
+        tls::Output::Problem(why) => ctx.error(dir, None, ErrorKind::Tls, why),
     }
 }
 
@@ -286,6 +331,7 @@ impl Dissector {
         } = self;
         let handler = Handler {
             cfg: &cfg.http2,
+            keys: cfg.tls_keys.as_ref(),
             grpc: &cfg.grpc,
             schemas,
             sink,

@@ -655,6 +655,7 @@ mod tests {
             packets: 0,
             end: crate::event::EndKind::Fin,
             mid: false,
+            tls: None,
         }));
         drop(h);
         out.pop().unwrap()

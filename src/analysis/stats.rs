@@ -484,6 +484,7 @@ mod tests {
             packets: 1,
             end: EndKind::Fin,
             mid: false,
+            tls: None,
         }));
         // Written out to the temporary file, and read back the same.
         assert!(s.by_conn.is_empty());

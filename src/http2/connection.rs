@@ -98,7 +98,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn error(&mut self, dir: Dir, stream: Option<u32>, kind: ErrorKind, message: String) {
+    pub fn error(&mut self, dir: Dir, stream: Option<u32>, kind: ErrorKind, message: String) {
         let origin = Some(self.origin(dir));
         self.sink.event(Event::Error(ErrorEvent {
             origin,

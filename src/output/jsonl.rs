@@ -796,7 +796,7 @@ pub fn end_by(end: &EndKind) -> Value {
 }
 
 pub fn connection_json(c: &ConnectionEnd) -> Value {
-    json!({
+    let mut v = json!({
         "event": "connection",
         "conn": c.conn,
         "client": c.client.to_string(),
@@ -811,7 +811,21 @@ pub fn connection_json(c: &ConnectionEnd) -> Value {
         "end": c.end.as_str(),
         "end_by": end_by(&c.end),
         "joined_mid_way": c.mid,
-    })
+    });
+    if let (Some(t), Value::Object(m)) = (&c.tls, &mut v) {
+        m.insert(
+            "tls".into(),
+            json!({
+                "version": t.version,
+                "cipher_suite": t.suite_name,
+                "cipher_suite_id": t.suite,
+                "sni": t.sni,
+                "alpn": t.alpn,
+                "decrypted": t.decrypted,
+            }),
+        );
+    }
+    v
 }
 
 fn gap_json(g: &GapEvent) -> Value {
@@ -853,6 +867,8 @@ fn summary_json(s: &Summary) -> Value {
         "http2_connections": s.stats.http2_connections,
         "http1_connections": s.stats.http1_connections,
         "other_connections": s.stats.other_connections,
+        "tls_connections": s.stats.tls_connections,
+        "tls_decrypted": s.stats.tls_decrypted,
         "calls": s.tally.calls,
         "messages": s.tally.messages,
         "frames": s.tally.frames,

@@ -340,6 +340,20 @@ impl<W: Write> Text<W> {
             st.other_connections,
             st.other_bytes
         );
+        if st.tls_connections > 0 {
+            let _ = write!(
+                l,
+                "TLS connections: {} ({} decrypted)",
+                st.tls_connections, st.tls_decrypted
+            );
+            if st.tls_decrypted < st.tls_connections {
+                let _ = write!(
+                    l,
+                    "; to decrypt, give the secrets SSLKEYLOGFILE wrote with --tls-keylog FILE"
+                );
+            }
+            l.push('\n');
+        }
         let _ = write!(l, "HTTP/2 frames: {}", t.frames);
         let by_type = t.frames_by_type();
         if !by_type.is_empty() {
@@ -649,6 +663,30 @@ impl<W: Write> Text<W> {
                     c.bytes[1],
                     if c.mid { " (joined mid-way)" } else { "" }
                 );
+                if let Some(t) = &c.tls {
+                    // The line ends with the newline above: the TLS details go on their own.
+                    let _ = writeln!(
+                        self.line,
+                        "{:>6} {:>11} over {} {}{}{}",
+                        "",
+                        "",
+                        t.version.unwrap_or("TLS (handshake not seen)"),
+                        t.suite_name.map_or_else(
+                            || t.suite
+                                .map(|s| format!("suite 0x{s:04x}"))
+                                .unwrap_or_default(),
+                            str::to_string
+                        ),
+                        t.alpn
+                            .as_deref()
+                            .map(|a| format!(", ALPN {a}"))
+                            .unwrap_or_default(),
+                        t.sni
+                            .as_deref()
+                            .map(|a| format!(", SNI {a}"))
+                            .unwrap_or_default(),
+                    );
+                }
                 self.flush_line();
             }
             Event::Gap(g) => {

@@ -1,0 +1,279 @@
+//! TLS key log files: the NSS format that `SSLKEYLOGFILE` writes (browsers, curl, Go, rustls,
+//! Java agents) and Wireshark's `RSA Session-ID:… Master-Key:…` lines.
+//!
+//! A key log is read again when a connection asks for a key it does not have yet: programs
+//! append to the file as they connect, so a live capture meets connections whose keys were
+//! written after the file was first read.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// What a line gives a secret for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Label {
+    /// TLS 1.2 master secret, by client random (`CLIENT_RANDOM`).
+    ClientRandom,
+    /// TLS 1.2 master secret, by session ID (`RSA Session-ID:`).
+    SessionId,
+    ClientHandshake,
+    ServerHandshake,
+    ClientTraffic0,
+    ServerTraffic0,
+}
+
+impl Label {
+    fn parse(s: &str) -> Option<Label> {
+        Some(match s {
+            "CLIENT_RANDOM" => Label::ClientRandom,
+            "CLIENT_HANDSHAKE_TRAFFIC_SECRET" => Label::ClientHandshake,
+            "SERVER_HANDSHAKE_TRAFFIC_SECRET" => Label::ServerHandshake,
+            "CLIENT_TRAFFIC_SECRET_0" => Label::ClientTraffic0,
+            "SERVER_TRAFFIC_SECRET_0" => Label::ServerTraffic0,
+            _ => return None,
+        })
+    }
+}
+
+/// Secrets are at most a SHA-384 output (48 bytes); anything longer is not a key.
+const MAX_SECRET: usize = 64;
+/// A key log larger than this is not read further (a million connections' worth).
+const MAX_FILE: u64 = 512 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyLogError {
+    #[error("cannot read TLS key log {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} holds no TLS secrets (expected lines such as `CLIENT_RANDOM <hex> <hex>`, as SSLKEYLOGFILE writes)")]
+    Empty { path: String },
+}
+
+#[derive(Default)]
+struct Secrets {
+    map: HashMap<(Label, Vec<u8>), Vec<u8>>,
+    /// A line cut short at the end of what was read, finished by the next read.
+    partial: String,
+}
+
+impl Secrets {
+    fn add_text(&mut self, text: &str) {
+        let mut all = std::mem::take(&mut self.partial);
+        all.push_str(text);
+        let complete = all.rfind('\n').map_or(0, |i| i + 1);
+        for line in all[..complete].lines() {
+            self.add_line(line);
+        }
+        self.partial = all[complete..].to_string();
+    }
+
+    fn add_line(&mut self, line: &str) {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            return;
+        }
+        if let Some(rest) = line.strip_prefix("RSA Session-ID:") {
+            let mut parts = rest.split_whitespace();
+            let (Some(id), Some(key)) = (parts.next(), parts.next()) else {
+                return;
+            };
+            if let (Ok(id), Some(Ok(key))) = (
+                hex::decode(id),
+                key.strip_prefix("Master-Key:").map(hex::decode),
+            ) {
+                self.insert(Label::SessionId, id, key);
+            }
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let (Some(label), Some(id), Some(secret)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return;
+        };
+        let Some(label) = Label::parse(label) else {
+            return;
+        };
+        if let (Ok(id), Ok(secret)) = (hex::decode(id), hex::decode(secret)) {
+            self.insert(label, id, secret);
+        }
+    }
+
+    fn insert(&mut self, label: Label, id: Vec<u8>, secret: Vec<u8>) {
+        if id.len() <= 32 && !secret.is_empty() && secret.len() <= MAX_SECRET {
+            self.map.insert((label, id), secret);
+        }
+    }
+}
+
+struct Source {
+    path: PathBuf,
+    /// Bytes of the file read so far.
+    offset: u64,
+}
+
+/// The secrets of a key log, shared by every connection (and thread) of a run.
+pub struct KeyLog {
+    inner: Mutex<(Secrets, Option<Source>)>,
+}
+
+impl std::fmt::Debug for KeyLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secrets themselves.
+        write!(f, "KeyLog({} secrets)", self.len())
+    }
+}
+
+impl KeyLog {
+    /// Reads a key log file; fails when it cannot be read or holds no secret at all.
+    pub fn open(path: &Path) -> Result<KeyLog, KeyLogError> {
+        let log = KeyLog {
+            inner: Mutex::new((
+                Secrets::default(),
+                Some(Source {
+                    path: path.to_path_buf(),
+                    offset: 0,
+                }),
+            )),
+        };
+        log.refresh().map_err(|source| KeyLogError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        if log.is_empty() {
+            return Err(KeyLogError::Empty {
+                path: path.display().to_string(),
+            });
+        }
+        Ok(log)
+    }
+
+    /// Secrets given as text (tests, and secrets embedded in a capture).
+    pub fn from_text(text: &str) -> KeyLog {
+        let mut secrets = Secrets::default();
+        secrets.add_text(text);
+        secrets.add_text("\n");
+        KeyLog {
+            inner: Mutex::new((secrets, None)),
+        }
+    }
+
+    /// Adds secrets given as text, such as a pcapng Decryption Secrets Block.
+    pub fn add_text(&self, text: &str) {
+        let mut inner = self.lock();
+        inner.0.add_text(text);
+        inner.0.add_text("\n");
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().0.map.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().0.map.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Secrets, Option<Source>)> {
+        // A thread that panicked while holding the lock left whole entries behind.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads what was appended to the file since the last read.
+    fn refresh(&self) -> std::io::Result<()> {
+        let mut inner = self.lock();
+        let (secrets, source) = &mut *inner;
+        let Some(source) = source else {
+            return Ok(());
+        };
+        let mut f = File::open(&source.path)?;
+        let len = f.metadata()?.len();
+        if len < source.offset {
+            // Truncated and rewritten: start over.
+            source.offset = 0;
+            secrets.partial.clear();
+        }
+        if len == source.offset || source.offset >= MAX_FILE {
+            return Ok(());
+        }
+        f.seek(SeekFrom::Start(source.offset))?;
+        let mut buf = Vec::new();
+        f.take(MAX_FILE - source.offset).read_to_end(&mut buf)?;
+        source.offset += buf.len() as u64;
+        secrets.add_text(&String::from_utf8_lossy(&buf));
+        Ok(())
+    }
+
+    /// The secret for `label` and `id`, reading the file again if it is not known yet.
+    pub fn get(&self, label: Label, id: &[u8]) -> Option<Vec<u8>> {
+        let key = (label, id.to_vec());
+        if let Some(s) = self.lock().0.map.get(&key) {
+            return Some(s.clone());
+        }
+        // A file that went away keeps the secrets read before.
+        let _ = self.refresh();
+        self.lock().0.map.get(&key).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_nss_and_session_id_lines_and_skips_the_rest() {
+        let log = KeyLog::from_text(
+            "# comment\n\
+             CLIENT_RANDOM 0102 0a0b\n\
+             RSA Session-ID:aabb Master-Key:ccdd\n\
+             SERVER_TRAFFIC_SECRET_0 0102 eeff\n\
+             EXPORTER_SECRET 0102 1234\n\
+             CLIENT_RANDOM zz 00\n\
+             CLIENT_RANDOM 0102\n",
+        );
+        assert_eq!(log.len(), 3);
+        assert_eq!(log.get(Label::ClientRandom, &[1, 2]), Some(vec![10, 11]));
+        assert_eq!(
+            log.get(Label::SessionId, &[0xaa, 0xbb]),
+            Some(vec![0xcc, 0xdd])
+        );
+        assert_eq!(
+            log.get(Label::ServerTraffic0, &[1, 2]),
+            Some(vec![0xee, 0xff])
+        );
+        assert_eq!(log.get(Label::ClientTraffic0, &[1, 2]), None);
+    }
+
+    #[test]
+    fn a_file_is_read_again_for_keys_written_after_it_was_opened() {
+        let dir = std::env::temp_dir().join(format!("h2scope-keylog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("keys.log");
+        std::fs::write(&path, "CLIENT_RANDOM 01 aa\nCLIENT_RANDOM 02 b").unwrap();
+        let log = KeyLog::open(&path).unwrap();
+        assert_eq!(log.get(Label::ClientRandom, &[1]), Some(vec![0xaa]));
+        // The second line was cut short; the writer finishes it later.
+        assert_eq!(log.get(Label::ClientRandom, &[2]), None);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"b\n").unwrap();
+        assert_eq!(log.get(Label::ClientRandom, &[2]), Some(vec![0xbb]));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_without_secrets_is_an_error_that_says_what_is_expected() {
+        let dir = std::env::temp_dir().join(format!("h2scope-keylog-e-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("empty.log");
+        std::fs::write(&path, "nothing here\n").unwrap();
+        let e = KeyLog::open(&path).err().unwrap().to_string();
+        assert!(e.contains("CLIENT_RANDOM"), "{e}");
+        assert!(KeyLog::open(&dir.join("missing.log")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

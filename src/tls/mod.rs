@@ -1,0 +1,517 @@
+//! TLS decryption with logged secrets: the records of each direction of a TCP connection in,
+//! the application data they protect out, for the HTTP/2 stage as if it had been sent in clear.
+//!
+//! Like Wireshark with `tls.keylog_file`: the handshake is read in clear (TLS 1.2) or decrypted
+//! with the handshake secrets (TLS 1.3) to learn where the keys change; nothing is verified
+//! beyond each record's authentication tag, which is what tells a right key from a wrong one.
+
+pub mod cipher;
+pub mod hello;
+pub mod keylog;
+
+use std::sync::Arc;
+
+use crate::tcp::Dir;
+use cipher::{Decryptor, Suite};
+use keylog::Label;
+pub use keylog::{KeyLog, KeyLogError};
+
+const CHANGE_CIPHER_SPEC: u8 = 20;
+const ALERT: u8 = 21;
+const HANDSHAKE: u8 = 22;
+const APPLICATION_DATA: u8 = 23;
+const HEARTBEAT: u8 = 24;
+
+const CLIENT_HELLO: u8 = 1;
+const SERVER_HELLO: u8 = 2;
+const ENCRYPTED_EXTENSIONS: u8 = 8;
+const FINISHED: u8 = 20;
+const KEY_UPDATE: u8 = 24;
+
+/// Largest record body: 2^14 bytes of plaintext plus what protection may add (RFC 5246 §6.2.3).
+const MAX_RECORD: usize = (1 << 14) + 2048;
+/// Largest hello kept to be read; hellos with post-quantum key shares are a few kB.
+const MAX_HELLO: usize = 1 << 16;
+
+/// Whether a direction's first bytes are a TLS handshake record holding a ClientHello.
+pub fn starts_client_hello(b: &[u8]) -> bool {
+    matches!(b, [HANDSHAKE, 3, 0..=4, _, _, CLIENT_HELLO, ..])
+}
+
+/// What a connection's TLS was, for reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// "TLS 1.3" and the like, once the ServerHello was seen.
+    pub version: Option<&'static str>,
+    /// The chosen cipher suite's number.
+    pub suite: Option<u16>,
+    /// Its IANA name when h2scope decrypts it.
+    pub suite_name: Option<&'static str>,
+    pub sni: Option<String>,
+    /// The protocol the server chose (`h2`).
+    pub alpn: Option<String>,
+    /// Some application data was decrypted.
+    pub decrypted: bool,
+}
+
+/// What [`Session::feed`] hands on.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output<'a> {
+    /// Decrypted application data, in order.
+    Plain(&'a [u8]),
+    /// Why (part of) the connection is not decrypted; said once per cause.
+    Problem(String),
+}
+
+/// Handshake messages of one direction, joined across records. Only the bodies the keys depend
+/// on are kept; the rest (certificates, tickets) are counted past.
+#[derive(Default)]
+struct Handshakes {
+    head: [u8; 4],
+    have: usize,
+    kind: u8,
+    remaining: usize,
+    keep: bool,
+    body: Vec<u8>,
+}
+
+impl Handshakes {
+    fn push(&mut self, mut data: &[u8], mut message: impl FnMut(u8, &[u8])) {
+        while !data.is_empty() {
+            if self.have < 4 {
+                let n = (4 - self.have).min(data.len());
+                self.head[self.have..self.have + n].copy_from_slice(&data[..n]);
+                self.have += n;
+                data = &data[n..];
+                if self.have < 4 {
+                    return;
+                }
+                self.kind = self.head[0];
+                self.remaining =
+                    u32::from_be_bytes([0, self.head[1], self.head[2], self.head[3]]) as usize;
+                self.keep = matches!(
+                    self.kind,
+                    CLIENT_HELLO | SERVER_HELLO | ENCRYPTED_EXTENSIONS | KEY_UPDATE
+                ) && self.remaining <= MAX_HELLO;
+                self.body.clear();
+            } else {
+                let n = self.remaining.min(data.len());
+                if self.keep {
+                    self.body.extend_from_slice(&data[..n]);
+                }
+                self.remaining -= n;
+                data = &data[n..];
+            }
+            if self.have == 4 && self.remaining == 0 {
+                self.have = 0;
+                message(self.kind, &self.body);
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Side {
+    /// A record not complete yet: header and body so far.
+    buf: Vec<u8>,
+    handshakes: Handshakes,
+    /// Protection of the records now.
+    current: Option<Decryptor>,
+    /// Protection after the next ChangeCipherSpec (TLS 1.2) or Finished (TLS 1.3).
+    next: Option<Decryptor>,
+    /// TLS 1.3: the application traffic secret of `next` or `current`, for KeyUpdate.
+    secret: Option<Vec<u8>>,
+    /// Records from here on are protected (after ChangeCipherSpec, or after the ServerHello in
+    /// TLS 1.3), with or without a key for them.
+    protected: bool,
+    /// The key changes after the record at hand.
+    switch: bool,
+    /// Decryption of this direction ended.
+    stopped: bool,
+    /// Records decrypted.
+    opened: u64,
+}
+
+/// One TLS connection, both directions.
+pub struct Session {
+    keys: Option<Arc<KeyLog>>,
+    client: Dir,
+    client_random: Option<[u8; 32]>,
+    suite: Option<Suite>,
+    info: TlsInfo,
+    sides: [Side; 2],
+    /// Bytes of records not decrypted (no key, or after a failure).
+    undecrypted: u64,
+    plain: Vec<u8>,
+}
+
+impl Session {
+    /// A connection whose `client` direction started with a ClientHello. Without keys it is
+    /// only read for what it shows in clear.
+    pub fn new(client: Dir, keys: Option<Arc<KeyLog>>) -> Session {
+        Session {
+            keys,
+            client,
+            client_random: None,
+            suite: None,
+            info: TlsInfo::default(),
+            sides: Default::default(),
+            undecrypted: 0,
+            plain: Vec::new(),
+        }
+    }
+
+    pub fn info(&self) -> &TlsInfo {
+        &self.info
+    }
+
+    pub fn client(&self) -> Dir {
+        self.client
+    }
+
+    /// Bytes of records that were not decrypted.
+    pub fn undecrypted_bytes(&self) -> u64 {
+        self.undecrypted
+    }
+
+    /// Bytes of one direction, in order.
+    pub fn feed(&mut self, dir: Dir, mut bytes: &[u8], out: &mut dyn FnMut(Output<'_>)) {
+        let d = dir.index();
+        while !bytes.is_empty() {
+            if self.sides[d].stopped {
+                self.undecrypted += bytes.len() as u64;
+                return;
+            }
+            let side = &mut self.sides[d];
+            // A whole record in the input is read where it lies.
+            if side.buf.is_empty() {
+                if let Some(len) = record_len(bytes) {
+                    if bytes.len() >= 5 + len {
+                        let (rec, rest) = bytes.split_at(5 + len);
+                        bytes = rest;
+                        self.record(dir, rec, out);
+                        continue;
+                    }
+                }
+            }
+            let want = if side.buf.len() < 5 {
+                5 - side.buf.len()
+            } else {
+                match record_len(&side.buf) {
+                    Some(len) => 5 + len - side.buf.len(),
+                    None => 0,
+                }
+            };
+            let n = want.min(bytes.len());
+            side.buf.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if side.buf.len() < 5 {
+                return;
+            }
+            let Some(len) = record_len(&side.buf) else {
+                let head = hex::encode(&side.buf[..5]);
+                side.buf = Vec::new();
+                self.stop(
+                    dir,
+                    format!("not a TLS record (header {head}); decryption of this direction stops"),
+                    out,
+                );
+                continue;
+            };
+            if side.buf.len() == 5 + len {
+                let rec = std::mem::take(&mut side.buf);
+                self.record(dir, &rec, out);
+                let side = &mut self.sides[d];
+                if side.buf.is_empty() {
+                    side.buf = rec;
+                    side.buf.clear();
+                }
+            }
+        }
+    }
+
+    /// A gap in one direction: record boundaries and sequence numbers are lost for good.
+    pub fn gap(&mut self, dir: Dir, bytes: u64, out: &mut dyn FnMut(Output<'_>)) {
+        self.undecrypted += bytes;
+        if !self.sides[dir.index()].stopped {
+            self.sides[dir.index()].buf = Vec::new();
+            self.stop(
+                dir,
+                format!("{bytes} bytes missing from the capture; TLS records of this direction are not decrypted from here on"),
+                out,
+            );
+        }
+    }
+
+    fn stop(&mut self, dir: Dir, why: String, out: &mut dyn FnMut(Output<'_>)) {
+        let side = &mut self.sides[dir.index()];
+        side.stopped = true;
+        side.current = None;
+        side.next = None;
+        out(Output::Problem(why));
+    }
+
+    fn side_name(&self, dir: Dir) -> &'static str {
+        if dir == self.client {
+            "client"
+        } else {
+            "server"
+        }
+    }
+
+    fn record(&mut self, dir: Dir, rec: &[u8], out: &mut dyn FnMut(Output<'_>)) {
+        let d = dir.index();
+        let header: [u8; 5] = [rec[0], rec[1], rec[2], rec[3], rec[4]];
+        let body = &rec[5..];
+        let tls13 = self.suite.is_some_and(|s| s.tls13);
+        if header[0] == CHANGE_CIPHER_SPEC {
+            // In TLS 1.3 it is only there for middleboxes (RFC 8446 Appendix D.4).
+            if !tls13 {
+                let side = &mut self.sides[d];
+                side.current = side.next.take();
+                side.protected = true;
+            }
+            return;
+        }
+        let mut plain = std::mem::take(&mut self.plain);
+        let side = &mut self.sides[d];
+        let (kind, content): (u8, &[u8]) = if let Some(dec) = side.current.as_mut() {
+            match dec.open(&header, body, &mut plain) {
+                Some(kind) => {
+                    side.opened += 1;
+                    (kind, &plain)
+                }
+                None => {
+                    self.undecrypted += rec.len() as u64;
+                    let n = side.opened + 1;
+                    let what = self.side_name(dir);
+                    self.stop(
+                        dir,
+                        format!("{what} TLS record {n} does not decrypt with the logged secret; decryption of this direction stops"),
+                        out,
+                    );
+                    self.plain = plain;
+                    return;
+                }
+            }
+        } else if side.protected {
+            self.undecrypted += rec.len() as u64;
+            self.plain = plain;
+            return;
+        } else {
+            (header[0], body)
+        };
+        match kind {
+            HANDSHAKE => {
+                let mut hs = std::mem::take(&mut self.sides[d].handshakes);
+                hs.push(content, |kind, body| self.handshake(dir, kind, body, out));
+                self.sides[d].handshakes = hs;
+            }
+            APPLICATION_DATA if self.sides[d].current.is_some() => {
+                self.info.decrypted = true;
+                out(Output::Plain(content));
+            }
+            APPLICATION_DATA => self.undecrypted += content.len() as u64,
+            ALERT | HEARTBEAT => {}
+            _ => {}
+        }
+        let side = &mut self.sides[d];
+        if side.switch {
+            side.switch = false;
+            side.current = side.next.take();
+        }
+        self.plain = plain;
+    }
+
+    fn handshake(&mut self, dir: Dir, kind: u8, body: &[u8], out: &mut dyn FnMut(Output<'_>)) {
+        let tls13 = self.suite.is_some_and(|s| s.tls13);
+        match kind {
+            CLIENT_HELLO if dir == self.client => match hello::client_hello(body) {
+                Some(h) => {
+                    self.client_random = Some(h.random);
+                    self.info.sni = h.sni;
+                }
+                None => out(Output::Problem("ClientHello could not be read".into())),
+            },
+            SERVER_HELLO if dir != self.client => match hello::server_hello(body) {
+                Some(h) => self.server_hello(h, out),
+                None => out(Output::Problem("ServerHello could not be read".into())),
+            },
+            ENCRYPTED_EXTENSIONS if dir != self.client => {
+                if let Some(alpn) = hello::encrypted_extensions_alpn(body) {
+                    self.info.alpn = Some(alpn);
+                }
+            }
+            FINISHED if tls13 => self.sides[dir.index()].switch = true,
+            KEY_UPDATE if tls13 => {
+                let (Some(suite), side) = (self.suite, &mut self.sides[dir.index()]) else {
+                    return;
+                };
+                let next = side.secret.as_ref().and_then(|s| {
+                    cipher::expand_label(suite.hash, s, "traffic upd", suite.hash.output_len())
+                });
+                side.next = next.as_ref().and_then(|s| Decryptor::tls13(&suite, s));
+                side.secret = next;
+                side.switch = true;
+            }
+            _ => {}
+        }
+    }
+
+    fn server_hello(&mut self, h: hello::ServerHello, out: &mut dyn FnMut(Output<'_>)) {
+        self.info.version = Some(hello::version_name(h.version));
+        self.info.suite = Some(h.suite);
+        if h.retry {
+            // A second ClientHello and ServerHello follow.
+            return;
+        }
+        self.info.alpn = h.alpn;
+        let Some(suite) = Suite::by_id(h.suite) else {
+            out(Output::Problem(format!(
+                "cipher suite 0x{:04x} is not decrypted by h2scope (AEAD suites of TLS 1.2 and 1.3 only)",
+                h.suite
+            )));
+            self.stop_both();
+            return;
+        };
+        self.info.suite_name = Some(suite.name);
+        self.suite = Some(suite);
+        let server = self.client.other();
+        if suite.tls13 {
+            self.sides[0].protected = true;
+            self.sides[1].protected = true;
+            if h.version != 0x0304 {
+                out(Output::Problem(format!(
+                    "TLS 1.3 cipher suite with version 0x{:04x}",
+                    h.version
+                )));
+                self.stop_both();
+                return;
+            }
+        }
+        let (Some(keys), Some(cr)) = (self.keys.clone(), self.client_random) else {
+            return;
+        };
+        let random = hex::encode(cr);
+        if suite.tls13 {
+            let get = |l| keys.get(l, &cr);
+            let secrets = (
+                get(Label::ClientHandshake),
+                get(Label::ServerHandshake),
+                get(Label::ClientTraffic0),
+                get(Label::ServerTraffic0),
+            );
+            let (Some(ch), Some(sh), Some(ca), Some(sa)) = secrets else {
+                out(Output::Problem(format!(
+                    "no TLS 1.3 traffic secrets in the key log for client random {random}"
+                )));
+                return;
+            };
+            for (dir, hs, app) in [(self.client, ch, ca), (server, sh, sa)] {
+                let side = &mut self.sides[dir.index()];
+                side.current = Decryptor::tls13(&suite, &hs);
+                side.next = Decryptor::tls13(&suite, &app);
+                side.secret = Some(app);
+            }
+        } else {
+            let master = keys.get(Label::ClientRandom, &cr).or_else(|| {
+                (!h.session_id.is_empty())
+                    .then(|| keys.get(Label::SessionId, &h.session_id))
+                    .flatten()
+            });
+            let Some(master) = master else {
+                out(Output::Problem(format!(
+                    "no master secret in the key log for client random {random} or session ID {}",
+                    hex::encode(&h.session_id)
+                )));
+                return;
+            };
+            let Some((c, s)) = Decryptor::tls12_pair(&suite, &master, &cr, &h.random) else {
+                out(Output::Problem(
+                    "master secret in the key log is not usable".into(),
+                ));
+                return;
+            };
+            self.sides[self.client.index()].next = Some(c);
+            self.sides[server.index()].next = Some(s);
+        }
+    }
+
+    fn stop_both(&mut self) {
+        for side in &mut self.sides {
+            side.stopped = true;
+            side.current = None;
+            side.next = None;
+        }
+    }
+}
+
+/// The body length of the record whose header starts `b`, if it is a TLS record header.
+fn record_len(b: &[u8]) -> Option<usize> {
+    let [kind, major, _, hi, lo, ..] = *b else {
+        return None;
+    };
+    let len = u16::from_be_bytes([hi, lo]) as usize;
+    ((CHANGE_CIPHER_SPEC..=HEARTBEAT).contains(&kind) && major == 3 && len <= MAX_RECORD)
+        .then_some(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_messages_are_joined_across_records_and_big_ones_passed_over() {
+        let mut hs = Handshakes::default();
+        let mut seen = Vec::new();
+        let mut msgs = vec![CLIENT_HELLO, 0, 0, 3, 1, 2, 3];
+        msgs.extend([11, 0, 0, 5, 9, 9, 9, 9, 9]); // a certificate, not kept
+        msgs.extend([FINISHED, 0, 0, 0]);
+        for chunk in msgs.chunks(2) {
+            hs.push(chunk, |k, b| seen.push((k, b.to_vec())));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (CLIENT_HELLO, vec![1, 2, 3]),
+                (11, vec![]),
+                (FINISHED, vec![])
+            ]
+        );
+    }
+
+    #[test]
+    fn garbage_stops_a_direction_once_without_panicking() {
+        let mut s = Session::new(Dir::Forward, None);
+        let mut problems = 0;
+        let mut out = |o: Output<'_>| {
+            if let Output::Problem(_) = o {
+                problems += 1
+            }
+        };
+        s.feed(Dir::Forward, b"GET / HTTP/1.1\r\n\r\n", &mut out);
+        s.feed(Dir::Forward, &[0x16; 100], &mut out);
+        assert_eq!(problems, 1);
+        assert!(s.undecrypted_bytes() > 0);
+    }
+
+    #[test]
+    fn records_split_anywhere_are_read_alike() {
+        // ClientHello with the client random, in one record, fed in pieces of every size.
+        let mut body = vec![3, 3];
+        body.extend([5u8; 32]);
+        body.extend([0, 0, 2, 0x13, 1, 1, 0, 0, 0]);
+        let mut rec = vec![HANDSHAKE, 3, 1];
+        rec.extend(((body.len() + 4) as u16).to_be_bytes());
+        rec.extend([CLIENT_HELLO, 0, 0, body.len() as u8]);
+        rec.extend(&body);
+        assert!(starts_client_hello(&rec));
+        for step in 1..rec.len() {
+            let mut s = Session::new(Dir::Forward, None);
+            for chunk in rec.chunks(step) {
+                s.feed(Dir::Forward, chunk, &mut |_| {});
+            }
+            assert_eq!(s.client_random, Some([5; 32]), "step {step}");
+        }
+    }
+}
