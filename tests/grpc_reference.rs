@@ -102,6 +102,21 @@ const CASES: &[Case] = &[
         web_trailers: 0,
         tshark_fails: false,
     },
+    // TLS, decrypted with the key logs tshark was given.
+    Case {
+        file: "grpc_sslkeylog_echo_tls.pcapng",
+        protos: &["protos/grpc_sslkeylog"],
+        includes: &[],
+        web_trailers: 0,
+        tshark_fails: false,
+    },
+    Case {
+        file: "grpc_person_search_protobuf_and_json_tls.pcapng",
+        protos: WIRESHARK,
+        includes: WKT,
+        web_trailers: 0,
+        tshark_fails: false,
+    },
     Case {
         file: "sv_http2-errorcode.pcap",
         protos: &[],
@@ -110,6 +125,28 @@ const CASES: &[Case] = &[
         tshark_fails: false,
     },
 ];
+
+/// The key log each TLS capture was dissected with.
+const KEYLOGS: &[(&str, &str)] = &[
+    (
+        "grpc_sslkeylog_echo_tls.pcapng",
+        "grpc_sslkeylog_echo_tls.keylog",
+    ),
+    (
+        "grpc_person_search_protobuf_and_json_tls.pcapng",
+        "grpc_person_search_protobuf_and_json_tls.keylog.txt",
+    ),
+];
+
+fn config(file: &str) -> Config {
+    let mut cfg = Config::default();
+    if let Some((_, keylog)) = KEYLOGS.iter().find(|(f, _)| *f == file) {
+        cfg.tls_keys = Some(std::sync::Arc::new(
+            h2scope::tls::KeyLog::open(&public(keylog)).unwrap(),
+        ));
+    }
+    cfg
+}
 
 fn public(p: &str) -> PathBuf {
     PathBuf::from(common::public_capture(p))
@@ -208,7 +245,7 @@ fn messages_and_values_match_tshark() {
     let mut failures = Vec::new();
     for case in CASES {
         let (ref_msgs, ref_texts) = reference(case.file);
-        let mut d = Dissector::with_schemas(Config::default(), schemas(case));
+        let mut d = Dissector::with_schemas(config(case.file), schemas(case));
         let mut events = Vec::new();
         let mut r =
             h2scope::capture::CaptureReader::open(&common::public_capture(case.file)).unwrap();

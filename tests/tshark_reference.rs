@@ -1,7 +1,7 @@
 //! Agreement with tshark 4.0.17 on the public corpus (`../shared/captures/public/`).
 //!
-//! For every plain-text HTTP/2 capture that starts with its connections (not TLS, not started
-//! mid-connection), the multiset of frames — ports, direction, stream, type, length, flags, and the
+//! For every HTTP/2 capture that starts with its connections (not started mid-connection; TLS
+//! ones decrypted with their key logs, as tshark was given them), the multiset of frames — ports, direction, stream, type, length, flags, and the
 //! type's own fields (settings, increments, error codes, PING data, GOAWAY) — and the decoded
 //! header lists must equal tshark's reference dissection. h2scope is run without any port hints,
 //! although the references needed `-d tcp.port==N,http2`. Where tshark is wrong or partial, the
@@ -10,10 +10,13 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
 
 use h2scope::event::{Event, FrameDetail};
 use h2scope::http2::call::lossless;
 use h2scope::pipeline::Config;
+use h2scope::tls::KeyLog;
 use serde_json::Value;
 
 /// (src port, dst port, stream, type, length, flags, type-specific detail)
@@ -38,7 +41,35 @@ struct Case {
     expect: Expect,
 }
 
+/// TLS captures and the key log each was dissected with (`-o tls.keylog_file:`).
+const KEYLOGS: &[(&str, &str)] = &[
+    (
+        "grpc_person_search_protobuf_and_json_tls.pcapng",
+        "grpc_person_search_protobuf_and_json_tls.keylog.txt",
+    ),
+    (
+        "grpc_sslkeylog_echo_tls.pcapng",
+        "grpc_sslkeylog_echo_tls.keylog",
+    ),
+    ("http2-16-ssl.pcapng", "http2-16-ssl.keylog"),
+];
+
 const CASES: &[Case] = &[
+    // TLS 1.2, ECDHE-RSA-AES256-GCM-SHA384, key log of `RSA Session-ID:` lines.
+    Case {
+        file: "grpc_person_search_protobuf_and_json_tls.pcapng",
+        expect: Expect::Equal,
+    },
+    // TLS 1.3, TLS_AES_128_GCM_SHA256, NSS traffic secrets.
+    Case {
+        file: "grpc_sslkeylog_echo_tls.pcapng",
+        expect: Expect::Equal,
+    },
+    // TLS 1.2, ECDHE-RSA-AES128-GCM-SHA256, `CLIENT_RANDOM`; HTTP/2 draft 16.
+    Case {
+        file: "http2-16-ssl.pcapng",
+        expect: Expect::Equal,
+    },
     Case {
         file: "http2-h2c.pcap",
         expect: Expect::Equal,
@@ -171,9 +202,6 @@ const CASES: &[Case] = &[
 
 /// Captures left out of the equality check, and why. The robustness tests still read them all.
 const NOT_COMPARED: &[(&str, &str)] = &[
-    ("grpc_person_search_protobuf_and_json_tls.pcapng", "TLS"),
-    ("grpc_sslkeylog_echo_tls.pcapng", "TLS"),
-    ("http2-16-ssl.pcapng", "TLS"),
     (
         "deepflow_grpc-segmented.pcap",
         "starts mid-connection (issue 7)",
@@ -343,7 +371,12 @@ fn reference(file: &str) -> (Vec<FrameKey>, Vec<HeaderKey>) {
 }
 
 fn ours(file: &str) -> (Vec<FrameKey>, Vec<HeaderKey>) {
-    let (events, _) = common::dissect_file(&common::public_capture(file), Config::default());
+    let mut cfg = Config::default();
+    if let Some((_, keylog)) = KEYLOGS.iter().find(|(f, _)| *f == file) {
+        let path = common::public_capture(keylog);
+        cfg.tls_keys = Some(Arc::new(KeyLog::open(Path::new(&path)).unwrap()));
+    }
+    let (events, _) = common::dissect_file(&common::public_capture(file), cfg);
     let mut frames = Vec::new();
     let mut headers = Vec::new();
     for e in events {

@@ -1,0 +1,379 @@
+//! gRPC over TLS between real peers, recorded in the test run and decrypted with the secrets the
+//! client logged: a tonic client whose connections go through rustls, a rustls server in front
+//! of a tonic server, and the recorder between them on the wire. Every AEAD suite of TLS 1.2 and
+//! 1.3 that rustls offers is run once; in TLS 1.3 the server also rolls its keys (KeyUpdate)
+//! after its first answer, which makes the client roll its own.
+//!
+//! The public TLS captures are compared with tshark in `tshark_reference.rs` and
+//! `grpc_reference.rs`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use common::echo::{Echo, EchoReply, EchoRequest};
+use common::recorder::{Link, Recorder};
+use h2scope::event::{ErrorKind, Event};
+use h2scope::grpc::Side;
+use h2scope::pipeline::Config;
+use h2scope::tls::KeyLog;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::{CipherSuite, SupportedCipherSuite, SupportedProtocolVersion};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tonic::codegen::http;
+use tonic::Request;
+use tonic_prost::ProstCodec;
+
+/// The client's secrets, written as SSLKEYLOGFILE would have them.
+#[derive(Debug, Default)]
+struct Secrets(Mutex<String>);
+
+impl rustls::KeyLog for Secrets {
+    fn log(&self, label: &str, client_random: &[u8], secret: &[u8]) {
+        let line = format!(
+            "{label} {} {}\n",
+            hex::encode(client_random),
+            hex::encode(secret)
+        );
+        self.0.lock().unwrap().push_str(&line);
+    }
+}
+
+struct Tls {
+    version: &'static SupportedProtocolVersion,
+    suite: SupportedCipherSuite,
+}
+
+fn provider(suite: SupportedCipherSuite) -> Arc<rustls::crypto::CryptoProvider> {
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites = vec![suite];
+    Arc::new(p)
+}
+
+/// Forwards a TLS connection's plaintext to `plain`; after the first answer the server rolls
+/// its keys when `key_update`.
+async fn pipe(
+    mut tls: tokio_rustls::server::TlsStream<TcpStream>,
+    mut plain: TcpStream,
+    key_update: bool,
+) {
+    let (mut a, mut b) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
+    let mut rolled = !key_update;
+    loop {
+        tokio::select! {
+            r = tls.read(&mut a) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => if plain.write_all(&a[..n]).await.is_err() { break },
+            },
+            r = plain.read(&mut b) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tls.write_all(&b[..n]).await.is_err() || tls.flush().await.is_err() {
+                        break;
+                    }
+                    if !rolled {
+                        rolled = true;
+                        tls.get_mut().1.refresh_traffic_keys().unwrap();
+                        let _ = tls.flush().await;
+                    }
+                }
+            },
+        }
+    }
+    let _ = tls.shutdown().await;
+}
+
+/// A TLS server in front of the plain-text gRPC server at `upstream`.
+async fn terminate(
+    cfg: rustls::ServerConfig,
+    upstream: SocketAddr,
+    key_update: bool,
+) -> SocketAddr {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(plain) = TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = plain.set_nodelay(true);
+                pipe(tls, plain, key_update).await;
+            });
+        }
+    });
+    addr
+}
+
+fn echo(text: &str, payload: Vec<u8>) -> EchoRequest {
+    EchoRequest {
+        text: text.into(),
+        payload,
+        seq: 1,
+    }
+}
+
+/// Records health checks and echo calls (one carrying 300 kB, many TLS records) over `tls`.
+/// Returns the capture and the client's key log.
+fn record(tls: &Tls) -> (Vec<u8>, String) {
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert = CertificateDer::from(key.cert.der().to_vec());
+    let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.key_pair.serialize_der()));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    let mut server = rustls::ServerConfig::builder_with_provider(provider(tls.suite))
+        .with_protocol_versions(&[tls.version])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], private)
+        .unwrap();
+    server.alpn_protocols = vec![b"h2".to_vec()];
+    let mut client = rustls::ClientConfig::builder_with_provider(provider(tls.suite))
+        .with_protocol_versions(&[tls.version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"h2".to_vec()];
+    let secrets = Arc::new(Secrets::default());
+    client.key_log = secrets.clone();
+    let key_update = tls.version.version == rustls::ProtocolVersion::TLSv1_3;
+
+    let rec = Recorder::new(Link::Ethernet, 1460, 5_000);
+    let pcap = rec.run(async {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_serving::<tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>>()
+            .await;
+        let upstream = common::serve(
+            tonic::transport::Server::builder()
+                .add_service(Echo)
+                .add_service(health),
+        )
+        .await;
+        let front = terminate(server, upstream, key_update).await;
+        let proxy = rec
+            .proxy(SocketAddr::from(([127, 0, 0, 1], 0)), front)
+            .await;
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let channel = tonic::transport::Endpoint::from_static("http://localhost")
+            .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+                let connector = connector.clone();
+                async move {
+                    let tcp = TcpStream::connect(proxy).await?;
+                    let name = ServerName::try_from("localhost").unwrap();
+                    let tls = connector.connect(name, tcp).await?;
+                    Ok::<_, std::io::Error>(TokioIo::new(tls))
+                }
+            }))
+            .await
+            .unwrap();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+        for _ in 0..3 {
+            let r = health
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await
+                .unwrap();
+            assert_eq!(r.into_inner().status, 1);
+        }
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let r = grpc
+            .unary(
+                Request::new(echo("big", common::noise(7, 300_000))),
+                http::uri::PathAndQuery::from_static("/test.echo.Echo/Unary"),
+                ProstCodec::<EchoRequest, EchoReply>::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.into_inner().payload.len(), 300_000);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    });
+    let log = secrets.0.lock().unwrap().clone();
+    (pcap, log)
+}
+
+fn config(keys: Option<&str>) -> Config {
+    Config {
+        tls_keys: keys.map(|k| Arc::new(KeyLog::from_text(k))),
+        ..Config::default()
+    }
+}
+
+fn suite(id: CipherSuite) -> SupportedCipherSuite {
+    rustls::crypto::ring::ALL_CIPHER_SUITES
+        .iter()
+        .copied()
+        .find(|s| s.suite() == id)
+        .unwrap()
+}
+
+fn check(tls: Tls, version: &str, name: &str) {
+    let (pcap, log) = record(&tls);
+    assert!(!log.is_empty(), "rustls logged no secrets");
+
+    let (events, stats, ok) = common::dissect_bytes(pcap.clone(), config(Some(&log)));
+    assert!(ok);
+    let errors: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Error(e) => Some(e.message.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(errors.is_empty(), "{name}: {errors:?}");
+    assert_eq!(
+        (stats.tls_connections, stats.tls_decrypted),
+        (1, 1),
+        "{name}"
+    );
+    let calls = common::calls(&events);
+    let paths: Vec<_> = calls.iter().map(|c| c.path().unwrap_or_default()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/grpc.health.v1.Health/Check",
+            "/grpc.health.v1.Health/Check",
+            "/grpc.health.v1.Health/Check",
+            "/test.echo.Echo/Unary"
+        ],
+        "{name}"
+    );
+    assert!(calls.iter().all(|c| c.grpc_status() == Some(0)), "{name}");
+    // The big request and its echo, whole: each is many records and many segments.
+    let big: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message(m) if m.decoded.length > 300_000 => Some(m.side),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(big, [Side::Request, Side::Response], "{name}");
+    let end = events
+        .iter()
+        .find_map(|e| match e {
+            Event::ConnectionEnd(c) => c.tls.clone(),
+            _ => None,
+        })
+        .expect("connection end with TLS");
+    assert_eq!(end.version, Some(version), "{name}");
+    assert_eq!(end.suite_name, Some(name));
+    assert_eq!(end.alpn.as_deref(), Some("h2"), "{name}");
+    assert_eq!(end.sni.as_deref(), Some("localhost"), "{name}");
+    assert!(end.decrypted);
+
+    // Without the key log: recognised as TLS, nothing decrypted, no error.
+    let (events, stats, _) = common::dissect_bytes(pcap.clone(), config(None));
+    assert_eq!(
+        (stats.tls_connections, stats.tls_decrypted),
+        (1, 0),
+        "{name}"
+    );
+    assert!(common::calls(&events).is_empty());
+    assert!(!events.iter().any(|e| matches!(e, Event::Error(_))));
+
+    // With wrong secrets: one error per direction that says so, and no call made up.
+    let wrong: String = log
+        .lines()
+        .map(|l| {
+            let (head, secret) = l.rsplit_once(' ').unwrap();
+            let flipped = if secret.starts_with('0') { "1" } else { "0" };
+            format!("{head} {flipped}{}\n", &secret[1..])
+        })
+        .collect();
+    let (events, stats, _) = common::dissect_bytes(pcap, config(Some(&wrong)));
+    assert_eq!(
+        (stats.tls_connections, stats.tls_decrypted),
+        (1, 0),
+        "{name}"
+    );
+    assert!(common::calls(&events).is_empty(), "{name}");
+    let tls_errors: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Error(e) if e.kind == ErrorKind::Tls => Some(e.message.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tls_errors.len(), 2, "{name}: {tls_errors:?}");
+    assert!(tls_errors[0].contains("does not decrypt"), "{tls_errors:?}");
+}
+
+#[test]
+fn tls13_aes_128_gcm() {
+    check(
+        Tls {
+            version: &rustls::version::TLS13,
+            suite: suite(CipherSuite::TLS13_AES_128_GCM_SHA256),
+        },
+        "TLS 1.3",
+        "TLS_AES_128_GCM_SHA256",
+    );
+}
+
+#[test]
+fn tls13_aes_256_gcm() {
+    check(
+        Tls {
+            version: &rustls::version::TLS13,
+            suite: suite(CipherSuite::TLS13_AES_256_GCM_SHA384),
+        },
+        "TLS 1.3",
+        "TLS_AES_256_GCM_SHA384",
+    );
+}
+
+#[test]
+fn tls13_chacha20_poly1305() {
+    check(
+        Tls {
+            version: &rustls::version::TLS13,
+            suite: suite(CipherSuite::TLS13_CHACHA20_POLY1305_SHA256),
+        },
+        "TLS 1.3",
+        "TLS_CHACHA20_POLY1305_SHA256",
+    );
+}
+
+#[test]
+fn tls12_ecdhe_ecdsa_aes_128_gcm() {
+    check(
+        Tls {
+            version: &rustls::version::TLS12,
+            suite: suite(CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256),
+        },
+        "TLS 1.2",
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    );
+}
+
+#[test]
+fn tls12_ecdhe_ecdsa_aes_256_gcm() {
+    check(
+        Tls {
+            version: &rustls::version::TLS12,
+            suite: suite(CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384),
+        },
+        "TLS 1.2",
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    );
+}
+
+#[test]
+fn tls12_ecdhe_ecdsa_chacha20_poly1305() {
+    check(
+        Tls {
+            version: &rustls::version::TLS12,
+            suite: suite(CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256),
+        },
+        "TLS 1.2",
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    );
+}
