@@ -1,8 +1,9 @@
 //! gRPC over TLS between real peers, recorded in the test run and decrypted with the secrets the
 //! client logged: a tonic client whose connections go through rustls, a rustls server in front
 //! of a tonic server, and the recorder between them on the wire. Every AEAD suite of TLS 1.2 and
-//! 1.3 that rustls offers is run once; in TLS 1.3 the server also rolls its keys (KeyUpdate)
-//! after its first answer, which makes the client roll its own.
+//! 1.3 that rustls offers is run once, and TLS 1.3 once more after a HelloRetryRequest; in TLS
+//! 1.3 the server also rolls its keys (KeyUpdate) after its first answer, which makes the client
+//! roll its own.
 //!
 //! The public TLS captures are compared with tshark in `tshark_reference.rs` and
 //! `grpc_reference.rs`.
@@ -45,11 +46,17 @@ impl rustls::KeyLog for Secrets {
 struct Tls {
     version: &'static SupportedProtocolVersion,
     suite: SupportedCipherSuite,
+    /// The server takes only P-256 while the client's first key share is X25519, so the server
+    /// answers with a HelloRetryRequest.
+    retry: bool,
 }
 
-fn provider(suite: SupportedCipherSuite) -> Arc<rustls::crypto::CryptoProvider> {
+fn provider(suite: SupportedCipherSuite, p256_only: bool) -> Arc<rustls::crypto::CryptoProvider> {
     let mut p = rustls::crypto::ring::default_provider();
     p.cipher_suites = vec![suite];
+    if p256_only {
+        p.kx_groups = vec![rustls::crypto::ring::kx_group::SECP256R1];
+    }
     Arc::new(p)
 }
 
@@ -129,14 +136,14 @@ fn record(tls: &Tls) -> (Vec<u8>, String) {
     let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.key_pair.serialize_der()));
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.clone()).unwrap();
-    let mut server = rustls::ServerConfig::builder_with_provider(provider(tls.suite))
+    let mut server = rustls::ServerConfig::builder_with_provider(provider(tls.suite, tls.retry))
         .with_protocol_versions(&[tls.version])
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(vec![cert], private)
         .unwrap();
     server.alpn_protocols = vec![b"h2".to_vec()];
-    let mut client = rustls::ClientConfig::builder_with_provider(provider(tls.suite))
+    let mut client = rustls::ClientConfig::builder_with_provider(provider(tls.suite, false))
         .with_protocol_versions(&[tls.version])
         .unwrap()
         .with_root_certificates(roots)
@@ -312,6 +319,20 @@ fn tls13_aes_128_gcm() {
         Tls {
             version: &rustls::version::TLS13,
             suite: suite(CipherSuite::TLS13_AES_128_GCM_SHA256),
+            retry: false,
+        },
+        "TLS 1.3",
+        "TLS_AES_128_GCM_SHA256",
+    );
+}
+
+#[test]
+fn tls13_after_a_hello_retry_request() {
+    check(
+        Tls {
+            version: &rustls::version::TLS13,
+            suite: suite(CipherSuite::TLS13_AES_128_GCM_SHA256),
+            retry: true,
         },
         "TLS 1.3",
         "TLS_AES_128_GCM_SHA256",
@@ -324,6 +345,7 @@ fn tls13_aes_256_gcm() {
         Tls {
             version: &rustls::version::TLS13,
             suite: suite(CipherSuite::TLS13_AES_256_GCM_SHA384),
+            retry: false,
         },
         "TLS 1.3",
         "TLS_AES_256_GCM_SHA384",
@@ -336,6 +358,7 @@ fn tls13_chacha20_poly1305() {
         Tls {
             version: &rustls::version::TLS13,
             suite: suite(CipherSuite::TLS13_CHACHA20_POLY1305_SHA256),
+            retry: false,
         },
         "TLS 1.3",
         "TLS_CHACHA20_POLY1305_SHA256",
@@ -348,6 +371,7 @@ fn tls12_ecdhe_ecdsa_aes_128_gcm() {
         Tls {
             version: &rustls::version::TLS12,
             suite: suite(CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256),
+            retry: false,
         },
         "TLS 1.2",
         "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
@@ -360,6 +384,7 @@ fn tls12_ecdhe_ecdsa_aes_256_gcm() {
         Tls {
             version: &rustls::version::TLS12,
             suite: suite(CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384),
+            retry: false,
         },
         "TLS 1.2",
         "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
@@ -372,6 +397,7 @@ fn tls12_ecdhe_ecdsa_chacha20_poly1305() {
         Tls {
             version: &rustls::version::TLS12,
             suite: suite(CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256),
+            retry: false,
         },
         "TLS 1.2",
         "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",

@@ -137,6 +137,10 @@ pub struct Session {
     keys: Option<Arc<KeyLog>>,
     client: Dir,
     client_random: Option<[u8; 32]>,
+    /// A ServerHello was seen.
+    server_hello: bool,
+    /// It chose TLS 1.3 (a HelloRetryRequest says so too).
+    tls13: bool,
     suite: Option<Suite>,
     info: TlsInfo,
     sides: [Side; 2],
@@ -153,6 +157,8 @@ impl Session {
             keys,
             client,
             client_random: None,
+            server_hello: false,
+            tls13: false,
             suite: None,
             info: TlsInfo::default(),
             sides: Default::default(),
@@ -263,10 +269,10 @@ impl Session {
         let d = dir.index();
         let header: [u8; 5] = [rec[0], rec[1], rec[2], rec[3], rec[4]];
         let body = &rec[5..];
-        let tls13 = self.suite.is_some_and(|s| s.tls13);
         if header[0] == CHANGE_CIPHER_SPEC {
-            // In TLS 1.3 it is only there for middleboxes (RFC 8446 Appendix D.4).
-            if !tls13 {
+            // In TLS 1.3 it is only there for middleboxes (RFC 8446 Appendix D.4), and may come
+            // before the ServerHello (after a HelloRetryRequest, or with early data).
+            if self.server_hello && !self.tls13 {
                 let side = &mut self.sides[d];
                 side.current = side.next.take();
                 side.protected = true;
@@ -324,7 +330,7 @@ impl Session {
     }
 
     fn handshake(&mut self, dir: Dir, kind: u8, body: &[u8], out: &mut dyn FnMut(Output<'_>)) {
-        let tls13 = self.suite.is_some_and(|s| s.tls13);
+        let tls13 = self.tls13;
         match kind {
             CLIENT_HELLO if dir == self.client => match hello::client_hello(body) {
                 Some(h) => {
@@ -361,6 +367,8 @@ impl Session {
     fn server_hello(&mut self, h: hello::ServerHello, out: &mut dyn FnMut(Output<'_>)) {
         self.info.version = Some(hello::version_name(h.version));
         self.info.suite = Some(h.suite);
+        self.server_hello = true;
+        self.tls13 = h.version == 0x0304;
         if h.retry {
             // A second ClientHello and ServerHello follow.
             return;
