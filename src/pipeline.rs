@@ -220,7 +220,13 @@ impl FlowHandler for Handler<'_> {
         if let Some(session) = &state.tls {
             self.stats.tls_connections += 1;
             self.stats.tls_decrypted += u64::from(session.info().decrypted);
-            self.stats.other_bytes += session.undecrypted_bytes();
+            // Bytes not dissected: all of a connection left encrypted, as before there was
+            // decryption; of one decrypted, the records that were not.
+            self.stats.other_bytes += if session.info().decrypted {
+                session.undecrypted_bytes()
+            } else {
+                state.bytes[0] + state.bytes[1]
+            };
         }
         match conn.mode() {
             Mode::Http2 | Mode::Upgrade => self.stats.http2_connections += 1,
