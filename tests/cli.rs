@@ -532,3 +532,65 @@ fn several_files_in_parallel_keep_their_order() {
         String::from_utf8(one_by_one).unwrap()
     );
 }
+
+#[test]
+fn tls_keylog_flags_decrypt_and_say_what_is_wrong() {
+    let capture = public("grpc_sslkeylog_echo_tls.pcapng");
+    let keylog = public("grpc_sslkeylog_echo_tls.keylog");
+    let pref = format!("tls.keylog_file:{keylog}");
+    for args in [
+        vec![
+            "read",
+            "--format",
+            "jsonl",
+            "--tls-keylog",
+            &keylog,
+            &capture,
+        ],
+        vec!["read", "--format", "jsonl", "-o", &pref, &capture],
+    ] {
+        let events = jsonl(&args);
+        let summary = events.last().unwrap();
+        assert_eq!(summary["tls_connections"], 1, "{args:?}");
+        assert_eq!(summary["tls_decrypted"], 1);
+        assert_eq!(summary["calls"], 8);
+        assert_eq!(summary["messages"], 41);
+        let conn = events
+            .iter()
+            .find(|e| e["event"] == "connection")
+            .expect("connection event");
+        assert_eq!(conn["tls"]["version"], "TLS 1.3");
+        assert_eq!(conn["tls"]["cipher_suite"], "TLS_AES_128_GCM_SHA256");
+        assert_eq!(conn["tls"]["alpn"], "h2");
+        assert_eq!(conn["tls"]["sni"], "grpc.domain.com");
+    }
+    // Without it: counted, and the summary says how to decrypt.
+    let out = Command::new(BIN)
+        .args(["read", "-q", &capture])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("TLS connections: 1 (0 decrypted)") && text.contains("--tls-keylog"),
+        "{text}"
+    );
+    // A key log that cannot be used is a usage error naming the file.
+    let usage = |args: &[&str], says: &str| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    };
+    usage(
+        &["read", "--tls-keylog", "/nonexistent/keys.log", &capture],
+        "/nonexistent/keys.log",
+    );
+    usage(
+        &["read", "--tls-keylog", &capture, &capture],
+        "holds no TLS secrets",
+    );
+    usage(
+        &["read", "-o", "http2.tcp.port:80", &capture],
+        "only tls.keylog_file",
+    );
+}

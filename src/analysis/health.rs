@@ -498,6 +498,7 @@ pub fn to_json(h: &ConnectionHealth) -> Value {
         "end_by": h.end.as_ref().map(|e| end_by(&e.end)).unwrap_or(Value::Null),
         "bytes_to_server": h.end.as_ref().map(|e| e.bytes[0]),
         "bytes_to_client": h.end.as_ref().map(|e| e.bytes[1]),
+        "tls": h.end.as_ref().and_then(|e| e.tls.as_ref()).map(|t| t.to_json()),
     })
 }
 
@@ -521,6 +522,9 @@ pub fn to_text(h: &ConnectionHealth) -> String {
         h.calls,
         h.frames
     );
+    if let Some(t) = h.end.as_ref().and_then(|e| e.tls.as_ref()) {
+        let _ = writeln!(s, "  over {t}");
+    }
     for (name, side) in [("client", &h.sides[0]), ("server", &h.sides[1])] {
         if side.pings > 0 {
             let rtt = summary(&side.rtts_ns);

@@ -813,17 +813,7 @@ pub fn connection_json(c: &ConnectionEnd) -> Value {
         "joined_mid_way": c.mid,
     });
     if let (Some(t), Value::Object(m)) = (&c.tls, &mut v) {
-        m.insert(
-            "tls".into(),
-            json!({
-                "version": t.version,
-                "cipher_suite": t.suite_name,
-                "cipher_suite_id": t.suite,
-                "sni": t.sni,
-                "alpn": t.alpn,
-                "decrypted": t.decrypted,
-            }),
-        );
+        m.insert("tls".into(), t.to_json());
     }
     v
 }

@@ -665,27 +665,7 @@ impl<W: Write> Text<W> {
                 );
                 if let Some(t) = &c.tls {
                     // The line ends with the newline above: the TLS details go on their own.
-                    let _ = writeln!(
-                        self.line,
-                        "{:>6} {:>11} over {} {}{}{}",
-                        "",
-                        "",
-                        t.version.unwrap_or("TLS (handshake not seen)"),
-                        t.suite_name.map_or_else(
-                            || t.suite
-                                .map(|s| format!("suite 0x{s:04x}"))
-                                .unwrap_or_default(),
-                            str::to_string
-                        ),
-                        t.alpn
-                            .as_deref()
-                            .map(|a| format!(", ALPN {a}"))
-                            .unwrap_or_default(),
-                        t.sni
-                            .as_deref()
-                            .map(|a| format!(", SNI {a}"))
-                            .unwrap_or_default(),
-                    );
+                    let _ = writeln!(self.line, "{:>18} over {t}", "");
                 }
                 self.flush_line();
             }

@@ -54,6 +54,42 @@ pub struct TlsInfo {
     pub decrypted: bool,
 }
 
+impl std::fmt::Display for TlsInfo {
+    /// "TLS 1.3 TLS_AES_128_GCM_SHA256, ALPN h2, SNI example.com", and whether it was decrypted.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.version.unwrap_or("TLS (no ServerHello seen)"))?;
+        match (self.suite_name, self.suite) {
+            (Some(name), _) => write!(f, " {name}")?,
+            (None, Some(id)) => write!(f, " suite 0x{id:04x}")?,
+            (None, None) => {}
+        }
+        if let Some(a) = &self.alpn {
+            write!(f, ", ALPN {a}")?;
+        }
+        if let Some(s) = &self.sni {
+            write!(f, ", SNI {s}")?;
+        }
+        if !self.decrypted {
+            f.write_str(", not decrypted")?;
+        }
+        Ok(())
+    }
+}
+
+impl TlsInfo {
+    /// The `tls` object of JSON Lines events.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "version": self.version,
+            "cipher_suite": self.suite_name,
+            "cipher_suite_id": self.suite,
+            "sni": self.sni,
+            "alpn": self.alpn,
+            "decrypted": self.decrypted,
+        })
+    }
+}
+
 /// What [`Session::feed`] hands on.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Output<'a> {
