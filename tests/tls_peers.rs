@@ -207,6 +207,55 @@ fn record(tls: &Tls) -> (Vec<u8>, String) {
     (pcap, log)
 }
 
+/// (stream, type, length) of every HTTP/2 frame tshark finds when given the key log, sorted;
+/// `None` without tshark (the project's `scripts/install-deps` installs it for CI).
+fn tshark_frames(pcap: &[u8], log: &str, port: u16) -> Option<Vec<(u32, u8, u32)>> {
+    let dir = std::env::temp_dir().join(format!("h2scope-tls-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cap, keys) = (dir.join("tls.pcap"), dir.join("keys.log"));
+    std::fs::write(&cap, pcap).unwrap();
+    std::fs::write(&keys, log).unwrap();
+    let out = std::process::Command::new("tshark")
+        .arg("-r")
+        .arg(&cap)
+        .args(["-d", &format!("tcp.port=={port},tls")])
+        .arg("-o")
+        .arg(format!("tls.keylog_file:{}", keys.display()))
+        .args(["-T", "fields", "-e", "http2.streamid", "-e", "http2.type"])
+        .args(["-e", "http2.length"])
+        .output();
+    std::fs::remove_dir_all(&dir).ok();
+    let out = match out {
+        Ok(o) => o,
+        Err(_) => {
+            assert!(
+                std::env::var_os("H2SCOPE_REQUIRE_TSHARK").is_none(),
+                "tshark is required here"
+            );
+            return None;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut frames = Vec::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let cols: Vec<Vec<&str>> = line
+            .split('\t')
+            .map(|c| c.split(',').filter(|v| !v.is_empty()).collect())
+            .collect();
+        if let [streams, types, lengths] = &cols[..] {
+            for ((s, t), l) in streams.iter().zip(types).zip(lengths) {
+                frames.push((s.parse().unwrap(), t.parse().unwrap(), l.parse().unwrap()));
+            }
+        }
+    }
+    frames.sort();
+    Some(frames)
+}
+
 fn config(keys: Option<&str>) -> Config {
     Config {
         tls_keys: keys.map(|k| Arc::new(KeyLog::from_text(k))),
@@ -224,9 +273,14 @@ fn suite(id: CipherSuite) -> SupportedCipherSuite {
 
 fn check(tls: Tls, version: &str, name: &str) {
     let (pcap, log) = record(&tls);
+    verify(pcap, &log, version, name);
+}
+
+/// The checks of a recording of [`record`]'s traffic and its key log.
+fn verify(pcap: Vec<u8>, log: &str, version: &str, name: &str) {
     assert!(!log.is_empty(), "rustls logged no secrets");
 
-    let (events, stats, ok) = common::dissect_bytes(pcap.clone(), config(Some(&log)));
+    let (events, stats, ok) = common::dissect_bytes(pcap.clone(), config(Some(log)));
     assert!(ok);
     let errors: Vec<_> = events
         .iter()
@@ -275,6 +329,23 @@ fn check(tls: Tls, version: &str, name: &str) {
     assert_eq!(end.alpn.as_deref(), Some("h2"), "{name}");
     assert_eq!(end.sni.as_deref(), Some("localhost"), "{name}");
     assert!(end.decrypted);
+
+    // tshark decrypts the same recording with the same key log into the same frames.
+    let server_port = events
+        .iter()
+        .find_map(|e| match e {
+            Event::ConnectionEnd(c) => Some(c.server.port()),
+            _ => None,
+        })
+        .unwrap();
+    if let Some(theirs) = tshark_frames(&pcap, log, server_port) {
+        let mut ours: Vec<(u32, u8, u32)> = common::frames(&events)
+            .iter()
+            .map(|f| (f.header.stream, f.header.kind.code(), f.header.length))
+            .collect();
+        ours.sort();
+        assert_eq!(ours, theirs, "{name}: frames differ from tshark's");
+    }
 
     // Without the key log: recognised as TLS, nothing decrypted, no error.
     let (events, stats, _) = common::dissect_bytes(pcap.clone(), config(None));
@@ -401,5 +472,29 @@ fn tls12_ecdhe_ecdsa_chacha20_poly1305() {
         },
         "TLS 1.2",
         "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    );
+}
+
+/// `testdata/grpc-tls.pcap` and `testdata/grpc-tls.keylog` are such a recording (TLS 1.3,
+/// AES-128-GCM, with KeyUpdate), kept for the README and the benchmark script.
+/// `H2SCOPE_REGENERATE=1` records them anew.
+#[test]
+fn testdata_tls_capture_decrypts_with_its_key_log() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+    let (pcap_path, log_path) = (dir.join("grpc-tls.pcap"), dir.join("grpc-tls.keylog"));
+    if std::env::var_os("H2SCOPE_REGENERATE").is_some() {
+        let (pcap, log) = record(&Tls {
+            version: &rustls::version::TLS13,
+            suite: suite(CipherSuite::TLS13_AES_128_GCM_SHA256),
+            retry: false,
+        });
+        std::fs::write(&pcap_path, pcap).unwrap();
+        std::fs::write(&log_path, log).unwrap();
+    }
+    verify(
+        std::fs::read(&pcap_path).unwrap(),
+        &std::fs::read_to_string(&log_path).unwrap(),
+        "TLS 1.3",
+        "TLS_AES_128_GCM_SHA256",
     );
 }
