@@ -241,6 +241,7 @@ impl FlowHandler for Handler<'_> {
 fn tls_output(h2: &mut Connection, dir: Dir, out: tls::Output<'_>, ctx: &mut Ctx<'_>) {
     match out {
         tls::Output::Plain(bytes) => h2.data(dir, bytes, ctx),
+        tls::Output::Gap(bytes) => h2.gap(dir, bytes, ctx),
         tls::Output::Problem(why) => ctx.error(dir, None, ErrorKind::Tls, why),
     }
 }

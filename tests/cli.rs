@@ -6,6 +6,8 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_h2scope");
 
 fn testdata(name: &str) -> String {
@@ -218,23 +220,6 @@ fn errors_name_the_file_and_what_is_wrong() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// Drops one record from a classic pcap file.
-fn without_record(bytes: &[u8], drop: usize) -> Vec<u8> {
-    let mut out = bytes[..24].to_vec();
-    let mut at = 24;
-    let mut n = 1;
-    while at + 16 <= bytes.len() {
-        let caplen = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
-        let end = at + 16 + caplen;
-        if n != drop {
-            out.extend_from_slice(&bytes[at..end]);
-        }
-        at = end;
-        n += 1;
-    }
-    out
-}
-
 #[test]
 fn a_lost_segment_is_a_gap_event_and_decoding_goes_on() {
     let bytes = std::fs::read(testdata("grpc-health.pcap")).unwrap();
@@ -242,7 +227,7 @@ fn a_lost_segment_is_a_gap_event_and_decoding_goes_on() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("gap.pcap");
     // Record 40 carries client bytes in the middle of the conversation.
-    std::fs::write(&path, without_record(&bytes, 40)).unwrap();
+    std::fs::write(&path, common::pcap_without(&bytes, |n| n == 40)).unwrap();
     let events = jsonl(&["read", "--format", "jsonl", path.to_str().unwrap()]);
     let gaps: Vec<&Value> = events.iter().filter(|e| e["event"] == "gap").collect();
     assert_eq!(gaps.len(), 1, "{gaps:?}");

@@ -498,3 +498,101 @@ fn testdata_tls_capture_decrypts_with_its_key_log() {
         "TLS_AES_128_GCM_SHA256",
     );
 }
+
+/// Record numbers of the full-size segments towards the server (or towards the client).
+fn full_segments(pcap: &[u8], server: SocketAddr, to_server: bool) -> Vec<usize> {
+    let mut reader =
+        h2scope::capture::CaptureReader::from_read("mem", std::io::Cursor::new(pcap.to_vec()))
+            .unwrap();
+    let mut picked = Vec::new();
+    reader
+        .for_each_packet(|p| {
+            if let Ok(seg) = h2scope::capture::link::decode(p.link, p.data) {
+                if (seg.dst == server) == to_server && seg.payload.len() == 1460 {
+                    picked.push(p.index as usize);
+                }
+            }
+            true
+        })
+        .unwrap();
+    picked
+}
+
+/// Segments lost in the middle of the 300 kB message of one direction: decryption finds the
+/// next record (the sequence number moved on by the records lost), the HTTP/2 stage is told
+/// how much application data is missing, and every call is still there.
+#[test]
+fn decryption_goes_on_after_segments_are_lost() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+    let pcap = std::fs::read(dir.join("grpc-tls.pcap")).unwrap();
+    let log = std::fs::read_to_string(dir.join("grpc-tls.keylog")).unwrap();
+    let (whole, _, _) = common::dissect_bytes(pcap.clone(), config(Some(&log)));
+    let server = whole
+        .iter()
+        .find_map(|e| match e {
+            Event::ConnectionEnd(c) => Some(c.server),
+            _ => None,
+        })
+        .unwrap();
+    let paths = |events: &[Event]| -> Vec<(String, Option<u32>)> {
+        common::calls(events)
+            .iter()
+            .map(|c| (c.path().unwrap_or_default(), c.grpc_status()))
+            .collect()
+    };
+    for (to_server, dropped) in [(true, 1), (true, 15), (false, 1), (false, 15)] {
+        let what = format!(
+            "{dropped} segments to the {}",
+            if to_server { "server" } else { "client" }
+        );
+        let segments = full_segments(&pcap, server, to_server);
+        assert!(segments.len() > 100, "{what}: {segments:?}");
+        let drop = &segments[segments.len() / 2..][..dropped];
+        let cut = common::pcap_without(&pcap, |n| drop.contains(&n));
+        let (events, stats, _) = common::dissect_bytes(cut, config(Some(&log)));
+        let tls_errors: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Error(e) if e.kind == ErrorKind::Tls => Some(e.message.clone()),
+                _ => None,
+            })
+            .collect();
+        assert!(tls_errors.is_empty(), "{what}: {tls_errors:?}");
+        assert_eq!(stats.tls_decrypted, 1);
+        // Every call is there. A status after the gap may be unknown: the gap cut frame
+        // headers, and HPACK's table is not known to be whole again until it refills.
+        let (got, want) = (paths(&events), paths(&whole));
+        assert_eq!(got.len(), want.len(), "{what}: {got:?}");
+        for ((path, status), (want_path, want_status)) in got.iter().zip(&want) {
+            assert_eq!(path, want_path, "{what}");
+            assert!(status.is_none() || status == want_status, "{what}: {got:?}");
+        }
+        assert!(
+            got[..3].iter().all(|(_, s)| *s == Some(0)),
+            "{what}: {got:?}"
+        );
+        // The HTTP/2 stage saw one gap in that direction: what the capture lost, plus the rest
+        // of the records it cut (whose tags cannot be checked), less the records' overhead.
+        let gaps: Vec<u64> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Gap(g) if (g.origin.dst == server) == to_server => Some(g.bytes),
+                _ => None,
+            })
+            .collect();
+        let lost = 1460 * dropped as u64;
+        assert_eq!(gaps.len(), 1, "{what}: {gaps:?}");
+        assert!(
+            gaps[0] + 64 * dropped as u64 >= lost && gaps[0] <= lost + 2 * 16_384,
+            "{what}: gap of {} bytes",
+            gaps[0]
+        );
+        // The other direction's big message is whole.
+        let whole_other = events.iter().any(|e| {
+            matches!(e, Event::Message(m) if m.decoded.length > 300_000
+                && (m.side == Side::Request) != to_server
+                && m.decoded.problem.is_none())
+        });
+        assert!(whole_other, "{what}");
+    }
+}

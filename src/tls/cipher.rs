@@ -206,6 +206,22 @@ impl Decryptor {
         ))
     }
 
+    /// The sequence number of the next record.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Sets it, to try a record after a gap under other numbers.
+    pub fn set_seq(&mut self, seq: u64) {
+        self.seq = seq;
+    }
+
+    /// Bytes a record adds to its content: header, explicit nonce, tag, and in TLS 1.3 the
+    /// content type (padding aside).
+    pub fn overhead(&self) -> usize {
+        5 + TAG + if self.explicit_nonce { 8 } else { 0 } + usize::from(self.tls13)
+    }
+
     /// Decrypts one record's body into `out`; returns the content type of what it held.
     /// `header` is the record's 5-byte header. The sequence number advances only on success:
     /// a record that does not decrypt is not this key's.

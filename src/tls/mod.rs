@@ -32,6 +32,10 @@ const KEY_UPDATE: u8 = 24;
 const MAX_RECORD: usize = (1 << 14) + 2048;
 /// Largest hello kept to be read; hellos with post-quantum key shares are a few kB.
 const MAX_HELLO: usize = 1 << 16;
+/// After a gap, how far the next record is looked for: a few records' worth.
+const RESYNC_WINDOW: usize = 4 * (5 + MAX_RECORD);
+/// Sequence numbers tried for the first record after a gap. Each try decrypts that record once.
+const RESYNC_TRIES: u64 = 4096;
 
 /// Whether a direction's first bytes are a TLS handshake record holding a ClientHello.
 pub fn starts_client_hello(b: &[u8]) -> bool {
@@ -95,6 +99,9 @@ impl TlsInfo {
 pub enum Output<'a> {
     /// Decrypted application data, in order.
     Plain(&'a [u8]),
+    /// Application data missing: a gap in the capture, after which decryption found its way
+    /// again. The count is exact unless the lost TLS 1.3 records were padded.
+    Gap(u64),
     /// Why (part of) the connection is not decrypted; said once per cause.
     Problem(String),
 }
@@ -164,8 +171,23 @@ struct Side {
     switch: bool,
     /// Decryption of this direction ended.
     stopped: bool,
+    /// The records are protected with application keys (not the TLS 1.3 handshake's).
+    application: bool,
+    /// After a gap: looking for the next record.
+    resync: Option<Resync>,
     /// Records decrypted.
     opened: u64,
+}
+
+/// The state of a direction after a gap.
+#[derive(Default)]
+struct Resync {
+    /// Record bytes lost: the gap and the part of a record before it.
+    lost: u64,
+    /// Bytes since the gap, searched for a record that decrypts.
+    held: Vec<u8>,
+    /// Where in `held` a record may still start.
+    next_at: usize,
 }
 
 /// One TLS connection, both directions.
@@ -224,6 +246,10 @@ impl Session {
                 self.undecrypted += bytes.len() as u64;
                 return;
             }
+            if self.sides[d].resync.is_some() {
+                self.resync(dir, bytes, out);
+                return;
+            }
             let side = &mut self.sides[d];
             // A whole record in the input is read where it lies.
             if side.buf.is_empty() {
@@ -272,17 +298,95 @@ impl Session {
         }
     }
 
-    /// A gap in one direction: record boundaries and sequence numbers are lost for good.
+    /// A gap in one direction. Once application data flows, the next record that decrypts
+    /// is looked for after it (record boundaries and the sequence number are lost with the
+    /// bytes); during the handshake, that direction stops.
     pub fn gap(&mut self, dir: Dir, bytes: u64, out: &mut dyn FnMut(Output<'_>)) {
         self.undecrypted += bytes;
-        if !self.sides[dir.index()].stopped {
-            self.sides[dir.index()].buf = Vec::new();
-            self.stop(
-                dir,
-                format!("{bytes} bytes missing from the capture; TLS records of this direction are not decrypted from here on"),
-                out,
-            );
+        let side = &mut self.sides[dir.index()];
+        if side.stopped {
+            return;
         }
+        if side.application && side.current.is_some() {
+            let resync = side.resync.get_or_insert_with(Resync::default);
+            resync.lost += bytes + side.buf.len() as u64 + resync.held.len() as u64;
+            resync.held.clear();
+            resync.next_at = 0;
+            side.buf.clear();
+            return;
+        }
+        side.buf = Vec::new();
+        self.stop(
+            dir,
+            format!("{bytes} bytes missing from the capture during the TLS handshake; this direction is not decrypted from here on"),
+            out,
+        );
+    }
+
+    /// Bytes after a gap: the first complete record that decrypts under a sequence number a
+    /// little past the expected one ends the search.
+    fn resync(&mut self, dir: Dir, bytes: &[u8], out: &mut dyn FnMut(Output<'_>)) {
+        let d = dir.index();
+        let side = &mut self.sides[d];
+        let (Some(resync), Some(dec)) = (side.resync.as_mut(), side.current.as_mut()) else {
+            return;
+        };
+        resync.held.extend_from_slice(bytes);
+        let held = &resync.held;
+        let mut found = None;
+        let mut at = resync.next_at;
+        while at + 5 <= held.len() {
+            let len = match record_len(&held[at..]) {
+                Some(len) if held[at] == APPLICATION_DATA => len,
+                _ => {
+                    at += 1;
+                    continue;
+                }
+            };
+            let Some(rec) = held.get(at..at + 5 + len) else {
+                // A header that may be the one: wait for the rest of its record.
+                break;
+            };
+            let header: [u8; 5] = [rec[0], rec[1], rec[2], rec[3], rec[4]];
+            let lost_bytes = resync.lost + at as u64;
+            // At most one record per smallest record's worth of lost bytes.
+            let most = (lost_bytes / dec.overhead() as u64 + 1).min(RESYNC_TRIES);
+            let expected = dec.seq();
+            for skipped in 0..=most {
+                dec.set_seq(expected + skipped);
+                if dec.open(&header, &rec[5..], &mut self.plain).is_some() {
+                    dec.set_seq(expected + skipped);
+                    found = Some((at, lost_bytes, skipped));
+                    break;
+                }
+            }
+            if found.is_some() {
+                break;
+            }
+            dec.set_seq(expected);
+            at += 1;
+        }
+        resync.next_at = at;
+        let Some((at, lost_bytes, skipped)) = found else {
+            if resync.held.len() > RESYNC_WINDOW {
+                let lost = resync.lost + resync.held.len() as u64;
+                self.undecrypted += resync.held.len() as u64;
+                side.resync = None;
+                let what = self.side_name(dir);
+                self.stop(
+                    dir,
+                    format!("no {what} TLS record decrypts in the {lost} bytes after a gap; this direction is not decrypted from here on"),
+                    out,
+                );
+            }
+            return;
+        };
+        // Ciphertext lost, less what each skipped record added to its content.
+        let plain_lost = lost_bytes.saturating_sub(skipped * dec.overhead() as u64);
+        let rest = side.resync.take().map(|r| r.held).unwrap_or_default();
+        self.undecrypted += at as u64;
+        out(Output::Gap(plain_lost));
+        self.feed(dir, &rest[at..], out);
     }
 
     fn stop(&mut self, dir: Dir, why: String, out: &mut dyn FnMut(Output<'_>)) {
@@ -290,7 +394,11 @@ impl Session {
         side.stopped = true;
         side.current = None;
         side.next = None;
-        out(Output::Problem(why));
+        side.resync = None;
+        // Without a key log nothing was to be decrypted: nothing to say.
+        if self.keys.is_some() {
+            out(Output::Problem(why));
+        }
     }
 
     fn side_name(&self, dir: Dir) -> &'static str {
@@ -312,6 +420,7 @@ impl Session {
                 let side = &mut self.sides[d];
                 side.current = side.next.take();
                 side.protected = true;
+                side.application = true;
             }
             return;
         }
@@ -361,6 +470,7 @@ impl Session {
         if side.switch {
             side.switch = false;
             side.current = side.next.take();
+            side.application = true;
         }
         self.plain = plain;
     }

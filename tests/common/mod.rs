@@ -47,6 +47,24 @@ pub fn dissect_reader(reader: &mut CaptureReader, cfg: Config) -> (Vec<Event>, S
     (events, stats)
 }
 
+/// A classic (little-endian) pcap file without the records (numbered from 1) that `drop` picks:
+/// packets the capture missed.
+pub fn pcap_without(bytes: &[u8], drop: impl Fn(usize) -> bool) -> Vec<u8> {
+    let mut out = bytes[..24].to_vec();
+    let mut at = 24;
+    let mut n = 1;
+    while at + 16 <= bytes.len() {
+        let caplen = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        let end = at + 16 + caplen;
+        if !drop(n) {
+            out.extend_from_slice(&bytes[at..end]);
+        }
+        at = end;
+        n += 1;
+    }
+    out
+}
+
 /// Serves `router` on a fresh IPv4 loopback port, in the background of the current runtime.
 pub async fn serve(router: tonic::transport::server::Router) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
