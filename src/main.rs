@@ -18,7 +18,7 @@ use h2scope::output::pcapng::{CaptureFile, Format as WriteFormat};
 use h2scope::output::text::{Text, TextOptions, TextRoute};
 use h2scope::output::{Counting, Summary};
 use h2scope::parallel::Route;
-use h2scope::pipeline::{harvest_schemas, Config, Dissector};
+use h2scope::pipeline::{harvest_schemas, open_capture, Config, Dissector};
 use h2scope::tls::KeyLog;
 
 #[derive(Parser)]
@@ -515,10 +515,13 @@ fn config(args: &DecodeArgs) -> Config {
     let mut cfg = Config::default();
     cfg.http2.forced_ports = args.h2_ports.clone();
     cfg.http2.assumed_paths = args.assume_paths.clone();
-    cfg.tls_keys = args
-        .tls_keylog
-        .clone()
-        .or_else(|| args.prefs.last().cloned());
+    // Without a key log, an empty one: pcapng files may carry their own secrets.
+    cfg.tls_keys = Some(
+        args.tls_keylog
+            .clone()
+            .or_else(|| args.prefs.last().cloned())
+            .unwrap_or_else(|| Arc::new(KeyLog::from_text(""))),
+    );
     cfg.grpc.max_message_size = args.max_message_size;
     cfg.grpc.max_decompressed_size = args.max_message_size.max(cfg.grpc.max_decompressed_size);
     cfg
@@ -684,7 +687,7 @@ fn conns_with_path(file: &str, path: &str, cfg: &Config, schemas: Schemas) -> Ha
         }
     }
     let mut found = Conns(path, HashSet::new());
-    if let Ok(mut reader) = CaptureReader::open(file) {
+    if let Ok(mut reader) = open_capture(file, cfg) {
         let mut d = Dissector::with_schemas(cfg.clone(), schemas);
         let _ = reader.for_each_packet(|p| {
             d.packet(p, &mut found);
@@ -733,14 +736,14 @@ fn read_file<W: Write>(
     shards: usize,
 ) -> FileOutcome {
     let mut failed = false;
-    let mut reader = match CaptureReader::open(file) {
+    let mut cfg = config(&args.decode);
+    let mut reader = match open_capture(file, &cfg) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("h2scope: {e}");
             return FileOutcome::Failed;
         }
     };
-    let mut cfg = config(&args.decode);
     // Nothing shown needs the messages' contents: skip decoding them (counts stay).
     cfg.grpc.decode_bodies = !args.shows_little(silent);
     let limit = args.count.unwrap_or(u64::MAX);
@@ -1051,7 +1054,8 @@ fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
     let mut out = BufWriter::new(io::stdout().lock());
     let mut failed = false;
     for file in &args.files {
-        let mut reader = match CaptureReader::open(file) {
+        let mut cfg = config(&args.decode);
+        let mut reader = match open_capture(file, &cfg) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("h2scope: {e}");
@@ -1059,7 +1063,6 @@ fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
                 continue;
             }
         };
-        let mut cfg = config(&args.decode);
         cfg.grpc.decode_bodies = false;
         let mut dissector = Dissector::with_schemas(cfg, schemas.clone());
         let format = args.format;

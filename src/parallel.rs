@@ -775,7 +775,7 @@ pub fn dissect(
 /// [`harvest_schemas`](crate::pipeline::harvest_schemas) on `workers` threads: the first pass
 /// over a file, for schemas served by reflection, sharded like [`dissect`].
 pub fn harvest(path: &str, schemas: Schemas, cfg: &Config, limit: u64, workers: usize) -> Schemas {
-    let Ok(mut reader) = CaptureReader::open(path) else {
+    let Ok(mut reader) = crate::pipeline::open_capture(path, cfg) else {
         return schemas;
     };
     let mut cfg = cfg.clone();

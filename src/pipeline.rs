@@ -372,6 +372,22 @@ impl Dissector {
     }
 }
 
+/// Opens a capture for dissection with `cfg`: TLS secrets embedded in it (pcapng Decryption
+/// Secrets Blocks) join `cfg`'s key log as they are met.
+pub fn open_capture(
+    path: &str,
+    cfg: &Config,
+) -> Result<crate::capture::CaptureReader, crate::capture::CaptureError> {
+    let mut reader = crate::capture::CaptureReader::open(path)?;
+    if let Some(keys) = &cfg.tls_keys {
+        let keys = keys.clone();
+        reader.on_tls_secrets(Box::new(move |text| {
+            keys.add_text(&String::from_utf8_lossy(text))
+        }));
+    }
+    Ok(reader)
+}
+
 /// Reads a capture once, looking only at server-reflection responses, and returns the schemas
 /// with what they taught, so that a second pass decodes every call with them. Reading errors are
 /// left for the main pass to report.
@@ -392,7 +408,7 @@ pub fn harvest_schemas_with(
         // Standard input can be read only once.
         return schemas;
     }
-    let Ok(mut reader) = crate::capture::CaptureReader::open(path) else {
+    let Ok(mut reader) = open_capture(path, cfg) else {
         return schemas;
     };
     let mut cfg = cfg.clone();

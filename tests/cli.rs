@@ -579,3 +579,51 @@ fn tls_keylog_flags_decrypt_and_say_what_is_wrong() {
         "only tls.keylog_file",
     );
 }
+
+/// Secrets embedded in a pcapng file by Wireshark's `editcap --inject-secrets` decrypt it
+/// without a key log on the command line.
+#[test]
+fn secrets_embedded_in_pcapng_decrypt_it() {
+    let dir = std::env::temp_dir().join(format!("h2scope-dsb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("with-secrets.pcapng");
+    let made = Command::new("editcap")
+        .arg("--inject-secrets")
+        .arg(format!("tls,{}", testdata("grpc-tls.keylog")))
+        .arg(testdata("grpc-tls.pcap"))
+        .arg(&out)
+        .output();
+    match made {
+        Ok(m) => assert!(m.status.success(), "{}", String::from_utf8_lossy(&m.stderr)),
+        Err(_) => {
+            // editcap comes with tshark (wireshark-common), which scripts/install-deps installs.
+            assert!(
+                std::env::var_os("H2SCOPE_REQUIRE_TSHARK").is_none(),
+                "editcap is required here"
+            );
+            return;
+        }
+    }
+    let path = out.to_str().unwrap();
+    let summary = jsonl(&["read", "--format", "jsonl", "-q", path]);
+    let s = summary.last().unwrap();
+    assert_eq!(
+        (&s["tls_connections"], &s["tls_decrypted"]),
+        (&1.into(), &1.into())
+    );
+    assert_eq!(s["calls"], 4);
+    // The same file with no secrets in it stays encrypted.
+    let plain = jsonl(&[
+        "read",
+        "--format",
+        "jsonl",
+        "-q",
+        &testdata("grpc-tls.pcap"),
+    ]);
+    assert_eq!(plain.last().unwrap()["tls_decrypted"], 0);
+    // stats reads them too.
+    let stats = Command::new(BIN).args(["stats", path]).output().unwrap();
+    let text = String::from_utf8_lossy(&stats.stdout);
+    assert!(text.contains("/test.echo.Echo/Unary"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}

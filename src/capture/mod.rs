@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
-use pcap_parser::pcapng::Block;
+use pcap_parser::pcapng::{Block, SecretsType};
 use pcap_parser::traits::{PcapNGPacketBlock, PcapReaderIterator};
 use pcap_parser::{PcapBlockOwned, PcapError};
 
@@ -89,6 +89,9 @@ pub struct CaptureReader {
     state: State,
 }
 
+/// Called with the TLS key log text of each pcapng Decryption Secrets Block.
+pub type SecretsHook = Box<dyn FnMut(&[u8]) + Send>;
+
 #[derive(Default)]
 struct State {
     /// pcap: the one link type and timestamp resolution; pcapng: those of the current section.
@@ -97,6 +100,7 @@ struct State {
     pcapng: bool,
     records: u64,
     warnings: Vec<CaptureWarning>,
+    tls_secrets: Option<SecretsHook>,
 }
 
 impl CaptureReader {
@@ -158,6 +162,12 @@ impl CaptureReader {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Hands the TLS secrets that pcapng Decryption Secrets Blocks carry (`editcap
+    /// --inject-secrets tls,…`) to `hook`, as they are met: before the packets they decrypt.
+    pub fn on_tls_secrets(&mut self, hook: SecretsHook) {
+        self.state.tls_secrets = Some(hook);
     }
 
     /// Bytes of the file consumed so far (for progress reports).
@@ -289,6 +299,7 @@ impl State {
             pcapng,
             records,
             warnings,
+            tls_secrets,
         } = self;
         match block {
             PcapBlockOwned::LegacyHeader(h) => {
@@ -397,6 +408,15 @@ impl State {
                     }
                     None => true,
                 }
+            }
+            PcapBlockOwned::NG(Block::DecryptionSecrets(dsb))
+                if dsb.secrets_type == SecretsType::TlsKeyLog =>
+            {
+                if let Some(hook) = tls_secrets {
+                    let n = (dsb.secrets_len as usize).min(dsb.data.len());
+                    hook(&dsb.data[..n]);
+                }
+                true
             }
             PcapBlockOwned::NG(_) => true,
         }

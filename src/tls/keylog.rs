@@ -41,6 +41,9 @@ impl Label {
 const MAX_SECRET: usize = 64;
 /// A key log larger than this is not read further (a million connections' worth).
 const MAX_FILE: u64 = 512 << 20;
+/// Secrets kept at most (a quarter of a million TLS 1.3 connections); a capture may carry
+/// secrets too, and memory must not grow with it without end.
+const MAX_SECRETS: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyLogError {
@@ -103,7 +106,11 @@ impl Secrets {
     }
 
     fn insert(&mut self, label: Label, id: Vec<u8>, secret: Vec<u8>) {
-        if id.len() <= 32 && !secret.is_empty() && secret.len() <= MAX_SECRET {
+        if id.len() <= 32
+            && !secret.is_empty()
+            && secret.len() <= MAX_SECRET
+            && self.map.len() < MAX_SECRETS
+        {
             self.map.insert((label, id), secret);
         }
     }

@@ -396,7 +396,7 @@ impl Session {
         side.next = None;
         side.resync = None;
         // Without a key log nothing was to be decrypted: nothing to say.
-        if self.keys.is_some() {
+        if self.has_keys() {
             out(Output::Problem(why));
         }
     }
@@ -546,6 +546,9 @@ impl Session {
         let (Some(keys), Some(cr)) = (self.keys.clone(), self.client_random) else {
             return;
         };
+        if keys.is_empty() {
+            return;
+        }
         let random = hex::encode(cr);
         if suite.tls13 {
             let get = |l| keys.get(l, &cr);
@@ -589,6 +592,12 @@ impl Session {
             self.sides[self.client.index()].next = Some(c);
             self.sides[server.index()].next = Some(s);
         }
+    }
+
+    /// A key log with secrets in it was given (an empty one waits for secrets a capture file
+    /// may carry).
+    fn has_keys(&self) -> bool {
+        self.keys.as_ref().is_some_and(|k| !k.is_empty())
     }
 
     fn stop_both(&mut self) {
@@ -636,17 +645,21 @@ mod tests {
 
     #[test]
     fn garbage_stops_a_direction_once_without_panicking() {
-        let mut s = Session::new(Dir::Forward, None);
-        let mut problems = 0;
-        let mut out = |o: Output<'_>| {
-            if let Output::Problem(_) = o {
-                problems += 1
-            }
-        };
-        s.feed(Dir::Forward, b"GET / HTTP/1.1\r\n\r\n", &mut out);
-        s.feed(Dir::Forward, &[0x16; 100], &mut out);
-        assert_eq!(problems, 1);
-        assert!(s.undecrypted_bytes() > 0);
+        let keys = Arc::new(KeyLog::from_text("CLIENT_RANDOM 01 02\n"));
+        for (keys, said) in [(Some(keys), 1), (None, 0)] {
+            let mut s = Session::new(Dir::Forward, keys);
+            let mut problems = 0;
+            let mut out = |o: Output<'_>| {
+                if let Output::Problem(_) = o {
+                    problems += 1
+                }
+            };
+            s.feed(Dir::Forward, b"GET / HTTP/1.1\r\n\r\n", &mut out);
+            s.feed(Dir::Forward, &[0x16; 100], &mut out);
+            // Said once with a key log; without one there was nothing to decrypt.
+            assert_eq!(problems, said);
+            assert!(s.undecrypted_bytes() > 0);
+        }
     }
 
     #[test]

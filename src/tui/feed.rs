@@ -108,7 +108,7 @@ impl Loader {
         cfg: &Config,
         schemas: Schemas,
     ) -> Result<(Loader, StoreReader), CaptureError> {
-        let reader = CaptureReader::open(path)?;
+        let reader = crate::pipeline::open_capture(path, cfg)?;
         let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let (writer, store) = store::new();
         let (tx, rx) = sync_channel(8);
@@ -300,7 +300,7 @@ pub fn load_all(
     schemas: Schemas,
 ) -> Result<super::model::Model, CaptureError> {
     let schemas = harvest_schemas_with(path, schemas, cfg, u64::MAX, |_, _| true);
-    let mut reader = CaptureReader::open(path)?;
+    let mut reader = crate::pipeline::open_capture(path, cfg)?;
     let mut cfg = cfg.clone();
     cfg.http2.keep_frame_bytes = true;
     let (writer, store) = store::new();

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::{sink, Cursor};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use h2scope::capture::CaptureReader;
 use h2scope::event::{Event, Sink};
@@ -12,6 +12,7 @@ use h2scope::output::jsonl::JsonLines;
 use h2scope::output::text::{Text, TextOptions};
 use h2scope::output::{Counting, Summary, Tally};
 use h2scope::pipeline::{Config, Dissector};
+use h2scope::tls::KeyLog;
 
 /// `Dissector::new` parses the bundled descriptor set every time, which would cost most of
 /// each run; parse it once and hand every run a fresh copy (reflection may add to it).
@@ -60,7 +61,17 @@ pub fn dissect_and_render(data: Vec<u8>) {
     let Ok(mut reader) = CaptureReader::from_read("fuzz", Cursor::new(data)) else {
         return;
     };
-    let mut dissector = Dissector::with_schemas(Config::default(), bundled_schemas());
+    // As the command line does: an empty key log that secrets embedded in pcapng fill.
+    let keys = Arc::new(KeyLog::from_text(""));
+    let hooked = keys.clone();
+    reader.on_tls_secrets(Box::new(move |text| {
+        hooked.add_text(&String::from_utf8_lossy(text))
+    }));
+    let config = Config {
+        tls_keys: Some(keys),
+        ..Config::default()
+    };
+    let mut dissector = Dissector::with_schemas(config, bundled_schemas());
     let mut events: Vec<Event> = Vec::new();
     let mut first_ts = None;
     let result = reader.for_each_packet(|p| {
