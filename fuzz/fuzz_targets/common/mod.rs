@@ -34,11 +34,26 @@ impl Sink for NoMessages {
     }
 }
 
+/// `data` as a capture, read as the command line reads one: with an empty key log that
+/// secrets embedded in a pcapng file fill.
+fn open(data: &[u8]) -> Option<(CaptureReader, Config)> {
+    let mut reader = CaptureReader::from_read("fuzz", Cursor::new(data.to_vec())).ok()?;
+    let keys = Arc::new(KeyLog::from_text(""));
+    let hooked = keys.clone();
+    reader.on_tls_secrets(Box::new(move |text| {
+        hooked.add_text(&String::from_utf8_lossy(text))
+    }));
+    let config = Config {
+        tls_keys: Some(keys),
+        ..Config::default()
+    };
+    Some((reader, config))
+}
+
 /// Dissects `data` into `sink` without decoding bodies, as the summary and `--calls` do (their
 /// deframers then skip the bytes of messages), and returns what it counted.
 fn tally_of<S: Sink>(data: &[u8], mut sink: Counting<S>) -> Tally {
-    if let Ok(mut reader) = CaptureReader::from_read("fuzz", Cursor::new(data.to_vec())) {
-        let mut config = Config::default();
+    if let Some((mut reader, mut config)) = open(data) {
         config.grpc.decode_bodies = false;
         let mut dissector = Dissector::with_schemas(config, bundled_schemas());
         let _ = reader.for_each_packet(|p| {
@@ -58,18 +73,8 @@ pub fn dissect_and_render(data: Vec<u8>) {
     let counts_only = tally_of(&data, Counting::counts_only(Vec::<Event>::new()));
     let calls_only = tally_of(&data, Counting::new(JsonLines::new(sink(), true, false)));
     let no_messages = tally_of(&data, Counting::new(NoMessages));
-    let Ok(mut reader) = CaptureReader::from_read("fuzz", Cursor::new(data)) else {
+    let Some((mut reader, config)) = open(&data) else {
         return;
-    };
-    // As the command line does: an empty key log that secrets embedded in pcapng fill.
-    let keys = Arc::new(KeyLog::from_text(""));
-    let hooked = keys.clone();
-    reader.on_tls_secrets(Box::new(move |text| {
-        hooked.add_text(&String::from_utf8_lossy(text))
-    }));
-    let config = Config {
-        tls_keys: Some(keys),
-        ..Config::default()
     };
     let mut dissector = Dissector::with_schemas(config, bundled_schemas());
     let mut events: Vec<Event> = Vec::new();
