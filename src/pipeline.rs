@@ -153,7 +153,7 @@ impl FlowHandler for Handler<'_> {
                 match state.tls.as_mut() {
                     Some(session) => {
                         let h2 = &mut state.h2;
-                        session.feed(dir, bytes, &mut |out| tls_output(h2, dir, out, &mut ctx));
+                        session.feed(dir, bytes, &mut |d, out| tls_output(h2, d, out, &mut ctx));
                     }
                     None => state.h2.data(dir, bytes, &mut ctx),
                 }
@@ -161,7 +161,7 @@ impl FlowHandler for Handler<'_> {
             StreamEvent::Gap(n) => match state.tls.as_mut() {
                 Some(session) => {
                     let h2 = &mut state.h2;
-                    session.gap(dir, n, &mut |out| tls_output(h2, dir, out, &mut ctx));
+                    session.gap(dir, n, &mut |d, out| tls_output(h2, d, out, &mut ctx));
                 }
                 None => state.h2.gap(dir, n, &mut ctx),
             },
@@ -177,6 +177,11 @@ impl FlowHandler for Handler<'_> {
         reason: CloseReason,
         meta: &PacketMeta,
     ) {
+        if let Some(session) = state.tls.as_mut() {
+            let h2 = &mut state.h2;
+            let mut ctx = self.ctx(info, meta);
+            session.finish(&mut |d, out| tls_output(h2, d, out, &mut ctx));
+        }
         let conn = &mut state.h2;
         conn.close(&mut self.ctx(info, meta));
         if matches!(conn.mode(), Mode::Http2 | Mode::Upgrade | Mode::Http1) {

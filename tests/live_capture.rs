@@ -178,3 +178,81 @@ fn capture_errors_say_what_to_do() {
         eprintln!("not root: the permission message is covered by the unit test of classify()");
     }
 }
+
+/// A live capture of TLS whose key log is written while it runs (as SSLKEYLOGFILE is): the file
+/// is empty when the capture starts, and read again when a connection needs its secrets.
+#[test]
+fn live_capture_decrypts_tls_with_a_key_log_written_as_it_runs() {
+    use common::tls::{suite, Secrets, Tls};
+    use std::sync::Arc;
+    if !common::can_capture_on_lo() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("h2scope-live-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys = dir.join("keys.log");
+    std::fs::write(&keys, "").unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let tls = Tls {
+        version: &rustls::version::TLS13,
+        suite: suite(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256),
+        retry: false,
+    };
+    let secrets = Arc::new(Secrets::to_file(keys.clone()));
+    let (server, client) = common::tls::configs(&tls, secrets);
+    let front = rt.block_on(common::tls::serve(server, true));
+    let filter = format!("tcp port {}", front.port());
+    let mut child = Command::new(BIN)
+        .args(["capture", "-i", "lo", "-f", &filter, "--format", "jsonl"])
+        .arg("--tls-keylog")
+        .arg(&keys)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("capturing on lo"), "{line}");
+
+    // A small echo: a burst of 300 kB on lo outruns the capture's buffer.
+    rt.block_on(async {
+        common::tls::traffic(common::tls::channel(client, front).await, 2_000).await
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let events = jsonl(&String::from_utf8(out.stdout).unwrap());
+    let calls: Vec<(&str, u64)> = events
+        .iter()
+        .filter(|e| e["event"] == "call")
+        .map(|c| {
+            (
+                c["path"].as_str().unwrap_or(""),
+                c["grpc_status"].as_u64().unwrap_or(99),
+            )
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            ("/grpc.health.v1.Health/Check", 0),
+            ("/grpc.health.v1.Health/Check", 0),
+            ("/grpc.health.v1.Health/Check", 0),
+            ("/test.echo.Echo/Unary", 0)
+        ]
+    );
+    let summary = events.last().unwrap();
+    assert_eq!(summary["tls_decrypted"], 1, "{summary}");
+    assert_eq!(summary["errors"], 0, "{summary}");
+    std::fs::remove_dir_all(&dir).ok();
+}

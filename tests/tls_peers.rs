@@ -11,200 +11,32 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use common::echo::{Echo, EchoReply, EchoRequest};
 use common::recorder::{Link, Recorder};
+use common::tls::{suite, Secrets, Tls};
 use h2scope::event::{ErrorKind, Event};
 use h2scope::grpc::Side;
 use h2scope::pipeline::Config;
 use h2scope::tls::KeyLog;
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use rustls::{CipherSuite, SupportedCipherSuite, SupportedProtocolVersion};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tonic::codegen::http;
-use tonic::Request;
-use tonic_prost::ProstCodec;
+use rustls::CipherSuite;
 
-/// The client's secrets, written as SSLKEYLOGFILE would have them.
-#[derive(Debug, Default)]
-struct Secrets(Mutex<String>);
-
-impl rustls::KeyLog for Secrets {
-    fn log(&self, label: &str, client_random: &[u8], secret: &[u8]) {
-        let line = format!(
-            "{label} {} {}\n",
-            hex::encode(client_random),
-            hex::encode(secret)
-        );
-        self.0.lock().unwrap().push_str(&line);
-    }
-}
-
-struct Tls {
-    version: &'static SupportedProtocolVersion,
-    suite: SupportedCipherSuite,
-    /// The server takes only P-256 while the client's first key share is X25519, so the server
-    /// answers with a HelloRetryRequest.
-    retry: bool,
-}
-
-fn provider(suite: SupportedCipherSuite, p256_only: bool) -> Arc<rustls::crypto::CryptoProvider> {
-    let mut p = rustls::crypto::ring::default_provider();
-    p.cipher_suites = vec![suite];
-    if p256_only {
-        p.kx_groups = vec![rustls::crypto::ring::kx_group::SECP256R1];
-    }
-    Arc::new(p)
-}
-
-/// Forwards a TLS connection's plaintext to `plain`; after the first answer the server rolls
-/// its keys when `key_update`.
-async fn pipe(
-    mut tls: tokio_rustls::server::TlsStream<TcpStream>,
-    mut plain: TcpStream,
-    key_update: bool,
-) {
-    let (mut a, mut b) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
-    let mut rolled = !key_update;
-    loop {
-        tokio::select! {
-            r = tls.read(&mut a) => match r {
-                Ok(0) | Err(_) => break,
-                Ok(n) => if plain.write_all(&a[..n]).await.is_err() { break },
-            },
-            r = plain.read(&mut b) => match r {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if tls.write_all(&b[..n]).await.is_err() || tls.flush().await.is_err() {
-                        break;
-                    }
-                    if !rolled {
-                        rolled = true;
-                        tls.get_mut().1.refresh_traffic_keys().unwrap();
-                        let _ = tls.flush().await;
-                    }
-                }
-            },
-        }
-    }
-    let _ = tls.shutdown().await;
-}
-
-/// A TLS server in front of the plain-text gRPC server at `upstream`.
-async fn terminate(
-    cfg: rustls::ServerConfig,
-    upstream: SocketAddr,
-    key_update: bool,
-) -> SocketAddr {
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let Ok(plain) = TcpStream::connect(upstream).await else {
-                    return;
-                };
-                let _ = plain.set_nodelay(true);
-                pipe(tls, plain, key_update).await;
-            });
-        }
-    });
-    addr
-}
-
-fn echo(text: &str, payload: Vec<u8>) -> EchoRequest {
-    EchoRequest {
-        text: text.into(),
-        payload,
-        seq: 1,
-    }
-}
-
-/// Records health checks and echo calls (one carrying 300 kB, many TLS records) over `tls`.
-/// Returns the capture and the client's key log.
+/// Records [`common::tls::traffic`] over `tls` through the recorder. Returns the capture and the
+/// client's key log.
 fn record(tls: &Tls) -> (Vec<u8>, String) {
-    let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let cert = CertificateDer::from(key.cert.der().to_vec());
-    let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.key_pair.serialize_der()));
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.clone()).unwrap();
-    let mut server = rustls::ServerConfig::builder_with_provider(provider(tls.suite, tls.retry))
-        .with_protocol_versions(&[tls.version])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], private)
-        .unwrap();
-    server.alpn_protocols = vec![b"h2".to_vec()];
-    let mut client = rustls::ClientConfig::builder_with_provider(provider(tls.suite, false))
-        .with_protocol_versions(&[tls.version])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    client.alpn_protocols = vec![b"h2".to_vec()];
     let secrets = Arc::new(Secrets::default());
-    client.key_log = secrets.clone();
-    let key_update = tls.version.version == rustls::ProtocolVersion::TLSv1_3;
-
+    let (server, client) = common::tls::configs(tls, secrets.clone());
+    let tls13 = tls.version.version == rustls::ProtocolVersion::TLSv1_3;
     let rec = Recorder::new(Link::Ethernet, 1460, 5_000);
     let pcap = rec.run(async {
-        let (reporter, health) = tonic_health::server::health_reporter();
-        reporter
-            .set_serving::<tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>>()
-            .await;
-        let upstream = common::serve(
-            tonic::transport::Server::builder()
-                .add_service(Echo)
-                .add_service(health),
-        )
-        .await;
-        let front = terminate(server, upstream, key_update).await;
+        let front = common::tls::serve(server, tls13).await;
         let proxy = rec
             .proxy(SocketAddr::from(([127, 0, 0, 1], 0)), front)
             .await;
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
-        let channel = tonic::transport::Endpoint::from_static("http://localhost")
-            .connect_with_connector(tower::service_fn(move |_: http::Uri| {
-                let connector = connector.clone();
-                async move {
-                    let tcp = TcpStream::connect(proxy).await?;
-                    let name = ServerName::try_from("localhost").unwrap();
-                    let tls = connector.connect(name, tcp).await?;
-                    Ok::<_, std::io::Error>(TokioIo::new(tls))
-                }
-            }))
-            .await
-            .unwrap();
-        let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-        for _ in 0..3 {
-            let r = health
-                .check(tonic_health::pb::HealthCheckRequest::default())
-                .await
-                .unwrap();
-            assert_eq!(r.into_inner().status, 1);
-        }
-        let mut grpc = tonic::client::Grpc::new(channel);
-        grpc.ready().await.unwrap();
-        let r = grpc
-            .unary(
-                Request::new(echo("big", common::noise(7, 300_000))),
-                http::uri::PathAndQuery::from_static("/test.echo.Echo/Unary"),
-                ProstCodec::<EchoRequest, EchoReply>::default(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(r.into_inner().payload.len(), 300_000);
+        common::tls::traffic(common::tls::channel(client, proxy).await, 300_000).await;
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     });
-    let log = secrets.0.lock().unwrap().clone();
-    (pcap, log)
+    (pcap, secrets.text())
 }
 
 /// (stream, type, length) of every HTTP/2 frame tshark finds when given the key log, sorted;
@@ -261,14 +93,6 @@ fn config(keys: Option<&str>) -> Config {
         tls_keys: keys.map(|k| Arc::new(KeyLog::from_text(k))),
         ..Config::default()
     }
-}
-
-fn suite(id: CipherSuite) -> SupportedCipherSuite {
-    rustls::crypto::ring::ALL_CIPHER_SUITES
-        .iter()
-        .copied()
-        .find(|s| s.suite() == id)
-        .unwrap()
 }
 
 fn check(tls: Tls, version: &str, name: &str) {
@@ -356,6 +180,24 @@ fn verify(pcap: Vec<u8>, log: &str, version: &str, name: &str) {
     );
     assert!(common::calls(&events).is_empty());
     assert!(!events.iter().any(|e| matches!(e, Event::Error(_))));
+
+    // With a key log that lacks this connection: one error that says so, at its end.
+    let other = format!("CLIENT_RANDOM {} {}\n", "ab".repeat(32), "cd".repeat(48));
+    let (events, stats, _) = common::dissect_bytes(pcap.clone(), config(Some(&other)));
+    assert_eq!(stats.tls_decrypted, 0, "{name}");
+    let missing: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Error(e) => Some((e.kind, e.message.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(missing.len(), 1, "{name}: {missing:?}");
+    assert_eq!(missing[0].0, ErrorKind::Tls);
+    assert!(
+        missing[0].1.contains("in the key log for client random"),
+        "{missing:?}"
+    );
 
     // With wrong secrets: one error per direction that says so, and no call made up.
     let wrong: String = log

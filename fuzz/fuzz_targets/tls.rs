@@ -5,14 +5,16 @@
 //!
 //! Input layout:
 //!   byte 0   suite: index into `SUITES`
-//!   byte 1   chunking: records are fed to the session in pieces of 1 + (byte % 64) bytes,
-//!            or whole when 0
+//!   byte 1   chunking: records are fed to the session in pieces of 1 + (low 7 bits % 64)
+//!            bytes, or whole when 0; high bit: the key log starts empty and its secrets
+//!            arrive with the first operation of kind 4 (a key log written as the capture runs)
 //!   rest     operations, each `op len content[len]`:
 //!            op & 0x80     direction (set: server to client)
 //!            op & 0x70     kind: 0 raw bytes, 1 clear record of type `content[0]`,
 //!                          2 sealed record under key `op & 0x03` (0 handshake, 1..3 the
 //!                          application secret after 0..2 key updates) with inner type
-//!                          `content[0]`, 3 gap of `len` bytes, else nothing
+//!                          `content[0]`, 3 gap of `len` bytes, 4 the secrets reach the key
+//!                          log, else nothing
 //!
 //! Checked: no panic, and every piece of plaintext handed on is the content of a record
 //! sealed as application data in that direction, in order.
@@ -189,9 +191,12 @@ fuzz_target!(|data: &[u8]| {
     let [s, chunking, ref ops @ ..] = *data else {
         return;
     };
+    let late = chunking & 0x80 != 0;
+    let chunking = chunking & 0x7f;
     let suite = Suite::by_id(SUITES[s as usize % SUITES.len()]).unwrap();
-    let keys = Arc::new(KeyLog::from_text(&key_log(&suite)));
-    let mut session = Session::new(Dir::Forward, Some(keys));
+    let secrets = key_log(&suite);
+    let keys = Arc::new(KeyLog::from_text(if late { "" } else { &secrets }));
+    let mut session = Session::new(Dir::Forward, Some(keys.clone()));
     let mut sealer = Sealer::new(suite);
     // Application data sealed per direction, and how far the plaintext handed on got.
     let mut sealed: [Vec<Vec<u8>>; 2] = Default::default();
@@ -200,7 +205,9 @@ fuzz_target!(|data: &[u8]| {
         let d = if dir == 0 { Dir::Forward } else { Dir::Reverse };
         let step = if chunking == 0 { bytes.len().max(1) } else { 1 + chunking as usize % 64 };
         for piece in bytes.chunks(step) {
-            session.feed(d, piece, &mut |out| {
+            session.feed(d, piece, &mut |to, out| {
+                // Records held for their keys come out when they arrive, whichever side is fed.
+                let dir = usize::from(to == Dir::Reverse);
                 if let Output::Plain(p) = out {
                     // Authenticated: it must be one of the records sealed as data, in order.
                     let at = sealed[dir][next[dir]..]
@@ -248,10 +255,12 @@ fuzz_target!(|data: &[u8]| {
             }
             3 => {
                 let d = if dir == 0 { Dir::Forward } else { Dir::Reverse };
-                session.gap(d, len as u64, &mut |_| {});
+                session.gap(d, len as u64, &mut |_, _| {});
             }
+            4 => keys.add_text(&secrets),
             _ => {}
         }
     }
+    session.finish(&mut |_, _| {});
     let _ = session.info();
 });

@@ -135,7 +135,8 @@ impl std::fmt::Debug for KeyLog {
 }
 
 impl KeyLog {
-    /// Reads a key log file; fails when it cannot be read or holds no secret at all.
+    /// Reads a key log file; fails when it cannot be read, or holds text but no secret (not a
+    /// key log). An empty file is fine: programs append to it as they connect.
     pub fn open(path: &Path) -> Result<KeyLog, KeyLogError> {
         let log = KeyLog {
             inner: Mutex::new((
@@ -150,7 +151,8 @@ impl KeyLog {
             path: path.display().to_string(),
             source,
         })?;
-        if log.is_empty() {
+        let read = log.lock().1.as_ref().map_or(0, |s| s.offset);
+        if log.is_empty() && read > 0 {
             return Err(KeyLogError::Empty {
                 path: path.display().to_string(),
             });
@@ -281,6 +283,9 @@ mod tests {
         let e = KeyLog::open(&path).err().unwrap().to_string();
         assert!(e.contains("CLIENT_RANDOM"), "{e}");
         assert!(KeyLog::open(&dir.join("missing.log")).is_err());
+        // Empty: a key log nothing wrote to yet.
+        std::fs::write(&path, "").unwrap();
+        assert!(KeyLog::open(&path).unwrap().is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -32,6 +32,8 @@ const KEY_UPDATE: u8 = 24;
 const MAX_RECORD: usize = (1 << 14) + 2048;
 /// Largest hello kept to be read; hellos with post-quantum key shares are a few kB.
 const MAX_HELLO: usize = 1 << 16;
+/// Record bytes held while a key log being written lacks the connection's secrets.
+const MAX_WAITING: usize = 256 << 10;
 /// After a gap, how far the next record is looked for: a few records' worth.
 const RESYNC_WINDOW: usize = 4 * (5 + MAX_RECORD);
 /// Sequence numbers tried for the first record after a gap. Each try decrypts that record once.
@@ -94,7 +96,8 @@ impl TlsInfo {
     }
 }
 
-/// What [`Session::feed`] hands on.
+/// What [`Session::feed`] hands on, with the direction it belongs to: records held for their
+/// keys may be handed on while the other direction's bytes are fed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Output<'a> {
     /// Decrypted application data, in order.
@@ -190,6 +193,13 @@ struct Resync {
     next_at: usize,
 }
 
+/// Records held until the key log has the connection's secrets.
+#[derive(Default)]
+struct Waiting {
+    records: Vec<(Dir, Vec<u8>)>,
+    bytes: usize,
+}
+
 /// One TLS connection, both directions.
 pub struct Session {
     keys: Option<Arc<KeyLog>>,
@@ -197,6 +207,11 @@ pub struct Session {
     client_random: Option<[u8; 32]>,
     /// A ServerHello was seen.
     server_hello: bool,
+    server_random: [u8; 32],
+    /// The ServerHello's session ID (TLS 1.2 key logs may be keyed by it).
+    session_id: Vec<u8>,
+    /// Records waiting for the connection's secrets to reach the key log.
+    waiting: Option<Waiting>,
     /// It chose TLS 1.3 (a HelloRetryRequest says so too).
     tls13: bool,
     suite: Option<Suite>,
@@ -216,6 +231,9 @@ impl Session {
             client,
             client_random: None,
             server_hello: false,
+            server_random: [0; 32],
+            session_id: Vec::new(),
+            waiting: None,
             tls13: false,
             suite: None,
             info: TlsInfo::default(),
@@ -239,7 +257,7 @@ impl Session {
     }
 
     /// Bytes of one direction, in order.
-    pub fn feed(&mut self, dir: Dir, mut bytes: &[u8], out: &mut dyn FnMut(Output<'_>)) {
+    pub fn feed(&mut self, dir: Dir, mut bytes: &[u8], out: &mut dyn FnMut(Dir, Output<'_>)) {
         let d = dir.index();
         while !bytes.is_empty() {
             if self.sides[d].stopped {
@@ -301,7 +319,7 @@ impl Session {
     /// A gap in one direction. Once application data flows, the next record that decrypts
     /// is looked for after it (record boundaries and the sequence number are lost with the
     /// bytes); during the handshake, that direction stops.
-    pub fn gap(&mut self, dir: Dir, bytes: u64, out: &mut dyn FnMut(Output<'_>)) {
+    pub fn gap(&mut self, dir: Dir, bytes: u64, out: &mut dyn FnMut(Dir, Output<'_>)) {
         self.undecrypted += bytes;
         let side = &mut self.sides[dir.index()];
         if side.stopped {
@@ -325,7 +343,7 @@ impl Session {
 
     /// Bytes after a gap: the first complete record that decrypts under a sequence number a
     /// little past the expected one ends the search.
-    fn resync(&mut self, dir: Dir, bytes: &[u8], out: &mut dyn FnMut(Output<'_>)) {
+    fn resync(&mut self, dir: Dir, bytes: &[u8], out: &mut dyn FnMut(Dir, Output<'_>)) {
         let d = dir.index();
         let side = &mut self.sides[d];
         let (Some(resync), Some(dec)) = (side.resync.as_mut(), side.current.as_mut()) else {
@@ -385,11 +403,11 @@ impl Session {
         let plain_lost = lost_bytes.saturating_sub(skipped * dec.overhead() as u64);
         let rest = side.resync.take().map(|r| r.held).unwrap_or_default();
         self.undecrypted += at as u64;
-        out(Output::Gap(plain_lost));
+        out(dir, Output::Gap(plain_lost));
         self.feed(dir, &rest[at..], out);
     }
 
-    fn stop(&mut self, dir: Dir, why: String, out: &mut dyn FnMut(Output<'_>)) {
+    fn stop(&mut self, dir: Dir, why: String, out: &mut dyn FnMut(Dir, Output<'_>)) {
         let side = &mut self.sides[dir.index()];
         side.stopped = true;
         side.current = None;
@@ -397,7 +415,7 @@ impl Session {
         side.resync = None;
         // Without a key log nothing was to be decrypted: nothing to say.
         if self.has_keys() {
-            out(Output::Problem(why));
+            out(dir, Output::Problem(why));
         }
     }
 
@@ -409,7 +427,10 @@ impl Session {
         }
     }
 
-    fn record(&mut self, dir: Dir, rec: &[u8], out: &mut dyn FnMut(Output<'_>)) {
+    fn record(&mut self, dir: Dir, rec: &[u8], out: &mut dyn FnMut(Dir, Output<'_>)) {
+        if self.waiting.is_some() && self.wait_for_keys(dir, rec, out) {
+            return;
+        }
         let d = dir.index();
         let header: [u8; 5] = [rec[0], rec[1], rec[2], rec[3], rec[4]];
         let body = &rec[5..];
@@ -460,7 +481,7 @@ impl Session {
             }
             APPLICATION_DATA if self.sides[d].current.is_some() => {
                 self.info.decrypted = true;
-                out(Output::Plain(content));
+                out(dir, Output::Plain(content));
             }
             APPLICATION_DATA => self.undecrypted += content.len() as u64,
             ALERT | HEARTBEAT => {}
@@ -475,7 +496,7 @@ impl Session {
         self.plain = plain;
     }
 
-    fn handshake(&mut self, dir: Dir, kind: u8, body: &[u8], out: &mut dyn FnMut(Output<'_>)) {
+    fn handshake(&mut self, dir: Dir, kind: u8, body: &[u8], out: &mut dyn FnMut(Dir, Output<'_>)) {
         let tls13 = self.tls13;
         match kind {
             CLIENT_HELLO if dir == self.client => match hello::client_hello(body) {
@@ -483,11 +504,11 @@ impl Session {
                     self.client_random = Some(h.random);
                     self.info.sni = h.sni;
                 }
-                None => out(Output::Problem("ClientHello could not be read".into())),
+                None => out(dir, Output::Problem("ClientHello could not be read".into())),
             },
             SERVER_HELLO if dir != self.client => match hello::server_hello(body) {
                 Some(h) => self.server_hello(h, out),
-                None => out(Output::Problem("ServerHello could not be read".into())),
+                None => out(dir, Output::Problem("ServerHello could not be read".into())),
             },
             ENCRYPTED_EXTENSIONS if dir != self.client => {
                 if let Some(alpn) = hello::encrypted_extensions_alpn(body) {
@@ -510,7 +531,7 @@ impl Session {
         }
     }
 
-    fn server_hello(&mut self, h: hello::ServerHello, out: &mut dyn FnMut(Output<'_>)) {
+    fn server_hello(&mut self, h: hello::ServerHello, out: &mut dyn FnMut(Dir, Output<'_>)) {
         self.info.version = Some(hello::version_name(h.version));
         self.info.suite = Some(h.suite);
         self.server_hello = true;
@@ -521,7 +542,7 @@ impl Session {
         }
         self.info.alpn = h.alpn;
         let Some(suite) = Suite::by_id(h.suite) else {
-            out(Output::Problem(format!(
+            out(self.client.other(), Output::Problem(format!(
                 "cipher suite 0x{:04x} is not decrypted by h2scope (AEAD suites of TLS 1.2 and 1.3 only)",
                 h.suite
             )));
@@ -530,26 +551,38 @@ impl Session {
         };
         self.info.suite_name = Some(suite.name);
         self.suite = Some(suite);
-        let server = self.client.other();
         if suite.tls13 {
             self.sides[0].protected = true;
             self.sides[1].protected = true;
             if h.version != 0x0304 {
-                out(Output::Problem(format!(
-                    "TLS 1.3 cipher suite with version 0x{:04x}",
-                    h.version
-                )));
+                out(
+                    self.client.other(),
+                    Output::Problem(format!(
+                        "TLS 1.3 cipher suite with version 0x{:04x}",
+                        h.version
+                    )),
+                );
                 self.stop_both();
                 return;
             }
         }
-        let (Some(keys), Some(cr)) = (self.keys.clone(), self.client_random) else {
-            return;
-        };
-        if keys.is_empty() {
-            return;
+        self.server_random = h.random;
+        self.session_id = h.session_id;
+        if self.keys.is_some() && !self.install_keys() {
+            self.waiting = Some(Waiting::default());
         }
-        let random = hex::encode(cr);
+    }
+
+    /// Derives the record protection from the key log, if it has the connection's secrets.
+    /// Before the ChangeCipherSpec (TLS 1.2) or at once (TLS 1.3, where the next records are
+    /// the handshake's).
+    fn install_keys(&mut self) -> bool {
+        let (Some(keys), Some(cr), Some(suite)) =
+            (self.keys.clone(), self.client_random, self.suite)
+        else {
+            return false;
+        };
+        let server = self.client.other();
         if suite.tls13 {
             let get = |l| keys.get(l, &cr);
             let secrets = (
@@ -559,10 +592,7 @@ impl Session {
                 get(Label::ServerTraffic0),
             );
             let (Some(ch), Some(sh), Some(ca), Some(sa)) = secrets else {
-                out(Output::Problem(format!(
-                    "no TLS 1.3 traffic secrets in the key log for client random {random}"
-                )));
-                return;
+                return false;
             };
             for (dir, hs, app) in [(self.client, ch, ca), (server, sh, sa)] {
                 let side = &mut self.sides[dir.index()];
@@ -571,26 +601,93 @@ impl Session {
                 side.secret = Some(app);
             }
         } else {
-            let master = keys.get(Label::ClientRandom, &cr).or_else(|| {
-                (!h.session_id.is_empty())
-                    .then(|| keys.get(Label::SessionId, &h.session_id))
+            let by_session = || {
+                (!self.session_id.is_empty())
+                    .then(|| keys.get(Label::SessionId, &self.session_id))
                     .flatten()
-            });
-            let Some(master) = master else {
-                out(Output::Problem(format!(
+            };
+            let Some(master) = keys.get(Label::ClientRandom, &cr).or_else(by_session) else {
+                return false;
+            };
+            let Some((c, s)) = Decryptor::tls12_pair(&suite, &master, &cr, &self.server_random)
+            else {
+                return false;
+            };
+            for (dir, dec) in [(self.client, c), (server, s)] {
+                let side = &mut self.sides[dir.index()];
+                // After its ChangeCipherSpec a direction's records are protected already.
+                if side.protected {
+                    side.current = Some(dec);
+                    side.application = true;
+                } else {
+                    side.next = Some(dec);
+                }
+            }
+        }
+        true
+    }
+
+    /// No secrets yet (a key log being written as the capture runs): records that need them
+    /// wait, and the key log is read again as each comes. Returns whether `rec` waits.
+    fn wait_for_keys(
+        &mut self,
+        dir: Dir,
+        rec: &[u8],
+        out: &mut dyn FnMut(Dir, Output<'_>),
+    ) -> bool {
+        let Some(waiting) = self.waiting.as_mut() else {
+            return false;
+        };
+        let needs_key = self.sides[dir.index()].protected
+            && self.sides[dir.index()].current.is_none()
+            && rec[0] != CHANGE_CIPHER_SPEC;
+        if needs_key && waiting.bytes + rec.len() <= MAX_WAITING {
+            waiting.bytes += rec.len();
+            waiting.records.push((dir, rec.to_vec()));
+        } else if needs_key {
+            // Too long without secrets: they are not coming.
+            let waiting = self.waiting.take().unwrap_or_default();
+            self.undecrypted += (waiting.bytes + rec.len()) as u64;
+            self.no_secrets(out);
+            return true;
+        }
+        if !self.install_keys() {
+            return needs_key;
+        }
+        let waiting = self.waiting.take().unwrap_or_default();
+        for (d, r) in &waiting.records {
+            self.record(*d, r, out);
+        }
+        needs_key
+    }
+
+    /// Says that the key log lacks this connection's secrets (when a key log with secrets was
+    /// given), and stops decrypting it.
+    fn no_secrets(&mut self, out: &mut dyn FnMut(Dir, Output<'_>)) {
+        if self.has_keys() {
+            let random = self.client_random.map(hex::encode).unwrap_or_default();
+            out(
+                self.client,
+                Output::Problem(if self.tls13 {
+                    format!("no TLS 1.3 traffic secrets in the key log for client random {random}")
+                } else {
+                    format!(
                     "no master secret in the key log for client random {random} or session ID {}",
-                    hex::encode(&h.session_id)
-                )));
-                return;
-            };
-            let Some((c, s)) = Decryptor::tls12_pair(&suite, &master, &cr, &h.random) else {
-                out(Output::Problem(
-                    "master secret in the key log is not usable".into(),
-                ));
-                return;
-            };
-            self.sides[self.client.index()].next = Some(c);
-            self.sides[server.index()].next = Some(s);
+                    hex::encode(&self.session_id)
+                )
+                }),
+            );
+        }
+        for side in &mut self.sides {
+            side.stopped = true;
+        }
+    }
+
+    /// End of the connection: secrets still missing are reported.
+    pub fn finish(&mut self, out: &mut dyn FnMut(Dir, Output<'_>)) {
+        if let Some(waiting) = self.waiting.take() {
+            self.undecrypted += waiting.bytes as u64;
+            self.no_secrets(out);
         }
     }
 
@@ -649,7 +746,7 @@ mod tests {
         for (keys, said) in [(Some(keys), 1), (None, 0)] {
             let mut s = Session::new(Dir::Forward, keys);
             let mut problems = 0;
-            let mut out = |o: Output<'_>| {
+            let mut out = |_: Dir, o: Output<'_>| {
                 if let Output::Problem(_) = o {
                     problems += 1
                 }
@@ -676,7 +773,7 @@ mod tests {
         for step in 1..rec.len() {
             let mut s = Session::new(Dir::Forward, None);
             for chunk in rec.chunks(step) {
-                s.feed(Dir::Forward, chunk, &mut |_| {});
+                s.feed(Dir::Forward, chunk, &mut |_, _| {});
             }
             assert_eq!(s.client_random, Some([5; 32]), "step {step}");
         }

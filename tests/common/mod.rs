@@ -4,6 +4,7 @@
 
 pub mod echo;
 pub mod recorder;
+pub mod tls;
 
 use h2scope::capture::CaptureReader;
 use h2scope::event::{Event, FrameEvent};
