@@ -31,6 +31,41 @@ fn jsonl(text: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Starts `h2scope capture -i lo` with `args` (JSON Lines out) and waits until it captures.
+fn start_capture(args: &[&std::ffi::OsStr]) -> std::process::Child {
+    let mut child = Command::new(BIN)
+        .args(["capture", "-i", "lo", "--format", "jsonl"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("capturing on lo"), "{line}");
+    child
+}
+
+/// Gives the capture time to see the last packets, stops it as a user would (Ctrl-C), and
+/// returns its events.
+fn stop_capture(child: std::process::Child) -> Vec<Value> {
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "Ctrl-C took too long"
+    );
+    jsonl(&String::from_utf8(out.stdout).unwrap())
+}
+
 #[test]
 fn live_capture_shows_calls_and_records_a_readable_file() {
     if !common::can_capture_on_lo() {
@@ -41,26 +76,7 @@ fn live_capture_shows_calls_and_records_a_readable_file() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("live.pcapng");
     let filter = format!("tcp port {}", addr.port());
-    let mut child = Command::new(BIN)
-        .args([
-            "capture",
-            "-i",
-            "lo",
-            "-f",
-            &filter,
-            "-w",
-            file.to_str().unwrap(),
-        ])
-        .args(["--format", "jsonl"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait until the capture runs.
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    assert!(line.contains("capturing on lo"), "{line}");
+    let child = start_capture(&["-f".as_ref(), filter.as_ref(), "-w".as_ref(), file.as_ref()]);
 
     rt.block_on(async {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
@@ -76,21 +92,7 @@ fn live_capture_shows_calls_and_records_a_readable_file() {
                 .unwrap();
         }
     });
-    // Give the capture time to see the last packets, then stop it as a user would.
-    std::thread::sleep(Duration::from_millis(500));
-    let started = Instant::now();
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "Ctrl-C took too long"
-    );
-    let events = jsonl(&String::from_utf8(out.stdout).unwrap());
+    let events = stop_capture(child);
 
     let calls: Vec<&Value> = events.iter().filter(|e| e["event"] == "call").collect();
     let checks = calls
@@ -206,32 +208,18 @@ fn live_capture_decrypts_tls_with_a_key_log_written_as_it_runs() {
     let (server, client) = common::tls::configs(&tls, secrets);
     let front = rt.block_on(common::tls::serve(server, true));
     let filter = format!("tcp port {}", front.port());
-    let mut child = Command::new(BIN)
-        .args(["capture", "-i", "lo", "-f", &filter, "--format", "jsonl"])
-        .arg("--tls-keylog")
-        .arg(&keys)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    assert!(line.contains("capturing on lo"), "{line}");
+    let child = start_capture(&[
+        "-f".as_ref(),
+        filter.as_ref(),
+        "--tls-keylog".as_ref(),
+        keys.as_ref(),
+    ]);
 
     // A small echo: a burst of 300 kB on lo outruns the capture's buffer.
     rt.block_on(async {
         common::tls::traffic(common::tls::channel(client, front).await, 2_000).await
     });
-    std::thread::sleep(Duration::from_millis(500));
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let events = jsonl(&String::from_utf8(out.stdout).unwrap());
+    let events = stop_capture(child);
     let calls: Vec<(&str, u64)> = events
         .iter()
         .filter(|e| e["event"] == "call")

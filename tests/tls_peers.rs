@@ -88,6 +88,17 @@ fn tshark_frames(pcap: &[u8], log: &str, port: u16) -> Option<Vec<(u32, u8, u32)
     Some(frames)
 }
 
+/// The messages of the `tls` errors among `events`.
+fn tls_errors(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Error(e) if e.kind == ErrorKind::Tls => Some(e.message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn config(keys: Option<&str>) -> Config {
     Config {
         tls_keys: keys.map(|k| Arc::new(KeyLog::from_text(k))),
@@ -215,15 +226,9 @@ fn verify(pcap: Vec<u8>, log: &str, version: &str, name: &str) {
         "{name}"
     );
     assert!(common::calls(&events).is_empty(), "{name}");
-    let tls_errors: Vec<_> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Error(e) if e.kind == ErrorKind::Tls => Some(e.message.clone()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(tls_errors.len(), 2, "{name}: {tls_errors:?}");
-    assert!(tls_errors[0].contains("does not decrypt"), "{tls_errors:?}");
+    let errors = tls_errors(&events);
+    assert_eq!(errors.len(), 2, "{name}: {errors:?}");
+    assert!(errors[0].contains("does not decrypt"), "{errors:?}");
 }
 
 #[test]
@@ -392,14 +397,8 @@ fn decryption_goes_on_after_segments_are_lost() {
         let drop = &segments[segments.len() / 2..][..dropped];
         let cut = common::pcap_without(&pcap, |n| drop.contains(&n));
         let (events, stats, _) = common::dissect_bytes(cut, config(Some(&log)));
-        let tls_errors: Vec<_> = events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Error(e) if e.kind == ErrorKind::Tls => Some(e.message.clone()),
-                _ => None,
-            })
-            .collect();
-        assert!(tls_errors.is_empty(), "{what}: {tls_errors:?}");
+        let errors = tls_errors(&events);
+        assert!(errors.is_empty(), "{what}: {errors:?}");
         assert_eq!(stats.tls_decrypted, 1);
         // Every call is there. A status after the gap may be unknown: the gap cut frame
         // headers, and HPACK's table is not known to be whole again until it refills.
