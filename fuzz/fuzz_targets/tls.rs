@@ -195,7 +195,15 @@ fuzz_target!(|data: &[u8]| {
     let chunking = chunking & 0x7f;
     let suite = Suite::by_id(SUITES[s as usize % SUITES.len()]).unwrap();
     let secrets = key_log(&suite);
-    let keys = Arc::new(KeyLog::from_text(if late { "" } else { &secrets }));
+    // Late secrets come through a file, as from a program writing SSLKEYLOGFILE: only a key
+    // log that may grow makes records wait.
+    let file = std::env::temp_dir().join(format!("h2scope-fuzz-keys-{}", std::process::id()));
+    let keys = if late {
+        std::fs::write(&file, "").unwrap();
+        Arc::new(KeyLog::open(&file).unwrap())
+    } else {
+        Arc::new(KeyLog::from_text(&secrets))
+    };
     let mut session = Session::new(Dir::Forward, Some(keys.clone()));
     let mut sealer = Sealer::new(suite);
     // Application data sealed per direction, and how far the plaintext handed on got.
@@ -257,7 +265,11 @@ fuzz_target!(|data: &[u8]| {
                 let d = if dir == 0 { Dir::Forward } else { Dir::Reverse };
                 session.gap(d, len as u64, &mut |_, _| {});
             }
-            4 => keys.add_text(&secrets),
+            4 if late => {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new().append(true).open(&file).unwrap();
+                f.write_all(secrets.as_bytes()).unwrap();
+            }
             _ => {}
         }
     }

@@ -177,6 +177,11 @@ impl KeyLog {
         inner.0.add_text("\n");
     }
 
+    /// Read from a file, which may still grow (programs append as they connect).
+    pub fn may_grow(&self) -> bool {
+        self.lock().1.is_some()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.lock().0.map.is_empty()
     }

@@ -568,8 +568,16 @@ impl Session {
         }
         self.server_random = h.random;
         self.session_id = h.session_id;
-        if self.keys.is_some() && !self.install_keys() {
-            self.waiting = Some(Waiting::default());
+        let Some(keys) = self.keys.clone() else {
+            return;
+        };
+        if !self.install_keys() {
+            // Only a file can still receive them; records are not held for nothing.
+            if keys.may_grow() {
+                self.waiting = Some(Waiting::default());
+            } else {
+                self.no_secrets(out);
+            }
         }
     }
 
@@ -627,8 +635,9 @@ impl Session {
         true
     }
 
-    /// No secrets yet (a key log being written as the capture runs): records that need them
-    /// wait, and the key log is read again as each comes. Returns whether `rec` waits.
+    /// No secrets yet, in a key log file being written as the capture runs: records that need
+    /// them wait (up to [`MAX_WAITING`] bytes per connection), and the file is read again as
+    /// each comes. Returns whether `rec` waits.
     fn wait_for_keys(
         &mut self,
         dir: Dir,
