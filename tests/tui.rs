@@ -409,3 +409,25 @@ fn rows_arrive_while_the_screen_is_in_use() {
     assert_eq!(live.model.calls.len(), 27);
     assert_eq!(live.model.items.len(), whole_problems.model.items.len());
 }
+
+/// A TLS capture with its key log: the calls are there, and the connections view says which TLS
+/// carried them (the health report in the detail pane too).
+#[test]
+fn tls_connections_show_their_version() {
+    let dir = format!("{}/testdata", env!("CARGO_MANIFEST_DIR"));
+    let keys = h2scope::tls::KeyLog::open(std::path::Path::new(&format!("{dir}/grpc-tls.keylog")))
+        .unwrap();
+    let cfg = Config {
+        tls_keys: Some(std::sync::Arc::new(keys)),
+        ..Config::default()
+    };
+    let model = load(&format!("{dir}/grpc-tls.pcap"), &cfg, Schemas::bundled()).unwrap();
+    let mut app = App::new(model, "grpc-tls.pcap");
+    let s = screen(&app, 160, 40);
+    assert!(s.contains("4 calls"), "{s}");
+    app.key(Key::Char('c'));
+    assert_eq!(app.model.conns[0].tls, "1.3");
+    let s = screen(&app, 160, 40);
+    assert!(s.contains("tls") && s.contains("1.3"), "{s}");
+    assert!(s.contains("over TLS 1.3 TLS_AES_128_GCM_SHA256"), "{s}");
+}

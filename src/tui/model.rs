@@ -124,6 +124,8 @@ pub struct ConnRow {
     pub client: String,
     pub server: String,
     pub end: String,
+    /// "1.3" and the like for a connection carried in TLS, once it ended.
+    pub tls: String,
     pub duration_s: f64,
     pub calls: usize,
     pub bytes: [u64; 2],
@@ -801,6 +803,7 @@ impl Builder {
                 client,
                 server,
                 end: "open".into(),
+                tls: String::new(),
                 duration_s: 0.0,
                 calls: 0,
                 bytes: [0, 0],
@@ -991,6 +994,12 @@ impl Builder {
                 client: e.client.to_string(),
                 server: e.server.to_string(),
                 end: e.end.as_str().to_string(),
+                tls: e
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.version)
+                    .map(|v| v.trim_start_matches("TLS ").to_string())
+                    .unwrap_or_default(),
                 duration_s: e.last_ts_ns.saturating_sub(e.first_ts_ns) as f64 / 1e9,
                 calls,
                 bytes: e.bytes,

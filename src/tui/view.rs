@@ -356,6 +356,7 @@ fn draw_conns(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
                 format!("#{}", c.conn),
                 c.client.clone(),
                 c.server.clone(),
+                c.tls.clone(),
                 c.calls.to_string(),
                 format!("{:.3}s", c.duration_s),
                 format!("{}/{}", c.bytes[0], c.bytes[1]),
@@ -371,6 +372,7 @@ fn draw_conns(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
             Constraint::Length(5),
             Constraint::Min(15),
             Constraint::Min(15),
+            Constraint::Length(4),
             Constraint::Length(5),
             Constraint::Length(9),
             Constraint::Length(13),
@@ -381,7 +383,8 @@ fn draw_conns(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
     )
     .header(
         Row::new(vec![
-            "conn", "client", "server", "calls", "lifetime", "bytes", "pings", "goaway", "end",
+            "conn", "client", "server", "tls", "calls", "lifetime", "bytes", "pings", "goaway",
+            "end",
         ])
         .style(Style::default().add_modifier(Modifier::BOLD)),
     )
