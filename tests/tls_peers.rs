@@ -437,3 +437,78 @@ fn decryption_goes_on_after_segments_are_lost() {
         assert!(whole_other, "{what}");
     }
 }
+
+/// A second connection of the same client resumes the first one's session (TLS 1.2: the
+/// abbreviated handshake, where the server's ChangeCipherSpec comes first; TLS 1.3: a PSK from
+/// a ticket). Both decrypt, as tshark also finds.
+#[test]
+fn resumed_sessions_decrypt() {
+    for (version, id) in [
+        (
+            &rustls::version::TLS12,
+            CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ),
+        (
+            &rustls::version::TLS13,
+            CipherSuite::TLS13_AES_128_GCM_SHA256,
+        ),
+    ] {
+        let tls = Tls {
+            version,
+            suite: suite(id),
+            retry: false,
+        };
+        let secrets = Arc::new(Secrets::default());
+        let (server, client) = common::tls::configs(&tls, secrets.clone());
+        let client = Arc::new(client);
+        let kinds = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let rec = Recorder::new(Link::Ethernet, 1460, 9_000);
+        let pcap = rec.run(async {
+            let front = common::tls::serve(server, false).await;
+            let proxy = rec
+                .proxy(SocketAddr::from(([127, 0, 0, 1], 0)), front)
+                .await;
+            for _ in 0..2 {
+                let channel = common::tls::channel_with(client.clone(), proxy, kinds.clone()).await;
+                common::tls::traffic(channel, 100).await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        });
+        let what = format!("{:?}", version.version);
+        assert_eq!(
+            *kinds.lock().unwrap(),
+            [rustls::HandshakeKind::Full, rustls::HandshakeKind::Resumed],
+            "{what}"
+        );
+        let log = secrets.text();
+        let (events, stats, _) = common::dissect_bytes(pcap.clone(), config(Some(&log)));
+        let errors: Vec<_> = events
+            .iter()
+            .filter(|e| matches!(e, Event::Error(_)))
+            .collect();
+        assert!(errors.is_empty(), "{what}: {errors:?}");
+        assert_eq!(
+            (stats.tls_connections, stats.tls_decrypted),
+            (2, 2),
+            "{what}"
+        );
+        let calls = common::calls(&events);
+        assert_eq!(calls.len(), 8, "{what}");
+        assert!(calls.iter().all(|c| c.grpc_status() == Some(0)), "{what}");
+        let server = events
+            .iter()
+            .find_map(|e| match e {
+                Event::ConnectionEnd(c) => Some(c.server.port()),
+                _ => None,
+            })
+            .unwrap();
+        if let Some(theirs) = tshark_frames(&pcap, &log, server) {
+            let mut ours: Vec<(u32, u8, u32)> = common::frames(&events)
+                .iter()
+                .map(|f| (f.header.stream, f.header.kind.code(), f.header.length))
+                .collect();
+            ours.sort();
+            assert_eq!(ours, theirs, "{what}: frames differ from tshark's");
+        }
+    }
+}

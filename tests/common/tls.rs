@@ -185,14 +185,28 @@ pub async fn serve(server: rustls::ServerConfig, tls13: bool) -> SocketAddr {
 
 /// A gRPC channel over TLS made with `client`, through `addr`.
 pub async fn channel(client: rustls::ClientConfig, addr: SocketAddr) -> tonic::transport::Channel {
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    channel_with(Arc::new(client), addr, Arc::default()).await
+}
+
+/// [`channel`] with a configuration shared with other channels (its session cache resumes
+/// their sessions); the kind of each handshake made is pushed to `kinds`.
+pub async fn channel_with(
+    client: Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+    kinds: Arc<Mutex<Vec<rustls::HandshakeKind>>>,
+) -> tonic::transport::Channel {
+    let connector = tokio_rustls::TlsConnector::from(client);
     tonic::transport::Endpoint::from_static("http://localhost")
         .connect_with_connector(tower::service_fn(move |_: http::Uri| {
-            let connector = connector.clone();
+            let (connector, kinds) = (connector.clone(), kinds.clone());
             async move {
                 let tcp = TcpStream::connect(addr).await?;
                 let name = ServerName::try_from("localhost").unwrap();
                 let tls = connector.connect(name, tcp).await?;
+                kinds
+                    .lock()
+                    .unwrap()
+                    .extend(tls.get_ref().1.handshake_kind());
                 Ok::<_, std::io::Error>(TokioIo::new(tls))
             }
         }))
