@@ -17,7 +17,7 @@ use common::recorder::{Link, Recorder};
 use common::tls::{suite, Secrets, Tls};
 use h2scope::event::{ErrorKind, Event};
 use h2scope::grpc::Side;
-use h2scope::pipeline::Config;
+use h2scope::pipeline::{Config, Stats};
 use h2scope::tls::KeyLog;
 use rustls::CipherSuite;
 
@@ -88,6 +88,39 @@ fn tshark_frames(pcap: &[u8], log: &str, port: u16) -> Option<Vec<(u32, u8, u32)
     Some(frames)
 }
 
+/// No error at all, and `connections` TLS connections, every one decrypted.
+fn assert_all_decrypted(events: &[Event], stats: &Stats, connections: u64, what: &str) {
+    let errors: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, Event::Error(_)))
+        .collect();
+    assert!(errors.is_empty(), "{what}: {errors:?}");
+    assert_eq!(
+        (stats.tls_connections, stats.tls_decrypted),
+        (connections, connections),
+        "{what}"
+    );
+}
+
+/// tshark decrypts the same recording with the same key log into the same frames.
+fn assert_frames_as_tshark(events: &[Event], pcap: &[u8], log: &str, what: &str) {
+    let server = events
+        .iter()
+        .find_map(|e| match e {
+            Event::ConnectionEnd(c) => Some(c.server.port()),
+            _ => None,
+        })
+        .unwrap();
+    if let Some(theirs) = tshark_frames(pcap, log, server) {
+        let mut ours: Vec<(u32, u8, u32)> = common::frames(events)
+            .iter()
+            .map(|f| (f.header.stream, f.header.kind.code(), f.header.length))
+            .collect();
+        ours.sort();
+        assert_eq!(ours, theirs, "{what}: frames differ from tshark's");
+    }
+}
+
 /// The messages of the `tls` errors among `events`.
 fn tls_errors(events: &[Event]) -> Vec<String> {
     events
@@ -117,19 +150,7 @@ fn verify(pcap: Vec<u8>, log: &str, version: &str, name: &str) {
 
     let (events, stats, ok) = common::dissect_bytes(pcap.clone(), config(Some(log)));
     assert!(ok);
-    let errors: Vec<_> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Error(e) => Some(e.message.clone()),
-            _ => None,
-        })
-        .collect();
-    assert!(errors.is_empty(), "{name}: {errors:?}");
-    assert_eq!(
-        (stats.tls_connections, stats.tls_decrypted),
-        (1, 1),
-        "{name}"
-    );
+    assert_all_decrypted(&events, &stats, 1, name);
     let calls = common::calls(&events);
     let paths: Vec<_> = calls.iter().map(|c| c.path().unwrap_or_default()).collect();
     assert_eq!(
@@ -165,22 +186,7 @@ fn verify(pcap: Vec<u8>, log: &str, version: &str, name: &str) {
     assert_eq!(end.sni.as_deref(), Some("localhost"), "{name}");
     assert!(end.decrypted);
 
-    // tshark decrypts the same recording with the same key log into the same frames.
-    let server_port = events
-        .iter()
-        .find_map(|e| match e {
-            Event::ConnectionEnd(c) => Some(c.server.port()),
-            _ => None,
-        })
-        .unwrap();
-    if let Some(theirs) = tshark_frames(&pcap, log, server_port) {
-        let mut ours: Vec<(u32, u8, u32)> = common::frames(&events)
-            .iter()
-            .map(|f| (f.header.stream, f.header.kind.code(), f.header.length))
-            .collect();
-        ours.sort();
-        assert_eq!(ours, theirs, "{name}: frames differ from tshark's");
-    }
+    assert_frames_as_tshark(&events, &pcap, log, name);
 
     // Without the key log: recognised as TLS, nothing decrypted, no error.
     let (events, stats, _) = common::dissect_bytes(pcap.clone(), config(None));
@@ -482,33 +488,10 @@ fn resumed_sessions_decrypt() {
         );
         let log = secrets.text();
         let (events, stats, _) = common::dissect_bytes(pcap.clone(), config(Some(&log)));
-        let errors: Vec<_> = events
-            .iter()
-            .filter(|e| matches!(e, Event::Error(_)))
-            .collect();
-        assert!(errors.is_empty(), "{what}: {errors:?}");
-        assert_eq!(
-            (stats.tls_connections, stats.tls_decrypted),
-            (2, 2),
-            "{what}"
-        );
+        assert_all_decrypted(&events, &stats, 2, &what);
         let calls = common::calls(&events);
         assert_eq!(calls.len(), 8, "{what}");
         assert!(calls.iter().all(|c| c.grpc_status() == Some(0)), "{what}");
-        let server = events
-            .iter()
-            .find_map(|e| match e {
-                Event::ConnectionEnd(c) => Some(c.server.port()),
-                _ => None,
-            })
-            .unwrap();
-        if let Some(theirs) = tshark_frames(&pcap, &log, server) {
-            let mut ours: Vec<(u32, u8, u32)> = common::frames(&events)
-                .iter()
-                .map(|f| (f.header.stream, f.header.kind.code(), f.header.length))
-                .collect();
-            ours.sort();
-            assert_eq!(ours, theirs, "{what}: frames differ from tshark's");
-        }
+        assert_frames_as_tshark(&events, &pcap, &log, &what);
     }
 }
