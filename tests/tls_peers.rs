@@ -495,3 +495,64 @@ fn resumed_sessions_decrypt() {
         assert_frames_as_tshark(&events, &pcap, &log, &what);
     }
 }
+
+/// The TLS testdata capture's segments, in order, as (from the client, payload).
+fn segments_of(pcap: &[u8], server: SocketAddr) -> Vec<(bool, Vec<u8>)> {
+    let mut reader =
+        h2scope::capture::CaptureReader::from_read("mem", std::io::Cursor::new(pcap.to_vec()))
+            .unwrap();
+    let mut out = Vec::new();
+    reader
+        .for_each_packet(|p| {
+            if let Ok(seg) = h2scope::capture::link::decode(p.link, p.data) {
+                if !seg.payload.is_empty() {
+                    out.push((seg.dst == server, seg.payload.to_vec()));
+                }
+            }
+            true
+        })
+        .unwrap();
+    out
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+
+    /// However TCP cut the records (every segment of the recording split again at arbitrary
+    /// points, down to single bytes), the same frames come out of decryption.
+    #[test]
+    fn records_cut_anywhere_decrypt_to_the_same_frames(cuts in proptest::collection::vec(1usize..1500, 1..64)) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let pcap = std::fs::read(dir.join("grpc-tls.pcap")).unwrap();
+        let log = std::fs::read_to_string(dir.join("grpc-tls.keylog")).unwrap();
+        let (whole, _, _) = common::dissect_bytes(pcap.clone(), config(Some(&log)));
+        let server = whole
+            .iter()
+            .find_map(|e| match e {
+                Event::ConnectionEnd(c) => Some(c.server),
+                _ => None,
+            })
+            .unwrap();
+        let key = |events: &[Event]| -> Vec<(u32, u8, u32, u8)> {
+            common::frames(events)
+                .iter()
+                .map(|f| (f.header.stream, f.header.kind.code(), f.header.length, f.header.flags))
+                .collect()
+        };
+        let mut recut = Vec::new();
+        let mut next = cuts.iter().cycle();
+        for (from_client, bytes) in segments_of(&pcap, server) {
+            let mut rest = &bytes[..];
+            while !rest.is_empty() {
+                let n = (*next.next().unwrap()).min(rest.len());
+                recut.push((from_client, rest[..n].to_vec()));
+                rest = &rest[n..];
+            }
+        }
+        let (events, stats, _) =
+            common::dissect_bytes(common::segments_capture(&recut), config(Some(&log)));
+        proptest::prop_assert_eq!(stats.tls_decrypted, 1);
+        proptest::prop_assert!(tls_errors(&events).is_empty());
+        proptest::prop_assert_eq!(key(&events), key(&whole));
+    }
+}
