@@ -726,6 +726,26 @@ fn text_options(o: &OutputArgs, quiet: bool) -> TextOptions {
     }
 }
 
+/// Before a packet that starts a TLS ClientHello: the connection's secrets, when the key log
+/// has them, so that the file written decrypts on its own (as `editcap --inject-secrets`).
+fn embed_secrets(
+    w: &mut CaptureFile,
+    keys: &KeyLog,
+    pkt: &h2scope::capture::Packet<'_>,
+) -> io::Result<()> {
+    let Ok(seg) = link::decode(pkt.link, pkt.data) else {
+        return Ok(());
+    };
+    let Some(random) = h2scope::tls::client_random(seg.payload) else {
+        return Ok(());
+    };
+    let lines = keys.lines_for(&random);
+    if lines.is_empty() {
+        return Ok(());
+    }
+    w.write_tls_secrets(lines.as_bytes())
+}
+
 /// Reads one capture file into the sink (the body of `read`, per file).
 fn read_file<W: Write>(
     file: &str,
@@ -801,6 +821,11 @@ fn read_file<W: Write>(
         sink.tally.merge(&outcome.tally);
         sharded = Some((outcome.result, outcome.stats));
     }
+    // Secrets of the TLS connections written go into a pcapng output with them.
+    let embed_keys = cfg
+        .tls_keys
+        .clone()
+        .filter(|_| writer.is_some() && !args.pcap);
     let mut dissector = Dissector::with_schemas(cfg, schemas);
     let result = if let Some((result, _)) = &mut sharded {
         std::mem::replace(result, Ok(()))
@@ -822,6 +847,11 @@ fn read_file<W: Write>(
                         .is_ok_and(|s| s.src.port() == p || s.dst.port() == p)
                 });
                 if by_conn && by_path && by_port && write_error.is_none() {
+                    if let Some(keys) = &embed_keys {
+                        if let Err(e) = embed_secrets(w, keys, pkt) {
+                            write_error = Some(e);
+                        }
+                    }
                     match w.write_packet(pkt.link, pkt.ts_ns, pkt.data, pkt.orig_len) {
                         Ok(()) => written += 1,
                         Err(e) => write_error = Some(e),

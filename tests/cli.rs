@@ -627,3 +627,85 @@ fn secrets_embedded_in_pcapng_decrypt_it() {
     assert!(text.contains("/test.echo.Echo/Unary"), "{text}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `read -w` from a decrypted capture puts the secrets of the TLS connections it writes into the
+/// pcapng file, so that the file decrypts on its own, in h2scope and in tshark.
+#[test]
+fn written_pcapng_carries_the_secrets_of_its_tls_connections() {
+    let dir = std::env::temp_dir().join(format!("h2scope-w-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ng, classic) = (dir.join("cut.pcapng"), dir.join("cut.pcap"));
+    let keylog = testdata("grpc-tls.keylog");
+    for (out, extra) in [(&ng, None), (&classic, Some("--pcap"))] {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "read",
+            "-q",
+            "--tls-keylog",
+            &keylog,
+            &testdata("grpc-tls.pcap"),
+        ])
+        .args(["--path", "/test.echo.Echo/Unary", "-w"])
+        .arg(out)
+        .args(extra);
+        let run = cmd.output().unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+    let summary = |path: &std::path::Path| {
+        jsonl(&["read", "--format", "jsonl", "-q", path.to_str().unwrap()])
+            .pop()
+            .unwrap()
+    };
+    let s = summary(&ng);
+    assert_eq!(
+        (&s["tls_decrypted"], &s["calls"]),
+        (&1.into(), &4.into()),
+        "{s}"
+    );
+    // Classic pcap cannot hold secrets: it stays encrypted.
+    assert_eq!(summary(&classic)["tls_decrypted"], 0);
+    // tshark finds the same HTTP/2 frames with no key log given.
+    let port = jsonl(&["read", "--format", "jsonl", "--calls", ng.to_str().unwrap()])
+        .iter()
+        .find(|e| e["event"] == "call")
+        .map(|c| {
+            c["server"]
+                .as_str()
+                .unwrap()
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .unwrap();
+    match Command::new("tshark")
+        .arg("-r")
+        .arg(&ng)
+        .args([
+            "-d",
+            &format!("tcp.port=={port},tls"),
+            "-T",
+            "fields",
+            "-e",
+            "http2.type",
+        ])
+        .output()
+    {
+        Ok(t) => {
+            let frames = String::from_utf8_lossy(&t.stdout)
+                .split(['\n', ','])
+                .filter(|v| !v.is_empty())
+                .count();
+            assert_eq!(frames as u64, s["frames"].as_u64().unwrap());
+        }
+        Err(_) => assert!(
+            std::env::var_os("H2SCOPE_REQUIRE_TSHARK").is_none(),
+            "tshark is required here"
+        ),
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -89,6 +89,27 @@ impl<W: Write> PcapngWriter<W> {
         Ok(())
     }
 
+    /// A Decryption Secrets Block with a TLS key log (what `editcap --inject-secrets` writes),
+    /// so that readers decrypt the packets after it without being given the key log.
+    pub fn write_tls_secrets(&mut self, key_log: &[u8]) -> io::Result<()> {
+        const DSB: u32 = 0x0000_000A;
+        const TLS_KEY_LOG: u32 = 0x544c_534b;
+        let pad = pad4(key_log.len());
+        let len = u32::try_from(20 + key_log.len() + pad)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "key log too large"))?;
+        let mut h = Vec::with_capacity(16);
+        h.extend_from_slice(&DSB.to_le_bytes());
+        h.extend_from_slice(&len.to_le_bytes());
+        h.extend_from_slice(&TLS_KEY_LOG.to_le_bytes());
+        h.extend_from_slice(&(key_log.len() as u32).to_le_bytes());
+        self.out.write_all(&h)?;
+        self.out.write_all(key_log)?;
+        self.out.write_all(&[0u8; 3][..pad])?;
+        self.out.write_all(&len.to_le_bytes())?;
+        self.written += len as u64;
+        Ok(())
+    }
+
     pub fn bytes_written(&self) -> u64 {
         self.written
     }
@@ -224,6 +245,18 @@ impl CaptureFile {
                 w.write_packet(ts_ns, data, orig_len)
             }
             None => Ok(()),
+        }
+    }
+
+    /// Embeds TLS secrets before the packets that follow (pcapng; a classic pcap file cannot
+    /// hold them and is left as it is).
+    pub fn write_tls_secrets(&mut self, key_log: &[u8]) -> io::Result<()> {
+        if self.current.is_none() && self.format == Format::Pcapng {
+            self.open_next(None)?;
+        }
+        match self.current.as_mut() {
+            Some(AnyWriter::Ng(w)) => w.write_tls_secrets(key_log),
+            _ => Ok(()),
         }
     }
 

@@ -220,6 +220,26 @@ impl KeyLog {
         Ok(())
     }
 
+    /// Every secret known for a client random, as key log lines (to embed in a capture).
+    pub fn lines_for(&self, client_random: &[u8]) -> String {
+        const LABELS: [(Label, &str); 5] = [
+            (Label::ClientRandom, "CLIENT_RANDOM"),
+            (Label::ClientHandshake, "CLIENT_HANDSHAKE_TRAFFIC_SECRET"),
+            (Label::ServerHandshake, "SERVER_HANDSHAKE_TRAFFIC_SECRET"),
+            (Label::ClientTraffic0, "CLIENT_TRAFFIC_SECRET_0"),
+            (Label::ServerTraffic0, "SERVER_TRAFFIC_SECRET_0"),
+        ];
+        let inner = self.lock();
+        let random = hex::encode(client_random);
+        LABELS
+            .iter()
+            .filter_map(|(label, name)| {
+                let secret = inner.0.map.get(&(*label, client_random.to_vec()))?;
+                Some(format!("{name} {random} {}\n", hex::encode(secret)))
+            })
+            .collect()
+    }
+
     /// The secret for `label` and `id`, reading the file again if it is not known yet.
     pub fn get(&self, label: Label, id: &[u8]) -> Option<Vec<u8>> {
         let key = (label, id.to_vec());

@@ -44,6 +44,15 @@ pub fn starts_client_hello(b: &[u8]) -> bool {
     matches!(b, [HANDSHAKE, 3, 0..=4, _, _, CLIENT_HELLO, ..])
 }
 
+/// The client random of the ClientHello that `b` starts with, when the hello's start is there.
+pub fn client_random(b: &[u8]) -> Option<[u8; 32]> {
+    if !starts_client_hello(b) {
+        return None;
+    }
+    // Record header, handshake header, legacy version: the random follows.
+    b.get(11..43)?.try_into().ok()
+}
+
 /// What a connection's TLS was, for reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsInfo {
