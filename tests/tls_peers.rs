@@ -352,6 +352,22 @@ fn testdata_tls_capture_decrypts_with_its_key_log() {
     );
 }
 
+/// `testdata/grpc-tls.pcap`, its key log, its events when decrypted, and its server.
+fn testdata_tls() -> (Vec<u8>, String, Vec<Event>, SocketAddr) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+    let pcap = std::fs::read(dir.join("grpc-tls.pcap")).unwrap();
+    let log = std::fs::read_to_string(dir.join("grpc-tls.keylog")).unwrap();
+    let (whole, _, _) = common::dissect_bytes(pcap.clone(), config(Some(&log)));
+    let server = whole
+        .iter()
+        .find_map(|e| match e {
+            Event::ConnectionEnd(c) => Some(c.server),
+            _ => None,
+        })
+        .unwrap();
+    (pcap, log, whole, server)
+}
+
 /// Record numbers of the full-size segments towards the server (or towards the client).
 fn full_segments(pcap: &[u8], server: SocketAddr, to_server: bool) -> Vec<usize> {
     let mut reader =
@@ -376,17 +392,7 @@ fn full_segments(pcap: &[u8], server: SocketAddr, to_server: bool) -> Vec<usize>
 /// how much application data is missing, and every call is still there.
 #[test]
 fn decryption_goes_on_after_segments_are_lost() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
-    let pcap = std::fs::read(dir.join("grpc-tls.pcap")).unwrap();
-    let log = std::fs::read_to_string(dir.join("grpc-tls.keylog")).unwrap();
-    let (whole, _, _) = common::dissect_bytes(pcap.clone(), config(Some(&log)));
-    let server = whole
-        .iter()
-        .find_map(|e| match e {
-            Event::ConnectionEnd(c) => Some(c.server),
-            _ => None,
-        })
-        .unwrap();
+    let (pcap, log, whole, server) = testdata_tls();
     let paths = |events: &[Event]| -> Vec<(String, Option<u32>)> {
         common::calls(events)
             .iter()
@@ -522,17 +528,7 @@ proptest::proptest! {
     /// points, down to single bytes), the same frames come out of decryption.
     #[test]
     fn records_cut_anywhere_decrypt_to_the_same_frames(cuts in proptest::collection::vec(1usize..1500, 1..64)) {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
-        let pcap = std::fs::read(dir.join("grpc-tls.pcap")).unwrap();
-        let log = std::fs::read_to_string(dir.join("grpc-tls.keylog")).unwrap();
-        let (whole, _, _) = common::dissect_bytes(pcap.clone(), config(Some(&log)));
-        let server = whole
-            .iter()
-            .find_map(|e| match e {
-                Event::ConnectionEnd(c) => Some(c.server),
-                _ => None,
-            })
-            .unwrap();
+        let (pcap, log, whole, server) = testdata_tls();
         let key = |events: &[Event]| -> Vec<(u32, u8, u32, u8)> {
             common::frames(events)
                 .iter()
