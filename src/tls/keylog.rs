@@ -64,14 +64,20 @@ struct Secrets {
 }
 
 impl Secrets {
-    fn add_text(&mut self, text: &str) {
+    /// Text read from the file: its last line may still be being written.
+    fn add_from_file(&mut self, text: &str) {
         let mut all = std::mem::take(&mut self.partial);
         all.push_str(text);
         let complete = all.rfind('\n').map_or(0, |i| i + 1);
-        for line in all[..complete].lines() {
+        self.add_lines(&all[..complete]);
+        self.partial = all[complete..].to_string();
+    }
+
+    /// Text that is whole (not from the file, whose unfinished line it must not join).
+    fn add_lines(&mut self, text: &str) {
+        for line in text.lines() {
             self.add_line(line);
         }
-        self.partial = all[complete..].to_string();
     }
 
     fn add_line(&mut self, line: &str) {
@@ -163,8 +169,7 @@ impl KeyLog {
     /// Secrets given as text (tests, and secrets embedded in a capture).
     pub fn from_text(text: &str) -> KeyLog {
         let mut secrets = Secrets::default();
-        secrets.add_text(text);
-        secrets.add_text("\n");
+        secrets.add_lines(text);
         KeyLog {
             inner: Mutex::new((secrets, None)),
         }
@@ -172,9 +177,7 @@ impl KeyLog {
 
     /// Adds secrets given as text, such as a pcapng Decryption Secrets Block.
     pub fn add_text(&self, text: &str) {
-        let mut inner = self.lock();
-        inner.0.add_text(text);
-        inner.0.add_text("\n");
+        self.lock().0.add_lines(text);
     }
 
     /// Read from a file, which may still grow (programs append as they connect).
@@ -216,7 +219,7 @@ impl KeyLog {
         let mut buf = Vec::new();
         f.take(MAX_FILE - source.offset).read_to_end(&mut buf)?;
         source.offset += buf.len() as u64;
-        secrets.add_text(&String::from_utf8_lossy(&buf));
+        secrets.add_from_file(&String::from_utf8_lossy(&buf));
         Ok(())
     }
 
@@ -294,6 +297,9 @@ mod tests {
             .append(true)
             .open(&path)
             .unwrap();
+        // Secrets embedded in a capture arrive meanwhile: whole lines, apart from the file's.
+        log.add_text("CLIENT_RANDOM 03 cc");
+        assert_eq!(log.get(Label::ClientRandom, &[3]), Some(vec![0xcc]));
         std::io::Write::write_all(&mut f, b"b\n").unwrap();
         assert_eq!(log.get(Label::ClientRandom, &[2]), Some(vec![0xbb]));
         std::fs::remove_dir_all(&dir).unwrap();
