@@ -17,7 +17,6 @@ use keylog::Label;
 pub use keylog::{KeyLog, KeyLogError};
 
 const CHANGE_CIPHER_SPEC: u8 = 20;
-const ALERT: u8 = 21;
 const HANDSHAKE: u8 = 22;
 const APPLICATION_DATA: u8 = 23;
 const HEARTBEAT: u8 = 24;
@@ -214,8 +213,6 @@ pub struct Session {
     keys: Option<Arc<KeyLog>>,
     client: Dir,
     client_random: Option<[u8; 32]>,
-    /// A ServerHello was seen.
-    server_hello: bool,
     server_random: [u8; 32],
     /// The ServerHello's session ID (TLS 1.2 key logs may be keyed by it).
     session_id: Vec<u8>,
@@ -239,7 +236,6 @@ impl Session {
             keys,
             client,
             client_random: None,
-            server_hello: false,
             server_random: [0; 32],
             session_id: Vec::new(),
             waiting: None,
@@ -254,10 +250,6 @@ impl Session {
 
     pub fn info(&self) -> &TlsInfo {
         &self.info
-    }
-
-    pub fn client(&self) -> Dir {
-        self.client
     }
 
     /// Bytes of records that were not decrypted.
@@ -446,7 +438,8 @@ impl Session {
         if header[0] == CHANGE_CIPHER_SPEC {
             // In TLS 1.3 it is only there for middleboxes (RFC 8446 Appendix D.4), and may come
             // before the ServerHello (after a HelloRetryRequest, or with early data).
-            if self.server_hello && !self.tls13 {
+            let server_hello_seen = self.info.version.is_some();
+            if server_hello_seen && !self.tls13 {
                 let side = &mut self.sides[d];
                 side.current = side.next.take();
                 side.protected = true;
@@ -493,7 +486,7 @@ impl Session {
                 out(dir, Output::Plain(content));
             }
             APPLICATION_DATA => self.undecrypted += content.len() as u64,
-            ALERT | HEARTBEAT => {}
+            // Alerts and heartbeats: nothing to hand on.
             _ => {}
         }
         let side = &mut self.sides[d];
@@ -543,7 +536,6 @@ impl Session {
     fn server_hello(&mut self, h: hello::ServerHello, out: &mut dyn FnMut(Dir, Output<'_>)) {
         self.info.version = Some(hello::version_name(h.version));
         self.info.suite = Some(h.suite);
-        self.server_hello = true;
         self.tls13 = h.version == 0x0304;
         if h.retry {
             // A second ClientHello and ServerHello follow.
@@ -696,9 +688,7 @@ impl Session {
                 }),
             );
         }
-        for side in &mut self.sides {
-            side.stopped = true;
-        }
+        self.stop_both();
     }
 
     /// End of the connection: secrets still missing are reported.
