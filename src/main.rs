@@ -726,17 +726,11 @@ fn text_options(o: &OutputArgs, quiet: bool) -> TextOptions {
     }
 }
 
-/// Before a packet that starts a TLS ClientHello: the connection's secrets, when the key log
-/// has them, so that the file written decrypts on its own (as `editcap --inject-secrets`).
-fn embed_secrets(
-    w: &mut CaptureFile,
-    keys: &KeyLog,
-    pkt: &h2scope::capture::Packet<'_>,
-) -> io::Result<()> {
-    let Ok(seg) = link::decode(pkt.link, pkt.data) else {
-        return Ok(());
-    };
-    let Some(random) = h2scope::tls::client_random(seg.payload) else {
+/// Before a packet whose TCP payload starts a TLS ClientHello: the connection's secrets, when
+/// the key log has them, so that the file written decrypts on its own (as `editcap
+/// --inject-secrets`).
+fn embed_secrets(w: &mut CaptureFile, keys: &KeyLog, payload: &[u8]) -> io::Result<()> {
+    let Some(random) = h2scope::tls::client_random(payload) else {
         return Ok(());
     };
     let lines = keys.lines_for(&random);
@@ -842,13 +836,19 @@ fn read_file<W: Write>(
                 let by_path = path_conns
                     .as_ref()
                     .is_none_or(|set| conn.is_some_and(|c| set.contains(&c)));
+                // Secrets to embed only once some are known (given, or met in the file).
+                let embed = embed_keys.as_deref().filter(|k| !k.is_empty());
+                // The TCP segment, decoded once if the port filter or the secrets need it.
+                let seg = (args.port.is_some() || embed.is_some())
+                    .then(|| link::decode(pkt.link, pkt.data).ok())
+                    .flatten();
                 let by_port = args.port.is_none_or(|p| {
-                    link::decode(pkt.link, pkt.data)
-                        .is_ok_and(|s| s.src.port() == p || s.dst.port() == p)
+                    seg.as_ref()
+                        .is_some_and(|s| s.src.port() == p || s.dst.port() == p)
                 });
                 if by_conn && by_path && by_port && write_error.is_none() {
-                    if let Some(keys) = &embed_keys {
-                        if let Err(e) = embed_secrets(w, keys, pkt) {
+                    if let (Some(keys), Some(seg)) = (embed, &seg) {
+                        if let Err(e) = embed_secrets(w, keys, seg.payload) {
                             write_error = Some(e);
                         }
                     }
