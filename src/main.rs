@@ -123,8 +123,48 @@ struct HaproxyArgs {
     /// Timeout of --verify (e.g. 2s, 500ms).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     timeout: Duration,
+    /// Decrypt the capture's TLS connections with the secrets in this key log (SSLKEYLOGFILE),
+    /// to export a call recorded over TLS.
+    #[arg(long = "tls-keylog", value_name = "FILE", value_parser = parse_keylog)]
+    tls_keylog: Option<Arc<KeyLog>>,
+    #[command(flatten)]
+    tls: CheckTlsArgs,
+    /// Check in clear even when the call was recorded over TLS (a backend behind a TLS
+    /// terminator).
+    #[arg(long, conflicts_with_all = ["ssl", "sni", "ca_file"])]
+    no_ssl: bool,
     #[command(flatten)]
     schema: SchemaArgs,
+}
+
+/// How a check runs over TLS (`tcp-check connect ssl alpn h2`).
+#[derive(clap::Args)]
+struct CheckTlsArgs {
+    /// Check over TLS with ALPN h2 (the default for `haproxy` when the call was recorded over
+    /// TLS).
+    #[arg(long)]
+    ssl: bool,
+    /// The server name to send (implies --ssl; `haproxy` defaults to the recorded SNI).
+    #[arg(long, value_name = "NAME")]
+    sni: Option<String>,
+    /// Verify the server's certificate with these PEM CA certificates (implies --ssl); without
+    /// it, any certificate is accepted, as HAProxy's `verify none`.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+}
+
+impl CheckTlsArgs {
+    /// The TLS of the check: what the flags ask for, over what was `recorded`.
+    fn options(&self, recorded: Option<check::TlsOptions>) -> Option<check::TlsOptions> {
+        let asked = self.ssl || self.sni.is_some() || self.ca_file.is_some();
+        if !asked {
+            return recorded;
+        }
+        Some(check::TlsOptions {
+            sni: self.sni.clone().or_else(|| recorded.and_then(|r| r.sni)),
+            ca_file: self.ca_file.clone(),
+        })
+    }
 }
 
 #[derive(clap::Args)]
@@ -143,6 +183,8 @@ struct CheckArgs {
     /// Do not decode and print the answer.
     #[arg(short, long)]
     quiet: bool,
+    #[command(flatten)]
+    tls: CheckTlsArgs,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -341,7 +383,11 @@ fn tui(args: TuiArgs) -> ExitCode {
     // Sources are opened before the terminal is taken, so that what goes wrong is readable.
     let (app, loader) = match (&args.file, &args.interface) {
         (Some(file), _) => match Loader::file(file, &cfg, schemas.clone()) {
-            Ok((loader, store)) => (App::new(Model::new(store), file), loader),
+            Ok((loader, store)) => {
+                let mut app = App::new(Model::new(store), file);
+                app.tls_keys = cfg.tls_keys.clone();
+                (app, loader)
+            }
             Err(e) => {
                 eprintln!("h2scope: {e}");
                 return ExitCode::FAILURE;
@@ -357,6 +403,7 @@ fn tui(args: TuiArgs) -> ExitCode {
             ) {
                 Ok((loader, store, recording)) => {
                     let mut app = App::new(Model::new(store), &recording);
+                    app.tls_keys = cfg.tls_keys.clone();
                     app.label = format!("live on {iface}");
                     app.follow = true;
                     (app, loader)
@@ -726,20 +773,6 @@ fn text_options(o: &OutputArgs, quiet: bool) -> TextOptions {
     }
 }
 
-/// Before a packet whose TCP payload starts a TLS ClientHello: the connection's secrets, when
-/// the key log has them, so that the file written decrypts on its own (as `editcap
-/// --inject-secrets`).
-fn embed_secrets(w: &mut CaptureFile, keys: &KeyLog, payload: &[u8]) -> io::Result<()> {
-    let Some(random) = h2scope::tls::client_random(payload) else {
-        return Ok(());
-    };
-    let lines = keys.lines_for(&random);
-    if lines.is_empty() {
-        return Ok(());
-    }
-    w.write_tls_secrets(lines.as_bytes())
-}
-
 /// Reads one capture file into the sink (the body of `read`, per file).
 fn read_file<W: Write>(
     file: &str,
@@ -848,7 +881,7 @@ fn read_file<W: Write>(
                 });
                 if by_conn && by_path && by_port && write_error.is_none() {
                     if let (Some(keys), Some(seg)) = (embed, &seg) {
-                        if let Err(e) = embed_secrets(w, keys, seg.payload) {
+                        if let Err(e) = w.embed_tls_secrets(keys, seg.payload) {
                             write_error = Some(e);
                         }
                     }
@@ -1331,13 +1364,17 @@ fn haproxy(args: HaproxyArgs) -> ExitCode {
         (None, None) => None,
     };
 
-    let recorded = match haproxy::find_call(&args.file, &selector, schemas) {
+    let keys = args.tls_keylog.clone();
+    let recorded = match haproxy::find_call(&args.file, &selector, schemas, keys) {
         Ok(r) => r,
         Err(haproxy::FindError::Capture(e)) => {
             eprintln!("h2scope: {e}");
             return ExitCode::FAILURE;
         }
-        Err(haproxy::FindError::NotFound { candidates }) => {
+        Err(haproxy::FindError::NotFound {
+            candidates,
+            encrypted,
+        }) => {
             let what = match &selector {
                 Selector::Path(p) => format!("no gRPC call to {p}"),
                 Selector::Call { conn, stream } => format!("no gRPC call {conn}:{stream}"),
@@ -1351,13 +1388,24 @@ fn haproxy(args: HaproxyArgs) -> ExitCode {
                     eprintln!("    {c}");
                 }
             }
+            if encrypted > 0 {
+                eprintln!(
+                    "  {encrypted} TLS connection(s) could not be decrypted: give their secrets with --tls-keylog FILE (what SSLKEYLOGFILE makes clients write)"
+                );
+            }
             return ExitCode::FAILURE;
         }
+    };
+    let tls = if args.no_ssl {
+        None
+    } else {
+        args.tls.options(recorded.recorded_tls())
     };
     let opts = ExportOptions {
         headers,
         expect,
         fast_fail: args.fast_fail,
+        tls: tls.is_some(),
     };
     let hc = match haproxy::build(&recorded, &opts) {
         Ok(hc) => hc,
@@ -1380,6 +1428,7 @@ fn haproxy(args: HaproxyArgs) -> ExitCode {
         rise: args.rise,
         fall: args.fall,
         source: args.file.clone(),
+        tls: tls.clone(),
     };
     let text = match args.format {
         Format::Text => config::render(&recorded, &hc, &copts),
@@ -1400,7 +1449,14 @@ fn haproxy(args: HaproxyArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     match &args.verify {
-        Some(addr) => run_check(addr, &hc.send(), &hc.expect, args.timeout, false),
+        Some(addr) => run_check(
+            addr,
+            &hc.send(),
+            &hc.expect,
+            args.timeout,
+            tls.as_ref(),
+            false,
+        ),
         None => ExitCode::SUCCESS,
     }
 }
@@ -1429,13 +1485,28 @@ fn check(args: CheckArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    run_check(&args.addr, &send, &expect, args.timeout, args.quiet)
+    let tls = args.tls.options(None);
+    run_check(
+        &args.addr,
+        &send,
+        &expect,
+        args.timeout,
+        tls.as_ref(),
+        args.quiet,
+    )
 }
 
 /// Runs a check; prints what happened and the decoded answer. Exit 0 on a match, 1 on a wrong
 /// answer or timeout, 2 when the server cannot be reached.
-fn run_check(addr: &str, send: &[u8], expect: &[u8], timeout: Duration, quiet: bool) -> ExitCode {
-    let result = match check::run(addr, send, expect, timeout) {
+fn run_check(
+    addr: &str,
+    send: &[u8],
+    expect: &[u8],
+    timeout: Duration,
+    tls: Option<&check::TlsOptions>,
+    quiet: bool,
+) -> ExitCode {
+    let result = match check::run(addr, send, expect, timeout, tls) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("h2scope: check: {e}");
@@ -1451,11 +1522,18 @@ fn run_check(addr: &str, send: &[u8], expect: &[u8], timeout: Duration, quiet: b
             "MISMATCH: the expected bytes did not arrive before the timeout"
         }
     };
+    let over = match &result.tls {
+        Some(t) => format!(" over {t}"),
+        None => String::new(),
+    };
     eprintln!(
-        "h2scope: check {addr}: {verdict} ({} bytes received in {:.1} ms)",
+        "h2scope: check {addr}{over}: {verdict} ({} bytes received in {:.1} ms)",
         result.received.len(),
         result.elapsed.as_secs_f64() * 1000.0
     );
+    if result.tls.as_ref().is_some_and(|t| t.alpn.is_none()) {
+        eprintln!("h2scope: warning: the server chose no ALPN protocol; HTTP/2 over TLS needs h2");
+    }
     if !quiet {
         let mut schemas = Schemas::bundled();
         let events = check::explain(&result, send, &mut schemas);

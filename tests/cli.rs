@@ -709,3 +709,123 @@ fn written_pcapng_carries_the_secrets_of_its_tls_connections() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The headers a `haproxy --format json` export sends, decoded.
+fn exported_headers(v: &Value) -> Vec<(String, String)> {
+    let send = hex::decode(v["send_hex"].as_str().unwrap()).unwrap();
+    // Client preface (24 bytes), empty SETTINGS (9), then the HEADERS frame.
+    let len = u32::from_be_bytes([0, send[33], send[34], send[35]]) as usize;
+    let block = &send[42..42 + len];
+    let mut out = Vec::new();
+    h2scope::http2::hpack::Decoder::new()
+        .decode(block, &mut out)
+        .unwrap();
+    out.iter()
+        .map(|f| {
+            (
+                String::from_utf8_lossy(&f.name).into_owned(),
+                String::from_utf8_lossy(&f.value).into_owned(),
+            )
+        })
+        .collect()
+}
+
+fn haproxy_json(args: &[&str]) -> Value {
+    let out = Command::new(BIN)
+        .args(["haproxy", "--format", "json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A call recorded over TLS exports a check over TLS (`ssl alpn h2`, the recorded SNI, `verify
+/// none`, `:scheme https`) once its key log decrypts it; the flags change each part, and a call
+/// in clear can be checked over TLS too.
+#[test]
+fn haproxy_export_over_tls() {
+    let capture = testdata("grpc-tls.pcap");
+    let keylog = testdata("grpc-tls.keylog");
+    let scheme = |v: &Value| {
+        exported_headers(v)
+            .into_iter()
+            .find(|(n, _)| n == ":scheme")
+            .unwrap()
+            .1
+    };
+    let v = haproxy_json(&[&capture, "--tls-keylog", &keylog]);
+    let config = v["config"].as_str().unwrap();
+    assert!(
+        config.contains("    tcp-check connect ssl alpn h2 sni localhost\n"),
+        "{config}"
+    );
+    assert!(config.contains(" check verify none inter 2000"), "{config}");
+    assert!(config.contains("as recorded (TLS 1.3 TLS_AES_128_GCM_SHA256, ALPN h2, SNI localhost)"));
+    assert_eq!(v["tls"]["sni"], "localhost");
+    assert_eq!(v["tls"]["alpn"], "h2");
+    assert!(v["tls"]["ca_file"].is_null());
+    assert_eq!(scheme(&v), "https");
+
+    let v = haproxy_json(&[
+        &capture,
+        "--tls-keylog",
+        &keylog,
+        "--sni",
+        "api.example",
+        "--ca-file",
+        "/etc/ssl/certs/ca-certificates.crt",
+    ]);
+    let config = v["config"].as_str().unwrap();
+    assert!(
+        config.contains("connect ssl alpn h2 sni api.example\n"),
+        "{config}"
+    );
+    assert!(config.contains(" check verify required ca-file /etc/ssl/certs/ca-certificates.crt "));
+    assert!(!config.contains("verify none"));
+
+    // Behind a TLS terminator the backend speaks clear text.
+    let v = haproxy_json(&[&capture, "--tls-keylog", &keylog, "--no-ssl"]);
+    let config = v["config"].as_str().unwrap();
+    assert!(config.contains("    tcp-check connect\n") && !config.contains("verify"));
+    assert!(v["tls"].is_null());
+    assert_eq!(scheme(&v), "http");
+
+    // A call recorded in clear, checked over TLS: no SNI unless given.
+    let clear = testdata("grpc-health.pcap");
+    let v = haproxy_json(&[&clear, "--ssl"]);
+    let config = v["config"].as_str().unwrap();
+    assert!(
+        config.contains("    tcp-check connect ssl alpn h2\n"),
+        "{config}"
+    );
+    assert!(!config.contains("as recorded"));
+    assert_eq!(scheme(&v), "https");
+    let v = haproxy_json(&[&clear, "--sni", "grpc.internal"]);
+    assert!(v["config"]
+        .as_str()
+        .unwrap()
+        .contains("ssl alpn h2 sni grpc.internal\n"));
+
+    // Without the secrets: not found, and the error says what to give.
+    let out = Command::new(BIN)
+        .args(["haproxy", &capture])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("1 TLS connection(s) could not be decrypted") && err.contains("--tls-keylog"),
+        "{err}"
+    );
+    // Contradictory flags are a usage error.
+    let out = Command::new(BIN)
+        .args(["haproxy", &capture, "--no-ssl", "--sni", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

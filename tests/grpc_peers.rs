@@ -411,6 +411,7 @@ fn grpc_streaming_compression_big_message_and_harvested_schema() {
         path.to_str().unwrap(),
         &h2scope::haproxy::Selector::Path("/test.echo.Echo/Unary".into()),
         Schemas::bundled(),
+        None,
     )
     .unwrap();
     assert_eq!(

@@ -396,6 +396,206 @@ fn exported_checks_follow_the_server_under_real_haproxy() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// The same over TLS. A health check recorded through a TLS front (its secrets in the client's
+/// key log) is found with `--tls-keylog` and exported as `tcp-check connect ssl alpn h2 sni
+/// localhost`. The front answers only handshakes naming "localhost", so the SNI is proven sent:
+/// the export given another name stays DOWN, as does the one forced to clear text. With and
+/// without `--ca-file` the checks follow the server's health; `--verify` and `check --ssl`
+/// handshake as HAProxy does.
+#[test]
+fn tls_checks_follow_the_server_under_real_haproxy() {
+    if !haproxy_available() {
+        return;
+    }
+    let server = Server::start();
+    let dir = std::env::temp_dir().join(format!("h2scope-haproxy-tls-{}", std::process::id()));
+    // A space in the CA file's path: the config must quote it.
+    let ca_dir = dir.join("front ca");
+    std::fs::create_dir_all(&ca_dir).unwrap();
+    let secrets = Arc::new(common::tls::Secrets::default());
+    let (front_cfg, client_cfg, pem) = common::tls::localhost_only(secrets.clone());
+    let front = server
+        .rt
+        .block_on(common::tls::terminate(front_cfg, server.addr, false));
+    let rec = Recorder::new(Link::Ethernet, 1460, 9);
+    server.rt.block_on(async {
+        let proxy = rec.proxy("127.0.0.1:0".parse().unwrap(), front).await;
+        let channel = common::tls::channel(client_cfg, proxy).await;
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        for _ in 0..2 {
+            health
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    });
+    let capture = dir.join("recorded-tls.pcap");
+    std::fs::write(&capture, rec.to_pcap()).unwrap();
+    let keylog = dir.join("keys.log");
+    std::fs::write(&keylog, secrets.text()).unwrap();
+    let ca = ca_dir.join("ca.pem");
+    std::fs::write(&ca, &pem).unwrap();
+    let (capture_s, keylog_s, ca_s) = (
+        capture.to_str().unwrap(),
+        keylog.to_str().unwrap(),
+        ca.to_str().unwrap(),
+    );
+
+    // Without the secrets the call is out of sight, and the error says how to reach it.
+    let o = h2scope(&["haproxy", capture_s]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("1 TLS connection(s)") && err.contains("--tls-keylog"),
+        "{err}"
+    );
+
+    let keys = ["--tls-keylog", keylog_s];
+    let none = export(&dir, &capture, "tls_none", front, &keys);
+    let verified = export(
+        &dir,
+        &capture,
+        "tls_ca",
+        front,
+        &[&keys[..], &["--ca-file", ca_s]].concat(),
+    );
+    let wrong_sni = export(
+        &dir,
+        &capture,
+        "tls_wrong_sni",
+        front,
+        &[&keys[..], &["--sni", "other.example"]].concat(),
+    );
+    let clear = export(
+        &dir,
+        &capture,
+        "tls_clear",
+        front,
+        &[&keys[..], &["--no-ssl"]].concat(),
+    );
+    assert!(
+        none.contains("    tcp-check connect ssl alpn h2 sni localhost\n"),
+        "{none}"
+    );
+    assert!(none.contains(" check verify none "), "{none}");
+    assert!(
+        verified.contains(&format!(" check verify required ca-file '{ca_s}' ")),
+        "{verified}"
+    );
+    assert!(wrong_sni.contains("sni other.example\n"), "{wrong_sni}");
+    assert!(
+        !clear.contains("ssl") && !clear.contains("verify"),
+        "{clear}"
+    );
+
+    let haproxy = Haproxy::start(&dir, &[none, verified, wrong_sni, clear]);
+    let good = ["tls_none", "tls_ca"];
+    haproxy.wait_for(&good, "UP", Duration::from_secs(15));
+    haproxy.wait_for(
+        &["tls_wrong_sni", "tls_clear"],
+        "DOWN",
+        Duration::from_secs(15),
+    );
+    server.set_serving(false);
+    haproxy.wait_for(&good, "DOWN", Duration::from_secs(20));
+    server.set_serving(true);
+    haproxy.wait_for(&good, "UP", Duration::from_secs(15));
+    drop(haproxy);
+
+    // `--verify` runs the exported check over TLS, as HAProxy does.
+    let front_s = front.to_string();
+    let o = h2scope(&[
+        "haproxy",
+        capture_s,
+        "--tls-keylog",
+        keylog_s,
+        "--ca-file",
+        ca_s,
+        "--verify",
+        &front_s,
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("over TLS 1.3") && err.contains("ALPN h2") && err.contains("MATCH"),
+        "{err}"
+    );
+    assert!(err.contains("{\"status\":\"SERVING\"}"), "{err}");
+
+    let o = h2scope(&[
+        "haproxy",
+        capture_s,
+        "--tls-keylog",
+        keylog_s,
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (send, expect) = (
+        v["send_hex"].as_str().unwrap().to_string(),
+        v["expect_hex"].as_str().unwrap().to_string(),
+    );
+    let check = |extra: &[&str]| {
+        let mut args = vec![
+            "check",
+            &front_s,
+            "--send-hex",
+            &send,
+            "--expect-hex",
+            &expect,
+        ];
+        args.extend_from_slice(extra);
+        let o = h2scope(&args);
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, err) = check(&["--sni", "localhost"]);
+    assert_eq!(code, Some(0), "{err}");
+    // Handshakes that fail are the server's unreachability (exit 2), and say why: no SNI, a
+    // certificate from another authority, or no TLS at all.
+    let (code, err) = check(&["--ssl"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("TLS handshake failed"), "{err}");
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let other_ca = dir.join("other.pem");
+    std::fs::write(&other_ca, other.cert.pem()).unwrap();
+    let (code, err) = check(&[
+        "--sni",
+        "localhost",
+        "--ca-file",
+        other_ca.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("TLS handshake failed") && err.contains("certificate"),
+        "{err}"
+    );
+    let plain = server.addr.to_string();
+    let o = h2scope(&[
+        "check",
+        &plain,
+        "--send-hex",
+        &send,
+        "--expect-hex",
+        &expect,
+        "--ssl",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // A CA file that holds no certificate is the user's mistake: exit 2 before connecting.
+    let (code, err) = check(&["--ca-file", keylog_s]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no PEM certificate"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn check_command_matches_mismatches_and_fails_to_connect() {
     let server = Server::start();

@@ -150,6 +150,64 @@ fn export_and_write_from_the_ui() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// The same from a TLS capture opened with its key log: the export checks over TLS, as the CLI's
+/// does, and the connection written carries its secrets, so it decrypts without the key log.
+#[test]
+fn export_and_write_tls_from_the_ui() {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let capture = format!("{dir}/testdata/grpc-tls.pcap");
+    let keylog = format!("{dir}/testdata/grpc-tls.keylog");
+    let keys =
+        std::sync::Arc::new(h2scope::tls::KeyLog::open(std::path::Path::new(&keylog)).unwrap());
+    let cfg = Config {
+        tls_keys: Some(keys.clone()),
+        ..Config::default()
+    };
+    let model = load(&capture, &cfg, Schemas::bundled()).unwrap();
+    assert_eq!(model.calls.len(), 4);
+    let mut app = App::new(model, &capture);
+    app.tls_keys = Some(keys);
+    let out = std::env::temp_dir().join(format!("h2scope-tui-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    app.out_dir = out.clone();
+
+    let action = app.key(Key::Char('e'));
+    assert_eq!(action, Action::Export { conn: 0, stream: 1 });
+    perform(&mut app, &action, &Schemas::bundled());
+    let written = std::fs::read_to_string(out.join("h2scope-haproxy-0-1.cfg"))
+        .unwrap_or_else(|e| panic!("{e}: {}", app.status));
+    assert!(written.contains("tcp-check connect ssl alpn h2 sni localhost\n"));
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_h2scope"))
+        .args([
+            "haproxy",
+            &capture,
+            "--call",
+            "0:1",
+            "--tls-keylog",
+            &keylog,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(written, String::from_utf8(cli.stdout).unwrap());
+
+    let action = app.key(Key::Char('w'));
+    perform(&mut app, &action, &Schemas::bundled());
+    let back = std::process::Command::new(env!("CARGO_BIN_EXE_h2scope"))
+        .args([
+            "read",
+            "-q",
+            out.join("h2scope-conn-0.pcapng").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&back.stdout);
+    assert!(
+        text.contains("TLS connections: 1 (1 decrypted)") && text.contains("calls: 4"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&out).ok();
+}
+
 /// The lines drawn with the selection style (reversed), as text.
 fn highlighted(app: &App, w: u16, h: u16) -> Vec<String> {
     let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use serde_json::json;
 
+use super::check::TlsOptions;
 use super::{HealthCheck, Recorded};
 
 #[derive(Debug, Clone)]
@@ -17,6 +18,8 @@ pub struct ConfigOptions {
     pub fall: u32,
     /// The capture the call came from, for the comment.
     pub source: String,
+    /// Check over TLS (`tcp-check connect ssl alpn h2`).
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for ConfigOptions {
@@ -29,6 +32,7 @@ impl Default for ConfigOptions {
             rise: 2,
             fall: 3,
             source: String::new(),
+            tls: None,
         }
     }
 }
@@ -61,7 +65,26 @@ pub fn render(rec: &Recorded, hc: &HealthCheck, opts: &ConfigOptions) -> String 
     let _ = writeln!(s, "backend {}", opts.backend);
     let _ = writeln!(s, "    mode tcp");
     let _ = writeln!(s, "    option tcp-check");
-    let _ = writeln!(s, "    tcp-check connect");
+    match &opts.tls {
+        None => {
+            let _ = writeln!(s, "    tcp-check connect");
+        }
+        Some(tls) => {
+            let _ = writeln!(
+                s,
+                "    # over TLS{}: the same HTTP/2 bytes inside; gRPC servers want ALPN h2",
+                match &rec.tls {
+                    Some(info) => format!(", as recorded ({info})"),
+                    None => String::new(),
+                }
+            );
+            let _ = write!(s, "    tcp-check connect ssl alpn h2");
+            if let Some(sni) = &tls.sni {
+                let _ = write!(s, " sni {}", word(sni));
+            }
+            let _ = writeln!(s);
+        }
+    }
     for part in &hc.parts {
         let _ = writeln!(s, "    # {}", part.comment);
         let _ = writeln!(s, "    tcp-check send-binary {}", hex::encode(&part.bytes));
@@ -93,12 +116,47 @@ pub fn render(rec: &Recorded, hc: &HealthCheck, opts: &ConfigOptions) -> String 
         .server_addr
         .clone()
         .unwrap_or_else(|| c.server.to_string());
+    let verify = match opts.tls.as_ref().map(|t| &t.ca_file) {
+        None => String::new(),
+        Some(None) => {
+            let _ = writeln!(
+                s,
+                "    # verify none: the server's certificate is not checked (h2scope haproxy --ca-file checks it)"
+            );
+            " verify none".into()
+        }
+        Some(Some(ca)) => format!(
+            " verify required ca-file {}",
+            word(&ca.display().to_string())
+        ),
+    };
     let _ = writeln!(
         s,
-        "    server {} {addr} check inter {} rise {} fall {}",
+        "    server {} {addr} check{verify} inter {} rise {} fall {}",
         opts.server_name, opts.inter_ms, opts.rise, opts.fall
     );
     s
+}
+
+/// One word of HAProxy's configuration: as it is when nothing in it is special, else quoted
+/// (single quotes expand nothing; double quotes would expand `$NAME`).
+fn word(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:@,=%~".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.to_string()
+    } else if !s.contains('\'') {
+        format!("'{s}'")
+    } else {
+        let mut out = String::from("\"");
+        for c in s.chars() {
+            if matches!(c, '"' | '\\' | '$') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+        out
+    }
 }
 
 /// The same as data, for scripts.
@@ -112,6 +170,26 @@ pub fn render_json(rec: &Recorded, hc: &HealthCheck, opts: &ConfigOptions) -> se
         "expect_hex": hex::encode(&hc.expect),
         "fast_fail_rbinary": hc.fast_fail.as_ref().map(|f| f.rbinary()),
         "warnings": hc.warnings,
+        "tls": opts.tls.as_ref().map(|t| json!({
+            "sni": t.sni,
+            "ca_file": t.ca_file.as_ref().map(|p| p.display().to_string()),
+            "alpn": "h2",
+        })),
         "config": render(rec, hc, opts),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::word;
+
+    #[test]
+    fn words_are_quoted_only_when_needed() {
+        assert_eq!(word("/etc/ssl/ca.pem"), "/etc/ssl/ca.pem");
+        assert_eq!(word("api.example.com"), "api.example.com");
+        assert_eq!(word("/my certs/ca.pem"), "'/my certs/ca.pem'");
+        assert_eq!(word("/a/$HOME#x"), "'/a/$HOME#x'");
+        assert_eq!(word("/it's/$x"), "\"/it's/\\$x\"");
+        assert_eq!(word(""), "''");
+    }
 }

@@ -28,22 +28,29 @@ pub enum FindError {
     #[error("{0}")]
     Capture(#[from] crate::capture::CaptureError),
     /// Nothing matched; `candidates` lists the gRPC calls there are (`--call` lines).
+    /// `encrypted` counts the TLS connections left encrypted, where the call may be.
     #[error("no matching gRPC call")]
-    NotFound { candidates: Vec<String> },
+    NotFound {
+        candidates: Vec<String>,
+        encrypted: u64,
+    },
 }
 
 /// Reads a capture (twice: schemas from reflection first) and returns the first gRPC call the
-/// selector picks, with its messages' bytes.
+/// selector picks, with its messages' bytes. Calls in TLS connections are found when `tls_keys`
+/// (or the capture's own pcapng secrets) decrypt them.
 pub fn find_call(
     path: &str,
     selector: &Selector,
     schemas: crate::grpc::schema::Schemas,
+    tls_keys: Option<std::sync::Arc<crate::tls::KeyLog>>,
 ) -> Result<Recorded, FindError> {
-    use crate::pipeline::{harvest_schemas, Config, Dissector};
+    use crate::pipeline::{harvest_schemas, open_capture, Config, Dissector};
     let mut cfg = Config::default();
     cfg.grpc.keep_bytes = true;
+    cfg.tls_keys = tls_keys;
     let find = |schemas| -> Result<Recorded, FindError> {
-        let mut reader = crate::capture::CaptureReader::open(path)?;
+        let mut reader = open_capture(path, &cfg)?;
         let mut dissector = Dissector::with_schemas(cfg.clone(), schemas);
         let mut collector = Collector::new(selector.clone());
         // A read error part-way still leaves what was found before it.
@@ -51,9 +58,12 @@ pub fn find_call(
             dissector.packet(pkt, &mut collector);
             collector.found.is_none()
         });
-        dissector.finish(&mut collector);
+        // Ends the connections still open, the found call's among them: its end says whether
+        // it was carried in TLS.
+        let stats = dissector.finish(&mut collector);
         collector.found.take().ok_or(FindError::NotFound {
             candidates: collector.candidates,
+            encrypted: stats.tls_connections.saturating_sub(stats.tls_decrypted),
         })
     };
     // Reading stops at the call, which is usually near the start. Only if its messages are not
@@ -78,6 +88,18 @@ pub struct Recorded {
     pub call: Call,
     pub requests: Vec<RecordedMessage>,
     pub responses: Vec<RecordedMessage>,
+    /// The TLS its connection was carried in (decrypted, or the call would not be known).
+    pub tls: Option<crate::tls::TlsInfo>,
+}
+
+impl Recorded {
+    /// The check's TLS as the call was recorded: over TLS with its SNI, or none in clear.
+    pub fn recorded_tls(&self) -> Option<check::TlsOptions> {
+        self.tls.as_ref().map(|t| check::TlsOptions {
+            sni: t.sni.clone().filter(|s| !s.is_empty()),
+            ca_file: None,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -130,7 +152,12 @@ impl Collector {
 
 impl Sink for Collector {
     fn event(&mut self, event: Event) {
-        if self.found.is_some() {
+        if let Some(found) = &mut self.found {
+            if let Event::ConnectionEnd(end) = event {
+                if end.conn == found.call.conn {
+                    found.tls = end.tls;
+                }
+            }
             return;
         }
         match event {
@@ -162,6 +189,7 @@ impl Sink for Collector {
                         call: *call,
                         requests,
                         responses,
+                        tls: None,
                     });
                 } else if self.candidates.len() < MAX_CANDIDATES {
                     self.candidates.push(format!(
@@ -187,6 +215,8 @@ pub struct ExportOptions {
     /// What to look for in the answer instead of the derived bytes.
     pub expect: Option<Vec<u8>>,
     pub fast_fail: bool,
+    /// The check runs over TLS: `:scheme` is `https`.
+    pub tls: bool,
 }
 
 /// One `tcp-check send-binary` line and what it carries.
@@ -308,7 +338,10 @@ pub fn request_headers(
         .unwrap_or_else(|| rec.call.server.to_string());
     let mut out: Vec<(String, String)> = vec![
         (":method".into(), "POST".into()),
-        (":scheme".into(), "http".into()),
+        (
+            ":scheme".into(),
+            if opts.tls { "https" } else { "http" }.into(),
+        ),
         (":path".into(), path),
         (":authority".into(), authority),
         ("content-type".into(), "application/grpc".into()),
@@ -506,6 +539,7 @@ mod tests {
                 type_name: Some("grpc.health.v1.HealthCheckResponse".into()),
                 json: Some(serde_json::json!({"status": "SERVING"})),
             }],
+            tls: None,
         }
     }
 

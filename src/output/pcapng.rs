@@ -260,6 +260,24 @@ impl CaptureFile {
         }
     }
 
+    /// Before a packet whose TCP payload starts a TLS ClientHello: the connection's secrets,
+    /// when the key log has them, so that the file written decrypts on its own (as `editcap
+    /// --inject-secrets`).
+    pub fn embed_tls_secrets(
+        &mut self,
+        keys: &crate::tls::KeyLog,
+        tcp_payload: &[u8],
+    ) -> io::Result<()> {
+        let Some(random) = crate::tls::client_random(tcp_payload) else {
+            return Ok(());
+        };
+        let lines = keys.lines_for(&random);
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.write_tls_secrets(lines.as_bytes())
+    }
+
     /// Flushes everything so the files are complete and readable.
     pub fn flush(&mut self) -> io::Result<()> {
         match self.current.as_mut() {

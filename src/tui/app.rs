@@ -61,6 +61,9 @@ pub struct App {
     pub status: String,
     /// Where exported checks and written captures go.
     pub out_dir: PathBuf,
+    /// The secrets that decrypt `source`: exports find calls in its TLS connections, and
+    /// written connections carry their secrets.
+    pub tls_keys: Option<std::sync::Arc<crate::tls::KeyLog>>,
     /// First row shown of the list and of the frames pane, as the last draw left them: drawing
     /// scrolls only as needed, and a click maps to the row that is on screen.
     pub list_top: Cell<usize>,
@@ -107,6 +110,7 @@ impl App {
             help: false,
             status: "? for help".into(),
             out_dir: PathBuf::from("."),
+            tls_keys: None,
             list_top: Cell::new(0),
             items_top: Cell::new(0),
             detail_top: Cell::new(0),

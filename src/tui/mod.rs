@@ -14,18 +14,17 @@ pub mod store;
 pub mod view;
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ratatui::crossterm::event::{
     self, Event as TermEvent, KeyCode, KeyEventKind, MouseButton, MouseEventKind,
 };
 
-use crate::capture::CaptureReader;
 use crate::grpc::schema::Schemas;
 use crate::haproxy::{self, config::ConfigOptions, ExportOptions, Selector};
 use crate::output::pcapng::{CaptureFile, Format};
-use crate::pipeline::{Config, Dissector};
+use crate::pipeline::{open_capture, Config, Dissector};
 use app::{Action, App, Key};
 use feed::Loader;
 use model::Model;
@@ -40,18 +39,20 @@ pub fn load(
 }
 
 /// The section `h2scope haproxy FILE --call CONN:STREAM` prints, written to a file in `dir`.
-pub fn export(
-    source: &str,
-    conn: u64,
-    stream: u32,
-    dir: &Path,
-    schemas: Schemas,
-) -> Result<PathBuf, String> {
-    let rec = haproxy::find_call(source, &Selector::Call { conn, stream }, schemas)
+pub fn export(app: &App, conn: u64, stream: u32, schemas: Schemas) -> Result<PathBuf, String> {
+    let (source, dir) = (&app.source, &app.out_dir);
+    let selector = Selector::Call { conn, stream };
+    let rec = haproxy::find_call(source, &selector, schemas, app.tls_keys.clone())
         .map_err(|e| e.to_string())?;
-    let hc = haproxy::build(&rec, &ExportOptions::default()).map_err(|e| e.to_string())?;
+    let tls = rec.recorded_tls();
+    let opts = ExportOptions {
+        tls: tls.is_some(),
+        ..ExportOptions::default()
+    };
+    let hc = haproxy::build(&rec, &opts).map_err(|e| e.to_string())?;
     let copts = ConfigOptions {
         source: source.to_string(),
+        tls,
         ..ConfigOptions::default()
     };
     let text = haproxy::config::render(&rec, &hc, &copts);
@@ -60,20 +61,31 @@ pub fn export(
     Ok(path)
 }
 
-/// Writes the packets of one connection to a pcapng file in `dir`.
-pub fn write_connection(source: &str, conn: u64, dir: &Path) -> Result<(PathBuf, u64), String> {
-    let path = dir.join(format!("h2scope-conn-{conn}.pcapng"));
+/// Writes the packets of one connection to a pcapng file in `dir`, with its TLS secrets when
+/// they are known.
+pub fn write_connection(app: &App, conn: u64) -> Result<(PathBuf, u64), String> {
+    let path = app.out_dir.join(format!("h2scope-conn-{conn}.pcapng"));
     let mut out = CaptureFile::create(&path, Format::Pcapng, None, 1)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut reader = CaptureReader::open(source).map_err(|e| e.to_string())?;
     let mut cfg = Config::default();
     cfg.grpc.decode_bodies = false;
+    cfg.tls_keys = app.tls_keys.clone();
+    let mut reader = open_capture(&app.source, &cfg).map_err(|e| e.to_string())?;
+    let keys = cfg.tls_keys.clone();
     let mut d = Dissector::new(cfg);
     let mut written = 0;
     let mut failure = None;
     let mut discard = crate::pipeline::Discard::default();
     let _ = reader.for_each_packet(|p| {
         if d.packet(p, &mut discard) == Some(conn) {
+            // Secrets to embed only once some are known (given, or met in the file).
+            if let Some(keys) = keys.as_deref().filter(|k| !k.is_empty()) {
+                if let Ok(seg) = crate::capture::link::decode(p.link, p.data) {
+                    if let Err(e) = out.embed_tls_secrets(keys, seg.payload) {
+                        failure = Some(e.to_string());
+                    }
+                }
+            }
             match out.write_packet(p.link, p.ts_ns, p.data, p.orig_len) {
                 Ok(()) => written += 1,
                 Err(e) => failure = Some(e.to_string()),
@@ -109,7 +121,7 @@ fn key_of(code: KeyCode) -> Option<Key> {
 pub fn perform(app: &mut App, action: &Action, schemas: &Schemas) {
     match action {
         Action::Export { conn, stream } => {
-            app.status = match export(&app.source, *conn, *stream, &app.out_dir, schemas.clone()) {
+            app.status = match export(app, *conn, *stream, schemas.clone()) {
                 Ok(p) => format!(
                     "HAProxy check for {conn}:{stream} written to {}",
                     p.display()
@@ -118,7 +130,7 @@ pub fn perform(app: &mut App, action: &Action, schemas: &Schemas) {
             }
         }
         Action::WriteConnection { conn } => {
-            app.status = match write_connection(&app.source, *conn, &app.out_dir) {
+            app.status = match write_connection(app, *conn) {
                 Ok((p, n)) => format!(
                     "{n} packets of connection {conn} written to {}",
                     p.display()

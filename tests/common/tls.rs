@@ -167,6 +167,52 @@ pub fn configs(tls: &Tls, secrets: Arc<Secrets>) -> (rustls::ServerConfig, rustl
     (server, client)
 }
 
+/// A server that answers only handshakes naming "localhost" (SNI), as a virtual-hosting front
+/// does, with a fresh self-signed certificate (TLS 1.2 and 1.3, ring's suites); a client that
+/// trusts it and logs its secrets to `secrets`; and the certificate in PEM.
+pub fn localhost_only(
+    secrets: Arc<Secrets>,
+) -> (rustls::ServerConfig, rustls::ClientConfig, String) {
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let pem = key.cert.pem();
+    let cert = CertificateDer::from(key.cert.der().to_vec());
+    let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.key_pair.serialize_der()));
+    let signer = rustls::crypto::ring::sign::any_supported_type(&private).unwrap();
+    let certified = Arc::new(rustls::sign::CertifiedKey::new(vec![cert.clone()], signer));
+    let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_cert_resolver(Arc::new(OnlyName(certified)));
+    server.alpn_protocols = vec![b"h2".to_vec()];
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    client.alpn_protocols = vec![b"h2".to_vec()];
+    client.key_log = secrets;
+    (server, client, pem)
+}
+
+#[derive(Debug)]
+struct OnlyName(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for OnlyName {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        (hello.server_name() == Some("localhost")).then(|| self.0.clone())
+    }
+}
+
 /// The echo and health services behind a TLS server made with `server`; in TLS 1.3 the server
 /// rolls its keys after its first answer. Returns the TLS server's address.
 pub async fn serve(server: rustls::ServerConfig, tls13: bool) -> SocketAddr {
