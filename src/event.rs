@@ -298,6 +298,10 @@ pub trait Sink {
     /// that way receive any.
     fn line(&mut self, _line: &[u8]) {}
 
+    /// The time of the capture's first packet, given by [`crate::parallel::dissect`] to a sink
+    /// that is not shown packets itself (text output counts times from it).
+    fn time_base(&mut self, _first_ts_ns: i64) {}
+
     /// Which events the sink looks at: the dissection does not build frame and message events
     /// for a sink that ignores them. Asked for every frame, so it should be cheap.
     fn wants(&mut self) -> Wants<'_> {

@@ -13,6 +13,7 @@ use h2scope::event::{ErrorEvent, ErrorKind, Event, Sink};
 use h2scope::grpc::schema::Schemas;
 use h2scope::haproxy::{self, check, config, ExportOptions, Selector};
 use h2scope::http2::connection::{AssumeTarget, AssumedPath};
+use h2scope::output::filter::{Filter, FilterRoute};
 use h2scope::output::jsonl::JsonLines;
 use h2scope::output::pcapng::{CaptureFile, Format as WriteFormat};
 use h2scope::output::text::{Text, TextOptions, TextRoute};
@@ -223,6 +224,10 @@ struct OutputArgs {
     /// Leave out the summary at the end.
     #[arg(long)]
     no_summary: bool,
+    /// Show only the events this display filter matches, on the fields of their JSON Lines form,
+    /// e.g. `-Y 'event == call && grpc_status != 0'` (see the README; the summary counts all).
+    #[arg(short = 'Y', long = "filter", value_name = "EXPR")]
+    filter: Option<Filter>,
 }
 
 /// How traffic is decoded (shared by `read` and `capture`).
@@ -493,44 +498,65 @@ fn main() -> ExitCode {
     }
 }
 
-enum Out<W: Write> {
+/// The output a command writes: its format, and the display filter events pass first.
+struct Out<W: Write> {
+    fmt: Fmt<W>,
+    filter: Option<Filter>,
+}
+
+enum Fmt<W: Write> {
     Text(Text<W>),
     Jsonl(JsonLines<W>),
 }
 
 impl<W: Write> Sink for Out<W> {
     fn wants(&mut self) -> h2scope::event::Wants<'_> {
-        match self {
-            Out::Text(t) => t.wants(),
-            Out::Jsonl(j) => j.wants(),
+        match &mut self.fmt {
+            Fmt::Text(t) => t.wants(),
+            Fmt::Jsonl(j) => j.wants(),
         }
     }
     fn event(&mut self, event: Event) {
-        match self {
-            Out::Text(t) => t.event(event),
-            Out::Jsonl(j) => j.event(event),
+        if self.filter.as_ref().is_some_and(|f| !f.matches(&event)) {
+            return;
+        }
+        match &mut self.fmt {
+            Fmt::Text(t) => t.event(event),
+            Fmt::Jsonl(j) => j.event(event),
         }
     }
     fn line(&mut self, text: &[u8]) {
-        match self {
-            Out::Text(t) => t.line(text),
-            Out::Jsonl(j) => j.line(text),
+        match &mut self.fmt {
+            Fmt::Text(t) => t.line(text),
+            Fmt::Jsonl(j) => j.line(text),
+        }
+    }
+    fn time_base(&mut self, first_ts_ns: i64) {
+        if let Fmt::Text(t) = &mut self.fmt {
+            t.set_base(first_ts_ns);
         }
     }
 }
 
 impl<W: Write> Out<W> {
     fn flush(&mut self) {
-        match self {
-            Out::Text(t) => t.flush(),
-            Out::Jsonl(j) => j.flush(),
+        match &mut self.fmt {
+            Fmt::Text(t) => t.flush(),
+            Fmt::Jsonl(j) => j.flush(),
+        }
+    }
+
+    fn text(&mut self) -> Option<&mut Text<W>> {
+        match &mut self.fmt {
+            Fmt::Text(t) => Some(t),
+            Fmt::Jsonl(_) => None,
         }
     }
 
     fn io_error(&mut self) -> Option<io::Error> {
-        match self {
-            Out::Text(t) => t.io_error(),
-            Out::Jsonl(j) => j.io_error(),
+        match &mut self.fmt {
+            Fmt::Text(t) => t.io_error(),
+            Fmt::Jsonl(j) => j.io_error(),
         }
     }
 }
@@ -577,9 +603,13 @@ fn config(args: &DecodeArgs) -> Config {
 fn make_sink<W: Write>(o: &OutputArgs, quiet: bool, out: W) -> Counting<Out<BufWriter<W>>> {
     let out = BufWriter::with_capacity(1 << 16, out);
     let quiet = o.quiet || quiet;
-    let inner = match o.format {
-        Format::Text => Out::Text(Text::new(out, text_options(o, quiet))),
-        Format::Jsonl => Out::Jsonl(JsonLines::new(out, o.calls, quiet)),
+    let fmt = match o.format {
+        Format::Text => Fmt::Text(Text::new(out, text_options(o, quiet))),
+        Format::Jsonl => Fmt::Jsonl(JsonLines::new(out, o.calls, quiet)),
+    };
+    let inner = Out {
+        fmt,
+        filter: o.filter.clone(),
     };
     // Quiet outputs show no event: the dissection only counts them.
     if quiet {
@@ -590,9 +620,9 @@ fn make_sink<W: Write>(o: &OutputArgs, quiet: bool, out: W) -> Counting<Out<BufW
 }
 
 fn print_summary<W: Write>(sink: &mut Counting<Out<W>>, summary: &Summary) {
-    match &mut sink.inner {
-        Out::Text(t) => t.summary(summary),
-        Out::Jsonl(j) => j.summary(summary),
+    match &mut sink.inner.fmt {
+        Fmt::Text(t) => t.summary(summary),
+        Fmt::Jsonl(j) => j.summary(summary),
     }
 }
 
@@ -757,11 +787,15 @@ enum FileOutcome {
 /// Which events the output shows, so that threads send only those (the counts for the summary
 /// are kept by the threads themselves), formatted by the threads.
 fn route(o: &OutputArgs, silent: bool) -> Box<dyn Route> {
-    match o.format {
-        _ if o.quiet || silent => Box::new(h2scope::parallel::DropAll),
+    let route: Box<dyn Route> = match o.format {
+        _ if o.quiet || silent => return Box::new(h2scope::parallel::DropAll),
         Format::Jsonl if o.calls => Box::new(h2scope::output::jsonl::RouteCalls),
         Format::Jsonl => Box::new(h2scope::output::jsonl::route_all),
         Format::Text => Box::new(TextRoute(text_options(o, false))),
+    };
+    match &o.filter {
+        Some(f) => Box::new(FilterRoute::new(f.clone(), route)),
+        None => route,
     }
 }
 
@@ -859,7 +893,7 @@ fn read_file<W: Write>(
     } else {
         reader.for_each_packet(|pkt| {
             progress.tick(pkt.data.len(), seen);
-            if let Out::Text(t) = &mut sink.inner {
+            if let Some(t) = sink.inner.text() {
                 t.set_base(pkt.ts_ns);
             }
             let conn = dissector.packet(pkt, sink);
@@ -1252,7 +1286,7 @@ fn capture(args: CaptureArgs) -> ExitCode {
         match cap.next_packet() {
             Ok(Some(pkt)) => {
                 seen += 1;
-                if let Out::Text(t) = &mut sink.inner {
+                if let Some(t) = sink.inner.text() {
                     t.set_base(pkt.ts_ns);
                 }
                 if let Some(w) = writer.as_mut() {

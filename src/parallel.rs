@@ -664,6 +664,9 @@ pub fn dissect(
         let mut last_sweep = i64::MIN;
         result = reader.for_each_packet(|p| {
             on_packet(p);
+            if first_ts.is_none() {
+                merge.sink.time_base(p.ts_ns);
+            }
             first_ts.get_or_insert(p.ts_ns);
             last_ts = p.ts_ns;
             match link::decode(p.link, p.data) {

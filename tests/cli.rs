@@ -829,3 +829,86 @@ fn haproxy_export_over_tls() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `-Y`: the events shown are exactly the unfiltered output's events that the expression,
+/// written here again by hand on the JSON, selects; the summary still counts everything.
+#[test]
+fn display_filter_selects_the_events_its_fields_name() {
+    let capture = testdata("grpc-health.pcap");
+    let all = jsonl(&["read", "--format", "jsonl", "--no-summary", &capture]);
+    type Pick = fn(&Value) -> bool;
+    let cases: [(&str, Pick); 7] = [
+        ("event == call && end == reset", |e| {
+            e["event"] == "call" && e["end"] == "reset"
+        }),
+        ("type == RST_STREAM or type == GOAWAY", |e| {
+            e["type"] == "RST_STREAM" || e["type"] == "GOAWAY"
+        }),
+        (
+            "event == message and dir == response and json.status == SERVING",
+            |e| {
+                e["event"] == "message"
+                    && e["dir"] == "response"
+                    && e["json"]["status"] == "SERVING"
+            },
+        ),
+        ("flag_names == END_STREAM && stream > 40", |e| {
+            e["flag_names"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|n| n == "END_STREAM"))
+                && e["stream"].as_u64().is_some_and(|s| s > 40)
+        }),
+        ("headers[\":path\"] contains Watch", |e| {
+            e["headers"].as_array().is_some_and(|h| {
+                h.iter()
+                    .any(|p| p[0] == ":path" && p[1].as_str().unwrap().contains("Watch"))
+            })
+        }),
+        ("path ~ '/Check$' and not (request_bytes > 5)", |e| {
+            e["path"].as_str().is_some_and(|p| p.ends_with("/Check"))
+                && e["request_bytes"].as_u64().is_none_or(|b| b <= 5)
+        }),
+        ("duration >= 0.0005 and event == call", |e| {
+            e["event"] == "call" && e["duration"].as_f64().unwrap() >= 0.0005
+        }),
+    ];
+    for (filter, pick) in cases {
+        let shown = jsonl(&[
+            "read",
+            "--format",
+            "jsonl",
+            "--no-summary",
+            "-Y",
+            filter,
+            &capture,
+        ]);
+        let expected: Vec<&Value> = all.iter().filter(|e| pick(e)).collect();
+        assert!(!expected.is_empty(), "{filter} selects nothing");
+        assert!(expected.len() < all.len(), "{filter} selects everything");
+        assert_eq!(shown.iter().collect::<Vec<_>>(), expected, "{filter}");
+    }
+    // Text output and --calls filter the same events; the summary counts them all.
+    let out = Command::new(BIN)
+        .args(["read", "--calls", "-Y", "end == reset", &capture])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let calls: Vec<&str> = text.lines().filter(|l| l.contains("POST")).collect();
+    assert_eq!(calls.len(), 1, "{text}");
+    assert!(
+        calls[0].contains("Health/Watch") && calls[0].contains("RESET"),
+        "{text}"
+    );
+    assert!(text.contains("calls: 27"), "{text}");
+    // A wrong filter is a usage error that says where.
+    let out = Command::new(BIN)
+        .args(["read", "-Y", "grpc_status == 0 and (", &capture])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("at character 23") && err.contains("field name"),
+        "{err}"
+    );
+}

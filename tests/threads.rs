@@ -90,6 +90,18 @@ fn many_connections_read_the_same_on_several_threads() {
     same(&["--format", "jsonl", "--calls", f]);
     same(&["-q", f]);
     same(&["-q", "--format", "jsonl", "--single-pass", f]);
+    // Display filters: decided by the workers, or, on connection numbers (which only the merge
+    // knows), by the output thread, with text times counted from the capture's first packet.
+    same(&["-Y", "stream == 53 or type == GOAWAY", f]);
+    same(&["-Y", "conn == 7 || conn > 297", f]);
+    same(&["-Y", "conn == 7", "--calls", f]);
+    same(&[
+        "-Y",
+        "conn < 3 && json.status == SERVING",
+        "--format",
+        "jsonl",
+        f,
+    ]);
     // -q prints the summary alone, counted by the threads.
     let summary = run(&["-q", "--format", "jsonl", f], "2");
     let text = String::from_utf8(summary).unwrap();

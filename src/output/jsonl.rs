@@ -344,6 +344,18 @@ impl<'a> Obj<'a> {
     }
 }
 
+/// Any event as a JSON value, as [`JsonLines`] writes it.
+pub fn event_json(event: &Event) -> Value {
+    match event {
+        Event::Frame(f) => frame_json(f),
+        Event::Message(m) => message_json(m),
+        Event::Call(c) => call_json(c),
+        Event::Gap(g) => gap_json(g),
+        Event::Error(e) => error_json(e),
+        Event::ConnectionEnd(c) => connection_json(c),
+    }
+}
+
 /// `event` as [`JsonLines`] writes it, but with the connection number left out, for a worker
 /// thread (see [`crate::parallel`]): returns where the number goes. `None` for the events
 /// formatted only on the output thread (gaps, errors and connection ends: rare, and written

@@ -1,5 +1,6 @@
 //! Sinks that present events: human text, JSON Lines, and the end-of-run summary.
 
+pub mod filter;
 pub mod jsonl;
 pub mod pcap;
 pub mod pcapng;
@@ -191,6 +192,10 @@ impl<S: Sink> Sink for Counting<S> {
     // Lines come from threads that counted their events themselves.
     fn line(&mut self, line: &[u8]) {
         self.inner.line(line);
+    }
+
+    fn time_base(&mut self, first_ts_ns: i64) {
+        self.inner.time_base(first_ts_ns);
     }
 }
 

@@ -617,6 +617,10 @@ impl<W: Write> Sink for Text<W> {
         self.show(&event);
     }
 
+    fn time_base(&mut self, first_ts_ns: i64) {
+        self.set_base(first_ts_ns);
+    }
+
     fn line(&mut self, text: &[u8]) {
         if self.io_error.is_none() {
             if let Err(e) = self.out.write_all(text) {

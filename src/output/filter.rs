@@ -1,0 +1,725 @@
+//! Display filters (`read -Y EXPR`): which events are shown, decided on the fields of their JSON
+//! Lines form, so the names a filter uses are the documented schema's.
+//!
+//! ```text
+//! expr    = or
+//! or      = and { ("or" | "||") and }
+//! and     = not { ("and" | "&&") not }
+//! not     = ("not" | "!") not | primary
+//! primary = "(" expr ")" | field [ op value ]
+//! op      = "==" | "!=" | "<" | "<=" | ">" | ">=" | "contains" | "matches" | "~"
+//! value   = number | "text" | 'text' | true | false | null | bare-word
+//! field   = name { "." name | "[" text "]" }
+//! ```
+//!
+//! A field that holds a list (flag names, header lists) matches when any of its values does; a
+//! header list's field is the values of headers of that name (`request_headers.user-agent`,
+//! `headers[":path"]`). A field an event lacks makes its comparisons false, `!=` included, as in
+//! tshark; a bare field is true when the event has it, not null and not false.
+
+use regex_lite::Regex;
+use serde_json::Value;
+
+use crate::event::Event;
+use crate::parallel::{Handoff, Route, Shows};
+
+/// A compiled display filter.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    expr: Expr,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("display filter, at character {at}: {message}")]
+pub struct FilterError {
+    /// 1-based position in the expression.
+    pub at: usize,
+    pub message: String,
+}
+
+#[derive(Debug, Clone)]
+enum Expr {
+    Or(Box<Expr>, Box<Expr>),
+    And(Box<Expr>, Box<Expr>),
+    Not(Box<Expr>),
+    Present(Field),
+    Compare(Field, Op, Literal),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Field(Vec<String>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Contains,
+    Matches,
+}
+
+#[derive(Debug, Clone)]
+enum Literal {
+    Num(f64),
+    Text(String),
+    Bool(bool),
+    Null,
+    Pattern(Regex),
+}
+
+/// Deeper nesting than this is refused: the parser recurses, and a filter comes from the
+/// command line, not from the capture, but a stack overflow is no way to say no.
+const MAX_DEPTH: usize = 64;
+
+impl Filter {
+    pub fn parse(text: &str) -> Result<Filter, FilterError> {
+        let tokens = lex(text)?;
+        let mut p = Parser {
+            tokens,
+            at: 0,
+            end: text.chars().count() + 1,
+            depth: 0,
+        };
+        let expr = p.or()?;
+        if let Some(t) = p.tokens.get(p.at) {
+            return Err(p.error_at(t.at, format!("unexpected {}", t.tok.describe())));
+        }
+        Ok(Filter { expr })
+    }
+
+    /// Whether the event is shown.
+    pub fn matches(&self, event: &Event) -> bool {
+        self.matches_json(&crate::output::jsonl::event_json(event))
+    }
+
+    /// Whether an event with this JSON Lines form is shown.
+    pub fn matches_json(&self, v: &Value) -> bool {
+        eval(&self.expr, v)
+    }
+}
+
+impl std::str::FromStr for Filter {
+    type Err = FilterError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Filter::parse(s)
+    }
+}
+
+impl Filter {
+    /// The filter looks at this top-level field.
+    fn uses(&self, name: &str) -> bool {
+        fn walk(e: &Expr, name: &str) -> bool {
+            match e {
+                Expr::Or(a, b) | Expr::And(a, b) => walk(a, name) || walk(b, name),
+                Expr::Not(a) => walk(a, name),
+                Expr::Present(f) | Expr::Compare(f, _, _) => f.0[0] == name,
+            }
+        }
+        walk(&self.expr, name)
+    }
+}
+
+/// A filter applied by the worker threads of one capture (see [`crate::parallel`]), before
+/// they format: what does not match is dropped where it was made. Workers number connections
+/// on their own, so a filter on `conn` sends each event whole to the output thread, which
+/// filters with the capture's numbers.
+pub struct FilterRoute {
+    filter: Filter,
+    inner: Box<dyn Route>,
+    by_conn: bool,
+}
+
+impl FilterRoute {
+    pub fn new(filter: Filter, inner: Box<dyn Route>) -> Self {
+        let by_conn = filter.uses("conn");
+        FilterRoute {
+            filter,
+            inner,
+            by_conn,
+        }
+    }
+}
+
+impl Route for FilterRoute {
+    fn route(&self, event: &Event, first_ts_ns: i64, buf: &mut Vec<u8>) -> Handoff {
+        let shown = match (self.inner.shows(), event) {
+            (Shows::Nothing, _) => false,
+            (Shows::Calls, e) => matches!(e, Event::Call(_)),
+            (Shows::Everything, _) => true,
+        };
+        if !shown {
+            Handoff::Drop
+        } else if self.by_conn {
+            Handoff::Event
+        } else if self.filter.matches(event) {
+            self.inner.route(event, first_ts_ns, buf)
+        } else {
+            Handoff::Drop
+        }
+    }
+
+    fn shows(&self) -> Shows {
+        self.inner.shows()
+    }
+}
+
+fn eval(e: &Expr, v: &Value) -> bool {
+    match e {
+        Expr::Or(a, b) => eval(a, v) || eval(b, v),
+        Expr::And(a, b) => eval(a, v) && eval(b, v),
+        Expr::Not(a) => !eval(a, v),
+        Expr::Present(f) => resolve(v, f)
+            .iter()
+            .any(|x| !x.is_null() && **x != Value::Bool(false)),
+        Expr::Compare(f, Op::Ne, lit) => {
+            let values = resolve(v, f);
+            !values.is_empty() && !values.iter().any(|x| compare(x, Op::Eq, lit))
+        }
+        Expr::Compare(f, op, lit) => resolve(v, f).iter().any(|x| compare(x, *op, lit)),
+    }
+}
+
+/// A header list is an array of `[name, value]` pairs.
+fn as_pair(v: &Value) -> Option<(&str, &Value)> {
+    match v.as_array()?.as_slice() {
+        [Value::String(n), value] => Some((n, value)),
+        _ => None,
+    }
+}
+
+/// The values a field names in `root`, lists flattened.
+fn resolve<'v>(root: &'v Value, field: &Field) -> Vec<&'v Value> {
+    let mut current = vec![root];
+    for name in &field.0 {
+        let mut next = Vec::new();
+        for v in current {
+            match v {
+                Value::Object(map) => next.extend(map.get(name.as_str())),
+                Value::Array(items) if items.iter().all(|i| as_pair(i).is_some()) => next.extend(
+                    items
+                        .iter()
+                        .filter_map(as_pair)
+                        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                        .map(|(_, value)| value),
+                ),
+                Value::Array(items) => match name.parse::<usize>() {
+                    Ok(i) => next.extend(items.get(i)),
+                    Err(_) => next.extend(items.iter().filter_map(|i| i.get(name.as_str()))),
+                },
+                _ => {}
+            }
+        }
+        current = next;
+    }
+    let mut out = Vec::with_capacity(current.len());
+    for v in current {
+        match v {
+            Value::Array(items) if !items.iter().any(|i| as_pair(i).is_some()) => {
+                out.extend(items.iter())
+            }
+            _ => out.push(v),
+        }
+    }
+    out
+}
+
+fn compare(v: &Value, op: Op, lit: &Literal) -> bool {
+    use std::cmp::Ordering;
+    let ordered = |o: Option<Ordering>| match (op, o) {
+        (_, None) => false,
+        (Op::Eq, Some(o)) => o == Ordering::Equal,
+        (Op::Lt, Some(o)) => o == Ordering::Less,
+        (Op::Le, Some(o)) => o != Ordering::Greater,
+        (Op::Gt, Some(o)) => o == Ordering::Greater,
+        (Op::Ge, Some(o)) => o != Ordering::Less,
+        _ => false,
+    };
+    match (lit, op) {
+        (Literal::Pattern(re), _) => text_of(v).is_some_and(|t| re.is_match(&t)),
+        (_, Op::Contains) => {
+            let needle = match lit {
+                Literal::Text(s) => s.clone(),
+                Literal::Num(n) => number_text(*n),
+                Literal::Bool(b) => b.to_string(),
+                Literal::Null | Literal::Pattern(_) => return false,
+            };
+            text_of(v).is_some_and(|t| t.contains(&needle))
+        }
+        (Literal::Num(n), _) => {
+            let x = match v {
+                Value::Number(x) => x.as_f64(),
+                Value::String(s) => s.trim().parse::<f64>().ok(),
+                _ => None,
+            };
+            ordered(x.and_then(|x| x.partial_cmp(n)))
+        }
+        (Literal::Text(s), _) => match v {
+            Value::String(x) => ordered(Some(x.as_str().cmp(s.as_str()))),
+            Value::Number(x) => match s.parse::<f64>() {
+                Ok(n) => ordered(x.as_f64().and_then(|x| x.partial_cmp(&n))),
+                Err(_) => false,
+            },
+            Value::Bool(b) => op == Op::Eq && b.to_string() == *s,
+            _ => false,
+        },
+        (Literal::Bool(b), Op::Eq) => *v == Value::Bool(*b),
+        (Literal::Null, Op::Eq) => v.is_null(),
+        _ => false,
+    }
+}
+
+/// Text to search in: strings as they are, numbers and booleans as written.
+fn text_of(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
+    match v {
+        Value::String(s) => Some(s.as_str().into()),
+        Value::Number(_) | Value::Bool(_) => Some(v.to_string().into()),
+        // An object (a decoded message's `json`) is searched in its JSON text.
+        Value::Object(_) => Some(v.to_string().into()),
+        _ => None,
+    }
+}
+
+fn number_text(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{}", n as i64)
+    } else {
+        n.to_string()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Word(String),
+    Text(String),
+    Num(f64),
+    Op(&'static str),
+    Open,
+    Close,
+    OpenBracket,
+    CloseBracket,
+    Dot,
+}
+
+impl Tok {
+    fn describe(&self) -> String {
+        match self {
+            Tok::Word(w) => format!("{w:?}"),
+            Tok::Text(t) => format!("text {t:?}"),
+            Tok::Num(n) => format!("number {n}"),
+            Tok::Op(o) => format!("'{o}'"),
+            Tok::Open => "'('".into(),
+            Tok::Close => "')'".into(),
+            Tok::OpenBracket => "'['".into(),
+            Tok::CloseBracket => "']'".into(),
+            Tok::Dot => "'.'".into(),
+        }
+    }
+}
+
+struct Token {
+    tok: Tok,
+    /// 1-based character position.
+    at: usize,
+    /// Whitespace came before it (a field's parts are written together).
+    spaced: bool,
+}
+
+fn is_word(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '_' | '-' | ':' | '/')
+}
+
+fn lex(text: &str) -> Result<Vec<Token>, FilterError> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut spaced = true;
+    while i < chars.len() {
+        let c = chars[i];
+        let at = i + 1;
+        if c.is_whitespace() {
+            spaced = true;
+            i += 1;
+            continue;
+        }
+        let two: String = chars[i..chars.len().min(i + 2)].iter().collect();
+        let (tok, len) = match c {
+            '(' => (Tok::Open, 1),
+            ')' => (Tok::Close, 1),
+            '[' => (Tok::OpenBracket, 1),
+            ']' => (Tok::CloseBracket, 1),
+            // Inside a field (`a.b`, `deep.0`) a dot separates; elsewhere it may start `.5`.
+            '.' if !spaced
+                && matches!(
+                    out.last().map(|t: &Token| &t.tok),
+                    Some(Tok::Word(_) | Tok::CloseBracket | Tok::Num(_))
+                ) =>
+            {
+                (Tok::Dot, 1)
+            }
+            '.' if !chars.get(i + 1).is_some_and(char::is_ascii_digit) => (Tok::Dot, 1),
+            '"' | '\'' => {
+                let mut s = String::new();
+                let mut j = i + 1;
+                loop {
+                    match chars.get(j) {
+                        None => {
+                            return Err(FilterError {
+                                at,
+                                message: "text not closed".into(),
+                            })
+                        }
+                        Some(&q) if q == c => break,
+                        Some('\\') if chars.get(j + 1).is_some() => {
+                            s.push(chars[j + 1]);
+                            j += 2;
+                        }
+                        Some(&ch) => {
+                            s.push(ch);
+                            j += 1;
+                        }
+                    }
+                }
+                (Tok::Text(s), j + 1 - i)
+            }
+            _ => match two.as_str() {
+                "==" | "!=" | "<=" | ">=" | "&&" | "||" => {
+                    let op = ["==", "!=", "<=", ">=", "&&", "||"]
+                        .into_iter()
+                        .find(|o| *o == two)
+                        .unwrap_or("==");
+                    (Tok::Op(op), 2)
+                }
+                _ => match c {
+                    '<' => (Tok::Op("<"), 1),
+                    '>' => (Tok::Op(">"), 1),
+                    '!' => (Tok::Op("!"), 1),
+                    '~' => (Tok::Op("~"), 1),
+                    '=' => (Tok::Op("=="), 1),
+                    c if c.is_ascii_digit() || c == '.' || c == '-' => {
+                        // After a field's dot only an index: `deep.0.x` is three parts.
+                        let index = matches!(out.last().map(|t: &Token| &t.tok), Some(Tok::Dot));
+                        let mut j = i;
+                        while j < chars.len()
+                            && (chars[j].is_ascii_alphanumeric()
+                                || (!index && matches!(chars[j], '.' | '-' | '+')))
+                        {
+                            j += 1;
+                        }
+                        let word: String = chars[i..j].iter().collect();
+                        match word.parse::<f64>() {
+                            Ok(n) if n.is_finite() => (Tok::Num(n), j - i),
+                            // `-1x` and the like: a bare word.
+                            _ => (Tok::Word(word), j - i),
+                        }
+                    }
+                    c if is_word(c) => {
+                        let mut j = i;
+                        while j < chars.len() && is_word(chars[j]) {
+                            j += 1;
+                        }
+                        (Tok::Word(chars[i..j].iter().collect()), j - i)
+                    }
+                    _ => {
+                        return Err(FilterError {
+                            at,
+                            message: format!("unexpected {c:?}"),
+                        })
+                    }
+                },
+            },
+        };
+        out.push(Token { tok, at, spaced });
+        spaced = false;
+        i += len;
+    }
+    Ok(out)
+}
+
+struct Parser {
+    tokens: Vec<Token>,
+    at: usize,
+    /// Position just past the text, for "expected ... at the end".
+    end: usize,
+    depth: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Tok> {
+        self.tokens.get(self.at).map(|t| &t.tok)
+    }
+
+    fn pos(&self) -> usize {
+        self.tokens.get(self.at).map_or(self.end, |t| t.at)
+    }
+
+    fn error_at(&self, at: usize, message: String) -> FilterError {
+        FilterError { at, message }
+    }
+
+    fn expected(&self, what: &str) -> FilterError {
+        let found = match self.tokens.get(self.at) {
+            Some(t) => t.tok.describe(),
+            None => "the end".into(),
+        };
+        self.error_at(self.pos(), format!("expected {what}, found {found}"))
+    }
+
+    fn keyword(&mut self, words: &[&str], ops: &[&str]) -> bool {
+        let hit = match self.peek() {
+            Some(Tok::Word(w)) => words.iter().any(|k| w.eq_ignore_ascii_case(k)),
+            Some(Tok::Op(o)) => ops.contains(o),
+            _ => false,
+        };
+        if hit {
+            self.at += 1;
+        }
+        hit
+    }
+
+    fn nested(&mut self) -> Result<(), FilterError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.error_at(self.pos(), "nested too deeply".into()));
+        }
+        Ok(())
+    }
+
+    fn or(&mut self) -> Result<Expr, FilterError> {
+        let mut left = self.and()?;
+        while self.keyword(&["or"], &["||"]) {
+            let right = self.and()?;
+            left = Expr::Or(Box::new(left), Box::new(right));
+        }
+        Ok(left)
+    }
+
+    fn and(&mut self) -> Result<Expr, FilterError> {
+        let mut left = self.not()?;
+        while self.keyword(&["and"], &["&&"]) {
+            let right = self.not()?;
+            left = Expr::And(Box::new(left), Box::new(right));
+        }
+        Ok(left)
+    }
+
+    fn not(&mut self) -> Result<Expr, FilterError> {
+        if self.keyword(&["not"], &["!"]) {
+            self.nested()?;
+            let inner = self.not()?;
+            self.depth -= 1;
+            return Ok(Expr::Not(Box::new(inner)));
+        }
+        self.primary()
+    }
+
+    fn primary(&mut self) -> Result<Expr, FilterError> {
+        if self.peek() == Some(&Tok::Open) {
+            self.at += 1;
+            self.nested()?;
+            let inner = self.or()?;
+            self.depth -= 1;
+            if self.peek() != Some(&Tok::Close) {
+                return Err(self.expected("')'"));
+            }
+            self.at += 1;
+            return Ok(inner);
+        }
+        let field = self.field()?;
+        let op = match self.peek() {
+            Some(Tok::Op("==")) => Op::Eq,
+            Some(Tok::Op("!=")) => Op::Ne,
+            Some(Tok::Op("<")) => Op::Lt,
+            Some(Tok::Op("<=")) => Op::Le,
+            Some(Tok::Op(">")) => Op::Gt,
+            Some(Tok::Op(">=")) => Op::Ge,
+            Some(Tok::Op("~")) => Op::Matches,
+            Some(Tok::Word(w)) if w.eq_ignore_ascii_case("contains") => Op::Contains,
+            Some(Tok::Word(w)) if w.eq_ignore_ascii_case("matches") => Op::Matches,
+            Some(Tok::Word(w)) if w.eq_ignore_ascii_case("eq") => Op::Eq,
+            Some(Tok::Word(w)) if w.eq_ignore_ascii_case("ne") => Op::Ne,
+            _ => return Ok(Expr::Present(field)),
+        };
+        self.at += 1;
+        let value_at = self.pos();
+        let lit = match self.tokens.get(self.at).map(|t| t.tok.clone()) {
+            Some(Tok::Num(n)) => Literal::Num(n),
+            Some(Tok::Text(s)) => Literal::Text(s),
+            Some(Tok::Word(w)) => match w.as_str() {
+                "true" => Literal::Bool(true),
+                "false" => Literal::Bool(false),
+                "null" => Literal::Null,
+                _ => Literal::Text(w),
+            },
+            _ => return Err(self.expected("a value (a number, \"text\", true, false or null)")),
+        };
+        self.at += 1;
+        let lit = match (op, lit) {
+            (Op::Matches, Literal::Text(s)) => {
+                Literal::Pattern(Regex::new(&s).map_err(|e| {
+                    self.error_at(value_at, format!("not a regular expression: {e}"))
+                })?)
+            }
+            (Op::Matches, _) => {
+                return Err(self.error_at(value_at, "matches takes a \"pattern\"".into()))
+            }
+            (Op::Lt | Op::Le | Op::Gt | Op::Ge, Literal::Bool(_) | Literal::Null) => {
+                return Err(self.error_at(
+                    value_at,
+                    "only == and != compare with true, false or null".into(),
+                ))
+            }
+            (_, lit) => lit,
+        };
+        Ok(Expr::Compare(field, op, lit))
+    }
+
+    fn field(&mut self) -> Result<Field, FilterError> {
+        let mut parts = Vec::new();
+        match self.peek() {
+            Some(Tok::Word(w))
+                if !["and", "or", "not", "contains", "matches"]
+                    .iter()
+                    .any(|k| w.eq_ignore_ascii_case(k)) =>
+            {
+                parts.push(w.clone());
+                self.at += 1;
+            }
+            _ => return Err(self.expected("a field name (as in the JSON Lines output)")),
+        }
+        // Parts are written together: `a.b["c"]`, no spaces.
+        while let Some(t) = self.tokens.get(self.at).filter(|t| !t.spaced) {
+            match t.tok {
+                Tok::Dot => {
+                    self.at += 1;
+                    match self.tokens.get(self.at).map(|t| (&t.tok, t.spaced)) {
+                        Some((Tok::Word(w), false)) => parts.push(w.clone()),
+                        Some((Tok::Num(n), false)) if n.fract() == 0.0 && *n >= 0.0 => {
+                            parts.push(number_text(*n))
+                        }
+                        _ => return Err(self.expected("a name after '.'")),
+                    }
+                    self.at += 1;
+                }
+                Tok::OpenBracket => {
+                    self.at += 1;
+                    let name = match self.peek() {
+                        Some(Tok::Text(s)) | Some(Tok::Word(s)) => s.clone(),
+                        Some(Tok::Num(n)) if n.fract() == 0.0 && *n >= 0.0 => number_text(*n),
+                        _ => return Err(self.expected("a \"name\" inside [ ]")),
+                    };
+                    self.at += 1;
+                    if self.peek() != Some(&Tok::CloseBracket) {
+                        return Err(self.expected("']'"));
+                    }
+                    self.at += 1;
+                    parts.push(name);
+                }
+                _ => break,
+            }
+        }
+        Ok(Field(parts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn m(filter: &str, v: &Value) -> bool {
+        Filter::parse(filter)
+            .unwrap_or_else(|e| panic!("{filter}: {e}"))
+            .matches_json(v)
+    }
+
+    fn call() -> Value {
+        json!({
+            "event": "call", "conn": 3, "stream": 5, "path": "/grpc.health.v1.Health/Check",
+            "grpc_status": 14, "grpc_status_name": "UNAVAILABLE", "grpc_message": null,
+            "duration": 0.25, "pushed": false, "reset_by": "client",
+            "request_headers": [[":path", "/grpc.health.v1.Health/Check"], ["user-agent", "grpc-go/1.64"], ["x-id", "a"], ["X-Id", "b"]],
+        })
+    }
+
+    #[test]
+    fn comparisons_on_numbers_text_and_lists() {
+        let c = call();
+        assert!(m("grpc_status != 0", &c));
+        assert!(m("grpc_status == 14 and duration > 0.1", &c));
+        assert!(!m("grpc_status == 0 || duration < 0.1", &c));
+        assert!(m("grpc_status_name == UNAVAILABLE", &c));
+        assert!(m("path contains \"Health\"", &c));
+        assert!(m("path ~ '^/grpc\\.health\\.'", &c));
+        assert!(m("path matches \"Check$\"", &c));
+        assert!(m("request_headers.user-agent contains grpc-go", &c));
+        assert!(m(
+            "request_headers[\":path\"] == \"/grpc.health.v1.Health/Check\"",
+            &c
+        ));
+        // Several headers of a name: any matches; != needs all to differ.
+        assert!(m("request_headers.x-id == b", &c));
+        assert!(!m("request_headers.x-id != b", &c));
+        assert!(m("request_headers.x-id != c", &c));
+        assert!(m("stream >= 5 && stream <= 5 && conn eq 3", &c));
+        assert!(m(
+            "(grpc_status == 0 or grpc_status == 14) and not pushed",
+            &c
+        ));
+        assert!(m("!(event == frame)", &c));
+    }
+
+    #[test]
+    fn missing_fields_and_presence() {
+        let c = call();
+        // A field the event lacks: every comparison is false, != too.
+        assert!(!m("error_code == 8", &c));
+        assert!(!m("error_code != 8", &c));
+        assert!(m("not error_code", &c));
+        assert!(m("reset_by", &c));
+        assert!(!m("grpc_message", &c));
+        assert!(!m("pushed", &c));
+        assert!(m("grpc_message == null", &c));
+        let frame = json!({"event": "frame", "type": "HEADERS", "flag_names": ["END_STREAM", "END_HEADERS"]});
+        assert!(m("flag_names == END_STREAM", &frame));
+        assert!(!m("flag_names == PADDED", &frame));
+        assert!(m("flag_names contains STREAM", &frame));
+        let msg = json!({"event": "message", "json": {"status": "SERVING", "n": {"deep": [1, 2]}}});
+        assert!(m("json.status == SERVING", &msg));
+        assert!(m("json.n.deep == 2", &msg));
+        assert!(m("json.n.deep.0 == 1", &msg));
+        assert!(m("json contains SERVING", &msg));
+    }
+
+    proptest::proptest! {
+        /// Any text parses or is refused with a position inside it (or just past it), and what
+        /// parses evaluates: no panic either way.
+        #[test]
+        fn any_text_parses_or_is_refused(text in "[a-z_.:\\[\\]()!=<>~&|'\" 0-9-]{0,40}") {
+            match Filter::parse(&text) {
+                Ok(f) => {
+                    f.matches_json(&call());
+                }
+                Err(e) => proptest::prop_assert!(e.at >= 1 && e.at <= text.chars().count() + 1),
+            }
+        }
+    }
+
+    #[test]
+    fn errors_say_where() {
+        let e = |f: &str| Filter::parse(f).unwrap_err();
+        assert_eq!(e("grpc_status ==").at, 15);
+        assert!(e("grpc_status ==").message.contains("expected a value"));
+        assert_eq!(e("a == 1 b").at, 8);
+        assert!(e("(a == 1").message.contains("')'"));
+        assert!(e("path ~ '('").message.contains("regular expression"));
+        assert!(e("a < true").message.contains("only =="));
+        assert!(e("a == \"x").message.contains("not closed"));
+        assert!(e("a == $").message.contains("unexpected"));
+        assert!(e("").message.contains("field name"));
+        assert!(e(&"(".repeat(100)).message.contains("nested"));
+        assert!(e(&"!".repeat(100)).message.contains("nested"));
+    }
+}
