@@ -144,6 +144,18 @@ impl FlowHandler for Handler<'_> {
         if let StreamEvent::Data(bytes) = event {
             if state.bytes == [0, 0] && tls::starts_client_hello(bytes) {
                 state.tls = Some(Box::new(tls::Session::new(dir, self.keys.cloned())));
+            } else if state.tls.is_none()
+                && !info.handshake_seen
+                && state.h2.mode() == Mode::Detect
+                && state.bytes[dir.index()] < JOIN_LOOKAHEAD
+                && tls::looks_joined(bytes)
+            {
+                // TLS joined after its handshake. What the HTTP/2 stage held while it looked
+                // for frames was records: it starts afresh on what is decrypted.
+                let mut session = tls::Session::joined(dir, self.keys.cloned());
+                session.add_undecrypted(state.bytes[0] + state.bytes[1]);
+                state.tls = Some(Box::new(session));
+                state.h2 = Connection::new(info, self.cfg);
             }
         }
         let mut ctx = self.ctx(info, meta);
@@ -241,6 +253,10 @@ impl FlowHandler for Handler<'_> {
         self.stats.other_bytes += conn.skipped_bytes();
     }
 }
+
+/// How far into a connection joined mid-way TLS records are looked for (per direction), while
+/// the HTTP/2 stage has not recognised it.
+const JOIN_LOOKAHEAD: u64 = 64 << 10;
 
 /// Hands what TLS decryption gave to the HTTP/2 stage.
 fn tls_output(h2: &mut Connection, dir: Dir, out: tls::Output<'_>, ctx: &mut Ctx<'_>) {

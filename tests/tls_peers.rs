@@ -188,6 +188,8 @@ fn verify(pcap: Vec<u8>, log: &str, version: &str, name: &str) {
 
     assert_frames_as_tshark(&events, &pcap, log, name);
 
+    verify_joined(&pcap, log, &events, version, name);
+
     // Without the key log: recognised as TLS, nothing decrypted, no error.
     let (events, stats, _) = common::dissect_bytes(pcap.clone(), config(None));
     assert_eq!(
@@ -235,6 +237,95 @@ fn verify(pcap: Vec<u8>, log: &str, version: &str, name: &str) {
     let errors = tls_errors(&events);
     assert_eq!(errors.len(), 2, "{name}: {errors:?}");
     assert!(errors[0].contains("does not decrypt"), "{errors:?}");
+}
+
+/// The recording cut after its first call, as a capture started while the connection was
+/// open: TLS 1.3 decrypts with the logged traffic secrets (and the KeyUpdates made of them)
+/// found by trial; TLS 1.2, whose keys need the hellos, says it cannot. `whole` are the events
+/// of the whole recording.
+fn verify_joined(pcap: &[u8], log: &str, whole: &[Event], version: &str, name: &str) {
+    let first_end = common::calls(whole)[0].end_packet as usize;
+    let cut = common::pcap_without(pcap, |n| n <= first_end);
+    let (events, stats, _) = common::dissect_bytes(cut.clone(), config(Some(log)));
+    let what = format!("{name} joined after packet {first_end}");
+    let end = events.iter().find_map(|e| match e {
+        Event::ConnectionEnd(c) => c.tls.clone(),
+        _ => None,
+    });
+    if version == "TLS 1.2" {
+        assert_eq!(
+            (stats.tls_connections, stats.tls_decrypted),
+            (1, 0),
+            "{what}"
+        );
+        let errors = tls_errors(&events);
+        assert_eq!(errors.len(), 1, "{what}: {errors:?}");
+        assert!(
+            errors[0].contains("without its handshake"),
+            "{what}: {errors:?}"
+        );
+        assert!(common::calls(&events).is_empty(), "{what}");
+        return;
+    }
+    assert_eq!(
+        (stats.tls_connections, stats.tls_decrypted),
+        (1, 1),
+        "{what}"
+    );
+    assert!(
+        tls_errors(&events).is_empty(),
+        "{what}: {:?}",
+        tls_errors(&events)
+    );
+    let end = end.expect("connection end with TLS");
+    assert_eq!(
+        (end.version, end.suite_name),
+        (Some("TLS 1.3"), Some(name)),
+        "{what}"
+    );
+    assert!(end.joined && end.decrypted && end.sni.is_none(), "{what}");
+    // Every frame after the cut, as the whole recording has it (packets renumbered).
+    let key = |f: &&h2scope::event::FrameEvent, shift: u64| {
+        (
+            f.origin.packet + shift,
+            f.header.stream,
+            f.header.kind.code(),
+            f.header.length,
+        )
+    };
+    let ours: Vec<_> = common::frames(&events)
+        .iter()
+        .map(|f| key(f, first_end as u64))
+        .collect();
+    let theirs: Vec<_> = common::frames(whole)
+        .iter()
+        .map(|f| key(f, 0))
+        .filter(|k| k.0 > first_end as u64)
+        .collect();
+    assert_eq!(ours, theirs, "{what}");
+    // The big echo, both ways, decoded whole.
+    let big = events
+        .iter()
+        .filter(|e| matches!(e, Event::Message(m) if m.decoded.length > 300_000))
+        .count();
+    assert_eq!(big, 2, "{what}");
+    // Without the key log, or with another connection's secrets: not decrypted; the second
+    // says so once.
+    let (_, stats, _) = common::dissect_bytes(cut.clone(), config(None));
+    assert_eq!(
+        (stats.tls_connections, stats.tls_decrypted),
+        (1, 0),
+        "{what}"
+    );
+    let other = log.replace('a', "b");
+    let (events, stats, _) = common::dissect_bytes(cut, config(Some(&other)));
+    assert_eq!(stats.tls_decrypted, 0, "{what}");
+    let errors = tls_errors(&events);
+    assert_eq!(errors.len(), 1, "{what}: {errors:?}");
+    assert!(
+        errors[0].contains("none of the key log's"),
+        "{what}: {errors:?}"
+    );
 }
 
 #[test]

@@ -349,7 +349,7 @@ impl<W: Write> Text<W> {
             if st.tls_decrypted < st.tls_connections {
                 let _ = write!(
                     l,
-                    "; to decrypt, give the secrets SSLKEYLOGFILE wrote with --tls-keylog FILE"
+                    "; to decrypt, give the secrets SSLKEYLOGFILE wrote with --tls-keylog FILE (if given, errors of kind tls say why not)"
                 );
             }
             l.push('\n');

@@ -3,6 +3,7 @@
 //!
 //! Only AEAD suites are here: HTTP/2 forbids the others (RFC 9113 §9.2.2, Appendix A).
 
+use aes::cipher::BlockEncrypt;
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes128Gcm, Aes256Gcm};
 use chacha20poly1305::ChaCha20Poly1305;
@@ -148,9 +149,61 @@ enum Aead {
     ChaCha(Box<ChaCha20Poly1305>),
 }
 
+/// One ChaCha20 block (RFC 8439 §2.3). The `chacha20` crate computes blocks four or eight at a
+/// time, which is most of the cost when one byte of one block is wanted, as in trying
+/// sequence numbers; whole records still go through the crate.
+fn chacha20_block(key: &[u8; 32], counter: u32, nonce: &[u8; 12]) -> [u8; 64] {
+    let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let mut init = [0u32; 16];
+    init[..4].copy_from_slice(&[0x6170_7865, 0x3320_646e, 0x7962_2d32, 0x6b20_6574]);
+    for i in 0..8 {
+        init[4 + i] = word(&key[4 * i..]);
+    }
+    init[12] = counter;
+    for i in 0..3 {
+        init[13 + i] = word(&nonce[4 * i..]);
+    }
+    let mut x = init;
+    for _ in 0..10 {
+        quarter_round(&mut x, 0, 4, 8, 12);
+        quarter_round(&mut x, 1, 5, 9, 13);
+        quarter_round(&mut x, 2, 6, 10, 14);
+        quarter_round(&mut x, 3, 7, 11, 15);
+        quarter_round(&mut x, 0, 5, 10, 15);
+        quarter_round(&mut x, 1, 6, 11, 12);
+        quarter_round(&mut x, 2, 7, 8, 13);
+        quarter_round(&mut x, 3, 4, 9, 14);
+    }
+    let mut out = [0u8; 64];
+    for i in 0..16 {
+        out[4 * i..4 * i + 4].copy_from_slice(&x[i].wrapping_add(init[i]).to_le_bytes());
+    }
+    out
+}
+
+#[inline(always)]
+fn quarter_round(x: &mut [u32; 16], a: usize, b: usize, c: usize, d: usize) {
+    x[a] = x[a].wrapping_add(x[b]);
+    x[d] = (x[d] ^ x[a]).rotate_left(16);
+    x[c] = x[c].wrapping_add(x[d]);
+    x[b] = (x[b] ^ x[c]).rotate_left(12);
+    x[a] = x[a].wrapping_add(x[b]);
+    x[d] = (x[d] ^ x[a]).rotate_left(8);
+    x[c] = x[c].wrapping_add(x[d]);
+    x[b] = (x[b] ^ x[c]).rotate_left(7);
+}
+
+/// The cipher under an AEAD, for one byte of keystream (see [`Decryptor::peek_last`]).
+enum Keystream {
+    Aes128(Box<aes::Aes128>),
+    Aes256(Box<aes::Aes256>),
+    ChaCha([u8; 32]),
+}
+
 /// The record protection of one direction under one key.
 pub struct Decryptor {
     aead: Aead,
+    keystream: Keystream,
     iv: [u8; 12],
     tls13: bool,
     /// TLS 1.2 GCM: the record starts with the nonce's last 8 bytes.
@@ -162,17 +215,25 @@ const TAG: usize = 16;
 
 impl Decryptor {
     fn new(algorithm: Algorithm, key: &[u8], iv: &[u8], tls13: bool) -> Option<Decryptor> {
-        let aead = match algorithm {
-            Algorithm::Aes128Gcm => Aead::Aes128(Box::new(Aes128Gcm::new_from_slice(key).ok()?)),
-            Algorithm::Aes256Gcm => Aead::Aes256(Box::new(Aes256Gcm::new_from_slice(key).ok()?)),
-            Algorithm::ChaCha20Poly1305 => {
-                Aead::ChaCha(Box::new(ChaCha20Poly1305::new_from_slice(key).ok()?))
-            }
+        let (aead, keystream) = match algorithm {
+            Algorithm::Aes128Gcm => (
+                Aead::Aes128(Box::new(Aes128Gcm::new_from_slice(key).ok()?)),
+                Keystream::Aes128(Box::new(aes::Aes128::new_from_slice(key).ok()?)),
+            ),
+            Algorithm::Aes256Gcm => (
+                Aead::Aes256(Box::new(Aes256Gcm::new_from_slice(key).ok()?)),
+                Keystream::Aes256(Box::new(aes::Aes256::new_from_slice(key).ok()?)),
+            ),
+            Algorithm::ChaCha20Poly1305 => (
+                Aead::ChaCha(Box::new(ChaCha20Poly1305::new_from_slice(key).ok()?)),
+                Keystream::ChaCha(key.try_into().ok()?),
+            ),
         };
         let mut full = [0; 12];
         full.get_mut(..iv.len())?.copy_from_slice(iv);
         Some(Decryptor {
             aead,
+            keystream,
             iv: full,
             tls13,
             explicit_nonce: !tls13 && iv.len() == 4,
@@ -222,6 +283,44 @@ impl Decryptor {
         5 + TAG + if self.explicit_nonce { 8 } else { 0 } + usize::from(self.tls13)
     }
 
+    /// TLS 1.3: the nonce of record `seq` (the IV with the number mixed in).
+    fn nonce13(&self, seq: u64) -> [u8; 12] {
+        let mut nonce = self.iv;
+        for (n, s) in nonce[4..].iter_mut().zip(seq.to_be_bytes()) {
+            *n ^= s;
+        }
+        nonce
+    }
+
+    /// TLS 1.3: the last plaintext byte of a record's body if it were record `seq`, read
+    /// without authenticating anything. Under the right key and number it is the content type
+    /// (unless the record is padded), so it rules out nearly all wrong numbers for the price of
+    /// one block of keystream.
+    pub fn peek_last(&self, seq: u64, body: &[u8]) -> Option<u8> {
+        let at = body.len().checked_sub(TAG + 1)?;
+        let nonce = self.nonce13(seq);
+        let key_byte = match &self.keystream {
+            Keystream::Aes128(_) | Keystream::Aes256(_) => {
+                // GCM counts its blocks from 2 (1 masks the tag).
+                let mut block = [0u8; 16];
+                block[..12].copy_from_slice(&nonce);
+                block[12..].copy_from_slice(&(2 + (at / 16) as u32).to_be_bytes());
+                let b = aes::Block::from_mut_slice(&mut block);
+                match &self.keystream {
+                    Keystream::Aes128(c) => c.encrypt_block(b),
+                    Keystream::Aes256(c) => c.encrypt_block(b),
+                    Keystream::ChaCha(_) => {}
+                }
+                block[at % 16]
+            }
+            Keystream::ChaCha(key) => {
+                // Block 0 makes the Poly1305 key; the payload starts at block 1.
+                chacha20_block(key, 1 + (at / 64) as u32, &nonce)[at % 64]
+            }
+        };
+        Some(body[at] ^ key_byte)
+    }
+
     /// Decrypts one record's body into `out`; returns the content type of what it held.
     /// `header` is the record's 5-byte header. The sequence number advances only on success:
     /// a record that does not decrypt is not this key's.
@@ -231,9 +330,7 @@ impl Decryptor {
             nonce[4..].copy_from_slice(body.get(..8)?);
             &body[8..]
         } else {
-            for (n, s) in nonce[4..].iter_mut().zip(self.seq.to_be_bytes()) {
-                *n ^= s;
-            }
+            nonce = self.nonce13(self.seq);
             body
         };
         let plain_len = ciphertext.len().checked_sub(TAG)?;
@@ -335,6 +432,9 @@ mod tests {
                 .encrypt_in_place(aes_gcm::Nonce::from_slice(&nonce), &header, &mut body)
                 .unwrap();
             let mut out = Vec::new();
+            // The content type shows through one block of keystream under the right number.
+            assert_eq!(opener.peek_last(seq, &body), Some(0));
+            assert_ne!(opener.peek_last(seq + 1, &body), Some(0));
             assert_eq!(opener.open(&header, &body, &mut out), Some(23));
             assert_eq!(out, b"hello");
             // Tampered: refused, and the sequence number stays.
@@ -342,6 +442,66 @@ mod tests {
             if seq == 2 {
                 assert_eq!(opener.open(&header, &body, &mut out), None);
             }
+        }
+    }
+
+    /// For every TLS 1.3 suite: the byte `peek_last` reads under the record's own number is
+    /// its content type, as opening it says, at every length around the block boundaries.
+    #[test]
+    fn peek_last_reads_the_content_type_in_every_suite() {
+        for id in [0x1301, 0x1302, 0x1303] {
+            let suite = Suite::by_id(id).unwrap();
+            let secret = vec![9u8; suite.hash.output_len()];
+            let key = expand_label(suite.hash, &secret, "key", suite.algorithm.key_len()).unwrap();
+            let iv = expand_label(suite.hash, &secret, "iv", 12).unwrap();
+            let mut opener = Decryptor::tls13(&suite, &secret).unwrap();
+            for (seq, len) in (0u64..).zip([0usize, 14, 15, 16, 63, 64, 65, 200, 1000]) {
+                let mut nonce = [0u8; 12];
+                nonce.copy_from_slice(&iv);
+                for (n, s) in nonce[4..].iter_mut().zip(seq.to_be_bytes()) {
+                    *n ^= s;
+                }
+                let mut body = vec![b'x'; len];
+                body.push(23);
+                let header = [23, 3, 3, 0, 0];
+                let n = aes_gcm::Nonce::from_slice(&nonce);
+                match suite.algorithm {
+                    Algorithm::Aes128Gcm => Aes128Gcm::new_from_slice(&key)
+                        .unwrap()
+                        .encrypt_in_place(n, &header, &mut body),
+                    Algorithm::Aes256Gcm => Aes256Gcm::new_from_slice(&key)
+                        .unwrap()
+                        .encrypt_in_place(n, &header, &mut body),
+                    Algorithm::ChaCha20Poly1305 => ChaCha20Poly1305::new_from_slice(&key)
+                        .unwrap()
+                        .encrypt_in_place(n, &header, &mut body),
+                }
+                .unwrap();
+                assert_eq!(opener.peek_last(seq, &body), Some(23), "{id:x} {len}");
+                let mut out = Vec::new();
+                assert_eq!(opener.open(&header, &body, &mut out), Some(23));
+                assert_eq!(out.len(), len);
+            }
+        }
+    }
+
+    /// The single block agrees with RFC 8439 §2.3.2's test vector and with the `chacha20`
+    /// crate at other counters.
+    #[test]
+    fn chacha20_block_matches_rfc_8439_and_the_crate() {
+        use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
+        let key: [u8; 32] = std::array::from_fn(|i| i as u8);
+        let nonce = [0, 0, 0, 9, 0, 0, 0, 0x4a, 0, 0, 0, 0];
+        assert_eq!(
+            chacha20_block(&key, 1, &nonce)[..16],
+            unhex("10 f1 e7 e4 d1 3b 59 15 50 0f dd 1f a3 20 71 c4")
+        );
+        for counter in [0u32, 1, 2, 7, 1000] {
+            let mut c = chacha20::ChaCha20::new(&key.into(), &nonce.into());
+            c.seek(64 * counter as u64);
+            let mut block = [0u8; 64];
+            c.apply_keystream(&mut block);
+            assert_eq!(chacha20_block(&key, counter, &nonce), block, "{counter}");
         }
     }
 }

@@ -122,6 +122,15 @@ impl Secrets {
     }
 }
 
+/// A TLS 1.3 application traffic secret from a key log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrafficSecret {
+    pub client_random: Vec<u8>,
+    /// `CLIENT_TRAFFIC_SECRET_0` (else the server's).
+    pub client: bool,
+    pub secret: Vec<u8>,
+}
+
 struct Source {
     path: PathBuf,
     /// Bytes of the file read so far.
@@ -241,6 +250,35 @@ impl KeyLog {
                 Some(format!("{name} {random} {}\n", hex::encode(secret)))
             })
             .collect()
+    }
+
+    /// Every TLS 1.3 application traffic secret (`CLIENT_TRAFFIC_SECRET_0`,
+    /// `SERVER_TRAFFIC_SECRET_0`) with its client random and whether it is the client's: the
+    /// candidates for a connection whose handshake the capture lacks. Reads the file again
+    /// first.
+    pub fn traffic_secrets(&self) -> Vec<TrafficSecret> {
+        let _ = self.refresh();
+        let inner = self.lock();
+        let mut out: Vec<TrafficSecret> = inner
+            .0
+            .map
+            .iter()
+            .filter_map(|((label, id), secret)| {
+                let client = match label {
+                    Label::ClientTraffic0 => true,
+                    Label::ServerTraffic0 => false,
+                    _ => return None,
+                };
+                Some(TrafficSecret {
+                    client_random: id.clone(),
+                    client,
+                    secret: secret.clone(),
+                })
+            })
+            .collect();
+        // A stable order: the same capture and key log try the same secrets first.
+        out.sort_by(|a, b| (&a.client_random, a.client).cmp(&(&b.client_random, b.client)));
+        out
     }
 
     /// The secret for `label` and `id`, reading the file again if it is not known yet.

@@ -7,12 +7,14 @@
 
 pub mod cipher;
 pub mod hello;
+mod joined;
 pub mod keylog;
 
 use std::sync::Arc;
 
 use crate::tcp::Dir;
 use cipher::{Decryptor, Suite};
+pub use joined::looks_joined;
 use keylog::Label;
 pub use keylog::{KeyLog, KeyLogError};
 
@@ -66,12 +68,18 @@ pub struct TlsInfo {
     pub alpn: Option<String>,
     /// Some application data was decrypted.
     pub decrypted: bool,
+    /// The capture joined the connection after its handshake.
+    pub joined: bool,
 }
 
 impl std::fmt::Display for TlsInfo {
     /// "TLS 1.3 TLS_AES_128_GCM_SHA256, ALPN h2, SNI example.com", and whether it was decrypted.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.version.unwrap_or("TLS (no ServerHello seen)"))?;
+        f.write_str(self.version.unwrap_or(if self.joined {
+            "TLS (joined mid-way, no handshake seen)"
+        } else {
+            "TLS (no ServerHello seen)"
+        }))?;
         match (self.suite_name, self.suite) {
             (Some(name), _) => write!(f, " {name}")?,
             (None, Some(id)) => write!(f, " suite 0x{id:04x}")?,
@@ -82,6 +90,9 @@ impl std::fmt::Display for TlsInfo {
         }
         if let Some(s) = &self.sni {
             write!(f, ", SNI {s}")?;
+        }
+        if self.joined && self.version.is_some() {
+            f.write_str(", joined mid-way")?;
         }
         if !self.decrypted {
             f.write_str(", not decrypted")?;
@@ -100,6 +111,7 @@ impl TlsInfo {
             "sni": self.sni,
             "alpn": self.alpn,
             "decrypted": self.decrypted,
+            "joined_mid_way": self.joined,
         })
     }
 }
@@ -226,6 +238,8 @@ pub struct Session {
     /// Bytes of records not decrypted (no key, or after a failure).
     undecrypted: u64,
     plain: Vec<u8>,
+    /// Joined mid-way: looking for the secrets among the key log's.
+    hunt: Option<Box<joined::Hunt>>,
 }
 
 impl Session {
@@ -245,6 +259,7 @@ impl Session {
             sides: Default::default(),
             undecrypted: 0,
             plain: Vec::new(),
+            hunt: None,
         }
     }
 
@@ -257,12 +272,27 @@ impl Session {
         self.undecrypted
     }
 
+    /// Counts bytes as not decrypted that were taken for something else before the
+    /// connection was recognised as TLS.
+    pub fn add_undecrypted(&mut self, bytes: u64) {
+        self.undecrypted += bytes;
+    }
+
+    /// A direction of a connection joined mid-way, still without its key.
+    fn hunting(&self, d: usize) -> bool {
+        self.hunt.is_some() && self.sides[d].current.is_none() && !self.sides[d].stopped
+    }
+
     /// Bytes of one direction, in order.
     pub fn feed(&mut self, dir: Dir, mut bytes: &[u8], out: &mut dyn FnMut(Dir, Output<'_>)) {
         let d = dir.index();
         while !bytes.is_empty() {
             if self.sides[d].stopped {
                 self.undecrypted += bytes.len() as u64;
+                return;
+            }
+            if self.hunting(d) {
+                self.hunt(dir, bytes, out);
                 return;
             }
             if self.sides[d].resync.is_some() {
@@ -322,6 +352,10 @@ impl Session {
     /// bytes); during the handshake, that direction stops.
     pub fn gap(&mut self, dir: Dir, bytes: u64, out: &mut dyn FnMut(Dir, Output<'_>)) {
         self.undecrypted += bytes;
+        if self.hunting(dir.index()) {
+            self.hunt_gap(dir);
+            return;
+        }
         let side = &mut self.sides[dir.index()];
         if side.stopped {
             return;
@@ -693,6 +727,7 @@ impl Session {
 
     /// End of the connection: secrets still missing are reported.
     pub fn finish(&mut self, out: &mut dyn FnMut(Dir, Output<'_>)) {
+        self.drop_hunt();
         if let Some(waiting) = self.waiting.take() {
             self.undecrypted += waiting.bytes as u64;
             self.no_secrets(out);

@@ -1,0 +1,346 @@
+//! TLS connections the capture joined mid-way, after their handshake: long-lived gRPC channels
+//! outlive the capture's start. Without the hellos nothing says which secrets are the
+//! connection's, but TLS 1.3 needs nothing else: its application traffic secrets give the keys
+//! directly. So every `CLIENT_TRAFFIC_SECRET_0` and `SERVER_TRAFFIC_SECRET_0` of the key log is
+//! tried on the first whole record of each direction, under each sequence number in turn, until
+//! one opens it. A sequence number costs one block of keystream (the record's last byte must be
+//! a content type) before a whole decryption is tried.
+//!
+//! TLS 1.2 derives its keys from both hellos' randoms: a connection joined mid-way cannot be
+//! decrypted, as in Wireshark. A key change (KeyUpdate) before the capture started means the
+//! logged secret no longer applies either.
+
+use std::sync::Arc;
+
+use super::cipher::{expand_label, Decryptor, Suite};
+use super::keylog::{KeyLog, TrafficSecret};
+use super::{record_len, Output, Session, APPLICATION_DATA, RESYNC_WINDOW};
+use crate::tcp::Dir;
+
+/// Sequence numbers tried at most per secret: a direction joined after a million records is
+/// not searched further.
+pub(super) const MAX_SEQ: u64 = 1 << 20;
+/// Key updates followed from each logged secret.
+const MAX_UPDATES: usize = 3;
+/// Keystream blocks tried at most per search (at most two per direction): with many secrets in
+/// the key log, each is searched less deep. About a tenth of a second.
+const BUDGET: u64 = 1 << 21;
+
+/// The search for a joined connection's secrets.
+#[derive(Default)]
+pub(super) struct Hunt {
+    /// Bytes of each direction held until a whole record shows where records start.
+    held: [Vec<u8>; 2],
+    /// The client random of the secret that opened one direction: the other tries its pair.
+    found: Option<Vec<u8>>,
+}
+
+/// A record whose boundaries are certain enough to spend the search on: an application data
+/// header, its whole body, then another record header or the end of what arrived.
+fn next_record(held: &[u8]) -> Option<(usize, usize)> {
+    let mut at = 0;
+    while at + 5 <= held.len() {
+        if held[at] == APPLICATION_DATA {
+            if let Some(len) = record_len(&held[at..]) {
+                let end = at + 5 + len;
+                if end == held.len()
+                    || (end + 5 <= held.len() && record_len(&held[end..]).is_some())
+                {
+                    return Some((at, end));
+                }
+            }
+        }
+        at += 1;
+    }
+    None
+}
+
+/// Whether a connection whose start the capture lacks is carrying TLS records: its bytes begin
+/// with a record header (the end of a handshake, or application data), or hold two
+/// application data records in a row.
+pub fn looks_joined(bytes: &[u8]) -> bool {
+    let starts = record_len(bytes).is_some() && matches!(bytes[1..3], [3, 1..=3]);
+    starts || next_record(bytes).is_some()
+}
+
+/// The TLS 1.3 suites a secret of this length may belong to.
+fn suites_for(secret: &[u8]) -> impl Iterator<Item = Suite> {
+    let ids: &[u16] = match secret.len() {
+        32 => &[0x1301, 0x1303],
+        48 => &[0x1302],
+        _ => &[],
+    };
+    ids.iter().filter_map(|&id| Suite::by_id(id))
+}
+
+impl Session {
+    /// A connection whose handshake the capture lacks, first seen in direction `first`. Its
+    /// client is known once a secret opens a record.
+    pub fn joined(first: Dir, keys: Option<Arc<KeyLog>>) -> Session {
+        let mut s = Session::new(first, keys);
+        s.info.joined = true;
+        if s.has_keys() {
+            s.hunt = Some(Box::default());
+        } else {
+            s.stop_both();
+        }
+        s
+    }
+
+    /// Bytes of a direction still looking for its key.
+    pub(super) fn hunt(&mut self, dir: Dir, bytes: &[u8], out: &mut dyn FnMut(Dir, Output<'_>)) {
+        if let Some(hunt) = self.hunt.as_mut() {
+            hunt.held[dir.index()].extend_from_slice(bytes);
+            self.hunt_step(dir, out);
+        }
+    }
+
+    /// Searches once a whole record is held.
+    fn hunt_step(&mut self, dir: Dir, out: &mut dyn FnMut(Dir, Output<'_>)) {
+        let d = dir.index();
+        let Some(hunt) = self.hunt.as_mut() else {
+            return;
+        };
+        let Some((at, end)) = next_record(&hunt.held[d]) else {
+            if hunt.held[d].len() > RESYNC_WINDOW {
+                self.undecrypted += hunt.held[d].len() as u64;
+                hunt.held[d] = Vec::new();
+                self.give_up(
+                    dir,
+                    "no TLS record found where one was expected".into(),
+                    out,
+                );
+            }
+            return;
+        };
+        // The whole records from there, back to back. The search is made on the smallest
+        // with a record on each side (a wrong number that passes the content-type test costs
+        // a whole decryption), and one of those must pass the test too under its number.
+        let held = &hunt.held[d];
+        let mut chain = vec![(at, end)];
+        while let Some(&(_, from)) = chain.last() {
+            match record_len(&held[from..]) {
+                Some(len) if from + 5 + len <= held.len() => chain.push((from, from + 5 + len)),
+                _ => break,
+            }
+        }
+        let held = std::mem::take(&mut hunt.held[d]);
+        self.undecrypted += at as u64;
+        if chain
+            .iter()
+            .all(|&(a, b)| b - a >= 13 && held[a + 5..a + 9] == [0; 4])
+        {
+            // Bodies that start with a small counter: TLS 1.2's explicit GCM nonces.
+            self.undecrypted += (held.len() - at) as u64;
+            let why = "TLS 1.2 connection joined mid-way (its records carry GCM nonces): it cannot be decrypted without its handshake, whose randoms its keys are made of".into();
+            self.give_up(dir, why, out);
+            return;
+        }
+        let interior = 1..chain.len().saturating_sub(1);
+        let probe = if interior.is_empty() {
+            0..chain.len()
+        } else {
+            interior
+        }
+        .min_by_key(|&i| chain[i].1 - chain[i].0)
+        .unwrap_or(0);
+        // Either neighbour: a key change (KeyUpdate) may lie between the probe and one of them.
+        let neighbours: Vec<(&[u8], i64)> = [(probe.checked_sub(1), -1), (Some(probe + 1), 1)]
+            .into_iter()
+            .filter_map(|(i, off)| chain.get(i?).map(|&(a, b)| (&held[a..b], off)))
+            .collect();
+        let (a, b) = chain[probe];
+        // With a single neighbour, a key change between them fails the right number: then the
+        // search is made again without it, at the price of more whole decryptions.
+        let found = self.search(dir, &held[a..b], &neighbours).or_else(|| {
+            (neighbours.len() == 1)
+                .then(|| self.search(dir, &held[a..b], &[]))
+                .flatten()
+        });
+        let Some((secret, suite, seq)) = found else {
+            self.undecrypted += (held.len() - at) as u64;
+            let why = self.no_match(dir);
+            self.give_up(dir, why, out);
+            return;
+        };
+        // The direction is set up as if its handshake had been read, and its records go the
+        // usual way (a KeyUpdate among them is followed). They start at the first record of
+        // the chain if it opens under its number; the key may have changed after it, so else
+        // at the one searched with.
+        if secret.client {
+            self.client = dir;
+        } else {
+            self.client = dir.other();
+        }
+        self.tls13 = true;
+        self.suite = Some(suite);
+        self.info.version = Some("TLS 1.3");
+        self.info.suite = Some(suite.id);
+        self.info.suite_name = Some(suite.name);
+        let Some(mut dec) = Decryptor::tls13(&suite, &secret.secret) else {
+            return;
+        };
+        let mut start = (a, seq);
+        if let Some(first) = seq.checked_sub(probe as u64).filter(|_| probe > 0) {
+            let (a0, b0) = chain[0];
+            let header: [u8; 5] = held[a0..a0 + 5].try_into().unwrap_or_default();
+            dec.set_seq(first);
+            if dec
+                .open(&header, &held[a0 + 5..b0], &mut Vec::new())
+                .is_some()
+            {
+                start = (a0, first);
+            }
+        }
+        let (from, seq) = start;
+        dec.set_seq(seq);
+        self.undecrypted += (from - at) as u64;
+        let side = &mut self.sides[d];
+        side.current = Some(dec);
+        side.secret = Some(secret.secret);
+        side.protected = true;
+        side.application = true;
+        let other = &self.sides[dir.other().index()];
+        let other_waits = other.current.is_none() && !other.stopped;
+        if let Some(hunt) = self.hunt.as_mut() {
+            hunt.found = Some(secret.client_random);
+        }
+        if !other_waits {
+            self.hunt = None;
+        }
+        self.feed(dir, &held[from..], out);
+        // The other direction's held bytes may hold its records already.
+        if other_waits {
+            self.hunt_step(dir.other(), out);
+        }
+    }
+
+    /// A gap while looking: what was held no longer ends where a record does.
+    pub(super) fn hunt_gap(&mut self, dir: Dir) {
+        if let Some(hunt) = self.hunt.as_mut() {
+            self.undecrypted += hunt.held[dir.index()].len() as u64;
+            hunt.held[dir.index()].clear();
+        }
+    }
+
+    /// The end of the connection (or of the search): what is still held is not decrypted.
+    pub(super) fn drop_hunt(&mut self) {
+        if let Some(hunt) = self.hunt.take() {
+            self.undecrypted += (hunt.held[0].len() + hunt.held[1].len()) as u64;
+        }
+    }
+
+    /// The secret, suite and sequence number that open `rec`, if any does within the budget.
+    /// Numbers are tried in growing ranges across all secrets, so a connection joined early
+    /// is found early whatever the number of secrets.
+    fn search(
+        &mut self,
+        dir: Dir,
+        rec: &[u8],
+        neighbours: &[(&[u8], i64)],
+    ) -> Option<(TrafficSecret, Suite, u64)> {
+        let keys = self.keys.clone()?;
+        let hunt = self.hunt.as_mut()?;
+        let mut secrets = keys.traffic_secrets();
+        if let Some(random) = &hunt.found {
+            // The pair of the secret that opened the other direction.
+            let client = self.client == dir;
+            secrets.retain(|t| t.client_random == *random && t.client == client);
+        }
+        let suites: Vec<Suite> = match (hunt.found.is_some(), self.suite) {
+            (true, Some(s)) => vec![s],
+            _ => Vec::new(),
+        };
+        let mut candidates: Vec<(TrafficSecret, Suite, Decryptor)> = Vec::new();
+        for t in secrets {
+            let for_it: Vec<Suite> = if suites.is_empty() {
+                suites_for(&t.secret).collect()
+            } else {
+                suites.clone()
+            };
+            for suite in for_it {
+                // The logged secret, and those KeyUpdates made of it since (RFC 8446 §7.2):
+                // a peer asked to update answers with its own update, so long connections
+                // that updated once have often done so both ways.
+                let mut secret = t.secret.clone();
+                for _ in 0..=MAX_UPDATES {
+                    if let Some(dec) = Decryptor::tls13(&suite, &secret) {
+                        let t = TrafficSecret {
+                            secret: secret.clone(),
+                            ..t.clone()
+                        };
+                        candidates.push((t, suite, dec));
+                    }
+                    let hash = suite.hash;
+                    match expand_label(hash, &secret, "traffic upd", hash.output_len()) {
+                        Some(next) => secret = next,
+                        None => break,
+                    }
+                }
+            }
+        }
+        if candidates.is_empty() {
+            return None;
+        }
+        let header: [u8; 5] = rec[..5].try_into().ok()?;
+        let body = &rec[5..];
+        let n = candidates.len() as u64;
+        let deepest = (BUDGET / n).min(MAX_SEQ);
+        let mut plain = Vec::new();
+        let mut from = 0u64;
+        let mut to = deepest.min(256);
+        while from < to {
+            for (t, suite, dec) in &mut candidates {
+                for seq in from..to {
+                    // The last byte of an unpadded record's plaintext is its content type:
+                    // application data, or a handshake message (a ticket, a KeyUpdate), or
+                    // an alert. Padding, which would end it in zeros, is rare enough to miss.
+                    let passes = |rec: &[u8], seq: u64| {
+                        matches!(dec.peek_last(seq, &rec[5..]), Some(21..=23))
+                    };
+                    let neighbour_passes = neighbours.is_empty()
+                        || neighbours.iter().any(|&(r, off)| {
+                            seq.checked_add_signed(off).is_some_and(|s| passes(r, s))
+                        });
+                    if !passes(rec, seq) || !neighbour_passes {
+                        continue;
+                    }
+                    dec.set_seq(seq);
+                    if dec.open(&header, body, &mut plain).is_some() {
+                        return Some((t.clone(), *suite, seq));
+                    }
+                }
+            }
+            from = to;
+            to = (to * 8).min(deepest);
+        }
+        None
+    }
+
+    fn no_match(&self, dir: Dir) -> String {
+        let n = self.keys.as_ref().map_or(0, |k| k.traffic_secrets().len());
+        match (n, &self.hunt) {
+            (0, _) => "TLS connection joined mid-way: without its handshake only TLS 1.3 traffic secrets (CLIENT_TRAFFIC_SECRET_0, SERVER_TRAFFIC_SECRET_0) can decrypt it, and the key log has none".into(),
+            (_, Some(h)) if h.found.is_some() => format!(
+                "TLS connection joined mid-way: the {} direction does not decrypt with the pair of the secret that decrypts the other",
+                if self.client == dir { "client" } else { "server" }
+            ),
+            (n, _) => format!(
+                "TLS connection joined mid-way: none of the key log's {n} TLS 1.3 traffic secrets decrypts it within its first {} records (a TLS 1.2 connection cannot be decrypted without its handshake)",
+                MAX_SEQ
+            ),
+        }
+    }
+
+    /// This direction will not be decrypted; nor will the other if it has no key either (its
+    /// secrets would have been the pair of this one's).
+    fn give_up(&mut self, dir: Dir, why: String, out: &mut dyn FnMut(Dir, Output<'_>)) {
+        let other = dir.other().index();
+        let other_open = self.sides[other].current.is_some();
+        self.stop(dir, why, out);
+        if !other_open {
+            self.drop_hunt();
+            self.stop_both();
+        }
+    }
+}
