@@ -226,8 +226,8 @@ struct OutputArgs {
     no_summary: bool,
     /// Show only the events this display filter matches, on the fields of their JSON Lines form,
     /// e.g. `-Y 'event == call && grpc_status != 0'` (see the README; the summary counts all).
-    #[arg(short = 'Y', long = "filter", value_name = "EXPR")]
-    filter: Option<Filter>,
+    #[arg(short = 'Y', long = "display-filter", value_name = "EXPR")]
+    display_filter: Option<Filter>,
 }
 
 /// How traffic is decoded (shared by `read` and `capture`).
@@ -609,7 +609,7 @@ fn make_sink<W: Write>(o: &OutputArgs, quiet: bool, out: W) -> Counting<Out<BufW
     };
     let inner = Out {
         fmt,
-        filter: o.filter.clone(),
+        filter: o.display_filter.clone(),
     };
     // Quiet outputs show no event: the dissection only counts them.
     if quiet {
@@ -793,7 +793,7 @@ fn route(o: &OutputArgs, silent: bool) -> Box<dyn Route> {
         Format::Jsonl => Box::new(h2scope::output::jsonl::route_all),
         Format::Text => Box::new(TextRoute(text_options(o, false))),
     };
-    match &o.filter {
+    match &o.display_filter {
         Some(f) => Box::new(FilterRoute::new(f.clone(), route)),
         None => route,
     }
@@ -1592,6 +1592,14 @@ fn run_check(
 #[cfg(test)]
 mod tests {
     use super::{progress_line, worth_threads_from};
+
+    /// Every subcommand's flags are well formed (unique names and shorts), which clap checks
+    /// only when that subcommand is parsed: a clash would panic there at run time.
+    #[test]
+    fn command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 
     #[test]
     fn progress_shows_eta_for_a_file_and_only_the_rate_for_a_pipe() {

@@ -85,6 +85,8 @@ pub struct ConnState {
     h2: Connection,
     /// TLS under the HTTP/2, when the connection started with a ClientHello.
     tls: Option<Box<tls::Session>>,
+    /// The connection's first bytes while too few to tell whether they start a ClientHello.
+    hello: Option<(Dir, Vec<u8>)>,
     fin: [bool; 2],
     rst: Option<Dir>,
     bytes: [u64; 2],
@@ -121,6 +123,7 @@ impl FlowHandler for Handler<'_> {
         ConnState {
             h2: Connection::new(info, self.cfg),
             tls: None,
+            hello: None,
             fin: [false; 2],
             rst: None,
             bytes: [0; 2],
@@ -141,8 +144,31 @@ impl FlowHandler for Handler<'_> {
             state.packets += 1;
         }
         state.last_ts_ns = meta.ts_ns;
-        if let StreamEvent::Data(bytes) = event {
-            if state.bytes == [0, 0] && tls::starts_client_hello(bytes) {
+        // The connection's first bytes, when fewer than a ClientHello is told by, wait for more
+        // (a hello whose record header came in a segment of its own).
+        let mut held = None;
+        if let Some((first, prefix)) = state.hello.take() {
+            match event {
+                StreamEvent::Data(bytes) if first == dir => {
+                    held = Some([prefix.as_slice(), bytes].concat());
+                }
+                _ => {
+                    // Not a hello after all: the HTTP/2 stage gets them as they came.
+                    let mut ctx = self.ctx(info, meta);
+                    state.h2.data(first, &prefix, &mut ctx);
+                }
+            }
+        }
+        if let StreamEvent::Data(arrived) = event {
+            state.bytes[dir.index()] += arrived.len() as u64;
+            let bytes = held.as_deref().unwrap_or(arrived);
+            let at_start = state.bytes[dir.index()] == bytes.len() as u64
+                && state.bytes[dir.other().index()] == 0;
+            if at_start && state.tls.is_none() && tls::may_start_client_hello(bytes) {
+                state.hello = Some((dir, bytes.to_vec()));
+                return;
+            }
+            if at_start && tls::starts_client_hello(bytes) {
                 state.tls = Some(Box::new(tls::Session::new(dir, self.keys.cloned())));
             } else if state.tls.is_none()
                 && !info.handshake_seen
@@ -153,23 +179,23 @@ impl FlowHandler for Handler<'_> {
                 // TLS joined after its handshake. What the HTTP/2 stage held while it looked
                 // for frames was records: it starts afresh on what is decrypted.
                 let mut session = tls::Session::joined(dir, self.keys.cloned());
-                session.add_undecrypted(state.bytes[0] + state.bytes[1]);
+                session.add_undecrypted(state.bytes[0] + state.bytes[1] - bytes.len() as u64);
                 state.tls = Some(Box::new(session));
                 state.h2 = Connection::new(info, self.cfg);
             }
+            let mut ctx = self.ctx(info, meta);
+            match state.tls.as_mut() {
+                Some(session) => {
+                    let h2 = &mut state.h2;
+                    session.feed(dir, bytes, &mut |d, out| tls_output(h2, d, out, &mut ctx));
+                }
+                None => state.h2.data(dir, bytes, &mut ctx),
+            }
+            return;
         }
         let mut ctx = self.ctx(info, meta);
         match event {
-            StreamEvent::Data(bytes) => {
-                state.bytes[dir.index()] += bytes.len() as u64;
-                match state.tls.as_mut() {
-                    Some(session) => {
-                        let h2 = &mut state.h2;
-                        session.feed(dir, bytes, &mut |d, out| tls_output(h2, d, out, &mut ctx));
-                    }
-                    None => state.h2.data(dir, bytes, &mut ctx),
-                }
-            }
+            StreamEvent::Data(_) => {}
             StreamEvent::Gap(n) => match state.tls.as_mut() {
                 Some(session) => {
                     let h2 = &mut state.h2;
@@ -189,6 +215,9 @@ impl FlowHandler for Handler<'_> {
         reason: CloseReason,
         meta: &PacketMeta,
     ) {
+        if let Some((first, prefix)) = state.hello.take() {
+            state.h2.data(first, &prefix, &mut self.ctx(info, meta));
+        }
         if let Some(session) = state.tls.as_mut() {
             let h2 = &mut state.h2;
             let mut ctx = self.ctx(info, meta);

@@ -643,3 +643,30 @@ proptest::proptest! {
         proptest::prop_assert_eq!(key(&events), key(&whole));
     }
 }
+
+/// A ClientHello whose first segment holds fewer bytes than tell a hello (a record header sent
+/// on its own): the connection is still recognised and decrypted, whatever the cut.
+#[test]
+fn a_hello_cut_in_its_header_is_recognised() {
+    let (pcap, log, whole, server) = testdata_tls();
+    let segments = segments_of(&pcap, server);
+    for cut in 1..=6 {
+        let mut recut = segments.clone();
+        let (from_client, first) = recut.remove(0);
+        assert!(from_client);
+        recut.insert(0, (true, first[cut..].to_vec()));
+        recut.insert(0, (true, first[..cut].to_vec()));
+        let (events, stats, _) =
+            common::dissect_bytes(common::segments_capture(&recut), config(Some(&log)));
+        assert_eq!(
+            (stats.tls_connections, stats.tls_decrypted),
+            (1, 1),
+            "cut {cut}"
+        );
+        assert_eq!(
+            common::frames(&events).len(),
+            common::frames(&whole).len(),
+            "cut {cut}"
+        );
+    }
+}

@@ -4,7 +4,10 @@
 //! messages, Finished, KeyUpdate, padding, content types) is reached as well as the framing.
 //!
 //! Input layout:
-//!   byte 0   suite: index into `SUITES`
+//!   byte 0   suite: index into `SUITES` (low 4 bits, modulo its length); bit 7: the capture
+//!            joined the connection mid-way (no hellos; the session looks for its keys among
+//!            the key log's traffic secrets), with bits 4..6 times 37 application records of
+//!            each direction sent before it started
 //!   byte 1   chunking: records are fed to the session in pieces of 1 + (low 7 bits % 64)
 //!            bytes, or whole when 0; high bit: the key log starts empty and its secrets
 //!            arrive with the first operation of kind 4 (a key log written as the capture runs)
@@ -193,7 +196,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let late = chunking & 0x80 != 0;
     let chunking = chunking & 0x7f;
-    let suite = Suite::by_id(SUITES[s as usize % SUITES.len()]).unwrap();
+    let joined = s & 0x80 != 0;
+    let suite = Suite::by_id(SUITES[(s & 0x0f) as usize % SUITES.len()]).unwrap();
     let secrets = key_log(&suite);
     // Late secrets come through a file, as from a program writing SSLKEYLOGFILE: only a key
     // log that may grow makes records wait.
@@ -204,8 +208,21 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Arc::new(KeyLog::from_text(&secrets))
     };
-    let mut session = Session::new(Dir::Forward, Some(keys.clone()));
+    let mut session = if joined {
+        Session::joined(Dir::Forward, Some(keys.clone()))
+    } else {
+        Session::new(Dir::Forward, Some(keys.clone()))
+    };
     let mut sealer = Sealer::new(suite);
+    if joined {
+        // Records the capture missed: the sequence numbers the session has to find.
+        let missed = u64::from((s >> 4) & 7) * 37;
+        for dir in &mut sealer.keys {
+            for slot in dir.iter_mut().skip(1) {
+                slot.2 = missed;
+            }
+        }
+    }
     // Application data sealed per direction, and how far the plaintext handed on got.
     let mut sealed: [Vec<Vec<u8>>; 2] = Default::default();
     let mut next: [usize; 2] = [0, 0];
@@ -228,9 +245,11 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     let (ch, sh) = hellos(&suite);
-    feed(&mut session, 0, &ch, &sealed, &mut next);
-    feed(&mut session, 1, &sh, &sealed, &mut next);
-    if !suite.tls13 {
+    if !joined {
+        feed(&mut session, 0, &ch, &sealed, &mut next);
+        feed(&mut session, 1, &sh, &sealed, &mut next);
+    }
+    if !suite.tls13 && !joined {
         feed(&mut session, 0, &record(20, &[1]), &sealed, &mut next);
         feed(&mut session, 1, &record(20, &[1]), &sealed, &mut next);
     }

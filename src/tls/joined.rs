@@ -23,8 +23,20 @@ pub(super) const MAX_SEQ: u64 = 1 << 20;
 /// Key updates followed from each logged secret.
 const MAX_UPDATES: usize = 3;
 /// Keystream blocks tried at most per search (at most two per direction): with many secrets in
-/// the key log, each is searched less deep. About a tenth of a second.
-const BUDGET: u64 = 1 << 21;
+/// the key log, each is searched less deep. A few tenths of a second; little under the fuzzer,
+/// which would otherwise spend its time there.
+const BUDGET: u64 = if cfg!(fuzzing) { 1 << 12 } else { 1 << 21 };
+
+/// Keys tried at most per search: a key log of many TLS 1.3 connections is searched in part
+/// (about 250 of them with two suites each; fewer sequence numbers each as they grow).
+const MAX_CANDIDATES: usize = 2048;
+
+/// A key that opened a record: its secret (with its suite), and the record's sequence number.
+struct Found {
+    secret: TrafficSecret,
+    dec: Decryptor,
+    seq: u64,
+}
 
 /// The search for a joined connection's secrets.
 #[derive(Default)]
@@ -152,15 +164,23 @@ impl Session {
         let (a, b) = chain[probe];
         // With a single neighbour, a key change between them fails the right number: then the
         // search is made again without it, at the price of more whole decryptions.
-        let found = self.search(dir, &held[a..b], &neighbours).or_else(|| {
-            (neighbours.len() == 1)
-                .then(|| self.search(dir, &held[a..b], &[]))
-                .flatten()
-        });
-        let Some((secret, suite, seq)) = found else {
-            self.undecrypted += (held.len() - at) as u64;
-            let why = self.no_match(dir);
-            self.give_up(dir, why, out);
+        let found = match self.search(dir, &held[a..b], &neighbours) {
+            Err(_) if neighbours.len() == 1 => self.search(dir, &held[a..b], &[]),
+            other => other,
+        };
+        let Found {
+            secret,
+            mut dec,
+            seq,
+        } = match found {
+            Ok(found) => found,
+            Err(why) => {
+                self.undecrypted += (held.len() - at) as u64;
+                self.give_up(dir, why, out);
+                return;
+            }
+        };
+        let Some(suite) = secret.suite else {
             return;
         };
         // The direction is set up as if its handshake had been read, and its records go the
@@ -177,9 +197,6 @@ impl Session {
         self.info.version = Some("TLS 1.3");
         self.info.suite = Some(suite.id);
         self.info.suite_name = Some(suite.name);
-        let Some(mut dec) = Decryptor::tls13(&suite, &secret.secret) else {
-            return;
-        };
         let mut start = (a, seq);
         if let Some(first) = seq.checked_sub(probe as u64).filter(|_| probe > 0) {
             let (a0, b0) = chain[0];
@@ -230,59 +247,29 @@ impl Session {
         }
     }
 
-    /// The secret, suite and sequence number that open `rec`, if any does within the budget.
-    /// Numbers are tried in growing ranges across all secrets, so a connection joined early
-    /// is found early whatever the number of secrets.
+    /// The key that opens `rec`, or why none does. Numbers are tried in growing ranges across
+    /// all candidates, so a connection joined early is found early whatever their number.
     fn search(
         &mut self,
         dir: Dir,
         rec: &[u8],
         neighbours: &[(&[u8], i64)],
-    ) -> Option<(TrafficSecret, Suite, u64)> {
-        let keys = self.keys.clone()?;
-        let hunt = self.hunt.as_mut()?;
-        let mut secrets = keys.traffic_secrets();
-        if let Some(random) = &hunt.found {
-            // The pair of the secret that opened the other direction.
-            let client = self.client == dir;
-            secrets.retain(|t| t.client_random == *random && t.client == client);
-        }
-        let suites: Vec<Suite> = match (hunt.found.is_some(), self.suite) {
-            (true, Some(s)) => vec![s],
-            _ => Vec::new(),
+    ) -> Result<Found, String> {
+        let paired = self.hunt.as_ref().is_some_and(|h| h.found.is_some());
+        let side = if self.client == dir {
+            "client"
+        } else {
+            "server"
         };
-        let mut candidates: Vec<(TrafficSecret, Suite, Decryptor)> = Vec::new();
-        for t in secrets {
-            let for_it: Vec<Suite> = if suites.is_empty() {
-                suites_for(&t.secret).collect()
-            } else {
-                suites.clone()
-            };
-            for suite in for_it {
-                // The logged secret, and those KeyUpdates made of it since (RFC 8446 §7.2):
-                // a peer asked to update answers with its own update, so long connections
-                // that updated once have often done so both ways.
-                let mut secret = t.secret.clone();
-                for _ in 0..=MAX_UPDATES {
-                    if let Some(dec) = Decryptor::tls13(&suite, &secret) {
-                        let t = TrafficSecret {
-                            secret: secret.clone(),
-                            ..t.clone()
-                        };
-                        candidates.push((t, suite, dec));
-                    }
-                    let hash = suite.hash;
-                    match expand_label(hash, &secret, "traffic upd", hash.output_len()) {
-                        Some(next) => secret = next,
-                        None => break,
-                    }
-                }
-            }
-        }
+        let mut candidates = self.candidates(dir);
         if candidates.is_empty() {
-            return None;
+            return Err(if paired {
+                format!("TLS connection joined mid-way: the key log lacks the {side} secret paired with the one that decrypts the other direction")
+            } else {
+                "TLS connection joined mid-way: without its handshake only TLS 1.3 traffic secrets (CLIENT_TRAFFIC_SECRET_0, SERVER_TRAFFIC_SECRET_0) can decrypt it, and the key log has none".into()
+            });
         }
-        let header: [u8; 5] = rec[..5].try_into().ok()?;
+        let header: [u8; 5] = rec[..5].try_into().unwrap_or_default();
         let body = &rec[5..];
         let n = candidates.len() as u64;
         let deepest = (BUDGET / n).min(MAX_SEQ);
@@ -290,7 +277,8 @@ impl Session {
         let mut from = 0u64;
         let mut to = deepest.min(256);
         while from < to {
-            for (t, suite, dec) in &mut candidates {
+            for i in 0..candidates.len() {
+                let dec = &mut candidates[i].1;
                 for seq in from..to {
                     // The last byte of an unpadded record's plaintext is its content type:
                     // application data, or a handshake message (a ticket, a KeyUpdate), or
@@ -307,29 +295,74 @@ impl Session {
                     }
                     dec.set_seq(seq);
                     if dec.open(&header, body, &mut plain).is_some() {
-                        return Some((t.clone(), *suite, seq));
+                        dec.set_seq(seq);
+                        let (secret, dec) = candidates.swap_remove(i);
+                        return Ok(Found { secret, dec, seq });
                     }
                 }
             }
             from = to;
             to = (to * 8).min(deepest);
         }
-        None
+        Err(if paired {
+            format!("TLS connection joined mid-way: the {side} direction does not decrypt with the secret paired with the one that decrypts the other (within its first {deepest} records)")
+        } else {
+            let secrets: std::collections::HashSet<_> = candidates
+                .iter()
+                .map(|(t, _)| (&t.client_random, t.client))
+                .collect();
+            format!(
+                "TLS connection joined mid-way: none of the key log's {} TLS 1.3 traffic secrets decrypts it within its first {deepest} records (a TLS 1.2 connection cannot be decrypted without its handshake)",
+                secrets.len()
+            )
+        })
     }
 
-    fn no_match(&self, dir: Dir) -> String {
-        let n = self.keys.as_ref().map_or(0, |k| k.traffic_secrets().len());
-        match (n, &self.hunt) {
-            (0, _) => "TLS connection joined mid-way: without its handshake only TLS 1.3 traffic secrets (CLIENT_TRAFFIC_SECRET_0, SERVER_TRAFFIC_SECRET_0) can decrypt it, and the key log has none".into(),
-            (_, Some(h)) if h.found.is_some() => format!(
-                "TLS connection joined mid-way: the {} direction does not decrypt with the pair of the secret that decrypts the other",
-                if self.client == dir { "client" } else { "server" }
-            ),
-            (n, _) => format!(
-                "TLS connection joined mid-way: none of the key log's {n} TLS 1.3 traffic secrets decrypts it within its first {} records (a TLS 1.2 connection cannot be decrypted without its handshake)",
-                MAX_SEQ
-            ),
+    /// The keys to try on a direction: every TLS 1.3 traffic secret of the key log (or, once
+    /// the other direction opened, the one paired with its secret), in each suite its length
+    /// allows, and the KeyUpdates made of it.
+    fn candidates(&self, dir: Dir) -> Vec<(TrafficSecret, Decryptor)> {
+        let Some(keys) = &self.keys else {
+            return Vec::new();
+        };
+        let found = self.hunt.as_ref().and_then(|h| h.found.as_ref());
+        let mut secrets = keys.traffic_secrets();
+        if let Some(random) = found {
+            let client = self.client == dir;
+            secrets.retain(|t| t.client_random == *random && t.client == client);
         }
+        let mut out = Vec::new();
+        for t in secrets {
+            let suites: Vec<Suite> = match (found, self.suite) {
+                (Some(_), Some(s)) => vec![s],
+                _ => suites_for(&t.secret).collect(),
+            };
+            for suite in suites {
+                // The logged secret, and those KeyUpdates made of it since (RFC 8446 §7.2):
+                // a peer asked to update answers with its own update, so long connections
+                // that updated once have often done so both ways.
+                let mut secret = t.secret.clone();
+                for _ in 0..=MAX_UPDATES {
+                    if out.len() >= MAX_CANDIDATES {
+                        return out;
+                    }
+                    if let Some(dec) = Decryptor::tls13(&suite, &secret) {
+                        let t = TrafficSecret {
+                            secret: secret.clone(),
+                            suite: Some(suite),
+                            ..t.clone()
+                        };
+                        out.push((t, dec));
+                    }
+                    let hash = suite.hash;
+                    match expand_label(hash, &secret, "traffic upd", hash.output_len()) {
+                        Some(next) => secret = next,
+                        None => break,
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// This direction will not be decrypted; nor will the other if it has no key either (its

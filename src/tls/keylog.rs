@@ -129,6 +129,8 @@ pub struct TrafficSecret {
     /// `CLIENT_TRAFFIC_SECRET_0` (else the server's).
     pub client: bool,
     pub secret: Vec<u8>,
+    /// The suite it is used with, once known (a key log does not say).
+    pub suite: Option<super::cipher::Suite>,
 }
 
 struct Source {
@@ -273,6 +275,7 @@ impl KeyLog {
                     client_random: id.clone(),
                     client,
                     secret: secret.clone(),
+                    suite: None,
                 })
             })
             .collect();

@@ -45,6 +45,18 @@ pub fn starts_client_hello(b: &[u8]) -> bool {
     matches!(b, [HANDSHAKE, 3, 0..=4, _, _, CLIENT_HELLO, ..])
 }
 
+/// Whether `b`, fewer bytes than [`starts_client_hello`] looks at, may be the start of one.
+pub fn may_start_client_hello(b: &[u8]) -> bool {
+    matches!(
+        b,
+        [HANDSHAKE]
+            | [HANDSHAKE, 3]
+            | [HANDSHAKE, 3, 0..=4]
+            | [HANDSHAKE, 3, 0..=4, _]
+            | [HANDSHAKE, 3, 0..=4, _, _]
+    )
+}
+
 /// The client random of the ClientHello that `b` starts with, when the hello's start is there.
 pub fn client_random(b: &[u8]) -> Option<[u8; 32]> {
     if !starts_client_hello(b) {
