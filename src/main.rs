@@ -13,7 +13,7 @@ use h2scope::event::{ErrorEvent, ErrorKind, Event, Sink};
 use h2scope::grpc::schema::Schemas;
 use h2scope::haproxy::{self, check, config, ExportOptions, Selector};
 use h2scope::http2::connection::{AssumeTarget, AssumedPath};
-use h2scope::output::filter::{Filter, FilterRoute};
+use h2scope::output::filter::{Filter, FilterRoute, Filtered};
 use h2scope::output::jsonl::JsonLines;
 use h2scope::output::pcapng::{CaptureFile, Format as WriteFormat};
 use h2scope::output::text::{Text, TextOptions, TextRoute};
@@ -438,6 +438,11 @@ struct AnalysisArgs {
     /// `text` or `jsonl` (one object per connection for health, one for stats).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// `stats`: count only the calls this display filter matches (fields of JSON Lines call
+    /// events); `health`: show only the connections whose report matches (fields of its JSON
+    /// form), e.g. `-Y 'client_side.pings > 0'`.
+    #[arg(short = 'Y', long = "display-filter", value_name = "EXPR")]
+    display_filter: Option<Filter>,
     #[command(flatten)]
     decode: DecodeArgs,
 }
@@ -1182,10 +1187,15 @@ fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
             r
         };
         let result = if health {
+            let filter = args.display_filter.as_ref();
             let mut sink = h::Health::new(|report: h::ConnectionHealth| {
+                let json = h::to_json(&report);
+                if filter.is_some_and(|f| !f.matches_json(&json)) {
+                    return;
+                }
                 let text = match format {
                     Format::Text => h::to_text(&report),
-                    Format::Jsonl => format!("{}\n", h::to_json(&report)),
+                    Format::Jsonl => format!("{json}\n"),
                 };
                 write_failed |= out.write_all(text.as_bytes()).is_err();
             });
@@ -1193,8 +1203,12 @@ fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
             sink.finish();
             r
         } else {
-            let mut sink = CallStats::default();
-            let r = run(&mut sink);
+            let mut stats = CallStats::default();
+            let r = match &args.display_filter {
+                Some(f) => run(&mut Filtered::new(f, &mut stats)),
+                None => run(&mut stats),
+            };
+            let mut sink = stats;
             let written = match format {
                 Format::Text => sink.write_text(&mut out),
                 Format::Jsonl => sink.write_json(&mut out),
@@ -1435,6 +1449,11 @@ fn haproxy(args: HaproxyArgs) -> ExitCode {
     } else {
         args.tls.options(recorded.recorded_tls())
     };
+    if let (Some(t), Some(info)) = (&tls, &recorded.tls) {
+        if info.joined && t.sni.is_none() {
+            eprintln!("h2scope: warning: the capture joined the call's TLS connection after its handshake, so its SNI is unknown and the check sends none (give --sni NAME if the server needs one)");
+        }
+    }
     let opts = ExportOptions {
         headers,
         expect,

@@ -822,6 +822,30 @@ fn haproxy_export_over_tls() {
         err.contains("1 TLS connection(s) could not be decrypted") && err.contains("--tls-keylog"),
         "{err}"
     );
+    // From a capture that joined the connection after its handshake: TLS 1.3 still decrypts,
+    // but the SNI was in the handshake, and the warning says how to give it.
+    let joined = std::env::temp_dir().join(format!("h2scope-joined-{}.pcap", std::process::id()));
+    let bytes = std::fs::read(&capture).unwrap();
+    std::fs::write(&joined, common::pcap_without(&bytes, |n| n <= 10)).unwrap();
+    let out = Command::new(BIN)
+        .args(["haproxy", joined.to_str().unwrap(), "--tls-keylog", &keylog])
+        .output()
+        .unwrap();
+    std::fs::remove_file(&joined).ok();
+    let (config, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{err}");
+    assert!(
+        config.contains("    tcp-check connect ssl alpn h2\n"),
+        "{config}"
+    );
+    assert!(config.contains("joined mid-way"), "{config}");
+    assert!(
+        err.contains("SNI is unknown") && err.contains("--sni"),
+        "{err}"
+    );
     // Contradictory flags are a usage error.
     let out = Command::new(BIN)
         .args(["haproxy", &capture, "--no-ssl", "--sni", "x"])
@@ -911,4 +935,25 @@ fn display_filter_selects_the_events_its_fields_name() {
         err.contains("at character 23") && err.contains("field name"),
         "{err}"
     );
+}
+
+/// `stats -Y` counts only the calls the filter matches; `health -Y` shows only the connections
+/// whose report matches.
+#[test]
+fn stats_and_health_take_display_filters() {
+    let capture = testdata("grpc-health.pcap");
+    let stats = |filter: &str| -> Value {
+        let v = jsonl(&["stats", "--format", "jsonl", "-Y", filter, &capture]);
+        assert_eq!(v.len(), 1);
+        v[0]["total"].clone()
+    };
+    assert_eq!(stats("event == call")["calls"], 27);
+    assert_eq!(stats("path contains Watch")["calls"], 1);
+    assert_eq!(stats("grpc_status_name == NOT_FOUND")["calls"], 1);
+    assert_eq!(stats("grpc_status == 0")["outcomes"]["OK"], 25);
+    let health =
+        |filter: &str| jsonl(&["health", "--format", "jsonl", "-Y", filter, &capture]).len();
+    assert_eq!(health("end == fin"), 1);
+    assert_eq!(health("client_side.pings > 0"), 0);
+    assert_eq!(health("calls == 27 and client_side.resets.CANCEL == 1"), 1);
 }

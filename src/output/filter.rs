@@ -20,7 +20,7 @@
 use regex_lite::Regex;
 use serde_json::Value;
 
-use crate::event::Event;
+use crate::event::{Event, Sink};
 use crate::parallel::{Handoff, Route, Shows};
 
 /// A compiled display filter.
@@ -163,6 +163,30 @@ impl Route for FilterRoute {
 
     fn shows(&self) -> Shows {
         self.inner.shows()
+    }
+}
+
+/// A sink that passes on only the events a filter matches.
+pub struct Filtered<'a, S: Sink + ?Sized> {
+    filter: &'a Filter,
+    inner: &'a mut S,
+}
+
+impl<'a, S: Sink + ?Sized> Filtered<'a, S> {
+    pub fn new(filter: &'a Filter, inner: &'a mut S) -> Self {
+        Filtered { filter, inner }
+    }
+}
+
+impl<S: Sink + ?Sized> Sink for Filtered<'_, S> {
+    fn event(&mut self, event: Event) {
+        if self.filter.matches(&event) {
+            self.inner.event(event);
+        }
+    }
+
+    fn wants(&mut self) -> crate::event::Wants<'_> {
+        self.inner.wants()
     }
 }
 
