@@ -97,6 +97,7 @@ pub struct ConnState {
 struct Handler<'a> {
     cfg: &'a Http2Config,
     keys: Option<&'a Arc<KeyLog>>,
+    search_budget: &'a tls::SearchBudget,
     grpc: &'a GrpcConfig,
     schemas: &'a mut Schemas,
     sink: &'a mut dyn Sink,
@@ -178,7 +179,8 @@ impl FlowHandler for Handler<'_> {
             {
                 // TLS joined after its handshake. What the HTTP/2 stage held while it looked
                 // for frames was records: it starts afresh on what is decrypted.
-                let mut session = tls::Session::joined(dir, self.keys.cloned());
+                let mut session =
+                    tls::Session::joined(dir, self.keys.cloned(), self.search_budget.clone());
                 session.add_undecrypted(state.bytes[0] + state.bytes[1] - bytes.len() as u64);
                 state.tls = Some(Box::new(session));
                 state.h2 = Connection::new(info, self.cfg);
@@ -304,6 +306,8 @@ pub struct Dissector {
     stats: Stats,
     /// Number of the last packet seen, where the capture ends.
     last_index: u64,
+    /// What this dissection may still spend looking for the keys of TLS joined mid-way.
+    search_budget: tls::SearchBudget,
 }
 
 impl Dissector {
@@ -319,6 +323,7 @@ impl Dissector {
             schemas,
             stats: Stats::default(),
             last_index: 0,
+            search_budget: tls::SearchBudget::default(),
         }
     }
 
@@ -384,11 +389,13 @@ impl Dissector {
             flows,
             schemas,
             stats,
+            search_budget,
             ..
         } = self;
         let handler = Handler {
             cfg: &cfg.http2,
             keys: cfg.tls_keys.as_ref(),
+            search_budget,
             grpc: &cfg.grpc,
             schemas,
             sink,

@@ -209,7 +209,7 @@ fuzz_target!(|data: &[u8]| {
         Arc::new(KeyLog::from_text(&secrets))
     };
     let mut session = if joined {
-        Session::joined(Dir::Forward, Some(keys.clone()))
+        Session::joined(Dir::Forward, Some(keys.clone()), Default::default())
     } else {
         Session::new(Dir::Forward, Some(keys.clone()))
     };

@@ -10,6 +10,7 @@
 //! decrypted, as in Wireshark. A key change (KeyUpdate) before the capture started means the
 //! logged secret no longer applies either.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::cipher::{expand_label, Decryptor, Suite};
@@ -26,6 +27,9 @@ const MAX_UPDATES: usize = 3;
 /// the key log, each is searched less deep. A few tenths of a second; little under the fuzzer,
 /// which would otherwise spend its time there.
 const BUDGET: u64 = if cfg!(fuzzing) { 1 << 12 } else { 1 << 21 };
+/// Tries each search makes even when the dissection's [`SearchBudget`] is spent: enough for a
+/// connection joined early.
+const FLOOR: u64 = 1 << 12;
 
 /// Keys tried at most per search: a key log of many TLS 1.3 connections is searched in part
 /// (about 250 of them with two suites each; fewer sequence numbers each as they grow).
@@ -38,6 +42,40 @@ struct Found {
     seq: u64,
 }
 
+/// Tries (one block of keystream each) a dissection may spend on the searches of all its
+/// connections joined mid-way: about ten seconds. Without it, a capture of many such
+/// connections that the key log does not have could make it search without end.
+const DISSECTION_BUDGET: u64 = 1 << 25;
+
+/// What is left of a dissection's budget of tries, shared by its connections.
+#[derive(Debug, Clone)]
+pub struct SearchBudget(Arc<AtomicU64>);
+
+impl Default for SearchBudget {
+    fn default() -> Self {
+        SearchBudget(Arc::new(AtomicU64::new(DISSECTION_BUDGET)))
+    }
+}
+
+impl SearchBudget {
+    /// Takes up to `want` tries; returns how many were granted.
+    fn take(&self, want: u64) -> u64 {
+        let mut granted = 0;
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                granted = want.min(left);
+                Some(left - granted)
+            });
+        granted
+    }
+
+    /// Gives back tries a search did not use.
+    fn give_back(&self, unused: u64) {
+        self.0.fetch_add(unused, Ordering::Relaxed);
+    }
+}
+
 /// The search for a joined connection's secrets.
 #[derive(Default)]
 pub(super) struct Hunt {
@@ -45,6 +83,7 @@ pub(super) struct Hunt {
     held: [Vec<u8>; 2],
     /// The client random of the secret that opened one direction: the other tries its pair.
     found: Option<Vec<u8>>,
+    budget: SearchBudget,
 }
 
 /// A record whose boundaries are certain enough to spend the search on: an application data
@@ -88,11 +127,14 @@ fn suites_for(secret: &[u8]) -> impl Iterator<Item = Suite> {
 impl Session {
     /// A connection whose handshake the capture lacks, first seen in direction `first`. Its
     /// client is known once a secret opens a record.
-    pub fn joined(first: Dir, keys: Option<Arc<KeyLog>>) -> Session {
+    pub fn joined(first: Dir, keys: Option<Arc<KeyLog>>, budget: SearchBudget) -> Session {
         let mut s = Session::new(first, keys);
         s.info.joined = true;
         if s.has_keys() {
-            s.hunt = Some(Box::default());
+            s.hunt = Some(Box::new(Hunt {
+                budget,
+                ..Hunt::default()
+            }));
         } else {
             s.stop_both();
         }
@@ -272,13 +314,24 @@ impl Session {
         let header: [u8; 5] = rec[..5].try_into().unwrap_or_default();
         let body = &rec[5..];
         let n = candidates.len() as u64;
-        let deepest = (BUDGET / n).min(MAX_SEQ);
+        // The run's budget, once spent, still leaves each search a shallow look.
+        let budget = self
+            .hunt
+            .as_ref()
+            .map(|h| h.budget.clone())
+            .unwrap_or_default();
+        let granted = budget.take(BUDGET);
+        let shallow = granted < BUDGET;
+        let deepest = (granted.max(FLOOR) / n).min(MAX_SEQ);
+        let mut tried = 0u64;
+        let give_back = |tried: u64| budget.give_back(granted.saturating_sub(tried));
         let mut plain = Vec::new();
         let mut from = 0u64;
         let mut to = deepest.min(256);
         while from < to {
             for i in 0..candidates.len() {
                 let dec = &mut candidates[i].1;
+                tried += to - from;
                 for seq in from..to {
                     // The last byte of an unpadded record's plaintext is its content type:
                     // application data, or a handshake message (a ticket, a KeyUpdate), or
@@ -296,6 +349,7 @@ impl Session {
                     dec.set_seq(seq);
                     if dec.open(&header, body, &mut plain).is_some() {
                         dec.set_seq(seq);
+                        give_back(tried);
                         let (secret, dec) = candidates.swap_remove(i);
                         return Ok(Found { secret, dec, seq });
                     }
@@ -304,15 +358,23 @@ impl Session {
             from = to;
             to = (to * 8).min(deepest);
         }
+        give_back(tried);
+        let depth = if shallow {
+            format!(
+                "{deepest} records (the budget for such searches is spent, so it looked less deep)"
+            )
+        } else {
+            format!("{deepest} records")
+        };
         Err(if paired {
-            format!("TLS connection joined mid-way: the {side} direction does not decrypt with the secret paired with the one that decrypts the other (within its first {deepest} records)")
+            format!("TLS connection joined mid-way: the {side} direction does not decrypt with the secret paired with the one that decrypts the other (within its first {depth})")
         } else {
             let secrets: std::collections::HashSet<_> = candidates
                 .iter()
                 .map(|(t, _)| (&t.client_random, t.client))
                 .collect();
             format!(
-                "TLS connection joined mid-way: none of the key log's {} TLS 1.3 traffic secrets decrypts it within its first {deepest} records (a TLS 1.2 connection cannot be decrypted without its handshake)",
+                "TLS connection joined mid-way: none of the key log's {} TLS 1.3 traffic secrets decrypts it within its first {depth} (a TLS 1.2 connection cannot be decrypted without its handshake)",
                 secrets.len()
             )
         })
@@ -375,5 +437,141 @@ impl Session {
             self.drop_hunt();
             self.stop_both();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::cipher::expand_label;
+    use aes_gcm::aead::{AeadInPlace, KeyInit};
+
+    const RANDOM: [u8; 32] = [5; 32];
+
+    fn secret(client: bool) -> Vec<u8> {
+        vec![if client { 0x11 } else { 0x22 }; 32]
+    }
+
+    fn key_log() -> Arc<KeyLog> {
+        let r = hex::encode(RANDOM);
+        Arc::new(KeyLog::from_text(&format!(
+            "CLIENT_TRAFFIC_SECRET_0 {r} {}\nSERVER_TRAFFIC_SECRET_0 {r} {}\n",
+            hex::encode(secret(true)),
+            hex::encode(secret(false))
+        )))
+    }
+
+    /// Application data records `from..to` of a direction, as its TLS 1.3 AES-128-GCM
+    /// protection under the logged secret makes them, back to back.
+    fn records(client: bool, from: u64, to: u64) -> Vec<u8> {
+        let suite = Suite::by_id(0x1301).unwrap();
+        let s = secret(client);
+        let key = expand_label(suite.hash, &s, "key", 16).unwrap();
+        let iv = expand_label(suite.hash, &s, "iv", 12).unwrap();
+        let aead = aes_gcm::Aes128Gcm::new_from_slice(&key).unwrap();
+        let mut out = Vec::new();
+        for seq in from..to {
+            let mut nonce = [0u8; 12];
+            nonce.copy_from_slice(&iv);
+            for (n, b) in nonce[4..].iter_mut().zip(seq.to_be_bytes()) {
+                *n ^= b;
+            }
+            let mut body =
+                format!("{} record {seq}", if client { "client" } else { "server" }).into_bytes();
+            body.push(APPLICATION_DATA);
+            let len = (body.len() + 16) as u16;
+            let header = [APPLICATION_DATA, 3, 3, (len >> 8) as u8, len as u8];
+            aead.encrypt_in_place(aes_gcm::Nonce::from_slice(&nonce), &header, &mut body)
+                .unwrap();
+            out.extend(header);
+            out.extend(body);
+        }
+        out
+    }
+
+    fn run(session: &mut Session, dir: Dir, bytes: &[u8]) -> (Vec<String>, Vec<String>) {
+        let (mut plain, mut problems) = (Vec::new(), Vec::new());
+        session.feed(dir, bytes, &mut |_, out| match out {
+            Output::Plain(p) => plain.push(String::from_utf8_lossy(p).into_owned()),
+            Output::Problem(why) => problems.push(why),
+            Output::Gap(_) => {}
+        });
+        (plain, problems)
+    }
+
+    /// Records 1000 on of each side, the server's seen first: the server's secret is found by
+    /// trial, the client's as its pair, and both directions read from the first whole record.
+    #[test]
+    fn both_directions_are_found_after_records_missed() {
+        let mut s = Session::joined(Dir::Forward, Some(key_log()), SearchBudget::default());
+        let (plain, problems) = run(&mut s, Dir::Forward, &records(false, 1000, 1004));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            plain.first().map(String::as_str),
+            Some("server record 1000")
+        );
+        assert_eq!(plain.len(), 4);
+        let (plain, problems) = run(&mut s, Dir::Reverse, &records(true, 1000, 1003));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            plain,
+            [
+                "client record 1000",
+                "client record 1001",
+                "client record 1002"
+            ]
+        );
+        assert_eq!(s.client, Dir::Reverse);
+        assert!(s.info().decrypted && s.info().joined);
+        assert_eq!(s.info().suite_name, Some("TLS_AES_128_GCM_SHA256"));
+    }
+
+    /// A spent budget still looks a little way: an early connection is found, a later one is
+    /// not, and the error says the search was cut short. What a search does not use goes back.
+    #[test]
+    fn a_spent_budget_leaves_a_shallow_search() {
+        let spent = SearchBudget(Arc::new(AtomicU64::new(0)));
+        let mut early = Session::joined(Dir::Forward, Some(key_log()), spent.clone());
+        let (plain, _) = run(&mut early, Dir::Forward, &records(true, 10, 12));
+        assert_eq!(plain.len(), 2);
+        let mut late = Session::joined(Dir::Forward, Some(key_log()), spent.clone());
+        let (plain, problems) = run(&mut late, Dir::Forward, &records(true, 5000, 5002));
+        assert!(plain.is_empty());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("budget"), "{problems:?}");
+
+        let budget = SearchBudget::default();
+        let mut found = Session::joined(Dir::Forward, Some(key_log()), budget.clone());
+        run(&mut found, Dir::Forward, &records(true, 3, 6));
+        let left = budget.0.load(Ordering::Relaxed);
+        assert!(
+            DISSECTION_BUDGET - left < 10_000,
+            "spent {}",
+            DISSECTION_BUDGET - left
+        );
+    }
+
+    /// Without secrets, or with secrets that are not the connection's: no plaintext, and one
+    /// problem only when a key log with secrets was given.
+    #[test]
+    fn foreign_or_missing_secrets_say_so_once() {
+        let mut none = Session::joined(Dir::Forward, None, SearchBudget::default());
+        assert_eq!(
+            run(&mut none, Dir::Forward, &records(true, 0, 3)),
+            (vec![], vec![])
+        );
+        let other = Arc::new(KeyLog::from_text(&format!(
+            "CLIENT_TRAFFIC_SECRET_0 {} {}\n",
+            hex::encode([9u8; 32]),
+            hex::encode([0x33u8; 32])
+        )));
+        // A small budget: a whole search in a debug build takes seconds.
+        let small = SearchBudget(Arc::new(AtomicU64::new(1 << 14)));
+        let mut s = Session::joined(Dir::Forward, Some(other), small);
+        let (plain, problems) = run(&mut s, Dir::Forward, &records(true, 0, 3));
+        assert!(plain.is_empty());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let (plain, problems) = run(&mut s, Dir::Reverse, &records(false, 0, 3));
+        assert!(plain.is_empty() && problems.is_empty(), "{problems:?}");
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::tcp::Dir;
 use cipher::{Decryptor, Suite};
-pub use joined::looks_joined;
+pub use joined::{looks_joined, SearchBudget};
 use keylog::Label;
 pub use keylog::{KeyLog, KeyLogError};
 
