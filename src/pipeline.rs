@@ -197,6 +197,7 @@ impl FlowHandler for Handler<'_> {
         }
         let mut ctx = self.ctx(info, meta);
         match event {
+            // Fed above.
             StreamEvent::Data(_) => {}
             StreamEvent::Gap(n) => match state.tls.as_mut() {
                 Some(session) => {
