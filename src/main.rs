@@ -521,14 +521,12 @@ impl<W: Write> Sink for Out<W> {
             Fmt::Jsonl(j) => j.wants(),
         }
     }
+    #[inline]
     fn event(&mut self, event: Event) {
-        if self.filter.as_ref().is_some_and(|f| !f.matches(&event)) {
-            return;
+        if self.filter.is_some() {
+            return self.filtered(event);
         }
-        match &mut self.fmt {
-            Fmt::Text(t) => t.event(event),
-            Fmt::Jsonl(j) => j.event(event),
-        }
+        self.show(event);
     }
     fn line(&mut self, text: &[u8]) {
         match &mut self.fmt {
@@ -544,6 +542,22 @@ impl<W: Write> Sink for Out<W> {
 }
 
 impl<W: Write> Out<W> {
+    #[inline]
+    fn show(&mut self, event: Event) {
+        match &mut self.fmt {
+            Fmt::Text(t) => t.event(event),
+            Fmt::Jsonl(j) => j.event(event),
+        }
+    }
+
+    /// Apart from the unfiltered path, which it would slow down when inlined there.
+    #[inline(never)]
+    fn filtered(&mut self, event: Event) {
+        if self.filter.as_ref().is_none_or(|f| f.matches(&event)) {
+            self.show(event);
+        }
+    }
+
     fn flush(&mut self) {
         match &mut self.fmt {
             Fmt::Text(t) => t.flush(),
