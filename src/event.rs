@@ -23,6 +23,32 @@ pub enum Event {
     ConnectionEnd(ConnectionEnd),
 }
 
+impl Event {
+    /// The connection the event belongs to (none for an error of the capture as a whole).
+    pub fn conn(&self) -> Option<u64> {
+        match self {
+            Event::Frame(f) => Some(f.origin.conn),
+            Event::Message(m) => Some(m.origin.conn),
+            Event::Call(c) => Some(c.conn),
+            Event::Gap(g) => Some(g.origin.conn),
+            Event::Error(e) => e.origin.map(|o| o.conn),
+            Event::ConnectionEnd(e) => Some(e.conn),
+        }
+    }
+
+    /// The same, to renumber.
+    pub fn conn_mut(&mut self) -> Option<&mut u64> {
+        match self {
+            Event::Frame(f) => Some(&mut f.origin.conn),
+            Event::Message(m) => Some(&mut m.origin.conn),
+            Event::Call(c) => Some(&mut c.conn),
+            Event::Gap(g) => Some(&mut g.origin.conn),
+            Event::Error(e) => e.origin.as_mut().map(|o| &mut o.conn),
+            Event::ConnectionEnd(e) => Some(&mut e.conn),
+        }
+    }
+}
+
 /// How a connection ended, as the capture shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndKind {

@@ -332,7 +332,8 @@ struct ReadArgs {
     /// With -w: only this connection (as `read` numbers them; repeatable).
     #[arg(long = "conn", value_name = "N")]
     conns: Vec<u64>,
-    /// With -w: only the connections that carried a call to this path.
+    /// With -w: only the connections that carried a call to this path. (`-Y` with -w likewise
+    /// writes only the connections that had an event the filter matches.)
     #[arg(long, value_name = "/pkg.Svc/Method")]
     path: Option<String>,
     /// With -w: only TCP packets from or to this port.
@@ -763,26 +764,54 @@ impl Tick for Option<Progress> {
     }
 }
 
-/// Connections that carried a call to `path`, found by a first pass.
-fn conns_with_path(file: &str, path: &str, cfg: &Config, schemas: Schemas) -> HashSet<u64> {
-    struct Conns<'a>(&'a str, HashSet<u64>);
+/// Connections that carried a call to `path` and had an event the display filter matches
+/// (whichever is given), found by a first pass: what `-w` writes with `--path` or `-Y`.
+fn conns_selected(
+    file: &str,
+    path: Option<&str>,
+    filter: Option<&Filter>,
+    cfg: &Config,
+    schemas: Schemas,
+) -> HashSet<u64> {
+    struct Conns<'a> {
+        path: Option<&'a str>,
+        filter: Option<&'a Filter>,
+        by_path: HashSet<u64>,
+        by_filter: HashSet<u64>,
+    }
     impl Sink for Conns<'_> {
         fn wants(&mut self) -> h2scope::event::Wants<'_> {
-            h2scope::event::Wants::Calls(None)
+            match self.filter {
+                Some(_) => h2scope::event::Wants::Everything,
+                None => h2scope::event::Wants::Calls(None),
+            }
         }
         fn event(&mut self, e: Event) {
-            if let Event::Call(c) = e {
+            let Some(conn) = e.conn() else {
+                return;
+            };
+            if let (Some(path), Event::Call(c)) = (self.path, &e) {
                 // `Call::path` without its string: UTF-8 paths compare as they lie.
-                let path = c
+                let got = c
                     .request_header(":path")
                     .map(h2scope::http2::call::lossless_str);
-                if path.as_deref() == Some(self.0) {
-                    self.1.insert(c.conn);
+                if got.as_deref() == Some(path) {
+                    self.by_path.insert(conn);
+                }
+            }
+            if let Some(f) = self.filter {
+                if !self.by_filter.contains(&conn) && f.matches(&e) {
+                    self.by_filter.insert(conn);
                 }
             }
         }
     }
-    let mut found = Conns(path, HashSet::new());
+    let mut found = Conns {
+        path,
+        filter,
+        by_path: HashSet::new(),
+        by_filter: HashSet::new(),
+    };
     if let Ok(mut reader) = open_capture(file, cfg) {
         let mut d = Dissector::with_schemas(cfg.clone(), schemas);
         let _ = reader.for_each_packet(|p| {
@@ -791,7 +820,15 @@ fn conns_with_path(file: &str, path: &str, cfg: &Config, schemas: Schemas) -> Ha
         });
         d.finish(&mut found);
     }
-    found.1
+    match (path, filter) {
+        (Some(_), Some(_)) => found
+            .by_path
+            .intersection(&found.by_filter)
+            .copied()
+            .collect(),
+        (Some(_), None) => found.by_path,
+        _ => found.by_filter,
+    }
 }
 
 enum FileOutcome {
@@ -858,9 +895,10 @@ fn read_file<W: Write>(
     } else {
         harvest_schemas(file, base_schemas.clone(), &cfg, limit)
     };
-    let path_conns = match (&args.write, &args.path) {
-        (Some(_), Some(p)) => Some(conns_with_path(file, p, &cfg, schemas.clone())),
-        _ => None,
+    let filter = args.output.display_filter.as_ref();
+    let path_conns = match (&args.write, args.path.as_deref(), filter) {
+        (Some(_), None, None) | (None, _, _) => None,
+        (Some(_), path, filter) => Some(conns_selected(file, path, filter, &cfg, schemas.clone())),
     };
     let mut writer = match args
         .write

@@ -405,17 +405,6 @@ fn conn_ref(e: &Event) -> Option<u64> {
 }
 
 /// The connection number an event carries, to renumber it.
-fn conn_of(e: &mut Event) -> Option<&mut u64> {
-    match e {
-        Event::Frame(f) => Some(&mut f.origin.conn),
-        Event::Message(m) => Some(&mut m.origin.conn),
-        Event::Call(c) => Some(&mut c.conn),
-        Event::Gap(g) => Some(&mut g.origin.conn),
-        Event::Error(e) => e.origin.as_mut().map(|o| &mut o.conn),
-        Event::ConnectionEnd(e) => Some(&mut e.conn),
-    }
-}
-
 /// Puts events back in capture order and renumbers connections.
 struct Merge<'a> {
     queues: Vec<VecDeque<(Tag, Output)>>,
@@ -441,7 +430,7 @@ impl Merge<'_> {
     fn emit(&mut self, worker: usize, item: Routed) {
         match item {
             Routed::Event(mut e) => {
-                if let Some(c) = conn_of(&mut e) {
+                if let Some(c) = e.conn_mut() {
                     if let Some(g) = self.global(worker, *c) {
                         *c = g;
                     }

@@ -957,3 +957,53 @@ fn stats_and_health_take_display_filters() {
     assert_eq!(health("client_side.pings > 0"), 0);
     assert_eq!(health("calls == 27 and client_side.resets.CANCEL == 1"), 1);
 }
+
+/// `-w` with `-Y` writes the connections that had an event the filter matches (and, with
+/// `--path`, a call to that path too), as tshark's `-Y` selects what `-w` writes.
+#[test]
+fn display_filter_selects_the_connections_written() {
+    let dir = std::env::temp_dir().join(format!("h2scope-cli-select-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let three = dir.join("three.pcap");
+    let status = Command::new("python3")
+        .arg(format!(
+            "{}/scripts/replicate-capture",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .arg(testdata("grpc-health.pcap"))
+        .arg(&three)
+        .arg("3")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let written = |args: &[&str]| -> Value {
+        let out = dir.join("out.pcapng");
+        let run = Command::new(BIN)
+            .arg("read")
+            .arg(&three)
+            .arg("-w")
+            .arg(&out)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let summary = jsonl(&["read", "-q", "--format", "jsonl", out.to_str().unwrap()]);
+        summary[0].clone()
+    };
+    let one = written(&["-Y", "conn == 1 and event == call"]);
+    assert_eq!(
+        (one["tcp_connections"].clone(), one["calls"].clone()),
+        (1.into(), 27.into())
+    );
+    let two = written(&["-Y", "conn != 1"]);
+    assert_eq!(two["tcp_connections"], 2);
+    let both = written(&["-Y", "conn >= 1", "--path", "/grpc.health.v1.Health/Watch"]);
+    assert_eq!(both["tcp_connections"], 2);
+    let none = written(&["-Y", "grpc_status == 99"]);
+    assert_eq!(none["packets"], 0);
+    std::fs::remove_dir_all(&dir).ok();
+}
