@@ -87,6 +87,8 @@ pub enum CheckError {
     CaFile { path: String, reason: String },
     #[error("{0:?} is not a server name TLS can send")]
     Sni(String),
+    #[error("TLS client: {0}")]
+    TlsSetup(String),
 }
 
 /// Received bytes kept at most: a check answer is small.
@@ -261,10 +263,7 @@ fn client_config(
     });
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| CheckError::Handshake {
-            addr: String::new(),
-            reason: e.to_string(),
-        })?
+        .map_err(|e| CheckError::TlsSetup(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
