@@ -398,8 +398,9 @@ fn exported_checks_follow_the_server_under_real_haproxy() {
 
 /// The same over TLS. A health check recorded through a TLS front (its secrets in the client's
 /// key log) is found with `--tls-keylog` and exported as `tcp-check connect ssl alpn h2 sni
-/// localhost`. The front answers only handshakes naming "localhost", so the SNI is proven sent:
-/// the export given another name stays DOWN, as does the one forced to clear text. With and
+/// localhost`. The front answers only handshakes naming "localhost" and negotiating ALPN, so
+/// both are proven sent: the export given another name stays DOWN, as do the one forced to
+/// clear text and the same check with ALPN taken out. With and
 /// without `--ca-file` the checks follow the server's health; `--verify` and `check --ssl`
 /// handshake as HAProxy does.
 #[test]
@@ -489,11 +490,15 @@ fn tls_checks_follow_the_server_under_real_haproxy() {
         "{clear}"
     );
 
-    let haproxy = Haproxy::start(&dir, &[none, verified, wrong_sni, clear]);
+    // The same check without ALPN, as a hand-written one might be: the front refuses it.
+    let no_alpn = none
+        .replace("backend tls_none", "backend tls_no_alpn")
+        .replace(" alpn h2", "");
+    let haproxy = Haproxy::start(&dir, &[none, verified, wrong_sni, clear, no_alpn]);
     let good = ["tls_none", "tls_ca"];
     haproxy.wait_for(&good, "UP", Duration::from_secs(15));
     haproxy.wait_for(
-        &["tls_wrong_sni", "tls_clear"],
+        &["tls_wrong_sni", "tls_clear", "tls_no_alpn"],
         "DOWN",
         Duration::from_secs(15),
     );

@@ -115,12 +115,14 @@ async fn pipe(
     let _ = tls.shutdown().await;
 }
 
-/// A TLS server in front of the plain-text gRPC server at `upstream`.
+/// A TLS server in front of the plain-text gRPC server at `upstream`. Like grpc-go since 1.67,
+/// it refuses clients that do not negotiate ALPN when `cfg` offers protocols.
 pub async fn terminate(
     cfg: rustls::ServerConfig,
     upstream: SocketAddr,
     key_update: bool,
 ) -> SocketAddr {
+    let alpn_required = !cfg.alpn_protocols.is_empty();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -131,6 +133,9 @@ pub async fn terminate(
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
+                if alpn_required && tls.get_ref().1.alpn_protocol().is_none() {
+                    return;
+                }
                 let Ok(plain) = TcpStream::connect(upstream).await else {
                     return;
                 };
