@@ -97,7 +97,7 @@ pub struct ConnState {
 struct Handler<'a> {
     cfg: &'a Http2Config,
     keys: Option<&'a Arc<KeyLog>>,
-    search_budget: &'a tls::SearchBudget,
+    budget: &'a tls::Budget,
     grpc: &'a GrpcConfig,
     schemas: &'a mut Schemas,
     sink: &'a mut dyn Sink,
@@ -170,7 +170,8 @@ impl FlowHandler for Handler<'_> {
                 return;
             }
             if at_start && tls::starts_client_hello(bytes) {
-                state.tls = Some(Box::new(tls::Session::new(dir, self.keys.cloned())));
+                let budget = self.budget.clone();
+                state.tls = Some(Box::new(tls::Session::new(dir, self.keys.cloned(), budget)));
             } else if state.tls.is_none()
                 && !info.handshake_seen
                 && state.h2.mode() == Mode::Detect
@@ -180,7 +181,7 @@ impl FlowHandler for Handler<'_> {
                 // TLS joined after its handshake. What the HTTP/2 stage held while it looked
                 // for frames was records: it starts afresh on what is decrypted.
                 let mut session =
-                    tls::Session::joined(dir, self.keys.cloned(), self.search_budget.clone());
+                    tls::Session::joined(dir, self.keys.cloned(), self.budget.clone());
                 session.add_undecrypted(state.bytes[0] + state.bytes[1] - bytes.len() as u64);
                 state.tls = Some(Box::new(session));
                 state.h2 = Connection::new(info, self.cfg);
@@ -307,8 +308,9 @@ pub struct Dissector {
     stats: Stats,
     /// Number of the last packet seen, where the capture ends.
     last_index: u64,
-    /// What this dissection may still spend looking for the keys of TLS joined mid-way.
-    search_budget: tls::SearchBudget,
+    /// What this dissection's TLS connections may still spend searching for keys, and hold
+    /// while waiting for secrets.
+    tls_budget: tls::Budget,
 }
 
 impl Dissector {
@@ -324,7 +326,7 @@ impl Dissector {
             schemas,
             stats: Stats::default(),
             last_index: 0,
-            search_budget: tls::SearchBudget::default(),
+            tls_budget: tls::Budget::default(),
         }
     }
 
@@ -390,13 +392,13 @@ impl Dissector {
             flows,
             schemas,
             stats,
-            search_budget,
+            tls_budget,
             ..
         } = self;
         let handler = Handler {
             cfg: &cfg.http2,
             keys: cfg.tls_keys.as_ref(),
-            search_budget,
+            budget: tls_budget,
             grpc: &cfg.grpc,
             schemas,
             sink,

@@ -211,7 +211,7 @@ fuzz_target!(|data: &[u8]| {
     let mut session = if joined {
         Session::joined(Dir::Forward, Some(keys.clone()), Default::default())
     } else {
-        Session::new(Dir::Forward, Some(keys.clone()))
+        Session::new(Dir::Forward, Some(keys.clone()), Default::default())
     };
     let mut sealer = Sealer::new(suite);
     if joined {

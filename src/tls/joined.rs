@@ -10,12 +10,11 @@
 //! decrypted, as in Wireshark. A key change (KeyUpdate) before the capture started means the
 //! logged secret no longer applies either.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::cipher::{expand_label, Decryptor, Suite};
 use super::keylog::{KeyLog, TrafficSecret};
-use super::{record_len, Output, Session, APPLICATION_DATA, RESYNC_WINDOW};
+use super::{record_len, Budget, Output, Session, APPLICATION_DATA, RESYNC_WINDOW};
 use crate::tcp::Dir;
 
 /// Sequence numbers tried at most per secret: a direction joined after a million records is
@@ -27,7 +26,7 @@ const MAX_UPDATES: usize = 3;
 /// the key log, each is searched less deep. A few tenths of a second; little under the fuzzer,
 /// which would otherwise spend its time there.
 const BUDGET: u64 = if cfg!(fuzzing) { 1 << 12 } else { 1 << 21 };
-/// Tries each search makes even when the dissection's [`SearchBudget`] is spent: enough for a
+/// Tries each search makes even when the dissection's [`Budget`] is spent: enough for a
 /// connection joined early.
 const FLOOR: u64 = 1 << 12;
 
@@ -42,40 +41,6 @@ struct Found {
     seq: u64,
 }
 
-/// Tries (one block of keystream each) a dissection may spend on the searches of all its
-/// connections joined mid-way: about ten seconds. Without it, a capture of many such
-/// connections that the key log does not have could make it search without end.
-const DISSECTION_BUDGET: u64 = 1 << 25;
-
-/// What is left of a dissection's budget of tries, shared by its connections.
-#[derive(Debug, Clone)]
-pub struct SearchBudget(Arc<AtomicU64>);
-
-impl Default for SearchBudget {
-    fn default() -> Self {
-        SearchBudget(Arc::new(AtomicU64::new(DISSECTION_BUDGET)))
-    }
-}
-
-impl SearchBudget {
-    /// Takes up to `want` tries; returns how many were granted.
-    fn take(&self, want: u64) -> u64 {
-        let mut granted = 0;
-        let _ = self
-            .0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
-                granted = want.min(left);
-                Some(left - granted)
-            });
-        granted
-    }
-
-    /// Gives back tries a search did not use.
-    fn give_back(&self, unused: u64) {
-        self.0.fetch_add(unused, Ordering::Relaxed);
-    }
-}
-
 /// The search for a joined connection's secrets.
 #[derive(Default)]
 pub(super) struct Hunt {
@@ -83,7 +48,6 @@ pub(super) struct Hunt {
     held: [Vec<u8>; 2],
     /// The client random of the secret that opened one direction: the other tries its pair.
     found: Option<Vec<u8>>,
-    budget: SearchBudget,
 }
 
 /// A record whose boundaries are certain enough to spend the search on: an application data
@@ -127,14 +91,11 @@ fn suites_for(secret: &[u8]) -> impl Iterator<Item = Suite> {
 impl Session {
     /// A connection whose handshake the capture lacks, first seen in direction `first`. Its
     /// client is known once a secret opens a record.
-    pub fn joined(first: Dir, keys: Option<Arc<KeyLog>>, budget: SearchBudget) -> Session {
-        let mut s = Session::new(first, keys);
+    pub fn joined(first: Dir, keys: Option<Arc<KeyLog>>, budget: Budget) -> Session {
+        let mut s = Session::new(first, keys, budget);
         s.info.joined = true;
         if s.has_keys() {
-            s.hunt = Some(Box::new(Hunt {
-                budget,
-                ..Hunt::default()
-            }));
+            s.hunt = Some(Box::default());
         } else {
             s.stop_both();
         }
@@ -314,17 +275,13 @@ impl Session {
         let header: [u8; 5] = rec[..5].try_into().unwrap_or_default();
         let body = &rec[5..];
         let n = candidates.len() as u64;
-        // The run's budget, once spent, still leaves each search a shallow look.
-        let budget = self
-            .hunt
-            .as_ref()
-            .map(|h| h.budget.clone())
-            .unwrap_or_default();
-        let granted = budget.take(BUDGET);
+        // The dissection's budget, once spent, still leaves each search a shallow look.
+        let budget = self.budget.clone();
+        let granted = budget.take_search(BUDGET);
         let shallow = granted < BUDGET;
         let deepest = (granted.max(FLOOR) / n).min(MAX_SEQ);
         let mut tried = 0u64;
-        let give_back = |tried: u64| budget.give_back(granted.saturating_sub(tried));
+        let give_back = |tried: u64| budget.give_back_search(granted.saturating_sub(tried));
         let mut plain = Vec::new();
         let mut from = 0u64;
         let mut to = deepest.min(256);
@@ -503,7 +460,7 @@ mod tests {
     /// trial, the client's as its pair, and both directions read from the first whole record.
     #[test]
     fn both_directions_are_found_after_records_missed() {
-        let mut s = Session::joined(Dir::Forward, Some(key_log()), SearchBudget::default());
+        let mut s = Session::joined(Dir::Forward, Some(key_log()), Budget::default());
         let (plain, problems) = run(&mut s, Dir::Forward, &records(false, 1000, 1004));
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(
@@ -530,7 +487,7 @@ mod tests {
     /// not, and the error says the search was cut short. What a search does not use goes back.
     #[test]
     fn a_spent_budget_leaves_a_shallow_search() {
-        let spent = SearchBudget(Arc::new(AtomicU64::new(0)));
+        let spent = Budget::with(0, super::super::MAX_HELD);
         let mut early = Session::joined(Dir::Forward, Some(key_log()), spent.clone());
         let (plain, _) = run(&mut early, Dir::Forward, &records(true, 10, 12));
         assert_eq!(plain.len(), 2);
@@ -540,22 +497,18 @@ mod tests {
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].contains("budget"), "{problems:?}");
 
-        let budget = SearchBudget::default();
+        let budget = Budget::default();
         let mut found = Session::joined(Dir::Forward, Some(key_log()), budget.clone());
         run(&mut found, Dir::Forward, &records(true, 3, 6));
-        let left = budget.0.load(Ordering::Relaxed);
-        assert!(
-            DISSECTION_BUDGET - left < 10_000,
-            "spent {}",
-            DISSECTION_BUDGET - left
-        );
+        let spent = super::super::MAX_SEARCH - budget.search_left();
+        assert!(spent < 10_000, "spent {spent}");
     }
 
     /// Without secrets, or with secrets that are not the connection's: no plaintext, and one
     /// problem only when a key log with secrets was given.
     #[test]
     fn foreign_or_missing_secrets_say_so_once() {
-        let mut none = Session::joined(Dir::Forward, None, SearchBudget::default());
+        let mut none = Session::joined(Dir::Forward, None, Budget::default());
         assert_eq!(
             run(&mut none, Dir::Forward, &records(true, 0, 3)),
             (vec![], vec![])
@@ -566,7 +519,7 @@ mod tests {
             hex::encode([0x33u8; 32])
         )));
         // A small budget: a whole search in a debug build takes seconds.
-        let small = SearchBudget(Arc::new(AtomicU64::new(1 << 14)));
+        let small = Budget::with(1 << 14, super::super::MAX_HELD);
         let mut s = Session::joined(Dir::Forward, Some(other), small);
         let (plain, problems) = run(&mut s, Dir::Forward, &records(true, 0, 3));
         assert!(plain.is_empty());

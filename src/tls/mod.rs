@@ -10,11 +10,12 @@ pub mod hello;
 mod joined;
 pub mod keylog;
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::tcp::Dir;
 use cipher::{Decryptor, Suite};
-pub use joined::{looks_joined, SearchBudget};
+pub use joined::looks_joined;
 use keylog::Label;
 pub use keylog::{KeyLog, KeyLogError};
 
@@ -225,11 +226,84 @@ struct Resync {
     next_at: usize,
 }
 
-/// Records held until the key log has the connection's secrets.
-#[derive(Default)]
+/// Records held until the key log has the connection's secrets. Their bytes count against the
+/// dissection's [`Budget`] until they go, however they go.
 struct Waiting {
     records: Vec<(Dir, Vec<u8>)>,
     bytes: usize,
+    budget: Budget,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.budget.release_held(self.bytes);
+    }
+}
+
+/// Tries (one block of keystream each) a dissection may spend on the searches for the keys of
+/// all its connections joined mid-way: about three seconds.
+const MAX_SEARCH: u64 = 1 << 25;
+/// Record bytes all the connections of a dissection may hold while their secrets are not
+/// logged yet ([`MAX_WAITING`] each).
+const MAX_HELD: usize = 64 << 20;
+
+/// What the TLS connections of one dissection may spend together, so that no number of
+/// connections makes it search or hold without end: tries searching for the keys of
+/// connections joined mid-way, and bytes of records waiting for their secrets.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    search: Arc<AtomicU64>,
+    held: Arc<AtomicUsize>,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget::with(MAX_SEARCH, MAX_HELD)
+    }
+}
+
+impl Budget {
+    fn with(search: u64, held: usize) -> Budget {
+        Budget {
+            search: Arc::new(AtomicU64::new(search)),
+            held: Arc::new(AtomicUsize::new(held)),
+        }
+    }
+
+    /// Takes up to `want` tries; returns how many were granted.
+    fn take_search(&self, want: u64) -> u64 {
+        let mut granted = 0;
+        let _ = self
+            .search
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                granted = want.min(left);
+                Some(left - granted)
+            });
+        granted
+    }
+
+    /// Gives back tries a search did not use.
+    fn give_back_search(&self, unused: u64) {
+        self.search.fetch_add(unused, Ordering::Relaxed);
+    }
+
+    #[cfg(test)]
+    fn search_left(&self) -> u64 {
+        self.search.load(Ordering::Relaxed)
+    }
+
+    /// Takes `bytes` of records to hold, if that many are left.
+    fn hold(&self, bytes: usize) -> bool {
+        self.held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(bytes)
+            })
+            .is_ok()
+    }
+
+    fn release_held(&self, bytes: usize) {
+        self.held.fetch_add(bytes, Ordering::Relaxed);
+    }
 }
 
 /// One TLS connection, both directions.
@@ -252,12 +326,14 @@ pub struct Session {
     plain: Vec<u8>,
     /// Joined mid-way: looking for the secrets among the key log's.
     hunt: Option<Box<joined::Hunt>>,
+    /// What this connection shares with the others of its dissection.
+    budget: Budget,
 }
 
 impl Session {
     /// A connection whose `client` direction started with a ClientHello. Without keys it is
     /// only read for what it shows in clear.
-    pub fn new(client: Dir, keys: Option<Arc<KeyLog>>) -> Session {
+    pub fn new(client: Dir, keys: Option<Arc<KeyLog>>, budget: Budget) -> Session {
         Session {
             keys,
             client,
@@ -272,6 +348,7 @@ impl Session {
             undecrypted: 0,
             plain: Vec::new(),
             hunt: None,
+            budget,
         }
     }
 
@@ -621,7 +698,11 @@ impl Session {
         if !self.install_keys() {
             // Only a file can still receive them; records are not held for nothing.
             if keys.may_grow() {
-                self.waiting = Some(Waiting::default());
+                self.waiting = Some(Waiting {
+                    records: Vec::new(),
+                    bytes: 0,
+                    budget: self.budget.clone(),
+                });
             } else {
                 self.no_secrets(out);
             }
@@ -697,22 +778,24 @@ impl Session {
         let needs_key = self.sides[dir.index()].protected
             && self.sides[dir.index()].current.is_none()
             && rec[0] != CHANGE_CIPHER_SPEC;
-        if needs_key && waiting.bytes + rec.len() <= MAX_WAITING {
+        if needs_key && waiting.bytes + rec.len() <= MAX_WAITING && waiting.budget.hold(rec.len()) {
             waiting.bytes += rec.len();
             waiting.records.push((dir, rec.to_vec()));
         } else if needs_key {
-            // Too long without secrets: they are not coming.
-            let waiting = self.waiting.take().unwrap_or_default();
-            self.undecrypted += (waiting.bytes + rec.len()) as u64;
+            // Too long without secrets (or too much held by all connections): they are not
+            // coming in time.
+            let held = self.waiting.take().map_or(0, |w| w.bytes);
+            self.undecrypted += (held + rec.len()) as u64;
             self.no_secrets(out);
             return true;
         }
         if !self.install_keys() {
             return needs_key;
         }
-        let waiting = self.waiting.take().unwrap_or_default();
-        for (d, r) in &waiting.records {
-            self.record(*d, r, out);
+        if let Some(waiting) = self.waiting.take() {
+            for (d, r) in &waiting.records {
+                self.record(*d, r, out);
+            }
         }
         needs_key
     }
@@ -775,6 +858,28 @@ fn record_len(b: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
+    /// Records held for their secrets take from the dissection's budget, and give back when
+    /// they go, however they go.
+    #[test]
+    fn held_records_are_bounded_across_connections() {
+        let budget = Budget::with(0, 100);
+        let waiting = |bytes| Waiting {
+            records: Vec::new(),
+            bytes,
+            budget: budget.clone(),
+        };
+        assert!(budget.hold(60));
+        let first = waiting(60);
+        assert!(!budget.hold(50), "over the budget");
+        assert!(budget.hold(40));
+        let second = waiting(40);
+        drop(first);
+        assert!(budget.hold(60) && !budget.hold(1));
+        drop(second);
+        drop(waiting(60));
+        assert!(budget.hold(100));
+    }
+
     #[test]
     fn handshake_messages_are_joined_across_records_and_big_ones_passed_over() {
         let mut hs = Handshakes::default();
@@ -799,7 +904,7 @@ mod tests {
     fn garbage_stops_a_direction_once_without_panicking() {
         let keys = Arc::new(KeyLog::from_text("CLIENT_RANDOM 01 02\n"));
         for (keys, said) in [(Some(keys), 1), (None, 0)] {
-            let mut s = Session::new(Dir::Forward, keys);
+            let mut s = Session::new(Dir::Forward, keys, Budget::default());
             let mut problems = 0;
             let mut out = |_: Dir, o: Output<'_>| {
                 if let Output::Problem(_) = o {
@@ -826,7 +931,7 @@ mod tests {
         rec.extend(&body);
         assert!(starts_client_hello(&rec));
         for step in 1..rec.len() {
-            let mut s = Session::new(Dir::Forward, None);
+            let mut s = Session::new(Dir::Forward, None, Budget::default());
             for chunk in rec.chunks(step) {
                 s.feed(Dir::Forward, chunk, &mut |_, _| {});
             }
