@@ -208,7 +208,7 @@ impl Routed {
     /// The worker's number of the connection this is about.
     fn conn(&self) -> Option<u64> {
         match self {
-            Routed::Event(e) => conn_ref(e),
+            Routed::Event(e) => e.conn(),
             Routed::Line(_, c) => c.map(|c| c.conn),
         }
     }
@@ -264,7 +264,7 @@ impl Sink for Collect<'_> {
         let handoff = self.route.route(&event, self.first_ts, &mut self.text);
         if let Handoff::Line(slot) = handoff {
             let abs = |i: usize| self.sent + i as u64;
-            let conn = slot.zip(conn_ref(&event)).map(|(slot, conn)| LineConn {
+            let conn = slot.zip(event.conn()).map(|(slot, conn)| LineConn {
                 at: abs(slot.at),
                 width: slot.width,
                 conn,
@@ -392,19 +392,6 @@ fn shard(seg: &TcpSegment<'_>, workers: usize) -> usize {
     (h % workers as u64) as usize
 }
 
-/// The connection number an event carries.
-fn conn_ref(e: &Event) -> Option<u64> {
-    match e {
-        Event::Frame(f) => Some(f.origin.conn),
-        Event::Message(m) => Some(m.origin.conn),
-        Event::Call(c) => Some(c.conn),
-        Event::Gap(g) => Some(g.origin.conn),
-        Event::Error(e) => e.origin.map(|o| o.conn),
-        Event::ConnectionEnd(e) => Some(e.conn),
-    }
-}
-
-/// The connection number an event carries, to renumber it.
 /// Puts events back in capture order and renumbers connections.
 struct Merge<'a> {
     queues: Vec<VecDeque<(Tag, Output)>>,
