@@ -896,7 +896,7 @@ fn read_file<W: Write>(
         harvest_schemas(file, base_schemas.clone(), &cfg, limit)
     };
     let filter = args.output.display_filter.as_ref();
-    let path_conns = match (&args.write, args.path.as_deref(), filter) {
+    let selected_conns = match (&args.write, args.path.as_deref(), filter) {
         (Some(_), None, None) | (None, _, _) => None,
         (Some(_), path, filter) => Some(conns_selected(file, path, filter, &cfg, schemas.clone())),
     };
@@ -957,7 +957,7 @@ fn read_file<W: Write>(
             if let Some(w) = writer.as_mut() {
                 let by_conn =
                     args.conns.is_empty() || conn.is_some_and(|c| args.conns.contains(&c));
-                let by_path = path_conns
+                let by_path = selected_conns
                     .as_ref()
                     .is_none_or(|set| conn.is_some_and(|c| set.contains(&c)));
                 // Secrets to embed only once some are known (given, or met in the file).
@@ -1241,13 +1241,17 @@ fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
         let result = if health {
             let filter = args.display_filter.as_ref();
             let mut sink = h::Health::new(|report: h::ConnectionHealth| {
-                let json = h::to_json(&report);
-                if filter.is_some_and(|f| !f.matches_json(&json)) {
-                    return;
+                // The JSON form is built only when the filter or the output needs it.
+                let json =
+                    (filter.is_some() || format == Format::Jsonl).then(|| h::to_json(&report));
+                if let (Some(f), Some(json)) = (filter, &json) {
+                    if !f.matches_json(json) {
+                        return;
+                    }
                 }
-                let text = match format {
-                    Format::Text => h::to_text(&report),
-                    Format::Jsonl => format!("{json}\n"),
+                let text = match json {
+                    Some(json) if format == Format::Jsonl => format!("{json}\n"),
+                    _ => h::to_text(&report),
                 };
                 write_failed |= out.write_all(text.as_bytes()).is_err();
             });
@@ -1260,10 +1264,9 @@ fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
                 Some(f) => run(&mut Filtered::new(f, &mut stats)),
                 None => run(&mut stats),
             };
-            let mut sink = stats;
             let written = match format {
-                Format::Text => sink.write_text(&mut out),
-                Format::Jsonl => sink.write_json(&mut out),
+                Format::Text => stats.write_text(&mut out),
+                Format::Jsonl => stats.write_json(&mut out),
             };
             write_failed |= written.is_err();
             r

@@ -461,23 +461,33 @@ fn testdata_tls() -> (Vec<u8>, String, Vec<Event>, SocketAddr) {
     (pcap, log, whole, server)
 }
 
-/// Record numbers of the full-size segments towards the server (or towards the client).
-fn full_segments(pcap: &[u8], server: SocketAddr, to_server: bool) -> Vec<usize> {
+/// The TCP segments of a capture that carry data: record number, towards `server` or not,
+/// payload.
+fn data_segments(pcap: &[u8], server: SocketAddr) -> Vec<(usize, bool, Vec<u8>)> {
     let mut reader =
         h2scope::capture::CaptureReader::from_read("mem", std::io::Cursor::new(pcap.to_vec()))
             .unwrap();
-    let mut picked = Vec::new();
+    let mut out = Vec::new();
     reader
         .for_each_packet(|p| {
             if let Ok(seg) = h2scope::capture::link::decode(p.link, p.data) {
-                if (seg.dst == server) == to_server && seg.payload.len() == 1460 {
-                    picked.push(p.index as usize);
+                if !seg.payload.is_empty() {
+                    out.push((p.index as usize, seg.dst == server, seg.payload.to_vec()));
                 }
             }
             true
         })
         .unwrap();
-    picked
+    out
+}
+
+/// Record numbers of the full-size segments towards the server (or towards the client).
+fn full_segments(pcap: &[u8], server: SocketAddr, to_server: bool) -> Vec<usize> {
+    data_segments(pcap, server)
+        .into_iter()
+        .filter(|(_, to, payload)| *to == to_server && payload.len() == 1460)
+        .map(|(index, _, _)| index)
+        .collect()
 }
 
 /// Segments lost in the middle of the 300 kB message of one direction: decryption finds the
@@ -597,21 +607,10 @@ fn resumed_sessions_decrypt() {
 
 /// The TLS testdata capture's segments, in order, as (from the client, payload).
 fn segments_of(pcap: &[u8], server: SocketAddr) -> Vec<(bool, Vec<u8>)> {
-    let mut reader =
-        h2scope::capture::CaptureReader::from_read("mem", std::io::Cursor::new(pcap.to_vec()))
-            .unwrap();
-    let mut out = Vec::new();
-    reader
-        .for_each_packet(|p| {
-            if let Ok(seg) = h2scope::capture::link::decode(p.link, p.data) {
-                if !seg.payload.is_empty() {
-                    out.push((seg.dst == server, seg.payload.to_vec()));
-                }
-            }
-            true
-        })
-        .unwrap();
-    out
+    data_segments(pcap, server)
+        .into_iter()
+        .map(|(_, to_server, payload)| (to_server, payload))
+        .collect()
 }
 
 proptest::proptest! {

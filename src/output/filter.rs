@@ -99,16 +99,7 @@ impl Filter {
     pub fn matches_json(&self, v: &Value) -> bool {
         eval(&self.expr, v)
     }
-}
 
-impl std::str::FromStr for Filter {
-    type Err = FilterError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Filter::parse(s)
-    }
-}
-
-impl Filter {
     /// The filter looks at this top-level field.
     fn uses(&self, name: &str) -> bool {
         fn walk(e: &Expr, name: &str) -> bool {
@@ -119,6 +110,13 @@ impl Filter {
             }
         }
         walk(&self.expr, name)
+    }
+}
+
+impl std::str::FromStr for Filter {
+    type Err = FilterError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Filter::parse(s)
     }
 }
 
@@ -264,13 +262,13 @@ fn compare(v: &Value, op: Op, lit: &Literal) -> bool {
     match (lit, op) {
         (Literal::Pattern(re), _) => text_of(v).is_some_and(|t| re.is_match(&t)),
         (_, Op::Contains) => {
-            let needle = match lit {
-                Literal::Text(s) => s.clone(),
-                Literal::Num(n) => number_text(*n),
-                Literal::Bool(b) => b.to_string(),
+            let needle: std::borrow::Cow<'_, str> = match lit {
+                Literal::Text(s) => s.as_str().into(),
+                Literal::Num(n) => number_text(*n).into(),
+                Literal::Bool(b) => b.to_string().into(),
                 Literal::Null | Literal::Pattern(_) => return false,
             };
-            text_of(v).is_some_and(|t| t.contains(&needle))
+            text_of(v).is_some_and(|t| t.contains(needle.as_ref()))
         }
         (Literal::Num(n), _) => {
             let x = match v {
@@ -368,7 +366,6 @@ fn lex(text: &str) -> Result<Vec<Token>, FilterError> {
             i += 1;
             continue;
         }
-        let two: String = chars[i..chars.len().min(i + 2)].iter().collect();
         let (tok, len) = match c {
             '(' => (Tok::Open, 1),
             ')' => (Tok::Close, 1),
@@ -408,14 +405,13 @@ fn lex(text: &str) -> Result<Vec<Token>, FilterError> {
                 }
                 (Tok::Text(s), j + 1 - i)
             }
-            _ => match two.as_str() {
-                "==" | "!=" | "<=" | ">=" | "&&" | "||" => {
-                    let op = ["==", "!=", "<=", ">=", "&&", "||"]
-                        .into_iter()
-                        .find(|o| *o == two)
-                        .unwrap_or("==");
-                    (Tok::Op(op), 2)
-                }
+            _ => match (c, chars.get(i + 1)) {
+                ('=', Some('=')) => (Tok::Op("=="), 2),
+                ('!', Some('=')) => (Tok::Op("!="), 2),
+                ('<', Some('=')) => (Tok::Op("<="), 2),
+                ('>', Some('=')) => (Tok::Op(">="), 2),
+                ('&', Some('&')) => (Tok::Op("&&"), 2),
+                ('|', Some('|')) => (Tok::Op("||"), 2),
                 _ => match c {
                     '<' => (Tok::Op("<"), 1),
                     '>' => (Tok::Op(">"), 1),

@@ -19,7 +19,7 @@ use crate::tcp::Dir;
 
 /// Sequence numbers tried at most per secret: a direction joined after a million records is
 /// not searched further.
-pub(super) const MAX_SEQ: u64 = 1 << 20;
+const MAX_SEQ: u64 = 1 << 20;
 /// Key updates followed from each logged secret.
 const MAX_UPDATES: usize = 3;
 /// Keystream blocks tried at most per search (at most two per direction): with many secrets in
@@ -167,8 +167,10 @@ impl Session {
         let (a, b) = chain[probe];
         // With a single neighbour, a key change between them fails the right number: then the
         // search is made again without it, at the price of more whole decryptions.
-        let found = match self.search(dir, &held[a..b], &neighbours) {
-            Err(_) if neighbours.len() == 1 => self.search(dir, &held[a..b], &[]),
+        // The keys are derived once for both searches.
+        let mut candidates = self.candidates(dir);
+        let found = match self.search(dir, &mut candidates, &held[a..b], &neighbours) {
+            Err(_) if neighbours.len() == 1 => self.search(dir, &mut candidates, &held[a..b], &[]),
             other => other,
         };
         let Found {
@@ -255,6 +257,7 @@ impl Session {
     fn search(
         &mut self,
         dir: Dir,
+        candidates: &mut Vec<(TrafficSecret, Decryptor)>,
         rec: &[u8],
         neighbours: &[(&[u8], i64)],
     ) -> Result<Found, String> {
@@ -264,7 +267,6 @@ impl Session {
         } else {
             "server"
         };
-        let mut candidates = self.candidates(dir);
         if candidates.is_empty() {
             return Err(if paired {
                 format!("TLS connection joined mid-way: the key log lacks the {side} secret paired with the one that decrypts the other direction")
