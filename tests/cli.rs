@@ -861,7 +861,7 @@ fn display_filter_selects_the_events_its_fields_name() {
     let capture = testdata("grpc-health.pcap");
     let all = jsonl(&["read", "--format", "jsonl", "--no-summary", &capture]);
     type Pick = fn(&Value) -> bool;
-    let cases: [(&str, Pick); 7] = [
+    let cases: [(&str, Pick); 8] = [
         ("event == call && end == reset", |e| {
             e["event"] == "call" && e["end"] == "reset"
         }),
@@ -895,6 +895,10 @@ fn display_filter_selects_the_events_its_fields_name() {
         ("duration >= 0.0005 and event == call", |e| {
             e["event"] == "call" && e["duration"].as_f64().unwrap() >= 0.0005
         }),
+        // No message can match: message events are not built.
+        ("event != message and stream == 1", |e| {
+            e.get("event").is_some() && e["event"] != "message" && e["stream"] == 1
+        }),
     ];
     for (filter, pick) in cases {
         let shown = jsonl(&[
@@ -910,6 +914,32 @@ fn display_filter_selects_the_events_its_fields_name() {
         assert!(!expected.is_empty(), "{filter} selects nothing");
         assert!(expected.len() < all.len(), "{filter} selects everything");
         assert_eq!(shown.iter().collect::<Vec<_>>(), expected, "{filter}");
+    }
+    // What no frame or message can match is not built, and is counted all the same.
+    let last = |args: &[&str]| jsonl(args).pop().unwrap();
+    for threads in ["1", "2"] {
+        let full = last(&[
+            "read",
+            "-q",
+            "--format",
+            "jsonl",
+            "--threads",
+            threads,
+            &capture,
+        ]);
+        for filter in ["event == call and grpc_status == 0", "not event == message"] {
+            let filtered = last(&[
+                "read",
+                "--format",
+                "jsonl",
+                "--threads",
+                threads,
+                "-Y",
+                filter,
+                &capture,
+            ]);
+            assert_eq!(filtered, full, "{filter} --threads {threads}");
+        }
     }
     // Text output and --calls filter the same events; the summary counts them all.
     let out = Command::new(BIN)

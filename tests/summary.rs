@@ -35,6 +35,17 @@ fn summary(file: &str, args: &[&str]) -> serde_json::Value {
     v
 }
 
+/// Every event of a capture, dissected in this process.
+fn dissect<S: h2scope::event::Sink>(file: &str, sink: &mut S) {
+    let mut reader = h2scope::capture::CaptureReader::open(file).unwrap();
+    let mut d = h2scope::pipeline::Dissector::new(h2scope::pipeline::Config::default());
+    let _ = reader.for_each_packet(|p| {
+        d.packet(p, sink);
+        true
+    });
+    d.finish(sink);
+}
+
 fn captures() -> Vec<String> {
     let root = env!("CARGO_MANIFEST_DIR");
     let mut files = Vec::new();
@@ -87,10 +98,8 @@ fn a_summary_counts_what_the_full_output_shows() {
 /// that takes everything, and a `Counting` around it must count the messages all the same.
 #[test]
 fn a_sink_without_messages_gets_every_other_event() {
-    use h2scope::capture::CaptureReader;
     use h2scope::event::{Event, Sink, Wants};
     use h2scope::output::Counting;
-    use h2scope::pipeline::{Config, Dissector};
 
     struct NoMessages(Vec<Event>);
     impl Sink for NoMessages {
@@ -101,16 +110,6 @@ fn a_sink_without_messages_gets_every_other_event() {
             self.0.push(e);
         }
     }
-    fn dissect<S: Sink>(file: &str, sink: &mut S) {
-        let mut reader = CaptureReader::open(file).unwrap();
-        let mut d = Dissector::new(Config::default());
-        let _ = reader.for_each_packet(|p| {
-            d.packet(p, sink);
-            true
-        });
-        d.finish(sink);
-    }
-
     let mut messages = 0;
     for file in captures() {
         let mut full = Counting::new(Vec::<Event>::new());
@@ -129,4 +128,49 @@ fn a_sink_without_messages_gets_every_other_event() {
         assert!(got == others, "{file}: other events differ");
     }
     assert!(messages > 100, "only {messages} messages in all captures");
+}
+
+/// A display filter writes only the fields it names and decides on them, and decides on
+/// `event` alone when that is enough (`event == call and ...` for a frame). Both must agree,
+/// on every event of every capture, with deciding on the event's whole JSON Lines form.
+#[test]
+fn a_display_filter_decides_as_on_the_whole_event() {
+    use h2scope::output::filter::Filter;
+    use h2scope::output::jsonl::event_json;
+
+    let texts = [
+        "event == call and grpc_status != 0",
+        "type == DATA or type == HEADERS and stream > 1",
+        "not event == message",
+        "event != frame and path contains Health",
+        "headers[\":path\"] ~ Watch or request_headers.user-agent contains grpc",
+        "json or fields",
+        "event == error or notes",
+        "length >= 5 and dir == response",
+        "binary_metadata or trailers.grpc-status == 0",
+        "conn == 1 and (flag_names == END_STREAM or end == reset)",
+        "event",
+    ];
+    let filters: Vec<Filter> = texts.iter().map(|f| f.parse().unwrap()).collect();
+    let mut shown = vec![0usize; filters.len()];
+    let mut events = 0;
+    for file in captures() {
+        let mut all = Vec::new();
+        dissect(&file, &mut all);
+        for e in &all {
+            let whole = event_json(e);
+            for (i, f) in filters.iter().enumerate() {
+                let m = f.matches(e);
+                assert_eq!(m, f.matches_json(&whole), "{file}: {} on {whole}", texts[i]);
+                shown[i] += usize::from(m);
+            }
+        }
+        events += all.len();
+    }
+    // Each filter but the last shows some events and hides others, so both answers were
+    // checked.
+    for (f, n) in texts.iter().zip(&shown) {
+        assert!(*n > 0, "{f} shows nothing");
+        assert!(*n < events || *f == "event", "{f} shows all {events}");
+    }
 }

@@ -21,12 +21,31 @@ use regex_lite::Regex;
 use serde_json::Value;
 
 use crate::event::{Event, Sink};
+use crate::output::jsonl;
 use crate::parallel::{Handoff, Route, Shows};
 
 /// A compiled display filter.
 #[derive(Debug, Clone)]
 pub struct Filter {
     expr: Expr,
+    /// The top-level fields the expression names, each once: only these are read from an
+    /// event's line.
+    roots: Vec<String>,
+    /// What the filter says of every frame, message and call, when `event` alone decides it
+    /// (`event == "call" and ...` is false for any frame).
+    by_kind: [Option<bool>; 3],
+}
+
+/// The kinds of event [`Filter::by_kind`] knows, as their JSON Lines `event` names.
+const KINDS: [&str; 3] = ["frame", "message", "call"];
+
+fn kind_index(event: &Event) -> Option<usize> {
+    match event {
+        Event::Frame(_) => Some(0),
+        Event::Message(_) => Some(1),
+        Event::Call(_) => Some(2),
+        _ => None,
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -47,7 +66,12 @@ enum Expr {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Field(Vec<String>);
+struct Field {
+    /// The top-level field it starts from.
+    root: String,
+    /// The names below it.
+    path: Vec<String>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
@@ -87,29 +111,108 @@ impl Filter {
         if let Some(t) = p.tokens.get(p.at) {
             return Err(p.error_at(t.at, format!("unexpected {}", t.tok.describe())));
         }
-        Ok(Filter { expr })
+        let mut roots = Vec::new();
+        expr.roots(&mut roots);
+        let by_kind = KINDS.map(|k| expr.given_event(k));
+        Ok(Filter {
+            expr,
+            roots,
+            by_kind,
+        })
     }
 
     /// Whether the event is shown.
+    ///
+    /// Frames, messages and calls write only the top-level fields the filter names, by the
+    /// JSON Lines writer, and those are parsed: building the whole `Value` of every event cost
+    /// five times the JSON Lines output itself.
     pub fn matches(&self, event: &Event) -> bool {
-        self.matches_json(&crate::output::jsonl::event_json(event))
+        if let Some(known) = kind_index(event).and_then(|k| self.by_kind[k]) {
+            return known;
+        }
+        thread_local! {
+            static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let named = LINE.with_borrow_mut(|line| {
+            line.clear();
+            let named = jsonl::write_event_keys(line, event, &self.roots)
+                .then(|| pick(line, &self.roots))
+                .flatten();
+            if line.capacity() > LINE_KEPT {
+                *line = Vec::new();
+            }
+            named
+        });
+        match named {
+            Some(values) => eval(&self.expr, &Root::Named(&self.roots, &values)),
+            None => self.matches_json(&jsonl::event_json(event)),
+        }
     }
 
     /// Whether an event with this JSON Lines form is shown.
     pub fn matches_json(&self, v: &Value) -> bool {
-        eval(&self.expr, v)
+        eval(&self.expr, &Root::Whole(v))
+    }
+
+    /// Whether some frame may match: a filter that no frame and no message can match lets the
+    /// dissection build neither (see [`crate::event::Wants`]).
+    pub fn may_show_frames(&self) -> bool {
+        self.by_kind[0] != Some(false)
+    }
+
+    /// Whether some gRPC message may match.
+    pub fn may_show_messages(&self) -> bool {
+        self.by_kind[1] != Some(false)
     }
 
     /// The filter looks at this top-level field.
     fn uses(&self, name: &str) -> bool {
-        fn walk(e: &Expr, name: &str) -> bool {
-            match e {
-                Expr::Or(a, b) | Expr::And(a, b) => walk(a, name) || walk(b, name),
-                Expr::Not(a) => walk(a, name),
-                Expr::Present(f) | Expr::Compare(f, _, _) => f.0[0] == name,
+        self.roots.iter().any(|r| r == name)
+    }
+}
+
+/// A line longer than this is not kept for the next event's.
+const LINE_KEPT: usize = 1 << 20;
+
+impl Expr {
+    /// The value of the expression for every event whose `event` field is `kind`, when that
+    /// field alone decides it.
+    fn given_event(&self, kind: &str) -> Option<bool> {
+        match self {
+            Expr::Or(a, b) => match (a.given_event(kind), b.given_event(kind)) {
+                (Some(true), _) | (_, Some(true)) => Some(true),
+                (Some(false), Some(false)) => Some(false),
+                _ => None,
+            },
+            Expr::And(a, b) => match (a.given_event(kind), b.given_event(kind)) {
+                (Some(false), _) | (_, Some(false)) => Some(false),
+                (Some(true), Some(true)) => Some(true),
+                _ => None,
+            },
+            Expr::Not(a) => a.given_event(kind).map(|v| !v),
+            Expr::Present(f) | Expr::Compare(f, _, _) if f.root == "event" && f.path.is_empty() => {
+                // Evaluated as any event of the kind would be, so the two cannot disagree.
+                let mut event = serde_json::Map::new();
+                event.insert("event".into(), Value::String(kind.into()));
+                Some(eval(self, &Root::Whole(&Value::Object(event))))
+            }
+            Expr::Present(_) | Expr::Compare(..) => None,
+        }
+    }
+
+    fn roots(&self, out: &mut Vec<String>) {
+        match self {
+            Expr::Or(a, b) | Expr::And(a, b) => {
+                a.roots(out);
+                b.roots(out);
+            }
+            Expr::Not(a) => a.roots(out),
+            Expr::Present(f) | Expr::Compare(f, _, _) => {
+                if !out.contains(&f.root) {
+                    out.push(f.root.clone());
+                }
             }
         }
-        walk(&self.expr, name)
     }
 }
 
@@ -160,7 +263,14 @@ impl Route for FilterRoute {
     }
 
     fn shows(&self) -> Shows {
-        self.inner.shows()
+        match self.inner.shows() {
+            Shows::Everything
+                if !self.filter.may_show_frames() && !self.filter.may_show_messages() =>
+            {
+                Shows::Calls
+            }
+            shows => shows,
+        }
     }
 }
 
@@ -188,19 +298,93 @@ impl<S: Sink + ?Sized> Sink for Filtered<'_, S> {
     }
 }
 
-fn eval(e: &Expr, v: &Value) -> bool {
+/// The values of `names` among the top-level fields of a JSON object, the others skipped;
+/// `None` if the text is not such an object. A map of them would cost its keys and nodes.
+fn pick(text: &[u8], names: &[String]) -> Option<Vec<Option<Value>>> {
+    use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
+
+    struct Pick<'n>(&'n [String]);
+    impl<'de> Visitor<'de> for Pick<'_> {
+        type Value = Vec<Option<Value>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = vec![None; self.0.len()];
+            // Keys are the program's own names, never escaped, so they borrow from the text.
+            while let Some(key) = map.next_key::<&'de str>()? {
+                match self.0.iter().position(|n| n == key) {
+                    Some(i) => out[i] = Some(map.next_value()?),
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+    serde_json::Deserializer::from_slice(text)
+        .deserialize_map(Pick(names))
+        .ok()
+}
+
+/// What a filter's fields start from: an event's whole JSON form, or the values of the
+/// top-level fields the filter names (see [`Filter::roots`]).
+enum Root<'v> {
+    Whole(&'v Value),
+    Named(&'v [String], &'v [Option<Value>]),
+}
+
+impl<'v> Root<'v> {
+    /// The top-level field `name`.
+    fn get(&self, name: &str) -> Option<&'v Value> {
+        match *self {
+            Root::Whole(v) => v.get(name),
+            Root::Named(names, values) => names
+                .iter()
+                .position(|n| n == name)
+                .and_then(|i| values.get(i)?.as_ref()),
+        }
+    }
+}
+
+fn eval(e: &Expr, v: &Root<'_>) -> bool {
     match e {
         Expr::Or(a, b) => eval(a, v) || eval(b, v),
         Expr::And(a, b) => eval(a, v) && eval(b, v),
         Expr::Not(a) => !eval(a, v),
-        Expr::Present(f) => resolve(v, f)
+        Expr::Present(f) => values(v, f)
+            .as_slice()
             .iter()
             .any(|x| !x.is_null() && **x != Value::Bool(false)),
         Expr::Compare(f, Op::Ne, lit) => {
-            let values = resolve(v, f);
+            let values = values(v, f);
+            let values = values.as_slice();
             !values.is_empty() && !values.iter().any(|x| compare(x, Op::Eq, lit))
         }
-        Expr::Compare(f, op, lit) => resolve(v, f).iter().any(|x| compare(x, *op, lit)),
+        Expr::Compare(f, op, lit) => values(v, f).as_slice().iter().any(|x| compare(x, *op, lit)),
+    }
+}
+
+/// The values of a field: most fields are one top-level value, found without a list.
+enum Values<'v> {
+    One(Option<&'v Value>),
+    Many(Vec<&'v Value>),
+}
+
+impl<'v> Values<'v> {
+    fn as_slice(&self) -> &[&'v Value] {
+        match self {
+            Values::One(v) => v.as_slice(),
+            Values::Many(v) => v,
+        }
+    }
+}
+
+fn values<'v>(root: &Root<'v>, field: &Field) -> Values<'v> {
+    match root.get(&field.root) {
+        one if field.path.is_empty() && !matches!(one, Some(Value::Array(_))) => Values::One(one),
+        _ => Values::Many(resolve(root, field)),
     }
 }
 
@@ -213,9 +397,9 @@ fn as_pair(v: &Value) -> Option<(&str, &Value)> {
 }
 
 /// The values a field names in `root`, lists flattened.
-fn resolve<'v>(root: &'v Value, field: &Field) -> Vec<&'v Value> {
-    let mut current = vec![root];
-    for name in &field.0 {
+fn resolve<'v>(root: &Root<'v>, field: &Field) -> Vec<&'v Value> {
+    let mut current: Vec<&Value> = root.get(&field.root).into_iter().collect();
+    for name in &field.path {
         let mut next = Vec::new();
         for v in current {
             match v {
@@ -597,18 +781,19 @@ impl Parser {
     }
 
     fn field(&mut self) -> Result<Field, FilterError> {
-        let mut parts = Vec::new();
-        match self.peek() {
+        let mut parts: Vec<String> = Vec::new();
+        let root = match self.peek() {
             Some(Tok::Word(w))
                 if !["and", "or", "not", "contains", "matches"]
                     .iter()
                     .any(|k| w.eq_ignore_ascii_case(k)) =>
             {
-                parts.push(w.clone());
+                let w = w.clone();
                 self.at += 1;
+                w
             }
             _ => return Err(self.expected("a field name (as in the JSON Lines output)")),
-        }
+        };
         // Parts are written together: `a.b["c"]`, no spaces.
         while let Some(t) = self.tokens.get(self.at).filter(|t| !t.spaced) {
             match t.tok {
@@ -640,7 +825,7 @@ impl Parser {
                 _ => break,
             }
         }
-        Ok(Field(parts))
+        Ok(Field { root, path: parts })
     }
 }
 

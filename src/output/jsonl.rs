@@ -179,13 +179,37 @@ thread_local! {
 
 /// A JSON object written straight into a buffer: frames are most of the output, and building a
 /// `serde_json::Value` for each would cost more than the whole dissection.
-struct Obj<'a> {
+struct Obj<'a, K: Keys = AllKeys> {
     buf: &'a mut Vec<u8>,
     first: bool,
     /// `Some`: leave the connection number out and note where it goes, as for a line formatted
     /// on a worker thread, which does not know the capture's numbering (see
     /// [`write_without_conn`]).
     conn_hole: Option<Option<usize>>,
+    /// The keys written; the others are left out.
+    keys: K,
+}
+
+/// Which keys of an object are written: all of them for the output, only those a display
+/// filter names when it tests an event (see [`write_event_keys`]).
+trait Keys: Copy {
+    fn has(self, k: &str) -> bool;
+}
+
+#[derive(Clone, Copy)]
+struct AllKeys;
+
+impl Keys for AllKeys {
+    #[inline(always)]
+    fn has(self, _: &str) -> bool {
+        true
+    }
+}
+
+impl Keys for &[String] {
+    fn has(self, k: &str) -> bool {
+        self.iter().any(|n| n == k)
+    }
 }
 
 impl<'a> Obj<'a> {
@@ -198,9 +222,33 @@ impl<'a> Obj<'a> {
             buf,
             first: true,
             conn_hole: conn_hole.then_some(None),
+            keys: AllKeys,
         }
     }
+}
+
+impl<'a, 'k> Obj<'a, &'k [String]> {
+    fn only(buf: &'a mut Vec<u8>, keys: &'k [String]) -> Self {
+        buf.push(b'{');
+        Obj {
+            buf,
+            first: true,
+            conn_hole: None,
+            keys,
+        }
+    }
+}
+
+impl<K: Keys> Obj<'_, K> {
+    /// Whether `k` is written: a value that costs to compute is computed only then.
+    #[inline(always)]
+    fn wants(&self, k: &str) -> bool {
+        self.keys.has(k)
+    }
     fn conn(&mut self, n: u64) {
+        if !self.wants("conn") {
+            return;
+        }
         if self.conn_hole.is_some() {
             self.key("conn");
             self.conn_hole = Some(Some(self.buf.len()));
@@ -222,6 +270,9 @@ impl<'a> Obj<'a> {
         self.buf.extend_from_slice(b"\":");
     }
     fn json<T: serde::Serialize + ?Sized>(&mut self, k: &str, v: &T) {
+        if !self.wants(k) {
+            return;
+        }
         self.key(k);
         // Writing to a Vec cannot fail; a value that cannot be serialized is written as null.
         if serde_json::to_writer(&mut *self.buf, v).is_err() {
@@ -230,6 +281,9 @@ impl<'a> Obj<'a> {
     }
     /// A decoded body (`json`, `fields`), written by [`write_value`].
     fn value(&mut self, k: &str, v: Option<&Value>) {
+        if !self.wants(k) {
+            return;
+        }
         self.key(k);
         match v {
             Some(v) => write_value(self.buf, v),
@@ -240,6 +294,9 @@ impl<'a> Obj<'a> {
     /// to need no escaping, so written as it is.
     #[inline(always)]
     fn name(&mut self, k: &str, v: &'static str) {
+        if !self.wants(k) {
+            return;
+        }
         self.key(k);
         write_name(self.buf, v);
     }
@@ -252,12 +309,18 @@ impl<'a> Obj<'a> {
     }
     #[inline(always)]
     fn null(&mut self, k: &str) {
+        if !self.wants(k) {
+            return;
+        }
         self.key(k);
         self.buf.extend_from_slice(b"null");
     }
     /// A string value, escaped by [`write_str`] (the hot path skips serde's machinery).
     #[inline(always)]
     fn str(&mut self, k: &str, v: &str) {
+        if !self.wants(k) {
+            return;
+        }
         self.key(k);
         write_str(self.buf, v.as_bytes());
     }
@@ -270,6 +333,9 @@ impl<'a> Obj<'a> {
     }
     /// A list of [`Self::name`]s.
     fn names(&mut self, k: &str, v: impl IntoIterator<Item = &'static str>) {
+        if !self.wants(k) {
+            return;
+        }
         self.key(k);
         self.buf.push(b'[');
         for (i, s) in v.into_iter().enumerate() {
@@ -289,6 +355,9 @@ impl<'a> Obj<'a> {
     }
     /// Text from the capture (`write_text`), or null.
     fn opt_text(&mut self, k: &str, v: Option<&[u8]>) {
+        if !self.wants(k) {
+            return;
+        }
         self.key(k);
         match v {
             Some(v) => write_text(self.buf, v, None),
@@ -298,6 +367,9 @@ impl<'a> Obj<'a> {
     /// A capture time in seconds, as serde_json writes the `f64`. The lines of one packet
     /// share their time: the last two are kept as text.
     fn ts(&mut self, k: &str, ns: i64) {
+        if !self.wants(k) {
+            return;
+        }
         self.key(k);
         LAST_TS.with(|last| {
             let mut slots = last.get();
@@ -319,12 +391,18 @@ impl<'a> Obj<'a> {
         });
     }
     fn bool(&mut self, k: &str, v: bool) {
+        if !self.wants(k) {
+            return;
+        }
         self.key(k);
         self.buf
             .extend_from_slice(if v { &b"true"[..] } else { &b"false"[..] });
     }
     #[inline(always)]
     fn uint(&mut self, k: &str, n: u64) {
+        if !self.wants(k) {
+            return;
+        }
         self.key(k);
         self.buf
             .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
@@ -332,6 +410,9 @@ impl<'a> Obj<'a> {
     /// An address as a string; its text (digits, dots, colons, brackets) needs no escaping.
     #[inline(always)]
     fn addr(&mut self, k: &str, a: &std::net::SocketAddr) {
+        if !self.wants(k) {
+            return;
+        }
         self.key(k);
         self.buf.push(b'"');
         super::Addr(a).write_to(self.buf);
@@ -356,6 +437,19 @@ pub fn event_json(event: &Event) -> Value {
     }
 }
 
+/// The fields `keys` of a frame, message or call, as a JSON object appended to `buf`: what a
+/// display filter looks at, without writing the rest. False (and nothing written) for the
+/// other events, which have only [`event_json`].
+pub fn write_event_keys(buf: &mut Vec<u8>, event: &Event, keys: &[String]) -> bool {
+    match event {
+        Event::Frame(f) => frame_obj(Obj::only(buf, keys), f),
+        Event::Message(m) => message_obj(Obj::only(buf, keys), m),
+        Event::Call(c) => call_obj(Obj::only(buf, keys), c),
+        _ => return false,
+    };
+    true
+}
+
 /// `event` as [`JsonLines`] writes it, but with the connection number left out, for a worker
 /// thread (see [`crate::parallel`]): returns where the number goes. `None` for the events
 /// formatted only on the output thread (gaps, errors and connection ends: rare, and written
@@ -374,7 +468,7 @@ pub fn write_frame(buf: &mut Vec<u8>, f: &FrameEvent) {
     frame_obj(Obj::new(buf), f);
 }
 
-fn frame_obj(mut o: Obj<'_>, f: &FrameEvent) -> Option<usize> {
+fn frame_obj<K: Keys>(mut o: Obj<'_, K>, f: &FrameEvent) -> Option<usize> {
     let h = &f.header;
     o.name("event", "frame");
     o.uint("packet", f.origin.packet);
@@ -388,7 +482,7 @@ fn frame_obj(mut o: Obj<'_>, f: &FrameEvent) -> Option<usize> {
     o.uint("flags", h.flags as u64);
     o.names("flag_names", h.kind.flag_name_iter(h.flags));
     o.uint("length", h.length as u64);
-    let error_code = |o: &mut Obj<'_>, code: u32| {
+    let error_code = |o: &mut Obj<'_, K>, code: u32| {
         o.uint("error_code", code as u64);
         o.opt_name("error_name", error_code_name(code));
     };
@@ -449,7 +543,7 @@ fn frame_obj(mut o: Obj<'_>, f: &FrameEvent) -> Option<usize> {
         FrameDetail::Continuation | FrameDetail::Unknown | FrameDetail::Skipped => {}
         FrameDetail::Malformed(e) => o.json("malformed", &e.to_string()),
     }
-    if let Some(list) = &f.headers {
+    if let Some(list) = f.headers.as_ref().filter(|_| o.wants("headers")) {
         o.key("headers");
         write_headers(o.buf, Some(list));
     }
@@ -670,7 +764,7 @@ pub fn write_call(buf: &mut Vec<u8>, c: &Call) {
     call_obj(Obj::new(buf), c);
 }
 
-fn call_obj(mut o: Obj<'_>, c: &Call) -> Option<usize> {
+fn call_obj<K: Keys>(mut o: Obj<'_, K>, c: &Call) -> Option<usize> {
     o.name("event", "call");
     o.conn(c.conn);
     o.uint("stream", c.stream as u64);
@@ -714,21 +808,25 @@ fn call_obj(mut o: Obj<'_>, c: &Call) -> Option<usize> {
         ("request_trailers", &c.request_trailers),
         ("trailers", &c.response_trailers),
     ] {
-        o.key(key);
-        write_headers(o.buf, list.as_ref());
+        if o.wants(key) {
+            o.key(key);
+            write_headers(o.buf, list.as_ref());
+        }
     }
     o.bool("grpc", c.grpc);
     o.uint("request_messages", c.request_messages as u64);
     o.uint("response_messages", c.response_messages as u64);
     o.value("grpc_status_details", c.grpc_status_details.as_ref());
-    o.json(
-        "binary_metadata",
-        &binary_metadata(&[
-            &c.request_headers,
-            &c.response_headers,
-            &c.response_trailers,
-        ]),
-    );
+    if o.wants("binary_metadata") {
+        o.json(
+            "binary_metadata",
+            &binary_metadata(&[
+                &c.request_headers,
+                &c.response_headers,
+                &c.response_trailers,
+            ]),
+        );
+    }
     if !c.notes.is_empty() {
         o.json("notes", &c.notes);
     }
@@ -747,7 +845,7 @@ pub fn write_message(buf: &mut Vec<u8>, e: &MessageEvent) {
     message_obj(Obj::new(buf), e);
 }
 
-fn message_obj(mut o: Obj<'_>, e: &MessageEvent) -> Option<usize> {
+fn message_obj<K: Keys>(mut o: Obj<'_, K>, e: &MessageEvent) -> Option<usize> {
     let d = &e.decoded;
     o.name("event", "message");
     o.uint("packet", e.origin.packet);
