@@ -106,7 +106,7 @@ fn keys_filter_drill_down_and_views() {
     assert!(s.contains("server sent GOAWAY NO_ERROR"), "{s}");
     assert!(s.contains("client RST_STREAM: CANCEL"), "{s}");
     app.key(Key::Char('?'));
-    assert!(screen(&app, 100, 30).contains("filter: path text"));
+    assert!(screen(&app, 100, 30).contains("filter: as read -Y"));
     app.key(Key::Char('x'));
     assert!(!app.help);
     assert_eq!(app.key(Key::Char('q')), Action::Quit);
@@ -488,4 +488,73 @@ fn tls_connections_show_their_version() {
     let s = screen(&app, 160, 40);
     assert!(s.contains("tls") && s.contains("1.3"), "{s}");
     assert!(s.contains("over TLS 1.3 TLS_AES_128_GCM_SHA256"), "{s}");
+}
+
+/// `/` takes a display filter on the fields a row keeps, and shows the calls `read --calls -Y`
+/// shows with the same filter; path words and the short forms still work, and a filter on a
+/// field rows lack says so.
+#[test]
+fn the_call_list_takes_display_filters() {
+    let mut app = app();
+    let shown = |app: &App| -> Vec<(u64, u64)> {
+        app.visible()
+            .iter()
+            .map(|&i| (app.model.calls[i].conn, app.model.calls[i].stream as u64))
+            .collect()
+    };
+    for filter in [
+        "grpc_status != 0",
+        "path contains Watch or stream == 1",
+        "event == call and response_messages >= 1 and duration < 0.01",
+        "method == POST and not (conn == 0 and stream > 5)",
+        "status == 200 and grpc_status == 0",
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_h2scope"))
+            .args([
+                "read",
+                "--calls",
+                "--format",
+                "jsonl",
+                "--no-summary",
+                "-Y",
+                filter,
+            ])
+            .arg(testdata())
+            .output()
+            .unwrap();
+        let want: Vec<(u64, u64)> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (v["conn"].as_u64().unwrap(), v["stream"].as_u64().unwrap())
+            })
+            .collect();
+        assert_eq!(app.set_filter(filter), None, "{filter}");
+        let mut got = shown(&app);
+        got.sort();
+        let mut want_sorted = want.clone();
+        want_sorted.sort();
+        assert!(!want.is_empty() && want.len() < 27, "{filter}: {want:?}");
+        assert_eq!(got, want_sorted, "{filter}");
+    }
+    // Path words, and the short forms, as before.
+    assert_eq!(app.set_filter("Watch"), None);
+    assert_eq!(app.visible().len(), 1);
+    assert_eq!(app.set_filter("status!=0"), None);
+    assert_eq!(app.visible().len(), 2);
+    assert_eq!(app.set_filter("problem"), None);
+    assert_eq!(app.visible().len(), 2);
+    // A field rows do not keep: taken as words, and the status line says why.
+    app.key(Key::Char('/'));
+    for c in "request_headers.user-agent contains tonic".chars() {
+        app.key(Key::Char(c));
+    }
+    app.key(Key::Enter);
+    assert_eq!(app.visible().len(), 0);
+    assert!(
+        app.status.contains("no field \"request_headers\""),
+        "{}",
+        app.status
+    );
 }

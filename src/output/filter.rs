@@ -149,6 +149,19 @@ impl Filter {
         }
     }
 
+    /// The top-level fields the filter names.
+    pub fn fields(&self) -> &[String] {
+        &self.roots
+    }
+
+    /// Whether a record whose top-level fields are given by `field` (for the names of
+    /// [`Filter::fields`]) is shown: for views that keep a few fields of an event, not the
+    /// event (the TUI's call list).
+    pub fn matches_fields(&self, field: impl Fn(&str) -> Option<Value>) -> bool {
+        let values: Vec<Option<Value>> = self.roots.iter().map(|n| field(n)).collect();
+        eval(&self.expr, &Root::Named(&self.roots, &values))
+    }
+
     /// Whether an event with this JSON Lines form is shown.
     pub fn matches_json(&self, v: &Value) -> bool {
         eval(&self.expr, &Root::Whole(v))

@@ -3,8 +3,11 @@
 use std::cell::Cell;
 use std::path::PathBuf;
 
-use super::model::{Item, Model, Update};
+use serde_json::Value;
+
+use super::model::{CallRow, Item, Model, Update};
 use super::store::Detail;
+use crate::output::filter::Filter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View {
@@ -52,6 +55,7 @@ pub struct App {
     pub detail_line: usize,
     /// Change with [`App::set_filter`], which keeps `visible` in step.
     filter: String,
+    list_filter: ListFilter,
     /// Indexes of the calls the filter lets through, computed once per filter rather than on
     /// every key and redraw: with a million calls a per-draw scan is what makes a viewer lag.
     visible: Vec<usize>,
@@ -75,19 +79,123 @@ pub struct App {
     pub feed: String,
 }
 
-/// Does a call match the filter? Words separated by spaces must all match: `status!=0` (a
-/// problem call), `conn=N`, `stream=N`, or a substring of the path.
-pub fn matches(filter: &str, c: &super::model::CallRow) -> bool {
-    filter.split_whitespace().all(|w| {
-        if w == "status!=0" || w == "errors" {
-            c.problem
-        } else if let Some(n) = w.strip_prefix("conn=") {
-            n.parse().is_ok_and(|n: u64| n == c.conn)
-        } else if let Some(n) = w.strip_prefix("stream=") {
-            n.parse().is_ok_and(|n: u32| n == c.stream)
-        } else {
-            c.path.contains(w)
+/// The call list's filter, from the text typed after `/`.
+#[derive(Debug, Clone)]
+pub enum ListFilter {
+    /// Nothing typed: every call.
+    All,
+    /// A display filter, as `read -Y` takes it, on the fields a row keeps ([`ROW_FIELDS`]).
+    Display(Filter),
+    /// Words that must all match: `status!=0` or `errors` (a problem call), `conn=N`,
+    /// `stream=N`, or text of the path.
+    Words(String),
+}
+
+/// The fields of the JSON Lines `call` event a row keeps, and two of its own: `problem` (a
+/// reset, an error status or an unfinished call) and `open` (no end seen yet).
+pub const ROW_FIELDS: [&str; 13] = [
+    "event",
+    "conn",
+    "stream",
+    "method",
+    "path",
+    "status",
+    "grpc_status",
+    "duration",
+    "start_ts",
+    "request_messages",
+    "response_messages",
+    "problem",
+    "open",
+];
+
+impl ListFilter {
+    /// A display filter if the text is one on the fields rows keep; words otherwise, so that a
+    /// bare path fragment and the short forms (`status!=0`, `conn=3`) still work. The note
+    /// says why a text that looked like a display filter was taken as words.
+    pub fn parse(text: &str) -> (ListFilter, Option<String>) {
+        let text = text.trim();
+        let short = |w: &str| {
+            w == "status!=0"
+                || w == "errors"
+                || ["conn=", "stream="]
+                    .iter()
+                    .any(|p| w.strip_prefix(p).is_some_and(|n| n.parse::<u64>().is_ok()))
+        };
+        if text.is_empty() {
+            return (ListFilter::All, None);
         }
+        if text.split_whitespace().all(short) {
+            return (ListFilter::Words(text.into()), None);
+        }
+        match Filter::parse(text) {
+            Ok(f) => match f
+                .fields()
+                .iter()
+                .find(|n| !ROW_FIELDS.contains(&n.as_str()))
+            {
+                None => (ListFilter::Display(f), None),
+                // A lone word is a path fragment, not a field.
+                Some(_) if !text.contains(char::is_whitespace) && f.fields().len() == 1 => {
+                    (ListFilter::Words(text.into()), None)
+                }
+                Some(n) => (
+                    ListFilter::Words(text.into()),
+                    Some(format!(
+                        "the call list has no field {n:?} (it has {}): taken as path words",
+                        ROW_FIELDS.join(", ")
+                    )),
+                ),
+            },
+            Err(_) => (ListFilter::Words(text.into()), None),
+        }
+    }
+
+    /// Does a call match?
+    pub fn matches(&self, c: &CallRow) -> bool {
+        match self {
+            ListFilter::All => true,
+            ListFilter::Display(f) => f.matches_fields(|name| row_field(c, name)),
+            ListFilter::Words(text) => text.split_whitespace().all(|w| {
+                if w == "status!=0" || w == "errors" {
+                    c.problem
+                } else if let Some(n) = w.strip_prefix("conn=") {
+                    n.parse().is_ok_and(|n: u64| n == c.conn)
+                } else if let Some(n) = w.strip_prefix("stream=") {
+                    n.parse().is_ok_and(|n: u32| n == c.stream)
+                } else {
+                    c.path.contains(w)
+                }
+            }),
+        }
+    }
+}
+
+/// A row's field, as the JSON Lines call event has it: null where the call has no value (`-`
+/// in the row), so that comparisons go as they go on `read -Y`.
+fn row_field(c: &CallRow, name: &str) -> Option<Value> {
+    let text = |s: &str| {
+        if s == "-" {
+            Value::Null
+        } else {
+            Value::from(s)
+        }
+    };
+    Some(match name {
+        "event" => Value::from("call"),
+        "conn" => Value::from(c.conn),
+        "stream" => Value::from(c.stream),
+        "method" => text(&c.method),
+        "path" => text(&c.path),
+        "status" => c.status.parse::<u64>().map_or(Value::Null, Value::from),
+        "grpc_status" => c.grpc_status.map_or(Value::Null, Value::from),
+        "duration" => Value::from(c.duration_ms / 1e3),
+        "start_ts" => Value::from(c.start_ts_ns as f64 / 1e9),
+        "request_messages" => Value::from(c.messages.0),
+        "response_messages" => Value::from(c.messages.1),
+        "problem" => Value::from(c.problem),
+        "open" => Value::from(c.open),
+        _ => return None,
     })
 }
 
@@ -106,6 +214,7 @@ impl App {
             item: 0,
             detail_line: 0,
             filter: String::new(),
+            list_filter: ListFilter::All,
             typing: None,
             help: false,
             status: "? for help".into(),
@@ -131,7 +240,7 @@ impl App {
             if i >= before {
                 continue;
             }
-            let keep = matches(&self.filter, &self.model.calls[i]);
+            let keep = self.list_filter.matches(&self.model.calls[i]);
             match (self.visible.binary_search(&i), keep) {
                 (Err(at), true) => self.visible.insert(at, i),
                 (Ok(at), false) => {
@@ -141,7 +250,7 @@ impl App {
             }
         }
         for i in before..self.model.calls.len() {
-            if matches(&self.filter, &self.model.calls[i]) {
+            if self.list_filter.matches(&self.model.calls[i]) {
                 self.visible.push(i);
             }
         }
@@ -169,15 +278,19 @@ impl App {
         &self.filter
     }
 
-    /// Applies a filter (see [`matches()`]) and goes back to the first call.
-    pub fn set_filter(&mut self, filter: &str) {
+    /// Applies a filter (see [`ListFilter::parse`]) and goes back to the first call; returns
+    /// why a text that looked like a display filter was taken as words, if it was.
+    pub fn set_filter(&mut self, filter: &str) -> Option<String> {
         self.filter = filter.to_string();
+        let (list_filter, note) = ListFilter::parse(filter);
+        self.list_filter = list_filter;
         self.visible = (0..self.model.calls.len())
-            .filter(|&i| matches(&self.filter, &self.model.calls[i]))
+            .filter(|&i| self.list_filter.matches(&self.model.calls[i]))
             .collect();
         self.call = 0;
         self.item = 0;
         self.detail_line = 0;
+        note
     }
 
     /// The items (frames, messages) of the selected call or connection.
@@ -315,8 +428,11 @@ impl App {
             match key {
                 Key::Enter => {
                     let filter = self.typing.take().unwrap_or_default();
-                    self.set_filter(&filter);
+                    let note = self.set_filter(&filter);
                     self.status = format!("{} calls match {:?}", self.visible().len(), self.filter);
+                    if let Some(note) = note {
+                        self.status = format!("{}; {note}", self.status);
+                    }
                 }
                 Key::Esc => self.typing = None,
                 Key::Backspace => {
@@ -443,7 +559,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("Esc", "back"),
     (
         "/",
-        "filter: path text, status!=0, conn=N, stream=N (words combine)",
+        "filter: as read -Y on call fields (grpc_status != 0 and duration > 0.5), or path text, status!=0, conn=N, stream=N",
     ),
     ("n N", "next, previous call"),
     ("f", "follow: keep the newest call selected as calls arrive"),
