@@ -28,8 +28,8 @@ use crate::parallel::{Handoff, Route, Shows};
 #[derive(Debug, Clone)]
 pub struct Filter {
     expr: Expr,
-    /// The top-level fields the expression names, each once: only these are read from an
-    /// event's line.
+    /// The top-level fields the expression names, each once: only these are written and read
+    /// when an event is tested.
     roots: Vec<String>,
     /// What the filter says of every frame, message and call, when `event` alone decides it
     /// (`event == "call" and ...` is false for any frame).
@@ -794,7 +794,7 @@ impl Parser {
     }
 
     fn field(&mut self) -> Result<Field, FilterError> {
-        let mut parts: Vec<String> = Vec::new();
+        let mut path = Vec::new();
         let root = match self.peek() {
             Some(Tok::Word(w))
                 if !["and", "or", "not", "contains", "matches"]
@@ -813,9 +813,9 @@ impl Parser {
                 Tok::Dot => {
                     self.at += 1;
                     match self.tokens.get(self.at).map(|t| (&t.tok, t.spaced)) {
-                        Some((Tok::Word(w), false)) => parts.push(w.clone()),
+                        Some((Tok::Word(w), false)) => path.push(w.clone()),
                         Some((Tok::Num(n), false)) if n.fract() == 0.0 && *n >= 0.0 => {
-                            parts.push(number_text(*n))
+                            path.push(number_text(*n))
                         }
                         _ => return Err(self.expected("a name after '.'")),
                     }
@@ -833,12 +833,12 @@ impl Parser {
                         return Err(self.expected("']'"));
                     }
                     self.at += 1;
-                    parts.push(name);
+                    path.push(name);
                 }
                 _ => break,
             }
         }
-        Ok(Field { root, path: parts })
+        Ok(Field { root, path })
     }
 }
 
