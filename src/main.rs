@@ -13,7 +13,8 @@ use h2scope::event::{ErrorEvent, ErrorKind, Event, Sink};
 use h2scope::grpc::schema::Schemas;
 use h2scope::haproxy::{self, check, config, ExportOptions, Selector};
 use h2scope::http2::connection::{AssumeTarget, AssumedPath};
-use h2scope::output::filter::{Filter, FilterRoute, Filtered};
+use h2scope::output::fields::{Fields, FieldsOptions, FieldsRoute};
+use h2scope::output::filter::{FieldList, Filter, FilterRoute, Filtered};
 use h2scope::output::jsonl::JsonLines;
 use h2scope::output::pcapng::{CaptureFile, Format as WriteFormat};
 use h2scope::output::text::{Text, TextOptions, TextRoute};
@@ -58,6 +59,17 @@ enum Format {
     /// JSON Lines (`json` is accepted too).
     #[value(alias = "json")]
     Jsonl,
+}
+
+/// How `read` and `capture` print events.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum EventFormat {
+    Text,
+    /// JSON Lines (`json` is accepted too).
+    #[value(alias = "json")]
+    Jsonl,
+    /// The fields named with -e, one line per event (tshark's -T fields).
+    Fields,
 }
 
 #[derive(clap::Args, Clone)]
@@ -209,9 +221,17 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 /// How events are shown (shared by `read` and `capture`).
 #[derive(clap::Args, Clone)]
 struct OutputArgs {
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
+    /// Output format (`-T` as tshark spells it): text, jsonl, or fields (with -e).
+    #[arg(short = 'T', long, value_enum, default_value_t = EventFormat::Text)]
+    format: EventFormat,
+    /// With -T fields: a field to print, named as display filters name them (`path`,
+    /// `grpc_status`, `request_headers.user-agent`); repeatable, printed in this order.
+    #[arg(short = 'e', long = "field", value_name = "FIELD")]
+    fields: Vec<String>,
+    /// With -T fields: tshark's -E options, `header=y`, `separator=,` (or /t, /s),
+    /// `quote=d|s|n`, `aggregator=,`, `occurrence=f|l|a|N`. Repeatable.
+    #[arg(short = 'E', value_name = "NAME=VALUE")]
+    field_options: Vec<String>,
     /// One line per call (request/response) instead of one per frame.
     #[arg(long)]
     calls: bool,
@@ -228,6 +248,40 @@ struct OutputArgs {
     /// e.g. `-Y 'event == call && grpc_status != 0'` (see the README; the summary counts all).
     #[arg(short = 'Y', long = "display-filter", value_name = "EXPR")]
     display_filter: Option<Filter>,
+}
+
+impl OutputArgs {
+    /// The fields and options of -T fields, or what is wrong with them.
+    fn field_list(&self) -> Result<(FieldList, FieldsOptions), String> {
+        let list = FieldList::parse(&self.fields)
+            .map_err(|e| format!("-e: {} (at character {})", e.message, e.at))?;
+        let mut opts = FieldsOptions::default();
+        for o in &self.field_options {
+            opts.set(o).map_err(|e| format!("-E: {e}"))?;
+        }
+        Ok((list, opts))
+    }
+
+    /// Options that do not go together, said before anything is read.
+    fn check(&self) -> Result<(), ExitCode> {
+        let problem = match self.format {
+            EventFormat::Fields if self.fields.is_empty() => {
+                Some("-T fields needs at least one -e FIELD, as -e path -e grpc_status".into())
+            }
+            EventFormat::Fields => self.field_list().err(),
+            _ if !self.fields.is_empty() || !self.field_options.is_empty() => {
+                Some("-e and -E choose the fields of -T fields; add -T fields".into())
+            }
+            _ => None,
+        };
+        match problem {
+            Some(p) => {
+                eprintln!("h2scope: {p}");
+                Err(ExitCode::from(2))
+            }
+            None => Ok(()),
+        }
+    }
 }
 
 /// How traffic is decoded (shared by `read` and `capture`).
@@ -513,6 +567,7 @@ struct Out<W: Write> {
 enum Fmt<W: Write> {
     Text(Text<W>),
     Jsonl(JsonLines<W>),
+    Fields(Fields<W>),
 }
 
 impl<W: Write> Sink for Out<W> {
@@ -521,6 +576,7 @@ impl<W: Write> Sink for Out<W> {
         let wants = match &mut self.fmt {
             Fmt::Text(t) => t.wants(),
             Fmt::Jsonl(j) => j.wants(),
+            Fmt::Fields(f) => f.wants(),
         };
         // What the filter cannot show is not built.
         match (wants, &self.filter) {
@@ -545,6 +601,7 @@ impl<W: Write> Sink for Out<W> {
         match &mut self.fmt {
             Fmt::Text(t) => t.line(text),
             Fmt::Jsonl(j) => j.line(text),
+            Fmt::Fields(f) => f.line(text),
         }
     }
     fn time_base(&mut self, first_ts_ns: i64) {
@@ -560,6 +617,7 @@ impl<W: Write> Out<W> {
         match &mut self.fmt {
             Fmt::Text(t) => t.event(event),
             Fmt::Jsonl(j) => j.event(event),
+            Fmt::Fields(f) => f.event(event),
         }
     }
 
@@ -575,13 +633,14 @@ impl<W: Write> Out<W> {
         match &mut self.fmt {
             Fmt::Text(t) => t.flush(),
             Fmt::Jsonl(j) => j.flush(),
+            Fmt::Fields(f) => f.flush(),
         }
     }
 
     fn text(&mut self) -> Option<&mut Text<W>> {
         match &mut self.fmt {
             Fmt::Text(t) => Some(t),
-            Fmt::Jsonl(_) => None,
+            Fmt::Jsonl(_) | Fmt::Fields(_) => None,
         }
     }
 
@@ -589,6 +648,7 @@ impl<W: Write> Out<W> {
         match &mut self.fmt {
             Fmt::Text(t) => t.io_error(),
             Fmt::Jsonl(j) => j.io_error(),
+            Fmt::Fields(f) => f.io_error(),
         }
     }
 }
@@ -636,8 +696,14 @@ fn make_sink<W: Write>(o: &OutputArgs, quiet: bool, out: W) -> Counting<Out<BufW
     let out = BufWriter::with_capacity(1 << 16, out);
     let quiet = o.quiet || quiet;
     let fmt = match o.format {
-        Format::Text => Fmt::Text(Text::new(out, text_options(o, quiet))),
-        Format::Jsonl => Fmt::Jsonl(JsonLines::new(out, o.calls, quiet)),
+        EventFormat::Text => Fmt::Text(Text::new(out, text_options(o, quiet))),
+        EventFormat::Jsonl => Fmt::Jsonl(JsonLines::new(out, o.calls, quiet)),
+        // A summary alone is the text one: a line of fields has nothing to show.
+        EventFormat::Fields if quiet => Fmt::Text(Text::new(out, text_options(o, quiet))),
+        EventFormat::Fields => {
+            let (list, opts) = o.field_list().expect("checked by OutputArgs::check");
+            Fmt::Fields(Fields::new(out, list, opts, o.calls))
+        }
     };
     let inner = Out {
         fmt,
@@ -655,6 +721,8 @@ fn print_summary<W: Write>(sink: &mut Counting<Out<W>>, summary: &Summary) {
     match &mut sink.inner.fmt {
         Fmt::Text(t) => t.summary(summary),
         Fmt::Jsonl(j) => j.summary(summary),
+        // Lines of fields end without a summary, as tshark's do (-q prints the text one).
+        Fmt::Fields(f) => f.flush(),
     }
 }
 
@@ -857,9 +925,13 @@ enum FileOutcome {
 fn route(o: &OutputArgs, silent: bool) -> Box<dyn Route> {
     let route: Box<dyn Route> = match o.format {
         _ if o.quiet || silent => return Box::new(h2scope::parallel::DropAll),
-        Format::Jsonl if o.calls => Box::new(h2scope::output::jsonl::RouteCalls),
-        Format::Jsonl => Box::new(h2scope::output::jsonl::route_all),
-        Format::Text => Box::new(TextRoute(text_options(o, false))),
+        EventFormat::Jsonl if o.calls => Box::new(h2scope::output::jsonl::RouteCalls),
+        EventFormat::Jsonl => Box::new(h2scope::output::jsonl::route_all),
+        EventFormat::Text => Box::new(TextRoute(text_options(o, false))),
+        EventFormat::Fields => {
+            let (list, opts) = o.field_list().expect("checked by OutputArgs::check");
+            Box::new(FieldsRoute::new(list, opts, o.calls))
+        }
     };
     match &o.display_filter {
         Some(f) => Box::new(FilterRoute::new(f.clone(), route)),
@@ -1110,6 +1182,9 @@ impl Write for ChannelWriter {
 }
 
 fn read(args: ReadArgs) -> ExitCode {
+    if let Err(code) = args.output.check() {
+        return code;
+    }
     let base_schemas = match schemas_for(&args.decode.schema) {
         Ok(s) => s,
         Err(code) => return code,
@@ -1299,6 +1374,9 @@ fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
 }
 
 fn capture(args: CaptureArgs) -> ExitCode {
+    if let Err(code) = args.output.check() {
+        return code;
+    }
     if args.list_interfaces {
         return match live::list_interfaces() {
             Ok(list) => {

@@ -1037,3 +1037,117 @@ fn display_filter_selects_the_connections_written() {
     assert_eq!(none["packets"], 0);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `-T fields -e ...` prints, for each event, the values its JSON Lines form has for the
+/// fields, as written here again by hand: strings bare, lists joined by commas, header lists
+/// searched by name, null as nothing. Threads give the same lines, `conn` included.
+#[test]
+fn fields_output_prints_the_json_lines_values() {
+    let capture = testdata("grpc-health.pcap");
+    let all = jsonl(&["read", "--format", "jsonl", "--no-summary", &capture]);
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        v => v.to_string(),
+    };
+    let expected: Vec<String> = all
+        .iter()
+        .map(|e| {
+            let agent = e["request_headers"]
+                .as_array()
+                .and_then(|h| h.iter().find(|p| p[0] == "user-agent"))
+                .map(|p| text(&p[1]))
+                .unwrap_or_default();
+            let flags = e["flag_names"]
+                .as_array()
+                .map(|f| f.iter().map(text).collect::<Vec<_>>().join(","))
+                .unwrap_or_default();
+            [
+                text(&e["event"]),
+                text(&e["stream"]),
+                text(&e["type"]),
+                text(&e["grpc_status"]),
+                agent,
+                flags,
+                text(&e["json"]["status"]),
+            ]
+            .join("\t")
+        })
+        .collect();
+    let fields = [
+        "-e",
+        "event",
+        "-e",
+        "stream",
+        "-e",
+        "type",
+        "-e",
+        "grpc_status",
+        "-e",
+        "request_headers.user-agent",
+        "-e",
+        "flag_names",
+        "-e",
+        "json.status",
+    ];
+    let run = |extra: &[&str]| -> String {
+        let out = Command::new(BIN)
+            .args(["read", "-T", "fields"])
+            .args(extra)
+            .arg(&capture)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{extra:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let got = run(&fields);
+    assert_eq!(got.lines().collect::<Vec<_>>(), expected);
+    assert!(got.contains("\ttonic/0.14.9\t") && got.contains("\tSERVING"));
+    let mut threaded = fields.to_vec();
+    threaded.extend(["--threads", "2"]);
+    assert_eq!(run(&threaded), got);
+    // conn is numbered by the output thread.
+    let conns = ["-e", "conn", "-e", "stream", "--threads"];
+    assert_eq!(
+        run(&[&conns[..], &["1"]].concat()),
+        run(&[&conns[..], &["2"]].concat())
+    );
+    // Only events with one of the fields; tshark's -E options; -Y first.
+    let calls = run(&[
+        "-e",
+        "path",
+        "-e",
+        "grpc_status",
+        "-Y",
+        "event == call",
+        "-E",
+        "header=y",
+        "-E",
+        "separator=,",
+        "-E",
+        "quote=d",
+    ]);
+    let lines: Vec<&str> = calls.lines().collect();
+    assert_eq!(lines.len(), 28, "{calls}");
+    assert_eq!(lines[0], "\"path\",\"grpc_status\"");
+    assert_eq!(lines[1], "\"/grpc.health.v1.Health/Check\",\"0\"");
+    assert_eq!(run(&["-e", "grpc_message"]).lines().count(), 1);
+    // Mistakes are usage errors that say what to do.
+    for (args, says) in [
+        (&["read", "-T", "fields"][..], "needs at least one -e"),
+        (&["read", "-e", "path"][..], "add -T fields"),
+        (
+            &["read", "-T", "fields", "-e", "a..b"][..],
+            "field \"a..b\"",
+        ),
+        (
+            &["read", "-T", "fields", "-e", "path", "-E", "quote=x"][..],
+            "quote=x",
+        ),
+    ] {
+        let out = Command::new(BIN).args(args).arg(&capture).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}

@@ -130,23 +130,7 @@ impl Filter {
         if let Some(known) = kind_index(event).and_then(|k| self.by_kind[k]) {
             return known;
         }
-        thread_local! {
-            static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        let named = LINE.with_borrow_mut(|line| {
-            line.clear();
-            let named = jsonl::write_event_keys(line, event, &self.roots)
-                .then(|| pick(line, &self.roots))
-                .flatten();
-            if line.capacity() > LINE_KEPT {
-                *line = Vec::new();
-            }
-            named
-        });
-        match named {
-            Some(values) => eval(&self.expr, &Root::Named(&self.roots, &values)),
-            None => self.matches_json(&jsonl::event_json(event)),
-        }
+        with_root(event, &self.roots, |root| eval(&self.expr, root))
     }
 
     /// The top-level fields the filter names.
@@ -186,6 +170,98 @@ impl Filter {
 
 /// A line longer than this is not kept for the next event's.
 const LINE_KEPT: usize = 1 << 20;
+
+/// Hands `f` the top-level fields `roots` of an event's JSON Lines form. Frames, messages and
+/// calls write only those fields, with the JSON Lines writer, and they are parsed alone:
+/// building the whole `Value` of every event cost five times the JSON Lines output itself.
+fn with_root<T>(event: &Event, roots: &[String], f: impl FnOnce(&Root<'_>) -> T) -> T {
+    thread_local! {
+        static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let named = LINE.with_borrow_mut(|line| {
+        line.clear();
+        let named = jsonl::write_event_keys(line, event, roots)
+            .then(|| pick(line, roots))
+            .flatten();
+        if line.capacity() > LINE_KEPT {
+            *line = Vec::new();
+        }
+        named
+    });
+    match named {
+        Some(values) => f(&Root::Named(roots, &values)),
+        None => f(&Root::Whole(&jsonl::event_json(event))),
+    }
+}
+
+/// Fields of events, named as display filters name them (`path`, `json.status`,
+/// `request_headers.user-agent`): what `-T fields -e FIELD` prints.
+#[derive(Debug, Clone)]
+pub struct FieldList {
+    fields: Vec<Field>,
+    names: Vec<String>,
+    roots: Vec<String>,
+}
+
+impl FieldList {
+    pub fn parse<S: AsRef<str>>(names: &[S]) -> Result<FieldList, FilterError> {
+        let mut fields = Vec::new();
+        let mut roots = Vec::new();
+        for name in names {
+            let text = name.as_ref();
+            let mut p = Parser {
+                tokens: lex(text).map_err(|e| FilterError {
+                    at: e.at,
+                    message: format!("field {text:?}: {}", e.message),
+                })?,
+                at: 0,
+                end: text.chars().count() + 1,
+                depth: 0,
+            };
+            let in_field = |e: FilterError| FilterError {
+                at: e.at,
+                message: format!("field {text:?}: {}", e.message),
+            };
+            let field = p.field().map_err(in_field)?;
+            if let Some(t) = p.tokens.get(p.at) {
+                let e = p.error_at(t.at, format!("unexpected {}", t.tok.describe()));
+                return Err(in_field(e));
+            }
+            if !roots.contains(&field.root) {
+                roots.push(field.root.clone());
+            }
+            fields.push(field);
+        }
+        Ok(FieldList {
+            fields,
+            names: names.iter().map(|n| n.as_ref().to_string()).collect(),
+            roots,
+        })
+    }
+
+    /// The fields as they were written.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Some field starts from this top-level field.
+    pub fn uses(&self, name: &str) -> bool {
+        self.roots.iter().any(|r| r == name)
+    }
+
+    /// Calls `each(i, value)` for every value of the `i`th field in the event, fields in
+    /// order, a field's values in the order of its list (lists are flattened, as a filter
+    /// sees them).
+    pub fn each_value(&self, event: &Event, mut each: impl FnMut(usize, &Value)) {
+        with_root(event, &self.roots, |root| {
+            for (i, f) in self.fields.iter().enumerate() {
+                for v in values(root, f).as_slice() {
+                    each(i, v);
+                }
+            }
+        })
+    }
+}
 
 impl Expr {
     /// The value of the expression for every event whose `event` field is `kind`, when that
