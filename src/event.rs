@@ -351,6 +351,19 @@ pub enum Wants<'a> {
     Counts(&'a mut Tally),
 }
 
+impl<'a> Wants<'a> {
+    /// These wants, less the frames or messages nothing will look at (a display filter or a
+    /// list of fields none of them can match).
+    pub fn narrowed(self, frames: bool, messages: bool) -> Wants<'a> {
+        match self {
+            Wants::Everything if !frames && !messages => Wants::Calls(None),
+            Wants::Everything if !messages => Wants::AllButMessages(None),
+            Wants::AllButMessages(tally) if !frames => Wants::Calls(tally),
+            wants => wants,
+        }
+    }
+}
+
 impl Sink for Vec<Event> {
     fn event(&mut self, event: Event) {
         self.push(event);

@@ -572,22 +572,15 @@ enum Fmt<W: Write> {
 
 impl<W: Write> Sink for Out<W> {
     fn wants(&mut self) -> h2scope::event::Wants<'_> {
-        use h2scope::event::Wants;
         let wants = match &mut self.fmt {
             Fmt::Text(t) => t.wants(),
             Fmt::Jsonl(j) => j.wants(),
             Fmt::Fields(f) => f.wants(),
         };
         // What the filter cannot show is not built.
-        match (wants, &self.filter) {
-            (Wants::Everything, Some(f)) if !f.may_show_messages() => {
-                if f.may_show_frames() {
-                    Wants::AllButMessages(None)
-                } else {
-                    Wants::Calls(None)
-                }
-            }
-            (wants, _) => wants,
+        match &self.filter {
+            Some(f) => wants.narrowed(f.may_show_frames(), f.may_show_messages()),
+            None => wants,
         }
     }
     #[inline]

@@ -927,7 +927,13 @@ fn display_filter_selects_the_events_its_fields_name() {
             threads,
             &capture,
         ]);
-        for filter in ["event == call and grpc_status == 0", "not event == message"] {
+        for filter in [
+            "event == call and grpc_status == 0",
+            "not event == message",
+            // Only calls have grpc_status, only frames and calls have flag_names or end.
+            "grpc_status != 0",
+            "flag_names == END_STREAM or end == reset",
+        ] {
             let filtered = last(&[
                 "read",
                 "--format",
@@ -1132,6 +1138,18 @@ fn fields_output_prints_the_json_lines_values() {
     assert_eq!(lines[0], "\"path\",\"grpc_status\"");
     assert_eq!(lines[1], "\"/grpc.health.v1.Health/Check\",\"0\"");
     assert_eq!(run(&["-e", "grpc_message"]).lines().count(), 1);
+    // Fields only calls have: frames and messages are not built, and print nothing anyway.
+    let call_fields = ["-e", "grpc_status", "-e", "request_messages"];
+    let only_calls = run(&call_fields);
+    assert_eq!(only_calls.lines().count(), 27);
+    assert_eq!(
+        only_calls,
+        run(&[&call_fields[..], &["-Y", "event == call"]].concat())
+    );
+    assert_eq!(
+        only_calls,
+        run(&[&call_fields[..], &["--threads", "2"]].concat())
+    );
     // Mistakes are usage errors that say what to do.
     for (args, says) in [
         (&["read", "-T", "fields"][..], "needs at least one -e"),

@@ -149,6 +149,8 @@ fn a_display_filter_decides_as_on_the_whole_event() {
         "length >= 5 and dir == response",
         "binary_metadata or trailers.grpc-status == 0",
         "conn == 1 and (flag_names == END_STREAM or end == reset)",
+        "grpc_status != 0",
+        "not grpc_status and stream > 0",
         "event",
     ];
     let filters: Vec<Filter> = texts.iter().map(|f| f.parse().unwrap()).collect();

@@ -255,7 +255,8 @@ impl<W: Write> Sink for Fields<W> {
         if self.calls_only {
             Wants::Calls(None)
         } else {
-            Wants::Everything
+            // Frames or messages none of the fields belong to print nothing: not built.
+            Wants::Everything.narrowed(self.list.may_have("frame"), self.list.may_have("message"))
         }
     }
 
@@ -310,7 +311,8 @@ impl Route for FieldsRoute {
     }
 
     fn shows(&self) -> Shows {
-        if self.calls_only {
+        let calls = !self.list.may_have("frame") && !self.list.may_have("message");
+        if self.calls_only || calls {
             Shows::Calls
         } else {
             Shows::Everything

@@ -244,6 +244,13 @@ impl FieldList {
         &self.names
     }
 
+    /// Whether some event of this kind (its `event` name) may have one of the fields: events
+    /// of a kind that cannot print no line, and need not be built.
+    pub fn may_have(&self, kind: &str) -> bool {
+        jsonl::keys_of(kind)
+            .is_none_or(|keys| self.roots.iter().any(|r| keys.contains(&r.as_str())))
+    }
+
     /// Some field starts from this top-level field.
     pub fn uses(&self, name: &str) -> bool {
         self.roots.iter().any(|r| r == name)
@@ -265,7 +272,7 @@ impl FieldList {
 
 impl Expr {
     /// The value of the expression for every event whose `event` field is `kind`, when that
-    /// field alone decides it.
+    /// field alone decides it, or fields the kind never has.
     fn given_event(&self, kind: &str) -> Option<bool> {
         match self {
             Expr::Or(a, b) => match (a.given_event(kind), b.given_event(kind)) {
@@ -284,6 +291,12 @@ impl Expr {
                 let mut event = serde_json::Map::new();
                 event.insert("event".into(), Value::String(kind.into()));
                 Some(eval(self, &Root::Whole(&Value::Object(event))))
+            }
+            // A field no event of the kind has: a bare field and every comparison are false.
+            Expr::Present(f) | Expr::Compare(f, _, _)
+                if jsonl::keys_of(kind).is_some_and(|keys| !keys.contains(&f.root.as_str())) =>
+            {
+                Some(false)
             }
             Expr::Present(_) | Expr::Compare(..) => None,
         }
@@ -936,6 +949,40 @@ mod tests {
             "duration": 0.25, "pushed": false, "reset_by": "client",
             "request_headers": [[":path", "/grpc.health.v1.Health/Check"], ["user-agent", "grpc-go/1.64"], ["x-id", "a"], ["X-Id", "b"]],
         })
+    }
+
+    /// `event`, and fields a kind of event never has, decide a filter for the whole kind.
+    #[test]
+    fn kinds_of_event_a_filter_cannot_match() {
+        let f = |t: &str| Filter::parse(t).unwrap();
+        let kinds = |t: &str| {
+            let f = f(t);
+            (f.may_show_frames(), f.may_show_messages(), f.by_kind)
+        };
+        assert_eq!(
+            kinds("grpc_status != 0"),
+            (false, false, [Some(false), Some(false), None])
+        );
+        assert_eq!(
+            kinds("path contains Watch"),
+            (false, true, [Some(false), None, None])
+        );
+        assert_eq!(
+            kinds("type == DATA"),
+            (true, true, [None, None, Some(false)])
+        );
+        assert_eq!(
+            kinds("not grpc_status"),
+            (true, true, [Some(true), Some(true), None])
+        );
+        assert_eq!(
+            kinds("event == call or type == GOAWAY"),
+            (true, true, [None, None, Some(true)])
+        );
+        assert_eq!(
+            kinds("event != frame and flags"),
+            (false, false, [Some(false); 3])
+        );
     }
 
     #[test]

@@ -188,7 +188,106 @@ struct Obj<'a, K: Keys = AllKeys> {
     conn_hole: Option<Option<usize>>,
     /// The keys written; the others are left out.
     keys: K,
+    /// Every key this kind of object may have ([`FRAME_KEYS`]...), checked as keys are written
+    /// so that the lists cannot fall behind the writers.
+    #[cfg(debug_assertions)]
+    known: &'static [&'static str],
 }
+
+/// Every key a frame event can have: a display filter on any other field is false for every
+/// frame, so frames need not be built for it (nor messages and calls, with the lists below).
+pub const FRAME_KEYS: &[&str] = &[
+    "event",
+    "packet",
+    "ts",
+    "conn",
+    "src",
+    "dst",
+    "stream",
+    "type",
+    "type_code",
+    "flags",
+    "flag_names",
+    "length",
+    "data_length",
+    "pad_length",
+    "missing",
+    "priority",
+    "error_code",
+    "error_name",
+    "ack",
+    "settings",
+    "setting_names",
+    "promised_stream",
+    "opaque",
+    "last_stream_id",
+    "debug_data",
+    "increment",
+    "malformed",
+    "headers",
+    "table_size_updates",
+    "notes",
+];
+
+/// Every key a message event can have.
+pub const MESSAGE_KEYS: &[&str] = &[
+    "event",
+    "packet",
+    "ts",
+    "conn",
+    "src",
+    "dst",
+    "stream",
+    "path",
+    "dir",
+    "index",
+    "compressed",
+    "encoding",
+    "length",
+    "type",
+    "json",
+    "fields",
+    "problem",
+    "harvested",
+];
+
+/// Every key a call event can have.
+pub const CALL_KEYS: &[&str] = &[
+    "event",
+    "conn",
+    "stream",
+    "client",
+    "server",
+    "method",
+    "path",
+    "authority",
+    "status",
+    "grpc_status",
+    "grpc_status_name",
+    "grpc_message",
+    "start_ts",
+    "end_ts",
+    "duration",
+    "start_packet",
+    "end_packet",
+    "request_bytes",
+    "response_bytes",
+    "end",
+    "reset_by",
+    "error_code",
+    "pushed",
+    "upgraded",
+    "request_headers",
+    "response_headers",
+    "request_trailers",
+    "trailers",
+    "grpc",
+    "request_messages",
+    "response_messages",
+    "grpc_status_details",
+    "binary_metadata",
+    "notes",
+];
 
 /// Which keys of an object are written: all of them for the output, only those a display
 /// filter names when it tests an event (see [`write_event_keys`]).
@@ -223,6 +322,8 @@ impl<'a> Obj<'a> {
             first: true,
             conn_hole: conn_hole.then_some(None),
             keys: AllKeys,
+            #[cfg(debug_assertions)]
+            known: &[],
         }
     }
 }
@@ -235,11 +336,24 @@ impl<'a, 'k> Obj<'a, &'k [String]> {
             first: true,
             conn_hole: None,
             keys,
+            #[cfg(debug_assertions)]
+            known: &[],
         }
     }
 }
 
 impl<K: Keys> Obj<'_, K> {
+    /// The keys this object may have (checked in debug builds).
+    #[inline(always)]
+    fn of(self, _known: &'static [&'static str]) -> Self {
+        #[cfg(debug_assertions)]
+        return Obj {
+            known: _known,
+            ..self
+        };
+        #[cfg(not(debug_assertions))]
+        self
+    }
     /// Whether `k` is written: a value that costs to compute is computed only then.
     #[inline(always)]
     fn wants(&self, k: &str) -> bool {
@@ -261,6 +375,11 @@ impl<K: Keys> Obj<'_, K> {
     // measured).
     #[inline(always)]
     fn key(&mut self, k: &str) {
+        #[cfg(debug_assertions)]
+        debug_assert!(
+            self.known.is_empty() || self.known.contains(&k),
+            "{k} is missing from its event's list of keys"
+        );
         if !self.first {
             self.buf.push(b',');
         }
@@ -437,6 +556,16 @@ pub fn event_json(event: &Event) -> Value {
     }
 }
 
+/// The keys a kind of event (its `event` name) may have, for frames, messages and calls.
+pub fn keys_of(kind: &str) -> Option<&'static [&'static str]> {
+    match kind {
+        "frame" => Some(FRAME_KEYS),
+        "message" => Some(MESSAGE_KEYS),
+        "call" => Some(CALL_KEYS),
+        _ => None,
+    }
+}
+
 /// The fields `keys` of a frame, message or call, as a JSON object appended to `buf`: what a
 /// display filter looks at, without writing the rest. False (and nothing written) for the
 /// other events, which have only [`event_json`].
@@ -468,7 +597,8 @@ pub fn write_frame(buf: &mut Vec<u8>, f: &FrameEvent) {
     frame_obj(Obj::new(buf), f);
 }
 
-fn frame_obj<K: Keys>(mut o: Obj<'_, K>, f: &FrameEvent) -> Option<usize> {
+fn frame_obj<K: Keys>(o: Obj<'_, K>, f: &FrameEvent) -> Option<usize> {
+    let mut o = o.of(FRAME_KEYS);
     let h = &f.header;
     o.name("event", "frame");
     o.uint("packet", f.origin.packet);
@@ -764,7 +894,8 @@ pub fn write_call(buf: &mut Vec<u8>, c: &Call) {
     call_obj(Obj::new(buf), c);
 }
 
-fn call_obj<K: Keys>(mut o: Obj<'_, K>, c: &Call) -> Option<usize> {
+fn call_obj<K: Keys>(o: Obj<'_, K>, c: &Call) -> Option<usize> {
+    let mut o = o.of(CALL_KEYS);
     o.name("event", "call");
     o.conn(c.conn);
     o.uint("stream", c.stream as u64);
@@ -845,7 +976,8 @@ pub fn write_message(buf: &mut Vec<u8>, e: &MessageEvent) {
     message_obj(Obj::new(buf), e);
 }
 
-fn message_obj<K: Keys>(mut o: Obj<'_, K>, e: &MessageEvent) -> Option<usize> {
+fn message_obj<K: Keys>(o: Obj<'_, K>, e: &MessageEvent) -> Option<usize> {
+    let mut o = o.of(MESSAGE_KEYS);
     let d = &e.decoded;
     o.name("event", "message");
     o.uint("packet", e.origin.packet);
