@@ -8,7 +8,8 @@ use std::sync::{Arc, OnceLock};
 use h2scope::capture::CaptureReader;
 use h2scope::event::{Event, Sink};
 use h2scope::grpc::schema::Schemas;
-use h2scope::output::jsonl::JsonLines;
+use h2scope::output::filter::Filter;
+use h2scope::output::jsonl::{event_json, JsonLines};
 use h2scope::output::text::{Text, TextOptions};
 use h2scope::output::{Counting, Summary, Tally};
 use h2scope::pipeline::{Config, Dissector};
@@ -19,6 +20,31 @@ use h2scope::tls::KeyLog;
 fn bundled_schemas() -> Schemas {
     static BUNDLED: OnceLock<Schemas> = OnceLock::new();
     BUNDLED.get_or_init(Schemas::bundled).clone()
+}
+
+/// Display filters whose answers on each event must be the same decided on the fields they
+/// name (written alone by the JSON Lines writer, or decided for a whole kind of event) as on
+/// the event's whole JSON form.
+fn filters() -> &'static [Filter] {
+    static FILTERS: OnceLock<Vec<Filter>> = OnceLock::new();
+    FILTERS.get_or_init(|| {
+        [
+            "type == DATA or type == HEADERS and stream > 1",
+            "grpc_status != 0",
+            "not grpc_status",
+            "event != frame and path contains a",
+            "notes or malformed or problem",
+            "headers[\":path\"] ~ x or request_headers.user-agent contains g",
+            "json or fields.1 or harvested",
+            "length >= 5 and dir == response",
+            "flag_names == END_STREAM or end == reset",
+            "event == error or event == gap",
+            "conn == 0 and (binary_metadata or trailers.grpc-status == 0)",
+        ]
+        .iter()
+        .map(|f| f.parse().expect("a filter of the fuzz target"))
+        .collect()
+    })
 }
 
 /// Looks at everything but messages, as `health` does.
@@ -68,7 +94,8 @@ fn tally_of<S: Sink>(data: &[u8], mut sink: Counting<S>) -> Tally {
 /// Reads `data` as a capture file, dissects every packet into a `Vec<Event>`, then renders
 /// every event and the summary through the JSON Lines and text sinks (into `io::sink()`).
 /// A summary (counts only), a calls-only output and a sink without messages (as `health`),
-/// which build fewer events, must count the same.
+/// which build fewer events, must count the same; display filters must decide on each event
+/// as on its whole JSON form.
 pub fn dissect_and_render(data: Vec<u8>) {
     let counts_only = tally_of(&data, Counting::counts_only(Vec::<Event>::new()));
     let calls_only = tally_of(&data, Counting::new(JsonLines::new(sink(), true, false)));
@@ -114,6 +141,10 @@ pub fn dissect_and_render(data: Vec<u8>) {
     assert_eq!(tally, calls_only, "--calls counts otherwise");
     assert_eq!(tally, no_messages, "a sink without messages counts otherwise");
     for event in events {
+        let whole = event_json(&event);
+        for f in filters() {
+            assert_eq!(f.matches(&event), f.matches_json(&whole), "{f:?} on {whole}");
+        }
         json.event(event.clone());
         json_calls.event(event.clone());
         text_calls.event(event.clone());
