@@ -262,6 +262,26 @@ impl OutputArgs {
         Ok((list, opts))
     }
 
+    /// `-T fields` naming no field of a message's decoded contents, nor of a call's decoded
+    /// status details, in its fields or its filter: message bodies are then not decoded, and
+    /// schemas are not harvested from reflection first.
+    fn fields_without_contents(&self) -> bool {
+        const CONTENTS: [&str; 6] = [
+            "json",
+            "fields",
+            "type",
+            "problem",
+            "harvested",
+            "grpc_status_details",
+        ];
+        let filter_reads = |f: &Filter| CONTENTS.iter().any(|k| f.uses(k));
+        self.format == EventFormat::Fields
+            && self
+                .field_list()
+                .is_ok_and(|(list, _)| !CONTENTS.iter().any(|k| list.uses(k)))
+            && !self.display_filter.as_ref().is_some_and(filter_reads)
+    }
+
     /// Options that do not go together, said before anything is read.
     fn check(&self) -> Result<(), ExitCode> {
         let problem = match self.format {
@@ -964,7 +984,7 @@ fn read_file<W: Write>(
     // Schemas from reflection exchanges anywhere in the file apply to every call in it, so a
     // file (not a pipe) is read twice: unless nothing shown depends on them, as for a summary
     // (its counts do not) or -w without -P (nothing shown).
-    let shows_contents = !(args.output.quiet || silent);
+    let shows_contents = !(args.output.quiet || silent || args.output.fields_without_contents());
     let schemas = if args.single_pass || file == "-" || !shows_contents {
         base_schemas.clone()
     } else if shards > 1 {
@@ -1122,10 +1142,11 @@ fn read_file<W: Write>(
 }
 
 impl ReadArgs {
-    /// Only counts or calls are shown (`-q`, `--calls`, or `-w` without `-P`): message contents
-    /// are not decoded, and the output costs little beside the dissection.
+    /// Only counts or calls are shown (`-q`, `--calls`, or `-w` without `-P`), or fields
+    /// without message contents: message contents are not decoded, and the output costs little
+    /// beside the dissection.
     fn shows_little(&self, silent: bool) -> bool {
-        self.output.quiet || self.output.calls || silent
+        self.output.quiet || self.output.calls || silent || self.output.fields_without_contents()
     }
 }
 

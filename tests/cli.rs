@@ -1150,6 +1150,16 @@ fn fields_output_prints_the_json_lines_values() {
         only_calls,
         run(&[&call_fields[..], &["--threads", "2"]].concat())
     );
+    // Fields without message contents decode no bodies: the same lines as with a field that
+    // makes them decoded (type), that field's column taken off.
+    let plain = run(&["-e", "path", "-e", "length", "-e", "stream"]);
+    let decoded = run(&["-e", "path", "-e", "length", "-e", "stream", "-e", "type"]);
+    let cut: Vec<&str> = decoded
+        .lines()
+        .map(|l| l.rsplit_once('\t').unwrap().0)
+        .collect();
+    assert_eq!(plain.lines().collect::<Vec<_>>(), cut);
+    assert!(decoded.contains("grpc.health.v1.HealthCheckResponse"));
     // Mistakes are usage errors that say what to do.
     for (args, says) in [
         (&["read", "-T", "fields"][..], "needs at least one -e"),

@@ -163,7 +163,7 @@ impl Filter {
     }
 
     /// The filter looks at this top-level field.
-    fn uses(&self, name: &str) -> bool {
+    pub fn uses(&self, name: &str) -> bool {
         self.roots.iter().any(|r| r == name)
     }
 }
