@@ -874,9 +874,11 @@ fn conns_selected(
     }
     impl Sink for Conns<'_> {
         fn wants(&mut self) -> h2scope::event::Wants<'_> {
+            use h2scope::event::Wants;
             match self.filter {
-                Some(_) => h2scope::event::Wants::Everything,
-                None => h2scope::event::Wants::Calls(None),
+                // What the filter cannot match is not built.
+                Some(f) => Wants::Everything.narrowed(f.may_show_frames(), f.may_show_messages()),
+                None => Wants::Calls(None),
             }
         }
         fn event(&mut self, e: Event) {
