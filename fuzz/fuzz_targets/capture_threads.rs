@@ -37,7 +37,16 @@ fn one(data: &[u8], schemas: &Schemas, sink: &mut dyn Sink) -> Option<()> {
 
 fn threads(data: &[u8], schemas: &Schemas, route: &dyn Route, sink: &mut dyn Sink) -> Option<()> {
     let mut reader = CaptureReader::from_read("fuzz", Cursor::new(data.to_vec())).ok()?;
-    parallel::dissect(&mut reader, &Config::default(), schemas, 3, u64::MAX, route, sink, |_| {});
+    parallel::dissect(
+        &mut reader,
+        &Config::default(),
+        schemas,
+        3,
+        u64::MAX,
+        route,
+        sink,
+        |_| {},
+    );
     Some(())
 }
 
@@ -48,7 +57,12 @@ fuzz_target!(|data: &[u8]| {
     if one(data, &schemas, &mut a).is_none() {
         return;
     }
-    threads(data, &schemas, &|_: &Event, _: &mut Vec<u8>| Handoff::Event, &mut b);
+    threads(
+        data,
+        &schemas,
+        &|_: &Event, _: &mut Vec<u8>| Handoff::Event,
+        &mut b,
+    );
     let show = |v: &[Event]| v.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>();
     assert_eq!(show(&a), show(&b));
 

@@ -119,9 +119,19 @@ impl Sealer {
                 }
             }
         } else {
-            let ivlen = if suite.algorithm == Algorithm::ChaCha20Poly1305 { 12 } else { 4 };
+            let ivlen = if suite.algorithm == Algorithm::ChaCha20Poly1305 {
+                12
+            } else {
+                4
+            };
             let seed = [&SERVER_RANDOM[..], &CLIENT_RANDOM[..]].concat();
-            let block = prf12(suite.hash, &MASTER, b"key expansion", &seed, 2 * (klen + ivlen));
+            let block = prf12(
+                suite.hash,
+                &MASTER,
+                b"key expansion",
+                &seed,
+                2 * (klen + ivlen),
+            );
             let (ck, rest) = block.split_at(klen);
             let (sk, rest) = rest.split_at(klen);
             let (ci, si) = rest.split_at(ivlen);
@@ -166,11 +176,15 @@ impl Sealer {
         };
         let n = aes_gcm::Nonce::from_slice(&nonce);
         let _ = match self.suite.algorithm {
-            Algorithm::Aes128Gcm => Aes128Gcm::new_from_slice(key).unwrap().encrypt_in_place(n, &aad, &mut body),
-            Algorithm::Aes256Gcm => Aes256Gcm::new_from_slice(key).unwrap().encrypt_in_place(n, &aad, &mut body),
-            Algorithm::ChaCha20Poly1305 => {
-                ChaCha20Poly1305::new_from_slice(key).unwrap().encrypt_in_place(n, &aad, &mut body)
-            }
+            Algorithm::Aes128Gcm => Aes128Gcm::new_from_slice(key)
+                .unwrap()
+                .encrypt_in_place(n, &aad, &mut body),
+            Algorithm::Aes256Gcm => Aes256Gcm::new_from_slice(key)
+                .unwrap()
+                .encrypt_in_place(n, &aad, &mut body),
+            Algorithm::ChaCha20Poly1305 => ChaCha20Poly1305::new_from_slice(key)
+                .unwrap()
+                .encrypt_in_place(n, &aad, &mut body),
         };
         *seq += 1;
         let mut rec = header.to_vec();
@@ -226,9 +240,17 @@ fuzz_target!(|data: &[u8]| {
     // Application data sealed per direction, and how far the plaintext handed on got.
     let mut sealed: [Vec<Vec<u8>>; 2] = Default::default();
     let mut next: [usize; 2] = [0, 0];
-    let feed = |session: &mut Session, dir: usize, bytes: &[u8], sealed: &[Vec<Vec<u8>>; 2], next: &mut [usize; 2]| {
+    let feed = |session: &mut Session,
+                dir: usize,
+                bytes: &[u8],
+                sealed: &[Vec<Vec<u8>>; 2],
+                next: &mut [usize; 2]| {
         let d = if dir == 0 { Dir::Forward } else { Dir::Reverse };
-        let step = if chunking == 0 { bytes.len().max(1) } else { 1 + chunking as usize % 64 };
+        let step = if chunking == 0 {
+            bytes.len().max(1)
+        } else {
+            1 + chunking as usize % 64
+        };
         for piece in bytes.chunks(step) {
             session.feed(d, piece, &mut |to, out| {
                 // Records held for their keys come out when they arrive, whichever side is fed.
@@ -286,7 +308,10 @@ fuzz_target!(|data: &[u8]| {
             }
             4 if late => {
                 use std::io::Write;
-                let mut f = std::fs::OpenOptions::new().append(true).open(&file).unwrap();
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&file)
+                    .unwrap();
                 f.write_all(secrets.as_bytes()).unwrap();
             }
             _ => {}

@@ -8,7 +8,8 @@ use std::sync::{Arc, OnceLock};
 use h2scope::capture::CaptureReader;
 use h2scope::event::{Event, Sink};
 use h2scope::grpc::schema::Schemas;
-use h2scope::output::filter::Filter;
+use h2scope::output::fields::{write_line, FieldsOptions};
+use h2scope::output::filter::{FieldList, Filter};
 use h2scope::output::jsonl::{event_json, JsonLines};
 use h2scope::output::text::{Text, TextOptions};
 use h2scope::output::{Counting, Summary, Tally};
@@ -44,6 +45,31 @@ fn filters() -> &'static [Filter] {
         .iter()
         .map(|f| f.parse().expect("a filter of the fuzz target"))
         .collect()
+    })
+}
+
+/// Fields of every shape for `-T fields`: scalars, lists, header lists by name, objects.
+fn fields() -> &'static (FieldList, FieldsOptions) {
+    static FIELDS: OnceLock<(FieldList, FieldsOptions)> = OnceLock::new();
+    FIELDS.get_or_init(|| {
+        let names = [
+            "event",
+            "conn",
+            "type",
+            "flag_names",
+            "headers",
+            "request_headers.user-agent",
+            "json",
+            "fields.1",
+            "notes",
+            "grpc_status",
+            "settings.0",
+        ];
+        let mut opts = FieldsOptions::default();
+        opts.set("quote=d")
+            .expect("a fields option of the fuzz target");
+        let list = FieldList::parse(&names).expect("fields of the fuzz target");
+        (list, opts)
     })
 }
 
@@ -139,11 +165,23 @@ pub fn dissect_and_render(data: Vec<u8>) {
     }
     assert_eq!(tally, counts_only, "a summary counts otherwise");
     assert_eq!(tally, calls_only, "--calls counts otherwise");
-    assert_eq!(tally, no_messages, "a sink without messages counts otherwise");
+    assert_eq!(
+        tally, no_messages,
+        "a sink without messages counts otherwise"
+    );
     for event in events {
         let whole = event_json(&event);
         for f in filters() {
-            assert_eq!(f.matches(&event), f.matches_json(&whole), "{f:?} on {whole}");
+            assert_eq!(
+                f.matches(&event),
+                f.matches_json(&whole),
+                "{f:?} on {whole}"
+            );
+        }
+        let (list, opts) = fields();
+        let mut line = Vec::new();
+        if write_line(list, opts, &event, &mut line) {
+            assert_eq!(line.last(), Some(&b'\n'), "a line of fields ends its line");
         }
         json.event(event.clone());
         json_calls.event(event.clone());
