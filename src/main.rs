@@ -288,12 +288,19 @@ impl OutputArgs {
             EventFormat::Fields if self.fields.is_empty() => {
                 Some("-T fields needs at least one -e FIELD, as -e path -e grpc_status".into())
             }
-            EventFormat::Fields => self.field_list().err(),
+            EventFormat::Fields => match self.field_list() {
+                Ok((list, _)) => unknown_field_problem("-e", list.roots()),
+                Err(e) => Some(e),
+            },
             _ if !self.fields.is_empty() || !self.field_options.is_empty() => {
                 Some("-e and -E choose the fields of -T fields; add -T fields".into())
             }
             _ => None,
-        };
+        }
+        .or_else(|| {
+            let filter = self.display_filter.as_ref()?;
+            unknown_field_problem("-Y", filter.fields())
+        });
         match problem {
             Some(p) => {
                 eprintln!("h2scope: {p}");
@@ -302,6 +309,18 @@ impl OutputArgs {
             None => Ok(()),
         }
     }
+}
+
+/// What to say of a field no event has, if one of `fields` (top-level names) is one.
+fn unknown_field_problem(flag: &str, fields: &[String]) -> Option<String> {
+    let (name, near) = h2scope::output::filter::unknown_field(fields)?;
+    let hint = near
+        .map(|n| format!(" (did you mean {n:?}?)"))
+        .unwrap_or_default();
+    Some(format!(
+        "{flag}: no event has a field {name:?}{hint}; fields are the keys of the JSON Lines \
+         events, see the README"
+    ))
 }
 
 /// How traffic is decoded (shared by `read` and `capture`).
@@ -1304,6 +1323,15 @@ fn read(args: ReadArgs) -> ExitCode {
 /// `health` and `stats`: one pass, the analysis as the sink.
 fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
     use h2scope::analysis::{health as h, stats::CallStats};
+    // stats filters call events; health filters its reports, which have keys of their own.
+    let unknown = (!health)
+        .then(|| args.display_filter.as_ref())
+        .flatten()
+        .and_then(|f| unknown_field_problem("-Y", f.fields()));
+    if let Some(problem) = unknown {
+        eprintln!("h2scope: {problem}");
+        return ExitCode::from(2);
+    }
     let schemas = match schemas_for(&args.decode.schema) {
         Ok(s) => s,
         Err(code) => return code,

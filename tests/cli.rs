@@ -1172,6 +1172,15 @@ fn fields_output_prints_the_json_lines_values() {
             &["read", "-T", "fields", "-e", "path", "-E", "quote=x"][..],
             "quote=x",
         ),
+        (
+            &["read", "-T", "fields", "-e", "strem"][..],
+            "did you mean \"stream\"",
+        ),
+        (
+            &["read", "-Y", "grpc_stauts != 0"][..],
+            "did you mean \"grpc_status\"",
+        ),
+        (&["stats", "-Y", "zzz"][..], "no event has a field \"zzz\""),
     ] {
         let out = Command::new(BIN).args(args).arg(&capture).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");

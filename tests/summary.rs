@@ -136,7 +136,7 @@ fn a_sink_without_messages_gets_every_other_event() {
 #[test]
 fn a_display_filter_decides_as_on_the_whole_event() {
     use h2scope::output::filter::Filter;
-    use h2scope::output::jsonl::event_json;
+    use h2scope::output::jsonl::{event_json, keys_of};
 
     let texts = [
         "event == call and grpc_status != 0",
@@ -155,12 +155,21 @@ fn a_display_filter_decides_as_on_the_whole_event() {
     ];
     let filters: Vec<Filter> = texts.iter().map(|f| f.parse().unwrap()).collect();
     let mut shown = vec![0usize; filters.len()];
+    let mut kinds = std::collections::BTreeSet::new();
     let mut events = 0;
     for file in captures() {
         let mut all = Vec::new();
         dissect(&file, &mut all);
         for e in &all {
             let whole = event_json(e);
+            // The lists of keys that decide filters for whole kinds, and catch misspelt
+            // fields, hold every key written.
+            let kind = whole["event"].as_str().unwrap_or_default().to_string();
+            let keys = keys_of(&kind).unwrap_or_else(|| panic!("{file}: kind {kind}"));
+            for k in whole.as_object().into_iter().flat_map(|o| o.keys()) {
+                assert!(keys.contains(&k.as_str()), "{file}: {kind} has {k}");
+            }
+            kinds.insert(kind);
             for (i, f) in filters.iter().enumerate() {
                 let m = f.matches(e);
                 assert_eq!(m, f.matches_json(&whole), "{file}: {} on {whole}", texts[i]);
@@ -169,6 +178,11 @@ fn a_display_filter_decides_as_on_the_whole_event() {
         }
         events += all.len();
     }
+    let all_kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
+    assert_eq!(
+        all_kinds,
+        ["call", "connection", "error", "frame", "gap", "message"]
+    );
     // Each filter but the last shows some events and hides others, so both answers were
     // checked.
     for (f, n) in texts.iter().zip(&shown) {

@@ -168,6 +168,37 @@ impl Filter {
     }
 }
 
+/// The first of `fields` (top-level names) that no kind of event has, with the name of one
+/// that is close to it, if any: a misspelt field would otherwise match nothing, silently.
+pub fn unknown_field(fields: &[String]) -> Option<(&str, Option<&'static str>)> {
+    let name = fields.iter().find(|f| !jsonl::is_event_key(f))?;
+    let closest = jsonl::EVENT_KINDS
+        .iter()
+        .filter_map(|k| jsonl::keys_of(k))
+        .flatten()
+        .map(|k| (edit_distance(name, k), *k))
+        .min();
+    // One edit in a short name, two in a longer one (a swap of two letters is two).
+    let near = if name.chars().count() < 5 { 1 } else { 2 };
+    Some((name, closest.filter(|(d, _)| *d <= near).map(|(_, k)| k)))
+}
+
+/// Levenshtein distance, for [`unknown_field`]'s suggestion.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
+}
+
 /// A line longer than this is not kept for the next event's.
 const LINE_KEPT: usize = 1 << 20;
 
@@ -249,6 +280,11 @@ impl FieldList {
     pub fn may_have(&self, kind: &str) -> bool {
         jsonl::keys_of(kind)
             .is_none_or(|keys| self.roots.iter().any(|r| keys.contains(&r.as_str())))
+    }
+
+    /// The top-level fields the fields start from, each once.
+    pub fn roots(&self) -> &[String] {
+        &self.roots
     }
 
     /// Some field starts from this top-level field.
@@ -983,6 +1019,26 @@ mod tests {
             kinds("event != frame and flags"),
             (false, false, [Some(false); 3])
         );
+    }
+
+    #[test]
+    fn fields_no_event_has_are_found_with_a_suggestion() {
+        let names = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            unknown_field(&names(&["event", "grpc_status", "tls"])),
+            None
+        );
+        assert_eq!(
+            unknown_field(&names(&["path", "grpc_stauts"])),
+            Some(("grpc_stauts", Some("grpc_status")))
+        );
+        assert_eq!(
+            unknown_field(&names(&["strem"])),
+            Some(("strem", Some("stream")))
+        );
+        assert_eq!(unknown_field(&names(&["zzz"])), Some(("zzz", None)));
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
     }
 
     #[test]

@@ -556,14 +556,55 @@ pub fn event_json(event: &Event) -> Value {
     }
 }
 
-/// The keys a kind of event (its `event` name) may have, for frames, messages and calls.
+/// Every key a gap event can have.
+pub const GAP_KEYS: &[&str] = &["event", "packet", "ts", "conn", "src", "dst", "bytes"];
+
+/// Every key an error event can have.
+pub const ERROR_KEYS: &[&str] = &[
+    "event", "packet", "ts", "conn", "src", "dst", "stream", "kind", "message",
+];
+
+/// Every key a connection event can have.
+pub const CONNECTION_KEYS: &[&str] = &[
+    "event",
+    "conn",
+    "client",
+    "server",
+    "protocol",
+    "start_ts",
+    "end_ts",
+    "duration",
+    "bytes_to_server",
+    "bytes_to_client",
+    "packets",
+    "end",
+    "end_by",
+    "joined_mid_way",
+    "tls",
+];
+
+/// The `event` names of the events a display filter sees.
+pub const EVENT_KINDS: [&str; 6] = ["frame", "message", "call", "gap", "error", "connection"];
+
+/// The keys a kind of event (its `event` name) may have.
 pub fn keys_of(kind: &str) -> Option<&'static [&'static str]> {
     match kind {
         "frame" => Some(FRAME_KEYS),
         "message" => Some(MESSAGE_KEYS),
         "call" => Some(CALL_KEYS),
+        "gap" => Some(GAP_KEYS),
+        "error" => Some(ERROR_KEYS),
+        "connection" => Some(CONNECTION_KEYS),
         _ => None,
     }
+}
+
+/// Whether some kind of event has this top-level key.
+pub fn is_event_key(key: &str) -> bool {
+    EVENT_KINDS
+        .iter()
+        .filter_map(|k| keys_of(k))
+        .any(|keys| keys.contains(&key))
 }
 
 /// The fields `keys` of a frame, message or call, as a JSON object appended to `buf`: what a
