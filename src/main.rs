@@ -1324,10 +1324,10 @@ fn read(args: ReadArgs) -> ExitCode {
 fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
     use h2scope::analysis::{health as h, stats::CallStats};
     // stats filters call events; health filters its reports, which have keys of their own.
-    let unknown = (!health)
-        .then(|| args.display_filter.as_ref())
-        .flatten()
-        .and_then(|f| unknown_field_problem("-Y", f.fields()));
+    let unknown = match &args.display_filter {
+        Some(f) if !health => unknown_field_problem("-Y", f.fields()),
+        _ => None,
+    };
     if let Some(problem) = unknown {
         eprintln!("h2scope: {problem}");
         return ExitCode::from(2);
