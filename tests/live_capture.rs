@@ -33,8 +33,13 @@ fn jsonl(text: &str) -> Vec<Value> {
 
 /// Starts `h2scope capture -i lo` with `args` (JSON Lines out) and waits until it captures.
 fn start_capture(args: &[&std::ffi::OsStr]) -> std::process::Child {
+    start_capture_as("jsonl", args)
+}
+
+/// Starts `h2scope capture -i lo --format FORMAT` with `args` and waits until it captures.
+fn start_capture_as(format: &str, args: &[&std::ffi::OsStr]) -> std::process::Child {
     let mut child = Command::new(BIN)
-        .args(["capture", "-i", "lo", "--format", "jsonl"])
+        .args(["capture", "-i", "lo", "--format", format])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -50,6 +55,11 @@ fn start_capture(args: &[&std::ffi::OsStr]) -> std::process::Child {
 /// Gives the capture time to see the last packets, stops it as a user would (Ctrl-C), and
 /// returns its events.
 fn stop_capture(child: std::process::Child) -> Vec<Value> {
+    jsonl(&stop_capture_text(child))
+}
+
+/// As [`stop_capture`], returning what the capture printed.
+fn stop_capture_text(child: std::process::Child) -> String {
     std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();
     let kill = Command::new("kill")
@@ -63,7 +73,7 @@ fn stop_capture(child: std::process::Child) -> Vec<Value> {
         started.elapsed() < Duration::from_secs(5),
         "Ctrl-C took too long"
     );
-    jsonl(&String::from_utf8(out.stdout).unwrap())
+    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]
@@ -146,6 +156,46 @@ fn live_capture_shows_calls_and_records_a_readable_file() {
         ),
     }
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `capture -T fields` prints the chosen fields of live calls, as `read -T fields` does.
+#[test]
+fn live_capture_prints_fields() {
+    if !common::can_capture_on_lo() {
+        return;
+    }
+    let (rt, addr) = common::health_server();
+    let filter = format!("tcp port {}", addr.port());
+    let child = start_capture_as(
+        "fields",
+        &[
+            "-f".as_ref(),
+            filter.as_ref(),
+            "-e".as_ref(),
+            "path".as_ref(),
+            "-e".as_ref(),
+            "grpc_status".as_ref(),
+            "-Y".as_ref(),
+            "event == call".as_ref(),
+        ],
+    );
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+        for _ in 0..3 {
+            client
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await
+                .unwrap();
+        }
+    });
+    let text = stop_capture_text(child);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines, ["/grpc.health.v1.Health/Check\t0"; 3], "{text}");
 }
 
 #[test]
