@@ -112,6 +112,9 @@ fn push_value(out: &mut Vec<u8>, v: &Value) {
     }
 }
 
+/// A column's buffer larger than this is let go after its line.
+const COLUMN_KEPT: usize = 1 << 16;
+
 /// Appends the line of `event` to `buf`; false, with nothing appended, when the event has
 /// none of the fields.
 pub fn write_line(
@@ -128,6 +131,10 @@ pub fn write_line(
     COLUMNS.with_borrow_mut(|columns| {
         columns.resize_with(list.names().len(), Default::default);
         for (text, count) in columns.iter_mut() {
+            // A large value (a message's JSON) is not held on to for the lines after it.
+            if text.capacity() > COLUMN_KEPT {
+                *text = Vec::new();
+            }
             text.clear();
             *count = 0;
         }
@@ -270,7 +277,9 @@ impl<W: Write> Sink for Fields<W> {
         if write_line(&self.list, &self.opts, &event, &mut line) {
             self.write(&line);
         }
-        self.line = line;
+        if line.capacity() <= COLUMN_KEPT {
+            self.line = line;
+        }
     }
 
     fn line(&mut self, text: &[u8]) {
