@@ -136,7 +136,8 @@ fn a_sink_without_messages_gets_every_other_event() {
 #[test]
 fn a_display_filter_decides_as_on_the_whole_event() {
     use h2scope::output::filter::Filter;
-    use h2scope::output::jsonl::{event_json, keys_of};
+    use h2scope::output::jsonl::event_json;
+    use h2scope::output::keys::keys_of;
 
     let texts = [
         "event == call and grpc_status != 0",

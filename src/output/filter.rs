@@ -21,7 +21,7 @@ use regex_lite::Regex;
 use serde_json::Value;
 
 use crate::event::{Event, Sink};
-use crate::output::jsonl;
+use crate::output::{jsonl, keys};
 use crate::parallel::{Handoff, Route, Shows};
 
 /// A compiled display filter.
@@ -171,10 +171,10 @@ impl Filter {
 /// The first of `fields` (top-level names) that no kind of event has, with the name of one
 /// that is close to it, if any: a misspelt field would otherwise match nothing, silently.
 pub fn unknown_field(fields: &[String]) -> Option<(&str, Option<&'static str>)> {
-    let name = fields.iter().find(|f| !jsonl::is_event_key(f))?;
-    let closest = jsonl::EVENT_KINDS
+    let name = fields.iter().find(|f| !keys::is_event_key(f))?;
+    let closest = keys::EVENT_KINDS
         .iter()
-        .filter_map(|k| jsonl::keys_of(k))
+        .filter_map(|k| keys::keys_of(k))
         .flatten()
         .map(|k| (edit_distance(name, k), *k))
         .min();
@@ -278,8 +278,7 @@ impl FieldList {
     /// Whether some event of this kind (its `event` name) may have one of the fields: events
     /// of a kind that cannot print no line, and need not be built.
     pub fn may_have(&self, kind: &str) -> bool {
-        jsonl::keys_of(kind)
-            .is_none_or(|keys| self.roots.iter().any(|r| keys.contains(&r.as_str())))
+        keys::keys_of(kind).is_none_or(|keys| self.roots.iter().any(|r| keys.contains(&r.as_str())))
     }
 
     /// The top-level fields the fields start from, each once.
@@ -330,7 +329,7 @@ impl Expr {
             }
             // A field no event of the kind has: a bare field and every comparison are false.
             Expr::Present(f) | Expr::Compare(f, _, _)
-                if jsonl::keys_of(kind).is_some_and(|keys| !keys.contains(&f.root.as_str())) =>
+                if keys::keys_of(kind).is_some_and(|keys| !keys.contains(&f.root.as_str())) =>
             {
                 Some(false)
             }

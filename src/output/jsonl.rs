@@ -4,7 +4,7 @@ use std::io::Write;
 
 use serde_json::{json, Map, Value};
 
-use super::Summary;
+use super::{keys, Summary};
 use crate::event::{
     ConnectionEnd, EndKind, ErrorEvent, Event, FrameDetail, FrameEvent, GapEvent, MessageEvent,
     Origin, Sink,
@@ -188,106 +188,11 @@ struct Obj<'a, K: Keys = AllKeys> {
     conn_hole: Option<Option<usize>>,
     /// The keys written; the others are left out.
     keys: K,
-    /// Every key this kind of object may have ([`FRAME_KEYS`]...), checked as keys are written
+    /// Every key this kind of object may have ([`keys::FRAME`]...), checked as keys are written
     /// so that the lists cannot fall behind the writers.
     #[cfg(debug_assertions)]
     known: &'static [&'static str],
 }
-
-/// Every key a frame event can have: a display filter on any other field is false for every
-/// frame, so frames need not be built for it (nor messages and calls, with the lists below).
-pub const FRAME_KEYS: &[&str] = &[
-    "event",
-    "packet",
-    "ts",
-    "conn",
-    "src",
-    "dst",
-    "stream",
-    "type",
-    "type_code",
-    "flags",
-    "flag_names",
-    "length",
-    "data_length",
-    "pad_length",
-    "missing",
-    "priority",
-    "error_code",
-    "error_name",
-    "ack",
-    "settings",
-    "setting_names",
-    "promised_stream",
-    "opaque",
-    "last_stream_id",
-    "debug_data",
-    "increment",
-    "malformed",
-    "headers",
-    "table_size_updates",
-    "notes",
-];
-
-/// Every key a message event can have.
-pub const MESSAGE_KEYS: &[&str] = &[
-    "event",
-    "packet",
-    "ts",
-    "conn",
-    "src",
-    "dst",
-    "stream",
-    "path",
-    "dir",
-    "index",
-    "compressed",
-    "encoding",
-    "length",
-    "type",
-    "json",
-    "fields",
-    "problem",
-    "harvested",
-];
-
-/// Every key a call event can have.
-pub const CALL_KEYS: &[&str] = &[
-    "event",
-    "conn",
-    "stream",
-    "client",
-    "server",
-    "method",
-    "path",
-    "authority",
-    "status",
-    "grpc_status",
-    "grpc_status_name",
-    "grpc_message",
-    "start_ts",
-    "end_ts",
-    "duration",
-    "start_packet",
-    "end_packet",
-    "request_bytes",
-    "response_bytes",
-    "end",
-    "reset_by",
-    "error_code",
-    "pushed",
-    "upgraded",
-    "request_headers",
-    "response_headers",
-    "request_trailers",
-    "trailers",
-    "grpc",
-    "request_messages",
-    "response_messages",
-    "grpc_status_details",
-    "binary_metadata",
-    "notes",
-];
 
 /// Which keys of an object are written: all of them for the output, only those a display
 /// filter names when it tests an event (see [`write_event_keys`]).
@@ -556,57 +461,6 @@ pub fn event_json(event: &Event) -> Value {
     }
 }
 
-/// Every key a gap event can have.
-pub const GAP_KEYS: &[&str] = &["event", "packet", "ts", "conn", "src", "dst", "bytes"];
-
-/// Every key an error event can have.
-pub const ERROR_KEYS: &[&str] = &[
-    "event", "packet", "ts", "conn", "src", "dst", "stream", "kind", "message",
-];
-
-/// Every key a connection event can have.
-pub const CONNECTION_KEYS: &[&str] = &[
-    "event",
-    "conn",
-    "client",
-    "server",
-    "protocol",
-    "start_ts",
-    "end_ts",
-    "duration",
-    "bytes_to_server",
-    "bytes_to_client",
-    "packets",
-    "end",
-    "end_by",
-    "joined_mid_way",
-    "tls",
-];
-
-/// The `event` names of the events a display filter sees.
-pub const EVENT_KINDS: [&str; 6] = ["frame", "message", "call", "gap", "error", "connection"];
-
-/// The keys a kind of event (its `event` name) may have.
-pub fn keys_of(kind: &str) -> Option<&'static [&'static str]> {
-    match kind {
-        "frame" => Some(FRAME_KEYS),
-        "message" => Some(MESSAGE_KEYS),
-        "call" => Some(CALL_KEYS),
-        "gap" => Some(GAP_KEYS),
-        "error" => Some(ERROR_KEYS),
-        "connection" => Some(CONNECTION_KEYS),
-        _ => None,
-    }
-}
-
-/// Whether some kind of event has this top-level key.
-pub fn is_event_key(key: &str) -> bool {
-    EVENT_KINDS
-        .iter()
-        .filter_map(|k| keys_of(k))
-        .any(|keys| keys.contains(&key))
-}
-
 /// The fields `keys` of a frame, message or call, as a JSON object appended to `buf`: what a
 /// display filter looks at, without writing the rest. False (and nothing written) for the
 /// other events, which have only [`event_json`].
@@ -639,7 +493,7 @@ pub fn write_frame(buf: &mut Vec<u8>, f: &FrameEvent) {
 }
 
 fn frame_obj<K: Keys>(o: Obj<'_, K>, f: &FrameEvent) -> Option<usize> {
-    let mut o = o.of(FRAME_KEYS);
+    let mut o = o.of(keys::FRAME);
     let h = &f.header;
     o.name("event", "frame");
     o.uint("packet", f.origin.packet);
@@ -936,7 +790,7 @@ pub fn write_call(buf: &mut Vec<u8>, c: &Call) {
 }
 
 fn call_obj<K: Keys>(o: Obj<'_, K>, c: &Call) -> Option<usize> {
-    let mut o = o.of(CALL_KEYS);
+    let mut o = o.of(keys::CALL);
     o.name("event", "call");
     o.conn(c.conn);
     o.uint("stream", c.stream as u64);
@@ -1018,7 +872,7 @@ pub fn write_message(buf: &mut Vec<u8>, e: &MessageEvent) {
 }
 
 fn message_obj<K: Keys>(o: Obj<'_, K>, e: &MessageEvent) -> Option<usize> {
-    let mut o = o.of(MESSAGE_KEYS);
+    let mut o = o.of(keys::MESSAGE);
     let d = &e.decoded;
     o.name("event", "message");
     o.uint("packet", e.origin.packet);

@@ -3,6 +3,7 @@
 pub mod fields;
 pub mod filter;
 pub mod jsonl;
+pub mod keys;
 pub mod pcap;
 pub mod pcapng;
 pub mod text;
