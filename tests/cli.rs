@@ -915,6 +915,29 @@ fn display_filter_selects_the_events_its_fields_name() {
         assert!(expected.len() < all.len(), "{filter} selects everything");
         assert_eq!(shown.iter().collect::<Vec<_>>(), expected, "{filter}");
     }
+    // A null field is present: the reset Watch has no grpc-status, which != 0 shows and > 0
+    // does not (as the README says).
+    let count = |filter: &str| {
+        jsonl(&[
+            "read",
+            "--calls",
+            "--format",
+            "jsonl",
+            "--no-summary",
+            "-Y",
+            filter,
+            &capture,
+        ])
+        .len()
+    };
+    assert_eq!(
+        (
+            count("grpc_status != 0"),
+            count("grpc_status > 0"),
+            count("grpc_status == null")
+        ),
+        (2, 1, 1)
+    );
     // What no frame or message can match is not built, and is counted all the same.
     let last = |args: &[&str]| jsonl(args).pop().unwrap();
     for threads in ["1", "2"] {
