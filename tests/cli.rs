@@ -900,16 +900,15 @@ fn display_filter_selects_the_events_its_fields_name() {
             e.get("event").is_some() && e["event"] != "message" && e["stream"] == 1
         }),
     ];
+    // The events `read` shows with this filter (and these options).
+    let filtered = |filter: &str, options: &[&str]| {
+        let mut args = vec!["read", "--format", "jsonl", "--no-summary", "-Y", filter];
+        args.extend_from_slice(options);
+        args.push(&capture);
+        jsonl(&args)
+    };
     for (filter, pick) in cases {
-        let shown = jsonl(&[
-            "read",
-            "--format",
-            "jsonl",
-            "--no-summary",
-            "-Y",
-            filter,
-            &capture,
-        ]);
+        let shown = filtered(filter, &[]);
         let expected: Vec<&Value> = all.iter().filter(|e| pick(e)).collect();
         assert!(!expected.is_empty(), "{filter} selects nothing");
         assert!(expected.len() < all.len(), "{filter} selects everything");
@@ -917,19 +916,7 @@ fn display_filter_selects_the_events_its_fields_name() {
     }
     // A null field is present: the reset Watch has no grpc-status, which != 0 shows and > 0
     // does not (as the README says).
-    let count = |filter: &str| {
-        jsonl(&[
-            "read",
-            "--calls",
-            "--format",
-            "jsonl",
-            "--no-summary",
-            "-Y",
-            filter,
-            &capture,
-        ])
-        .len()
-    };
+    let count = |filter: &str| filtered(filter, &["--calls"]).len();
     assert_eq!(
         (
             count("grpc_status != 0"),

@@ -76,6 +76,24 @@ fn stop_capture_text(child: std::process::Child) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `n` health checks on one channel to the server at `addr`.
+fn health_checks(rt: &tokio::runtime::Runtime, addr: std::net::SocketAddr, n: usize) {
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+        for _ in 0..n {
+            client
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await
+                .unwrap();
+        }
+    });
+}
+
 #[test]
 fn live_capture_shows_calls_and_records_a_readable_file() {
     if !common::can_capture_on_lo() {
@@ -88,20 +106,7 @@ fn live_capture_shows_calls_and_records_a_readable_file() {
     let filter = format!("tcp port {}", addr.port());
     let child = start_capture(&["-f".as_ref(), filter.as_ref(), "-w".as_ref(), file.as_ref()]);
 
-    rt.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
-        for _ in 0..5 {
-            client
-                .check(tonic_health::pb::HealthCheckRequest::default())
-                .await
-                .unwrap();
-        }
-    });
+    health_checks(&rt, addr, 5);
     let events = stop_capture(child);
 
     let calls: Vec<&Value> = events.iter().filter(|e| e["event"] == "call").collect();
@@ -179,20 +184,7 @@ fn live_capture_prints_fields() {
             "event == call".as_ref(),
         ],
     );
-    rt.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
-        for _ in 0..3 {
-            client
-                .check(tonic_health::pb::HealthCheckRequest::default())
-                .await
-                .unwrap();
-        }
-    });
+    health_checks(&rt, addr, 3);
     let text = stop_capture_text(child);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines, ["/grpc.health.v1.Health/Check\t0"; 3], "{text}");
