@@ -299,7 +299,7 @@ impl OutputArgs {
         }
         .or_else(|| {
             let filter = self.display_filter.as_ref()?;
-            unknown_field_problem("-Y", filter.fields())
+            unknown_field_problem("-Y", filter.roots())
         });
         match problem {
             Some(p) => {
@@ -1325,7 +1325,7 @@ fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
     use h2scope::analysis::{health as h, stats::CallStats};
     // stats filters call events; health filters its reports, which have keys of their own.
     let unknown = match &args.display_filter {
-        Some(f) if !health => unknown_field_problem("-Y", f.fields()),
+        Some(f) if !health => unknown_field_problem("-Y", f.roots()),
         _ => None,
     };
     if let Some(problem) = unknown {

@@ -162,6 +162,17 @@ pub enum Shows {
     Nothing,
 }
 
+impl Shows {
+    /// What a route shows, less the frames or messages nothing will look at, as
+    /// [`crate::event::Wants::narrowed`] does for a sink.
+    pub fn narrowed(self, frames: bool, messages: bool) -> Shows {
+        match self {
+            Shows::Everything if !frames && !messages => Shows::Calls,
+            shows => shows,
+        }
+    }
+}
+
 /// The route of a summary: every event is counted and dropped.
 pub struct DropAll;
 

@@ -320,12 +320,12 @@ impl Route for FieldsRoute {
     }
 
     fn shows(&self) -> Shows {
-        let calls = !self.list.may_have("frame") && !self.list.may_have("message");
-        if self.calls_only || calls {
+        let shows = if self.calls_only {
             Shows::Calls
         } else {
             Shows::Everything
-        }
+        };
+        shows.narrowed(self.list.may_have("frame"), self.list.may_have("message"))
     }
 }
 

@@ -100,17 +100,9 @@ const MAX_DEPTH: usize = 64;
 
 impl Filter {
     pub fn parse(text: &str) -> Result<Filter, FilterError> {
-        let tokens = lex(text)?;
-        let mut p = Parser {
-            tokens,
-            at: 0,
-            end: text.chars().count() + 1,
-            depth: 0,
-        };
+        let mut p = Parser::new(text)?;
         let expr = p.or()?;
-        if let Some(t) = p.tokens.get(p.at) {
-            return Err(p.error_at(t.at, format!("unexpected {}", t.tok.describe())));
-        }
+        p.end_of_text()?;
         let mut roots = Vec::new();
         expr.roots(&mut roots);
         let by_kind = KINDS.map(|k| expr.given_event(k));
@@ -133,13 +125,13 @@ impl Filter {
         with_root(event, &self.roots, |root| eval(&self.expr, root))
     }
 
-    /// The top-level fields the filter names.
-    pub fn fields(&self) -> &[String] {
+    /// The top-level fields the filter names, each once.
+    pub fn roots(&self) -> &[String] {
         &self.roots
     }
 
     /// Whether a record whose top-level fields are given by `field` (for the names of
-    /// [`Filter::fields`]) is shown: for views that keep a few fields of an event, not the
+    /// [`Filter::roots`]) is shown: for views that keep a few fields of an event, not the
     /// event (the TUI's call list).
     pub fn matches_fields(&self, field: impl Fn(&str) -> Option<Value>) -> bool {
         let values: Vec<Option<Value>> = self.roots.iter().map(|n| field(n)).collect();
@@ -240,24 +232,16 @@ impl FieldList {
         let mut roots = Vec::new();
         for name in names {
             let text = name.as_ref();
-            let mut p = Parser {
-                tokens: lex(text).map_err(|e| FilterError {
-                    at: e.at,
-                    message: format!("field {text:?}: {}", e.message),
-                })?,
-                at: 0,
-                end: text.chars().count() + 1,
-                depth: 0,
+            let parse = || {
+                let mut p = Parser::new(text)?;
+                let field = p.field()?;
+                p.end_of_text()?;
+                Ok(field)
             };
-            let in_field = |e: FilterError| FilterError {
+            let field = parse().map_err(|e: FilterError| FilterError {
                 at: e.at,
                 message: format!("field {text:?}: {}", e.message),
-            };
-            let field = p.field().map_err(in_field)?;
-            if let Some(t) = p.tokens.get(p.at) {
-                let e = p.error_at(t.at, format!("unexpected {}", t.tok.describe()));
-                return Err(in_field(e));
-            }
+            })?;
             if !roots.contains(&field.root) {
                 roots.push(field.root.clone());
             }
@@ -400,14 +384,10 @@ impl Route for FilterRoute {
     }
 
     fn shows(&self) -> Shows {
-        match self.inner.shows() {
-            Shows::Everything
-                if !self.filter.may_show_frames() && !self.filter.may_show_messages() =>
-            {
-                Shows::Calls
-            }
-            shows => shows,
-        }
+        self.inner.shows().narrowed(
+            self.filter.may_show_frames(),
+            self.filter.may_show_messages(),
+        )
     }
 }
 
@@ -788,6 +768,23 @@ struct Parser {
 }
 
 impl Parser {
+    fn new(text: &str) -> Result<Parser, FilterError> {
+        Ok(Parser {
+            tokens: lex(text)?,
+            at: 0,
+            end: text.chars().count() + 1,
+            depth: 0,
+        })
+    }
+
+    /// An error if tokens are left after what was parsed.
+    fn end_of_text(&self) -> Result<(), FilterError> {
+        match self.tokens.get(self.at) {
+            Some(t) => Err(self.error_at(t.at, format!("unexpected {}", t.tok.describe()))),
+            None => Ok(()),
+        }
+    }
+
     fn peek(&self) -> Option<&Tok> {
         self.tokens.get(self.at).map(|t| &t.tok)
     }

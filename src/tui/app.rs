@@ -116,11 +116,10 @@ impl ListFilter {
     pub fn parse(text: &str) -> (ListFilter, Option<String>) {
         let text = text.trim();
         let short = |w: &str| {
-            w == "status!=0"
-                || w == "errors"
-                || ["conn=", "stream="]
-                    .iter()
-                    .any(|p| w.strip_prefix(p).is_some_and(|n| n.parse::<u64>().is_ok()))
+            matches!(
+                Word::of(w),
+                Word::Problem | Word::Conn(Some(_)) | Word::Stream(Some(_))
+            )
         };
         if text.is_empty() {
             return (ListFilter::All, None);
@@ -129,14 +128,10 @@ impl ListFilter {
             return (ListFilter::Words(text.into()), None);
         }
         match Filter::parse(text) {
-            Ok(f) => match f
-                .fields()
-                .iter()
-                .find(|n| !ROW_FIELDS.contains(&n.as_str()))
-            {
+            Ok(f) => match f.roots().iter().find(|n| !ROW_FIELDS.contains(&n.as_str())) {
                 None => (ListFilter::Display(f), None),
                 // A lone word is a path fragment, not a field.
-                Some(_) if !text.contains(char::is_whitespace) && f.fields().len() == 1 => {
+                Some(_) if !text.contains(char::is_whitespace) && f.roots().len() == 1 => {
                     (ListFilter::Words(text.into()), None)
                 }
                 Some(n) => (
@@ -156,17 +151,38 @@ impl ListFilter {
         match self {
             ListFilter::All => true,
             ListFilter::Display(f) => f.matches_fields(|name| row_field(c, name)),
-            ListFilter::Words(text) => text.split_whitespace().all(|w| {
-                if w == "status!=0" || w == "errors" {
-                    c.problem
-                } else if let Some(n) = w.strip_prefix("conn=") {
-                    n.parse().is_ok_and(|n: u64| n == c.conn)
-                } else if let Some(n) = w.strip_prefix("stream=") {
-                    n.parse().is_ok_and(|n: u32| n == c.stream)
-                } else {
-                    c.path.contains(w)
-                }
+            ListFilter::Words(text) => text.split_whitespace().all(|w| match Word::of(w) {
+                Word::Problem => c.problem,
+                Word::Conn(n) => n == Some(c.conn),
+                Word::Stream(n) => n == Some(c.stream),
+                Word::Path(text) => c.path.contains(text),
             }),
+        }
+    }
+}
+
+/// A word of [`ListFilter::Words`].
+enum Word<'a> {
+    /// `status!=0` or `errors`: a problem call.
+    Problem,
+    /// `conn=N`; `None` when N is not a number, which no call has.
+    Conn(Option<u64>),
+    /// `stream=N`, likewise.
+    Stream(Option<u32>),
+    /// Any other word: text of the path.
+    Path(&'a str),
+}
+
+impl<'a> Word<'a> {
+    fn of(w: &'a str) -> Word<'a> {
+        if w == "status!=0" || w == "errors" {
+            Word::Problem
+        } else if let Some(n) = w.strip_prefix("conn=") {
+            Word::Conn(n.parse().ok())
+        } else if let Some(n) = w.strip_prefix("stream=") {
+            Word::Stream(n.parse().ok())
+        } else {
+            Word::Path(w)
         }
     }
 }
