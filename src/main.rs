@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use h2scope::capture::compressed::Position;
 use h2scope::capture::{link, live, CaptureReader, CaptureWarning};
 use h2scope::event::{ErrorEvent, ErrorKind, Event, Sink};
 use h2scope::grpc::schema::Schemas;
@@ -769,6 +770,10 @@ fn capture_warnings(reader: &CaptureReader) -> Vec<String> {
             CaptureWarning::UnknownInterface { record, interface } => {
                 format!("record {record} refers to undeclared interface {interface}; skipped")
             }
+            CaptureWarning::CompressedStreamEnds {
+                after_record,
+                reason,
+            } => format!("{reason}, after record {after_record}; the rest is not read"),
         })
         .collect()
 }
@@ -797,22 +802,25 @@ fn open_write(
 struct Progress {
     /// The file's size, when it is a regular file; a pipe (`<(…)`) has none.
     total: Option<u64>,
-    /// Bytes of records seen, an estimate of the position in the file.
-    bytes: u64,
+    /// Bytes read from the file: compressed bytes for a compressed file, as its size is.
+    position: Position,
+    /// Whether a packet came yet.
+    begun: bool,
     started: Instant,
     last: Instant,
     shown: bool,
 }
 
 impl Progress {
-    fn new(path: &str, quiet: bool) -> Option<Progress> {
+    fn new(path: &str, reader: &CaptureReader, quiet: bool) -> Option<Progress> {
         if quiet || path == "-" || !io::stderr().is_terminal() {
             return None;
         }
         let meta = std::fs::metadata(path).ok()?;
         Some(Progress {
             total: (meta.is_file() && meta.len() > 0).then_some(meta.len()),
-            bytes: 0,
+            position: reader.position(),
+            begun: false,
             started: Instant::now(),
             last: Instant::now(),
             shown: false,
@@ -845,26 +853,31 @@ fn progress_line(bytes: u64, total: Option<u64>, packets: u64, secs: f64) -> Str
 }
 
 trait Tick {
-    fn tick(&mut self, record_len: usize, packets: u64);
+    fn tick(&mut self, packets: u64);
     fn done(&mut self);
 }
 
 impl Tick for Option<Progress> {
-    fn tick(&mut self, record_len: usize, packets: u64) {
+    fn tick(&mut self, packets: u64) {
         let Some(p) = self.as_mut() else { return };
-        if p.bytes == 0 {
+        if !p.begun {
             // The clock starts with the first packet: a pass before it (the TUI's schema
             // harvest) would otherwise count as slow reading and skew the rate and the ETA.
+            p.begun = true;
             p.started = Instant::now();
             p.last = p.started;
         }
-        p.bytes += record_len as u64 + 16;
         // Looking at the clock every packet would cost more than the packet.
         if packets % 1024 != 0 || p.last.elapsed() < Duration::from_millis(500) {
             return;
         }
         p.last = Instant::now();
-        let line = progress_line(p.bytes, p.total, packets, p.started.elapsed().as_secs_f64());
+        let line = progress_line(
+            p.position.bytes(),
+            p.total,
+            packets,
+            p.started.elapsed().as_secs_f64(),
+        );
         eprint!("\r{line}   ");
         p.shown = true;
     }
@@ -1035,6 +1048,7 @@ fn read_file<W: Write>(
     let streaming_here = !silent && io::stdout().is_terminal();
     let mut progress = Progress::new(
         file,
+        &reader,
         args.output.quiet || args.files.len() > 1 || streaming_here,
     );
     // A large file without -w: its connections split across threads.
@@ -1049,8 +1063,8 @@ fn read_file<W: Write>(
             limit,
             &*route(&args.output, silent),
             &mut sink.inner,
-            |pkt| {
-                progress.tick(pkt.data.len(), seen);
+            |_| {
+                progress.tick(seen);
                 seen += 1;
             },
         );
@@ -1067,7 +1081,7 @@ fn read_file<W: Write>(
         std::mem::replace(result, Ok(()))
     } else {
         reader.for_each_packet(|pkt| {
-            progress.tick(pkt.data.len(), seen);
+            progress.tick(seen);
             if let Some(t) = sink.inner.text() {
                 t.set_base(pkt.ts_ns);
             }
@@ -1355,12 +1369,12 @@ fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
         // Cleared before the stats report is written. Health reports come as connections end:
         // on a terminal they would break into the progress line, so it shows only when they
         // go elsewhere.
-        let mut progress = Progress::new(file, health && io::stdout().is_terminal());
+        let mut progress = Progress::new(file, &reader, health && io::stdout().is_terminal());
         // The whole capture into the analysis.
         let mut run = |sink: &mut dyn Sink| {
             let mut seen = 0u64;
             let r = reader.for_each_packet(|p| {
-                progress.tick(p.data.len(), seen);
+                progress.tick(seen);
                 seen += 1;
                 dissector.packet(p, sink);
                 true

@@ -3,12 +3,16 @@
 //! The reader never loads a whole file: `pcap-parser` keeps a bounded circular buffer, which we grow
 //! only as far as [`MAX_RECORD_BYTES`] so that a corrupted length field cannot make us allocate gigabytes.
 
+pub mod compressed;
 pub mod link;
 pub mod live;
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use compressed::{Compression, Counted, Position};
 
 use pcap_parser::pcapng::{Block, SecretsType};
 use pcap_parser::traits::{PcapNGPacketBlock, PcapReaderIterator};
@@ -45,6 +49,9 @@ pub enum CaptureWarning {
     TruncatedRecord { after_record: u64 },
     /// A packet block references an interface that was never described.
     UnknownInterface { record: u64, interface: u32 },
+    /// The compressed stream the capture is read from is cut or damaged here; nothing after
+    /// it is read.
+    CompressedStreamEnds { after_record: u64, reason: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +60,15 @@ pub enum CaptureError {
     Open { path: String, source: io::Error },
     #[error("{path}: empty input (no capture file header)")]
     Empty { path: String },
-    #[error("{path}: not a pcap or pcapng file (unrecognised header); h2scope reads tcpdump/Wireshark captures")]
+    #[error("{path}: not a pcap or pcapng file (unrecognised header); h2scope reads tcpdump/Wireshark captures, gzip- or zstd-compressed or not")]
     NotACapture { path: String },
+    #[error("{path}: {compression}-compressed, but what it holds is not a pcap or pcapng file")]
+    NotACaptureInside {
+        path: String,
+        compression: &'static str,
+    },
+    #[error("{path}: {reason} before its capture file header; nothing to read")]
+    CompressedHeader { path: String, reason: String },
     #[error("{path}: the file ends inside its pcap/pcapng header; nothing to read")]
     TruncatedHeader { path: String },
     #[error("{path}: read error after record {record}")]
@@ -87,6 +101,10 @@ pub struct CaptureReader {
     name: String,
     inner: Box<dyn PcapReaderIterator + Send>,
     state: State,
+    position: Position,
+    compression: Option<Compression>,
+    /// Why a compressed stream ended early, set by its decompressor.
+    damage: Arc<OnceLock<String>>,
 }
 
 /// Called with the TLS key log text of each pcapng Decryption Secrets Block.
@@ -116,16 +134,58 @@ impl CaptureReader {
         Self::from_read(path, file)
     }
 
+    /// Reads a capture from `reader`, decompressing it first when it starts with a gzip or
+    /// zstd magic number.
     pub fn from_read<R: Read + Send + 'static>(
         name: &str,
         reader: R,
     ) -> Result<Self, CaptureError> {
-        let mut reader = reader;
+        let position = Position::default();
+        let mut reader = Counted {
+            inner: reader,
+            position: position.clone(),
+        };
+        let read_error = |_| CaptureError::Read {
+            path: name.to_string(),
+            record: 0,
+        };
+        let mut magic = Vec::with_capacity(8);
+        read_up_to(&mut reader, &mut magic, 4).map_err(read_error)?;
+        let reader = io::Cursor::new(magic).chain(reader);
+        let Some(compression) = Compression::detect(reader.get_ref().0.get_ref()) else {
+            return Self::from_plain(name, reader, position, None, Default::default());
+        };
+        let damage = Arc::new(OnceLock::new());
+        let plain = compression.decompress(reader, damage.clone());
+        Self::from_plain(name, plain, position, Some(compression), damage)
+    }
+
+    fn from_plain<R: Read + Send + 'static>(
+        name: &str,
+        mut reader: R,
+        position: Position,
+        compression: Option<Compression>,
+        damage: Arc<OnceLock<String>>,
+    ) -> Result<Self, CaptureError> {
         let (prefix, known_magic) =
             read_file_header(&mut reader).map_err(|_| CaptureError::Read {
                 path: name.to_string(),
                 record: 0,
             })?;
+        if !known_magic {
+            if let Some(reason) = damage.get() {
+                return Err(CaptureError::CompressedHeader {
+                    path: name.to_string(),
+                    reason: reason.clone(),
+                });
+            }
+            if let (Some(c), false) = (compression, prefix.is_empty()) {
+                return Err(CaptureError::NotACaptureInside {
+                    path: name.to_string(),
+                    compression: c.name(),
+                });
+            }
+        }
         // pcap-parser parses the file header from its first read; hand it the whole header at
         // once, which also makes pipes that deliver a few bytes at a time work.
         let reader = io::Cursor::new(prefix).chain(reader);
@@ -157,7 +217,22 @@ impl CaptureReader {
             name: name.to_string(),
             inner,
             state: State::default(),
+            position,
+            compression,
+            damage,
         })
+    }
+
+    /// How the file is compressed, if it is.
+    pub fn compression(&self) -> Option<Compression> {
+        self.compression
+    }
+
+    /// Bytes read from the file itself so far (compressed bytes, for a compressed file), a
+    /// little ahead of the records handed out: what progress reports measure against the
+    /// file's size. The handle stays valid while the reader is busy in `for_each_packet`.
+    pub fn position(&self) -> Position {
+        self.position.clone()
     }
 
     pub fn name(&self) -> &str {
@@ -170,7 +245,7 @@ impl CaptureReader {
         self.state.tls_secrets = Some(hook);
     }
 
-    /// Bytes of the file consumed so far (for progress reports).
+    /// Bytes of capture records consumed so far (after decompression, for a compressed file).
     pub fn bytes_read(&self) -> u64 {
         self.inner.consumed() as u64
     }
@@ -212,6 +287,16 @@ impl CaptureReader {
                 Err(_) => Step::Malformed,
             };
             match step {
+                // A damaged compressed stream ends like a clean one; the reason is its own.
+                Step::Done | Step::Truncated if self.damage.get().is_some() => {
+                    self.state
+                        .warnings
+                        .push(CaptureWarning::CompressedStreamEnds {
+                            after_record: self.state.records,
+                            reason: self.damage.get().cloned().unwrap_or_default(),
+                        });
+                    return Ok(());
+                }
                 Step::Done => return Ok(()),
                 Step::Truncated => {
                     self.state.warnings.push(CaptureWarning::TruncatedRecord {

@@ -1,0 +1,213 @@
+//! Compressed captures, as `gzip`, `zstd` and `lz4` write them (Wireshark reads all three):
+//! read like the plain file, from a path or a pipe; a cut stream keeps what came before it.
+//! The tools come from `scripts/install-deps`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+mod common;
+
+const BIN: &str = env!("CARGO_BIN_EXE_h2scope");
+
+fn testdata(name: &str) -> String {
+    format!("{}/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The compressors, with the flags that make them write to standard output.
+const TOOLS: [(&str, &[&str]); 3] = [
+    ("gzip", &["-c"]),
+    ("zstd", &["-q", "-c"]),
+    ("lz4", &["-q", "-c"]),
+];
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let dir = std::env::temp_dir().join(format!("h2scope-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Dir(dir)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+/// `file` compressed by `tool` into `dir`.
+fn compress(tool: &str, flags: &[&str], file: &str, dir: &Path) -> PathBuf {
+    let out = Command::new(tool)
+        .args(flags)
+        .arg(file)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool}: {e} (scripts/install-deps installs it)"));
+    assert!(out.status.success(), "{tool} {file}");
+    let name = Path::new(file).file_name().unwrap().to_str().unwrap();
+    let path = dir.join(format!("{name}.{tool}"));
+    std::fs::write(&path, out.stdout).unwrap();
+    path
+}
+
+fn h2scope(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn compressed_captures_read_as_the_plain_ones() {
+    let dir = Dir::new("compressed");
+    let keylog = testdata("grpc-tls.keylog");
+    let captures = [
+        (testdata("grpc-health.pcap"), vec![]),
+        (testdata("grpc-bulk.pcap"), vec![]),
+        (
+            testdata("grpc-tls.pcap"),
+            vec!["--tls-keylog", keylog.as_str()],
+        ),
+        (
+            common::public_capture("client-grpc-web-proto-http2-send-two-unary.pcapng"),
+            vec![],
+        ),
+    ];
+    for (file, extra) in &captures {
+        let read = |path: &str| {
+            let mut args = vec!["read", "--format", "jsonl", "--no-summary"];
+            args.extend(extra);
+            args.push(path);
+            stdout(&h2scope(&args))
+        };
+        let plain = read(file);
+        assert!(plain.lines().count() > 10, "{file}");
+        for (tool, flags) in TOOLS {
+            let packed = compress(tool, flags, file, &dir.0);
+            let packed = packed.to_str().unwrap();
+            assert_eq!(read(packed), plain, "{tool} {file}");
+
+            // From a pipe, a few bytes at a time, as `tcpdump -w - | gzip` would come.
+            let mut args = vec!["read", "--format", "jsonl", "--no-summary"];
+            args.extend(extra);
+            args.push("-");
+            let mut child = Command::new(BIN)
+                .args(&args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let bytes = std::fs::read(packed).unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            // Written from a thread: the output is read meanwhile, or both pipes would fill.
+            let writer = std::thread::spawn(move || {
+                for chunk in bytes.chunks(7) {
+                    stdin.write_all(chunk).unwrap();
+                }
+            });
+            let piped = child.wait_with_output().unwrap();
+            writer.join().unwrap();
+            assert_eq!(stdout(&piped), plain, "{tool} {file} through stdin");
+        }
+    }
+
+    // tshark reads the same files: the packet count agrees.
+    let packed = compress("gzip", &["-c"], &testdata("grpc-health.pcap"), &dir.0);
+    let tshark = Command::new("tshark")
+        .args(["-r", packed.to_str().unwrap()])
+        .output()
+        .expect("tshark (scripts/install-deps installs it)");
+    let lines = String::from_utf8_lossy(&tshark.stdout).lines().count();
+    let summary = stdout(&h2scope(&["read", "-q", packed.to_str().unwrap()]));
+    assert!(
+        summary.contains(&format!("packets: {lines} ")),
+        "tshark saw {lines} packets: {summary}"
+    );
+}
+
+#[test]
+fn a_cut_stream_shows_what_came_before_it_and_says_so() {
+    let dir = Dir::new("compressed-cut");
+    // The decompressors hand bytes on once they leave the window that later data may copy
+    // from, so what a cut keeps is the stream up to a window before it: 32 KiB for gzip, 512
+    // KiB for `zstd -1` (2 MiB by default, which these copies of one connection fit in).
+    let file = dir.0.join("bulk8.pcap");
+    let made = Command::new("python3")
+        .arg(format!(
+            "{}/scripts/replicate-capture",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .args([&testdata("grpc-bulk.pcap"), file.to_str().unwrap(), "8"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let file = file.to_str().unwrap();
+    let frames_of = |path: &str| -> Vec<String> {
+        let out = h2scope(&["read", "--format", "jsonl", "--no-summary", path]);
+        stdout(&out)
+            .lines()
+            .filter(|l| l.starts_with(r#"{"event":"frame""#))
+            .map(str::to_string)
+            .collect()
+    };
+    let whole = frames_of(file);
+    // lz4's default 4 MiB blocks come whole or not at all.
+    for (tool, flags) in [("gzip", &["-c"][..]), ("zstd", &["-1", "-q", "-c"])] {
+        let packed = std::fs::read(compress(tool, flags, file, &dir.0)).unwrap();
+        let cut = dir.0.join(format!("cut.{tool}"));
+        std::fs::write(&cut, &packed[..packed.len() * 2 / 3]).unwrap();
+        let cut = cut.to_str().unwrap();
+
+        let frames = frames_of(cut);
+        assert!(
+            frames.len() > whole.len() / 4 && frames.len() < whole.len(),
+            "{tool}: {} of {} frames",
+            frames.len(),
+            whole.len()
+        );
+        assert_eq!(frames[..], whole[..frames.len()], "{tool}");
+
+        let summary = stdout(&h2scope(&["read", "-q", cut]));
+        assert!(
+            summary.contains(&format!("the {tool} stream is cut short, after record")),
+            "{tool}: {summary}"
+        );
+    }
+}
+
+#[test]
+fn compressed_files_that_hold_no_capture_say_so() {
+    let dir = Dir::new("compressed-errors");
+    let notes = dir.0.join("notes.txt");
+    std::fs::write(&notes, "hello, this is not a capture file\n").unwrap();
+    let notes = notes.to_str().unwrap();
+    for (tool, flags) in TOOLS {
+        let packed = compress(tool, flags, notes, &dir.0);
+        let out = h2scope(&["read", packed.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{tool}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "{tool}-compressed, but what it holds is not a pcap or pcapng file"
+            )),
+            "{tool}: {err}"
+        );
+    }
+    // A gzip header and then garbage: damage before the capture starts.
+    let bad = dir.0.join("bad.gz");
+    std::fs::write(&bad, b"\x1f\x8b\x08\x00garbage garbage garbage").unwrap();
+    let out = h2scope(&["read", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the gzip stream is damaged") && err.contains("nothing to read"),
+        "{err}"
+    );
+}
