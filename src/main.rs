@@ -90,7 +90,11 @@ struct SchemaArgs {
 #[derive(clap::Args)]
 struct HaproxyArgs {
     /// The capture to take the call from.
-    file: String,
+    #[arg(required_unless_present = "read_file", conflicts_with = "read_file")]
+    file: Option<String>,
+    /// The capture to take the call from, as tshark takes it.
+    #[arg(short = 'r', long = "read-file", value_name = "FILE")]
+    read_file: Option<String>,
     /// Export the first call to this method (default: the first grpc.health.v1.Health/Check).
     #[arg(long, value_name = "/pkg.Svc/Method", conflicts_with = "call")]
     path: Option<String>,
@@ -402,8 +406,11 @@ fn parse_assume(s: &str) -> Result<AssumedPath, String> {
 #[derive(clap::Args)]
 struct ReadArgs {
     /// Capture files; `-` for standard input.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "read_files")]
     files: Vec<String>,
+    /// A capture file, as tshark and tcpdump take it (repeatable; read before the others).
+    #[arg(short = 'r', long = "read-file", value_name = "FILE")]
+    read_files: Vec<String>,
     #[command(flatten)]
     output: OutputArgs,
     #[command(flatten)]
@@ -447,8 +454,19 @@ struct ReadArgs {
 #[derive(clap::Args)]
 struct TuiArgs {
     /// The capture to browse (or `-i` for a live interface).
-    #[arg(required_unless_present = "interface", conflicts_with = "interface")]
+    #[arg(
+        required_unless_present_any = ["interface", "read_file"],
+        conflicts_with_all = ["interface", "read_file"]
+    )]
     file: Option<String>,
+    /// The capture to browse, as tshark takes it.
+    #[arg(
+        short = 'r',
+        long = "read-file",
+        value_name = "FILE",
+        conflicts_with = "interface"
+    )]
+    read_file: Option<String>,
     /// Browse live traffic on this interface (needs the `live` build feature and capture
     /// rights). Packets are recorded to a temporary file, or to `-w FILE`.
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
@@ -528,8 +546,11 @@ fn tui(args: TuiArgs) -> ExitCode {
 #[derive(clap::Args)]
 struct AnalysisArgs {
     /// Capture files; `-` for standard input.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "read_files")]
     files: Vec<String>,
+    /// A capture file, as tshark and tcpdump take it (repeatable; read before the others).
+    #[arg(short = 'r', long = "read-file", value_name = "FILE")]
+    read_files: Vec<String>,
     /// `text` or `jsonl` (one object per connection for health, one for stats).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -586,7 +607,17 @@ struct CaptureArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // `-r FILE` and a plain FILE are one list from here on.
+    match &mut cli.command {
+        Command::Read(a) => a.files.splice(0..0, a.read_files.drain(..)).for_each(drop),
+        Command::Health(a) | Command::Stats(a) => {
+            a.files.splice(0..0, a.read_files.drain(..)).for_each(drop)
+        }
+        Command::Tui(a) => a.file = a.file.take().or(a.read_file.take()),
+        Command::Haproxy(a) => a.file = a.file.take().or(a.read_file.take()),
+        Command::Capture(_) | Command::Check(_) => {}
+    }
     match cli.command {
         Command::Read(args) => read(args),
         Command::Capture(args) => capture(args),
@@ -1563,6 +1594,8 @@ fn capture(args: CaptureArgs) -> ExitCode {
 }
 
 fn haproxy(args: HaproxyArgs) -> ExitCode {
+    // clap requires FILE or -r; `main` moved -r's into `file`.
+    let file = args.file.clone().unwrap_or_default();
     let schemas = match schemas_for(&args.schema) {
         Ok(s) => s,
         Err(code) => return code,
@@ -1616,7 +1649,7 @@ fn haproxy(args: HaproxyArgs) -> ExitCode {
     };
 
     let keys = args.tls_keylog.clone();
-    let recorded = match haproxy::find_call(&args.file, &selector, schemas, keys) {
+    let recorded = match haproxy::find_call(&file, &selector, schemas, keys) {
         Ok(r) => r,
         Err(haproxy::FindError::Capture(e)) => {
             eprintln!("h2scope: {e}");
@@ -1630,7 +1663,7 @@ fn haproxy(args: HaproxyArgs) -> ExitCode {
                 Selector::Path(p) => format!("no gRPC call to {p}"),
                 Selector::Call { conn, stream } => format!("no gRPC call {conn}:{stream}"),
             };
-            eprintln!("h2scope: {}: {what}", args.file);
+            eprintln!("h2scope: {file}: {what}");
             if candidates.is_empty() {
                 eprintln!("  the capture holds no complete gRPC call");
             } else {
@@ -1683,7 +1716,7 @@ fn haproxy(args: HaproxyArgs) -> ExitCode {
         inter_ms: args.inter,
         rise: args.rise,
         fall: args.fall,
-        source: args.file.clone(),
+        source: file.clone(),
         tls: tls.clone(),
     };
     let text = match args.format {

@@ -1198,3 +1198,45 @@ fn fields_output_prints_the_json_lines_values() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn r_names_the_capture_as_for_tshark() {
+    let file = testdata("grpc-health.pcap");
+    let bulk = testdata("grpc-bulk.pcap");
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        out.stdout
+    };
+    for (with_r, plain) in [
+        (
+            vec!["read", "--format", "jsonl", "-r", &file],
+            vec!["read", "--format", "jsonl", &file],
+        ),
+        // -r files come first, then the others.
+        (
+            vec!["read", "-q", "-r", &bulk, &file],
+            vec!["read", "-q", &bulk, &file],
+        ),
+        (vec!["stats", "-r", &file], vec!["stats", &file]),
+        (vec!["health", "-r", &file], vec!["health", &file]),
+        (vec!["haproxy", "-r", &file], vec!["haproxy", &file]),
+    ] {
+        let got = run(&with_r);
+        assert!(!got.is_empty(), "{with_r:?}");
+        assert_eq!(got, run(&plain), "{with_r:?}");
+    }
+    // The TUI takes -r too: a file it cannot open is named before the terminal is taken.
+    let out = Command::new(BIN)
+        .args(["tui", "-r", "/nonexistent/x.pcap"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.pcap: cannot open"));
+    // Without any capture it is still a usage error.
+    for cmd in ["read", "stats", "haproxy", "tui"] {
+        let out = Command::new(BIN).arg(cmd).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+    }
+}
