@@ -1519,7 +1519,14 @@ fn capture(args: CaptureArgs) -> ExitCode {
             .unwrap_or_default()
     );
     let mut sink = make_sink(&args.output, false, io::stdout().lock());
-    let mut dissector = Dissector::with_schemas(config(&args.decode), schemas);
+    let cfg = config(&args.decode);
+    // A pcapng file gets the secrets of its TLS connections as the key log gets them.
+    let mut embed = cfg
+        .tls_keys
+        .clone()
+        .filter(|k| k.may_grow() && writer.is_some() && !args.pcap)
+        .map(h2scope::output::embed::SecretsEmbedder::new);
+    let mut dissector = Dissector::with_schemas(cfg, schemas);
     let started = Instant::now();
     let limit = args.count.unwrap_or(u64::MAX);
     let duration = args.duration.map(Duration::from_secs_f64);
@@ -1538,7 +1545,11 @@ fn capture(args: CaptureArgs) -> ExitCode {
                     t.set_base(pkt.ts_ns);
                 }
                 if let Some(w) = writer.as_mut() {
-                    if let Err(e) = w.write_packet(pkt.link, pkt.ts_ns, pkt.data, pkt.orig_len) {
+                    let written = match embed.as_mut() {
+                        Some(e) => e.packet(w, &pkt),
+                        None => w.write_packet(pkt.link, pkt.ts_ns, pkt.data, pkt.orig_len),
+                    };
+                    if let Err(e) = written {
                         failure = Some(format!("writing the capture file: {e}"));
                         break;
                     }
@@ -1547,7 +1558,15 @@ fn capture(args: CaptureArgs) -> ExitCode {
                 // Each frame is shown as soon as its bytes are complete.
                 sink.inner.flush();
             }
-            Ok(None) => {}
+            // The secrets held packets wait for come while the link is quiet.
+            Ok(None) => {
+                if let (Some(e), Some(w)) = (embed.as_mut(), writer.as_mut()) {
+                    if let Err(err) = e.poll(w) {
+                        failure = Some(format!("writing the capture file: {err}"));
+                        break;
+                    }
+                }
+            }
             Err(e) => {
                 failure = Some(e.to_string());
                 break;
@@ -1568,6 +1587,9 @@ fn capture(args: CaptureArgs) -> ExitCode {
     }
     let live_stats = cap.stats();
     if let Some(w) = writer.as_mut() {
+        if let Some(Err(e)) = embed.as_mut().map(|e| e.finish(w)) {
+            failure.get_or_insert(format!("writing the capture file: {e}"));
+        }
         if let Err(e) = w.flush() {
             failure.get_or_insert(format!("writing the capture file: {e}"));
         }

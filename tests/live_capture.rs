@@ -224,7 +224,9 @@ fn capture_errors_say_what_to_do() {
 }
 
 /// A live capture of TLS whose key log is written while it runs (as SSLKEYLOGFILE is): the file
-/// is empty when the capture starts, and read again when a connection needs its secrets.
+/// is empty when the capture starts, and read again when a connection needs its secrets. The
+/// pcapng it records carries the secrets (logged after the ClientHello was captured) ahead of
+/// the handshake, so that h2scope and tshark decrypt it without the key log.
 #[test]
 fn live_capture_decrypts_tls_with_a_key_log_written_as_it_runs() {
     use common::tls::{suite, Secrets, Tls};
@@ -236,6 +238,7 @@ fn live_capture_decrypts_tls_with_a_key_log_written_as_it_runs() {
     std::fs::create_dir_all(&dir).unwrap();
     let keys = dir.join("keys.log");
     std::fs::write(&keys, "").unwrap();
+    let recorded = dir.join("tls.pcapng");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -255,6 +258,8 @@ fn live_capture_decrypts_tls_with_a_key_log_written_as_it_runs() {
         filter.as_ref(),
         "--tls-keylog".as_ref(),
         keys.as_ref(),
+        "-w".as_ref(),
+        recorded.as_ref(),
     ]);
 
     // A small echo: a burst of 300 kB on lo outruns the capture's buffer.
@@ -262,27 +267,62 @@ fn live_capture_decrypts_tls_with_a_key_log_written_as_it_runs() {
         common::tls::traffic(common::tls::channel(client, front).await, 2_000).await
     });
     let events = stop_capture(child);
-    let calls: Vec<(&str, u64)> = events
-        .iter()
-        .filter(|e| e["event"] == "call")
-        .map(|c| {
-            (
-                c["path"].as_str().unwrap_or(""),
-                c["grpc_status"].as_u64().unwrap_or(99),
-            )
-        })
-        .collect();
-    assert_eq!(
-        calls,
-        [
-            ("/grpc.health.v1.Health/Check", 0),
-            ("/grpc.health.v1.Health/Check", 0),
-            ("/grpc.health.v1.Health/Check", 0),
-            ("/test.echo.Echo/Unary", 0)
-        ]
-    );
+    let calls = |events: &[Value]| -> Vec<(String, u64)> {
+        events
+            .iter()
+            .filter(|e| e["event"] == "call")
+            .map(|c| {
+                (
+                    c["path"].as_str().unwrap_or("").to_string(),
+                    c["grpc_status"].as_u64().unwrap_or(99),
+                )
+            })
+            .collect()
+    };
+    let expected = [
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Check",
+        "/test.echo.Echo/Unary",
+    ]
+    .map(|p| (p.to_string(), 0));
+    assert_eq!(calls(&events), expected);
     let summary = events.last().unwrap();
     assert_eq!(summary["tls_decrypted"], 1, "{summary}");
     assert_eq!(summary["errors"], 0, "{summary}");
+
+    // The recording, without the key log.
+    let out = Command::new(BIN)
+        .args(["read", "--format", "jsonl"])
+        .arg(&recorded)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let read_back = jsonl(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(calls(&read_back), expected);
+    let summary = read_back.last().unwrap();
+    assert_eq!(summary["tls_decrypted"], 1, "{summary}");
+    // tshark, in one pass, finds the secrets before the handshake too.
+    let tshark = Command::new("tshark")
+        .args(["-d", &format!("tcp.port=={},tls", front.port())])
+        .arg("-r")
+        .arg(&recorded)
+        .args([
+            "-Y",
+            "http2.header.name == \":path\"",
+            "-T",
+            "fields",
+            "-e",
+            "http2.headers.path",
+        ])
+        .output()
+        .expect("tshark (scripts/install-deps installs it)");
+    let paths = String::from_utf8_lossy(&tshark.stdout);
+    assert_eq!(
+        paths.matches("/grpc.health.v1.Health/Check").count(),
+        3,
+        "tshark: {paths}"
+    );
+    assert!(paths.contains("/test.echo.Echo/Unary"), "tshark: {paths}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -210,7 +210,7 @@ impl KeyLog {
     }
 
     /// Reads what was appended to the file since the last read.
-    fn refresh(&self) -> std::io::Result<()> {
+    pub(crate) fn refresh(&self) -> std::io::Result<()> {
         let mut inner = self.lock();
         let (secrets, source) = &mut *inner;
         let Some(source) = source else {
@@ -252,6 +252,22 @@ impl KeyLog {
                 Some(format!("{name} {random} {}\n", hex::encode(secret)))
             })
             .collect()
+    }
+
+    /// Whether every secret a connection needs is known for this client random: TLS 1.2's
+    /// master secret, or TLS 1.3's four traffic secrets.
+    pub fn complete_for(&self, client_random: &[u8]) -> bool {
+        let inner = self.lock();
+        let has = |label| inner.0.map.contains_key(&(label, client_random.to_vec()));
+        has(Label::ClientRandom)
+            || [
+                Label::ClientHandshake,
+                Label::ServerHandshake,
+                Label::ClientTraffic0,
+                Label::ServerTraffic0,
+            ]
+            .into_iter()
+            .all(has)
     }
 
     /// Every TLS 1.3 application traffic secret (`CLIENT_TRAFFIC_SECRET_0`,
