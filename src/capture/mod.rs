@@ -60,7 +60,7 @@ pub enum CaptureError {
     Open { path: String, source: io::Error },
     #[error("{path}: empty input (no capture file header)")]
     Empty { path: String },
-    #[error("{path}: not a pcap or pcapng file (unrecognised header); h2scope reads tcpdump/Wireshark captures, gzip- or zstd-compressed or not")]
+    #[error("{path}: not a pcap or pcapng file (unrecognised header); h2scope reads tcpdump/Wireshark captures, compressed with gzip, zstd or LZ4 or not")]
     NotACapture { path: String },
     #[error("{path}: {compression}-compressed, but what it holds is not a pcap or pcapng file")]
     NotACaptureInside {
