@@ -54,7 +54,9 @@ impl Compression {
             // Multi-member: `cat a.gz b.gz` and `gzip -c >> f` are one stream, as gunzip reads them.
             Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(source)),
             Compression::Zstd => Box::new(ZstdFrames::new(source)),
-            Compression::Lz4 => Box::new(Lz4Frames(lz4_flex::frame::FrameDecoder::new(source))),
+            Compression::Lz4 => {
+                Box::new(Lz4Frames(Some(lz4_flex::frame::FrameDecoder::new(source))))
+            }
         };
         Box::new(StopAtDamage {
             inner,
@@ -195,10 +197,11 @@ impl<R: BufRead> Read for ZstdFrames<R> {
     }
 }
 
-/// Every frame of an LZ4 stream. `lz4_flex`'s decoder reads on into the next frame, but
-/// returns 0 (end of stream, to a reader) at the end of each one. A block is at most 4 MiB: the
-/// decoder's memory.
-struct Lz4Frames<R: Read>(lz4_flex::frame::FrameDecoder<R>);
+/// Every frame of an LZ4 stream. `lz4_flex`'s decoder returns 0 (end of stream, to a reader)
+/// at the end of each frame; and reused for a next frame of a smaller block size, it trips
+/// over its own buffer (a debug assertion), so each frame gets a decoder of its own. A block
+/// is at most 4 MiB: the decoder's memory.
+struct Lz4Frames<R: Read>(Option<lz4_flex::frame::FrameDecoder<R>>);
 
 impl<R: BufRead> Read for Lz4Frames<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -206,11 +209,18 @@ impl<R: BufRead> Read for Lz4Frames<R> {
             return Ok(0);
         }
         loop {
-            let n = self.0.read(buf)?;
-            // Each turn reads a frame's header at least, so this ends with the source.
-            if n > 0 || self.0.get_mut().fill_buf()?.is_empty() {
+            let Some(frame) = self.0.as_mut() else {
+                return Ok(0);
+            };
+            let n = frame.read(buf)?;
+            // Each frame is at least its header long, so this ends with the source.
+            if n > 0 || frame.get_mut().fill_buf()?.is_empty() {
                 return Ok(n);
             }
+            self.0 = self
+                .0
+                .take()
+                .map(|f| lz4_flex::frame::FrameDecoder::new(f.into_inner()));
         }
     }
 }
