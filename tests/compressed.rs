@@ -211,3 +211,75 @@ fn compressed_files_that_hold_no_capture_say_so() {
         "{err}"
     );
 }
+
+/// The files of a ring (`capture -w ring.pcapng --ring-size …`) are pcapng sections, so one
+/// after another they are one capture: `cat ring_*.pcapng | h2scope read -` follows the
+/// connections across files, gzipped or not, as the whole recording does.
+#[test]
+fn ring_files_one_after_another_read_as_the_whole_capture() {
+    use h2scope::capture::CaptureReader;
+    use h2scope::output::pcapng::{CaptureFile, Format};
+    let dir = Dir::new("ring");
+    let file = testdata("grpc-tls.pcap");
+    let keylog = testdata("grpc-tls.keylog");
+    let mut ring = CaptureFile::create(
+        &dir.0.join("ring.pcapng"),
+        Format::Pcapng,
+        Some(64 << 10),
+        100,
+    )
+    .unwrap();
+    let mut reader = CaptureReader::open(&file).unwrap();
+    reader
+        .for_each_packet(|p| {
+            ring.write_packet(p.link, p.ts_ns, p.data, p.orig_len)
+                .unwrap();
+            true
+        })
+        .unwrap();
+    ring.flush().unwrap();
+    let parts = ring.files().to_vec();
+    assert!(parts.len() > 5, "{parts:?}");
+
+    let read = |input: Option<Vec<u8>>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "read",
+            "--format",
+            "jsonl",
+            "--no-summary",
+            "--tls-keylog",
+            &keylog,
+        ]);
+        let Some(bytes) = input else {
+            return stdout(&cmd.arg(&file).output().unwrap());
+        };
+        let mut child = cmd
+            .arg("-")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || stdin.write_all(&bytes).unwrap());
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        stdout(&out)
+    };
+    let whole = read(None);
+    assert!(whole.contains("/test.echo.Echo/Unary"));
+    let cat: Vec<u8> = parts
+        .iter()
+        .flat_map(|p| std::fs::read(p).unwrap())
+        .collect();
+    assert_eq!(read(Some(cat)), whole);
+    // Each part gzipped on its own: the members follow one another too.
+    let cat_gz: Vec<u8> = parts
+        .iter()
+        .flat_map(|p| {
+            let out = Command::new("gzip").arg("-c").arg(p).output().unwrap();
+            out.stdout
+        })
+        .collect();
+    assert_eq!(read(Some(cat_gz)), whole);
+}
