@@ -44,12 +44,17 @@ impl Compression {
 
     /// A reader of the decompressed bytes. Damage ends the stream (reads return 0) and is
     /// told in `damage`, so that the packets before it still reach the dissection.
+    /// `position` counts the compressed bytes the decompressor has taken.
     pub(super) fn decompress<R: Read + Send + 'static>(
         self,
         source: R,
         damage: Arc<OnceLock<String>>,
+        position: Position,
     ) -> Box<dyn Read + Send> {
-        let source = BufReader::with_capacity(64 << 10, source);
+        let source = Consumed {
+            inner: BufReader::with_capacity(64 << 10, source),
+            position,
+        };
         let inner: Box<dyn Read + Send> = match self {
             // Multi-member: `cat a.gz b.gz` and `gzip -c >> f` are one stream, as gunzip reads them.
             Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(source)),
@@ -66,8 +71,9 @@ impl Compression {
     }
 }
 
-/// Counts the bytes read from the file itself, before any decompression: the position that
-/// progress reports measure against the file's size.
+/// Counts the bytes taken from the file itself, before any decompression: the position that
+/// progress reports measure against the file's size. For a compressed file, exactly the bytes
+/// the decompressor has used; for another, what the reader has read (a buffer ahead).
 #[derive(Clone, Debug, Default)]
 pub struct Position(Arc<AtomicU64>);
 
@@ -87,6 +93,31 @@ impl<R: Read> Read for Counted<R> {
         let n = self.inner.read(buf)?;
         self.position.0.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
+    }
+}
+
+/// A buffered source that counts what is taken from it, so that read-ahead does not count.
+struct Consumed<B> {
+    inner: B,
+    position: Position,
+}
+
+impl<B: BufRead> Read for Consumed<B> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.position.0.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+impl<B: BufRead> BufRead for Consumed<B> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.inner.consume(n);
+        self.position.0.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
@@ -259,7 +290,7 @@ mod tests {
     fn read_all(c: Compression, bytes: Vec<u8>) -> (Vec<u8>, Option<String>) {
         let damage = Arc::new(OnceLock::new());
         let mut out = Vec::new();
-        c.decompress(io::Cursor::new(bytes), damage.clone())
+        c.decompress(io::Cursor::new(bytes), damage.clone(), Position::default())
             .read_to_end(&mut out)
             .unwrap();
         (out, damage.get().cloned())

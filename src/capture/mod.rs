@@ -140,23 +140,24 @@ impl CaptureReader {
         name: &str,
         reader: R,
     ) -> Result<Self, CaptureError> {
-        let position = Position::default();
-        let mut reader = Counted {
-            inner: reader,
-            position: position.clone(),
-        };
-        let read_error = |_| CaptureError::Read {
+        let mut reader = reader;
+        let mut magic = Vec::with_capacity(8);
+        read_up_to(&mut reader, &mut magic, 4).map_err(|_| CaptureError::Read {
             path: name.to_string(),
             record: 0,
-        };
-        let mut magic = Vec::with_capacity(8);
-        read_up_to(&mut reader, &mut magic, 4).map_err(read_error)?;
-        let reader = io::Cursor::new(magic).chain(reader);
-        let Some(compression) = Compression::detect(reader.get_ref().0.get_ref()) else {
-            return Self::from_plain(name, reader, position, None, Default::default());
+        })?;
+        let compression = Compression::detect(&magic);
+        let source = io::Cursor::new(magic).chain(reader);
+        let position = Position::default();
+        let Some(compression) = compression else {
+            let counted = Counted {
+                inner: source,
+                position: position.clone(),
+            };
+            return Self::from_plain(name, counted, position, None, Default::default());
         };
         let damage = Arc::new(OnceLock::new());
-        let plain = compression.decompress(reader, damage.clone());
+        let plain = compression.decompress(source, damage.clone(), position.clone());
         Self::from_plain(name, plain, position, Some(compression), damage)
     }
 
