@@ -444,9 +444,9 @@ struct ReadArgs {
     #[arg(short = 'P', long = "print")]
     print: bool,
     /// Threads for one capture: its connections are split among them by address, and the
-    /// output stays in capture order. Default: one per core for a file of 64 MB or more, decompressed (with -q
-    /// or --calls, only if its packets average under 512 bytes), else one. (Several files are
-    /// read one per core instead; -w reads on one thread.)
+    /// output stays in capture order. Default: one per core for a file of 64 MB or more,
+    /// decompressed (with -q or --calls, only if its packets average under 512 bytes), else
+    /// one. (Several files are read one per core instead; -w reads on one thread.)
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
 }
