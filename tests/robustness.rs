@@ -290,3 +290,61 @@ fn connections_end_at_the_last_packet_after_skipped_records() {
     assert_eq!(last, Some(39));
     one_and_threads("fuzz finding", b).unwrap();
 }
+
+/// Compressed captures are as untrusted: a compressed corpus file cut anywhere or with bytes
+/// changed must not panic, and a cut never shows more frames than the whole file (nor fewer
+/// than a shorter cut). Compressed by the real tools, as users' files are.
+#[test]
+fn compressed_captures_cut_or_corrupted_do_not_panic() {
+    let mut rng = Rng(0x5eed_c0de_0000_0007);
+    let tools: [(&str, &[&str]); 3] = [
+        ("gzip", &["-c"]),
+        ("zstd", &["-q", "-c"]),
+        ("lz4", &["-q", "-c"]),
+    ];
+    // Every fifth file of the corpus keeps this test to a few seconds.
+    for (name, bytes) in corpus().into_iter().step_by(5) {
+        let (full, _, ok) = common::dissect_bytes(bytes.clone(), Config::default());
+        assert!(ok, "{name} does not read");
+        let full_frames = frames(&full);
+        for (tool, flags) in tools {
+            let mut child = std::process::Command::new(tool)
+                .args(flags)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{tool}: {e} (scripts/install-deps installs it)"));
+            let mut stdin = child.stdin.take().unwrap();
+            let input = bytes.clone();
+            let writer = std::thread::spawn(move || {
+                use std::io::Write;
+                stdin.write_all(&input).unwrap()
+            });
+            let packed = child.wait_with_output().unwrap().stdout;
+            writer.join().unwrap();
+            let (events, _, ok) = common::dissect_bytes(packed.clone(), Config::default());
+            assert!(ok && frames(&events) == full_frames, "{tool} {name}");
+            let mut last = 0;
+            for i in 1..=20 {
+                let cut = packed.len() * i / 21;
+                let (events, _, _) =
+                    common::dissect_bytes(packed[..cut].to_vec(), Config::default());
+                let n = frames(&events);
+                assert!(n <= full_frames, "{tool} {name} cut at {cut}");
+                assert!(
+                    n >= last,
+                    "{tool} {name} cut at {cut}: {n} frames, fewer than {last}"
+                );
+                last = n;
+            }
+            for _ in 0..20 {
+                let mut b = packed.clone();
+                for _ in 0..1 + rng.below(8) {
+                    let at = rng.below(b.len());
+                    b[at] = rng.next() as u8;
+                }
+                common::dissect_bytes(b, Config::default());
+            }
+        }
+    }
+}
