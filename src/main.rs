@@ -424,7 +424,8 @@ struct ReadArgs {
     #[arg(long)]
     single_pass: bool,
     /// Write the packets of the selected traffic (--conn, --path, --port; all packets without
-    /// them) to this file, pcapng unless --pcap. Printing stops unless -P is given, as with tshark.
+    /// them) to this file, pcapng unless --pcap; `-` writes to standard output (to pipe to a
+    /// compressor). Printing stops unless -P is given, as with tshark.
     #[arg(short = 'w', long = "write", value_name = "FILE")]
     write: Option<PathBuf>,
     /// Write classic pcap instead of pcapng.
@@ -497,6 +498,10 @@ fn tui(args: TuiArgs) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
+    if args.write.as_deref() == Some("-") {
+        eprintln!("h2scope: the TUI draws on standard output; give -w a file name");
+        return ExitCode::from(2);
+    }
     let cfg = config(&args.decode);
     // Sources are opened before the terminal is taken, so that what goes wrong is readable.
     let (app, loader) = match (&args.file, &args.interface) {
@@ -579,7 +584,8 @@ struct CaptureArgs {
     /// Capture filter in BPF syntax, as tcpdump takes it (e.g. 'tcp port 50051').
     #[arg(short = 'f', long = "filter", value_name = "BPF")]
     filter: Option<String>,
-    /// Record every captured packet to this file (pcapng unless --pcap) while dissecting.
+    /// Record every captured packet to this file (pcapng unless --pcap) while dissecting. `-`
+    /// writes to standard output, as `tcpdump -w -`: then only the summary is shown, on stderr.
     #[arg(short = 'w', long = "write", value_name = "FILE")]
     write: Option<PathBuf>,
     /// Write classic pcap instead of pcapng.
@@ -822,9 +828,23 @@ fn open_write(
         WriteFormat::Pcapng
     };
     CaptureFile::create(path, format, ring_size, ring_files).map_err(|e| {
-        eprintln!("h2scope: {}: cannot write: {e}", path.display());
+        eprintln!("h2scope: {}: cannot write: {e}", write_target(path));
         ExitCode::FAILURE
     })
+}
+
+/// How messages name a `-w` target: `-` is standard output.
+fn write_target(path: &std::path::Path) -> String {
+    if path == std::path::Path::new("-") {
+        "standard output".to_string()
+    } else {
+        path.display().to_string()
+    }
+}
+
+/// `-w -`: the capture goes to standard output, so nothing else may.
+fn writes_stdout(write: Option<&std::path::Path>) -> bool {
+    write == Some(std::path::Path::new("-"))
 }
 
 /// Progress on stderr for long runs on a terminal: bytes, packets/s, ETA. Silent when stderr is
@@ -1179,7 +1199,7 @@ fn read_file<W: Write>(
             "h2scope: wrote {written} packets to {}",
             args.write
                 .as_ref()
-                .map(|p| p.display().to_string())
+                .map(|p| write_target(p))
                 .unwrap_or_default()
         );
     }
@@ -1296,6 +1316,12 @@ fn read(args: ReadArgs) -> ExitCode {
     };
     if args.write.is_some() && args.files.len() > 1 {
         eprintln!("h2scope: -w writes the selection of one capture; give one file");
+        return ExitCode::from(2);
+    }
+    if args.print && writes_stdout(args.write.as_deref()) {
+        eprintln!(
+            "h2scope: -P prints to standard output, where -w - writes the capture; write it to a file"
+        );
         return ExitCode::from(2);
     }
     let silent = args.write.is_some() && !args.print;
@@ -1543,7 +1569,15 @@ fn capture(args: CaptureArgs) -> ExitCode {
             .map(|f| format!(" ({f})"))
             .unwrap_or_default()
     );
-    let mut sink = make_sink(&args.output, false, io::stdout().lock());
+    // With -w -, standard output carries the capture: only the summary is shown, on stderr,
+    // as tcpdump says what it captured.
+    let to_stdout = writes_stdout(args.write.as_deref());
+    let shown: Box<dyn Write> = if to_stdout {
+        Box::new(io::stderr())
+    } else {
+        Box::new(io::stdout().lock())
+    };
+    let mut sink = make_sink(&args.output, to_stdout, shown);
     let cfg = config(&args.decode);
     // A pcapng file gets the secrets of its TLS connections as the key log gets them.
     let mut embed = cfg

@@ -1240,3 +1240,45 @@ fn r_names_the_capture_as_for_tshark() {
         assert_eq!(out.status.code(), Some(2), "{cmd}");
     }
 }
+
+/// `read -w -` writes the selection to standard output, for a pipe (`| gzip`, `| h2scope read
+/// -`): the same bytes as a file, TLS secrets included.
+#[test]
+fn w_dash_writes_the_capture_to_standard_output() {
+    let dir = std::env::temp_dir().join(format!("h2scope-w-dash-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tls = testdata("grpc-tls.pcap");
+    let keylog = testdata("grpc-tls.keylog");
+    let health = testdata("grpc-health.pcap");
+    for (input, extra) in [
+        (&health, vec!["--path", "/grpc.health.v1.Health/Watch"]),
+        (&health, vec!["--pcap"]),
+        (&tls, vec!["--tls-keylog", keylog.as_str()]),
+    ] {
+        let file = dir.join("out");
+        let to_file = Command::new(BIN)
+            .args(["read", input, "-w", file.to_str().unwrap()])
+            .args(&extra)
+            .output()
+            .unwrap();
+        assert!(to_file.status.success() && to_file.stdout.is_empty());
+        let to_stdout = Command::new(BIN)
+            .args(["read", input, "-w", "-"])
+            .args(&extra)
+            .output()
+            .unwrap();
+        assert!(to_stdout.status.success(), "{extra:?}");
+        let written = std::fs::read(&file).unwrap();
+        // pcapng section headers carry no time, so the two are the same bytes.
+        assert_eq!(to_stdout.stdout, written, "{extra:?}");
+        assert!(String::from_utf8_lossy(&to_stdout.stderr).contains("to standard output"));
+    }
+    // -P would print into the capture.
+    let out = Command::new(BIN)
+        .args(["read", &health, "-w", "-", "-P"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -163,6 +163,67 @@ fn live_capture_shows_calls_and_records_a_readable_file() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `capture -w -` writes the capture to standard output, as `tcpdump -w -` does, to be piped
+/// on (here straight into `h2scope read -`); the summary goes to standard error.
+#[test]
+fn live_capture_writes_to_standard_output() {
+    if !common::can_capture_on_lo() {
+        return;
+    }
+    let (rt, addr) = common::health_server();
+    let filter = format!("tcp port {}", addr.port());
+    let mut child = Command::new(BIN)
+        .args(["capture", "-i", "lo", "-f", &filter, "-w", "-"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("capturing on lo"), "{line}");
+    // Standard output is read meanwhile, so that the pipe never fills.
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut bytes).unwrap();
+        bytes
+    });
+    health_checks(&rt, addr, 3);
+    std::thread::sleep(Duration::from_millis(500));
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(child.wait().unwrap().success());
+    let recorded = reader.join().unwrap();
+    assert!(rest.contains("calls: 3"), "summary on stderr: {rest}");
+
+    let mut read = Command::new(BIN)
+        .args(["read", "--calls", "--format", "jsonl", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = read.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, &recorded).unwrap();
+    drop(stdin);
+    let out = read.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let checks = jsonl(&String::from_utf8(out.stdout).unwrap())
+        .iter()
+        .filter(|e| {
+            e["event"] == "call"
+                && e["path"] == "/grpc.health.v1.Health/Check"
+                && e["grpc_status"] == 0
+        })
+        .count();
+    assert_eq!(checks, 3);
+}
+
 /// `capture -T fields` prints the chosen fields of live calls, as `read -T fields` does.
 #[test]
 fn live_capture_prints_fields() {

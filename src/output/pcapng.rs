@@ -131,9 +131,12 @@ pub enum Format {
     Pcap,
 }
 
+/// A file, or standard output for `-w -` (to pipe to a compressor, as `tcpdump -w -` does).
+type Out = BufWriter<Box<dyn Write + Send>>;
+
 enum AnyWriter {
-    Ng(PcapngWriter<BufWriter<File>>),
-    Classic(PcapWriter<BufWriter<File>>, LinkType, u64),
+    Ng(PcapngWriter<Out>),
+    Classic(PcapWriter<Out>, LinkType, u64),
 }
 
 /// Writes packets to a file, or to a ring of files that rotate at a size.
@@ -149,12 +152,19 @@ pub struct CaptureFile {
 }
 
 impl CaptureFile {
+    /// `-` for `path` writes to standard output, which cannot rotate.
     pub fn create(
         path: &Path,
         format: Format,
         ring_size: Option<u64>,
         ring_files: usize,
     ) -> io::Result<Self> {
+        if path == Path::new("-") && ring_size.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "standard output cannot rotate; give a file name with --ring-size",
+            ));
+        }
         let mut f = CaptureFile {
             base: path.to_path_buf(),
             format,
@@ -202,7 +212,12 @@ impl CaptureFile {
             }
         }
         let path = self.next_path();
-        let file = BufWriter::new(File::create(&path)?);
+        let target: Box<dyn Write + Send> = if path == Path::new("-") {
+            Box::new(io::stdout())
+        } else {
+            Box::new(File::create(&path)?)
+        };
+        let file = BufWriter::with_capacity(64 << 10, target);
         self.current = Some(match (self.format, link) {
             (Format::Pcapng, _) => AnyWriter::Ng(PcapngWriter::new(file)?),
             (Format::Pcap, Some(l)) => {
