@@ -51,7 +51,7 @@ impl Compression {
         damage: Arc<OnceLock<String>>,
         position: Position,
     ) -> Box<dyn Read + Send> {
-        let source = Consumed {
+        let source = Counted {
             inner: BufReader::with_capacity(64 << 10, source),
             position,
         };
@@ -83,6 +83,8 @@ impl Position {
     }
 }
 
+/// A source that counts what is taken from it. Buffered, it counts what is consumed, so that
+/// its read-ahead does not count.
 pub(super) struct Counted<R> {
     pub(super) inner: R,
     pub(super) position: Position,
@@ -96,21 +98,7 @@ impl<R: Read> Read for Counted<R> {
     }
 }
 
-/// A buffered source that counts what is taken from it, so that read-ahead does not count.
-struct Consumed<B> {
-    inner: B,
-    position: Position,
-}
-
-impl<B: BufRead> Read for Consumed<B> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.position.0.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-}
-
-impl<B: BufRead> BufRead for Consumed<B> {
+impl<B: BufRead> BufRead for Counted<B> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         self.inner.fill_buf()
     }
@@ -169,9 +157,7 @@ impl<R: BufRead> ZstdFrames<R> {
             in_frame: false,
         }
     }
-}
 
-impl<R: BufRead> ZstdFrames<R> {
     /// The decoder's errors do not tell a cut stream from a damaged one; the source does.
     fn error(&mut self, e: FrameDecoderError) -> io::Error {
         match self.source.fill_buf() {
