@@ -38,8 +38,18 @@ fn start_capture(args: &[&std::ffi::OsStr]) -> std::process::Child {
 
 /// Starts `h2scope capture -i lo --format FORMAT` with `args` and waits until it captures.
 fn start_capture_as(format: &str, args: &[&std::ffi::OsStr]) -> std::process::Child {
+    let mut all: Vec<&std::ffi::OsStr> = vec!["--format".as_ref(), format.as_ref()];
+    all.extend(args);
+    spawn_capture(&all).0
+}
+
+/// Starts `h2scope capture -i lo` with `args`, waits until it captures, and gives its
+/// standard error after the line that says so.
+fn spawn_capture(
+    args: &[&std::ffi::OsStr],
+) -> (std::process::Child, BufReader<std::process::ChildStderr>) {
     let mut child = Command::new(BIN)
-        .args(["capture", "-i", "lo", "--format", format])
+        .args(["capture", "-i", "lo"])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -49,7 +59,7 @@ fn start_capture_as(format: &str, args: &[&std::ffi::OsStr]) -> std::process::Ch
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
     assert!(line.contains("capturing on lo"), "{line}");
-    child
+    (child, stderr)
 }
 
 /// Gives the capture time to see the last packets, stops it as a user would (Ctrl-C), and
@@ -172,16 +182,8 @@ fn live_capture_writes_to_standard_output() {
     }
     let (rt, addr) = common::health_server();
     let filter = format!("tcp port {}", addr.port());
-    let mut child = Command::new(BIN)
-        .args(["capture", "-i", "lo", "-f", &filter, "-w", "-"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    assert!(line.contains("capturing on lo"), "{line}");
+    let (mut child, mut stderr) =
+        spawn_capture(&["-f".as_ref(), filter.as_ref(), "-w".as_ref(), "-".as_ref()]);
     // Standard output is read meanwhile, so that the pipe never fills.
     let mut stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {

@@ -145,8 +145,20 @@ mod tests {
         format!("{}/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
     }
 
+    type Record = (LinkType, i64, u32, Vec<u8>);
+
+    fn as_packet(index: usize, (link, ts_ns, orig_len, data): &Record) -> Packet<'_> {
+        Packet {
+            index: index as u64 + 1,
+            ts_ns: *ts_ns,
+            link: *link,
+            data,
+            orig_len: *orig_len,
+        }
+    }
+
     /// Packets of `path` as owned records.
-    fn packets(path: &str) -> Vec<(LinkType, i64, u32, Vec<u8>)> {
+    fn packets(path: &str) -> Vec<Record> {
         let mut r = CaptureReader::open(path).unwrap();
         let mut out = Vec::new();
         r.for_each_packet(|p| {
@@ -203,15 +215,8 @@ mod tests {
         let pkts = packets(&testdata("grpc-tls.pcap"));
         let mut logged = false;
         let mut held_most = 0;
-        for (i, (link, ts_ns, orig_len, data)) in pkts.iter().enumerate() {
-            let p = Packet {
-                index: i as u64 + 1,
-                ts_ns: *ts_ns,
-                link: *link,
-                data,
-                orig_len: *orig_len,
-            };
-            embed.packet(&mut file, &p).unwrap();
+        for (i, record) in pkts.iter().enumerate() {
+            embed.packet(&mut file, &as_packet(i, record)).unwrap();
             held_most = held_most.max(embed.held());
             // The client logs its secrets once the server's first flight is in: a few packets
             // after its hello.
@@ -258,15 +263,8 @@ mod tests {
         let pkts = packets(&testdata("grpc-tls.pcap"));
         let feed =
             |embed: &mut SecretsEmbedder, file: &mut CaptureFile, range: std::ops::Range<usize>| {
-                for (link, ts_ns, orig_len, data) in &pkts[range] {
-                    let p = Packet {
-                        index: 1,
-                        ts_ns: *ts_ns,
-                        link: *link,
-                        data,
-                        orig_len: *orig_len,
-                    };
-                    embed.packet(file, &p).unwrap();
+                for i in range {
+                    embed.packet(file, &as_packet(i, &pkts[i])).unwrap();
                 }
             };
         feed(&mut embed, &mut file, 0..10);
