@@ -2,6 +2,7 @@
 //!
 //! The reader never loads a whole file: `pcap-parser` keeps a bounded circular buffer, which we grow
 //! only as far as [`MAX_RECORD_BYTES`] so that a corrupted length field cannot make us allocate gigabytes.
+//! A compressed file is decompressed as a stream in front of it ([`compressed`]).
 
 pub mod compressed;
 pub mod link;
@@ -60,7 +61,7 @@ pub enum CaptureError {
     Open { path: String, source: io::Error },
     #[error("{path}: empty input (no capture file header)")]
     Empty { path: String },
-    #[error("{path}: not a pcap or pcapng file (unrecognised header); h2scope reads tcpdump/Wireshark captures, compressed with gzip, zstd or LZ4 or not")]
+    #[error("{path}: not a pcap or pcapng file (unrecognised header); h2scope reads tcpdump/Wireshark captures, plain or compressed with gzip, zstd or LZ4")]
     NotACapture { path: String },
     #[error("{path}: {compression}-compressed, but what it holds is not a pcap or pcapng file")]
     NotACaptureInside {
@@ -134,8 +135,8 @@ impl CaptureReader {
         Self::from_read(path, file)
     }
 
-    /// Reads a capture from `reader`, decompressing it first when it starts with a gzip or
-    /// zstd magic number.
+    /// Reads a capture from `reader`, decompressing it first when it starts with a gzip, zstd
+    /// or LZ4 magic number.
     pub fn from_read<R: Read + Send + 'static>(
         name: &str,
         reader: R,
