@@ -403,14 +403,29 @@ fn parse_assume(s: &str) -> Result<AssumedPath, String> {
     })
 }
 
+/// The captures a command reads: as arguments, or with `-r` as tshark and tcpdump take them.
 #[derive(clap::Args)]
-struct ReadArgs {
+struct Inputs {
     /// Capture files; `-` for standard input.
     #[arg(required_unless_present = "read_files")]
     files: Vec<String>,
     /// A capture file, as tshark and tcpdump take it (repeatable; read before the others).
     #[arg(short = 'r', long = "read-file", value_name = "FILE")]
     read_files: Vec<String>,
+}
+
+impl Inputs {
+    /// `-r` files first, then the others, as one list in `files`.
+    fn join(&mut self) {
+        self.read_files.append(&mut self.files);
+        std::mem::swap(&mut self.read_files, &mut self.files);
+    }
+}
+
+#[derive(clap::Args)]
+struct ReadArgs {
+    #[command(flatten)]
+    inputs: Inputs,
     #[command(flatten)]
     output: OutputArgs,
     #[command(flatten)]
@@ -498,7 +513,7 @@ fn tui(args: TuiArgs) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    if args.write.as_deref() == Some("-") {
+    if writes_stdout(args.write.as_deref().map(std::path::Path::new)) {
         eprintln!("h2scope: the TUI draws on standard output; give -w a file name");
         return ExitCode::from(2);
     }
@@ -550,12 +565,8 @@ fn tui(args: TuiArgs) -> ExitCode {
 
 #[derive(clap::Args)]
 struct AnalysisArgs {
-    /// Capture files; `-` for standard input.
-    #[arg(required_unless_present = "read_files")]
-    files: Vec<String>,
-    /// A capture file, as tshark and tcpdump take it (repeatable; read before the others).
-    #[arg(short = 'r', long = "read-file", value_name = "FILE")]
-    read_files: Vec<String>,
+    #[command(flatten)]
+    inputs: Inputs,
     /// `text` or `jsonl` (one object per connection for health, one for stats).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -616,10 +627,8 @@ fn main() -> ExitCode {
     let mut cli = Cli::parse();
     // `-r FILE` and a plain FILE are one list from here on.
     match &mut cli.command {
-        Command::Read(a) => a.files.splice(0..0, a.read_files.drain(..)).for_each(drop),
-        Command::Health(a) | Command::Stats(a) => {
-            a.files.splice(0..0, a.read_files.drain(..)).for_each(drop)
-        }
+        Command::Read(a) => a.inputs.join(),
+        Command::Health(a) | Command::Stats(a) => a.inputs.join(),
         Command::Tui(a) => a.file = a.file.take().or(a.read_file.take()),
         Command::Haproxy(a) => a.file = a.file.take().or(a.read_file.take()),
         Command::Capture(_) | Command::Check(_) => {}
@@ -1100,7 +1109,7 @@ fn read_file<W: Write>(
     let mut progress = Progress::new(
         file,
         &reader,
-        args.output.quiet || args.files.len() > 1 || streaming_here,
+        args.output.quiet || args.inputs.files.len() > 1 || streaming_here,
     );
     // A large file without -w: its connections split across threads.
     let mut sharded = None;
@@ -1321,7 +1330,7 @@ fn read(args: ReadArgs) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    if args.write.is_some() && args.files.len() > 1 {
+    if args.write.is_some() && args.inputs.files.len() > 1 {
         eprintln!("h2scope: -w writes the selection of one capture; give one file");
         return ExitCode::from(2);
     }
@@ -1334,11 +1343,12 @@ fn read(args: ReadArgs) -> ExitCode {
     let silent = args.write.is_some() && !args.print;
     let light = args.shows_little(silent);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let parallel = args.files.len() > 1 && threads > 1 && !args.files.iter().any(|f| f == "-");
+    let parallel =
+        args.inputs.files.len() > 1 && threads > 1 && !args.inputs.files.iter().any(|f| f == "-");
     if !parallel {
         let mut sink = make_sink(&args.output, silent, io::stdout().lock());
         let mut failed = false;
-        for file in &args.files {
+        for file in &args.inputs.files {
             // One file (or a pipe): a large one is split across the cores. The threads also
             // format the lines; the writing thread only puts them in order.
             let shards = args.threads.unwrap_or_else(|| {
@@ -1362,7 +1372,7 @@ fn read(args: ReadArgs) -> ExitCode {
     }
     // Several files: one worker per core takes the files in turn; each file's output goes
     // through its own bounded channel, and the files are printed in the order given.
-    let n = args.files.len();
+    let n = args.inputs.files.len();
     let workers = threads.min(n);
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| std::sync::mpsc::sync_channel(64)).unzip();
     let outcomes: Vec<std::sync::Mutex<Option<FileOutcome>>> =
@@ -1381,7 +1391,8 @@ fn read(args: ReadArgs) -> ExitCode {
                         continue;
                     };
                     let mut sink = make_sink(&args.output, silent, ChannelWriter(tx));
-                    let outcome = read_file(&args.files[i], args, base, &mut sink, silent, 1);
+                    let outcome =
+                        read_file(&args.inputs.files[i], args, base, &mut sink, silent, 1);
                     drop(sink);
                     if let Ok(mut slot) = outcomes[i].lock() {
                         *slot = Some(outcome);
@@ -1441,7 +1452,7 @@ fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
     };
     let mut out = BufWriter::new(io::stdout().lock());
     let mut failed = false;
-    for file in &args.files {
+    for file in &args.inputs.files {
         let mut cfg = config(&args.decode);
         let mut reader = match open_capture(file, &cfg) {
             Ok(r) => r,

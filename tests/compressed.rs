@@ -55,6 +55,27 @@ fn h2scope(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().unwrap()
 }
 
+/// `h2scope ARGS` with `bytes` on its standard input, `chunk` bytes at a time (as a pipe from
+/// tcpdump delivers them). Written from a thread: the output is read meanwhile, or both pipes
+/// would fill.
+fn h2scope_fed(args: &[&str], bytes: Vec<u8>, chunk: usize) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        for piece in bytes.chunks(chunk) {
+            stdin.write_all(piece).unwrap();
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
 fn stdout(out: &Output) -> String {
     assert!(
         out.status.success(),
@@ -98,22 +119,7 @@ fn compressed_captures_read_as_the_plain_ones() {
             let mut args = vec!["read", "--format", "jsonl", "--no-summary"];
             args.extend(extra);
             args.push("-");
-            let mut child = Command::new(BIN)
-                .args(&args)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let bytes = std::fs::read(packed).unwrap();
-            let mut stdin = child.stdin.take().unwrap();
-            // Written from a thread: the output is read meanwhile, or both pipes would fill.
-            let writer = std::thread::spawn(move || {
-                for chunk in bytes.chunks(7) {
-                    stdin.write_all(chunk).unwrap();
-                }
-            });
-            let piped = child.wait_with_output().unwrap();
-            writer.join().unwrap();
+            let piped = h2scope_fed(&args, std::fs::read(packed).unwrap(), 7);
             assert_eq!(stdout(&piped), plain, "{tool} {file} through stdin");
         }
     }
@@ -241,30 +247,17 @@ fn ring_files_one_after_another_read_as_the_whole_capture() {
     let parts = ring.files().to_vec();
     assert!(parts.len() > 5, "{parts:?}");
 
-    let read = |input: Option<Vec<u8>>| {
-        let mut cmd = Command::new(BIN);
-        cmd.args([
-            "read",
-            "--format",
-            "jsonl",
-            "--no-summary",
-            "--tls-keylog",
-            &keylog,
-        ]);
-        let Some(bytes) = input else {
-            return stdout(&cmd.arg(&file).output().unwrap());
-        };
-        let mut child = cmd
-            .arg("-")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let writer = std::thread::spawn(move || stdin.write_all(&bytes).unwrap());
-        let out = child.wait_with_output().unwrap();
-        writer.join().unwrap();
-        stdout(&out)
+    let args = [
+        "read",
+        "--format",
+        "jsonl",
+        "--no-summary",
+        "--tls-keylog",
+        &keylog,
+    ];
+    let read = |input: Option<Vec<u8>>| match input {
+        None => stdout(&h2scope(&[&args[..], &[file.as_str()]].concat())),
+        Some(bytes) => stdout(&h2scope_fed(&[&args[..], &["-"]].concat(), bytes, 1 << 16)),
     };
     let whole = read(None);
     assert!(whole.contains("/test.echo.Echo/Unary"));

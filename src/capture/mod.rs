@@ -289,21 +289,20 @@ impl CaptureReader {
                 Err(_) => Step::Malformed,
             };
             match step {
-                // A damaged compressed stream ends like a clean one; the reason is its own.
-                Step::Done | Step::Truncated if self.damage.get().is_some() => {
-                    self.state
-                        .warnings
-                        .push(CaptureWarning::CompressedStreamEnds {
-                            after_record: self.state.records,
-                            reason: self.damage.get().cloned().unwrap_or_default(),
-                        });
-                    return Ok(());
-                }
-                Step::Done => return Ok(()),
-                Step::Truncated => {
-                    self.state.warnings.push(CaptureWarning::TruncatedRecord {
-                        after_record: self.state.records,
-                    });
+                Step::Done | Step::Truncated => {
+                    let after_record = self.state.records;
+                    // A damaged compressed stream ends like a clean one; the reason is its own.
+                    let warning = match (self.damage.get(), step) {
+                        (Some(reason), _) => Some(CaptureWarning::CompressedStreamEnds {
+                            after_record,
+                            reason: reason.clone(),
+                        }),
+                        (None, Step::Truncated) => {
+                            Some(CaptureWarning::TruncatedRecord { after_record })
+                        }
+                        (None, _) => None,
+                    };
+                    self.state.warnings.extend(warning);
                     return Ok(());
                 }
                 Step::Refill => {
