@@ -15,7 +15,7 @@ use h2scope::grpc::schema::Schemas;
 use h2scope::haproxy::{self, check, config, ExportOptions, Selector};
 use h2scope::http2::connection::{AssumeTarget, AssumedPath};
 use h2scope::output::fields::{Fields, FieldsOptions, FieldsRoute};
-use h2scope::output::filter::{FieldList, Filter, FilterRoute, Filtered};
+use h2scope::output::filter::{FieldList, Filter, FilterRoute};
 use h2scope::output::jsonl::JsonLines;
 use h2scope::output::pcapng::{CaptureFile, Format as WriteFormat};
 use h2scope::output::text::{Text, TextOptions, TextRoute};
@@ -577,6 +577,12 @@ struct AnalysisArgs {
     display_filter: Option<Filter>,
     #[command(flatten)]
     decode: DecodeArgs,
+    /// Threads for one capture: its connections are split among them by address, each
+    /// thread analyses its own, and the reports come out as one thread writes them. Default:
+    /// one per core for a file of 64 MB or more (decompressed) whose packets average under
+    /// 512 bytes, else one. A filter on `conn` runs on one thread.
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -1434,9 +1440,10 @@ fn read(args: ReadArgs) -> ExitCode {
     }
 }
 
-/// `health` and `stats`: one pass, the analysis as the sink.
+/// `health` and `stats`: one pass, the analysis as the sink; a large file's connections split
+/// across threads, each with its own part of the analysis.
 fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
-    use h2scope::analysis::{health as h, stats::CallStats};
+    use h2scope::analysis::parts::{self, ReportFormat, StatsPart};
     // stats filters call events; health filters its reports, which have keys of their own.
     let unknown = match &args.display_filter {
         Some(f) if !health => unknown_field_problem("-Y", f.roots()),
@@ -1450,6 +1457,12 @@ fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
+    let filter = args.display_filter.as_ref();
+    let report_format = match args.format {
+        Format::Text => ReportFormat::Text,
+        Format::Jsonl => ReportFormat::Jsonl,
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut out = BufWriter::new(io::stdout().lock());
     let mut failed = false;
     for file in &args.inputs.files {
@@ -1463,59 +1476,62 @@ fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
             }
         };
         cfg.grpc.decode_bodies = false;
-        let mut dissector = Dissector::with_schemas(cfg, schemas.clone());
-        let format = args.format;
-        let mut write_failed = false;
+        // A filter on connection numbers needs them, which only one thread knows as it goes.
+        let shards = if parts::filter_needs_one_thread(filter) {
+            1
+        } else {
+            args.threads.unwrap_or_else(|| {
+                // The output is small, as for -q: threads by the same measure.
+                if worth_threads(file, true) {
+                    cores
+                } else {
+                    1
+                }
+            })
+        };
         // Cleared before the stats report is written. Health reports come as connections end:
         // on a terminal they would break into the progress line, so it shows only when they
         // go elsewhere.
         let mut progress = Progress::new(file, &reader, health && io::stdout().is_terminal());
-        // The whole capture into the analysis.
-        let mut run = |sink: &mut dyn Sink| {
-            let mut seen = 0u64;
-            let r = reader.for_each_packet(|p| {
-                progress.tick(seen);
-                seen += 1;
-                dissector.packet(p, sink);
-                true
-            });
-            progress.done();
-            dissector.finish(sink);
-            r
+        let mut lines = LinesOut {
+            out: &mut out,
+            failed: false,
         };
         let result = if health {
-            let filter = args.display_filter.as_ref();
-            let mut sink = h::Health::new(|report: h::ConnectionHealth| {
-                // The JSON form is built only when the filter or the output needs it.
-                let json =
-                    (filter.is_some() || format == Format::Jsonl).then(|| h::to_json(&report));
-                if let (Some(f), Some(json)) = (filter, &json) {
-                    if !f.matches_json(json) {
-                        return;
-                    }
-                }
-                let text = match json {
-                    Some(json) if format == Format::Jsonl => format!("{json}\n"),
-                    _ => h::to_text(&report),
-                };
-                write_failed |= out.write_all(text.as_bytes()).is_err();
-            });
-            let r = run(&mut sink);
-            sink.finish();
-            r
+            let make = || parts::health_part(filter, report_format);
+            let (result, _) = run_parts(
+                &mut reader,
+                &cfg,
+                &schemas,
+                shards,
+                &make,
+                &mut lines,
+                &mut progress,
+            );
+            result
         } else {
-            let mut stats = CallStats::default();
-            let r = match &args.display_filter {
-                Some(f) => run(&mut Filtered::new(f, &mut stats)),
-                None => run(&mut stats),
+            let make = || StatsPart::new(filter);
+            let (result, parts) = run_parts(
+                &mut reader,
+                &cfg,
+                &schemas,
+                shards,
+                &make,
+                &mut lines,
+                &mut progress,
+            );
+            let mut stats = h2scope::analysis::stats::CallStats::default();
+            for finished in parts {
+                stats.absorb(finished.part.stats, &finished.numbers);
+            }
+            let written = match args.format {
+                Format::Text => stats.write_text(lines.out),
+                Format::Jsonl => stats.write_json(lines.out),
             };
-            let written = match format {
-                Format::Text => stats.write_text(&mut out),
-                Format::Jsonl => stats.write_json(&mut out),
-            };
-            write_failed |= written.is_err();
-            r
+            lines.failed |= written.is_err();
+            result
         };
+        let write_failed = lines.failed;
         if let Err(e) = result {
             eprintln!("h2scope: {e}");
             failed = true;
@@ -1529,6 +1545,80 @@ fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Where the lines of `health` and `stats` go: standard output, minding whether writing failed.
+struct LinesOut<'a, W: Write> {
+    out: &'a mut W,
+    failed: bool,
+}
+
+impl<W: Write> Sink for LinesOut<'_, W> {
+    fn event(&mut self, _: Event) {}
+
+    fn line(&mut self, line: &[u8]) {
+        self.failed |= self.out.write_all(line).is_err();
+    }
+}
+
+/// Dissects the capture into a part of the analysis made by `make`: one per thread on
+/// `shards` threads, or one on this thread, its lines written as they come. Returns how
+/// reading ended and the parts, with their connections' numbers in the capture.
+fn run_parts<P: h2scope::parallel::Part>(
+    reader: &mut CaptureReader,
+    cfg: &h2scope::pipeline::Config,
+    schemas: &Schemas,
+    shards: usize,
+    make: &(dyn Fn() -> P + Sync),
+    lines: &mut dyn Sink,
+    progress: &mut Option<Progress>,
+) -> (
+    Result<(), h2scope::capture::CaptureError>,
+    Vec<h2scope::parallel::Finished<P>>,
+) {
+    use h2scope::parallel::{Finished, Lines};
+    let mut seen = 0u64;
+    if shards > 1 {
+        let (outcome, parts) = h2scope::parallel::dissect_parts(
+            reader,
+            cfg,
+            schemas,
+            shards,
+            u64::MAX,
+            make,
+            lines,
+            |_| {
+                progress.tick(seen);
+                seen += 1;
+            },
+        );
+        progress.done();
+        return (outcome.result, parts);
+    }
+    let mut part = make();
+    let mut dissector = Dissector::with_schemas(cfg.clone(), schemas.clone());
+    let mut buf = Vec::new();
+    let mut flush = |part: &mut P, lines: &mut dyn Sink| {
+        part.lines(&mut Lines::to(&mut buf));
+        if !buf.is_empty() {
+            lines.line(&buf);
+            buf.clear();
+        }
+    };
+    let result = reader.for_each_packet(|p| {
+        progress.tick(seen);
+        seen += 1;
+        dissector.packet(p, &mut part);
+        flush(&mut part, lines);
+        true
+    });
+    progress.done();
+    dissector.finish(&mut part);
+    part.end();
+    flush(&mut part, lines);
+    // Alone, its numbers are the capture's.
+    let numbers = Vec::new();
+    (result, vec![Finished { part, numbers }])
 }
 
 fn capture(args: CaptureArgs) -> ExitCode {

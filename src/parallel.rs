@@ -193,6 +193,91 @@ impl<F: Fn(&Event, &mut Vec<u8>) -> Handoff + Sync> Route for F {
     }
 }
 
+/// A worker's own sink, for an analysis of whole connections (`stats`, `health`): every worker
+/// gets one, which sees all of that worker's events (instead of the route). It may write lines
+/// as it goes (a report when a connection ends), which reach the sink in capture order as routed
+/// lines do, and it comes back when the input ends, with the capture's numbers of its
+/// connections, for the caller to merge the parts.
+pub trait Part: Sink + Send {
+    /// Writes the lines made since the last call (called after every event, and after
+    /// [`end`](Self::end)).
+    fn lines(&mut self, _out: &mut Lines<'_>) {}
+
+    /// The input has ended, and so has every connection, with its events.
+    fn end(&mut self) {}
+}
+
+/// Where a [`Part`] writes its lines: to the merge, from a worker, or straight to an output
+/// when the part runs alone and its connection numbers are the capture's already.
+pub struct Lines<'a>(LinesTo<'a>);
+
+enum LinesTo<'a> {
+    Merge {
+        text: &'a mut Vec<u8>,
+        items: &'a mut Vec<Routed>,
+        sent: u64,
+    },
+    Out(&'a mut Vec<u8>),
+}
+
+impl<'a> Lines<'a> {
+    /// Lines appended to `out`, numbers put in, for a part run without [`dissect_parts`].
+    pub fn to(out: &'a mut Vec<u8>) -> Lines<'a> {
+        Lines(LinesTo::Out(out))
+    }
+
+    /// Appends one item of text (its lines, each with its newline) about connection `conn`:
+    /// `write` appends it to the buffer without the number, and says where the number goes,
+    /// as a [`Route`] does.
+    pub fn push(
+        &mut self,
+        conn: Option<u64>,
+        write: impl FnOnce(&mut Vec<u8>) -> Option<ConnSlot>,
+    ) {
+        match &mut self.0 {
+            LinesTo::Merge { text, items, sent } => {
+                let start = text.len();
+                let slot = write(text);
+                let abs = |i: usize| *sent + i as u64;
+                let conn = slot.zip(conn).map(|(slot, conn)| LineConn {
+                    at: abs(slot.at),
+                    width: slot.width,
+                    conn,
+                });
+                items.push(Routed::Line(abs(start)..abs(text.len()), conn));
+            }
+            LinesTo::Out(out) => {
+                if let (Some(slot), Some(conn)) = (write(out), conn) {
+                    let mut digits = itoa::Buffer::new();
+                    let digits = digits.format(conn).as_bytes();
+                    let pad = usize::from(slot.width).saturating_sub(digits.len());
+                    let put = digits.iter().copied().chain(std::iter::repeat_n(b' ', pad));
+                    out.splice(slot.at..slot.at, put);
+                }
+            }
+        }
+    }
+}
+
+/// No part: what [`dissect`] runs with.
+pub enum NoPart {}
+
+impl Sink for NoPart {
+    fn event(&mut self, _: Event) {
+        match *self {}
+    }
+}
+
+impl Part for NoPart {}
+
+/// A worker's part once the input has ended, with the capture's numbers of the worker's
+/// connections: `numbers[n]` is the capture's number of the worker's connection `n` (a part
+/// that ran alone has none: its numbers are the capture's).
+pub struct Finished<P> {
+    pub part: P,
+    pub numbers: Vec<u64>,
+}
+
 /// An event as a worker hands it on. Routes make lines of nearly every event; the few events
 /// passed on as they are go in a box, so that items, which are moved into the reply and again
 /// into the merge's queue, stay small.
@@ -247,8 +332,9 @@ struct Reply {
 
 type Finish = (Vec<Routed>, Stats, Tally, Schemas);
 
-/// Counts every event of a worker, and routes them, for the packet being dissected.
-struct Collect<'r> {
+/// Counts every event of a worker, and routes them (or hands them to the worker's part), for
+/// the packet being dissected.
+struct Collect<'r, P> {
     items: Vec<Routed>,
     tally: Tally,
     route: &'r dyn Route,
@@ -257,9 +343,10 @@ struct Collect<'r> {
     text: Vec<u8>,
     /// Bytes of text sent in earlier replies.
     sent: u64,
+    part: Option<P>,
 }
 
-impl Collect<'_> {
+impl<P: Part> Collect<'_, P> {
     /// The text so far, to send; later offsets continue after it. Lines go on in `spare`, a
     /// buffer the merge has written out, when there is one.
     fn take_text(&mut self, spare: Option<Vec<u8>>) -> Vec<u8> {
@@ -268,9 +355,18 @@ impl Collect<'_> {
     }
 }
 
-impl Sink for Collect<'_> {
+impl<P: Part> Sink for Collect<'_, P> {
     fn event(&mut self, event: Event) {
         self.tally.count(&event);
+        if let Some(part) = self.part.as_mut() {
+            part.event(event);
+            part.lines(&mut Lines(LinesTo::Merge {
+                text: &mut self.text,
+                items: &mut self.items,
+                sent: self.sent,
+            }));
+            return;
+        }
         let start = self.text.len();
         let handoff = self.route.route(&event, self.first_ts, &mut self.text);
         if let Handoff::Line(slot) = handoff {
@@ -292,6 +388,14 @@ impl Sink for Collect<'_> {
     }
 
     fn wants(&mut self) -> Wants<'_> {
+        if let Some(part) = self.part.as_mut() {
+            // What the part does not look at is still counted.
+            return match part.wants() {
+                Wants::Calls(None) => Wants::Calls(Some(&mut self.tally)),
+                Wants::AllButMessages(None) => Wants::AllButMessages(Some(&mut self.tally)),
+                wants => wants,
+            };
+        }
         match self.route.shows() {
             Shows::Everything => Wants::Everything,
             Shows::Calls => Wants::Calls(Some(&mut self.tally)),
@@ -300,13 +404,14 @@ impl Sink for Collect<'_> {
     }
 }
 
-fn worker(
+fn worker<P: Part>(
     id: usize,
     cfg: Config,
     schemas: Schemas,
     route: &dyn Route,
+    part: Option<P>,
     links: WorkerLinks,
-) -> Option<()> {
+) -> Option<P> {
     let WorkerLinks {
         batches: rx,
         replies: tx,
@@ -324,6 +429,7 @@ fn worker(
         first_ts: 0,
         text: Vec::new(),
         sent: 0,
+        part,
     };
     let (mut last_index, mut last_ts) = (0, 0);
     // Batches are alike: each reply's items start with room for as many as the last one's.
@@ -385,6 +491,14 @@ fn worker(
         .ok()?;
     }
     let stats = d.finish_at(last_index, last_ts, &mut collect);
+    if let Some(part) = collect.part.as_mut() {
+        part.end();
+        part.lines(&mut Lines(LinesTo::Merge {
+            text: &mut collect.text,
+            items: &mut collect.items,
+            sent: collect.sent,
+        }));
+    }
     tx.send(Reply {
         worker: id,
         items: Vec::new(),
@@ -392,7 +506,8 @@ fn worker(
         done_to: u64::MAX,
         finish: Some((collect.items, stats, collect.tally, d.into_schemas())),
     })
-    .ok()
+    .ok()?;
+    collect.part
 }
 
 /// Which worker a segment goes to: both directions of a connection to the same one.
@@ -577,8 +692,50 @@ pub fn dissect(
     limit: u64,
     route: &dyn Route,
     sink: &mut dyn Sink,
-    mut on_packet: impl FnMut(&Packet<'_>),
+    on_packet: impl FnMut(&Packet<'_>),
 ) -> Outcome {
+    let work = Work::<NoPart> { route, part: None };
+    run(reader, cfg, schemas, workers, limit, work, sink, on_packet).0
+}
+
+/// [`dissect`] with a [`Part`] made by `part` on every worker, which sees the worker's events;
+/// only the lines the parts write reach `sink`. The parts come back in worker order.
+#[allow(clippy::too_many_arguments)]
+pub fn dissect_parts<P: Part>(
+    reader: &mut CaptureReader,
+    cfg: &Config,
+    schemas: &Schemas,
+    workers: usize,
+    limit: u64,
+    part: &(dyn Fn() -> P + Sync),
+    sink: &mut dyn Sink,
+    on_packet: impl FnMut(&Packet<'_>),
+) -> (Outcome, Vec<Finished<P>>) {
+    let work = Work {
+        route: &DropAll,
+        part: Some(part),
+    };
+    run(reader, cfg, schemas, workers, limit, work, sink, on_packet)
+}
+
+/// What the workers do with their events: route them, or hand them to a part of their own.
+struct Work<'a, P> {
+    route: &'a dyn Route,
+    part: Option<&'a (dyn Fn() -> P + Sync)>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run<P: Part>(
+    reader: &mut CaptureReader,
+    cfg: &Config,
+    schemas: &Schemas,
+    workers: usize,
+    limit: u64,
+    work: Work<'_, P>,
+    sink: &mut dyn Sink,
+    mut on_packet: impl FnMut(&Packet<'_>),
+) -> (Outcome, Vec<Finished<P>>) {
+    let route = work.route;
     let workers = workers.max(1);
     let (reply_tx, reply_rx) = sync_channel::<Reply>(workers * 4);
     let mut merge = Merge {
@@ -595,8 +752,10 @@ pub fn dissect(
     let mut result = Ok(());
     let (mut first_ts, mut last_ts) = (None, 0i64);
     let spares = Spares::new(workers);
+    let mut parts = Vec::new();
     std::thread::scope(|scope| {
         let mut inputs = Vec::new();
+        let mut handles = Vec::new();
         for id in 0..workers {
             let (tx, rx) = sync_channel::<Batch>(4);
             let (texts_tx, texts_rx) = sync_channel::<Vec<u8>>(4);
@@ -607,7 +766,8 @@ pub fn dissect(
                 spare_texts: texts_rx,
             };
             let (cfg, schemas) = (cfg.clone(), schemas.clone());
-            scope.spawn(move || worker(id, cfg, schemas, route, links));
+            let part = work.part.map(|make| make());
+            handles.push(scope.spawn(move || worker(id, cfg, schemas, route, part, links)));
             inputs.push(Some(tx));
             merge.spare_texts.push(texts_tx);
         }
@@ -708,6 +868,11 @@ pub fn dissect(
         while let Ok(r) = reply_rx.recv() {
             accept(r, &mut merge, &mut ends);
         }
+        // A worker that panicked has no part to give; its events stopped with it.
+        parts = handles
+            .into_iter()
+            .map(|h| h.join().ok().flatten())
+            .collect();
     });
     merge.drain();
     let mut stats = Stats::default();
@@ -754,12 +919,23 @@ pub fn dissect(
     // The capture's first and last packets, not the workers' earliest and latest.
     stats.first_ts_ns = first_ts;
     stats.last_ts_ns = last_ts;
-    Outcome {
+    let finished = parts
+        .into_iter()
+        .zip(merge.numbers)
+        .filter_map(|(part, numbers)| {
+            Some(Finished {
+                part: part?,
+                numbers,
+            })
+        })
+        .collect();
+    let outcome = Outcome {
         result,
         stats,
         tally,
         schemas: learnt,
-    }
+    };
+    (outcome, finished)
 }
 
 /// [`harvest_schemas`](crate::pipeline::harvest_schemas) on `workers` threads: the first pass
@@ -861,5 +1037,23 @@ mod tests {
         };
         assert_eq!(returned(&spares0), [(0, true), (0, true)]);
         assert_eq!(returned(&spares1), [(0, true)]);
+    }
+
+    /// A part run alone gets its numbers put in at once, padded as asked.
+    #[test]
+    fn lines_to_an_output_put_the_number_in() {
+        let mut out = b"before\n".to_vec();
+        let mut lines = super::Lines::to(&mut out);
+        lines.push(Some(42), |buf| {
+            buf.extend_from_slice(b"conn #");
+            let at = buf.len();
+            buf.extend_from_slice(b"| end\n");
+            Some(ConnSlot { at, width: 4 })
+        });
+        lines.push(None, |buf| {
+            buf.extend_from_slice(b"no number\n");
+            None
+        });
+        assert_eq!(out, b"before\nconn #42  | end\nno number\n");
     }
 }

@@ -1,23 +1,28 @@
-//! `read --threads N`: one capture's connections split across threads must print exactly what
-//! one thread prints (same events, same order, same connection numbers, same summary), on every
-//! public capture and on a capture of many connections of real traffic.
+//! `--threads N`: one capture's connections split across threads must print exactly what one
+//! thread prints (same events, same order, same connection numbers, same summary; the same
+//! health reports and call statistics), on every public capture and on a capture of many
+//! connections of real traffic.
 
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_h2scope");
 
+/// `h2scope COMMAND --threads N ARGS...`, for `args` = COMMAND ARGS...
 fn run(args: &[&str], threads: &str) -> Vec<u8> {
     let out = Command::new(BIN)
-        .args(["read", "--threads", threads])
-        .args(args)
+        .arg(args[0])
+        .args(["--threads", threads])
+        .args(&args[1..])
         .output()
         .unwrap();
     out.stdout
 }
 
-fn same(args: &[&str]) {
+/// Runs on one thread, then on two and three, and returns what one thread printed.
+fn same(args: &[&str]) -> Vec<u8> {
     let one = run(args, "1");
-    assert!(!one.is_empty(), "{args:?}");
+    // `read` always prints its summary; an analysis has nothing to say without HTTP/2.
+    assert!(!one.is_empty() || args[0] != "read", "{args:?}");
     for n in ["2", "3"] {
         let many = run(args, n);
         if one != many {
@@ -33,22 +38,29 @@ fn same(args: &[&str]) {
             );
         }
     }
+    one
 }
 
 #[test]
 fn every_public_capture_reads_the_same_on_several_threads() {
     let dir = format!("{}/../shared/captures/public", env!("CARGO_MANIFEST_DIR"));
-    let mut n = 0;
+    let (mut n, mut analysed) = (0, 0);
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         let name = path.to_string_lossy().to_string();
         if !(name.ends_with(".pcap") || name.ends_with(".pcapng")) {
             continue;
         }
-        same(&["--format", "jsonl", &name]);
+        same(&["read", "--format", "jsonl", &name]);
+        for command in ["stats", "health"] {
+            if !same(&[command, "--format", "jsonl", &name]).is_empty() {
+                analysed += 1;
+            }
+        }
         n += 1;
     }
     assert!(n >= 30, "{n} captures");
+    assert!(analysed >= 40, "{analysed} analyses with something to say");
 }
 
 /// A capture whose reading fails part-way: the error line comes where one thread puts it (after
@@ -59,8 +71,8 @@ fn a_reading_error_comes_in_the_same_place_on_several_threads() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/threads-end-after-skipped-record.pcapng"
     );
-    same(&["--format", "jsonl", f]);
-    same(&["--format", "text", f]);
+    same(&["read", "--format", "jsonl", f]);
+    same(&["read", "--format", "text", f]);
 }
 
 /// testdata replicated into 300 connections that overlap in time (scripts/replicate-capture
@@ -85,25 +97,65 @@ fn many_connections_read_the_same_on_several_threads() {
         .unwrap();
     assert!(status.success());
     let f = big.to_str().unwrap();
-    same(&["--format", "jsonl", f]);
-    same(&["--format", "text", "-v", f]);
-    same(&["--format", "jsonl", "--calls", f]);
-    same(&["-q", f]);
-    same(&["-q", "--format", "jsonl", "--single-pass", f]);
+    same(&["read", "--format", "jsonl", f]);
+    same(&["read", "--format", "text", "-v", f]);
+    same(&["read", "--format", "jsonl", "--calls", f]);
+    same(&["read", "-q", f]);
+    same(&["read", "-q", "--format", "jsonl", "--single-pass", f]);
     // Display filters: decided by the workers, or, on connection numbers (which only the merge
     // knows), by the output thread, with text times counted from the capture's first packet.
-    same(&["-Y", "stream == 53 or type == GOAWAY", f]);
-    same(&["-Y", "conn == 7 || conn > 297", f]);
-    same(&["-Y", "conn == 7", "--calls", f]);
+    same(&["read", "-Y", "stream == 53 or type == GOAWAY", f]);
+    same(&["read", "-Y", "conn == 7 || conn > 297", f]);
+    same(&["read", "-Y", "conn == 7", "--calls", f]);
     same(&[
+        "read",
         "-Y",
         "conn < 3 && json.status == SERVING",
         "--format",
         "jsonl",
         f,
     ]);
+    // Each thread analyses its connections; the reports come in the order one thread writes
+    // them, and the statistics are merged.
+    for command in ["stats", "health"] {
+        same(&[command, f]);
+        same(&[command, "--format", "jsonl", f]);
+    }
+    same(&["stats", "-Y", "grpc_status != 0 || stream > 40", f]);
+    same(&[
+        "health",
+        "-Y",
+        "calls > 26 && client_side.resets.CANCEL == 1",
+        f,
+    ]);
+    // A filter on connection numbers runs on one thread.
+    same(&["stats", "-Y", "conn < 5", f]);
+    same(&["health", "-Y", "conn > 290", "--format", "jsonl", f]);
+    let stats = run(&["stats", "--format", "jsonl", f], "3");
+    let v: serde_json::Value = serde_json::from_slice(&stats).unwrap();
+    assert_eq!(v["total"]["calls"], 300 * 27);
+    assert_eq!(v["connections"].as_object().unwrap().len(), 300);
+    assert!(
+        v["connections"]["299"]["calls"] == 27,
+        "{}",
+        v["connections"]
+    );
+    let health = run(&["health", "--format", "jsonl", f], "3");
+    let conns: Vec<u64> = String::from_utf8(health)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["conn"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    let mut sorted = conns.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted, (0..300).collect::<Vec<_>>());
     // -q prints the summary alone, counted by the threads.
-    let summary = run(&["-q", "--format", "jsonl", f], "2");
+    let summary = run(&["read", "-q", "--format", "jsonl", f], "2");
     let text = String::from_utf8(summary).unwrap();
     assert_eq!(text.lines().count(), 1, "{text}");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -504,8 +504,48 @@ pub fn to_json(h: &ConnectionHealth) -> Value {
 
 /// A few readable lines for one report.
 pub fn to_text(h: &ConnectionHealth) -> String {
+    text(h, true).0
+}
+
+/// [`to_text`] without the connection's number, and where it goes: a thread that analyses
+/// some of a capture's connections does not know their numbers in the whole capture.
+pub fn to_text_unnumbered(h: &ConnectionHealth) -> (String, usize) {
+    text(h, false)
+}
+
+/// [`to_json`]'s line (with its newline) appended to `out` without the connection's number,
+/// and where the number goes, as [`to_text_unnumbered`].
+pub fn write_json_unnumbered(report: &Value, out: &mut Vec<u8>) -> Option<usize> {
+    let Value::Object(map) = report else {
+        let _ = serde_json::to_writer(&mut *out, report);
+        out.push(b'\n');
+        return None;
+    };
+    let mut slot = None;
+    out.push(b'{');
+    for (i, (k, v)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut *out, k);
+        out.push(b':');
+        if k == "conn" {
+            slot = Some(out.len());
+        } else {
+            let _ = serde_json::to_writer(&mut *out, v);
+        }
+    }
+    out.extend_from_slice(b"}\n");
+    slot
+}
+
+fn text(h: &ConnectionHealth, numbered: bool) -> (String, usize) {
     use std::fmt::Write;
-    let mut s = String::new();
+    let mut s = String::from("connection #");
+    let slot = s.len();
+    if numbered {
+        let _ = write!(s, "{}", h.conn);
+    }
     let who = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "?".into());
     let end = h
         .end
@@ -514,8 +554,7 @@ pub fn to_text(h: &ConnectionHealth) -> String {
         .unwrap_or("capture-end");
     let _ = writeln!(
         s,
-        "connection #{} {} → {}: {:.3}s, {} calls, {} frames, ended: {end}",
-        h.conn,
+        " {} → {}: {:.3}s, {} calls, {} frames, ended: {end}",
         who(h.client),
         who(h.server),
         h.last_ts_ns.saturating_sub(h.first_ts_ns) as f64 / 1e9,
@@ -594,7 +633,7 @@ pub fn to_text(h: &ConnectionHealth) -> String {
         }
         s.push('\n');
     }
-    s
+    (s, slot)
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
 //! Analyses over the event stream: connection health and call statistics.
 
 pub mod health;
+pub mod parts;
 pub mod stats;

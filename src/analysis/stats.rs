@@ -92,6 +92,66 @@ impl MethodStats {
         }
     }
 
+    /// Takes in the figures of another part of the capture (another thread's connections), as
+    /// if its calls had come here. Percentiles stay exact while the two keep every sample;
+    /// past [`MAX_SAMPLES`], each side gives a random share of the samples kept in proportion
+    /// to the calls it saw, which stands for the whole as one sample of them would.
+    pub fn merge(&mut self, mut other: MethodStats) {
+        self.calls += other.calls;
+        for (name, n) in std::mem::take(&mut other.outcomes) {
+            match self
+                .outcomes
+                .binary_search_by(|(k, _)| k.as_ref().cmp(name.as_ref()))
+            {
+                Ok(i) => self.outcomes[i].1 += n,
+                Err(i) => self.outcomes.insert(i, (name, n)),
+            }
+        }
+        self.request_bytes += other.request_bytes;
+        self.response_bytes += other.response_bytes;
+        self.max_request_bytes = self.max_request_bytes.max(other.max_request_bytes);
+        self.max_response_bytes = self.max_response_bytes.max(other.max_response_bytes);
+        self.request_messages += other.request_messages;
+        self.response_messages += other.response_messages;
+        // Sealed figures stand in for samples, as when a call comes after sealing.
+        let samples = |m: &mut MethodStats| match m.sealed.take() {
+            Some(sealed) => sealed.to_vec(),
+            None => std::mem::take(&mut m.latencies_ns),
+        };
+        let (mut a, mut b) = (samples(self), samples(&mut other));
+        let (seen_a, seen_b) = (
+            self.seen.max(a.len() as u64),
+            other.seen.max(b.len() as u64),
+        );
+        self.seen = seen_a + seen_b;
+        if self.rng == 0 {
+            self.rng = 0x9e37_79b9_7f4a_7c15;
+        }
+        if a.len() + b.len() > MAX_SAMPLES {
+            let from_a = ((MAX_SAMPLES as u128 * seen_a as u128) / self.seen as u128) as usize;
+            let from_a = from_a.min(a.len()).max(MAX_SAMPLES.saturating_sub(b.len()));
+            self.keep_random(&mut a, from_a);
+            self.keep_random(&mut b, MAX_SAMPLES - from_a);
+        }
+        a.append(&mut b);
+        self.latencies_ns = a;
+    }
+
+    /// Keeps `n` of the samples, chosen at random (a partial Fisher-Yates shuffle).
+    fn keep_random(&mut self, v: &mut Vec<i64>, n: usize) {
+        if n >= v.len() {
+            return;
+        }
+        for i in 0..n {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            let j = i + (self.rng % (v.len() - i) as u64) as usize;
+            v.swap(i, j);
+        }
+        v.truncate(n);
+    }
+
     /// The sealed figures in a compact form, for [`decode`](Self::decode).
     fn encode(&self, out: &mut Vec<u8>) {
         let sealed = self
@@ -217,8 +277,8 @@ fn avg(total: u64, n: u64) -> f64 {
 /// Where a connection's figures are.
 enum ConnEntry {
     Open,
-    /// In the temporary file: offset and length.
-    Ended(u64, u32),
+    /// In a temporary file (which of them): offset and length.
+    Ended(usize, u64, u32),
 }
 
 /// Collects call statistics by method and by connection.
@@ -228,7 +288,9 @@ pub struct CallStats {
     /// Connections still open; those that ended are in `ended`.
     pub by_conn: BTreeMap<u64, MethodStats>,
     pub all: MethodStats,
-    ended: Option<Ended>,
+    /// One file per part of the capture merged in (see [`absorb`](Self::absorb)); the last
+    /// one is written to.
+    ended: Vec<Ended>,
 }
 
 /// The figures of connections that ended, written to a temporary file: a capture of a million
@@ -280,14 +342,15 @@ impl Sink for CallStats {
                     return;
                 };
                 s.seal();
-                if self.ended.is_none() {
-                    self.ended = Spill::new("h2scope-stats").map(|spill| Ended {
-                        spill,
-                        index: Vec::new(),
-                        scratch: Vec::new(),
-                    });
+                if self.ended.is_empty() {
+                    self.ended
+                        .extend(Spill::new("h2scope-stats").map(|spill| Ended {
+                            spill,
+                            index: Vec::new(),
+                            scratch: Vec::new(),
+                        }));
                 }
-                match self.ended.as_mut() {
+                match self.ended.last_mut() {
                     Some(ended) => {
                         ended.scratch.clear();
                         s.encode(&mut ended.scratch);
@@ -310,18 +373,43 @@ impl Sink for CallStats {
 }
 
 impl CallStats {
+    /// Takes in the statistics of another part of the capture whose connections are all
+    /// different (another thread's): `numbers[n]` is the capture's number of its connection
+    /// `n` (one not there keeps its number).
+    pub fn absorb(&mut self, other: CallStats, numbers: &[u64]) {
+        let global = |c: u64| numbers.get(c as usize).copied().unwrap_or(c);
+        for (method, m) in other.by_method {
+            match self.by_method.get_mut(&method) {
+                Some(mine) => mine.merge(m),
+                None => {
+                    self.by_method.insert(method, m);
+                }
+            }
+        }
+        self.all.merge(other.all);
+        for (conn, m) in other.by_conn {
+            self.by_conn.insert(global(conn), m);
+        }
+        for mut ended in other.ended {
+            for (conn, _, _) in &mut ended.index {
+                *conn = global(*conn);
+            }
+            self.ended.push(ended);
+        }
+    }
+
     /// Every connection's figures, in connection order: the open ones from memory, the ended
     /// ones read back one at a time.
     fn connections(&mut self) -> Vec<(u64, ConnEntry)> {
         let mut all: Vec<(u64, ConnEntry)> =
             self.by_conn.keys().map(|&c| (c, ConnEntry::Open)).collect();
-        if let Some(ended) = self.ended.as_mut() {
+        for (file, ended) in self.ended.iter_mut().enumerate() {
             let _ = ended.spill.flush();
             all.extend(
                 ended
                     .index
                     .iter()
-                    .map(|&(c, at, len)| (c, ConnEntry::Ended(at, len))),
+                    .map(|&(c, at, len)| (c, ConnEntry::Ended(file, at, len))),
             );
         }
         all.sort_unstable_by_key(|(c, _)| *c);
@@ -331,8 +419,8 @@ impl CallStats {
     fn conn_stats(&self, conn: u64, entry: &ConnEntry) -> Option<MethodStats> {
         match entry {
             ConnEntry::Open => self.by_conn.get(&conn).cloned(),
-            ConnEntry::Ended(at, len) => {
-                let ended = self.ended.as_ref()?;
+            ConnEntry::Ended(file, at, len) => {
+                let ended = self.ended.get(*file)?;
                 let mut buf = vec![0; *len as usize];
                 crate::spill::read_at(&ended.spill.reader(), *at, &mut buf)
                     .then(|| MethodStats::decode(&buf))
@@ -501,5 +589,60 @@ mod tests {
         let back: Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(back, s.to_json());
         assert!(line.ends_with(b"}\n"));
+    }
+
+    fn stats_of(conn: u64, calls: impl IntoIterator<Item = (i64, &'static str)>) -> CallStats {
+        let mut s = CallStats::default();
+        for (i, (ms, grpc)) in calls.into_iter().enumerate() {
+            s.event(Event::Call(Box::new(call(
+                conn,
+                2 * i as u32 + 1,
+                ms,
+                grpc,
+            ))));
+        }
+        s
+    }
+
+    /// Two threads' statistics merged are one thread's: counts, outcomes, exact percentiles
+    /// while every sample is kept, and connections under the capture's numbers.
+    #[test]
+    fn absorbed_statistics_are_those_of_one_pass() {
+        let a = (1..=60).map(|ms| (ms, if ms % 7 == 0 { "14" } else { "0" }));
+        let b = (61..=100).map(|ms| (ms, "0"));
+        let mut one = stats_of(3, a.clone());
+        one.absorb(stats_of(3, b.clone()), &[]);
+        let mut whole = stats_of(3, a.clone().chain(b.clone()));
+        assert_eq!(one.all.json(), whole.all.json());
+        assert_eq!(one.all.json()["latency_ms"]["p90"], 90.0);
+        assert_eq!(one.all.json()["outcomes"]["UNAVAILABLE"], 8);
+        // Different connections: the other's connection 0 is the capture's 5.
+        let mut merged = stats_of(3, a);
+        merged.absorb(stats_of(0, b), &[5]);
+        let j = merged.to_json();
+        assert_eq!(j["connections"]["3"]["calls"], 60);
+        assert_eq!(j["connections"]["5"]["calls"], 40);
+        assert_eq!(j["total"], whole.to_json()["total"]);
+    }
+
+    /// Past the sample cap, each side gives samples in proportion to the calls it saw.
+    #[test]
+    fn merged_samples_past_the_cap_keep_each_side_in_proportion() {
+        let mut a = MethodStats::default();
+        let mut b = MethodStats::default();
+        let c = |ms| call(1, 1, ms, "0");
+        for _ in 0..150_000 {
+            a.add(&c(1), &"OK".into());
+        }
+        for _ in 0..50_000 {
+            b.add(&c(2), &"OK".into());
+        }
+        a.merge(b);
+        assert_eq!(a.calls, 200_000);
+        assert_eq!(a.latencies_ns.len(), MAX_SAMPLES);
+        let twos = a.latencies_ns.iter().filter(|&&d| d == 2_000_000).count();
+        assert_eq!(twos, MAX_SAMPLES / 4);
+        assert_eq!(a.percentile(50.0), Some(1_000_000));
+        assert_eq!(a.percentile(90.0), Some(2_000_000));
     }
 }

@@ -1,0 +1,129 @@
+//! `health` and `stats` as [`Part`]s: one per thread when a capture's connections are split
+//! across threads ([`crate::parallel::dissect_parts`]), or one alone.
+//!
+//! A connection's events all reach one part, so its health report is made whole on that
+//! thread, and its call statistics too; the parts' statistics are merged at the end
+//! ([`CallStats::absorb`]). What a part cannot know is the connection's number in the whole
+//! capture, which the merge puts in: so a display filter on `conn` needs the part to run alone.
+
+use std::sync::mpsc::{channel, Receiver};
+
+use crate::analysis::health::{self, ConnectionHealth, Health};
+use crate::analysis::stats::CallStats;
+use crate::event::{Event, Sink, Wants};
+use crate::output::filter::{Filter, Filtered};
+use crate::parallel::{ConnSlot, Lines, Part};
+
+/// How a health report is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportFormat {
+    Text,
+    Jsonl,
+}
+
+/// Connection health, whose reports become lines as connections end.
+pub struct HealthPart<'f, F: FnMut(ConnectionHealth)> {
+    health: Health<F>,
+    reports: Receiver<ConnectionHealth>,
+    /// Only the reports whose JSON form matches are written.
+    filter: Option<&'f Filter>,
+    format: ReportFormat,
+}
+
+/// A [`HealthPart`] writing `format`, of the reports `filter` matches (whose JSON form, that
+/// is, without looking at `conn` unless the part runs alone).
+pub fn health_part(
+    filter: Option<&Filter>,
+    format: ReportFormat,
+) -> HealthPart<'_, impl FnMut(ConnectionHealth) + Send> {
+    // The analysis hands reports to a callback, in the middle of an event: they wait here
+    // until the part is asked for its lines.
+    let (tx, reports) = channel();
+    HealthPart {
+        health: Health::new(move |r| {
+            let _ = tx.send(r);
+        }),
+        reports,
+        filter,
+        format,
+    }
+}
+
+impl<F: FnMut(ConnectionHealth)> Sink for HealthPart<'_, F> {
+    fn event(&mut self, event: Event) {
+        self.health.event(event);
+    }
+
+    fn wants(&mut self) -> Wants<'_> {
+        self.health.wants()
+    }
+}
+
+impl<F: FnMut(ConnectionHealth) + Send> Part for HealthPart<'_, F> {
+    fn lines(&mut self, out: &mut Lines<'_>) {
+        while let Ok(report) = self.reports.try_recv() {
+            // The JSON form is built only when the filter or the output needs it.
+            let json = (self.filter.is_some() || self.format == ReportFormat::Jsonl)
+                .then(|| health::to_json(&report));
+            if let (Some(f), Some(json)) = (self.filter, &json) {
+                if !f.matches_json(json) {
+                    continue;
+                }
+            }
+            out.push(Some(report.conn), |buf| {
+                let at = match &json {
+                    Some(json) if self.format == ReportFormat::Jsonl => {
+                        health::write_json_unnumbered(json, buf)?
+                    }
+                    _ => {
+                        let (text, slot) = health::to_text_unnumbered(&report);
+                        let at = buf.len() + slot;
+                        buf.extend_from_slice(text.as_bytes());
+                        at
+                    }
+                };
+                Some(ConnSlot { at, width: 0 })
+            });
+        }
+    }
+
+    fn end(&mut self) {
+        self.health.finish();
+    }
+}
+
+/// Call statistics of the calls `filter` matches.
+pub struct StatsPart<'f> {
+    pub stats: CallStats,
+    filter: Option<&'f Filter>,
+}
+
+impl<'f> StatsPart<'f> {
+    pub fn new(filter: Option<&'f Filter>) -> Self {
+        StatsPart {
+            stats: CallStats::default(),
+            filter,
+        }
+    }
+}
+
+impl Sink for StatsPart<'_> {
+    fn event(&mut self, event: Event) {
+        match self.filter {
+            Some(f) => Filtered::new(f, &mut self.stats).event(event),
+            None => self.stats.event(event),
+        }
+    }
+
+    fn wants(&mut self) -> Wants<'_> {
+        self.stats.wants()
+    }
+}
+
+impl Part for StatsPart<'_> {}
+
+/// Whether parts with this filter must run alone: it looks at connection numbers, which only
+/// the merge of the threads knows.
+pub fn filter_needs_one_thread(filter: Option<&Filter>) -> bool {
+    filter.is_some_and(|f| f.uses("conn"))
+}
