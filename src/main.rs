@@ -1495,7 +1495,7 @@ fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
         let mut progress = Progress::new(file, &reader, health && io::stdout().is_terminal());
         let mut lines = LinesOut {
             out: &mut out,
-            failed: false,
+            error: None,
         };
         let result = if health {
             let make = || parts::health_part(filter, report_format);
@@ -1528,15 +1528,22 @@ fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
                 Format::Text => stats.write_text(lines.out),
                 Format::Jsonl => stats.write_json(lines.out),
             };
-            lines.failed |= written.is_err();
+            if let Err(e) = written {
+                lines.error.get_or_insert(e);
+            }
             result
         };
-        let write_failed = lines.failed;
+        let write_error = lines.error.take();
         if let Err(e) = result {
             eprintln!("h2scope: {e}");
             failed = true;
         }
-        if write_failed || out.flush().is_err() {
+        if let Some(e) = write_error.or_else(|| out.flush().err()) {
+            // A reader that has seen enough (`| head`) is not a failure.
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("h2scope: writing output: {e}");
             return ExitCode::FAILURE;
         }
     }
@@ -1550,14 +1557,16 @@ fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
 /// Where the lines of `health` and `stats` go: standard output, minding whether writing failed.
 struct LinesOut<'a, W: Write> {
     out: &'a mut W,
-    failed: bool,
+    error: Option<io::Error>,
 }
 
 impl<W: Write> Sink for LinesOut<'_, W> {
     fn event(&mut self, _: Event) {}
 
     fn line(&mut self, line: &[u8]) {
-        self.failed |= self.out.write_all(line).is_err();
+        if self.error.is_none() {
+            self.error = self.out.write_all(line).err();
+        }
     }
 }
 

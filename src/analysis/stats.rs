@@ -6,12 +6,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+use crate::analysis::latency::Latencies;
 use crate::event::{Event, Sink};
 use crate::http2::call::{grpc_status_name, lossless_str, Call, CallEnd};
 use crate::spill::Spill;
-
-/// Latencies kept per method for exact percentiles; beyond, a reservoir sample stands in.
-const MAX_SAMPLES: usize = 100_000;
 
 #[derive(Debug, Clone, Default)]
 pub struct MethodStats {
@@ -20,12 +18,10 @@ pub struct MethodStats {
     /// by name. A short list rather than a map: a capture of a hundred thousand connections
     /// has one of these per connection.
     pub outcomes: Vec<(Cow<'static, str>, u64)>,
-    latencies_ns: Vec<i64>,
+    latencies: Latencies,
     /// p50, p90, p99 and max, worked out when no more calls can come (the connection ended),
-    /// so that the samples can go.
+    /// so that the latencies can go.
     sealed: Option<[i64; 4]>,
-    seen: u64,
-    rng: u64,
     pub request_bytes: u64,
     pub response_bytes: u64,
     pub max_request_bytes: u64,
@@ -69,33 +65,19 @@ impl MethodStats {
         if c.end == CallEnd::Unfinished {
             return;
         }
+        self.unseal();
+        self.latencies.push(c.duration_ns());
+    }
+
+    /// A call after sealing (not expected): start again from the sealed figures.
+    fn unseal(&mut self) {
         if let Some(sealed) = self.sealed.take() {
-            // A call after sealing (not expected): start again from the sealed figures.
-            self.latencies_ns = sealed.to_vec();
-        }
-        // Reservoir sampling keeps the percentiles honest past the cap.
-        self.seen += 1;
-        if self.rng == 0 {
-            self.rng = 0x9e37_79b9_7f4a_7c15;
-        }
-        let d = c.duration_ns();
-        if self.latencies_ns.len() < MAX_SAMPLES {
-            self.latencies_ns.push(d);
-        } else {
-            self.rng ^= self.rng << 13;
-            self.rng ^= self.rng >> 7;
-            self.rng ^= self.rng << 17;
-            let j = (self.rng % self.seen) as usize;
-            if j < MAX_SAMPLES {
-                self.latencies_ns[j] = d;
-            }
+            self.latencies = Latencies::Exact(sealed.to_vec());
         }
     }
 
     /// Takes in the figures of another part of the capture (another thread's connections), as
-    /// if its calls had come here. Percentiles stay exact while the two keep every sample;
-    /// past [`MAX_SAMPLES`], each side gives a random share of the samples kept in proportion
-    /// to the calls it saw, which stands for the whole as one sample of them would.
+    /// if its calls had come here.
     pub fn merge(&mut self, mut other: MethodStats) {
         self.calls += other.calls;
         for (name, n) in std::mem::take(&mut other.outcomes) {
@@ -113,50 +95,16 @@ impl MethodStats {
         self.max_response_bytes = self.max_response_bytes.max(other.max_response_bytes);
         self.request_messages += other.request_messages;
         self.response_messages += other.response_messages;
-        // Sealed figures stand in for samples, as when a call comes after sealing.
-        let samples = |m: &mut MethodStats| match m.sealed.take() {
-            Some(sealed) => sealed.to_vec(),
-            None => std::mem::take(&mut m.latencies_ns),
-        };
-        let (mut a, mut b) = (samples(self), samples(&mut other));
-        let (seen_a, seen_b) = (
-            self.seen.max(a.len() as u64),
-            other.seen.max(b.len() as u64),
-        );
-        self.seen = seen_a + seen_b;
-        if self.rng == 0 {
-            self.rng = 0x9e37_79b9_7f4a_7c15;
-        }
-        if a.len() + b.len() > MAX_SAMPLES {
-            let from_a = ((MAX_SAMPLES as u128 * seen_a as u128) / self.seen as u128) as usize;
-            let from_a = from_a.min(a.len()).max(MAX_SAMPLES.saturating_sub(b.len()));
-            self.keep_random(&mut a, from_a);
-            self.keep_random(&mut b, MAX_SAMPLES - from_a);
-        }
-        a.append(&mut b);
-        self.latencies_ns = a;
-    }
-
-    /// Keeps `n` of the samples, chosen at random (a partial Fisher-Yates shuffle).
-    fn keep_random(&mut self, v: &mut Vec<i64>, n: usize) {
-        if n >= v.len() {
-            return;
-        }
-        for i in 0..n {
-            self.rng ^= self.rng << 13;
-            self.rng ^= self.rng >> 7;
-            self.rng ^= self.rng << 17;
-            let j = i + (self.rng % (v.len() - i) as u64) as usize;
-            v.swap(i, j);
-        }
-        v.truncate(n);
+        self.unseal();
+        other.unseal();
+        self.latencies.merge(other.latencies);
     }
 
     /// The sealed figures in a compact form, for [`decode`](Self::decode).
     fn encode(&self, out: &mut Vec<u8>) {
         let sealed = self
             .sealed
-            .or_else(|| (!self.latencies_ns.is_empty()).then(|| self.percentiles()));
+            .or_else(|| (!self.latencies.is_empty()).then(|| self.percentiles()));
         for v in [
             self.calls,
             self.request_bytes,
@@ -221,11 +169,11 @@ impl MethodStats {
 
     /// Works out the percentiles and frees the samples: no more calls are coming.
     pub fn seal(&mut self) {
-        if self.sealed.is_some() || self.latencies_ns.is_empty() {
+        if self.sealed.is_some() || self.latencies.is_empty() {
             return;
         }
         self.sealed = Some(self.percentiles());
-        self.latencies_ns = Vec::new();
+        self.latencies = Latencies::default();
     }
 
     /// Latency percentile (0-100) in nanoseconds, over finished calls. Once sealed, only
@@ -239,13 +187,7 @@ impl MethodStats {
                 _ => s[3],
             });
         }
-        if self.latencies_ns.is_empty() {
-            return None;
-        }
-        let mut v = self.latencies_ns.clone();
-        v.sort_unstable();
-        let rank = ((p / 100.0) * (v.len() as f64 - 1.0)).round() as usize;
-        Some(v[rank.min(v.len() - 1)])
+        self.latencies.percentile(p)
     }
 
     fn json(&self) -> Value {
@@ -582,7 +524,7 @@ mod tests {
         assert_eq!(before["outcomes"]["UNAVAILABLE"], 10);
         assert_eq!(before["outcomes"]["OK"], 90);
         // The methods keep their samples.
-        assert!(!s.all.latencies_ns.is_empty());
+        assert!(!s.all.latencies.is_empty());
         // The streamed line is the same JSON as the value.
         let mut line = Vec::new();
         s.write_json(&mut line).unwrap();
@@ -623,26 +565,5 @@ mod tests {
         assert_eq!(j["connections"]["3"]["calls"], 60);
         assert_eq!(j["connections"]["5"]["calls"], 40);
         assert_eq!(j["total"], whole.to_json()["total"]);
-    }
-
-    /// Past the sample cap, each side gives samples in proportion to the calls it saw.
-    #[test]
-    fn merged_samples_past_the_cap_keep_each_side_in_proportion() {
-        let mut a = MethodStats::default();
-        let mut b = MethodStats::default();
-        let c = |ms| call(1, 1, ms, "0");
-        for _ in 0..150_000 {
-            a.add(&c(1), &"OK".into());
-        }
-        for _ in 0..50_000 {
-            b.add(&c(2), &"OK".into());
-        }
-        a.merge(b);
-        assert_eq!(a.calls, 200_000);
-        assert_eq!(a.latencies_ns.len(), MAX_SAMPLES);
-        let twos = a.latencies_ns.iter().filter(|&&d| d == 2_000_000).count();
-        assert_eq!(twos, MAX_SAMPLES / 4);
-        assert_eq!(a.percentile(50.0), Some(1_000_000));
-        assert_eq!(a.percentile(90.0), Some(2_000_000));
     }
 }
