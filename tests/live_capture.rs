@@ -133,7 +133,10 @@ fn live_capture_shows_calls_and_records_a_readable_file() {
     let summary = events.last().unwrap();
     assert_eq!(summary["event"], "summary");
     assert!(summary["received"].as_u64().unwrap() >= summary["packets"].as_u64().unwrap());
-    assert_eq!(summary["kernel_drops"], 0);
+    // Counted, but not necessarily 0: the socket sees all of lo's traffic until its filter is
+    // set, and with the other tests' loopback traffic beside it the kernel may drop some of
+    // that (6 once, with every call above still complete).
+    assert!(summary["kernel_drops"].is_u64(), "{summary}");
 
     // The file holds what was dissected live.
     let mut live: Vec<_> = events
