@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use h2scope::capture::compressed::Position;
-use h2scope::capture::{link, live, CaptureReader, CaptureWarning};
+use h2scope::capture::{link, live, rereadable, CaptureReader, CaptureWarning};
 use h2scope::event::{ErrorEvent, ErrorKind, Event, Sink};
 use h2scope::grpc::schema::Schemas;
 use h2scope::haproxy::{self, check, config, ExportOptions, Selector};
@@ -1085,7 +1085,7 @@ fn read_file<W: Write>(
     // file (not a pipe) is read twice: unless nothing shown depends on them, as for a summary
     // (its counts do not) or -w without -P (nothing shown).
     let shows_contents = !(args.output.quiet || silent || args.output.fields_without_contents());
-    let schemas = if args.single_pass || file == "-" || !shows_contents {
+    let schemas = if args.single_pass || !rereadable(file) || !shows_contents {
         base_schemas.clone()
     } else if shards > 1 {
         h2scope::parallel::harvest(file, base_schemas.clone(), &cfg, limit, shards)
@@ -1273,6 +1273,10 @@ fn worth_threads_from(file: &str, min_file: u64, light_output: bool) -> bool {
     let Ok(meta) = std::fs::metadata(file) else {
         return false;
     };
+    // A pipe (`<(…)`, a FIFO) has no size, and what the sample read would be gone from it.
+    if !rereadable(file) {
+        return false;
+    }
     let Ok(mut reader) = CaptureReader::open(file) else {
         return false;
     };
@@ -1338,6 +1342,20 @@ fn read(args: ReadArgs) -> ExitCode {
     };
     if args.write.is_some() && args.inputs.files.len() > 1 {
         eprintln!("h2scope: -w writes the selection of one capture; give one file");
+        return ExitCode::from(2);
+    }
+    let selects = args.path.is_some() || args.output.display_filter.is_some();
+    if let Some(pipe) = args
+        .inputs
+        .files
+        .iter()
+        .find(|f| args.write.is_some() && selects && !rereadable(f))
+    {
+        eprintln!(
+            "h2scope: -w with --path or -Y reads the capture twice (first to find the connections), \
+             and {} can be read only once; save it to a file first",
+            if pipe == "-" { "standard input" } else { pipe.as_str() }
+        );
         return ExitCode::from(2);
     }
     if args.print && writes_stdout(args.write.as_deref()) {

@@ -464,8 +464,8 @@ pub fn harvest_schemas_with(
     limit: u64,
     mut tick: impl FnMut(usize, u64) -> bool,
 ) -> Schemas {
-    if path == "-" {
-        // Standard input can be read only once.
+    if !crate::capture::rereadable(path) {
+        // Standard input or a pipe can be read only once.
         return schemas;
     }
     let Ok(mut reader) = open_capture(path, cfg) else {

@@ -1282,3 +1282,74 @@ fn w_dash_writes_the_capture_to_standard_output() {
     assert!(out.stdout.is_empty());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A named pipe (as `<(…)` gives) is read once: the reflection pass, the thread choice's sample
+/// and a `-w` selection pass would each take bytes away from the dissection, or wait forever
+/// for a second writer.
+#[test]
+fn a_named_pipe_is_read_once() {
+    let dir = std::env::temp_dir().join(format!("h2scope-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("capture.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let file = testdata("grpc-health.pcap");
+    let fifo_path = fifo.to_str().unwrap();
+    for args in [
+        &["read", "--format", "jsonl", "--no-summary"][..],
+        &["read", "-q", "--format", "jsonl"][..],
+        &["stats", "--format", "jsonl"][..],
+        &["health", "--format", "jsonl"][..],
+    ] {
+        let by_file = Command::new(BIN).args(args).arg(&file).output().unwrap();
+        assert!(by_file.status.success());
+        let mut child = Command::new(BIN)
+            .args(args)
+            .arg(fifo_path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let writer = {
+            let (fifo, file) = (fifo.clone(), file.clone());
+            std::thread::spawn(move || {
+                // Blocks until the reader opens the pipe; a reader that opens it again later
+                // finds no writer.
+                let mut w = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+                let _ = w.write_all(&std::fs::read(file).unwrap());
+            })
+        };
+        let pid = child.id();
+        let (done, wait) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done.send(child.wait_with_output().unwrap()));
+        let Ok(by_pipe) = wait.recv_timeout(std::time::Duration::from_secs(30)) else {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            panic!("{args:?} on a named pipe does not end");
+        };
+        writer.join().unwrap();
+        assert!(
+            by_pipe.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&by_pipe.stderr)
+        );
+        let without_file = |out: &[u8]| {
+            String::from_utf8_lossy(out)
+                .replace(&file, "CAPTURE")
+                .replace(fifo_path, "CAPTURE")
+        };
+        assert_eq!(
+            without_file(&by_file.stdout),
+            without_file(&by_pipe.stdout),
+            "{args:?}"
+        );
+    }
+    // -w with a selection needs a first pass over the capture: a usage error on a pipe.
+    let out = Command::new(BIN)
+        .args(["read", "-w", "/dev/null", "-Y", "stream == 1", fifo_path])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("can be read only once"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -122,6 +122,12 @@ struct State {
     tls_secrets: Option<SecretsHook>,
 }
 
+/// Whether the capture at `path` can be read again from its start: a regular file, not standard
+/// input (`-`) or a pipe (`<(…)`, a FIFO), whose bytes a first reading takes away.
+pub fn rereadable(path: &str) -> bool {
+    path != "-" && std::fs::metadata(path).is_ok_and(|m| m.is_file())
+}
+
 impl CaptureReader {
     /// Opens a file, or stdin for `-`.
     pub fn open(path: &str) -> Result<Self, CaptureError> {

@@ -75,7 +75,7 @@ pub fn find_call(
         .iter()
         .chain(&found.responses)
         .any(|m| m.type_name.is_none());
-    if !undecoded || path == "-" {
+    if !undecoded || !crate::capture::rereadable(path) {
         return Ok(found);
     }
     let harvested = harvest_schemas(path, schemas, &cfg, u64::MAX);
