@@ -1394,9 +1394,27 @@ fn read(args: ReadArgs) -> ExitCode {
             ExitCode::SUCCESS
         };
     }
-    // Several files: one worker per core takes the files in turn; each file's output goes
-    // through its own bounded channel, and the files are printed in the order given.
-    let n = args.inputs.files.len();
+    files_in_parallel(args.inputs.files.len(), threads, |i, out| {
+        let mut sink = make_sink(&args.output, silent, out);
+        read_file(
+            &args.inputs.files[i],
+            &args,
+            &base_schemas,
+            &mut sink,
+            silent,
+            1,
+        )
+    })
+}
+
+/// Several files: one worker per core (at most `threads`) takes the files in turn, and
+/// `per_file(i, out)` handles file `i`; each file's output goes through its own bounded channel,
+/// and the files are printed in the order given.
+fn files_in_parallel(
+    n: usize,
+    threads: usize,
+    per_file: impl Fn(usize, ChannelWriter) -> FileOutcome + Sync,
+) -> ExitCode {
     let workers = threads.min(n);
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| std::sync::mpsc::sync_channel(64)).unzip();
     let outcomes: Vec<std::sync::Mutex<Option<FileOutcome>>> =
@@ -1408,16 +1426,13 @@ fn read(args: ReadArgs) -> ExitCode {
     let mut stop = None;
     std::thread::scope(|scope| {
         for w in 0..workers {
-            let (args, base, txs, outcomes) = (&args, &base_schemas, &txs, &outcomes);
+            let (per_file, txs, outcomes) = (&per_file, &txs, &outcomes);
             scope.spawn(move || {
                 for i in (w..n).step_by(workers) {
                     let Some(tx) = txs[i].lock().ok().and_then(|mut t| t.take()) else {
                         continue;
                     };
-                    let mut sink = make_sink(&args.output, silent, ChannelWriter(tx));
-                    let outcome =
-                        read_file(&args.inputs.files[i], args, base, &mut sink, silent, 1);
-                    drop(sink);
+                    let outcome = per_file(i, ChannelWriter(tx));
                     if let Ok(mut slot) = outcomes[i].lock() {
                         *slot = Some(outcome);
                     }
@@ -1459,9 +1474,8 @@ fn read(args: ReadArgs) -> ExitCode {
 }
 
 /// `health` and `stats`: one pass, the analysis as the sink; a large file's connections split
-/// across threads, each with its own part of the analysis.
+/// across threads, each with its own part of the analysis, or several files one per core.
 fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
-    use h2scope::analysis::parts::{self, ReportFormat, StatsPart};
     // stats filters call events; health filters its reports, which have keys of their own.
     let unknown = match &args.display_filter {
         Some(f) if !health => unknown_field_problem("-Y", f.roots()),
@@ -1475,27 +1489,19 @@ fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
+    let files = &args.inputs.files;
     let filter = args.display_filter.as_ref();
-    let report_format = match args.format {
-        Format::Text => ReportFormat::Text,
-        Format::Jsonl => ReportFormat::Jsonl,
-    };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut out = BufWriter::new(io::stdout().lock());
+    if files.len() > 1 && cores > 1 && !files.iter().any(|f| f == "-") {
+        return files_in_parallel(files.len(), cores, |i, out| {
+            analyse_file(&files[i], &args, &schemas, health, out, 1)
+        });
+    }
     let mut failed = false;
-    for file in &args.inputs.files {
-        let mut cfg = config(&args.decode);
-        let mut reader = match open_capture(file, &cfg) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("h2scope: {e}");
-                failed = true;
-                continue;
-            }
-        };
-        cfg.grpc.decode_bodies = false;
+    for file in files {
         // A filter on connection numbers needs them, which only one thread knows as it goes.
-        let shards = if parts::filter_needs_one_thread(filter) {
+        let by_conn = h2scope::analysis::parts::filter_needs_one_thread(filter);
+        let shards = if by_conn {
             1
         } else {
             args.threads.unwrap_or_else(|| {
@@ -1507,68 +1513,104 @@ fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
                 }
             })
         };
-        // Cleared before the stats report is written. Health reports come as connections end:
-        // on a terminal they would break into the progress line, so it shows only when they
-        // go elsewhere.
-        let mut progress = Progress::new(file, &reader, health && io::stdout().is_terminal());
-        let mut lines = LinesOut {
-            out: &mut out,
-            error: None,
-        };
-        let result = if health {
-            let make = || parts::health_part(filter, report_format);
-            let (result, _) = run_parts(
-                &mut reader,
-                &cfg,
-                &schemas,
-                shards,
-                &make,
-                &mut lines,
-                &mut progress,
-            );
-            result
-        } else {
-            let make = || StatsPart::new(filter);
-            let (result, parts) = run_parts(
-                &mut reader,
-                &cfg,
-                &schemas,
-                shards,
-                &make,
-                &mut lines,
-                &mut progress,
-            );
-            let mut stats = h2scope::analysis::stats::CallStats::default();
-            for finished in parts {
-                stats.absorb(finished.part.stats, &finished.numbers);
-            }
-            let written = match args.format {
-                Format::Text => stats.write_text(lines.out),
-                Format::Jsonl => stats.write_json(lines.out),
-            };
-            if let Err(e) = written {
-                lines.error.get_or_insert(e);
-            }
-            result
-        };
-        let write_error = lines.error.take();
-        if let Err(e) = result {
-            eprintln!("h2scope: {e}");
-            failed = true;
-        }
-        if let Some(e) = write_error.or_else(|| out.flush().err()) {
-            // A reader that has seen enough (`| head`) is not a failure.
-            if e.kind() == io::ErrorKind::BrokenPipe {
-                return ExitCode::SUCCESS;
-            }
-            eprintln!("h2scope: writing output: {e}");
-            return ExitCode::FAILURE;
+        match analyse_file(file, &args, &schemas, health, io::stdout().lock(), shards) {
+            FileOutcome::Done { failed: f } => failed |= f,
+            FileOutcome::Failed => failed = true,
+            FileOutcome::Stop(code) => return code,
         }
     }
     if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// `health` or `stats` of one file, written to `out`.
+fn analyse_file(
+    file: &str,
+    args: &AnalysisArgs,
+    schemas: &Schemas,
+    health: bool,
+    out: impl Write,
+    shards: usize,
+) -> FileOutcome {
+    use h2scope::analysis::parts::{self, ReportFormat, StatsPart};
+    let mut out = BufWriter::new(out);
+    let filter = args.display_filter.as_ref();
+    let report_format = match args.format {
+        Format::Text => ReportFormat::Text,
+        Format::Jsonl => ReportFormat::Jsonl,
+    };
+    let mut cfg = config(&args.decode);
+    let mut reader = match open_capture(file, &cfg) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("h2scope: {e}");
+            return FileOutcome::Failed;
+        }
+    };
+    cfg.grpc.decode_bodies = false;
+    // Cleared before the stats report is written. Health reports come as connections end: on
+    // a terminal they would break into the progress line, so it shows only when they go
+    // elsewhere. Several files at once show none, as for `read`.
+    let quiet = (health && io::stdout().is_terminal()) || args.inputs.files.len() > 1;
+    let mut progress = Progress::new(file, &reader, quiet);
+    let mut lines = LinesOut {
+        out: &mut out,
+        error: None,
+    };
+    let result = if health {
+        let make = || parts::health_part(filter, report_format);
+        let (result, _) = run_parts(
+            &mut reader,
+            &cfg,
+            schemas,
+            shards,
+            &make,
+            &mut lines,
+            &mut progress,
+        );
+        result
+    } else {
+        let make = || StatsPart::new(filter);
+        let (result, parts) = run_parts(
+            &mut reader,
+            &cfg,
+            schemas,
+            shards,
+            &make,
+            &mut lines,
+            &mut progress,
+        );
+        let mut stats = h2scope::analysis::stats::CallStats::default();
+        for finished in parts {
+            stats.absorb(finished.part.stats, &finished.numbers);
+        }
+        let written = match args.format {
+            Format::Text => stats.write_text(lines.out),
+            Format::Jsonl => stats.write_json(lines.out),
+        };
+        if let Err(e) = written {
+            lines.error.get_or_insert(e);
+        }
+        result
+    };
+    let write_error = lines.error.take();
+    if let Some(e) = write_error.or_else(|| out.flush().err()) {
+        // A reader that has seen enough (`| head`) is not a failure.
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            return FileOutcome::Stop(ExitCode::SUCCESS);
+        }
+        eprintln!("h2scope: writing output: {e}");
+        return FileOutcome::Stop(ExitCode::FAILURE);
+    }
+    match result {
+        Ok(()) => FileOutcome::Done { failed: false },
+        Err(e) => {
+            eprintln!("h2scope: {e}");
+            FileOutcome::Done { failed: true }
+        }
     }
 }
 

@@ -500,22 +500,27 @@ fn several_files_in_parallel_keep_their_order() {
         public("t5g_free5gc.pcap"),
         public("packt_bidi_streaming.pcapng"),
     ];
-    let mut one_by_one = Vec::new();
-    for f in &files {
-        let o = Command::new(BIN)
-            .args(["read", "--format", "jsonl", f])
-            .output()
-            .unwrap();
-        one_by_one.extend(o.stdout);
+    for command in ["read", "stats", "health"] {
+        let mut one_by_one = Vec::new();
+        for f in &files {
+            let o = Command::new(BIN)
+                .args([command, "--format", "jsonl", f])
+                .output()
+                .unwrap();
+            one_by_one.extend(o.stdout);
+        }
+        let mut args = vec![command, "--format", "jsonl"];
+        args.extend(files.iter().map(String::as_str));
+        let together = Command::new(BIN).args(&args).output().unwrap();
+        assert!(together.status.success());
+        let lines = String::from_utf8(one_by_one).unwrap();
+        assert!(lines.lines().count() >= files.len(), "{command}: {lines}");
+        assert_eq!(
+            String::from_utf8(together.stdout).unwrap(),
+            lines,
+            "{command}"
+        );
     }
-    let mut args = vec!["read", "--format", "jsonl"];
-    args.extend(files.iter().map(String::as_str));
-    let together = Command::new(BIN).args(&args).output().unwrap();
-    assert!(together.status.success());
-    assert_eq!(
-        String::from_utf8(together.stdout).unwrap(),
-        String::from_utf8(one_by_one).unwrap()
-    );
 }
 
 #[test]
@@ -1303,7 +1308,7 @@ fn a_named_pipe_is_read_once() {
     ] {
         let by_file = Command::new(BIN).args(args).arg(&file).output().unwrap();
         assert!(by_file.status.success());
-        let mut child = Command::new(BIN)
+        let child = Command::new(BIN)
             .args(args)
             .arg(fifo_path)
             .stdout(Stdio::piped())
