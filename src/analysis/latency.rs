@@ -110,7 +110,7 @@ impl Latencies {
         };
         let mut v = std::mem::take(v);
         v.sort_unstable();
-        let max = v.last().copied().unwrap_or(0);
+        let max = v.last().copied().unwrap_or(0).max(0);
         let mut counts: Vec<(u32, u64)> = Vec::new();
         for ns in v {
             let b = bucket(ns);
@@ -232,5 +232,43 @@ mod tests {
             assert!((got - exact).abs() as f64 <= exact as f64 / 1000.0, "p{p}");
         }
         assert_eq!(one.percentile(100.0), sorted.last().copied());
+    }
+
+    proptest::proptest! {
+        /// Any latencies (negative and huge ones too), split anyhow and merged in any order,
+        /// count as one set of them; a bucketed percentile is within 0.05% of the exact one.
+        #[test]
+        fn bucket_merges_and_percentiles_hold_for_any_values(
+            values in proptest::collection::vec(proptest::prelude::any::<i64>(), 1..300),
+            cuts in proptest::collection::vec(0usize..300, 0..5),
+            p in 0.0f64..=100.0,
+        ) {
+            let bucketed = |v: &[i64]| {
+                let mut l = Latencies::Exact(v.to_vec());
+                l.switch_to_buckets();
+                l
+            };
+            let whole = bucketed(&values);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(values.len())).collect();
+            cuts.sort_unstable();
+            let mut parts = Vec::new();
+            let mut from = 0;
+            for c in cuts.into_iter().chain([values.len()]) {
+                parts.push(bucketed(&values[from..c]));
+                from = c;
+            }
+            let mut merged = Latencies::default();
+            for part in parts.into_iter().rev() {
+                merged.merge(part);
+            }
+            proptest::prop_assert_eq!(&merged, &whole);
+            let mut sorted: Vec<i64> = values.iter().map(|&v| v.max(0)).collect();
+            sorted.sort_unstable();
+            let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+            let exact = sorted[rank];
+            let got = whole.percentile(p).unwrap();
+            let err = (got as f64 - exact as f64).abs();
+            proptest::prop_assert!(err <= exact as f64 / 2000.0 + 1.0, "{} against {}", got, exact);
+        }
     }
 }
