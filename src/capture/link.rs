@@ -1,11 +1,15 @@
 //! Link, IP and TCP decoding of one captured packet, down to a TCP segment.
 //!
 //! etherparse does the IP and TCP work (lax parsing, so snaplen-cut packets still yield what they
-//! hold); the link layers it does not know (SLL2, BSD loopback, raw IP) are peeled off here.
+//! hold); the link layers it does not know (SLL2, BSD loopback, raw IP) are peeled off here, and
+//! so are the tunnels Wireshark opens by default: VXLAN, Geneve, GRE (with ERSPAN), IP in IP
+//! and MPLS. A tunnelled segment is the inner one, under the inner addresses.
 
 use std::net::{IpAddr, SocketAddr};
 
-use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TcpHeaderSlice, TransportSlice};
+use etherparse::{
+    EtherType, IpNumber, LaxNetSlice, LaxSlicedPacket, TcpHeaderSlice, TransportSlice, UdpSlice,
+};
 
 use super::LinkType;
 
@@ -112,6 +116,9 @@ fn tcp_segment<'a>(
     }
 }
 
+/// Tunnels opened one inside another, at most: a bound on the work a crafted packet can ask.
+const MAX_TUNNELS: usize = 4;
+
 /// Any link layer this module knows, through etherparse's lax parsing.
 fn decode_lax(link: LinkType, data: &[u8]) -> Result<TcpSegment<'_>, Skip> {
     let sliced = match link.0 {
@@ -119,13 +126,13 @@ fn decode_lax(link: LinkType, data: &[u8]) -> Result<TcpSegment<'_>, Skip> {
         LINKTYPE_LINUX_SLL => {
             // 16-byte header; the protocol (an EtherType for IP) is its last two bytes.
             let proto = be16(data, 14).ok_or(Skip::NotIp)?;
-            LaxSlicedPacket::from_ether_type(EtherType(proto), &data[16..])
+            ether_packet(EtherType(proto), &data[16..])
         }
         LINKTYPE_LINUX_SLL2 => {
             // 20-byte header that starts with the protocol. etherparse does not parse SLL2.
             let proto = be16(data, 0).ok_or(Skip::NotIp)?;
             let payload = data.get(20..).ok_or(Skip::NotIp)?;
-            LaxSlicedPacket::from_ether_type(EtherType(proto), payload)
+            ether_packet(EtherType(proto), payload)
         }
         LINKTYPE_NULL | LINKTYPE_LOOP => {
             // A 4-byte address family in the capturing host's byte order (NULL) or network order
@@ -137,6 +144,26 @@ fn decode_lax(link: LinkType, data: &[u8]) -> Result<TcpSegment<'_>, Skip> {
         | LINKTYPE_IPV6 => LaxSlicedPacket::from_ip(data).map_err(|_| Skip::NotIp)?,
         other => return Err(Skip::UnsupportedLinkType(other)),
     };
+    sliced_segment(sliced, MAX_TUNNELS)
+}
+
+/// The TCP segment of a sliced packet, or of the packet its tunnel carries (`tunnels` more may
+/// be opened).
+fn sliced_segment(sliced: LaxSlicedPacket<'_>, tunnels: usize) -> Result<TcpSegment<'_>, Skip> {
+    fn inner(packet: Option<LaxSlicedPacket<'_>>, tunnels: usize) -> Option<LaxSlicedPacket<'_>> {
+        packet.filter(|_| tunnels > 0)
+    }
+    if sliced.net.is_none() {
+        // IP under MPLS labels, which etherparse does not read.
+        let ether = match (sliced.link_exts.last(), &sliced.link) {
+            (Some(ext), _) => ext.payload().map(|p| (p.ether_type, p.payload)),
+            (None, Some(link)) => link.ether_payload().map(|p| (p.ether_type, p.payload)),
+            (None, None) => None,
+        };
+        if let Some(p) = inner(ether.and_then(|(t, payload)| mpls(t, payload)), tunnels) {
+            return sliced_segment(p, tunnels - 1);
+        }
+    }
     let (src_ip, dst_ip, fragmented) = match &sliced.net {
         Some(LaxNetSlice::Ipv4(v4)) => {
             let h = v4.header();
@@ -166,19 +193,139 @@ fn decode_lax(link: LinkType, data: &[u8]) -> Result<TcpSegment<'_>, Skip> {
                 TcpHeaderSlice::from_slice(tcp.header_slice()).map_err(|_| Skip::Malformed)?;
             Ok(tcp_segment(src_ip, dst_ip, &header, tcp.payload()))
         }
+        Some(TransportSlice::Udp(udp)) => match inner(udp_tunnel(udp), tunnels) {
+            Some(p) => sliced_segment(p, tunnels - 1),
+            None => Err(Skip::NotTcp),
+        },
         Some(_) => Err(Skip::NotTcp),
         None => {
-            let ip_number = match &sliced.net {
-                Some(LaxNetSlice::Ipv4(v4)) => v4.payload().ip_number,
-                Some(LaxNetSlice::Ipv6(v6)) => v6.payload().ip_number,
+            let payload = match &sliced.net {
+                Some(LaxNetSlice::Ipv4(v4)) => v4.payload(),
+                Some(LaxNetSlice::Ipv6(v6)) => v6.payload(),
                 _ => return Err(Skip::NotIp),
             };
-            if ip_number == etherparse::IpNumber::TCP {
-                Err(Skip::Malformed)
-            } else {
-                Err(Skip::NotTcp)
+            if payload.ip_number == IpNumber::TCP {
+                return Err(Skip::Malformed);
+            }
+            match inner(ip_tunnel(payload.ip_number, payload.payload), tunnels) {
+                Some(p) => sliced_segment(p, tunnels - 1),
+                None => Err(Skip::NotTcp),
             }
         }
+    }
+}
+
+const ETHER_TRANSPARENT_BRIDGING: u16 = 0x6558;
+const ETHER_MPLS: u16 = 0x8847;
+const ETHER_MPLS_MULTICAST: u16 = 0x8848;
+const ETHER_ERSPAN_2: u16 = 0x88be;
+const ETHER_ERSPAN_3: u16 = 0x22eb;
+/// UDP ports of VXLAN (IANA's, and the Linux kernel's default that Flannel and Cilium use)
+/// and of Geneve.
+const VXLAN_PORTS: [u16; 2] = [4789, 8472];
+const GENEVE_PORT: u16 = 6081;
+
+/// What an EtherType's payload holds, IP under MPLS labels included.
+fn ether_packet(ether_type: EtherType, payload: &[u8]) -> LaxSlicedPacket<'_> {
+    mpls(ether_type, payload)
+        .unwrap_or_else(|| LaxSlicedPacket::from_ether_type(ether_type, payload))
+}
+
+/// The IP packet under an MPLS label stack, told apart by its version nibble as Wireshark
+/// guesses it (the labels do not say what they carry).
+fn mpls(ether_type: EtherType, payload: &[u8]) -> Option<LaxSlicedPacket<'_>> {
+    if ether_type.0 != ETHER_MPLS && ether_type.0 != ETHER_MPLS_MULTICAST {
+        return None;
+    }
+    below_labels(payload)
+}
+
+fn below_labels(payload: &[u8]) -> Option<LaxSlicedPacket<'_>> {
+    // Each label is 4 bytes; the bottom of the stack has bit 0 of its third byte set.
+    let mut at = 0;
+    loop {
+        let bottom = payload.get(at + 2)? & 1 == 1;
+        at += 4;
+        if bottom {
+            break;
+        }
+    }
+    let ip = payload.get(at..)?;
+    match ip.first()? >> 4 {
+        4 => Some(LaxSlicedPacket::from_ether_type(EtherType::IPV4, ip)),
+        6 => Some(LaxSlicedPacket::from_ether_type(EtherType::IPV6, ip)),
+        _ => None,
+    }
+}
+
+/// The packet a UDP datagram carries in VXLAN or Geneve, by its destination port as Wireshark
+/// decodes them.
+fn udp_tunnel<'a>(udp: &UdpSlice<'a>) -> Option<LaxSlicedPacket<'a>> {
+    let p = udp.payload();
+    match udp.destination_port() {
+        port if VXLAN_PORTS.contains(&port) => {
+            // Flags (the I bit says the network identifier is valid), 3 reserved bytes, the
+            // identifier and a reserved byte; Ethernet follows.
+            if p.first()? & 0x08 == 0 {
+                return None;
+            }
+            LaxSlicedPacket::from_ethernet(p.get(8..)?).ok()
+        }
+        GENEVE_PORT => {
+            // Version (0) and options length in 4-byte words, flags, the protocol carried,
+            // the identifier; then the options.
+            let first = *p.first()?;
+            if first >> 6 != 0 {
+                return None;
+            }
+            let inner = p.get(8 + usize::from(first & 0x3f) * 4..)?;
+            ether_or_bridged(be16(p, 2)?, inner)
+        }
+        _ => None,
+    }
+}
+
+/// Ethernet for Transparent Ethernet Bridging, else what the EtherType names.
+fn ether_or_bridged(proto: u16, inner: &[u8]) -> Option<LaxSlicedPacket<'_>> {
+    if proto == ETHER_TRANSPARENT_BRIDGING {
+        LaxSlicedPacket::from_ethernet(inner).ok()
+    } else {
+        Some(ether_packet(EtherType(proto), inner))
+    }
+}
+
+/// The packet an IP payload carries in a tunnel: GRE, IP in IP, or MPLS in IP.
+fn ip_tunnel(ip_number: IpNumber, payload: &[u8]) -> Option<LaxSlicedPacket<'_>> {
+    match ip_number {
+        IpNumber::GRE => gre(payload),
+        IpNumber::IPV4 => Some(LaxSlicedPacket::from_ether_type(EtherType::IPV4, payload)),
+        IpNumber::IPV6 => Some(LaxSlicedPacket::from_ether_type(EtherType::IPV6, payload)),
+        IpNumber::MPLS_IN_IP => below_labels(payload),
+        _ => None,
+    }
+}
+
+/// GRE version 0 (RFC 2784 with RFC 2890's key and sequence number); version 1, PPTP's, carries
+/// PPP and is left alone.
+fn gre(p: &[u8]) -> Option<LaxSlicedPacket<'_>> {
+    let flags = be16(p, 0)?;
+    let proto = be16(p, 2)?;
+    if flags & 0x0007 != 0 {
+        return None;
+    }
+    let has = |bit: u16| if flags & bit != 0 { 4 } else { 0 };
+    let (checksum, key, sequence) = (has(0x8000), has(0x2000), has(0x1000));
+    let inner = p.get(4 + checksum + key + sequence..)?;
+    match proto {
+        // ERSPAN type II has an 8-byte header when GRE numbers its packets (type I has none
+        // and does not); type III has 12 bytes, and 8 more when its O bit is set.
+        ETHER_ERSPAN_2 if sequence == 0 => LaxSlicedPacket::from_ethernet(inner).ok(),
+        ETHER_ERSPAN_2 => LaxSlicedPacket::from_ethernet(inner.get(8..)?).ok(),
+        ETHER_ERSPAN_3 => {
+            let platform = if inner.get(11)? & 1 == 1 { 8 } else { 0 };
+            LaxSlicedPacket::from_ethernet(inner.get(12 + platform..)?).ok()
+        }
+        proto => ether_or_bridged(proto, inner),
     }
 }
 
@@ -330,6 +477,92 @@ mod tests {
             for lt in [0, 1, 101, 108, 113, 228, 229, 276, 9999] {
                 let _ = decode(LinkType(lt), &data);
             }
+        }
+    }
+
+    /// IP in IP, `layers` deep, around a TCP segment.
+    fn nested_ipip(layers: usize) -> Vec<u8> {
+        let mut ip = tcp_over_ipv4(b"inner");
+        for _ in 0..layers {
+            let mut out = Vec::new();
+            PacketBuilder::ipv4([192, 0, 2, 1], [192, 0, 2, 2], 64)
+                .write(&mut out, IpNumber::IPV4, &ip)
+                .unwrap();
+            ip = out;
+        }
+        ip
+    }
+
+    /// Tunnels are opened to a bounded depth: a crafted packet of many layers costs no more.
+    #[test]
+    fn tunnels_nest_only_so_deep() {
+        for layers in 0..=MAX_TUNNELS {
+            let packet = nested_ipip(layers);
+            let seg = decode(LinkType(LINKTYPE_RAW), &packet).unwrap();
+            assert_eq!(seg.payload, b"inner");
+            assert_eq!(seg.src.to_string(), "10.0.0.1:40000");
+        }
+        let deep = nested_ipip(MAX_TUNNELS + 1);
+        assert_eq!(
+            decode(LinkType(LINKTYPE_RAW), &deep).unwrap_err(),
+            Skip::NotTcp
+        );
+    }
+
+    /// GRE version 1 (PPTP's) carries PPP, not what its protocol field names; reserved bits
+    /// make it so too.
+    #[test]
+    fn gre_version_1_is_not_opened() {
+        let ip = tcp_over_ipv4(b"x");
+        for (flags, opened) in [
+            ([0x00, 0x00], true),
+            ([0x00, 0x01], false),
+            ([0x30, 0x01], false),
+        ] {
+            let mut gre_packet = [&flags[..], &[0x08, 0x00]].concat();
+            if flags[0] & 0x10 != 0 {
+                gre_packet.extend_from_slice(&[0; 4]);
+            }
+            gre_packet.extend_from_slice(&ip);
+            let mut out = Vec::new();
+            PacketBuilder::ipv4([192, 0, 2, 1], [192, 0, 2, 2], 64)
+                .write(&mut out, IpNumber::GRE, &gre_packet)
+                .unwrap();
+            assert_eq!(
+                decode(LinkType(LINKTYPE_RAW), &out).is_ok(),
+                opened,
+                "{flags:?}"
+            );
+        }
+    }
+
+    proptest! {
+        /// Damaged or cut tunnel headers (VXLAN, Geneve, GRE, MPLS) are skipped, never a panic.
+        #[test]
+        fn damaged_tunnels_do_not_panic(
+            kind in 0usize..4,
+            flips in proptest::collection::vec((0usize..120, any::<u8>()), 0..6),
+            cut in 0usize..140,
+        ) {
+            let ethernet = ethernet_tcp(b"payload");
+            let ip = &ethernet[14..];
+            let mut out = Vec::new();
+            let b = PacketBuilder::ethernet2([1; 6], [2; 6]).ipv4([192, 0, 2, 1], [192, 0, 2, 2], 64);
+            match kind {
+                0 => b.udp(1, 4789).write(&mut out, &[&[8, 0, 0, 0, 0, 0, 1, 0][..], &ethernet].concat()),
+                1 => b.udp(1, 6081).write(&mut out, &[&[1, 0, 0x65, 0x58, 0, 0, 1, 0, 0, 0, 0, 0][..], &ethernet].concat()),
+                2 => b.write(&mut out, IpNumber::GRE, &[&[0xb0, 0, 0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..], ip].concat()),
+                _ => b.write(&mut out, IpNumber::MPLS_IN_IP, &[&[0, 0, 0, 0, 0, 0, 1, 0][..], ip].concat()),
+            }
+            .unwrap();
+            prop_assert!(decode(LinkType(LINKTYPE_ETHERNET), &out).is_ok());
+            for (at, byte) in flips {
+                if let Some(b) = out.get_mut(at) {
+                    *b ^= byte;
+                }
+            }
+            out.truncate(cut);
+            let _ = decode(LinkType(LINKTYPE_ETHERNET), &out);
         }
     }
 }
