@@ -238,13 +238,7 @@ impl<'a> Lines<'a> {
             LinesTo::Merge { text, items, sent } => {
                 let start = text.len();
                 let slot = write(text);
-                let abs = |i: usize| *sent + i as u64;
-                let conn = slot.zip(conn).map(|(slot, conn)| LineConn {
-                    at: abs(slot.at),
-                    width: slot.width,
-                    conn,
-                });
-                items.push(Routed::Line(abs(start)..abs(text.len()), conn));
+                items.push(Routed::line(*sent, start..text.len(), slot, conn));
             }
             LinesTo::Out(out) => {
                 if let (Some(slot), Some(conn)) = (write(out), conn) {
@@ -301,6 +295,18 @@ struct LineConn {
 }
 
 impl Routed {
+    /// The line at `range` of the text buffer whose bytes come after the `sent` ones, about
+    /// connection `conn` (the worker's number), whose number goes at `slot`.
+    fn line(sent: u64, range: Range<usize>, slot: Option<ConnSlot>, conn: Option<u64>) -> Routed {
+        let abs = |i: usize| sent + i as u64;
+        let conn = slot.zip(conn).map(|(slot, conn)| LineConn {
+            at: abs(slot.at),
+            width: slot.width,
+            conn,
+        });
+        Routed::Line(abs(range.start)..abs(range.end), conn)
+    }
+
     /// The worker's number of the connection this is about.
     fn conn(&self) -> Option<u64> {
         match self {
@@ -370,13 +376,8 @@ impl<P: Part> Sink for Collect<'_, P> {
         let start = self.text.len();
         let handoff = self.route.route(&event, self.first_ts, &mut self.text);
         if let Handoff::Line(slot) = handoff {
-            let abs = |i: usize| self.sent + i as u64;
-            let conn = slot.zip(event.conn()).map(|(slot, conn)| LineConn {
-                at: abs(slot.at),
-                width: slot.width,
-                conn,
-            });
-            let line = Routed::Line(abs(start)..abs(self.text.len()), conn);
+            let range = start..self.text.len();
+            let line = Routed::line(self.sent, range, slot, event.conn());
             self.items.push(line);
             return;
         }
