@@ -29,8 +29,9 @@ use std::hash::BuildHasher;
 use std::ops::Range;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
-use crate::capture::link::{self, TcpSegment};
-use crate::capture::{CaptureError, CaptureReader, LinkType, Packet};
+use crate::capture::defrag::Defragmenter;
+use crate::capture::link::{self, Skip, TcpSegment};
+use crate::capture::{CaptureError, CaptureReader, Packet};
 use crate::event::{ErrorEvent, ErrorKind, Event, Sink, Wants};
 use crate::grpc::schema::Schemas;
 use crate::output::Tally;
@@ -103,9 +104,8 @@ enum Entry {
     /// its payload is `data[start..end]`. Only the payload is copied, and the link layers are
     /// read once.
     Segment(u64, i64, TcpSegment<'static>, usize, usize),
-    /// A packet without a TCP segment, for the worker to count: index, time, link, length on
-    /// the wire, and where its bytes are in `data`.
-    Other(u64, i64, LinkType, u32, usize, usize),
+    /// A packet without a TCP segment, for the worker to count: index, time, and why.
+    Skipped(u64, i64, Skip),
     /// Expire idle connections before the packet of this index, at this time.
     Sweep(u64, i64),
 }
@@ -454,15 +454,9 @@ fn worker<P: Part>(
                     };
                     (index, d.segment(index, ts_ns, &seg, &mut collect))
                 }
-                Entry::Other(index, ts_ns, link, orig_len, start, end) => {
-                    let p = Packet {
-                        index,
-                        ts_ns,
-                        link,
-                        data: &batch.data[start..end],
-                        orig_len,
-                    };
-                    (index, d.packet(&p, &mut collect))
+                Entry::Skipped(index, ts_ns, skip) => {
+                    d.skipped(index, ts_ns, skip);
+                    (index, None)
                 }
             };
             let tag = Tag { index, phase: 1 };
@@ -810,6 +804,8 @@ fn run<P: Part>(
             };
         let mut last_index = 0u64;
         let mut last_sweep = i64::MIN;
+        // Fragments are reassembled here, where every packet passes, as one dissector would.
+        let mut defrag = Defragmenter::default();
         result = reader.for_each_packet(|p| {
             on_packet(p);
             if first_ts.is_none() {
@@ -817,7 +813,7 @@ fn run<P: Part>(
             }
             first_ts.get_or_insert(p.ts_ns);
             last_ts = p.ts_ns;
-            match link::decode(p.link, p.data) {
+            match link::decode_reassembling(p.link, p.data, &mut defrag, p.ts_ns) {
                 Ok(seg) => {
                     // One flow table would sweep here: so does every worker.
                     if crate::tcp::sweep_due(&mut last_sweep, p.ts_ns) {
@@ -841,14 +837,9 @@ fn run<P: Part>(
                     b.entries.push(entry);
                 }
                 // The first worker counts what is not TCP.
-                Err(_) => {
-                    let b = &mut batches[0];
-                    let start = b.data.len();
-                    b.data.extend_from_slice(p.data);
-                    let (end, link) = (b.data.len(), p.link);
-                    b.entries
-                        .push(Entry::Other(p.index, p.ts_ns, link, p.orig_len, start, end));
-                }
+                Err(skip) => batches[0]
+                    .entries
+                    .push(Entry::Skipped(p.index, p.ts_ns, skip)),
             }
             last_index = p.index;
             pending += 1;

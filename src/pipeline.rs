@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::capture::defrag::Defragmenter;
 use crate::capture::link::{self, Skip, TcpSegment};
 use crate::capture::Packet;
 use crate::event::{ConnectionEnd, EndKind, ErrorKind, Event, Sink, Tally, Wants};
@@ -311,6 +312,8 @@ pub struct Dissector {
     /// What this dissection's TLS connections may still spend searching for keys, and hold
     /// while waiting for secrets.
     tls_budget: tls::Budget,
+    /// IP datagrams being reassembled, from the first fragment on.
+    defrag: Option<Box<Defragmenter>>,
 }
 
 impl Dissector {
@@ -327,6 +330,7 @@ impl Dissector {
             stats: Stats::default(),
             last_index: 0,
             tls_budget: tls::Budget::default(),
+            defrag: None,
         }
     }
 
@@ -343,12 +347,32 @@ impl Dissector {
     pub fn packet(&mut self, pkt: &Packet<'_>, sink: &mut dyn Sink) -> Option<u64> {
         match link::decode(pkt.link, pkt.data) {
             Ok(seg) => self.segment(pkt.index, pkt.ts_ns, &seg, sink),
+            Err(Skip::IpFragment) => {
+                // Taken out while the segment it may complete borrows it.
+                let mut defrag = self.defrag.take().unwrap_or_default();
+                let conn =
+                    match link::decode_reassembling(pkt.link, pkt.data, &mut defrag, pkt.ts_ns) {
+                        Ok(seg) => self.segment(pkt.index, pkt.ts_ns, &seg, sink),
+                        Err(skip) => {
+                            self.skipped(pkt.index, pkt.ts_ns, skip);
+                            None
+                        }
+                    };
+                self.defrag = Some(defrag);
+                conn
+            }
             Err(skip) => {
-                self.note_packet(pkt.index, pkt.ts_ns);
-                self.count_skip(skip);
+                self.skipped(pkt.index, pkt.ts_ns, skip);
                 None
             }
         }
+    }
+
+    /// A packet that carries no TCP segment, for why (decoded by the thread that shards
+    /// packets across workers).
+    pub fn skipped(&mut self, index: u64, ts_ns: i64, skip: Skip) {
+        self.note_packet(index, ts_ns);
+        self.count_skip(skip);
     }
 
     /// [`Self::packet`] for a packet already decoded down to TCP (by the thread that shards

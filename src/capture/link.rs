@@ -11,6 +11,7 @@ use etherparse::{
     EtherType, IpNumber, LaxNetSlice, LaxSlicedPacket, TcpHeaderSlice, TransportSlice, UdpSlice,
 };
 
+use super::defrag::{Defragmenter, Fragment, FragmentKey, Reassembly};
 use super::LinkType;
 
 pub const LINKTYPE_NULL: u32 = 0;
@@ -48,9 +49,12 @@ pub enum Skip {
     NotIp,
     /// IP, but not TCP (UDP, SCTP, ICMP, ...).
     NotTcp,
-    /// An IPv4 or IPv6 fragment. Reassembly of IP fragments is not implemented: TCP stacks avoid
-    /// fragmentation (PMTU discovery), so such traffic is reported rather than decoded.
+    /// An IPv4 or IPv6 fragment not reassembled: decoded without a [`Defragmenter`], too big,
+    /// or (IPv6) behind extension headers other than the fragment header.
     IpFragment,
+    /// An IP fragment held until its datagram is whole; the packet that completes it carries
+    /// the segment.
+    IpFragmentHeld,
     /// IP or TCP header cut short or malformed.
     Malformed,
 }
@@ -62,6 +66,7 @@ impl Skip {
             Skip::NotIp => "not IP".into(),
             Skip::NotTcp => "not TCP".into(),
             Skip::IpFragment => "IP fragment (not reassembled)".into(),
+            Skip::IpFragmentHeld => "IP fragment (reassembled into a later packet)".into(),
             Skip::Malformed => "malformed IP/TCP header".into(),
         }
     }
@@ -119,9 +124,31 @@ fn tcp_segment<'a>(
 /// Tunnels opened one inside another, at most: a bound on the work a crafted packet can ask.
 const MAX_TUNNELS: usize = 4;
 
+/// [`decode`], with IP fragments reassembled by `defrag`: a fragment is held (and skipped)
+/// until its datagram is whole, and the packet that completes it decodes to the datagram's
+/// segment. Only fragments take this path's extra work.
+pub fn decode_reassembling<'a>(
+    link: LinkType,
+    data: &'a [u8],
+    defrag: &'a mut Defragmenter,
+    ts_ns: i64,
+) -> Result<TcpSegment<'a>, Skip> {
+    match decode(link, data) {
+        Err(Skip::IpFragment) => {
+            sliced_segment(link_packet(link, data)?, MAX_TUNNELS, Some((defrag, ts_ns)))
+        }
+        other => other,
+    }
+}
+
 /// Any link layer this module knows, through etherparse's lax parsing.
 fn decode_lax(link: LinkType, data: &[u8]) -> Result<TcpSegment<'_>, Skip> {
-    let sliced = match link.0 {
+    sliced_segment(link_packet(link, data)?, MAX_TUNNELS, None)
+}
+
+/// The packet under the link layer, sliced by etherparse.
+fn link_packet(link: LinkType, data: &[u8]) -> Result<LaxSlicedPacket<'_>, Skip> {
+    Ok(match link.0 {
         LINKTYPE_ETHERNET => LaxSlicedPacket::from_ethernet(data).map_err(|_| Skip::NotIp)?,
         LINKTYPE_LINUX_SLL => {
             // 16-byte header; the protocol (an EtherType for IP) is its last two bytes.
@@ -143,13 +170,17 @@ fn decode_lax(link: LinkType, data: &[u8]) -> Result<TcpSegment<'_>, Skip> {
         LINKTYPE_RAW | LINKTYPE_RAW_BSD_12 | LINKTYPE_RAW_BSD_14 | LINKTYPE_IPV4
         | LINKTYPE_IPV6 => LaxSlicedPacket::from_ip(data).map_err(|_| Skip::NotIp)?,
         other => return Err(Skip::UnsupportedLinkType(other)),
-    };
-    sliced_segment(sliced, MAX_TUNNELS)
+    })
 }
 
 /// The TCP segment of a sliced packet, or of the packet its tunnel carries (`tunnels` more may
-/// be opened).
-fn sliced_segment(sliced: LaxSlicedPacket<'_>, tunnels: usize) -> Result<TcpSegment<'_>, Skip> {
+/// be opened); with a defragmenter (and the packet's time), of the datagram a fragment
+/// completes.
+fn sliced_segment<'a>(
+    sliced: LaxSlicedPacket<'a>,
+    tunnels: usize,
+    defrag: Option<(&'a mut Defragmenter, i64)>,
+) -> Result<TcpSegment<'a>, Skip> {
     fn inner(packet: Option<LaxSlicedPacket<'_>>, tunnels: usize) -> Option<LaxSlicedPacket<'_>> {
         packet.filter(|_| tunnels > 0)
     }
@@ -161,7 +192,7 @@ fn sliced_segment(sliced: LaxSlicedPacket<'_>, tunnels: usize) -> Result<TcpSegm
             (None, None) => None,
         };
         if let Some(p) = inner(ether.and_then(|(t, payload)| mpls(t, payload)), tunnels) {
-            return sliced_segment(p, tunnels - 1);
+            return sliced_segment(p, tunnels - 1, defrag);
         }
     }
     let (src_ip, dst_ip, fragmented) = match &sliced.net {
@@ -184,7 +215,18 @@ fn sliced_segment(sliced: LaxSlicedPacket<'_>, tunnels: usize) -> Result<TcpSegm
         Some(LaxNetSlice::Arp(_)) | None => return Err(Skip::NotIp),
     };
     if fragmented {
-        return Err(Skip::IpFragment);
+        let (Some((defrag, ts_ns)), Some(fragment)) = (defrag, fragment(&sliced)) else {
+            return Err(Skip::IpFragment);
+        };
+        return match defrag.add(fragment, ts_ns) {
+            Reassembly::Held => Err(Skip::IpFragmentHeld),
+            Reassembly::Dropped => Err(Skip::IpFragment),
+            // Fragments inside the datagram are not reassembled again.
+            Reassembly::Done(ip) => {
+                let whole = LaxSlicedPacket::from_ip(ip).map_err(|_| Skip::Malformed)?;
+                sliced_segment(whole, tunnels, None)
+            }
+        };
     }
     match &sliced.transport {
         Some(TransportSlice::Tcp(tcp)) => {
@@ -194,7 +236,7 @@ fn sliced_segment(sliced: LaxSlicedPacket<'_>, tunnels: usize) -> Result<TcpSegm
             Ok(tcp_segment(src_ip, dst_ip, &header, tcp.payload()))
         }
         Some(TransportSlice::Udp(udp)) => match inner(udp_tunnel(udp), tunnels) {
-            Some(p) => sliced_segment(p, tunnels - 1),
+            Some(p) => sliced_segment(p, tunnels - 1, defrag),
             None => Err(Skip::NotTcp),
         },
         Some(_) => Err(Skip::NotTcp),
@@ -208,10 +250,55 @@ fn sliced_segment(sliced: LaxSlicedPacket<'_>, tunnels: usize) -> Result<TcpSegm
                 return Err(Skip::Malformed);
             }
             match inner(ip_tunnel(payload.ip_number, payload.payload), tunnels) {
-                Some(p) => sliced_segment(p, tunnels - 1),
+                Some(p) => sliced_segment(p, tunnels - 1, defrag),
                 None => Err(Skip::NotTcp),
             }
         }
+    }
+}
+
+/// The fragment a fragmented IP packet is: IPv4, or IPv6 whose only extension header is the
+/// fragment header (the common case; others are left alone).
+fn fragment<'b>(sliced: &'b LaxSlicedPacket<'_>) -> Option<Fragment<'b>> {
+    match sliced.net.as_ref()? {
+        LaxNetSlice::Ipv4(v4) => {
+            let h = v4.header();
+            let header = h.slice();
+            Some(Fragment {
+                key: FragmentKey {
+                    src: IpAddr::V4(h.source_addr()),
+                    dst: IpAddr::V4(h.destination_addr()),
+                    id: u32::from(h.identification()),
+                    protocol: h.protocol().0,
+                },
+                header,
+                offset: usize::from(h.fragments_offset().value()) * 8,
+                more: h.more_fragments(),
+                data: v4.payload().payload,
+            })
+        }
+        LaxNetSlice::Ipv6(v6) => {
+            const FRAGMENT_HEADER: u8 = 44;
+            let exts = v6.extensions().slice();
+            let h = v6.header();
+            if h.next_header().0 != FRAGMENT_HEADER || exts.len() != 8 {
+                return None;
+            }
+            let field = u16::from_be_bytes([exts[2], exts[3]]);
+            Some(Fragment {
+                key: FragmentKey {
+                    src: IpAddr::V6(h.source_addr()),
+                    dst: IpAddr::V6(h.destination_addr()),
+                    id: u32::from_be_bytes([exts[4], exts[5], exts[6], exts[7]]),
+                    protocol: exts[0],
+                },
+                header: h.slice(),
+                offset: usize::from(field >> 3) * 8,
+                more: field & 1 == 1,
+                data: v6.payload().payload,
+            })
+        }
+        LaxNetSlice::Arp(_) => None,
     }
 }
 

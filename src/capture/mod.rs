@@ -5,6 +5,7 @@
 //! A compressed file is decompressed as a stream in front of it ([`compressed`]).
 
 pub mod compressed;
+pub mod defrag;
 pub mod link;
 pub mod live;
 
