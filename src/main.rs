@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use h2scope::capture::compressed::Position;
+use h2scope::capture::compressed::{Compression, Position};
 use h2scope::capture::{link, live, rereadable, CaptureReader, CaptureWarning};
 use h2scope::event::{ErrorEvent, ErrorKind, Event, Sink};
 use h2scope::grpc::schema::Schemas;
@@ -446,6 +446,10 @@ struct ReadArgs {
     /// Write classic pcap instead of pcapng.
     #[arg(long)]
     pcap: bool,
+    /// With -w: compress the file written (`gzip`, `zstd`, `lz4` or `none`), as tshark's
+    /// --compress. Default: as the file's extension says (.gz, .zst, .lz4), else none.
+    #[arg(long, value_enum, value_name = "TYPE")]
+    compress: Option<CompressArg>,
     /// With -w: only this connection (as `read` numbers them; repeatable).
     #[arg(long = "conn", value_name = "N")]
     conns: Vec<u64>,
@@ -515,6 +519,22 @@ fn tui(args: TuiArgs) -> ExitCode {
     };
     if writes_stdout(args.write.as_deref().map(std::path::Path::new)) {
         eprintln!("h2scope: the TUI draws on standard output; give -w a file name");
+        return ExitCode::from(2);
+    }
+    let compressed = args
+        .write
+        .as_deref()
+        .and_then(|w| Compression::for_extension(std::path::Path::new(w)));
+    if let Some(c) = compressed {
+        eprintln!(
+            "h2scope: the TUI reads its -w file back as it goes, so it writes it uncompressed; \
+             give a name without .{} and compress it afterwards",
+            match c {
+                Compression::Gzip => "gz",
+                Compression::Zstd => "zst",
+                Compression::Lz4 => "lz4",
+            }
+        );
         return ExitCode::from(2);
     }
     let cfg = config(&args.decode);
@@ -608,6 +628,10 @@ struct CaptureArgs {
     /// Write classic pcap instead of pcapng.
     #[arg(long)]
     pcap: bool,
+    /// With -w: compress the file written (`gzip`, `zstd`, `lz4` or `none`), as tshark's
+    /// --compress. Default: as the file's extension says (.gz, .zst, .lz4), else none.
+    #[arg(long, value_enum, value_name = "TYPE")]
+    compress: Option<CompressArg>,
     /// With -w: start a new file when the current one reaches this many megabytes.
     #[arg(long, value_name = "MB")]
     ring_size: Option<u64>,
@@ -831,18 +855,40 @@ fn capture_warnings(reader: &CaptureReader) -> Vec<String> {
 }
 
 /// Opens the `-w` file (pcapng unless `--pcap`); says on stderr why it cannot.
+/// How `--compress` names a compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CompressArg {
+    None,
+    Gzip,
+    Zstd,
+    Lz4,
+}
+
+/// The compression of a file written to `path`: as `--compress` says, else as its extension.
+fn compression_for(path: &std::path::Path, arg: Option<CompressArg>) -> Option<Compression> {
+    match arg {
+        None => Compression::for_extension(path),
+        Some(CompressArg::None) => None,
+        Some(CompressArg::Gzip) => Some(Compression::Gzip),
+        Some(CompressArg::Zstd) => Some(Compression::Zstd),
+        Some(CompressArg::Lz4) => Some(Compression::Lz4),
+    }
+}
+
 fn open_write(
     path: &std::path::Path,
     pcap: bool,
     ring_size: Option<u64>,
     ring_files: usize,
+    compress: Option<CompressArg>,
 ) -> Result<CaptureFile, ExitCode> {
     let format = if pcap {
         WriteFormat::Pcap
     } else {
         WriteFormat::Pcapng
     };
-    CaptureFile::create(path, format, ring_size, ring_files).map_err(|e| {
+    let compression = compression_for(path, compress);
+    CaptureFile::create(path, format, ring_size, ring_files, compression).map_err(|e| {
         eprintln!("h2scope: {}: cannot write: {e}", write_target(path));
         ExitCode::FAILURE
     })
@@ -1100,7 +1146,7 @@ fn read_file<W: Write>(
     let mut writer = match args
         .write
         .as_deref()
-        .map(|p| open_write(p, args.pcap, None, 1))
+        .map(|p| open_write(p, args.pcap, None, 1, args.compress))
     {
         None => None,
         Some(Ok(w)) => Some(w),
@@ -1200,7 +1246,7 @@ fn read_file<W: Write>(
         failed = true;
     }
     if let Some(w) = writer.as_mut() {
-        if let Some(e) = write_error.or_else(|| w.flush().err()) {
+        if let Some(e) = write_error.or_else(|| w.finish().err()) {
             eprintln!(
                 "h2scope: writing {}: {e}",
                 args.write
@@ -1727,7 +1773,7 @@ fn capture(args: CaptureArgs) -> ExitCode {
     let mut writer = match args
         .write
         .as_deref()
-        .map(|p| open_write(p, args.pcap, ring, args.ring_files))
+        .map(|p| open_write(p, args.pcap, ring, args.ring_files, args.compress))
     {
         None => None,
         Some(Ok(w)) => Some(w),
@@ -1826,7 +1872,7 @@ fn capture(args: CaptureArgs) -> ExitCode {
         if let Some(Err(e)) = embed.as_mut().map(|e| e.finish(w)) {
             failure.get_or_insert(format!("writing the capture file: {e}"));
         }
-        if let Err(e) = w.flush() {
+        if let Err(e) = w.finish() {
             failure.get_or_insert(format!("writing the capture file: {e}"));
         }
     }

@@ -233,6 +233,7 @@ fn ring_files_one_after_another_read_as_the_whole_capture() {
         Format::Pcapng,
         Some(64 << 10),
         100,
+        None,
     )
     .unwrap();
     let mut reader = CaptureReader::open(&file).unwrap();
@@ -275,4 +276,116 @@ fn ring_files_one_after_another_read_as_the_whole_capture() {
         })
         .collect();
     assert_eq!(read(Some(cat_gz)), whole);
+}
+
+/// `-w` writes gzip, zstd or LZ4 by the file's extension, or as `--compress` says: the real
+/// tools decompress each file to exactly the bytes of the plain one, h2scope reads it back the
+/// same, and tshark reads the gzip one.
+#[test]
+fn w_writes_compressed_files() {
+    let dir = Dir::new("write-compressed");
+    let source = testdata("grpc-tls.pcap");
+    let keylog = testdata("grpc-tls.keylog");
+    let write = |name: &str, extra: &[&str]| -> PathBuf {
+        let path = dir.0.join(name);
+        let out = h2scope(
+            &[
+                &[
+                    "read",
+                    "--tls-keylog",
+                    &keylog,
+                    "-w",
+                    path.to_str().unwrap(),
+                ][..],
+                extra,
+                &[&source[..]],
+            ]
+            .concat(),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        path
+    };
+    let plain = std::fs::read(write("plain.pcapng", &[])).unwrap();
+    let plain_dissected = stdout(&h2scope(&[
+        "read",
+        "--format",
+        "jsonl",
+        "--no-summary",
+        dir.0.join("plain.pcapng").to_str().unwrap(),
+    ]));
+    assert!(
+        plain_dissected.contains("\"event\":\"call\""),
+        "the secrets went in: it decrypts"
+    );
+    for (tool, ext, forced) in [
+        ("gzip", "gz", "gzip"),
+        ("zstd", "zst", "zstd"),
+        ("lz4", "lz4", "lz4"),
+    ] {
+        for (name, extra) in [
+            (format!("by-extension.pcapng.{ext}"), vec![]),
+            (format!("forced-{ext}.pcapng"), vec!["--compress", forced]),
+        ] {
+            let path = write(&name, &extra);
+            let packed = std::fs::read(&path).unwrap();
+            // TLS records hardly compress: the magic number says what the file is.
+            let magic: &[u8] = match ext {
+                "gz" => &[0x1f, 0x8b],
+                "zst" => &[0x28, 0xb5, 0x2f, 0xfd],
+                _ => &[0x04, 0x22, 0x4d, 0x18],
+            };
+            assert!(packed.starts_with(magic), "{name}");
+            let unpacked = Command::new(tool)
+                .args(["-d", "-c"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                unpacked.status.success(),
+                "{tool}: {}",
+                String::from_utf8_lossy(&unpacked.stderr)
+            );
+            assert!(
+                unpacked.stdout == plain,
+                "{name}: {tool} -d gives other bytes"
+            );
+            let back = stdout(&h2scope(&[
+                "read",
+                "--format",
+                "jsonl",
+                "--no-summary",
+                path.to_str().unwrap(),
+            ]));
+            assert_eq!(back, plain_dissected, "{name}");
+        }
+    }
+    // --compress none keeps a .gz name uncompressed.
+    let kept = std::fs::read(write("not.pcapng.gz", &["--compress", "none"])).unwrap();
+    assert!(kept == plain);
+    let gz = dir.0.join("by-extension.pcapng.gz");
+    let tshark = Command::new("tshark")
+        .arg("-r")
+        .arg(&gz)
+        .output()
+        .expect("tshark (scripts/install-deps installs it)");
+    let lines = String::from_utf8_lossy(&tshark.stdout).lines().count();
+    let summary = stdout(&h2scope(&["read", "-q", gz.to_str().unwrap()]));
+    assert!(
+        lines > 10 && summary.contains(&format!("packets: {lines} ")),
+        "tshark saw {lines}: {summary}"
+    );
+    // The TUI reads its live file back, so it refuses to compress it.
+    let out = h2scope(&[
+        "tui",
+        "-i",
+        "lo",
+        "-w",
+        dir.0.join("live.pcapng.zst").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("uncompressed"));
 }

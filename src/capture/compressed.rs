@@ -34,6 +34,17 @@ impl Compression {
         }
     }
 
+    /// The compression a file name asks for by its extension (`.gz`, `.zst`, `.lz4`), as
+    /// Wireshark chooses it for a file it writes.
+    pub fn for_extension(path: &std::path::Path) -> Option<Compression> {
+        match path.extension()?.to_str()? {
+            "gz" => Some(Compression::Gzip),
+            "zst" => Some(Compression::Zstd),
+            "lz4" => Some(Compression::Lz4),
+            _ => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Compression::Gzip => "gzip",
@@ -45,7 +56,7 @@ impl Compression {
     /// A reader of the decompressed bytes. Damage ends the stream (reads return 0) and is
     /// told in `damage`, so that the packets before it still reach the dissection.
     /// `position` counts the compressed bytes the decompressor has taken.
-    pub(super) fn decompress<R: Read + Send + 'static>(
+    pub(crate) fn decompress<R: Read + Send + 'static>(
         self,
         source: R,
         damage: Arc<OnceLock<String>>,

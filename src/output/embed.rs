@@ -209,7 +209,7 @@ mod tests {
         let secrets = std::fs::read_to_string(testdata("grpc-tls.keylog")).unwrap();
         let keys = Arc::new(KeyLog::open(&log_path).unwrap());
         let out = dir.join("out.pcapng");
-        let mut file = CaptureFile::create(&out, Format::Pcapng, None, 1).unwrap();
+        let mut file = CaptureFile::create(&out, Format::Pcapng, None, 1, None).unwrap();
         let mut embed = SecretsEmbedder::new(keys);
 
         let pkts = packets(&testdata("grpc-tls.pcap"));
@@ -258,7 +258,7 @@ mod tests {
         let log_path = dir.join("keys.log");
         std::fs::write(&log_path, "").unwrap();
         let out = dir.join("out.pcapng");
-        let mut file = CaptureFile::create(&out, Format::Pcapng, None, 1).unwrap();
+        let mut file = CaptureFile::create(&out, Format::Pcapng, None, 1, None).unwrap();
         let mut embed = SecretsEmbedder::new(Arc::new(KeyLog::open(&log_path).unwrap()));
         let pkts = packets(&testdata("grpc-tls.pcap"));
         let feed =

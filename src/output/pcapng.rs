@@ -3,6 +3,9 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
+
+use crate::capture::compressed::Compression;
+use crate::output::compress::Encoder;
 use std::path::{Path, PathBuf};
 
 use super::pcap::PcapWriter;
@@ -131,12 +134,24 @@ pub enum Format {
     Pcap,
 }
 
-/// A file, or standard output for `-w -` (to pipe to a compressor, as `tcpdump -w -` does).
-type Out = BufWriter<Box<dyn Write + Send>>;
+/// A file, or standard output for `-w -` (to pipe to a compressor, as `tcpdump -w -` does),
+/// through a compressor or not.
+type Out = BufWriter<Encoder>;
 
 enum AnyWriter {
     Ng(PcapngWriter<Out>),
     Classic(PcapWriter<Out>, LinkType, u64),
+}
+
+impl AnyWriter {
+    /// Flushes, and ends the compressed stream: the file is whole.
+    fn finish(self) -> io::Result<()> {
+        let out = match self {
+            AnyWriter::Ng(w) => w.into_inner(),
+            AnyWriter::Classic(w, _, _) => w.into_inner(),
+        };
+        out.into_inner().map_err(|e| e.into_error())?.finish()
+    }
 }
 
 /// Writes packets to a file, or to a ring of files that rotate at a size.
@@ -146,18 +161,21 @@ pub struct CaptureFile {
     /// Rotate when a file reaches this many bytes (`None`: one file).
     ring_size: Option<u64>,
     ring_files: usize,
+    compression: Option<Compression>,
     current: Option<AnyWriter>,
     files: Vec<PathBuf>,
     sequence: u32,
 }
 
 impl CaptureFile {
-    /// `-` for `path` writes to standard output, which cannot rotate.
+    /// `-` for `path` writes to standard output, which cannot rotate. Each file is compressed
+    /// as `compression` says (a ring's too; sizes are counted before compression).
     pub fn create(
         path: &Path,
         format: Format,
         ring_size: Option<u64>,
         ring_files: usize,
+        compression: Option<Compression>,
     ) -> io::Result<Self> {
         if path == Path::new("-") && ring_size.is_some() {
             return Err(io::Error::new(
@@ -170,6 +188,7 @@ impl CaptureFile {
             format,
             ring_size,
             ring_files: ring_files.max(1),
+            compression,
             current: None,
             files: Vec::new(),
             sequence: 0,
@@ -190,26 +209,27 @@ impl CaptureFile {
             return self.base.clone();
         }
         self.sequence += 1;
-        let stem = self
+        // The number goes before the extension, and before both of `x.pcapng.gz`.
+        let name = self
             .base
-            .file_stem()
+            .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "capture".into());
-        let ext = self
-            .base
-            .extension()
-            .map(|e| format!(".{}", e.to_string_lossy()))
-            .unwrap_or_default();
+        let compressed = Compression::for_extension(&self.base).is_some();
+        let mut dots = name.match_indices('.').map(|(i, _)| i).rev();
+        let split = match (dots.next(), dots.next()) {
+            (Some(_), Some(i)) if compressed && i > 0 => i,
+            (Some(i), _) if i > 0 => i,
+            _ => name.len(),
+        };
+        let (stem, ext) = name.split_at(split);
         self.base
             .with_file_name(format!("{stem}_{:05}{ext}", self.sequence))
     }
 
     fn open_next(&mut self, link: Option<LinkType>) -> io::Result<()> {
-        if let Some(w) = self.current.as_mut() {
-            match w {
-                AnyWriter::Ng(w) => w.flush()?,
-                AnyWriter::Classic(w, _, _) => w.flush()?,
-            }
+        if let Some(w) = self.current.take() {
+            w.finish()?;
         }
         let path = self.next_path();
         let target: Box<dyn Write + Send> = if path == Path::new("-") {
@@ -217,7 +237,7 @@ impl CaptureFile {
         } else {
             Box::new(File::create(&path)?)
         };
-        let file = BufWriter::with_capacity(64 << 10, target);
+        let file = BufWriter::with_capacity(64 << 10, Encoder::new(target, self.compression));
         self.current = Some(match (self.format, link) {
             (Format::Pcapng, _) => AnyWriter::Ng(PcapngWriter::new(file)?),
             (Format::Pcap, Some(l)) => {
@@ -293,11 +313,21 @@ impl CaptureFile {
         self.write_tls_secrets(lines.as_bytes())
     }
 
-    /// Flushes everything so the files are complete and readable.
+    /// Flushes what is written so far to the file (a compressed one, as far as its format
+    /// allows: see [`Encoder`]'s `flush`).
     pub fn flush(&mut self) -> io::Result<()> {
         match self.current.as_mut() {
             Some(AnyWriter::Ng(w)) => w.flush(),
             Some(AnyWriter::Classic(w, _, _)) => w.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the file: flushed, and a compressed one's stream ended. Packets written after it
+    /// would start the file again.
+    pub fn finish(&mut self) -> io::Result<()> {
+        match self.current.take() {
+            Some(w) => w.finish(),
             None => Ok(()),
         }
     }
@@ -324,7 +354,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("h2scope-ng-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("x.pcapng");
-        let mut f = CaptureFile::create(&path, Format::Pcapng, None, 1).unwrap();
+        let mut f = CaptureFile::create(&path, Format::Pcapng, None, 1, None).unwrap();
         f.write_packet(LinkType(1), 1_700_000_000_123_456_789, &[1, 2, 3], 3)
             .unwrap();
         f.write_packet(LinkType(276), 1_700_000_001_000_000_001, &[4; 21], 21)
@@ -341,7 +371,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("h2scope-ring-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("ring.pcapng");
-        let mut f = CaptureFile::create(&path, Format::Pcapng, Some(1000), 3).unwrap();
+        let mut f = CaptureFile::create(&path, Format::Pcapng, Some(1000), 3, None).unwrap();
         for i in 0..100 {
             f.write_packet(LinkType(1), i, &[i as u8; 100], 100)
                 .unwrap();
@@ -355,5 +385,51 @@ mod tests {
         let last = read_back(files.last().unwrap());
         assert_eq!(last.last().unwrap().3, vec![99u8; 100]);
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A compressed ring: each file is a whole compressed stream named with its number before
+    /// both extensions, and the files read back to every packet kept, in order.
+    #[test]
+    fn compressed_ring_files_are_whole_and_named_as_wireshark_names_them() {
+        for (c, ext) in [
+            (Compression::Gzip, "gz"),
+            (Compression::Zstd, "zst"),
+            (Compression::Lz4, "lz4"),
+        ] {
+            let dir =
+                std::env::temp_dir().join(format!("h2scope-cring-{}-{ext}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join(format!("ring.pcapng.{ext}"));
+            let mut f = CaptureFile::create(&path, Format::Pcapng, Some(2000), 3, Some(c)).unwrap();
+            for i in 0..100 {
+                f.write_packet(LinkType(1), i, &[i as u8; 100], 100)
+                    .unwrap();
+            }
+            f.finish().unwrap();
+            let files = f.files().to_vec();
+            assert_eq!(files.len(), 3);
+            let names: Vec<String> = files
+                .iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect();
+            assert!(
+                names
+                    .iter()
+                    .all(|n| n.starts_with("ring_") && n.ends_with(&format!(".pcapng.{ext}"))),
+                "{names:?}"
+            );
+            let mut all = Vec::new();
+            for file in &files {
+                let bytes = std::fs::read(file).unwrap();
+                assert_eq!(
+                    crate::capture::compressed::Compression::detect(&bytes),
+                    Some(c)
+                );
+                all.extend(read_back(file).into_iter().map(|p| p.3[0]));
+            }
+            let first = all[0];
+            assert_eq!(all, (first..100).collect::<Vec<u8>>(), "{ext}");
+            std::fs::remove_dir_all(&dir).ok();
+        }
     }
 }

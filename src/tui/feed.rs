@@ -158,7 +158,8 @@ impl Loader {
                 true,
             ),
         };
-        let mut out = CaptureFile::create(&path, Format::Pcapng, None, 1)
+        // Uncompressed: the viewer reads its packets back from the file as it goes.
+        let mut out = CaptureFile::create(&path, Format::Pcapng, None, 1, None)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         let (writer, store) = store::new();
         let (tx, rx) = sync_channel(8);
@@ -203,7 +204,7 @@ impl Loader {
                 }
             }
             d.finish(&mut batch.builder);
-            let _ = out.flush();
+            let _ = out.finish();
             let _ = batch.send(format!("capture on {iface} stopped, {seen} packets"));
             let _ = tx.send(Feed::Done(failure));
         });

@@ -65,7 +65,7 @@ pub fn export(app: &App, conn: u64, stream: u32, schemas: Schemas) -> Result<Pat
 /// they are known.
 pub fn write_connection(app: &App, conn: u64) -> Result<(PathBuf, u64), String> {
     let path = app.out_dir.join(format!("h2scope-conn-{conn}.pcapng"));
-    let mut out = CaptureFile::create(&path, Format::Pcapng, None, 1)
+    let mut out = CaptureFile::create(&path, Format::Pcapng, None, 1, None)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let mut cfg = Config::default();
     cfg.grpc.decode_bodies = false;
@@ -93,7 +93,7 @@ pub fn write_connection(app: &App, conn: u64) -> Result<(PathBuf, u64), String> 
         }
         failure.is_none()
     });
-    out.flush().map_err(|e| e.to_string())?;
+    out.finish().map_err(|e| e.to_string())?;
     match failure {
         Some(f) => Err(f),
         None => Ok((path, written)),
