@@ -392,3 +392,56 @@ fn live_capture_decrypts_tls_with_a_key_log_written_as_it_runs() {
     assert!(paths.contains("/test.echo.Echo/Unary"), "tshark: {paths}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `capture -w x.pcapng.zst` (and a ring of gzip files) write whole compressed files once the
+/// capture stops: the tools test them and they read back to the calls made.
+#[test]
+fn live_capture_writes_compressed_files() {
+    if !common::can_capture_on_lo() {
+        return;
+    }
+    let (rt, addr) = common::health_server();
+    let dir = std::env::temp_dir().join(format!("h2scope-live-zst-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("live.pcapng.zst");
+    let ring = dir.join("ring.pcapng.gz");
+    let filter = format!("tcp port {}", addr.port());
+    let one = start_capture(&["-f".as_ref(), filter.as_ref(), "-w".as_ref(), file.as_ref()]);
+    let rotating = start_capture(&[
+        "-f".as_ref(),
+        filter.as_ref(),
+        "-w".as_ref(),
+        ring.as_ref(),
+        "--ring-size".as_ref(),
+        "1".as_ref(),
+    ]);
+    health_checks(&rt, addr, 4);
+    stop_capture(one);
+    stop_capture(rotating);
+    let ring_file = dir.join("ring_00001.pcapng.gz");
+    for (path, tool) in [(&file, "zstd"), (&ring_file, "gzip")] {
+        let test = Command::new(tool).arg("-t").arg(path).output().unwrap();
+        assert!(
+            test.status.success(),
+            "{tool} -t {}: {test:?}",
+            path.display()
+        );
+        let read = Command::new(BIN)
+            .args([
+                "read",
+                "--calls",
+                "--format",
+                "jsonl",
+                path.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(read.status.success());
+        let checks = jsonl(&String::from_utf8(read.stdout).unwrap())
+            .iter()
+            .filter(|e| e["event"] == "call" && e["grpc_status"] == 0)
+            .count();
+        assert_eq!(checks, 4, "{}", path.display());
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
