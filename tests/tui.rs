@@ -468,6 +468,58 @@ fn rows_arrive_while_the_screen_is_in_use() {
     assert_eq!(live.model.items.len(), whole_problems.model.items.len());
 }
 
+/// Live, an open connection's detail is its health report so far, refreshed as frames come;
+/// once it ends, the final report.
+#[test]
+fn open_connections_show_their_health_so_far_when_live() {
+    use h2scope::capture::CaptureReader;
+    use h2scope::pipeline::Dissector;
+    use h2scope::tui::model::{Builder, Model};
+    use h2scope::tui::store;
+
+    let detail = |m: &Model| -> String {
+        m.conn_detail(0)
+            .lines
+            .iter()
+            .map(|l| l.text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let (writer, reader) = store::new();
+    let mut builder = Builder::new(writer);
+    builder.refresh_open_health(std::time::Duration::ZERO);
+    let mut model = Model::new(reader);
+    let mut d = Dissector::with_schemas(Config::default(), Schemas::bundled());
+    let mut r = CaptureReader::open(&testdata()).unwrap();
+    let mut so_far = Vec::new();
+    r.for_each_packet(|p| {
+        d.packet(p, &mut builder);
+        builder.take().into_iter().for_each(|u| model.apply(u));
+        if !model.conns.is_empty() {
+            so_far.push(detail(&model));
+        }
+        true
+    })
+    .unwrap();
+    d.finish(&mut builder);
+    builder.take().into_iter().for_each(|u| model.apply(u));
+    // The report grew while the connection was open: its frame count went up.
+    let open: Vec<&String> = so_far.iter().filter(|t| t.contains("still open")).collect();
+    assert!(open.len() > 50, "{so_far:?}");
+    assert!(open[0] != open[open.len() - 1]);
+    let newest = open[open.len() - 1];
+    assert!(
+        newest.contains("27 calls") && newest.contains(" → 127.0.0.1:"),
+        "{newest}"
+    );
+    // Ended: the final report.
+    let last = detail(&model);
+    assert!(
+        last.contains("ended: fin") && !last.contains("still open"),
+        "{last}"
+    );
+}
+
 /// A TLS capture with its key log: the calls are there, and the connections view says which TLS
 /// carried them (the health report in the detail pane too).
 #[test]

@@ -396,6 +396,18 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
         (self.report)(h);
     }
 
+    /// The report of a connection still open, as it stands: what came so far (PINGs awaiting
+    /// their ACK are not counted as unanswered yet).
+    pub fn snapshot(&self, conn: u64) -> Option<ConnectionHealth> {
+        let mut h = self.conns.get(&conn)?.clone();
+        // The ends as the frames say so far; the connection's end will say for sure.
+        if let Some((client, server)) = h.endpoints {
+            h.client.get_or_insert(client);
+            h.server.get_or_insert(server);
+        }
+        Some(h)
+    }
+
     /// Reports connections that never ended (for the caller to flush at end of input).
     pub fn finish(&mut self) {
         let mut left: Vec<u64> = self.conns.keys().copied().collect();
@@ -504,13 +516,18 @@ pub fn to_json(h: &ConnectionHealth) -> Value {
 
 /// A few readable lines for one report.
 pub fn to_text(h: &ConnectionHealth) -> String {
-    text(h, true).0
+    text(h, true, false).0
+}
+
+/// [`to_text`] of a [`Health::snapshot`]: the connection is still open.
+pub fn to_text_open(h: &ConnectionHealth) -> String {
+    text(h, true, true).0
 }
 
 /// [`to_text`] without the connection's number, and where it goes: a thread that analyses
 /// some of a capture's connections does not know their numbers in the whole capture.
 pub fn to_text_unnumbered(h: &ConnectionHealth) -> (String, usize) {
-    text(h, false)
+    text(h, false, false)
 }
 
 /// [`to_json`]'s line (with its newline) appended to `out` without the connection's number,
@@ -539,7 +556,7 @@ pub fn write_json_unnumbered(report: &Value, out: &mut Vec<u8>) -> Option<usize>
     slot
 }
 
-fn text(h: &ConnectionHealth, numbered: bool) -> (String, usize) {
+fn text(h: &ConnectionHealth, numbered: bool, open: bool) -> (String, usize) {
     use std::fmt::Write;
     let mut s = String::from("connection #");
     let slot = s.len();
@@ -547,14 +564,14 @@ fn text(h: &ConnectionHealth, numbered: bool) -> (String, usize) {
         let _ = write!(s, "{}", h.conn);
     }
     let who = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "?".into());
-    let end = h
-        .end
-        .as_ref()
-        .map(|e| e.end.as_str())
-        .unwrap_or("capture-end");
+    let end = match (&h.end, open) {
+        (_, true) => "still open (the report so far)".to_string(),
+        (Some(e), _) => format!("ended: {}", e.end.as_str()),
+        (None, _) => "ended: capture-end".to_string(),
+    };
     let _ = writeln!(
         s,
-        " {} → {}: {:.3}s, {} calls, {} frames, ended: {end}",
+        " {} → {}: {:.3}s, {} calls, {} frames, {end}",
         who(h.client),
         who(h.server),
         h.last_ts_ns.saturating_sub(h.first_ts_ns) as f64 / 1e9,

@@ -169,6 +169,8 @@ impl Loader {
         cfg.http2.keep_frame_bytes = true;
         let thread = std::thread::spawn(move || {
             let mut batch = Batcher::new(tx.clone(), writer);
+            // Live connections stay open: their health shows as it goes.
+            batch.builder.refresh_open_health(Duration::from_secs(1));
             let mut d = Dissector::with_schemas(cfg, schemas);
             let mut seen = 0u64;
             let mut failure = None;

@@ -8,8 +8,9 @@
 //! progress (a long stream, a live capture) show up at once, and the row is completed when the
 //! call ends.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
+use std::time::{Duration, Instant};
 
 use crate::analysis::health::ConnectionHealth;
 use crate::event::{ConnectionEnd, Event, FrameDetail, FrameEvent, MessageEvent, Sink};
@@ -163,6 +164,11 @@ pub enum Update {
         index: usize,
         row: ConnRow,
     },
+    /// A connection still open has a new detail: its health report so far.
+    ConnDetail {
+        index: usize,
+        stored: Stored,
+    },
     Error,
     FirstTs(i64),
 }
@@ -248,6 +254,11 @@ impl Model {
                 }
                 None => self.conns.push(row),
             },
+            Update::ConnDetail { index, stored } => {
+                if let Some(row) = self.conns.get_mut(index) {
+                    row.stored = stored;
+                }
+            }
             Update::Error => self.errors += 1,
             Update::FirstTs(t) => {
                 self.first_ts_ns.get_or_insert(t);
@@ -676,6 +687,12 @@ pub struct Builder {
     /// Connection health, followed alongside; its report becomes the connection's detail.
     health: crate::analysis::health::Health<Box<dyn FnMut(ConnectionHealth)>>,
     reports: Reports,
+    /// Live: open connections' details show their health so far, refreshed this often, for
+    /// the connections that had frames since (a file is read through too fast to need it,
+    /// and its connections end with it).
+    live_refresh: Option<Duration>,
+    last_refresh: Option<Instant>,
+    active: BTreeSet<u64>,
     /// The first failure to write the store; rows after it have empty details.
     pub store_error: Option<std::io::Error>,
 }
@@ -698,12 +715,51 @@ impl Builder {
                 sink.borrow_mut().insert(r.conn, r);
             })),
             reports,
+            live_refresh: None,
+            last_refresh: None,
+            active: BTreeSet::new(),
             store_error: None,
+        }
+    }
+
+    /// Open connections' details show their health so far, refreshed every `every`.
+    pub fn refresh_open_health(&mut self, every: Duration) {
+        self.live_refresh = Some(every);
+    }
+
+    /// New details for the open connections that had frames since the last refresh, when
+    /// one is due.
+    fn refresh_health(&mut self) {
+        let Some(every) = self.live_refresh else {
+            return;
+        };
+        if self.active.is_empty() || self.last_refresh.is_some_and(|t| t.elapsed() < every) {
+            return;
+        }
+        self.last_refresh = Some(Instant::now());
+        // A bound on the store's growth when very many connections are busy.
+        const MOST: usize = 1000;
+        for conn in std::mem::take(&mut self.active).into_iter().take(MOST) {
+            let (Some(&index), Some(h)) = (self.conns.get(&conn), self.health.snapshot(conn))
+            else {
+                continue;
+            };
+            let lines = crate::analysis::health::to_text_open(&h)
+                .lines()
+                .map(DetailLine::text)
+                .collect();
+            let stored = self.put(&Detail {
+                summary: String::new(),
+                lines,
+                raw: None,
+            });
+            self.out.push(Update::ConnDetail { index, stored });
         }
     }
 
     /// The updates made since the last call, with their details readable from the store.
     pub fn take(&mut self) -> Vec<Update> {
+        self.refresh_health();
         for key in std::mem::take(&mut self.dirty) {
             let Some(OpenCall {
                 index,
@@ -791,9 +847,11 @@ impl Builder {
             .unwrap_or_default();
         let stored = self.put(&Detail {
             summary: String::new(),
-            lines: vec![DetailLine::text(
-                "connection in progress: its health report comes when it ends",
-            )],
+            lines: vec![DetailLine::text(if self.live_refresh.is_some() {
+                "connection in progress: its health report so far comes within a second"
+            } else {
+                "connection in progress: its health report comes when it ends"
+            })],
             raw: None,
         });
         self.out.push(Update::Conn {
@@ -971,6 +1029,7 @@ impl Builder {
             self.calls.remove(&k);
         }
         self.health.event(Event::ConnectionEnd(e.clone()));
+        self.active.remove(&e.conn);
         let lines = self
             .reports
             .borrow_mut()
@@ -1018,6 +1077,9 @@ impl Sink for Builder {
             Event::Frame(f) => {
                 self.frame(&f);
                 self.health.frame(&f);
+                if self.live_refresh.is_some() {
+                    self.active.insert(f.origin.conn);
+                }
             }
             Event::Message(m) => self.message(&m),
             Event::Call(c) => {
