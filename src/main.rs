@@ -1606,29 +1606,18 @@ fn analyse_file(
         out: &mut out,
         error: None,
     };
+    let run = PartsRun {
+        reader: &mut reader,
+        cfg: &cfg,
+        schemas,
+        shards,
+        lines: &mut lines,
+        progress: &mut progress,
+    };
     let result = if health {
-        let make = || parts::health_part(filter, report_format);
-        let (result, _) = run_parts(
-            &mut reader,
-            &cfg,
-            schemas,
-            shards,
-            &make,
-            &mut lines,
-            &mut progress,
-        );
-        result
+        run.run(&|| parts::health_part(filter, report_format)).0
     } else {
-        let make = || StatsPart::new(filter);
-        let (result, parts) = run_parts(
-            &mut reader,
-            &cfg,
-            schemas,
-            shards,
-            &make,
-            &mut lines,
-            &mut progress,
-        );
+        let (result, parts) = run.run(&|| StatsPart::new(filter));
         let mut stats = h2scope::analysis::stats::CallStats::default();
         for finished in parts {
             stats.absorb(finished.part.stats, &finished.numbers);
@@ -1676,64 +1665,79 @@ impl<W: Write> Sink for LinesOut<'_, W> {
     }
 }
 
-/// Dissects the capture into a part of the analysis made by `make`: one per thread on
-/// `shards` threads, or one on this thread, its lines written as they come. Returns how
-/// reading ended and the parts, with their connections' numbers in the capture.
-fn run_parts<P: h2scope::parallel::Part>(
-    reader: &mut CaptureReader,
-    cfg: &h2scope::pipeline::Config,
-    schemas: &Schemas,
+/// A capture to dissect into a part of an analysis (see [`PartsRun::run`]).
+struct PartsRun<'a> {
+    reader: &'a mut CaptureReader,
+    cfg: &'a h2scope::pipeline::Config,
+    schemas: &'a Schemas,
     shards: usize,
-    make: &(dyn Fn() -> P + Sync),
-    lines: &mut dyn Sink,
-    progress: &mut Option<Progress>,
-) -> (
-    Result<(), h2scope::capture::CaptureError>,
-    Vec<h2scope::parallel::Finished<P>>,
-) {
-    use h2scope::parallel::{Finished, Lines};
-    let mut seen = 0u64;
-    if shards > 1 {
-        let (outcome, parts) = h2scope::parallel::dissect_parts(
+    lines: &'a mut dyn Sink,
+    progress: &'a mut Option<Progress>,
+}
+
+impl PartsRun<'_> {
+    /// Dissects the capture into parts made by `make`: one per thread on `shards` threads,
+    /// or one on this thread, its lines written as they come. Returns how reading ended and
+    /// the parts, with their connections' numbers in the capture.
+    fn run<P: h2scope::parallel::Part>(
+        self,
+        make: &(dyn Fn() -> P + Sync),
+    ) -> (
+        Result<(), h2scope::capture::CaptureError>,
+        Vec<h2scope::parallel::Finished<P>>,
+    ) {
+        use h2scope::parallel::{Finished, Lines};
+        let PartsRun {
             reader,
             cfg,
             schemas,
             shards,
-            u64::MAX,
-            make,
             lines,
-            |_| {
-                progress.tick(seen);
-                seen += 1;
-            },
-        );
-        progress.done();
-        return (outcome.result, parts);
-    }
-    let mut part = make();
-    let mut dissector = Dissector::with_schemas(cfg.clone(), schemas.clone());
-    let mut buf = Vec::new();
-    let mut flush = |part: &mut P, lines: &mut dyn Sink| {
-        part.lines(&mut Lines::to(&mut buf));
-        if !buf.is_empty() {
-            lines.line(&buf);
-            buf.clear();
+            progress,
+        } = self;
+        let mut seen = 0u64;
+        if shards > 1 {
+            let (outcome, parts) = h2scope::parallel::dissect_parts(
+                reader,
+                cfg,
+                schemas,
+                shards,
+                u64::MAX,
+                make,
+                lines,
+                |_| {
+                    progress.tick(seen);
+                    seen += 1;
+                },
+            );
+            progress.done();
+            return (outcome.result, parts);
         }
-    };
-    let result = reader.for_each_packet(|p| {
-        progress.tick(seen);
-        seen += 1;
-        dissector.packet(p, &mut part);
+        let mut part = make();
+        let mut dissector = Dissector::with_schemas(cfg.clone(), schemas.clone());
+        let mut buf = Vec::new();
+        let mut flush = |part: &mut P, lines: &mut dyn Sink| {
+            part.lines(&mut Lines::to(&mut buf));
+            if !buf.is_empty() {
+                lines.line(&buf);
+                buf.clear();
+            }
+        };
+        let result = reader.for_each_packet(|p| {
+            progress.tick(seen);
+            seen += 1;
+            dissector.packet(p, &mut part);
+            flush(&mut part, lines);
+            true
+        });
+        progress.done();
+        dissector.finish(&mut part);
+        part.end();
         flush(&mut part, lines);
-        true
-    });
-    progress.done();
-    dissector.finish(&mut part);
-    part.end();
-    flush(&mut part, lines);
-    // Alone, its numbers are the capture's.
-    let numbers = Vec::new();
-    (result, vec![Finished { part, numbers }])
+        // Alone, its numbers are the capture's.
+        let numbers = Vec::new();
+        (result, vec![Finished { part, numbers }])
+    }
 }
 
 fn capture(args: CaptureArgs) -> ExitCode {
