@@ -1117,12 +1117,8 @@ fn read_file<W: Write>(
 ) -> FileOutcome {
     let mut failed = false;
     let mut cfg = config(&args.decode);
-    let mut reader = match open_capture(file, &cfg) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("h2scope: {e}");
-            return FileOutcome::Failed;
-        }
+    let Some(mut reader) = open_input(file, &cfg) else {
+        return FileOutcome::Failed;
     };
     // Nothing shown needs the messages' contents: skip decoding them (counts stay).
     cfg.grpc.decode_bodies = !args.shows_little(silent);
@@ -1572,6 +1568,13 @@ fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
     }
 }
 
+/// Opens a capture to read, or says why it cannot.
+fn open_input(file: &str, cfg: &h2scope::pipeline::Config) -> Option<CaptureReader> {
+    open_capture(file, cfg)
+        .map_err(|e| eprintln!("h2scope: {e}"))
+        .ok()
+}
+
 /// `health` or `stats` of one file, written to `out`.
 fn analyse_file(
     file: &str,
@@ -1589,12 +1592,8 @@ fn analyse_file(
         Format::Jsonl => ReportFormat::Jsonl,
     };
     let mut cfg = config(&args.decode);
-    let mut reader = match open_capture(file, &cfg) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("h2scope: {e}");
-            return FileOutcome::Failed;
-        }
+    let Some(mut reader) = open_input(file, &cfg) else {
+        return FileOutcome::Failed;
     };
     cfg.grpc.decode_bodies = false;
     // Cleared before the stats report is written. Health reports come as connections end: on
