@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use h2scope::capture::compressed::{Compression, Position};
+use h2scope::capture::defrag::FragmentKey;
 use h2scope::capture::{link, live, rereadable, CaptureReader, CaptureWarning};
 use h2scope::event::{ErrorEvent, ErrorKind, Event, Sink};
 use h2scope::grpc::schema::Schemas;
@@ -1106,6 +1107,52 @@ fn text_options(o: &OutputArgs, quiet: bool) -> TextOptions {
     }
 }
 
+/// Fragments of IP datagrams not yet whole, held while `read -w` selects by connection or
+/// port: a datagram's connection is known only with its last fragment, and its earlier ones
+/// are written just before it (so a file cut out of a capture reassembles as the capture did).
+/// Held bytes are bounded as the defragmenter's are; the oldest go first.
+#[derive(Default)]
+struct HeldFragments {
+    packets: std::collections::VecDeque<(FragmentKey, OwnedPacket)>,
+    bytes: usize,
+}
+
+struct OwnedPacket {
+    link: h2scope::capture::LinkType,
+    ts_ns: i64,
+    data: Vec<u8>,
+    orig_len: u32,
+}
+
+impl HeldFragments {
+    fn hold(&mut self, key: FragmentKey, p: &h2scope::capture::Packet<'_>) {
+        self.bytes += p.data.len();
+        self.packets.push_back((
+            key,
+            OwnedPacket {
+                link: p.link,
+                ts_ns: p.ts_ns,
+                data: p.data.to_vec(),
+                orig_len: p.orig_len,
+            },
+        ));
+        while self.bytes > h2scope::capture::defrag::MAX_BYTES {
+            match self.packets.pop_front() {
+                Some((_, p)) => self.bytes -= p.data.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// The fragments held of datagram `key`, in capture order.
+    fn take(&mut self, key: FragmentKey) -> Vec<OwnedPacket> {
+        let (taken, kept): (Vec<_>, Vec<_>) = self.packets.drain(..).partition(|(k, _)| *k == key);
+        self.packets = kept.into();
+        self.bytes -= taken.iter().map(|(_, p)| p.data.len()).sum::<usize>();
+        taken.into_iter().map(|(_, p)| p).collect()
+    }
+}
+
 /// Reads one capture file into the sink (the body of `read`, per file).
 fn read_file<W: Write>(
     file: &str,
@@ -1150,6 +1197,7 @@ fn read_file<W: Write>(
     };
     let mut write_error = None;
     let mut written = 0u64;
+    let mut held = HeldFragments::default();
     sink.tally = Default::default();
     let mut seen = 0u64;
     // Not over lines streaming to the same terminal, which would break into it.
@@ -1195,30 +1243,46 @@ fn read_file<W: Write>(
             }
             let conn = dissector.packet(pkt, sink);
             if let Some(w) = writer.as_mut() {
-                let by_conn =
-                    args.conns.is_empty() || conn.is_some_and(|c| args.conns.contains(&c));
-                let by_path = selected_conns
-                    .as_ref()
-                    .is_none_or(|set| conn.is_some_and(|c| set.contains(&c)));
-                // Secrets to embed only once some are known (given, or met in the file).
-                let embed = embed_keys.as_deref().filter(|k| !k.is_empty());
-                // The TCP segment, decoded once if the port filter or the secrets need it.
-                let seg = (args.port.is_some() || embed.is_some())
-                    .then(|| link::decode(pkt.link, pkt.data).ok())
-                    .flatten();
-                let by_port = args.port.is_none_or(|p| {
-                    seg.as_ref()
-                        .is_some_and(|s| s.src.port() == p || s.dst.port() == p)
-                });
-                if by_conn && by_path && by_port && write_error.is_none() {
-                    if let (Some(keys), Some(seg)) = (embed, &seg) {
-                        if let Err(e) = w.embed_tls_secrets(keys, seg.payload) {
-                            write_error = Some(e);
+                let selects =
+                    !args.conns.is_empty() || selected_conns.is_some() || args.port.is_some();
+                let fragment = dissector.last_fragment().filter(|_| selects);
+                match (fragment, conn) {
+                    // A datagram's connection is known with its last fragment: the others
+                    // wait for it.
+                    (Some(key), None) => held.hold(key, pkt),
+                    _ => {
+                        let by_conn =
+                            args.conns.is_empty() || conn.is_some_and(|c| args.conns.contains(&c));
+                        let by_path = selected_conns
+                            .as_ref()
+                            .is_none_or(|set| conn.is_some_and(|c| set.contains(&c)));
+                        let by_port = args.port.is_none_or(|p| {
+                            dissector
+                                .last_ports()
+                                .is_some_and(|(a, b)| a == p || b == p)
+                        });
+                        let earlier = fragment.map(|k| held.take(k)).unwrap_or_default();
+                        if by_conn && by_path && by_port && write_error.is_none() {
+                            for p in earlier {
+                                match w.write_packet(p.link, p.ts_ns, &p.data, p.orig_len) {
+                                    Ok(()) => written += 1,
+                                    Err(e) => write_error = Some(e),
+                                }
+                            }
+                            // Secrets to embed only once some are known (given, or met in
+                            // the file).
+                            if let Some(keys) = embed_keys.as_deref().filter(|k| !k.is_empty()) {
+                                if let Ok(seg) = link::decode(pkt.link, pkt.data) {
+                                    if let Err(e) = w.embed_tls_secrets(keys, seg.payload) {
+                                        write_error = Some(e);
+                                    }
+                                }
+                            }
+                            match w.write_packet(pkt.link, pkt.ts_ns, pkt.data, pkt.orig_len) {
+                                Ok(()) => written += 1,
+                                Err(e) => write_error = Some(e),
+                            }
                         }
-                    }
-                    match w.write_packet(pkt.link, pkt.ts_ns, pkt.data, pkt.orig_len) {
-                        Ok(()) => written += 1,
-                        Err(e) => write_error = Some(e),
                     }
                 }
             }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::capture::defrag::Defragmenter;
+use crate::capture::defrag::{Defragmenter, FragmentKey};
 use crate::capture::link::{self, Skip, TcpSegment};
 use crate::capture::Packet;
 use crate::event::{ConnectionEnd, EndKind, ErrorKind, Event, Sink, Tally, Wants};
@@ -314,6 +314,9 @@ pub struct Dissector {
     tls_budget: tls::Budget,
     /// IP datagrams being reassembled, from the first fragment on.
     defrag: Option<Box<Defragmenter>>,
+    /// The last packet: the datagram it was a fragment of, and its segment's ports.
+    last_fragment: Option<FragmentKey>,
+    last_ports: Option<(u16, u16)>,
 }
 
 impl Dissector {
@@ -331,6 +334,8 @@ impl Dissector {
             last_index: 0,
             tls_budget: tls::Budget::default(),
             defrag: None,
+            last_fragment: None,
+            last_ports: None,
         }
     }
 
@@ -345,6 +350,8 @@ impl Dissector {
 
     /// Dissects one packet; returns the number of the TCP connection it belongs to, if any.
     pub fn packet(&mut self, pkt: &Packet<'_>, sink: &mut dyn Sink) -> Option<u64> {
+        self.last_fragment = None;
+        self.last_ports = None;
         match link::decode(pkt.link, pkt.data) {
             Ok(seg) => self.segment(pkt.index, pkt.ts_ns, &seg, sink),
             Err(Skip::IpFragment) => {
@@ -358,6 +365,7 @@ impl Dissector {
                             None
                         }
                     };
+                self.last_fragment = defrag.last_key();
                 self.defrag = Some(defrag);
                 conn
             }
@@ -366,6 +374,18 @@ impl Dissector {
                 None
             }
         }
+    }
+
+    /// The IP datagram the last packet was a fragment of: held (no connection yet) or
+    /// completed by it (its connection's).
+    pub fn last_fragment(&self) -> Option<FragmentKey> {
+        self.last_fragment
+    }
+
+    /// The ports of the last packet's TCP segment (a reassembled datagram's, for the fragment
+    /// that completed it).
+    pub fn last_ports(&self) -> Option<(u16, u16)> {
+        self.last_ports
     }
 
     /// A packet that carries no TCP segment, for why (decoded by the thread that shards
@@ -386,6 +406,7 @@ impl Dissector {
     ) -> Option<u64> {
         self.note_packet(index, ts_ns);
         self.stats.tcp_packets += 1;
+        self.last_ports = Some((seg.src.port(), seg.dst.port()));
         let meta = PacketMeta { index, ts_ns };
         let (flows, mut handler) = self.stages(sink);
         flows.segment(seg, &meta, &mut handler)

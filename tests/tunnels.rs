@@ -363,6 +363,35 @@ fn fragmented_packets_are_reassembled() {
             .unwrap();
         assert_eq!(held + u64::from(n), u64::from(written), "{kind}: {s}");
         assert_eq!(s["tcp_packets"], n, "{kind}: {s}");
+        // Cut out by connection or by port, the file keeps every fragment, the earlier ones
+        // held until the datagram's last showed whose it is.
+        let port_text = port.to_string();
+        for (n_sel, selection) in [["--conn", "0"], ["--port", &port_text]].iter().enumerate() {
+            let cut = dir.join(format!("{kind}-cut-{n_sel}.pcapng"));
+            let out = Command::new(BIN)
+                .args(["read", "-w", cut.to_str().unwrap()])
+                .args(selection)
+                .arg(file)
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            let said = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                said.contains(&format!("wrote {written} packets")),
+                "{kind} {selection:?}: {said}"
+            );
+            let cut = cut.to_str().unwrap();
+            assert_eq!(
+                h2scope(&[&["read"][..], &fields].concat(), cut),
+                frames,
+                "{kind} {selection:?}"
+            );
+            assert_eq!(
+                tshark_types(cut, port),
+                reference,
+                "{kind} {selection:?}: tshark"
+            );
+        }
         let threads = h2scope(&["read", "--threads", "2", "-q", "--format", "jsonl"], file);
         let t: serde_json::Value = serde_json::from_str(threads.trim()).unwrap();
         assert_eq!(t["skipped_packets"], s["skipped_packets"], "{kind}");

@@ -81,6 +81,8 @@ pub struct Defragmenter {
     done: Vec<u8>,
     /// Capture time of the next check for fragments timed out.
     next_sweep: i64,
+    /// The datagram of the last fragment taken in.
+    last: Option<FragmentKey>,
 }
 
 impl Defragmenter {
@@ -89,8 +91,14 @@ impl Defragmenter {
         self.pending.len()
     }
 
+    /// The datagram the last fragment taken in belongs to.
+    pub fn last_key(&self) -> Option<FragmentKey> {
+        self.last
+    }
+
     /// Takes in a fragment seen at `ts_ns`.
     pub fn add(&mut self, f: Fragment<'_>, ts_ns: i64) -> Reassembly<'_> {
+        self.last = Some(f.key);
         let end = f.offset.saturating_add(f.data.len());
         if end > MAX_DATAGRAM || f.header.len() < 20 {
             self.remove(&f.key);
