@@ -530,11 +530,7 @@ fn tui(args: TuiArgs) -> ExitCode {
         eprintln!(
             "h2scope: the TUI reads its -w file back as it goes, so it writes it uncompressed; \
              give a name without .{} and compress it afterwards",
-            match c {
-                Compression::Gzip => "gz",
-                Compression::Zstd => "zst",
-                Compression::Lz4 => "lz4",
-            }
+            c.extension()
         );
         return ExitCode::from(2);
     }
@@ -855,7 +851,6 @@ fn capture_warnings(reader: &CaptureReader) -> Vec<String> {
         .collect()
 }
 
-/// Opens the `-w` file (pcapng unless `--pcap`); says on stderr why it cannot.
 /// How `--compress` names a compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum CompressArg {
@@ -876,6 +871,7 @@ fn compression_for(path: &std::path::Path, arg: Option<CompressArg>) -> Option<C
     }
 }
 
+/// Opens the `-w` file (pcapng unless `--pcap`); says on stderr why it cannot.
 fn open_write(
     path: &std::path::Path,
     pcap: bool,

@@ -37,11 +37,18 @@ impl Compression {
     /// The compression a file name asks for by its extension (`.gz`, `.zst`, `.lz4`), as
     /// Wireshark chooses it for a file it writes.
     pub fn for_extension(path: &std::path::Path) -> Option<Compression> {
-        match path.extension()?.to_str()? {
-            "gz" => Some(Compression::Gzip),
-            "zst" => Some(Compression::Zstd),
-            "lz4" => Some(Compression::Lz4),
-            _ => None,
+        let ext = path.extension()?.to_str()?;
+        [Compression::Gzip, Compression::Zstd, Compression::Lz4]
+            .into_iter()
+            .find(|c| c.extension() == ext)
+    }
+
+    /// The file name extension of this compression, without its dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gz",
+            Compression::Zstd => "zst",
+            Compression::Lz4 => "lz4",
         }
     }
 
