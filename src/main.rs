@@ -1194,6 +1194,8 @@ fn read_file<W: Write>(
     let mut write_error = None;
     let mut written = 0u64;
     let mut held = HeldFragments::default();
+    // -w writes a selection: fragments wait for their datagram's connection.
+    let selects = !args.conns.is_empty() || selected_conns.is_some() || args.port.is_some();
     sink.tally = Default::default();
     let mut seen = 0u64;
     // Not over lines streaming to the same terminal, which would break into it.
@@ -1239,8 +1241,6 @@ fn read_file<W: Write>(
             }
             let conn = dissector.packet(pkt, sink);
             if let Some(w) = writer.as_mut() {
-                let selects =
-                    !args.conns.is_empty() || selected_conns.is_some() || args.port.is_some();
                 let fragment = dissector.last_fragment().filter(|_| selects);
                 match (fragment, conn) {
                     // A datagram's connection is known with its last fragment: the others
@@ -1469,32 +1469,14 @@ fn read(args: ReadArgs) -> ExitCode {
     let silent = args.write.is_some() && !args.print;
     let light = args.shows_little(silent);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let parallel =
-        args.inputs.files.len() > 1 && threads > 1 && !args.inputs.files.iter().any(|f| f == "-");
-    if !parallel {
+    if !one_file_per_core(&args.inputs.files, threads) {
         let mut sink = make_sink(&args.output, silent, io::stdout().lock());
-        let mut failed = false;
-        for file in &args.inputs.files {
-            // One file (or a pipe): a large one is split across the cores. The threads also
-            // format the lines; the writing thread only puts them in order.
-            let shards = args.threads.unwrap_or_else(|| {
-                if worth_threads(file, light) {
-                    threads
-                } else {
-                    1
-                }
-            });
-            match read_file(file, &args, &base_schemas, &mut sink, silent, shards) {
-                FileOutcome::Done { failed: f } => failed |= f,
-                FileOutcome::Failed => failed = true,
-                FileOutcome::Stop(code) => return code,
-            }
-        }
-        return if failed {
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
-        };
+        // One file (or a pipe): a large one is split across the cores. The threads also
+        // format the lines; the writing thread only puts them in order.
+        return exit_code(args.inputs.files.iter().map(|file| {
+            let shards = shards_for(file, args.threads, light, threads);
+            read_file(file, &args, &base_schemas, &mut sink, silent, shards)
+        }));
     }
     files_in_parallel(args.inputs.files.len(), threads, |i, out| {
         let mut sink = make_sink(&args.output, silent, out);
@@ -1560,12 +1542,41 @@ fn files_in_parallel(
     if let Some(code) = stop {
         return code;
     }
+    // A file whose worker stopped without an outcome failed.
+    exit_code(
+        outcomes
+            .into_iter()
+            .map(|o| o.into_inner().ok().flatten().unwrap_or(FileOutcome::Failed)),
+    )
+}
+
+/// Whether several files are read one per core (`cores` of them), each on one thread: not
+/// standard input, which only one of them could read.
+fn one_file_per_core(files: &[String], cores: usize) -> bool {
+    files.len() > 1 && cores > 1 && !files.iter().any(|f| f == "-")
+}
+
+/// Threads for one file: as `--threads` says, else one per core for a file worth it (see
+/// [`worth_threads`]).
+fn shards_for(file: &str, threads: Option<usize>, light_output: bool, cores: usize) -> usize {
+    threads.unwrap_or_else(|| {
+        if worth_threads(file, light_output) {
+            cores
+        } else {
+            1
+        }
+    })
+}
+
+/// The exit code of files handled in turn: the first that stops everything ends it (a lazy
+/// iterator handles no file after it), else a failure if any failed.
+fn exit_code(outcomes: impl IntoIterator<Item = FileOutcome>) -> ExitCode {
     let mut failed = false;
-    for o in outcomes {
-        match o.into_inner().ok().flatten() {
-            Some(FileOutcome::Done { failed: f }) => failed |= f,
-            Some(FileOutcome::Stop(code)) => return code,
-            Some(FileOutcome::Failed) | None => failed = true,
+    for outcome in outcomes {
+        match outcome {
+            FileOutcome::Done { failed: f } => failed |= f,
+            FileOutcome::Failed => failed = true,
+            FileOutcome::Stop(code) => return code,
         }
     }
     if failed {
@@ -1594,38 +1605,22 @@ fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
     let files = &args.inputs.files;
     let filter = args.display_filter.as_ref();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if files.len() > 1 && cores > 1 && !files.iter().any(|f| f == "-") {
+    if one_file_per_core(files, cores) {
         return files_in_parallel(files.len(), cores, |i, out| {
             analyse_file(&files[i], &args, &schemas, health, out, 1)
         });
     }
-    let mut failed = false;
-    for file in files {
-        // A filter on connection numbers needs them, which only one thread knows as it goes.
-        let by_conn = h2scope::analysis::parts::filter_needs_one_thread(filter);
+    // A filter on connection numbers needs them, which only one thread knows as it goes.
+    let by_conn = h2scope::analysis::parts::filter_needs_one_thread(filter);
+    exit_code(files.iter().map(|file| {
+        // The output is small, as for -q: threads by the same measure.
         let shards = if by_conn {
             1
         } else {
-            args.threads.unwrap_or_else(|| {
-                // The output is small, as for -q: threads by the same measure.
-                if worth_threads(file, true) {
-                    cores
-                } else {
-                    1
-                }
-            })
+            shards_for(file, args.threads, true, cores)
         };
-        match analyse_file(file, &args, &schemas, health, io::stdout().lock(), shards) {
-            FileOutcome::Done { failed: f } => failed |= f,
-            FileOutcome::Failed => failed = true,
-            FileOutcome::Stop(code) => return code,
-        }
-    }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+        analyse_file(file, &args, &schemas, health, io::stdout().lock(), shards)
+    }))
 }
 
 /// Opens a capture to read, or says why it cannot.
