@@ -357,14 +357,13 @@ impl Dissector {
             Err(Skip::IpFragment) => {
                 // Taken out while the segment it may complete borrows it.
                 let mut defrag = self.defrag.take().unwrap_or_default();
-                let conn =
-                    match link::decode_reassembling(pkt.link, pkt.data, &mut defrag, pkt.ts_ns) {
-                        Ok(seg) => self.segment(pkt.index, pkt.ts_ns, &seg, sink),
-                        Err(skip) => {
-                            self.skipped(pkt.index, pkt.ts_ns, skip);
-                            None
-                        }
-                    };
+                let conn = match link::reassemble(pkt.link, pkt.data, &mut defrag, pkt.ts_ns) {
+                    Ok(seg) => self.segment(pkt.index, pkt.ts_ns, &seg, sink),
+                    Err(skip) => {
+                        self.skipped(pkt.index, pkt.ts_ns, skip);
+                        None
+                    }
+                };
                 self.last_fragment = defrag.last_key();
                 self.defrag = Some(defrag);
                 conn

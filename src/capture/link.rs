@@ -134,11 +134,20 @@ pub fn decode_reassembling<'a>(
     ts_ns: i64,
 ) -> Result<TcpSegment<'a>, Skip> {
     match decode(link, data) {
-        Err(Skip::IpFragment) => {
-            sliced_segment(link_packet(link, data)?, MAX_TUNNELS, Some((defrag, ts_ns)))
-        }
+        Err(Skip::IpFragment) => reassemble(link, data, defrag, ts_ns),
         other => other,
     }
+}
+
+/// A packet [`decode`] found to be an IP fragment, taken in by `defrag`: the segment of the
+/// datagram it completes, or why it gives none yet.
+pub fn reassemble<'a>(
+    link: LinkType,
+    data: &'a [u8],
+    defrag: &'a mut Defragmenter,
+    ts_ns: i64,
+) -> Result<TcpSegment<'a>, Skip> {
+    sliced_segment(link_packet(link, data)?, MAX_TUNNELS, Some((defrag, ts_ns)))
 }
 
 /// Any link layer this module knows, through etherparse's lax parsing.
