@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use h2scope::capture::compressed::{Compression, Position};
 use h2scope::capture::defrag::FragmentKey;
-use h2scope::capture::{link, live, rereadable, CaptureReader, CaptureWarning};
+use h2scope::capture::{link, live, rereadable, CaptureReader, CaptureWarning, OwnedPacket};
 use h2scope::event::{ErrorEvent, ErrorKind, Event, Sink};
 use h2scope::grpc::schema::Schemas;
 use h2scope::haproxy::{self, check, config, ExportOptions, Selector};
@@ -1113,25 +1113,10 @@ struct HeldFragments {
     bytes: usize,
 }
 
-struct OwnedPacket {
-    link: h2scope::capture::LinkType,
-    ts_ns: i64,
-    data: Vec<u8>,
-    orig_len: u32,
-}
-
 impl HeldFragments {
     fn hold(&mut self, key: FragmentKey, p: &h2scope::capture::Packet<'_>) {
         self.bytes += p.data.len();
-        self.packets.push_back((
-            key,
-            OwnedPacket {
-                link: p.link,
-                ts_ns: p.ts_ns,
-                data: p.data.to_vec(),
-                orig_len: p.orig_len,
-            },
-        ));
+        self.packets.push_back((key, p.to_owned_packet()));
         while self.bytes > h2scope::capture::defrag::MAX_BYTES {
             match self.packets.pop_front() {
                 Some((_, p)) => self.bytes -= p.data.len(),

@@ -44,6 +44,27 @@ pub struct Packet<'a> {
     pub orig_len: u32,
 }
 
+impl Packet<'_> {
+    /// The packet, kept past the reader's buffer.
+    pub fn to_owned_packet(&self) -> OwnedPacket {
+        OwnedPacket {
+            ts_ns: self.ts_ns,
+            link: self.link,
+            data: self.data.to_vec(),
+            orig_len: self.orig_len,
+        }
+    }
+}
+
+/// A packet kept past the reader's buffer: one held back from a file being written.
+#[derive(Debug, Clone)]
+pub struct OwnedPacket {
+    pub ts_ns: i64,
+    pub link: LinkType,
+    pub data: Vec<u8>,
+    pub orig_len: u32,
+}
+
 /// Something in the file that is not a readable packet, but does not stop the reading.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CaptureWarning {

@@ -14,7 +14,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::capture::{link, LinkType, Packet};
+use crate::capture::{link, OwnedPacket, Packet};
 use crate::output::pcapng::CaptureFile;
 use crate::tls::KeyLog;
 
@@ -26,18 +26,11 @@ pub const HOLD_BYTES: usize = 8 << 20;
 /// The key log file is read again at most this often while secrets are awaited.
 const RELOAD_EVERY: Duration = Duration::from_millis(10);
 
-struct Held {
-    link: LinkType,
-    ts_ns: i64,
-    orig_len: u32,
-    data: Vec<u8>,
-}
-
 /// Writes packets to a [`CaptureFile`], holding them back while the secrets of the TLS
 /// connections they start are awaited.
 pub struct SecretsEmbedder {
     keys: Arc<KeyLog>,
-    held: VecDeque<Held>,
+    held: VecDeque<OwnedPacket>,
     held_bytes: usize,
     /// Client randoms of the ClientHellos among the held packets.
     awaited: Vec<[u8; 32]>,
@@ -77,12 +70,7 @@ impl SecretsEmbedder {
             return file.write_packet(pkt.link, pkt.ts_ns, pkt.data, pkt.orig_len);
         }
         self.held_bytes += pkt.data.len();
-        self.held.push_back(Held {
-            link: pkt.link,
-            ts_ns: pkt.ts_ns,
-            orig_len: pkt.orig_len,
-            data: pkt.data.to_vec(),
-        });
+        self.held.push_back(pkt.to_owned_packet());
         self.poll(file)
     }
 
@@ -145,24 +133,22 @@ mod tests {
         format!("{}/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
     }
 
-    type Record = (LinkType, i64, u32, Vec<u8>);
-
-    fn as_packet(index: usize, (link, ts_ns, orig_len, data): &Record) -> Packet<'_> {
+    fn as_packet(index: usize, p: &OwnedPacket) -> Packet<'_> {
         Packet {
             index: index as u64 + 1,
-            ts_ns: *ts_ns,
-            link: *link,
-            data,
-            orig_len: *orig_len,
+            ts_ns: p.ts_ns,
+            link: p.link,
+            data: &p.data,
+            orig_len: p.orig_len,
         }
     }
 
-    /// Packets of `path` as owned records.
-    fn packets(path: &str) -> Vec<Record> {
+    /// Packets of `path`, kept.
+    fn packets(path: &str) -> Vec<OwnedPacket> {
         let mut r = CaptureReader::open(path).unwrap();
         let mut out = Vec::new();
         r.for_each_packet(|p| {
-            out.push((p.link, p.ts_ns, p.orig_len, p.data.to_vec()));
+            out.push(p.to_owned_packet());
             true
         })
         .unwrap();
@@ -238,7 +224,7 @@ mod tests {
         // Every packet is written, in order.
         let written = packets(out.to_str().unwrap());
         assert_eq!(written.len(), pkts.len());
-        assert!(written.iter().zip(&pkts).all(|(a, b)| a.3 == b.3));
+        assert!(written.iter().zip(&pkts).all(|(a, b)| a.data == b.data));
 
         let with_log = dissect(&testdata("grpc-tls.pcap"), Some(&secrets));
         let on_its_own = dissect(out.to_str().unwrap(), None);
