@@ -49,13 +49,7 @@ impl MethodStats {
     #[allow(clippy::ptr_arg)]
     fn add(&mut self, c: &Call, outcome: &Cow<'static, str>) {
         self.calls += 1;
-        match self
-            .outcomes
-            .binary_search_by(|(k, _)| k.as_ref().cmp(outcome.as_ref()))
-        {
-            Ok(i) => self.outcomes[i].1 += 1,
-            Err(i) => self.outcomes.insert(i, (outcome.clone(), 1)),
-        }
+        self.count_outcome(outcome, 1);
         self.request_bytes += c.request_bytes;
         self.response_bytes += c.response_bytes;
         self.max_request_bytes = self.max_request_bytes.max(c.request_bytes);
@@ -67,6 +61,18 @@ impl MethodStats {
         }
         self.unseal();
         self.latencies.push(c.duration_ns());
+    }
+
+    /// `n` more calls that ended so.
+    #[allow(clippy::ptr_arg)]
+    fn count_outcome(&mut self, outcome: &Cow<'static, str>, n: u64) {
+        match self
+            .outcomes
+            .binary_search_by(|(k, _)| k.as_ref().cmp(outcome.as_ref()))
+        {
+            Ok(i) => self.outcomes[i].1 += n,
+            Err(i) => self.outcomes.insert(i, (outcome.clone(), n)),
+        }
     }
 
     /// A call after sealing (not expected): start again from the sealed figures.
@@ -81,13 +87,7 @@ impl MethodStats {
     pub fn merge(&mut self, mut other: MethodStats) {
         self.calls += other.calls;
         for (name, n) in std::mem::take(&mut other.outcomes) {
-            match self
-                .outcomes
-                .binary_search_by(|(k, _)| k.as_ref().cmp(name.as_ref()))
-            {
-                Ok(i) => self.outcomes[i].1 += n,
-                Err(i) => self.outcomes.insert(i, (name, n)),
-            }
+            self.count_outcome(&name, n);
         }
         self.request_bytes += other.request_bytes;
         self.response_bytes += other.response_bytes;
