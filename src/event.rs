@@ -333,6 +333,13 @@ pub trait Sink {
     fn wants(&mut self) -> Wants<'_> {
         Wants::Everything
     }
+
+    /// Whether the sink's output has gone away (a reader that closed the pipe, a full disk):
+    /// reading stops there, as tshark stops at SIGPIPE, rather than dissecting the rest of
+    /// the capture for nobody.
+    fn closed(&self) -> bool {
+        false
+    }
 }
 
 /// What a [`Sink`] looks at.

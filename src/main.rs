@@ -715,6 +715,13 @@ impl<W: Write> Sink for Out<W> {
             t.set_base(first_ts_ns);
         }
     }
+    fn closed(&self) -> bool {
+        match &self.fmt {
+            Fmt::Text(t) => t.closed(),
+            Fmt::Jsonl(j) => j.closed(),
+            Fmt::Fields(f) => f.closed(),
+        }
+    }
 }
 
 impl<W: Write> Out<W> {
@@ -1268,7 +1275,8 @@ fn read_file<W: Write>(
                 }
             }
             seen += 1;
-            seen < limit
+            // Without -w, a closed output is the end (`| head`); with it, the file goes on.
+            seen < limit && (writer.is_some() || !sink.closed())
         })
     };
     progress.done();
@@ -1509,16 +1517,17 @@ fn files_in_parallel(
             });
         }
         let mut stdout = io::stdout().lock();
-        for rx in rxs {
+        // Leaving drops the channels: the files still being read see their output closed,
+        // and stop.
+        'files: for rx in rxs {
             for chunk in rx {
-                if stop.is_none() {
-                    if let Err(e) = stdout.write_all(&chunk) {
-                        stop = Some(if e.kind() == io::ErrorKind::BrokenPipe {
-                            ExitCode::SUCCESS
-                        } else {
-                            ExitCode::FAILURE
-                        });
-                    }
+                if let Err(e) = stdout.write_all(&chunk) {
+                    stop = Some(if e.kind() == io::ErrorKind::BrokenPipe {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    });
+                    break 'files;
                 }
             }
         }
@@ -1702,6 +1711,10 @@ impl<W: Write> Sink for LinesOut<'_, W> {
             self.error = self.out.write_all(line).err();
         }
     }
+
+    fn closed(&self) -> bool {
+        self.error.is_some()
+    }
 }
 
 /// A capture to dissect into a part of an analysis (see [`PartsRun::run`]).
@@ -1767,7 +1780,7 @@ impl PartsRun<'_> {
             seen += 1;
             dissector.packet(p, &mut part);
             flush(&mut part, lines);
-            true
+            !lines.closed()
         });
         progress.done();
         dissector.finish(&mut part);
@@ -1862,6 +1875,8 @@ fn capture(args: CaptureArgs) -> ExitCode {
     while !stop.load(Ordering::SeqCst)
         && seen < limit
         && duration.is_none_or(|d| started.elapsed() < d)
+        // `| head` has seen enough, unless there is a file to go on writing.
+        && (writer.is_some() || !sink.closed())
     {
         match cap.next_packet() {
             Ok(Some(pkt)) => {

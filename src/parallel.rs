@@ -849,7 +849,8 @@ fn run<P: Part>(
                 send_all(&mut batches, (p.index, p.ts_ns, first), &mut merge);
             }
             seen += 1;
-            seen < limit
+            // Asked once a batch: the merge writes only when the workers hand lines back.
+            seen < limit && (pending != 0 || !merge.sink.closed())
         });
         let first = first_ts.unwrap_or(last_ts);
         send_all(&mut batches, (last_index, last_ts, first), &mut merge);

@@ -1358,3 +1358,93 @@ fn a_named_pipe_is_read_once() {
     assert!(err.contains("can be read only once"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `| head` has seen enough: a closed output ends the run, as it ends tshark's, rather than
+/// the rest of the capture being dissected for nobody. The capture here never ends (its
+/// connections are sent again and again on new ports), so a run that does not stop at the
+/// closed output does not stop at all.
+#[test]
+fn a_closed_output_stops_the_reading() {
+    let dir = std::env::temp_dir().join(format!("h2scope-closed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = std::fs::read(testdata("grpc-health.pcap")).unwrap();
+    for (k, args) in [
+        &["read"][..],
+        &["read", "--threads", "1"][..],
+        &["read", "--threads", "2", "--format", "jsonl"][..],
+        &["read", "-T", "fields", "-e", "type"][..],
+        &["health", "--threads", "1"][..],
+        &["health", "--threads", "2"][..],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Two inputs for `read`: files are then read one per core, each into its channel.
+        let inputs = if args[0] == "read" && k == 0 { 2 } else { 1 };
+        let fifos: Vec<_> = (0..inputs)
+            .map(|i| {
+                let f = dir.join(format!("{k}-{i}.fifo"));
+                assert!(Command::new("mkfifo").arg(&f).status().unwrap().success());
+                f
+            })
+            .collect();
+        let mut child = Command::new(BIN)
+            .args(args)
+            .args(&fifos)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let writers: Vec<_> = fifos
+            .iter()
+            .map(|f| {
+                let (f, pcap) = (f.clone(), pcap.clone());
+                std::thread::spawn(move || {
+                    let w = std::fs::OpenOptions::new().write(true).open(f).unwrap();
+                    endless(&pcap, w);
+                })
+            })
+            .collect();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+        assert!(!first.is_empty(), "{args:?} wrote nothing");
+        drop(stdout);
+        let pid = child.id();
+        let (done, wait) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done.send(child.wait()));
+        let Ok(status) = wait.recv_timeout(std::time::Duration::from_secs(60)) else {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            panic!("{args:?} goes on reading after its output was closed");
+        };
+        assert!(status.unwrap().success(), "{args:?}");
+        // The writers end as the reader goes away.
+        writers.into_iter().for_each(|w| w.join().unwrap());
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Writes the pcap file `pcap` (Ethernet, IPv4, one server port) over and over, each round's
+/// client on a port of its own, until the reader goes away.
+fn endless(pcap: &[u8], mut w: impl Write) {
+    const SERVER_PORT: u16 = 34793;
+    if w.write_all(&pcap[..24]).is_err() {
+        return;
+    }
+    for round in 0u32.. {
+        let mut at = 24;
+        while at + 16 <= pcap.len() {
+            let caplen = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
+            let mut record = pcap[at..at + 16 + caplen].to_vec();
+            at += 16 + caplen;
+            let data = &mut record[16..];
+            let src = u16::from_be_bytes([data[34], data[35]]);
+            let client = if src == SERVER_PORT { 36 } else { 34 };
+            let port = 1024 + (round % 60000) as u16;
+            data[client..client + 2].copy_from_slice(&port.to_be_bytes());
+            if w.write_all(&record).is_err() {
+                return;
+            }
+        }
+    }
+}

@@ -258,6 +258,10 @@ impl<W: Write> Fields<W> {
 }
 
 impl<W: Write> Sink for Fields<W> {
+    fn closed(&self) -> bool {
+        self.io_error.is_some()
+    }
+
     fn wants(&mut self) -> Wants<'_> {
         if self.calls_only {
             Wants::Calls(None)

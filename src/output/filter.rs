@@ -413,6 +413,10 @@ impl<S: Sink + ?Sized> Sink for Filtered<'_, S> {
     fn wants(&mut self) -> crate::event::Wants<'_> {
         self.inner.wants()
     }
+
+    fn closed(&self) -> bool {
+        self.inner.closed()
+    }
 }
 
 /// The values of `names` among the top-level fields of a JSON object, the others skipped;

@@ -86,6 +86,10 @@ impl<W: Write> JsonLines<W> {
 }
 
 impl<W: Write> Sink for JsonLines<W> {
+    fn closed(&self) -> bool {
+        self.io_error.is_some()
+    }
+
     fn wants(&mut self) -> crate::event::Wants<'_> {
         if self.calls_only {
             crate::event::Wants::Calls(None)

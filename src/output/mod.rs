@@ -198,6 +198,10 @@ impl<S: Sink> Sink for Counting<S> {
         self.inner.line(line);
     }
 
+    fn closed(&self) -> bool {
+        self.inner.closed()
+    }
+
     fn time_base(&mut self, first_ts_ns: i64) {
         self.inner.time_base(first_ts_ns);
     }

@@ -605,6 +605,10 @@ fn describe(l: &mut String, f: &FrameEvent) {
 }
 
 impl<W: Write> Sink for Text<W> {
+    fn closed(&self) -> bool {
+        self.io_error.is_some()
+    }
+
     fn wants(&mut self) -> crate::event::Wants<'_> {
         if self.opts.calls_only {
             crate::event::Wants::Calls(None)
