@@ -143,6 +143,23 @@ fn filter_by_path(bencher: Bencher) {
     })
 }
 
+/// A filter on a field rows do not keep: every call's JSON Lines object is read back from the
+/// store, and the fields named parsed.
+#[divan::bench(sample_count = 5)]
+fn filter_by_header(bencher: Bencher) {
+    let mut t = term();
+    with_app(|app| {
+        bencher.bench_local(|| {
+            let mut keys = vec![Key::Char('/')];
+            keys.extend("trailers.grpc-status != 0".chars().map(Key::Char));
+            keys.push(Key::Enter);
+            key_and_draw(app, &keys, &mut t);
+            black_box(app.visible().len());
+            app.set_filter("");
+        });
+    })
+}
+
 /// Into a call's frames and their detail and hex, read back from the store.
 #[divan::bench(sample_count = 30)]
 fn drill_into_frames_and_detail(bencher: Bencher) {

@@ -542,9 +542,10 @@ fn tls_connections_show_their_version() {
     assert!(s.contains("over TLS 1.3 TLS_AES_128_GCM_SHA256"), "{s}");
 }
 
-/// `/` takes a display filter on the fields a row keeps, and shows the calls `read --calls -Y`
-/// shows with the same filter; path words and the short forms still work, and a filter on a
-/// field rows lack says so.
+/// `/` takes a display filter on the fields of `read`'s call events, those the row keeps and
+/// those read back from the store (headers, trailers, authority, bytes...), and shows the calls
+/// `read --calls -Y` shows with the same filter; path words and the short forms still work, and
+/// a filter on a field calls lack says so.
 #[test]
 fn the_call_list_takes_display_filters() {
     let mut app = app();
@@ -560,6 +561,11 @@ fn the_call_list_takes_display_filters() {
         "event == call and response_messages >= 1 and duration < 0.01",
         "method == POST and not (conn == 0 and stream > 5)",
         "status == 200 and grpc_status == 0",
+        "trailers.grpc-status == 0",
+        "response_bytes > 10 and authority contains 127",
+        "end == reset or grpc_message",
+        "request_headers.te == trailers and end != complete and stream > 1",
+        "request_headers[\"user-agent\"] ~ \"^tonic/\" and duration > 0.001",
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_h2scope"))
             .args([
@@ -597,15 +603,21 @@ fn the_call_list_takes_display_filters() {
     assert_eq!(app.visible().len(), 2);
     assert_eq!(app.set_filter("problem"), None);
     assert_eq!(app.visible().len(), 2);
-    // A field rows do not keep: taken as words, and the status line says why.
+    // The row's own fields and stored ones together.
+    assert_eq!(
+        app.set_filter("problem and request_headers.user-agent contains tonic"),
+        None
+    );
+    assert_eq!(app.visible().len(), 2);
+    // A field calls do not have: taken as words, and the status line says why.
     app.key(Key::Char('/'));
-    for c in "request_headers.user-agent contains tonic".chars() {
+    for c in "request_header.user-agent contains tonic".chars() {
         app.key(Key::Char(c));
     }
     app.key(Key::Enter);
     assert_eq!(app.visible().len(), 0);
     assert!(
-        app.status.contains("no field \"request_headers\""),
+        app.status.contains("no field \"request_header\""),
         "{}",
         app.status
     );

@@ -138,6 +138,20 @@ impl Filter {
         eval(&self.expr, &Root::Named(&self.roots, &values))
     }
 
+    /// [`Filter::matches_fields`], with the fields `field` does not give taken from the JSON
+    /// object `json` (a stored JSON Lines line), of which only those fields are parsed.
+    pub fn matches_fields_or_json(
+        &self,
+        field: impl Fn(&str) -> Option<Value>,
+        json: Option<&[u8]>,
+    ) -> bool {
+        let mut picked = json.and_then(|text| pick(text, &self.roots));
+        let values: Vec<Option<Value>> = (self.roots.iter().enumerate())
+            .map(|(i, n)| field(n).or_else(|| picked.as_mut().and_then(|p| p.get_mut(i)?.take())))
+            .collect();
+        eval(&self.expr, &Root::Named(&self.roots, &values))
+    }
+
     /// Whether an event with this JSON Lines form is shown.
     pub fn matches_json(&self, v: &Value) -> bool {
         eval(&self.expr, &Root::Whole(v))

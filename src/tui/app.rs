@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::model::{CallRow, Item, Model, Update};
 use super::store::Detail;
 use crate::output::filter::Filter;
+use crate::output::keys;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View {
@@ -84,8 +85,10 @@ pub struct App {
 pub enum ListFilter {
     /// Nothing typed: every call.
     All,
-    /// A display filter, as `read -Y` takes it, on the fields a row keeps ([`ROW_FIELDS`]).
-    Display(Filter),
+    /// A display filter, as `read -Y` takes it, on the fields of the JSON Lines `call` event
+    /// and [`ROW_FIELDS`]. `json` says it names a field the row does not keep, which is read
+    /// back from the call's stored JSON Lines object: an open call has none.
+    Display { filter: Filter, json: bool },
     /// Words that must all match: `status!=0` or `errors` (a problem call), `conn=N`,
     /// `stream=N`, or text of the path.
     Words(String),
@@ -127,9 +130,13 @@ impl ListFilter {
         if text.split_whitespace().all(short) {
             return (ListFilter::Words(text.into()), None);
         }
+        let call_field = |n: &str| keys::CALL.contains(&n) || ROW_FIELDS.contains(&n);
         match Filter::parse(text) {
-            Ok(f) => match f.roots().iter().find(|n| !ROW_FIELDS.contains(&n.as_str())) {
-                None => (ListFilter::Display(f), None),
+            Ok(f) => match f.roots().iter().find(|n| !call_field(n)) {
+                None => {
+                    let json = f.roots().iter().any(|n| !ROW_FIELDS.contains(&n.as_str()));
+                    (ListFilter::Display { filter: f, json }, None)
+                }
                 // A lone word is a path fragment, not a field.
                 Some(_) if !text.contains(char::is_whitespace) && f.roots().len() == 1 => {
                     (ListFilter::Words(text.into()), None)
@@ -137,8 +144,8 @@ impl ListFilter {
                 Some(n) => (
                     ListFilter::Words(text.into()),
                     Some(format!(
-                        "the call list has no field {n:?} (it has {}): taken as path words",
-                        ROW_FIELDS.join(", ")
+                        "calls have no field {n:?} (they have the fields of read's call events, \
+                         and problem and open): taken as path words"
                     )),
                 ),
             },
@@ -146,11 +153,19 @@ impl ListFilter {
         }
     }
 
-    /// Does a call match?
-    pub fn matches(&self, c: &CallRow) -> bool {
+    /// Does a call match? `json` gives its stored JSON Lines object, read only for a filter
+    /// that needs it.
+    pub fn matches(&self, c: &CallRow, json: impl FnOnce() -> Option<Vec<u8>>) -> bool {
         match self {
             ListFilter::All => true,
-            ListFilter::Display(f) => f.matches_fields(|name| row_field(c, name)),
+            ListFilter::Display {
+                filter,
+                json: false,
+            } => filter.matches_fields(|name| row_field(c, name)),
+            ListFilter::Display { filter, json: true } => {
+                let json = json();
+                filter.matches_fields_or_json(|name| row_field(c, name), json.as_deref())
+            }
             ListFilter::Words(text) => text.split_whitespace().all(|w| match Word::of(w) {
                 Word::Problem => c.problem,
                 Word::Conn(n) => n == Some(c.conn),
@@ -256,7 +271,7 @@ impl App {
             if i >= before {
                 continue;
             }
-            let keep = self.list_filter.matches(&self.model.calls[i]);
+            let keep = self.keeps(i);
             match (self.visible.binary_search(&i), keep) {
                 (Err(at), true) => self.visible.insert(at, i),
                 (Ok(at), false) => {
@@ -266,7 +281,7 @@ impl App {
             }
         }
         for i in before..self.model.calls.len() {
-            if self.list_filter.matches(&self.model.calls[i]) {
+            if self.keeps(i) {
                 self.visible.push(i);
             }
         }
@@ -285,6 +300,14 @@ impl App {
         }
     }
 
+    /// Whether the filter lets call `i` through.
+    fn keeps(&self, i: usize) -> bool {
+        let Some(c) = self.model.calls.get(i) else {
+            return false;
+        };
+        self.list_filter.matches(c, || self.model.call_json(i))
+    }
+
     /// Indexes of the calls the filter lets through.
     pub fn visible(&self) -> &[usize] {
         &self.visible
@@ -301,7 +324,7 @@ impl App {
         let (list_filter, note) = ListFilter::parse(filter);
         self.list_filter = list_filter;
         self.visible = (0..self.model.calls.len())
-            .filter(|&i| self.list_filter.matches(&self.model.calls[i]))
+            .filter(|&i| self.keeps(i))
             .collect();
         self.call = 0;
         self.item = 0;
@@ -575,7 +598,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("Esc", "back"),
     (
         "/",
-        "filter: as read -Y on call fields (grpc_status != 0 and duration > 0.5), or path text, status!=0, conn=N, stream=N",
+        "filter: as read -Y on call fields (grpc_status != 0 and duration > 0.5, request_headers.x-id == 7), or path text, status!=0, conn=N, stream=N",
     ),
     ("n N", "next, previous call"),
     ("f", "follow: keep the newest call selected as calls arrive"),

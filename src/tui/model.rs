@@ -117,6 +117,9 @@ pub struct CallRow {
     /// Frames and messages of this call, in capture order, as indexes into `Model::items`.
     pub items: Vec<usize>,
     pub stored: Stored,
+    /// The call's JSON Lines object, which display filters on the fields a row does not keep
+    /// read back; nothing while the call is open.
+    pub json: Stored,
 }
 
 #[derive(Debug, Clone)]
@@ -296,6 +299,12 @@ impl Model {
             .get(i)
             .map(|c| self.fetch(c.stored))
             .unwrap_or_default()
+    }
+
+    /// The JSON Lines object of call `i`, once it has ended.
+    pub fn call_json(&self, i: usize) -> Option<Vec<u8>> {
+        let c = self.calls.get(i)?;
+        self.store.as_ref()?.bytes(c.json)
     }
 
     pub fn conn_detail(&self, i: usize) -> Detail {
@@ -647,6 +656,7 @@ fn call_row(c: &Call, w: &mut DetailWriter) -> CallRow {
         open: false,
         items: Vec::new(),
         stored: Stored::default(),
+        json: Stored::default(),
     }
 }
 
@@ -674,6 +684,8 @@ pub struct Builder {
     store: StoreWriter,
     /// Reused for every frame's detail.
     scratch: DetailWriter,
+    /// Reused for every call's JSON Lines object.
+    json: Vec<u8>,
     out: Vec<Update>,
     /// Rows of calls by (connection, stream), kept until the connection ends so that frames
     /// after a call's end (a late WINDOW_UPDATE, a RST_STREAM) still land on its row.
@@ -704,6 +716,7 @@ impl Builder {
         Builder {
             store,
             scratch: DetailWriter::new(),
+            json: Vec::new(),
             out: Vec::new(),
             calls: BTreeMap::new(),
             dirty: Vec::new(),
@@ -895,6 +908,7 @@ impl Builder {
             open: true,
             items: Vec::new(),
             stored: Stored::default(),
+            json: Stored::default(),
         };
         self.out.push(Update::Call {
             index,
@@ -1014,6 +1028,15 @@ impl Builder {
         }
         let mut row = call_row(c, &mut self.scratch);
         row.stored = self.store_scratch("", None);
+        self.json.clear();
+        crate::output::jsonl::write_call(&mut self.json, c);
+        row.json = match self.store.put_bytes(&self.json) {
+            Ok(s) => s,
+            Err(e) => {
+                self.store_error.get_or_insert(e);
+                Stored::default()
+            }
+        };
         self.out.push(Update::Call { index, row });
     }
 

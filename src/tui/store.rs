@@ -251,24 +251,37 @@ impl StoreWriter {
         }
         let head = (summary.len() as u32).to_le_bytes();
         let bytes = w.finish(raw);
-        let parts = [&head[..], summary.as_bytes(), bytes];
+        let stored = self.append(&[&head[..], summary.as_bytes(), bytes]);
+        w.clear();
+        stored
+    }
+
+    /// Appends bytes of the caller's own form (a call's JSON Lines object), read back whole
+    /// with [`StoreReader::bytes`].
+    pub fn put_bytes(&mut self, bytes: &[u8]) -> io::Result<Stored> {
+        if self.broken {
+            return Err(io::Error::other("the detail store failed earlier"));
+        }
+        self.append(&[bytes])
+    }
+
+    fn append(&mut self, parts: &[&[u8]]) -> io::Result<Stored> {
         let written = match &mut self.sink {
-            Sink::File(f) => f.append(&parts).map(|_| ()),
+            Sink::File(f) => f.append(parts).map(|_| ()),
             Sink::Memory(m) => {
                 let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
                 parts.iter().for_each(|p| m.extend_from_slice(p));
                 Ok(())
             }
         };
-        let stored = Stored {
-            at: self.len,
-            len: parts.iter().map(|p| p.len() as u32).sum(),
-        };
-        w.clear();
         if let Err(e) = written {
             self.broken = true;
             return Err(e);
         }
+        let stored = Stored {
+            at: self.len,
+            len: parts.iter().map(|p| p.len() as u32).sum(),
+        };
         self.len += u64::from(stored.len);
         Ok(stored)
     }
@@ -299,6 +312,13 @@ impl StoreReader {
         } else {
             Detail::default()
         }
+    }
+
+    /// The bytes [`StoreWriter::put_bytes`] stored at `s`; `None` if nothing was stored there
+    /// or it cannot be read.
+    pub fn bytes(&self, s: Stored) -> Option<Vec<u8>> {
+        let mut buf = vec![0; s.len as usize];
+        (s.len > 0 && self.read(s.at, &mut buf)).then_some(buf)
     }
 
     /// Only the summary of the row stored at `s`: it comes first, so a short read does.
@@ -364,9 +384,12 @@ mod tests {
             }
             // Appending after reads is fine: reads do not share an offset with the writer.
             let more = w.put(&sample(99)).unwrap();
+            let json = w.put_bytes(br#"{"event":"call"}"#).unwrap();
             w.flush().unwrap();
             assert_eq!(r.get(more), sample(99));
             assert_eq!(r.get(at[3]), sample(3));
+            assert_eq!(r.bytes(json).as_deref(), Some(&br#"{"event":"call"}"#[..]));
+            assert_eq!(r.bytes(Stored::default()), None);
         }
     }
 
