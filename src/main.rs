@@ -15,6 +15,7 @@ use h2scope::event::{ErrorEvent, ErrorKind, Event, Sink};
 use h2scope::grpc::schema::Schemas;
 use h2scope::haproxy::{self, check, config, ExportOptions, Selector};
 use h2scope::http2::connection::{AssumeTarget, AssumedPath};
+use h2scope::output::clock::TimeFormat;
 use h2scope::output::fields::{Fields, FieldsOptions, FieldsRoute};
 use h2scope::output::filter::{FieldList, Filter, FilterRoute};
 use h2scope::output::jsonl::JsonLines;
@@ -72,6 +73,37 @@ enum EventFormat {
     Jsonl,
     /// The fields named with -e, one line per event (tshark's -T fields).
     Fields,
+}
+
+/// The time column of text lines, as tshark's `-t` names its forms.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Default)]
+enum TimeArg {
+    /// Seconds since the first packet.
+    #[default]
+    R,
+    /// Local time of day.
+    A,
+    /// Local date and time.
+    Ad,
+    /// Seconds since 1970.
+    E,
+    /// UTC time of day.
+    U,
+    /// UTC date and time.
+    Ud,
+}
+
+impl From<TimeArg> for TimeFormat {
+    fn from(t: TimeArg) -> TimeFormat {
+        match t {
+            TimeArg::R => TimeFormat::Relative,
+            TimeArg::A => TimeFormat::Absolute,
+            TimeArg::Ad => TimeFormat::AbsoluteDate,
+            TimeArg::E => TimeFormat::Epoch,
+            TimeArg::U => TimeFormat::Utc,
+            TimeArg::Ud => TimeFormat::UtcDate,
+        }
+    }
 }
 
 #[derive(clap::Args, Clone)]
@@ -244,6 +276,10 @@ struct OutputArgs {
     /// Show every header under its frame or call.
     #[arg(short, long)]
     verbose: bool,
+    /// The time column of text lines, as tshark's -t: r (seconds since the first packet), a
+    /// (local time of day), ad (local date and time), e (seconds since 1970), u, ud (UTC).
+    #[arg(short = 't', long = "time-format", value_enum, value_name = "FORMAT", default_value_t = TimeArg::R, hide_possible_values = true)]
+    time: TimeArg,
     /// Print only the summary (like tshark -q).
     #[arg(short, long)]
     quiet: bool,
@@ -1107,6 +1143,7 @@ fn text_options(o: &OutputArgs, quiet: bool) -> TextOptions {
         calls_only: o.calls,
         verbose: o.verbose,
         quiet: o.quiet || quiet,
+        time: o.time.into(),
     }
 }
 
@@ -2194,6 +2231,7 @@ fn run_check(
                 calls_only: false,
                 verbose: true,
                 quiet: false,
+                time: TimeFormat::Relative,
             },
         );
         for e in events {

@@ -1448,3 +1448,85 @@ fn endless(pcap: &[u8], mut w: impl Write) {
         }
     }
 }
+
+/// `-t` writes the time column in tshark's forms: every frame line's time is the time tshark's
+/// `-t` gives its packet, truncated to the microsecond, also in time zones off the hour; and
+/// several threads write what one does.
+#[test]
+fn text_times_are_tsharks() {
+    let cases = [
+        (testdata("grpc-health.pcap"), None),
+        (testdata("grpc-tls.pcap"), Some(testdata("grpc-tls.keylog"))),
+    ];
+    for (file, keylog) in &cases {
+        for (format, zones) in [
+            ("a", &["UTC", "America/St_Johns", "Asia/Kathmandu"][..]),
+            ("ad", &["America/St_Johns"][..]),
+            ("e", &["UTC"][..]),
+            ("u", &["Asia/Kathmandu"][..]),
+            ("ud", &["UTC"][..]),
+        ] {
+            for tz in zones {
+                let run = |threads: &str| {
+                    let mut c = Command::new(BIN);
+                    c.env("TZ", tz).args([
+                        "read",
+                        "--no-summary",
+                        "--threads",
+                        threads,
+                        "-t",
+                        format,
+                    ]);
+                    if let Some(k) = keylog {
+                        c.args(["--tls-keylog", k]);
+                    }
+                    let out = c.arg(file).output().unwrap();
+                    assert!(out.status.success());
+                    String::from_utf8(out.stdout).unwrap()
+                };
+                let ours = run("1");
+                assert_eq!(ours, run("2"), "{file} -t {format}");
+                let tshark = match Command::new("tshark")
+                    .env("TZ", tz)
+                    .args(["-r", file, "-t", format, "-T", "fields"])
+                    .args(["-e", "frame.number", "-e", "_ws.col.Time"])
+                    .output()
+                {
+                    Ok(t) => String::from_utf8(t.stdout).unwrap(),
+                    Err(_) => {
+                        assert!(
+                            std::env::var_os("H2SCOPE_REQUIRE_TSHARK").is_none(),
+                            "tshark is required here"
+                        );
+                        return;
+                    }
+                };
+                let theirs: std::collections::HashMap<&str, String> = tshark
+                    .lines()
+                    .filter_map(|l| {
+                        let (n, time) = l.split_once('\t')?;
+                        // To the microsecond: the nanoseconds cut off.
+                        let (whole, frac) = time.rsplit_once('.')?;
+                        Some((n, format!("{whole}.{}", &frac[..6])))
+                    })
+                    .collect();
+                let words = if format.ends_with('d') { 2 } else { 1 };
+                let mut frames = 0;
+                for line in ours.lines() {
+                    let mut w = line.split_whitespace();
+                    let Some(n) = w.next().filter(|n| n.parse::<u64>().is_ok()) else {
+                        continue;
+                    };
+                    let time: Vec<&str> = w.take(words).collect();
+                    assert_eq!(
+                        Some(&time.join(" ")),
+                        theirs.get(n),
+                        "{file} -t {format} TZ={tz}: {line}"
+                    );
+                    frames += 1;
+                }
+                assert!(frames > 50, "{file}: {frames} frame lines");
+            }
+        }
+    }
+}

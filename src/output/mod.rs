@@ -1,5 +1,6 @@
 //! Sinks that present events: human text, JSON Lines, and the end-of-run summary.
 
+pub mod clock;
 pub mod compress;
 pub mod embed;
 pub mod fields;

@@ -6,6 +6,7 @@ use std::io::Write;
 
 use serde_json::Value;
 
+use super::clock::{self, TimeFormat};
 use super::{Addr, Summary};
 
 use crate::event::{Event, FrameDetail, FrameEvent, MessageEvent, Origin, Sink};
@@ -23,6 +24,8 @@ pub struct TextOptions {
     pub verbose: bool,
     /// Nothing per event; only the summary.
     pub quiet: bool,
+    /// The time column's form (tshark's `-t`).
+    pub time: TimeFormat,
 }
 
 pub struct Text<W: Write> {
@@ -84,8 +87,15 @@ impl<W: Write> Text<W> {
         ts_ns.saturating_sub(self.base_ns.unwrap_or(ts_ns))
     }
 
-    fn rel(&self, ts_ns: i64) -> f64 {
-        self.rel_ns(ts_ns) as f64 / 1e9
+    /// The time column: seconds since the first packet, or the time `-t` asks for.
+    fn push_time(&mut self, ts_ns: i64) {
+        match self.opts.time {
+            TimeFormat::Relative => {
+                let rel_ns = self.rel_ns(ts_ns);
+                push_seconds(&mut self.line, rel_ns)
+            }
+            absolute => clock::push_absolute(&mut self.line, absolute, ts_ns),
+        }
     }
 
     /// The start every line about a place in the capture shares: record, time, connection,
@@ -93,12 +103,10 @@ impl<W: Write> Text<W> {
     fn head(&mut self, o: &Origin) {
         // As `{:>6} {:>11.6} #{:<3} {} → {}` writes it, without the formatting machinery for
         // all but the time (most lines are short, and this start is half of them).
-        let rel_ns = self.rel_ns(o.ts_ns);
-        let l = &mut self.line;
-        push_right(l, o.packet, 6);
-        l.push(' ');
-        push_seconds(l, rel_ns);
-        l.push(' ');
+        push_right(&mut self.line, o.packet, 6);
+        self.line.push(' ');
+        self.push_time(o.ts_ns);
+        self.line.push(' ');
         self.conn(o.conn);
         let l = &mut self.line;
         l.push(' ');
@@ -212,14 +220,12 @@ impl<W: Write> Text<W> {
     }
 
     fn call(&mut self, c: &Call) {
-        let rel_ns = self.rel_ns(c.start_ts_ns);
-        let l = &mut self.line;
         if !self.opts.calls_only {
             // Among frame lines, a call is announced where it ends (`{:>6} ` of "CALL").
-            l.push_str("  CALL ");
+            self.line.push_str("  CALL ");
         }
-        push_seconds(l, rel_ns);
-        l.push(' ');
+        self.push_time(c.start_ts_ns);
+        self.line.push(' ');
         self.conn(c.conn);
         // As `" {:>5} {} → {} {} {}"` writes stream, client, server, method and path.
         let l = &mut self.line;
@@ -646,7 +652,6 @@ impl<W: Write> Text<W> {
             Event::Frame(f) => self.frame(f),
             Event::Message(m) => self.message(m),
             Event::ConnectionEnd(c) => {
-                let rel = self.rel(c.last_ts_ns);
                 let by = match c.end {
                     crate::event::EndKind::HalfClosed { by_client }
                     | crate::event::EndKind::Rst { by_client } => {
@@ -658,7 +663,9 @@ impl<W: Write> Text<W> {
                     }
                     _ => "",
                 };
-                let _ = write!(self.line, "{:>6} {:>11.6} ", "CONN", rel);
+                self.line.push_str("  CONN ");
+                self.push_time(c.last_ts_ns);
+                self.line.push(' ');
                 self.conn(c.conn);
                 let _ = writeln!(
                     self.line,
@@ -673,7 +680,9 @@ impl<W: Write> Text<W> {
                 );
                 if let Some(t) = &c.tls {
                     // The line ends with the newline above: the TLS details go on their own.
-                    let _ = writeln!(self.line, "{:>18} over {t}", "");
+                    // Under the connection number, past the record and time columns.
+                    let indent = 7 + self.opts.time.width();
+                    let _ = writeln!(self.line, "{:>indent$} over {t}", "");
                 }
                 self.flush_line();
             }
