@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use divan::counter::BytesCount;
 use divan::{black_box, Bencher};
 use h2scope::capture::{CaptureReader, LinkType, Packet};
+use h2scope::grpc::schema::Schemas;
 use h2scope::pipeline::{Config, Dissector};
 use h2scope::tui::app::{App, Key};
 use h2scope::tui::model::{Builder, Model};
@@ -183,6 +184,29 @@ fn connections_view(bencher: Bencher) {
             key_and_draw(app, &[Key::Char('c')], &mut t);
         });
     })
+}
+
+/// Loading a capture file as the TUI does, the dissection on a thread of its own beside the
+/// one building rows (`h2scope::tui::load`; its schema pass over the file included).
+#[divan::bench(sample_count = 5)]
+fn load_file(bencher: Bencher) {
+    use h2scope::output::pcap::PcapWriter;
+    let pkts = packets(200);
+    let path = std::env::temp_dir().join(format!("h2scope-bench-tui-{}.pcap", std::process::id()));
+    let mut w = PcapWriter::new(Vec::new(), LinkType(1), 262_144).unwrap();
+    for (ts, data) in &pkts {
+        w.write_packet(*ts, data, data.len() as u32).unwrap();
+    }
+    let file = w.into_inner();
+    std::fs::write(&path, &file).unwrap();
+    let p = path.to_str().unwrap();
+    bencher
+        .counter(BytesCount::new(file.len()))
+        .bench_local(|| {
+            let model = h2scope::tui::load(p, &Config::default(), Schemas::bundled()).unwrap();
+            black_box(model.items.len())
+        });
+    std::fs::remove_file(&path).ok();
 }
 
 /// How fast the reading thread builds rows (dissection included), in capture bytes.

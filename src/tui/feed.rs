@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::capture::live::LiveCapture;
 use crate::capture::{CaptureError, CaptureReader};
+use crate::event::{Event, Sink};
 use crate::grpc::schema::Schemas;
 use crate::output::pcapng::{CaptureFile, Format};
 use crate::pipeline::{harvest_schemas_with, Config, Dissector};
@@ -272,28 +273,115 @@ impl Drop for Loader {
 
 /// The dissection pass over a file, in batches.
 fn dissect(
-    mut reader: CaptureReader,
+    reader: CaptureReader,
     cfg: &Config,
     schemas: Schemas,
     batch: &mut Batcher,
     halt: &AtomicBool,
     total: u64,
 ) -> Result<(), String> {
-    let mut cfg = cfg.clone();
-    cfg.http2.keep_frame_bytes = true;
-    let mut d = Dissector::with_schemas(cfg, schemas);
-    let mut seen = 0u64;
-    let mut gone = false;
-    let mut bytes = 0u64;
-    let result = reader.for_each_packet(|p| {
-        d.packet(p, &mut batch.builder);
-        seen += 1;
-        bytes += p.data.len() as u64 + 16;
-        gone = !batch.maybe_send(|| format!("loading{}, {seen} packets", percent(bytes, total)));
-        !gone && !halt.load(Ordering::Relaxed)
+    let (result, _) = dissect_beside(reader, cfg, schemas, halt, |handed| {
+        for e in handed.events {
+            batch.builder.event(e);
+        }
+        let (seen, bytes) = (handed.packets, handed.bytes);
+        batch.maybe_send(|| format!("loading{}, {seen} packets", percent(bytes, total)))
     });
-    d.finish(&mut batch.builder);
     result.map_err(|e| e.to_string())
+}
+
+/// The events of a run of packets, handed from the thread that dissects to the one that
+/// builds rows.
+struct Handed {
+    events: Vec<Event>,
+    /// Packets and bytes read so far, for the status line.
+    packets: u64,
+    bytes: u64,
+}
+
+/// Collects events until a batch is worth handing over: a few hundred events, or a few hundred
+/// kB of frame bytes (which frames carry for the hex pane), whichever comes first, so that
+/// the events in flight stay small.
+#[derive(Default)]
+struct Collect {
+    events: Vec<Event>,
+    raw_bytes: usize,
+}
+
+impl Collect {
+    const EVENTS: usize = 512;
+    const RAW_BYTES: usize = 256 << 10;
+
+    fn full(&self) -> bool {
+        self.events.len() >= Self::EVENTS || self.raw_bytes >= Self::RAW_BYTES
+    }
+
+    fn take(&mut self, packets: u64, bytes: u64) -> Handed {
+        self.raw_bytes = 0;
+        Handed {
+            events: std::mem::take(&mut self.events),
+            packets,
+            bytes,
+        }
+    }
+}
+
+impl Sink for Collect {
+    fn event(&mut self, event: Event) {
+        if let Event::Frame(f) = &event {
+            self.raw_bytes += f.raw.as_ref().map_or(0, Vec::len);
+        }
+        self.events.push(event);
+    }
+}
+
+/// Reads and dissects a file on a thread of its own and hands its events, in batches, to
+/// `build` on this thread: building rows (formatting each detail, storing it) is most of the
+/// work, and the dissection goes on beside it. `build` returns false to stop; so does `halt`.
+/// Returns how reading ended and the number of records read.
+fn dissect_beside(
+    mut reader: CaptureReader,
+    cfg: &Config,
+    schemas: Schemas,
+    halt: &AtomicBool,
+    mut build: impl FnMut(Handed) -> bool,
+) -> (Result<(), CaptureError>, u64) {
+    let mut cfg = cfg.clone();
+    // The hex pane shows the frames' bytes.
+    cfg.http2.keep_frame_bytes = true;
+    // Two batches in flight: enough to keep both threads busy.
+    let (tx, rx) = sync_channel::<Handed>(2);
+    std::thread::scope(|scope| {
+        let reading = scope.spawn(move || {
+            let mut d = Dissector::with_schemas(cfg, schemas);
+            let mut collect = Collect::default();
+            let (mut packets, mut bytes) = (0u64, 0u64);
+            let mut gone = false;
+            let result = reader.for_each_packet(|p| {
+                d.packet(p, &mut collect);
+                packets += 1;
+                bytes += p.data.len() as u64 + 16;
+                if collect.full() {
+                    gone = tx.send(collect.take(packets, bytes)).is_err();
+                }
+                !gone && !halt.load(Ordering::Relaxed)
+            });
+            if !gone {
+                d.finish(&mut collect);
+                let _ = tx.send(collect.take(packets, bytes));
+            }
+            (result, reader.records())
+        });
+        // Leaving the loop early drops the channel, which stops the reading thread.
+        for handed in rx {
+            if !build(handed) {
+                break;
+            }
+        }
+        reading
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 /// Reads a whole capture into rows on this thread (tests, and callers that want it all first).
@@ -303,22 +391,21 @@ pub fn load_all(
     schemas: Schemas,
 ) -> Result<super::model::Model, CaptureError> {
     let schemas = harvest_schemas_with(path, schemas, cfg, u64::MAX, |_, _| true);
-    let mut reader = crate::pipeline::open_capture(path, cfg)?;
-    let mut cfg = cfg.clone();
-    cfg.http2.keep_frame_bytes = true;
+    let reader = crate::pipeline::open_capture(path, cfg)?;
     let (writer, store) = store::new();
     let mut builder = Builder::new(writer);
     let mut model = super::model::Model::new(store);
-    let mut d = Dissector::with_schemas(cfg, schemas);
-    let result = reader.for_each_packet(|p| {
-        d.packet(p, &mut builder);
-        if builder.pending() >= 4096 {
-            builder.take().into_iter().for_each(|u| model.apply(u));
-        }
-        true
-    });
-    d.finish(&mut builder);
+    let (result, records) =
+        dissect_beside(reader, cfg, schemas, &AtomicBool::new(false), |handed| {
+            for e in handed.events {
+                builder.event(e);
+            }
+            if builder.pending() >= 4096 {
+                builder.take().into_iter().for_each(|u| model.apply(u));
+            }
+            true
+        });
     builder.take().into_iter().for_each(|u| model.apply(u));
-    model.packets = model.packets.max(reader.records());
+    model.packets = model.packets.max(records);
     result.map(|_| model)
 }
