@@ -365,6 +365,16 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
         }
     }
 
+    /// A call ended on its connection.
+    pub fn call(&mut self, c: &crate::http2::call::Call) {
+        let h = self
+            .conns
+            .entry(c.conn)
+            .or_insert_with(|| ConnectionHealth::new(c.conn, c.start_ts_ns));
+        h.calls += 1;
+        h.open_streams.remove(&c.stream);
+    }
+
     fn end(&mut self, end: ConnectionEnd) {
         let mut h = self
             .conns
@@ -429,14 +439,7 @@ impl<F: FnMut(ConnectionHealth)> Sink for Health<F> {
     fn event(&mut self, event: Event) {
         match event {
             Event::Frame(f) => self.frame(&f),
-            Event::Call(c) => {
-                let h = self
-                    .conns
-                    .entry(c.conn)
-                    .or_insert_with(|| ConnectionHealth::new(c.conn, c.start_ts_ns));
-                h.calls += 1;
-                h.open_streams.remove(&c.stream);
-            }
+            Event::Call(c) => self.call(&c),
             Event::ConnectionEnd(e) => self.end(e),
             _ => {}
         }

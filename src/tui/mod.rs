@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod feed;
+pub mod frame_record;
 pub mod model;
 pub mod store;
 pub mod view;

@@ -9,18 +9,22 @@
 //! call ends.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
 use std::ops::Range;
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 use crate::analysis::health::ConnectionHealth;
 use crate::event::{ConnectionEnd, Event, FrameDetail, FrameEvent, MessageEvent, Sink};
 use crate::grpc::Side;
 use crate::http2::call::{grpc_status_name, header_value, lossless, Call, CallEnd, HeaderText};
 use crate::http2::frame::{
-    error_code_label, error_code_name, flags, setting, FrameType, FRAME_HEADER_LEN,
+    error_code_label, error_code_name, flags, setting, FrameHeader, FrameType, FRAME_HEADER_LEN,
 };
 use crate::http2::hpack::{field_spans, HeaderField, Representation};
 
+use super::frame_record;
 use super::store::{Detail, DetailLine, DetailWriter, StoreReader, StoreWriter, Stored};
 
 #[derive(Debug, Clone)]
@@ -288,17 +292,29 @@ impl Model {
 
     /// The detail of item `i` (a frame or a message), read back from the store.
     pub fn item_detail(&self, i: usize) -> Detail {
-        self.items
-            .get(i)
-            .map(|it| self.fetch(it.stored()))
-            .unwrap_or_default()
+        let Some(item) = self.items.get(i) else {
+            return Detail::default();
+        };
+        let mut d = self.fetch(item.stored());
+        if let Some(parts) = d.deferred.take() {
+            d.lines = frame_lines_of(&parts, d.raw.as_deref());
+        }
+        d
     }
 
+    /// An ended call's detail is made from its JSON Lines object; a call in progress has one
+    /// stored as it goes.
     pub fn call_detail(&self, i: usize) -> Detail {
-        self.calls
-            .get(i)
-            .map(|c| self.fetch(c.stored))
-            .unwrap_or_default()
+        let Some(c) = self.calls.get(i) else {
+            return Detail::default();
+        };
+        match self.call_json(i) {
+            Some(json) => Detail {
+                lines: call_lines(&json),
+                ..Detail::default()
+            },
+            None => self.fetch(c.stored),
+        }
     }
 
     /// The JSON Lines object of call `i`, once it has ended.
@@ -340,9 +356,47 @@ fn pick(list: &[HeaderField], name: &str) -> Option<String> {
         .map(header_value)
 }
 
+/// What a frame's summary and detail lines are made from: a frame event as it is read, or its
+/// parts read back from the store.
+struct FrameView<'a> {
+    header: &'a FrameHeader,
+    detail: &'a FrameDetail,
+    headers: Option<&'a [HeaderField]>,
+    notes: &'a [String],
+    raw: Option<&'a [u8]>,
+}
+
+impl<'a> FrameView<'a> {
+    fn of(f: &'a FrameEvent) -> Self {
+        FrameView {
+            header: &f.header,
+            detail: &f.detail,
+            headers: f.headers.as_deref(),
+            notes: &f.notes,
+            raw: f.raw.as_deref(),
+        }
+    }
+}
+
+/// The detail lines of a frame stored as its parts (see [`frame_record`]), with its bytes.
+fn frame_lines_of(parts: &[u8], raw: Option<&[u8]>) -> Vec<DetailLine> {
+    let Some(p) = frame_record::decode(parts) else {
+        return vec![DetailLine::text("(this frame's stored detail is damaged)")];
+    };
+    let view = FrameView {
+        header: &p.header,
+        detail: &p.detail,
+        headers: p.headers.as_deref(),
+        notes: &p.notes,
+        raw,
+    };
+    let mut w = DetailWriter::new();
+    frame_lines(&view, &mut w);
+    w.take_lines()
+}
+
 /// Where the header block fragment starts in a HEADERS or PUSH_PROMISE frame.
-fn fragment_start(f: &FrameEvent) -> Option<usize> {
-    let h = &f.header;
+fn fragment_start(h: &FrameHeader) -> Option<usize> {
     let pad = usize::from(h.has(flags::PADDED));
     match h.kind {
         FrameType::Headers => {
@@ -353,12 +407,72 @@ fn fragment_start(f: &FrameEvent) -> Option<usize> {
     }
 }
 
-/// Writes the frame's detail into `w`, each line with the bytes it describes, and returns the
-/// frame's one-line summary.
-fn frame_detail(f: &FrameEvent, w: &mut DetailWriter) -> String {
-    let h = &f.header;
+/// A frame's one-line summary in the list: the request or response a header block carries,
+/// or what matters for the frame's type.
+fn frame_summary(f: &FrameView<'_>) -> String {
+    if let Some(list) = f.headers {
+        // Written in place: this is made for every header block of the capture.
+        let mut summary = String::new();
+        for name in [":method", ":path", ":status", "grpc-status"] {
+            let Some(field) = list.iter().find(|h| h.name == name.as_bytes()) else {
+                continue;
+            };
+            if !summary.is_empty() {
+                summary.push(' ');
+            }
+            if !name.starts_with(':') {
+                summary.push_str(name);
+                summary.push('=');
+            }
+            let _ = write!(summary, "{}", HeaderText { field, value: true });
+        }
+        return summary;
+    }
+    match f.detail {
+        FrameDetail::Settings { ack, settings } => {
+            let mut summary = String::from(if *ack { "ACK" } else { "" });
+            for s in settings {
+                match setting::name(s.id) {
+                    Some(name) => summary.push_str(name),
+                    None => {
+                        let _ = write!(summary, "0x{:x}", s.id);
+                    }
+                }
+                let _ = write!(summary, "={} ", s.value);
+            }
+            summary
+        }
+        FrameDetail::RstStream { error_code: c } => error_code_label(*c).into_owned(),
+        FrameDetail::GoAway {
+            last_stream_id,
+            error_code: c,
+            ..
+        } => format!("last={last_stream_id} {}", error_code_label(*c)),
+        FrameDetail::WindowUpdate { increment } => format!("+{increment}"),
+        FrameDetail::Ping { ack, opaque } => {
+            let opaque = hex::encode(opaque);
+            if *ack {
+                format!("ACK {opaque}")
+            } else {
+                opaque
+            }
+        }
+        FrameDetail::Data { data_len, .. } => format!("{data_len} bytes of data"),
+        FrameDetail::PushPromise {
+            promised_stream, ..
+        } => format!("promised {promised_stream}"),
+        FrameDetail::Priority(p) => {
+            format!("depends on {} weight {}", p.depends_on, p.weight as u16 + 1)
+        }
+        FrameDetail::Malformed(e) => format!("malformed: {e}"),
+        _ => String::new(),
+    }
+}
+
+/// Writes the frame's detail into `w`, each line with the bytes it describes.
+fn frame_lines(f: &FrameView<'_>, w: &mut DetailWriter) {
+    let h = f.header;
     let end = FRAME_HEADER_LEN + h.length as usize;
-    let mut summary = String::new();
     w.line(
         Some(0..FRAME_HEADER_LEN),
         format_args!(
@@ -393,59 +507,53 @@ fn frame_detail(f: &FrameEvent, w: &mut DetailWriter) -> String {
             ),
         );
     };
-    match &f.detail {
-        FrameDetail::Settings { ack, settings } => {
-            if *ack {
-                summary = "ACK".into();
-            }
+    match f.detail {
+        FrameDetail::Settings { settings, .. } => {
             for (i, s) in settings.iter().enumerate() {
                 let name = setting::name(s.id)
                     .map(String::from)
                     .unwrap_or(format!("0x{:x}", s.id));
-                summary.push_str(&format!("{name}={} ", s.value));
                 w.line(at(6 * i, 6), format_args!("  {name} = {}", s.value));
             }
         }
         FrameDetail::RstStream { error_code: c } => {
-            summary = error_code_label(*c).into_owned();
-            w.line(at(0, 4), format_args!("  error code {summary}"));
+            w.line(
+                at(0, 4),
+                format_args!("  error code {}", error_code_label(*c)),
+            );
         }
         FrameDetail::GoAway {
             last_stream_id,
             error_code: c,
             debug_data,
         } => {
-            let code = error_code_label(*c);
-            summary = format!("last={last_stream_id} {code}");
             w.line(at(0, 4), format_args!("  last stream id {last_stream_id}"));
-            w.line(at(4, 4), format_args!("  error code {code}"));
+            w.line(
+                at(4, 4),
+                format_args!("  error code {}", error_code_label(*c)),
+            );
             w.line(
                 at(8, debug_data.len()),
                 format_args!("  debug data: {:?}", lossless(debug_data)),
             );
         }
         FrameDetail::WindowUpdate { increment } => {
-            summary = format!("+{increment}");
             w.line(
                 at(0, 4),
                 format_args!("  window size increment {increment}"),
             );
         }
-        FrameDetail::Ping { ack, opaque } => {
-            let opaque = hex::encode(opaque);
-            w.line(at(0, 8), format_args!("  opaque data {opaque}"));
-            summary = if *ack {
-                format!("ACK {opaque}")
-            } else {
-                opaque
-            };
+        FrameDetail::Ping { opaque, .. } => {
+            w.line(
+                at(0, 8),
+                format_args!("  opaque data {}", hex::encode(opaque)),
+            );
         }
         FrameDetail::Data {
             data_len,
             pad_len,
             missing,
         } => {
-            summary = format!("{data_len} bytes of data");
             pad_line(w, *pad_len);
             let off = usize::from(pad_len.is_some());
             w.line(
@@ -473,34 +581,16 @@ fn frame_detail(f: &FrameEvent, w: &mut DetailWriter) -> String {
             promised_stream,
             pad_len,
         } => {
-            summary = format!("promised {promised_stream}");
             pad_line(w, *pad_len);
             w.line(
                 at(usize::from(pad_len.is_some()), 4),
                 format_args!("  promised stream {promised_stream}"),
             );
         }
-        FrameDetail::Priority(p) => {
-            summary = format!("depends on {} weight {}", p.depends_on, p.weight as u16 + 1);
-            priority(w, p, 0);
-        }
-        FrameDetail::Malformed(e) => summary = format!("malformed: {e}"),
+        FrameDetail::Priority(p) => priority(w, p, 0),
         _ => {}
     }
-    if let Some(list) = &f.headers {
-        summary = [":method", ":path", ":status", "grpc-status"]
-            .iter()
-            .filter_map(|n| {
-                pick(list, n).map(|v| {
-                    if n.starts_with(':') {
-                        v
-                    } else {
-                        format!("{n}={v}")
-                    }
-                })
-            })
-            .collect::<Vec<_>>()
-            .join(" ");
+    if let Some(list) = f.headers {
         // A block that came whole in this frame: each field's bytes can be pointed at.
         let pad = match f.detail {
             FrameDetail::Headers { pad_len, .. } | FrameDetail::PushPromise { pad_len, .. } => {
@@ -508,8 +598,8 @@ fn frame_detail(f: &FrameEvent, w: &mut DetailWriter) -> String {
             }
             _ => 0,
         };
-        let fragment = fragment_start(f).filter(|_| h.has(flags::END_HEADERS));
-        let spans: Vec<Range<usize>> = match (fragment, &f.raw) {
+        let fragment = fragment_start(h).filter(|_| h.has(flags::END_HEADERS));
+        let spans: Vec<Range<usize>> = match (fragment, f.raw) {
             (Some(start), Some(raw)) if end <= raw.len() && start + pad <= end => {
                 field_spans(&raw[start..end - pad])
                     .into_iter()
@@ -538,13 +628,12 @@ fn frame_detail(f: &FrameEvent, w: &mut DetailWriter) -> String {
             );
         }
         if let FrameDetail::Headers { pad_len, .. } = f.detail {
-            padding_line(w, pad_len);
+            padding_line(w, *pad_len);
         }
     }
-    for n in &f.notes {
+    for n in f.notes {
         w.line(None, format_args!("  note: {n}"));
     }
-    summary
 }
 
 /// Writes a message's detail into `w` and returns its summary.
@@ -607,38 +696,53 @@ fn headers_detail(w: &mut DetailWriter, title: &str, list: &[HeaderField]) {
     }
 }
 
-/// A call's row, with its detail written into `w`.
-fn call_row(c: &Call, w: &mut DetailWriter) -> CallRow {
+/// The detail of an ended call, made from its JSON Lines object (what the builder stores for
+/// it): its header lists, how it was reset, its notes.
+fn call_lines(json: &[u8]) -> Vec<DetailLine> {
+    let Ok(Value::Object(call)) = serde_json::from_slice::<Value>(json) else {
+        return vec![DetailLine::text("(this call's stored detail is damaged)")];
+    };
+    let mut lines = Vec::new();
+    for (title, key) in [
+        ("request headers", "request_headers"),
+        ("response headers", "response_headers"),
+        ("trailers", "trailers"),
+    ] {
+        let Some(Value::Array(list)) = call.get(key) else {
+            continue;
+        };
+        lines.push(DetailLine::text(format!("{title}:")));
+        for field in list {
+            let text = |i: usize| field.get(i).and_then(Value::as_str).unwrap_or_default();
+            lines.push(DetailLine::text(format!("  {}: {}", text(0), text(1))));
+        }
+    }
+    if call.get("end").and_then(Value::as_str) == Some("reset") {
+        let by = call.get("reset_by").and_then(Value::as_str).unwrap_or("?");
+        let code = (call.get("error_code").and_then(Value::as_u64))
+            .and_then(|c| u32::try_from(c).ok())
+            .and_then(error_code_name)
+            .unwrap_or("?");
+        lines.push(DetailLine::text(format!("reset by the {by} ({code})")));
+    }
+    if let Some(Value::Array(notes)) = call.get("notes") {
+        for n in notes {
+            lines.push(DetailLine::text(format!(
+                "note: {}",
+                n.as_str().unwrap_or_default()
+            )));
+        }
+    }
+    lines
+}
+
+/// A call's row. Its detail is made from its stored JSON Lines object when it is looked at
+/// ([`call_lines`]).
+fn call_row(c: &Call) -> CallRow {
     let grpc_status = c.grpc_status();
     let problem = matches!(c.end, CallEnd::Reset { .. } | CallEnd::Unfinished)
         || grpc_status.is_some_and(|g| g != 0)
         || c.status().is_some_and(|s| s >= 400);
-    for (title, list) in [
-        ("request headers", &c.request_headers),
-        ("response headers", &c.response_headers),
-        ("trailers", &c.response_trailers),
-    ] {
-        if let Some(list) = list {
-            headers_detail(w, title, list);
-        }
-    }
-    if let CallEnd::Reset {
-        by_client,
-        error_code,
-    } = c.end
-    {
-        w.line(
-            None,
-            format_args!(
-                "reset by the {} ({})",
-                if by_client { "client" } else { "server" },
-                error_code_name(error_code).unwrap_or("?")
-            ),
-        );
-    }
-    for n in &c.notes {
-        w.line(None, format_args!("note: {n}"));
-    }
     CallRow {
         conn: c.conn,
         stream: c.stream,
@@ -686,13 +790,16 @@ pub struct Builder {
     scratch: DetailWriter,
     /// Reused for every call's JSON Lines object.
     json: Vec<u8>,
+    /// Reused for every frame's stored parts.
+    parts: Vec<u8>,
     out: Vec<Update>,
     /// Rows of calls by (connection, stream), kept until the connection ends so that frames
     /// after a call's end (a late WINDOW_UPDATE, a RST_STREAM) still land on its row.
     calls: BTreeMap<(u64, u32), OpenCall>,
     /// Calls in progress whose row changed since the last batch.
     dirty: Vec<(u64, u32)>,
-    conns: HashMap<u64, usize>,
+    /// Looked up for every event: foldhash, not SipHash (the numbers are the dissector's own).
+    conns: HashMap<u64, usize, foldhash::fast::RandomState>,
     n_calls: usize,
     n_conns: usize,
     first_ts: bool,
@@ -717,10 +824,11 @@ impl Builder {
             store,
             scratch: DetailWriter::new(),
             json: Vec::new(),
+            parts: Vec::new(),
             out: Vec::new(),
             calls: BTreeMap::new(),
             dirty: Vec::new(),
-            conns: HashMap::new(),
+            conns: HashMap::default(),
             n_calls: 0,
             n_conns: 0,
             first_ts: false,
@@ -765,6 +873,7 @@ impl Builder {
                 summary: String::new(),
                 lines,
                 raw: None,
+                deferred: None,
             });
             self.out.push(Update::ConnDetail { index, stored });
         }
@@ -804,7 +913,9 @@ impl Builder {
         if let Err(e) = self.store.flush() {
             self.store_error.get_or_insert(e);
         }
-        std::mem::take(&mut self.out)
+        // The next batch is as large: it starts with room for it.
+        let room = self.out.len();
+        std::mem::replace(&mut self.out, Vec::with_capacity(room))
     }
 
     /// Updates waiting to be taken.
@@ -866,6 +977,7 @@ impl Builder {
                 "connection in progress: its health report comes when it ends"
             })],
             raw: None,
+            deferred: None,
         });
         self.out.push(Update::Conn {
             index,
@@ -980,8 +1092,26 @@ impl Builder {
         } else {
             Owner::Call(self.call_index(f.origin.conn, f.header.stream, f.origin.ts_ns))
         };
-        let summary = frame_detail(f, &mut self.scratch);
-        let stored = self.store_scratch(&summary, f.raw.as_deref());
+        // The lines are made when the frame is looked at: only its parts are stored.
+        let summary = frame_summary(&FrameView::of(f));
+        self.parts.clear();
+        frame_record::encode(
+            &mut self.parts,
+            &f.header,
+            &f.detail,
+            f.headers.as_deref(),
+            &f.notes,
+        );
+        let stored = match self
+            .store
+            .put_deferred(&summary, &self.parts, f.raw.as_deref())
+        {
+            Ok(s) => s,
+            Err(e) => {
+                self.store_error.get_or_insert(e);
+                Stored::default()
+            }
+        };
         let h = &f.header;
         self.out.push(Update::Item {
             owner,
@@ -1026,8 +1156,7 @@ impl Builder {
         if let Some(open) = self.calls.get_mut(&(c.conn, c.stream)) {
             open.progress = None;
         }
-        let mut row = call_row(c, &mut self.scratch);
-        row.stored = self.store_scratch("", None);
+        let mut row = call_row(c);
         self.json.clear();
         crate::output::jsonl::write_call(&mut self.json, c);
         row.json = match self.store.put_bytes(&self.json) {
@@ -1068,6 +1197,7 @@ impl Builder {
             summary: String::new(),
             lines,
             raw: None,
+            deferred: None,
         });
         self.out.push(Update::Conn {
             index,
@@ -1094,30 +1224,146 @@ impl Builder {
     }
 }
 
-impl Sink for Builder {
-    fn event(&mut self, event: Event) {
+impl Builder {
+    /// Takes in an event without owning it: events dissected on another thread go back there
+    /// to be freed (see `feed::dissect_beside`).
+    pub fn add(&mut self, event: &Event) {
         match event {
             Event::Frame(f) => {
-                self.frame(&f);
-                self.health.frame(&f);
+                self.frame(f);
+                self.health.frame(f);
                 if self.live_refresh.is_some() {
                     self.active.insert(f.origin.conn);
                 }
             }
-            Event::Message(m) => self.message(&m),
+            Event::Message(m) => self.message(m),
             Event::Call(c) => {
-                self.call(&c);
-                self.health.event(Event::Call(c));
+                self.call(c);
+                self.health.call(c);
             }
-            Event::ConnectionEnd(e) => self.conn_end(&e),
+            Event::ConnectionEnd(e) => self.conn_end(e),
             Event::Error(_) | Event::Gap(_) => self.out.push(Update::Error),
         }
+    }
+}
+
+impl Sink for Builder {
+    fn event(&mut self, event: Event) {
+        self.add(&event);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The events of the shipped captures and of the public ones (when `../shared` is there),
+    /// frames with their bytes, by file.
+    fn events_of_captures() -> Vec<(String, Vec<Event>)> {
+        let mut files = Vec::new();
+        for dir in ["testdata", "../shared/captures/public"] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".pcap") || name.ends_with(".pcapng") {
+                    files.push(e.path());
+                }
+            }
+        }
+        assert!(files.len() >= 3, "{files:?}");
+        let mut all = Vec::new();
+        for path in &files {
+            let mut cfg = crate::pipeline::Config::default();
+            cfg.http2.keep_frame_bytes = true;
+            let path = path.to_str().unwrap();
+            let Ok(mut reader) = crate::pipeline::open_capture(path, &cfg) else {
+                continue;
+            };
+            let mut d = crate::pipeline::Dissector::new(cfg);
+            let mut events: Vec<Event> = Vec::new();
+            let _ = reader.for_each_packet(|p| {
+                d.packet(p, &mut events);
+                true
+            });
+            d.finish(&mut events);
+            all.push((path.to_string(), events));
+        }
+        all
+    }
+
+    /// A frame's lines made from its stored parts are the lines made from the frame.
+    #[test]
+    fn stored_frames_give_the_lines_of_the_frames() {
+        let mut frames = 0;
+        let mut with_headers = 0;
+        for (path, events) in events_of_captures() {
+            for e in &events {
+                let Event::Frame(f) = e else { continue };
+                let mut w = DetailWriter::new();
+                frame_lines(&FrameView::of(f), &mut w);
+                let want = w.take_lines();
+                let mut parts = Vec::new();
+                frame_record::encode(
+                    &mut parts,
+                    &f.header,
+                    &f.detail,
+                    f.headers.as_deref(),
+                    &f.notes,
+                );
+                assert_eq!(frame_lines_of(&parts, f.raw.as_deref()), want, "{path}");
+                frames += 1;
+                with_headers += usize::from(f.headers.is_some());
+            }
+        }
+        assert!(
+            frames > 500 && with_headers > 100,
+            "{frames} {with_headers}"
+        );
+    }
+
+    /// An ended call's lines made from its JSON Lines object are its header lists, reset and
+    /// notes as the call has them.
+    #[test]
+    fn stored_calls_give_the_lines_of_the_calls() {
+        let mut calls = 0;
+        let mut reset = 0;
+        for (path, events) in events_of_captures() {
+            for e in &events {
+                let Event::Call(c) = e else { continue };
+                let mut w = DetailWriter::new();
+                for (title, list) in [
+                    ("request headers", &c.request_headers),
+                    ("response headers", &c.response_headers),
+                    ("trailers", &c.response_trailers),
+                ] {
+                    if let Some(list) = list {
+                        headers_detail(&mut w, title, list);
+                    }
+                }
+                if let CallEnd::Reset {
+                    by_client,
+                    error_code,
+                } = c.end
+                {
+                    let by = if by_client { "client" } else { "server" };
+                    let code = error_code_name(error_code).unwrap_or("?");
+                    w.line(None, format_args!("reset by the {by} ({code})"));
+                    reset += 1;
+                }
+                for n in &c.notes {
+                    w.line(None, format_args!("note: {n}"));
+                }
+                let mut json = Vec::new();
+                crate::output::jsonl::write_call(&mut json, c);
+                assert_eq!(call_lines(&json), w.take_lines(), "{path}");
+                calls += 1;
+            }
+        }
+        assert!(calls > 50 && reset > 0, "{calls} {reset}");
+    }
 
     #[test]
     fn hex_rows_line_up() {

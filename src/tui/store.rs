@@ -45,6 +45,9 @@ pub struct Detail {
     pub lines: Vec<DetailLine>,
     /// The frame's bytes (header first), for the hex pane.
     pub raw: Option<Vec<u8>>,
+    /// What the lines are made from, when the writer stored that instead of the lines
+    /// ([`StoreWriter::put_deferred`]): the reader makes them.
+    pub deferred: Option<Vec<u8>>,
 }
 
 /// Where a row's detail was stored.
@@ -120,6 +123,8 @@ fn put_u32(out: &mut Vec<u8>, v: u32) {
 }
 
 const NONE: u32 = u32::MAX;
+/// In place of a line count: the record holds what its lines are made from.
+const DEFERRED: u32 = u32::MAX - 1;
 
 /// Writes a detail in its stored form as it is made, line by line, into a buffer used again
 /// for the next one: a million frames' details are built without a string per line.
@@ -156,6 +161,15 @@ impl DetailWriter {
         let len = (self.buf.len() - at - 4) as u32;
         self.buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
         self.lines += 1;
+    }
+
+    /// The lines written so far, as a reader gets them back; starts a new detail.
+    pub fn take_lines(&mut self) -> Vec<DetailLine> {
+        let mut record = Vec::with_capacity(self.buf.len() + 8);
+        put_u32(&mut record, 0);
+        record.extend_from_slice(self.finish(None));
+        self.clear();
+        decode(&record).lines
     }
 
     /// Ends the detail with the frame's bytes (if any) and returns its stored form.
@@ -209,7 +223,13 @@ fn decode(mut b: &[u8]) -> Detail {
     };
     d.summary = String::from_utf8_lossy(summary).into_owned();
     let Some(n) = u32_of(&mut b) else { return d };
-    for _ in 0..n {
+    if n == DEFERRED {
+        let Some(parts) = u32_of(&mut b).and_then(|n| bytes(&mut b, n)) else {
+            return d;
+        };
+        d.deferred = Some(parts.to_vec());
+    }
+    for _ in 0..if n == DEFERRED { 0 } else { n } {
         let (Some(start), Some(end), Some(len)) = (u32_of(&mut b), u32_of(&mut b), u32_of(&mut b))
         else {
             return d;
@@ -254,6 +274,32 @@ impl StoreWriter {
         let stored = self.append(&[&head[..], summary.as_bytes(), bytes]);
         w.clear();
         stored
+    }
+
+    /// Appends a detail whose lines the reader makes from `parts` (see [`Detail::deferred`]),
+    /// with its row's summary and the frame's bytes `raw`.
+    pub fn put_deferred(
+        &mut self,
+        summary: &str,
+        parts: &[u8],
+        raw: Option<&[u8]>,
+    ) -> io::Result<Stored> {
+        if self.broken {
+            return Err(io::Error::other("the detail store failed earlier"));
+        }
+        let mut head = [0u8; 12];
+        head[..4].copy_from_slice(&(summary.len() as u32).to_le_bytes());
+        head[4..8].copy_from_slice(&DEFERRED.to_le_bytes());
+        head[8..].copy_from_slice(&(parts.len() as u32).to_le_bytes());
+        let raw_len = raw.map_or(NONE, |r| r.len() as u32).to_le_bytes();
+        self.append(&[
+            &head[..4],
+            summary.as_bytes(),
+            &head[4..],
+            parts,
+            &raw_len,
+            raw.unwrap_or_default(),
+        ])
     }
 
     /// Appends bytes of the caller's own form (a call's JSON Lines object), read back whole
@@ -370,6 +416,7 @@ mod tests {
                 DetailLine::bytes("    :path: /a", 9..12 + i),
             ],
             raw: (i % 2 == 0).then(|| vec![i as u8; 9 + i]),
+            deferred: None,
         }
     }
 
@@ -390,6 +437,23 @@ mod tests {
             assert_eq!(r.get(at[3]), sample(3));
             assert_eq!(r.bytes(json).as_deref(), Some(&br#"{"event":"call"}"#[..]));
             assert_eq!(r.bytes(Stored::default()), None);
+            // A detail whose lines the reader makes: its parts and bytes come back.
+            let deferred = w.put_deferred("HEADERS", b"parts", Some(b"raw")).unwrap();
+            let bare = w.put_deferred("", b"", None).unwrap();
+            w.flush().unwrap();
+            let d = r.get(deferred);
+            assert_eq!(r.summary(deferred), "HEADERS");
+            assert_eq!(
+                (
+                    d.summary.as_str(),
+                    d.lines.len(),
+                    d.deferred.as_deref(),
+                    d.raw.as_deref()
+                ),
+                ("HEADERS", 0, Some(&b"parts"[..]), Some(&b"raw"[..]))
+            );
+            let d = r.get(bare);
+            assert_eq!((d.deferred.as_deref(), d.raw), (Some(&b""[..]), None));
         }
     }
 
