@@ -544,6 +544,10 @@ struct TuiArgs {
         requires = "interface"
     )]
     write: Option<String>,
+    /// The time columns, as tshark's -t: r (seconds since the first packet), a (local time
+    /// of day), u (UTC time of day), e (seconds since 1970); `t` cycles through them.
+    #[arg(short = 't', long = "time-format", value_enum, value_name = "FORMAT", default_value_t = TimeArg::R, hide_possible_values = true)]
+    time: TimeArg,
     #[command(flatten)]
     decode: DecodeArgs,
 }
@@ -607,6 +611,8 @@ fn tui(args: TuiArgs) -> ExitCode {
         }
         (None, None) => unreachable!("clap requires a file or -i"),
     };
+    let mut app = app;
+    app.time = args.time.into();
     match h2scope::tui::run(app, Some(loader), schemas) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

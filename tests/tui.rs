@@ -622,3 +622,36 @@ fn the_call_list_takes_display_filters() {
         app.status
     );
 }
+
+/// `t` cycles the time columns through tshark's forms that fit a column: seconds since the
+/// first packet, local time of day, UTC time of day, seconds since 1970, and back.
+#[test]
+fn t_cycles_the_time_columns() {
+    let mut app = app();
+    // The first call starts at 08:46:01.061503 UTC, its first frame (packet 9) at .061503 too.
+    let relative = screen(&app, 160, 40);
+    assert!(relative.contains("0.001"), "{relative}");
+    app.key(Key::Char('t'));
+    assert!(app.status.contains("local time of day"), "{}", app.status);
+    app.key(Key::Char('t'));
+    assert!(app.status.contains("UTC"), "{}", app.status);
+    // Calls to the millisecond, frames to the microsecond (on a screen wide enough for both).
+    let utc = screen(&app, 220, 40);
+    assert!(utc.contains("08:46:01.061 "), "{utc}");
+    assert!(utc.contains("08:46:01.061503"), "{utc}");
+    app.key(Key::Char('t'));
+    let epoch = screen(&app, 220, 40);
+    assert!(epoch.contains("1795337161.061503"), "{epoch}");
+    app.key(Key::Char('t'));
+    assert!(
+        app.status.contains("since the first packet"),
+        "{}",
+        app.status
+    );
+    assert!(!screen(&app, 160, 40).contains("1795337161"));
+    // It still fits a classic terminal in the widest form.
+    app.key(Key::Char('t'));
+    app.key(Key::Char('t'));
+    let small = screen(&app, 80, 24);
+    assert!(small.contains("08:46:01"), "{small}");
+}

@@ -23,6 +23,18 @@ pub enum TimeFormat {
 }
 
 impl TimeFormat {
+    /// In words, for a status line.
+    pub fn describe(self) -> &'static str {
+        match self {
+            TimeFormat::Relative => "seconds since the first packet",
+            TimeFormat::Absolute => "local time of day",
+            TimeFormat::AbsoluteDate => "local date and time",
+            TimeFormat::Epoch => "seconds since 1970",
+            TimeFormat::Utc => "UTC time of day",
+            TimeFormat::UtcDate => "UTC date and time",
+        }
+    }
+
     /// The column's width, so that lines stay aligned whatever the format.
     pub fn width(self) -> usize {
         match self {
@@ -38,6 +50,18 @@ impl TimeFormat {
 /// tcpdump truncates a nanosecond capture to microseconds (a rounded time could carry into
 /// the next second, minute or day). The relative form is the caller's.
 pub fn push_absolute(l: &mut String, format: TimeFormat, ts_ns: i64) {
+    let start = l.len();
+    push_absolute_to(l, format, ts_ns);
+    debug_assert!(l.len() - start == format.width() || format == TimeFormat::Relative);
+}
+
+/// [`push_absolute`] to the millisecond, three characters narrower.
+pub fn push_absolute_millis(l: &mut String, format: TimeFormat, ts_ns: i64) {
+    push_absolute_to(l, format, ts_ns);
+    l.truncate(l.len().saturating_sub(3));
+}
+
+fn push_absolute_to(l: &mut String, format: TimeFormat, ts_ns: i64) {
     let secs = ts_ns.div_euclid(1_000_000_000);
     let micros = ts_ns.rem_euclid(1_000_000_000) / 1000;
     let local = matches!(format, TimeFormat::Absolute | TimeFormat::AbsoluteDate);

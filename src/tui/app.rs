@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::model::{CallRow, Item, Model, Update};
 use super::store::Detail;
+use crate::output::clock::TimeFormat;
 use crate::output::filter::Filter;
 use crate::output::keys;
 
@@ -76,6 +77,8 @@ pub struct App {
     pub detail_top: Cell<usize>,
     /// Follow new calls as they arrive (live captures, or a file still loading).
     pub follow: bool,
+    /// How the time columns show times (`-t`, and the `t` key cycles through them).
+    pub time: TimeFormat,
     /// What the source is doing (loading, capturing, dropped packets), for the summary bar.
     pub feed: String,
 }
@@ -255,6 +258,7 @@ impl App {
             items_top: Cell::new(0),
             detail_top: Cell::new(0),
             follow: false,
+            time: TimeFormat::Relative,
             feed: String::new(),
         }
     }
@@ -530,6 +534,16 @@ impl App {
                     self.detail_line = 0;
                 }
             }
+            Key::Char('t') => {
+                // Those that fit a column: the dated forms would crowd the frames out.
+                self.time = match self.time {
+                    TimeFormat::Relative => TimeFormat::Absolute,
+                    TimeFormat::Absolute => TimeFormat::Utc,
+                    TimeFormat::Utc => TimeFormat::Epoch,
+                    _ => TimeFormat::Relative,
+                };
+                self.status = format!("time: {}", self.time.describe());
+            }
             Key::Char('n') => self.next_match(true),
             Key::Char('N') => self.next_match(false),
             Key::Char('c') => {
@@ -602,6 +616,10 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     ("n N", "next, previous call"),
     ("f", "follow: keep the newest call selected as calls arrive"),
+    (
+        "t",
+        "time: since the first packet, local time of day, UTC, since 1970",
+    ),
     ("c", "calls or connections"),
     (
         "e",

@@ -11,6 +11,7 @@ use ratatui::Frame;
 
 use super::app::{App, Pane, View, HELP};
 use super::model::{Item, Model};
+use crate::output::clock::{self, TimeFormat};
 
 /// Colours, unless `NO_COLOR` says not to; selection and problems still stand out by weight.
 pub struct Theme {
@@ -47,6 +48,29 @@ impl Theme {
 
 fn rel(model: &Model, ts: i64) -> f64 {
     ts.saturating_sub(model.first_ts_ns.unwrap_or(ts)) as f64 / 1e9
+}
+
+/// A time column's text in the app's time format, to the millisecond (`millis`) or to the
+/// microsecond.
+fn time_text(app: &App, ts: i64, millis: bool) -> String {
+    let mut s = String::new();
+    match (app.time, millis) {
+        (TimeFormat::Relative, true) => s = format!("{:.3}", rel(&app.model, ts)),
+        (TimeFormat::Relative, false) => s = format!("{:.6}", rel(&app.model, ts)),
+        (absolute, true) => clock::push_absolute_millis(&mut s, absolute, ts),
+        (absolute, false) => clock::push_absolute(&mut s, absolute, ts),
+    }
+    s
+}
+
+/// A time column's width: `relative` for seconds since the first packet. A time of day is
+/// kept whole on a narrow screen (other columns give way), where a number of seconds may lose
+/// a decimal.
+fn time_width(app: &App, relative: u16, millis: bool) -> Constraint {
+    match app.time {
+        TimeFormat::Relative => Constraint::Length(relative),
+        absolute => Constraint::Min(absolute.width() as u16 - if millis { 3 } else { 0 }),
+    }
 }
 
 /// Where the panes go on a screen of a given size. Drawing and mouse clicks both use it, so a
@@ -300,7 +324,7 @@ fn draw_calls(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
             let row = Row::new(vec![
                 format!("#{}", c.conn),
                 c.stream.to_string(),
-                format!("{:.3}", rel(m, c.start_ts_ns)),
+                time_text(app, c.start_ts_ns, true),
                 c.method.clone(),
                 c.path.clone(),
                 c.status.clone(),
@@ -321,7 +345,7 @@ fn draw_calls(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
         [
             Constraint::Length(4),
             Constraint::Length(6),
-            Constraint::Length(8),
+            time_width(app, 8, true),
             Constraint::Length(6),
             Constraint::Min(20),
             Constraint::Length(4),
@@ -413,7 +437,7 @@ fn draw_items(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
         .map(|&i| match &m.items[i] {
             Item::Frame(fr) => Row::new(vec![
                 fr.packet.to_string(),
-                format!("{:.6}", rel(m, fr.ts_ns)),
+                time_text(app, fr.ts_ns, false),
                 format!(":{}", fr.src_port),
                 fr.kind.name().to_string(),
                 fr.kind.flag_names(fr.flags).join(","),
@@ -428,7 +452,7 @@ fn draw_items(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
                 ..
             } => Row::new(vec![
                 packet.to_string(),
-                format!("{:.6}", rel(m, *ts_ns)),
+                time_text(app, *ts_ns, false),
                 format!("  ↳ {} #{index}", side.as_str()),
                 "MESSAGE".into(),
                 String::new(),
@@ -441,7 +465,7 @@ fn draw_items(f: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
         rows,
         [
             Constraint::Length(6),
-            Constraint::Length(9),
+            time_width(app, 9, false),
             Constraint::Length(12),
             Constraint::Length(13),
             Constraint::Length(11),
