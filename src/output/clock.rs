@@ -46,22 +46,16 @@ impl TimeFormat {
     }
 }
 
+/// [`push_absolute`] to the millisecond, three characters narrower.
+pub fn push_absolute_millis(l: &mut String, format: TimeFormat, ts_ns: i64) {
+    push_absolute(l, format, ts_ns);
+    l.truncate(l.len().saturating_sub(3));
+}
+
 /// Writes `ts_ns` (nanoseconds since 1970) in `format`, to the microsecond, truncated as
 /// tcpdump truncates a nanosecond capture to microseconds (a rounded time could carry into
 /// the next second, minute or day). The relative form is the caller's.
 pub fn push_absolute(l: &mut String, format: TimeFormat, ts_ns: i64) {
-    let start = l.len();
-    push_absolute_to(l, format, ts_ns);
-    debug_assert!(l.len() - start == format.width() || format == TimeFormat::Relative);
-}
-
-/// [`push_absolute`] to the millisecond, three characters narrower.
-pub fn push_absolute_millis(l: &mut String, format: TimeFormat, ts_ns: i64) {
-    push_absolute_to(l, format, ts_ns);
-    l.truncate(l.len().saturating_sub(3));
-}
-
-fn push_absolute_to(l: &mut String, format: TimeFormat, ts_ns: i64) {
     let secs = ts_ns.div_euclid(1_000_000_000);
     let micros = ts_ns.rem_euclid(1_000_000_000) / 1000;
     let local = matches!(format, TimeFormat::Absolute | TimeFormat::AbsoluteDate);
@@ -74,7 +68,15 @@ fn push_absolute_to(l: &mut String, format: TimeFormat, ts_ns: i64) {
     match format {
         TimeFormat::Relative => {}
         TimeFormat::Epoch => {
-            let _ = write!(l, "{:>10}.{micros:06}", secs);
+            // Before 1970 (a damaged timestamp), as -0.000001, not as the floor -1 plus .999999.
+            let sign = if ts_ns < 0 { "-" } else { "" };
+            let abs = ts_ns.unsigned_abs();
+            let text = format!(
+                "{sign}{}.{:06}",
+                abs / 1_000_000_000,
+                abs % 1_000_000_000 / 1000
+            );
+            let _ = write!(l, "{text:>17}");
         }
         TimeFormat::Absolute | TimeFormat::Utc => push_time_of_day(l, of_day, micros),
         TimeFormat::AbsoluteDate | TimeFormat::UtcDate => {
@@ -175,6 +177,17 @@ mod tests {
         assert_eq!(shown(TimeFormat::Epoch, ts), "1795337161.060437");
         assert_eq!(shown(TimeFormat::UtcDate, 0), "1970-01-01 00:00:00.000000");
         assert_eq!(shown(TimeFormat::UtcDate, -1), "1969-12-31 23:59:59.999999");
+        assert_eq!(shown(TimeFormat::Epoch, -1_000), "        -0.000001");
+        // The ends of the range a timestamp can have.
+        assert_eq!(
+            shown(TimeFormat::UtcDate, i64::MIN),
+            "1677-09-21 00:12:43.145224"
+        );
+        assert_eq!(shown(TimeFormat::Epoch, i64::MIN), "-9223372036.854775");
+        assert_eq!(
+            shown(TimeFormat::UtcDate, i64::MAX),
+            "2262-04-11 23:47:16.854775"
+        );
         // A leap day, and the day after the end of a century that is not a leap year.
         assert_eq!(
             shown(TimeFormat::UtcDate, 951_782_400_000_000_000),
