@@ -179,6 +179,14 @@ impl ListFilter {
     }
 }
 
+/// Whether `filter` lets call `i` of `model` through.
+fn keeps(filter: &ListFilter, model: &Model, i: usize) -> bool {
+    let Some(c) = model.calls.get(i) else {
+        return false;
+    };
+    filter.matches(c, || model.call_json(i))
+}
+
 /// A word of [`ListFilter::Words`].
 enum Word<'a> {
     /// `status!=0` or `errors`: a problem call.
@@ -306,10 +314,33 @@ impl App {
 
     /// Whether the filter lets call `i` through.
     fn keeps(&self, i: usize) -> bool {
-        let Some(c) = self.model.calls.get(i) else {
-            return false;
-        };
-        self.list_filter.matches(c, || self.model.call_json(i))
+        keeps(&self.list_filter, &self.model, i)
+    }
+
+    /// The calls the filter lets through. A filter that reads each call's stored JSON back
+    /// (most of its time is parsing it) scans a long list in two halves at once.
+    fn scan(&self) -> Vec<usize> {
+        let n = self.model.calls.len();
+        let reads_json = matches!(self.list_filter, ListFilter::Display { json: true, .. });
+        if !reads_json || n < 10_000 {
+            return (0..n).filter(|&i| self.keeps(i)).collect();
+        }
+        let (filter, model) = (&self.list_filter, &self.model);
+        let half = n / 2;
+        std::thread::scope(|s| {
+            let first = s.spawn(|| {
+                (0..half)
+                    .filter(|&i| keeps(filter, model, i))
+                    .collect::<Vec<_>>()
+            });
+            let second: Vec<usize> = (half..n).filter(|&i| keeps(filter, model, i)).collect();
+            // A panic in the other half is the filter's, as it would be on this thread.
+            let mut all = first
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            all.extend(second);
+            all
+        })
     }
 
     /// Indexes of the calls the filter lets through.
@@ -327,9 +358,7 @@ impl App {
         self.filter = filter.to_string();
         let (list_filter, note) = ListFilter::parse(filter);
         self.list_filter = list_filter;
-        self.visible = (0..self.model.calls.len())
-            .filter(|&i| self.keeps(i))
-            .collect();
+        self.visible = self.scan();
         self.call = 0;
         self.item = 0;
         self.detail_line = 0;

@@ -403,7 +403,8 @@ fn dissect_beside(
     })
 }
 
-/// Reads a whole capture into rows on this thread (tests, and callers that want it all first).
+/// Reads a whole capture into rows before returning (tests, and callers that want it all
+/// first), dissecting beside the building as the viewer does.
 pub fn load_all(
     path: &str,
     cfg: &Config,
