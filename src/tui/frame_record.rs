@@ -554,3 +554,47 @@ mod tests {
         assert_eq!(decode(&huge), None);
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use crate::http2::frame::FrameType;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any bytes decode to parts or to `None`, and parts decoded from a damaged record
+        /// (a byte changed, the end cut) are as good as any: nothing panics or over-reserves.
+        #[test]
+        fn any_bytes_decode_or_are_refused(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn damaged_records_never_panic(at: usize, to: u8, cut: usize, n in 0usize..4) {
+            let fields: Vec<HeaderField> = (0..n)
+                .map(|i| HeaderField {
+                    name: Bytes::from(format!("name-{i}")),
+                    value: Bytes::from(vec![b'v'; i * 7]),
+                    repr: Representation::IncrementalIndexing {
+                        name_index: (i % 2 == 0).then_some(i as u32),
+                        huffman_name: i % 3 == 0,
+                        huffman_value: true,
+                    },
+                    name_unknown: false,
+                    value_unknown: i == 2,
+                })
+                .collect();
+            let h = FrameHeader { length: 40, kind: FrameType::Headers, flags: 0x24, stream: 3 };
+            let detail = FrameDetail::Headers { priority: None, pad_len: Some(2) };
+            let mut out = Vec::new();
+            encode(&mut out, &h, &detail, Some(&fields), &["note".into()]);
+            let whole = decode(&out).unwrap();
+            prop_assert_eq!(whole.headers.as_deref(), Some(&fields[..]));
+            let i = at % out.len();
+            out[i] = to;
+            let _ = decode(&out);
+            out.truncate(cut % (out.len() + 1));
+            let _ = decode(&out);
+        }
+    }
+}
