@@ -223,13 +223,16 @@ fn decode(mut b: &[u8]) -> Detail {
     };
     d.summary = String::from_utf8_lossy(summary).into_owned();
     let Some(n) = u32_of(&mut b) else { return d };
-    if n == DEFERRED {
+    let lines = if n == DEFERRED {
         let Some(parts) = u32_of(&mut b).and_then(|n| bytes(&mut b, n)) else {
             return d;
         };
         d.deferred = Some(parts.to_vec());
-    }
-    for _ in 0..if n == DEFERRED { 0 } else { n } {
+        0
+    } else {
+        n
+    };
+    for _ in 0..lines {
         let (Some(start), Some(end), Some(len)) = (u32_of(&mut b), u32_of(&mut b), u32_of(&mut b))
         else {
             return d;
@@ -265,10 +268,6 @@ impl StoreWriter {
         summary: &str,
         raw: Option<&[u8]>,
     ) -> io::Result<Stored> {
-        if self.broken {
-            w.clear();
-            return Err(io::Error::other("the detail store failed earlier"));
-        }
         let head = (summary.len() as u32).to_le_bytes();
         let bytes = w.finish(raw);
         let stored = self.append(&[&head[..], summary.as_bytes(), bytes]);
@@ -284,9 +283,6 @@ impl StoreWriter {
         parts: &[u8],
         raw: Option<&[u8]>,
     ) -> io::Result<Stored> {
-        if self.broken {
-            return Err(io::Error::other("the detail store failed earlier"));
-        }
         let mut head = [0u8; 12];
         head[..4].copy_from_slice(&(summary.len() as u32).to_le_bytes());
         head[4..8].copy_from_slice(&DEFERRED.to_le_bytes());
@@ -305,13 +301,14 @@ impl StoreWriter {
     /// Appends bytes of the caller's own form (a call's JSON Lines object), read back whole
     /// with [`StoreReader::bytes`].
     pub fn put_bytes(&mut self, bytes: &[u8]) -> io::Result<Stored> {
-        if self.broken {
-            return Err(io::Error::other("the detail store failed earlier"));
-        }
         self.append(&[bytes])
     }
 
+    /// Appends one record made of `parts`; nothing more once a write has failed part-way.
     fn append(&mut self, parts: &[&[u8]]) -> io::Result<Stored> {
+        if self.broken {
+            return Err(io::Error::other("the detail store failed earlier"));
+        }
         let written = match &mut self.sink {
             Sink::File(f) => f.append(parts).map(|_| ()),
             Sink::Memory(m) => {
