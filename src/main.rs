@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use h2scope::capture::compressed::{Compression, Position};
 use h2scope::capture::defrag::FragmentKey;
-use h2scope::capture::{link, live, rereadable, CaptureReader, CaptureWarning, OwnedPacket};
+use h2scope::capture::{link, live, rereadable, CaptureReader, OwnedPacket};
 use h2scope::event::{ErrorEvent, ErrorKind, Event, Sink};
 use h2scope::grpc::schema::Schemas;
 use h2scope::haproxy::{self, check, config, ExportOptions, Selector};
@@ -882,22 +882,7 @@ fn print_summary<W: Write>(sink: &mut Counting<Out<W>>, summary: &Summary) {
 }
 
 fn capture_warnings(reader: &CaptureReader) -> Vec<String> {
-    reader
-        .warnings()
-        .iter()
-        .map(|w| match w {
-            CaptureWarning::TruncatedRecord { after_record } => format!(
-                "the file ends inside the record after record {after_record} (truncated capture)"
-            ),
-            CaptureWarning::UnknownInterface { record, interface } => {
-                format!("record {record} refers to undeclared interface {interface}; skipped")
-            }
-            CaptureWarning::CompressedStreamEnds {
-                after_record,
-                reason,
-            } => format!("{reason}, after record {after_record}; the rest is not read"),
-        })
-        .collect()
+    reader.warnings().iter().map(ToString::to_string).collect()
 }
 
 /// How `--compress` names a compression.

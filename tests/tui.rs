@@ -729,3 +729,48 @@ fn a_long_list_is_filtered_on_stored_fields_in_order() {
         }
     }
 }
+
+/// A capture cut short mid-record: the viewer's reading threads show every call read before
+/// the cut, and the status line says where the file ends, as Wireshark warns of a capture
+/// "cut short in the middle of a packet".
+#[test]
+fn a_cut_capture_loads_up_to_the_cut_and_says_so() {
+    use h2scope::tui::feed::Loader;
+    let whole = std::fs::read(testdata()).unwrap();
+    let dir = std::env::temp_dir().join(format!("h2scope-tui-cut-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cut = dir.join("cut.pcap");
+    std::fs::write(&cut, &whole[..whole.len() * 2 / 3]).unwrap();
+    let (mut loader, store) = Loader::file(
+        cut.to_str().unwrap(),
+        &Config::default(),
+        Schemas::bundled(),
+    )
+    .unwrap();
+    let mut app = App::new(h2scope::tui::model::Model::new(store), "cut.pcap");
+    let start = std::time::Instant::now();
+    while !loader.finished() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "never finished"
+        );
+        loader.drain(&mut app, std::time::Duration::from_millis(50));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(
+        app.status.contains("warning: the file ends inside the record after record"),
+        "{}",
+        app.status
+    );
+    let calls = app.model.calls.len();
+    assert!((10..27).contains(&calls), "{calls} calls");
+    // The calls read are whole: their details come back from the store.
+    assert!(app
+        .model
+        .call_detail(0)
+        .lines
+        .iter()
+        .any(|l| l.text.contains(":path")));
+    drop(loader);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -66,14 +66,17 @@ pub struct OwnedPacket {
 }
 
 /// Something in the file that is not a readable packet, but does not stop the reading.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CaptureWarning {
     /// The file ends in the middle of a record (a capture that was still being written, or cut).
+    #[error("the file ends inside the record after record {after_record} (truncated capture)")]
     TruncatedRecord { after_record: u64 },
     /// A packet block references an interface that was never described.
+    #[error("record {record} refers to undeclared interface {interface}; skipped")]
     UnknownInterface { record: u64, interface: u32 },
     /// The compressed stream the capture is read from is cut or damaged here; nothing after
     /// it is read.
+    #[error("{reason}, after record {after_record}; the rest is not read")]
     CompressedStreamEnds { after_record: u64, reason: String },
 }
 

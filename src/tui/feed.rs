@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::capture::live::LiveCapture;
-use crate::capture::{CaptureError, CaptureReader};
+use crate::capture::{CaptureError, CaptureReader, CaptureWarning};
 use crate::event::{Event, Sink};
 use crate::grpc::schema::Schemas;
 use crate::output::pcapng::{CaptureFile, Format};
@@ -24,8 +24,12 @@ pub enum Feed {
     Updates(Vec<Update>),
     /// What the source is doing, for the summary bar ("loading 40%", "live, 3 dropped").
     Status(String),
-    /// The source ended: with an error, or not.
-    Done(Option<String>),
+    /// The source ended: with an error, or not; and what in it could not be read without
+    /// stopping the reading (a capture cut short, as Wireshark says of one).
+    Done {
+        error: Option<String>,
+        warnings: Vec<String>,
+    },
 }
 
 /// Sends updates in batches: a few thousand rows, or what came within 50 ms (live traffic
@@ -134,9 +138,12 @@ impl Loader {
                 }
                 !halt.load(Ordering::Relaxed)
             });
-            let result = dissect(reader, &cfg, schemas, &mut batch, &halt, total);
+            let (result, warnings) = dissect(reader, &cfg, schemas, &mut batch, &halt, total);
             let _ = batch.send(String::new());
-            let _ = tx.send(Feed::Done(result.err()));
+            let _ = tx.send(Feed::Done {
+                error: result.err(),
+                warnings,
+            });
         });
         Ok((Loader::running(rx, stop, thread, None), store))
     }
@@ -209,7 +216,10 @@ impl Loader {
             d.finish(&mut batch.builder);
             let _ = out.finish();
             let _ = batch.send(format!("capture on {iface} stopped, {seen} packets"));
-            let _ = tx.send(Feed::Done(failure));
+            let _ = tx.send(Feed::Done {
+                error: failure,
+                warnings: Vec::new(),
+            });
         });
         let temp_file = temp.then(|| path.clone());
         Ok((
@@ -228,10 +238,12 @@ impl Loader {
             match self.rx.try_recv() {
                 Ok(Feed::Updates(u)) => app.apply(u),
                 Ok(Feed::Status(s)) => app.feed = s,
-                Ok(Feed::Done(err)) => {
+                Ok(Feed::Done { error, warnings }) => {
                     self.finished = true;
-                    if let Some(e) = err {
+                    if let Some(e) = error {
                         app.status = format!("reading stopped: {e}");
+                    } else if !warnings.is_empty() {
+                        app.status = format!("warning: {}", warnings.join("; "));
                     }
                 }
                 Err(TryRecvError::Empty) => break,
@@ -271,7 +283,8 @@ impl Drop for Loader {
     }
 }
 
-/// The dissection pass over a file, in batches.
+/// The dissection pass over a file, in batches; returns how reading ended and the file's
+/// warnings.
 fn dissect(
     reader: CaptureReader,
     cfg: &Config,
@@ -279,15 +292,23 @@ fn dissect(
     batch: &mut Batcher,
     halt: &AtomicBool,
     total: u64,
-) -> Result<(), String> {
-    let (result, _) = dissect_beside(reader, cfg, schemas, halt, |handed| {
+) -> (Result<(), String>, Vec<String>) {
+    let read = dissect_beside(reader, cfg, schemas, halt, |handed| {
         for e in &handed.events {
             batch.builder.add(e);
         }
         let (seen, bytes) = (handed.packets, handed.bytes);
         batch.maybe_send(|| format!("loading{}, {seen} packets", percent(bytes, total)))
     });
-    result.map_err(|e| e.to_string())
+    let warnings = read.warnings.iter().map(ToString::to_string).collect();
+    (read.result.map_err(|e| e.to_string()), warnings)
+}
+
+/// How [`dissect_beside`]'s reading ended.
+struct Read {
+    result: Result<(), CaptureError>,
+    records: u64,
+    warnings: Vec<CaptureWarning>,
 }
 
 /// The events of a run of packets, handed from the thread that dissects to the one that
@@ -347,7 +368,7 @@ impl Sink for Collect {
 /// Reads and dissects a file on a thread of its own and hands its events, in batches, to
 /// `build` on this thread: building rows (formatting each detail, storing it) is most of the
 /// work, and the dissection goes on beside it. `build` returns false to stop; so does `halt`.
-/// Returns how reading ended and the number of records read.
+/// Returns how reading ended, with the number of records read and the file's warnings.
 ///
 /// Each batch goes back to the reading thread once built, to be freed there: freeing on one
 /// thread what another allocated made building half as slow again.
@@ -357,7 +378,7 @@ fn dissect_beside(
     schemas: Schemas,
     halt: &AtomicBool,
     mut build: impl FnMut(&Handed) -> bool,
-) -> (Result<(), CaptureError>, u64) {
+) -> Read {
     let mut cfg = cfg.clone();
     // The hex pane shows the frames' bytes.
     cfg.http2.keep_frame_bytes = true;
@@ -386,7 +407,11 @@ fn dissect_beside(
             }
             // What is still coming back is freed as the channel goes.
             drop(spent_rx);
-            (result, reader.records())
+            Read {
+                result,
+                records: reader.records(),
+                warnings: reader.warnings().to_vec(),
+            }
         });
         // Leaving the loop early drops the channel, which stops the reading thread.
         for handed in rx {
@@ -415,17 +440,16 @@ pub fn load_all(
     let (writer, store) = store::new();
     let mut builder = Builder::new(writer);
     let mut model = super::model::Model::new(store);
-    let (result, records) =
-        dissect_beside(reader, cfg, schemas, &AtomicBool::new(false), |handed| {
-            for e in &handed.events {
-                builder.add(e);
-            }
-            if builder.pending() >= 4096 {
-                builder.take().into_iter().for_each(|u| model.apply(u));
-            }
-            true
-        });
+    let read = dissect_beside(reader, cfg, schemas, &AtomicBool::new(false), |handed| {
+        for e in &handed.events {
+            builder.add(e);
+        }
+        if builder.pending() >= 4096 {
+            builder.take().into_iter().for_each(|u| model.apply(u));
+        }
+        true
+    });
     builder.take().into_iter().for_each(|u| model.apply(u));
-    model.packets = model.packets.max(records);
-    result.map(|_| model)
+    model.packets = model.packets.max(read.records);
+    read.result.map(|_| model)
 }
