@@ -1,6 +1,8 @@
 //! The terminal UI, rendered with ratatui's TestBackend from a known capture, and driven by keys
 //! on its state.
 
+mod common;
+
 use h2scope::grpc::schema::Schemas;
 use h2scope::pipeline::Config;
 use h2scope::tui::app::{Action, App, Key, Pane, View};
@@ -758,7 +760,8 @@ fn a_cut_capture_loads_up_to_the_cut_and_says_so() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     assert!(
-        app.status.contains("warning: the file ends inside the record after record"),
+        app.status
+            .contains("warning: the file ends inside the record after record"),
         "{}",
         app.status
     );
@@ -772,5 +775,76 @@ fn a_cut_capture_loads_up_to_the_cut_and_says_so() {
         .iter()
         .any(|l| l.text.contains(":path")));
     drop(loader);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A call whose row was made before its path was known (a PRIORITY frame opened it) is
+/// checked again against the filter when the path comes, while the call is still in
+/// progress, as a live view needs.
+#[test]
+fn a_path_that_comes_later_is_filtered_as_it_comes() {
+    use h2scope::capture::CaptureReader;
+    use h2scope::pipeline::Dissector;
+    use h2scope::tui::model::{Builder, Model};
+    use h2scope::tui::store;
+
+    let frame = common::frame;
+    let mut client = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    client.extend(frame(4, 0, 0, &[]));
+    // HEADERS: POST, http, :path /svc/Watch, content-type application/grpc.
+    let mut block = vec![0x83, 0x86, 0x44, 10];
+    block.extend_from_slice(b"/svc/Watch");
+    block.extend_from_slice(&[0x5f, 16]);
+    block.extend_from_slice(b"application/grpc");
+    let segments = vec![
+        (true, client),
+        (false, frame(4, 0, 0, &[])),
+        // PRIORITY for stream 1 before its HEADERS: allowed for an idle stream.
+        (true, frame(2, 0, 1, &[0, 0, 0, 0, 15])),
+        (true, frame(1, 0x04, 1, &block)),
+    ];
+    let bytes = common::segments_capture(&segments);
+    let dir = std::env::temp_dir().join(format!("h2scope-tui-later-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("later.pcap");
+    std::fs::write(&path, bytes).unwrap();
+    let mut packets = Vec::new();
+    CaptureReader::open(path.to_str().unwrap())
+        .unwrap()
+        .for_each_packet(|p| {
+            packets.push(p.to_owned_packet());
+            true
+        })
+        .unwrap();
+    assert_eq!(packets.len(), 6);
+
+    let (writer, reader) = store::new();
+    let mut builder = Builder::new(writer);
+    let mut app = App::new(Model::new(reader), "later.pcap");
+    let mut d = Dissector::new(Config::default());
+    let mut feed = |app: &mut App, range: std::ops::Range<usize>| {
+        for (i, p) in packets[range.clone()].iter().enumerate() {
+            let p = h2scope::capture::Packet {
+                index: (range.start + i + 1) as u64,
+                ts_ns: p.ts_ns,
+                link: p.link,
+                data: &p.data,
+                orig_len: p.orig_len,
+            };
+            d.packet(&p, &mut builder);
+        }
+        app.apply(builder.take());
+    };
+    // Up to the PRIORITY frame: stream 1 has a row, without a path.
+    feed(&mut app, 0..5);
+    assert_eq!(app.model.calls.len(), 1);
+    assert_eq!(app.model.calls[0].path, "-");
+    assert_eq!(app.set_filter("path contains Watch"), None);
+    assert!(app.visible().is_empty());
+    // The HEADERS: the call is still open, and now shown.
+    feed(&mut app, 5..6);
+    assert!(app.model.calls[0].open);
+    assert_eq!(app.model.calls[0].path, "/svc/Watch");
+    assert_eq!(app.visible(), &[0]);
     std::fs::remove_dir_all(&dir).ok();
 }
