@@ -934,6 +934,9 @@ fn run<P: Part>(
 /// [`harvest_schemas`](crate::pipeline::harvest_schemas) on `workers` threads: the first pass
 /// over a file, for schemas served by reflection, sharded like [`dissect`].
 pub fn harvest(path: &str, schemas: Schemas, cfg: &Config, limit: u64, workers: usize) -> Schemas {
+    if !crate::pipeline::worth_a_pass(path, cfg, limit, u64::MAX) {
+        return schemas;
+    }
     let Ok(mut reader) = crate::pipeline::open_capture(path, cfg) else {
         return schemas;
     };

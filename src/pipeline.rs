@@ -496,20 +496,22 @@ pub fn open_capture(
 /// with what they taught, so that a second pass decodes every call with them. Reading errors are
 /// left for the main pass to report.
 pub fn harvest_schemas(path: &str, schemas: Schemas, cfg: &Config, limit: u64) -> Schemas {
-    harvest_schemas_with(path, schemas, cfg, limit, |_, _| true)
+    harvest_schemas_with(path, schemas, cfg, limit, u64::MAX, |_, _| true)
 }
 
-/// [`harvest_schemas`], calling `tick(record_len, packets)` after each packet; the pass ends
-/// early when it returns false.
+/// [`harvest_schemas`] over the packets in the first `max_bytes` of the file (counted as the
+/// records' lengths with their headers), calling `tick(record_len, packets)` after each packet;
+/// the pass ends early when it returns false.
 pub fn harvest_schemas_with(
     path: &str,
     schemas: Schemas,
     cfg: &Config,
     limit: u64,
+    max_bytes: u64,
     mut tick: impl FnMut(usize, u64) -> bool,
 ) -> Schemas {
-    if !crate::capture::rereadable(path) {
-        // Standard input or a pipe can be read only once.
+    // Standard input or a pipe can be read only once.
+    if !crate::capture::rereadable(path) || !worth_a_pass(path, cfg, limit, max_bytes) {
         return schemas;
     }
     let Ok(mut reader) = open_capture(path, cfg) else {
@@ -519,14 +521,44 @@ pub fn harvest_schemas_with(
     cfg.grpc.decode_bodies = false;
     let mut dissector = Dissector::with_schemas(cfg, schemas);
     let mut discard = Discard::default();
-    let mut seen = 0u64;
+    let (mut seen, mut bytes) = (0u64, 0u64);
     let _ = reader.for_each_packet(|pkt| {
         dissector.packet(pkt, &mut discard);
         seen += 1;
-        seen < limit && tick(pkt.data.len(), seen)
+        bytes += pkt.data.len() as u64 + 16;
+        seen < limit && bytes <= max_bytes && tick(pkt.data.len(), seen)
     });
     dissector.finish(&mut discard);
     dissector.into_schemas()
+}
+
+/// Whether a schema pass of at most `limit` packets and `max_bytes` bytes should run. A pass cut
+/// short by a packet count (`-c`) costs less than searching the whole file would, so it runs.
+pub(crate) fn worth_a_pass(path: &str, cfg: &Config, limit: u64, max_bytes: u64) -> bool {
+    limit != u64::MAX || may_hold_reflection(path, cfg, max_bytes)
+}
+
+/// Whether a pass gathering schemas from server reflection could learn anything from the first
+/// `max_bytes` of the capture at `path`. Answered by a search of the file's bytes for the start
+/// of the reflection methods' paths (see [`reflection_path_starts`]), so that a capture without
+/// them is not dissected twice: only the first request on a connection spells a path out (later
+/// ones name it by its HPACK table index), and it spells it in one of two ways.
+///
+/// Encrypted traffic hides its paths from the search, so a capture that can be decrypted (a key
+/// log given, or TLS secrets inside the pcapng) always gets the full pass; so does a file that
+/// cannot be searched, whose reading error the main pass reports. A path split across two TCP
+/// segments escapes the search: the calls before the reflection exchange are then decoded as a
+/// single pass decodes them.
+///
+/// [`reflection_path_starts`]: crate::grpc::message::reflection_path_starts
+pub fn may_hold_reflection(path: &str, cfg: &Config, max_bytes: u64) -> bool {
+    if cfg.tls_keys.as_ref().is_some_and(|keys| !keys.is_empty()) {
+        return true;
+    }
+    let [plain, coded] = crate::grpc::message::reflection_path_starts();
+    // Lines of a key log, as a pcapng Decryption Secrets Block holds them (TLS 1.2 and 1.3).
+    let needles: [&[u8]; 4] = [&plain, &coded, b"CLIENT_RANDOM ", b"TRAFFIC_SECRET_0 "];
+    crate::capture::scan::holds_any(path, &needles, max_bytes).unwrap_or(true)
 }
 
 /// A sink that drops everything. Its counts let the dissection skip building events.
@@ -538,5 +570,72 @@ impl Sink for Discard {
 
     fn wants(&mut self) -> Wants<'_> {
         Wants::Counts(&mut self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::KeyLog;
+
+    fn no_keys() -> Config {
+        Config {
+            tls_keys: Some(Arc::new(KeyLog::from_text(""))),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn only_captures_that_may_hold_reflection_get_the_schema_pass() {
+        // Health checks only: nothing to learn, so no second reading.
+        assert!(!may_hold_reflection(
+            "testdata/grpc-health.pcap",
+            &no_keys(),
+            u64::MAX
+        ));
+        assert!(!may_hold_reflection(
+            "testdata/grpc-bulk.pcap",
+            &no_keys(),
+            u64::MAX
+        ));
+        // Encrypted, and decryptable with the key log given: its paths cannot be searched.
+        let keys = std::fs::read_to_string("testdata/grpc-tls.keylog").unwrap();
+        let with_keys = Config {
+            tls_keys: Some(Arc::new(KeyLog::from_text(&keys))),
+            ..Config::default()
+        };
+        assert!(may_hold_reflection(
+            "testdata/grpc-tls.pcap",
+            &with_keys,
+            u64::MAX
+        ));
+        assert!(!may_hold_reflection(
+            "testdata/grpc-tls.pcap",
+            &no_keys(),
+            u64::MAX
+        ));
+        // TLS secrets inside the pcapng (a Decryption Secrets Block) decrypt it all the same.
+        let dsb = "../shared/captures/public/http2-16-ssl.pcapng";
+        if std::path::Path::new(dsb).exists() {
+            assert!(may_hold_reflection(dsb, &no_keys(), u64::MAX));
+        }
+        // A file that cannot be searched is left to the pass, which reports it.
+        assert!(may_hold_reflection("testdata/missing.pcap", &no_keys(), 1));
+    }
+
+    #[test]
+    fn the_coded_path_start_is_a_prefix_of_both_reflection_paths_coded() {
+        let [plain, coded] = crate::grpc::message::reflection_path_starts();
+        for path in [
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ] {
+            assert!(path.as_bytes().starts_with(&plain));
+            let mut whole = Vec::new();
+            crate::http2::hpack::huffman::encode(path.as_bytes(), &mut whole);
+            assert!(whole.starts_with(&coded), "{path}");
+        }
+        // Long enough not to turn up by chance in other traffic.
+        assert!(coded.len() >= 12, "{coded:?}");
     }
 }

@@ -422,5 +422,56 @@ fn grpc_streaming_compression_big_message_and_harvested_schema() {
         rec.responses[0].json.as_ref().unwrap()["text"],
         "echo unary"
     );
+    // That reading of the file first searched its bytes for a reflection path, to decide
+    // whether a schema pass is worth it: tonic's HPACK encoder Huffman-codes the path, and the
+    // coded form was found (the plain one is not there).
+    let [plain, coded] = h2scope::grpc::message::reflection_path_starts();
+    assert!(h2scope::capture::scan::holds_any_in(&pcap[..], &[&coded]).unwrap());
+    assert!(!h2scope::capture::scan::holds_any_in(&pcap[..], &[&plain]).unwrap());
+    assert!(h2scope::pipeline::may_hold_reflection(
+        path.to_str().unwrap(),
+        &Config::default(),
+        u64::MAX
+    ));
+
+    // `read` on the file, on one thread and two: the echo calls before the reflection exchange
+    // are decoded with its schema, and with `--single-pass` only the call after it is.
+    for threads in ["1", "2"] {
+        let types = |extra: &[&str]| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_h2scope"))
+                .args([
+                    "read",
+                    "--format",
+                    "jsonl",
+                    "--no-summary",
+                    "--threads",
+                    threads,
+                ])
+                .args([
+                    "-Y",
+                    "event == message && path == \"/test.echo.Echo/Unary\"",
+                ])
+                .args(extra)
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["type"].clone())
+                .collect::<Vec<_>>()
+        };
+        let two_pass = types(&[]);
+        assert_eq!(two_pass.len(), 6, "{threads} threads");
+        assert!(two_pass
+            .iter()
+            .all(|t| t.as_str().is_some_and(|t| t.starts_with("test.echo."))));
+        let one_pass = types(&["--single-pass"]);
+        assert_eq!(one_pass.len(), 6);
+        // The last call comes after the reflection exchange: a single pass knows it too.
+        assert!(one_pass[..4].iter().all(|t| t.is_null()), "{one_pass:?}");
+        assert_eq!(one_pass[4..], two_pass[4..]);
+    }
     std::fs::remove_file(&path).ok();
 }

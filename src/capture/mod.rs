@@ -8,6 +8,7 @@ pub mod compressed;
 pub mod defrag;
 pub mod link;
 pub mod live;
+pub mod scan;
 
 use std::fs::File;
 use std::io::{self, Read};

@@ -290,6 +290,21 @@ fn looks_like_json(b: &[u8]) -> bool {
     matches!(b.first(), Some(b'{') | Some(b'['))
 }
 
+/// The start both reflection methods' paths share, as it begins a `:path` on the wire: plain (an
+/// HTTP/1.1 request line, or an HPACK literal left uncoded) and Huffman-coded up to its last whole
+/// byte (an HPACK string starts on a byte, so its first bytes do not depend on what follows).
+pub fn reflection_path_starts() -> [Vec<u8>; 2] {
+    const START: &[u8] = b"/grpc.reflection.v1";
+    let mut coded = Vec::new();
+    crate::http2::hpack::huffman::encode(START, &mut coded);
+    let whole_bits: usize = START
+        .iter()
+        .map(|&b| crate::http2::hpack::huffman::code_len(b))
+        .sum();
+    coded.truncate(whole_bits / 8);
+    [START.to_vec(), coded]
+}
+
 pub(super) fn is_reflection(path: Option<&str>) -> bool {
     matches!(
         path,

@@ -124,20 +124,18 @@ impl Loader {
             let mut done = 0u64;
             let mut last = Instant::now();
             let harvest_total = total.min(HARVEST_BYTES);
-            let schemas = harvest_schemas_with(&path, schemas, &cfg, u64::MAX, |len, _| {
-                done += len as u64 + 16;
-                if done > HARVEST_BYTES {
-                    return false;
-                }
-                if last.elapsed() > Duration::from_millis(100) {
-                    last = Instant::now();
-                    let msg = format!("reading schemas{}", percent(done, harvest_total));
-                    if tx.send(Feed::Status(msg)).is_err() {
-                        return false;
+            let schemas =
+                harvest_schemas_with(&path, schemas, &cfg, u64::MAX, HARVEST_BYTES, |len, _| {
+                    done += len as u64 + 16;
+                    if last.elapsed() > Duration::from_millis(100) {
+                        last = Instant::now();
+                        let msg = format!("reading schemas{}", percent(done, harvest_total));
+                        if tx.send(Feed::Status(msg)).is_err() {
+                            return false;
+                        }
                     }
-                }
-                !halt.load(Ordering::Relaxed)
-            });
+                    !halt.load(Ordering::Relaxed)
+                });
             let (result, warnings) = dissect(reader, &cfg, schemas, &mut batch, &halt, total);
             let _ = batch.send(String::new());
             let _ = tx.send(Feed::Done {
@@ -435,7 +433,7 @@ pub fn load_all(
     cfg: &Config,
     schemas: Schemas,
 ) -> Result<super::model::Model, CaptureError> {
-    let schemas = harvest_schemas_with(path, schemas, cfg, u64::MAX, |_, _| true);
+    let schemas = harvest_schemas_with(path, schemas, cfg, u64::MAX, u64::MAX, |_, _| true);
     let reader = crate::pipeline::open_capture(path, cfg)?;
     let (writer, store) = store::new();
     let mut builder = Builder::new(writer);

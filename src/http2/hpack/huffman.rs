@@ -261,12 +261,14 @@ pub fn decode(input: &[u8], out: &mut Vec<u8>) -> Result<(), HuffmanError> {
     Err(verdict)
 }
 
+/// Length in bits of the Huffman code of `byte`.
+pub fn code_len(byte: u8) -> usize {
+    usize::from(CODE_LENGTHS[usize::from(byte)])
+}
+
 /// Length in bytes of the Huffman coding of `input`, padding included.
 pub fn encoded_len(input: &[u8]) -> usize {
-    let bits: usize = input
-        .iter()
-        .map(|&b| usize::from(CODE_LENGTHS[usize::from(b)]))
-        .sum();
+    let bits: usize = input.iter().map(|&b| code_len(b)).sum();
     bits.div_ceil(8)
 }
 

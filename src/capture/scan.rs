@@ -1,0 +1,140 @@
+//! A look through a capture's bytes for byte strings, without parsing a record: enough to tell
+//! that a pass looking for something in the traffic cannot find it, at the speed of a read.
+//!
+//! The bytes searched are the file's (decompressed when it is compressed), so a string split
+//! across two TCP segments, or encrypted, is not seen: callers use a miss only to skip work that
+//! has a fallback.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::sync::{Arc, OnceLock};
+
+use memchr::memmem::Finder;
+
+use super::compressed::{Compression, Position};
+
+const CHUNK: usize = 1 << 20;
+
+/// Whether any of `needles` occurs in the first `max_bytes` bytes of the capture at `path`
+/// (decompressed). An empty needle list finds nothing.
+pub fn holds_any(path: &str, needles: &[&[u8]], max_bytes: u64) -> io::Result<bool> {
+    let mut file = File::open(path)?;
+    let mut magic = [0u8; 4];
+    let got = read_full(&mut file, &mut magic)?;
+    let head = io::Cursor::new(magic[..got].to_vec()).chain(file);
+    let reader: Box<dyn Read> = match Compression::detect(&magic[..got]) {
+        Some(c) => c.decompress(head, Arc::new(OnceLock::new()), Position::default()),
+        None => Box::new(head),
+    };
+    holds_any_in(reader.take(max_bytes), needles)
+}
+
+/// [`holds_any`] over any reader.
+pub fn holds_any_in(mut reader: impl Read, needles: &[&[u8]]) -> io::Result<bool> {
+    let finders: Vec<Finder<'_>> = needles
+        .iter()
+        .filter(|n| !n.is_empty())
+        .map(Finder::new)
+        .collect();
+    let Some(keep) = finders.iter().map(|f| f.needle().len() - 1).max() else {
+        return Ok(false);
+    };
+    // Each chunk is searched with the tail of the one before it, for a needle across the seam.
+    let mut buf = vec![0u8; keep + CHUNK];
+    let mut held = 0;
+    loop {
+        let n = read_full(&mut reader, &mut buf[held..])?;
+        if n == 0 {
+            return Ok(false);
+        }
+        let filled = held + n;
+        if finders.iter().any(|f| f.find(&buf[..filled]).is_some()) {
+            return Ok(true);
+        }
+        held = keep.min(filled);
+        buf.copy_within(filled - held..filled, 0);
+    }
+}
+
+/// Reads until `buf` is full or the input ends; returns how many bytes came.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that hands out a few bytes at a time, as pipes and decoders do.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_needle_across_every_seam_is_found() {
+        let needle = b"/grpc.reflection.";
+        for at in [
+            0,
+            1,
+            CHUNK - 9,
+            CHUNK - 1,
+            CHUNK,
+            2 * CHUNK + 3 - needle.len(),
+        ] {
+            let mut data = vec![b'x'; 2 * CHUNK + 3];
+            data[at..at + needle.len()].copy_from_slice(needle);
+            assert!(
+                holds_any_in(&data[..], &[b"zz", needle]).unwrap(),
+                "at {at}"
+            );
+            assert!(
+                holds_any_in(Trickle(&data, 7777), &[needle]).unwrap(),
+                "at {at}"
+            );
+            // One byte short of the needle is not it.
+            data[at + needle.len() - 1] = b'x';
+            assert!(!holds_any_in(&data[..], &[needle]).unwrap(), "at {at}");
+        }
+    }
+
+    #[test]
+    fn nothing_is_found_in_nothing_or_with_nothing() {
+        assert!(!holds_any_in(&b""[..], &[b"a"]).unwrap());
+        assert!(!holds_any_in(&b"abc"[..], &[]).unwrap());
+        assert!(!holds_any_in(&b"abc"[..], &[b""]).unwrap());
+    }
+
+    #[test]
+    fn a_compressed_file_is_searched_inside_and_only_so_far() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("h2scope-scan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut data = vec![0u8; 3 * CHUNK];
+        data[2 * CHUNK..2 * CHUNK + 6].copy_from_slice(b"needle");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&data).unwrap();
+        let path = dir.join("x.gz");
+        std::fs::write(&path, gz.finish().unwrap()).unwrap();
+        let path = path.to_str().unwrap();
+        assert!(holds_any(path, &[b"needle"], u64::MAX).unwrap());
+        assert!(!holds_any(path, &[b"needle"], 2 * CHUNK as u64).unwrap());
+        assert!(holds_any(path, &[b"needle"], 2 * CHUNK as u64 + 6).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
