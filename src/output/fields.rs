@@ -209,6 +209,9 @@ pub struct Fields<W: Write> {
     list: FieldList,
     opts: FieldsOptions,
     calls_only: bool,
+    /// Whether some field belongs to frames, and to messages: asked for every event.
+    has_frames: bool,
+    has_messages: bool,
     header_due: bool,
     line: Vec<u8>,
     io_error: Option<std::io::Error>,
@@ -219,6 +222,8 @@ impl<W: Write> Fields<W> {
         let header_due = opts.header;
         Fields {
             out,
+            has_frames: list.may_have("frame"),
+            has_messages: list.may_have("message"),
             list,
             opts,
             calls_only,
@@ -267,7 +272,7 @@ impl<W: Write> Sink for Fields<W> {
             Wants::Calls(None)
         } else {
             // Frames or messages none of the fields belong to print nothing: not built.
-            Wants::Everything.narrowed(self.list.may_have("frame"), self.list.may_have("message"))
+            Wants::Everything.narrowed(self.has_frames, self.has_messages)
         }
     }
 

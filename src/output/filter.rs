@@ -145,9 +145,12 @@ impl Filter {
         field: impl Fn(&str) -> Option<Value>,
         json: Option<&[u8]>,
     ) -> bool {
-        let mut picked = json.and_then(|text| pick(text, &self.roots));
+        let mut picked = Vec::new();
+        if !json.is_some_and(|text| pick(text, &self.roots, &mut picked)) {
+            picked.clear();
+        }
         let values: Vec<Option<Value>> = (self.roots.iter().enumerate())
-            .map(|(i, n)| field(n).or_else(|| picked.as_mut().and_then(|p| p.get_mut(i)?.take())))
+            .map(|(i, n)| field(n).or_else(|| picked.get_mut(i)?.take()))
             .collect();
         eval(&self.expr, &Root::Named(&self.roots, &values))
     }
@@ -215,20 +218,27 @@ fn with_root<T>(event: &Event, roots: &[String], f: impl FnOnce(&Root<'_>) -> T)
     thread_local! {
         static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
+    thread_local! {
+        static VALUES: std::cell::Cell<Vec<Option<Value>>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    // Taken, not borrowed: `f` may test another event's fields on this thread.
+    let mut values = VALUES.take();
     let named = LINE.with_borrow_mut(|line| {
         line.clear();
-        let named = jsonl::write_event_keys(line, event, roots)
-            .then(|| pick(line, roots))
-            .flatten();
+        let named = jsonl::write_event_keys(line, event, roots) && pick(line, roots, &mut values);
         if line.capacity() > LINE_KEPT {
             *line = Vec::new();
         }
         named
     });
-    match named {
-        Some(values) => f(&Root::Named(roots, &values)),
-        None => f(&Root::Whole(&jsonl::event_json(event))),
-    }
+    let result = if named {
+        f(&Root::Named(roots, &values))
+    } else {
+        f(&Root::Whole(&jsonl::event_json(event)))
+    };
+    values.clear();
+    VALUES.set(values);
+    result
 }
 
 /// Fields of events, named as display filters name them (`path`, `json.status`,
@@ -433,34 +443,135 @@ impl<S: Sink + ?Sized> Sink for Filtered<'_, S> {
     }
 }
 
-/// The values of `names` among the top-level fields of a JSON object, the others skipped;
-/// `None` if the text is not such an object. A map of them would cost its keys and nodes.
-fn pick(text: &[u8], names: &[String]) -> Option<Vec<Option<Value>>> {
-    use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
+/// Puts in `out` the values of `names` among the top-level fields of a JSON object, in their
+/// order (`None` for a name the object does not have); false if the text is not such an
+/// object. The text is what the JSON Lines writer made for a filter, a few fields, so it is
+/// read by a scanner of its own: `serde_json` took more to read them than the writer took to
+/// write them.
+fn pick(text: &[u8], names: &[String], out: &mut Vec<Option<Value>>) -> bool {
+    out.clear();
+    out.resize(names.len(), None);
+    pick_into(text, names, out).is_some()
+}
 
-    struct Pick<'n>(&'n [String]);
-    impl<'de> Visitor<'de> for Pick<'_> {
-        type Value = Vec<Option<Value>>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a JSON object")
+fn pick_into(text: &[u8], names: &[String], out: &mut [Option<Value>]) -> Option<()> {
+    let mut at = skip_space(text, 0);
+    if text.get(at) != Some(&b'{') {
+        return None;
+    }
+    at = skip_space(text, at + 1);
+    if text.get(at) == Some(&b'}') {
+        return Some(());
+    }
+    loop {
+        let key_end = string_end(text, at)?;
+        // The writer's keys are the program's own names, never escaped: compared as bytes.
+        let key = &text[at + 1..key_end - 1];
+        at = skip_space(text, key_end);
+        if text.get(at) != Some(&b':') {
+            return None;
         }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut out = vec![None; self.0.len()];
-            // Keys are the program's own names, never escaped, so they borrow from the text.
-            while let Some(key) = map.next_key::<&'de str>()? {
-                match self.0.iter().position(|n| n == key) {
-                    Some(i) => out[i] = Some(map.next_value()?),
-                    None => {
-                        map.next_value::<IgnoredAny>()?;
-                    }
+        let start = skip_space(text, at + 1);
+        let end = value_end(text, start)?;
+        if let Some(i) = names.iter().position(|n| n.as_bytes() == key) {
+            let value = json_value(&text[start..end])?;
+            for (j, n) in names.iter().enumerate().skip(i + 1) {
+                if n.as_bytes() == key {
+                    out[j] = Some(value.clone());
                 }
             }
-            Ok(out)
+            out[i] = Some(value);
+        }
+        at = skip_space(text, end);
+        match text.get(at) {
+            Some(b',') => at = skip_space(text, at + 1),
+            Some(b'}') => return Some(()),
+            _ => return None,
         }
     }
-    serde_json::Deserializer::from_slice(text)
-        .deserialize_map(Pick(names))
-        .ok()
+}
+
+fn skip_space(text: &[u8], mut at: usize) -> usize {
+    while text.get(at).is_some_and(|b| b" \t\r\n".contains(b)) {
+        at += 1;
+    }
+    at
+}
+
+/// Where the JSON string that starts at `at` ends (past its closing quote).
+fn string_end(text: &[u8], at: usize) -> Option<usize> {
+    if text.get(at) != Some(&b'"') {
+        return None;
+    }
+    let mut i = at + 1;
+    loop {
+        match *text.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+}
+
+/// Where the JSON value that starts at `at` ends; checked no further than its brackets and
+/// strings, since [`json_value`] parses whatever is not a plain scalar.
+fn value_end(text: &[u8], at: usize) -> Option<usize> {
+    match *text.get(at)? {
+        b'"' => string_end(text, at),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = at;
+            loop {
+                match *text.get(i)? {
+                    b'"' => {
+                        i = string_end(text, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        // A number or a word, up to what follows it.
+        _ => {
+            let len = text[at..]
+                .iter()
+                .position(|b| b",}] \t\r\n".contains(b))
+                .unwrap_or(text.len() - at);
+            (len > 0).then_some(at + len)
+        }
+    }
+}
+
+/// One JSON value: strings without escapes, counts and the three words directly (most of
+/// what filters and fields read), anything else through `serde_json`, to the same `Value`.
+fn json_value(raw: &[u8]) -> Option<Value> {
+    match raw {
+        [b'"', inner @ .., b'"'] if !inner.iter().any(|&b| b == b'\\' || b < 0x20) => {
+            std::str::from_utf8(inner)
+                .ok()
+                .map(|s| Value::String(s.into()))
+        }
+        b"true" => Some(Value::Bool(true)),
+        b"false" => Some(Value::Bool(false)),
+        b"null" => Some(Value::Null),
+        b"0" => Some(Value::from(0u64)),
+        [b'1'..=b'9', rest @ ..] if rest.len() < 19 && rest.iter().all(u8::is_ascii_digit) => {
+            std::str::from_utf8(raw)
+                .ok()?
+                .parse::<u64>()
+                .ok()
+                .map(Value::from)
+        }
+        _ => serde_json::from_slice(raw).ok(),
+    }
 }
 
 /// What a filter's fields start from: an event's whole JSON form, or the values of the
@@ -1132,5 +1243,125 @@ mod tests {
         assert!(e("").message.contains("field name"));
         assert!(e(&"(".repeat(100)).message.contains("nested"));
         assert!(e(&"!".repeat(100)).message.contains("nested"));
+    }
+}
+
+#[cfg(test)]
+mod pick_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The reading `pick` replaced, kept as the reference it must agree with.
+    fn pick_by_serde(text: &[u8], names: &[String]) -> Option<Vec<Option<Value>>> {
+        let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(text) else {
+            return None;
+        };
+        Some(names.iter().map(|n| map.get(n).cloned()).collect())
+    }
+
+    fn picked(text: &[u8], names: &[String]) -> Option<Vec<Option<Value>>> {
+        let mut out = vec![Some(Value::Null); 3];
+        pick(text, names, &mut out).then_some(out)
+    }
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<u64>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".{0,12}".prop_map(Value::String),
+            "[a-z\"\\\\{}\\[\\],:]{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec(("[a-z_]{1,6}", inner), 0..4)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_serde(
+            fields in prop::collection::vec(("[a-z_]{1,6}", any_json()), 0..6),
+            extra in "[a-z_]{1,6}",
+            pretty in any::<bool>(),
+        ) {
+            let object: serde_json::Map<String, Value> = fields.into_iter().collect();
+            let mut names: Vec<String> = object.keys().cloned().collect();
+            names.push(extra);
+            let value = Value::Object(object);
+            let text = if pretty {
+                serde_json::to_vec_pretty(&value).unwrap()
+            } else {
+                serde_json::to_vec(&value).unwrap()
+            };
+            prop_assert_eq!(picked(&text, &names), pick_by_serde(&text, &names));
+        }
+
+        /// Damaged text: never a panic, and never values serde would not read.
+        #[test]
+        fn damaged_text_is_not_misread(text in prop::collection::vec(any::<u8>(), 0..40)) {
+            let names = vec!["a".to_string(), "b".to_string()];
+            if let Some(values) = picked(&text, &names) {
+                prop_assert!(values.iter().flatten().all(|v| serde_json::to_vec(v).is_ok()));
+            }
+        }
+    }
+
+    /// Every top-level field of every frame, message and call of the shipped and public
+    /// captures, as the writer writes them for a filter.
+    #[test]
+    fn agrees_with_serde_on_real_events() {
+        let mut dirs = vec![std::path::PathBuf::from("testdata")];
+        dirs.push("../shared/captures/public".into());
+        let mut seen = 0;
+        for dir in dirs {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let name = path.to_string_lossy().to_string();
+                if !(name.ends_with(".pcap") || name.ends_with(".pcapng")) {
+                    continue;
+                }
+                let Ok(mut reader) = crate::capture::CaptureReader::open(&name) else {
+                    continue;
+                };
+                let mut d = crate::pipeline::Dissector::new(Default::default());
+                let mut events: Vec<Event> = Vec::new();
+                let _ = reader.for_each_packet(|p| {
+                    d.packet(p, &mut events);
+                    true
+                });
+                d.finish(&mut events);
+                for event in &events {
+                    let kind = match event {
+                        Event::Frame(_) => "frame",
+                        Event::Message(_) => "message",
+                        Event::Call(_) => "call",
+                        _ => continue,
+                    };
+                    let names: Vec<String> = keys::keys_of(kind)
+                        .unwrap()
+                        .iter()
+                        .map(|k| k.to_string())
+                        .collect();
+                    let mut text = Vec::new();
+                    assert!(jsonl::write_event_keys(&mut text, event, &names));
+                    let values = picked(&text, &names);
+                    assert!(values.is_some(), "{}", String::from_utf8_lossy(&text));
+                    assert_eq!(values, pick_by_serde(&text, &names));
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen > 1000, "{seen} events");
     }
 }
