@@ -253,7 +253,17 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => v * 60.0,
         _ => return Err(format!("{s:?}: unit must be ms, s or m")),
     };
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("{s:?} is not a duration like 2s or 500ms"))
+}
+
+/// `stats --interval`: a duration, more than nothing.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?}: an interval must be longer than 0"));
+    }
+    Ok(d)
 }
 
 /// How events are shown (shared by `read` and `capture`).
@@ -642,6 +652,11 @@ struct AnalysisArgs {
     /// 512 bytes, else one. A filter on `conn` runs on one thread.
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// `stats`: also count calls by interval of time, by when they ended (`10s`, `500ms`, `1m`;
+    /// a bare number is seconds), intervals starting on multiples of it since 1970 (UTC), as
+    /// a metrics system buckets them.
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
+    interval: Option<Duration>,
 }
 
 #[derive(clap::Args)]
@@ -1611,6 +1626,10 @@ fn exit_code(outcomes: impl IntoIterator<Item = FileOutcome>) -> ExitCode {
 /// `health` and `stats`: one pass, the analysis as the sink; a large file's connections split
 /// across threads, each with its own part of the analysis, or several files one per core.
 fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
+    if health && args.interval.is_some() {
+        eprintln!("h2scope: --interval is for stats (health reports each connection whole)");
+        return ExitCode::from(2);
+    }
     // stats filters call events; health filters its reports, which have keys of their own.
     let unknown = match &args.display_filter {
         Some(f) if !health => unknown_field_problem("-Y", f.roots()),
@@ -1693,8 +1712,11 @@ fn analyse_file(
     let result = if health {
         run.run(&|| parts::health_part(filter, report_format)).0
     } else {
-        let (result, parts) = run.run(&|| StatsPart::new(filter));
-        let mut stats = h2scope::analysis::stats::CallStats::default();
+        let interval = args
+            .interval
+            .map(|d| d.as_nanos().min(i64::MAX as u128) as i64);
+        let (result, parts) = run.run(&|| StatsPart::new(filter, interval));
+        let mut stats = h2scope::analysis::stats::CallStats::with_intervals(interval);
         for finished in parts {
             stats.absorb(finished.part.stats, &finished.numbers);
         }

@@ -1530,3 +1530,69 @@ fn text_times_are_tsharks() {
         }
     }
 }
+
+/// `stats --interval`: each interval holds the calls that ended in it, as `read --calls` dates
+/// them, on the shipped captures and every public one with calls; intervals start on
+/// multiples of their width since 1970.
+#[test]
+fn stats_intervals_hold_the_calls_that_ended_in_them() {
+    let mut files = vec![testdata("grpc-health.pcap"), testdata("grpc-bulk.pcap")];
+    let public = format!("{}/../shared/captures/public", env!("CARGO_MANIFEST_DIR"));
+    for entry in std::fs::read_dir(&public).unwrap() {
+        let name = entry.unwrap().path().to_string_lossy().to_string();
+        if (name.ends_with(".pcap") || name.ends_with(".pcapng")) && !name.contains("tls") {
+            files.push(name);
+        }
+    }
+    let (mut checked, mut intervals_seen) = (0, 0);
+    for file in &files {
+        for (arg, width) in [("10ms", 0.01), ("1s", 1.0)] {
+            let calls = Command::new(BIN)
+                .args(["read", "--calls", "--format", "jsonl", "--no-summary", file])
+                .output()
+                .unwrap();
+            assert!(calls.status.success());
+            // (calls, largest latency in ms, request bytes) by interval start, from the calls.
+            let mut expected: std::collections::BTreeMap<i64, (u64, f64, u64)> = Default::default();
+            let mut near_edge = false;
+            for line in String::from_utf8(calls.stdout).unwrap().lines() {
+                let c: Value = serde_json::from_str(line).unwrap();
+                let end = c["end_ts"].as_f64().unwrap();
+                let at = end / width;
+                // A float time within a microsecond of an edge could fall either side.
+                near_edge |= (at - at.round()).abs() * width < 2e-6;
+                let e = expected.entry(at.floor() as i64).or_default();
+                e.0 += 1;
+                if c["end"] != "unfinished" {
+                    e.1 = e.1.max(c["duration"].as_f64().unwrap() * 1e3);
+                }
+                e.2 += c["request_bytes"].as_u64().unwrap();
+            }
+            if near_edge || expected.is_empty() {
+                continue;
+            }
+            let out = Command::new(BIN)
+                .args(["stats", "--interval", arg, "--format", "jsonl", file])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+            let rows = report["intervals"].as_array().unwrap();
+            assert_eq!(rows.len(), expected.len(), "{file} {arg}");
+            for (row, (&start, &(calls, max_ms, bytes))) in rows.iter().zip(&expected) {
+                let at = row["start"].as_f64().unwrap();
+                assert!((at - start as f64 * width).abs() < 1e-6, "{file}: {row}");
+                assert_eq!(row["seconds"].as_f64(), Some(width));
+                assert_eq!(row["calls"].as_u64(), Some(calls), "{file} {arg}: {row}");
+                assert_eq!(row["request_bytes"]["total"].as_u64(), Some(bytes));
+                if let Some(max) = row["latency_ms"]["max"].as_f64() {
+                    assert!((max - max_ms).abs() < 1e-3, "{file}: {row} {max_ms}");
+                }
+                intervals_seen += 1;
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "{checked} captures and widths checked");
+    assert!(intervals_seen >= 60, "{intervals_seen} intervals");
+}

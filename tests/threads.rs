@@ -122,6 +122,9 @@ fn many_connections_read_the_same_on_several_threads() {
         same(&[command, "--format", "jsonl", f]);
     }
     same(&["stats", "-Y", "grpc_status != 0 || stream > 40", f]);
+    // By interval: wide ones hold thousands of calls (latencies in buckets), narrow ones few.
+    same(&["stats", "--interval", "1m", "--format", "jsonl", f]);
+    same(&["stats", "--interval", "20ms", f]);
     same(&[
         "health",
         "-Y",

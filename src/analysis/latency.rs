@@ -104,6 +104,15 @@ impl Latencies {
         }
     }
 
+    /// Keeps no more than `n` latencies one by one: past that, buckets. Whether a set ends in
+    /// buckets depends only on how many it holds, not on when this is asked, so parts of a set
+    /// limited on their own merge into what the whole set limited gives.
+    pub fn limit_exact(&mut self, n: usize) {
+        if matches!(self, Latencies::Exact(v) if v.len() > n) {
+            self.switch_to_buckets();
+        }
+    }
+
     fn switch_to_buckets(&mut self) {
         let Latencies::Exact(v) = self else {
             return;

@@ -99,9 +99,10 @@ pub struct StatsPart<'f> {
 }
 
 impl<'f> StatsPart<'f> {
-    pub fn new(filter: Option<&'f Filter>) -> Self {
+    /// `interval_ns`: also by interval of time (see [`CallStats::with_intervals`]).
+    pub fn new(filter: Option<&'f Filter>, interval_ns: Option<i64>) -> Self {
         StatsPart {
-            stats: CallStats::default(),
+            stats: CallStats::with_intervals(interval_ns),
             filter,
         }
     }

@@ -208,6 +208,27 @@ impl MethodStats {
     }
 }
 
+/// An interval's start as its rows name it, `2026-11-22 08:46:00.000` (UTC).
+fn interval_label(start_ns: i64) -> String {
+    let mut label = String::new();
+    crate::output::clock::push_absolute_millis(
+        &mut label,
+        crate::output::clock::TimeFormat::UtcDate,
+        start_ns,
+    );
+    label
+}
+
+/// An interval's figures as JSON: those of a method, with when the interval starts (seconds
+/// since 1970, and in RFC 3339) and how long it is.
+fn interval_json(start_ns: i64, width_ns: i64, m: &MethodStats) -> Value {
+    let mut v = m.json();
+    v["start"] = json!(start_ns as f64 / 1e9);
+    v["start_utc"] = json!(format!("{}Z", interval_label(start_ns).replace(' ', "T")));
+    v["seconds"] = json!(width_ns as f64 / 1e9);
+    v
+}
+
 fn avg(total: u64, n: u64) -> f64 {
     if n == 0 {
         0.0
@@ -217,6 +238,76 @@ fn avg(total: u64, n: u64) -> f64 {
 }
 
 /// Where a connection's figures are.
+/// Calls by the interval of time in which they ended (`stats --interval`), as a metrics system
+/// counts a call when it completes. Intervals start on multiples of their width since 1970
+/// (UTC), so that they line up with dashboards and logs rather than with the capture's start.
+#[derive(Debug, Clone)]
+pub struct Intervals {
+    width_ns: i64,
+    /// By the interval's start, in nanoseconds since 1970.
+    by_start: BTreeMap<i64, MethodStats>,
+    /// Intervals starting before this have been trimmed (see [`Intervals::add`]).
+    trimmed_below: i64,
+}
+
+/// Latencies an interval keeps one by one; more are counted in buckets (within 0.05%), so that
+/// a long capture in short intervals keeps a few kB per interval, not every latency.
+const EXACT_PER_INTERVAL: usize = 1000;
+
+impl Intervals {
+    /// Intervals `width_ns` wide (at least 1).
+    pub fn new(width_ns: i64) -> Self {
+        Intervals {
+            width_ns: width_ns.max(1),
+            by_start: BTreeMap::new(),
+            trimmed_below: i64::MIN,
+        }
+    }
+
+    pub fn width_ns(&self) -> i64 {
+        self.width_ns
+    }
+
+    #[allow(clippy::ptr_arg)]
+    fn add(&mut self, c: &Call, outcome: &Cow<'static, str>) {
+        let start = c.end_ts_ns.div_euclid(self.width_ns) * self.width_ns;
+        self.by_start.entry(start).or_default().add(c, outcome);
+        // Calls come as they end, so the intervals before the one before this are done with,
+        // but for a straggler: their latencies go into buckets once there are many.
+        let done = start.saturating_sub(self.width_ns);
+        if done > self.trimmed_below {
+            for m in self
+                .by_start
+                .range_mut(self.trimmed_below..done)
+                .map(|(_, m)| m)
+            {
+                m.latencies.limit_exact(EXACT_PER_INTERVAL);
+            }
+            self.trimmed_below = done;
+        }
+    }
+
+    fn merge(&mut self, other: Intervals) {
+        for (start, m) in other.by_start {
+            match self.by_start.get_mut(&start) {
+                Some(mine) => mine.merge(m),
+                None => {
+                    self.by_start.insert(start, m);
+                }
+            }
+        }
+    }
+
+    /// Every interval that had calls, in time order, their latencies as every split of the
+    /// capture gives them.
+    pub fn finished(&mut self) -> impl Iterator<Item = (i64, &MethodStats)> {
+        self.by_start
+            .values_mut()
+            .for_each(|m| m.latencies.limit_exact(EXACT_PER_INTERVAL));
+        self.by_start.iter().map(|(&start, m)| (start, m))
+    }
+}
+
 enum ConnEntry {
     Open,
     /// In a temporary file (which of them): offset and length.
@@ -233,6 +324,8 @@ pub struct CallStats {
     /// One file per part of the capture merged in (see [`absorb`](Self::absorb)); the last
     /// one is written to.
     ended: Vec<Ended>,
+    /// All calls again by when they ended, when asked for.
+    pub intervals: Option<Intervals>,
 }
 
 /// The figures of connections that ended, written to a temporary file: a capture of a million
@@ -276,6 +369,9 @@ impl Sink for CallStats {
                 }
                 self.by_conn.entry(c.conn).or_default().add(&c, &outcome);
                 self.all.add(&c, &outcome);
+                if let Some(intervals) = &mut self.intervals {
+                    intervals.add(&c, &outcome);
+                }
             }
             // Its calls are all in: keep the connection's figures, not its samples, so that
             // memory does not grow with the number of connections' calls.
@@ -315,6 +411,14 @@ impl Sink for CallStats {
 }
 
 impl CallStats {
+    /// Statistics that also count calls by interval of time, `width_ns` wide.
+    pub fn with_intervals(width_ns: Option<i64>) -> Self {
+        CallStats {
+            intervals: width_ns.map(Intervals::new),
+            ..CallStats::default()
+        }
+    }
+
     /// Takes in the statistics of another part of the capture whose connections are all
     /// different (another thread's): `numbers[n]` is the capture's number of its connection
     /// `n` (one not there keeps its number).
@@ -329,6 +433,11 @@ impl CallStats {
             }
         }
         self.all.merge(other.all);
+        match (&mut self.intervals, other.intervals) {
+            (Some(mine), Some(theirs)) => mine.merge(theirs),
+            (mine @ None, theirs) => *mine = theirs,
+            (Some(_), None) => {}
+        }
         for (conn, m) in other.by_conn {
             self.by_conn.insert(global(conn), m);
         }
@@ -380,12 +489,20 @@ impl CallStats {
             .iter()
             .filter_map(|(c, e)| Some((c.to_string(), self.conn_stats(*c, e)?.json())))
             .collect();
-        json!({
+        let mut report = json!({
             "event": "stats",
             "methods": self.by_method.iter().map(|(m, s)| (m.clone(), s.json())).collect::<serde_json::Map<_, _>>(),
             "connections": conns,
             "total": self.all.json(),
-        })
+        });
+        if let Some(intervals) = &mut self.intervals {
+            let width = intervals.width_ns();
+            report["intervals"] = intervals
+                .finished()
+                .map(|(start, m)| interval_json(start, width, m))
+                .collect();
+        }
+        report
     }
 
     /// Writes [`to_json`](Self::to_json)'s line, one entry at a time: with a hundred thousand
@@ -418,6 +535,17 @@ impl CallStats {
         )?;
         w.write_all(br#","total":"#)?;
         serde_json::to_writer(&mut *w, &self.all.json())?;
+        if let Some(intervals) = &mut self.intervals {
+            let width = intervals.width_ns();
+            w.write_all(br#","intervals":["#)?;
+            for (i, (start, m)) in intervals.finished().enumerate() {
+                if i > 0 {
+                    w.write_all(b",")?;
+                }
+                serde_json::to_writer(&mut *w, &interval_json(start, width, m))?;
+            }
+            w.write_all(b"]")?;
+        }
         w.write_all(b"}\n")
     }
 
@@ -460,6 +588,16 @@ impl CallStats {
             row(w, name, m)?;
         }
         row(w, "(all)", &self.all)?;
+        if let Some(intervals) = &mut self.intervals {
+            let width = intervals.width_ns() as f64 / 1e9;
+            writeln!(
+                w,
+                "\nper {width} s interval, calls by when they ended (UTC):"
+            )?;
+            for (start, m) in intervals.finished() {
+                row(w, &interval_label(start), m)?;
+            }
+        }
         writeln!(w, "\nper connection:")?;
         for (c, e) in self.connections() {
             if let Some(m) = self.conn_stats(c, &e) {
@@ -565,5 +703,58 @@ mod tests {
         assert_eq!(j["connections"]["3"]["calls"], 60);
         assert_eq!(j["connections"]["5"]["calls"], 40);
         assert_eq!(j["total"], whole.to_json()["total"]);
+    }
+
+    /// Calls by when they ended: intervals on multiples of their width, before 1970 too; a
+    /// straggler (a call reported late) still counts where it ended; and a split of the
+    /// capture (threads) gives the same figures, whether an interval's latencies stay one by
+    /// one or go to buckets.
+    #[test]
+    fn intervals_count_calls_by_when_they_ended() {
+        let width = 10_000_000; // 10 ms
+                                // (start ms, end ms, grpc-status), in the order calls end, but for one straggler.
+        let mut calls: Vec<(i64, i64, &str)> = vec![(-15, -5, "0"), (0, 3, "0"), (1, 9, "14")];
+        calls.extend((0..3000).map(|i| (20, 20 + i % 7, "0")));
+        calls.push((2, 5, "0")); // ends in the first interval, reported after later ones
+        calls.extend((0..1500).map(|i| (40, 41 + i % 5, "4")));
+        let make = |conn: u64, (start, end, grpc): (i64, i64, &'static str)| {
+            let mut c = call(conn, 1, end, grpc);
+            c.start_ts_ns = start * 1_000_000;
+            Event::Call(Box::new(c))
+        };
+        let mut whole = CallStats::with_intervals(Some(width));
+        for &c in &calls {
+            whole.event(make(1, c));
+        }
+        let report = whole.to_json();
+        let rows = report["intervals"].as_array().unwrap();
+        let starts: Vec<f64> = rows.iter().map(|r| r["start"].as_f64().unwrap()).collect();
+        assert_eq!(starts, [-0.01, 0.0, 0.02, 0.04]);
+        let counts: Vec<u64> = rows.iter().map(|r| r["calls"].as_u64().unwrap()).collect();
+        assert_eq!(counts, [1, 3, 3000, 1500]);
+        assert_eq!(rows[1]["outcomes"], json!({"OK": 2, "UNAVAILABLE": 1}));
+        assert_eq!(rows[1]["latency_ms"]["max"], json!(8.0));
+        assert_eq!(rows[0]["start_utc"], "1969-12-31T23:59:59.990Z");
+        assert_eq!(rows[3]["seconds"], json!(0.01));
+        // 3000 calls in one interval: counted in buckets, whose maximum stays exact.
+        assert_eq!(rows[2]["latency_ms"]["max"], json!(6.0));
+        assert_eq!(rows[2]["latency_ms"]["p50"].as_f64().unwrap().round(), 3.0);
+        // Split in two parts by alternate calls, merged: the same report.
+        let mut parts = [
+            CallStats::with_intervals(Some(width)),
+            CallStats::with_intervals(Some(width)),
+        ];
+        for (i, &c) in calls.iter().enumerate() {
+            parts[i % 2].event(make(1, c));
+        }
+        let [a, b] = parts;
+        let mut merged = CallStats::with_intervals(Some(width));
+        merged.absorb(a, &[]);
+        merged.absorb(b, &[]);
+        assert_eq!(merged.to_json()["intervals"], report["intervals"]);
+        assert!(whole.to_text().contains("per 0.01 s interval"));
+        assert!(whole.to_text().contains("\n1970-01-01 00:00:00.020 "));
+        // Without --interval, no such section.
+        assert!(CallStats::default().to_json().get("intervals").is_none());
     }
 }
