@@ -505,10 +505,10 @@ fn string_end(text: &[u8], at: usize) -> Option<usize> {
     }
     let mut i = at + 1;
     loop {
-        match *text.get(i)? {
+        i += memchr::memchr2(b'"', b'\\', text.get(i..)?)?;
+        match text[i] {
             b'"' => return Some(i + 1),
-            b'\\' => i += 2,
-            _ => i += 1,
+            _ => i += 2,
         }
     }
 }
