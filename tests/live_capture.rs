@@ -62,28 +62,57 @@ fn spawn_capture(
     (child, stderr)
 }
 
-/// Gives the capture time to see the last packets, stops it as a user would (Ctrl-C), and
-/// returns its events.
-fn stop_capture(child: std::process::Child) -> Vec<Value> {
-    jsonl(&stop_capture_text(child))
+/// Waits until the capture has shown `calls` calls that ended with grpc-status 0 (it prints
+/// each packet's events at once), stops it as a user would (Ctrl-C), and returns its events.
+fn stop_capture(child: std::process::Child, calls: usize) -> Vec<Value> {
+    jsonl(&stop_capture_when(child, |text| {
+        // The last line may be still on its way.
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["event"] == "call" && e["grpc_status"] == 0)
+            .count()
+            >= calls
+    }))
 }
 
-/// As [`stop_capture`], returning what the capture printed.
-fn stop_capture_text(child: std::process::Child) -> String {
-    std::thread::sleep(Duration::from_millis(500));
+/// Stops the capture (Ctrl-C) once what it printed so far satisfies `ready`, or after 20 s,
+/// and returns all it printed. Waiting for the output rather than for a fixed time: on a busy
+/// machine (the tests run side by side, in a debug build) the capture can lag behind the
+/// traffic by more than half a second, and a Ctrl-C then would cut off the last calls.
+fn stop_capture_when(mut child: std::process::Child, ready: impl Fn(&str) -> bool) -> String {
+    use std::io::Read;
+    let printed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = {
+        let printed = printed.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = stdout.read(&mut chunk) {
+                printed.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        })
+    };
+    let waiting = Instant::now();
+    while !ready(&String::from_utf8_lossy(&printed.lock().unwrap()))
+        && waiting.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let started = Instant::now();
     let kill = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
+    let status = child.wait().unwrap();
+    assert!(status.success());
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "Ctrl-C took too long"
     );
-    String::from_utf8(out.stdout).unwrap()
+    reader.join().unwrap();
+    let text = String::from_utf8(printed.lock().unwrap().clone()).unwrap();
+    text
 }
 
 /// `n` health checks on one channel to the server at `addr`.
@@ -117,7 +146,7 @@ fn live_capture_shows_calls_and_records_a_readable_file() {
     let child = start_capture(&["-f".as_ref(), filter.as_ref(), "-w".as_ref(), file.as_ref()]);
 
     health_checks(&rt, addr, 5);
-    let events = stop_capture(child);
+    let events = stop_capture(child, 5);
 
     let calls: Vec<&Value> = events.iter().filter(|e| e["event"] == "call").collect();
     let checks = calls
@@ -251,7 +280,7 @@ fn live_capture_prints_fields() {
         ],
     );
     health_checks(&rt, addr, 3);
-    let text = stop_capture_text(child);
+    let text = stop_capture_when(child, |text| text.lines().count() >= 3);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines, ["/grpc.health.v1.Health/Check\t0"; 3], "{text}");
 }
@@ -332,7 +361,7 @@ fn live_capture_decrypts_tls_with_a_key_log_written_as_it_runs() {
     rt.block_on(async {
         common::tls::traffic(common::tls::channel(client, front).await, 2_000).await
     });
-    let events = stop_capture(child);
+    let events = stop_capture(child, 4);
     let calls = |events: &[Value]| -> Vec<(String, u64)> {
         events
             .iter()
@@ -416,8 +445,8 @@ fn live_capture_writes_compressed_files() {
         "1".as_ref(),
     ]);
     health_checks(&rt, addr, 4);
-    stop_capture(one);
-    stop_capture(rotating);
+    stop_capture(one, 4);
+    stop_capture(rotating, 4);
     let ring_file = dir.join("ring_00001.pcapng.gz");
     for (path, tool) in [(&file, "zstd"), (&ring_file, "gzip")] {
         let test = Command::new(tool).arg("-t").arg(path).output().unwrap();
