@@ -2261,6 +2261,28 @@ fn run_check(
 mod tests {
     use super::{progress_line, worth_threads_from};
 
+    /// Durations as the flags take them; a number too large for a `Duration` is an error, not
+    /// a panic, and an interval of nothing is refused.
+    #[test]
+    fn durations_parse_or_say_why_not() {
+        use std::time::Duration;
+        assert_eq!(
+            super::parse_duration("250ms"),
+            Ok(Duration::from_millis(250))
+        );
+        assert_eq!(
+            super::parse_duration("1.5"),
+            Ok(Duration::from_millis(1500))
+        );
+        assert_eq!(super::parse_duration("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["99999999999999999999999", "-1s", "1e9", "10h", "", "nan"] {
+            assert!(super::parse_duration(bad).is_err(), "{bad}");
+        }
+        assert!(super::parse_interval("0").is_err());
+        assert!(super::parse_interval("0ms").is_err());
+        assert_eq!(super::parse_interval("10s"), Ok(Duration::from_secs(10)));
+    }
+
     /// Every subcommand's flags are well formed (unique names and shorts), which clap checks
     /// only when that subcommand is parsed: a clash would panic there at run time.
     #[test]
