@@ -141,3 +141,52 @@ fn link_decode(bencher: Bencher) {
         black_box(n)
     });
 }
+
+/// The events of the recorded traffic, once: what a display filter and `-T fields` look at.
+fn events() -> Vec<Event> {
+    let mut reader = CaptureReader::open(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/grpc-health.pcap"
+    ))
+    .unwrap();
+    let mut d = Dissector::new(Config::default());
+    let mut events: Vec<Event> = Vec::new();
+    reader
+        .for_each_packet(|p| {
+            d.packet(p, &mut events);
+            true
+        })
+        .unwrap();
+    d.finish(&mut events);
+    events
+}
+
+/// A display filter tested on every frame, message and call, as `read -Y` does: the fields it
+/// names written by the JSON Lines writer and read back.
+#[divan::bench]
+fn display_filter(bencher: Bencher) {
+    let events = events();
+    let filter: h2scope::output::filter::Filter = "type == RST_STREAM".parse().unwrap();
+    bencher
+        .counter(divan::counter::ItemsCount::new(events.len()))
+        .bench_local(|| events.iter().filter(|e| filter.matches(e)).count());
+}
+
+/// `-T fields -e type -e stream -e path` lines of every event.
+#[divan::bench]
+fn fields_lines(bencher: Bencher) {
+    use h2scope::output::fields::{write_line, FieldsOptions};
+    let events = events();
+    let list = h2scope::output::filter::FieldList::parse(&["type", "stream", "path"]).unwrap();
+    let opts = FieldsOptions::default();
+    let mut buf = Vec::new();
+    bencher
+        .counter(divan::counter::ItemsCount::new(events.len()))
+        .bench_local(|| {
+            buf.clear();
+            for e in &events {
+                write_line(&list, &opts, e, &mut buf);
+            }
+            buf.len()
+        });
+}

@@ -270,7 +270,11 @@ impl Intervals {
 
     #[allow(clippy::ptr_arg)]
     fn add(&mut self, c: &Call, outcome: &Cow<'static, str>) {
-        let start = c.end_ts_ns.div_euclid(self.width_ns) * self.width_ns;
+        // Saturating: a timestamp from a damaged capture can lie near the ends of the range.
+        let start = c
+            .end_ts_ns
+            .div_euclid(self.width_ns)
+            .saturating_mul(self.width_ns);
         self.by_start.entry(start).or_default().add(c, outcome);
         // Calls come as they end, so the intervals before the one before this are done with,
         // but for a straggler: their latencies go into buckets once there are many.
@@ -756,5 +760,14 @@ mod tests {
         assert!(whole.to_text().contains("\n1970-01-01 00:00:00.020 "));
         // Without --interval, no such section.
         assert!(CallStats::default().to_json().get("intervals").is_none());
+        // Times at the ends of the range (a damaged capture): rows, not an overflow.
+        let mut edges = CallStats::with_intervals(Some(width));
+        for end in [i64::MIN + 1, i64::MAX] {
+            let mut c = call(1, 1, 0, "0");
+            (c.start_ts_ns, c.end_ts_ns) = (end, end);
+            edges.event(Event::Call(Box::new(c)));
+        }
+        assert_eq!(edges.to_json()["intervals"].as_array().unwrap().len(), 2);
+        assert!(edges.to_text().contains("per 0.01 s interval"));
     }
 }
