@@ -173,25 +173,13 @@ impl CaptureReader {
         name: &str,
         reader: R,
     ) -> Result<Self, CaptureError> {
-        let mut reader = reader;
-        let mut magic = Vec::with_capacity(8);
-        read_up_to(&mut reader, &mut magic, 4).map_err(|_| CaptureError::Read {
-            path: name.to_string(),
-            record: 0,
-        })?;
-        let compression = Compression::detect(&magic);
-        let source = io::Cursor::new(magic).chain(reader);
-        let position = Position::default();
-        let Some(compression) = compression else {
-            let counted = Counted {
-                inner: source,
-                position: position.clone(),
-            };
-            return Self::from_plain(name, counted, position, None, Default::default());
-        };
-        let damage = Arc::new(OnceLock::new());
-        let plain = compression.decompress(source, damage.clone(), position.clone());
-        Self::from_plain(name, plain, position, Some(compression), damage)
+        let (position, damage) = (Position::default(), Arc::new(OnceLock::new()));
+        let (plain, compression) =
+            plain_bytes(reader, &position, &damage).map_err(|_| CaptureError::Read {
+                path: name.to_string(),
+                record: 0,
+            })?;
+        Self::from_plain(name, plain, position, compression, damage)
     }
 
     fn from_plain<R: Read + Send + 'static>(
@@ -603,18 +591,37 @@ fn read_file_header<R: Read>(r: &mut R) -> io::Result<(Vec<u8>, bool)> {
     Ok((buf, true))
 }
 
-fn read_up_to<R: Read>(r: &mut R, buf: &mut Vec<u8>, want: usize) -> io::Result<()> {
-    while buf.len() < want {
-        let mut chunk = [0u8; 4096];
-        let n = (want - buf.len()).min(chunk.len());
-        match r.read(&mut chunk[..n]) {
-            Ok(0) => break,
-            Ok(k) => buf.extend_from_slice(&chunk[..k]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+/// The bytes of a capture as its records are read from them: decompressed when they start
+/// with a gzip, zstd or LZ4 magic number. `position` counts the bytes taken from `reader`
+/// itself; damage ends a compressed stream and is told in `damage`.
+pub(crate) fn plain_bytes<R: Read + Send + 'static>(
+    mut reader: R,
+    position: &Position,
+    damage: &Arc<OnceLock<String>>,
+) -> io::Result<(Box<dyn Read + Send>, Option<Compression>)> {
+    let mut magic = Vec::with_capacity(8);
+    read_up_to(&mut reader, &mut magic, 4)?;
+    let compression = Compression::detect(&magic);
+    let source = io::Cursor::new(magic).chain(reader);
+    Ok(match compression {
+        None => {
+            let counted = Counted {
+                inner: source,
+                position: position.clone(),
+            };
+            (Box::new(counted), None)
         }
-    }
-    Ok(())
+        Some(c) => (
+            c.decompress(source, damage.clone(), position.clone()),
+            Some(c),
+        ),
+    })
+}
+
+/// Reads until `buf` holds `want` bytes or the input ends.
+fn read_up_to<R: Read>(r: &mut R, buf: &mut Vec<u8>, want: usize) -> io::Result<()> {
+    let missing = want.saturating_sub(buf.len()) as u64;
+    r.take(missing).read_to_end(buf).map(|_| ())
 }
 
 fn is_capture_magic(b: &[u8]) -> bool {

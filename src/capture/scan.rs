@@ -7,26 +7,17 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::sync::{Arc, OnceLock};
 
 use memchr::memmem::Finder;
-
-use super::compressed::{Compression, Position};
 
 const CHUNK: usize = 1 << 20;
 
 /// Whether any of `needles` occurs in the first `max_bytes` bytes of the capture at `path`
 /// (decompressed). An empty needle list finds nothing.
 pub fn holds_any(path: &str, needles: &[&[u8]], max_bytes: u64) -> io::Result<bool> {
-    let mut file = File::open(path)?;
-    let mut magic = [0u8; 4];
-    let got = read_full(&mut file, &mut magic)?;
-    let head = io::Cursor::new(magic[..got].to_vec()).chain(file);
-    let reader: Box<dyn Read> = match Compression::detect(&magic[..got]) {
-        Some(c) => c.decompress(head, Arc::new(OnceLock::new()), Position::default()),
-        None => Box::new(head),
-    };
-    holds_any_in(reader.take(max_bytes), needles)
+    let (plain, _) =
+        super::plain_bytes(File::open(path)?, &Default::default(), &Default::default())?;
+    holds_any_in(plain.take(max_bytes), needles)
 }
 
 /// [`holds_any`] over any reader.
@@ -40,34 +31,16 @@ pub fn holds_any_in(mut reader: impl Read, needles: &[&[u8]]) -> io::Result<bool
         return Ok(false);
     };
     // Each chunk is searched with the tail of the one before it, for a needle across the seam.
-    let mut buf = vec![0u8; keep + CHUNK];
-    let mut held = 0;
+    let mut buf = Vec::with_capacity(keep + CHUNK);
     loop {
-        let n = read_full(&mut reader, &mut buf[held..])?;
-        if n == 0 {
+        if (&mut reader).take(CHUNK as u64).read_to_end(&mut buf)? == 0 {
             return Ok(false);
         }
-        let filled = held + n;
-        if finders.iter().any(|f| f.find(&buf[..filled]).is_some()) {
+        if finders.iter().any(|f| f.find(&buf).is_some()) {
             return Ok(true);
         }
-        held = keep.min(filled);
-        buf.copy_within(filled - held..filled, 0);
+        buf.drain(..buf.len() - keep.min(buf.len()));
     }
-}
-
-/// Reads until `buf` is full or the input ends; returns how many bytes came.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(k) => got += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
 
 #[cfg(test)]
