@@ -500,15 +500,15 @@ pub fn harvest_schemas(path: &str, schemas: Schemas, cfg: &Config, limit: u64) -
 }
 
 /// [`harvest_schemas`] over the packets in the first `max_bytes` of the file (counted as the
-/// records' lengths with their headers), calling `tick(record_len, packets)` after each packet;
-/// the pass ends early when it returns false.
+/// records' lengths with their headers), calling `tick(bytes, packets)` with those counts so far
+/// after each packet; the pass ends early when it returns false.
 pub fn harvest_schemas_with(
     path: &str,
     schemas: Schemas,
     cfg: &Config,
     limit: u64,
     max_bytes: u64,
-    mut tick: impl FnMut(usize, u64) -> bool,
+    mut tick: impl FnMut(u64, u64) -> bool,
 ) -> Schemas {
     // Standard input or a pipe can be read only once.
     if !crate::capture::rereadable(path) || !worth_a_pass(path, cfg, limit, max_bytes) {
@@ -526,7 +526,7 @@ pub fn harvest_schemas_with(
         dissector.packet(pkt, &mut discard);
         seen += 1;
         bytes += pkt.data.len() as u64 + 16;
-        seen < limit && bytes <= max_bytes && tick(pkt.data.len(), seen)
+        seen < limit && bytes <= max_bytes && tick(bytes, seen)
     });
     dissector.finish(&mut discard);
     dissector.into_schemas()

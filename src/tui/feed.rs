@@ -13,7 +13,7 @@ use crate::capture::{CaptureError, CaptureReader, CaptureWarning};
 use crate::event::{Event, Sink};
 use crate::grpc::schema::Schemas;
 use crate::output::pcapng::{CaptureFile, Format};
-use crate::pipeline::{harvest_schemas_with, Config, Dissector};
+use crate::pipeline::{harvest_schemas, harvest_schemas_with, Config, Dissector};
 
 use super::app::App;
 use super::model::{Builder, Update};
@@ -121,12 +121,10 @@ impl Loader {
         let (path, cfg, halt) = (path.to_string(), cfg.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
             let mut batch = Batcher::new(tx.clone(), writer);
-            let mut done = 0u64;
             let mut last = Instant::now();
             let harvest_total = total.min(HARVEST_BYTES);
             let schemas =
-                harvest_schemas_with(&path, schemas, &cfg, u64::MAX, HARVEST_BYTES, |len, _| {
-                    done += len as u64 + 16;
+                harvest_schemas_with(&path, schemas, &cfg, u64::MAX, HARVEST_BYTES, |done, _| {
                     if last.elapsed() > Duration::from_millis(100) {
                         last = Instant::now();
                         let msg = format!("reading schemas{}", percent(done, harvest_total));
@@ -433,7 +431,7 @@ pub fn load_all(
     cfg: &Config,
     schemas: Schemas,
 ) -> Result<super::model::Model, CaptureError> {
-    let schemas = harvest_schemas_with(path, schemas, cfg, u64::MAX, u64::MAX, |_, _| true);
+    let schemas = harvest_schemas(path, schemas, cfg, u64::MAX);
     let reader = crate::pipeline::open_capture(path, cfg)?;
     let (writer, store) = store::new();
     let mut builder = Builder::new(writer);
