@@ -237,7 +237,6 @@ fn avg(total: u64, n: u64) -> f64 {
     }
 }
 
-/// Where a connection's figures are.
 /// Calls by the interval of time in which they ended (`stats --interval`), as a metrics system
 /// counts a call when it completes. Intervals start on multiples of their width since 1970
 /// (UTC), so that they line up with dashboards and logs rather than with the capture's start.
@@ -314,6 +313,7 @@ impl Intervals {
     }
 }
 
+/// Where a connection's figures are.
 enum ConnEntry {
     Open,
     /// In a temporary file (which of them): offset and length.
