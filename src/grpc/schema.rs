@@ -104,10 +104,10 @@ impl Schemas {
         for input in inputs {
             if input.is_dir() {
                 includes.push(input.clone());
-                collect_protos(input, &mut files).map_err(|source| SchemaError::Io {
+                files.extend(protos_below(input).map_err(|source| SchemaError::Io {
                     path: input.display().to_string(),
                     source,
-                })?;
+                })?);
             } else {
                 if !input.exists() {
                     return Err(SchemaError::Io {
@@ -315,16 +315,33 @@ fn located(e: &protox::Error) -> String {
     }
 }
 
-fn collect_protos(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+/// The `.proto` files below `root`, named relative to it (it is an include path, so imports
+/// match), as [`Schemas::add_proto_files`] compiles them.
+pub fn protos_below(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    collect_protos(root, root, 0, &mut out)?;
+    Ok(out)
+}
+
+/// Links to directories are followed, but not deeper than this: a link loop ends.
+const MAX_PROTO_DEPTH: usize = 32;
+
+fn collect_protos(
+    root: &Path,
+    dir: &Path,
+    depth: usize,
+    out: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.path());
     for e in entries {
         let p = e.path();
         if p.is_dir() {
-            collect_protos(&p, out)?;
+            if depth < MAX_PROTO_DEPTH {
+                collect_protos(root, &p, depth + 1, out)?;
+            }
         } else if p.extension().is_some_and(|x| x == "proto") {
-            // Relative to the directory, which is an include path: imports then match.
-            out.push(p.strip_prefix(dir).unwrap_or(&p).to_path_buf());
+            out.push(p.strip_prefix(root).unwrap_or(&p).to_path_buf());
         }
     }
     Ok(())
@@ -377,6 +394,34 @@ mod tests {
             ..Default::default()
         };
         (dep, main)
+    }
+
+    /// A directory's files are named relative to it, also in its subdirectories, so that
+    /// imports written relative to it resolve.
+    #[test]
+    fn proto_directories_name_nested_files_from_their_top() {
+        let dir = std::env::temp_dir().join(format!("h2scope-protos-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("a/b")).unwrap();
+        std::fs::write(
+            dir.join("a/b/dep.proto"),
+            "syntax = \"proto3\"; package d; message D { string s = 1; }",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("main.proto"),
+            "syntax = \"proto3\"; package m; import \"a/b/dep.proto\"; \
+             message M { d.D d = 1; } service S { rpc Get(M) returns (d.D); }",
+        )
+        .unwrap();
+        assert_eq!(
+            protos_below(&dir).unwrap(),
+            [PathBuf::from("a/b/dep.proto"), PathBuf::from("main.proto")]
+        );
+        let mut s = Schemas::bundled();
+        s.add_proto_files(std::slice::from_ref(&dir), &[]).unwrap();
+        assert_eq!(s.method("/m.S/Get").unwrap().output.full_name(), "d.D");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
