@@ -18,6 +18,7 @@ use h2scope::http2::connection::{AssumeTarget, AssumedPath};
 use h2scope::output::clock::TimeFormat;
 use h2scope::output::fields::{Fields, FieldsOptions, FieldsRoute};
 use h2scope::output::filter::{FieldList, Filter, FilterRoute};
+use h2scope::output::grpcurl::{Grpcurl, GrpcurlOptions, SchemaFlags};
 use h2scope::output::jsonl::JsonLines;
 use h2scope::output::pcapng::{CaptureFile, Format as WriteFormat};
 use h2scope::output::text::{Text, TextOptions, TextRoute};
@@ -73,6 +74,8 @@ enum EventFormat {
     Jsonl,
     /// The fields named with -e, one line per event (tshark's -T fields).
     Fields,
+    /// Each gRPC call as the grpcurl command that makes it again (a shell script).
+    Grpcurl,
 }
 
 /// The time column of text lines, as tshark's `-t` names its forms.
@@ -269,7 +272,7 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 /// How events are shown (shared by `read` and `capture`).
 #[derive(clap::Args, Clone)]
 struct OutputArgs {
-    /// Output format (`-T` as tshark spells it): text, jsonl, or fields (with -e).
+    /// Output format (`-T` as tshark spells it): text, jsonl, fields (with -e), or grpcurl.
     #[arg(short = 'T', long, value_enum, default_value_t = EventFormat::Text)]
     format: EventFormat,
     /// With -T fields: a field to print, named as display filters name them (`path`,
@@ -300,6 +303,9 @@ struct OutputArgs {
     /// e.g. `-Y 'event == call && grpc_status != 0'` (see the README; the summary counts all).
     #[arg(short = 'Y', long = "display-filter", value_name = "EXPR")]
     display_filter: Option<Filter>,
+    /// What -T grpcurl gives grpcurl of the schemas: filled in from the schema options.
+    #[arg(skip)]
+    grpcurl: GrpcurlOptions,
 }
 
 impl OutputArgs {
@@ -738,6 +744,7 @@ enum Fmt<W: Write> {
     Text(Text<W>),
     Jsonl(JsonLines<W>),
     Fields(Fields<W>),
+    Grpcurl(Grpcurl<W>),
 }
 
 impl<W: Write> Sink for Out<W> {
@@ -746,6 +753,8 @@ impl<W: Write> Sink for Out<W> {
             Fmt::Text(t) => t.wants(),
             Fmt::Jsonl(j) => j.wants(),
             Fmt::Fields(f) => f.wants(),
+            // The filter chooses calls: their messages are needed whatever it says.
+            Fmt::Grpcurl(g) => return g.wants(),
         };
         // What the filter cannot show is not built.
         match &self.filter {
@@ -765,6 +774,7 @@ impl<W: Write> Sink for Out<W> {
             Fmt::Text(t) => t.line(text),
             Fmt::Jsonl(j) => j.line(text),
             Fmt::Fields(f) => f.line(text),
+            Fmt::Grpcurl(g) => g.line(text),
         }
     }
     fn time_base(&mut self, first_ts_ns: i64) {
@@ -777,6 +787,7 @@ impl<W: Write> Sink for Out<W> {
             Fmt::Text(t) => t.closed(),
             Fmt::Jsonl(j) => j.closed(),
             Fmt::Fields(f) => f.closed(),
+            Fmt::Grpcurl(g) => g.closed(),
         }
     }
 }
@@ -788,13 +799,16 @@ impl<W: Write> Out<W> {
             Fmt::Text(t) => t.event(event),
             Fmt::Jsonl(j) => j.event(event),
             Fmt::Fields(f) => f.event(event),
+            Fmt::Grpcurl(g) => g.event(event),
         }
     }
 
     /// Apart from the unfiltered path, which it would slow down when inlined there.
     #[inline(never)]
     fn filtered(&mut self, event: Event) {
-        if self.filter.as_ref().is_none_or(|f| f.matches(&event)) {
+        // -T grpcurl shows calls, made of the request messages before them: those all pass.
+        let chosen = matches!(self.fmt, Fmt::Grpcurl(_)) && !matches!(event, Event::Call(_));
+        if chosen || self.filter.as_ref().is_none_or(|f| f.matches(&event)) {
             self.show(event);
         }
     }
@@ -804,13 +818,26 @@ impl<W: Write> Out<W> {
             Fmt::Text(t) => t.flush(),
             Fmt::Jsonl(j) => j.flush(),
             Fmt::Fields(f) => f.flush(),
+            Fmt::Grpcurl(g) => g.flush(),
+        }
+    }
+
+    /// A file or capture has ended: -T grpcurl says which calls had no command.
+    fn end_of_input(&mut self, name: &str) {
+        if let Fmt::Grpcurl(g) = &mut self.fmt {
+            let not_grpc = g.file_done();
+            if not_grpc > 0 {
+                eprintln!(
+                    "h2scope: {name}: {not_grpc} HTTP/2 request(s) not gRPC, no grpcurl command for them"
+                );
+            }
         }
     }
 
     fn text(&mut self) -> Option<&mut Text<W>> {
         match &mut self.fmt {
             Fmt::Text(t) => Some(t),
-            Fmt::Jsonl(_) | Fmt::Fields(_) => None,
+            Fmt::Jsonl(_) | Fmt::Fields(_) | Fmt::Grpcurl(_) => None,
         }
     }
 
@@ -819,8 +846,49 @@ impl<W: Write> Out<W> {
             Fmt::Text(t) => t.io_error(),
             Fmt::Jsonl(j) => j.io_error(),
             Fmt::Fields(f) => f.io_error(),
+            Fmt::Grpcurl(g) => g.io_error(),
         }
     }
+}
+
+/// What -T grpcurl gives grpcurl of the schema options: the `.proto` files (with their import
+/// paths) for the services they define, else the descriptor sets for theirs. grpcurl takes one
+/// kind or the other, and without either it asks the server's reflection service.
+fn grpcurl_options(o: &OutputArgs, args: &SchemaArgs) -> Result<GrpcurlOptions, ExitCode> {
+    let mut opts = GrpcurlOptions::default();
+    if o.format != EventFormat::Grpcurl {
+        return Ok(opts);
+    }
+    let services = |s: &Schemas| -> std::collections::HashSet<String> {
+        s.pool()
+            .services()
+            .map(|svc| svc.full_name().to_string())
+            .collect()
+    };
+    let fail = |e: String| {
+        eprintln!("h2scope: schema: {e}");
+        ExitCode::from(2)
+    };
+    if !args.protos.is_empty() {
+        let mut s = Schemas::empty();
+        s.add_proto_files(&args.protos, &args.proto_paths)
+            .map_err(|e| fail(e.to_string()))?;
+        let mut flags = SchemaFlags::for_protos(&args.protos, &args.proto_paths)
+            .map_err(|e| fail(e.to_string()))?;
+        flags.services = services(&s);
+        opts.schemas.push(flags);
+    }
+    if !args.descriptor_sets.is_empty() {
+        let mut s = Schemas::empty();
+        for set in &args.descriptor_sets {
+            s.add_descriptor_set_file(set)
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        let mut flags = SchemaFlags::for_descriptor_sets(&args.descriptor_sets);
+        flags.services = services(&s);
+        opts.schemas.push(flags);
+    }
+    Ok(opts)
 }
 
 /// The schemas the options ask for, or the exit code after saying what is wrong with them.
@@ -869,7 +937,10 @@ fn make_sink<W: Write>(o: &OutputArgs, quiet: bool, out: W) -> Counting<Out<BufW
         EventFormat::Text => Fmt::Text(Text::new(out, text_options(o, quiet))),
         EventFormat::Jsonl => Fmt::Jsonl(JsonLines::new(out, o.calls, quiet)),
         // A summary alone is the text one: a line of fields has nothing to show.
-        EventFormat::Fields if quiet => Fmt::Text(Text::new(out, text_options(o, quiet))),
+        EventFormat::Fields | EventFormat::Grpcurl if quiet => {
+            Fmt::Text(Text::new(out, text_options(o, quiet)))
+        }
+        EventFormat::Grpcurl => Fmt::Grpcurl(Grpcurl::new(out, o.grpcurl.clone())),
         EventFormat::Fields => {
             let (list, opts) = o.field_list().expect("checked by OutputArgs::check");
             Fmt::Fields(Fields::new(out, list, opts, o.calls))
@@ -891,8 +962,10 @@ fn print_summary<W: Write>(sink: &mut Counting<Out<W>>, summary: &Summary) {
     match &mut sink.inner.fmt {
         Fmt::Text(t) => t.summary(summary),
         Fmt::Jsonl(j) => j.summary(summary),
-        // Lines of fields end without a summary, as tshark's do (-q prints the text one).
+        // Lines of fields end without a summary, as tshark's do (-q prints the text one), and
+        // a script of grpcurl commands has none either.
         Fmt::Fields(f) => f.flush(),
+        Fmt::Grpcurl(g) => g.flush(),
     }
 }
 
@@ -1137,6 +1210,9 @@ fn route(o: &OutputArgs, silent: bool) -> Box<dyn Route> {
             let (list, opts) = o.field_list().expect("checked by OutputArgs::check");
             Box::new(FieldsRoute::new(list, opts, o.calls))
         }
+        // Calls and their request messages go to the writing thread, which makes the commands
+        // and applies the filter to the calls.
+        EventFormat::Grpcurl => return Box::new(h2scope::output::grpcurl::RouteRequests),
     };
     match &o.display_filter {
         Some(f) => Box::new(FilterRoute::new(f.clone(), route)),
@@ -1360,6 +1436,7 @@ fn read_file<W: Write>(
         Some((_, stats)) => stats,
         None => dissector.finish(sink),
     };
+    sink.inner.end_of_input(file);
     let summary = Summary {
         file: file.to_string(),
         stats,
@@ -1470,9 +1547,13 @@ impl Write for ChannelWriter {
     }
 }
 
-fn read(args: ReadArgs) -> ExitCode {
+fn read(mut args: ReadArgs) -> ExitCode {
     if let Err(code) = args.output.check() {
         return code;
+    }
+    match grpcurl_options(&args.output, &args.decode.schema) {
+        Ok(o) => args.output.grpcurl = o,
+        Err(code) => return code,
     }
     let base_schemas = match schemas_for(&args.decode.schema) {
         Ok(s) => s,
@@ -1842,9 +1923,13 @@ impl PartsRun<'_> {
     }
 }
 
-fn capture(args: CaptureArgs) -> ExitCode {
+fn capture(mut args: CaptureArgs) -> ExitCode {
     if let Err(code) = args.output.check() {
         return code;
+    }
+    match grpcurl_options(&args.output, &args.decode.schema) {
+        Ok(o) => args.output.grpcurl = o,
+        Err(code) => return code,
     }
     if args.list_interfaces {
         return match live::list_interfaces() {
@@ -1985,6 +2070,7 @@ fn capture(args: CaptureArgs) -> ExitCode {
         }
     }
     let stats = dissector.finish(&mut sink);
+    sink.inner.end_of_input(&format!("interface {iface}"));
     let summary = Summary {
         file: format!("interface {iface}"),
         stats,

@@ -173,6 +173,7 @@ impl FlowHandler for Handler<'_> {
             if at_start && tls::starts_client_hello(bytes) {
                 let budget = self.budget.clone();
                 state.tls = Some(Box::new(tls::Session::new(dir, self.keys.cloned(), budget)));
+                state.h2.set_tls();
             } else if state.tls.is_none()
                 && !info.handshake_seen
                 && state.h2.mode() == Mode::Detect
@@ -186,6 +187,7 @@ impl FlowHandler for Handler<'_> {
                 session.add_undecrypted(state.bytes[0] + state.bytes[1] - bytes.len() as u64);
                 state.tls = Some(Box::new(session));
                 state.h2 = Connection::new(info, self.cfg);
+                state.h2.set_tls();
             }
             let mut ctx = self.ctx(info, meta);
             match state.tls.as_mut() {

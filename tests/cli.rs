@@ -128,6 +128,89 @@ fn calls_only() {
     assert!(events.iter().all(|e| e["event"] == "call"));
 }
 
+/// `-T grpcurl` on every shipped and public capture: one comment per gRPC call, in the order
+/// the JSON Lines give the calls, each followed by a grpcurl command to the call's server and
+/// method or by the reason there is none.
+#[test]
+fn grpcurl_commands_for_every_grpc_call() {
+    let dir = public("");
+    let mut files: Vec<(String, Vec<String>)> = ["grpc-health.pcap", "grpc-bulk.pcap"]
+        .iter()
+        .map(|f| (testdata(f), Vec::new()))
+        .collect();
+    files.push((
+        testdata("grpc-tls.pcap"),
+        vec!["--tls-keylog".into(), testdata("grpc-tls.keylog")],
+    ));
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".pcap") && !name.ends_with(".pcapng") {
+            continue;
+        }
+        let stem = name.trim_end_matches(".pcapng").trim_end_matches(".pcap");
+        let keylog = ["keylog", "keylog.txt"]
+            .iter()
+            .map(|x| format!("{dir}{stem}.{x}"))
+            .find(|k| std::path::Path::new(k).exists());
+        let args = keylog.map(|k| vec!["--tls-keylog".into(), k]);
+        files.push((format!("{dir}{name}"), args.unwrap_or_default()));
+    }
+    let mut commands = 0;
+    let mut over_tls = 0;
+    for (file, extra) in &files {
+        let mut args: Vec<&str> = vec!["read", "-T", "jsonl", "--calls", "--no-summary"];
+        args.extend(extra.iter().map(String::as_str));
+        args.push(file);
+        let calls: Vec<Value> = jsonl(&args)
+            .into_iter()
+            .filter(|c| c["event"] == "call" && c["grpc"] == true && c["pushed"] == false)
+            .collect();
+        let mut args: Vec<&str> = vec!["read", "-T", "grpcurl"];
+        args.extend(extra.iter().map(String::as_str));
+        args.push(file);
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        assert!(out.status.success(), "{file}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        let mut lines = script.lines().peekable();
+        for call in &calls {
+            let head = lines.next().unwrap_or_else(|| panic!("{file}: ends early"));
+            let path = call["path"].as_str().unwrap_or("(no :path)");
+            let want = format!("# call {}:{} {path} at ", call["conn"], call["stream"]);
+            assert!(head.starts_with(&want), "{file}: {head:?}, want {want:?}");
+            let mut told = false;
+            while let Some(l) = lines.next_if(|l| l.starts_with("#   ")) {
+                told |= l.starts_with("#   no command: ");
+            }
+            if told {
+                continue;
+            }
+            let line = lines.next().unwrap_or_else(|| panic!("{file}: no command"));
+            let words = common::sh_words(line);
+            assert_eq!(words[0], "grpcurl", "{file}: {line}");
+            let n = words.len();
+            assert_eq!(words[n - 1], path.trim_start_matches('/'), "{file}: {line}");
+            assert_eq!(
+                words[n - 2],
+                call["server"].as_str().unwrap(),
+                "{file}: {line}"
+            );
+            assert_eq!(
+                words.contains(&"-plaintext".to_string()),
+                call["tls"] == false,
+                "{file}: {line}"
+            );
+            over_tls += usize::from(call["tls"] == true);
+            if words.contains(&"@".to_string()) {
+                while lines.next().is_some_and(|l| l != "H2SCOPE_EOF") {}
+            }
+            commands += 1;
+        }
+        assert_eq!(lines.next(), None, "{file}: more than the calls");
+    }
+    // The health checks (bundled schema) and the TLS captures' calls get commands.
+    assert!(commands >= 27 && over_tls > 0, "{commands} {over_tls}");
+}
+
 #[test]
 fn stdin_gives_the_same_as_the_file() {
     let file = testdata("grpc-health.pcap");

@@ -43,6 +43,9 @@ pub struct Call {
     pub upgraded: bool,
     /// The content-type said gRPC.
     pub grpc: bool,
+    /// Carried by TLS (and decrypted): `:scheme` does not say, a client may send `http` over a
+    /// TLS connection it made itself.
+    pub tls: bool,
     pub request_messages: u32,
     pub response_messages: u32,
     /// `grpc-status-details-bin` decoded as `google.rpc.Status`.
@@ -81,6 +84,7 @@ impl Call {
             pushed: false,
             upgraded: false,
             grpc: false,
+            tls: false,
             request_messages: 0,
             response_messages: 0,
             grpc_status_details: None,

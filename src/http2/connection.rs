@@ -272,6 +272,8 @@ pub struct Connection {
     tunnel: bool,
     /// The capture joined this connection after it started (no handshake seen).
     mid: bool,
+    /// Its bytes come decrypted from TLS: its calls say so.
+    tls: bool,
     /// For `mid`: a header block has shown which side is the client (the guess by ports holds
     /// until then).
     client_confirmed: bool,
@@ -317,6 +319,7 @@ impl Connection {
             upgrade_at: (0, 0),
             tunnel: false,
             mid: !info.handshake_seen,
+            tls: false,
             client_confirmed: false,
             skipped_bytes: 0,
         };
@@ -337,6 +340,11 @@ impl Connection {
             };
         }
         c
+    }
+
+    /// What this connection carries is decrypted TLS.
+    pub fn set_tls(&mut self) {
+        self.tls = true;
     }
 
     pub fn mode(&self) -> Mode {
@@ -1773,14 +1781,16 @@ impl Connection {
 
     /// A call on `stream` that starts with the packet at hand.
     fn new_call(&self, stream: u32, ctx: &Ctx<'_>) -> Call {
-        Call::new(
+        let mut call = Call::new(
             ctx.info.conn,
             stream,
             ctx.info.src(self.client),
             ctx.info.dst(self.client),
             ctx.meta.ts_ns,
             ctx.meta.index,
-        )
+        );
+        call.tls = self.tls;
+        call
     }
 
     /// Opens a call, and records its stream as the highest its opener (odd: the client, even: the

@@ -832,6 +832,7 @@ fn call_obj<K: Keys>(o: Obj<'_, K>, c: &Call) -> Option<usize> {
     o.opt_uint("error_code", error_code.map(u64::from));
     o.bool("pushed", c.pushed);
     o.bool("upgraded", c.upgraded);
+    o.bool("tls", c.tls);
     for (key, list) in [
         ("request_headers", &c.request_headers),
         ("response_headers", &c.response_headers),

@@ -87,6 +87,7 @@ pub const CALL: &[&str] = &[
     "error_code",
     "pushed",
     "upgraded",
+    "tls",
     "request_headers",
     "response_headers",
     "request_trailers",

@@ -5,6 +5,7 @@ pub mod compress;
 pub mod embed;
 pub mod fields;
 pub mod filter;
+pub mod grpcurl;
 pub mod jsonl;
 pub mod keys;
 pub mod pcap;

@@ -222,3 +222,27 @@ pub fn can_capture_on_lo() -> bool {
     }
     ok
 }
+
+/// Words of a line as `sh` reads them: single quotes, a backslash outside them, spaces between.
+/// Enough for the commands `read -T grpcurl` writes.
+pub fn sh_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut quoted = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' if quoted => quoted = false,
+            '\'' => {
+                quoted = true;
+                word.get_or_insert_with(String::new);
+            }
+            '\\' if !quoted => word.get_or_insert_with(String::new).extend(chars.next()),
+            ' ' if !quoted => words.extend(word.take()),
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    assert!(!quoted, "unclosed quote in {line}");
+    words.extend(word);
+    words
+}
