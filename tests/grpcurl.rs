@@ -325,6 +325,19 @@ fn commands_make_the_recorded_calls_again() {
             .map(|j| to_request(&pool, j))
             .collect();
         assert_eq!(messages, std::slice::from_ref(&sent.unary));
+        // The recorded answer is in a comment, to compare a call made again with.
+        let answer = unary
+            .comments
+            .iter()
+            .find_map(|c| c.strip_prefix("answered: "))
+            .unwrap_or_else(|| panic!("{unary:?}"));
+        let desc = pool.get_message_by_name("test.echo.EchoReply").unwrap();
+        let json: serde_json::Value = serde_json::from_str(answer).unwrap();
+        let answer = DynamicMessage::deserialize(desc, json).unwrap();
+        assert_eq!(
+            EchoReply::decode(answer.encode_to_vec().as_slice()).unwrap(),
+            sent.unary_reply
+        );
 
         let stream = &found[1];
         assert_eq!(stream.method(), "test.echo.Echo/ClientStream");

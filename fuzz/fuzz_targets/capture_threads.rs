@@ -1,7 +1,7 @@
 //! Arbitrary bytes as a capture file, dissected by one dissector and by `parallel::dissect` on
 //! three threads: the merged events must be the same, in the same order, with the same
 //! connection numbers; and so must the JSON Lines and text output the threads format
-//! themselves.
+//! themselves, and the grpcurl commands made from what they hand over.
 
 #![no_main]
 
@@ -10,6 +10,7 @@ use std::io::Cursor;
 use h2scope::capture::CaptureReader;
 use h2scope::event::{ErrorEvent, ErrorKind, Event, Sink};
 use h2scope::grpc::schema::Schemas;
+use h2scope::output::grpcurl::{Grpcurl, GrpcurlOptions, RouteRequests};
 use h2scope::output::jsonl::{self, JsonLines};
 use h2scope::output::text::{Text, TextOptions, TextRoute};
 use h2scope::parallel::{self, Handoff, Route};
@@ -97,4 +98,13 @@ fuzz_target!(|data: &[u8]| {
         threads(data, &schemas, &TextRoute(opts), &mut b);
         assert_eq!(a.into_inner(), b.into_inner());
     }
+
+    // grpcurl commands are made on the writing thread, from the calls and request messages
+    // the threads hand over.
+    let mut a = Grpcurl::new(Vec::new(), GrpcurlOptions::default());
+    let mut b = Grpcurl::new(Vec::new(), GrpcurlOptions::default());
+    one(data, &schemas, &mut a);
+    threads(data, &schemas, &RouteRequests, &mut b);
+    assert_eq!(a.file_done(), b.file_done());
+    assert_eq!(a.into_inner(), b.into_inner());
 });

@@ -30,6 +30,9 @@ const INLINE_MAX: usize = 4096;
 const CALL_MAX: usize = 16 << 20;
 const PENDING_MAX: usize = 64 << 20;
 
+/// The first answer is shown in a comment up to this many characters.
+const ANSWER_MAX: usize = 200;
+
 /// Ends the here-document of `-d @`; message JSON is one line each and never this word.
 const HEREDOC_END: &str = "H2SCOPE_EOF";
 
@@ -120,16 +123,34 @@ pub struct GrpcurlOptions {
     pub schemas: Vec<SchemaFlags>,
 }
 
-/// The request messages of a call not yet ended, as JSON.
+/// The request messages of a call not yet ended, as JSON, and the start of its first answer.
 #[derive(Debug, Default, Clone)]
 pub struct Requests {
     pub json: Vec<String>,
     bytes: usize,
     /// Why the call cannot be made again from these messages.
     pub problem: Option<String>,
+    /// The first response message as JSON, cut at [`ANSWER_MAX`] characters: a call made again
+    /// can be compared with it.
+    pub answer: Option<String>,
 }
 
 impl Requests {
+    /// Keeps the start of the first response message.
+    pub fn answered(&mut self, m: &MessageEvent) {
+        if m.index != 0 {
+            return;
+        }
+        let Some(json) = &m.decoded.json else {
+            return;
+        };
+        let text = json.to_string();
+        self.answer = Some(match text.char_indices().nth(ANSWER_MAX) {
+            Some((cut, _)) => format!("{}...", &text[..cut]),
+            None => text,
+        });
+    }
+
     /// Adds a request message, or says why it cannot be sent again.
     pub fn push(&mut self, m: &MessageEvent) {
         if self.problem.is_some() {
@@ -333,6 +354,12 @@ pub fn render(call: &Call, requests: &Requests, opts: &GrpcurlOptions) -> String
     }
     words.push(target);
     words.push(path.trim_start_matches('/').to_string());
+    if let Some(answer) = &requests.answer {
+        notes.push(match call.response_messages {
+            0 | 1 => format!("answered: {answer}"),
+            n => format!("answered {n} messages, the first: {answer}"),
+        });
+    }
     for n in notes {
         let _ = writeln!(out, "#   {n}");
     }
@@ -374,6 +401,10 @@ impl<W: Write> Grpcurl<W> {
 
     pub fn io_error(&mut self) -> Option<std::io::Error> {
         self.io_error.take()
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
     }
 
     pub fn flush(&mut self) {
@@ -428,14 +459,14 @@ impl<W: Write> Grpcurl<W> {
     }
 }
 
-/// On the threads of a large capture: calls and their request messages go to the writing
-/// thread as they are, in capture order; it makes the commands (and applies `-Y` to the calls).
+/// On the threads of a large capture: calls, their request messages and their first response
+/// message go to the writing thread as they are, in capture order; it makes the commands (and applies `-Y` to the calls).
 pub struct RouteRequests;
 
 impl Route for RouteRequests {
     fn route(&self, event: &Event, _: i64, _: &mut Vec<u8>) -> Handoff {
         match event {
-            Event::Message(m) if m.side == Side::Request => Handoff::Event,
+            Event::Message(m) if m.side == Side::Request || m.index == 0 => Handoff::Event,
             Event::Call(_) => Handoff::Event,
             _ => Handoff::Drop,
         }
@@ -454,6 +485,11 @@ impl<W: Write> Sink for Grpcurl<W> {
     fn event(&mut self, event: Event) {
         match event {
             Event::Message(m) if m.side == Side::Request => self.request(&m),
+            Event::Message(m) => {
+                if let Some(r) = self.pending.get_mut(&(m.origin.conn, m.stream)) {
+                    r.answered(&m);
+                }
+            }
             Event::Call(c) => self.call(&c),
             _ => {}
         }
@@ -498,6 +534,7 @@ mod tests {
             json: json.iter().map(|s| s.to_string()).collect(),
             bytes: json.iter().map(|s| s.len()).sum(),
             problem: None,
+            answer: None,
         }
     }
 
@@ -669,6 +706,49 @@ mod tests {
         assert!(text.contains("#   header x-bad left out"), "{text}");
         assert!(text.contains("-H 'x-a: 1'"), "{text}");
         assert!(!text.contains("x-bad:"), "{text}");
+    }
+
+    #[test]
+    fn the_first_answer_is_shown_cut_short() {
+        let mut c = call(&[(":scheme", "http"), (":path", "/pkg.Svc/Watch")]);
+        let mut r = requests(&["{}"]);
+        r.answer = Some(r#"{"status":"SERVING"}"#.into());
+        c.response_messages = 1;
+        let text = render(&c, &r, &Default::default());
+        assert_eq!(
+            text.lines().nth(1),
+            Some(r#"#   answered: {"status":"SERVING"}"#)
+        );
+        c.response_messages = 3;
+        let text = render(&c, &r, &Default::default());
+        assert!(
+            text.contains("#   answered 3 messages, the first: {"),
+            "{text}"
+        );
+
+        let long = serde_json::json!({ "text": "\u{e9}".repeat(300) });
+        let m = MessageEvent {
+            origin: crate::event::Origin {
+                packet: 1,
+                ts_ns: 0,
+                conn: 3,
+                src: c.server,
+                dst: c.client,
+            },
+            stream: 5,
+            path: None,
+            side: Side::Response,
+            index: 0,
+            decoded: crate::grpc::message::Decoded {
+                json: Some(long),
+                ..Default::default()
+            },
+        };
+        let mut r = Requests::default();
+        r.answered(&m);
+        let answer = r.answer.unwrap();
+        assert_eq!(answer.chars().count(), ANSWER_MAX + 3);
+        assert!(answer.ends_with("\u{e9}..."), "{answer}");
     }
 
     #[test]

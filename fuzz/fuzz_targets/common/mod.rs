@@ -10,6 +10,7 @@ use h2scope::event::{Event, Sink};
 use h2scope::grpc::schema::Schemas;
 use h2scope::output::fields::{write_line, FieldsOptions};
 use h2scope::output::filter::{FieldList, Filter};
+use h2scope::output::grpcurl::{Grpcurl, GrpcurlOptions};
 use h2scope::output::jsonl::{event_json, JsonLines};
 use h2scope::output::text::{Text, TextOptions};
 use h2scope::output::{Counting, Summary, Tally};
@@ -140,6 +141,7 @@ pub fn dissect_and_render(data: Vec<u8>) {
     let stats = dissector.finish(&mut events);
 
     let mut json = JsonLines::new(sink(), false, false);
+    let mut grpcurl = Grpcurl::new(sink(), GrpcurlOptions::default());
     let mut json_calls = JsonLines::new(sink(), true, false);
     let mut text = Text::new(
         sink(),
@@ -184,6 +186,7 @@ pub fn dissect_and_render(data: Vec<u8>) {
             assert_eq!(line.last(), Some(&b'\n'), "a line of fields ends its line");
         }
         json.event(event.clone());
+        grpcurl.event(event.clone());
         json_calls.event(event.clone());
         text_calls.event(event.clone());
         text.event(event);
@@ -201,6 +204,8 @@ pub fn dissect_and_render(data: Vec<u8>) {
     };
     json.summary(&summary);
     text.summary(&summary);
+    grpcurl.file_done();
     assert!(json.io_error().is_none());
+    assert!(grpcurl.io_error().is_none());
     assert!(text.io_error().is_none());
 }
