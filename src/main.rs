@@ -24,7 +24,7 @@ use h2scope::output::pcapng::{CaptureFile, Format as WriteFormat};
 use h2scope::output::text::{Text, TextOptions, TextRoute};
 use h2scope::output::{Counting, Summary};
 use h2scope::parallel::Route;
-use h2scope::pipeline::{harvest_schemas, open_capture, Config, Dissector};
+use h2scope::pipeline::{harvest_schemas_with, open_capture, Config, Dissector};
 use h2scope::tls::KeyLog;
 
 #[derive(Parser)]
@@ -1033,8 +1033,12 @@ fn writes_stdout(write: Option<&std::path::Path>) -> bool {
 struct Progress {
     /// The file's size, when it is a regular file; a pipe (`<(…)`) has none.
     total: Option<u64>,
-    /// Bytes read from the file: compressed bytes for a compressed file, as its size is.
-    position: Position,
+    /// Bytes read from the file: compressed bytes for a compressed file, as its size is. A
+    /// pass with a reader of its own gives its bytes to [`Progress::at`] instead.
+    position: Option<Position>,
+    bytes: u64,
+    /// Before the line: what the pass is for.
+    label: &'static str,
     /// Whether a packet came yet.
     begun: bool,
     started: Instant,
@@ -1050,12 +1054,29 @@ impl Progress {
         let meta = std::fs::metadata(path).ok()?;
         Some(Progress {
             total: (meta.is_file() && meta.len() > 0).then_some(meta.len()),
-            position: reader.position(),
+            position: Some(reader.position()),
+            bytes: 0,
+            label: "",
             begun: false,
             started: Instant::now(),
             last: Instant::now(),
             shown: false,
         })
+    }
+
+    /// For the pass that gathers schemas from reflection before the output starts: it reads
+    /// the file with a reader of its own, and says the bytes of the records it read. Those are
+    /// decompressed bytes, so a compressed file's line has no share of its size.
+    fn schema_pass(path: &str, quiet: bool) -> Option<Progress> {
+        let reader = CaptureReader::open(path).ok()?;
+        let compressed = reader.compression().is_some();
+        let mut p = Progress::new(path, &reader, quiet)?;
+        p.position = None;
+        p.label = "reading for schemas first: ";
+        if compressed {
+            p.total = None;
+        }
+        Some(p)
     }
 }
 
@@ -1086,6 +1107,8 @@ fn progress_line(bytes: u64, total: Option<u64>, packets: u64, secs: f64) -> Str
 trait Tick {
     fn tick(&mut self, packets: u64);
     fn done(&mut self);
+    /// A pass that counts its own bytes: `bytes` read so far, in `packets`.
+    fn at(&mut self, bytes: u64, packets: u64);
 }
 
 impl Tick for Option<Progress> {
@@ -1104,13 +1127,20 @@ impl Tick for Option<Progress> {
         }
         p.last = Instant::now();
         let line = progress_line(
-            p.position.bytes(),
+            p.position.as_ref().map_or(p.bytes, Position::bytes),
             p.total,
             packets,
             p.started.elapsed().as_secs_f64(),
         );
-        eprint!("\r{line}   ");
+        eprint!("\r{}{line}   ", p.label);
         p.shown = true;
+    }
+
+    fn at(&mut self, bytes: u64, packets: u64) {
+        if let Some(p) = self.as_mut() {
+            p.bytes = bytes;
+        }
+        self.tick(packets);
     }
 
     fn done(&mut self) {
@@ -1281,12 +1311,29 @@ fn read_file<W: Write>(
     // file (not a pipe) is read twice: unless nothing shown depends on them, as for a summary
     // (its counts do not) or -w without -P (nothing shown).
     let shows_contents = !(args.output.quiet || silent || args.output.fields_without_contents());
+    // Not over lines streaming to the same terminal, which would break into it.
+    let streaming_here = !silent && io::stdout().is_terminal();
+    let quiet_progress = args.output.quiet || args.inputs.files.len() > 1 || streaming_here;
     let schemas = if args.single_pass || !rereadable(file) || !shows_contents {
         base_schemas.clone()
-    } else if shards > 1 {
-        h2scope::parallel::harvest(file, base_schemas.clone(), &cfg, limit, shards)
     } else {
-        harvest_schemas(file, base_schemas.clone(), &cfg, limit)
+        // The output waits for this pass: a key log makes it read the whole file.
+        let mut progress = Progress::schema_pass(file, quiet_progress);
+        let (mut packets, mut bytes) = (0u64, 0u64);
+        let schemas = if shards > 1 {
+            h2scope::parallel::harvest(file, base_schemas.clone(), &cfg, limit, shards, |p| {
+                packets += 1;
+                bytes += p.data.len() as u64 + 16;
+                progress.at(bytes, packets);
+            })
+        } else {
+            harvest_schemas_with(file, base_schemas.clone(), &cfg, limit, u64::MAX, |b, n| {
+                progress.at(b, n);
+                true
+            })
+        };
+        progress.done();
+        schemas
     };
     let filter = args.output.display_filter.as_ref();
     let selected_conns = match (&args.write, args.path.as_deref(), filter) {
@@ -1309,13 +1356,7 @@ fn read_file<W: Write>(
     let selects = !args.conns.is_empty() || selected_conns.is_some() || args.port.is_some();
     sink.tally = Default::default();
     let mut seen = 0u64;
-    // Not over lines streaming to the same terminal, which would break into it.
-    let streaming_here = !silent && io::stdout().is_terminal();
-    let mut progress = Progress::new(
-        file,
-        &reader,
-        args.output.quiet || args.inputs.files.len() > 1 || streaming_here,
-    );
+    let mut progress = Progress::new(file, &reader, quiet_progress);
     // A large file without -w: its connections split across threads.
     let mut sharded = None;
     if shards > 1 && writer.is_none() {

@@ -933,7 +933,15 @@ fn run<P: Part>(
 
 /// [`harvest_schemas`](crate::pipeline::harvest_schemas) on `workers` threads: the first pass
 /// over a file, for schemas served by reflection, sharded like [`dissect`].
-pub fn harvest(path: &str, schemas: Schemas, cfg: &Config, limit: u64, workers: usize) -> Schemas {
+/// `on_packet` sees each packet read, as [`dissect`]'s does (for a progress line).
+pub fn harvest(
+    path: &str,
+    schemas: Schemas,
+    cfg: &Config,
+    limit: u64,
+    workers: usize,
+    on_packet: impl FnMut(&Packet<'_>),
+) -> Schemas {
     if !crate::pipeline::worth_a_pass(path, cfg, limit, u64::MAX) {
         return schemas;
     }
@@ -951,7 +959,7 @@ pub fn harvest(path: &str, schemas: Schemas, cfg: &Config, limit: u64, workers: 
         limit,
         &DropAll,
         &mut discard,
-        |_| {},
+        on_packet,
     )
     .schemas
 }
