@@ -185,7 +185,8 @@ fn grpcurl_commands_for_every_grpc_call() {
                 continue;
             }
             let line = lines.next().unwrap_or_else(|| panic!("{file}: no command"));
-            let words = common::sh_words(line);
+            let command = line.strip_suffix(" <<'H2SCOPE_EOF'").unwrap_or(line);
+            let words = common::sh_words(command);
             assert_eq!(words[0], "grpcurl", "{file}: {line}");
             let n = words.len();
             assert_eq!(words[n - 1], path.trim_start_matches('/'), "{file}: {line}");

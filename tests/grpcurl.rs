@@ -94,13 +94,14 @@ fn blocks(script: &str) -> Vec<Block> {
                 .comments
                 .push(rest.trim().to_string());
         } else {
-            let mut words = common::sh_words(line);
             let b = out.last_mut().expect("a command after its call's comment");
             assert!(b.words.is_empty(), "two commands for one call: {script}");
-            // `<<'END'` reads as one word, `<<END`.
-            if let Some(end) = words.last().and_then(|w| w.strip_prefix("<<")) {
-                let end = end.to_string();
-                words.pop();
+            let (line, heredoc) = match line.strip_suffix(" <<'H2SCOPE_EOF'") {
+                Some(command) => (command, Some("H2SCOPE_EOF")),
+                None => (line, None),
+            };
+            let words = common::sh_words(line);
+            if let Some(end) = heredoc {
                 for l in lines.by_ref() {
                     if l == end {
                         break;

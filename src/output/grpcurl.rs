@@ -345,7 +345,7 @@ pub fn render(call: &Call, requests: &Requests, opts: &GrpcurlOptions) -> String
         _ if heredoc => words.extend(["-d".into(), "@".into()]),
         _ => words.extend(["-d".into(), requests.json.join(" ")]),
     }
-    if call.request_messages as usize > requests.json.len() && requests.problem.is_none() {
+    if call.request_messages as usize > requests.json.len() {
         notes.push(format!(
             "{} request messages were sent, {} are in the command",
             call.request_messages,
@@ -538,26 +538,16 @@ mod tests {
         }
     }
 
-    /// Reads back the words of a line as `sh` would, for the quoting the renderer does.
+    /// The words of a line as `sh` itself reads them.
     fn sh_words(line: &str) -> Vec<String> {
-        let mut words = Vec::new();
-        let mut word: Option<String> = None;
-        let mut quoted = false;
-        let mut chars = line.chars().peekable();
-        while let Some(c) = chars.next() {
-            match c {
-                '\'' if quoted => quoted = false,
-                '\'' => {
-                    quoted = true;
-                    word.get_or_insert_with(String::new);
-                }
-                '\\' if !quoted => word.get_or_insert_with(String::new).extend(chars.next()),
-                ' ' if !quoted => words.extend(word.take()),
-                c => word.get_or_insert_with(String::new).push(c),
-            }
-        }
-        words.extend(word);
-        words
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf '%s\\0' {line}"))
+            .output()
+            .expect("sh runs");
+        assert!(out.status.success(), "{line}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.split_terminator('\0').map(String::from).collect()
     }
 
     #[test]

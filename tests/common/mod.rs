@@ -223,26 +223,15 @@ pub fn can_capture_on_lo() -> bool {
     ok
 }
 
-/// Words of a line as `sh` reads them: single quotes, a backslash outside them, spaces between.
-/// Enough for the commands `read -T grpcurl` writes.
+/// The words of a command line as `sh` itself reads them (a here-document's `<<'END'` is left
+/// to the caller). The oracle for the quoting of the commands `read -T grpcurl` writes.
 pub fn sh_words(line: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut word: Option<String> = None;
-    let mut quoted = false;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' if quoted => quoted = false,
-            '\'' => {
-                quoted = true;
-                word.get_or_insert_with(String::new);
-            }
-            '\\' if !quoted => word.get_or_insert_with(String::new).extend(chars.next()),
-            ' ' if !quoted => words.extend(word.take()),
-            c => word.get_or_insert_with(String::new).push(c),
-        }
-    }
-    assert!(!quoted, "unclosed quote in {line}");
-    words.extend(word);
-    words
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("printf '%s\\0' {line}"))
+        .output()
+        .expect("sh runs");
+    assert!(out.status.success(), "{line}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.split_terminator('\0').map(String::from).collect()
 }
