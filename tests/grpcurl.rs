@@ -223,6 +223,32 @@ async fn make_again(b: &Block, pool: &DescriptorPool) -> EchoReply {
     }
 }
 
+/// Every word comes back from the shell as it was, whatever it holds.
+#[test]
+fn the_shell_reads_the_words_back() {
+    for w in [
+        "plain",
+        "a b",
+        "it's",
+        "",
+        "$HOME",
+        "`id`",
+        "[::1]:50051",
+        "x'y'z",
+        "*",
+        "a\\b",
+        "{\"k\":\"v w\"}",
+        "tab\there",
+        "new\nline",
+        "~",
+        "#",
+        "!",
+    ] {
+        let line = h2scope::output::grpcurl::shell_word(w);
+        assert_eq!(common::sh_words(&line), [w], "{line}");
+    }
+}
+
 #[test]
 fn commands_make_the_recorded_calls_again() {
     let rec = Recorder::new(Link::Ethernet, 1460, 5_000);
