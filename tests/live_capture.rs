@@ -285,6 +285,40 @@ fn live_capture_prints_fields() {
     assert_eq!(lines, ["/grpc.health.v1.Health/Check\t0"; 3], "{text}");
 }
 
+/// Live traffic as grpcurl commands: each health check, as it ends, becomes the command that
+/// makes it again, to the server captured.
+#[test]
+fn live_capture_prints_grpcurl_commands() {
+    if !common::can_capture_on_lo() {
+        return;
+    }
+    let (rt, addr) = common::health_server();
+    let filter = format!("tcp port {}", addr.port());
+    let child = start_capture_as("grpcurl", &["-f".as_ref(), filter.as_ref()]);
+    health_checks(&rt, addr, 3);
+    let text = stop_capture_when(child, |text| {
+        text.lines().filter(|l| l.starts_with("grpcurl ")).count() >= 3
+    });
+    let commands: Vec<Vec<String>> = text
+        .lines()
+        .filter(|l| l.starts_with("grpcurl "))
+        .map(common::sh_words)
+        .collect();
+    assert_eq!(commands.len(), 3, "{text}");
+    for words in commands {
+        let n = words.len();
+        assert_eq!(words[n - 1], "grpc.health.v1.Health/Check", "{text}");
+        assert_eq!(words[n - 2], addr.to_string(), "{text}");
+        assert!(words.contains(&"-plaintext".to_string()), "{text}");
+    }
+    assert_eq!(
+        text.matches("#   answered: {\"status\":\"SERVING\"}")
+            .count(),
+        3,
+        "{text}"
+    );
+}
+
 #[test]
 fn capture_errors_say_what_to_do() {
     let out = Command::new(BIN)
