@@ -64,6 +64,47 @@ fn calls_frames_and_detail_render() {
     assert!(small.contains("detail"));
 }
 
+/// A gRPC call's detail ends with the grpcurl command that makes it again: the lines
+/// `read -T grpcurl` writes for the same call (after the comment naming it), its answer too.
+#[test]
+fn call_details_show_the_grpcurl_command() {
+    let app = app();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_h2scope"))
+        .args(["read", "-T", "grpcurl", &testdata()])
+        .output()
+        .unwrap();
+    let script = String::from_utf8(out.stdout).unwrap();
+    for (i, row) in app.model.calls.iter().enumerate() {
+        let lines: Vec<String> = app
+            .model
+            .call_detail(i)
+            .lines
+            .into_iter()
+            .map(|l| l.text)
+            .collect();
+        let at = lines
+            .iter()
+            .position(|l| l == "made again with grpcurl:")
+            .unwrap_or_else(|| panic!("{lines:?}"));
+        let command: Vec<&str> = lines[at + 1..].iter().map(|l| &l[2..]).collect();
+        assert!(
+            command.last().unwrap().starts_with("grpcurl -plaintext"),
+            "{lines:?}"
+        );
+        let answered = command.iter().any(|l| l.starts_with("#   answered"));
+        assert_eq!(answered, row.messages.1 > 0, "{lines:?}");
+        let head = format!("# call {}:{} ", row.conn, row.stream);
+        let block: Vec<&str> = script
+            .lines()
+            .skip_while(|l| !l.starts_with(&head))
+            .skip(1)
+            .take(command.len())
+            .collect();
+        assert_eq!(command, block, "call {i}");
+    }
+    assert_eq!(app.model.calls.len(), 27);
+}
+
 #[test]
 fn keys_filter_drill_down_and_views() {
     let mut app = app();

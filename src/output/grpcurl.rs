@@ -136,30 +136,32 @@ pub struct Requests {
 }
 
 impl Requests {
-    /// Keeps the start of the first response message.
-    pub fn answered(&mut self, m: &MessageEvent) {
+    /// Keeps the start of the first response message. `text` is its JSON, when the caller
+    /// has written it already.
+    pub fn answered(&mut self, m: &MessageEvent, text: Option<&str>) {
         if m.index != 0 {
             return;
         }
         let Some(json) = &m.decoded.json else {
             return;
         };
-        let text = json.to_string();
+        let text = text.map_or_else(|| json.to_string(), str::to_string);
         self.answer = Some(match text.char_indices().nth(ANSWER_MAX) {
             Some((cut, _)) => format!("{}...", &text[..cut]),
             None => text,
         });
     }
 
-    /// Adds a request message, or says why it cannot be sent again.
-    pub fn push(&mut self, m: &MessageEvent) {
+    /// Adds a request message, or says why it cannot be sent again. `text` is its JSON, when
+    /// the caller has written it already.
+    pub fn push(&mut self, m: &MessageEvent, text: Option<String>) {
         if self.problem.is_some() {
             return;
         }
         let d = &m.decoded;
         self.problem = match &d.json {
             Some(json) => {
-                let text = json.to_string();
+                let text = text.unwrap_or_else(|| json.to_string());
                 if self.bytes + text.len() > CALL_MAX {
                     Some(format!(
                         "its request messages hold more than {} MiB of JSON",
@@ -190,6 +192,96 @@ impl Requests {
 
     fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// As one record, to be kept (the TUI's store) and read back by [`Requests::from_record`]:
+    /// a first line (never empty, even for a call that sent nothing), a line per message (`j`),
+    /// the problem (`p`), the answer (`a`). JSON has no raw line break, and a problem's are made
+    /// spaces.
+    pub fn to_record(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.bytes + 64);
+        out.extend_from_slice(b"requests\n");
+        for j in &self.json {
+            out.extend_from_slice(b"j ");
+            out.extend_from_slice(j.as_bytes());
+            out.push(b'\n');
+        }
+        if let Some(p) = &self.problem {
+            out.extend_from_slice(b"p ");
+            out.extend_from_slice(p.replace('\n', " ").as_bytes());
+            out.push(b'\n');
+        }
+        if let Some(a) = &self.answer {
+            out.extend_from_slice(b"a ");
+            out.extend_from_slice(a.as_bytes());
+            out.push(b'\n');
+        }
+        out
+    }
+
+    /// What [`Requests::to_record`] wrote; lines it did not write are skipped.
+    pub fn from_record(record: &[u8]) -> Requests {
+        let mut r = Requests::default();
+        for line in String::from_utf8_lossy(record).lines() {
+            match line.split_at_checked(2) {
+                Some(("j ", j)) => {
+                    r.bytes += j.len();
+                    r.json.push(j.to_string());
+                }
+                Some(("p ", p)) => r.problem = Some(p.to_string()),
+                Some(("a ", a)) => r.answer = Some(a.to_string()),
+                _ => {}
+            }
+        }
+        r
+    }
+}
+
+/// The request messages of the calls not yet ended, with bounds: a capture is untrusted, and a
+/// client stream may go on for ever.
+#[derive(Debug, Default)]
+pub struct PendingCalls {
+    calls: HashMap<(u64, u32), Requests>,
+    bytes: usize,
+}
+
+impl PendingCalls {
+    /// A message of a call not yet ended: a request message is kept, the first answer noted.
+    /// `text` is its JSON, when the caller has written it already.
+    pub fn message(&mut self, m: &MessageEvent, text: Option<String>) {
+        let key = (m.origin.conn, m.stream);
+        if m.side == Side::Response {
+            if let Some(r) = self.calls.get_mut(&key) {
+                r.answered(m, text.as_deref());
+            }
+            return;
+        }
+        let full = self.bytes > PENDING_MAX;
+        let r = self.calls.entry(key).or_default();
+        let before = r.bytes();
+        if full && r.problem.is_none() {
+            r.problem = Some(format!(
+                "calls not yet ended held more than {} MiB of request JSON",
+                PENDING_MAX >> 20
+            ));
+            r.json.clear();
+            r.bytes = 0;
+        } else {
+            r.push(m, text);
+        }
+        self.bytes = self.bytes - before + r.bytes();
+    }
+
+    /// What a call that has ended sent.
+    pub fn take(&mut self, conn: u64, stream: u32) -> Requests {
+        let r = self.calls.remove(&(conn, stream)).unwrap_or_default();
+        self.bytes -= r.bytes();
+        r
+    }
+
+    pub fn clear(&mut self) {
+        self.calls.clear();
+        self.bytes = 0;
     }
 }
 
@@ -381,8 +473,7 @@ pub fn render(call: &Call, requests: &Requests, opts: &GrpcurlOptions) -> String
 pub struct Grpcurl<W: Write> {
     out: W,
     opts: GrpcurlOptions,
-    pending: HashMap<(u64, u32), Requests>,
-    pending_bytes: usize,
+    pending: PendingCalls,
     not_grpc: u64,
     io_error: Option<std::io::Error>,
 }
@@ -392,8 +483,7 @@ impl<W: Write> Grpcurl<W> {
         Grpcurl {
             out,
             opts,
-            pending: HashMap::new(),
-            pending_bytes: 0,
+            pending: PendingCalls::default(),
             not_grpc: 0,
             io_error: None,
         }
@@ -417,35 +507,12 @@ impl<W: Write> Grpcurl<W> {
     /// calls were not gRPC, and had no command.
     pub fn file_done(&mut self) -> u64 {
         self.pending.clear();
-        self.pending_bytes = 0;
         self.flush();
         std::mem::take(&mut self.not_grpc)
     }
 
-    fn request(&mut self, m: &MessageEvent) {
-        let key = (m.origin.conn, m.stream);
-        let full = self.pending_bytes > PENDING_MAX;
-        let r = self.pending.entry(key).or_default();
-        let before = r.bytes();
-        if full && r.problem.is_none() {
-            r.problem = Some(format!(
-                "calls not yet ended held more than {} MiB of request JSON",
-                PENDING_MAX >> 20
-            ));
-            r.json.clear();
-            r.bytes = 0;
-        } else {
-            r.push(m);
-        }
-        self.pending_bytes = self.pending_bytes - before + r.bytes();
-    }
-
     fn call(&mut self, call: &Call) {
-        let requests = self
-            .pending
-            .remove(&(call.conn, call.stream))
-            .unwrap_or_default();
-        self.pending_bytes -= requests.bytes();
+        let requests = self.pending.take(call.conn, call.stream);
         if !call.grpc || call.pushed {
             self.not_grpc += 1;
             return;
@@ -484,12 +551,7 @@ impl<W: Write> Sink for Grpcurl<W> {
 
     fn event(&mut self, event: Event) {
         match event {
-            Event::Message(m) if m.side == Side::Request => self.request(&m),
-            Event::Message(m) => {
-                if let Some(r) = self.pending.get_mut(&(m.origin.conn, m.stream)) {
-                    r.answered(&m);
-                }
-            }
+            Event::Message(m) => self.pending.message(&m, None),
             Event::Call(c) => self.call(&c),
             _ => {}
         }
@@ -696,10 +758,30 @@ mod tests {
             },
         };
         let mut r = Requests::default();
-        r.answered(&m);
+        r.answered(&m, None);
         let answer = r.answer.unwrap();
         assert_eq!(answer.chars().count(), ANSWER_MAX + 3);
         assert!(answer.ends_with("\u{e9}..."), "{answer}");
+    }
+
+    #[test]
+    fn requests_read_back_from_their_record() {
+        let mut r = requests(&[r#"{"a":"x\ny"}"#, "{}"]);
+        r.answer = Some(r#"{"ok":true}"#.into());
+        let back = Requests::from_record(&r.to_record());
+        assert_eq!(
+            (back.json, back.answer, back.bytes),
+            (r.json, r.answer, r.bytes)
+        );
+        let r = Requests {
+            problem: Some("one\ntwo".into()),
+            ..Default::default()
+        };
+        let back = Requests::from_record(&r.to_record());
+        assert_eq!(back.problem.as_deref(), Some("one two"));
+        assert!(back.json.is_empty() && back.answer.is_none());
+        assert!(!Requests::default().to_record().is_empty());
+        assert!(Requests::from_record(b"\xff\nj\nx y\n").json.is_empty());
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::http2::frame::{
     error_code_label, error_code_name, flags, setting, FrameHeader, FrameType, FRAME_HEADER_LEN,
 };
 use crate::http2::hpack::{field_spans, HeaderField, Representation};
+use crate::output::grpcurl::{PendingCalls, Requests};
 
 use super::frame_record;
 use super::store::{Detail, DetailLine, DetailWriter, StoreReader, StoreWriter, Stored};
@@ -124,6 +125,9 @@ pub struct CallRow {
     /// The call's JSON Lines object, which display filters on the fields a row does not keep
     /// read back; nothing while the call is open.
     pub json: Stored,
+    /// What a gRPC call sent ([`Requests::to_record`]), from which its detail shows the grpcurl
+    /// command that makes it again; nothing while the call is open, or for other calls.
+    pub requests: Stored,
 }
 
 #[derive(Debug, Clone)]
@@ -309,10 +313,17 @@ impl Model {
             return Detail::default();
         };
         match self.call_json(i) {
-            Some(json) => Detail {
-                lines: call_lines(&json),
-                ..Detail::default()
-            },
+            Some(json) => {
+                let mut lines = call_lines(&json);
+                let requests = self.store.as_ref().and_then(|s| s.bytes(c.requests));
+                if let Some(requests) = requests {
+                    lines.extend(grpcurl_lines(&json, &requests));
+                }
+                Detail {
+                    lines,
+                    ..Detail::default()
+                }
+            }
             None => self.fetch(c.stored),
         }
     }
@@ -761,7 +772,83 @@ fn call_row(c: &Call) -> CallRow {
         items: Vec::new(),
         stored: Stored::default(),
         json: Stored::default(),
+        requests: Stored::default(),
     }
+}
+
+/// Bytes into the store; the first failure is kept, and what could not be stored is empty.
+fn put(store: &mut StoreWriter, error: &mut Option<std::io::Error>, bytes: &[u8]) -> Stored {
+    match store.put_bytes(bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            error.get_or_insert(e);
+            Stored::default()
+        }
+    }
+}
+
+/// The grpcurl command that makes an ended call again, as `-T grpcurl` writes it (without the
+/// comment naming the call, which the row does), made when the call is looked at: from its
+/// JSON Lines object and what it sent.
+fn grpcurl_lines(json: &[u8], requests: &[u8]) -> Vec<DetailLine> {
+    let Some(call) = serde_json::from_slice::<Value>(json)
+        .ok()
+        .as_ref()
+        .and_then(call_of)
+    else {
+        return Vec::new();
+    };
+    let requests = Requests::from_record(requests);
+    let text = crate::output::grpcurl::render(&call, &requests, &Default::default());
+    let mut lines = vec![DetailLine::text("made again with grpcurl:")];
+    lines.extend(
+        text.lines()
+            .skip(1)
+            .map(|l| DetailLine::text(format!("  {l}"))),
+    );
+    lines
+}
+
+/// The parts of a call the grpcurl command is made of, read back from its JSON Lines object.
+/// Header fields whose HPACK entries predate the capture are written as `<unknown dynamic #N>`:
+/// read back as unknown.
+fn call_of(v: &Value) -> Option<Call> {
+    let addr = |k: &str| v.get(k)?.as_str()?.parse().ok();
+    let count = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0) as u32;
+    let mut c = Call::new(
+        v.get("conn")?.as_u64()?,
+        u32::try_from(v.get("stream")?.as_u64()?).ok()?,
+        addr("client")?,
+        addr("server")?,
+        0,
+        0,
+    );
+    let unknown = |t: &str| t.starts_with("<unknown dynamic #");
+    let field = |name: &str, value: &str| HeaderField {
+        name: name.as_bytes().to_vec().into(),
+        value: value.as_bytes().to_vec().into(),
+        repr: Representation::Indexed { index: 0 },
+        name_unknown: unknown(name),
+        value_unknown: unknown(value),
+    };
+    c.request_headers = v
+        .get("request_headers")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|f| Some(field(f.get(0)?.as_str()?, f.get(1)?.as_str()?)))
+                .collect::<Vec<_>>()
+                .into()
+        });
+    if let Some(s) = v.get("grpc_status").and_then(Value::as_u64) {
+        c.response_trailers = Some(vec![field("grpc-status", &s.to_string())].into());
+    }
+    c.grpc = v.get("grpc") == Some(&Value::Bool(true));
+    c.pushed = v.get("pushed") == Some(&Value::Bool(true));
+    c.tls = v.get("tls") == Some(&Value::Bool(true));
+    c.request_messages = count("request_messages");
+    c.response_messages = count("response_messages");
+    Some(c)
 }
 
 /// A call the builder has given a row to.
@@ -814,6 +901,8 @@ pub struct Builder {
     active: BTreeSet<u64>,
     /// The first failure to write the store; rows after it have empty details.
     pub store_error: Option<std::io::Error>,
+    /// What the calls not yet ended sent, for their grpcurl commands.
+    requests: PendingCalls,
 }
 
 impl Builder {
@@ -840,6 +929,7 @@ impl Builder {
             last_refresh: None,
             active: BTreeSet::new(),
             store_error: None,
+            requests: PendingCalls::default(),
         }
     }
 
@@ -1021,6 +1111,7 @@ impl Builder {
             items: Vec::new(),
             stored: Stored::default(),
             json: Stored::default(),
+            requests: Stored::default(),
         };
         self.out.push(Update::Call {
             index,
@@ -1138,6 +1229,9 @@ impl Builder {
         let call = self.call_index(m.origin.conn, m.stream, m.origin.ts_ns);
         let summary = message_detail(m, &mut self.scratch);
         let stored = self.store_scratch(&summary, None);
+        // The summary of a message decoded is its JSON: kept for the call's grpcurl command.
+        let json = m.decoded.json.is_some().then_some(summary);
+        self.requests.message(m, json);
         self.out.push(Update::Item {
             owner: Owner::Call(call),
             item: Item::Message {
@@ -1159,13 +1253,12 @@ impl Builder {
         let mut row = call_row(c);
         self.json.clear();
         crate::output::jsonl::write_call(&mut self.json, c);
-        row.json = match self.store.put_bytes(&self.json) {
-            Ok(s) => s,
-            Err(e) => {
-                self.store_error.get_or_insert(e);
-                Stored::default()
-            }
-        };
+        row.json = put(&mut self.store, &mut self.store_error, &self.json);
+        let requests = self.requests.take(c.conn, c.stream);
+        if c.grpc && !c.pushed {
+            let record = requests.to_record();
+            row.requests = put(&mut self.store, &mut self.store_error, &record);
+        }
         self.out.push(Update::Call { index, row });
     }
 
