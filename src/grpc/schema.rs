@@ -99,35 +99,7 @@ impl Schemas {
         inputs: &[PathBuf],
         include_paths: &[PathBuf],
     ) -> Result<(), SchemaError> {
-        let mut includes: Vec<PathBuf> = include_paths.to_vec();
-        let mut files = Vec::new();
-        for input in inputs {
-            if input.is_dir() {
-                includes.push(input.clone());
-                files.extend(protos_below(input).map_err(|source| SchemaError::Io {
-                    path: input.display().to_string(),
-                    source,
-                })?);
-            } else {
-                if !input.exists() {
-                    return Err(SchemaError::Io {
-                        path: input.display().to_string(),
-                        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-                    });
-                }
-                if let Some(parent) = input.parent() {
-                    let parent = if parent.as_os_str().is_empty() {
-                        Path::new(".")
-                    } else {
-                        parent
-                    };
-                    if !includes.iter().any(|i| i == parent) {
-                        includes.push(parent.to_path_buf());
-                    }
-                }
-                files.push(input.clone());
-            }
-        }
+        let ProtoInputs { includes, files } = ProtoInputs::of(inputs, include_paths)?;
         if files.is_empty() {
             return Ok(());
         }
@@ -135,7 +107,7 @@ impl Schemas {
             protox::Compiler::new(&includes).map_err(|e| SchemaError::Proto(located(&e)))?;
         compiler.include_imports(true);
         compiler
-            .open_files(&files)
+            .open_files(files.iter().map(|f| &f.given))
             .map_err(|e| SchemaError::Proto(located(&e)))?;
         let bytes = compiler.encode_file_descriptor_set();
         self.add_descriptor_set_bytes(&bytes)
@@ -312,6 +284,72 @@ fn located(e: &protox::Error) -> String {
         (Some(file), Some((line, col))) => format!("{file}:{line}:{col}: {e}"),
         (Some(file), None) if !e.to_string().contains(file) => format!("{file}: {e}"),
         _ => e.to_string(),
+    }
+}
+
+/// What `.proto` files and directories given on the command line compile from.
+#[derive(Debug)]
+pub struct ProtoInputs {
+    /// The include paths given, every directory given, and the directory of every file given,
+    /// each once: imports relative to them resolve.
+    pub includes: Vec<PathBuf>,
+    pub files: Vec<ProtoFile>,
+}
+
+#[derive(Debug)]
+pub struct ProtoFile {
+    /// As given (a file), or relative to its directory (a file below one).
+    pub given: PathBuf,
+    /// Relative to the include path it lies in, as tools that take include paths name it.
+    pub name: PathBuf,
+}
+
+impl ProtoInputs {
+    pub fn of(inputs: &[PathBuf], include_paths: &[PathBuf]) -> Result<Self, SchemaError> {
+        let mut includes: Vec<PathBuf> = Vec::new();
+        let mut include = |dir: &Path| {
+            if !includes.iter().any(|i| i == dir) {
+                includes.push(dir.to_path_buf());
+            }
+        };
+        include_paths.iter().for_each(|d| include(d));
+        let mut files = Vec::new();
+        for input in inputs {
+            if input.is_dir() {
+                include(input);
+                let below = protos_below(input).map_err(|source| SchemaError::Io {
+                    path: input.display().to_string(),
+                    source,
+                })?;
+                files.extend(below.into_iter().map(|name| ProtoFile {
+                    given: name.clone(),
+                    name,
+                }));
+            } else {
+                if !input.exists() {
+                    return Err(SchemaError::Io {
+                        path: input.display().to_string(),
+                        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+                    });
+                }
+                let name = match (input.parent(), input.file_name()) {
+                    (Some(parent), Some(name)) => {
+                        include(if parent.as_os_str().is_empty() {
+                            Path::new(".")
+                        } else {
+                            parent
+                        });
+                        PathBuf::from(name)
+                    }
+                    _ => input.clone(),
+                };
+                files.push(ProtoFile {
+                    given: input.clone(),
+                    name,
+                });
+            }
+        }
+        Ok(ProtoInputs { includes, files })
     }
 }
 

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use super::clock::{push_absolute, TimeFormat};
 use crate::event::{Event, MessageEvent, Sink, Wants};
+use crate::grpc::schema::{ProtoInputs, SchemaError};
 use crate::grpc::Side;
 use crate::http2::call::{grpc_status_name, Call};
 use crate::parallel::{Handoff, Route};
@@ -64,38 +65,18 @@ pub struct SchemaFlags {
 }
 
 impl SchemaFlags {
-    /// grpcurl's flags for `.proto` files and directories, with h2scope's include paths: every
-    /// `-I` directory, every directory given (its files named relative to it), and the
-    /// directory of every file given (named by its file name), as h2scope compiles them.
-    pub fn for_protos(protos: &[PathBuf], include_paths: &[PathBuf]) -> std::io::Result<Self> {
-        let mut imports: Vec<PathBuf> = include_paths.to_vec();
-        let mut files = Vec::new();
-        for p in protos {
-            if p.is_dir() {
-                imports.push(p.clone());
-                files.extend(crate::grpc::schema::protos_below(p)?);
-            } else {
-                let parent = match p.parent() {
-                    Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                    _ => PathBuf::from("."),
-                };
-                imports.push(parent);
-                files.push(p.file_name().map(PathBuf::from).unwrap_or_default());
-            }
-        }
-        let mut flags = Vec::new();
-        let mut seen = HashSet::new();
-        for dir in imports {
-            if seen.insert(dir.clone()) {
-                flags.extend(["-import-path".to_string(), path_text(&dir)]);
-            }
-        }
-        for f in files {
-            flags.extend(["-proto".to_string(), path_text(&f)]);
-        }
+    /// grpcurl's flags for `.proto` files and directories, with the include paths h2scope
+    /// compiles them with ([`ProtoInputs`]), each file named relative to its include path.
+    pub fn for_protos(protos: &[PathBuf], include_paths: &[PathBuf]) -> Result<Self, SchemaError> {
+        let inputs = ProtoInputs::of(protos, include_paths)?;
+        let imports = inputs.includes.iter().map(|d| ("-import-path", d));
+        let files = inputs.files.iter().map(|f| ("-proto", &f.name));
         Ok(SchemaFlags {
             services: HashSet::new(),
-            flags,
+            flags: imports
+                .chain(files)
+                .flat_map(|(flag, path)| [flag.to_string(), path_text(path)])
+                .collect(),
         })
     }
 
@@ -159,7 +140,7 @@ impl Requests {
             return;
         }
         let d = &m.decoded;
-        self.problem = match &d.json {
+        let problem = match &d.json {
             Some(json) => {
                 let text = text.unwrap_or_else(|| json.to_string());
                 if self.bytes + text.len() > CALL_MAX {
@@ -184,10 +165,16 @@ impl Requests {
                 }
             )),
         };
-        if self.problem.is_some() {
-            self.json.clear();
-            self.bytes = 0;
+        if let Some(why) = problem {
+            self.give_up(why);
         }
+    }
+
+    /// The call cannot be made again: its messages are let go.
+    fn give_up(&mut self, why: String) {
+        self.problem = Some(why);
+        self.json.clear();
+        self.bytes = 0;
     }
 
     fn bytes(&self) -> usize {
@@ -260,12 +247,10 @@ impl PendingCalls {
         let r = self.calls.entry(key).or_default();
         let before = r.bytes();
         if full && r.problem.is_none() {
-            r.problem = Some(format!(
+            r.give_up(format!(
                 "calls not yet ended held more than {} MiB of request JSON",
                 PENDING_MAX >> 20
             ));
-            r.json.clear();
-            r.bytes = 0;
         } else {
             r.push(m, text);
         }
