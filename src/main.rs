@@ -1064,16 +1064,15 @@ impl Progress {
         })
     }
 
-    /// For the pass that gathers schemas from reflection before the output starts: it reads
-    /// the file with a reader of its own, and says the bytes of the records it read. Those are
-    /// decompressed bytes, so a compressed file's line has no share of its size.
-    fn schema_pass(path: &str, quiet: bool) -> Option<Progress> {
-        let reader = CaptureReader::open(path).ok()?;
-        let compressed = reader.compression().is_some();
-        let mut p = Progress::new(path, &reader, quiet)?;
+    /// For the pass that gathers schemas from reflection before the output starts, through a
+    /// reader of its own (`reader` is the file's, for what it knows of the file): the pass says
+    /// the bytes of the records it read. Those are decompressed bytes, so a compressed file's
+    /// line has no share of its size.
+    fn schema_pass(path: &str, reader: &CaptureReader, quiet: bool) -> Option<Progress> {
+        let mut p = Progress::new(path, reader, quiet)?;
         p.position = None;
         p.label = "reading for schemas first: ";
-        if compressed {
+        if reader.compression().is_some() {
             p.total = None;
         }
         Some(p)
@@ -1318,7 +1317,7 @@ fn read_file<W: Write>(
         base_schemas.clone()
     } else {
         // The output waits for this pass: a key log makes it read the whole file.
-        let mut progress = Progress::schema_pass(file, quiet_progress);
+        let mut progress = Progress::schema_pass(file, &reader, quiet_progress);
         let (mut packets, mut bytes) = (0u64, 0u64);
         let schemas = if shards > 1 {
             h2scope::parallel::harvest(file, base_schemas.clone(), &cfg, limit, shards, |p| {
