@@ -314,6 +314,7 @@ impl Model {
         };
         match self.call_json(i) {
             Some(json) => {
+                let json = serde_json::from_slice(&json).unwrap_or(Value::Null);
                 let mut lines = call_lines(&json);
                 let requests = self.store.as_ref().and_then(|s| s.bytes(c.requests));
                 if let Some(requests) = requests {
@@ -709,8 +710,8 @@ fn headers_detail(w: &mut DetailWriter, title: &str, list: &[HeaderField]) {
 
 /// The detail of an ended call, made from its JSON Lines object (what the builder stores for
 /// it): its header lists, how it was reset, its notes.
-fn call_lines(json: &[u8]) -> Vec<DetailLine> {
-    let Ok(Value::Object(call)) = serde_json::from_slice::<Value>(json) else {
+fn call_lines(json: &Value) -> Vec<DetailLine> {
+    let Value::Object(call) = json else {
         return vec![DetailLine::text("(this call's stored detail is damaged)")];
     };
     let mut lines = Vec::new();
@@ -790,12 +791,8 @@ fn put(store: &mut StoreWriter, error: &mut Option<std::io::Error>, bytes: &[u8]
 /// The grpcurl command that makes an ended call again, as `-T grpcurl` writes it (without the
 /// comment naming the call, which the row does), made when the call is looked at: from its
 /// JSON Lines object and what it sent.
-fn grpcurl_lines(json: &[u8], requests: &[u8]) -> Vec<DetailLine> {
-    let Some(call) = serde_json::from_slice::<Value>(json)
-        .ok()
-        .as_ref()
-        .and_then(call_of)
-    else {
+fn grpcurl_lines(json: &Value, requests: &[u8]) -> Vec<DetailLine> {
+    let Some(call) = call_of(json) else {
         return Vec::new();
     };
     let requests = Requests::from_record(requests);
@@ -1451,6 +1448,7 @@ mod tests {
                 }
                 let mut json = Vec::new();
                 crate::output::jsonl::write_call(&mut json, c);
+                let json = serde_json::from_slice(&json).unwrap();
                 assert_eq!(call_lines(&json), w.take_lines(), "{path}");
                 calls += 1;
             }
