@@ -8,9 +8,7 @@
 
 use std::io::Write;
 
-use serde_json::Value;
-
-use super::filter::FieldList;
+use super::filter::{FieldList, Val};
 use crate::event::{Event, Sink, Wants};
 use crate::parallel::{Handoff, Route, Shows};
 
@@ -104,11 +102,13 @@ impl FieldsOptions {
 
 /// A field's value as text: strings as they are (not quoted), numbers and booleans as JSON
 /// writes them, objects and lists as their JSON. Null is no value.
-fn push_value(out: &mut Vec<u8>, v: &Value) {
+fn push_value(out: &mut Vec<u8>, v: Val<'_>) {
     match v {
-        Value::String(s) => out.extend_from_slice(s.as_bytes()),
-        Value::Null => {}
-        v => super::jsonl::write_value(out, v),
+        Val::Str(s) => out.extend_from_slice(s.as_bytes()),
+        Val::Uint(n) => out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
+        Val::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+        Val::Null => {}
+        Val::Json(v) => super::jsonl::write_value(out, v),
     }
 }
 
@@ -139,7 +139,7 @@ pub fn write_line(
             *count = 0;
         }
         list.each_value(event, |i, v| {
-            if v.is_null() {
+            if matches!(v, Val::Null) {
                 return;
             }
             let (text, count) = &mut columns[i];

@@ -134,8 +134,7 @@ impl Filter {
     /// [`Filter::roots`]) is shown: for views that keep a few fields of an event, not the
     /// event (the TUI's call list).
     pub fn matches_fields(&self, field: impl Fn(&str) -> Option<Value>) -> bool {
-        let values: Vec<Option<Value>> = self.roots.iter().map(|n| field(n)).collect();
-        eval(&self.expr, &Root::Named(&self.roots, &values))
+        self.matches_fields_or_json(field, None)
     }
 
     /// [`Filter::matches_fields`], with the fields `field` does not give taken from the JSON
@@ -145,14 +144,24 @@ impl Filter {
         field: impl Fn(&str) -> Option<Value>,
         json: Option<&[u8]>,
     ) -> bool {
+        let text = json.and_then(|j| std::str::from_utf8(j).ok()).unwrap_or("");
         let mut picked = Vec::new();
-        if !json.is_some_and(|text| pick(text, &self.roots, &mut picked)) {
+        if !pick(text, &self.roots, &mut picked) {
             picked.clear();
         }
-        let values: Vec<Option<Value>> = (self.roots.iter().enumerate())
-            .map(|(i, n)| field(n).or_else(|| picked.get_mut(i)?.take()))
+        let picked: Vec<Option<Picked>> = (self.roots.iter().enumerate())
+            .map(|(i, n)| {
+                field(n)
+                    .map(Picked::Json)
+                    .or_else(|| picked.get_mut(i)?.take())
+            })
             .collect();
-        eval(&self.expr, &Root::Named(&self.roots, &values))
+        let root = Root::Named {
+            names: &self.roots,
+            picked: &picked,
+            text,
+        };
+        eval(&self.expr, &root)
     }
 
     /// Whether an event with this JSON Lines form is shown.
@@ -216,29 +225,60 @@ const LINE_KEPT: usize = 1 << 20;
 /// building the whole `Value` of every event cost five times the JSON Lines output itself.
 fn with_root<T>(event: &Event, roots: &[String], f: impl FnOnce(&Root<'_>) -> T) -> T {
     thread_local! {
-        static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        static KEPT: std::cell::RefCell<Kept> = const {
+            std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new()))
+        };
     }
-    thread_local! {
-        static VALUES: std::cell::Cell<Vec<Option<Value>>> = const { std::cell::Cell::new(Vec::new()) };
-    }
-    // Taken, not borrowed: `f` may test another event's fields on this thread.
-    let mut values = VALUES.take();
-    let named = LINE.with_borrow_mut(|line| {
-        line.clear();
-        let named = jsonl::write_event_keys(line, event, roots) && pick(line, roots, &mut values);
-        if line.capacity() > LINE_KEPT {
-            *line = Vec::new();
+    KEPT.with(|kept| match kept.try_borrow_mut() {
+        Ok(mut kept) => with_kept(event, roots, &mut kept, f),
+        // `f` tests another event's fields on this thread.
+        Err(_) => with_kept(event, roots, &mut Default::default(), f),
+    })
+}
+
+/// An event's text, where each field's value lies in it, and those values: kept from event to
+/// event for their buffers.
+type Kept = (Vec<u8>, jsonl::Spans, Vec<Option<Picked>>);
+
+fn with_kept<T>(
+    event: &Event,
+    roots: &[String],
+    (line, spans, picked): &mut Kept,
+    f: impl FnOnce(&Root<'_>) -> T,
+) -> T {
+    line.clear();
+    picked.clear();
+    let mut named = None;
+    if jsonl::write_event_spans(line, event, roots, spans) {
+        if let Ok(text) = std::str::from_utf8(line) {
+            // The values are read where the writer put them, not looked for in the text.
+            let mut all = true;
+            picked.extend(spans.iter().map(|span| {
+                let value = picked_value(text, span.clone()?);
+                all &= value.is_some();
+                value
+            }));
+            named = all.then_some(text);
         }
-        named
-    });
-    let result = if named {
-        f(&Root::Named(roots, &values))
-    } else {
-        f(&Root::Whole(&jsonl::event_json(event)))
+    }
+    let result = match named {
+        Some(text) => f(&Root::Named {
+            names: roots,
+            picked,
+            text,
+        }),
+        None => f(&Root::Whole(&jsonl::event_json(event))),
     };
-    values.clear();
-    VALUES.set(values);
+    if line.capacity() > LINE_KEPT {
+        *line = Vec::new();
+    }
+    picked.clear();
     result
+}
+
+/// Whether one of `roots` is among `keys`.
+fn has_any(keys: &[&str], roots: &[String]) -> bool {
+    roots.iter().any(|r| keys.contains(&r.as_str()))
 }
 
 /// Fields of events, named as display filters name them (`path`, `json.status`,
@@ -248,6 +288,8 @@ pub struct FieldList {
     fields: Vec<Field>,
     names: Vec<String>,
     roots: Vec<String>,
+    /// [`FieldList::may_have`] for each of [`KINDS`].
+    kinds: [bool; 3],
 }
 
 impl FieldList {
@@ -271,10 +313,12 @@ impl FieldList {
             }
             fields.push(field);
         }
+        let kinds = KINDS.map(|k| keys::keys_of(k).is_some_and(|keys| has_any(keys, &roots)));
         Ok(FieldList {
             fields,
             names: names.iter().map(|n| n.as_ref().to_string()).collect(),
             roots,
+            kinds,
         })
     }
 
@@ -286,7 +330,7 @@ impl FieldList {
     /// Whether some event of this kind (its `event` name) may have one of the fields: events
     /// of a kind that cannot print no line, and need not be built.
     pub fn may_have(&self, kind: &str) -> bool {
-        keys::keys_of(kind).is_none_or(|keys| self.roots.iter().any(|r| keys.contains(&r.as_str())))
+        keys::keys_of(kind).is_none_or(|keys| has_any(keys, &self.roots))
     }
 
     /// The top-level fields the fields start from, each once.
@@ -302,11 +346,14 @@ impl FieldList {
     /// Calls `each(i, value)` for every value of the `i`th field in the event, fields in
     /// order, a field's values in the order of its list (lists are flattened, as a filter
     /// sees them).
-    pub fn each_value(&self, event: &Event, mut each: impl FnMut(usize, &Value)) {
+    pub fn each_value(&self, event: &Event, mut each: impl FnMut(usize, Val<'_>)) {
+        if kind_index(event).is_some_and(|k| !self.kinds[k]) {
+            return;
+        }
         with_root(event, &self.roots, |root| {
             for (i, f) in self.fields.iter().enumerate() {
                 for v in values(root, f).as_slice() {
-                    each(i, v);
+                    each(i, *v);
                 }
             }
         })
@@ -445,36 +492,37 @@ impl<S: Sink + ?Sized> Sink for Filtered<'_, S> {
 
 /// Puts in `out` the values of `names` among the top-level fields of a JSON object, in their
 /// order (`None` for a name the object does not have); false if the text is not such an
-/// object. The text is what the JSON Lines writer made for a filter, a few fields, so it is
+/// object. The text is a stored JSON Lines line, of which a filter reads a few fields, so it is
 /// read by a scanner of its own: `serde_json` took more to read them than the writer took to
 /// write them.
-fn pick(text: &[u8], names: &[String], out: &mut Vec<Option<Value>>) -> bool {
+fn pick(text: &str, names: &[String], out: &mut Vec<Option<Picked>>) -> bool {
     out.clear();
     out.resize(names.len(), None);
     pick_into(text, names, out).is_some()
 }
 
-fn pick_into(text: &[u8], names: &[String], out: &mut [Option<Value>]) -> Option<()> {
-    let mut at = skip_space(text, 0);
-    if text.get(at) != Some(&b'{') {
+fn pick_into(text: &str, names: &[String], out: &mut [Option<Picked>]) -> Option<()> {
+    let bytes = text.as_bytes();
+    let mut at = skip_space(bytes, 0);
+    if bytes.get(at) != Some(&b'{') {
         return None;
     }
-    at = skip_space(text, at + 1);
-    if text.get(at) == Some(&b'}') {
+    at = skip_space(bytes, at + 1);
+    if bytes.get(at) == Some(&b'}') {
         return Some(());
     }
     loop {
-        let key_end = string_end(text, at)?;
+        let key_end = string_end(bytes, at)?;
         // The writer's keys are the program's own names, never escaped: compared as bytes.
-        let key = &text[at + 1..key_end - 1];
-        at = skip_space(text, key_end);
-        if text.get(at) != Some(&b':') {
+        let key = &bytes[at + 1..key_end - 1];
+        at = skip_space(bytes, key_end);
+        if bytes.get(at) != Some(&b':') {
             return None;
         }
-        let start = skip_space(text, at + 1);
-        let end = value_end(text, start)?;
+        let start = skip_space(bytes, at + 1);
+        let end = value_end(bytes, start)?;
         if let Some(i) = names.iter().position(|n| n.as_bytes() == key) {
-            let value = json_value(&text[start..end])?;
+            let value = picked_value(text, start..end)?;
             for (j, n) in names.iter().enumerate().skip(i + 1) {
                 if n.as_bytes() == key {
                     out[j] = Some(value.clone());
@@ -482,9 +530,9 @@ fn pick_into(text: &[u8], names: &[String], out: &mut [Option<Value>]) -> Option
             }
             out[i] = Some(value);
         }
-        at = skip_space(text, end);
-        match text.get(at) {
-            Some(b',') => at = skip_space(text, at + 1),
+        at = skip_space(bytes, end);
+        match bytes.get(at) {
+            Some(b',') => at = skip_space(bytes, at + 1),
             Some(b'}') => return Some(()),
             _ => return None,
         }
@@ -514,7 +562,7 @@ fn string_end(text: &[u8], at: usize) -> Option<usize> {
 }
 
 /// Where the JSON value that starts at `at` ends; checked no further than its brackets and
-/// strings, since [`json_value`] parses whatever is not a plain scalar.
+/// strings, since [`picked_value`] parses whatever is not a plain scalar.
 fn value_end(text: &[u8], at: usize) -> Option<usize> {
     match *text.get(at)? {
         b'"' => string_end(text, at),
@@ -550,46 +598,108 @@ fn value_end(text: &[u8], at: usize) -> Option<usize> {
     }
 }
 
-/// One JSON value: strings without escapes, counts and the three words directly (most of
-/// what filters and fields read), anything else through `serde_json`, to the same `Value`.
-fn json_value(raw: &[u8]) -> Option<Value> {
-    match raw {
+/// A top-level field's value read from an event's JSON text: strings without escapes, counts
+/// and the three words where they lie in the text (most of what filters and fields read, and
+/// no allocation), anything else parsed by `serde_json`.
+#[derive(Debug, Clone, PartialEq)]
+enum Picked {
+    /// Where the string's text (within its quotes) lies.
+    Str(std::ops::Range<usize>),
+    Uint(u64),
+    Bool(bool),
+    Null,
+    Json(Value),
+}
+
+/// The JSON value at `span` of `text`; `None` if it is not one.
+fn picked_value(text: &str, span: std::ops::Range<usize>) -> Option<Picked> {
+    let raw = text.as_bytes().get(span.clone())?;
+    Some(match raw {
         [b'"', inner @ .., b'"'] if !inner.iter().any(|&b| b == b'\\' || b < 0x20) => {
-            std::str::from_utf8(inner)
-                .ok()
-                .map(|s| Value::String(s.into()))
+            Picked::Str(span.start + 1..span.end - 1)
         }
-        b"true" => Some(Value::Bool(true)),
-        b"false" => Some(Value::Bool(false)),
-        b"null" => Some(Value::Null),
-        b"0" => Some(Value::from(0u64)),
+        b"true" => Picked::Bool(true),
+        b"false" => Picked::Bool(false),
+        b"null" => Picked::Null,
+        b"0" => Picked::Uint(0),
         [b'1'..=b'9', rest @ ..] if rest.len() < 19 && rest.iter().all(u8::is_ascii_digit) => {
-            std::str::from_utf8(raw)
-                .ok()?
-                .parse::<u64>()
-                .ok()
-                .map(Value::from)
+            Picked::Uint(text.get(span)?.parse().ok()?)
         }
-        _ => serde_json::from_slice(raw).ok(),
+        _ => Picked::Json(serde_json::from_slice(raw).ok()?),
+    })
+}
+
+/// A value a filter tests or `-T fields` prints: text, a count and the words as they were
+/// picked, or a part of a parsed JSON value. Strings, booleans, null and counts are never
+/// [`Val::Json`], so that each is compared one way, whichever way it was read.
+#[derive(Debug, Clone, Copy)]
+pub enum Val<'v> {
+    Str(&'v str),
+    Uint(u64),
+    Bool(bool),
+    Null,
+    /// A number that is not a count, an object or a list.
+    Json(&'v Value),
+}
+
+impl<'v> Val<'v> {
+    fn of(v: &'v Value) -> Self {
+        match v {
+            Value::String(s) => Val::Str(s),
+            Value::Bool(b) => Val::Bool(*b),
+            Value::Null => Val::Null,
+            Value::Number(n) => n.as_u64().map_or(Val::Json(v), Val::Uint),
+            _ => Val::Json(v),
+        }
+    }
+
+    fn picked(p: &'v Picked, text: &'v str) -> Option<Self> {
+        Some(match p {
+            Picked::Str(span) => Val::Str(text.get(span.clone())?),
+            Picked::Uint(n) => Val::Uint(*n),
+            Picked::Bool(b) => Val::Bool(*b),
+            Picked::Null => Val::Null,
+            Picked::Json(v) => Val::of(v),
+        })
+    }
+
+    /// The value as `serde_json` reads it.
+    #[cfg(test)]
+    fn to_value(self) -> Value {
+        match self {
+            Val::Str(s) => Value::String(s.into()),
+            Val::Uint(n) => n.into(),
+            Val::Bool(b) => b.into(),
+            Val::Null => Value::Null,
+            Val::Json(v) => v.clone(),
+        }
     }
 }
 
 /// What a filter's fields start from: an event's whole JSON form, or the values of the
-/// top-level fields the filter names (see [`Filter::roots`]).
+/// top-level fields the filter names (see [`Filter::roots`]), picked from `text`.
 enum Root<'v> {
     Whole(&'v Value),
-    Named(&'v [String], &'v [Option<Value>]),
+    Named {
+        names: &'v [String],
+        picked: &'v [Option<Picked>],
+        text: &'v str,
+    },
 }
 
 impl<'v> Root<'v> {
     /// The top-level field `name`.
-    fn get(&self, name: &str) -> Option<&'v Value> {
+    fn get(&self, name: &str) -> Option<Val<'v>> {
         match *self {
-            Root::Whole(v) => v.get(name),
-            Root::Named(names, values) => names
-                .iter()
-                .position(|n| n == name)
-                .and_then(|i| values.get(i)?.as_ref()),
+            Root::Whole(v) => v.get(name).map(Val::of),
+            Root::Named {
+                names,
+                picked,
+                text,
+            } => {
+                let i = names.iter().position(|n| n == name)?;
+                Val::picked(picked.get(i)?.as_ref()?, text)
+            }
         }
     }
 }
@@ -602,24 +712,27 @@ fn eval(e: &Expr, v: &Root<'_>) -> bool {
         Expr::Present(f) => values(v, f)
             .as_slice()
             .iter()
-            .any(|x| !x.is_null() && **x != Value::Bool(false)),
+            .any(|x| !matches!(x, Val::Null | Val::Bool(false))),
         Expr::Compare(f, Op::Ne, lit) => {
             let values = values(v, f);
             let values = values.as_slice();
-            !values.is_empty() && !values.iter().any(|x| compare(x, Op::Eq, lit))
+            !values.is_empty() && !values.iter().any(|x| compare(*x, Op::Eq, lit))
         }
-        Expr::Compare(f, op, lit) => values(v, f).as_slice().iter().any(|x| compare(x, *op, lit)),
+        Expr::Compare(f, op, lit) => values(v, f)
+            .as_slice()
+            .iter()
+            .any(|x| compare(*x, *op, lit)),
     }
 }
 
 /// The values of a field: most fields are one top-level value, found without a list.
 enum Values<'v> {
-    One(Option<&'v Value>),
-    Many(Vec<&'v Value>),
+    One(Option<Val<'v>>),
+    Many(Vec<Val<'v>>),
 }
 
 impl<'v> Values<'v> {
-    fn as_slice(&self) -> &[&'v Value] {
+    fn as_slice(&self) -> &[Val<'v>] {
         match self {
             Values::One(v) => v.as_slice(),
             Values::Many(v) => v,
@@ -629,7 +742,9 @@ impl<'v> Values<'v> {
 
 fn values<'v>(root: &Root<'v>, field: &Field) -> Values<'v> {
     match root.get(&field.root) {
-        one if field.path.is_empty() && !matches!(one, Some(Value::Array(_))) => Values::One(one),
+        one if field.path.is_empty() && !matches!(one, Some(Val::Json(Value::Array(_)))) => {
+            Values::One(one)
+        }
         _ => Values::Many(resolve(root, field)),
     }
 }
@@ -643,8 +758,14 @@ fn as_pair(v: &Value) -> Option<(&str, &Value)> {
 }
 
 /// The values a field names in `root`, lists flattened.
-fn resolve<'v>(root: &Root<'v>, field: &Field) -> Vec<&'v Value> {
-    let mut current: Vec<&Value> = root.get(&field.root).into_iter().collect();
+fn resolve<'v>(root: &Root<'v>, field: &Field) -> Vec<Val<'v>> {
+    let start = match root.get(&field.root) {
+        Some(Val::Json(v)) => v,
+        // A string, a count or a word has no fields below it.
+        Some(scalar) if field.path.is_empty() => return vec![scalar],
+        _ => return Vec::new(),
+    };
+    let mut current: Vec<&Value> = vec![start];
     for name in &field.path {
         let mut next = Vec::new();
         for v in current {
@@ -670,15 +791,15 @@ fn resolve<'v>(root: &Root<'v>, field: &Field) -> Vec<&'v Value> {
     for v in current {
         match v {
             Value::Array(items) if !items.iter().any(|i| as_pair(i).is_some()) => {
-                out.extend(items.iter())
+                out.extend(items.iter().map(Val::of))
             }
-            _ => out.push(v),
+            _ => out.push(Val::of(v)),
         }
     }
     out
 }
 
-fn compare(v: &Value, op: Op, lit: &Literal) -> bool {
+fn compare(v: Val<'_>, op: Op, lit: &Literal) -> bool {
     use std::cmp::Ordering;
     let ordered = |o: Option<Ordering>| match (op, o) {
         (_, None) => false,
@@ -688,6 +809,11 @@ fn compare(v: &Value, op: Op, lit: &Literal) -> bool {
         (Op::Gt, Some(o)) => o == Ordering::Greater,
         (Op::Ge, Some(o)) => o != Ordering::Less,
         _ => false,
+    };
+    let number = |v: Val<'_>| match v {
+        Val::Uint(n) => Some(n as f64),
+        Val::Json(Value::Number(x)) => x.as_f64(),
+        _ => None,
     };
     match (lit, op) {
         (Literal::Pattern(re), _) => text_of(v).is_some_and(|t| re.is_match(&t)),
@@ -702,35 +828,34 @@ fn compare(v: &Value, op: Op, lit: &Literal) -> bool {
         }
         (Literal::Num(n), _) => {
             let x = match v {
-                Value::Number(x) => x.as_f64(),
-                Value::String(s) => s.trim().parse::<f64>().ok(),
-                _ => None,
+                Val::Str(s) => s.trim().parse::<f64>().ok(),
+                v => number(v),
             };
             ordered(x.and_then(|x| x.partial_cmp(n)))
         }
         (Literal::Text(s), _) => match v {
-            Value::String(x) => ordered(Some(x.as_str().cmp(s.as_str()))),
-            Value::Number(x) => match s.parse::<f64>() {
-                Ok(n) => ordered(x.as_f64().and_then(|x| x.partial_cmp(&n))),
-                Err(_) => false,
+            Val::Str(x) => ordered(Some(x.cmp(s.as_str()))),
+            Val::Bool(b) => op == Op::Eq && b.to_string() == *s,
+            v => match (number(v), s.parse::<f64>()) {
+                (Some(x), Ok(n)) => ordered(x.partial_cmp(&n)),
+                _ => false,
             },
-            Value::Bool(b) => op == Op::Eq && b.to_string() == *s,
-            _ => false,
         },
-        (Literal::Bool(b), Op::Eq) => *v == Value::Bool(*b),
-        (Literal::Null, Op::Eq) => v.is_null(),
+        (Literal::Bool(b), Op::Eq) => matches!(v, Val::Bool(x) if x == *b),
+        (Literal::Null, Op::Eq) => matches!(v, Val::Null),
         _ => false,
     }
 }
 
 /// Text to search in: strings as they are, numbers and booleans as written.
-fn text_of(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
+fn text_of(v: Val<'_>) -> Option<std::borrow::Cow<'_, str>> {
     match v {
-        Value::String(s) => Some(s.as_str().into()),
-        Value::Number(_) | Value::Bool(_) => Some(v.to_string().into()),
+        Val::Str(s) => Some(s.into()),
+        Val::Uint(n) => Some(n.to_string().into()),
+        Val::Bool(b) => Some(b.to_string().into()),
         // An object (a decoded message's `json`) is searched in its JSON text.
-        Value::Object(_) => Some(v.to_string().into()),
-        _ => None,
+        Val::Json(v @ (Value::Number(_) | Value::Object(_))) => Some(v.to_string().into()),
+        Val::Null | Val::Json(_) => None,
     }
 }
 
@@ -1260,8 +1385,14 @@ mod pick_tests {
     }
 
     fn picked(text: &[u8], names: &[String]) -> Option<Vec<Option<Value>>> {
-        let mut out = vec![Some(Value::Null); 3];
-        pick(text, names, &mut out).then_some(out)
+        let text = std::str::from_utf8(text).ok()?;
+        let mut out = vec![Some(Picked::Null); 3];
+        pick(text, names, &mut out).then_some(())?;
+        Some(out.iter().map(|p| as_value(p.as_ref(), text)).collect())
+    }
+
+    fn as_value(p: Option<&Picked>, text: &str) -> Option<Value> {
+        Some(Val::picked(p?, text).expect("within the text").to_value())
     }
 
     fn any_json() -> impl Strategy<Value = Value> {
@@ -1306,7 +1437,12 @@ mod pick_tests {
 
         /// Damaged text: never a panic, and never values serde would not read.
         #[test]
-        fn damaged_text_is_not_misread(text in prop::collection::vec(any::<u8>(), 0..40)) {
+        fn damaged_text_is_not_misread(
+            text in prop::collection::vec(
+                prop::sample::select(b"{}[]\",:\\ ab01-.e\xc3\xa9".to_vec()),
+                0..40,
+            ),
+        ) {
             let names = vec!["a".to_string(), "b".to_string()];
             if let Some(values) = picked(&text, &names) {
                 prop_assert!(values.iter().flatten().all(|v| serde_json::to_vec(v).is_ok()));
@@ -1354,10 +1490,24 @@ mod pick_tests {
                         .map(|k| k.to_string())
                         .collect();
                     let mut text = Vec::new();
-                    assert!(jsonl::write_event_keys(&mut text, event, &names));
+                    let mut spans = Vec::new();
+                    assert!(jsonl::write_event_spans(
+                        &mut text, event, &names, &mut spans
+                    ));
+                    let by_serde = pick_by_serde(&text, &names);
                     let values = picked(&text, &names);
                     assert!(values.is_some(), "{}", String::from_utf8_lossy(&text));
-                    assert_eq!(values, pick_by_serde(&text, &names));
+                    assert_eq!(values, by_serde);
+                    // Where the writer says it put each value.
+                    let text = std::str::from_utf8(&text).unwrap();
+                    let at_spans: Vec<Option<Value>> = spans
+                        .iter()
+                        .map(|span| {
+                            let p = picked_value(text, span.clone()?).expect("a value");
+                            as_value(Some(&p), text)
+                        })
+                        .collect();
+                    assert_eq!(Some(at_spans), by_serde);
                     seen += 1;
                 }
             }

@@ -200,8 +200,12 @@ struct Obj<'a, K: Keys = AllKeys> {
 
 /// Which keys of an object are written: all of them for the output, only those a display
 /// filter names when it tests an event (see [`write_event_keys`]).
-trait Keys: Copy {
-    fn has(self, k: &str) -> bool;
+trait Keys {
+    fn has(&self, k: &str) -> bool;
+    /// The value of key `k` begins at `at` in the buffer.
+    fn began(&mut self, k: &str, at: usize);
+    /// The value last begun ends at `at`.
+    fn ended(&mut self, at: usize);
 }
 
 #[derive(Clone, Copy)]
@@ -209,14 +213,41 @@ struct AllKeys;
 
 impl Keys for AllKeys {
     #[inline(always)]
-    fn has(self, _: &str) -> bool {
+    fn has(&self, _: &str) -> bool {
         true
     }
+    #[inline(always)]
+    fn began(&mut self, _: &str, _: usize) {}
+    #[inline(always)]
+    fn ended(&mut self, _: usize) {}
 }
 
-impl Keys for &[String] {
-    fn has(self, k: &str) -> bool {
-        self.iter().any(|n| n == k)
+/// Where each named key's value lies in the buffer it was written to: the spans of
+/// [`write_event_spans`], in the order of its names.
+pub type Spans = Vec<Option<std::ops::Range<usize>>>;
+
+/// Only the named keys, noting where their values were written.
+struct Named<'k> {
+    names: &'k [String],
+    spans: &'k mut Spans,
+    /// The key whose value is being written.
+    open: Option<usize>,
+}
+
+impl Keys for Named<'_> {
+    fn has(&self, k: &str) -> bool {
+        self.names.iter().any(|n| n == k)
+    }
+    fn began(&mut self, k: &str, at: usize) {
+        self.open = self.names.iter().position(|n| n == k);
+        if let Some(i) = self.open {
+            self.spans[i] = Some(at..at);
+        }
+    }
+    fn ended(&mut self, at: usize) {
+        if let Some(span) = self.open.take().and_then(|i| self.spans[i].as_mut()) {
+            span.end = at;
+        }
     }
 }
 
@@ -237,14 +268,20 @@ impl<'a> Obj<'a> {
     }
 }
 
-impl<'a, 'k> Obj<'a, &'k [String]> {
-    fn only(buf: &'a mut Vec<u8>, keys: &'k [String]) -> Self {
+impl<'a, 'k> Obj<'a, Named<'k>> {
+    fn only(buf: &'a mut Vec<u8>, names: &'k [String], spans: &'k mut Spans) -> Self {
         buf.push(b'{');
+        spans.clear();
+        spans.resize(names.len(), None);
         Obj {
             buf,
             first: true,
             conn_hole: None,
-            keys,
+            keys: Named {
+                names,
+                spans,
+                open: None,
+            },
             #[cfg(debug_assertions)]
             known: &[],
         }
@@ -290,12 +327,14 @@ impl<K: Keys> Obj<'_, K> {
             "{k} is missing from its event's list of keys"
         );
         if !self.first {
+            self.keys.ended(self.buf.len());
             self.buf.push(b',');
         }
         self.first = false;
         self.buf.push(b'"');
         self.buf.extend_from_slice(k.as_bytes());
         self.buf.extend_from_slice(b"\":");
+        self.keys.began(k, self.buf.len());
     }
     fn json<T: serde::Serialize + ?Sized>(&mut self, k: &str, v: &T) {
         if !self.wants(k) {
@@ -447,7 +486,8 @@ impl<K: Keys> Obj<'_, K> {
         self.buf.push(b'"');
     }
     /// Closes the object; returns where the connection number goes, if it was left out.
-    fn end(self) -> Option<usize> {
+    fn end(mut self) -> Option<usize> {
+        self.keys.ended(self.buf.len());
         self.buf.push(b'}');
         self.conn_hole.flatten()
     }
@@ -466,13 +506,19 @@ pub fn event_json(event: &Event) -> Value {
 }
 
 /// The fields `keys` of a frame, message or call, as a JSON object appended to `buf`: what a
-/// display filter looks at, without writing the rest. False (and nothing written) for the
-/// other events, which have only [`event_json`].
-pub fn write_event_keys(buf: &mut Vec<u8>, event: &Event, keys: &[String]) -> bool {
+/// display filter looks at, without writing the rest; `spans` is given where each key's value
+/// was written (`None`: the event has no such key), so that it need not be found again. False
+/// (and nothing written) for the other events, which have only [`event_json`].
+pub fn write_event_spans(
+    buf: &mut Vec<u8>,
+    event: &Event,
+    keys: &[String],
+    spans: &mut Spans,
+) -> bool {
     match event {
-        Event::Frame(f) => frame_obj(Obj::only(buf, keys), f),
-        Event::Message(m) => message_obj(Obj::only(buf, keys), m),
-        Event::Call(c) => call_obj(Obj::only(buf, keys), c),
+        Event::Frame(f) => frame_obj(Obj::only(buf, keys, spans), f),
+        Event::Message(m) => message_obj(Obj::only(buf, keys, spans), m),
+        Event::Call(c) => call_obj(Obj::only(buf, keys, spans), c),
         _ => return false,
     };
     true
