@@ -18,7 +18,7 @@ use h2scope::http2::connection::{AssumeTarget, AssumedPath};
 use h2scope::output::clock::TimeFormat;
 use h2scope::output::fields::{Fields, FieldsOptions, FieldsRoute};
 use h2scope::output::filter::{FieldList, Filter, FilterRoute};
-use h2scope::output::grpcurl::{Grpcurl, GrpcurlOptions, SchemaFlags};
+use h2scope::output::grpcurl::{Grpcurl, GrpcurlOptions};
 use h2scope::output::jsonl::JsonLines;
 use h2scope::output::pcapng::{CaptureFile, Format as WriteFormat};
 use h2scope::output::text::{Text, TextOptions, TextRoute};
@@ -574,6 +574,11 @@ fn tui(args: TuiArgs) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
+    // A call's detail ends with its grpcurl command, with the schema flags -T grpcurl gives.
+    let grpcurl = match grpcurl_schema_flags(&args.decode.schema) {
+        Ok(g) => g,
+        Err(code) => return code,
+    };
     if writes_stdout(args.write.as_deref().map(std::path::Path::new)) {
         eprintln!("h2scope: the TUI draws on standard output; give -w a file name");
         return ExitCode::from(2);
@@ -595,7 +600,9 @@ fn tui(args: TuiArgs) -> ExitCode {
     let (app, loader) = match (&args.file, &args.interface) {
         (Some(file), _) => match Loader::file(file, &cfg, schemas.clone()) {
             Ok((loader, store)) => {
-                let mut app = App::new(Model::new(store), file);
+                let mut model = Model::new(store);
+                model.grpcurl = grpcurl;
+                let mut app = App::new(model, file);
                 app.tls_keys = cfg.tls_keys.clone();
                 (app, loader)
             }
@@ -613,7 +620,9 @@ fn tui(args: TuiArgs) -> ExitCode {
                 args.write.as_deref(),
             ) {
                 Ok((loader, store, recording)) => {
-                    let mut app = App::new(Model::new(store), &recording);
+                    let mut model = Model::new(store);
+                    model.grpcurl = grpcurl;
+                    let mut app = App::new(model, &recording);
                     app.tls_keys = cfg.tls_keys.clone();
                     app.label = format!("live on {iface}");
                     app.follow = true;
@@ -851,44 +860,22 @@ impl<W: Write> Out<W> {
     }
 }
 
-/// What -T grpcurl gives grpcurl of the schema options: the `.proto` files (with their import
-/// paths) for the services they define, else the descriptor sets for theirs. grpcurl takes one
-/// kind or the other, and without either it asks the server's reflection service.
+/// What -T grpcurl (and the TUI) give grpcurl of the schema options
+/// ([`GrpcurlOptions::for_schemas`]); nothing for the other formats.
 fn grpcurl_options(o: &OutputArgs, args: &SchemaArgs) -> Result<GrpcurlOptions, ExitCode> {
-    let mut opts = GrpcurlOptions::default();
     if o.format != EventFormat::Grpcurl {
-        return Ok(opts);
+        return Ok(GrpcurlOptions::default());
     }
-    let services = |s: &Schemas| -> std::collections::HashSet<String> {
-        s.pool()
-            .services()
-            .map(|svc| svc.full_name().to_string())
-            .collect()
-    };
-    let fail = |e: String| {
-        eprintln!("h2scope: schema: {e}");
-        ExitCode::from(2)
-    };
-    if !args.protos.is_empty() {
-        let mut s = Schemas::empty();
-        s.add_proto_files(&args.protos, &args.proto_paths)
-            .map_err(|e| fail(e.to_string()))?;
-        let mut flags = SchemaFlags::for_protos(&args.protos, &args.proto_paths)
-            .map_err(|e| fail(e.to_string()))?;
-        flags.services = services(&s);
-        opts.schemas.push(flags);
-    }
-    if !args.descriptor_sets.is_empty() {
-        let mut s = Schemas::empty();
-        for set in &args.descriptor_sets {
-            s.add_descriptor_set_file(set)
-                .map_err(|e| fail(e.to_string()))?;
-        }
-        let mut flags = SchemaFlags::for_descriptor_sets(&args.descriptor_sets);
-        flags.services = services(&s);
-        opts.schemas.push(flags);
-    }
-    Ok(opts)
+    grpcurl_schema_flags(args)
+}
+
+fn grpcurl_schema_flags(args: &SchemaArgs) -> Result<GrpcurlOptions, ExitCode> {
+    GrpcurlOptions::for_schemas(&args.protos, &args.proto_paths, &args.descriptor_sets).map_err(
+        |e| {
+            eprintln!("h2scope: schema: {e}");
+            ExitCode::from(2)
+        },
+    )
 }
 
 /// The schemas the options ask for, or the exit code after saying what is wrong with them.

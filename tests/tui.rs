@@ -3,7 +3,10 @@
 
 mod common;
 
+use std::path::PathBuf;
+
 use h2scope::grpc::schema::Schemas;
+use h2scope::output::grpcurl::GrpcurlOptions;
 use h2scope::pipeline::Config;
 use h2scope::tui::app::{Action, App, Key, Pane, View};
 use h2scope::tui::{load, perform, view};
@@ -68,12 +71,57 @@ fn calls_frames_and_detail_render() {
 /// `read -T grpcurl` writes for the same call (after the comment naming it), its answer too.
 #[test]
 fn call_details_show_the_grpcurl_command() {
-    let app = app();
+    let commands = same_commands_as_read(&app(), &[]);
+    assert!(commands
+        .iter()
+        .all(|c| c.starts_with("grpcurl -plaintext ")));
+    // No schema was given: grpcurl asks the server's reflection service.
+    assert!(
+        commands.iter().all(|c| !c.contains("-proto")),
+        "{commands:?}"
+    );
+}
+
+/// With `--proto`, the TUI's commands carry the same `-import-path`/`-proto` flags as
+/// `read -T grpcurl --proto`'s, for a server without reflection.
+#[test]
+fn call_details_give_the_schema_flags_of_read() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let (proto, include) = (
+        format!("{root}/proto/grpc/health/v1/health.proto"),
+        format!("{root}/proto"),
+    );
+    let mut app = app();
+    app.model.grpcurl =
+        GrpcurlOptions::for_schemas(&[PathBuf::from(&proto)], &[PathBuf::from(&include)], &[])
+            .unwrap();
+    let commands = same_commands_as_read(&app, &["--proto", &proto, "-I", &include]);
+    // Named from the include path, as grpcurl (like protoc) names it.
+    let (import, proto) = (
+        format!(" -import-path {include} "),
+        " -proto grpc/health/v1/health.proto ",
+    );
+    for c in &commands {
+        assert!(c.contains(&import) && c.contains(proto), "{c}");
+    }
+}
+
+/// Each call's command in its detail, checked against `read -T grpcurl ARGS` on the same
+/// capture; the last line of each (the command itself) is returned.
+fn same_commands_as_read(app: &App, args: &[&str]) -> Vec<String> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_h2scope"))
-        .args(["read", "-T", "grpcurl", &testdata()])
+        .args(["read", "-T", "grpcurl"])
+        .args(args)
+        .arg(testdata())
         .output()
         .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let script = String::from_utf8(out.stdout).unwrap();
+    let mut commands = Vec::new();
     for (i, row) in app.model.calls.iter().enumerate() {
         let lines: Vec<String> = app
             .model
@@ -87,10 +135,7 @@ fn call_details_show_the_grpcurl_command() {
             .position(|l| l == "made again with grpcurl:")
             .unwrap_or_else(|| panic!("{lines:?}"));
         let command: Vec<&str> = lines[at + 1..].iter().map(|l| &l[2..]).collect();
-        assert!(
-            command.last().unwrap().starts_with("grpcurl -plaintext"),
-            "{lines:?}"
-        );
+        assert!(command.last().unwrap().starts_with("grpcurl "), "{lines:?}");
         let answered = command.iter().any(|l| l.starts_with("#   answered"));
         assert_eq!(answered, row.messages.1 > 0, "{lines:?}");
         let head = format!("# call {}:{} ", row.conn, row.stream);
@@ -101,8 +146,10 @@ fn call_details_show_the_grpcurl_command() {
             .take(command.len())
             .collect();
         assert_eq!(command, block, "call {i}");
+        commands.push(command.last().unwrap().to_string());
     }
-    assert_eq!(app.model.calls.len(), 27);
+    assert_eq!(commands.len(), 27);
+    commands
 }
 
 #[test]

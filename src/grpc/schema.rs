@@ -332,25 +332,38 @@ impl ProtoInputs {
                         source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
                     });
                 }
-                let name = match (input.parent(), input.file_name()) {
-                    (Some(parent), Some(name)) => {
-                        include(if parent.as_os_str().is_empty() {
-                            Path::new(".")
-                        } else {
-                            parent
-                        });
-                        PathBuf::from(name)
-                    }
-                    _ => input.clone(),
-                };
+                if let Some(parent) = input.parent() {
+                    include(if parent.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        parent
+                    });
+                }
+                // Named once every include path is known (below).
                 files.push(ProtoFile {
                     given: input.clone(),
-                    name,
+                    name: PathBuf::new(),
                 });
             }
         }
+        // A file given is named relative to the first include path it lies in, as protoc and
+        // protox (which compiles it) name it: `-I proto proto/a/b.proto` is `a/b.proto`, the
+        // name another file imports it by.
+        for file in files.iter_mut().filter(|f| f.name.as_os_str().is_empty()) {
+            let input = lexical(&file.given);
+            file.name = (includes.iter())
+                .find_map(|dir| input.strip_prefix(lexical(dir)).ok().map(Path::to_path_buf))
+                .unwrap_or_else(|| file.given.clone());
+        }
         Ok(ProtoInputs { includes, files })
     }
+}
+
+/// `p` without its `.` components, as protox compares paths.
+fn lexical(p: &Path) -> PathBuf {
+    p.components()
+        .filter(|c| *c != std::path::Component::CurDir)
+        .collect()
 }
 
 /// The `.proto` files below `root`, named relative to it (it is an include path, so imports
@@ -459,6 +472,59 @@ mod tests {
         let mut s = Schemas::bundled();
         s.add_proto_files(std::slice::from_ref(&dir), &[]).unwrap();
         assert_eq!(s.method("/m.S/Get").unwrap().output.full_name(), "d.D");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Files given one by one are named as protox names them when it compiles them: relative
+    /// to the first include path they lie in, else to their own directory.
+    #[test]
+    fn proto_files_are_named_as_protox_names_them() {
+        let dir = std::env::temp_dir().join(format!("h2scope-named-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("proto/a/b")).unwrap();
+        std::fs::create_dir_all(dir.join("other")).unwrap();
+        std::fs::write(
+            dir.join("proto/a/b/dep.proto"),
+            "syntax = \"proto3\"; package d; message D { string s = 1; }",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("proto/main.proto"),
+            "syntax = \"proto3\"; package m; import \"a/b/dep.proto\"; \
+             service S { rpc Get(d.D) returns (d.D); }",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("other/lone.proto"),
+            "syntax = \"proto3\"; package l; message L {}",
+        )
+        .unwrap();
+        let inputs = [
+            dir.join("proto/main.proto"),
+            dir.join("proto/./a/b/dep.proto"),
+            dir.join("other/lone.proto"),
+        ];
+        let includes = [dir.join("proto")];
+        let ours = ProtoInputs::of(&inputs, &includes).unwrap();
+        let names: Vec<&Path> = ours.files.iter().map(|f| f.name.as_path()).collect();
+        assert_eq!(
+            names,
+            [
+                Path::new("main.proto"),
+                Path::new("a/b/dep.proto"),
+                Path::new("lone.proto")
+            ]
+        );
+        let mut compiler = protox::Compiler::new(&ours.includes).unwrap();
+        compiler.open_files(&inputs).unwrap();
+        let mut theirs: Vec<String> = (compiler.files())
+            .filter(|f| !f.is_import())
+            .map(|f| f.name().to_string())
+            .collect();
+        let mut ours: Vec<String> = names.iter().map(|n| n.display().to_string()).collect();
+        theirs.sort();
+        ours.sort();
+        assert_eq!(ours, theirs);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use super::clock::{push_absolute, TimeFormat};
 use crate::event::{Event, MessageEvent, Sink, Wants};
-use crate::grpc::schema::{ProtoInputs, SchemaError};
+use crate::grpc::schema::{ProtoInputs, SchemaError, Schemas};
 use crate::grpc::Side;
 use crate::http2::call::{grpc_status_name, Call};
 use crate::parallel::{Handoff, Route};
@@ -102,6 +102,43 @@ pub struct GrpcurlOptions {
     /// Tried in order; grpcurl takes `-proto` or `-protoset` files, not both, so a call gets
     /// the first source that defines its service.
     pub schemas: Vec<SchemaFlags>,
+}
+
+impl GrpcurlOptions {
+    /// The schema flags for what h2scope was given (`--proto`, `--proto-path`,
+    /// `--descriptor-set`): the `.proto` files with their import paths for the services they
+    /// define, else the descriptor sets for theirs. A call to any other service gets none, and
+    /// grpcurl asks the server's reflection service.
+    pub fn for_schemas(
+        protos: &[PathBuf],
+        include_paths: &[PathBuf],
+        descriptor_sets: &[PathBuf],
+    ) -> Result<Self, SchemaError> {
+        let services = |s: &Schemas| -> HashSet<String> {
+            s.pool()
+                .services()
+                .map(|svc| svc.full_name().to_string())
+                .collect()
+        };
+        let mut opts = GrpcurlOptions::default();
+        if !protos.is_empty() {
+            let mut s = Schemas::empty();
+            s.add_proto_files(protos, include_paths)?;
+            let mut flags = SchemaFlags::for_protos(protos, include_paths)?;
+            flags.services = services(&s);
+            opts.schemas.push(flags);
+        }
+        if !descriptor_sets.is_empty() {
+            let mut s = Schemas::empty();
+            for set in descriptor_sets {
+                s.add_descriptor_set_file(set)?;
+            }
+            let mut flags = SchemaFlags::for_descriptor_sets(descriptor_sets);
+            flags.services = services(&s);
+            opts.schemas.push(flags);
+        }
+        Ok(opts)
+    }
 }
 
 /// The request messages of a call not yet ended, as JSON, and the start of its first answer.

@@ -23,7 +23,7 @@ use crate::http2::frame::{
     error_code_label, error_code_name, flags, setting, FrameHeader, FrameType, FRAME_HEADER_LEN,
 };
 use crate::http2::hpack::{field_spans, HeaderField, Representation};
-use crate::output::grpcurl::{PendingCalls, Requests};
+use crate::output::grpcurl::{GrpcurlOptions, PendingCalls, Requests};
 
 use super::frame_record;
 use super::store::{Detail, DetailLine, DetailWriter, StoreReader, StoreWriter, Stored};
@@ -196,6 +196,8 @@ pub struct Model {
     /// filter may now let them through, or not.
     changed: Vec<usize>,
     store: Option<StoreReader>,
+    /// The schema flags of the calls' grpcurl commands.
+    pub grpcurl: GrpcurlOptions,
 }
 
 impl Model {
@@ -318,7 +320,7 @@ impl Model {
                 let mut lines = call_lines(&json);
                 let requests = self.store.as_ref().and_then(|s| s.bytes(c.requests));
                 if let Some(requests) = requests {
-                    lines.extend(grpcurl_lines(&json, &requests));
+                    lines.extend(grpcurl_lines(&json, &requests, &self.grpcurl));
                 }
                 Detail {
                     lines,
@@ -791,12 +793,12 @@ fn put(store: &mut StoreWriter, error: &mut Option<std::io::Error>, bytes: &[u8]
 /// The grpcurl command that makes an ended call again, as `-T grpcurl` writes it (without the
 /// comment naming the call, which the row does), made when the call is looked at: from its
 /// JSON Lines object and what it sent.
-fn grpcurl_lines(json: &Value, requests: &[u8]) -> Vec<DetailLine> {
+fn grpcurl_lines(json: &Value, requests: &[u8], opts: &GrpcurlOptions) -> Vec<DetailLine> {
     let Some(call) = call_of(json) else {
         return Vec::new();
     };
     let requests = Requests::from_record(requests);
-    let text = crate::output::grpcurl::render(&call, &requests, &Default::default());
+    let text = crate::output::grpcurl::render(&call, &requests, opts);
     let mut lines = vec![DetailLine::text("made again with grpcurl:")];
     lines.extend(
         text.lines()
