@@ -286,9 +286,14 @@ struct OutputArgs {
     /// One line per call (request/response) instead of one per frame.
     #[arg(long)]
     calls: bool,
-    /// Show every header under its frame or call.
-    #[arg(short, long)]
+    /// Show every header under its frame or call (`-V` as tshark spells it).
+    #[arg(short, long, visible_short_alias = 'V')]
     verbose: bool,
+    /// Show each frame's bytes, as tshark's -x: a hex and ASCII dump under its line, `raw`
+    /// (hex) in JSON Lines. Its 9-byte header and up to 64 KiB of payload; bytes the capture
+    /// lacks are left out.
+    #[arg(short = 'x', long = "hex")]
+    hex: bool,
     /// The time column of text lines, as tshark's -t: r (seconds since the first packet), a
     /// (local time of day), ad (local date and time), e (seconds since 1970), u, ud (UTC).
     #[arg(short = 't', long = "time-format", value_enum, value_name = "FORMAT", default_value_t = TimeArg::R, hide_possible_values = true)]
@@ -318,6 +323,15 @@ impl OutputArgs {
             opts.set(o).map_err(|e| format!("-E: {e}"))?;
         }
         Ok((list, opts))
+    }
+
+    /// Whether frames keep their bytes: `-x`, or a field or filter on `raw`.
+    fn keeps_frame_bytes(&self) -> bool {
+        let fields_use_raw = || {
+            self.format == EventFormat::Fields
+                && self.field_list().is_ok_and(|(list, _)| list.uses("raw"))
+        };
+        self.hex || self.display_filter.as_ref().is_some_and(|f| f.uses("raw")) || fields_use_raw()
     }
 
     /// `-T fields` naming no field of a message's decoded contents, nor of a call's decoded
@@ -1240,6 +1254,7 @@ fn text_options(o: &OutputArgs, quiet: bool) -> TextOptions {
     TextOptions {
         calls_only: o.calls,
         verbose: o.verbose,
+        hex: o.hex,
         quiet: o.quiet || quiet,
         time: o.time.into(),
     }
@@ -1287,6 +1302,7 @@ fn read_file<W: Write>(
 ) -> FileOutcome {
     let mut failed = false;
     let mut cfg = config(&args.decode);
+    cfg.http2.keep_frame_bytes = args.output.keeps_frame_bytes();
     let Some(mut reader) = open_input(file, &cfg) else {
         return FileOutcome::Failed;
     };
@@ -2024,7 +2040,8 @@ fn capture(mut args: CaptureArgs) -> ExitCode {
         Box::new(io::stdout().lock())
     };
     let mut sink = make_sink(&args.output, to_stdout, shown);
-    let cfg = config(&args.decode);
+    let mut cfg = config(&args.decode);
+    cfg.http2.keep_frame_bytes = args.output.keeps_frame_bytes();
     // A pcapng file gets the secrets of its TLS connections as the key log gets them.
     let mut embed = cfg
         .tls_keys
@@ -2361,6 +2378,7 @@ fn run_check(
             TextOptions {
                 calls_only: false,
                 verbose: true,
+                hex: false,
                 quiet: false,
                 time: TimeFormat::Relative,
             },

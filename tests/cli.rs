@@ -1680,3 +1680,86 @@ fn stats_intervals_hold_the_calls_that_ended_in_them() {
     assert!(checked >= 20, "{checked} captures and widths checked");
     assert!(intervals_seen >= 60, "{intervals_seen} intervals");
 }
+
+/// `-x` shows each frame's bytes, as tshark's `-x`: in JSON Lines as `raw`, whose first nine
+/// bytes are the frame header the other fields describe; in text as a hex dump under the frame's
+/// line with the same bytes; `-e raw` and `-Y` on `raw` keep them without `-x`.
+#[test]
+fn hex_shows_each_frames_bytes() {
+    for name in ["grpc-health.pcap", "grpc-bulk.pcap"] {
+        let file = testdata(name);
+        let events = jsonl(&["read", "-T", "jsonl", "-x", "--no-summary", &file]);
+        let mut raws = Vec::new();
+        for f in events.iter().filter(|e| e["event"] == "frame") {
+            let raw = hex::decode(f["raw"].as_str().unwrap_or_else(|| panic!("{f}"))).unwrap();
+            let length = f["length"].as_u64().unwrap() as usize;
+            let head = u32::from_be_bytes([0, raw[0], raw[1], raw[2]]) as usize;
+            assert_eq!(head, length, "{f}");
+            assert_eq!(u64::from(raw[3]), f["type_code"].as_u64().unwrap(), "{f}");
+            assert_eq!(u64::from(raw[4]), f["flags"].as_u64().unwrap(), "{f}");
+            let stream = u32::from_be_bytes([raw[5], raw[6], raw[7], raw[8]]) & 0x7fff_ffff;
+            assert_eq!(u64::from(stream), f["stream"].as_u64().unwrap(), "{f}");
+            if f.get("missing").is_none() {
+                assert_eq!(raw.len(), 9 + length.min(64 * 1024), "{f}");
+            }
+            raws.push(raw);
+        }
+        assert!(raws.len() > 80, "{name}: {} frames", raws.len());
+        // Without -x, no bytes.
+        let plain = jsonl(&["read", "-T", "jsonl", "--no-summary", &file]);
+        assert!(plain.iter().all(|e| e.get("raw").is_none()));
+
+        // The text dump: rows under each frame line, read back into bytes.
+        let out = Command::new(BIN)
+            .args(["read", "-x", "--no-summary", &file])
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut dumped: Vec<Vec<u8>> = Vec::new();
+        for line in text.lines() {
+            let row = line.trim_start();
+            let is_row = line.starts_with("                    ")
+                && row.len() > 6
+                && row[..4].bytes().all(|b| b.is_ascii_hexdigit())
+                && &row[4..6] == "  ";
+            if !is_row {
+                // A frame line starts the next dump.
+                if line.contains(" len=") && !line.contains('↳') {
+                    dumped.push(Vec::new());
+                }
+                continue;
+            }
+            let offset = usize::from_str_radix(&row[..4], 16).unwrap();
+            let bytes = dumped.last_mut().expect("a dump follows its frame line");
+            assert_eq!(offset, bytes.len(), "{line}");
+            // Sixteen bytes at most, in two groups, before the printable column.
+            let hex_part = &row[6..(6 + 49).min(row.len())];
+            bytes.extend(
+                hex_part
+                    .split_whitespace()
+                    .map(|b| u8::from_str_radix(b, 16).unwrap()),
+            );
+        }
+        assert_eq!(dumped, raws, "{name}");
+
+        // -e raw keeps the bytes without -x; -V is -v, as tshark spells it.
+        let fields = Command::new(BIN)
+            .args(["read", "-T", "fields", "-e", "raw", "--no-summary", &file])
+            .output()
+            .unwrap();
+        let fields: Vec<Vec<u8>> = String::from_utf8(fields.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| hex::decode(l).unwrap())
+            .collect();
+        assert_eq!(fields, raws, "{name}");
+        let verbose = |flag: &str| {
+            Command::new(BIN)
+                .args(["read", flag, "-c", "40", &file])
+                .output()
+                .unwrap()
+                .stdout
+        };
+        assert_eq!(verbose("-V"), verbose("-v"));
+    }
+}

@@ -15,6 +15,8 @@ use std::sync::Arc;
 
 use h2scope::event::{Event, FrameDetail};
 use h2scope::http2::call::lossless;
+use h2scope::http2::connection::MAX_RAW;
+use h2scope::http2::frame::FRAME_HEADER_LEN;
 use h2scope::pipeline::Config;
 use h2scope::tls::KeyLog;
 use serde_json::Value;
@@ -23,6 +25,8 @@ use serde_json::Value;
 type FrameKey = (u16, u16, u32, u8, u32, u8, String);
 /// (src port, dst port, stream, [(name, value)])
 type HeaderKey = (u16, u16, u32, Vec<(String, String)>);
+/// (src port, dst port, stream, payload in hex) of a DATA frame without padding.
+type DataKey = (u16, u16, u32, String);
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Expect {
@@ -313,6 +317,45 @@ fn ref_detail(f: &Value, kind: u8) -> String {
     }
 }
 
+/// The DATA frames (without padding) whose own payload tshark shows: tshark shows a stream's
+/// whole body, reassembled, in its last frame, so a frame whose `http2.data.data` is not as
+/// long as the frame is left out.
+fn reference_data(file: &str) -> Vec<DataKey> {
+    let path = common::public_capture(&format!("{file}.tshark.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let json: Value = serde_json::from_str(&text).unwrap();
+    let mut out = Vec::new();
+    for pkt in json.as_array().unwrap() {
+        let layers = &pkt["_source"]["layers"];
+        let tcp = match &layers["tcp"] {
+            Value::Array(a) => &a[0],
+            t => t,
+        };
+        let (Some(sp), Some(dp)) = (
+            num::<u16>(tcp, "tcp.srcport"),
+            num::<u16>(tcp, "tcp.dstport"),
+        ) else {
+            continue;
+        };
+        let mut objs = Vec::new();
+        frame_objects(&layers["http2"], &mut objs);
+        for f in objs {
+            let flags = f["http2.flags"].as_str().unwrap_or("0x00");
+            let padded = u8::from_str_radix(flags.trim_start_matches("0x"), 16).unwrap() & 0x8 != 0;
+            if num::<u8>(f, "http2.type") != Some(0) || padded {
+                continue;
+            }
+            let length: usize = num(f, "http2.length").unwrap_or(0);
+            let data = f["http2.data.data"].as_str().unwrap_or("").replace(':', "");
+            // Frames keep at most MAX_RAW bytes of payload.
+            if length > 0 && length <= MAX_RAW && data.len() == 2 * length {
+                out.push((sp, dp, num(f, "http2.streamid").unwrap_or(0), data));
+            }
+        }
+    }
+    out
+}
+
 fn reference(file: &str) -> (Vec<FrameKey>, Vec<HeaderKey>) {
     let path = common::public_capture(&format!("{file}.tshark.json"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -371,7 +414,15 @@ fn reference(file: &str) -> (Vec<FrameKey>, Vec<HeaderKey>) {
 }
 
 fn ours(file: &str) -> (Vec<FrameKey>, Vec<HeaderKey>) {
+    let (frames, headers, _) = ours_with_data(file);
+    (frames, headers)
+}
+
+/// Also each DATA frame's payload, from the bytes frames keep for `-x`.
+fn ours_with_data(file: &str) -> (Vec<FrameKey>, Vec<HeaderKey>, Vec<DataKey>) {
+    let mut data = Vec::new();
     let mut cfg = Config::default();
+    cfg.http2.keep_frame_bytes = true;
     if let Some((_, keylog)) = KEYLOGS.iter().find(|(f, _)| *f == file) {
         let path = common::public_capture(keylog);
         cfg.tls_keys = Some(Arc::new(KeyLog::open(Path::new(&path)).unwrap()));
@@ -383,6 +434,11 @@ fn ours(file: &str) -> (Vec<FrameKey>, Vec<HeaderKey>) {
         let Event::Frame(f) = e else { continue };
         let (sp, dp) = (f.origin.src.port(), f.origin.dst.port());
         let h = f.header;
+        let whole = h.length as usize <= MAX_RAW;
+        if let (FrameDetail::Data { pad_len: None, .. }, true) = (&f.detail, whole) {
+            let raw = f.raw.as_deref().expect("frames keep their bytes");
+            data.push((sp, dp, h.stream, hex::encode(&raw[FRAME_HEADER_LEN..])));
+        }
         let detail = match &f.detail {
             FrameDetail::RstStream { error_code } => error_code.to_string(),
             FrameDetail::Settings { settings, .. } => settings
@@ -423,7 +479,7 @@ fn ours(file: &str) -> (Vec<FrameKey>, Vec<HeaderKey>) {
             }
         }
     }
-    (frames, headers)
+    (frames, headers, data)
 }
 
 fn counts<T: Ord + Clone>(v: &[T]) -> BTreeMap<T, usize> {
@@ -456,6 +512,21 @@ fn per_stream(h: &[HeaderKey]) -> BTreeMap<(u16, u16, u32), Vec<(String, String)
             .extend(l.iter().cloned());
     }
     m
+}
+
+/// The bytes `-x` shows of a DATA frame are the payload tshark shows for it, in every public
+/// capture.
+#[test]
+fn data_frame_bytes_match_tshark() {
+    let mut compared = 0;
+    for case in CASES {
+        let theirs = reference_data(case.file);
+        let (_, _, ours) = ours_with_data(case.file);
+        let missing = minus(&theirs, &ours);
+        assert!(missing.is_empty(), "{}: {missing:?}", case.file);
+        compared += theirs.len();
+    }
+    assert!(compared > 250, "only {compared} DATA frames compared");
 }
 
 #[test]

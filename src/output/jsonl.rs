@@ -628,6 +628,12 @@ fn frame_obj<K: Keys>(o: Obj<'_, K>, f: &FrameEvent) -> Option<usize> {
     if !f.notes.is_empty() {
         o.json("notes", &f.notes);
     }
+    if let Some(raw) = f.raw.as_ref().filter(|_| o.wants("raw")) {
+        o.key("raw");
+        o.buf.push(b'"');
+        o.buf.extend_from_slice(hex::encode(raw).as_bytes());
+        o.buf.push(b'"');
+    }
     o.end()
 }
 

@@ -37,6 +37,7 @@ pub const FRAME: &[&str] = &[
     "headers",
     "table_size_updates",
     "notes",
+    "raw",
 ];
 
 /// Every key a message event can have.

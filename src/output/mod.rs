@@ -6,6 +6,7 @@ pub mod embed;
 pub mod fields;
 pub mod filter;
 pub mod grpcurl;
+pub mod hexdump;
 pub mod jsonl;
 pub mod keys;
 pub mod pcap;

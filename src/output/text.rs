@@ -13,7 +13,7 @@ use crate::event::{Event, FrameDetail, FrameEvent, MessageEvent, Origin, Sink};
 use crate::http2::call::{
     grpc_status_name, header_name, header_value, lossless, lossless_str, Call, CallEnd,
 };
-use crate::http2::frame::{error_code_label, setting, FrameType};
+use crate::http2::frame::{error_code_label, setting, FrameType, FRAME_HEADER_LEN};
 use crate::http2::hpack::HeaderField;
 use crate::parallel::{ConnSlot, Handoff};
 
@@ -22,6 +22,8 @@ pub struct TextOptions {
     pub calls_only: bool,
     /// Every header on its own line under the frame.
     pub verbose: bool,
+    /// Each frame's bytes (those its event kept) as a hex dump under its line.
+    pub hex: bool,
     /// Nothing per event; only the summary.
     pub quiet: bool,
     /// The time column's form (tshark's `-t`).
@@ -159,6 +161,15 @@ impl<W: Write> Text<W> {
                 for hf in list.iter() {
                     let _ = writeln!(l, "{:>20}{}: {}", "", name(hf), value(hf));
                 }
+            }
+        }
+        if let Some(raw) = f.raw.as_deref().filter(|_| self.opts.hex) {
+            for row in super::hexdump::hex_dump(raw) {
+                let _ = writeln!(l, "{:>20}{row}", "");
+            }
+            let whole = FRAME_HEADER_LEN + h.length as usize;
+            if raw.len() < whole {
+                let _ = writeln!(l, "{:>20}({} of the frame's {whole} bytes)", "", raw.len());
             }
         }
         self.flush_line();

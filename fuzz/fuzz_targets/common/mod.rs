@@ -127,9 +127,11 @@ pub fn dissect_and_render(data: Vec<u8>) {
     let counts_only = tally_of(&data, Counting::counts_only(Vec::<Event>::new()));
     let calls_only = tally_of(&data, Counting::new(JsonLines::new(sink(), true, false)));
     let no_messages = tally_of(&data, Counting::new(NoMessages));
-    let Some((mut reader, config)) = open(&data) else {
+    let Some((mut reader, mut config)) = open(&data) else {
         return;
     };
+    // Frames keep their bytes, for -x and `raw`.
+    config.http2.keep_frame_bytes = true;
     let mut dissector = Dissector::with_schemas(config, bundled_schemas());
     let mut events: Vec<Event> = Vec::new();
     let mut first_ts = None;
@@ -147,6 +149,7 @@ pub fn dissect_and_render(data: Vec<u8>) {
         sink(),
         TextOptions {
             verbose: true,
+            hex: true,
             ..TextOptions::default()
         },
     );
