@@ -530,6 +530,10 @@ struct ReadArgs {
     /// With -w: print the dissection too.
     #[arg(short = 'P', long = "print")]
     print: bool,
+    /// Flush the output after each packet, as tshark's -l: to follow a capture as it is
+    /// written (`tcpdump -U -w - | h2scope read -l -`). Reads on one thread.
+    #[arg(short = 'l')]
+    line_buffered: bool,
     /// Threads for one capture: its connections are split among them by address, and the
     /// output stays in capture order. Default: one per core for a file of 64 MB or more,
     /// decompressed (with -q or --calls, only if its packets average under 512 bytes), else
@@ -1436,6 +1440,9 @@ fn read_file<W: Write>(
                     }
                 }
             }
+            if args.line_buffered {
+                sink.inner.flush();
+            }
             seen += 1;
             // Without -w, a closed output is the end (`| head`); with it, the file goes on.
             seen < limit && (writer.is_some() || !sink.closed())
@@ -1637,6 +1644,8 @@ fn read(mut args: ReadArgs) -> ExitCode {
             // The commands of -T grpcurl are all made on the writing thread: the workers would
             // only build events for it (93 MB of small packets: 2.4 s on one thread, 3.0 s on two).
             let shards = match args.output.format {
+                // Each packet's lines go out as it is read.
+                _ if args.line_buffered => 1,
                 EventFormat::Grpcurl => args.threads.unwrap_or(1),
                 _ => shards_for(file, args.threads, light, threads),
             };

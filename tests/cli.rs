@@ -1763,3 +1763,52 @@ fn hex_shows_each_frames_bytes() {
         assert_eq!(verbose("-V"), verbose("-v"));
     }
 }
+
+/// `-l` sends each packet's lines as the packet is read, as tshark's `-l`: a capture followed
+/// as it is written (`tcpdump -U -w - | h2scope read -l -`) shows its frames while the writer
+/// is still writing. Without it they wait in the output buffer.
+#[test]
+fn l_flushes_each_packets_lines() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let pcap = std::fs::read(testdata("grpc-health.pcap")).unwrap();
+    // The file header and the first four records: the fourth holds the server's SETTINGS.
+    let mut end = 24;
+    for _ in 0..4 {
+        let len = u32::from_le_bytes(pcap[end + 8..end + 12].try_into().unwrap()) as usize;
+        end += 16 + len;
+    }
+    for (flag, shows) in [(Some("-l"), true), (None, false)] {
+        let mut child = Command::new(BIN)
+            .args(["read", "--threads", "2"])
+            .args(flag)
+            .arg("-")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&pcap[..end]).unwrap();
+        stdin.flush().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                if tx.send(line.unwrap()).is_err() {
+                    break;
+                }
+            }
+        });
+        // The input stays open: only a flush brings the line out now.
+        let wait = if shows { 20 } else { 1 };
+        let line = rx.recv_timeout(Duration::from_secs(wait));
+        if shows {
+            assert!(line.unwrap().contains("SETTINGS"));
+        } else {
+            assert!(line.is_err(), "{line:?}");
+        }
+        drop(stdin);
+        assert!(child.wait().unwrap().success());
+    }
+}
