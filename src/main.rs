@@ -361,7 +361,7 @@ impl OutputArgs {
                 Some("-T fields needs at least one -e FIELD, as -e path -e grpc_status".into())
             }
             EventFormat::Fields => match self.field_list() {
-                Ok((list, _)) => unknown_field_problem("-e", list.roots()),
+                Ok((list, _)) => unknown_field_problem("-e", list.roots(), &list.field_names()),
                 Err(e) => Some(e),
             },
             _ if !self.fields.is_empty() || !self.field_options.is_empty() => {
@@ -371,7 +371,7 @@ impl OutputArgs {
         }
         .or_else(|| {
             let filter = self.display_filter.as_ref()?;
-            unknown_field_problem("-Y", filter.roots())
+            unknown_field_problem("-Y", filter.roots(), &filter.field_names())
         });
         match problem {
             Some(p) => {
@@ -383,15 +383,26 @@ impl OutputArgs {
     }
 }
 
-/// What to say of a field no event has, if one of `fields` (top-level names) is one.
-fn unknown_field_problem(flag: &str, fields: &[String]) -> Option<String> {
+/// What to say of a field no event has, if one of `fields` (top-level names) is one; `dotted`
+/// are the whole fields, for those named as tshark names them.
+fn unknown_field_problem(flag: &str, fields: &[String], dotted: &[String]) -> Option<String> {
     let (name, near) = h2scope::output::filter::unknown_field(fields)?;
-    let hint = near
-        .map(|n| format!(" (did you mean {n:?}?)"))
-        .unwrap_or_default();
+    let tshark = dotted
+        .iter()
+        .filter(|d| d.split('.').next() == Some(name))
+        .find_map(|d| Some((d, h2scope::output::filter::tshark_equivalent(d)?)));
+    let problem = match (tshark, near) {
+        (Some((field, Some(ours))), _) => {
+            format!("{field:?} is tshark's name for what is {ours} here")
+        }
+        (Some((field, None)), _) => {
+            format!("{field:?} is a tshark field; h2scope names its fields otherwise")
+        }
+        (None, Some(n)) => format!("no event has a field {name:?} (did you mean {n:?}?)"),
+        (None, None) => format!("no event has a field {name:?}"),
+    };
     Some(format!(
-        "{flag}: no event has a field {name:?}{hint}; fields are the keys of the JSON Lines \
-         events, see the README"
+        "{flag}: {problem}; fields are the keys of the JSON Lines events, see the README"
     ))
 }
 
@@ -1770,7 +1781,7 @@ fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
     }
     // stats filters call events; health filters its reports, which have keys of their own.
     let unknown = match &args.display_filter {
-        Some(f) if !health => unknown_field_problem("-Y", f.roots()),
+        Some(f) if !health => unknown_field_problem("-Y", f.roots(), &f.field_names()),
         _ => None,
     };
     if let Some(problem) = unknown {

@@ -1280,6 +1280,27 @@ fn fields_output_prints_the_json_lines_values() {
             "did you mean \"grpc_status\"",
         ),
         (&["stats", "-Y", "zzz"][..], "no event has a field \"zzz\""),
+        // tshark's names get h2scope's.
+        (
+            &["read", "-Y", "http2.streamid == 1"][..],
+            "\"http2.streamid\" is tshark's name for what is stream here",
+        ),
+        (
+            &[
+                "read",
+                "-T",
+                "fields",
+                "-e",
+                "stream",
+                "-e",
+                "http2.headers.path",
+            ][..],
+            "for what is path here",
+        ),
+        (
+            &["stats", "-Y", "tcp.flags.syn"][..],
+            "\"tcp.flags.syn\" is a tshark field",
+        ),
     ] {
         let out = Command::new(BIN).args(args).arg(&capture).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -130,6 +130,13 @@ impl Filter {
         &self.roots
     }
 
+    /// Every field the filter names, dotted (`request_headers.user-agent`).
+    pub fn field_names(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.expr.field_names(&mut out);
+        out
+    }
+
     /// Whether a record whose top-level fields are given by `field` (for the names of
     /// [`Filter::roots`]) is shown: for views that keep a few fields of an event, not the
     /// event (the TUI's call list).
@@ -338,6 +345,11 @@ impl FieldList {
         &self.roots
     }
 
+    /// Every field, dotted (`request_headers.user-agent`).
+    pub fn field_names(&self) -> Vec<String> {
+        self.fields.iter().map(Field::dotted).collect()
+    }
+
     /// Some field starts from this top-level field.
     pub fn uses(&self, name: &str) -> bool {
         self.roots.iter().any(|r| r == name)
@@ -360,7 +372,93 @@ impl FieldList {
     }
 }
 
+impl Field {
+    fn dotted(&self) -> String {
+        std::iter::once(&self.root)
+            .chain(&self.path)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+}
+
+/// tshark's names of the fields h2scope has under another name: someone used to
+/// `-Y http2.streamid == 1` is told `stream`.
+const TSHARK_NAMES: &[(&str, &str)] = &[
+    ("frame.number", "packet"),
+    ("frame.time_epoch", "ts"),
+    ("frame.time_relative", "ts"),
+    ("http2.streamid", "stream"),
+    ("http2.type", "type_code (or type, by name)"),
+    ("http2.flags", "flags (or flag_names)"),
+    ("http2.length", "length"),
+    (
+        "http2.header",
+        "headers (frames) or request_headers.NAME (calls)",
+    ),
+    (
+        "http2.header.name",
+        "headers (frames) or request_headers.NAME (calls)",
+    ),
+    (
+        "http2.header.value",
+        "headers.NAME (frames) or request_headers.NAME (calls)",
+    ),
+    ("http2.headers.path", "path"),
+    ("http2.headers.method", "method"),
+    ("http2.headers.status", "status"),
+    ("http2.headers.authority", "authority"),
+    ("http2.rst_stream.error", "error_code (or error_name)"),
+    ("http2.goaway.error", "error_code (or error_name)"),
+    ("http2.goaway.last_stream_id", "last_stream_id"),
+    ("http2.window_update.window_size_increment", "increment"),
+    ("http2.settings.id", "settings (or setting_names)"),
+    ("http2.ping", "opaque"),
+    ("http2.pong", "opaque"),
+    ("http2.data.data", "raw (with -x)"),
+    ("http2.body.reassembled.data", "json or fields (messages)"),
+    ("grpc.message_length", "length (messages)"),
+    ("grpc.compressed_flag", "compressed (messages)"),
+    ("grpc.message_data", "json or fields (messages)"),
+    ("tcp.srcport", "src"),
+    ("tcp.dstport", "dst"),
+    ("ip.src", "src"),
+    ("ip.dst", "dst"),
+];
+
+/// The top-level names of tshark's protocols, which no event has.
+const TSHARK_PROTOCOLS: &[&str] = &[
+    "frame", "eth", "ip", "ipv6", "tcp", "tls", "http", "http2", "grpc", "pbf", "protobuf",
+];
+
+/// What h2scope calls a field named as tshark names it, when `field` (dotted) is one of
+/// tshark's: `Some(Some(name))` for a field it knows, `Some(None)` for another field of a
+/// protocol tshark names so.
+pub fn tshark_equivalent(field: &str) -> Option<Option<&'static str>> {
+    let root = field.split('.').next().unwrap_or(field);
+    if !TSHARK_PROTOCOLS.contains(&root) {
+        return None;
+    }
+    Some(
+        TSHARK_NAMES
+            .iter()
+            .find(|(t, _)| *t == field)
+            .map(|(_, ours)| *ours),
+    )
+}
+
 impl Expr {
+    fn field_names(&self, out: &mut Vec<String>) {
+        match self {
+            Expr::Or(a, b) | Expr::And(a, b) => {
+                a.field_names(out);
+                b.field_names(out);
+            }
+            Expr::Not(a) => a.field_names(out),
+            Expr::Present(f) | Expr::Compare(f, _, _) => out.push(f.dotted()),
+        }
+    }
+
     /// The value of the expression for every event whose `event` field is `kind`, when that
     /// field alone decides it, or fields the kind never has.
     fn given_event(&self, kind: &str) -> Option<bool> {
@@ -1269,6 +1367,19 @@ mod tests {
             kinds("event != frame and flags"),
             (false, false, [Some(false); 3])
         );
+    }
+
+    /// Each of tshark's names is told a field events have.
+    #[test]
+    fn tshark_names_lead_to_fields_events_have() {
+        for (theirs, ours) in TSHARK_NAMES {
+            assert_eq!(tshark_equivalent(theirs), Some(Some(*ours)));
+            let field = ours.split([' ', '.']).next().unwrap();
+            assert!(keys::is_event_key(field), "{theirs}: {ours}");
+        }
+        assert_eq!(tshark_equivalent("http2.nope"), Some(None));
+        assert_eq!(tshark_equivalent("stream"), None);
+        assert_eq!(tshark_equivalent("headers.grpc-status"), None);
     }
 
     #[test]
