@@ -291,7 +291,7 @@ struct OutputArgs {
     verbose: bool,
     /// Show each frame's bytes, as tshark's -x: a hex and ASCII dump under its line, `raw`
     /// (hex) in JSON Lines. Its 9-byte header and up to 64 KiB of payload; bytes the capture
-    /// lacks are left out.
+    /// lacks are left out. gRPC messages show theirs too, decompressed.
     #[arg(short = 'x', long = "hex")]
     hex: bool,
     /// The time column of text lines, as tshark's -t: r (seconds since the first packet), a
@@ -325,8 +325,8 @@ impl OutputArgs {
         Ok((list, opts))
     }
 
-    /// Whether frames keep their bytes: `-x`, or a field or filter on `raw`.
-    fn keeps_frame_bytes(&self) -> bool {
+    /// Whether frames and messages keep their bytes: `-x`, or a field or filter on `raw`.
+    fn keeps_bytes(&self) -> bool {
         let fields_use_raw = || {
             self.format == EventFormat::Fields
                 && self.field_list().is_ok_and(|(list, _)| list.uses("raw"))
@@ -1317,7 +1317,8 @@ fn read_file<W: Write>(
 ) -> FileOutcome {
     let mut failed = false;
     let mut cfg = config(&args.decode);
-    cfg.http2.keep_frame_bytes = args.output.keeps_frame_bytes();
+    cfg.http2.keep_frame_bytes = args.output.keeps_bytes();
+    cfg.grpc.keep_bytes = args.output.keeps_bytes();
     let Some(mut reader) = open_input(file, &cfg) else {
         return FileOutcome::Failed;
     };
@@ -2061,7 +2062,8 @@ fn capture(mut args: CaptureArgs) -> ExitCode {
     };
     let mut sink = make_sink(&args.output, to_stdout, shown);
     let mut cfg = config(&args.decode);
-    cfg.http2.keep_frame_bytes = args.output.keeps_frame_bytes();
+    cfg.http2.keep_frame_bytes = args.output.keeps_bytes();
+    cfg.grpc.keep_bytes = args.output.keeps_bytes();
     // A pcapng file gets the secrets of its TLS connections as the key log gets them.
     let mut embed = cfg
         .tls_keys

@@ -1726,6 +1726,37 @@ fn hex_shows_each_frames_bytes() {
             raws.push(raw);
         }
         assert!(raws.len() > 80, "{name}: {} frames", raws.len());
+        // Each message's bytes are those its DATA frames carried after its 5-byte prefix (the
+        // captures are uncompressed, their frames unpadded and under 64 KiB). A message can
+        // come before the frame event that ends it (the frame's end is in a later segment).
+        let key = |e: &Value| {
+            (
+                e["conn"].as_u64().unwrap_or(0),
+                e["stream"].as_u64().unwrap_or(0),
+                e["src"].as_str().unwrap_or("").to_string(),
+            )
+        };
+        let mut carried: std::collections::HashMap<(u64, u64, String), Vec<u8>> =
+            Default::default();
+        for e in events.iter().filter(|e| e["type"] == "DATA") {
+            let raw = hex::decode(e["raw"].as_str().unwrap()).unwrap();
+            carried.entry(key(e)).or_default().extend(&raw[9..]);
+        }
+        let mut messages = 0;
+        for e in events.iter().filter(|e| e["event"] == "message") {
+            let raw = hex::decode(e["raw"].as_str().unwrap_or_else(|| panic!("{e}"))).unwrap();
+            let data = carried.get_mut(&key(e)).expect("DATA for each message");
+            let len = u32::from_be_bytes(data[1..5].try_into().unwrap()) as usize;
+            assert_eq!(data[0], 0, "uncompressed");
+            assert_eq!(raw, data[5..5 + len], "{e}");
+            data.drain(..5 + len);
+            messages += 1;
+        }
+        assert!(messages > 20, "{name}: {messages} messages");
+        // Frames' and messages' bytes, in the order of their lines.
+        let all: Vec<Vec<u8>> = (events.iter())
+            .filter_map(|e| Some(hex::decode(e.get("raw")?.as_str()?).unwrap()))
+            .collect();
         // Without -x, no bytes.
         let plain = jsonl(&["read", "-T", "jsonl", "--no-summary", &file]);
         assert!(plain.iter().all(|e| e.get("raw").is_none()));
@@ -1739,13 +1770,15 @@ fn hex_shows_each_frames_bytes() {
         let mut dumped: Vec<Vec<u8>> = Vec::new();
         for line in text.lines() {
             let row = line.trim_start();
-            let is_row = line.starts_with("                    ")
+            // Under a frame's line (20 columns in) or a message's (22).
+            let indent = line.len() - row.len();
+            let is_row = (indent == 20 || indent == 22)
                 && row.len() > 6
                 && row[..4].bytes().all(|b| b.is_ascii_hexdigit())
                 && &row[4..6] == "  ";
             if !is_row {
-                // A frame line starts the next dump.
-                if line.contains(" len=") && !line.contains('↳') {
+                // A frame's or a message's line starts the next dump.
+                if line.contains(" len=") || line.contains('↳') {
                     dumped.push(Vec::new());
                 }
                 continue;
@@ -1761,7 +1794,7 @@ fn hex_shows_each_frames_bytes() {
                     .map(|b| u8::from_str_radix(b, 16).unwrap()),
             );
         }
-        assert_eq!(dumped, raws, "{name}");
+        assert_eq!(dumped, all, "{name}");
 
         // -e raw keeps the bytes without -x; -V is -v, as tshark spells it.
         let fields = Command::new(BIN)
@@ -1773,7 +1806,7 @@ fn hex_shows_each_frames_bytes() {
             .lines()
             .map(|l| hex::decode(l).unwrap())
             .collect();
-        assert_eq!(fields, raws, "{name}");
+        assert_eq!(fields, all, "{name}");
         let verbose = |flag: &str| {
             Command::new(BIN)
                 .args(["read", flag, "-c", "40", &file])

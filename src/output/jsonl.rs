@@ -485,6 +485,17 @@ impl<K: Keys> Obj<'_, K> {
         super::Addr(a).write_to(self.buf);
         self.buf.push(b'"');
     }
+    /// Bytes as a string of hex digits (the value of a key just written).
+    fn hex(&mut self, bytes: &[u8]) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        self.buf.reserve(bytes.len() * 2 + 2);
+        self.buf.push(b'"');
+        for b in bytes {
+            self.buf
+                .extend_from_slice(&[DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]]);
+        }
+        self.buf.push(b'"');
+    }
     /// Closes the object; returns where the connection number goes, if it was left out.
     fn end(mut self) -> Option<usize> {
         self.keys.ended(self.buf.len());
@@ -630,9 +641,7 @@ fn frame_obj<K: Keys>(o: Obj<'_, K>, f: &FrameEvent) -> Option<usize> {
     }
     if let Some(raw) = f.raw.as_ref().filter(|_| o.wants("raw")) {
         o.key("raw");
-        o.buf.push(b'"');
-        o.buf.extend_from_slice(hex::encode(raw).as_bytes());
-        o.buf.push(b'"');
+        o.hex(raw);
     }
     o.end()
 }
@@ -952,6 +961,10 @@ fn message_obj<K: Keys>(o: Obj<'_, K>, e: &MessageEvent) -> Option<usize> {
     }
     if !d.harvested.is_empty() {
         o.json("harvested", &d.harvested);
+    }
+    if let Some(raw) = d.bytes.as_ref().filter(|_| o.wants("raw")) {
+        o.key("raw");
+        o.hex(raw);
     }
     o.end()
 }

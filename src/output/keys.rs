@@ -60,6 +60,7 @@ pub const MESSAGE: &[&str] = &[
     "fields",
     "problem",
     "harvested",
+    "raw",
 ];
 
 /// Every key a call event can have.

@@ -42,6 +42,9 @@ pub struct Text<W: Write> {
     conn_hole: Option<Option<usize>>,
 }
 
+/// A message's hex dump (`-x`) stops after this many bytes, as a frame's does.
+const MESSAGE_DUMP_MAX: usize = crate::http2::connection::MAX_RAW;
+
 /// Connection numbers are shown as `#N` padded to this width, as `{:<3}` does.
 const CONN_WIDTH: u8 = 3;
 
@@ -225,6 +228,21 @@ impl<W: Write> Text<W> {
             }
             if let Some(fields) = &d.fields {
                 tree(l, fields, 22);
+            }
+        }
+        if let Some(bytes) = d.bytes.as_deref().filter(|_| self.opts.hex) {
+            let shown = &bytes[..bytes.len().min(MESSAGE_DUMP_MAX)];
+            for row in super::hexdump::hex_dump(shown) {
+                let _ = writeln!(l, "{:>22}{row}", "");
+            }
+            if shown.len() < bytes.len() {
+                let _ = writeln!(
+                    l,
+                    "{:>22}(the first {} of {} bytes)",
+                    "",
+                    shown.len(),
+                    bytes.len()
+                );
             }
         }
         self.flush_line();

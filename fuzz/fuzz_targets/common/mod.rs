@@ -130,8 +130,9 @@ pub fn dissect_and_render(data: Vec<u8>) {
     let Some((mut reader, mut config)) = open(&data) else {
         return;
     };
-    // Frames keep their bytes, for -x and `raw`.
+    // Frames and messages keep their bytes, for -x and `raw`.
     config.http2.keep_frame_bytes = true;
+    config.grpc.keep_bytes = true;
     let mut dissector = Dissector::with_schemas(config, bundled_schemas());
     let mut events: Vec<Event> = Vec::new();
     let mut first_ts = None;
