@@ -321,47 +321,33 @@ fn ref_detail(f: &Value, kind: u8) -> String {
 /// whole body, reassembled, in its last frame, so a frame whose `http2.data.data` is not as
 /// long as the frame is left out.
 fn reference_data(file: &str) -> Vec<DataKey> {
-    let path = common::public_capture(&format!("{file}.tshark.json"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let json: Value = serde_json::from_str(&text).unwrap();
     let mut out = Vec::new();
-    for pkt in json.as_array().unwrap() {
-        let layers = &pkt["_source"]["layers"];
-        let tcp = match &layers["tcp"] {
-            Value::Array(a) => &a[0],
-            t => t,
-        };
-        let (Some(sp), Some(dp)) = (
-            num::<u16>(tcp, "tcp.srcport"),
-            num::<u16>(tcp, "tcp.dstport"),
-        ) else {
-            continue;
-        };
-        let mut objs = Vec::new();
-        frame_objects(&layers["http2"], &mut objs);
-        for f in objs {
-            let flags = f["http2.flags"].as_str().unwrap_or("0x00");
-            let padded = u8::from_str_radix(flags.trim_start_matches("0x"), 16).unwrap() & 0x8 != 0;
-            if num::<u8>(f, "http2.type") != Some(0) || padded {
-                continue;
-            }
-            let length: usize = num(f, "http2.length").unwrap_or(0);
-            let data = f["http2.data.data"].as_str().unwrap_or("").replace(':', "");
-            // Frames keep at most MAX_RAW bytes of payload.
-            if length > 0 && length <= MAX_RAW && data.len() == 2 * length {
-                out.push((sp, dp, num(f, "http2.streamid").unwrap_or(0), data));
-            }
+    each_reference_frame(file, |sp, dp, f| {
+        let padded = flags_of(f) & 0x8 != 0;
+        if num::<u8>(f, "http2.type") != Some(0) || padded {
+            return;
         }
-    }
+        let length: usize = num(f, "http2.length").unwrap_or(0);
+        let data = f["http2.data.data"].as_str().unwrap_or("").replace(':', "");
+        // Frames keep at most MAX_RAW bytes of payload.
+        if length > 0 && length <= MAX_RAW && data.len() == 2 * length {
+            out.push((sp, dp, num(f, "http2.streamid").unwrap_or(0), data));
+        }
+    });
     out
 }
 
-fn reference(file: &str) -> (Vec<FrameKey>, Vec<HeaderKey>) {
+fn flags_of(f: &Value) -> u8 {
+    let text = f["http2.flags"].as_str().unwrap_or("0x00");
+    u8::from_str_radix(text.trim_start_matches("0x"), 16).unwrap()
+}
+
+/// Calls `each(src port, dst port, frame)` for every HTTP/2 frame of tshark's dissection of
+/// `file`, in order.
+fn each_reference_frame(file: &str, mut each: impl FnMut(u16, u16, &Value)) {
     let path = common::public_capture(&format!("{file}.tshark.json"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let json: Value = serde_json::from_str(&text).unwrap();
-    let mut frames = Vec::new();
-    let mut headers = Vec::new();
     for pkt in json.as_array().unwrap() {
         let layers = &pkt["_source"]["layers"];
         let tcp = match &layers["tcp"] {
@@ -377,39 +363,40 @@ fn reference(file: &str) -> (Vec<FrameKey>, Vec<HeaderKey>) {
         let mut objs = Vec::new();
         frame_objects(&layers["http2"], &mut objs);
         for f in objs {
-            let kind: u8 = num(f, "http2.type").unwrap();
-            let stream: u32 = num(f, "http2.streamid").unwrap_or(0);
-            let flags = u8::from_str_radix(
-                f["http2.flags"]
-                    .as_str()
-                    .unwrap_or("0x00")
-                    .trim_start_matches("0x"),
-                16,
-            )
-            .unwrap();
-            frames.push((
-                sp,
-                dp,
-                stream,
-                kind,
-                num(f, "http2.length").unwrap_or(0),
-                flags,
-                ref_detail(f, kind),
-            ));
-            let list: Vec<(String, String)> = as_list(&f["http2.header"])
-                .iter()
-                .map(|h| {
-                    (
-                        h["http2.header.name"].as_str().unwrap_or("").to_string(),
-                        h["http2.header.value"].as_str().unwrap_or("").to_string(),
-                    )
-                })
-                .collect();
-            if !list.is_empty() {
-                headers.push((sp, dp, stream, list));
-            }
+            each(sp, dp, f);
         }
     }
+}
+
+fn reference(file: &str) -> (Vec<FrameKey>, Vec<HeaderKey>) {
+    let mut frames = Vec::new();
+    let mut headers = Vec::new();
+    each_reference_frame(file, |sp, dp, f| {
+        let kind: u8 = num(f, "http2.type").unwrap();
+        let stream: u32 = num(f, "http2.streamid").unwrap_or(0);
+        let flags = flags_of(f);
+        frames.push((
+            sp,
+            dp,
+            stream,
+            kind,
+            num(f, "http2.length").unwrap_or(0),
+            flags,
+            ref_detail(f, kind),
+        ));
+        let list: Vec<(String, String)> = as_list(&f["http2.header"])
+            .iter()
+            .map(|h| {
+                (
+                    h["http2.header.name"].as_str().unwrap_or("").to_string(),
+                    h["http2.header.value"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        if !list.is_empty() {
+            headers.push((sp, dp, stream, list));
+        }
+    });
     (frames, headers)
 }
 
