@@ -599,13 +599,9 @@ struct TuiArgs {
 
 fn tui(args: TuiArgs) -> ExitCode {
     use h2scope::tui::{app::App, feed::Loader, model::Model};
-    let schemas = match schemas_for(&args.decode.schema) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
     // A call's detail ends with its grpcurl command, with the schema flags -T grpcurl gives.
-    let grpcurl = match grpcurl_schema_flags(&args.decode.schema) {
-        Ok(g) => g,
+    let (schemas, grpcurl) = match schemas_and_flags(&args.decode.schema) {
+        Ok(s) => s,
         Err(code) => return code,
     };
     if writes_stdout(args.write.as_deref().map(std::path::Path::new)) {
@@ -889,45 +885,18 @@ impl<W: Write> Out<W> {
     }
 }
 
-/// What -T grpcurl (and the TUI) give grpcurl of the schema options
-/// ([`GrpcurlOptions::for_schemas`]); nothing for the other formats.
-fn grpcurl_options(o: &OutputArgs, args: &SchemaArgs) -> Result<GrpcurlOptions, ExitCode> {
-    if o.format != EventFormat::Grpcurl {
-        return Ok(GrpcurlOptions::default());
-    }
-    grpcurl_schema_flags(args)
-}
-
-fn grpcurl_schema_flags(args: &SchemaArgs) -> Result<GrpcurlOptions, ExitCode> {
-    GrpcurlOptions::for_schemas(&args.protos, &args.proto_paths, &args.descriptor_sets).map_err(
-        |e| {
-            eprintln!("h2scope: schema: {e}");
-            ExitCode::from(2)
-        },
-    )
-}
-
-/// The schemas the options ask for, or the exit code after saying what is wrong with them.
-fn schemas_for(args: &SchemaArgs) -> Result<Schemas, ExitCode> {
-    load_schemas(args).map_err(|e| {
+/// The schemas the options ask for, and what -T grpcurl (and the TUI) give grpcurl of them
+/// ([`GrpcurlOptions::load`]), or the exit code after saying what is wrong with them.
+fn schemas_and_flags(args: &SchemaArgs) -> Result<(Schemas, GrpcurlOptions), ExitCode> {
+    GrpcurlOptions::load(&args.protos, &args.proto_paths, &args.descriptor_sets).map_err(|e| {
         eprintln!("h2scope: schema: {e}");
         ExitCode::from(2)
     })
 }
 
-fn load_schemas(args: &SchemaArgs) -> Result<Schemas, String> {
-    let mut schemas = Schemas::bundled();
-    for set in &args.descriptor_sets {
-        schemas
-            .add_descriptor_set_file(set)
-            .map_err(|e| e.to_string())?;
-    }
-    if !args.protos.is_empty() {
-        schemas
-            .add_proto_files(&args.protos, &args.proto_paths)
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(schemas)
+/// The schemas the options ask for, or the exit code after saying what is wrong with them.
+fn schemas_for(args: &SchemaArgs) -> Result<Schemas, ExitCode> {
+    schemas_and_flags(args).map(|(schemas, _)| schemas)
 }
 
 fn config(args: &DecodeArgs) -> Config {
@@ -1613,12 +1582,11 @@ fn read(mut args: ReadArgs) -> ExitCode {
     if let Err(code) = args.output.check() {
         return code;
     }
-    match grpcurl_options(&args.output, &args.decode.schema) {
-        Ok(o) => args.output.grpcurl = o,
-        Err(code) => return code,
-    }
-    let base_schemas = match schemas_for(&args.decode.schema) {
-        Ok(s) => s,
+    let base_schemas = match schemas_and_flags(&args.decode.schema) {
+        Ok((schemas, flags)) => {
+            args.output.grpcurl = flags;
+            schemas
+        }
         Err(code) => return code,
     };
     if args.write.is_some() && args.inputs.files.len() > 1 {
@@ -1996,10 +1964,6 @@ fn capture(mut args: CaptureArgs) -> ExitCode {
     if let Err(code) = args.output.check() {
         return code;
     }
-    match grpcurl_options(&args.output, &args.decode.schema) {
-        Ok(o) => args.output.grpcurl = o,
-        Err(code) => return code,
-    }
     if args.list_interfaces {
         return match live::list_interfaces() {
             Ok(list) => {
@@ -2018,8 +1982,11 @@ fn capture(mut args: CaptureArgs) -> ExitCode {
         };
     }
     let iface = args.interface.clone().unwrap_or_default();
-    let schemas = match schemas_for(&args.decode.schema) {
-        Ok(s) => s,
+    let schemas = match schemas_and_flags(&args.decode.schema) {
+        Ok((schemas, flags)) => {
+            args.output.grpcurl = flags;
+            schemas
+        }
         Err(code) => return code,
     };
     let mut cap = match live::LiveCapture::open(&iface, args.filter.as_deref(), args.snaplen) {

@@ -413,6 +413,33 @@ fn schemas_from_proto_dirs_and_descriptor_sets() {
     c.open_files(["greet.proto"]).unwrap();
     std::fs::write(&tmp, c.encode_file_descriptor_set()).unwrap();
     assert_eq!(typed(&["--descriptor-set", tmp.to_str().unwrap()]), by_dir);
+    // -T grpcurl gives each call the flags of the schema that defines its service: the
+    // descriptor set's, or the .proto files' when both define it (grpcurl takes one kind).
+    let commands = |extra: &[&str]| -> Vec<String> {
+        let out = Command::new(BIN)
+            .args(["read", "-T", "grpcurl"])
+            .args(extra)
+            .arg(&capture)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let script = String::from_utf8(out.stdout).unwrap();
+        let lines: Vec<String> = (script.lines())
+            .filter(|l| l.starts_with("grpcurl "))
+            .map(String::from)
+            .collect();
+        assert!(!lines.is_empty(), "{script}");
+        lines
+    };
+    let set = tmp.to_str().unwrap();
+    let protoset = format!(" -protoset {set} ");
+    assert!(commands(&["--descriptor-set", set])
+        .iter()
+        .all(|c| c.contains(&protoset) && !c.contains("-proto ")));
+    let both = commands(&["--descriptor-set", set, "--proto", &dir]);
+    assert!(both
+        .iter()
+        .all(|c| c.contains(" -proto greet.proto ") && !c.contains("-protoset")));
     std::fs::remove_file(&tmp).ok();
 }
 

@@ -92,9 +92,9 @@ fn call_details_give_the_schema_flags_of_read() {
         format!("{root}/proto"),
     );
     let mut app = app();
-    app.model.grpcurl =
-        GrpcurlOptions::for_schemas(&[PathBuf::from(&proto)], &[PathBuf::from(&include)], &[])
-            .unwrap();
+    let (_, flags) =
+        GrpcurlOptions::load(&[PathBuf::from(&proto)], &[PathBuf::from(&include)], &[]).unwrap();
+    app.model.grpcurl = flags;
     let commands = same_commands_as_read(&app, &["--proto", &proto, "-I", &include]);
     // Named from the include path, as grpcurl (like protoc) names it.
     let (import, proto) = (

@@ -94,14 +94,15 @@ impl Schemas {
 
     /// Compiles `.proto` files (or every `.proto` below a directory) with the include paths.
     /// The directories given are include paths too, so imports relative to them resolve.
+    /// Returns the full names of the services the files (and their imports) define.
     pub fn add_proto_files(
         &mut self,
         inputs: &[PathBuf],
         include_paths: &[PathBuf],
-    ) -> Result<(), SchemaError> {
+    ) -> Result<Vec<String>, SchemaError> {
         let ProtoInputs { includes, files } = ProtoInputs::of(inputs, include_paths)?;
         if files.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut compiler =
             protox::Compiler::new(&includes).map_err(|e| SchemaError::Proto(located(&e)))?;
@@ -114,8 +115,9 @@ impl Schemas {
             .map_err(SchemaError::Proto)
     }
 
-    /// A binary `FileDescriptorSet` (`protoc -o`, `buf build -o`).
-    pub fn add_descriptor_set_file(&mut self, path: &Path) -> Result<(), SchemaError> {
+    /// A binary `FileDescriptorSet` (`protoc -o`, `buf build -o`). Returns the full names of
+    /// the services it defines.
+    pub fn add_descriptor_set_file(&mut self, path: &Path) -> Result<Vec<String>, SchemaError> {
         let bytes = std::fs::read(path).map_err(|source| SchemaError::Io {
             path: path.display().to_string(),
             source,
@@ -127,9 +129,19 @@ impl Schemas {
             })
     }
 
-    fn add_descriptor_set_bytes(&mut self, bytes: &[u8]) -> Result<(), String> {
+    fn add_descriptor_set_bytes(&mut self, bytes: &[u8]) -> Result<Vec<String>, String> {
         let set = prost_types::FileDescriptorSet::decode(bytes)
             .map_err(|e| format!("not a FileDescriptorSet: {e}"))?;
+        // Also those of files known already: the set defines them too.
+        let services = (set.file.iter())
+            .flat_map(|f| {
+                let package = f.package();
+                f.service.iter().map(move |s| match package {
+                    "" => s.name().to_string(),
+                    p => format!("{p}.{}", s.name()),
+                })
+            })
+            .collect();
         // Files already known (the bundled ones, well-known types) are skipped, so that a user's
         // set that includes them does not clash.
         let new: Vec<FileDescriptorProto> = set
@@ -142,7 +154,7 @@ impl Schemas {
             .map_err(|e| e.to_string())?;
         self.methods.clear();
         self.user_files = true;
-        Ok(())
+        Ok(services)
     }
 
     /// Serialized `FileDescriptorProto`s from a reflection `file_descriptor_response`. Files whose

@@ -105,39 +105,36 @@ pub struct GrpcurlOptions {
 }
 
 impl GrpcurlOptions {
-    /// The schema flags for what h2scope was given (`--proto`, `--proto-path`,
-    /// `--descriptor-set`): the `.proto` files with their import paths for the services they
-    /// define, else the descriptor sets for theirs. A call to any other service gets none, and
-    /// grpcurl asks the server's reflection service.
-    pub fn for_schemas(
+    /// The schemas h2scope decodes with for what it was given (`--proto`, `--proto-path`,
+    /// `--descriptor-set`: the bundled schemas, then the descriptor sets, then the `.proto`
+    /// files), and grpcurl's flags for the services they define: the `.proto` files with their
+    /// import paths, else the descriptor sets. A call to any other service gets none, and
+    /// grpcurl asks the server's reflection service. Each input is compiled or read once.
+    pub fn load(
         protos: &[PathBuf],
         include_paths: &[PathBuf],
         descriptor_sets: &[PathBuf],
-    ) -> Result<Self, SchemaError> {
-        let services = |s: &Schemas| -> HashSet<String> {
-            s.pool()
-                .services()
-                .map(|svc| svc.full_name().to_string())
-                .collect()
-        };
+    ) -> Result<(Schemas, Self), SchemaError> {
+        let mut schemas = Schemas::bundled();
+        let mut from_sets = HashSet::new();
+        for set in descriptor_sets {
+            from_sets.extend(schemas.add_descriptor_set_file(set)?);
+        }
+        let from_protos: HashSet<String> = (schemas.add_proto_files(protos, include_paths)?)
+            .into_iter()
+            .collect();
         let mut opts = GrpcurlOptions::default();
         if !protos.is_empty() {
-            let mut s = Schemas::empty();
-            s.add_proto_files(protos, include_paths)?;
             let mut flags = SchemaFlags::for_protos(protos, include_paths)?;
-            flags.services = services(&s);
+            flags.services = from_protos;
             opts.schemas.push(flags);
         }
         if !descriptor_sets.is_empty() {
-            let mut s = Schemas::empty();
-            for set in descriptor_sets {
-                s.add_descriptor_set_file(set)?;
-            }
             let mut flags = SchemaFlags::for_descriptor_sets(descriptor_sets);
-            flags.services = services(&s);
+            flags.services = from_sets;
             opts.schemas.push(flags);
         }
-        Ok(opts)
+        Ok((schemas, opts))
     }
 }
 
