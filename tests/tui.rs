@@ -61,6 +61,10 @@ fn calls_frames_and_detail_render() {
     assert!(s.contains("MESSAGE"), "{s}");
     assert!(s.contains("grpc.health.v1.HealthCheckResponse"), "{s}");
     assert!(s.contains("\"status\": \"SERVING\""), "{s}");
+    // Its bytes in the hex pane: field 1, varint 1 (SERVING).
+    assert!(app.on_message());
+    assert_eq!(app.hex(), h2scope::output::hexdump::hex_dump(&[0x08, 0x01]));
+    assert!(s.contains("bytes of the message"), "{s}");
     // It fits a classic 80x24 terminal.
     let small = screen(&app, 80, 24);
     assert!(small.contains("calls"));

@@ -410,7 +410,15 @@ impl App {
         self.current().lines.into_iter().map(|l| l.text).collect()
     }
 
-    /// The hex dump of the selected frame (nothing for messages and lists).
+    /// Whether the selection is a gRPC message (not a frame, nor a row of the list).
+    pub fn on_message(&self) -> bool {
+        self.focus != Pane::List
+            && (self.items().get(self.item))
+                .and_then(|&i| self.model.items.get(i))
+                .is_some_and(|item| matches!(item, super::model::Item::Message { .. }))
+    }
+
+    /// The hex dump of the selected frame or message (nothing for lists).
     pub fn hex(&self) -> Vec<String> {
         if self.focus == Pane::List {
             return Vec::new();

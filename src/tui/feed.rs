@@ -169,8 +169,9 @@ impl Loader {
         let (tx, rx) = sync_channel(8);
         let stop = Arc::new(AtomicBool::new(false));
         let (mut cfg, halt, iface) = (cfg.clone(), stop.clone(), iface.to_string());
-        // The hex pane shows the frames' bytes.
+        // The hex pane shows the frames' bytes, and the messages'.
         cfg.http2.keep_frame_bytes = true;
+        cfg.grpc.keep_bytes = true;
         let thread = std::thread::spawn(move || {
             let mut batch = Batcher::new(tx.clone(), writer);
             // Live connections stay open: their health shows as it goes.
@@ -376,8 +377,9 @@ fn dissect_beside(
     mut build: impl FnMut(&Handed) -> bool,
 ) -> Read {
     let mut cfg = cfg.clone();
-    // The hex pane shows the frames' bytes.
+    // The hex pane shows the frames' bytes, and the messages'.
     cfg.http2.keep_frame_bytes = true;
+    cfg.grpc.keep_bytes = true;
     // Two batches in flight: enough to keep both threads busy.
     let (tx, rx) = sync_channel::<Handed>(2);
     let (spent_tx, spent_rx) = sync_channel::<Vec<Event>>(4);

@@ -1195,7 +1195,10 @@ impl Builder {
         self.conn_index(m.origin.conn, None);
         let call = self.call_index(m.origin.conn, m.stream, m.origin.ts_ns);
         let summary = message_detail(m, &mut self.scratch);
-        let stored = self.store_scratch(&summary, None);
+        // For the hex pane, as much as of a frame.
+        let raw = (m.decoded.bytes.as_deref())
+            .map(|b| &b[..b.len().min(crate::http2::connection::MAX_RAW)]);
+        let stored = self.store_scratch(&summary, raw);
         // The summary of a message decoded is its JSON: kept for the call's grpcurl command.
         let json = m.decoded.json.is_some().then_some(summary);
         self.requests.message(m, json);

@@ -244,6 +244,9 @@ pub fn draw(f: &mut Frame<'_>, app: &App, theme: &Theme) {
                         s.end,
                         raw.len()
                     ),
+                    _ if app.on_message() => {
+                        " bytes of the message (decompressed, after its 5-byte prefix) ".to_string()
+                    }
                     _ => " bytes (9-byte frame header, then payload) ".to_string(),
                 }),
             ),
