@@ -325,13 +325,17 @@ impl OutputArgs {
         Ok((list, opts))
     }
 
-    /// Whether frames and messages keep their bytes: `-x`, or a field or filter on `raw`.
-    fn keeps_bytes(&self) -> bool {
+    /// Frames and messages keep their bytes for `-x`, or a field or filter on `raw`.
+    fn keep_bytes_in(&self, cfg: &mut Config) {
         let fields_use_raw = || {
             self.format == EventFormat::Fields
                 && self.field_list().is_ok_and(|(list, _)| list.uses("raw"))
         };
-        self.hex || self.display_filter.as_ref().is_some_and(|f| f.uses("raw")) || fields_use_raw()
+        let keep = self.hex
+            || self.display_filter.as_ref().is_some_and(|f| f.uses("raw"))
+            || fields_use_raw();
+        cfg.http2.keep_frame_bytes = keep;
+        cfg.grpc.keep_bytes = keep;
     }
 
     /// `-T fields` naming no field of a message's decoded contents, nor of a call's decoded
@@ -1286,8 +1290,7 @@ fn read_file<W: Write>(
 ) -> FileOutcome {
     let mut failed = false;
     let mut cfg = config(&args.decode);
-    cfg.http2.keep_frame_bytes = args.output.keeps_bytes();
-    cfg.grpc.keep_bytes = args.output.keeps_bytes();
+    args.output.keep_bytes_in(&mut cfg);
     let Some(mut reader) = open_input(file, &cfg) else {
         return FileOutcome::Failed;
     };
@@ -2029,8 +2032,7 @@ fn capture(mut args: CaptureArgs) -> ExitCode {
     };
     let mut sink = make_sink(&args.output, to_stdout, shown);
     let mut cfg = config(&args.decode);
-    cfg.http2.keep_frame_bytes = args.output.keeps_bytes();
-    cfg.grpc.keep_bytes = args.output.keeps_bytes();
+    args.output.keep_bytes_in(&mut cfg);
     // A pcapng file gets the secrets of its TLS connections as the key log gets them.
     let mut embed = cfg
         .tls_keys

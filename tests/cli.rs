@@ -14,15 +14,19 @@ fn testdata(name: &str) -> String {
     format!("{}/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-fn jsonl(args: &[&str]) -> Vec<Value> {
+/// What a run that must succeed writes on standard output.
+fn stdout(args: &[&str]) -> String {
     let out = Command::new(BIN).args(args).output().unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "{args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout)
-        .unwrap()
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn jsonl(args: &[&str]) -> Vec<Value> {
+    stdout(args)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
@@ -416,14 +420,8 @@ fn schemas_from_proto_dirs_and_descriptor_sets() {
     // -T grpcurl gives each call the flags of the schema that defines its service: the
     // descriptor set's, or the .proto files' when both define it (grpcurl takes one kind).
     let commands = |extra: &[&str]| -> Vec<String> {
-        let out = Command::new(BIN)
-            .args(["read", "-T", "grpcurl"])
-            .args(extra)
-            .arg(&capture)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let script = String::from_utf8(out.stdout).unwrap();
+        let args = [&["read", "-T", "grpcurl"][..], extra, &[&capture]].concat();
+        let script = stdout(&args);
         let lines: Vec<String> = (script.lines())
             .filter(|l| l.starts_with("grpcurl "))
             .map(String::from)
@@ -847,17 +845,8 @@ fn exported_headers(v: &Value) -> Vec<(String, String)> {
 }
 
 fn haproxy_json(args: &[&str]) -> Value {
-    let out = Command::new(BIN)
-        .args(["haproxy", "--format", "json"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let args = [&["haproxy", "--format", "json"][..], args].concat();
+    serde_json::from_str(&stdout(&args)).unwrap()
 }
 
 /// A call recorded over TLS exports a check over TLS (`ssl alpn h2`, the recorded SNI, `verify
@@ -1789,11 +1778,7 @@ fn hex_shows_each_frames_bytes() {
         assert!(plain.iter().all(|e| e.get("raw").is_none()));
 
         // The text dump: rows under each frame line, read back into bytes.
-        let out = Command::new(BIN)
-            .args(["read", "-x", "--no-summary", &file])
-            .output()
-            .unwrap();
-        let text = String::from_utf8(out.stdout).unwrap();
+        let text = stdout(&["read", "-x", "--no-summary", &file]);
         let mut dumped: Vec<Vec<u8>> = Vec::new();
         for line in text.lines() {
             let row = line.trim_start();
@@ -1824,23 +1809,13 @@ fn hex_shows_each_frames_bytes() {
         assert_eq!(dumped, all, "{name}");
 
         // -e raw keeps the bytes without -x; -V is -v, as tshark spells it.
-        let fields = Command::new(BIN)
-            .args(["read", "-T", "fields", "-e", "raw", "--no-summary", &file])
-            .output()
-            .unwrap();
-        let fields: Vec<Vec<u8>> = String::from_utf8(fields.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| hex::decode(l).unwrap())
-            .collect();
+        let fields: Vec<Vec<u8>> =
+            stdout(&["read", "-T", "fields", "-e", "raw", "--no-summary", &file])
+                .lines()
+                .map(|l| hex::decode(l).unwrap())
+                .collect();
         assert_eq!(fields, all, "{name}");
-        let verbose = |flag: &str| {
-            Command::new(BIN)
-                .args(["read", flag, "-c", "40", &file])
-                .output()
-                .unwrap()
-                .stdout
-        };
+        let verbose = |flag: &str| stdout(&["read", flag, "-c", "40", &file]);
         assert_eq!(verbose("-V"), verbose("-v"));
     }
 }

@@ -283,9 +283,9 @@ fn with_kept<T>(
     result
 }
 
-/// Whether one of `roots` is among `keys`.
-fn has_any(keys: &[&str], roots: &[String]) -> bool {
-    roots.iter().any(|r| keys.contains(&r.as_str()))
+/// Whether some event of this kind may have one of the top-level fields `roots`.
+fn may_have(kind: &str, roots: &[String]) -> bool {
+    keys::keys_of(kind).is_none_or(|keys| roots.iter().any(|r| keys.contains(&r.as_str())))
 }
 
 /// Fields of events, named as display filters name them (`path`, `json.status`,
@@ -320,7 +320,7 @@ impl FieldList {
             }
             fields.push(field);
         }
-        let kinds = KINDS.map(|k| keys::keys_of(k).is_some_and(|keys| has_any(keys, &roots)));
+        let kinds = KINDS.map(|k| may_have(k, &roots));
         Ok(FieldList {
             fields,
             names: names.iter().map(|n| n.as_ref().to_string()).collect(),
@@ -337,7 +337,7 @@ impl FieldList {
     /// Whether some event of this kind (its `event` name) may have one of the fields: events
     /// of a kind that cannot print no line, and need not be built.
     pub fn may_have(&self, kind: &str) -> bool {
-        keys::keys_of(kind).is_none_or(|keys| has_any(keys, &self.roots))
+        may_have(kind, &self.roots)
     }
 
     /// The top-level fields the fields start from, each once.

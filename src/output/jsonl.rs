@@ -487,13 +487,11 @@ impl<K: Keys> Obj<'_, K> {
     }
     /// Bytes as a string of hex digits (the value of a key just written).
     fn hex(&mut self, bytes: &[u8]) {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        self.buf.reserve(bytes.len() * 2 + 2);
         self.buf.push(b'"');
-        for b in bytes {
-            self.buf
-                .extend_from_slice(&[DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]]);
-        }
+        let start = self.buf.len();
+        self.buf.resize(start + 2 * bytes.len(), 0);
+        // The room is exactly twice the bytes: this cannot fail.
+        let _ = hex::encode_to_slice(bytes, &mut self.buf[start..]);
         self.buf.push(b'"');
     }
     /// Closes the object; returns where the connection number goes, if it was left out.

@@ -42,6 +42,13 @@ pub struct Text<W: Write> {
     conn_hole: Option<Option<usize>>,
 }
 
+/// `bytes` as hex dump rows (`-x`), each indented by `indent` spaces.
+fn push_dump(l: &mut String, indent: usize, bytes: &[u8]) {
+    for row in super::hexdump::hex_dump(bytes) {
+        let _ = writeln!(l, "{:>indent$}{row}", "");
+    }
+}
+
 /// A message's hex dump (`-x`) stops after this many bytes, as a frame's does.
 const MESSAGE_DUMP_MAX: usize = crate::http2::connection::MAX_RAW;
 
@@ -167,9 +174,7 @@ impl<W: Write> Text<W> {
             }
         }
         if let Some(raw) = f.raw.as_deref().filter(|_| self.opts.hex) {
-            for row in super::hexdump::hex_dump(raw) {
-                let _ = writeln!(l, "{:>20}{row}", "");
-            }
+            push_dump(l, 20, raw);
             let whole = FRAME_HEADER_LEN + h.length as usize;
             if raw.len() < whole {
                 let _ = writeln!(l, "{:>20}({} of the frame's {whole} bytes)", "", raw.len());
@@ -232,9 +237,7 @@ impl<W: Write> Text<W> {
         }
         if let Some(bytes) = d.bytes.as_deref().filter(|_| self.opts.hex) {
             let shown = &bytes[..bytes.len().min(MESSAGE_DUMP_MAX)];
-            for row in super::hexdump::hex_dump(shown) {
-                let _ = writeln!(l, "{:>22}{row}", "");
-            }
+            push_dump(l, 22, shown);
             if shown.len() < bytes.len() {
                 let _ = writeln!(
                     l,
