@@ -325,7 +325,8 @@ impl ProtoInputs {
             }
         };
         include_paths.iter().for_each(|d| include(d));
-        let mut files = Vec::new();
+        // Each file, and whether it was found below a directory given.
+        let mut found: Vec<(PathBuf, bool)> = Vec::new();
         for input in inputs {
             if input.is_dir() {
                 include(input);
@@ -333,10 +334,7 @@ impl ProtoInputs {
                     path: input.display().to_string(),
                     source,
                 })?;
-                files.extend(below.into_iter().map(|name| ProtoFile {
-                    given: name.clone(),
-                    name,
-                }));
+                found.extend(below.into_iter().map(|name| (input.join(name), true)));
             } else {
                 if !input.exists() {
                     return Err(SchemaError::Io {
@@ -351,24 +349,58 @@ impl ProtoInputs {
                         parent
                     });
                 }
-                // Named once every include path is known (below).
-                files.push(ProtoFile {
-                    given: input.clone(),
-                    name: PathBuf::new(),
-                });
+                found.push((input.clone(), false));
             }
         }
-        // A file given is named relative to the first include path it lies in, as protoc and
-        // protox (which compiles it) name it: `-I proto proto/a/b.proto` is `a/b.proto`, the
-        // name another file imports it by.
-        for file in files.iter_mut().filter(|f| f.name.as_os_str().is_empty()) {
-            let input = lexical(&file.given);
-            file.name = (includes.iter())
-                .find_map(|dir| input.strip_prefix(lexical(dir)).ok().map(Path::to_path_buf))
-                .unwrap_or_else(|| file.given.clone());
-        }
+        let files = (found.into_iter())
+            .map(|(path, below_dir)| {
+                if below_dir {
+                    let name = deepest_name(&path, &includes);
+                    ProtoFile {
+                        given: name.clone(),
+                        name,
+                    }
+                } else {
+                    // A file given is named relative to the first include path it lies in, as
+                    // protoc and protox (which compiles it) name it: `-I proto proto/a/b.proto`
+                    // is `a/b.proto`, the name another file imports it by.
+                    let input = lexical(&path);
+                    let name = (includes.iter())
+                        .find_map(|dir| input.strip_prefix(lexical(dir)).ok())
+                        .map_or_else(|| path.clone(), Path::to_path_buf);
+                    ProtoFile { given: path, name }
+                }
+            })
+            .collect();
         Ok(ProtoInputs { includes, files })
     }
+}
+
+/// The name of a file found below a directory given: relative to the deepest include path
+/// that holds it, as long as that name leads back to this file through the include paths in
+/// their order. So `--proto protos -I protos/third_party` compiles
+/// `protos/third_party/google/api/http.proto` once, as `google/api/http.proto`, the name the
+/// other files import it by, where naming it relative to `protos` would define everything in
+/// it twice.
+fn deepest_name(path: &Path, includes: &[PathBuf]) -> PathBuf {
+    let file = lexical(path);
+    let first_holding = |name: &Path| {
+        (includes.iter())
+            .map(|dir| lexical(dir).join(name))
+            .find(|candidate| candidate.is_file())
+    };
+    let mut holding: Vec<(usize, PathBuf)> = (includes.iter())
+        .filter_map(|dir| {
+            let dir = lexical(dir);
+            let name = file.strip_prefix(&dir).ok()?.to_path_buf();
+            Some((dir.components().count(), name))
+        })
+        .collect();
+    holding.sort_by_key(|(depth, _)| std::cmp::Reverse(*depth));
+    (holding.iter())
+        .find(|(_, name)| first_holding(name).is_some_and(|found| found == file))
+        .or(holding.last())
+        .map_or_else(|| path.to_path_buf(), |(_, name)| name.clone())
 }
 
 /// `p` without its `.` components, as protox compares paths.
@@ -537,6 +569,54 @@ mod tests {
         theirs.sort();
         ours.sort();
         assert_eq!(ours, theirs);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A vendored tree below a directory given, and given again as an include path (the way
+    /// `third_party/` is mostly laid out), is compiled once, under the names it is imported by.
+    #[test]
+    fn vendored_include_below_a_proto_directory_is_compiled_once() {
+        let dir = std::env::temp_dir().join(format!("h2scope-vendored-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("protos/api")).unwrap();
+        std::fs::create_dir_all(dir.join("protos/third_party/vendor/types")).unwrap();
+        std::fs::write(
+            dir.join("protos/third_party/vendor/types/money.proto"),
+            "syntax = \"proto3\"; package vendor.types; message Money { int64 units = 1; }",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("protos/api/shop.proto"),
+            "syntax = \"proto3\"; package shop; import \"vendor/types/money.proto\"; \
+             service Till { rpc Pay(vendor.types.Money) returns (vendor.types.Money); }",
+        )
+        .unwrap();
+        let inputs = [dir.join("protos")];
+        let includes = [dir.join("protos/third_party")];
+        let named = ProtoInputs::of(&inputs, &includes).unwrap();
+        let names: Vec<&Path> = named.files.iter().map(|f| f.name.as_path()).collect();
+        assert_eq!(
+            names,
+            [
+                Path::new("api/shop.proto"),
+                Path::new("vendor/types/money.proto")
+            ]
+        );
+        let mut s = Schemas::empty();
+        let services = s.add_proto_files(&inputs, &includes).unwrap();
+        assert_eq!(services, ["shop.Till"]);
+        assert!(s.method("/shop.Till/Pay").is_some());
+        // Without the include path, both are named below the directory and import each other
+        // by those names, as before.
+        let alone = ProtoInputs::of(&inputs, &[]).unwrap();
+        let names: Vec<&Path> = alone.files.iter().map(|f| f.name.as_path()).collect();
+        assert_eq!(
+            names,
+            [
+                Path::new("api/shop.proto"),
+                Path::new("third_party/vendor/types/money.proto")
+            ]
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
