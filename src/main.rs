@@ -431,10 +431,49 @@ struct DecodeArgs {
     /// programs write, or Wireshark's `RSA Session-ID:` lines. Read again as it grows.
     #[arg(long = "tls-keylog", value_name = "FILE", value_parser = parse_keylog)]
     tls_keylog: Option<Arc<KeyLog>>,
-    /// A tshark preference; `tls.keylog_file:FILE` is the one understood (same as
-    /// --tls-keylog).
+    /// A tshark preference (repeatable): `tls.keylog_file:FILE` (as --tls-keylog),
+    /// `uat:protobuf_search_paths:"DIR","TRUE"` (as --proto DIR; with "FALSE", as -I DIR), and
+    /// `protobuf.pbf_as_hf:TRUE` (changes nothing: message fields are always shown).
     #[arg(short = 'o', value_name = "NAME:VALUE", value_parser = parse_pref)]
-    prefs: Vec<Arc<KeyLog>>,
+    prefs: Vec<Pref>,
+    /// Decode as, in tshark's words (repeatable): `tcp.port==N,http2` is --h2-port N;
+    /// `tcp.port==N,tls` changes nothing, as TLS is recognised on any port.
+    #[arg(short = 'd', value_name = "tcp.port==N,PROTO", value_parser = parse_decode_as)]
+    decode_as: Vec<Option<u16>>,
+}
+
+impl DecodeArgs {
+    /// tshark's spellings (`-o`, `-d`) folded into h2scope's own options: the last key log
+    /// preference counts, and --tls-keylog before it.
+    fn settle(&mut self) {
+        let mut keylog = None;
+        for pref in self.prefs.drain(..) {
+            match pref {
+                Pref::KeyLog(k) => keylog = Some(k),
+                Pref::ProtoSearchPath { dir, load_all } => match load_all {
+                    true => self.schema.protos.push(dir),
+                    false => self.schema.proto_paths.push(dir),
+                },
+                Pref::NoEffect => {}
+            }
+        }
+        self.tls_keylog = self.tls_keylog.take().or(keylog);
+        self.h2_ports.extend(self.decode_as.drain(..).flatten());
+    }
+}
+
+/// A tshark preference h2scope understands (`-o NAME:VALUE`).
+#[derive(Clone)]
+enum Pref {
+    KeyLog(Arc<KeyLog>),
+    /// A row of Wireshark's "Protobuf search paths" table: a directory, and whether all its
+    /// files are loaded (else it is searched for imports only).
+    ProtoSearchPath {
+        dir: PathBuf,
+        load_all: bool,
+    },
+    /// A preference whose effect h2scope has anyway.
+    NoEffect,
 }
 
 fn parse_keylog(s: &str) -> Result<Arc<KeyLog>, String> {
@@ -443,14 +482,70 @@ fn parse_keylog(s: &str) -> Result<Arc<KeyLog>, String> {
         .map_err(|e| e.to_string())
 }
 
-fn parse_pref(s: &str) -> Result<Arc<KeyLog>, String> {
+fn parse_pref(s: &str) -> Result<Pref, String> {
+    const UNDERSTOOD: &str = "h2scope reads tls.keylog_file:FILE, \
+        uat:protobuf_search_paths:\"DIR\",\"TRUE\" (or \"FALSE\") and protobuf.pbf_as_hf";
     let (name, value) = s
         .split_once(':')
         .ok_or_else(|| format!("{s:?}: expected NAME:VALUE, as tls.keylog_file:keys.log"))?;
     match name {
-        "tls.keylog_file" | "ssl.keylog_file" => parse_keylog(value),
+        "tls.keylog_file" | "ssl.keylog_file" => parse_keylog(value).map(Pref::KeyLog),
+        "protobuf.pbf_as_hf" => Ok(Pref::NoEffect),
+        "uat" => {
+            let (table, row) = value.split_once(':').unwrap_or((value, ""));
+            if table != "protobuf_search_paths" {
+                return Err(format!("table {table:?} is not understood; {UNDERSTOOD}"));
+            }
+            match uat_row(row).as_deref() {
+                Some([dir, load_all]) if ["TRUE", "FALSE"].contains(&load_all.as_str()) => {
+                    Ok(Pref::ProtoSearchPath {
+                        dir: PathBuf::from(dir),
+                        load_all: load_all == "TRUE",
+                    })
+                }
+                _ => Err(format!(
+                    "{row:?}: expected \"DIR\",\"TRUE\" (load every file) or \"DIR\",\"FALSE\" \
+                     (imports only), as Wireshark writes a row of protobuf_search_paths"
+                )),
+            }
+        }
         _ => Err(format!(
-            "preference {name:?} is not understood; h2scope reads only tls.keylog_file:FILE"
+            "preference {name:?} is not understood; {UNDERSTOOD}"
+        )),
+    }
+}
+
+/// The fields of a row of a Wireshark UAT table: quoted, separated by commas.
+fn uat_row(row: &str) -> Option<Vec<String>> {
+    let mut fields = Vec::new();
+    let mut rest = row.trim();
+    while !rest.is_empty() {
+        let (field, after) = rest.strip_prefix('"')?.split_once('"')?;
+        fields.push(field.to_string());
+        rest = after.trim_start();
+        if let Some(after) = rest.strip_prefix(',') {
+            rest = after.trim_start();
+        } else if !rest.is_empty() {
+            return None;
+        }
+    }
+    Some(fields)
+}
+
+/// tshark's `-d tcp.port==N,PROTO`: the port to treat as HTTP/2, or none for TLS (recognised on
+/// any port).
+fn parse_decode_as(s: &str) -> Result<Option<u16>, String> {
+    let usage = "expected tcp.port==N,http2 (as --h2-port N) or tcp.port==N,tls";
+    let (selector, proto) = s.split_once(',').ok_or_else(|| format!("{s:?}: {usage}"))?;
+    let port = (selector
+        .strip_prefix("tcp.port==")
+        .and_then(|p| p.parse::<u16>().ok()))
+    .ok_or_else(|| format!("{selector:?}: {usage}"))?;
+    match proto {
+        "http2" => Ok(Some(port)),
+        "tls" | "ssl" => Ok(None),
+        _ => Err(format!(
+            "{proto:?}: h2scope decodes HTTP/2, and TLS under it; {usage}"
         )),
     }
 }
@@ -754,12 +849,23 @@ struct CaptureArgs {
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
     // `-r FILE` and a plain FILE are one list from here on.
+    // tshark's `-o` and `-d` are h2scope's own options from here on.
     match &mut cli.command {
-        Command::Read(a) => a.inputs.join(),
-        Command::Health(a) | Command::Stats(a) => a.inputs.join(),
-        Command::Tui(a) => a.file = a.file.take().or(a.read_file.take()),
+        Command::Read(a) => {
+            a.inputs.join();
+            a.decode.settle();
+        }
+        Command::Health(a) | Command::Stats(a) => {
+            a.inputs.join();
+            a.decode.settle();
+        }
+        Command::Tui(a) => {
+            a.file = a.file.take().or(a.read_file.take());
+            a.decode.settle();
+        }
         Command::Haproxy(a) => a.file = a.file.take().or(a.read_file.take()),
-        Command::Capture(_) | Command::Check(_) => {}
+        Command::Capture(a) => a.decode.settle(),
+        Command::Check(_) => {}
     }
     match cli.command {
         Command::Read(args) => read(args),
@@ -911,7 +1017,6 @@ fn config(args: &DecodeArgs) -> Config {
     cfg.tls_keys = Some(
         args.tls_keylog
             .clone()
-            .or_else(|| args.prefs.last().cloned())
             .unwrap_or_else(|| Arc::new(KeyLog::from_text(""))),
     );
     cfg.grpc.max_message_size = args.max_message_size;

@@ -690,8 +690,99 @@ fn tls_keylog_flags_decrypt_and_say_what_is_wrong() {
     );
     usage(
         &["read", "-o", "http2.tcp.port:80", &capture],
-        "only tls.keylog_file",
+        "h2scope reads tls.keylog_file:FILE",
     );
+    usage(
+        &["read", "-o", "uat:protobuf_search_paths:\"x\"", &capture],
+        "expected \"DIR\",\"TRUE\"",
+    );
+    usage(
+        &["read", "-d", "tcp.port==80,http", &capture],
+        "tcp.port==N,http2",
+    );
+}
+
+/// The decoding options of a tshark command line (as the corpus README gives them) decode as
+/// h2scope's own: `-d tcp.port==N,http2` and Wireshark's protobuf search paths.
+#[test]
+fn tshark_decoding_options_are_taken_as_tshark_writes_them() {
+    let capture = public("grpc_person_search.pcapng");
+    let wkt = public("protos/wireshark/well_know_types");
+    let user = public("protos/wireshark/user_defined_types");
+    let search = |dir: &str, all: &str| format!("uat:protobuf_search_paths:\"{dir}\",\"{all}\"");
+    let (wkt_path, user_path) = (search(&wkt, "FALSE"), search(&user, "TRUE"));
+    let tshark_style = jsonl(&[
+        "read",
+        "--format",
+        "jsonl",
+        "-d",
+        "tcp.port==50051,http2",
+        "-o",
+        &wkt_path,
+        "-o",
+        &user_path,
+        "-o",
+        "protobuf.pbf_as_hf:TRUE",
+        &capture,
+    ]);
+    let ours = jsonl(&[
+        "read",
+        "--format",
+        "jsonl",
+        "--h2-port",
+        "50051",
+        "--proto",
+        &user,
+        "-I",
+        &wkt,
+        &capture,
+    ]);
+    assert_eq!(tshark_style, ours);
+    let types: Vec<&str> = (ours.iter())
+        .filter(|e| e["event"] == "message")
+        .map(|e| e["type"].as_str().unwrap_or("none"))
+        .collect();
+    assert_eq!(types.len(), 3, "{types:?}");
+    assert!(
+        types.iter().all(|t| t.starts_with("tutorial.")),
+        "{types:?}"
+    );
+}
+
+/// One set of schema options for the whole corpus: every .proto below `protos/`, with the
+/// directories their imports are relative to given again as include paths (compiled once).
+#[test]
+fn one_proto_tree_with_nested_include_paths_decodes_the_corpus() {
+    let protos = public("protos");
+    let wkt = public("protos/wireshark/well_know_types");
+    let user = public("protos/wireshark/user_defined_types");
+    for (file, package) in [
+        ("grpc_person_search.pcapng", "tutorial."),
+        ("packt_unary.pcapng", "greet."),
+    ] {
+        let events = jsonl(&[
+            "read",
+            "--format",
+            "jsonl",
+            "--proto",
+            &protos,
+            "-I",
+            &user,
+            "-I",
+            &wkt,
+            &public(file),
+        ]);
+        let messages: Vec<&Value> = (events.iter())
+            .filter(|e| e["event"] == "message")
+            .collect();
+        assert!(!messages.is_empty(), "{file}");
+        for m in messages {
+            assert!(
+                m["type"].as_str().is_some_and(|t| t.starts_with(package)) && m["json"].is_object(),
+                "{file}: {m}"
+            );
+        }
+    }
 }
 
 /// Secrets embedded in a pcapng file by Wireshark's `editcap --inject-secrets` decrypt it
