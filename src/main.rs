@@ -444,8 +444,9 @@ struct DecodeArgs {
 
 impl DecodeArgs {
     /// tshark's spellings (`-o`, `-d`) folded into h2scope's own options: the last key log
-    /// preference counts, and --tls-keylog before it.
-    fn settle(&mut self) {
+    /// preference counts, and --tls-keylog before it. Without either, the key logs kept beside
+    /// `files` (see [`keylog_beside`]).
+    fn settle(&mut self, files: &[String]) {
         let mut keylog = None;
         for pref in self.prefs.drain(..) {
             match pref {
@@ -458,8 +459,57 @@ impl DecodeArgs {
             }
         }
         self.tls_keylog = self.tls_keylog.take().or(keylog);
+        if self.tls_keylog.is_none() {
+            self.tls_keylog = keylog_beside(files);
+        }
         self.h2_ports.extend(self.decode_as.drain(..).flatten());
     }
+}
+
+/// The key logs kept beside capture files, as captures are often shared with theirs
+/// (`x.pcapng` with `x.keylog` or `x.keylog.txt`; `x.pcap.gz` too), all in one: secrets are
+/// found by client random, so one file's cannot be taken for another's. Each one used is
+/// named on stderr; one that is not a key log is named and passed over.
+fn keylog_beside(files: &[String]) -> Option<Arc<KeyLog>> {
+    const COMPRESSED: &[&str] = &["gz", "zst", "zstd", "lz4"];
+    const CAPTURES: &[&str] = &["pcap", "pcapng", "cap"];
+    let mut found: Option<KeyLog> = None;
+    for file in files.iter().filter(|f| f.as_str() != "-") {
+        let mut stem = PathBuf::from(file);
+        if stem
+            .extension()
+            .is_some_and(|e| COMPRESSED.iter().any(|c| e == *c))
+        {
+            stem.set_extension("");
+        }
+        if !stem
+            .extension()
+            .is_some_and(|e| CAPTURES.iter().any(|c| e == *c))
+        {
+            continue;
+        }
+        stem.set_extension("");
+        for ext in ["keylog", "keylog.txt"] {
+            let candidate = stem.with_extension(ext);
+            if !candidate.is_file() {
+                continue;
+            }
+            match KeyLog::open(&candidate) {
+                Ok(log) if !log.is_empty() => {
+                    eprintln!(
+                        "h2scope: TLS secrets from {}, found beside the capture \
+                         (--tls-keylog FILE gives others, --tls-keylog /dev/null none)",
+                        candidate.display()
+                    );
+                    let all = found.get_or_insert_with(|| KeyLog::from_text(""));
+                    all.absorb(&log);
+                }
+                Ok(_) => {}
+                Err(e) => eprintln!("h2scope: {e}; not used as the capture's key log"),
+            }
+        }
+    }
+    found.map(Arc::new)
 }
 
 /// A tshark preference h2scope understands (`-o NAME:VALUE`).
@@ -849,22 +899,23 @@ struct CaptureArgs {
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
     // `-r FILE` and a plain FILE are one list from here on.
-    // tshark's `-o` and `-d` are h2scope's own options from here on.
+    // tshark's `-o` and `-d` are h2scope's own options from here on, and a key log kept
+    // beside the captures is one given.
     match &mut cli.command {
         Command::Read(a) => {
             a.inputs.join();
-            a.decode.settle();
+            a.decode.settle(&a.inputs.files);
         }
         Command::Health(a) | Command::Stats(a) => {
             a.inputs.join();
-            a.decode.settle();
+            a.decode.settle(&a.inputs.files);
         }
         Command::Tui(a) => {
             a.file = a.file.take().or(a.read_file.take());
-            a.decode.settle();
+            a.decode.settle(a.file.as_slice());
         }
         Command::Haproxy(a) => a.file = a.file.take().or(a.read_file.take()),
-        Command::Capture(a) => a.decode.settle(),
+        Command::Capture(a) => a.decode.settle(&[]),
         Command::Check(_) => {}
     }
     match cli.command {

@@ -663,15 +663,27 @@ fn tls_keylog_flags_decrypt_and_say_what_is_wrong() {
         assert_eq!(conn["tls"]["alpn"], "h2");
         assert_eq!(conn["tls"]["sni"], "grpc.domain.com");
     }
-    // Without it: counted, and the summary says how to decrypt.
+    // Without one (an empty file is none): counted, and the summary says how to decrypt.
     let out = Command::new(BIN)
-        .args(["read", "-q", &capture])
+        .args(["read", "-q", "--tls-keylog", "/dev/null", &capture])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("TLS connections: 1 (0 decrypted)") && text.contains("--tls-keylog"),
         "{text}"
+    );
+    // Without the flag, the key log kept beside the capture is used, and named.
+    let out = Command::new(BIN)
+        .args(["read", "-q", &capture])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("TLS connections: 1 (1 decrypted)"), "{text}");
+    assert!(
+        err.contains("TLS secrets from") && err.contains("grpc_sslkeylog_echo_tls.keylog"),
+        "{err}"
     );
     // A key log that cannot be used is a usage error naming the file.
     let usage = |args: &[&str], says: &str| {
@@ -785,6 +797,61 @@ fn one_proto_tree_with_nested_include_paths_decodes_the_corpus() {
     }
 }
 
+/// Key logs kept beside captures (`x.keylog`, `x.keylog.txt`) decrypt them without a flag,
+/// several files' at once; a file of that name that is not a key log is named and passed over.
+#[test]
+fn key_logs_beside_the_captures_are_used() {
+    let dir = std::env::temp_dir().join(format!("h2scope-beside-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = |from: &str, to: &str| {
+        let to = dir.join(to);
+        std::fs::copy(public(from), &to).unwrap();
+        to.display().to_string()
+    };
+    let echo = copy("grpc_sslkeylog_echo_tls.pcapng", "echo.pcapng");
+    copy("grpc_sslkeylog_echo_tls.keylog", "echo.keylog");
+    let person = copy(
+        "grpc_person_search_protobuf_and_json_tls.pcapng",
+        "person.pcapng",
+    );
+    copy(
+        "grpc_person_search_protobuf_and_json_tls.keylog.txt",
+        "person.keylog.txt",
+    );
+    let other = copy(
+        "grpc_person_search_protobuf_and_json_tls.pcapng",
+        "other.pcapng",
+    );
+    std::fs::write(dir.join("other.keylog"), "not a key log\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["read", "-q", &echo, &person, &other])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // echo's and person's own, and person's secrets open its copy too: they are one key log.
+    assert_eq!(
+        text.matches("TLS connections: 1 (1 decrypted)").count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("TLS connections: 2 (2 decrypted)").count(),
+        2,
+        "{text}"
+    );
+    for used in ["echo.keylog", "person.keylog.txt"] {
+        assert!(err.contains(&format!("{used}, found beside")), "{err}");
+    }
+    assert!(
+        err.contains("other.keylog") && err.contains("not used"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Secrets embedded in a pcapng file by Wireshark's `editcap --inject-secrets` decrypt it
 /// without a key log on the command line.
 #[test]
@@ -817,12 +884,14 @@ fn secrets_embedded_in_pcapng_decrypt_it() {
         (&1.into(), &1.into())
     );
     assert_eq!(s["calls"], 4);
-    // The same file with no secrets in it stays encrypted.
+    // The same file with no secrets in it stays encrypted (without the key log beside it).
     let plain = jsonl(&[
         "read",
         "--format",
         "jsonl",
         "-q",
+        "--tls-keylog",
+        "/dev/null",
         &testdata("grpc-tls.pcap"),
     ]);
     assert_eq!(plain.last().unwrap()["tls_decrypted"], 0);

@@ -191,6 +191,12 @@ impl KeyLog {
         self.lock().0.add_lines(text);
     }
 
+    /// Adds every secret of another key log: several files' key logs used as one.
+    pub fn absorb(&self, other: &KeyLog) {
+        let theirs = other.lock().0.map.clone();
+        self.lock().0.map.extend(theirs);
+    }
+
     /// Read from a file, which may still grow (programs append as they connect).
     pub fn may_grow(&self) -> bool {
         self.lock().1.is_some()
