@@ -422,8 +422,13 @@ const TSHARK_NAMES: &[(&str, &str)] = &[
     ("grpc.message_data", "json or fields (messages)"),
     ("tcp.srcport", "src"),
     ("tcp.dstport", "dst"),
+    (
+        "tcp.port",
+        "src or dst, each \"ip:port\" (src matches \":50051$\" or dst matches \":50051$\")",
+    ),
     ("ip.src", "src"),
     ("ip.dst", "dst"),
+    ("ip.addr", "src or dst, each \"ip:port\""),
 ];
 
 /// The top-level names of tshark's protocols, which no event has.
