@@ -914,7 +914,12 @@ fn main() -> ExitCode {
             a.file = a.file.take().or(a.read_file.take());
             a.decode.settle(a.file.as_slice());
         }
-        Command::Haproxy(a) => a.file = a.file.take().or(a.read_file.take()),
+        Command::Haproxy(a) => {
+            a.file = a.file.take().or(a.read_file.take());
+            if a.tls_keylog.is_none() {
+                a.tls_keylog = keylog_beside(a.file.as_slice());
+            }
+        }
         Command::Capture(a) => a.decode.settle(&[]),
         Command::Check(_) => {}
     }
