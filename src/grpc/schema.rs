@@ -491,24 +491,35 @@ mod tests {
         (dep, main)
     }
 
+    const DEP: &str = "syntax = \"proto3\"; package d; message D { string s = 1; }";
+
+    /// A fresh directory holding these files (paths relative to it) and their directories.
+    fn proto_tree(name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("h2scope-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (path, text) in files {
+            let path = dir.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        dir
+    }
+
     /// A directory's files are named relative to it, also in its subdirectories, so that
     /// imports written relative to it resolve.
     #[test]
     fn proto_directories_name_nested_files_from_their_top() {
-        let dir = std::env::temp_dir().join(format!("h2scope-protos-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("a/b")).unwrap();
-        std::fs::write(
-            dir.join("a/b/dep.proto"),
-            "syntax = \"proto3\"; package d; message D { string s = 1; }",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join("main.proto"),
-            "syntax = \"proto3\"; package m; import \"a/b/dep.proto\"; \
-             message M { d.D d = 1; } service S { rpc Get(M) returns (d.D); }",
-        )
-        .unwrap();
+        let dir = proto_tree(
+            "protos",
+            &[
+                ("a/b/dep.proto", DEP),
+                (
+                    "main.proto",
+                    "syntax = \"proto3\"; package m; import \"a/b/dep.proto\"; \
+                     message M { d.D d = 1; } service S { rpc Get(M) returns (d.D); }",
+                ),
+            ],
+        );
         assert_eq!(
             protos_below(&dir).unwrap(),
             [PathBuf::from("a/b/dep.proto"), PathBuf::from("main.proto")]
@@ -523,26 +534,21 @@ mod tests {
     /// to the first include path they lie in, else to their own directory.
     #[test]
     fn proto_files_are_named_as_protox_names_them() {
-        let dir = std::env::temp_dir().join(format!("h2scope-named-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("proto/a/b")).unwrap();
-        std::fs::create_dir_all(dir.join("other")).unwrap();
-        std::fs::write(
-            dir.join("proto/a/b/dep.proto"),
-            "syntax = \"proto3\"; package d; message D { string s = 1; }",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join("proto/main.proto"),
-            "syntax = \"proto3\"; package m; import \"a/b/dep.proto\"; \
-             service S { rpc Get(d.D) returns (d.D); }",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join("other/lone.proto"),
-            "syntax = \"proto3\"; package l; message L {}",
-        )
-        .unwrap();
+        let dir = proto_tree(
+            "named",
+            &[
+                ("proto/a/b/dep.proto", DEP),
+                (
+                    "proto/main.proto",
+                    "syntax = \"proto3\"; package m; import \"a/b/dep.proto\"; \
+                     service S { rpc Get(d.D) returns (d.D); }",
+                ),
+                (
+                    "other/lone.proto",
+                    "syntax = \"proto3\"; package l; message L {}",
+                ),
+            ],
+        );
         let inputs = [
             dir.join("proto/main.proto"),
             dir.join("proto/./a/b/dep.proto"),
@@ -576,21 +582,20 @@ mod tests {
     /// `third_party/` is mostly laid out), is compiled once, under the names it is imported by.
     #[test]
     fn vendored_include_below_a_proto_directory_is_compiled_once() {
-        let dir = std::env::temp_dir().join(format!("h2scope-vendored-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("protos/api")).unwrap();
-        std::fs::create_dir_all(dir.join("protos/third_party/vendor/types")).unwrap();
-        std::fs::write(
-            dir.join("protos/third_party/vendor/types/money.proto"),
-            "syntax = \"proto3\"; package vendor.types; message Money { int64 units = 1; }",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join("protos/api/shop.proto"),
-            "syntax = \"proto3\"; package shop; import \"vendor/types/money.proto\"; \
-             service Till { rpc Pay(vendor.types.Money) returns (vendor.types.Money); }",
-        )
-        .unwrap();
+        let dir = proto_tree(
+            "vendored",
+            &[
+                (
+                    "protos/third_party/vendor/types/money.proto",
+                    "syntax = \"proto3\"; package vendor.types; message Money { int64 units = 1; }",
+                ),
+                (
+                    "protos/api/shop.proto",
+                    "syntax = \"proto3\"; package shop; import \"vendor/types/money.proto\"; \
+                     service Till { rpc Pay(vendor.types.Money) returns (vendor.types.Money); }",
+                ),
+            ],
+        );
         let inputs = [dir.join("protos")];
         let includes = [dir.join("protos/third_party")];
         let named = ProtoInputs::of(&inputs, &includes).unwrap();
