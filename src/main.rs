@@ -898,9 +898,8 @@ struct CaptureArgs {
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
-    // `-r FILE` and a plain FILE are one list from here on.
-    // tshark's `-o` and `-d` are h2scope's own options from here on, and a key log kept
-    // beside the captures is one given.
+    // From here on, `-r FILE` and a plain FILE are one list, tshark's `-o` and `-d` are
+    // h2scope's own options, and a key log kept beside the captures is one given.
     match &mut cli.command {
         Command::Read(a) => {
             a.inputs.join();

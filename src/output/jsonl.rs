@@ -168,7 +168,7 @@ pub fn ts(ns: i64) -> f64 {
 
 /// Seconds as a JSON number, exactly: whole seconds, a point and the nanoseconds without
 /// trailing zeros (one digit at least), as tshark writes epoch times. It parses to [`ts`]'s
-/// `f64`, and costs a fifth of formatting one.
+/// `f64`.
 pub fn write_seconds(buf: &mut Vec<u8>, ns: i64) {
     if ns < 0 {
         buf.push(b'-');
@@ -461,10 +461,8 @@ impl<K: Keys> Obj<'_, K> {
             None => self.buf.extend_from_slice(b"null"),
         }
     }
-    /// A capture time in seconds, as serde_json writes the `f64`. The lines of one packet
-    /// share their time: the last two are kept as text.
     /// Seconds (a time since 1970, or a duration), by [`write_seconds`]. The events of one
-    /// packet share its time, so the last time's text is kept.
+    /// packet share its time, so the texts of the last two are kept.
     fn seconds(&mut self, k: &str, ns: i64) {
         if !self.wants(k) {
             return;
