@@ -471,15 +471,11 @@ impl DecodeArgs {
 /// found by client random, so one file's cannot be taken for another's. Each one used is
 /// named on stderr; one that is not a key log is named and passed over.
 fn keylog_beside(files: &[String]) -> Option<Arc<KeyLog>> {
-    const COMPRESSED: &[&str] = &["gz", "zst", "zstd", "lz4"];
     const CAPTURES: &[&str] = &["pcap", "pcapng", "cap"];
     let mut found: Option<KeyLog> = None;
     for file in files.iter().filter(|f| f.as_str() != "-") {
         let mut stem = PathBuf::from(file);
-        if stem
-            .extension()
-            .is_some_and(|e| COMPRESSED.iter().any(|c| e == *c))
-        {
+        if Compression::for_extension(&stem).is_some() {
             stem.set_extension("");
         }
         if !stem

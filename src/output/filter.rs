@@ -453,15 +453,20 @@ pub fn tshark_equivalent(field: &str) -> Option<Option<&'static str>> {
 }
 
 impl Expr {
-    fn field_names(&self, out: &mut Vec<String>) {
+    /// Every field the expression names, in order.
+    fn each_field(&self, f: &mut impl FnMut(&Field)) {
         match self {
             Expr::Or(a, b) | Expr::And(a, b) => {
-                a.field_names(out);
-                b.field_names(out);
+                a.each_field(f);
+                b.each_field(f);
             }
-            Expr::Not(a) => a.field_names(out),
-            Expr::Present(f) | Expr::Compare(f, _, _) => out.push(f.dotted()),
+            Expr::Not(a) => a.each_field(f),
+            Expr::Present(field) | Expr::Compare(field, _, _) => f(field),
         }
+    }
+
+    fn field_names(&self, out: &mut Vec<String>) {
+        self.each_field(&mut |f| out.push(f.dotted()));
     }
 
     /// The value of the expression for every event whose `event` field is `kind`, when that
@@ -496,18 +501,11 @@ impl Expr {
     }
 
     fn roots(&self, out: &mut Vec<String>) {
-        match self {
-            Expr::Or(a, b) | Expr::And(a, b) => {
-                a.roots(out);
-                b.roots(out);
+        self.each_field(&mut |f| {
+            if !out.contains(&f.root) {
+                out.push(f.root.clone());
             }
-            Expr::Not(a) => a.roots(out),
-            Expr::Present(f) | Expr::Compare(f, _, _) => {
-                if !out.contains(&f.root) {
-                    out.push(f.root.clone());
-                }
-            }
-        }
+        });
     }
 }
 
