@@ -290,13 +290,16 @@ fn grpc_streaming_compression_big_message_and_harvested_schema() {
         small[0].decoded.type_name.as_deref(),
         Some("test.echo.EchoRequest")
     );
-    assert_eq!(small[0].decoded.json.as_ref().unwrap()["text"], "unary");
+    assert_eq!(
+        small[0].decoded.json.as_ref().unwrap().to_value()["text"],
+        "unary"
+    );
     assert_eq!(
         small[1].decoded.type_name.as_deref(),
         Some("test.echo.EchoReply")
     );
     assert_eq!(
-        small[1].decoded.json.as_ref().unwrap()["text"],
+        small[1].decoded.json.as_ref().unwrap().to_value()["text"],
         "echo unary"
     );
     let big: Vec<_> = unary
@@ -306,7 +309,12 @@ fn grpc_streaming_compression_big_message_and_harvested_schema() {
     assert_eq!(big.len(), 2);
     for m in big {
         assert!(!m.decoded.compressed);
-        let json = m.decoded.json.as_ref().expect("1 MiB message decoded");
+        let json = m
+            .decoded
+            .json
+            .as_ref()
+            .expect("1 MiB message decoded")
+            .to_value();
         assert_eq!(json["seq"], 42);
         assert_eq!(
             json["payload"].as_str().unwrap().len(),
@@ -341,7 +349,8 @@ fn grpc_streaming_compression_big_message_and_harvested_schema() {
             .decoded
             .json
             .as_ref()
-            .unwrap()["text"],
+            .unwrap()
+            .to_value()["text"],
         "a+b+c"
     );
 
@@ -351,7 +360,7 @@ fn grpc_streaming_compression_big_message_and_harvested_schema() {
         .iter()
         .all(|m| m.decoded.compressed && m.decoded.json.is_some()));
     assert_eq!(
-        health[1].decoded.json.as_ref().unwrap()["status"],
+        health[1].decoded.json.as_ref().unwrap().to_value()["status"],
         "SERVING"
     );
 
@@ -419,7 +428,7 @@ fn grpc_streaming_compression_big_message_and_harvested_schema() {
         Some("test.echo.EchoRequest")
     );
     assert_eq!(
-        rec.responses[0].json.as_ref().unwrap()["text"],
+        rec.responses[0].json.as_ref().unwrap().to_value()["text"],
         "echo unary"
     );
     // That reading of the file first searched its bytes for a reflection path, to decide

@@ -94,7 +94,7 @@ fn decode(pcap: Vec<u8>, shift: u64) -> Decode {
                 let d = &m.decoded;
                 let shown = (
                     d.json.as_ref().map(|v| v.to_string()),
-                    d.fields.as_ref().map(|v| v.to_string()),
+                    d.fields.as_ref().map(|v| format!("{v:?}")),
                 );
                 messages.insert(
                     (

@@ -5,6 +5,8 @@ mod common;
 
 use common::{calls, frame, frames, segments_capture};
 use h2scope::event::{ErrorKind, Event, FrameEvent};
+use h2scope::grpc::message::Schemaless;
+use h2scope::grpc::wire::{Node, WireValue};
 use h2scope::http2::call::CallEnd;
 use h2scope::http2::frame::{flags, PREFACE};
 use h2scope::http2::hpack::encode_plain;
@@ -291,7 +293,16 @@ fn grpc_status_details_and_message_are_decoded() {
             _ => None,
         })
         .unwrap();
-    assert_eq!(m.decoded.fields.as_ref().unwrap()[0]["value"], 1);
+    let Some(Schemaless::Fields(fields)) = &m.decoded.fields else {
+        panic!("not decoded schema-less: {m:?}");
+    };
+    assert_eq!(
+        fields[0],
+        Node::Field {
+            number: 1,
+            value: WireValue::Varint(1)
+        }
+    );
 }
 
 /// A connection the capture joined mid-way: the first header block refers to a dynamic-table entry

@@ -157,7 +157,7 @@ fn check_health_capture(pcap: Vec<u8>) {
     let watch_replies: Vec<_> = messages
         .iter()
         .filter(|m| m.path.as_deref() == Some("/grpc.health.v1.Health/Watch") && m.index < 2)
-        .filter_map(|m| m.decoded.json.as_ref()?.get("status"))
+        .filter_map(|m| m.decoded.json.as_ref()?.to_value().get("status").cloned())
         .collect();
     assert_eq!(watch_replies, ["SERVING", "NOT_SERVING"]);
     assert_eq!((watch.request_messages, watch.response_messages), (1, 2));

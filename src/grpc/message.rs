@@ -3,7 +3,8 @@
 //! schemas; gRPC-Web trailer frames become trailers.
 
 use base64::Engine;
-use prost_reflect::{DynamicMessage, MessageDescriptor, SerializeOptions, Value as PValue};
+use prost_reflect::{DynamicMessage, MessageDescriptor, Value as PValue};
+use serde::Serialize;
 use serde_json::Value;
 
 use super::compression::decompress;
@@ -20,15 +21,77 @@ pub struct Decoded {
     pub length: u32,
     /// Full name of the message type used, if a schema was found.
     pub type_name: Option<String>,
-    pub json: Option<Value>,
-    /// Schema-less field tree, when no schema decoded it.
-    pub fields: Option<Value>,
+    pub json: Option<Json>,
+    /// What is shown of a message no schema decoded.
+    pub fields: Option<Schemaless>,
     /// Why the message is not (fully) decoded.
     pub problem: Option<String>,
     /// Schema files this message carries (server reflection), now used for decoding.
     pub harvested: Vec<String>,
     /// The message bytes, decompressed, when [`GrpcConfig::keep_bytes`] asks for them.
     pub bytes: Option<Vec<u8>>,
+}
+
+/// A decoded message's JSON, kept as the compact text serde_json wrote: every output shows that
+/// text, and building a tree of `serde_json` values first cost an allocation per field.
+#[derive(Debug, Clone)]
+pub struct Json(Box<str>);
+
+impl Json {
+    /// `v` as compact JSON text.
+    pub fn of<T: Serialize + ?Sized>(v: &T) -> Result<Json, serde_json::Error> {
+        thread_local! {
+            // serde_json::to_string would start each message at 128 bytes and shrink the
+            // result: two allocations where one of the exact size will do.
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        SCRATCH.with_borrow_mut(|buf| {
+            buf.clear();
+            serde_json::to_writer(&mut *buf, v)?;
+            // serde_json writes UTF-8 only.
+            let json = std::str::from_utf8(buf)
+                .map(|text| Json(text.into()))
+                .map_err(serde::ser::Error::custom);
+            // A huge message's room is not kept for the small ones after it.
+            if buf.capacity() > 1 << 20 {
+                *buf = Vec::new();
+            }
+            json
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The text parsed, for looking inside (a field's value, pretty printing).
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(self.as_str()).unwrap_or(Value::Null)
+    }
+}
+
+impl PartialEq for Json {
+    fn eq(&self, other: &Json) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl std::fmt::Display for Json {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What is shown of a message that no schema decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Schemaless {
+    /// Its fields, read without a schema.
+    Fields(Vec<wire::Node>),
+    /// Bytes that could not be read as a message (compressed without a known encoding, or not
+    /// decompressible), shown as hex.
+    Bytes(Vec<u8>),
+    /// A JSON body that is not valid JSON, as text.
+    Text(String),
 }
 
 pub enum Outcome {
@@ -87,7 +150,7 @@ pub fn decode(
         match d.encoding.as_deref() {
             None | Some("identity") => {
                 d.problem = Some("compressed flag set without a grpc-encoding; shown raw".into());
-                d.fields = Some(Value::String(wire::hex(body)));
+                d.fields = Some(Schemaless::Bytes(body.to_vec()));
                 return Outcome::Message(d);
             }
             Some(enc) => match decompress(enc, body, cfg.max_decompressed_size) {
@@ -97,7 +160,7 @@ pub fn decode(
                 }
                 Err(e) => {
                     d.problem = Some(e.to_string());
-                    d.fields = Some(Value::String(wire::hex(&body[..body.len().min(4096)])));
+                    d.fields = Some(Schemaless::Bytes(body[..body.len().min(4096)].to_vec()));
                     return Outcome::Message(d);
                 }
             },
@@ -117,12 +180,15 @@ pub fn decode(
                 if !stream.json {
                     d.problem = Some("JSON body under a protobuf content-type".into());
                 }
-                d.json = Some(v);
+                // Compact again: a body's own line breaks have no place in a JSON Lines line.
+                d.json = Json::of(&v).ok();
                 return Outcome::Message(d);
             }
             Err(e) if stream.json => {
                 d.problem = Some(format!("not valid JSON: {e}"));
-                d.fields = Some(Value::String(String::from_utf8_lossy(bytes).into_owned()));
+                d.fields = Some(Schemaless::Text(
+                    String::from_utf8_lossy(bytes).into_owned(),
+                ));
                 return Outcome::Message(d);
             }
             Err(_) => {}
@@ -168,11 +234,11 @@ pub fn decode(
                 }
                 Err(e) => {
                     d.problem = Some(format!("does not decode as {}: {e}", desc.full_name()));
-                    d.fields = Some(wire::decode_raw(bytes));
+                    d.fields = Some(Schemaless::Fields(wire::decode_raw(bytes)));
                 }
             }
         }
-        None => d.fields = Some(wire::decode_raw(bytes)),
+        None => d.fields = Some(Schemaless::Fields(wire::decode_raw(bytes))),
     }
     Outcome::Message(d)
 }
@@ -216,13 +282,13 @@ fn infer(schemas: &Schemas, side: Side, bytes: &[u8]) -> Inferred {
     }
 }
 
-fn decode_with(desc: &MessageDescriptor, bytes: &[u8]) -> Result<(DynamicMessage, Value), String> {
+fn decode_with(desc: &MessageDescriptor, bytes: &[u8]) -> Result<(DynamicMessage, Json), String> {
     let msg = DynamicMessage::decode(desc.clone(), bytes).map_err(|e| e.to_string())?;
     // The canonical JSON mapping refuses some values that decode fine (a Timestamp past year
     // 9999, say); then the message is shown field by field without the well-known-type rules.
-    let json = msg
-        .serialize_with_options(serde_json::value::Serializer, &SerializeOptions::new())
-        .unwrap_or_else(|_| plain_json(&msg));
+    let json = Json::of(&msg)
+        .or_else(|_| Json::of(&plain_json(&msg)))
+        .map_err(|e| e.to_string())?;
     Ok((msg, json))
 }
 
@@ -367,7 +433,7 @@ pub fn decode_status_details(value: &[u8], schemas: &Schemas) -> Option<Value> {
     let bytes = decode_bin_header(value)?;
     let desc = schemas.message("google.rpc.Status")?;
     match decode_with(&desc, &bytes) {
-        Ok((_, json)) => Some(json),
+        Ok((_, json)) => Some(json.to_value()),
         Err(_) => Some(serde_json::json!({"undecodable": wire::hex(&bytes)})),
     }
 }
@@ -410,7 +476,10 @@ mod tests {
             d.type_name.as_deref(),
             Some("grpc.health.v1.HealthCheckRequest")
         );
-        assert_eq!(d.json, Some(serde_json::json!({"service": "foo"})));
+        assert_eq!(
+            d.json.unwrap().to_value(),
+            serde_json::json!({"service": "foo"})
+        );
         let d = message(decode(
             &raw(0, &[0x08, 0x01]),
             &stream,
@@ -419,7 +488,10 @@ mod tests {
             &mut s,
             &cfg,
         ));
-        assert_eq!(d.json, Some(serde_json::json!({"status": "SERVING"})));
+        assert_eq!(
+            d.json.unwrap().to_value(),
+            serde_json::json!({"status": "SERVING"})
+        );
         // Unknown method: schema-less.
         let d = message(decode(
             &raw(0, &[0x08, 0x01]),
@@ -430,7 +502,16 @@ mod tests {
             &cfg,
         ));
         assert!(d.json.is_none());
-        assert_eq!(d.fields.unwrap()[0]["value"], 1);
+        let Some(Schemaless::Fields(fields)) = d.fields else {
+            panic!("no field tree");
+        };
+        assert!(matches!(
+            fields[0],
+            wire::Node::Field {
+                number: 1,
+                value: wire::WireValue::Varint(1)
+            }
+        ));
     }
 
     #[test]
@@ -462,7 +543,10 @@ mod tests {
             &mut s,
             &cfg,
         ));
-        assert_eq!(d.json, Some(serde_json::json!({"status": "NOT_SERVING"})));
+        assert_eq!(
+            d.json.unwrap().to_value(),
+            serde_json::json!({"status": "NOT_SERVING"})
+        );
         assert!(d.compressed);
         stream.encoding[1] = Some("br".into());
         let d = message(decode(

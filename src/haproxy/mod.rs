@@ -12,9 +12,8 @@ pub mod config;
 
 use std::collections::HashMap;
 
-use serde_json::Value;
-
 use crate::event::{Event, Sink};
+use crate::grpc::message::Json;
 use crate::grpc::Side;
 use crate::http2::call::{lossless, Call};
 use crate::http2::frame::{flags, FrameHeader, FrameType, DEFAULT_MAX_FRAME_SIZE, PREFACE};
@@ -107,7 +106,7 @@ pub struct RecordedMessage {
     /// Decompressed message bytes (`None` if the capture did not have them whole).
     pub bytes: Option<Vec<u8>>,
     pub type_name: Option<String>,
-    pub json: Option<Value>,
+    pub json: Option<Json>,
 }
 
 /// Which recorded call to export.
@@ -440,7 +439,7 @@ pub fn build(rec: &Recorded, opts: &ExportOptions) -> Result<HealthCheck, Export
     if health {
         let serving = response
             .and_then(|m| m.json.as_ref())
-            .is_some_and(|j| j["status"] == "SERVING");
+            .is_some_and(|j| j.to_value()["status"] == "SERVING");
         if !serving {
             warnings.push("the recorded health check answer is not SERVING".into());
         }
@@ -537,7 +536,7 @@ mod tests {
             responses: vec![RecordedMessage {
                 bytes: Some(resp.to_vec()),
                 type_name: Some("grpc.health.v1.HealthCheckResponse".into()),
-                json: Some(serde_json::json!({"status": "SERVING"})),
+                json: Json::of(&serde_json::json!({"status": "SERVING"})).ok(),
             }],
             tls: None,
         }

@@ -772,7 +772,7 @@ mod tests {
             side: Side::Response,
             index: 0,
             decoded: crate::grpc::message::Decoded {
-                json: Some(long),
+                json: crate::grpc::message::Json::of(&long).ok(),
                 ..Default::default()
             },
         };

@@ -9,7 +9,8 @@ use crate::event::{
     ConnectionEnd, EndKind, ErrorEvent, Event, FrameDetail, FrameEvent, GapEvent, MessageEvent,
     Origin, Sink,
 };
-use crate::grpc::message::decode_bin_header;
+use crate::grpc::message::{decode_bin_header, Json, Schemaless};
+use crate::grpc::wire::{self, LenGuess, Node, WireValue};
 use crate::http2::call::{
     grpc_status_name, header_name, header_value, lossless, lossless_str, Call, CallEnd,
 };
@@ -376,7 +377,27 @@ impl<K: Keys> Obj<'_, K> {
             self.buf.extend_from_slice(b"null");
         }
     }
-    /// A decoded body (`json`, `fields`), written by [`write_value`].
+    /// JSON text made elsewhere (a decoded message), written as it is.
+    fn raw(&mut self, k: &str, v: Option<&str>) {
+        if !self.wants(k) {
+            return;
+        }
+        self.key(k);
+        self.buf
+            .extend_from_slice(v.map_or(&b"null"[..], str::as_bytes));
+    }
+    /// What is shown of a message no schema decoded (see [`write_schemaless`]).
+    fn schemaless(&mut self, k: &str, v: Option<&Schemaless>) {
+        if !self.wants(k) {
+            return;
+        }
+        self.key(k);
+        match v {
+            Some(v) => write_schemaless(self.buf, v),
+            None => self.buf.extend_from_slice(b"null"),
+        }
+    }
+    /// A JSON value (`grpc_status_details`), written by [`write_value`].
     fn value(&mut self, k: &str, v: Option<&Value>) {
         if !self.wants(k) {
             return;
@@ -510,12 +531,7 @@ impl<K: Keys> Obj<'_, K> {
     }
     /// Bytes as a string of hex digits (the value of a key just written).
     fn hex(&mut self, bytes: &[u8]) {
-        self.buf.push(b'"');
-        let start = self.buf.len();
-        self.buf.resize(start + 2 * bytes.len(), 0);
-        // The room is exactly twice the bytes: this cannot fail.
-        let _ = hex::encode_to_slice(bytes, &mut self.buf[start..]);
-        self.buf.push(b'"');
+        write_hex(self.buf, bytes);
     }
     /// Closes the object; returns where the connection number goes, if it was left out.
     fn end(mut self) -> Option<usize> {
@@ -768,7 +784,7 @@ fn write_text(buf: &mut Vec<u8>, bytes: &[u8], shown: Option<String>) {
 /// the short escapes for \b \f \n \r \t, `\u00xx` for other controls). Header names and
 /// values are most of a frame line: the text is scanned eight bytes at a time and copied in
 /// runs between escapes.
-fn write_str(buf: &mut Vec<u8>, text: &[u8]) {
+pub(crate) fn write_str(buf: &mut Vec<u8>, text: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     buf.reserve(text.len() + 2);
     buf.push(b'"');
@@ -855,6 +871,187 @@ pub(crate) fn write_value(buf: &mut Vec<u8>, v: &Value) {
             }
             buf.push(b'}');
         }
+    }
+}
+
+/// A message read without a schema: its fields as an array of objects, one per field (keys in
+/// alphabetical order: `field`, `wire`, the value as `value`, `string`, `message`, `bytes` (hex)
+/// or `packed_varints`, and readings such as `zigzag` or `double`), or its bytes as a string.
+pub fn write_schemaless(buf: &mut Vec<u8>, v: &Schemaless) {
+    match v {
+        Schemaless::Fields(nodes) => write_nodes(buf, nodes),
+        Schemaless::Bytes(b) => write_hex(buf, b),
+        Schemaless::Text(t) => write_str(buf, t.as_bytes()),
+    }
+}
+
+fn write_nodes(buf: &mut Vec<u8>, nodes: &[Node]) {
+    buf.push(b'[');
+    for (i, n) in nodes.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        write_node(buf, n);
+    }
+    buf.push(b']');
+}
+
+fn write_node(buf: &mut Vec<u8>, n: &Node) {
+    let uint = |buf: &mut Vec<u8>, key: &[u8], v: u64| {
+        buf.extend_from_slice(key);
+        buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    };
+    match n {
+        Node::Malformed {
+            offset,
+            shown,
+            remaining,
+        } => {
+            buf.extend_from_slice(b"{\"malformed\":");
+            write_hex(buf, shown);
+            uint(buf, b",\"offset\":", *offset as u64);
+            uint(buf, b",\"remaining\":", *remaining as u64);
+        }
+        Node::Truncated { offset, shown } => {
+            uint(buf, b"{\"offset\":", *offset as u64);
+            buf.extend_from_slice(b",\"truncated\":");
+            write_hex(buf, shown);
+        }
+        Node::Field { number, value } => {
+            buf.push(b'{');
+            if let WireValue::Len {
+                guess: LenGuess::Bytes(b),
+                ..
+            } = value
+            {
+                buf.extend_from_slice(b"\"bytes\":");
+                write_hex(buf, b);
+                buf.push(b',');
+            }
+            if let Some(d) = value.double() {
+                buf.extend_from_slice(b"\"double\":");
+                write_float(buf, d);
+                buf.push(b',');
+            }
+            uint(buf, b"\"field\":", *number);
+            if let Some(f) = value.float() {
+                buf.extend_from_slice(b",\"float\":");
+                write_float(buf, f64::from(f));
+            }
+            match value {
+                WireValue::Varint(v) => uint(buf, b",\"value\":", *v),
+                WireValue::I64(v) => uint(buf, b",\"value\":", *v),
+                WireValue::I32(v) => uint(buf, b",\"value\":", u64::from(*v)),
+                WireValue::Len { length, guess } => {
+                    uint(buf, b",\"length\":", *length as u64);
+                    match guess {
+                        LenGuess::Message(inner) => {
+                            buf.extend_from_slice(b",\"message\":");
+                            write_nodes(buf, inner);
+                        }
+                        LenGuess::PackedVarints(values) => {
+                            buf.extend_from_slice(b",\"packed_varints\":[");
+                            for (i, v) in values.iter().enumerate() {
+                                if i > 0 {
+                                    buf.push(b',');
+                                }
+                                buf.extend_from_slice(itoa::Buffer::new().format(*v).as_bytes());
+                            }
+                            buf.push(b']');
+                        }
+                        LenGuess::String(text) => {
+                            buf.extend_from_slice(b",\"string\":");
+                            write_str(buf, text.as_bytes());
+                        }
+                        LenGuess::Bytes(_) => {}
+                    }
+                }
+                WireValue::Group { fields, .. } => {
+                    buf.extend_from_slice(b",\"group\":");
+                    write_nodes(buf, fields);
+                }
+            }
+            buf.extend_from_slice(b",\"wire\":\"");
+            buf.extend_from_slice(value.wire_name().as_bytes());
+            buf.push(b'"');
+            if let Some(z) = value.zigzag() {
+                buf.extend_from_slice(b",\"zigzag\":");
+                buf.extend_from_slice(itoa::Buffer::new().format(z).as_bytes());
+            }
+        }
+    }
+    buf.push(b'}');
+}
+
+/// Compact JSON text laid out as `serde_json::to_string_pretty` lays out values, keeping the
+/// order of the keys (a message's fields come in its schema's order, which a `serde_json`
+/// value would sort).
+pub fn pretty(json: &str) -> String {
+    fn newline(out: &mut String, depth: usize) {
+        out.push('\n');
+        for _ in 0..depth {
+            out.push_str("  ");
+        }
+    }
+    let mut out = String::with_capacity(json.len() * 2);
+    let mut depth = 0usize;
+    let (mut in_string, mut escaped) = (false, false);
+    let mut chars = json.chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                out.push(c);
+                let close = if c == '{' { '}' } else { ']' };
+                if chars.peek() == Some(&close) {
+                    out.push(close);
+                    chars.next();
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_ascii_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Bytes as a JSON string of lower-case hex (which needs no escaping).
+fn write_hex(buf: &mut Vec<u8>, bytes: &[u8]) {
+    buf.push(b'"');
+    wire::push_hex(buf, bytes);
+    buf.push(b'"');
+}
+
+/// A finite float as serde_json writes it.
+fn write_float(buf: &mut Vec<u8>, f: f64) {
+    if serde_json::to_writer(&mut *buf, &f).is_err() {
+        buf.extend_from_slice(b"null");
     }
 }
 
@@ -975,8 +1172,8 @@ fn message_obj<K: Keys>(o: Obj<'_, K>, e: &MessageEvent) -> Option<usize> {
     o.opt_str("encoding", d.encoding.as_deref());
     o.uint("length", d.length as u64);
     o.opt_str("type", d.type_name.as_deref());
-    o.value("json", d.json.as_ref());
-    o.value("fields", d.fields.as_ref());
+    o.raw("json", d.json.as_ref().map(Json::as_str));
+    o.schemaless("fields", d.fields.as_ref());
     if let Some(p) = &d.problem {
         o.json("problem", p);
     }
@@ -1173,6 +1370,8 @@ mod value_tests {
     use proptest::prelude::*;
     use serde_json::{json, Value};
 
+    use super::{pretty, wire, write_schemaless, Schemaless};
+
     fn written(v: &Value) -> String {
         let mut buf = Vec::new();
         super::write_value(&mut buf, v);
@@ -1210,7 +1409,54 @@ mod value_tests {
         })
     }
 
+    #[test]
+    fn schemaless_fields_keep_their_json_lines_form() {
+        // {1: 150, 2: "testing", 3: {1: 1}, 4: [3, 270] packed, 5: fixed32 1.5f, 6: sint -2,
+        //  7: double 2.5, 8: bytes 00ff} and a stray byte.
+        let mut b = vec![0x08, 0x96, 0x01, 0x12, 0x07];
+        b.extend_from_slice(b"testing");
+        b.extend_from_slice(&[0x1a, 0x02, 0x08, 0x01]);
+        b.extend_from_slice(&[0x22, 0x03, 0x03, 0x8e, 0x02]);
+        b.push(0x2d);
+        b.extend_from_slice(&1.5f32.to_le_bytes());
+        b.extend_from_slice(&[0x30, 0x03, 0x39]);
+        b.extend_from_slice(&2.5f64.to_le_bytes());
+        b.extend_from_slice(&[0x42, 0x02, 0x00, 0xff, 0x07]);
+        let mut out = Vec::new();
+        write_schemaless(&mut out, &Schemaless::Fields(wire::decode_raw(&b)));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            concat!(
+                r#"[{"field":1,"value":150,"wire":"varint"},"#,
+                r#"{"field":2,"length":7,"string":"testing","wire":"len"},"#,
+                r#"{"field":3,"length":2,"message":[{"field":1,"value":1,"wire":"varint"}],"wire":"len"},"#,
+                r#"{"field":4,"length":3,"packed_varints":[3,270],"wire":"len"},"#,
+                r#"{"field":5,"float":1.5,"value":1069547520,"wire":"i32"},"#,
+                r#"{"field":6,"value":3,"wire":"varint","zigzag":-2},"#,
+                r#"{"double":2.5,"field":7,"value":4612811918334230528,"wire":"i64"},"#,
+                r#"{"bytes":"00ff","field":8,"length":2,"wire":"len"},"#,
+                r#"{"malformed":"07","offset":41,"remaining":1}]"#
+            )
+        );
+        let mut out = Vec::new();
+        write_schemaless(&mut out, &Schemaless::Bytes(vec![0xab, 0x01]));
+        assert_eq!(out, br#""ab01""#);
+    }
+
     proptest! {
+        #[test]
+        fn schemaless_fields_are_valid_json(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut out = Vec::new();
+            write_schemaless(&mut out, &Schemaless::Fields(wire::decode_raw(&bytes)));
+            let v: Value = serde_json::from_slice(&out).unwrap();
+            prop_assert!(v.is_array());
+        }
+
+        #[test]
+        fn compact_text_is_laid_out_as_serde_json_pretty_prints(v in value()) {
+            prop_assert_eq!(pretty(&v.to_string()), serde_json::to_string_pretty(&v).unwrap());
+        }
+
         #[test]
         fn any_value_is_written_as_serde_json_writes_it(v in value()) {
             prop_assert_eq!(written(&v), serde_json::to_string(&v).unwrap());

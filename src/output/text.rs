@@ -4,12 +4,12 @@
 use std::fmt::Write as _;
 use std::io::Write;
 
-use serde_json::Value;
-
 use super::clock::{self, TimeFormat};
 use super::{Addr, Summary};
 
 use crate::event::{Event, FrameDetail, FrameEvent, MessageEvent, Origin, Sink};
+use crate::grpc::message::Schemaless;
+use crate::grpc::wire::{self, LenGuess, Node, WireValue};
 use crate::http2::call::{
     grpc_status_name, header_name, header_value, lossless, lossless_str, Call, CallEnd,
 };
@@ -205,11 +205,11 @@ impl<W: Write> Text<W> {
                 l.push(' ');
                 l.push_str(t);
                 l.push(' ');
-                push_json(l, json);
+                l.push_str(json.as_str());
             }
             (None, Some(json), _) => {
                 l.push(' ');
-                push_json(l, json);
+                l.push_str(json.as_str());
             }
             (_, None, Some(fields)) => {
                 l.push_str(" (no schema) ");
@@ -226,7 +226,7 @@ impl<W: Write> Text<W> {
         l.push('\n');
         if self.opts.verbose {
             if let Some(json) = &d.json {
-                let pretty = serde_json::to_string_pretty(json).unwrap_or_default();
+                let pretty = super::jsonl::pretty(json.as_str());
                 for line in pretty.lines() {
                     let _ = writeln!(l, "{:>22}{line}", "");
                 }
@@ -774,117 +774,178 @@ impl crate::parallel::Route for TextRoute {
     }
 }
 
-/// A JSON value as its `Display` writes it (compact), through the JSON Lines writer:
-/// `Display` goes through `fmt` a few bytes at a time, which cost more than the dissection.
-fn push_json(l: &mut String, v: &Value) {
-    let mut bytes = std::mem::take(l).into_bytes();
-    super::jsonl::write_value(&mut bytes, v);
-    // Always UTF-8: the value's strings are, and the writer adds only ASCII.
-    *l = String::from_utf8(bytes)
-        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-}
-
 /// Bytes fields longer than this are cut in the one-line view, as a packet list cuts them;
 /// `-v` and JSON Lines show them whole. A bulk message is often one large bytes field.
 const SUMMARY_BYTES: usize = 64;
 /// Packed varints beyond this many are cut the same way.
 const SUMMARY_VALUES: usize = 16;
 
-fn push_bytes_summary(l: &mut String, hex: &str) {
+fn push_bytes_summary(l: &mut String, bytes: &[u8]) {
     l.push_str("0x");
-    match hex.get(..SUMMARY_BYTES * 2) {
-        Some(head) if hex.len() > SUMMARY_BYTES * 2 => {
-            l.push_str(head);
-            let _ = write!(l, "… ({} bytes)", hex.len() / 2);
-        }
-        _ => l.push_str(hex),
+    l.push_str(&wire::hex(&bytes[..bytes.len().min(SUMMARY_BYTES)]));
+    if bytes.len() > SUMMARY_BYTES {
+        let _ = write!(l, "… ({} bytes)", bytes.len());
     }
 }
 
-fn push_varints_summary(l: &mut String, values: &Value) {
-    match values.as_array() {
-        Some(list) if list.len() > SUMMARY_VALUES => {
-            l.push('[');
-            for (i, v) in list[..SUMMARY_VALUES].iter().enumerate() {
-                if i > 0 {
-                    l.push(',');
-                }
-                let _ = write!(l, "{v}");
-            }
-            let _ = write!(l, ",…] ({} values)", list.len());
-        }
-        _ => {
-            let _ = write!(l, "{values}");
-        }
+fn push_varints_summary(l: &mut String, values: &[u64]) {
+    if values.len() > SUMMARY_VALUES {
+        push_varints(l, &values[..SUMMARY_VALUES]);
+        l.pop();
+        let _ = write!(l, ",…] ({} values)", values.len());
+    } else {
+        push_varints(l, values);
     }
+}
+
+/// Numbers as a JSON array: `[3,270]`.
+fn push_varints(l: &mut String, values: &[u64]) {
+    l.push('[');
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            l.push(',');
+        }
+        let _ = write!(l, "{v}");
+    }
+    l.push(']');
+}
+
+/// A string as a JSON string: quoted and escaped.
+fn push_quoted(l: &mut String, s: &str) {
+    let mut bytes = std::mem::take(l).into_bytes();
+    super::jsonl::write_str(&mut bytes, s.as_bytes());
+    // Still UTF-8: the string was, and escapes are ASCII.
+    *l = String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
 }
 
 /// A schema-less field tree on one line, in the manner of `protoc --decode_raw`:
 /// `1: 150 2: "text" 3 { 1: 1 }`.
-fn raw_fields(l: &mut String, fields: &Value) {
-    let Some(list) = fields.as_array() else {
-        if let Some(s) = fields.as_str() {
-            let _ = write!(l, "{s}");
-        }
-        return;
-    };
-    for (i, f) in list.iter().enumerate() {
+fn raw_fields(l: &mut String, fields: &Schemaless) {
+    match fields {
+        Schemaless::Fields(nodes) => raw_nodes(l, nodes),
+        Schemaless::Bytes(b) => l.push_str(&wire::hex(b)),
+        Schemaless::Text(t) => l.push_str(t),
+    }
+}
+
+fn raw_nodes(l: &mut String, nodes: &[Node]) {
+    for (i, node) in nodes.iter().enumerate() {
         if i > 0 {
             l.push(' ');
         }
-        if let Some(m) = f.get("malformed") {
-            let _ = write!(l, "<malformed {}>", m.as_str().unwrap_or(""));
-            continue;
-        }
-        let n = &f["field"];
-        if let Some(s) = f.get("string") {
-            let _ = write!(l, "{n}: {s}");
-        } else if let Some(inner) = f.get("message").or_else(|| f.get("group")) {
-            let _ = write!(l, "{n} {{ ");
-            raw_fields(l, inner);
-            l.push_str(" }");
-        } else if let Some(b) = f.get("bytes") {
-            let _ = write!(l, "{n}: ");
-            push_bytes_summary(l, b.as_str().unwrap_or(""));
-        } else if let Some(p) = f.get("packed_varints") {
-            let _ = write!(l, "{n}: ");
-            push_varints_summary(l, p);
-        } else {
-            let _ = write!(l, "{n}: {}", f["value"]);
+        let (n, value) = match node {
+            Node::Malformed { shown, .. } => {
+                let _ = write!(l, "<malformed {}>", wire::hex(shown));
+                continue;
+            }
+            Node::Truncated { offset, .. } => {
+                let _ = write!(l, "<not shown from byte {offset}>");
+                continue;
+            }
+            Node::Field { number, value } => (number, value),
+        };
+        match value {
+            WireValue::Len { guess, .. } => match guess {
+                LenGuess::String(s) => {
+                    let _ = write!(l, "{n}: ");
+                    push_quoted(l, s);
+                }
+                LenGuess::Message(inner) => {
+                    let _ = write!(l, "{n} {{ ");
+                    raw_nodes(l, inner);
+                    l.push_str(" }");
+                }
+                LenGuess::Bytes(b) => {
+                    let _ = write!(l, "{n}: ");
+                    push_bytes_summary(l, b);
+                }
+                LenGuess::PackedVarints(values) => {
+                    let _ = write!(l, "{n}: ");
+                    push_varints_summary(l, values);
+                }
+            },
+            WireValue::Group { fields, .. } => {
+                let _ = write!(l, "{n} {{ ");
+                raw_nodes(l, fields);
+                l.push_str(" }");
+            }
+            WireValue::Varint(v) | WireValue::I64(v) => {
+                let _ = write!(l, "{n}: {v}");
+            }
+            WireValue::I32(v) => {
+                let _ = write!(l, "{n}: {v}");
+            }
         }
     }
 }
 
 /// The field tree, one field per line, indented.
-fn tree(l: &mut String, fields: &Value, indent: usize) {
-    let Some(list) = fields.as_array() else {
-        return;
-    };
-    for f in list {
-        if let Some(m) = f.get("malformed") {
-            let _ = writeln!(
-                l,
-                "{:indent$}<malformed at {}: {}>",
-                "",
-                f["offset"],
-                m.as_str().unwrap_or("")
-            );
+fn tree(l: &mut String, fields: &Schemaless, indent: usize) {
+    if let Schemaless::Fields(nodes) = fields {
+        tree_nodes(l, nodes, indent);
+    }
+}
+
+fn tree_nodes(l: &mut String, nodes: &[Node], indent: usize) {
+    for node in nodes {
+        let (n, value) = match node {
+            Node::Malformed { offset, shown, .. } => {
+                let _ = writeln!(
+                    l,
+                    "{:indent$}<malformed at {offset}: {}>",
+                    "",
+                    wire::hex(shown)
+                );
+                continue;
+            }
+            Node::Truncated { offset, shown } => {
+                let _ = writeln!(
+                    l,
+                    "{:indent$}<not shown from byte {offset}: {}>",
+                    "",
+                    wire::hex(shown)
+                );
+                continue;
+            }
+            Node::Field { number, value } => (number, value),
+        };
+        let wire = value.wire_name();
+        let inner = match value {
+            WireValue::Len {
+                guess: LenGuess::Message(inner),
+                ..
+            } => Some(inner),
+            WireValue::Group { fields, .. } => Some(fields),
+            _ => None,
+        };
+        if let Some(inner) = inner {
+            let _ = writeln!(l, "{:indent$}{n} ({wire}) {{", "");
+            tree_nodes(l, inner, indent + 2);
+            let _ = writeln!(l, "{:indent$}}}", "");
             continue;
         }
-        let n = &f["field"];
-        let wire = f["wire"].as_str().unwrap_or("");
-        if let Some(inner) = f.get("message").or_else(|| f.get("group")) {
-            let _ = writeln!(l, "{:indent$}{n} ({wire}) {{", "");
-            tree(l, inner, indent + 2);
-            let _ = writeln!(l, "{:indent$}}}", "");
-        } else {
-            let value = f
-                .get("string")
-                .or_else(|| f.get("bytes"))
-                .or_else(|| f.get("packed_varints"))
-                .unwrap_or(&f["value"]);
-            let _ = writeln!(l, "{:indent$}{n} ({wire}): {value}", "");
+        let _ = write!(l, "{:indent$}{n} ({wire}): ", "");
+        match value {
+            WireValue::Len { guess, .. } => match guess {
+                LenGuess::String(s) => push_quoted(l, s),
+                LenGuess::Bytes(b) => {
+                    l.push('"');
+                    l.push_str(&wire::hex(b));
+                    l.push('"');
+                }
+                LenGuess::PackedVarints(values) => push_varints(l, values),
+                LenGuess::Message(_) => {}
+            },
+            WireValue::Varint(v) | WireValue::I64(v) => {
+                let _ = write!(l, "{v}");
+            }
+            WireValue::I32(v) => {
+                let _ = write!(l, "{v}");
+            }
+            WireValue::Group { .. } => {}
         }
+        l.push('\n');
     }
 }
 

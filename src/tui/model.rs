@@ -643,14 +643,17 @@ fn message_detail(m: &MessageEvent, w: &mut DetailWriter) -> String {
     }
     match (&d.json, &d.fields) {
         (Some(j), _) => {
-            let pretty = serde_json::to_string_pretty(j).unwrap_or_default();
+            let pretty = crate::output::jsonl::pretty(j.as_str());
             for l in pretty.lines() {
                 w.line(None, format_args!("  {l}"));
             }
             j.to_string()
         }
         (None, Some(f)) => {
-            let pretty = serde_json::to_string_pretty(f).unwrap_or_default();
+            // As JSON Lines writes it, made readable.
+            let mut json = Vec::new();
+            crate::output::jsonl::write_schemaless(&mut json, f);
+            let pretty = crate::output::jsonl::pretty(&String::from_utf8_lossy(&json));
             w.line(None, format_args!("  schema-less fields:"));
             for l in pretty.lines() {
                 w.line(None, format_args!("  {l}"));
