@@ -515,8 +515,7 @@ impl<K: Keys> Obj<'_, K> {
             return;
         }
         self.key(k);
-        self.buf
-            .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        write_uint(self.buf, n);
     }
     /// An address as a string; its text (digits, dots, colons, brackets) needs no escaping.
     #[inline(always)]
@@ -694,6 +693,20 @@ fn priority_json(p: &crate::http2::frame::PriorityInfo) -> Value {
     json!({"exclusive": p.exclusive, "depends_on": p.depends_on, "weight": p.weight as u16 + 1})
 }
 
+/// An unsigned integer. Most of a line's numbers (stream, type code, flags, lengths) are
+/// below 100: those are two stores, where `itoa` and the copy of its digits cost some fifty
+/// instructions (the copy is a call to `memcpy`, its length not being known).
+#[inline(always)]
+fn write_uint(buf: &mut Vec<u8>, n: u64) {
+    if n < 10 {
+        buf.push(b'0' + n as u8);
+    } else if n < 100 {
+        buf.extend_from_slice(&[b'0' + (n / 10) as u8, b'0' + (n % 10) as u8]);
+    } else {
+        buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    }
+}
+
 /// A name of the program's own (see [`Obj::name`]) as a JSON string.
 #[inline(always)]
 fn write_name(buf: &mut Vec<u8>, name: &'static str) {
@@ -843,7 +856,7 @@ pub(crate) fn write_value(buf: &mut Vec<u8>, v: &Value) {
         Value::Bool(b) => buf.extend_from_slice(if *b { b"true" } else { b"false" }),
         Value::Number(n) => {
             if let Some(u) = n.as_u64() {
-                buf.extend_from_slice(itoa::Buffer::new().format(u).as_bytes());
+                write_uint(buf, u);
             } else if serde_json::to_writer(&mut *buf, n).is_err() {
                 buf.extend_from_slice(b"null");
             }
@@ -899,7 +912,7 @@ fn write_nodes(buf: &mut Vec<u8>, nodes: &[Node]) {
 fn write_node(buf: &mut Vec<u8>, n: &Node) {
     let uint = |buf: &mut Vec<u8>, key: &[u8], v: u64| {
         buf.extend_from_slice(key);
-        buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+        write_uint(buf, v);
     };
     match n {
         Node::Malformed {
@@ -955,7 +968,7 @@ fn write_node(buf: &mut Vec<u8>, n: &Node) {
                                 if i > 0 {
                                     buf.push(b',');
                                 }
-                                buf.extend_from_slice(itoa::Buffer::new().format(*v).as_bytes());
+                                write_uint(buf, *v);
                             }
                             buf.push(b']');
                         }
@@ -1407,6 +1420,16 @@ mod value_tests {
                     .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
+    }
+
+    #[test]
+    fn integers_are_written_as_itoa_writes_them() {
+        let big = [100, 999, 1000, 65_535, u64::from(u32::MAX), u64::MAX];
+        for n in (0..200).chain(big) {
+            let mut buf = b"x".to_vec();
+            super::write_uint(&mut buf, n);
+            assert_eq!(buf, format!("x{n}").into_bytes());
+        }
     }
 
     #[test]
