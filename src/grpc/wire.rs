@@ -92,6 +92,18 @@ impl WireValue {
         (d.is_finite() && d != 0.0 && d.abs() > 1e-300 && d.abs() < 1e300).then_some(d)
     }
 
+    /// The fields inside: of a group, or of a length-delimited field read as a message.
+    pub fn nested(&self) -> Option<&[Node]> {
+        match self {
+            WireValue::Len {
+                guess: LenGuess::Message(fields),
+                ..
+            }
+            | WireValue::Group { fields, .. } => Some(fields),
+            _ => None,
+        }
+    }
+
     /// A fixed 32-bit value read as a `float`, on the same terms as [`WireValue::double`].
     pub fn float(&self) -> Option<f32> {
         let WireValue::I32(v) = *self else {
@@ -344,8 +356,19 @@ fn malformed(bytes: &[u8], at: usize) -> Node {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// `{1: 150, 2: "testing", 3: {1: 1}, 4: [3, 270] packed, 5: fixed32 1.5f}`
+    pub(crate) fn sample() -> Vec<u8> {
+        let mut b = vec![0x08, 0x96, 0x01, 0x12, 0x07];
+        b.extend_from_slice(b"testing");
+        b.extend_from_slice(&[0x1a, 0x02, 0x08, 0x01]);
+        b.extend_from_slice(&[0x22, 0x03, 0x03, 0x8e, 0x02]);
+        b.push(0x2d);
+        b.extend_from_slice(&1.5f32.to_le_bytes());
+        b
+    }
 
     fn value(n: &Node) -> &WireValue {
         match n {
@@ -366,14 +389,7 @@ mod tests {
 
     #[test]
     fn decodes_like_decode_raw() {
-        // {1: 150, 2: "testing", 3: {1: 1}, 4: [3, 270] packed, 5: fixed32 1.5f}
-        let mut b = vec![0x08, 0x96, 0x01, 0x12, 0x07];
-        b.extend_from_slice(b"testing");
-        b.extend_from_slice(&[0x1a, 0x02, 0x08, 0x01]);
-        b.extend_from_slice(&[0x22, 0x03, 0x03, 0x8e, 0x02]);
-        b.push(0x2d);
-        b.extend_from_slice(&1.5f32.to_le_bytes());
-        let a = decode_raw(&b);
+        let a = decode_raw(&sample());
         assert_eq!(value(&a[0]), &WireValue::Varint(150));
         assert!(
             matches!(value(&a[1]), WireValue::Len { length: 7, guess: LenGuess::String(s) } if s == "testing")

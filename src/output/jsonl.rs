@@ -1434,14 +1434,8 @@ mod value_tests {
 
     #[test]
     fn schemaless_fields_keep_their_json_lines_form() {
-        // {1: 150, 2: "testing", 3: {1: 1}, 4: [3, 270] packed, 5: fixed32 1.5f, 6: sint -2,
-        //  7: double 2.5, 8: bytes 00ff} and a stray byte.
-        let mut b = vec![0x08, 0x96, 0x01, 0x12, 0x07];
-        b.extend_from_slice(b"testing");
-        b.extend_from_slice(&[0x1a, 0x02, 0x08, 0x01]);
-        b.extend_from_slice(&[0x22, 0x03, 0x03, 0x8e, 0x02]);
-        b.push(0x2d);
-        b.extend_from_slice(&1.5f32.to_le_bytes());
+        // The sample, then {6: sint -2, 7: double 2.5, 8: bytes 00ff} and a stray byte.
+        let mut b = wire::tests::sample();
         b.extend_from_slice(&[0x30, 0x03, 0x39]);
         b.extend_from_slice(&2.5f64.to_le_bytes());
         b.extend_from_slice(&[0x42, 0x02, 0x00, 0xff, 0x07]);

@@ -845,37 +845,27 @@ fn raw_nodes(l: &mut String, nodes: &[Node]) {
             }
             Node::Field { number, value } => (number, value),
         };
+        if let Some(inner) = value.nested() {
+            let _ = write!(l, "{n} {{ ");
+            raw_nodes(l, inner);
+            l.push_str(" }");
+            continue;
+        }
+        let _ = write!(l, "{n}: ");
         match value {
             WireValue::Len { guess, .. } => match guess {
-                LenGuess::String(s) => {
-                    let _ = write!(l, "{n}: ");
-                    push_quoted(l, s);
-                }
-                LenGuess::Message(inner) => {
-                    let _ = write!(l, "{n} {{ ");
-                    raw_nodes(l, inner);
-                    l.push_str(" }");
-                }
-                LenGuess::Bytes(b) => {
-                    let _ = write!(l, "{n}: ");
-                    push_bytes_summary(l, b);
-                }
-                LenGuess::PackedVarints(values) => {
-                    let _ = write!(l, "{n}: ");
-                    push_varints_summary(l, values);
-                }
+                LenGuess::String(s) => push_quoted(l, s),
+                LenGuess::Bytes(b) => push_bytes_summary(l, b),
+                LenGuess::PackedVarints(values) => push_varints_summary(l, values),
+                LenGuess::Message(_) => {}
             },
-            WireValue::Group { fields, .. } => {
-                let _ = write!(l, "{n} {{ ");
-                raw_nodes(l, fields);
-                l.push_str(" }");
-            }
             WireValue::Varint(v) | WireValue::I64(v) => {
-                let _ = write!(l, "{n}: {v}");
+                let _ = write!(l, "{v}");
             }
             WireValue::I32(v) => {
-                let _ = write!(l, "{n}: {v}");
+                let _ = write!(l, "{v}");
             }
+            WireValue::Group { .. } => {}
         }
     }
 }
@@ -911,15 +901,7 @@ fn tree_nodes(l: &mut String, nodes: &[Node], indent: usize) {
             Node::Field { number, value } => (number, value),
         };
         let wire = value.wire_name();
-        let inner = match value {
-            WireValue::Len {
-                guess: LenGuess::Message(inner),
-                ..
-            } => Some(inner),
-            WireValue::Group { fields, .. } => Some(fields),
-            _ => None,
-        };
-        if let Some(inner) = inner {
+        if let Some(inner) = value.nested() {
             let _ = writeln!(l, "{:indent$}{n} ({wire}) {{", "");
             tree_nodes(l, inner, indent + 2);
             let _ = writeln!(l, "{:indent$}}}", "");
