@@ -60,6 +60,33 @@ impl Json {
         })
     }
 
+    /// A JSON text as it came (a JSON codec's body): checked, and without the whitespace
+    /// between its tokens (a JSON Lines line has no line break), so that its keys keep their
+    /// order and its numbers their digits.
+    pub fn compacted(text: &[u8]) -> Result<Json, serde_json::Error> {
+        serde_json::from_slice::<serde::de::IgnoredAny>(text)?;
+        // Outside strings a valid text is ASCII; inside, skipping a string does not check it.
+        let text = std::str::from_utf8(text).map_err(serde::de::Error::custom)?;
+        let mut out = String::with_capacity(text.len());
+        let (mut in_string, mut escaped) = (false, false);
+        for c in text.chars() {
+            if in_string {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '"' => in_string = false,
+                    _ => {}
+                }
+            } else if c == '"' {
+                in_string = true;
+            } else if matches!(c, ' ' | '\t' | '\n' | '\r') {
+                continue;
+            }
+            out.push(c);
+        }
+        Ok(Json(out.into()))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -175,13 +202,12 @@ pub fn decode(
         return Outcome::Message(d);
     }
     if stream.json || looks_like_json(bytes) {
-        match serde_json::from_slice::<Value>(bytes) {
-            Ok(v) => {
+        match Json::compacted(bytes) {
+            Ok(json) => {
                 if !stream.json {
                     d.problem = Some("JSON body under a protobuf content-type".into());
                 }
-                // Compact again: a body's own line breaks have no place in a JSON Lines line.
-                d.json = Json::of(&v).ok();
+                d.json = Some(json);
                 return Outcome::Message(d);
             }
             Err(e) if stream.json => {
@@ -442,6 +468,18 @@ pub fn decode_status_details(value: &[u8], schemas: &Schemas) -> Option<Value> {
 mod tests {
     use super::*;
     use prost::Message;
+
+    #[test]
+    fn a_json_body_keeps_its_order_and_digits_without_its_line_breaks() {
+        let body = b"{\"b\": 1,\n  \"a\": [1.50, \"x y\\\" \\n\"],\r\n \"n\": 123456789012345678901234567890}\n";
+        let json = Json::compacted(body).unwrap();
+        assert_eq!(
+            json.as_str(),
+            r#"{"b":1,"a":[1.50,"x y\" \n"],"n":123456789012345678901234567890}"#
+        );
+        assert!(Json::compacted(b"{\"a\": 1").is_err());
+        assert!(Json::compacted(b"\"\xff\"").is_err());
+    }
 
     fn raw(flags: u8, body: &[u8]) -> RawMessage<'_> {
         RawMessage {
