@@ -80,6 +80,8 @@ impl Assembler {
     }
 
     /// Feeds one segment. `seq` is the segment's sequence number (of the SYN when `syn`).
+    // Called from one place per flow table; left out of line, it cost the summary 1%.
+    #[inline]
     pub fn segment(
         &mut self,
         seq: u32,
