@@ -649,3 +649,49 @@ mod tests {
         assert_eq!(json["details"][0]["reason"], "QUOTA");
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::Json;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(".{0,6}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// A body laid out over lines comes out on one line, the same value.
+        #[test]
+        fn a_pretty_body_is_compacted_to_the_same_value(v in value()) {
+            let pretty = serde_json::to_string_pretty(&v).unwrap();
+            let json = Json::compacted(pretty.as_bytes()).unwrap();
+            prop_assert!(!json.as_str().contains('\n'));
+            prop_assert_eq!(json.as_str(), v.to_string());
+        }
+
+        /// Any bytes: an error, or one line of valid JSON.
+        #[test]
+        fn any_bytes_give_an_error_or_one_line_of_json(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            if let Ok(json) = Json::compacted(&bytes) {
+                prop_assert!(!json.as_str().contains(['\n', '\r']));
+                prop_assert!(serde_json::from_str::<Value>(json.as_str()).is_ok());
+            }
+        }
+    }
+}
