@@ -212,6 +212,12 @@ thread_local! {
         const { std::cell::RefCell::new([(None, Vec::new()), (None, Vec::new())]) };
 }
 
+thread_local! {
+    /// The origin [`Obj::origin`] wrote last, and its text.
+    static LAST_ORIGIN: std::cell::RefCell<(Option<Origin>, Vec<u8>)> =
+        const { std::cell::RefCell::new((None, Vec::new())) };
+}
+
 /// A JSON object written straight into a buffer: frames are most of the output, and building a
 /// `serde_json::Value` for each would cost more than the whole dissection.
 struct Obj<'a, K: Keys = AllKeys> {
@@ -232,6 +238,8 @@ struct Obj<'a, K: Keys = AllKeys> {
 /// Which keys of an object are written: all of them for the output, only those a display
 /// filter names when it tests an event (see [`write_event_keys`]).
 trait Keys {
+    /// Every key is written (the output, not a filter's test).
+    const ALL: bool = false;
     fn has(&self, k: &str) -> bool;
     /// The value of key `k` begins at `at` in the buffer.
     fn began(&mut self, k: &str, at: usize);
@@ -243,6 +251,7 @@ trait Keys {
 struct AllKeys;
 
 impl Keys for AllKeys {
+    const ALL: bool = true;
     #[inline(always)]
     fn has(&self, _: &str) -> bool {
         true
@@ -335,6 +344,42 @@ impl<K: Keys> Obj<'_, K> {
     #[inline(always)]
     fn wants(&self, k: &str) -> bool {
         self.keys.has(k)
+    }
+    /// Where an event comes from: `packet`, `ts`, `conn`, `src` and `dst`. The frames and
+    /// messages of one packet repeat them, so the output copies the text it wrote last time
+    /// when they are the same (about 500 instructions a line of numbers and addresses).
+    fn origin(&mut self, o: &Origin) {
+        let cached = K::ALL && self.conn_hole.is_none();
+        if cached {
+            let hit = LAST_ORIGIN.with_borrow(|last| {
+                if last.0.as_ref() != Some(o) {
+                    return false;
+                }
+                if !self.first {
+                    self.buf.push(b',');
+                }
+                self.first = false;
+                self.buf.extend_from_slice(&last.1);
+                true
+            });
+            if hit {
+                return;
+            }
+        }
+        // Where the first key starts, after the comma that goes before it.
+        let start = self.buf.len() + usize::from(!self.first);
+        self.uint("packet", o.packet);
+        self.seconds("ts", o.ts_ns);
+        self.conn(o.conn);
+        self.addr("src", &o.src);
+        self.addr("dst", &o.dst);
+        if cached {
+            LAST_ORIGIN.with_borrow_mut(|last| {
+                last.0 = Some(*o);
+                last.1.clear();
+                last.1.extend_from_slice(&self.buf[start..]);
+            });
+        }
     }
     fn conn(&mut self, n: u64) {
         if !self.wants("conn") {
@@ -593,11 +638,7 @@ fn frame_obj<K: Keys>(o: Obj<'_, K>, f: &FrameEvent) -> Option<usize> {
     let mut o = o.of(keys::FRAME);
     let h = &f.header;
     o.name("event", "frame");
-    o.uint("packet", f.origin.packet);
-    o.seconds("ts", f.origin.ts_ns);
-    o.conn(f.origin.conn);
-    o.addr("src", &f.origin.src);
-    o.addr("dst", &f.origin.dst);
+    o.origin(&f.origin);
     o.uint("stream", h.stream as u64);
     o.name("type", h.kind.name());
     o.uint("type_code", h.kind.code() as u64);
@@ -1172,11 +1213,7 @@ fn message_obj<K: Keys>(o: Obj<'_, K>, e: &MessageEvent) -> Option<usize> {
     let mut o = o.of(keys::MESSAGE);
     let d = &e.decoded;
     o.name("event", "message");
-    o.uint("packet", e.origin.packet);
-    o.seconds("ts", e.origin.ts_ns);
-    o.conn(e.origin.conn);
-    o.addr("src", &e.origin.src);
-    o.addr("dst", &e.origin.dst);
+    o.origin(&e.origin);
     o.uint("stream", e.stream as u64);
     o.opt_str("path", e.path.as_deref());
     o.name("dir", e.side.as_str());
