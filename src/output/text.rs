@@ -42,6 +42,23 @@ pub struct Text<W: Write> {
     conn_hole: Option<Option<usize>>,
 }
 
+/// What a line's head (see [`Text::head`]) is made from.
+#[derive(Clone, Copy, PartialEq)]
+struct HeadKey {
+    origin: Origin,
+    base_ns: Option<i64>,
+    time: TimeFormat,
+    /// The connection number is left out (a worker thread's line).
+    hole: bool,
+}
+
+thread_local! {
+    /// The head written last on this thread, its text, and where its connection number goes
+    /// when it is left out.
+    static LAST_HEAD: std::cell::RefCell<(Option<HeadKey>, String, Option<usize>)> =
+        const { std::cell::RefCell::new((None, String::new(), None)) };
+}
+
 /// `bytes` as hex dump rows (`-x`), each indented by `indent` spaces.
 fn push_dump(l: &mut String, indent: usize, bytes: &[u8]) {
     for row in super::hexdump::hex_dump(bytes) {
@@ -113,6 +130,28 @@ impl<W: Write> Text<W> {
     /// The start every line about a place in the capture shares: record, time, connection,
     /// source → destination.
     fn head(&mut self, o: &Origin) {
+        // The frames and messages of one packet share their head: the last one's text is
+        // copied (it was a sixth of the text output's instructions).
+        let key = HeadKey {
+            origin: *o,
+            base_ns: self.base_ns,
+            time: self.opts.time,
+            hole: self.conn_hole.is_some(),
+        };
+        let start = self.line.len();
+        let hit = LAST_HEAD.with_borrow(|(last, text, hole)| {
+            if *last != Some(key) {
+                return false;
+            }
+            self.line.push_str(text);
+            if let Some(at) = &mut self.conn_hole {
+                *at = hole.map(|off| start + off);
+            }
+            true
+        });
+        if hit {
+            return;
+        }
         // As `{:>6} {:>11.6} #{:<3} {} → {}` writes it, without the formatting machinery for
         // all but the time (most lines are short, and this start is half of them).
         push_right(&mut self.line, o.packet, 6);
@@ -125,6 +164,12 @@ impl<W: Write> Text<W> {
         Addr(&o.src).push_to(l);
         l.push_str(" → ");
         Addr(&o.dst).push_to(l);
+        LAST_HEAD.with_borrow_mut(|(last, text, hole)| {
+            *last = Some(key);
+            text.clear();
+            text.push_str(&self.line[start..]);
+            *hole = self.conn_hole.flatten().map(|at| at - start);
+        });
     }
 
     fn flush_line(&mut self) {
