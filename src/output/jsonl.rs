@@ -212,10 +212,23 @@ thread_local! {
         const { std::cell::RefCell::new([(None, Vec::new()), (None, Vec::new())]) };
 }
 
+/// The origin [`Obj::origin`] wrote last on this thread.
+struct LastOrigin {
+    /// The origin, and whether its connection number was left out (a worker thread's line).
+    origin: Option<(Origin, bool)>,
+    text: Vec<u8>,
+    /// Where in `text` the connection number goes, when it was left out.
+    hole: Option<usize>,
+}
+
 thread_local! {
-    /// The origin [`Obj::origin`] wrote last, and its text.
-    static LAST_ORIGIN: std::cell::RefCell<(Option<Origin>, Vec<u8>)> =
-        const { std::cell::RefCell::new((None, Vec::new())) };
+    static LAST_ORIGIN: std::cell::RefCell<LastOrigin> = const {
+        std::cell::RefCell::new(LastOrigin {
+            origin: None,
+            text: Vec::new(),
+            hole: None,
+        })
+    };
 }
 
 /// A JSON object written straight into a buffer: frames are most of the output, and building a
@@ -349,37 +362,46 @@ impl<K: Keys> Obj<'_, K> {
     /// messages of one packet repeat them, so the output copies the text it wrote last time
     /// when they are the same (about 500 instructions a line of numbers and addresses).
     fn origin(&mut self, o: &Origin) {
-        let cached = K::ALL && self.conn_hole.is_none();
-        if cached {
-            let hit = LAST_ORIGIN.with_borrow(|last| {
-                if last.0.as_ref() != Some(o) {
-                    return false;
-                }
-                if !self.first {
-                    self.buf.push(b',');
-                }
-                self.first = false;
-                self.buf.extend_from_slice(&last.1);
-                true
-            });
-            if hit {
-                return;
+        // A filter's test writes only some keys, and notes where: it does without.
+        if !K::ALL {
+            self.origin_fields(o);
+            return;
+        }
+        let hole = self.conn_hole.is_some();
+        let hit = LAST_ORIGIN.with_borrow(|last| {
+            if last.origin != Some((*o, hole)) {
+                return false;
             }
+            if !self.first {
+                self.buf.push(b',');
+            }
+            self.first = false;
+            let start = self.buf.len();
+            self.buf.extend_from_slice(&last.text);
+            if hole {
+                self.conn_hole = Some(last.hole.map(|off| start + off));
+            }
+            true
+        });
+        if hit {
+            return;
         }
         // Where the first key starts, after the comma that goes before it.
         let start = self.buf.len() + usize::from(!self.first);
+        self.origin_fields(o);
+        LAST_ORIGIN.with_borrow_mut(|last| {
+            last.origin = Some((*o, hole));
+            last.text.clear();
+            last.text.extend_from_slice(&self.buf[start..]);
+            last.hole = self.conn_hole.flatten().map(|at| at - start);
+        });
+    }
+    fn origin_fields(&mut self, o: &Origin) {
         self.uint("packet", o.packet);
         self.seconds("ts", o.ts_ns);
         self.conn(o.conn);
         self.addr("src", &o.src);
         self.addr("dst", &o.dst);
-        if cached {
-            LAST_ORIGIN.with_borrow_mut(|last| {
-                last.0 = Some(*o);
-                last.1.clear();
-                last.1.extend_from_slice(&self.buf[start..]);
-            });
-        }
     }
     fn conn(&mut self, n: u64) {
         if !self.wants("conn") {
