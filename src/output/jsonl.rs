@@ -444,36 +444,28 @@ impl<K: Keys> Obj<'_, K> {
             self.buf.extend_from_slice(b"null");
         }
     }
-    /// JSON text made elsewhere (a decoded message), written as it is.
-    fn raw(&mut self, k: &str, v: Option<&str>) {
+    /// `v` written by `write`, or `null`.
+    fn opt_with<T>(&mut self, k: &str, v: Option<T>, write: impl FnOnce(&mut Vec<u8>, T)) {
         if !self.wants(k) {
             return;
         }
         self.key(k);
-        self.buf
-            .extend_from_slice(v.map_or(&b"null"[..], str::as_bytes));
+        match v {
+            Some(v) => write(self.buf, v),
+            None => self.buf.extend_from_slice(b"null"),
+        }
+    }
+    /// JSON text made elsewhere (a decoded message), written as it is.
+    fn raw(&mut self, k: &str, v: Option<&str>) {
+        self.opt_with(k, v, |buf, text| buf.extend_from_slice(text.as_bytes()));
     }
     /// What is shown of a message no schema decoded (see [`write_schemaless`]).
     fn schemaless(&mut self, k: &str, v: Option<&Schemaless>) {
-        if !self.wants(k) {
-            return;
-        }
-        self.key(k);
-        match v {
-            Some(v) => write_schemaless(self.buf, v),
-            None => self.buf.extend_from_slice(b"null"),
-        }
+        self.opt_with(k, v, write_schemaless);
     }
     /// A JSON value (`grpc_status_details`), written by [`write_value`].
     fn value(&mut self, k: &str, v: Option<&Value>) {
-        if !self.wants(k) {
-            return;
-        }
-        self.key(k);
-        match v {
-            Some(v) => write_value(self.buf, v),
-            None => self.buf.extend_from_slice(b"null"),
-        }
+        self.opt_with(k, v, write_value);
     }
     /// One of the program's own names (an event, a frame type, a flag, an error code): known
     /// to need no escaping, so written as it is.
@@ -925,16 +917,7 @@ pub(crate) fn write_value(buf: &mut Vec<u8>, v: &Value) {
             }
         }
         Value::String(s) => write_str(buf, s.as_bytes()),
-        Value::Array(items) => {
-            buf.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    buf.push(b',');
-                }
-                write_value(buf, item);
-            }
-            buf.push(b']');
-        }
+        Value::Array(items) => write_array(buf, items, write_value),
         Value::Object(map) => {
             buf.push(b'{');
             for (i, (k, item)) in map.iter().enumerate() {
@@ -962,12 +945,21 @@ pub fn write_schemaless(buf: &mut Vec<u8>, v: &Schemaless) {
 }
 
 fn write_nodes(buf: &mut Vec<u8>, nodes: &[Node]) {
+    write_array(buf, nodes, write_node);
+}
+
+/// `items` as a JSON array, each written by `write`.
+fn write_array<T>(
+    buf: &mut Vec<u8>,
+    items: impl IntoIterator<Item = T>,
+    mut write: impl FnMut(&mut Vec<u8>, T),
+) {
     buf.push(b'[');
-    for (i, n) in nodes.iter().enumerate() {
+    for (i, item) in items.into_iter().enumerate() {
         if i > 0 {
             buf.push(b',');
         }
-        write_node(buf, n);
+        write(buf, item);
     }
     buf.push(b']');
 }
@@ -1026,14 +1018,8 @@ fn write_node(buf: &mut Vec<u8>, n: &Node) {
                             write_nodes(buf, inner);
                         }
                         LenGuess::PackedVarints(values) => {
-                            buf.extend_from_slice(b",\"packed_varints\":[");
-                            for (i, v) in values.iter().enumerate() {
-                                if i > 0 {
-                                    buf.push(b',');
-                                }
-                                write_uint(buf, *v);
-                            }
-                            buf.push(b']');
+                            buf.extend_from_slice(b",\"packed_varints\":");
+                            write_array(buf, values, |buf, v| write_uint(buf, *v));
                         }
                         LenGuess::String(text) => {
                             buf.extend_from_slice(b",\"string\":");
@@ -1438,7 +1424,7 @@ mod escape_tests {
 }
 
 #[cfg(test)]
-mod value_tests {
+pub(crate) mod value_tests {
     use proptest::prelude::*;
     use serde_json::{json, Value};
 
@@ -1463,7 +1449,8 @@ mod value_tests {
         assert_eq!(written(&v), serde_json::to_string(&v).unwrap());
     }
 
-    fn value() -> impl Strategy<Value = Value> {
+    /// Any JSON value (the test values of every JSON writer and reader).
+    pub(crate) fn value() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::from),

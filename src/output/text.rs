@@ -904,14 +904,17 @@ fn raw_nodes(l: &mut String, nodes: &[Node]) {
                 LenGuess::PackedVarints(values) => push_varints_summary(l, values),
                 LenGuess::Message(_) => {}
             },
-            WireValue::Varint(v) | WireValue::I64(v) => {
-                let _ = write!(l, "{v}");
-            }
-            WireValue::I32(v) => {
-                let _ = write!(l, "{v}");
-            }
-            WireValue::Group { .. } => {}
+            other => push_number(l, other),
         }
+    }
+}
+
+/// A varint's or a fixed-size field's value, as its number.
+fn push_number(l: &mut String, v: &WireValue) {
+    match *v {
+        WireValue::Varint(n) | WireValue::I64(n) => push_uint(l, n),
+        WireValue::I32(n) => push_uint(l, n.into()),
+        WireValue::Len { .. } | WireValue::Group { .. } => {}
     }
 }
 
@@ -964,13 +967,7 @@ fn tree_nodes(l: &mut String, nodes: &[Node], indent: usize) {
                 LenGuess::PackedVarints(values) => push_varints(l, values),
                 LenGuess::Message(_) => {}
             },
-            WireValue::Varint(v) | WireValue::I64(v) => {
-                let _ = write!(l, "{v}");
-            }
-            WireValue::I32(v) => {
-                let _ = write!(l, "{v}");
-            }
-            WireValue::Group { .. } => {}
+            other => push_number(l, other),
         }
         l.push('\n');
     }
