@@ -110,7 +110,11 @@ fn whole_pipeline(bencher: Bencher, decode_bodies: bool) {
     let bytes: usize = pkts.iter().map(|p| p.2.len()).sum();
     bencher.counter(BytesCount::new(bytes)).bench_local(|| {
         let mut cfg = Config::default();
-        cfg.grpc.decode_bodies = decode_bodies;
+        cfg.grpc.bodies = if decode_bodies {
+            h2scope::grpc::Bodies::Show
+        } else {
+            h2scope::grpc::Bodies::Skip
+        };
         let mut d = Dissector::new(cfg);
         let mut sink = Count(0);
         for (i, (ts, lt, data)) in pkts.iter().enumerate() {

@@ -13,6 +13,7 @@ use h2scope::capture::defrag::FragmentKey;
 use h2scope::capture::{link, live, rereadable, CaptureReader, OwnedPacket};
 use h2scope::event::{ErrorEvent, ErrorKind, Event, Sink};
 use h2scope::grpc::schema::Schemas;
+use h2scope::grpc::Bodies;
 use h2scope::haproxy::{self, check, config, ExportOptions, Selector};
 use h2scope::http2::connection::{AssumeTarget, AssumedPath};
 use h2scope::output::clock::TimeFormat;
@@ -356,6 +357,20 @@ impl OutputArgs {
                 .field_list()
                 .is_ok_and(|(list, _)| !CONTENTS.iter().any(|k| list.uses(k)))
             && !self.display_filter.as_ref().is_some_and(filter_reads)
+    }
+
+    /// `-T fields` naming neither `json` nor `fields`, in its fields or its filter: messages are
+    /// decoded for their type and problems, but not written out.
+    fn fields_without_shown_bodies(&self) -> bool {
+        const SHOWN: [&str; 2] = ["json", "fields"];
+        self.format == EventFormat::Fields
+            && self
+                .field_list()
+                .is_ok_and(|(list, _)| !SHOWN.iter().any(|k| list.uses(k)))
+            && !self
+                .display_filter
+                .as_ref()
+                .is_some_and(|f| SHOWN.iter().any(|k| f.uses(k)))
     }
 
     /// Options that do not go together, said before anything is read.
@@ -1451,7 +1466,13 @@ fn read_file<W: Write>(
         return FileOutcome::Failed;
     };
     // Nothing shown needs the messages' contents: skip decoding them (counts stay).
-    cfg.grpc.decode_bodies = !args.shows_little(silent);
+    cfg.grpc.bodies = if args.shows_little(silent) {
+        Bodies::Skip
+    } else if args.output.fields_without_shown_bodies() {
+        Bodies::Check
+    } else {
+        Bodies::Show
+    };
     let limit = args.count.unwrap_or(u64::MAX);
     // Schemas from reflection exchanges anywhere in the file apply to every call in it, so a
     // file (not a pipe) is read twice: unless nothing shown depends on them, as for a summary
@@ -1968,7 +1989,7 @@ fn analyse_file(
     let Some(mut reader) = open_input(file, &cfg) else {
         return FileOutcome::Failed;
     };
-    cfg.grpc.decode_bodies = false;
+    cfg.grpc.bodies = Bodies::Skip;
     // Cleared before the stats report is written. Health reports come as connections end: on
     // a terminal they would break into the progress line, so it shows only when they go
     // elsewhere. Several files at once show none, as for `read`.

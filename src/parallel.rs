@@ -949,7 +949,7 @@ pub fn harvest(
         return schemas;
     };
     let mut cfg = cfg.clone();
-    cfg.grpc.decode_bodies = false;
+    cfg.grpc.bodies = crate::grpc::Bodies::Skip;
     let mut discard = crate::pipeline::Discard::default();
     dissect(
         &mut reader,

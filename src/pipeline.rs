@@ -520,7 +520,7 @@ pub fn harvest_schemas_with(
         return schemas;
     };
     let mut cfg = cfg.clone();
-    cfg.grpc.decode_bodies = false;
+    cfg.grpc.bodies = crate::grpc::Bodies::Skip;
     let mut dissector = Dissector::with_schemas(cfg, schemas);
     let mut discard = Discard::default();
     let (mut seen, mut bytes) = (0u64, 0u64);

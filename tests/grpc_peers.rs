@@ -255,7 +255,7 @@ fn grpc_streaming_compression_big_message_and_harvested_schema() {
 
     // First pass: only reflection responses are looked at; they teach the echo schema.
     let mut harvest_cfg = Config::default();
-    harvest_cfg.grpc.decode_bodies = false;
+    harvest_cfg.grpc.bodies = h2scope::grpc::Bodies::Skip;
     let (undecoded, schemas) = dissect(&pcap, Schemas::bundled(), harvest_cfg);
     assert!(schemas.harvested_files().iter().any(|f| f == "echo.proto"));
     // Without body decoding (as for a summary, which skips even decompressing them), the

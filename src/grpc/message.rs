@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::compression::decompress;
 use super::deframe::{Body, RawMessage, FLAG_COMPRESSED, FLAG_TRAILERS};
 use super::schema::Schemas;
-use super::{wire, Flavor, GrpcConfig, GrpcStream, Side};
+use super::{wire, Bodies, Flavor, GrpcConfig, GrpcStream, Side};
 
 /// A decoded message, ready for an event.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -198,23 +198,24 @@ pub fn decode(
     if cfg.keep_bytes {
         d.bytes = Some(bytes.to_vec());
     }
-    if !cfg.decode_bodies && !is_reflection(path) {
+    if cfg.bodies == Bodies::Skip && !is_reflection(path) {
         return Outcome::Message(d);
     }
+    // Otherwise decoded for the type and problems, and written out only if shown.
+    let show = cfg.bodies == Bodies::Show;
     if stream.json || looks_like_json(bytes) {
         match Json::compacted(bytes) {
             Ok(json) => {
                 if !stream.json {
                     d.problem = Some("JSON body under a protobuf content-type".into());
                 }
-                d.json = Some(json);
+                d.json = show.then_some(json);
                 return Outcome::Message(d);
             }
             Err(e) if stream.json => {
                 d.problem = Some(format!("not valid JSON: {e}"));
-                d.fields = Some(Schemaless::Text(
-                    String::from_utf8_lossy(bytes).into_owned(),
-                ));
+                d.fields =
+                    show.then(|| Schemaless::Text(String::from_utf8_lossy(bytes).into_owned()));
                 return Outcome::Message(d);
             }
             Err(_) => {}
@@ -228,9 +229,9 @@ pub fn decode(
                     Side::Request => types.input,
                     Side::Response => types.output,
                 };
-                if let Ok((_, json)) = decode_with(&desc, bytes) {
+                if let Ok((_, json)) = decode_with(&desc, bytes, show) {
                     d.type_name = Some(desc.full_name().to_string());
-                    d.json = Some(json);
+                    d.json = json;
                     d.problem = Some(format!("no :path in the capture; decoded as {name}, the only loaded method whose type fits"));
                     return Outcome::Message(d);
                 }
@@ -250,21 +251,21 @@ pub fn decode(
                 Side::Request => t.input,
                 Side::Response => t.output,
             };
-            match decode_with(&desc, bytes) {
+            match decode_with(&desc, bytes, show) {
                 Ok((msg, json)) => {
                     d.type_name = Some(desc.full_name().to_string());
-                    d.json = Some(json);
+                    d.json = json;
                     if side == Side::Response && is_reflection(path) {
                         d.harvested = schemas.harvest(&descriptor_files(&msg));
                     }
                 }
                 Err(e) => {
                     d.problem = Some(format!("does not decode as {}: {e}", desc.full_name()));
-                    d.fields = Some(Schemaless::Fields(wire::decode_raw(bytes)));
+                    d.fields = show.then(|| Schemaless::Fields(wire::decode_raw(bytes)));
                 }
             }
         }
-        None => d.fields = Some(Schemaless::Fields(wire::decode_raw(bytes))),
+        None => d.fields = show.then(|| Schemaless::Fields(wire::decode_raw(bytes))),
     }
     Outcome::Message(d)
 }
@@ -308,14 +309,22 @@ fn infer(schemas: &Schemas, side: Side, bytes: &[u8]) -> Inferred {
     }
 }
 
-fn decode_with(desc: &MessageDescriptor, bytes: &[u8]) -> Result<(DynamicMessage, Json), String> {
+/// `bytes` decoded as a `desc`, and its JSON when `show` asks for it.
+fn decode_with(
+    desc: &MessageDescriptor,
+    bytes: &[u8],
+    show: bool,
+) -> Result<(DynamicMessage, Option<Json>), String> {
     let msg = DynamicMessage::decode(desc.clone(), bytes).map_err(|e| e.to_string())?;
+    if !show {
+        return Ok((msg, None));
+    }
     // The canonical JSON mapping refuses some values that decode fine (a Timestamp past year
     // 9999, say); then the message is shown field by field without the well-known-type rules.
     let json = Json::of(&msg)
         .or_else(|_| Json::of(&plain_json(&msg)))
         .map_err(|e| e.to_string())?;
-    Ok((msg, json))
+    Ok((msg, Some(json)))
 }
 
 /// JSON of a message without the special forms of well-known types.
@@ -458,8 +467,8 @@ pub fn decode_bin_header(value: &[u8]) -> Option<Vec<u8>> {
 pub fn decode_status_details(value: &[u8], schemas: &Schemas) -> Option<Value> {
     let bytes = decode_bin_header(value)?;
     let desc = schemas.message("google.rpc.Status")?;
-    match decode_with(&desc, &bytes) {
-        Ok((_, json)) => Some(json.to_value()),
+    match decode_with(&desc, &bytes, true) {
+        Ok((_, json)) => json.map(|j| j.to_value()),
         Err(_) => Some(serde_json::json!({"undecodable": wire::hex(&bytes)})),
     }
 }
@@ -550,6 +559,44 @@ mod tests {
                 value: wire::WireValue::Varint(1)
             }
         ));
+    }
+
+    #[test]
+    fn checked_bodies_have_their_type_and_problems_but_nothing_shown() {
+        let mut s = Schemas::bundled();
+        let stream = GrpcStream::new(Flavor::Grpc, false, 1 << 20);
+        let mut decoded = |bodies, body: &[u8], path| {
+            let cfg = GrpcConfig {
+                bodies,
+                ..GrpcConfig::default()
+            };
+            message(decode(
+                &raw(0, body),
+                &stream,
+                Side::Response,
+                path,
+                &mut s,
+                &cfg,
+            ))
+        };
+        let check = Some("/grpc.health.v1.Health/Check");
+        // A fit, a misfit (field 1 as bytes, not the enum's varint), and no schema.
+        for (body, path) in [
+            (&[0x08, 0x01][..], check),
+            (&[0x0a, 0x01, 0x00][..], check),
+            (&[0x08, 0x01][..], Some("/x.Y/Z")),
+        ] {
+            let (shown, checked) = (
+                decoded(Bodies::Show, body, path),
+                decoded(Bodies::Check, body, path),
+            );
+            assert_eq!(checked.type_name, shown.type_name);
+            assert_eq!(checked.problem, shown.problem);
+            assert!(shown.json.is_some() || shown.fields.is_some());
+            assert!(checked.json.is_none() && checked.fields.is_none());
+            let skipped = decoded(Bodies::Skip, body, path);
+            assert!(skipped.type_name.is_none() && skipped.problem.is_none());
+        }
     }
 
     #[test]

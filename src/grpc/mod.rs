@@ -17,19 +17,31 @@ pub struct GrpcConfig {
     pub max_message_size: usize,
     /// Decompressed size allowed per message.
     pub max_decompressed_size: usize,
-    /// Decode message bodies (JSON, field trees). Off, bodies are not even decompressed (unless
-    /// `keep_bytes`), and only server-reflection responses are decoded, for the schemas they
-    /// carry: the harvesting first pass, summary-only runs, calls only, statistics.
-    pub decode_bodies: bool,
+    /// How much of the message bodies is decoded.
+    pub bodies: Bodies,
     /// Keep each message's (decompressed) bytes in its event, for exporters that replay them.
     pub keep_bytes: bool,
+}
+
+/// How much of the message bodies is decoded: what the output shows decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bodies {
+    /// Not decoded, not even decompressed (unless `keep_bytes`); only server-reflection
+    /// responses are decoded, for the schemas they carry: the harvesting first pass,
+    /// summary-only runs, calls only, statistics.
+    Skip,
+    /// Decoded with their schema, so that their type and problems are known, but neither
+    /// written as JSON nor read without a schema: `-T fields -e type`.
+    Check,
+    /// Decoded and shown: JSON, or the field tree of a message without a schema.
+    Show,
 }
 
 impl GrpcConfig {
     /// Whether anything reads what the messages of a call with this path carry: decoding or
     /// keeping them, or a server-reflection call's schemas.
     pub fn reads_contents(&self, path: Option<&str>) -> bool {
-        self.decode_bodies || self.keep_bytes || message::is_reflection(path)
+        self.bodies != Bodies::Skip || self.keep_bytes || message::is_reflection(path)
     }
 
     /// Whether anything reads the message bodies of a stream of this flavor and path: its
@@ -44,7 +56,7 @@ impl Default for GrpcConfig {
         GrpcConfig {
             max_message_size: 4 << 20,
             max_decompressed_size: 4 << 20,
-            decode_bodies: true,
+            bodies: Bodies::Show,
             keep_bytes: false,
         }
     }

@@ -69,7 +69,7 @@ pub fn write_connection(app: &App, conn: u64) -> Result<(PathBuf, u64), String> 
     let mut out = CaptureFile::create(&path, Format::Pcapng, None, 1, None)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let mut cfg = Config::default();
-    cfg.grpc.decode_bodies = false;
+    cfg.grpc.bodies = crate::grpc::Bodies::Skip;
     cfg.tls_keys = app.tls_keys.clone();
     let mut reader = open_capture(&app.source, &cfg).map_err(|e| e.to_string())?;
     let keys = cfg.tls_keys.clone();

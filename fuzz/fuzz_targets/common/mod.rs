@@ -107,7 +107,7 @@ fn open(data: &[u8]) -> Option<(CaptureReader, Config)> {
 /// deframers then skip the bytes of messages), and returns what it counted.
 fn tally_of<S: Sink>(data: &[u8], mut sink: Counting<S>) -> Tally {
     if let Some((mut reader, mut config)) = open(data) {
-        config.grpc.decode_bodies = false;
+        config.grpc.bodies = h2scope::grpc::Bodies::Skip;
         let mut dissector = Dissector::with_schemas(config, bundled_schemas());
         let _ = reader.for_each_packet(|p| {
             dissector.packet(p, &mut sink);
