@@ -67,23 +67,10 @@ impl Json {
         serde_json::from_slice::<serde::de::IgnoredAny>(text)?;
         // Outside strings a valid text is ASCII; inside, skipping a string does not check it.
         let text = std::str::from_utf8(text).map_err(serde::de::Error::custom)?;
-        let mut out = String::with_capacity(text.len());
-        let (mut in_string, mut escaped) = (false, false);
-        for c in text.chars() {
-            if in_string {
-                match c {
-                    _ if escaped => escaped = false,
-                    '\\' => escaped = true,
-                    '"' => in_string = false,
-                    _ => {}
-                }
-            } else if c == '"' {
-                in_string = true;
-            } else if matches!(c, ' ' | '\t' | '\n' | '\r') {
-                continue;
-            }
-            out.push(c);
-        }
+        let out: String = json_chars(text)
+            .filter(|&(c, quoted)| quoted || !matches!(c, ' ' | '\t' | '\n' | '\r'))
+            .map(|(c, _)| c)
+            .collect();
         Ok(Json(out.into()))
     }
 
@@ -107,6 +94,23 @@ impl std::fmt::Display for Json {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// The characters of a JSON text, each with whether it belongs to a string (its quotes
+/// included): what lies between tokens can then be told from what a string holds.
+pub fn json_chars(text: &str) -> impl Iterator<Item = (char, bool)> + '_ {
+    let (mut in_string, mut escaped) = (false, false);
+    text.chars().map(move |c| {
+        let quoted = in_string || c == '"';
+        match c {
+            _ if !in_string => in_string = c == '"',
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => in_string = false,
+            _ => {}
+        }
+        (c, quoted)
+    })
 }
 
 /// What is shown of a message that no schema decoded.

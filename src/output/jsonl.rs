@@ -9,7 +9,7 @@ use crate::event::{
     ConnectionEnd, EndKind, ErrorEvent, Event, FrameDetail, FrameEvent, GapEvent, MessageEvent,
     Origin, Sink,
 };
-use crate::grpc::message::{decode_bin_header, Json, Schemaless};
+use crate::grpc::message::{decode_bin_header, json_chars, Json, Schemaless};
 use crate::grpc::wire::{self, LenGuess, Node, WireValue};
 use crate::http2::call::{
     grpc_status_name, header_name, header_value, lossless, lossless_str, Call, CallEnd,
@@ -1057,28 +1057,17 @@ pub fn pretty(json: &str) -> String {
     }
     let mut out = String::with_capacity(json.len() * 2);
     let mut depth = 0usize;
-    let (mut in_string, mut escaped) = (false, false);
-    let mut chars = json.chars().peekable();
-    while let Some(c) = chars.next() {
-        if in_string {
+    let mut chars = json_chars(json).peekable();
+    while let Some((c, quoted)) = chars.next() {
+        if quoted {
             out.push(c);
-            match c {
-                _ if escaped => escaped = false,
-                '\\' => escaped = true,
-                '"' => in_string = false,
-                _ => {}
-            }
             continue;
         }
         match c {
-            '"' => {
-                in_string = true;
-                out.push(c);
-            }
             '{' | '[' => {
                 out.push(c);
                 let close = if c == '{' { '}' } else { ']' };
-                if chars.peek() == Some(&close) {
+                if chars.peek() == Some(&(close, false)) {
                     out.push(close);
                     chars.next();
                 } else {
