@@ -66,6 +66,10 @@ impl Batch {
     }
 }
 
+/// The merge hands its lines on when it has gathered this many bytes (or an event comes, or
+/// it has handed on all it can for now).
+const OUT_FLUSH: usize = 1 << 17;
+
 /// A batch's buffer is kept for reuse up to this size (512 small packets take about 60 kB).
 const SPARE_MAX: usize = 1 << 20;
 
@@ -523,8 +527,9 @@ struct Merge<'a> {
     sink: &'a mut dyn Sink,
     /// Per worker: the text buffers not yet written out, and the offset the first starts at.
     texts: Vec<(VecDeque<Vec<u8>>, u64)>,
-    /// A line with its connection number put in.
-    line: Vec<u8>,
+    /// Lines on their way to the sink, their connection numbers put in: handed on together,
+    /// a large write passes by the writer's own buffer, so each byte is copied once here.
+    out: Vec<u8>,
     /// Per worker: where its written-out text buffers go back to it.
     spare_texts: Vec<SyncSender<Vec<u8>>>,
 }
@@ -543,6 +548,7 @@ impl Merge<'_> {
                         *c = g;
                     }
                 }
+                self.flush_lines();
                 self.sink.event(*e);
             }
             Routed::Line(range, conn) => {
@@ -561,21 +567,30 @@ impl Merge<'_> {
                     return;
                 };
                 match conn {
-                    None => self.sink.line(text),
+                    None => self.out.extend_from_slice(text),
                     Some(LineConn { at, width, conn }) => {
                         let at = (at - range.start) as usize;
                         let mut digits = itoa::Buffer::new();
                         let digits = digits.format(conn).as_bytes();
                         let pad = usize::from(width).saturating_sub(digits.len());
-                        self.line.clear();
-                        self.line.extend_from_slice(&text[..at]);
-                        self.line.extend_from_slice(digits);
-                        self.line.resize(self.line.len() + pad, b' ');
-                        self.line.extend_from_slice(&text[at..]);
-                        self.sink.line(&self.line);
+                        self.out.extend_from_slice(&text[..at]);
+                        self.out.extend_from_slice(digits);
+                        self.out.resize(self.out.len() + pad, b' ');
+                        self.out.extend_from_slice(&text[at..]);
                     }
                 }
+                if self.out.len() >= OUT_FLUSH {
+                    self.flush_lines();
+                }
             }
+        }
+    }
+
+    /// Hands the lines gathered so far to the sink.
+    fn flush_lines(&mut self) {
+        if !self.out.is_empty() {
+            self.sink.line(&self.out);
+            self.out.clear();
         }
     }
 
@@ -610,50 +625,76 @@ impl Merge<'_> {
     fn drain(&mut self) {
         let safe = self.done_to.iter().copied().min().unwrap_or(0);
         loop {
-            // The queue whose head comes first. Only the items of one sweep can tie on the tag
-            // across workers, and those are told apart by their connection.
-            let Some((w, _)) = (0..self.queues.len())
-                .filter_map(|w| self.head_key(w).map(|k| (w, k)))
-                .filter(|(_, (tag, _))| tag.index <= safe)
-                .min_by_key(|(_, k)| *k)
-            else {
-                return;
-            };
-            let Some((_, item)) = self.queues[w].pop_front() else {
-                return;
-            };
-            match item {
-                Output::NewConn(n) => {
-                    let list = &mut self.numbers[w];
-                    if list.len() as u64 == n {
-                        list.push(self.next);
-                        self.next += 1;
-                    }
+            // The queue whose head comes first, and the first head among the others: the
+            // chosen queue's items go until one would come after that head. Only the items of
+            // one sweep can tie on the tag across workers; those are told apart by their
+            // connection, and then by worker.
+            let mut best: Option<(Tag, u64, usize)> = None;
+            let mut next: Option<(Tag, u64, usize)> = None;
+            for w in 0..self.queues.len() {
+                let Some((tag, conn)) = self.head_key(w) else {
+                    continue;
+                };
+                let key = (tag, conn, w);
+                if best.is_none_or(|b| key < b) {
+                    next = best;
+                    best = Some(key);
+                } else if next.is_none_or(|n| key < n) {
+                    next = Some(key);
                 }
-                Output::Item(i) => {
-                    let done = match &i {
-                        Routed::Line(range, _) => Some(range.end),
-                        Routed::Event(_) => None,
-                    };
-                    self.emit(w, i);
-                    // The merge takes a worker's lines in order: buffers before this line are
-                    // written out.
-                    if let Some(end) = done {
-                        let (buffers, base) = &mut self.texts[w];
-                        while buffers
-                            .front()
-                            .is_some_and(|b| *base + (b.len() as u64) <= end)
-                        {
-                            let Some(mut b) = buffers.pop_front() else {
-                                break;
-                            };
-                            *base += b.len() as u64;
-                            if b.capacity() <= SPARE_MAX {
-                                b.clear();
-                                if let Some(back) = self.spare_texts.get(w) {
-                                    // A worker with spares enough: this one is freed.
-                                    let _ = back.try_send(b);
-                                }
+            }
+            let Some((tag, _, w)) = best else {
+                break;
+            };
+            if tag.index > safe {
+                break;
+            }
+            while let Some((tag, conn)) = self.head_key(w) {
+                if tag.index > safe || next.is_some_and(|n| (tag, conn, w) > n) {
+                    break;
+                }
+                let Some((_, item)) = self.queues[w].pop_front() else {
+                    break;
+                };
+                self.take(w, item);
+            }
+        }
+        self.flush_lines();
+    }
+
+    /// Hands on the item at the head of worker `w`'s queue.
+    fn take(&mut self, w: usize, item: Output) {
+        match item {
+            Output::NewConn(n) => {
+                let list = &mut self.numbers[w];
+                if list.len() as u64 == n {
+                    list.push(self.next);
+                    self.next += 1;
+                }
+            }
+            Output::Item(i) => {
+                let done = match &i {
+                    Routed::Line(range, _) => Some(range.end),
+                    Routed::Event(_) => None,
+                };
+                self.emit(w, i);
+                // The merge takes a worker's lines in order: buffers before this line are
+                // written out.
+                if let Some(end) = done {
+                    let (buffers, base) = &mut self.texts[w];
+                    while buffers
+                        .front()
+                        .is_some_and(|b| *base + (b.len() as u64) <= end)
+                    {
+                        let Some(mut b) = buffers.pop_front() else {
+                            break;
+                        };
+                        *base += b.len() as u64;
+                        if b.capacity() <= SPARE_MAX {
+                            b.clear();
+                            if let Some(back) = self.spare_texts.get(w) {
+                                // A worker with spares enough: this one is freed.
+                                let _ = back.try_send(b);
                             }
                         }
                     }
@@ -740,7 +781,7 @@ fn run<P: Part>(
         next: 0,
         sink,
         texts: vec![(VecDeque::new(), 0); workers],
-        line: Vec::new(),
+        out: Vec::new(),
         spare_texts: Vec::new(),
     };
     let mut ends: Vec<Option<Finish>> = (0..workers).map(|_| None).collect();
@@ -909,6 +950,7 @@ fn run<P: Part>(
     for (_, w, _, item) in tail {
         merge.emit(w, item);
     }
+    merge.flush_lines();
     // The capture's first and last packets, not the workers' earliest and latest.
     stats.first_ts_ns = first_ts;
     stats.last_ts_ns = last_ts;
@@ -1008,7 +1050,7 @@ mod tests {
             next: 0,
             sink: &mut sink,
             texts: vec![(VecDeque::new(), 0); 2],
-            line: Vec::new(),
+            out: Vec::new(),
             spare_texts: vec![back0, back1],
         };
         let new = |index, n| (Tag { index, phase: 1 }, Output::NewConn(n));
@@ -1032,7 +1074,7 @@ mod tests {
         }
         assert!(merge.texts.iter().all(|(buffers, _)| buffers.is_empty()));
         assert_eq!(merge.texts[0].1, 13);
-        assert_eq!(sink.0, ["{\"conn\":0  }", "{\"conn\":1}", "{\"x\""]);
+        assert_eq!(sink.0.concat(), "{\"conn\":0  }{\"conn\":1}{\"x\"");
         // Written out, each buffer went back to its worker, emptied.
         let returned = |rx: &Receiver<Vec<u8>>| {
             std::iter::from_fn(|| rx.try_recv().ok())
@@ -1041,6 +1083,48 @@ mod tests {
         };
         assert_eq!(returned(&spares0), [(0, true), (0, true)]);
         assert_eq!(returned(&spares1), [(0, true)]);
+    }
+
+    /// What one sweep ended in several workers goes in connection order, before the packet's
+    /// own lines; runs of one worker's lines stop where another worker's line comes first.
+    #[test]
+    fn merge_orders_sweeps_by_connection_and_interleaves_workers() {
+        let mut sink = Lines::default();
+        let mut merge = Merge {
+            queues: vec![VecDeque::new(), VecDeque::new()],
+            done_to: vec![0, 0],
+            numbers: vec![Vec::new(), Vec::new()],
+            next: 0,
+            sink: &mut sink,
+            texts: vec![(VecDeque::new(), 0); 2],
+            out: Vec::new(),
+            spare_texts: Vec::new(),
+        };
+        let new = |index, n| (Tag { index, phase: 1 }, Output::NewConn(n));
+        let swept = |index, at: u64, conn| {
+            let tag = Tag { index, phase: 0 };
+            let conn = LineConn { at, width: 0, conn };
+            (tag, Output::Item(Routed::Line(at..at + 1, Some(conn))))
+        };
+        // Worker 0 opens the capture's connections 0 and 2, worker 1 connection 1; a sweep at
+        // packet 5 ends all three, then packets 5 to 8 alternate between the workers.
+        let w0 = vec![
+            new(1, 0),
+            new(3, 1),
+            swept(5, 0, 0),
+            swept(5, 1, 1),
+            line(6, 2..3, None),
+            line(7, 3..4, None),
+        ];
+        let w1 = vec![
+            new(2, 0),
+            swept(5, 0, 0),
+            line(5, 1..2, None),
+            line(8, 2..3, None),
+        ];
+        merge.accept(reply(0, w0, "acdf", 8));
+        merge.accept(reply(1, w1, "beg", 8));
+        assert_eq!(sink.0.concat(), "0a1b2cedfg");
     }
 
     /// A part run alone gets its numbers put in at once, padded as asked.
