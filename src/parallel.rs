@@ -38,8 +38,18 @@ use crate::output::Tally;
 use crate::pipeline::{Config, Dissector, Stats};
 use crate::tcp::FlowKey;
 
-/// Packets handed to a worker at a time (the reader also flushes all workers this often).
+/// The reader hands every worker its batch after this many packets, or sooner when their
+/// payloads reach [`BATCH_BYTES`].
 const BATCH: usize = 512;
+/// [`BATCH`] when the workers send nothing back but counts (a summary, `stats`, `health`):
+/// fewer wake-ups for work that is little per packet (the summary of small packets on two
+/// workers took 0.31 s with 512 packets, 0.27 s with 2048). Outputs keep the smaller batch,
+/// as the text of a batch's lines is ten times its packets.
+const BATCH_QUIET: usize = 2048;
+/// Payload bytes in all batches at which they are handed out: full-size segments reach this
+/// long before [`BATCH_QUIET`], and a batch's buffer stays small enough to be reused (see
+/// [`SPARE_MAX`]).
+const BATCH_BYTES: usize = 512 << 10;
 
 /// Packets for one worker, their bytes in one buffer, and the sweeps between them. A worker
 /// hands its emptied batches back (see [`Spares`]).
@@ -773,6 +783,11 @@ fn run<P: Part>(
 ) -> (Outcome, Vec<Finished<P>>) {
     let route = work.route;
     let workers = workers.max(1);
+    let batch_packets = if route.shows() == Shows::Nothing {
+        BATCH_QUIET
+    } else {
+        BATCH
+    };
     let (reply_tx, reply_rx) = sync_channel::<Reply>(workers * 4);
     let mut merge = Merge {
         queues: (0..workers).map(|_| VecDeque::new()).collect(),
@@ -810,6 +825,7 @@ fn run<P: Part>(
         drop(reply_tx);
         let mut batches: Vec<Batch> = (0..workers).map(|_| Batch::default()).collect();
         let mut pending = 0usize;
+        let mut pending_bytes = 0usize;
         let mut seen = 0u64;
         let accept = |r: Reply, merge: &mut Merge<'_>, ends: &mut Vec<_>| {
             let w = r.worker;
@@ -884,8 +900,10 @@ fn run<P: Part>(
             }
             last_index = p.index;
             pending += 1;
-            if pending >= BATCH {
+            pending_bytes += p.data.len();
+            if pending >= batch_packets || pending_bytes >= BATCH_BYTES {
                 pending = 0;
+                pending_bytes = 0;
                 let first = first_ts.unwrap_or(p.ts_ns);
                 send_all(&mut batches, (p.index, p.ts_ns, first), &mut merge);
             }
