@@ -61,7 +61,7 @@ pub fn find_call(
         // it was carried in TLS.
         let stats = dissector.finish(&mut collector);
         collector.found.take().ok_or(FindError::NotFound {
-            candidates: collector.candidates,
+            candidates: collector.candidates(),
             encrypted: stats.tls_connections.saturating_sub(stats.tls_decrypted),
         })
     };
@@ -133,7 +133,19 @@ pub struct Collector {
     selector: Selector,
     pending: HashMap<(u64, u32), (Vec<RecordedMessage>, Vec<RecordedMessage>)>,
     pub found: Option<Recorded>,
-    pub candidates: Vec<String>,
+    /// The other gRPC calls, one entry per path and status: a capture of a thousand alike calls
+    /// suggests one of them, not a page of the same line.
+    kinds: Vec<CallKind>,
+    kind_index: HashMap<(String, Option<u32>), usize>,
+}
+
+/// Calls of one path that ended with one status: the first of them, and how many there were.
+struct CallKind {
+    conn: u64,
+    stream: u32,
+    path: String,
+    status: Option<u32>,
+    count: u64,
 }
 
 const MAX_CANDIDATES: usize = 50;
@@ -144,7 +156,49 @@ impl Collector {
             selector,
             pending: HashMap::new(),
             found: None,
-            candidates: Vec::new(),
+            kinds: Vec::new(),
+            kind_index: HashMap::new(),
+        }
+    }
+
+    /// The other gRPC calls seen, as `--call` lines: the first call of each path and status,
+    /// with how many more there were.
+    pub fn candidates(&self) -> Vec<String> {
+        self.kinds
+            .iter()
+            .map(|k| {
+                let status = k
+                    .status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "-".into());
+                let more = match k.count - 1 {
+                    0 => String::new(),
+                    1 => "  (and 1 more call like it)".into(),
+                    n => format!("  (and {n} more calls like it)"),
+                };
+                format!(
+                    "--call {}:{}  {}  grpc-status {status}{more}",
+                    k.conn, k.stream, k.path
+                )
+            })
+            .collect()
+    }
+
+    fn note_candidate(&mut self, call: &Call) {
+        let path = call.path().unwrap_or_else(|| "-".into());
+        let status = call.grpc_status();
+        let key = (path, status);
+        if let Some(&i) = self.kind_index.get(&key) {
+            self.kinds[i].count += 1;
+        } else if self.kinds.len() < MAX_CANDIDATES {
+            self.kind_index.insert(key.clone(), self.kinds.len());
+            self.kinds.push(CallKind {
+                conn: call.conn,
+                stream: call.stream,
+                path: key.0,
+                status: key.1,
+                count: 1,
+            });
         }
     }
 }
@@ -190,16 +244,8 @@ impl Sink for Collector {
                         responses,
                         tls: None,
                     });
-                } else if self.candidates.len() < MAX_CANDIDATES {
-                    self.candidates.push(format!(
-                        "--call {}:{}  {}  grpc-status {}",
-                        call.conn,
-                        call.stream,
-                        call.path().unwrap_or_else(|| "-".into()),
-                        call.grpc_status()
-                            .map(|s| s.to_string())
-                            .unwrap_or_else(|| "-".into())
-                    ));
+                } else {
+                    self.note_candidate(&call);
                 }
             }
             _ => {}
@@ -539,6 +585,67 @@ mod tests {
                 json: Json::of(&serde_json::json!({"status": "SERVING"})).ok(),
             }],
             tls: None,
+        }
+    }
+
+    /// When no call matches, the calls there are come one line per path and status, each
+    /// naming its first call and how many more are like it; together they are every gRPC call
+    /// the dissection ends.
+    #[test]
+    fn candidates_group_alike_calls() {
+        use crate::pipeline::{open_capture, Config, Dissector};
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/grpc-health.pcap");
+        let Err(FindError::NotFound { candidates, .. }) = find_call(
+            file,
+            &Selector::Path("/no/such.Method".into()),
+            crate::grpc::schema::Schemas::default(),
+            None,
+        ) else {
+            panic!("a call matched a path no call has");
+        };
+        // What one dissection of the file says, counted here its own way.
+        let cfg = Config::default();
+        let mut reader = open_capture(file, &cfg).unwrap();
+        let mut d = Dissector::new(cfg);
+        let mut events: Vec<Event> = Vec::new();
+        reader
+            .for_each_packet(|p| {
+                d.packet(p, &mut events);
+                true
+            })
+            .unwrap();
+        d.finish(&mut events);
+        let mut kinds: Vec<(String, String, u64)> = Vec::new();
+        for e in &events {
+            let Event::Call(c) = e else { continue };
+            if !c.grpc {
+                continue;
+            }
+            let path = c.path().unwrap_or_else(|| "-".into());
+            let status = c.grpc_status().map_or("-".into(), |s| s.to_string());
+            match kinds.iter_mut().find(|k| k.0 == path && k.1 == status) {
+                Some(k) => k.2 += 1,
+                None => kinds.push((path, status, 1)),
+            }
+        }
+        assert!(kinds.iter().any(|k| k.2 > 1), "the file repeats calls");
+        assert_eq!(candidates.len(), kinds.len(), "{candidates:#?}");
+        for (line, (path, status, count)) in candidates.iter().zip(&kinds) {
+            let head = format!("  {path}  grpc-status {status}");
+            assert!(
+                line.starts_with("--call ") && line.contains(&head),
+                "{line}"
+            );
+            match count - 1 {
+                0 => assert!(!line.contains("more call"), "{line}"),
+                n => assert!(
+                    line.ends_with(&format!(
+                        "{n} more call{} like it)",
+                        if n == 1 { "" } else { "s" }
+                    )),
+                    "{line}"
+                ),
+            }
         }
     }
 
