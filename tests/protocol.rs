@@ -300,7 +300,8 @@ fn grpc_status_details_and_message_are_decoded() {
         fields[0],
         Node::Field {
             number: 1,
-            value: WireValue::Varint(1)
+            value: WireValue::Varint(1),
+            span: 0..2,
         }
     );
 }

@@ -940,3 +940,57 @@ fn a_path_that_comes_later_is_filtered_as_it_comes() {
     assert_eq!(app.visible(), &[0]);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A message read without a schema lists its fields as `-V` does, and the hex pane points at
+/// each field's own bytes: the tag of the field the line names, and the top-level fields one
+/// after the other from the message's first byte to its last.
+#[test]
+fn hex_pane_points_at_the_fields_of_a_message_without_schema() {
+    let file = format!("{}/testdata/grpc-bulk.pcap", env!("CARGO_MANIFEST_DIR"));
+    let model = load(&file, &Config::default(), Schemas::bundled()).unwrap();
+    let mut app = App::new(model, "grpc-bulk.pcap");
+    app.key(Key::Enter);
+    while !app.on_message() {
+        assert_eq!(app.key(Key::Down), Action::None);
+        assert!(
+            app.item + 1 < app.items().len(),
+            "no message among the frames"
+        );
+    }
+    let detail = app.current();
+    let raw = detail.raw.clone().expect("a message has its bytes");
+    let first = (detail.lines.iter())
+        .position(|l| l.text == "  schema-less fields:")
+        .expect("read without a schema")
+        + 1;
+    let mut next = 0;
+    for (k, line) in detail.lines.iter().enumerate().skip(first) {
+        let text = line.text.trim_start();
+        let indent = line.text.len() - text.len();
+        let Some((number, _)) = text.split_once(" (") else {
+            continue; // a closing brace
+        };
+        let number: u64 = number.parse().unwrap();
+        let span = line.span.clone().expect("a field line has its bytes");
+        // The tag, a varint, names the line's field.
+        let (mut tag, mut shift) = (0u64, 0);
+        for &b in &raw[span.start..] {
+            tag |= u64::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        assert_eq!(tag >> 3, number, "{}", line.text);
+        if indent == 2 {
+            assert_eq!(span.start, next, "{}", line.text);
+            next = span.end;
+        }
+        // The cursor on the line lights its bytes, and the pane's title says which.
+        app.focus = Pane::Detail;
+        app.detail_line = k;
+        let title = format!("bytes {}..{} of {}", span.start, span.end, raw.len());
+        assert!(screen(&app, 160, 40).contains(&title), "{title}");
+    }
+    assert_eq!(next, raw.len(), "the top-level fields cover the message");
+}

@@ -560,7 +560,8 @@ mod tests {
             fields[0],
             wire::Node::Field {
                 number: 1,
-                value: wire::WireValue::Varint(1)
+                value: wire::WireValue::Varint(1),
+                ..
             }
         ));
     }

@@ -5,6 +5,8 @@
 //! The result is a typed tree rather than JSON values: the outputs write it directly (a bulk
 //! message's bytes field goes to JSON Lines as hex without an intermediate string to escape).
 
+use std::ops::Range;
+
 /// Nested messages are guessed at most this deep.
 const MAX_DEPTH: usize = 32;
 /// Fields listed at most per message tree, so that a pathological message stays cheap.
@@ -20,18 +22,18 @@ pub enum Node {
     Field {
         number: u64,
         value: WireValue,
+        /// Where the field lies in the message, its tag included (for pointing at its bytes).
+        span: Range<usize>,
     },
     /// Bytes at `offset` that are no field: the first of them, and how many there were.
+    /// Offsets count from the start of the message, also inside nested fields.
     Malformed {
         offset: usize,
         shown: Vec<u8>,
         remaining: usize,
     },
     /// The tree was cut at [`MAX_NODES`] entries; the first bytes not listed.
-    Truncated {
-        offset: usize,
-        shown: Vec<u8>,
-    },
+    Truncated { offset: usize, shown: Vec<u8> },
 }
 
 /// A field's value, by wire type.
@@ -117,7 +119,7 @@ impl WireValue {
 /// Decodes `bytes` as a protobuf message without a schema.
 pub fn decode_raw(bytes: &[u8]) -> Vec<Node> {
     let mut budget = MAX_NODES;
-    walk(bytes, 0, &mut budget, None).0
+    walk(bytes, 0, 0, &mut budget, None).0
 }
 
 /// Reads a base-128 varint; `None` when cut short or longer than 10 bytes.
@@ -132,28 +134,34 @@ pub fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
     None
 }
 
-/// Walks one message (or group body when `group` is set). Returns the fields and whether the
-/// bytes parsed cleanly to the end.
-fn walk(bytes: &[u8], depth: usize, budget: &mut usize, group: Option<u64>) -> (Vec<Node>, bool) {
+/// Walks one message (or group body when `group` is set) that starts at `base` in the whole
+/// message. Returns the fields and whether the bytes parsed cleanly to the end.
+fn walk(
+    bytes: &[u8],
+    base: usize,
+    depth: usize,
+    budget: &mut usize,
+    group: Option<u64>,
+) -> (Vec<Node>, bool) {
     let mut out = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
         if *budget == 0 {
             out.push(Node::Truncated {
-                offset: at,
+                offset: base + at,
                 shown: bytes[at..bytes.len().min(at + TRUNCATED_SHOWN)].to_vec(),
             });
             return (out, false);
         }
         *budget -= 1;
         let Some((tag, n)) = read_varint(&bytes[at..]) else {
-            out.push(malformed(bytes, at));
+            out.push(malformed(bytes, at, base));
             return (out, false);
         };
         let number = tag >> 3;
         let wire = tag & 7;
         if number == 0 || number > 536_870_911 {
-            out.push(malformed(bytes, at));
+            out.push(malformed(bytes, at, base));
             return (out, false);
         }
         let start = at;
@@ -161,7 +169,7 @@ fn walk(bytes: &[u8], depth: usize, budget: &mut usize, group: Option<u64>) -> (
         let value = match wire {
             0 => {
                 let Some((v, n)) = read_varint(&bytes[at..]) else {
-                    out.push(malformed(bytes, start));
+                    out.push(malformed(bytes, start, base));
                     return (out, false);
                 };
                 at += n;
@@ -169,7 +177,7 @@ fn walk(bytes: &[u8], depth: usize, budget: &mut usize, group: Option<u64>) -> (
             }
             1 => {
                 let Some(b) = bytes.get(at..at + 8) else {
-                    out.push(malformed(bytes, start));
+                    out.push(malformed(bytes, start, base));
                     return (out, false);
                 };
                 at += 8;
@@ -177,7 +185,7 @@ fn walk(bytes: &[u8], depth: usize, budget: &mut usize, group: Option<u64>) -> (
             }
             5 => {
                 let Some(b) = bytes.get(at..at + 4) else {
-                    out.push(malformed(bytes, start));
+                    out.push(malformed(bytes, start, base));
                     return (out, false);
                 };
                 at += 4;
@@ -185,33 +193,40 @@ fn walk(bytes: &[u8], depth: usize, budget: &mut usize, group: Option<u64>) -> (
             }
             2 => {
                 let Some((len, n)) = read_varint(&bytes[at..]) else {
-                    out.push(malformed(bytes, start));
+                    out.push(malformed(bytes, start, base));
                     return (out, false);
                 };
                 at += n;
                 let end = at.checked_add(len as usize).filter(|&e| e <= bytes.len());
                 let Some(end) = end else {
-                    out.push(malformed(bytes, start));
+                    out.push(malformed(bytes, start, base));
                     return (out, false);
                 };
                 let body = &bytes[at..end];
+                let guess = guess_len(body, base + at, depth, budget);
                 at = end;
                 WireValue::Len {
                     length: body.len(),
-                    guess: guess_len(body, depth, budget),
+                    guess,
                 }
             }
             3 => {
                 if depth >= MAX_DEPTH {
-                    out.push(malformed(bytes, start));
+                    out.push(malformed(bytes, start, base));
                     return (out, false);
                 }
                 // A group runs to its end-group tag; find it by walking.
-                let (fields, consumed, ended) = walk_group(&bytes[at..], depth + 1, budget, number);
+                let (fields, consumed, ended) =
+                    walk_group(&bytes[at..], base + at, depth + 1, budget, number);
                 at += consumed;
                 let value = WireValue::Group { fields, ended };
                 if !ended {
-                    out.push(Node::Field { number, value });
+                    let span = base + start..base + at;
+                    out.push(Node::Field {
+                        number,
+                        value,
+                        span,
+                    });
                     return (out, false);
                 }
                 value
@@ -220,15 +235,20 @@ fn walk(bytes: &[u8], depth: usize, budget: &mut usize, group: Option<u64>) -> (
                 if group == Some(number) {
                     return (out, true);
                 }
-                out.push(malformed(bytes, start));
+                out.push(malformed(bytes, start, base));
                 return (out, false);
             }
             _ => {
-                out.push(malformed(bytes, start));
+                out.push(malformed(bytes, start, base));
                 return (out, false);
             }
         };
-        out.push(Node::Field { number, value });
+        let span = base + start..base + at;
+        out.push(Node::Field {
+            number,
+            value,
+            span,
+        });
     }
     (out, group.is_none())
 }
@@ -237,6 +257,7 @@ fn walk(bytes: &[u8], depth: usize, budget: &mut usize, group: Option<u64>) -> (
 /// whether it ended properly.
 fn walk_group(
     bytes: &[u8],
+    base: usize,
     depth: usize,
     budget: &mut usize,
     field: u64,
@@ -248,7 +269,7 @@ fn walk_group(
             break;
         };
         if tag & 7 == 4 && tag >> 3 == field {
-            let (fields, ok) = walk(&bytes[..at], depth, budget, None);
+            let (fields, ok) = walk(&bytes[..at], base, depth, budget, None);
             return (fields, at + n, ok);
         }
         let Some(skip) = skip_field(&bytes[at + n..], tag & 7) else {
@@ -256,7 +277,7 @@ fn walk_group(
         };
         at += n + skip;
     }
-    (vec![malformed(bytes, 0)], bytes.len(), false)
+    (vec![malformed(bytes, 0, base)], bytes.len(), false)
 }
 
 /// Length of a field's payload after its tag, for skipping.
@@ -274,7 +295,8 @@ fn skip_field(b: &[u8], wire: u64) -> Option<usize> {
     }
 }
 
-fn guess_len(body: &[u8], depth: usize, budget: &mut usize) -> LenGuess {
+/// Guesses what the length-delimited `body`, at `base` in the whole message, holds.
+fn guess_len(body: &[u8], base: usize, depth: usize, budget: &mut usize) -> LenGuess {
     if body.is_empty() {
         return LenGuess::String(String::new());
     }
@@ -287,7 +309,7 @@ fn guess_len(body: &[u8], depth: usize, budget: &mut usize) -> LenGuess {
     }
     if depth < MAX_DEPTH {
         // A failed guess still spends its budget, which bounds the total work.
-        let (fields, ok) = walk(body, depth + 1, budget, None);
+        let (fields, ok) = walk(body, base, depth + 1, budget, None);
         if ok && !fields.is_empty() {
             return LenGuess::Message(fields);
         }
@@ -346,10 +368,11 @@ fn packed_varints(b: &[u8]) -> Option<Vec<u64>> {
     Some(out)
 }
 
-fn malformed(bytes: &[u8], at: usize) -> Node {
+/// The bytes from `at` on, which do not parse, of a body that starts at `base` in the message.
+fn malformed(bytes: &[u8], at: usize, base: usize) -> Node {
     let end = bytes.len().min(at + MALFORMED_SHOWN);
     Node::Malformed {
-        offset: at,
+        offset: base + at,
         shown: bytes[at..end].to_vec(),
         remaining: bytes.len() - at,
     }
@@ -407,6 +430,48 @@ pub(crate) mod tests {
         );
         assert_eq!(value(&a[4]).float(), Some(1.5));
         assert_eq!(value(&a[4]).wire_name(), "i32");
+    }
+
+    fn span(n: &Node) -> Range<usize> {
+        match n {
+            Node::Field { span, .. } => span.clone(),
+            other => panic!("not a field: {other:?}"),
+        }
+    }
+
+    /// Every field knows where it lies in the whole message, tag included, also inside nested
+    /// messages and groups; so do bytes that do not parse inside a group.
+    #[test]
+    fn fields_know_their_bytes_in_the_message() {
+        let b = [
+            0x08, 0x96, 0x01, // 1: varint 150, at 0..3
+            0x12, 0x02, 0x08, 0x01, // 2: message { 1: 1 }, at 3..7, its field at 5..7
+            0x1b, 0x08, 0x05, 0x1c, // 3: group { 1: 5 }, at 7..11, its field at 8..10
+            0x23, 0x0f,
+            0x01, // 4: a group that never ends, bytes of no field inside, at 11..14
+        ];
+        let a = decode_raw(&b);
+        assert_eq!(
+            a.iter().map(span).collect::<Vec<_>>(),
+            [0..3, 3..7, 7..11, 11..14]
+        );
+        let inner = value(&a[1]).nested().unwrap();
+        assert_eq!(span(&inner[0]), 5..7);
+        assert_eq!(&b[span(&inner[0])], [0x08, 0x01]);
+        let group = value(&a[2]).nested().unwrap();
+        assert_eq!(span(&group[0]), 8..10);
+        let broken = value(&a[3]).nested().unwrap();
+        assert!(
+            matches!(
+                broken[0],
+                Node::Malformed {
+                    offset: 12,
+                    remaining: 2,
+                    ..
+                }
+            ),
+            "{broken:?}"
+        );
     }
 
     #[test]

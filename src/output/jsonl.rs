@@ -985,7 +985,7 @@ fn write_node(buf: &mut Vec<u8>, n: &Node) {
             buf.extend_from_slice(b",\"truncated\":");
             write_hex(buf, shown);
         }
-        Node::Field { number, value } => {
+        Node::Field { number, value, .. } => {
             buf.push(b'{');
             if let WireValue::Len {
                 guess: LenGuess::Bytes(b),

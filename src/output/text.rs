@@ -888,7 +888,7 @@ fn raw_nodes(l: &mut String, nodes: &[Node]) {
                 let _ = write!(l, "<not shown from byte {offset}>");
                 continue;
             }
-            Node::Field { number, value } => (number, value),
+            Node::Field { number, value, .. } => (number, value),
         };
         if let Some(inner) = value.nested() {
             let _ = write!(l, "{n} {{ ");
@@ -926,50 +926,78 @@ fn tree(l: &mut String, fields: &Schemaless, indent: usize) {
 }
 
 fn tree_nodes(l: &mut String, nodes: &[Node], indent: usize) {
+    tree_lines(nodes, indent, &mut |_, line| {
+        l.push_str(line);
+        l.push('\n');
+    });
+}
+
+/// A schema-less field tree, one field per line, indented as `-V` shows it. Each line goes to
+/// `line` with the bytes it stands for in the message (the TUI points at them in its hex pane).
+pub fn tree_lines(
+    nodes: &[Node],
+    indent: usize,
+    line: &mut dyn FnMut(Option<std::ops::Range<usize>>, &str),
+) {
+    let mut l = String::new();
     for node in nodes {
-        let (n, value) = match node {
-            Node::Malformed { offset, shown, .. } => {
-                let _ = writeln!(
+        l.clear();
+        let (n, value, span) = match node {
+            Node::Malformed {
+                offset,
+                shown,
+                remaining,
+            } => {
+                let _ = write!(
                     l,
                     "{:indent$}<malformed at {offset}: {}>",
                     "",
                     wire::hex(shown)
                 );
+                line(Some(*offset..offset + remaining), &l);
                 continue;
             }
             Node::Truncated { offset, shown } => {
-                let _ = writeln!(
+                let _ = write!(
                     l,
                     "{:indent$}<not shown from byte {offset}: {}>",
                     "",
                     wire::hex(shown)
                 );
+                line(Some(*offset..offset + shown.len()), &l);
                 continue;
             }
-            Node::Field { number, value } => (number, value),
+            Node::Field {
+                number,
+                value,
+                span,
+            } => (number, value, span),
         };
         let wire = value.wire_name();
         if let Some(inner) = value.nested() {
-            let _ = writeln!(l, "{:indent$}{n} ({wire}) {{", "");
-            tree_nodes(l, inner, indent + 2);
-            let _ = writeln!(l, "{:indent$}}}", "");
+            let _ = write!(l, "{:indent$}{n} ({wire}) {{", "");
+            line(Some(span.clone()), &l);
+            tree_lines(inner, indent + 2, line);
+            l.clear();
+            let _ = write!(l, "{:indent$}}}", "");
+            line(None, &l);
             continue;
         }
         let _ = write!(l, "{:indent$}{n} ({wire}): ", "");
         match value {
             WireValue::Len { guess, .. } => match guess {
-                LenGuess::String(s) => push_quoted(l, s),
+                LenGuess::String(s) => push_quoted(&mut l, s),
                 LenGuess::Bytes(b) => {
                     l.push('"');
                     l.push_str(&wire::hex(b));
                     l.push('"');
                 }
-                LenGuess::PackedVarints(values) => push_varints(l, values),
+                LenGuess::PackedVarints(values) => push_varints(&mut l, values),
                 LenGuess::Message(_) => {}
             },
-            other => push_number(l, other),
+            other => push_number(&mut l, other),
         }
-        l.push('\n');
+        line(Some(span.clone()), &l);
     }
 }
 

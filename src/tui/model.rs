@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use crate::analysis::health::ConnectionHealth;
 use crate::event::{ConnectionEnd, Event, FrameDetail, FrameEvent, MessageEvent, Sink};
+use crate::grpc::message::Schemaless;
 use crate::grpc::Side;
 use crate::http2::call::{grpc_status_name, header_value, lossless, Call, CallEnd, HeaderText};
 use crate::http2::frame::{
@@ -648,6 +649,14 @@ fn message_detail(m: &MessageEvent, w: &mut DetailWriter) -> String {
                 w.line(None, format_args!("  {l}"));
             }
             j.to_string()
+        }
+        (None, Some(Schemaless::Fields(nodes))) => {
+            // As `-V` shows it, each field with its bytes for the hex pane.
+            w.line(None, format_args!("  schema-less fields:"));
+            crate::output::text::tree_lines(nodes, 2, &mut |span, l| {
+                w.line(span, format_args!("{l}"))
+            });
+            "(no schema)".into()
         }
         (None, Some(f)) => {
             // As JSON Lines writes it, made readable.
