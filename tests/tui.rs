@@ -994,3 +994,27 @@ fn hex_pane_points_at_the_fields_of_a_message_without_schema() {
     }
     assert_eq!(next, raw.len(), "the top-level fields cover the message");
 }
+
+/// A message decoded with its schema: the line of each of its own keys points at that field's
+/// bytes (the health check's `status` is field 1, varint: both bytes of `08 01`).
+#[test]
+fn hex_pane_points_at_the_fields_of_a_decoded_message() {
+    let mut app = app();
+    app.key(Key::Enter);
+    while !(app.on_message() && app.detail().iter().any(|l| l.contains("\"status\""))) {
+        app.key(Key::Down);
+        assert!(app.item + 1 < app.items().len(), "no response message");
+    }
+    let detail = app.current();
+    assert_eq!(detail.raw.as_deref(), Some(&[0x08, 0x01][..]));
+    let k = (detail.lines.iter())
+        .position(|l| l.text == "    \"status\": \"SERVING\"")
+        .expect("the response's JSON");
+    assert_eq!(detail.lines[k].span, Some(0..2));
+    // The braces around it point at nothing.
+    assert_eq!(detail.lines[k - 1].span, None);
+    app.focus = Pane::Detail;
+    app.detail_line = k;
+    assert!(screen(&app, 160, 40).contains("bytes 0..2 of 2"));
+    assert_eq!(highlighted_hex(&app, 160, 40), "0801..");
+}

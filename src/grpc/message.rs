@@ -7,6 +7,8 @@ use prost_reflect::{DynamicMessage, MessageDescriptor, Value as PValue};
 use serde::Serialize;
 use serde_json::Value;
 
+use std::ops::Range;
+
 use super::compression::decompress;
 use super::deframe::{Body, RawMessage, FLAG_COMPRESSED, FLAG_TRAILERS};
 use super::schema::Schemas;
@@ -30,6 +32,10 @@ pub struct Decoded {
     pub harvested: Vec<String>,
     /// The message bytes, decompressed, when [`GrpcConfig::keep_bytes`] asks for them.
     pub bytes: Option<Vec<u8>>,
+    /// With `bytes` and `json` from a schema, when [`GrpcConfig::key_spans`] asks: each top-level key of `json` and where its field
+    /// lies in `bytes` (from its first occurrence's tag to the end of its last), for pointing
+    /// at them (the TUI's hex pane).
+    pub key_spans: Vec<(Box<str>, Range<usize>)>,
 }
 
 /// A decoded message's JSON, kept as the compact text serde_json wrote: every output shows that
@@ -236,6 +242,7 @@ pub fn decode(
                 if let Ok((_, json)) = decode_with(&desc, bytes, show) {
                     d.type_name = Some(desc.full_name().to_string());
                     d.json = json;
+                    d.key_spans = key_spans(&desc, &d, bytes, cfg);
                     d.problem = Some(format!("no :path in the capture; decoded as {name}, the only loaded method whose type fits"));
                     return Outcome::Message(d);
                 }
@@ -259,6 +266,7 @@ pub fn decode(
                 Ok((msg, json)) => {
                     d.type_name = Some(desc.full_name().to_string());
                     d.json = json;
+                    d.key_spans = key_spans(&desc, &d, bytes, cfg);
                     if side == Side::Response && is_reflection(path) {
                         d.harvested = schemas.harvest(&descriptor_files(&msg));
                     }
@@ -272,6 +280,30 @@ pub fn decode(
         None => d.fields = show.then(|| Schemaless::Fields(wire::decode_raw(bytes))),
     }
     Outcome::Message(d)
+}
+
+/// [`Decoded::key_spans`], when the bytes are kept and the JSON is shown.
+fn key_spans(
+    desc: &MessageDescriptor,
+    d: &Decoded,
+    bytes: &[u8],
+    cfg: &GrpcConfig,
+) -> Vec<(Box<str>, Range<usize>)> {
+    let mut out: Vec<(Box<str>, Range<usize>)> = Vec::new();
+    if !(cfg.keep_bytes && cfg.key_spans) || d.json.is_none() {
+        return out;
+    }
+    for (number, span) in wire::top_level(bytes) {
+        let Some(field) = u32::try_from(number).ok().and_then(|n| desc.get_field(n)) else {
+            continue;
+        };
+        let key = field.json_name();
+        match out.iter_mut().find(|(k, _)| &**k == key) {
+            Some((_, seen)) => seen.end = span.end,
+            None => out.push((key.into(), span)),
+        }
+    }
+    out
 }
 
 enum Inferred {
@@ -481,6 +513,36 @@ pub fn decode_status_details(value: &[u8], schemas: &Schemas) -> Option<Value> {
 mod tests {
     use super::*;
     use prost::Message;
+
+    /// Each top-level key of a message's JSON gets the bytes of its field: the JSON name, as the
+    /// JSON has it; a repeated field from its first occurrence to the end of its last.
+    #[test]
+    fn json_keys_know_their_fields_bytes() {
+        let desc = Schemas::bundled().message("google.rpc.DebugInfo").unwrap();
+        // stack_entries "a", detail "d", stack_entries "b"
+        let bytes = [0x0a, 0x01, b'a', 0x12, 0x01, b'd', 0x0a, 0x01, b'b'];
+        let d = Decoded {
+            json: Json::of(&serde_json::json!({})).ok(),
+            ..Decoded::default()
+        };
+        let keep = GrpcConfig {
+            keep_bytes: true,
+            key_spans: true,
+            ..GrpcConfig::default()
+        };
+        let spans = key_spans(&desc, &d, &bytes, &keep);
+        assert_eq!(
+            spans,
+            [("stackEntries".into(), 0..9), ("detail".into(), 3..6)]
+        );
+        // Not unless asked for, and nothing to point into without the bytes.
+        let bytes_only = GrpcConfig {
+            keep_bytes: true,
+            ..GrpcConfig::default()
+        };
+        assert!(key_spans(&desc, &d, &bytes, &bytes_only).is_empty());
+        assert!(key_spans(&desc, &d, &bytes, &GrpcConfig::default()).is_empty());
+    }
 
     #[test]
     fn a_json_body_keeps_its_order_and_digits_without_its_line_breaks() {

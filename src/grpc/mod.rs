@@ -21,6 +21,9 @@ pub struct GrpcConfig {
     pub bodies: Bodies,
     /// Keep each message's (decompressed) bytes in its event, for exporters that replay them.
     pub keep_bytes: bool,
+    /// With `keep_bytes`, also note where the field of each top-level key of a message's JSON
+    /// lies in those bytes ([`message::Decoded::key_spans`], for the TUI's hex pane).
+    pub key_spans: bool,
 }
 
 /// How much of the message bodies is decoded: what the output shows decides.
@@ -58,6 +61,7 @@ impl Default for GrpcConfig {
             max_decompressed_size: 4 << 20,
             bodies: Bodies::Show,
             keep_bytes: false,
+            key_spans: false,
         }
     }
 }

@@ -122,6 +122,26 @@ pub fn decode_raw(bytes: &[u8]) -> Vec<Node> {
     walk(bytes, 0, 0, &mut budget, None).0
 }
 
+/// The top-level fields of a message, in the order they come: each one's number and where it
+/// lies, tag included. Stops at bytes that are not a field (or a group, which it does not walk),
+/// and after [`MAX_NODES`] fields.
+pub fn top_level(bytes: &[u8]) -> Vec<(u64, Range<usize>)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() && out.len() < MAX_NODES {
+        let Some((tag, n)) = read_varint(&bytes[at..]) else {
+            break;
+        };
+        let Some(len) = skip_field(&bytes[at + n..], tag & 7) else {
+            break;
+        };
+        let end = at + n + len;
+        out.push((tag >> 3, at..end));
+        at = end;
+    }
+    out
+}
+
 /// Reads a base-128 varint; `None` when cut short or longer than 10 bytes.
 pub fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
     let mut v: u64 = 0;

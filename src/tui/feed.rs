@@ -172,6 +172,7 @@ impl Loader {
         // The hex pane shows the frames' bytes, and the messages'.
         cfg.http2.keep_frame_bytes = true;
         cfg.grpc.keep_bytes = true;
+        cfg.grpc.key_spans = true;
         let thread = std::thread::spawn(move || {
             let mut batch = Batcher::new(tx.clone(), writer);
             // Live connections stay open: their health shows as it goes.
@@ -380,6 +381,7 @@ fn dissect_beside(
     // The hex pane shows the frames' bytes, and the messages'.
     cfg.http2.keep_frame_bytes = true;
     cfg.grpc.keep_bytes = true;
+    cfg.grpc.key_spans = true;
     // Two batches in flight: enough to keep both threads busy.
     let (tx, rx) = sync_channel::<Handed>(2);
     let (spent_tx, spent_rx) = sync_channel::<Vec<Event>>(4);

@@ -646,7 +646,7 @@ fn message_detail(m: &MessageEvent, w: &mut DetailWriter) -> String {
         (Some(j), _) => {
             let pretty = crate::output::jsonl::pretty(j.as_str());
             for l in pretty.lines() {
-                w.line(None, format_args!("  {l}"));
+                w.line(key_span(l, &d.key_spans), format_args!("  {l}"));
             }
             j.to_string()
         }
@@ -671,6 +671,16 @@ fn message_detail(m: &MessageEvent, w: &mut DetailWriter) -> String {
         }
         _ => String::new(),
     }
+}
+
+/// The bytes of the field a line of a message's pretty JSON names, when the line is one of
+/// the message's own keys (`  "name": ...`; deeper lines are indented further).
+fn key_span(line: &str, spans: &[(Box<str>, Range<usize>)]) -> Option<Range<usize>> {
+    let key = line.strip_prefix("  \"")?.split_once("\":")?.0;
+    spans
+        .iter()
+        .find(|(k, _)| &**k == key)
+        .map(|(_, span)| span.clone())
 }
 
 fn headers_detail(w: &mut DetailWriter, title: &str, list: &[HeaderField]) {
