@@ -1038,6 +1038,21 @@ mod tests {
         }
     }
 
+    /// A merge of two workers' replies into `sink`, handing written-out buffers to
+    /// `spare_texts`.
+    fn two_workers(sink: &mut Lines, spare_texts: Vec<SyncSender<Vec<u8>>>) -> Merge<'_> {
+        Merge {
+            queues: vec![VecDeque::new(), VecDeque::new()],
+            done_to: vec![0, 0],
+            numbers: vec![Vec::new(), Vec::new()],
+            next: 0,
+            sink,
+            texts: vec![(VecDeque::new(), 0); 2],
+            out: Vec::new(),
+            spare_texts,
+        }
+    }
+
     fn reply(worker: usize, items: Vec<(Tag, Output)>, text: &str, done_to: u64) -> Reply {
         Reply {
             worker,
@@ -1061,16 +1076,7 @@ mod tests {
         let mut sink = Lines::default();
         let (back0, spares0) = sync_channel(4);
         let (back1, spares1) = sync_channel(4);
-        let mut merge = Merge {
-            queues: vec![VecDeque::new(), VecDeque::new()],
-            done_to: vec![0, 0],
-            numbers: vec![Vec::new(), Vec::new()],
-            next: 0,
-            sink: &mut sink,
-            texts: vec![(VecDeque::new(), 0); 2],
-            out: Vec::new(),
-            spare_texts: vec![back0, back1],
-        };
+        let mut merge = two_workers(&mut sink, vec![back0, back1]);
         let new = |index, n| (Tag { index, phase: 1 }, Output::NewConn(n));
         // Worker 1's connection starts first (packet 1), worker 0's at packet 2.
         merge.accept(reply(
@@ -1108,16 +1114,7 @@ mod tests {
     #[test]
     fn merge_orders_sweeps_by_connection_and_interleaves_workers() {
         let mut sink = Lines::default();
-        let mut merge = Merge {
-            queues: vec![VecDeque::new(), VecDeque::new()],
-            done_to: vec![0, 0],
-            numbers: vec![Vec::new(), Vec::new()],
-            next: 0,
-            sink: &mut sink,
-            texts: vec![(VecDeque::new(), 0); 2],
-            out: Vec::new(),
-            spare_texts: Vec::new(),
-        };
+        let mut merge = two_workers(&mut sink, Vec::new());
         let new = |index, n| (Tag { index, phase: 1 }, Output::NewConn(n));
         let swept = |index, at: u64, conn| {
             let tag = Tag { index, phase: 0 };

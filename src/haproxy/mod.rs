@@ -603,31 +603,36 @@ mod tests {
         ) else {
             panic!("a call matched a path no call has");
         };
-        // What one dissection of the file says, counted here its own way.
-        let cfg = Config::default();
-        let mut reader = open_capture(file, &cfg).unwrap();
-        let mut d = Dissector::new(cfg);
-        let mut events: Vec<Event> = Vec::new();
-        reader
-            .for_each_packet(|p| {
-                d.packet(p, &mut events);
-                true
-            })
-            .unwrap();
-        d.finish(&mut events);
-        let mut kinds: Vec<(String, String, u64)> = Vec::new();
-        for e in &events {
-            let Event::Call(c) = e else { continue };
-            if !c.grpc {
-                continue;
-            }
-            let path = c.path().unwrap_or_else(|| "-".into());
-            let status = c.grpc_status().map_or("-".into(), |s| s.to_string());
-            match kinds.iter_mut().find(|k| k.0 == path && k.1 == status) {
-                Some(k) => k.2 += 1,
-                None => kinds.push((path, status, 1)),
+        // What one dissection of the file says, counted here its own way: gRPC calls by path
+        // and status, in the order they end.
+        #[derive(Default)]
+        struct Kinds(Vec<(String, String, u64)>);
+        impl Sink for Kinds {
+            fn event(&mut self, e: Event) {
+                let Event::Call(c) = e else { return };
+                if !c.grpc {
+                    return;
+                }
+                let path = c.path().unwrap_or_else(|| "-".into());
+                let status = c.grpc_status().map_or("-".into(), |s| s.to_string());
+                match self.0.iter_mut().find(|k| k.0 == path && k.1 == status) {
+                    Some(k) => k.2 += 1,
+                    None => self.0.push((path, status, 1)),
+                }
             }
         }
+        let cfg = Config::default();
+        let mut reader = open_capture(file, &cfg).unwrap();
+        let mut dissector = Dissector::new(cfg);
+        let mut seen = Kinds::default();
+        // Every packet, whether it is TCP or not.
+        let read = reader.for_each_packet(|p| {
+            let _ = dissector.packet(p, &mut seen);
+            true
+        });
+        read.unwrap();
+        dissector.finish(&mut seen);
+        let kinds = seen.0;
         assert!(kinds.iter().any(|k| k.2 > 1), "the file repeats calls");
         assert_eq!(candidates.len(), kinds.len(), "{candidates:#?}");
         for (line, (path, status, count)) in candidates.iter().zip(&kinds) {
