@@ -293,15 +293,19 @@ fn key_spans(
     if !(cfg.keep_bytes && cfg.key_spans) || d.json.is_none() {
         return out;
     }
+    // By field number: a message of many fields (its schema may come from the capture, by
+    // reflection) costs one lookup per field, not a search of the keys so far.
+    let mut at: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
     for (number, span) in wire::top_level(bytes) {
+        if let Some(&i) = at.get(&number) {
+            out[i].1.end = span.end;
+            continue;
+        }
         let Some(field) = u32::try_from(number).ok().and_then(|n| desc.get_field(n)) else {
             continue;
         };
-        let key = field.json_name();
-        match out.iter_mut().find(|(k, _)| &**k == key) {
-            Some((_, seen)) => seen.end = span.end,
-            None => out.push((key.into(), span)),
-        }
+        at.insert(number, out.len());
+        out.push((field.json_name().into(), span));
     }
     out
 }

@@ -645,8 +645,10 @@ fn message_detail(m: &MessageEvent, w: &mut DetailWriter) -> String {
     match (&d.json, &d.fields) {
         (Some(j), _) => {
             let pretty = crate::output::jsonl::pretty(j.as_str());
+            let spans: HashMap<&str, &Range<usize>> =
+                (d.key_spans.iter()).map(|(k, s)| (&**k, s)).collect();
             for l in pretty.lines() {
-                w.line(key_span(l, &d.key_spans), format_args!("  {l}"));
+                w.line(key_span(l, &spans), format_args!("  {l}"));
             }
             j.to_string()
         }
@@ -675,12 +677,9 @@ fn message_detail(m: &MessageEvent, w: &mut DetailWriter) -> String {
 
 /// The bytes of the field a line of a message's pretty JSON names, when the line is one of
 /// the message's own keys (`  "name": ...`; deeper lines are indented further).
-fn key_span(line: &str, spans: &[(Box<str>, Range<usize>)]) -> Option<Range<usize>> {
+fn key_span(line: &str, spans: &HashMap<&str, &Range<usize>>) -> Option<Range<usize>> {
     let key = line.strip_prefix("  \"")?.split_once("\":")?.0;
-    spans
-        .iter()
-        .find(|(k, _)| &**k == key)
-        .map(|(_, span)| span.clone())
+    spans.get(key).map(|&span| span.clone())
 }
 
 fn headers_detail(w: &mut DetailWriter, title: &str, list: &[HeaderField]) {
