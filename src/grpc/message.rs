@@ -32,9 +32,10 @@ pub struct Decoded {
     pub harvested: Vec<String>,
     /// The message bytes, decompressed, when [`GrpcConfig::keep_bytes`] asks for them.
     pub bytes: Option<Vec<u8>>,
-    /// With `bytes` and `json` from a schema, when [`GrpcConfig::key_spans`] asks: each top-level key of `json` and where its field
-    /// lies in `bytes` (from its first occurrence's tag to the end of its last), for pointing
-    /// at them (the TUI's hex pane).
+    /// With `bytes` and `json` from a schema, when [`GrpcConfig::key_spans`] asks: where the
+    /// field of each key of `json` lies in `bytes`, by the key's path (`a`, `a.b`, `a[2]`,
+    /// `a[2].b`; from a field's first occurrence to the end of its last), for pointing at them
+    /// (the TUI's hex pane).
     pub key_spans: Vec<(Box<str>, Range<usize>)>,
 }
 
@@ -289,25 +290,90 @@ fn key_spans(
     bytes: &[u8],
     cfg: &GrpcConfig,
 ) -> Vec<(Box<str>, Range<usize>)> {
-    let mut out: Vec<(Box<str>, Range<usize>)> = Vec::new();
+    let mut out = Vec::new();
     if !(cfg.keep_bytes && cfg.key_spans) || d.json.is_none() {
         return out;
     }
-    // By field number: a message of many fields (its schema may come from the capture, by
-    // reflection) costs one lookup per field, not a search of the keys so far.
-    let mut at: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
-    for (number, span) in wire::top_level(bytes) {
-        if let Some(&i) = at.get(&number) {
-            out[i].1.end = span.end;
-            continue;
+    let mut budget = KEY_SPANS_MAX;
+    note_key_spans(desc, bytes, 0, "", 0, &mut budget, &mut out);
+    out
+}
+
+/// Key spans noted per message at most: a message of many fields, its schema perhaps from the
+/// capture's reflection, stays cheap.
+const KEY_SPANS_MAX: usize = 50_000;
+
+/// Notes where the fields of `bytes` (a `desc` at `base` in the message) lie, under their JSON
+/// paths below `prefix`: `a.b` for a field of a nested message, `a[2]` for the third element of
+/// a repeated message field and `a[2].b` for a field in it. A field that comes several times
+/// spans from its first occurrence to the end of its last.
+fn note_key_spans(
+    desc: &MessageDescriptor,
+    bytes: &[u8],
+    base: usize,
+    prefix: &str,
+    depth: usize,
+    budget: &mut usize,
+    out: &mut Vec<(Box<str>, Range<usize>)>,
+) {
+    // By field number: where its path is in `out`, and how many times it came.
+    let mut seen: std::collections::HashMap<u64, (usize, usize)> = std::collections::HashMap::new();
+    for f in wire::top_level(bytes) {
+        if *budget == 0 {
+            return;
         }
-        let Some(field) = u32::try_from(number).ok().and_then(|n| desc.get_field(n)) else {
+        *budget -= 1;
+        let span = base + f.span.start..base + f.span.end;
+        let Some(field) = u32::try_from(f.number).ok().and_then(|n| desc.get_field(n)) else {
             continue;
         };
-        at.insert(number, out.len());
-        out.push((field.json_name().into(), span));
+        let (index, occurrence) = match seen.get_mut(&f.number) {
+            Some((i, count)) => {
+                out[*i].1.end = span.end;
+                *count += 1;
+                (*i, *count - 1)
+            }
+            None => {
+                let path = match prefix {
+                    "" => field.json_name().to_string(),
+                    _ => format!("{prefix}.{}", field.json_name()),
+                };
+                seen.insert(f.number, (out.len(), 1));
+                out.push((path.into(), span.clone()));
+                (out.len() - 1, 0)
+            }
+        };
+        // A nested message's own fields. A map is not walked (its JSON keys are the map's);
+        // the fields of well-known types, which JSON writes in forms of their own, find no
+        // line to point from and cost only their budget.
+        let Some(body) = f.body else {
+            continue;
+        };
+        let prost_reflect::Kind::Message(inner) = field.kind() else {
+            continue;
+        };
+        if depth >= 32 || field.is_map() {
+            continue;
+        }
+        let key = out[index].0.to_string();
+        let path = if field.is_list() {
+            let element = format!("{key}[{occurrence}]");
+            out.push((element.clone().into(), span));
+            element
+        } else {
+            key
+        };
+        let inner_bytes = &bytes[body.clone()];
+        note_key_spans(
+            &inner,
+            inner_bytes,
+            base + body.start,
+            &path,
+            depth + 1,
+            budget,
+            out,
+        );
     }
-    out
 }
 
 enum Inferred {
@@ -517,6 +583,39 @@ pub fn decode_status_details(value: &[u8], schemas: &Schemas) -> Option<Value> {
 mod tests {
     use super::*;
     use prost::Message;
+
+    /// Keys inside nested messages get their bytes too, by path: a repeated message field as a
+    /// whole, each of its elements, and the fields inside each.
+    #[test]
+    fn nested_json_keys_know_their_fields_bytes() {
+        let desc = Schemas::bundled().message("google.rpc.BadRequest").unwrap();
+        // field_violations { field "a" description "b" } field_violations { field "c" }
+        let bytes = [
+            0x0a, 0x06, 0x0a, 0x01, b'a', 0x12, 0x01, b'b', 0x0a, 0x03, 0x0a, 0x01, b'c',
+        ];
+        let d = Decoded {
+            json: Json::of(&serde_json::json!({})).ok(),
+            ..Decoded::default()
+        };
+        let cfg = GrpcConfig {
+            keep_bytes: true,
+            key_spans: true,
+            ..GrpcConfig::default()
+        };
+        let spans = key_spans(&desc, &d, &bytes, &cfg);
+        let want: Vec<(Box<str>, Range<usize>)> = [
+            ("fieldViolations", 0..13),
+            ("fieldViolations[0]", 0..8),
+            ("fieldViolations[0].field", 2..5),
+            ("fieldViolations[0].description", 5..8),
+            ("fieldViolations[1]", 8..13),
+            ("fieldViolations[1].field", 10..13),
+        ]
+        .into_iter()
+        .map(|(k, r)| (k.into(), r))
+        .collect();
+        assert_eq!(spans, want);
+    }
 
     /// Each top-level key of a message's JSON gets the bytes of its field: the JSON name, as the
     /// JSON has it; a repeated field from its first occurrence to the end of its last.

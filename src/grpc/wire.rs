@@ -122,10 +122,19 @@ pub fn decode_raw(bytes: &[u8]) -> Vec<Node> {
     walk(bytes, 0, 0, &mut budget, None).0
 }
 
-/// The top-level fields of a message, in the order they come: each one's number and where it
-/// lies, tag included. Stops at bytes that are not a field (or a group, which it does not walk),
-/// and after [`MAX_NODES`] fields.
-pub fn top_level(bytes: &[u8]) -> Vec<(u64, Range<usize>)> {
+/// One field of a message as [`top_level`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldAt {
+    pub number: u64,
+    /// Where the field lies, tag included.
+    pub span: Range<usize>,
+    /// A length-delimited field's contents (after its tag and length).
+    pub body: Option<Range<usize>>,
+}
+
+/// The top-level fields of a message, in the order they come. Stops at bytes that are not a
+/// field (or a group, which it does not walk), and after [`MAX_NODES`] fields.
+pub fn top_level(bytes: &[u8]) -> Vec<FieldAt> {
     let mut out = Vec::new();
     let mut at = 0;
     while at < bytes.len() && out.len() < MAX_NODES {
@@ -136,7 +145,15 @@ pub fn top_level(bytes: &[u8]) -> Vec<(u64, Range<usize>)> {
             break;
         };
         let end = at + n + len;
-        out.push((tag >> 3, at..end));
+        let body = (tag & 7 == 2)
+            .then(|| read_varint(&bytes[at + n..]))
+            .flatten()
+            .map(|(_, k)| at + n + k..end);
+        out.push(FieldAt {
+            number: tag >> 3,
+            span: at..end,
+            body,
+        });
         at = end;
     }
     out

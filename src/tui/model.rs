@@ -647,8 +647,13 @@ fn message_detail(m: &MessageEvent, w: &mut DetailWriter) -> String {
             let pretty = crate::output::jsonl::pretty(j.as_str());
             let spans: HashMap<&str, &Range<usize>> =
                 (d.key_spans.iter()).map(|(k, s)| (&**k, s)).collect();
+            let mut paths = JsonPaths::default();
             for l in pretty.lines() {
-                w.line(key_span(l, &spans), format_args!("  {l}"));
+                let span = (!spans.is_empty())
+                    .then(|| paths.line(l))
+                    .flatten()
+                    .and_then(|p| spans.get(p.as_str()).map(|&s| s.clone()));
+                w.line(span, format_args!("  {l}"));
             }
             j.to_string()
         }
@@ -675,11 +680,63 @@ fn message_detail(m: &MessageEvent, w: &mut DetailWriter) -> String {
     }
 }
 
-/// The bytes of the field a line of a message's pretty JSON names, when the line is one of
-/// the message's own keys (`  "name": ...`; deeper lines are indented further).
-fn key_span(line: &str, spans: &HashMap<&str, &Range<usize>>) -> Option<Range<usize>> {
-    let key = line.strip_prefix("  \"")?.split_once("\":")?.0;
-    spans.get(key).map(|&span| span.clone())
+/// Follows the lines of pretty JSON (as [`crate::output::jsonl::pretty`] writes it: one key or
+/// element per line, `{` and `[` ending the line that opens them) and names what each line
+/// holds by its path from the top: `a`, `a.b`, `a[2]`, `a[2].b` (see
+/// [`crate::grpc::message::Decoded::key_spans`]).
+#[derive(Default)]
+struct JsonPaths {
+    /// The objects and arrays open: each one's path, and for an array its next element.
+    open: Vec<(String, Option<usize>)>,
+}
+
+impl JsonPaths {
+    fn line(&mut self, line: &str) -> Option<String> {
+        let text = line.trim_start();
+        if text.starts_with(['}', ']']) {
+            self.open.pop();
+            return None;
+        }
+        let Some((inside, element)) = self.open.last_mut() else {
+            // The top object.
+            if text == "{" {
+                self.open.push((String::new(), None));
+            }
+            return None;
+        };
+        let (path, value) = match element {
+            Some(next) => {
+                let path = format!("{inside}[{next}]");
+                *next += 1;
+                (path, text)
+            }
+            None => {
+                let rest = text.strip_prefix('"')?;
+                // The key's closing quote: the first not escaped.
+                let mut end = 0;
+                let bytes = rest.as_bytes();
+                while end < bytes.len() && bytes[end] != b'"' {
+                    end += if bytes[end] == b'\\' { 2 } else { 1 };
+                }
+                let value = rest.get(end..)?.strip_prefix("\": ")?;
+                let key = &rest[..end];
+                // A key with escapes names no field (a map's key, say): its path matches none,
+                // but what it opens is still followed.
+                let path = match inside.as_str() {
+                    _ if key.contains('\\') => "\\".to_string(),
+                    "" => key.to_string(),
+                    _ => format!("{inside}.{key}"),
+                };
+                (path, value)
+            }
+        };
+        match value.trim_end_matches(',') {
+            "{" => self.open.push((path.clone(), None)),
+            "[" => self.open.push((path.clone(), Some(0))),
+            _ => {}
+        }
+        Some(path)
+    }
 }
 
 fn headers_detail(w: &mut DetailWriter, title: &str, list: &[HeaderField]) {
@@ -1379,6 +1436,45 @@ mod tests {
     }
 
     /// A frame's lines made from its stored parts are the lines made from the frame.
+    /// Each line of pretty JSON is named by its path from the top: keys, nested keys, array
+    /// elements and the keys inside them; a key with escapes is followed but names nothing.
+    #[test]
+    fn pretty_json_lines_are_named_by_their_paths() {
+        let json = r#"{"a":1,"b":{"c":"x{"},"items":[{"name":"n"},{"name":"m","e":[]}],"ids":[1,2],"m":{"we\"ird":{"z":1}},"last":true}"#;
+        let pretty = crate::output::jsonl::pretty(json);
+        let mut paths = JsonPaths::default();
+        let named: Vec<Option<String>> = pretty.lines().map(|l| paths.line(l)).collect();
+        let want = [
+            None,
+            Some("a"),
+            Some("b"),
+            Some("b.c"),
+            None,
+            Some("items"),
+            Some("items[0]"),
+            Some("items[0].name"),
+            None,
+            Some("items[1]"),
+            Some("items[1].name"),
+            Some("items[1].e"),
+            None,
+            None,
+            Some("ids"),
+            Some("ids[0]"),
+            Some("ids[1]"),
+            None,
+            Some("m"),
+            Some("\\"),
+            Some("\\.z"),
+            None,
+            None,
+            Some("last"),
+            None,
+        ];
+        let want: Vec<Option<String>> = want.iter().map(|p| p.map(String::from)).collect();
+        assert_eq!(named, want, "{pretty}");
+    }
+
     #[test]
     fn stored_frames_give_the_lines_of_the_frames() {
         let mut frames = 0;
