@@ -428,24 +428,78 @@ fn decode_with(
     // The canonical JSON mapping refuses some values that decode fine (a Timestamp past year
     // 9999, say); then the message is shown field by field without the well-known-type rules.
     let json = Json::of(&msg)
-        .or_else(|_| Json::of(&plain_json(&msg)))
+        .or_else(|_| Json::of(&PlainJson(&msg)))
         .map_err(|e| e.to_string())?;
     Ok((msg, Some(json)))
 }
 
-/// JSON of a message without the special forms of well-known types.
-fn plain_json(msg: &DynamicMessage) -> Value {
-    let mut m = serde_json::Map::new();
-    for (field, value) in msg.fields() {
-        m.insert(
-            field.json_name().to_string(),
-            plain_value(value, &field.kind()),
-        );
+/// A message as JSON without the special forms of well-known types, its fields in the
+/// schema's order as the canonical mapping writes them (map entries by key).
+struct PlainJson<'a>(&'a DynamicMessage);
+
+impl Serialize for PlainJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        for (field, value) in self.0.fields() {
+            let kind = field.kind();
+            map.serialize_entry(field.json_name(), &PlainValue(value, &kind))?;
+        }
+        map.end()
     }
-    Value::Object(m)
 }
 
-fn plain_value(v: &PValue, kind: &prost_reflect::Kind) -> Value {
+/// A field's value in [`PlainJson`], read with its field's kind (enums by name).
+struct PlainValue<'a>(&'a PValue, &'a prost_reflect::Kind);
+
+impl Serialize for PlainValue<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        let PlainValue(v, kind) = *self;
+        match v {
+            PValue::Message(m) => PlainJson(m).serialize(s),
+            PValue::List(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(&PlainValue(item, kind))?;
+                }
+                seq.end()
+            }
+            PValue::Map(entries) => {
+                let value_kind = match kind {
+                    prost_reflect::Kind::Message(d) if d.is_map_entry() => {
+                        d.map_entry_value_field().kind()
+                    }
+                    other => other.clone(),
+                };
+                let mut sorted: Vec<(String, &PValue)> = entries
+                    .iter()
+                    .map(|(k, v)| {
+                        let key = match k {
+                            prost_reflect::MapKey::Bool(b) => b.to_string(),
+                            prost_reflect::MapKey::I32(n) => n.to_string(),
+                            prost_reflect::MapKey::I64(n) => n.to_string(),
+                            prost_reflect::MapKey::U32(n) => n.to_string(),
+                            prost_reflect::MapKey::U64(n) => n.to_string(),
+                            prost_reflect::MapKey::String(s) => s.clone(),
+                        };
+                        (key, v)
+                    })
+                    .collect();
+                sorted.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut map = s.serialize_map(Some(sorted.len()))?;
+                for (key, v) in sorted {
+                    map.serialize_entry(&key, &PlainValue(v, &value_kind))?;
+                }
+                map.end()
+            }
+            scalar => plain_scalar(scalar, kind).serialize(s),
+        }
+    }
+}
+
+/// A value that is no message, list or map, as [`PlainJson`] writes it.
+fn plain_scalar(v: &PValue, kind: &prost_reflect::Kind) -> Value {
     match v {
         PValue::Bool(b) => (*b).into(),
         PValue::I32(n) => (*n).into(),
@@ -467,29 +521,7 @@ fn plain_value(v: &PValue, kind: &prost_reflect::Kind) -> Value {
                 .unwrap_or_else(|| (*n).into()),
             _ => (*n).into(),
         },
-        PValue::Message(m) => plain_json(m),
-        PValue::List(items) => Value::Array(items.iter().map(|i| plain_value(i, kind)).collect()),
-        PValue::Map(entries) => {
-            let value_kind = match kind {
-                prost_reflect::Kind::Message(d) if d.is_map_entry() => {
-                    d.map_entry_value_field().kind()
-                }
-                other => other.clone(),
-            };
-            let mut out = serde_json::Map::new();
-            for (k, v) in entries {
-                let key = match k {
-                    prost_reflect::MapKey::Bool(b) => b.to_string(),
-                    prost_reflect::MapKey::I32(n) => n.to_string(),
-                    prost_reflect::MapKey::I64(n) => n.to_string(),
-                    prost_reflect::MapKey::U32(n) => n.to_string(),
-                    prost_reflect::MapKey::U64(n) => n.to_string(),
-                    prost_reflect::MapKey::String(s) => s.clone(),
-                };
-                out.insert(key, plain_value(v, &value_kind));
-            }
-            Value::Object(out)
-        }
+        PValue::Message(_) | PValue::List(_) | PValue::Map(_) => Value::Null,
     }
 }
 
@@ -583,6 +615,43 @@ pub fn decode_status_details(value: &[u8], schemas: &Schemas) -> Option<Value> {
 mod tests {
     use super::*;
     use prost::Message;
+
+    /// A message the canonical JSON mapping refuses (a Timestamp past year 9999) is written
+    /// field by field, still in the schema's order, with map entries by key.
+    #[test]
+    fn json_past_the_canonical_mapping_keeps_the_schemas_order() {
+        use prost::Message as _;
+        let dir = std::env::temp_dir().join(format!("h2scope-plain-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("p.proto"),
+            r#"syntax = "proto3"; package p; import "google/protobuf/timestamp.proto";
+            message M { string zeta = 1; google.protobuf.Timestamp when = 2;
+                        map<string, int32> tags = 3; int32 alpha = 4; }"#,
+        )
+        .unwrap();
+        let mut schemas = Schemas::bundled();
+        schemas
+            .add_proto_files(&[dir.join("p.proto")], std::slice::from_ref(&dir))
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let desc = schemas.message("p.M").unwrap();
+        let mut ts = DynamicMessage::new(schemas.message("google.protobuf.Timestamp").unwrap());
+        ts.set_field_by_name("seconds", PValue::I64(1_000_000_000_000_000));
+        let mut m = DynamicMessage::new(desc.clone());
+        m.set_field_by_name("zeta", PValue::String("z".into()));
+        m.set_field_by_name("when", PValue::Message(ts));
+        let tags = [("b", 2), ("a", 1)]
+            .map(|(k, v)| (prost_reflect::MapKey::String(k.into()), PValue::I32(v)));
+        m.set_field_by_name("tags", PValue::Map(tags.into_iter().collect()));
+        m.set_field_by_name("alpha", PValue::I32(7));
+        assert!(Json::of(&m).is_err(), "the canonical mapping takes it");
+        let (_, json) = decode_with(&desc, &m.encode_to_vec(), true).unwrap();
+        assert_eq!(
+            json.unwrap().as_str(),
+            r#"{"zeta":"z","when":{"seconds":"1000000000000000"},"tags":{"a":1,"b":2},"alpha":7}"#
+        );
+    }
 
     /// Keys inside nested messages get their bytes too, by path: a repeated message field as a
     /// whole, each of its elements, and the fields inside each.
