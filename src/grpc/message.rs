@@ -427,10 +427,196 @@ fn decode_with(
     }
     // The canonical JSON mapping refuses some values that decode fine (a Timestamp past year
     // 9999, say); then the message is shown field by field without the well-known-type rules.
-    let json = Json::of(&msg)
+    let json = canonical_json(&msg)
         .or_else(|_| Json::of(&PlainJson(&msg)))
         .map_err(|e| e.to_string())?;
     Ok((msg, Some(json)))
+}
+
+/// A message in protobuf's canonical JSON mapping, with the entries of its maps (map fields,
+/// and `google.protobuf.Struct`) in key order. prost-reflect keeps a map in a `HashMap`, so
+/// its serializer wrote the entries in an order that changed from one message to the next.
+fn canonical_json(msg: &DynamicMessage) -> Result<Json, serde_json::Error> {
+    let json = Json::of(msg)?;
+    if !has_unordered_map(msg, 0) {
+        return Ok(json);
+    }
+    use prost_reflect::ReflectMessage;
+    let mut tree: Ordered = serde_json::from_str(json.as_str())?;
+    sort_maps(&mut tree, &msg.descriptor(), 0);
+    Json::of(&tree)
+}
+
+/// Nesting followed at most when looking for maps to order (prost-reflect decodes no deeper).
+const MAX_MAP_DEPTH: usize = 100;
+
+/// Whether the message holds a map of two entries or more, at any depth.
+fn has_unordered_map(msg: &DynamicMessage, depth: usize) -> bool {
+    fn value_has(v: &PValue, depth: usize) -> bool {
+        match v {
+            PValue::Map(m) => m.len() > 1 || m.values().any(|v| value_has(v, depth)),
+            PValue::Message(m) => has_unordered_map(m, depth + 1),
+            PValue::List(items) => items.iter().any(|v| value_has(v, depth)),
+            _ => false,
+        }
+    }
+    depth < MAX_MAP_DEPTH && msg.fields().any(|(_, v)| value_has(v, depth))
+}
+
+/// JSON read back with the order of its objects' entries kept (`serde_json::Value` sorts
+/// them), to put a message's map entries in order without moving its fields.
+enum Ordered {
+    Object(Vec<(String, Ordered)>),
+    Array(Vec<Ordered>),
+    Leaf(Value),
+}
+
+impl<'de> serde::Deserialize<'de> for Ordered {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Ordered;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Ordered, E> {
+                Ok(Ordered::Leaf(v.into()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Ordered, E> {
+                Ok(Ordered::Leaf(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Ordered, E> {
+                Ok(Ordered::Leaf(v.into()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Ordered, E> {
+                Ok(Ordered::Leaf(v.into()))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Ordered, E> {
+                Ok(Ordered::Leaf(v.into()))
+            }
+            fn visit_unit<E>(self) -> Result<Ordered, E> {
+                Ok(Ordered::Leaf(Value::Null))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Ordered, A::Error> {
+                let mut items = Vec::new();
+                while let Some(v) = a.next_element()? {
+                    items.push(v);
+                }
+                Ok(Ordered::Array(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Ordered, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = a.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Ordered::Object(entries))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+impl Serialize for Ordered {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self {
+            Ordered::Leaf(v) => v.serialize(s),
+            Ordered::Array(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(item)?;
+                }
+                seq.end()
+            }
+            Ordered::Object(entries) => {
+                let mut map = s.serialize_map(Some(entries.len()))?;
+                for (k, v) in entries {
+                    map.serialize_entry(k, v)?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
+/// Puts the entries of the maps in `v`, the JSON of a `desc`, in key order: numbers by value,
+/// strings by their bytes (as `MapKey` orders them).
+fn sort_maps(v: &mut Ordered, desc: &MessageDescriptor, depth: usize) {
+    if depth >= MAX_MAP_DEPTH {
+        return;
+    }
+    match desc.full_name() {
+        // Their JSON is the map (or holds Structs): every object in it is one.
+        "google.protobuf.Struct" | "google.protobuf.Value" | "google.protobuf.ListValue" => {
+            return sort_objects(v, depth);
+        }
+        // Written in forms of their own, with no maps of theirs (an Any's packed message is
+        // left as it is).
+        name if name.starts_with("google.protobuf.") => return,
+        _ => {}
+    }
+    let Ordered::Object(entries) = v else {
+        return;
+    };
+    for (key, value) in entries.iter_mut() {
+        let Some(field) = desc.get_field_by_json_name(key) else {
+            continue;
+        };
+        let prost_reflect::Kind::Message(inner) = field.kind() else {
+            continue;
+        };
+        match value {
+            Ordered::Object(map) if field.is_map() => {
+                let numeric = !matches!(
+                    inner.map_entry_key_field().kind(),
+                    prost_reflect::Kind::String | prost_reflect::Kind::Bool
+                );
+                if numeric {
+                    map.sort_by_key(|(k, _)| k.parse::<i128>().unwrap_or(i128::MAX));
+                } else {
+                    map.sort_by(|a, b| a.0.cmp(&b.0));
+                }
+                if let prost_reflect::Kind::Message(m) = inner.map_entry_value_field().kind() {
+                    for (_, v) in map.iter_mut() {
+                        sort_maps(v, &m, depth + 1);
+                    }
+                }
+            }
+            Ordered::Array(items) => {
+                for item in items {
+                    sort_maps(item, &inner, depth + 1);
+                }
+            }
+            other => sort_maps(other, &inner, depth + 1),
+        }
+    }
+}
+
+/// Sorts the entries of every object in `v` by key (the JSON of Structs).
+fn sort_objects(v: &mut Ordered, depth: usize) {
+    if depth >= MAX_MAP_DEPTH {
+        return;
+    }
+    match v {
+        Ordered::Object(entries) => {
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            for (_, v) in entries {
+                sort_objects(v, depth + 1);
+            }
+        }
+        Ordered::Array(items) => {
+            for item in items {
+                sort_objects(item, depth + 1);
+            }
+        }
+        Ordered::Leaf(_) => {}
+    }
 }
 
 /// A message as JSON without the special forms of well-known types, its fields in the
@@ -472,23 +658,18 @@ impl Serialize for PlainValue<'_> {
                     }
                     other => other.clone(),
                 };
-                let mut sorted: Vec<(String, &PValue)> = entries
-                    .iter()
-                    .map(|(k, v)| {
-                        let key = match k {
-                            prost_reflect::MapKey::Bool(b) => b.to_string(),
-                            prost_reflect::MapKey::I32(n) => n.to_string(),
-                            prost_reflect::MapKey::I64(n) => n.to_string(),
-                            prost_reflect::MapKey::U32(n) => n.to_string(),
-                            prost_reflect::MapKey::U64(n) => n.to_string(),
-                            prost_reflect::MapKey::String(s) => s.clone(),
-                        };
-                        (key, v)
-                    })
-                    .collect();
-                sorted.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut sorted: Vec<_> = entries.iter().collect();
+                sorted.sort_by(|a, b| a.0.cmp(b.0));
                 let mut map = s.serialize_map(Some(sorted.len()))?;
-                for (key, v) in sorted {
+                for (k, v) in sorted {
+                    let key = match k {
+                        prost_reflect::MapKey::Bool(b) => b.to_string(),
+                        prost_reflect::MapKey::I32(n) => n.to_string(),
+                        prost_reflect::MapKey::I64(n) => n.to_string(),
+                        prost_reflect::MapKey::U32(n) => n.to_string(),
+                        prost_reflect::MapKey::U64(n) => n.to_string(),
+                        prost_reflect::MapKey::String(s) => s.clone(),
+                    };
                     map.serialize_entry(&key, &PlainValue(v, &value_kind))?;
                 }
                 map.end()
@@ -615,6 +796,73 @@ pub fn decode_status_details(value: &[u8], schemas: &Schemas) -> Option<Value> {
 mod tests {
     use super::*;
     use prost::Message;
+
+    /// Map entries come in key order (numbers by value), at every depth and in Structs, and
+    /// the same on every decode: prost-reflect's maps are `HashMap`s, whose order changed from
+    /// one message to the next. Fields keep the schema's order.
+    #[test]
+    fn map_entries_come_in_key_order() {
+        use prost::Message as _;
+        use prost_reflect::MapKey;
+        let dir = std::env::temp_dir().join(format!("h2scope-maps-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("m.proto"),
+            r#"syntax = "proto3"; package m; import "google/protobuf/struct.proto";
+            message Inner { map<string, int32> tags = 1; }
+            message M { string zeta = 1; map<string, int32> tags = 2;
+                        map<int32, Inner> by_id = 3; repeated Inner list = 4;
+                        google.protobuf.Struct meta = 5; int32 alpha = 6; }"#,
+        )
+        .unwrap();
+        let mut schemas = Schemas::bundled();
+        schemas
+            .add_proto_files(&[dir.join("m.proto")], std::slice::from_ref(&dir))
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let desc = schemas.message("m.M").unwrap();
+        let inner_desc = schemas.message("m.Inner").unwrap();
+        let tags = |keys: &[&str]| {
+            PValue::Map(
+                (keys.iter().enumerate())
+                    .map(|(i, k)| (MapKey::String(k.to_string()), PValue::I32(i as i32)))
+                    .collect(),
+            )
+        };
+        let inner = |keys: &[&str]| {
+            let mut m = DynamicMessage::new(inner_desc.clone());
+            m.set_field_by_name("tags", tags(keys));
+            PValue::Message(m)
+        };
+        let mut m = DynamicMessage::new(desc.clone());
+        m.set_field_by_name("zeta", PValue::String("z".into()));
+        m.set_field_by_name("tags", tags(&["d", "b", "e", "a", "c"]));
+        let by_id = [(10, ["y", "x"]), (9, ["q", "p"]), (-1, ["n", "m"])]
+            .map(|(k, keys)| (MapKey::I32(k), inner(&keys)));
+        m.set_field_by_name("by_id", PValue::Map(by_id.into_iter().collect()));
+        m.set_field_by_name("list", PValue::List(vec![inner(&["t", "s", "u"])]));
+        let meta: DynamicMessage = DynamicMessage::deserialize(
+            schemas.message("google.protobuf.Struct").unwrap(),
+            &mut serde_json::Deserializer::from_str(
+                r#"{"k2":{"y":1,"x":[{"b":1,"a":2}]},"k1":true}"#,
+            ),
+        )
+        .unwrap();
+        m.set_field_by_name("meta", PValue::Message(meta));
+        m.set_field_by_name("alpha", PValue::I32(7));
+        let bytes = m.encode_to_vec();
+        let want = concat!(
+            r#"{"zeta":"z","tags":{"a":3,"b":1,"c":4,"d":0,"e":2},"#,
+            r#""byId":{"-1":{"tags":{"m":1,"n":0}},"9":{"tags":{"p":1,"q":0}},"10":{"tags":{"x":1,"y":0}}},"#,
+            r#""list":[{"tags":{"s":1,"t":0,"u":2}}],"#,
+            // A Struct's numbers are doubles, which prost-reflect writes with a fraction.
+            r#""meta":{"k1":true,"k2":{"x":[{"a":2.0,"b":1.0}],"y":1.0}},"alpha":7}"#
+        );
+        for _ in 0..8 {
+            let (_, json) = decode_with(&desc, &bytes, true).unwrap();
+            assert_eq!(json.unwrap().as_str(), want);
+        }
+    }
 
     /// A message the canonical JSON mapping refuses (a Timestamp past year 9999) is written
     /// field by field, still in the schema's order, with map entries by key.
