@@ -804,22 +804,14 @@ mod tests {
     fn map_entries_come_in_key_order() {
         use prost::Message as _;
         use prost_reflect::MapKey;
-        let dir = std::env::temp_dir().join(format!("h2scope-maps-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("m.proto"),
+        let schemas = compiled(
+            "maps",
             r#"syntax = "proto3"; package m; import "google/protobuf/struct.proto";
             message Inner { map<string, int32> tags = 1; }
             message M { string zeta = 1; map<string, int32> tags = 2;
                         map<int32, Inner> by_id = 3; repeated Inner list = 4;
                         google.protobuf.Struct meta = 5; int32 alpha = 6; }"#,
-        )
-        .unwrap();
-        let mut schemas = Schemas::bundled();
-        schemas
-            .add_proto_files(&[dir.join("m.proto")], std::slice::from_ref(&dir))
-            .unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
+        );
         let desc = schemas.message("m.M").unwrap();
         let inner_desc = schemas.message("m.Inner").unwrap();
         let tags = |keys: &[&str]| {
@@ -869,20 +861,12 @@ mod tests {
     #[test]
     fn json_past_the_canonical_mapping_keeps_the_schemas_order() {
         use prost::Message as _;
-        let dir = std::env::temp_dir().join(format!("h2scope-plain-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("p.proto"),
+        let schemas = compiled(
+            "plain",
             r#"syntax = "proto3"; package p; import "google/protobuf/timestamp.proto";
             message M { string zeta = 1; google.protobuf.Timestamp when = 2;
                         map<string, int32> tags = 3; int32 alpha = 4; }"#,
-        )
-        .unwrap();
-        let mut schemas = Schemas::bundled();
-        schemas
-            .add_proto_files(&[dir.join("p.proto")], std::slice::from_ref(&dir))
-            .unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
+        );
         let desc = schemas.message("p.M").unwrap();
         let mut ts = DynamicMessage::new(schemas.message("google.protobuf.Timestamp").unwrap());
         ts.set_field_by_name("seconds", PValue::I64(1_000_000_000_000_000));
@@ -901,15 +885,14 @@ mod tests {
         );
     }
 
-    /// Keys inside nested messages get their bytes too, by path: a repeated message field as a
-    /// whole, each of its elements, and the fields inside each.
-    #[test]
-    fn nested_json_keys_know_their_fields_bytes() {
-        let desc = Schemas::bundled().message("google.rpc.BadRequest").unwrap();
-        // field_violations { field "a" description "b" } field_violations { field "c" }
-        let bytes = [
-            0x0a, 0x06, 0x0a, 0x01, b'a', 0x12, 0x01, b'b', 0x0a, 0x03, 0x0a, 0x01, b'c',
-        ];
+    /// The key spans of `bytes` read as the bundled type `name`, as the TUI asks for them;
+    /// with the descriptor and the decoded message they were asked for.
+    #[allow(clippy::type_complexity)]
+    fn spans_of(
+        name: &str,
+        bytes: &[u8],
+    ) -> (Vec<(Box<str>, Range<usize>)>, (MessageDescriptor, Decoded)) {
+        let desc = Schemas::bundled().message(name).unwrap();
         let d = Decoded {
             json: Json::of(&serde_json::json!({})).ok(),
             ..Decoded::default()
@@ -919,7 +902,31 @@ mod tests {
             key_spans: true,
             ..GrpcConfig::default()
         };
-        let spans = key_spans(&desc, &d, &bytes, &cfg);
+        (key_spans(&desc, &d, bytes, &cfg), (desc, d))
+    }
+
+    /// Schemas with one `.proto` file of this text (named `name.proto`) added to the bundled.
+    fn compiled(name: &str, text: &str) -> Schemas {
+        let dir = std::env::temp_dir().join(format!("h2scope-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(format!("{name}.proto"));
+        std::fs::write(&file, text).unwrap();
+        let mut schemas = Schemas::bundled();
+        let added = schemas.add_proto_files(&[file], std::slice::from_ref(&dir));
+        let _ = std::fs::remove_dir_all(&dir);
+        added.unwrap();
+        schemas
+    }
+
+    /// Keys inside nested messages get their bytes too, by path: a repeated message field as a
+    /// whole, each of its elements, and the fields inside each.
+    #[test]
+    fn nested_json_keys_know_their_fields_bytes() {
+        // field_violations { field "a" description "b" } field_violations { field "c" }
+        let bytes = [
+            0x0a, 0x06, 0x0a, 0x01, b'a', 0x12, 0x01, b'b', 0x0a, 0x03, 0x0a, 0x01, b'c',
+        ];
+        let (spans, _) = spans_of("google.rpc.BadRequest", &bytes);
         let want: Vec<(Box<str>, Range<usize>)> = [
             ("fieldViolations", 0..13),
             ("fieldViolations[0]", 0..8),
@@ -938,19 +945,9 @@ mod tests {
     /// JSON has it; a repeated field from its first occurrence to the end of its last.
     #[test]
     fn json_keys_know_their_fields_bytes() {
-        let desc = Schemas::bundled().message("google.rpc.DebugInfo").unwrap();
         // stack_entries "a", detail "d", stack_entries "b"
         let bytes = [0x0a, 0x01, b'a', 0x12, 0x01, b'd', 0x0a, 0x01, b'b'];
-        let d = Decoded {
-            json: Json::of(&serde_json::json!({})).ok(),
-            ..Decoded::default()
-        };
-        let keep = GrpcConfig {
-            keep_bytes: true,
-            key_spans: true,
-            ..GrpcConfig::default()
-        };
-        let spans = key_spans(&desc, &d, &bytes, &keep);
+        let (spans, (desc, d)) = spans_of("google.rpc.DebugInfo", &bytes);
         assert_eq!(
             spans,
             [("stackEntries".into(), 0..9), ("detail".into(), 3..6)]
