@@ -1198,6 +1198,16 @@ mod props {
             prop_assert_eq!(json.as_str(), v.to_string());
         }
 
+        /// JSON read back in order and written again is the same text: putting map entries
+        /// in order changes nothing else (numbers and escapes included).
+        #[test]
+        fn ordered_json_writes_back_what_it_read(v in value()) {
+            let text = v.to_string();
+            let tree: super::Ordered = serde_json::from_str(&text).unwrap();
+            let written = Json::of(&tree).unwrap();
+            prop_assert_eq!(written.as_str(), text);
+        }
+
         /// Any bytes: an error, or one line of valid JSON.
         #[test]
         fn any_bytes_give_an_error_or_one_line_of_json(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
