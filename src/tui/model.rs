@@ -1435,7 +1435,6 @@ mod tests {
         all
     }
 
-    /// A frame's lines made from its stored parts are the lines made from the frame.
     /// Each line of pretty JSON is named by its path from the top: keys, nested keys, array
     /// elements and the keys inside them; a key with escapes is followed but names nothing.
     #[test]
@@ -1475,6 +1474,7 @@ mod tests {
         assert_eq!(named, want, "{pretty}");
     }
 
+    /// A frame's lines made from its stored parts are the lines made from the frame.
     #[test]
     fn stored_frames_give_the_lines_of_the_frames() {
         let mut frames = 0;
