@@ -38,17 +38,17 @@ use crate::output::Tally;
 use crate::pipeline::{Config, Dissector, Stats};
 use crate::tcp::FlowKey;
 
-/// The reader hands every worker its batch after this many packets, or sooner when their
-/// payloads reach [`BATCH_BYTES`].
+/// The reader hands every worker its batch after this many packets, or sooner when the packets
+/// read reach [`BATCH_BYTES`].
 const BATCH: usize = 512;
 /// [`BATCH`] when the workers send nothing back but counts (a summary, `stats`, `health`):
 /// fewer wake-ups for work that is little per packet (the summary of small packets on two
 /// workers took 0.31 s with 512 packets, 0.27 s with 2048). Outputs keep the smaller batch,
 /// as the text of a batch's lines is ten times its packets.
 const BATCH_QUIET: usize = 2048;
-/// Payload bytes in all batches at which they are handed out: full-size segments reach this
-/// long before [`BATCH_QUIET`], and a batch's buffer stays small enough to be reused (see
-/// [`SPARE_MAX`]).
+/// Bytes of packets read (headers and all, so at least the payloads copied into the batches)
+/// at which the batches are handed out: full-size segments reach this long before
+/// [`BATCH_QUIET`], and a batch's buffer stays small enough to be reused (see [`SPARE_MAX`]).
 const BATCH_BYTES: usize = 512 << 10;
 
 /// Packets for one worker, their bytes in one buffer, and the sweeps between them. A worker

@@ -352,7 +352,7 @@ fn note_key_spans(
         let prost_reflect::Kind::Message(inner) = field.kind() else {
             continue;
         };
-        if depth >= 32 || field.is_map() {
+        if depth >= wire::MAX_DEPTH || field.is_map() {
             continue;
         }
         let key = out[index].0.to_string();

@@ -7,8 +7,9 @@
 
 use std::ops::Range;
 
-/// Nested messages are guessed at most this deep.
-const MAX_DEPTH: usize = 32;
+/// Nested messages are followed at most this deep (guessed without a schema here, walked with
+/// one for the key spans of `message`).
+pub(crate) const MAX_DEPTH: usize = 32;
 /// Fields listed at most per message tree, so that a pathological message stays cheap.
 const MAX_NODES: usize = 50_000;
 /// Bytes kept of what follows a field that does not parse.

@@ -136,7 +136,6 @@ pub struct Collector {
     /// The other gRPC calls, one entry per path and status: a capture of a thousand alike calls
     /// suggests one of them, not a page of the same line.
     kinds: Vec<CallKind>,
-    kind_index: HashMap<(String, Option<u32>), usize>,
 }
 
 /// Calls of one path that ended with one status: the first of them, and how many there were.
@@ -157,7 +156,6 @@ impl Collector {
             pending: HashMap::new(),
             found: None,
             kinds: Vec::new(),
-            kind_index: HashMap::new(),
         }
     }
 
@@ -187,16 +185,15 @@ impl Collector {
     fn note_candidate(&mut self, call: &Call) {
         let path = call.path().unwrap_or_else(|| "-".into());
         let status = call.grpc_status();
-        let key = (path, status);
-        if let Some(&i) = self.kind_index.get(&key) {
-            self.kinds[i].count += 1;
+        // At most MAX_CANDIDATES kinds: a look through them all is cheap.
+        if let Some(kind) = (self.kinds.iter_mut()).find(|k| k.path == path && k.status == status) {
+            kind.count += 1;
         } else if self.kinds.len() < MAX_CANDIDATES {
-            self.kind_index.insert(key.clone(), self.kinds.len());
             self.kinds.push(CallKind {
                 conn: call.conn,
                 stream: call.stream,
-                path: key.0,
-                status: key.1,
+                path,
+                status,
                 count: 1,
             });
         }
