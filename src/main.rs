@@ -2404,6 +2404,9 @@ fn haproxy(args: HaproxyArgs) -> ExitCode {
         if info.joined && t.sni.is_none() {
             eprintln!("h2scope: warning: the capture joined the call's TLS connection after its handshake, so its SNI is unknown and the check sends none (give --sni NAME if the server needs one)");
         }
+        if let (Some(sni), None) = (info.sni.as_ref().filter(|s| !s.is_empty()), &t.sni) {
+            eprintln!("h2scope: warning: the recorded SNI {sni:?} is not a host name, so the check sends none (give --sni NAME if the server needs one)");
+        }
     }
     let opts = ExportOptions {
         headers,

@@ -10,24 +10,20 @@ mod common;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use common::haproxy::{export, h2scope, haproxy_available, Haproxy};
 use common::recorder::{Link, Recorder};
 use tonic::codegen::http;
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 use tonic_prost::ProstCodec;
 use tower::service_fn;
-
-const BIN: &str = env!("CARGO_BIN_EXE_h2scope");
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct StatusRequest {}
@@ -159,157 +155,6 @@ impl Server {
         });
         rec.to_pcap()
     }
-}
-
-fn h2scope(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn export(dir: &Path, capture: &Path, backend: &str, server: SocketAddr, extra: &[&str]) -> String {
-    let out = dir.join(format!("{backend}.cfg"));
-    let server = server.to_string();
-    let mut args = vec![
-        "haproxy",
-        capture.to_str().unwrap(),
-        "--backend",
-        backend,
-        "--server-name",
-        "s1",
-        "--server",
-        &server,
-        "--inter",
-        "300",
-        "--rise",
-        "2",
-        "--fall",
-        "2",
-        "-o",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let o = h2scope(&args);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    std::fs::read_to_string(out).unwrap()
-}
-
-struct Haproxy {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Haproxy {
-    fn start(dir: &Path, sections: &[String]) -> Haproxy {
-        let socket = dir.join("stats.sock");
-        let cfg = format!(
-            "global\n    stats socket {} mode 600 level admin\n\ndefaults\n    mode tcp\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n    timeout check 2s\n\n{}",
-            socket.display(),
-            sections.join("\n")
-        );
-        let path = dir.join("haproxy.cfg");
-        std::fs::write(&path, &cfg).unwrap();
-        let check = Command::new("haproxy")
-            .args(["-c", "-f", path.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            check.status.success(),
-            "haproxy rejects the config:\n{cfg}\n{}",
-            String::from_utf8_lossy(&check.stderr)
-        );
-        let child = Command::new("haproxy")
-            .args(["-db", "-f", path.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while !socket.exists() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "haproxy did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Haproxy { child, socket }
-    }
-
-    /// `backend -> (status, last check duration in ms)` from `show stat`.
-    fn servers(&self) -> Vec<(String, String, i64)> {
-        let Ok(mut s) = std::os::unix::net::UnixStream::connect(&self.socket) else {
-            return Vec::new();
-        };
-        s.write_all(b"show stat\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        let mut lines = out.lines();
-        let header: Vec<&str> = lines
-            .next()
-            .unwrap_or("")
-            .trim_start_matches("# ")
-            .split(',')
-            .collect();
-        let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
-        let (px, sv, status, dur) = (
-            col("pxname"),
-            col("svname"),
-            col("status"),
-            col("check_duration"),
-        );
-        lines
-            .map(|l| l.split(',').collect::<Vec<_>>())
-            .filter(|f| f.len() > dur && f[sv] == "s1")
-            .map(|f| {
-                (
-                    f[px].to_string(),
-                    f[status].to_string(),
-                    f[dur].parse().unwrap_or(-1),
-                )
-            })
-            .collect()
-    }
-
-    fn status(&self, backend: &str) -> String {
-        self.servers()
-            .into_iter()
-            .find(|(b, _, _)| b == backend)
-            .map(|(_, s, _)| s)
-            .unwrap_or_default()
-    }
-
-    /// Waits until every backend listed has the status; returns how long it took.
-    fn wait_for(&self, backends: &[&str], want: &str, limit: Duration) -> Duration {
-        let start = Instant::now();
-        loop {
-            if backends.iter().all(|b| self.status(b).starts_with(want)) {
-                return start.elapsed();
-            }
-            assert!(
-                start.elapsed() < limit,
-                "waiting for {want}: {:?}",
-                self.servers()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-fn haproxy_available() -> bool {
-    let found = Command::new("haproxy").arg("-v").output().is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("H2SCOPE_REQUIRE_HAPROXY").is_none(),
-            "haproxy is required (scripts/test installs Debian's package)"
-        );
-        eprintln!("haproxy not installed: skipping (scripts/test installs it)");
-    }
-    found
 }
 
 #[test]

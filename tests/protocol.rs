@@ -201,6 +201,46 @@ fn preface_split_across_segments_and_server_speaking_first() {
     assert_eq!(calls(&events)[0].path().as_deref(), Some("/split"));
 }
 
+/// gRPC C-core servers send their SETTINGS as soon as they accept, with settings of their own
+/// (0xfe03, true binary metadata): HTTP/2 from the first packet. A server-first SETTINGS with a
+/// setting nobody defined is held until the client's preface confirms it; without one, the
+/// connection is not HTTP/2.
+#[test]
+fn server_speaking_first_with_settings_of_its_own() {
+    let settings = |id: u16| {
+        let mut body = vec![0, 4, 0, 0x3f, 0xff, 0xff];
+        body.extend_from_slice(&id.to_be_bytes());
+        body.extend_from_slice(&[0, 0, 0, 1]);
+        frame(SETTINGS, 0, 0, &body)
+    };
+    for id in [0xfe03, 0x7777] {
+        let events = run(&[
+            server(&[settings(id)]),
+            (true, PREFACE.to_vec()),
+            client(&[frame(HEADERS, EH | ES, 1, &request("/first"))]),
+            server(&[frame(HEADERS, EH | ES, 1, &block(&[(":status", "200")]))]),
+        ]);
+        assert_eq!(frames(&events).len(), 3, "setting {id:#x}");
+        // Known at once with gRPC's setting; otherwise shown with the preface that confirmed it.
+        let confirmed_in = if id == 0xfe03 { 3 } else { 4 };
+        assert_eq!(
+            frames(&events)[0].origin.packet,
+            confirmed_in,
+            "setting {id:#x}"
+        );
+        assert_eq!(calls(&events)[0].path().as_deref(), Some("/first"));
+    }
+    let (events, stats, _) = common::dissect_bytes(
+        segments_capture(&[
+            server(&[settings(0x7777)]),
+            (true, b"not a preface at all, nor HTTP/1.1".to_vec()),
+        ]),
+        Config::default(),
+    );
+    assert!(events.is_empty());
+    assert_eq!(stats.other_connections, 1);
+}
+
 #[test]
 fn not_http2_is_skipped_quietly() {
     let (events, stats, _) = common::dissect_bytes(

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::analysis::latency::Latencies;
 use crate::event::{Event, Sink};
-use crate::http2::call::{grpc_status_name, lossless_str, Call, CallEnd};
+use crate::http2::call::{grpc_status_name, lossless_str, printable, Call, CallEnd};
 use crate::spill::Spill;
 
 #[derive(Debug, Clone, Default)]
@@ -591,7 +591,7 @@ impl CallStats {
             )
         };
         for (name, m) in &self.by_method {
-            row(w, name, m)?;
+            row(w, &printable(name), m)?;
         }
         row(w, "(all)", &self.all)?;
         if let Some(intervals) = &mut self.intervals {

@@ -766,8 +766,13 @@ fn parse_web_trailers(body: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
         .collect()
 }
 
-/// Base64 as gRPC sends `-bin` metadata: standard alphabet, padding optional.
+/// The bytes of a `-bin` metadata value. gRPC sends them in base64 (standard alphabet, padding
+/// optional), or, between peers that both set `GRPC_ALLOW_TRUE_BINARY_METADATA` (gRPC C-core
+/// does), as a NUL byte followed by the bytes themselves: base64 never holds a NUL.
 pub fn decode_bin_header(value: &[u8]) -> Option<Vec<u8>> {
+    if let Some((0, bytes)) = value.split_first() {
+        return Some(bytes.to_vec());
+    }
     let engine = base64::engine::GeneralPurpose::new(
         &base64::alphabet::STANDARD,
         base64::engine::GeneralPurposeConfig::new()
@@ -796,6 +801,21 @@ pub fn decode_status_details(value: &[u8], schemas: &Schemas) -> Option<Value> {
 mod tests {
     use super::*;
     use prost::Message;
+
+    /// `-bin` values in base64 (padded or not, several joined by commas) and as gRPC C-core
+    /// sends them between peers that allow it: a NUL, then the bytes, commas and all.
+    #[test]
+    fn bin_metadata_in_base64_and_as_true_binary() {
+        assert_eq!(decode_bin_header(b"AAH+/w"), Some(vec![0, 1, 0xfe, 0xff]));
+        assert_eq!(decode_bin_header(b"AAH+/w=="), Some(vec![0, 1, 0xfe, 0xff]));
+        assert_eq!(decode_bin_header(b"AQ, Ag"), Some(vec![1, 2]));
+        assert_eq!(
+            decode_bin_header(b"\0\0\x01,\xfe"),
+            Some(vec![0, 1, b',', 0xfe])
+        );
+        assert_eq!(decode_bin_header(b"\0"), Some(vec![]));
+        assert_eq!(decode_bin_header(b"not base64!"), None);
+    }
 
     /// Map entries come in key order (numbers by value), at every depth and in Structs, and
     /// the same on every decode: prost-reflect's maps are `HashMap`s, whose order changed from

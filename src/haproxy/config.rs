@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::check::TlsOptions;
 use super::{HealthCheck, Recorded};
+use crate::http2::call::printable;
 
 #[derive(Debug, Clone)]
 pub struct ConfigOptions {
@@ -44,14 +45,15 @@ pub fn render(rec: &Recorded, hc: &HealthCheck, opts: &ConfigOptions) -> String 
     let path = c.path().unwrap_or_default();
     let _ = writeln!(
         s,
-        "# gRPC health check made by h2scope from {} (connection {}, stream {}): {path}",
+        "# gRPC health check made by h2scope from {} (connection {}, stream {}): {}",
         if opts.source.is_empty() {
             "a capture"
         } else {
             &opts.source
         },
         c.conn,
-        c.stream
+        c.stream,
+        printable(&path)
     );
     let status = c
         .grpc_status()

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use crate::event::{Event, Sink};
 use crate::grpc::message::Json;
 use crate::grpc::Side;
-use crate::http2::call::{lossless, Call};
+use crate::http2::call::{lossless, printable, Call};
 use crate::http2::frame::{flags, FrameHeader, FrameType, DEFAULT_MAX_FRAME_SIZE, PREFACE};
 use crate::http2::hpack::encode_plain;
 
@@ -95,10 +95,16 @@ impl Recorded {
     /// The check's TLS as the call was recorded: over TLS with its SNI, or none in clear.
     pub fn recorded_tls(&self) -> Option<check::TlsOptions> {
         self.tls.as_ref().map(|t| check::TlsOptions {
-            sni: t.sni.clone().filter(|s| !s.is_empty()),
+            sni: t.sni.clone().filter(|s| is_host_name(s)),
             ca_file: None,
         })
     }
+}
+
+/// Whether a recorded SNI can be sent again and written into a config line: a host name has
+/// no spaces or control characters (RFC 6066), and a capture's may have anything.
+pub fn is_host_name(sni: &str) -> bool {
+    !sni.is_empty() && sni.bytes().all(|b| b.is_ascii_graphic())
 }
 
 #[derive(Debug, Clone)]
@@ -176,7 +182,9 @@ impl Collector {
                 };
                 format!(
                     "--call {}:{}  {}  grpc-status {status}{more}",
-                    k.conn, k.stream, k.path
+                    k.conn,
+                    k.stream,
+                    printable(&k.path)
                 )
             })
             .collect()
@@ -443,7 +451,8 @@ pub fn build(rec: &Recorded, opts: &ExportOptions) -> Result<HealthCheck, Export
         },
         SendPart {
             comment: format!(
-                "HEADERS stream 1 END_HEADERS: POST {path} ({} headers, static table and literals only)",
+                "HEADERS stream 1 END_HEADERS: POST {} ({} headers, static table and literals only)",
+                printable(&path),
                 headers.len()
             ),
             bytes: frame(FrameType::Headers, flags::END_HEADERS, 1, &block),

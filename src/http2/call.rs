@@ -246,6 +246,33 @@ pub fn lossless(bytes: &[u8]) -> String {
     out
 }
 
+/// Text from a capture made safe to print on a terminal: control characters, which a capture
+/// could use to move the cursor, retitle the window or hide what follows, are written as Rust
+/// escapes them (`\n`, `\0`, `\u{1b}`), as the call line's `grpc-message` already is. JSON
+/// escapes them itself; the text outputs pass names, values and paths through this.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(char::is_control) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
+/// [`printable`] of a string owned already: the same string when nothing needs escaping.
+pub fn printable_owned(text: String) -> String {
+    match printable(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(escaped) => escaped,
+    }
+}
+
 /// gRPC's `grpc-message` is percent-encoded (gRPC over HTTP/2 spec); malformed escapes stay as
 /// they are.
 pub fn percent_decode(v: &[u8]) -> String {
@@ -301,6 +328,19 @@ mod tests {
         assert_eq!(percent_decode(b"a%20b%zz%4"), "a b%zz%4");
         assert_eq!(percent_decode(b"%E2%9C%93"), "\u{2713}");
         assert_eq!(percent_decode(b"%ff"), "\\xff");
+    }
+
+    #[test]
+    fn printable_escapes_what_a_terminal_would_obey() {
+        assert!(matches!(
+            printable("/pkg.Svc/Method é"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(printable("a\nb\r\t\0"), "a\\nb\\r\\t\\0");
+        // ESC starts terminal sequences; DEL and the C1 controls (CSI is U+009B) are controls too.
+        assert_eq!(printable("\u{1b}]0;owned\u{7}"), "\\u{1b}]0;owned\\u{7}");
+        assert_eq!(printable("x\u{7f}\u{9b}y"), "x\\u{7f}\\u{9b}y");
+        assert_eq!(printable_owned(lossless(b"v\x00\xff")), "v\\0\\xff");
     }
 
     #[test]

@@ -588,7 +588,8 @@ impl Connection {
             SettingsPrefix::Complete => {
                 self.start_http2(dir.other(), ctx);
             }
-            SettingsPrefix::Partial => {}
+            // Held (to DETECT_LIMIT at most) until the other side shows what it speaks.
+            SettingsPrefix::Partial | SettingsPrefix::Unsure => {}
             SettingsPrefix::No => {
                 // The other side may still be in the middle of sending its preface; the bytes
                 // here then belong to the server, whatever they are.
@@ -1852,6 +1853,9 @@ enum SettingsPrefix {
     Complete,
     /// Too short to tell, and consistent with one so far.
     Partial,
+    /// A complete SETTINGS frame with a setting this does not know: HTTP/2 lets a peer send
+    /// any, so it may well be, but the client's preface has to say so.
+    Unsure,
     No,
 }
 
@@ -1885,13 +1889,15 @@ fn settings_prefix(b: &[u8]) -> SettingsPrefix {
     let Some(body) = b.get(FRAME_HEADER_LEN..end) else {
         return SettingsPrefix::Partial;
     };
-    let known_ids = body
-        .chunks_exact(6)
-        .all(|c| (1..=0x10).contains(&u16::from_be_bytes([c[0], c[1]])));
+    // The standard range, and gRPC C-core's own settings, which its servers send first thing.
+    let known_ids = body.chunks_exact(6).all(|c| {
+        let id = u16::from_be_bytes([c[0], c[1]]);
+        (1..=0x10).contains(&id) || setting::name(id).is_some()
+    });
     if known_ids {
         SettingsPrefix::Complete
     } else {
-        SettingsPrefix::No
+        SettingsPrefix::Unsure
     }
 }
 

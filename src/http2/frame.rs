@@ -193,6 +193,10 @@ pub mod setting {
     pub const MAX_HEADER_LIST_SIZE: u16 = 6;
     pub const ENABLE_CONNECT_PROTOCOL: u16 = 8;
     pub const NO_RFC7540_PRIORITIES: u16 = 9;
+    /// gRPC C-core's own settings. 0xfe03 (gRFC G1): `-bin` metadata may travel as bytes.
+    pub const GRPC_ALLOW_TRUE_BINARY_METADATA: u16 = 0xfe03;
+    pub const GRPC_PREFERRED_RECEIVE_CRYPTO_FRAME_SIZE: u16 = 0xfe04;
+    pub const GRPC_ALLOW_SECURITY_FRAME: u16 = 0xfe05;
 
     pub fn name(id: u16) -> Option<&'static str> {
         Some(match id {
@@ -204,6 +208,9 @@ pub mod setting {
             MAX_HEADER_LIST_SIZE => "MAX_HEADER_LIST_SIZE",
             ENABLE_CONNECT_PROTOCOL => "ENABLE_CONNECT_PROTOCOL",
             NO_RFC7540_PRIORITIES => "NO_RFC7540_PRIORITIES",
+            GRPC_ALLOW_TRUE_BINARY_METADATA => "GRPC_ALLOW_TRUE_BINARY_METADATA",
+            GRPC_PREFERRED_RECEIVE_CRYPTO_FRAME_SIZE => "GRPC_PREFERRED_RECEIVE_CRYPTO_FRAME_SIZE",
+            GRPC_ALLOW_SECURITY_FRAME => "GRPC_ALLOW_SECURITY_FRAME",
             _ => return None,
         })
     }

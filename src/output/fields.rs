@@ -100,11 +100,12 @@ impl FieldsOptions {
     }
 }
 
-/// A field's value as text: strings as they are (not quoted), numbers and booleans as JSON
-/// writes them, objects and lists as their JSON. Null is no value.
+/// A field's value as text: strings as they are (not quoted; control characters escaped, so that
+/// a value cannot end its field or line), numbers and booleans as JSON writes them, objects and
+/// lists as their JSON. Null is no value.
 fn push_value(out: &mut Vec<u8>, v: Val<'_>) {
     match v {
-        Val::Str(s) => out.extend_from_slice(s.as_bytes()),
+        Val::Str(s) => out.extend_from_slice(crate::http2::call::printable(s).as_bytes()),
         Val::Uint(n) => out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
         Val::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
         Val::Null => {}

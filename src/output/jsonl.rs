@@ -1241,7 +1241,7 @@ pub fn message_json(e: &MessageEvent) -> Value {
     serde_json::from_slice(&buf).unwrap_or(Value::Null)
 }
 
-/// `-bin` metadata of a header list, base64-decoded, as `[[name, hex], ...]`.
+/// `-bin` metadata of a header list, decoded (see [`decode_bin_header`]), as `[[name, hex], ...]`.
 pub fn binary_metadata(lists: &[&Option<HeaderList>]) -> Value {
     let mut out = Vec::new();
     for list in lists.iter().filter_map(|l| l.as_ref()) {

@@ -11,7 +11,8 @@ use crate::event::{Event, FrameDetail, FrameEvent, MessageEvent, Origin, Sink};
 use crate::grpc::message::Schemaless;
 use crate::grpc::wire::{self, LenGuess, Node, WireValue};
 use crate::http2::call::{
-    grpc_status_name, header_name, header_value, lossless, lossless_str, Call, CallEnd,
+    grpc_status_name, header_name, header_value, lossless, lossless_str, printable,
+    printable_owned, Call, CallEnd,
 };
 use crate::http2::frame::{error_code_label, setting, FrameType, FRAME_HEADER_LEN};
 use crate::http2::hpack::HeaderField;
@@ -314,7 +315,9 @@ impl<W: Write> Text<W> {
         Addr(&c.server).push_to(l);
         for name in [":method", ":path"] {
             l.push(' ');
-            l.push_str(&c.request_header(name).map_or("-".into(), lossless_str));
+            l.push_str(&printable(
+                &c.request_header(name).map_or("-".into(), lossless_str),
+            ));
         }
         match c.status() {
             Some(s) => {
@@ -386,8 +389,12 @@ impl<W: Write> Text<W> {
                         let _ = writeln!(l, "{:>16}{}: {}", "", name(hf), value(hf));
                         if hf.name.ends_with(b"-bin") {
                             if let Some(b) = crate::grpc::message::decode_bin_header(&hf.value) {
-                                let _ =
-                                    writeln!(l, "{:>18}(base64-decoded) {}", "", hex::encode(b));
+                                // A NUL first: sent as bytes, not base64 (see decode_bin_header).
+                                let how = match hf.value.first() {
+                                    Some(0) => "binary",
+                                    _ => "base64-decoded",
+                                };
+                                let _ = writeln!(l, "{:>18}({how}) {}", "", hex::encode(b));
                             }
                         }
                     }
@@ -479,11 +486,11 @@ impl<W: Write> Text<W> {
 }
 
 fn name(h: &HeaderField) -> String {
-    header_name(h)
+    printable_owned(header_name(h))
 }
 
 fn value(h: &HeaderField) -> String {
-    header_value(h)
+    printable_owned(header_value(h))
 }
 
 /// Nanoseconds as seconds the way `{:>11.6}` writes `ns as f64 / 1e9`.
@@ -563,11 +570,11 @@ fn push_uint(l: &mut String, n: u64) {
     l.push_str(itoa::Buffer::new().format(n));
 }
 
-/// A header's value as [`header_value`] shows it, without a string of its own when it is
-/// valid UTF-8 (nearly always).
+/// A header's value as [`value`] shows it, without a string of its own when it is valid UTF-8
+/// (nearly always).
 fn push_value(l: &mut String, h: &HeaderField) {
     match std::str::from_utf8(&h.value) {
-        Ok(text) if !h.value_unknown => l.push_str(text),
+        Ok(text) if !h.value_unknown => l.push_str(&printable(text)),
         _ => l.push_str(&value(h)),
     }
 }
@@ -870,7 +877,7 @@ fn raw_fields(l: &mut String, fields: &Schemaless) {
     match fields {
         Schemaless::Fields(nodes) => raw_nodes(l, nodes),
         Schemaless::Bytes(b) => l.push_str(&wire::hex(b)),
-        Schemaless::Text(t) => l.push_str(t),
+        Schemaless::Text(t) => l.push_str(&printable(t)),
     }
 }
 

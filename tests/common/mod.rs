@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod echo;
+pub mod haproxy;
 pub mod recorder;
 pub mod tls;
 

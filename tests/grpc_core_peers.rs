@@ -1,0 +1,621 @@
+//! gRPC C-core as a peer: Debian's python3-grpcio, driven by `tests/peers/grpc_core.py`, which
+//! `scripts/install-deps` installs. Every other recorded test talks tonic to tonic (hyper's h2);
+//! C-core brings another HTTP/2 stack and HPACK encoder, Google's protobuf library, and habits of
+//! its own: BDP PINGs, trailers-only answers to errors, a percent-encoded `grpc-message`,
+//! gzip chosen per call, and `-bin` metadata sent as bytes ("true binary", gRFC G1) between two
+//! C-core peers.
+//!
+//! Three recordings, each held to what its client saw: a tonic client against a C-core server,
+//! a C-core client against a tonic server, and C-core on both sides. Each call's path, status,
+//! message, trailers and answers, and the gzip of its messages, must come out of
+//! `h2scope read --format jsonl` as the client got them. Then a health check recorded from the
+//! C-core server is exported with `h2scope haproxy` and must follow that server's health under a
+//! real HAProxy.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Duration;
+
+use common::echo::{Echo, EchoReply, EchoRequest};
+use common::haproxy::{export, h2scope, haproxy_available, Haproxy, BIN};
+use common::recorder::{Link, Recorder};
+use serde_json::Value;
+use tonic::codec::CompressionEncoding;
+use tonic::codegen::http;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::Request;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_prost::ProstCodec;
+
+const PYTHON: &str = "/usr/bin/python3";
+const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/grpc_core.py");
+const ECHO_PROTO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/echo.proto");
+
+/// What the peer script's server refuses a Unary "fail" with.
+const FAIL_DETAILS: &str = "refused 'fail': caf\u{e9} \u{2014} 50% off\nsecond line";
+
+/// Whether gRPC C-core is here; under `H2SCOPE_REQUIRE_GRPC_CORE` (CI) it must be.
+fn grpc_core_available() -> bool {
+    let found = Command::new(PYTHON)
+        .args(["-c", "import grpc"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("H2SCOPE_REQUIRE_GRPC_CORE").is_none(),
+            "gRPC C-core is required: scripts/install-deps installs Debian's python3-grpcio"
+        );
+        eprintln!("python3-grpcio not installed: skipping (scripts/install-deps installs it)");
+    }
+    found
+}
+
+/// The peer script's server, stopped when dropped.
+struct CoreServer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    addr: SocketAddr,
+}
+
+impl CoreServer {
+    fn start() -> CoreServer {
+        let mut child = Command::new(PYTHON)
+            .args([PEER, "server"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line.trim().parse().expect("the server prints its port");
+        CoreServer {
+            stdin: child.stdin.take(),
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+
+    fn set_serving(&mut self, serving: bool) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{}", if serving { "up" } else { "down" }).unwrap();
+        stdin.flush().unwrap();
+    }
+}
+
+impl Drop for CoreServer {
+    fn drop(&mut self) {
+        // End of input stops it; the kill is for a server that hangs.
+        drop(self.stdin.take());
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One call as its client saw it: the ground truth the dissection is held to.
+#[derive(Debug)]
+struct Seen {
+    path: String,
+    code: i64,
+    details: Option<String>,
+    /// The answers' fields as the schema's JSON names them, defaults left out.
+    answers: Vec<Value>,
+    /// Trailing metadata: text values, or the hex of `-bin` ones.
+    trailers: Vec<(String, String)>,
+    /// Whether its request messages were sent gzipped, and its answers (when known).
+    gzip_request: bool,
+    gzip_response: Option<bool>,
+}
+
+/// An echo answer as proto3's JSON mapping writes it: defaults left out, bytes in base64.
+fn echo_json(text: &str, payload: &[u8], seq: i64) -> Value {
+    use base64::Engine;
+    let mut m = serde_json::Map::new();
+    if !text.is_empty() {
+        m.insert("text".into(), text.into());
+    }
+    if !payload.is_empty() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(payload);
+        m.insert("payload".into(), b64.into());
+    }
+    if seq != 0 {
+        m.insert("seq".into(), seq.into());
+    }
+    Value::Object(m)
+}
+
+fn health_json(status: i64) -> Value {
+    let name = ["UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"][status as usize];
+    serde_json::json!({ "status": name })
+}
+
+/// The peer script's client report, as [`Seen`] calls.
+fn seen_from_python(report: &str) -> Vec<Seen> {
+    let calls: Vec<Value> = serde_json::from_str(report).expect("the client prints JSON");
+    calls
+        .iter()
+        .map(|c| {
+            let answers = c["answers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| match a.get("status") {
+                    Some(s) => health_json(s.as_i64().unwrap()),
+                    None => echo_json(
+                        a["text"].as_str().unwrap(),
+                        &hex::decode(a["payload"].as_str().unwrap()).unwrap(),
+                        a["seq"].as_i64().unwrap(),
+                    ),
+                })
+                .collect();
+            let trailers = c["trailers"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect();
+            Seen {
+                path: c["path"].as_str().unwrap().into(),
+                code: c["code"].as_i64().unwrap(),
+                details: c["details"].as_str().map(String::from),
+                answers,
+                trailers,
+                gzip_request: c["gzip"].as_bool().unwrap(),
+                gzip_response: None,
+            }
+        })
+        .collect()
+}
+
+fn trailers_of(md: &MetadataMap) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for kv in md.iter() {
+        match kv {
+            tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
+                out.push((k.to_string(), v.to_str().unwrap().to_string()))
+            }
+            tonic::metadata::KeyAndValueRef::Binary(k, v) => {
+                out.push((k.to_string(), hex::encode(v.to_bytes().unwrap())))
+            }
+        }
+    }
+    out.retain(|(k, _)| k == "served-by" || k == "checksum-bin");
+    out
+}
+
+fn path(p: &'static str) -> http::uri::PathAndQuery {
+    http::uri::PathAndQuery::from_static(p)
+}
+
+fn echo(text: &str, seq: i32, payload: Vec<u8>) -> EchoRequest {
+    EchoRequest {
+        text: text.into(),
+        payload,
+        seq,
+    }
+}
+
+/// A tonic client's calls to the C-core server, through the recorder: the same calls as the
+/// peer script's client makes.
+async fn tonic_calls(rec: &Recorder, server: SocketAddr) -> Vec<Seen> {
+    let channel = rec.channel(server).await;
+    let codec = || ProstCodec::<EchoRequest, EchoReply>::default();
+    let mut seen = Vec::new();
+    let unary =
+        |seen: &mut Vec<Seen>, r: Result<tonic::Response<EchoReply>, tonic::Status>, gzip: bool| {
+            let s = match r {
+                Ok(r) => {
+                    let trailers = trailers_of(r.metadata());
+                    let m = r.into_inner();
+                    Seen {
+                        path: "/test.echo.Echo/Unary".into(),
+                        code: 0,
+                        details: None,
+                        answers: vec![echo_json(&m.text, &m.payload, m.seq.into())],
+                        trailers,
+                        gzip_request: gzip,
+                        gzip_response: Some(gzip),
+                    }
+                }
+                Err(e) => Seen {
+                    path: "/test.echo.Echo/Unary".into(),
+                    code: e.code() as i64,
+                    details: Some(e.message().to_string()),
+                    answers: Vec::new(),
+                    trailers: trailers_of(e.metadata()),
+                    gzip_request: gzip,
+                    gzip_response: None,
+                },
+            };
+            seen.push(s);
+        };
+
+    let mut plain = tonic::client::Grpc::new(channel.clone());
+    let mut req = Request::new(echo("hello", 1, Vec::new()));
+    req.metadata_mut().insert("tenant", "blue".parse().unwrap());
+    req.metadata_mut()
+        .insert_bin("trace-bin", MetadataValue::from_bytes(&[1, 2, 3]));
+    plain.ready().await.unwrap();
+    let r = plain
+        .unary(req, path("/test.echo.Echo/Unary"), codec())
+        .await;
+    unary(&mut seen, r, false);
+
+    plain.ready().await.unwrap();
+    let req = Request::new(echo("fail", 2, Vec::new()));
+    let r = plain
+        .unary(req, path("/test.echo.Echo/Unary"), codec())
+        .await;
+    unary(&mut seen, r, false);
+
+    let mut gz = tonic::client::Grpc::new(channel.clone())
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip);
+    gz.ready().await.unwrap();
+    let text = format!("gzip {}", "z".repeat(300));
+    let req = Request::new(echo(&text, 3, (0..=255).collect()));
+    let r = gz.unary(req, path("/test.echo.Echo/Unary"), codec()).await;
+    unary(&mut seen, r, true);
+
+    plain.ready().await.unwrap();
+    let req = Request::new(echo("fan", 7, Vec::new()));
+    let mut s = plain
+        .server_streaming(req, path("/test.echo.Echo/ServerStream"), codec())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut answers = Vec::new();
+    while let Some(m) = s.message().await.unwrap() {
+        answers.push(echo_json(&m.text, &m.payload, m.seq.into()));
+    }
+    seen.push(Seen {
+        path: "/test.echo.Echo/ServerStream".into(),
+        code: 0,
+        details: None,
+        answers,
+        trailers: Vec::new(),
+        gzip_request: false,
+        gzip_response: Some(false),
+    });
+
+    let mut health = HealthClient::new(channel);
+    for service in ["", "no.such.Service"] {
+        let r = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await;
+        seen.push(match r {
+            Ok(r) => Seen {
+                path: "/grpc.health.v1.Health/Check".into(),
+                code: 0,
+                details: None,
+                answers: vec![health_json(r.into_inner().status.into())],
+                trailers: Vec::new(),
+                gzip_request: false,
+                gzip_response: Some(false),
+            },
+            Err(e) => Seen {
+                path: "/grpc.health.v1.Health/Check".into(),
+                code: e.code() as i64,
+                details: Some(e.message().to_string()),
+                answers: Vec::new(),
+                trailers: Vec::new(),
+                gzip_request: false,
+                gzip_response: None,
+            },
+        });
+    }
+    seen
+}
+
+/// Runs the peer script's client against `server` through the recorder; what it saw.
+async fn python_calls(rec: &Recorder, server: SocketAddr) -> Vec<Seen> {
+    let proxy = rec
+        .proxy(SocketAddr::from(([127, 0, 0, 1], 0)), server)
+        .await;
+    // Blocking, on a thread of its own: the proxy it talks through runs on this runtime.
+    let target = proxy.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(PYTHON)
+            .args([PEER, "client", &target])
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "the C-core client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    seen_from_python(&String::from_utf8(out.stdout).unwrap())
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("h2scope-core-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Reads `capture` as a user would and holds every call to what its client saw.
+fn assert_dissection_matches(capture: &Path, seen: &[Seen]) -> Vec<Value> {
+    let out = Command::new(BIN)
+        .args(["read", "--format", "jsonl", "--proto", ECHO_PROTO])
+        .arg(capture)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary = events.iter().find(|e| e["event"] == "summary").unwrap();
+    assert_eq!(summary["errors"], 0, "{summary}");
+    assert_eq!(summary["gaps"], 0, "{summary}");
+
+    // Calls in the order they began: the clients make them one after another.
+    let mut calls: Vec<&Value> = events.iter().filter(|e| e["event"] == "call").collect();
+    calls.sort_by_key(|c| c["start_packet"].as_u64());
+    assert_eq!(calls.len(), seen.len(), "{calls:#?}");
+    for (call, want) in calls.iter().zip(seen) {
+        let id = format!("call {}:{} {}", call["conn"], call["stream"], want.path);
+        assert_eq!(call["path"], want.path.as_str(), "{id}");
+        assert_eq!(call["grpc_status"], want.code, "{id}");
+        assert_eq!(
+            call["grpc_message"].as_str(),
+            want.details.as_deref(),
+            "{id}"
+        );
+        assert_eq!(call["end"], "complete", "{id}");
+        let messages = |dir: &str| -> Vec<&Value> {
+            events
+                .iter()
+                .filter(|e| {
+                    e["event"] == "message"
+                        && e["conn"] == call["conn"]
+                        && e["stream"] == call["stream"]
+                        && e["dir"] == dir
+                })
+                .collect()
+        };
+        let answers: Vec<&Value> = messages("response").iter().map(|m| &m["json"]).collect();
+        assert_eq!(answers, want.answers.iter().collect::<Vec<_>>(), "{id}");
+        for m in messages("request") {
+            assert_eq!(m["compressed"], want.gzip_request, "{id}: {m}");
+            let encoding = want.gzip_request.then_some("gzip");
+            assert_eq!(m["encoding"].as_str(), encoding, "{id}: {m}");
+        }
+        if let Some(gzip) = want.gzip_response {
+            for m in messages("response") {
+                assert_eq!(m["compressed"], gzip, "{id}: {m}");
+            }
+        }
+        // Each trailer the client got, as the call's trailers (or its trailers-only answer)
+        // carry it; `-bin` ones decoded.
+        for (name, value) in &want.trailers {
+            let shown = if name.ends_with("-bin") {
+                call["binary_metadata"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|b| b[0] == name.as_str())
+                    .map(|b| b[1].clone())
+            } else {
+                // A trailers-only answer carries them in its one header block.
+                ["trailers", "response_headers"]
+                    .iter()
+                    .filter_map(|list| call[*list].as_array())
+                    .flatten()
+                    .find(|h| h[0] == name.as_str())
+                    .map(|h| h[1].clone())
+            };
+            assert_eq!(shown, Some(Value::from(value.as_str())), "{id}: {name}");
+        }
+    }
+    events
+}
+
+/// The names the C-core side gave its SETTINGS.
+fn setting_names(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "frame" && e["type"] == "SETTINGS")
+        .flat_map(|e| e["setting_names"].as_array().unwrap().clone())
+        .filter_map(|n| n.as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn tonic_client_against_a_grpc_core_server() {
+    if !grpc_core_available() {
+        return;
+    }
+    let server = CoreServer::start();
+    let rec = Recorder::new(Link::Ethernet, 1460, 7_000);
+    let mut seen = Vec::new();
+    let pcap = rec.run(async { seen = tonic_calls(&rec, server.addr).await });
+    // What tonic got back is what the script sends.
+    assert_eq!(seen[1].code, 3);
+    assert_eq!(seen[1].details.as_deref(), Some(FAIL_DETAILS));
+    assert_eq!(
+        seen[0].trailers,
+        [
+            ("checksum-bin".into(), "0001feff".into()),
+            ("served-by".into(), "c-core".into())
+        ]
+    );
+    let dir = scratch("tonic-client");
+    let capture = dir.join("tonic-client.pcap");
+    std::fs::write(&capture, pcap).unwrap();
+    let events = assert_dissection_matches(&capture, &seen);
+    assert!(setting_names(&events)
+        .iter()
+        .any(|n| n == "GRPC_ALLOW_TRUE_BINARY_METADATA"));
+    // C-core pings to measure bandwidth; each PING is answered.
+    let pings = |ack: bool| {
+        events
+            .iter()
+            .filter(|e| e["type"] == "PING" && e["ack"] == ack)
+            .count()
+    };
+    assert!(pings(false) > 0 && pings(true) == pings(false));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn grpc_core_client_against_a_tonic_server() {
+    if !grpc_core_available() {
+        return;
+    }
+    let rec = Recorder::new(Link::Ethernet, 1460, 8_000);
+    let mut seen = Vec::new();
+    let pcap = rec.run(async {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("test.echo.Echo", tonic_health::ServingStatus::Serving)
+            .await;
+        let server = common::serve(
+            tonic::transport::Server::builder()
+                .add_service(Echo)
+                .add_service(health),
+        )
+        .await;
+        seen = python_calls(&rec, server).await;
+    });
+    // tonic's echo answers what the script's server refuses; the health service does not know
+    // the unknown service.
+    assert_eq!(seen[1].code, 0);
+    assert_eq!(seen.last().unwrap().code, 5);
+    let dir = scratch("core-client");
+    let capture = dir.join("core-client.pcap");
+    std::fs::write(&capture, pcap).unwrap();
+    assert_dissection_matches(&capture, &seen);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Two C-core peers both allow true binary metadata, so `-bin` values travel as a NUL and the
+/// bytes; the client still sees them as it would in base64.
+#[test]
+fn grpc_core_on_both_sides_sends_true_binary_metadata() {
+    if !grpc_core_available() {
+        return;
+    }
+    let server = CoreServer::start();
+    let rec = Recorder::new(Link::Ethernet, 1460, 9_000);
+    let mut seen = Vec::new();
+    let pcap = rec.run(async { seen = python_calls(&rec, server.addr).await });
+    assert_eq!(seen[1].details.as_deref(), Some(FAIL_DETAILS));
+    let dir = scratch("core-both");
+    let capture = dir.join("core-both.pcap");
+    std::fs::write(&capture, pcap).unwrap();
+    let events = assert_dissection_matches(&capture, &seen);
+    let call = events
+        .iter()
+        .find(|e| e["event"] == "call" && e["path"] == "/test.echo.Echo/Unary")
+        .unwrap();
+    let raw = |list: &Value, name: &str| -> String {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h[0] == name)
+            .unwrap()[1]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(raw(&call["request_headers"], "trace-bin").starts_with('\0'));
+    assert!(raw(&call["trailers"], "checksum-bin").starts_with('\0'));
+    let bins: Vec<&Value> = call["binary_metadata"].as_array().unwrap().iter().collect();
+    assert_eq!(
+        bins,
+        [
+            &serde_json::json!(["trace-bin", "010203"]),
+            &serde_json::json!(["checksum-bin", "0001feff"])
+        ]
+    );
+    // On a terminal, the NULs and other controls come out escaped.
+    let out = h2scope(&["read", "-V", capture.to_str().unwrap()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("trace-bin: \\0\\u{1}\\u{2}\\u{3}"), "{text}");
+    assert!(text.contains("(binary) 010203"), "{text}");
+    assert!(!text.contains(['\0', '\u{1}']));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A health check recorded from the C-core server, exported, keeps it UP under a real HAProxy
+/// while it serves, DOWN when it answers NOT_SERVING, and UP again; `h2scope check` agrees.
+#[test]
+fn health_check_exported_from_grpc_core_follows_it_under_haproxy() {
+    if !grpc_core_available() || !haproxy_available() {
+        return;
+    }
+    let mut server = CoreServer::start();
+    let rec = Recorder::new(Link::Ethernet, 1460, 10_000);
+    let pcap = rec.run(async {
+        let mut health = HealthClient::new(rec.channel(server.addr).await);
+        for _ in 0..3 {
+            let r = health.check(HealthCheckRequest::default()).await.unwrap();
+            assert_eq!(r.into_inner().status, 1);
+        }
+    });
+    let dir = scratch("haproxy");
+    let capture = dir.join("health.pcap");
+    std::fs::write(&capture, pcap).unwrap();
+    // The third call's headers lean on the HPACK table the first two filled.
+    let first = export(
+        &dir,
+        &capture,
+        "core_first",
+        server.addr,
+        &["--call", "0:1"],
+    );
+    let third = export(
+        &dir,
+        &capture,
+        "core_third",
+        server.addr,
+        &["--call", "0:5", "--fast-fail"],
+    );
+    assert!(
+        first.contains("tcp-check expect binary 00000700000000000100000000020801"),
+        "{first}"
+    );
+
+    let o = h2scope(&[
+        "haproxy",
+        capture.to_str().unwrap(),
+        "--verify",
+        &server.addr.to_string(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let haproxy = Haproxy::start(&dir, &[first, third]);
+    let both = ["core_first", "core_third"];
+    haproxy.wait_for(&both, "UP", Duration::from_secs(15));
+    server.set_serving(false);
+    haproxy.wait_for(&both, "DOWN", Duration::from_secs(20));
+    let o = h2scope(&[
+        "haproxy",
+        capture.to_str().unwrap(),
+        "--verify",
+        &server.addr.to_string(),
+    ]);
+    assert!(!o.status.success());
+    server.set_serving(true);
+    haproxy.wait_for(&both, "UP", Duration::from_secs(15));
+    drop(haproxy);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,0 +1,197 @@
+#!/usr/bin/python3
+"""A gRPC peer built on gRPC C-core (Debian's python3-grpcio), for tests/grpc_core_peers.rs.
+
+tonic is the only gRPC implementation the other tests record; this one brings another HTTP/2
+stack, HPACK encoder and protobuf library (Google's), with C-core's habits: BDP pings, trailers-only
+error answers, percent-encoded grpc-message, gzip per call.
+
+  grpc_core.py server           serves test.echo.Echo and grpc.health.v1.Health on a free loopback
+                                port and prints it; then reads stdin: "down" makes the health check
+                                answer NOT_SERVING, "up" SERVING, end of input stops the server.
+  grpc_core.py client HOST:PORT calls test.echo.Echo and grpc.health.v1.Health there and prints, as
+                                one JSON object, what each call got back: the ground truth the test
+                                holds the dissection to.
+
+The echo service answers as tests/common/echo.rs's does, so the same client works on either
+server; a Unary request whose text is "fail" is refused with INVALID_ARGUMENT.
+"""
+import json
+import sys
+import threading
+from concurrent import futures
+
+import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+# A message the server refuses with, percent-encoded on the wire (quote, non-ASCII, newline).
+FAIL_DETAILS = "refused 'fail': caf\u00e9 \u2014 50% off\nsecond line"
+TRAILER_BIN = b"\x00\x01\xfe\xff"
+
+
+def echo_types():
+    """EchoRequest and EchoReply of tests/data/echo.proto, built from a descriptor at run time
+    (no protoc here), encoded by Google's protobuf library."""
+    fdp = descriptor_pb2.FileDescriptorProto(name="core_echo.proto", package="test.echo", syntax="proto3")
+    f = descriptor_pb2.FieldDescriptorProto
+    for name in ("EchoRequest", "EchoReply"):
+        m = fdp.message_type.add(name=name)
+        m.field.add(name="text", number=1, type=f.TYPE_STRING, label=f.LABEL_OPTIONAL)
+        m.field.add(name="payload", number=2, type=f.TYPE_BYTES, label=f.LABEL_OPTIONAL)
+        m.field.add(name="seq", number=3, type=f.TYPE_INT32, label=f.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    factory = getattr(message_factory, "GetMessageClass", None)
+    if factory is None:
+        factory = message_factory.MessageFactory(pool).GetPrototype
+    return tuple(factory(pool.FindMessageTypeByName(f"test.echo.{n}")) for n in ("EchoRequest", "EchoReply"))
+
+
+EchoRequest, EchoReply = echo_types()
+
+
+def health_request(service):
+    data = service.encode()
+    return (b"\x0a" + bytes([len(data)]) + data) if data else b""
+
+
+def health_status(answer):
+    """HealthCheckResponse.status (field 1, an enum); 0 when absent."""
+    return answer[1] if len(answer) >= 2 and answer[0] == 0x08 else 0
+
+
+def serve():
+    serving = {"ok": True}
+
+    def reply(req, seq):
+        return EchoReply(text="echo " + req.text, payload=req.payload, seq=seq)
+
+    def unary(raw, ctx):
+        req = EchoRequest.FromString(raw)
+        if req.text == "fail":
+            ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, FAIL_DETAILS)
+        if req.text.startswith("gzip"):
+            ctx.set_compression(grpc.Compression.Gzip)
+        ctx.set_trailing_metadata((("checksum-bin", TRAILER_BIN), ("served-by", "c-core")))
+        return reply(req, req.seq).SerializeToString()
+
+    def server_stream(raw, ctx):
+        req = EchoRequest.FromString(raw)
+        for i in range(3):
+            yield reply(req, i).SerializeToString()
+
+    def client_stream(it, ctx):
+        texts = [EchoRequest.FromString(r).text for r in it]
+        return EchoReply(text="+".join(texts), seq=len(texts)).SerializeToString()
+
+    def bidi(it, ctx):
+        for raw in it:
+            req = EchoRequest.FromString(raw)
+            yield reply(req, req.seq).SerializeToString()
+
+    def check(raw, ctx):
+        service = raw[2:].decode() if raw[:1] == b"\x0a" else ""
+        if service not in ("", "test.echo.Echo"):
+            ctx.abort(grpc.StatusCode.NOT_FOUND, "unknown service " + service)
+        return b"\x08\x01" if serving["ok"] else b"\x08\x02"
+
+    plain = dict(request_deserializer=None, response_serializer=None)
+    handlers = [
+        grpc.method_handlers_generic_handler("test.echo.Echo", {
+            "Unary": grpc.unary_unary_rpc_method_handler(unary, **plain),
+            "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream, **plain),
+            "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream, **plain),
+            "Bidi": grpc.stream_stream_rpc_method_handler(bidi, **plain),
+        }),
+        grpc.method_handlers_generic_handler("grpc.health.v1.Health", {
+            "Check": grpc.unary_unary_rpc_method_handler(check, **plain),
+        }),
+    ]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), handlers=handlers)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(port, flush=True)
+    for line in sys.stdin:
+        serving["ok"] = line.strip() != "down"
+    server.stop(0)
+
+
+def call(results, path, fn, gzip=False):
+    """Runs one call; notes its status, details, trailing metadata and answers, and whether its
+    requests were sent gzipped."""
+    entry = {"path": path, "gzip": gzip}
+    try:
+        answers, trailers = fn()
+        entry["code"] = 0
+        entry["details"] = None
+    except grpc.RpcError as e:
+        answers, trailers = [], e.trailing_metadata() or ()
+        entry["code"] = e.code().value[0]
+        entry["details"] = e.details()
+    entry["answers"] = answers
+    entry["trailers"] = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in trailers}
+    results.append(entry)
+
+
+def client(target):
+    results = []
+    ser = dict(request_serializer=None, response_deserializer=None)
+    plain = grpc.insecure_channel(target)
+    gzipped = grpc.insecure_channel(target, compression=grpc.Compression.Gzip)
+
+    def echo_json(raw):
+        m = EchoReply.FromString(raw)
+        return {"text": m.text, "payload": m.payload.hex(), "seq": m.seq}
+
+    def unary(ch, text, seq, payload=b"", metadata=None, gzip=False):
+        def run():
+            stub = ch.unary_unary("/test.echo.Echo/Unary", **ser)
+            raw, c = stub.with_call(EchoRequest(text=text, seq=seq, payload=payload).SerializeToString(),
+                                    timeout=10, metadata=metadata)
+            return [echo_json(raw)], c.trailing_metadata() or ()
+        call(results, "/test.echo.Echo/Unary", run, gzip)
+
+    def streams(ch):
+        def server_stream():
+            it = ch.unary_stream("/test.echo.Echo/ServerStream", **ser)(
+                EchoRequest(text="fan", seq=7).SerializeToString(), timeout=10)
+            return [echo_json(r) for r in it], it.trailing_metadata() or ()
+        call(results, "/test.echo.Echo/ServerStream", server_stream)
+
+        def client_stream():
+            reqs = iter([EchoRequest(text=t, seq=i).SerializeToString() for i, t in enumerate(("a", "b", "c"))])
+            raw, c = ch.stream_unary("/test.echo.Echo/ClientStream", **ser).with_call(reqs, timeout=10)
+            return [echo_json(raw)], c.trailing_metadata() or ()
+        call(results, "/test.echo.Echo/ClientStream", client_stream)
+
+        def bidi():
+            reqs = iter([EchoRequest(text=f"ping {i}", seq=i).SerializeToString() for i in range(4)])
+            it = ch.stream_stream("/test.echo.Echo/Bidi", **ser)(reqs, timeout=10)
+            return [echo_json(r) for r in it], it.trailing_metadata() or ()
+        call(results, "/test.echo.Echo/Bidi", bidi)
+
+    def health(ch, service):
+        def run():
+            raw, c = ch.unary_unary("/grpc.health.v1.Health/Check", **ser).with_call(
+                health_request(service), timeout=10)
+            return [{"status": health_status(raw)}], c.trailing_metadata() or ()
+        call(results, "/grpc.health.v1.Health/Check", run)
+
+    unary(plain, "hello", 1, metadata=(("tenant", "blue"), ("trace-bin", b"\x01\x02\x03")))
+    unary(plain, "fail", 2)
+    unary(gzipped, "gzip " + "z" * 300, 3, payload=bytes(range(256)), gzip=True)
+    streams(plain)
+    health(plain, "")
+    health(plain, "no.such.Service")
+    plain.close()
+    gzipped.close()
+    json.dump(results, sys.stdout)
+    print()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["server"]:
+        serve()
+    elif sys.argv[1:2] == ["client"] and len(sys.argv) == 3:
+        client(sys.argv[2])
+    else:
+        sys.exit(__doc__)
