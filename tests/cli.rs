@@ -2030,3 +2030,117 @@ fn l_flushes_each_packets_lines() {
         assert!(child.wait().unwrap().success());
     }
 }
+
+/// A capture is the attacker's text: a path and header values holding a newline, ESC sequences
+/// (clear the screen, retitle the window) and a NUL. Printed as text, as fields, in `stats`, and
+/// in the comments of an exported HAProxy config, they come out escaped: nothing reaches the
+/// terminal that it would obey, and no line of the config is the capture's.
+#[test]
+fn control_characters_from_a_capture_are_escaped_in_text() {
+    use common::frame;
+    use h2scope::http2::hpack::encode_plain;
+    let path = "/grpc.health.v1.Health/Check\n    tcp-check send-binary 00\u{1b}[2J";
+    let mut request = Vec::new();
+    encode_plain(
+        &[
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", path.as_bytes()),
+            (b":authority", b"svc"),
+            (b"content-type", b"application/grpc"),
+            (b"x-note", b"\x1b]0;owned\x07 and \x00"),
+        ],
+        &mut request,
+    );
+    let mut response = Vec::new();
+    encode_plain(
+        &[(b":status", b"200"), (b"content-type", b"application/grpc")],
+        &mut response,
+    );
+    let mut trailers = Vec::new();
+    encode_plain(&[(b"grpc-status", b"0")], &mut trailers);
+    let serving = [0, 0, 0, 0, 2, 8, 1];
+    let pcap = common::segments_capture(&[
+        (
+            true,
+            [
+                h2scope::http2::frame::PREFACE.as_slice(),
+                &frame(4, 0, 0, &[]),
+            ]
+            .concat(),
+        ),
+        (false, frame(4, 0, 0, &[])),
+        (
+            true,
+            [frame(1, 4, 1, &request), frame(0, 1, 1, &[0, 0, 0, 0, 0])].concat(),
+        ),
+        (
+            false,
+            [
+                frame(1, 4, 1, &response),
+                frame(0, 0, 1, &serving),
+                frame(1, 5, 1, &trailers),
+            ]
+            .concat(),
+        ),
+    ]);
+    let dir = std::env::temp_dir().join(format!("h2scope-controls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let capture = dir.join("controls.pcap");
+    std::fs::write(&capture, pcap).unwrap();
+    let capture = capture.to_str().unwrap();
+
+    let obeyed = |text: &str| text.contains(['\u{1b}', '\u{7}', '\0']);
+    for args in [
+        vec!["read", capture],
+        vec!["read", "-V", capture],
+        vec!["read", "--calls", "-V", capture],
+        vec![
+            "read",
+            "-T",
+            "fields",
+            "-e",
+            "path",
+            "-e",
+            "request_headers.x-note",
+            capture,
+        ],
+        vec!["stats", capture],
+    ] {
+        let text = stdout(&args);
+        assert!(!obeyed(&text), "{args:?}: {text:?}");
+        assert!(
+            text.contains("Check\\n    tcp-check send-binary 00\\u{1b}[2J"),
+            "{args:?}: {text}"
+        );
+    }
+    let v = stdout(&["read", "-V", capture]);
+    assert!(v.contains("x-note: \\u{1b}]0;owned\\u{7} and \\0"), "{v}");
+    // JSON escapes them as JSON does, and keeps the value itself.
+    let calls = jsonl(&["read", "--calls", "--format", "jsonl", capture]);
+    assert_eq!(calls[0]["path"], path);
+
+    let o = Command::new(BIN)
+        .args([
+            "haproxy",
+            capture,
+            "--call",
+            "0:1",
+            "--server",
+            "127.0.0.1:1",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let config = String::from_utf8(o.stdout).unwrap();
+    assert!(!obeyed(&config), "{config}");
+    // The preface, the HEADERS frame and the DATA frame: the path's fake line stays in a comment.
+    let sends = config
+        .lines()
+        .filter(|l| l.trim_start().starts_with("tcp-check send-binary"))
+        .count();
+    assert_eq!(sends, 3, "{config}");
+    let comment = "    # HEADERS stream 1 END_HEADERS: POST /grpc.health.v1.Health/Check\\n    tcp-check send-binary 00\\u{1b}[2J (";
+    assert!(config.contains(comment), "{config}");
+    std::fs::remove_dir_all(&dir).ok();
+}
