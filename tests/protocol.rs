@@ -241,6 +241,66 @@ fn server_speaking_first_with_settings_of_its_own() {
     assert_eq!(stats.other_connections, 1);
 }
 
+/// A client gives up on a call (its deadline passed) and resets the stream; the server's answer
+/// was already on its way, as gRPC C-core's trailers-only DEADLINE_EXCEEDED and a DATA frame
+/// are here. RFC 9113 §5.4.2 expects such frames: they make no second call on the stream and
+/// no note, while DATA on a stream that ended normally is still STREAM_CLOSED.
+#[test]
+fn frames_in_flight_across_a_reset_make_no_new_call() {
+    let status = |code: &str| block(&[(":status", "200"), ("grpc-status", code)]);
+    let events = run(&[
+        (true, PREFACE.to_vec()),
+        client(&[frame(HEADERS, EH | ES, 1, &request("/slow"))]),
+        client(&[frame(RST_STREAM, 0, 1, &8u32.to_be_bytes())]),
+        server(&[
+            frame(DATA, 0, 1, &[0, 0, 0, 0, 0]),
+            frame(HEADERS, EH | ES, 1, &status("4")),
+            frame(RST_STREAM, 0, 1, &0u32.to_be_bytes()),
+        ]),
+        client(&[frame(HEADERS, EH | ES, 3, &request("/next"))]),
+        server(&[frame(HEADERS, EH | ES, 3, &status("0"))]),
+        server(&[frame(DATA, 0, 3, &[0, 0, 0, 0, 0])]),
+    ]);
+    let c = calls(&events);
+    assert_eq!(c.len(), 2, "{c:#?}");
+    assert_eq!(c[0].path().as_deref(), Some("/slow"));
+    assert_eq!(
+        c[0].end,
+        CallEnd::Reset {
+            by_client: true,
+            error_code: 8
+        }
+    );
+    assert_eq!(c[1].path().as_deref(), Some("/next"));
+    let notes: Vec<(u32, String)> = frames(&events)
+        .iter()
+        .filter(|f| !f.notes.is_empty())
+        .map(|f| (f.header.stream, notes_of(f)))
+        .collect();
+    assert_eq!(
+        notes,
+        [(3, "DATA on closed stream 3 (STREAM_CLOSED)".to_string())]
+    );
+
+    // The same in the wild: a DNS-over-HTTPS client cancels stream 7, whose answer (HEADERS
+    // and two DATA frames) was already on its way.
+    let (events, _) = common::dissect_file(
+        &common::public_capture("sv_dns-over-http2.pcap"),
+        Config::default(),
+    );
+    let c = calls(&events);
+    let on_7: Vec<_> = c.iter().filter(|c| c.stream == 7).collect();
+    assert_eq!(on_7.len(), 1, "{c:#?}");
+    assert!(matches!(
+        on_7[0].end,
+        CallEnd::Reset {
+            by_client: true,
+            error_code: 8
+        }
+    ));
+    assert!(frames(&events).iter().all(|f| f.notes.is_empty()));
+}
+
 #[test]
 fn not_http2_is_skipped_quietly() {
     let (events, stats, _) = common::dissect_bytes(

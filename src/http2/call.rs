@@ -157,6 +157,33 @@ impl Call {
     pub fn duration_ns(&self) -> i64 {
         self.end_ts_ns.saturating_sub(self.start_ts_ns)
     }
+
+    /// The time the client gave the call (`grpc-timeout`), in nanoseconds; none when it set
+    /// none or wrote it wrong.
+    pub fn deadline_ns(&self) -> Option<i64> {
+        let v = std::str::from_utf8(self.request_header("grpc-timeout")?).ok()?;
+        grpc_timeout_ns(v).map(|ns| i64::try_from(ns).unwrap_or(i64::MAX))
+    }
+}
+
+/// `grpc-timeout` in nanoseconds: at most 8 digits and a unit (H M S m u n), as the gRPC over
+/// HTTP/2 spec writes it. Up to 10^8 hours, so more than 64 bits of nanoseconds.
+pub fn grpc_timeout_ns(v: &str) -> Option<u128> {
+    let v = v.trim();
+    let digits = v.get(..v.len().checked_sub(1)?)?;
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u128 = digits.parse().ok()?;
+    Some(match v.as_bytes()[v.len() - 1] {
+        b'H' => n * 3_600_000_000_000,
+        b'M' => n * 60_000_000_000,
+        b'S' => n * 1_000_000_000,
+        b'm' => n * 1_000_000,
+        b'u' => n * 1_000,
+        b'n' => n,
+        _ => return None,
+    })
 }
 
 fn unknown_index(h: &HeaderField) -> u32 {

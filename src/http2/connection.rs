@@ -263,6 +263,9 @@ pub struct Connection {
     last_path: Option<Arc<str>>,
     /// Highest stream id opened by each side, to recognise frames on closed streams.
     highest_stream: [u32; 2],
+    /// The last streams reset while their call was open, and by which direction: what the other
+    /// side sent before the reset reached it may still come (RFC 9113 §5.4.2).
+    resets: std::collections::VecDeque<(u32, Dir)>,
     upgrade_request: Option<Vec<HeaderField>>,
     /// HTTP/1.1 state, for gRPC-Web over HTTP/1.1.
     http1: Option<Box<Http1State>>,
@@ -314,6 +317,7 @@ impl Connection {
             finished_scratch: Vec::new(),
             last_path: None,
             highest_stream: [0, 0],
+            resets: std::collections::VecDeque::new(),
             upgrade_request: None,
             http1: None,
             upgrade_at: (0, 0),
@@ -1435,7 +1439,8 @@ impl Connection {
             ));
         }
         let from_client = dir == self.client;
-        let closed = h.stream != 0 && self.is_closed_stream(h.stream);
+        let closed =
+            h.stream != 0 && self.is_closed_stream(h.stream) && !self.in_flight(h.stream, dir);
         match self.calls.get_mut(&h.stream) {
             Some(call) => {
                 call.end_ts_ns = ctx.meta.ts_ns;
@@ -1495,6 +1500,20 @@ impl Connection {
         for g in self.grpc.values_mut() {
             g.swap_sides();
         }
+    }
+
+    /// Whether a frame from `dir` on `stream` crossed the other side's RST_STREAM: sent before
+    /// it arrived, which RFC 9113 §5.4.2 expects, so neither a protocol error nor a new call.
+    fn in_flight(&self, stream: u32, dir: Dir) -> bool {
+        self.resets.iter().any(|&(s, by)| s == stream && by != dir)
+    }
+
+    /// Notes, for [`in_flight`](Self::in_flight), that `by` reset `stream`.
+    fn note_reset(&mut self, stream: u32, by: Dir) {
+        if self.resets.len() == MAX_RESETS_KEPT {
+            self.resets.pop_front();
+        }
+        self.resets.push_back((stream, by));
     }
 
     fn is_closed_stream(&self, stream: u32) -> bool {
@@ -1557,6 +1576,9 @@ impl Connection {
             }
             Payload::Priority(p) => FrameDetail::Priority(p),
             Payload::RstStream { error_code } => {
+                if self.calls.contains_key(&h.stream) {
+                    self.note_reset(h.stream, dir);
+                }
                 if let Some(call) = self.calls.get_mut(&h.stream) {
                     call.end = CallEnd::Reset {
                         by_client: dir == self.client,
@@ -1726,6 +1748,11 @@ impl Connection {
             return;
         }
         if !self.calls.contains_key(&stream) {
+            // The answer (often a trailers-only status) to a call the client reset, or a
+            // request's trailers crossing the server's reset: the call is over, not a new one.
+            if self.is_closed_stream(stream) && self.in_flight(stream, dir) {
+                return;
+            }
             if self.is_closed_stream(stream) && from_client {
                 event
                     .notes
@@ -1858,6 +1885,10 @@ enum SettingsPrefix {
     Unsure,
     No,
 }
+
+/// How many resets [`Connection::in_flight`] remembers: frames in flight cross a reset within a
+/// round trip, while a few more streams may be reset.
+const MAX_RESETS_KEPT: usize = 16;
 
 /// Whether `b` starts with a server's initial SETTINGS frame.
 fn settings_prefix(b: &[u8]) -> SettingsPrefix {

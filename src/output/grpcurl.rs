@@ -317,22 +317,8 @@ pub fn shell_word(s: &str) -> String {
 
 /// `grpc-timeout` (an integer and a unit, H M S m u n) in seconds, as `-max-time` takes them.
 pub fn timeout_seconds(v: &str) -> Option<String> {
-    let v = v.trim();
-    let digits = v.get(..v.len().checked_sub(1)?)?;
-    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
     // As a decimal of nanoseconds, not a float: `100m` is 0.1, not 0.1000000000000000055.
-    let ns: u128 = match v.as_bytes()[v.len() - 1] {
-        b'H' => n as u128 * 3_600_000_000_000,
-        b'M' => n as u128 * 60_000_000_000,
-        b'S' => n as u128 * 1_000_000_000,
-        b'm' => n as u128 * 1_000_000,
-        b'u' => n as u128 * 1_000,
-        b'n' => n as u128,
-        _ => return None,
-    };
+    let ns = crate::http2::call::grpc_timeout_ns(v)?;
     let (secs, frac) = (ns / 1_000_000_000, ns % 1_000_000_000);
     Some(if frac == 0 {
         secs.to_string()

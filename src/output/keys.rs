@@ -80,6 +80,7 @@ pub const CALL: &[&str] = &[
     "start_ts",
     "end_ts",
     "duration",
+    "deadline",
     "start_packet",
     "end_packet",
     "request_bytes",

@@ -340,7 +340,13 @@ impl<W: Write> Text<W> {
         }
         l.push(' ');
         push_micros(l, c.duration_ns(), Unit::Millis, 0);
-        l.push_str("ms req=");
+        l.push_str("ms");
+        if let Some(deadline) = c.deadline_ns() {
+            l.push_str(" deadline=");
+            push_micros(l, deadline, Unit::Millis, 0);
+            l.push_str("ms");
+        }
+        l.push_str(" req=");
         push_uint(l, c.request_bytes);
         l.push_str("B resp=");
         push_uint(l, c.response_bytes);

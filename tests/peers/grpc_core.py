@@ -13,10 +13,12 @@ error answers, percent-encoded grpc-message, gzip per call.
                                 holds the dissection to.
 
 The echo service answers as tests/common/echo.rs's does, so the same client works on either
-server; a Unary request whose text is "fail" is refused with INVALID_ARGUMENT.
+server; a Unary request whose text is "fail" is refused with INVALID_ARGUMENT, one whose text
+is "slow" is answered after a second.
 """
 import json
 import sys
+import time
 import threading
 from concurrent import futures
 
@@ -67,6 +69,8 @@ def serve():
 
     def unary(raw, ctx):
         req = EchoRequest.FromString(raw)
+        if req.text == "slow":
+            time.sleep(1)
         if req.text == "fail":
             ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, FAIL_DETAILS)
         if req.text.startswith("gzip"):
@@ -115,10 +119,10 @@ def serve():
     server.stop(0)
 
 
-def call(results, path, fn, gzip=False):
-    """Runs one call; notes its status, details, trailing metadata and answers, and whether its
-    requests were sent gzipped."""
-    entry = {"path": path, "gzip": gzip}
+def call(results, path, fn, gzip=False, timeout=10):
+    """Runs one call; notes its status, details, trailing metadata and answers, whether its
+    requests were sent gzipped, and the deadline it was given (seconds)."""
+    entry = {"path": path, "gzip": gzip, "timeout": timeout}
     try:
         answers, trailers = fn()
         entry["code"] = 0
@@ -182,6 +186,13 @@ def client(target):
     streams(plain)
     health(plain, "")
     health(plain, "no.such.Service")
+
+    # A deadline shorter than the answer takes (on the C-core server): the client gives up.
+    def slow():
+        raw, c = plain.unary_unary("/test.echo.Echo/Unary", **ser).with_call(
+            EchoRequest(text="slow", seq=4).SerializeToString(), timeout=0.3)
+        return [echo_json(raw)], c.trailing_metadata() or ()
+    call(results, "/test.echo.Echo/Unary", slow, timeout=0.3)
     plain.close()
     gzipped.close()
     json.dump(results, sys.stdout)
