@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""A gRPC peer built on gRPC C-core (Debian's python3-grpcio), for tests/grpc_core_peers.rs.
+"""A gRPC peer built on gRPC C-core (Debian's python3-grpcio), for tests/grpc_stacks.rs.
 
 tonic is the only gRPC implementation the other tests record; this one brings another HTTP/2
 stack, HPACK encoder and protobuf library (Google's), with C-core's habits: BDP pings, trailers-only

@@ -1,16 +1,19 @@
-//! gRPC C-core as a peer: Debian's python3-grpcio, driven by `tests/peers/grpc_core.py`, which
-//! `scripts/install-deps` installs. Every other recorded test talks tonic to tonic (hyper's h2);
-//! C-core brings another HTTP/2 stack and HPACK encoder, Google's protobuf library, and habits of
-//! its own: BDP PINGs, trailers-only answers to errors, a percent-encoded `grpc-message`,
-//! gzip chosen per call, and `-bin` metadata sent as bytes ("true binary", gRFC G1) between two
-//! C-core peers.
+//! gRPC stacks other than tonic as peers. Every other recorded test talks tonic to tonic
+//! (hyper's h2). Two more HTTP/2 stacks and HPACK encoders, each driven by a script of the same
+//! services and calls, which `scripts/install-deps` installs:
+//! - gRPC C-core (chttp2), Debian's python3-grpcio, `tests/peers/grpc_core.py`, with Google's
+//!   protobuf library and habits of its own: BDP PINGs, trailers-only answers to errors, gzip
+//!   chosen per call, its own SETTINGS sent before the client's preface, and `-bin` metadata
+//!   sent as bytes ("true binary", gRFC G1) between two C-core peers;
+//! - @grpc/grpc-js over Node's http2 (nghttp2), `tests/peers/grpc_js/grpc_js.js`, with
+//!   protobufjs.
 //!
-//! Three recordings, each held to what its client saw: a tonic client against a C-core server,
-//! a C-core client against a tonic server, and C-core on both sides. Each call's path, status,
-//! message, trailers and answers, and the gzip of its messages, must come out of
-//! `h2scope read --format jsonl` as the client got them. Then a health check recorded from the
-//! C-core server is exported with `h2scope haproxy` and must follow that server's health under a
-//! real HAProxy.
+//! Recordings of a tonic client against each peer's server, each peer's client against a tonic
+//! server, C-core on both sides, and grpc-js against C-core are each held to what their client
+//! saw: every call's path, status, message, trailers, deadline and answers, and the gzip of its
+//! messages, must come out of `h2scope read --format jsonl` as the client got them. A health
+//! check recorded from each peer's server is exported with `h2scope haproxy` and must follow that
+//! server's health under a real HAProxy.
 
 mod common;
 
@@ -33,39 +36,75 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_prost::ProstCodec;
 
 const PYTHON: &str = "/usr/bin/python3";
-const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/grpc_core.py");
 const ECHO_PROTO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/echo.proto");
 
-/// What the peer script's server refuses a Unary "fail" with.
+/// What the peer scripts' servers refuse a Unary "fail" with.
 const FAIL_DETAILS: &str = "refused 'fail': caf\u{e9} \u{2014} 50% off\nsecond line";
 
-/// Whether gRPC C-core is here; under `H2SCOPE_REQUIRE_GRPC_CORE` (CI) it must be.
-fn grpc_core_available() -> bool {
-    let found = Command::new(PYTHON)
-        .args(["-c", "import grpc"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("H2SCOPE_REQUIRE_GRPC_CORE").is_none(),
-            "gRPC C-core is required: scripts/install-deps installs Debian's python3-grpcio"
-        );
-        eprintln!("python3-grpcio not installed: skipping (scripts/install-deps installs it)");
-    }
-    found
+/// The other gRPC implementations, each driven by a script of the same services and calls.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Peer {
+    /// gRPC C-core (chttp2): Debian's python3-grpcio, `tests/peers/grpc_core.py`.
+    Core,
+    /// @grpc/grpc-js over Node's http2 (nghttp2): `tests/peers/grpc_js/grpc_js.js`.
+    Js,
 }
 
-/// The peer script's server, stopped when dropped.
-struct CoreServer {
+impl Peer {
+    fn command(self) -> Command {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers");
+        let mut c = match self {
+            Peer::Core => Command::new(PYTHON),
+            Peer::Js => Command::new("node"),
+        };
+        c.arg(match self {
+            Peer::Core => format!("{dir}/grpc_core.py"),
+            Peer::Js => format!("{dir}/grpc_js/grpc_js.js"),
+        });
+        c
+    }
+
+    /// What its server says in the `served-by` trailer.
+    fn name(self) -> &'static str {
+        match self {
+            Peer::Core => "c-core",
+            Peer::Js => "grpc-js",
+        }
+    }
+
+    /// Whether it is installed; under `H2SCOPE_REQUIRE_GRPC_STACKS` (CI) it must be.
+    fn available(self) -> bool {
+        let probe = match self {
+            Peer::Core => Command::new(PYTHON).args(["-c", "import grpc"]).output(),
+            Peer::Js => Command::new("node")
+                .args(["-e", "require('@grpc/grpc-js')"])
+                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/grpc_js"))
+                .output(),
+        };
+        let found = probe.is_ok_and(|o| o.status.success());
+        if !found {
+            assert!(
+                std::env::var_os("H2SCOPE_REQUIRE_GRPC_STACKS").is_none(),
+                "{self:?} is required: scripts/install-deps installs it"
+            );
+            eprintln!("{self:?} not installed: skipping (scripts/install-deps installs it)");
+        }
+        found
+    }
+}
+
+/// A peer script's server, stopped when dropped.
+struct PeerServer {
     child: Child,
     stdin: Option<ChildStdin>,
     addr: SocketAddr,
 }
 
-impl CoreServer {
-    fn start() -> CoreServer {
-        let mut child = Command::new(PYTHON)
-            .args([PEER, "server"])
+impl PeerServer {
+    fn start(peer: Peer) -> PeerServer {
+        let mut child = peer
+            .command()
+            .arg("server")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -75,7 +114,7 @@ impl CoreServer {
             .read_line(&mut line)
             .unwrap();
         let port: u16 = line.trim().parse().expect("the server prints its port");
-        CoreServer {
+        PeerServer {
             stdin: child.stdin.take(),
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -89,7 +128,7 @@ impl CoreServer {
     }
 }
 
-impl Drop for CoreServer {
+impl Drop for PeerServer {
     fn drop(&mut self) {
         // End of input stops it; the kill is for a server that hangs.
         drop(self.stdin.take());
@@ -138,8 +177,8 @@ fn health_json(status: i64) -> Value {
     serde_json::json!({ "status": name })
 }
 
-/// The peer script's client report, as [`Seen`] calls.
-fn seen_from_python(report: &str) -> Vec<Seen> {
+/// A peer script's client report, as [`Seen`] calls.
+fn seen_from_report(report: &str) -> Vec<Seen> {
     let calls: Vec<Value> = serde_json::from_str(report).expect("the client prints JSON");
     calls
         .iter()
@@ -205,9 +244,9 @@ fn echo(text: &str, seq: i32, payload: Vec<u8>) -> EchoRequest {
     }
 }
 
-/// A tonic client's calls to the C-core server, through the recorder: the same calls as the
-/// peer script's client makes.
-async fn tonic_calls(rec: &Recorder, server: SocketAddr) -> Vec<Seen> {
+/// A tonic client's calls to a peer's server, through the recorder: the same calls as the peer
+/// scripts' clients make. `gzip_answers`: whether the server gzips the answer to a gzipped call.
+async fn tonic_calls(rec: &Recorder, server: SocketAddr, gzip_answers: bool) -> Vec<Seen> {
     let channel = rec.channel(server).await;
     let codec = || ProstCodec::<EchoRequest, EchoReply>::default();
     let mut seen = Vec::new();
@@ -224,7 +263,7 @@ async fn tonic_calls(rec: &Recorder, server: SocketAddr) -> Vec<Seen> {
                         answers: vec![echo_json(&m.text, &m.payload, m.seq.into())],
                         trailers,
                         gzip_request: gzip,
-                        gzip_response: Some(gzip),
+                        gzip_response: Some(gzip && gzip_answers),
                         timeout: None,
                     }
                 }
@@ -324,27 +363,24 @@ async fn tonic_calls(rec: &Recorder, server: SocketAddr) -> Vec<Seen> {
     seen
 }
 
-/// Runs the peer script's client against `server` through the recorder; what it saw.
-async fn python_calls(rec: &Recorder, server: SocketAddr) -> Vec<Seen> {
+/// Runs a peer script's client against `server` through the recorder; what it saw.
+async fn peer_calls(peer: Peer, rec: &Recorder, server: SocketAddr) -> Vec<Seen> {
     let proxy = rec
         .proxy(SocketAddr::from(([127, 0, 0, 1], 0)), server)
         .await;
     // Blocking, on a thread of its own: the proxy it talks through runs on this runtime.
     let target = proxy.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(PYTHON)
-            .args([PEER, "client", &target])
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let out =
+        tokio::task::spawn_blocking(move || peer.command().args(["client", &target]).output())
+            .await
+            .unwrap()
+            .unwrap();
     assert!(
         out.status.success(),
-        "the C-core client failed: {}",
+        "the {peer:?} client failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    seen_from_python(&String::from_utf8(out.stdout).unwrap())
+    seen_from_report(&String::from_utf8(out.stdout).unwrap())
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -373,6 +409,11 @@ fn assert_dissection_matches(capture: &Path, seen: &[Seen]) -> Vec<Value> {
     let summary = events.iter().find(|e| e["event"] == "summary").unwrap();
     assert_eq!(summary["errors"], 0, "{summary}");
     assert_eq!(summary["gaps"], 0, "{summary}");
+    // Three conforming stacks: nothing for the protocol notes to say.
+    for e in &events {
+        let notes = e["notes"].as_array().map_or(0, Vec::len);
+        assert_eq!(notes, 0, "{e}");
+    }
 
     // Calls in the order they began: the clients make them one after another.
     let mut calls: Vec<&Value> = events.iter().filter(|e| e["event"] == "call").collect();
@@ -390,9 +431,13 @@ fn assert_dissection_matches(capture: &Path, seen: &[Seen]) -> Vec<Value> {
             assert!(call["grpc_status"].is_null(), "{id}");
         } else {
             assert_eq!(call["grpc_status"], want.code, "{id}");
-            let details = want.details.as_deref();
-            assert_eq!(call["grpc_message"].as_str(), details, "{id}");
             assert_eq!(call["end"], "complete", "{id}");
+            // A client reports the message of a failure only (grpc-js servers send "OK" with
+            // a success), and words a deadline's itself.
+            if want.code != 0 && want.code != 4 {
+                let details = want.details.as_deref();
+                assert_eq!(call["grpc_message"].as_str(), details, "{id}");
+            }
         }
         let messages = |dir: &str| -> Vec<&Value> {
             events
@@ -459,15 +504,14 @@ fn setting_names(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn tonic_client_against_a_grpc_core_server() {
-    if !grpc_core_available() {
-        return;
-    }
-    let server = CoreServer::start();
+/// A tonic client against `peer`'s server: the dissection holds what tonic got.
+fn tonic_client_against(peer: Peer) -> Vec<Value> {
+    let server = PeerServer::start(peer);
     let rec = Recorder::new(Link::Ethernet, 1460, 7_000);
     let mut seen = Vec::new();
-    let pcap = rec.run(async { seen = tonic_calls(&rec, server.addr).await });
+    // C-core gzips the answer to a gzipped call when asked to; grpc-js cannot be asked.
+    let gzip_answers = peer == Peer::Core;
+    let pcap = rec.run(async { seen = tonic_calls(&rec, server.addr, gzip_answers).await });
     // What tonic got back is what the script sends.
     assert_eq!(seen[1].code, 3);
     assert_eq!(seen[1].details.as_deref(), Some(FAIL_DETAILS));
@@ -475,13 +519,23 @@ fn tonic_client_against_a_grpc_core_server() {
         seen[0].trailers,
         [
             ("checksum-bin".into(), "0001feff".into()),
-            ("served-by".into(), "c-core".into())
+            ("served-by".into(), peer.name().into())
         ]
     );
-    let dir = scratch("tonic-client");
+    let dir = scratch(&format!("tonic-client-{}", peer.name()));
     let capture = dir.join("tonic-client.pcap");
     std::fs::write(&capture, pcap).unwrap();
     let events = assert_dissection_matches(&capture, &seen);
+    std::fs::remove_dir_all(&dir).ok();
+    events
+}
+
+#[test]
+fn tonic_client_against_a_grpc_core_server() {
+    if !Peer::Core.available() {
+        return;
+    }
+    let events = tonic_client_against(Peer::Core);
     assert!(setting_names(&events)
         .iter()
         .any(|n| n == "GRPC_ALLOW_TRUE_BINARY_METADATA"));
@@ -493,14 +547,17 @@ fn tonic_client_against_a_grpc_core_server() {
             .count()
     };
     assert!(pings(false) > 0 && pings(true) == pings(false));
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
-fn grpc_core_client_against_a_tonic_server() {
-    if !grpc_core_available() {
-        return;
+fn tonic_client_against_a_grpc_js_server() {
+    if Peer::Js.available() {
+        tonic_client_against(Peer::Js);
     }
+}
+
+/// `peer`'s client against a tonic server: the dissection holds what the client got.
+fn client_against_tonic(peer: Peer) {
     let rec = Recorder::new(Link::Ethernet, 1460, 8_000);
     let mut seen = Vec::new();
     let pcap = rec.run(async {
@@ -514,37 +571,67 @@ fn grpc_core_client_against_a_tonic_server() {
                 .add_service(health),
         )
         .await;
-        seen = python_calls(&rec, server).await;
+        seen = peer_calls(peer, &rec, server).await;
     });
-    // tonic's echo answers what the script's server refuses, and at once; the health service
+    // tonic's echo answers what the scripts' servers refuse, and at once; the health service
     // does not know the unknown service.
     let codes: Vec<i64> = seen.iter().map(|s| s.code).collect();
     assert_eq!(codes, [0, 0, 0, 0, 0, 0, 0, 5, 0]);
-    let dir = scratch("core-client");
-    let capture = dir.join("core-client.pcap");
+    let dir = scratch(&format!("client-{}", peer.name()));
+    let capture = dir.join("client.pcap");
     std::fs::write(&capture, pcap).unwrap();
     assert_dissection_matches(&capture, &seen);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn grpc_core_client_against_a_tonic_server() {
+    if Peer::Core.available() {
+        client_against_tonic(Peer::Core);
+    }
+}
+
+#[test]
+fn grpc_js_client_against_a_tonic_server() {
+    if Peer::Js.available() {
+        client_against_tonic(Peer::Js);
+    }
+}
+
+/// `client`'s client against `server`'s server, neither of them tonic.
+fn peers_together(client: Peer, server: Peer) -> (PathBuf, Vec<Value>) {
+    let running = PeerServer::start(server);
+    let rec = Recorder::new(Link::Ethernet, 1460, 9_000);
+    let mut seen = Vec::new();
+    let pcap = rec.run(async { seen = peer_calls(client, &rec, running.addr).await });
+    assert_eq!(seen[1].details.as_deref(), Some(FAIL_DETAILS));
+    // The slow call ran out of its deadline.
+    assert_eq!(seen.last().unwrap().code, 4);
+    let dir = scratch(&format!("{}-{}", client.name(), server.name()));
+    let capture = dir.join("peers.pcap");
+    std::fs::write(&capture, pcap).unwrap();
+    let events = assert_dissection_matches(&capture, &seen);
+    (dir, events)
+}
+
+/// C-core's HTTP/2 (chttp2) against nghttp2's, the two stacks that are not tonic's.
+#[test]
+fn grpc_js_client_against_a_grpc_core_server() {
+    if Peer::Js.available() && Peer::Core.available() {
+        let (dir, _) = peers_together(Peer::Js, Peer::Core);
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }
 
 /// Two C-core peers both allow true binary metadata, so `-bin` values travel as a NUL and the
 /// bytes; the client still sees them as it would in base64.
 #[test]
 fn grpc_core_on_both_sides_sends_true_binary_metadata() {
-    if !grpc_core_available() {
+    if !Peer::Core.available() {
         return;
     }
-    let server = CoreServer::start();
-    let rec = Recorder::new(Link::Ethernet, 1460, 9_000);
-    let mut seen = Vec::new();
-    let pcap = rec.run(async { seen = python_calls(&rec, server.addr).await });
-    assert_eq!(seen[1].details.as_deref(), Some(FAIL_DETAILS));
-    // The slow call ran out of its deadline.
-    assert_eq!(seen.last().unwrap().code, 4);
-    let dir = scratch("core-both");
-    let capture = dir.join("core-both.pcap");
-    std::fs::write(&capture, pcap).unwrap();
-    let events = assert_dissection_matches(&capture, &seen);
+    let (dir, events) = peers_together(Peer::Core, Peer::Core);
+    let capture = dir.join("peers.pcap");
     let call = events
         .iter()
         .find(|e| e["event"] == "call" && e["path"] == "/test.echo.Echo/Unary")
@@ -578,14 +665,22 @@ fn grpc_core_on_both_sides_sends_true_binary_metadata() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// A health check recorded from the C-core server, exported, keeps it UP under a real HAProxy
-/// while it serves, DOWN when it answers NOT_SERVING, and UP again; `h2scope check` agrees.
+/// A health check recorded from each peer's server, exported, keeps it UP under a real HAProxy
+/// while it serves, DOWN when it answers NOT_SERVING, and UP again; `--verify` agrees.
 #[test]
-fn health_check_exported_from_grpc_core_follows_it_under_haproxy() {
-    if !grpc_core_available() || !haproxy_available() {
+fn health_checks_exported_from_peer_servers_follow_them_under_haproxy() {
+    if !haproxy_available() {
         return;
     }
-    let mut server = CoreServer::start();
+    for peer in [Peer::Core, Peer::Js] {
+        if peer.available() {
+            exported_check_follows(peer);
+        }
+    }
+}
+
+fn exported_check_follows(peer: Peer) {
+    let mut server = PeerServer::start(peer);
     let rec = Recorder::new(Link::Ethernet, 1460, 10_000);
     let pcap = rec.run(async {
         let mut health = HealthClient::new(rec.channel(server.addr).await);
@@ -594,21 +689,15 @@ fn health_check_exported_from_grpc_core_follows_it_under_haproxy() {
             assert_eq!(r.into_inner().status, 1);
         }
     });
-    let dir = scratch("haproxy");
+    let dir = scratch(&format!("haproxy-{}", peer.name()));
     let capture = dir.join("health.pcap");
     std::fs::write(&capture, pcap).unwrap();
     // The third call's headers lean on the HPACK table the first two filled.
-    let first = export(
-        &dir,
-        &capture,
-        "core_first",
-        server.addr,
-        &["--call", "0:1"],
-    );
+    let first = export(&dir, &capture, "first", server.addr, &["--call", "0:1"]);
     let third = export(
         &dir,
         &capture,
-        "core_third",
+        "third",
         server.addr,
         &["--call", "0:5", "--fast-fail"],
     );
@@ -626,7 +715,7 @@ fn health_check_exported_from_grpc_core_follows_it_under_haproxy() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     let haproxy = Haproxy::start(&dir, &[first, third]);
-    let both = ["core_first", "core_third"];
+    let both = ["first", "third"];
     haproxy.wait_for(&both, "UP", Duration::from_secs(15));
     server.set_serving(false);
     haproxy.wait_for(&both, "DOWN", Duration::from_secs(20));
