@@ -71,9 +71,11 @@ fn nghttpd(dir: &std::path::Path) -> Nghttpd {
     Nghttpd { child, addr }
 }
 
-/// `(source port, stream, type, length, flags)` of every frame tshark finds, decoding the
-/// server's port as HTTP/2; `None` without tshark.
-fn tshark_frames(capture: &std::path::Path, port: u16) -> Option<Vec<(u16, u32, u8, u32, u8)>> {
+/// A frame as both sides are compared on: source port, stream, type, length, flags.
+type Frame = (u16, u32, u8, u32, u8);
+
+/// Every frame tshark finds, decoding the server's port as HTTP/2; `None` without tshark.
+fn tshark_frames(capture: &std::path::Path, port: u16) -> Option<Vec<Frame>> {
     let out = Command::new("tshark")
         .arg("-r")
         .arg(capture)
@@ -219,7 +221,7 @@ fn nghttp2_padding_push_priority_and_continuation() {
     assert_eq!(request.request_header("x-trace"), Some(&b"abc"[..]));
 
     if let Some(mut theirs) = tshark_frames(&capture, server_port(&events)) {
-        let mut ours: Vec<(u16, u32, u8, u32, u8)> = frames
+        let mut ours: Vec<Frame> = frames
             .iter()
             .map(|f| {
                 (
