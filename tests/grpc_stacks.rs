@@ -13,7 +13,8 @@
 //! saw: every call's path, status, message, trailers, deadline and answers, and the gzip of its
 //! messages, must come out of `h2scope read --format jsonl` as the client got them. A health
 //! check recorded from each peer's server is exported with `h2scope haproxy` and must follow that
-//! server's health under a real HAProxy.
+//! server's health under a real HAProxy. grpc-js also runs over TLS (Node's OpenSSL), decrypted
+//! with the key log `node --tls-keylog` writes.
 
 mod common;
 
@@ -52,11 +53,17 @@ enum Peer {
 
 impl Peer {
     fn command(self) -> Command {
+        self.command_with(&[])
+    }
+
+    /// The script run with these options of its runtime (`node --tls-keylog=FILE`).
+    fn command_with(self, runtime: &[String]) -> Command {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers");
         let mut c = match self {
             Peer::Core => Command::new(PYTHON),
             Peer::Js => Command::new("node"),
         };
+        c.args(runtime);
         c.arg(match self {
             Peer::Core => format!("{dir}/grpc_core.py"),
             Peer::Js => format!("{dir}/grpc_js/grpc_js.js"),
@@ -102,8 +109,11 @@ struct PeerServer {
 
 impl PeerServer {
     fn start(peer: Peer) -> PeerServer {
-        let mut child = peer
-            .command()
+        Self::start_with(peer.command())
+    }
+
+    fn start_with(mut command: Command) -> PeerServer {
+        let mut child = command
             .arg("server")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -365,34 +375,40 @@ async fn tonic_calls(rec: &Recorder, server: SocketAddr, gzip_answers: bool) -> 
 
 /// Runs a peer script's client against `server` through the recorder; what it saw.
 async fn peer_calls(peer: Peer, rec: &Recorder, server: SocketAddr) -> Vec<Seen> {
+    client_calls(peer.command(), rec, server).await
+}
+
+/// [`peer_calls`] with the client's command given.
+async fn client_calls(mut client: Command, rec: &Recorder, server: SocketAddr) -> Vec<Seen> {
     let proxy = rec
         .proxy(SocketAddr::from(([127, 0, 0, 1], 0)), server)
         .await;
     // Blocking, on a thread of its own: the proxy it talks through runs on this runtime.
     let target = proxy.to_string();
-    let out =
-        tokio::task::spawn_blocking(move || peer.command().args(["client", &target]).output())
-            .await
-            .unwrap()
-            .unwrap();
+    let out = tokio::task::spawn_blocking(move || client.args(["client", &target]).output())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(
         out.status.success(),
-        "the {peer:?} client failed: {}",
+        "the client failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     seen_from_report(&String::from_utf8(out.stdout).unwrap())
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("h2scope-core-{}-{name}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("h2scope-stacks-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
-/// Reads `capture` as a user would and holds every call to what its client saw.
-fn assert_dissection_matches(capture: &Path, seen: &[Seen]) -> Vec<Value> {
+/// Reads `capture` as a user would (with `extra` options) and holds every call to what its
+/// client saw.
+fn assert_dissection_matches(capture: &Path, seen: &[Seen], extra: &[&str]) -> Vec<Value> {
     let out = Command::new(BIN)
         .args(["read", "--format", "jsonl", "--proto", ECHO_PROTO])
+        .args(extra)
         .arg(capture)
         .output()
         .unwrap();
@@ -525,7 +541,7 @@ fn tonic_client_against(peer: Peer) -> Vec<Value> {
     let dir = scratch(&format!("tonic-client-{}", peer.name()));
     let capture = dir.join("tonic-client.pcap");
     std::fs::write(&capture, pcap).unwrap();
-    let events = assert_dissection_matches(&capture, &seen);
+    let events = assert_dissection_matches(&capture, &seen, &[]);
     std::fs::remove_dir_all(&dir).ok();
     events
 }
@@ -580,7 +596,7 @@ fn client_against_tonic(peer: Peer) {
     let dir = scratch(&format!("client-{}", peer.name()));
     let capture = dir.join("client.pcap");
     std::fs::write(&capture, pcap).unwrap();
-    assert_dissection_matches(&capture, &seen);
+    assert_dissection_matches(&capture, &seen, &[]);
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -610,7 +626,7 @@ fn peers_together(client: Peer, server: Peer) -> (PathBuf, Vec<Value>) {
     let dir = scratch(&format!("{}-{}", client.name(), server.name()));
     let capture = dir.join("peers.pcap");
     std::fs::write(&capture, pcap).unwrap();
-    let events = assert_dissection_matches(&capture, &seen);
+    let events = assert_dissection_matches(&capture, &seen, &[]);
     (dir, events)
 }
 
@@ -621,6 +637,63 @@ fn grpc_js_client_against_a_grpc_core_server() {
         let (dir, _) = peers_together(Peer::Js, Peer::Core);
         std::fs::remove_dir_all(&dir).ok();
     }
+}
+
+/// grpc-js over TLS, Node's OpenSSL on both sides, the client's secrets written by
+/// `node --tls-keylog`: TLS 1.3 as OpenSSL prefers it (AES-256-GCM, SHA-384) and TLS 1.2 with
+/// ECDHE-ECDSA and ChaCha20-Poly1305 are decrypted, and every call is what the client saw.
+#[test]
+fn grpc_js_over_openssl_tls_decrypted_with_nodes_key_log() {
+    if !Peer::Js.available() {
+        return;
+    }
+    let dir = scratch("tls");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+    let tls12 = [
+        "--tls-max-v1.2",
+        "--tls-cipher-list=ECDHE-ECDSA-CHACHA20-POLY1305",
+    ];
+    for (runtime, version, suite) in [
+        (&[][..], "TLS 1.3", "TLS_AES_256_GCM_SHA384"),
+        (
+            &tls12[..],
+            "TLS 1.2",
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+        ),
+    ] {
+        let runtime: Vec<String> = runtime.iter().map(|f| f.to_string()).collect();
+        let keys = dir.join(format!("{version}.keys"));
+        let mut server = Peer::Js.command_with(&runtime);
+        server.env("H2SCOPE_TLS_DIR", &dir);
+        let server = PeerServer::start_with(server);
+        let mut client_runtime = runtime.clone();
+        client_runtime.push(format!("--tls-keylog={}", keys.display()));
+        let mut client = Peer::Js.command_with(&client_runtime);
+        client.env("H2SCOPE_TLS_DIR", &dir);
+        let rec = Recorder::new(Link::Ethernet, 1460, 12_000);
+        let mut seen = Vec::new();
+        let pcap = rec.run(async { seen = client_calls(client, &rec, server.addr).await });
+        drop(server);
+        let capture = dir.join(format!("{version}.pcap"));
+        std::fs::write(&capture, pcap).unwrap();
+        let keylog = keys.to_str().unwrap();
+        let events = assert_dissection_matches(&capture, &seen, &["--tls-keylog", keylog]);
+        let conns: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["event"] == "connection")
+            .collect();
+        assert_eq!(conns.len(), 2, "{version}: the plain and the gzip channel");
+        for c in conns {
+            let tls = &c["tls"];
+            assert_eq!(tls["version"], version, "{c}");
+            assert_eq!(tls["cipher_suite"], suite, "{c}");
+            assert_eq!(tls["decrypted"], true, "{c}");
+            assert_eq!(tls["sni"], "localhost", "{c}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// Two C-core peers both allow true binary metadata, so `-bin` values travel as a NUL and the

@@ -11,6 +11,9 @@
 //
 // The echo service answers as tests/common/echo.rs's does; a Unary "fail" is refused with
 // INVALID_ARGUMENT, a Unary "slow" is answered after a second. grpc-js compresses no answer.
+//
+// With H2SCOPE_TLS_DIR set (cert.pem and key.pem, for "localhost"), both speak TLS, Node's
+// OpenSSL; `node --tls-keylog=FILE` makes the client write its secrets.
 'use strict';
 const path = require('path');
 const readline = require('readline');
@@ -22,6 +25,17 @@ const EchoRequest = root.lookupType('test.echo.EchoRequest');
 const EchoReply = root.lookupType('test.echo.EchoReply');
 const FAIL_DETAILS = "refused 'fail': caf\u00e9 \u2014 50% off\nsecond line";
 const TRAILER_BIN = Buffer.from([0x00, 0x01, 0xfe, 0xff]);
+
+const fs = require('fs');
+const tlsDir = process.env.H2SCOPE_TLS_DIR;
+const pem = (name) => fs.readFileSync(path.join(tlsDir, name));
+const serverCredentials = () => (tlsDir
+  ? grpc.ServerCredentials.createSsl(null, [{ private_key: pem('key.pem'), cert_chain: pem('cert.pem') }])
+  : grpc.ServerCredentials.createInsecure());
+// Over TLS the certificate names localhost, whatever address is dialled.
+const channel = (extra) => (tlsDir
+  ? [grpc.credentials.createSsl(pem('cert.pem')), { 'grpc.ssl_target_name_override': 'localhost', 'grpc.default_authority': 'localhost', ...extra }]
+  : [grpc.credentials.createInsecure(), extra]);
 
 const same = (b) => b;
 function method(name, requestStream, responseStream) {
@@ -87,7 +101,7 @@ function serve() {
       callback(null, Buffer.from([0x08, serving ? 1 : 2]));
     },
   });
-  server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, port) => {
+  server.bindAsync('127.0.0.1:0', serverCredentials(), (err, port) => {
     if (err) throw err;
     console.log(port);
     const lines = readline.createInterface({ input: process.stdin });
@@ -98,9 +112,8 @@ function serve() {
 
 async function client(target) {
   const results = [];
-  const plain = new grpc.Client(target, grpc.credentials.createInsecure());
-  const gzipped = new grpc.Client(target, grpc.credentials.createInsecure(),
-    { 'grpc.default_compression_algorithm': 2 });
+  const plain = new grpc.Client(target, ...channel({}));
+  const gzipped = new grpc.Client(target, ...channel({ 'grpc.default_compression_algorithm': 2 }));
   const deadline = (s) => ({ deadline: new Date(Date.now() + s * 1000) });
   const echoJson = (raw) => {
     const m = decode(EchoReply, raw);
