@@ -89,14 +89,7 @@ impl Peer {
                 .output(),
         };
         let found = probe.is_ok_and(|o| o.status.success());
-        if !found {
-            assert!(
-                std::env::var_os("H2SCOPE_REQUIRE_GRPC_STACKS").is_none(),
-                "{self:?} is required: scripts/install-deps installs it"
-            );
-            eprintln!("{self:?} not installed: skipping (scripts/install-deps installs it)");
-        }
-        found
+        common::needs(found, "H2SCOPE_REQUIRE_GRPC_STACKS", &format!("{self:?}"))
     }
 }
 

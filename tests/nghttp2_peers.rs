@@ -22,14 +22,11 @@ fn nghttp2_available() -> bool {
     let found = ["nghttpd", "nghttp"]
         .iter()
         .all(|tool| Command::new(tool).arg("--version").output().is_ok());
-    if !found {
-        assert!(
-            std::env::var_os("H2SCOPE_REQUIRE_NGHTTP2").is_none(),
-            "nghttpd and nghttp are required: scripts/install-deps installs them"
-        );
-        eprintln!("nghttp2's tools not installed: skipping (scripts/install-deps installs them)");
-    }
-    found
+    common::needs(
+        found,
+        "H2SCOPE_REQUIRE_NGHTTP2",
+        "nghttp2 (nghttpd, nghttp)",
+    )
 }
 
 struct Nghttpd {
@@ -76,42 +73,21 @@ type Frame = (u16, u32, u8, u32, u8);
 
 /// Every frame tshark finds, decoding the server's port as HTTP/2; `None` without tshark.
 fn tshark_frames(capture: &std::path::Path, port: u16) -> Option<Vec<Frame>> {
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(capture)
-        .args(["-d", &format!("tcp.port=={port},http2"), "-T", "fields"])
-        .args([
-            "-e",
-            "tcp.srcport",
-            "-e",
-            "http2.streamid",
-            "-e",
-            "http2.type",
-        ])
-        .args([
-            "-e",
-            "http2.length",
-            "-e",
-            "http2.flags",
-            "-E",
-            "occurrence=a",
-        ])
-        .args(["-E", "aggregator=;"])
-        .output();
-    let Ok(out) = out else {
-        assert!(
-            std::env::var_os("H2SCOPE_REQUIRE_TSHARK").is_none(),
-            "tshark is required here"
-        );
-        return None;
-    };
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let decode = format!("tcp.port=={port},http2");
+    let fields = ["-T", "fields", "-e", "tcp.srcport", "-e", "http2.streamid"];
+    let more = [
+        "-e",
+        "http2.type",
+        "-e",
+        "http2.length",
+        "-e",
+        "http2.flags",
+    ];
+    let each = ["-E", "occurrence=a", "-E", "aggregator=;"];
+    let args = [&["-d", &decode][..], &fields, &more, &each].concat();
+    let out = common::tshark(capture, &args)?;
     let mut frames = Vec::new();
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
+    for line in out.lines() {
         let cols: Vec<&str> = line.split('\t').collect();
         if cols.len() < 5 || cols[2].is_empty() {
             continue;

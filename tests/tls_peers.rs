@@ -47,33 +47,20 @@ fn tshark_frames(pcap: &[u8], log: &str, port: u16) -> Option<Vec<(u32, u8, u32)
     let (cap, keys) = (dir.join("tls.pcap"), dir.join("keys.log"));
     std::fs::write(&cap, pcap).unwrap();
     std::fs::write(&keys, log).unwrap();
-    let out = std::process::Command::new("tshark")
-        .arg("-r")
-        .arg(&cap)
-        .args(["-d", &format!("tcp.port=={port},tls")])
-        .arg("-o")
-        .arg(format!("tls.keylog_file:{}", keys.display()))
-        .args(["-T", "fields", "-e", "http2.streamid", "-e", "http2.type"])
-        .args(["-e", "http2.length"])
-        .output();
+    let decode = format!("tcp.port=={port},tls");
+    let keylog = format!("tls.keylog_file:{}", keys.display());
+    let fields = ["-T", "fields", "-e", "http2.streamid", "-e", "http2.type"];
+    let args = [
+        &["-d", &decode, "-o", &keylog][..],
+        &fields,
+        &["-e", "http2.length"],
+    ]
+    .concat();
+    let out = common::tshark(&cap, &args);
     std::fs::remove_dir_all(&dir).ok();
-    let out = match out {
-        Ok(o) => o,
-        Err(_) => {
-            assert!(
-                std::env::var_os("H2SCOPE_REQUIRE_TSHARK").is_none(),
-                "tshark is required here"
-            );
-            return None;
-        }
-    };
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = out?;
     let mut frames = Vec::new();
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
+    for line in out.lines() {
         let cols: Vec<Vec<&str>> = line
             .split('\t')
             .map(|c| c.split(',').filter(|v| !v.is_empty()).collect())

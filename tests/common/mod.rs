@@ -236,3 +236,40 @@ pub fn sh_words(line: &str) -> Vec<String> {
     let text = String::from_utf8(out.stdout).unwrap();
     text.split_terminator('\0').map(String::from).collect()
 }
+
+/// Runs tshark on `capture` with `args` and returns what it printed; `None` where it is not
+/// installed, which CI (`H2SCOPE_REQUIRE_TSHARK`, set by `scripts/test`) does not allow.
+pub fn tshark(capture: &std::path::Path, args: &[&str]) -> Option<String> {
+    let run = std::process::Command::new("tshark")
+        .arg("-r")
+        .arg(capture)
+        .args(args)
+        .output();
+    let Ok(out) = run else {
+        assert!(
+            std::env::var_os("H2SCOPE_REQUIRE_TSHARK").is_none(),
+            "tshark is required here (scripts/install-deps installs it)"
+        );
+        return None;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8(out.stdout).unwrap())
+}
+
+/// Whether a tool a test needs was `found`; a test without it skips, except under the
+/// environment variable `require` (CI: `scripts/test` sets it, `scripts/install-deps` installs
+/// the tool).
+pub fn needs(found: bool, require: &str, what: &str) -> bool {
+    if !found {
+        assert!(
+            std::env::var_os(require).is_none(),
+            "{what} is required here: scripts/install-deps installs it"
+        );
+        eprintln!("{what} not installed: skipping (scripts/install-deps installs it)");
+    }
+    found
+}
