@@ -1576,9 +1576,6 @@ impl Connection {
             }
             Payload::Priority(p) => FrameDetail::Priority(p),
             Payload::RstStream { error_code } => {
-                if self.calls.contains_key(&h.stream) {
-                    self.note_reset(h.stream, dir);
-                }
                 if let Some(call) = self.calls.get_mut(&h.stream) {
                     call.end = CallEnd::Reset {
                         by_client: dir == self.client,
@@ -1586,6 +1583,7 @@ impl Connection {
                     };
                     call.end_ts_ns = ctx.meta.ts_ns;
                     call.end_packet = ctx.meta.index;
+                    self.note_reset(h.stream, dir);
                     if let Some(call) = self.take_call(h.stream, ctx) {
                         finished.push(call);
                     }
@@ -1748,12 +1746,13 @@ impl Connection {
             return;
         }
         if !self.calls.contains_key(&stream) {
+            let closed = self.is_closed_stream(stream);
             // The answer (often a trailers-only status) to a call the client reset, or a
             // request's trailers crossing the server's reset: the call is over, not a new one.
-            if self.is_closed_stream(stream) && self.in_flight(stream, dir) {
+            if closed && self.in_flight(stream, dir) {
                 return;
             }
-            if self.is_closed_stream(stream) && from_client {
+            if closed && from_client {
                 event
                     .notes
                     .push(format!("HEADERS on closed stream {stream} (STREAM_CLOSED)"));
