@@ -38,6 +38,21 @@ impl MethodStats {
             (Some(g), _, _) => grpc_status_name(g)
                 .map(Cow::Borrowed)
                 .unwrap_or_else(|| g.to_string().into()),
+            // A client gives up at its deadline by resetting the stream, often before any
+            // DEADLINE_EXCEEDED from the server is on the wire. Clients write the time left
+            // rounded up (C-core: to two digits), hence the 5%.
+            (
+                None,
+                _,
+                CallEnd::Reset {
+                    by_client: true, ..
+                },
+            ) if c
+                .deadline_ns()
+                .is_some_and(|d| c.duration_ns() >= d - d / 20) =>
+            {
+                "RESET_AT_DEADLINE".into()
+            }
             (None, _, CallEnd::Reset { .. }) => "RESET".into(),
             (None, _, CallEnd::Unfinished) => "UNFINISHED".into(),
             (None, Some(s), _) => format!("HTTP {s}").into(),
@@ -675,6 +690,37 @@ mod tests {
         let back: Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(back, s.to_json());
         assert!(line.ends_with(b"}\n"));
+    }
+
+    /// A call its client reset once its deadline had run out is counted as such; one reset
+    /// early, by the server, or with no deadline, is a plain RESET.
+    #[test]
+    fn a_reset_at_the_deadline_is_told_from_other_resets() {
+        let field = |name: &str, value: &str| crate::http2::hpack::HeaderField {
+            name: name.as_bytes().to_vec().into(),
+            value: value.as_bytes().to_vec().into(),
+            repr: crate::http2::hpack::Representation::Indexed { index: 0 },
+            name_unknown: false,
+            value_unknown: false,
+        };
+        let reset = |ms: i64, timeout: Option<&str>, by_client: bool| {
+            let mut c = call(1, 1, ms, "0");
+            c.response_trailers = None;
+            c.end = CallEnd::Reset {
+                by_client,
+                error_code: 8,
+            };
+            let mut headers = vec![field(":path", "/a.B/C")];
+            headers.extend(timeout.map(|t| field("grpc-timeout", t)));
+            c.request_headers = Some(headers.into());
+            MethodStats::outcome(&c)
+        };
+        assert_eq!(reset(300, Some("300m"), true), "RESET_AT_DEADLINE");
+        // C-core writes 10 s left as 10100m.
+        assert_eq!(reset(10_000, Some("10100m"), true), "RESET_AT_DEADLINE");
+        assert_eq!(reset(200, Some("300m"), true), "RESET");
+        assert_eq!(reset(300, Some("300m"), false), "RESET");
+        assert_eq!(reset(300, None, true), "RESET");
     }
 
     fn stats_of(conn: u64, calls: impl IntoIterator<Item = (i64, &'static str)>) -> CallStats {
