@@ -89,7 +89,11 @@ impl Peer {
                 .output(),
         };
         let found = probe.is_ok_and(|o| o.status.success());
-        common::needs(found, "H2SCOPE_REQUIRE_GRPC_STACKS", &format!("{self:?}"))
+        let what = match self {
+            Peer::Core => "gRPC C-core (Debian's python3-grpcio)",
+            Peer::Js => "grpc-js (node, and npm ci in tests/peers/grpc_js)",
+        };
+        common::needs(found, "H2SCOPE_REQUIRE_GRPC_STACKS", what)
     }
 }
 
