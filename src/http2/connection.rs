@@ -165,6 +165,8 @@ struct PendingBlock {
 struct Direction {
     /// Bytes held while the connection is being identified.
     held: Vec<u8>,
+    /// The packet that last added to `held`: where its frames are shown once they are read.
+    held_at: PacketMeta,
     phase: Phase,
     hdr: [u8; FRAME_HEADER_LEN],
     hdr_len: usize,
@@ -199,6 +201,7 @@ impl Direction {
         let hpack = decoder(false, max_header_list);
         Direction {
             held: Vec::new(),
+            held_at: PacketMeta::default(),
             phase: Phase::Frames,
             hdr: [0; FRAME_HEADER_LEN],
             hdr_len: 0,
@@ -528,6 +531,7 @@ impl Connection {
         // Only the new bytes (and the 3 before them) can complete an HTTP/1.1 head.
         let scan_from = ds.held.len().saturating_sub(3);
         ds.held.extend_from_slice(bytes);
+        ds.held_at = *ctx.meta;
         if self.mode == Mode::Upgrade {
             if dir != self.client {
                 self.try_upgrade_response(scan_from, ctx);
@@ -709,9 +713,21 @@ impl Connection {
         self.dirs[1 - c].phase = Phase::Frames;
         for dir in [client.other(), client] {
             let held = std::mem::take(&mut self.dirs[dir.index()].held);
-            if !held.is_empty() {
-                self.feed(dir, &held, ctx);
+            if held.is_empty() {
+                continue;
             }
+            // A server's first SETTINGS held until the client's preface confirmed the
+            // connection is shown with the packet that carried it, not the preface's.
+            let at = self.dirs[dir.index()].held_at;
+            let mut then = Ctx {
+                meta: &at,
+                info: ctx.info,
+                sink: &mut *ctx.sink,
+                cfg: ctx.cfg,
+                grpc: ctx.grpc,
+                schemas: &mut *ctx.schemas,
+            };
+            self.feed(dir, &held, &mut then);
         }
     }
 
