@@ -31,7 +31,7 @@ use serde_json::Value;
 use tonic::codec::CompressionEncoding;
 use tonic::codegen::http;
 use tonic::metadata::{MetadataMap, MetadataValue};
-use tonic::Request;
+use tonic::{Request, Status};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_prost::ProstCodec;
@@ -162,6 +162,37 @@ struct Seen {
     timeout: Option<f64>,
 }
 
+/// What a tonic client got back: the answers and trailers of a call, or the status it failed
+/// with.
+type TonicGot = Result<(Vec<Value>, Vec<(String, String)>), Status>;
+
+impl Seen {
+    /// What a tonic client got: its answers and trailers, or the status it failed with (and
+    /// that status's trailers). No deadline: the tonic calls set none.
+    fn of_tonic(path: &str, got: TonicGot, gzip_request: bool, gzip_response: bool) -> Seen {
+        let (code, details, answers, trailers, gzip_response) = match got {
+            Ok((answers, trailers)) => (0, None, answers, trailers, Some(gzip_response)),
+            Err(e) => (
+                e.code() as i64,
+                Some(e.message().to_string()),
+                Vec::new(),
+                trailers_of(e.metadata()),
+                None,
+            ),
+        };
+        Seen {
+            path: path.into(),
+            code,
+            details,
+            answers,
+            trailers,
+            gzip_request,
+            gzip_response,
+            timeout: None,
+        }
+    }
+}
+
 /// An echo answer as proto3's JSON mapping writes it: defaults left out, bytes in base64.
 fn echo_json(text: &str, payload: &[u8], seq: i64) -> Value {
     use base64::Engine;
@@ -257,36 +288,20 @@ async fn tonic_calls(rec: &Recorder, server: SocketAddr, gzip_answers: bool) -> 
     let channel = rec.channel(server).await;
     let codec = || ProstCodec::<EchoRequest, EchoReply>::default();
     let mut seen = Vec::new();
-    let unary =
-        |seen: &mut Vec<Seen>, r: Result<tonic::Response<EchoReply>, tonic::Status>, gzip: bool| {
-            let s = match r {
-                Ok(r) => {
-                    let trailers = trailers_of(r.metadata());
-                    let m = r.into_inner();
-                    Seen {
-                        path: "/test.echo.Echo/Unary".into(),
-                        code: 0,
-                        details: None,
-                        answers: vec![echo_json(&m.text, &m.payload, m.seq.into())],
-                        trailers,
-                        gzip_request: gzip,
-                        gzip_response: Some(gzip && gzip_answers),
-                        timeout: None,
-                    }
-                }
-                Err(e) => Seen {
-                    path: "/test.echo.Echo/Unary".into(),
-                    code: e.code() as i64,
-                    details: Some(e.message().to_string()),
-                    answers: Vec::new(),
-                    trailers: trailers_of(e.metadata()),
-                    gzip_request: gzip,
-                    gzip_response: None,
-                    timeout: None,
-                },
-            };
-            seen.push(s);
-        };
+    let unary = |seen: &mut Vec<Seen>, r: Result<tonic::Response<EchoReply>, Status>, gzip| {
+        let got = r.map(|r| {
+            let trailers = trailers_of(r.metadata());
+            let m = r.into_inner();
+            (vec![echo_json(&m.text, &m.payload, m.seq.into())], trailers)
+        });
+        let answer_gzip = gzip && gzip_answers;
+        seen.push(Seen::of_tonic(
+            "/test.echo.Echo/Unary",
+            got,
+            gzip,
+            answer_gzip,
+        ));
+    };
 
     let mut plain = tonic::client::Grpc::new(channel.clone());
     let mut req = Request::new(echo("hello", 1, Vec::new()));
@@ -326,16 +341,13 @@ async fn tonic_calls(rec: &Recorder, server: SocketAddr, gzip_answers: bool) -> 
     while let Some(m) = s.message().await.unwrap() {
         answers.push(echo_json(&m.text, &m.payload, m.seq.into()));
     }
-    seen.push(Seen {
-        path: "/test.echo.Echo/ServerStream".into(),
-        code: 0,
-        details: None,
-        answers,
-        trailers: Vec::new(),
-        gzip_request: false,
-        gzip_response: Some(false),
-        timeout: None,
-    });
+    let got = Ok((answers, Vec::new()));
+    seen.push(Seen::of_tonic(
+        "/test.echo.Echo/ServerStream",
+        got,
+        false,
+        false,
+    ));
 
     let mut health = HealthClient::new(channel);
     for service in ["", "no.such.Service"] {
@@ -344,28 +356,9 @@ async fn tonic_calls(rec: &Recorder, server: SocketAddr, gzip_answers: bool) -> 
                 service: service.into(),
             })
             .await;
-        seen.push(match r {
-            Ok(r) => Seen {
-                path: "/grpc.health.v1.Health/Check".into(),
-                code: 0,
-                details: None,
-                answers: vec![health_json(r.into_inner().status.into())],
-                trailers: Vec::new(),
-                gzip_request: false,
-                gzip_response: Some(false),
-                timeout: None,
-            },
-            Err(e) => Seen {
-                path: "/grpc.health.v1.Health/Check".into(),
-                code: e.code() as i64,
-                details: Some(e.message().to_string()),
-                answers: Vec::new(),
-                trailers: Vec::new(),
-                gzip_request: false,
-                gzip_response: None,
-                timeout: None,
-            },
-        });
+        let got = r.map(|r| (vec![health_json(r.into_inner().status.into())], Vec::new()));
+        let path = "/grpc.health.v1.Health/Check";
+        seen.push(Seen::of_tonic(path, got, false, false));
     }
     seen
 }
