@@ -794,3 +794,100 @@ fn exported_check_follows(peer: Peer) {
     drop(haproxy);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// gRPC's keepalive rules as a real server enforces them: a tonic client that PINGs an idle
+/// connection every 100 ms (keepalive while idle) is, by C-core's defaults (no PINGs without
+/// calls, two strikes), sent away with GOAWAY ENHANCE_YOUR_CALM "too_many_pings". `health` must
+/// tell the story: the client's PINGs without data, their interval and round trip, the server's
+/// GOAWAY with its debug data, and the flood.
+#[test]
+fn a_grpc_core_server_sends_a_pinging_client_away() {
+    if !Peer::Core.available() {
+        return;
+    }
+    let server = PeerServer::start(Peer::Core);
+    let rec = Recorder::new(Link::Ethernet, 1460, 13_000);
+    let pcap = rec.run(async {
+        let proxy = rec
+            .proxy(SocketAddr::from(([127, 0, 0, 1], 0)), server.addr)
+            .await;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{proxy}"))
+            .unwrap()
+            .http2_keep_alive_interval(Duration::from_millis(100))
+            .keep_alive_while_idle(true)
+            .connect()
+            .await
+            .unwrap();
+        let mut health = HealthClient::new(channel);
+        let r = health.check(HealthCheckRequest::default()).await.unwrap();
+        assert_eq!(r.into_inner().status, 1);
+        // Idle, pinging: C-core strikes the second and third PING and sends the fourth's sender
+        // away; a second is ample.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    });
+    drop(server);
+    let dir = scratch("keepalive");
+    let capture = dir.join("keepalive.pcap");
+    std::fs::write(&capture, pcap).unwrap();
+
+    let out = h2scope(&["health", "--format", "jsonl", capture.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reports: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &Value| r["event"] == "connection_health")
+        .collect();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let r = &reports[0];
+    let client = &r["client_side"];
+    assert!(client["pings"].as_u64().unwrap() >= 3, "{r}");
+    assert!(
+        client["max_pings_without_data"].as_u64().unwrap() >= 3,
+        "{r}"
+    );
+    let interval = client["ping_interval"]["avg_ms"].as_f64().unwrap();
+    assert!((80.0..500.0).contains(&interval), "{r}");
+    assert!(
+        client["ping_rtt"]["max_ms"].as_f64().unwrap() < 100.0,
+        "{r}"
+    );
+    let goaways = r["server_side"]["goaways"].as_array().unwrap();
+    assert!(
+        goaways
+            .iter()
+            .any(|g| g["error"] == "ENHANCE_YOUR_CALM" && g["debug"] == "too_many_pings"),
+        "{r}"
+    );
+    assert_eq!(r["ping_flood"], true, "{r}");
+    assert_eq!(r["calls"], 1, "{r}");
+
+    // The text report says it in words; the frames carry no protocol note.
+    let out = h2scope(&["health", capture.to_str().unwrap()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("server sent GOAWAY ENHANCE_YOUR_CALM") && text.contains("too_many_pings"),
+        "{text}"
+    );
+    // ... and what to change.
+    assert!(
+        text.contains("the client's PINGs (")
+            && text.contains("make the client's keepalive time longer"),
+        "{text}"
+    );
+    let out = h2scope(&["read", "--format", "jsonl", capture.to_str().unwrap()]);
+    let events: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.last().unwrap()["errors"], 0);
+    assert!(events
+        .iter()
+        .all(|e| e["notes"].as_array().is_none_or(Vec::is_empty)));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -559,6 +559,29 @@ pub fn write_json_unnumbered(report: &Value, out: &mut Vec<u8>) -> Option<usize>
     slot
 }
 
+/// What a `too_many_pings` GOAWAY from `sender` means and what to change: the usual cause is a
+/// client keepalive set shorter than the server's ping policy allows.
+fn too_many_pings_hint(s: &mut String, sender: &str, pinger: &SideHealth) {
+    use std::fmt::Write;
+    let other = if sender == "server" {
+        "client"
+    } else {
+        "server"
+    };
+    let _ = write!(
+        s,
+        "    the {other}'s PINGs ({} in a row without data",
+        pinger.max_pings_without_data
+    );
+    if let Some(i) = summary(&pinger.ping_intervals_ns).as_object() {
+        let _ = write!(s, ", every {:.1} ms", i["avg_ms"].as_f64().unwrap_or(0.0));
+    }
+    let _ = writeln!(
+        s,
+        ") broke the {sender}'s keepalive policy: gRPC servers accept one PING without data per 5 minutes by default, none while no call is open unless keepalive_permit_without_calls; make the {other}'s keepalive time longer or the {sender}'s policy looser"
+    );
+}
+
 fn text(h: &ConnectionHealth, numbered: bool, open: bool) -> (String, usize) {
     use std::fmt::Write;
     let mut s = String::from("connection #");
@@ -584,7 +607,10 @@ fn text(h: &ConnectionHealth, numbered: bool, open: bool) -> (String, usize) {
     if let Some(t) = h.end.as_ref().and_then(|e| e.tls.as_ref()) {
         let _ = writeln!(s, "  over {t}");
     }
-    for (name, side) in [("client", &h.sides[0]), ("server", &h.sides[1])] {
+    for (i, (name, side)) in [("client", &h.sides[0]), ("server", &h.sides[1])]
+        .into_iter()
+        .enumerate()
+    {
         if side.pings > 0 {
             let rtt = summary(&side.rtts_ns);
             let _ = write!(s, "  {name} PINGs: {}", side.pings);
@@ -615,6 +641,9 @@ fn text(h: &ConnectionHealth, numbered: bool, open: bool) -> (String, usize) {
                 "  {name} sent GOAWAY {} last-stream {} {:?}: refused (safe to retry) {:?}, still running {:?}",
                 g.error, g.last_stream_id, g.debug, g.refused_streams, g.running_streams
             );
+            if g.debug.contains("too_many_pings") {
+                too_many_pings_hint(&mut s, name, &h.sides[1 - i]);
+            }
         }
         if !side.resets.is_empty() {
             let parts: Vec<String> = side
