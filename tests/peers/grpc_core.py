@@ -51,6 +51,11 @@ def echo_types():
 EchoRequest, EchoReply = echo_types()
 
 
+def big_payload():
+    """1 MiB in a pattern the other scripts and the tests make alike."""
+    return bytes((i * 7) % 251 for i in range(1 << 20))
+
+
 def health_request(service):
     data = service.encode()
     return (b"\x0a" + bytes([len(data)]) + data) if data else b""
@@ -186,6 +191,8 @@ def client(target):
     streams(plain)
     health(plain, "")
     health(plain, "no.such.Service")
+    # A message sixteen times the initial window each way: many frames, flow control at work.
+    unary(plain, "big", 5, payload=big_payload())
 
     # A deadline shorter than the answer takes (on the C-core server): the client gives up.
     def slow():

@@ -196,6 +196,9 @@ async function client(target) {
       c.on('status', (s) => { trailers = s.metadata; });
     });
   }
+  // A message sixteen times the initial window each way: many frames, flow control at work.
+  const big = Buffer.alloc(1 << 20).map((_, i) => (i * 7) % 251);
+  await unary(plain, { text: 'big', seq: 5, payload: big });
   // A deadline shorter than the answer takes (on the peers' servers): the client gives up.
   await unary(plain, { text: 'slow', seq: 4 }, null, false, 0.3);
   plain.close();
