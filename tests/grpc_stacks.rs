@@ -448,7 +448,9 @@ fn assert_dissection_matches(capture: &Path, seen: &[Seen], extra: &[&str]) -> V
             assert_eq!(call["reset_by"], "client", "{id}");
             assert_eq!(call["error_code"], 8, "{id}");
             assert!(call["grpc_status"].is_null(), "{id}");
+            assert_eq!(call["reset_at_deadline"], true, "{id}");
         } else {
+            assert_eq!(call["reset_at_deadline"], false, "{id}");
             assert_eq!(call["grpc_status"], want.code, "{id}");
             assert_eq!(call["end"], "complete", "{id}");
             // A client reports the message of a failure only (grpc-js servers send "OK" with

@@ -44,7 +44,16 @@ fn calls_frames_and_detail_render() {
     assert!(s.contains("27 calls"), "{s}");
     assert!(s.contains("/grpc.health.v1.Health/Check"), "{s}");
     assert!(s.contains("5 NOT_FOUND"), "{s}");
-    // The selected call's request headers are in the detail pane.
+    // The selected call's outline and request headers are in the detail pane.
+    assert!(
+        s.contains("POST /grpc.health.v1.Health/Check on 127.0.0.1:39215"),
+        "{s}"
+    );
+    assert!(s.contains("HTTP 200, grpc-status 0 OK"), "{s}");
+    assert!(
+        s.contains("request 1 message (5 B), response 1 message (7 B)"),
+        "{s}"
+    );
     assert!(s.contains(":path: /grpc.health.v1.Health/Check"), "{s}");
     // Into the frames: the first is the request HEADERS, shown in hex too (length 0x49 = 73,
     // type 1, flags 4, stream 1).

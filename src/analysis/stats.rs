@@ -38,21 +38,7 @@ impl MethodStats {
             (Some(g), _, _) => grpc_status_name(g)
                 .map(Cow::Borrowed)
                 .unwrap_or_else(|| g.to_string().into()),
-            // A client gives up at its deadline by resetting the stream, often before any
-            // DEADLINE_EXCEEDED from the server is on the wire. Clients write the time left
-            // rounded up (C-core: to two digits), hence the 5%.
-            (
-                None,
-                _,
-                CallEnd::Reset {
-                    by_client: true, ..
-                },
-            ) if c
-                .deadline_ns()
-                .is_some_and(|d| c.duration_ns() >= d - d / 20) =>
-            {
-                "RESET_AT_DEADLINE".into()
-            }
+            _ if c.reset_at_deadline() => "RESET_AT_DEADLINE".into(),
             (None, _, CallEnd::Reset { .. }) => "RESET".into(),
             (None, _, CallEnd::Unfinished) => "UNFINISHED".into(),
             (None, Some(s), _) => format!("HTTP {s}").into(),

@@ -164,6 +164,23 @@ impl Call {
         let v = std::str::from_utf8(self.request_header("grpc-timeout")?).ok()?;
         grpc_timeout_ns(v).map(|ns| i64::try_from(ns).unwrap_or(i64::MAX))
     }
+
+    /// Whether the client reset the call once its deadline had run out, without a status: a
+    /// client gives up at its deadline by resetting the stream, often before any
+    /// DEADLINE_EXCEEDED from the server is on the wire. Clients write the time left rounded up
+    /// (C-core: to two digits), hence the 5%.
+    pub fn reset_at_deadline(&self) -> bool {
+        matches!(
+            self.end,
+            CallEnd::Reset {
+                by_client: true,
+                ..
+            }
+        ) && self.grpc_status().is_none()
+            && self
+                .deadline_ns()
+                .is_some_and(|d| self.duration_ns() >= d - d / 20)
+    }
 }
 
 /// `grpc-timeout` in nanoseconds: at most 8 digits and a unit (H M S m u n), as the gRPC over

@@ -1161,6 +1161,7 @@ fn call_obj<K: Keys>(o: Obj<'_, K>, c: &Call) -> Option<usize> {
     o.name("end", end);
     o.opt_name("reset_by", reset_by);
     o.opt_uint("error_code", error_code.map(u64::from));
+    o.bool("reset_at_deadline", c.reset_at_deadline());
     o.bool("pushed", c.pushed);
     o.bool("upgraded", c.upgraded);
     o.bool("tls", c.tls);

@@ -88,6 +88,7 @@ pub const CALL: &[&str] = &[
     "end",
     "reset_by",
     "error_code",
+    "reset_at_deadline",
     "pushed",
     "upgraded",
     "tls",

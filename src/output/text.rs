@@ -363,6 +363,9 @@ impl<W: Write> Text<W> {
                     if by_client { "client" } else { "server" },
                     error_code_label(error_code)
                 );
+                if c.reset_at_deadline() {
+                    l.push_str(" at its deadline");
+                }
             }
             CallEnd::Unfinished => l.push_str(" (unfinished)"),
         }

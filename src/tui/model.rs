@@ -19,7 +19,9 @@ use crate::analysis::health::ConnectionHealth;
 use crate::event::{ConnectionEnd, Event, FrameDetail, FrameEvent, MessageEvent, Sink};
 use crate::grpc::message::Schemaless;
 use crate::grpc::Side;
-use crate::http2::call::{grpc_status_name, header_value, lossless, Call, CallEnd, HeaderText};
+use crate::http2::call::{
+    grpc_status_name, header_value, lossless, printable, Call, CallEnd, HeaderText,
+};
 use crate::http2::frame::{
     error_code_label, error_code_name, flags, setting, FrameHeader, FrameType, FRAME_HEADER_LEN,
 };
@@ -762,7 +764,7 @@ fn call_lines(json: &Value) -> Vec<DetailLine> {
     let Value::Object(call) = json else {
         return vec![DetailLine::text("(this call's stored detail is damaged)")];
     };
-    let mut lines = Vec::new();
+    let mut lines = call_outline(call);
     for (title, key) in [
         ("request headers", "request_headers"),
         ("response headers", "response_headers"),
@@ -783,7 +785,11 @@ fn call_lines(json: &Value) -> Vec<DetailLine> {
             .and_then(|c| u32::try_from(c).ok())
             .and_then(error_code_name)
             .unwrap_or("?");
-        lines.push(DetailLine::text(format!("reset by the {by} ({code})")));
+        let at_deadline = call.get("reset_at_deadline") == Some(&Value::Bool(true));
+        let when = if at_deadline { " at its deadline" } else { "" };
+        lines.push(DetailLine::text(format!(
+            "reset by the {by} ({code}){when}"
+        )));
     }
     if let Some(Value::Array(notes)) = call.get("notes") {
         for n in notes {
@@ -793,6 +799,62 @@ fn call_lines(json: &Value) -> Vec<DetailLine> {
             )));
         }
     }
+    lines
+}
+
+/// The head of a call's detail: what was called, how it ended, how long it took against its
+/// deadline, and what went each way; the list's columns, in words and whole.
+fn call_outline(call: &serde_json::Map<String, Value>) -> Vec<DetailLine> {
+    let str_of = |k: &str| call.get(k).and_then(Value::as_str);
+    let num = |k: &str| call.get(k).and_then(Value::as_f64);
+    let mut lines = Vec::new();
+    let mut what = [str_of("method"), str_of("path")]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if let Some(a) = str_of("authority") {
+        let _ = write!(what, " on {a}");
+    }
+    if !what.is_empty() {
+        lines.push(DetailLine::text(printable(&what)));
+    }
+    let mut outcome = Vec::new();
+    if let Some(s) = call.get("status").and_then(Value::as_u64) {
+        outcome.push(format!("HTTP {s}"));
+    }
+    if let Some(g) = call.get("grpc_status").and_then(Value::as_u64) {
+        let name = str_of("grpc_status_name").map_or(String::new(), |n| format!(" {n}"));
+        outcome.push(format!("grpc-status {g}{name}"));
+    }
+    let mut outcome = outcome.join(", ");
+    if let Some(m) = str_of("grpc_message") {
+        let _ = write!(outcome, ": {}", printable(m));
+    }
+    if !outcome.is_empty() {
+        lines.push(DetailLine::text(outcome));
+    }
+    if let Some(d) = num("duration") {
+        let mut time = format!("took {:.3} ms", d * 1e3);
+        if let Some(limit) = num("deadline") {
+            let _ = write!(time, " of a {:.3} ms deadline", limit * 1e3);
+        }
+        lines.push(DetailLine::text(time));
+    }
+    let side = |messages: &str, bytes: &str| {
+        let b = call.get(bytes).and_then(Value::as_u64).unwrap_or(0);
+        match call.get(messages).and_then(Value::as_u64) {
+            Some(m) if call.get("grpc") == Some(&Value::Bool(true)) => {
+                format!("{m} message{} ({b} B)", if m == 1 { "" } else { "s" })
+            }
+            _ => format!("{b} B"),
+        }
+    };
+    lines.push(DetailLine::text(format!(
+        "request {}, response {}",
+        side("request_messages", "request_bytes"),
+        side("response_messages", "response_bytes")
+    )));
     lines
 }
 
@@ -1504,8 +1566,8 @@ mod tests {
         );
     }
 
-    /// An ended call's lines made from its JSON Lines object are its header lists, reset and
-    /// notes as the call has them.
+    /// An ended call's lines made from its JSON Lines object are its outline, header lists,
+    /// reset and notes as the call has them.
     #[test]
     fn stored_calls_give_the_lines_of_the_calls() {
         let mut calls = 0;
@@ -1514,6 +1576,60 @@ mod tests {
             for e in &events {
                 let Event::Call(c) = e else { continue };
                 let mut w = DetailWriter::new();
+                let what = [c.method(), c.path()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                match c.authority() {
+                    Some(a) => w.line(
+                        None,
+                        format_args!("{}", printable(&format!("{what} on {a}"))),
+                    ),
+                    None if !what.is_empty() => w.line(None, format_args!("{}", printable(&what))),
+                    None => {}
+                }
+                let http = c.status().map(|s| format!("HTTP {s}"));
+                let grpc = c.grpc_status().map(|g| match grpc_status_name(g) {
+                    Some(n) => format!("grpc-status {g} {n}"),
+                    None => format!("grpc-status {g}"),
+                });
+                let mut outcome = [http, grpc]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if let Some(m) = c.grpc_message() {
+                    outcome = format!("{outcome}: {}", printable(&m));
+                }
+                if !outcome.is_empty() {
+                    w.line(None, format_args!("{outcome}"));
+                }
+                let ms = |ns: i64| ns as f64 / 1e6;
+                match c.deadline_ns() {
+                    Some(d) => w.line(
+                        None,
+                        format_args!(
+                            "took {:.3} ms of a {:.3} ms deadline",
+                            ms(c.duration_ns()),
+                            ms(d)
+                        ),
+                    ),
+                    None => w.line(None, format_args!("took {:.3} ms", ms(c.duration_ns()))),
+                }
+                let side = |m: u32, b: u64| match (c.grpc, m) {
+                    (true, 1) => format!("1 message ({b} B)"),
+                    (true, m) => format!("{m} messages ({b} B)"),
+                    (false, _) => format!("{b} B"),
+                };
+                w.line(
+                    None,
+                    format_args!(
+                        "request {}, response {}",
+                        side(c.request_messages, c.request_bytes),
+                        side(c.response_messages, c.response_bytes)
+                    ),
+                );
                 for (title, list) in [
                     ("request headers", &c.request_headers),
                     ("response headers", &c.response_headers),
@@ -1530,7 +1646,12 @@ mod tests {
                 {
                     let by = if by_client { "client" } else { "server" };
                     let code = error_code_name(error_code).unwrap_or("?");
-                    w.line(None, format_args!("reset by the {by} ({code})"));
+                    let when = if c.reset_at_deadline() {
+                        " at its deadline"
+                    } else {
+                        ""
+                    };
+                    w.line(None, format_args!("reset by the {by} ({code}){when}"));
                     reset += 1;
                 }
                 for n in &c.notes {
