@@ -15,6 +15,10 @@
 //! check recorded from each peer's server is exported with `h2scope haproxy` and must follow that
 //! server's health under a real HAProxy. grpc-js also runs over TLS (Node's OpenSSL), decrypted
 //! with the key log `node --tls-keylog` writes.
+//!
+//! Two gRPC proxies bring two more HTTP/2 stacks: HAProxy (`mode http`, h2 on both sides) and
+//! nginx (`grpc_pass`). tonic calls through each are recorded on both legs, and each leg must
+//! give every call as the client saw it.
 
 mod common;
 
@@ -905,4 +909,139 @@ fn a_grpc_core_server_sends_a_pinging_client_away() {
         .iter()
         .all(|e| e["notes"].as_array().is_none_or(Vec::is_empty)));
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The gRPC proxies people put in front of servers, each with an HTTP/2 stack of its own:
+/// HAProxy (`mode http`, `proto h2` on both sides) and nginx (`grpc_pass`).
+#[derive(Clone, Copy, Debug)]
+enum GrpcProxy {
+    Haproxy,
+    Nginx,
+}
+
+impl GrpcProxy {
+    fn available(self) -> bool {
+        match self {
+            GrpcProxy::Haproxy => haproxy_available(),
+            GrpcProxy::Nginx => {
+                let found = Command::new("nginx").arg("-v").output().is_ok();
+                common::needs(found, "H2SCOPE_REQUIRE_GRPC_STACKS", "nginx (nginx-light)")
+            }
+        }
+    }
+
+    /// Starts it in `dir`, listening on `front` and passing calls to `upstream`; it runs as long
+    /// as what is returned is kept.
+    fn start(self, dir: &Path, front: SocketAddr, upstream: SocketAddr) -> Box<dyn std::any::Any> {
+        let running: Box<dyn std::any::Any> = match self {
+            GrpcProxy::Haproxy => Box::new(Haproxy::start(
+                dir,
+                &[format!(
+                    "frontend grpc\n    mode http\n    bind {front} proto h2\n    default_backend tonic\n\nbackend tonic\n    mode http\n    server s1 {upstream} proto h2\n"
+                )],
+            )),
+            GrpcProxy::Nginx => {
+                let d = dir.display();
+                // Every path nginx would write to is in the scratch folder; a request body
+                // may be as large as the calls make it.
+                let conf = format!(
+                    "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n    access_log off;\n    client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n    fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n    client_max_body_size 0;\n    server {{\n        listen {front} http2;\n        location / {{ grpc_pass grpc://{upstream}; }}\n    }}\n}}\n"
+                );
+                let path = dir.join("nginx.conf");
+                std::fs::write(&path, conf).unwrap();
+                let child = Command::new("nginx")
+                    .args(["-p", &format!("{d}/"), "-c"])
+                    .arg(&path)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                Box::new(Daemon(child))
+            }
+        };
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(front).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{self:?} does not listen on {front}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        running
+    }
+}
+
+/// A process stopped when dropped.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port nothing listens on (as far as one can tell before using it).
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A tonic client's calls to a tonic server through `proxy`, recorded on both legs: each leg,
+/// the proxy's HTTP/2 against tonic's, must give every call as the client saw it.
+fn through(proxy: GrpcProxy) {
+    let dir = scratch(&format!("{proxy:?}"));
+    let front_leg = Recorder::new(Link::Ethernet, 1460, 14_000);
+    let back_leg = Recorder::new(Link::Ethernet, 1460, 15_000);
+    let mut seen = Vec::new();
+    let mut running = None;
+    let front = front_leg.run(async {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("test.echo.Echo", tonic_health::ServingStatus::Serving)
+            .await;
+        let server = common::serve(
+            tonic::transport::Server::builder()
+                .add_service(Echo)
+                .add_service(health),
+        )
+        .await;
+        let upstream = back_leg
+            .proxy(SocketAddr::from(([127, 0, 0, 1], 0)), server)
+            .await;
+        let listen = free_port();
+        running = Some(proxy.start(&dir, listen, upstream));
+        seen = tonic_calls(&front_leg, listen, true).await;
+    });
+    drop(running);
+    let back = back_leg.to_pcap();
+    // tonic's echo answers every call, and its health service does not know the unknown one.
+    let codes: Vec<i64> = seen.iter().map(|s| s.code).collect();
+    assert_eq!(codes, [0, 0, 0, 0, 0, 0, 5], "{proxy:?}: {seen:?}");
+    for (leg, pcap) in [("front", front), ("back", back)] {
+        let capture = dir.join(format!("{leg}.pcap"));
+        std::fs::write(&capture, pcap).unwrap();
+        let events = assert_dissection_matches(&capture, &seen, &[]);
+        let conns = events.iter().filter(|e| e["event"] == "connection").count();
+        assert!(conns >= 1, "{proxy:?} {leg}: {conns} connections");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// HAProxy's HTTP/2 (mux-h2) on both sides of the proxy.
+#[test]
+fn calls_through_haproxy_as_a_grpc_proxy() {
+    if GrpcProxy::Haproxy.available() {
+        through(GrpcProxy::Haproxy);
+    }
+}
+
+/// nginx's HTTP/2 towards the client, its gRPC module's towards the server.
+#[test]
+fn calls_through_nginx_as_a_grpc_proxy() {
+    if GrpcProxy::Nginx.available() {
+        through(GrpcProxy::Nginx);
+    }
 }
