@@ -5,6 +5,8 @@
 use std::io::{sink, Cursor};
 use std::sync::{Arc, OnceLock};
 
+use h2scope::analysis::health::{self, Health};
+use h2scope::analysis::stats::CallStats;
 use h2scope::capture::CaptureReader;
 use h2scope::event::{Event, Sink};
 use h2scope::grpc::schema::Schemas;
@@ -165,6 +167,12 @@ pub fn dissect_and_render(data: Vec<u8>) {
         text.set_base(ts);
         text_calls.set_base(ts);
     }
+    // `health` and `stats` on the same events, reports written as their commands write them.
+    let mut health = Health::new(|h| {
+        let _ = health::to_json(&h);
+        let _ = health::to_text(&h);
+    });
+    let mut call_stats = CallStats::with_intervals(Some(1_000_000_000));
     let mut tally = Tally::default();
     for event in &events {
         tally.count(event);
@@ -189,6 +197,8 @@ pub fn dissect_and_render(data: Vec<u8>) {
         if write_line(list, opts, &event, &mut line) {
             assert_eq!(line.last(), Some(&b'\n'), "a line of fields ends its line");
         }
+        health.event(event.clone());
+        call_stats.event(event.clone());
         json.event(event.clone());
         grpcurl.event(event.clone());
         json_calls.event(event.clone());
@@ -206,6 +216,9 @@ pub fn dissect_and_render(data: Vec<u8>) {
         warnings,
         live: None,
     };
+    health.finish();
+    let _ = call_stats.to_json();
+    let _ = call_stats.to_text();
     json.summary(&summary);
     text.summary(&summary);
     grpcurl.file_done();
