@@ -411,7 +411,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 /// Reads `capture` as a user would (with `extra` options) and holds every call to what its
-/// client saw.
+/// client saw. Every frame must also be one tshark finds (decrypting with the same key log).
 fn assert_dissection_matches(capture: &Path, seen: &[Seen], extra: &[&str]) -> Vec<Value> {
     let out = Command::new(BIN)
         .args(["read", "--format", "jsonl", "--proto", ECHO_PROTO])
@@ -437,6 +437,12 @@ fn assert_dissection_matches(capture: &Path, seen: &[Seen], extra: &[&str]) -> V
         let notes = e["notes"].as_array().map_or(0, Vec::len);
         assert_eq!(notes, 0, "{e}");
     }
+
+    let keylog = extra
+        .iter()
+        .position(|a| *a == "--tls-keylog")
+        .map(|i| Path::new(extra[i + 1]));
+    assert_frames_are_tsharks(capture, &events, keylog);
 
     // Calls in the order they began: the clients make them one after another.
     let mut calls: Vec<&Value> = events.iter().filter(|e| e["event"] == "call").collect();
@@ -517,6 +523,37 @@ fn assert_dissection_matches(capture: &Path, seen: &[Seen], extra: &[&str]) -> V
         }
     }
     events
+}
+
+/// The frames of `events` (as `read --format jsonl` gives them) are those tshark finds in
+/// `capture`, each by its source port, stream, type, length and flags.
+fn assert_frames_are_tsharks(capture: &Path, events: &[Value], keylog: Option<&Path>) {
+    let port = |addr: &Value| -> u16 {
+        let addr: SocketAddr = addr.as_str().unwrap().parse().unwrap();
+        addr.port()
+    };
+    let server = events.iter().find(|e| e["event"] == "call").unwrap()["server"].clone();
+    let Some(mut theirs) = common::tshark_frames(capture, port(&server), keylog) else {
+        return;
+    };
+    let number = |e: &Value, key: &str| e[key].as_u64().unwrap();
+    let mut ours: Vec<common::Frame> = events
+        .iter()
+        .filter(|e| e["event"] == "frame")
+        .map(|e| {
+            (
+                port(&e["src"]),
+                number(e, "stream") as u32,
+                number(e, "type_code") as u8,
+                number(e, "length") as u32,
+                number(e, "flags") as u8,
+            )
+        })
+        .collect();
+    ours.sort_unstable();
+    theirs.sort_unstable();
+    assert!(!ours.is_empty());
+    assert_eq!(ours, theirs, "{}", capture.display());
 }
 
 /// The names the C-core side gave its SETTINGS.

@@ -68,45 +68,6 @@ fn nghttpd(dir: &std::path::Path) -> Nghttpd {
     Nghttpd { child, addr }
 }
 
-/// A frame as both sides are compared on: source port, stream, type, length, flags.
-type Frame = (u16, u32, u8, u32, u8);
-
-/// Every frame tshark finds, decoding the server's port as HTTP/2; `None` without tshark.
-fn tshark_frames(capture: &std::path::Path, port: u16) -> Option<Vec<Frame>> {
-    let decode = format!("tcp.port=={port},http2");
-    let fields = ["-T", "fields", "-e", "tcp.srcport", "-e", "http2.streamid"];
-    let more = [
-        "-e",
-        "http2.type",
-        "-e",
-        "http2.length",
-        "-e",
-        "http2.flags",
-    ];
-    let each = ["-E", "occurrence=a", "-E", "aggregator=;"];
-    let args = [&["-d", &decode][..], &fields, &more, &each].concat();
-    let out = common::tshark(capture, &args)?;
-    let mut frames = Vec::new();
-    for line in out.lines() {
-        let cols: Vec<&str> = line.split('\t').collect();
-        if cols.len() < 5 || cols[2].is_empty() {
-            continue;
-        }
-        let each = |i: usize| cols[i].split(';').collect::<Vec<_>>();
-        let (streams, types, lengths, flags) = (each(1), each(2), each(3), each(4));
-        for i in 0..types.len() {
-            frames.push((
-                cols[0].parse().unwrap(),
-                streams[i].parse().unwrap(),
-                types[i].parse().unwrap(),
-                lengths[i].parse().unwrap(),
-                u8::from_str_radix(flags[i].trim_start_matches("0x"), 16).unwrap(),
-            ));
-        }
-    }
-    Some(frames)
-}
-
 #[test]
 fn nghttp2_padding_push_priority_and_continuation() {
     if !nghttp2_available() {
@@ -196,8 +157,8 @@ fn nghttp2_padding_push_priority_and_continuation() {
         .unwrap();
     assert_eq!(request.request_header("x-trace"), Some(&b"abc"[..]));
 
-    if let Some(mut theirs) = tshark_frames(&capture, server_port(&events)) {
-        let mut ours: Vec<Frame> = frames
+    if let Some(mut theirs) = common::tshark_frames(&capture, server_port(&events), None) {
+        let mut ours: Vec<common::Frame> = frames
             .iter()
             .map(|f| {
                 (

@@ -47,30 +47,12 @@ fn tshark_frames(pcap: &[u8], log: &str, port: u16) -> Option<Vec<(u32, u8, u32)
     let (cap, keys) = (dir.join("tls.pcap"), dir.join("keys.log"));
     std::fs::write(&cap, pcap).unwrap();
     std::fs::write(&keys, log).unwrap();
-    let decode = format!("tcp.port=={port},tls");
-    let keylog = format!("tls.keylog_file:{}", keys.display());
-    let fields = ["-T", "fields", "-e", "http2.streamid", "-e", "http2.type"];
-    let args = [
-        &["-d", &decode, "-o", &keylog][..],
-        &fields,
-        &["-e", "http2.length"],
-    ]
-    .concat();
-    let out = common::tshark(&cap, &args);
+    let out = common::tshark_frames(&cap, port, Some(&keys));
     std::fs::remove_dir_all(&dir).ok();
-    let out = out?;
-    let mut frames = Vec::new();
-    for line in out.lines() {
-        let cols: Vec<Vec<&str>> = line
-            .split('\t')
-            .map(|c| c.split(',').filter(|v| !v.is_empty()).collect())
-            .collect();
-        if let [streams, types, lengths] = &cols[..] {
-            for ((s, t), l) in streams.iter().zip(types).zip(lengths) {
-                frames.push((s.parse().unwrap(), t.parse().unwrap(), l.parse().unwrap()));
-            }
-        }
-    }
+    let mut frames: Vec<(u32, u8, u32)> = out?
+        .into_iter()
+        .map(|(_, stream, kind, length, _)| (stream, kind, length))
+        .collect();
     frames.sort();
     Some(frames)
 }

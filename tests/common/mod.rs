@@ -273,3 +273,56 @@ pub fn needs(found: bool, require: &str, what: &str) -> bool {
     }
     found
 }
+
+/// A frame as both sides are compared on: source port, stream, type, length, flags.
+pub type Frame = (u16, u32, u8, u32, u8);
+
+/// Every frame tshark finds, decoding the server's port as HTTP/2, or as TLS decrypted with
+/// `keylog`; `None` without tshark.
+pub fn tshark_frames(
+    capture: &std::path::Path,
+    port: u16,
+    keylog: Option<&std::path::Path>,
+) -> Option<Vec<Frame>> {
+    let decode = match keylog {
+        None => vec!["-d".to_string(), format!("tcp.port=={port},http2")],
+        Some(keys) => vec![
+            "-d".to_string(),
+            format!("tcp.port=={port},tls"),
+            "-o".to_string(),
+            format!("tls.keylog_file:{}", keys.display()),
+        ],
+    };
+    let decode: Vec<&str> = decode.iter().map(String::as_str).collect();
+    let fields = ["-T", "fields", "-e", "tcp.srcport", "-e", "http2.streamid"];
+    let more = [
+        "-e",
+        "http2.type",
+        "-e",
+        "http2.length",
+        "-e",
+        "http2.flags",
+    ];
+    let each = ["-E", "occurrence=a", "-E", "aggregator=;"];
+    let args = [&decode[..], &fields, &more, &each].concat();
+    let out = tshark(capture, &args)?;
+    let mut frames = Vec::new();
+    for line in out.lines() {
+        let cols: Vec<&str> = line.split('\t').collect();
+        if cols.len() < 5 || cols[2].is_empty() {
+            continue;
+        }
+        let each = |i: usize| cols[i].split(';').collect::<Vec<_>>();
+        let (streams, types, lengths, flags) = (each(1), each(2), each(3), each(4));
+        for i in 0..types.len() {
+            frames.push((
+                cols[0].parse().unwrap(),
+                streams[i].parse().unwrap(),
+                types[i].parse().unwrap(),
+                lengths[i].parse().unwrap(),
+                u8::from_str_radix(flags[i].trim_start_matches("0x"), 16).unwrap(),
+            ));
+        }
+    }
+    Some(frames)
+}
