@@ -559,15 +559,11 @@ pub fn write_json_unnumbered(report: &Value, out: &mut Vec<u8>) -> Option<usize>
     slot
 }
 
-/// What a `too_many_pings` GOAWAY from `sender` means and what to change: the usual cause is a
-/// client keepalive set shorter than the server's ping policy allows.
-fn too_many_pings_hint(s: &mut String, sender: &str, pinger: &SideHealth) {
+/// What a `too_many_pings` GOAWAY from `sender` means and what `other`, whose PINGs `pinger`
+/// holds, should change: the usual cause is a client keepalive set shorter than the server's
+/// ping policy allows.
+fn too_many_pings_hint(s: &mut String, sender: &str, other: &str, pinger: &SideHealth) {
     use std::fmt::Write;
-    let other = if sender == "server" {
-        "client"
-    } else {
-        "server"
-    };
     let _ = write!(
         s,
         "    the {other}'s PINGs ({} in a row without data",
@@ -607,10 +603,8 @@ fn text(h: &ConnectionHealth, numbered: bool, open: bool) -> (String, usize) {
     if let Some(t) = h.end.as_ref().and_then(|e| e.tls.as_ref()) {
         let _ = writeln!(s, "  over {t}");
     }
-    for (i, (name, side)) in [("client", &h.sides[0]), ("server", &h.sides[1])]
-        .into_iter()
-        .enumerate()
-    {
+    const NAMES: [&str; 2] = ["client", "server"];
+    for (i, (name, side)) in NAMES.into_iter().zip(&h.sides).enumerate() {
         if side.pings > 0 {
             let rtt = summary(&side.rtts_ns);
             let _ = write!(s, "  {name} PINGs: {}", side.pings);
@@ -642,7 +636,7 @@ fn text(h: &ConnectionHealth, numbered: bool, open: bool) -> (String, usize) {
                 g.error, g.last_stream_id, g.debug, g.refused_streams, g.running_streams
             );
             if g.debug.contains("too_many_pings") {
-                too_many_pings_hint(&mut s, name, &h.sides[1 - i]);
+                too_many_pings_hint(&mut s, name, NAMES[1 - i], &h.sides[1 - i]);
             }
         }
         if !side.resets.is_empty() {
