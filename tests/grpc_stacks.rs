@@ -622,21 +622,35 @@ fn tonic_client_against_a_grpc_js_server() {
     }
 }
 
+/// The tonic server of the echo and health services (which knows test.echo.Echo, serving), on
+/// the runtime at hand; with `web`, it also answers gRPC-Web (tonic-web), over HTTP/1.1 too.
+async fn tonic_server(web: bool) -> SocketAddr {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("test.echo.Echo", tonic_health::ServingStatus::Serving)
+        .await;
+    let mut server = tonic::transport::Server::builder();
+    if !web {
+        return common::serve(server.add_service(Echo).add_service(health)).await;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = server
+        .accept_http1(true)
+        .layer(tonic_web::GrpcWebLayer::new())
+        .add_service(Echo)
+        .add_service(health);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::spawn(router.serve_with_incoming(incoming));
+    addr
+}
+
 /// `peer`'s client against a tonic server: the dissection holds what the client got.
 fn client_against_tonic(peer: Peer) {
     let rec = Recorder::new(Link::Ethernet, 1460, 8_000);
     let mut seen = Vec::new();
     let pcap = rec.run(async {
-        let (reporter, health) = tonic_health::server::health_reporter();
-        reporter
-            .set_service_status("test.echo.Echo", tonic_health::ServingStatus::Serving)
-            .await;
-        let server = common::serve(
-            tonic::transport::Server::builder()
-                .add_service(Echo)
-                .add_service(health),
-        )
-        .await;
+        let server = tonic_server(false).await;
         seen = peer_calls(peer, &rec, server).await;
     });
     // tonic's echo answers what the scripts' servers refuse, and at once; the health service
@@ -1039,16 +1053,7 @@ fn through(proxy: GrpcProxy) {
     let mut seen = Vec::new();
     let mut running = None;
     let front = front_leg.run(async {
-        let (reporter, health) = tonic_health::server::health_reporter();
-        reporter
-            .set_service_status("test.echo.Echo", tonic_health::ServingStatus::Serving)
-            .await;
-        let server = common::serve(
-            tonic::transport::Server::builder()
-                .add_service(Echo)
-                .add_service(health),
-        )
-        .await;
+        let server = tonic_server(false).await;
         let upstream = back_leg
             .proxy(SocketAddr::from(([127, 0, 0, 1], 0)), server)
             .await;
@@ -1098,19 +1103,7 @@ fn grpc_web_client_against_a_tonic_web_server() {
     let rec = Recorder::new(Link::Ethernet, 1460, 16_000);
     let mut seen = Vec::new();
     let pcap = rec.run(async {
-        let (reporter, health) = tonic_health::server::health_reporter();
-        reporter
-            .set_service_status("test.echo.Echo", tonic_health::ServingStatus::Serving)
-            .await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = listener.local_addr().unwrap();
-        let router = tonic::transport::Server::builder()
-            .accept_http1(true)
-            .layer(tonic_web::GrpcWebLayer::new())
-            .add_service(Echo)
-            .add_service(health);
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        tokio::spawn(router.serve_with_incoming(incoming));
+        let server = tonic_server(true).await;
         let mut client = Command::new("node");
         client.arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
