@@ -118,6 +118,9 @@ pub struct Origin {
 #[derive(Debug, Clone)]
 pub struct FrameEvent {
     pub origin: Origin,
+    /// Sent by the connection's client, as the dissector knows it: by the preface, or, in a
+    /// connection joined mid-way, by ports until a header block says otherwise.
+    pub from_client: bool,
     pub header: FrameHeader,
     pub detail: FrameDetail,
     /// The decoded header list, on the frame that completes a header block.

@@ -134,8 +134,13 @@ impl PeerServer {
     }
 
     fn set_serving(&mut self, serving: bool) {
+        self.say(if serving { "up" } else { "down" });
+    }
+
+    /// A line to the script's server on its standard input.
+    fn say(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "{}", if serving { "up" } else { "down" }).unwrap();
+        writeln!(stdin, "{line}").unwrap();
         stdin.flush().unwrap();
     }
 }
@@ -963,6 +968,84 @@ fn a_grpc_core_server_sends_a_pinging_client_away() {
     assert!(events
         .iter()
         .all(|e| e["notes"].as_array().is_none_or(Vec::is_empty)));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A graceful shutdown as a real server does it: C-core, told to stop with a grace period while a
+/// call runs, sends GOAWAY NO_ERROR (first with the largest stream id and a PING, then with the
+/// last stream it took) and lets the call finish. `health` must list that call as still running
+/// under the GOAWAY, refuse none, and the call must end with its answer.
+#[test]
+fn a_grpc_core_server_drains_gracefully() {
+    if !Peer::Core.available() {
+        return;
+    }
+    let mut server = PeerServer::start(Peer::Core);
+    let addr = server.addr;
+    let rec = Recorder::new(Link::Ethernet, 1460, 17_000);
+    let mut answer = None;
+    let pcap = rec.run(async {
+        let mut grpc = tonic::client::Grpc::new(rec.channel(addr).await);
+        grpc.ready().await.unwrap();
+        let slow = tokio::spawn(async move {
+            let codec = ProstCodec::<EchoRequest, EchoReply>::default();
+            let req = Request::new(echo("slow", 9, Vec::new()));
+            grpc.unary(req, path("/test.echo.Echo/Unary"), codec).await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        server.say("drain");
+        answer = Some(slow.await.unwrap().map(|r| r.into_inner().text));
+    });
+    drop(server);
+    assert_eq!(answer.unwrap().unwrap(), "echo slow");
+    let dir = scratch("drain");
+    let capture = dir.join("drain.pcap");
+    std::fs::write(&capture, pcap).unwrap();
+
+    let out = h2scope(&["health", "--format", "jsonl", capture.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reports: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let r = &reports[0];
+    let goaways = r["server_side"]["goaways"].as_array().unwrap();
+    assert!(!goaways.is_empty(), "{r}");
+    for g in goaways {
+        assert_eq!(g["error"], "NO_ERROR", "{r}");
+        assert_eq!(g["refused_streams"], serde_json::json!([]), "{r}");
+    }
+    // The last GOAWAY names the stream the slow call ran on, which was still running.
+    let last = goaways.last().unwrap();
+    assert_eq!(last["last_stream_id"], 1, "{r}");
+    assert_eq!(last["running_streams"], serde_json::json!([1]), "{r}");
+    assert_eq!(r["refused_streams"], 0, "{r}");
+
+    let out = h2scope(&[
+        "read",
+        "--calls",
+        "--format",
+        "jsonl",
+        capture.to_str().unwrap(),
+    ]);
+    let calls: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["event"] == "call")
+        .collect();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["grpc_status"], 0);
+    assert_eq!(calls[0]["end"], "complete");
+    // It outlived the GOAWAY.
+    let goaway_ts = last["ts"].as_f64().unwrap();
+    assert!(calls[0]["end_ts"].as_f64().unwrap() > goaway_ts);
     std::fs::remove_dir_all(&dir).ok();
 }
 

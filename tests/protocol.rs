@@ -237,6 +237,49 @@ fn server_speaking_first_with_settings_of_its_own() {
     assert_eq!(stats.other_connections, 1);
 }
 
+/// In a connection joined mid-way, a whole SETTINGS frame first says nothing of who is the
+/// client: the client's follows a preface the capture may have missed. Without a header block
+/// to tell, the side on the higher (ephemeral) port is the client, as for any frames found
+/// mid-way; the server-first rule is for connections seen from their start. Here the client,
+/// curl-like, is on the higher port and its SETTINGS comes first.
+#[test]
+fn mid_way_settings_first_is_not_taken_for_a_server_speaking_first() {
+    // The capture's "server" side (port 50051) is the real client here.
+    let curl = |frames: &[Vec<u8>]| (false, frames.concat());
+    let responder = |frames: &[Vec<u8>]| (true, frames.concat());
+    let (events, _, ok) = common::dissect_bytes(
+        common::segments_capture_with(
+            &[
+                curl(&[frame(
+                    SETTINGS,
+                    0,
+                    0,
+                    &[0, 3, 0, 0, 0, 100, 0, 2, 0, 0, 0, 0],
+                )]),
+                responder(&[frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 128])]),
+                curl(&[frame(SETTINGS, flags::ACK, 0, &[])]),
+            ],
+            false,
+        ),
+        Config::default(),
+    );
+    assert!(ok);
+    let end = events
+        .iter()
+        .find_map(|e| match e {
+            Event::ConnectionEnd(c) => Some(c),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(end.client.port(), 50051);
+    assert!(end.mid);
+    let senders: Vec<(u16, bool)> = frames(&events)
+        .iter()
+        .map(|f| (f.origin.src.port(), f.from_client))
+        .collect();
+    assert_eq!(senders, [(50051, true), (40000, false), (50051, true)]);
+}
+
 /// A client gives up on a call (its deadline passed) and resets the stream; the server's answer
 /// was already on its way, as gRPC C-core's trailers-only DEADLINE_EXCEEDED and a DATA frame
 /// are here. RFC 9113 §5.4.2 expects such frames: they make no second call on the stream and

@@ -120,17 +120,20 @@ impl ConnectionHealth {
         }
     }
 
-    /// 0 for the client's side, 1 for the server's.
-    fn side_of(&mut self, src: SocketAddr, dst: SocketAddr) -> usize {
-        let (client, _) = *self.endpoints.get_or_insert_with(|| {
-            // Until calls tell, the side on the higher (ephemeral) port is the client.
-            if src.port() > dst.port() {
-                (src, dst)
-            } else {
-                (dst, src)
+    /// 0 for the client's side, 1 for the server's, as the dissector says of the frame. A
+    /// connection joined mid-way may learn late which side is the client: what was counted
+    /// under the guess changes sides with it.
+    fn side_of(&mut self, src: SocketAddr, dst: SocketAddr, from_client: bool) -> usize {
+        let ends = if from_client { (src, dst) } else { (dst, src) };
+        match self.endpoints {
+            Some(known) if known == ends => {}
+            Some(known) if known == (ends.1, ends.0) => {
+                self.sides.swap(0, 1);
+                self.endpoints = Some(ends);
             }
-        });
-        usize::from(src != client)
+            _ => self.endpoints = Some(ends),
+        }
+        usize::from(!from_client)
     }
 
     /// Load-balancer idle timeouts the longest silence reached, when no PING broke it.
@@ -212,7 +215,7 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
         }
         h.last_frame_ts = Some(o.ts_ns);
         h.last_ts_ns = h.last_ts_ns.max(o.ts_ns);
-        let me = h.side_of(o.src, o.dst);
+        let me = h.side_of(o.src, o.dst, f.from_client);
         let peer = 1 - me;
         let stream = f.header.stream;
         match &f.detail {
@@ -384,7 +387,8 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
         h.server = Some(end.server);
         h.first_ts_ns = h.first_ts_ns.min(end.first_ts_ns);
         h.last_ts_ns = h.last_ts_ns.max(end.last_ts_ns);
-        // Sides were guessed by port; the connection knows better.
+        // The frames' sides may have been a guess to the end (a connection joined mid-way whose
+        // header blocks never told); the connection's end says which side is the client.
         if let Some((client, _)) = h.endpoints {
             if client != end.client {
                 h.sides.swap(0, 1);
@@ -702,6 +706,7 @@ mod tests {
             (SERVER, CLIENT)
         };
         Event::Frame(FrameEvent {
+            from_client,
             origin: Origin {
                 packet: 1,
                 ts_ns: ms * 1_000_000,
@@ -771,6 +776,42 @@ mod tests {
             4,
             FrameDetail::WindowUpdate { increment: inc },
         )
+    }
+
+    /// Streams still running or refused under a GOAWAY are those the dissector says the
+    /// client opened, whichever end has the higher port (here the server's, 50051).
+    #[test]
+    fn goaway_sorts_the_clients_streams_by_the_dissectors_sides() {
+        let headers = |stream| {
+            frame(
+                true,
+                0,
+                stream,
+                FrameType::Headers,
+                10,
+                FrameDetail::Headers {
+                    priority: None,
+                    pad_len: None,
+                },
+            )
+        };
+        let goaway = frame(
+            false,
+            5,
+            0,
+            FrameType::GoAway,
+            8,
+            FrameDetail::GoAway {
+                last_stream_id: 1,
+                error_code: 0,
+                debug_data: Vec::new(),
+            },
+        );
+        let h = run(vec![headers(1), headers(3), goaway]);
+        let g = &h.sides[1].goaways[0];
+        assert_eq!(g.running_streams, [1]);
+        assert_eq!(g.refused_streams, [3]);
+        assert!(h.sides[0].goaways.is_empty());
     }
 
     #[test]

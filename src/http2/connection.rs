@@ -591,8 +591,11 @@ impl Connection {
             return;
         }
         // A server that speaks first sends SETTINGS: once a whole, well-formed SETTINGS frame
-        // is there, that is HTTP/2 from the server's side; until then wait.
+        // is there, that is HTTP/2 from the server's side; until then wait. Not in a connection
+        // joined mid-way: there, the client's SETTINGS after a preface the capture missed comes
+        // first as well, and which side is the client is guessed as for any frames found.
         match settings_prefix(held) {
+            SettingsPrefix::Complete if self.mid => self.try_mid_start(dir, false, ctx),
             SettingsPrefix::Complete => {
                 self.start_http2(dir.other(), ctx);
             }
@@ -1354,6 +1357,7 @@ impl Connection {
 
         let mut event = FrameEvent {
             origin: ctx.origin(dir),
+            from_client: dir == self.client,
             header: h,
             detail: FrameDetail::Skipped,
             headers: None,

@@ -7,7 +7,9 @@ error answers, percent-encoded grpc-message, gzip per call.
 
   grpc_core.py server           serves test.echo.Echo and grpc.health.v1.Health on a free loopback
                                 port and prints it; then reads stdin: "down" makes the health check
-                                answer NOT_SERVING, "up" SERVING, end of input stops the server.
+                                answer NOT_SERVING, "up" SERVING, "drain" shuts the server down
+                                gracefully (GOAWAY, calls running may finish within 5 s), end of
+                                input stops the server.
   grpc_core.py client HOST:PORT calls test.echo.Echo and grpc.health.v1.Health there and prints, as
                                 one JSON object, what each call got back: the ground truth the test
                                 holds the dissection to.
@@ -120,7 +122,10 @@ def serve():
     server.start()
     print(port, flush=True)
     for line in sys.stdin:
-        serving["ok"] = line.strip() != "down"
+        if line.strip() == "drain":
+            server.stop(5)
+        else:
+            serving["ok"] = line.strip() != "down"
     server.stop(0)
 
 
