@@ -1049,6 +1049,69 @@ fn a_grpc_core_server_drains_gracefully() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A peer that stops answering, as keepalive is there to find out: the C-core server is
+/// stopped (SIGSTOP) after a call, the tonic client PINGs the idle connection (every 100 ms,
+/// giving each 300 ms) and gives up on it. `health` must show the client's PING never
+/// acknowledged, a dead peer.
+#[test]
+fn keepalive_finds_a_stalled_server() {
+    if !Peer::Core.available() {
+        return;
+    }
+    let server = PeerServer::start(Peer::Core);
+    let (addr, pid) = (server.addr, server.child.id().to_string());
+    let signal = |sig: &str| {
+        let ok = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(ok.success(), "kill {sig} {pid}");
+    };
+    let rec = Recorder::new(Link::Ethernet, 1460, 18_000);
+    let pcap = rec.run(async {
+        let proxy = rec.proxy(SocketAddr::from(([127, 0, 0, 1], 0)), addr).await;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{proxy}"))
+            .unwrap()
+            .http2_keep_alive_interval(Duration::from_millis(100))
+            .keep_alive_timeout(Duration::from_millis(300))
+            .keep_alive_while_idle(true)
+            .connect()
+            .await
+            .unwrap();
+        let mut health = HealthClient::new(channel);
+        let r = health.check(HealthCheckRequest::default()).await.unwrap();
+        assert_eq!(r.into_inner().status, 1);
+        signal("-STOP");
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    });
+    // Woken once the recording is over: what it answers now is not in the capture.
+    signal("-CONT");
+    drop(server);
+    let dir = scratch("stalled");
+    let capture = dir.join("stalled.pcap");
+    std::fs::write(&capture, pcap).unwrap();
+
+    let out = h2scope(&["health", "--format", "jsonl", capture.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reports: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let r = &reports[0];
+    let client = &r["client_side"];
+    assert!(client["pings"].as_u64().unwrap() >= 1, "{r}");
+    assert!(client["unacked_pings"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(r["server_side"]["unacked_pings"], 0, "{r}");
+    assert_eq!(r["calls"], 1, "{r}");
+    let out = h2scope(&["health", capture.to_str().unwrap()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("never acknowledged (dead peer?)"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// The gRPC proxies people put in front of servers, each with an HTTP/2 stack of its own:
 /// HAProxy (`mode http`, `proto h2` on both sides) and nginx (`grpc_pass`).
 #[derive(Clone, Copy, Debug)]
