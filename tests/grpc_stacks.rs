@@ -1112,6 +1112,68 @@ fn keepalive_finds_a_stalled_server() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A request larger than the server takes: C-core, limited to 1 KiB, answers the 1 MiB message
+/// with RESOURCE_EXHAUSTED while the client is still sending it, and resets the stream to stop
+/// the rest (RFC 9113 §8.1 lets a server that has answered do so). The call must carry the status
+/// and message the client got, the reset be the server's, and the request's DATA in flight
+/// across the reset carry no note.
+#[test]
+fn a_request_too_large_for_a_grpc_core_server() {
+    if !Peer::Core.available() {
+        return;
+    }
+    let mut command = Peer::Core.command();
+    command.env("H2SCOPE_MAX_RECEIVE", "1024");
+    let server = PeerServer::start_with(command);
+    let rec = Recorder::new(Link::Ethernet, 1460, 19_000);
+    let mut got = None;
+    let pcap = rec.run(async {
+        let mut grpc = tonic::client::Grpc::new(rec.channel(server.addr).await);
+        grpc.ready().await.unwrap();
+        let codec = ProstCodec::<EchoRequest, EchoReply>::default();
+        let req = Request::new(echo("big", 5, big_payload()));
+        got = Some(grpc.unary(req, path("/test.echo.Echo/Unary"), codec).await);
+    });
+    drop(server);
+    let status = got.unwrap().unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    let dir = scratch("too-large");
+    let capture = dir.join("too-large.pcap");
+    std::fs::write(&capture, pcap).unwrap();
+
+    let out = h2scope(&["read", "--format", "jsonl", capture.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_frames_are_tsharks(&capture, &events, None);
+    for e in &events {
+        assert!(e["notes"].as_array().is_none_or(Vec::is_empty), "{e}");
+    }
+    assert_eq!(events.last().unwrap()["errors"], 0);
+    let calls: Vec<&Value> = events.iter().filter(|e| e["event"] == "call").collect();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let call = calls[0];
+    assert_eq!(call["grpc_status"], 8, "{call}");
+    assert_eq!(call["grpc_message"], status.message(), "{call}");
+    if call["end"] == "reset" {
+        assert_eq!(call["reset_by"], "server", "{call}");
+    } else {
+        assert_eq!(call["end"], "complete", "{call}");
+    }
+    assert_eq!(call["reset_at_deadline"], false);
+    let out = h2scope(&["stats", "--format", "jsonl", capture.to_str().unwrap()]);
+    let stats = String::from_utf8(out.stdout).unwrap();
+    assert!(stats.contains("\"RESOURCE_EXHAUSTED\":1"), "{stats}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// The gRPC proxies people put in front of servers, each with an HTTP/2 stack of its own:
 /// HAProxy (`mode http`, `proto h2` on both sides) and nginx (`grpc_pass`).
 #[derive(Clone, Copy, Debug)]

@@ -19,6 +19,7 @@ server; a Unary request whose text is "fail" is refused with INVALID_ARGUMENT, o
 is "slow" is answered after a second.
 """
 import json
+import os
 import sys
 import time
 import threading
@@ -117,7 +118,11 @@ def serve():
             "Check": grpc.unary_unary_rpc_method_handler(check, **plain),
         }),
     ]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), handlers=handlers)
+    # H2SCOPE_MAX_RECEIVE: the largest request message the server takes (C-core's default: 4 MiB).
+    options = []
+    if os.environ.get("H2SCOPE_MAX_RECEIVE"):
+        options.append(("grpc.max_receive_message_length", int(os.environ["H2SCOPE_MAX_RECEIVE"])))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), handlers=handlers, options=options)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(port, flush=True)
