@@ -1174,6 +1174,70 @@ fn a_request_too_large_for_a_grpc_core_server() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A client that cancels a server stream it has read enough of: tonic drops the stream after
+/// five answers of C-core's endless one, which resets it (CANCEL) while more answers are on
+/// their way. The call ends reset by the client, without a status and not at a deadline; the
+/// answers that crossed the reset carry no note; `health` counts the client's CANCEL.
+#[test]
+fn a_client_cancels_a_grpc_core_server_stream() {
+    if !Peer::Core.available() {
+        return;
+    }
+    let server = PeerServer::start(Peer::Core);
+    let rec = Recorder::new(Link::Ethernet, 1460, 20_000);
+    let pcap = rec.run(async {
+        let mut grpc = tonic::client::Grpc::new(rec.channel(server.addr).await);
+        grpc.ready().await.unwrap();
+        let codec = ProstCodec::<EchoRequest, EchoReply>::default();
+        let req = Request::new(echo("endless", 1, Vec::new()));
+        let mut answers = grpc
+            .server_streaming(req, path("/test.echo.Echo/ServerStream"), codec)
+            .await
+            .unwrap()
+            .into_inner();
+        for seq in 0..5 {
+            assert_eq!(answers.message().await.unwrap().unwrap().seq, seq);
+        }
+        drop(answers);
+        // The server's answers sent before the reset reached it arrive meanwhile.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    });
+    drop(server);
+    let dir = scratch("cancel");
+    let capture = dir.join("cancel.pcap");
+    std::fs::write(&capture, pcap).unwrap();
+
+    let out = h2scope(&["read", "--format", "jsonl", capture.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_frames_are_tsharks(&capture, &events, None);
+    for e in &events {
+        assert!(e["notes"].as_array().is_none_or(Vec::is_empty), "{e}");
+    }
+    assert_eq!(events.last().unwrap()["errors"], 0);
+    let calls: Vec<&Value> = events.iter().filter(|e| e["event"] == "call").collect();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let call = calls[0];
+    assert_eq!(call["end"], "reset", "{call}");
+    assert_eq!(call["reset_by"], "client", "{call}");
+    assert_eq!(call["error_code"], 8, "{call}");
+    assert!(call["grpc_status"].is_null(), "{call}");
+    assert_eq!(call["reset_at_deadline"], false, "{call}");
+    assert!(call["response_messages"].as_u64().unwrap() >= 5, "{call}");
+    let out = h2scope(&["health", "--format", "jsonl", capture.to_str().unwrap()]);
+    let health: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(health["client_side"]["resets"]["CANCEL"], 1, "{health}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// The gRPC proxies people put in front of servers, each with an HTTP/2 stack of its own:
 /// HAProxy (`mode http`, `proto h2` on both sides) and nginx (`grpc_pass`).
 #[derive(Clone, Copy, Debug)]

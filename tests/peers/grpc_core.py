@@ -16,7 +16,8 @@ error answers, percent-encoded grpc-message, gzip per call.
 
 The echo service answers as tests/common/echo.rs's does, so the same client works on either
 server; a Unary request whose text is "fail" is refused with INVALID_ARGUMENT, one whose text
-is "slow" is answered after a second.
+is "slow" is answered after a second; a ServerStream request whose text is "endless" is
+answered until the client cancels.
 """
 import json
 import os
@@ -88,7 +89,11 @@ def serve():
 
     def server_stream(raw, ctx):
         req = EchoRequest.FromString(raw)
-        for i in range(3):
+        # "endless": an answer every 10 ms until the client cancels.
+        count = 3 if req.text != "endless" else 1 << 30
+        for i in range(count):
+            if i >= 3:
+                time.sleep(0.01)
             yield reply(req, i).SerializeToString()
 
     def client_stream(it, ctx):
