@@ -10,8 +10,9 @@
 //!
 //! Recordings of a tonic client against each peer's server, each peer's client against a tonic
 //! server, C-core on both sides, and grpc-js against C-core are each held to what their client
-//! saw: every call's path, status, message, trailers, deadline and answers, and the gzip of its
-//! messages, must come out of `h2scope read --format jsonl` as the client got them. A health
+//! saw: every call's path, status, message, trailers, deadline and answers, and the encoding
+//! (gzip, deflate) of its messages, must come out of `h2scope read --format jsonl` as the
+//! client got them. A health
 //! check recorded from each peer's server is exported with `h2scope haproxy` and must follow that
 //! server's health under a real HAProxy. grpc-js also runs over TLS (Node's OpenSSL), decrypted
 //! with the key log `node --tls-keylog` writes.
@@ -165,8 +166,9 @@ struct Seen {
     answers: Vec<Value>,
     /// Trailing metadata: text values, or the hex of `-bin` ones.
     trailers: Vec<(String, String)>,
-    /// Whether its request messages were sent gzipped, and its answers (when known).
-    gzip_request: bool,
+    /// The encoding its request messages were sent in (`gzip`, `deflate`), if any; whether its
+    /// answers were gzipped (when known).
+    request_encoding: Option<String>,
     gzip_response: Option<bool>,
     /// The deadline the client gave the call, in seconds.
     timeout: Option<f64>,
@@ -196,7 +198,7 @@ impl Seen {
             details,
             answers,
             trailers,
-            gzip_request,
+            request_encoding: gzip_request.then(|| "gzip".into()),
             gzip_response,
             timeout: None,
         }
@@ -261,7 +263,7 @@ fn seen_from_report(report: &str) -> Vec<Seen> {
                 details: c["details"].as_str().map(String::from),
                 answers,
                 trailers,
-                gzip_request: c["gzip"].as_bool().unwrap(),
+                request_encoding: c["encoding"].as_str().map(String::from),
                 gzip_response: None,
                 timeout: c["timeout"].as_f64(),
             }
@@ -497,8 +499,12 @@ fn assert_dissection_matches(capture: &Path, seen: &[Seen], extra: &[&str]) -> V
             (t, d) => panic!("{id}: deadline {d:?}, given {t:?}"),
         }
         for m in messages("request") {
-            assert_eq!(m["compressed"], want.gzip_request, "{id}: {m}");
-            let encoding = want.gzip_request.then_some("gzip");
+            assert_eq!(
+                m["compressed"],
+                want.request_encoding.is_some(),
+                "{id}: {m}"
+            );
+            let encoding = want.request_encoding.as_deref();
             assert_eq!(m["encoding"].as_str(), encoding, "{id}: {m}");
         }
         if let Some(gzip) = want.gzip_response {
@@ -661,7 +667,7 @@ fn client_against_tonic(peer: Peer) {
     // tonic's echo answers what the scripts' servers refuse, and at once; the health service
     // does not know the unknown service.
     let codes: Vec<i64> = seen.iter().map(|s| s.code).collect();
-    assert_eq!(codes, [0, 0, 0, 0, 0, 0, 0, 5, 0, 0]);
+    assert_eq!(codes, [0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0]);
     let dir = scratch(&format!("client-{}", peer.name()));
     let capture = dir.join("client.pcap");
     std::fs::write(&capture, pcap).unwrap();
@@ -753,7 +759,11 @@ fn grpc_js_over_openssl_tls_decrypted_with_nodes_key_log() {
             .iter()
             .filter(|e| e["event"] == "connection")
             .collect();
-        assert_eq!(conns.len(), 2, "{version}: the plain and the gzip channel");
+        assert_eq!(
+            conns.len(),
+            3,
+            "{version}: the plain, gzip and deflate channels"
+        );
         for c in conns {
             let tls = &c["tls"];
             assert_eq!(tls["version"], version, "{c}");

@@ -65,6 +65,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for Echo {
             let mut grpc =
                 tonic::server::Grpc::new(ProstCodec::<EchoReply, EchoRequest>::default())
                     .accept_compressed(CompressionEncoding::Gzip)
+                    .accept_compressed(CompressionEncoding::Deflate)
                     .send_compressed(CompressionEncoding::Gzip);
             let resp = match req.uri().path() {
                 "/test.echo.Echo/Unary" => {

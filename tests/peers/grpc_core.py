@@ -3,7 +3,7 @@
 
 tonic is the only gRPC implementation the other tests record; this one brings another HTTP/2
 stack, HPACK encoder and protobuf library (Google's), with C-core's habits: BDP pings, trailers-only
-error answers, percent-encoded grpc-message, gzip per call.
+error answers, percent-encoded grpc-message, gzip or deflate per call.
 
   grpc_core.py server           serves test.echo.Echo and grpc.health.v1.Health on a free loopback
                                 port and prints it; then reads stdin: "down" makes the health check
@@ -139,10 +139,10 @@ def serve():
     server.stop(0)
 
 
-def call(results, path, fn, gzip=False, timeout=10):
-    """Runs one call; notes its status, details, trailing metadata and answers, whether its
-    requests were sent gzipped, and the deadline it was given (seconds)."""
-    entry = {"path": path, "gzip": gzip, "timeout": timeout}
+def call(results, path, fn, encoding=None, timeout=10):
+    """Runs one call; notes its status, details, trailing metadata and answers, the encoding its
+    requests were sent in (gzip, deflate, or none), and the deadline it was given (seconds)."""
+    entry = {"path": path, "encoding": encoding, "timeout": timeout}
     try:
         answers, trailers = fn()
         entry["code"] = 0
@@ -161,18 +161,19 @@ def client(target):
     ser = dict(request_serializer=None, response_deserializer=None)
     plain = grpc.insecure_channel(target)
     gzipped = grpc.insecure_channel(target, compression=grpc.Compression.Gzip)
+    deflated = grpc.insecure_channel(target, compression=grpc.Compression.Deflate)
 
     def echo_json(raw):
         m = EchoReply.FromString(raw)
         return {"text": m.text, "payload": m.payload.hex(), "seq": m.seq}
 
-    def unary(ch, text, seq, payload=b"", metadata=None, gzip=False):
+    def unary(ch, text, seq, payload=b"", metadata=None, encoding=None):
         def run():
             stub = ch.unary_unary("/test.echo.Echo/Unary", **ser)
             raw, c = stub.with_call(EchoRequest(text=text, seq=seq, payload=payload).SerializeToString(),
                                     timeout=10, metadata=metadata)
             return [echo_json(raw)], c.trailing_metadata() or ()
-        call(results, "/test.echo.Echo/Unary", run, gzip)
+        call(results, "/test.echo.Echo/Unary", run, encoding)
 
     def streams(ch):
         def server_stream():
@@ -202,7 +203,8 @@ def client(target):
 
     unary(plain, "hello", 1, metadata=(("tenant", "blue"), ("trace-bin", b"\x01\x02\x03")))
     unary(plain, "fail", 2)
-    unary(gzipped, "gzip " + "z" * 300, 3, payload=bytes(range(256)), gzip=True)
+    unary(gzipped, "gzip " + "z" * 300, 3, payload=bytes(range(256)), encoding="gzip")
+    unary(deflated, "deflate " + "d" * 300, 6, payload=bytes(range(256)), encoding="deflate")
     streams(plain)
     health(plain, "")
     health(plain, "no.such.Service")
@@ -217,6 +219,7 @@ def client(target):
     call(results, "/test.echo.Echo/Unary", slow, timeout=0.3)
     plain.close()
     gzipped.close()
+    deflated.close()
     json.dump(results, sys.stdout)
     print()
 

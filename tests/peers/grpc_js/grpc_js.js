@@ -114,6 +114,7 @@ async function client(target) {
   const results = [];
   const plain = new grpc.Client(target, ...channel({}));
   const gzipped = new grpc.Client(target, ...channel({ 'grpc.default_compression_algorithm': 2 }));
+  const deflated = new grpc.Client(target, ...channel({ 'grpc.default_compression_algorithm': 1 }));
   const deadline = (s) => ({ deadline: new Date(Date.now() + s * 1000) });
   const echoJson = (raw) => {
     const m = decode(EchoReply, raw);
@@ -126,13 +127,13 @@ async function client(target) {
     }
     return out;
   };
-  // One call: its status, details, trailing metadata and answers, whether its requests were
-  // gzipped, and the deadline it was given (seconds).
-  const call = (p, run, gzip = false, timeout = 10) => new Promise((resolve) => {
+  // One call: its status, details, trailing metadata and answers, the encoding its requests
+  // were sent in (gzip, deflate or none), and the deadline it was given (seconds).
+  const call = (p, run, encoding = null, timeout = 10) => new Promise((resolve) => {
     const answers = [];
     run(deadline(timeout), answers, (err, md) => {
       results.push({
-        path: p, gzip, timeout,
+        path: p, encoding, timeout,
         code: err ? err.code : 0,
         details: err ? err.details : null,
         answers: err ? [] : answers,
@@ -141,7 +142,7 @@ async function client(target) {
       resolve();
     });
   });
-  const unary = (ch, req, metadata, gzip, timeout) => call(ECHO.Unary.path, (opts, answers, done) => {
+  const unary = (ch, req, metadata, encoding, timeout) => call(ECHO.Unary.path, (opts, answers, done) => {
     let trailers;
     const c = ch.makeUnaryRequest(ECHO.Unary.path, same, same, encode(EchoRequest, req),
       metadata || new grpc.Metadata(), opts, (err, raw) => {
@@ -150,7 +151,7 @@ async function client(target) {
         if (err) done(err); else if (trailers) done(null, trailers); else c.on('status', (s) => done(null, s.metadata));
       });
     c.on('status', (s) => { trailers = s.metadata; });
-  }, gzip, timeout);
+  }, encoding, timeout);
   const stream = (c, answers, done, toJson) => {
     c.on('data', (raw) => answers.push(toJson(raw)));
     c.on('error', (err) => done(err));
@@ -162,7 +163,8 @@ async function client(target) {
   md.set('trace-bin', Buffer.from([1, 2, 3]));
   await unary(plain, { text: 'hello', seq: 1 }, md);
   await unary(plain, { text: 'fail', seq: 2 });
-  await unary(gzipped, { text: 'gzip ' + 'z'.repeat(300), seq: 3, payload: Buffer.from([...Array(256).keys()]) }, null, true);
+  await unary(gzipped, { text: 'gzip ' + 'z'.repeat(300), seq: 3, payload: Buffer.from([...Array(256).keys()]) }, null, 'gzip');
+  await unary(deflated, { text: 'deflate ' + 'd'.repeat(300), seq: 6, payload: Buffer.from([...Array(256).keys()]) }, null, 'deflate');
   await call(ECHO.ServerStream.path, (opts, answers, done) => {
     const c = plain.makeServerStreamRequest(ECHO.ServerStream.path, same, same,
       encode(EchoRequest, { text: 'fan', seq: 7 }), new grpc.Metadata(), opts);
@@ -200,9 +202,10 @@ async function client(target) {
   const big = Buffer.alloc(1 << 20).map((_, i) => (i * 7) % 251);
   await unary(plain, { text: 'big', seq: 5, payload: big });
   // A deadline shorter than the answer takes (on the peers' servers): the client gives up.
-  await unary(plain, { text: 'slow', seq: 4 }, null, false, 0.3);
+  await unary(plain, { text: 'slow', seq: 4 }, null, null, 0.3);
   plain.close();
   gzipped.close();
+  deflated.close();
   console.log(JSON.stringify(results));
 }
 

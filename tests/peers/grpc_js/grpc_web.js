@@ -61,7 +61,7 @@ async function call(base, p, request, answerOf, { text = false, metadata = {} } 
   const message = trailers['grpc-message'] ?? res.headers.get('grpc-message');
   const code = Number(status);
   return {
-    path: p, gzip: false, timeout: null,
+    path: p, encoding: null, timeout: null,
     code,
     details: code === 0 ? null : decodeURIComponent(message || ''),
     answers: code === 0 ? answers : [],
