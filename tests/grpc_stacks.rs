@@ -1248,6 +1248,72 @@ fn a_client_cancels_a_grpc_core_server_stream() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// The richer error model: C-core refuses a call with a google.rpc.Status (a BadRequest in its
+/// details) in `grpc-status-details-bin`, encoded by the peer script. The call's
+/// `grpc_status_details` must be that status decoded with the bundled schemas, from the very
+/// bytes tonic handed its client.
+#[test]
+fn rich_error_details_from_a_grpc_core_server() {
+    if !Peer::Core.available() {
+        return;
+    }
+    let server = PeerServer::start(Peer::Core);
+    let rec = Recorder::new(Link::Ethernet, 1460, 21_000);
+    let mut got = None;
+    let pcap = rec.run(async {
+        let mut grpc = tonic::client::Grpc::new(rec.channel(server.addr).await);
+        grpc.ready().await.unwrap();
+        let codec = ProstCodec::<EchoRequest, EchoReply>::default();
+        let req = Request::new(echo("details", 1, Vec::new()));
+        got = Some(grpc.unary(req, path("/test.echo.Echo/Unary"), codec).await);
+    });
+    drop(server);
+    let status = got.unwrap().unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(status.message(), "bad field");
+    let dir = scratch("details");
+    let capture = dir.join("details.pcap");
+    std::fs::write(&capture, pcap).unwrap();
+    let out = h2scope(&[
+        "read",
+        "--calls",
+        "--format",
+        "jsonl",
+        capture.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let call: Value = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["event"] == "call")
+        .unwrap();
+    assert_eq!(
+        call["grpc_status_details"],
+        serde_json::json!({
+            "code": 3,
+            "message": "bad field",
+            "details": [{
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "fieldViolations": [{"field": "text", "description": "must not be details"}]
+            }]
+        }),
+        "{call}"
+    );
+    let shown = call["binary_metadata"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b[0] == "grpc-status-details-bin")
+        .map(|b| b[1].as_str().unwrap().to_string());
+    assert_eq!(shown, Some(hex::encode(status.details())));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// The gRPC proxies people put in front of servers, each with an HTTP/2 stack of its own:
 /// HAProxy (`mode http`, `proto h2` on both sides) and nginx (`grpc_pass`).
 #[derive(Clone, Copy, Debug)]

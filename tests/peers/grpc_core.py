@@ -16,7 +16,8 @@ error answers, percent-encoded grpc-message, gzip or deflate per call.
 
 The echo service answers as tests/common/echo.rs's does, so the same client works on either
 server; a Unary request whose text is "fail" is refused with INVALID_ARGUMENT, one whose text
-is "slow" is answered after a second; a ServerStream request whose text is "endless" is
+is "slow" is answered after a second, one whose text is "details" is refused with a
+google.rpc.Status in grpc-status-details-bin; a ServerStream request whose text is "endless" is
 answered until the client cancels.
 """
 import json
@@ -55,6 +56,18 @@ def echo_types():
 EchoRequest, EchoReply = echo_types()
 
 
+def rich_status():
+    """A google.rpc.Status with a BadRequest in its details, as richer error models send it in
+    grpc-status-details-bin; encoded field by field (no generated code here)."""
+    def field(number, content):
+        assert len(content) < 128
+        return bytes([number << 3 | 2, len(content)]) + content
+    violation = field(1, b"text") + field(2, b"must not be details")
+    bad_request = field(1, violation)
+    detail = field(1, b"type.googleapis.com/google.rpc.BadRequest") + field(2, bad_request)
+    return bytes([0x08, 3]) + field(2, b"bad field") + field(3, detail)
+
+
 def big_payload():
     """1 MiB in a pattern the other scripts and the tests make alike."""
     return bytes((i * 7) % 251 for i in range(1 << 20))
@@ -82,6 +95,9 @@ def serve():
             time.sleep(1)
         if req.text == "fail":
             ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, FAIL_DETAILS)
+        if req.text == "details":
+            ctx.set_trailing_metadata((("grpc-status-details-bin", rich_status()),))
+            ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad field")
         if req.text.startswith("gzip"):
             ctx.set_compression(grpc.Compression.Gzip)
         ctx.set_trailing_metadata((("checksum-bin", TRAILER_BIN), ("served-by", "c-core")))
