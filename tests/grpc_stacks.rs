@@ -1314,6 +1314,77 @@ fn rich_error_details_from_a_grpc_core_server() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A schema learned from another stack's server reflection: grpc-js (@grpc/reflection, its
+/// descriptors written by protobufjs) describes the echo service to tonic's reflection client,
+/// then a call is made. Given no `.proto`, h2scope must decode that call with the schema the
+/// exchange carried.
+#[test]
+fn a_schema_learned_from_grpc_js_reflection() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    if !Peer::Js.available() {
+        return;
+    }
+    let server = PeerServer::start(Peer::Js);
+    let rec = Recorder::new(Link::Ethernet, 1460, 22_000);
+    let pcap = rec.run(async {
+        let channel = rec.channel(server.addr).await;
+        let ask = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(
+                "test.echo.Echo".into(),
+            )),
+        };
+        let mut answers = ServerReflectionClient::new(channel.clone())
+            .server_reflection_info(tokio_stream::iter(vec![ask]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(answers.message().await.unwrap().is_some());
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let codec = ProstCodec::<EchoRequest, EchoReply>::default();
+        let req = Request::new(echo("hello", 1, vec![1, 2, 3]));
+        let r = grpc.unary(req, path("/test.echo.Echo/Unary"), codec).await;
+        assert_eq!(r.unwrap().into_inner().text, "echo hello");
+    });
+    drop(server);
+    let dir = scratch("reflection");
+    let capture = dir.join("reflection.pcap");
+    std::fs::write(&capture, pcap).unwrap();
+    let out = h2scope(&["read", "--format", "jsonl", capture.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let messages: Vec<(&Value, &Value)> = events
+        .iter()
+        .filter(|e| e["event"] == "message" && e["path"] == "/test.echo.Echo/Unary")
+        .map(|e| (&e["type"], &e["json"]))
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            (
+                &Value::from("test.echo.EchoRequest"),
+                &serde_json::json!({"text": "hello", "payload": "AQID", "seq": 1})
+            ),
+            (
+                &Value::from("test.echo.EchoReply"),
+                &serde_json::json!({"text": "echo hello", "payload": "AQID", "seq": 1})
+            ),
+        ]
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// The gRPC proxies people put in front of servers, each with an HTTP/2 stack of its own:
 /// HAProxy (`mode http`, `proto h2` on both sides) and nginx (`grpc_pass`).
 #[derive(Clone, Copy, Debug)]

@@ -9,7 +9,8 @@
 //   grpc_js.js client HOST:PORT  makes the calls there and prints, as one JSON array, what each
 //                                got back (the ground truth the test holds the dissection to).
 //
-// The echo service answers as tests/common/echo.rs's does; a Unary "fail" is refused with
+// The server also answers server reflection about the echo service. The echo service answers
+// as tests/common/echo.rs's does; a Unary "fail" is refused with
 // INVALID_ARGUMENT, a Unary "slow" is answered after a second. grpc-js compresses no answer.
 //
 // With H2SCOPE_TLS_DIR set (cert.pem and key.pem, for "localhost"), both speak TLS, Node's
@@ -18,9 +19,12 @@
 const path = require('path');
 const readline = require('readline');
 const grpc = require('@grpc/grpc-js');
+const protoLoader = require('@grpc/proto-loader');
+const { ReflectionService } = require('@grpc/reflection');
 const protobuf = require('protobufjs');
 
-const root = protobuf.loadSync(path.join(__dirname, '..', '..', 'data', 'echo.proto'));
+const ECHO_PROTO = path.join(__dirname, '..', '..', 'data', 'echo.proto');
+const root = protobuf.loadSync(ECHO_PROTO);
 const EchoRequest = root.lookupType('test.echo.EchoRequest');
 const EchoReply = root.lookupType('test.echo.EchoReply');
 const FAIL_DETAILS = "refused 'fail': caf\u00e9 \u2014 50% off\nsecond line";
@@ -101,6 +105,8 @@ function serve() {
       callback(null, Buffer.from([0x08, serving ? 1 : 2]));
     },
   });
+  // Server reflection (@grpc/reflection, v1 and v1alpha) describes the echo service.
+  new ReflectionService(protoLoader.loadSync(ECHO_PROTO)).addToServer(server);
   server.bindAsync('127.0.0.1:0', serverCredentials(), (err, port) => {
     if (err) throw err;
     console.log(port);
