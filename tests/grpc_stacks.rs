@@ -33,6 +33,7 @@ use std::time::Duration;
 use common::echo::{Echo, EchoReply, EchoRequest};
 use common::haproxy::{export, h2scope, haproxy_available, Haproxy, BIN};
 use common::recorder::{Link, Recorder};
+use h2scope::grpc::schema::Schemas;
 use serde_json::Value;
 use tonic::codec::CompressionEncoding;
 use tonic::codegen::http;
@@ -419,24 +420,48 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 /// Reads `capture` as a user would (with `extra` options) and holds every call to what its
-/// client saw. Every frame must also be one tshark finds (decrypting with the same key log).
+/// client saw. Every frame must also be one tshark finds (decrypting with the same key log); the
+/// output on two threads must be the same, and `stats` and the TUI must count the same calls.
 fn assert_dissection_matches(capture: &Path, seen: &[Seen], extra: &[&str]) -> Vec<Value> {
+    let read = |threads: &str| {
+        let out = Command::new(BIN)
+            .args(["read", "--format", "jsonl", "--proto", ECHO_PROTO])
+            .args(["--threads", threads])
+            .args(extra)
+            .arg(capture)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = read("1");
+    assert!(
+        text == read("2"),
+        "{}: two threads differ",
+        capture.display()
+    );
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let call_count = events.iter().filter(|e| e["event"] == "call").count();
     let out = Command::new(BIN)
-        .args(["read", "--format", "jsonl", "--proto", ECHO_PROTO])
+        .args(["stats", "--format", "jsonl"])
         .args(extra)
         .arg(capture)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let events: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["total"]["calls"], call_count, "{stats}");
+    if extra.is_empty() {
+        let path = capture.to_str().unwrap();
+        let model = h2scope::tui::load(path, &Default::default(), Schemas::bundled()).unwrap();
+        assert_eq!(model.calls.len(), call_count);
+    }
     let summary = events.iter().find(|e| e["event"] == "summary").unwrap();
     assert_eq!(summary["errors"], 0, "{summary}");
     assert_eq!(summary["gaps"], 0, "{summary}");
