@@ -1410,6 +1410,79 @@ fn a_schema_learned_from_grpc_js_reflection() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Flow control as a slow reader makes it: a tonic client with 64 KiB windows (the protocol's
+/// default) reads C-core's eight answers of 64 KiB each with a pause before each, so the server
+/// waits on the windows. `health` must time the server's waits and give the client's windows.
+#[test]
+fn a_slow_reader_keeps_a_grpc_core_server_waiting_on_flow_control() {
+    if !Peer::Core.available() {
+        return;
+    }
+    let server = PeerServer::start(Peer::Core);
+    let addr = server.addr;
+    let rec = Recorder::new(Link::Ethernet, 1460, 23_000);
+    let pcap = rec.run(async {
+        let proxy = rec.proxy(SocketAddr::from(([127, 0, 0, 1], 0)), addr).await;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{proxy}"))
+            .unwrap()
+            .initial_stream_window_size(65_535)
+            .initial_connection_window_size(65_535)
+            .connect()
+            .await
+            .unwrap();
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let codec = ProstCodec::<EchoRequest, EchoReply>::default();
+        let req = Request::new(echo("large", 1, Vec::new()));
+        let mut answers = grpc
+            .server_streaming(req, path("/test.echo.Echo/ServerStream"), codec)
+            .await
+            .unwrap()
+            .into_inner();
+        let mut seen = 0;
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            match answers.message().await.unwrap() {
+                Some(m) => {
+                    assert_eq!(m.payload.len(), 65_536);
+                    seen += 1;
+                }
+                None => break,
+            }
+        }
+        assert_eq!(seen, 8);
+    });
+    drop(server);
+    let dir = scratch("slow-reader");
+    let capture = dir.join("slow-reader.pcap");
+    std::fs::write(&capture, pcap).unwrap();
+    let out = h2scope(&["health", "--format", "jsonl", capture.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let server_side = &r["server_side"];
+    let waited = server_side["blocked_on_window_ms"].as_f64().unwrap()
+        + server_side["blocked_on_stream_windows_ms"]
+            .as_f64()
+            .unwrap();
+    // Eight pauses of 50 ms, each with the server's next answer held up by a window.
+    assert!(waited > 200.0, "{r}");
+    assert!(waited < 1000.0, "{r}");
+    // Its windows never held more than the client allowed, a WINDOW_UPDATE's worth at a time.
+    assert!(
+        server_side["max_stream_window"].as_u64().unwrap() <= 2 * 65_535,
+        "{r}"
+    );
+    assert_eq!(r["client_side"]["blocked_on_window_ms"], 0.0, "{r}");
+    let out = h2scope(&["health", capture.to_str().unwrap()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("server blocked on flow control"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// The gRPC proxies people put in front of servers, each with an HTTP/2 stack of its own:
 /// HAProxy (`mode http`, `proto h2` on both sides) and nginx (`grpc_pass`).
 #[derive(Clone, Copy, Debug)]

@@ -18,7 +18,7 @@ The echo service answers as tests/common/echo.rs's does, so the same client work
 server; a Unary request whose text is "fail" is refused with INVALID_ARGUMENT, one whose text
 is "slow" is answered after a second, one whose text is "details" is refused with a
 google.rpc.Status in grpc-status-details-bin; a ServerStream request whose text is "endless" is
-answered until the client cancels.
+answered until the client cancels, one whose text is "large" with eight answers of 64 KiB.
 """
 import json
 import os
@@ -105,7 +105,12 @@ def serve():
 
     def server_stream(raw, ctx):
         req = EchoRequest.FromString(raw)
-        # "endless": an answer every 10 ms until the client cancels.
+        # "endless": an answer every 10 ms until the client cancels; "large": eight answers of
+        # 64 KiB each, more than a small window holds.
+        if req.text == "large":
+            for i in range(8):
+                yield EchoReply(text="large", payload=bytes(65536), seq=i).SerializeToString()
+            return
         count = 3 if req.text != "endless" else 1 << 30
         for i in range(count):
             if i >= 3:
