@@ -4,6 +4,7 @@
 
 pub mod echo;
 pub mod haproxy;
+pub mod peers;
 pub mod recorder;
 pub mod tls;
 

@@ -179,14 +179,20 @@ impl Recorder {
 
     /// A gRPC channel to `upstream` through a new recording proxy on IPv4 loopback.
     pub async fn channel(&self, upstream: SocketAddr) -> tonic::transport::Channel {
+        self.channel_with(upstream, |e| e).await
+    }
+
+    /// [`channel`](Self::channel), its endpoint configured by `configure` (keepalive, windows).
+    pub async fn channel_with(
+        &self,
+        upstream: SocketAddr,
+        configure: impl FnOnce(tonic::transport::Endpoint) -> tonic::transport::Endpoint,
+    ) -> tonic::transport::Channel {
         let proxy = self
             .proxy(SocketAddr::from(([127, 0, 0, 1], 0)), upstream)
             .await;
-        tonic::transport::Endpoint::from_shared(format!("http://{proxy}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{proxy}")).unwrap();
+        configure(endpoint).connect().await.unwrap()
     }
 
     /// Runs `traffic`, which talks through this recorder's proxies, on a runtime of its own

@@ -1,0 +1,482 @@
+//! Scenarios the gRPC stacks bring about on their own, each recorded and held to what the
+//! peers did: gRPC C-core's keepalive policy sending a pinging client away, its graceful
+//! shutdown, a stalled server keepalive finds, a request too large, a cancelled server stream,
+//! rich error details, a slow reader waiting on flow control; and a schema learned from
+//! grpc-js's server reflection. The peers are those of `tests/grpc_stacks.rs`
+//! (`common::peers`), which `scripts/install-deps` installs.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::echo::{EchoReply, EchoRequest};
+use common::haproxy::h2scope;
+use common::peers::{
+    assert_frames_are_tsharks, big_payload, echo, jsonl, path, saved, Peer, PeerServer,
+};
+use common::recorder::{Link, Recorder};
+use serde_json::Value;
+use tonic::Request;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_prost::ProstCodec;
+
+/// gRPC's keepalive rules as a real server enforces them: a tonic client that PINGs an idle
+/// connection every 100 ms (keepalive while idle) is, by C-core's defaults (no PINGs without
+/// calls, two strikes), sent away with GOAWAY ENHANCE_YOUR_CALM "too_many_pings". `health` must
+/// tell the story: the client's PINGs without data, their interval and round trip, the server's
+/// GOAWAY with its debug data, and the flood.
+#[test]
+fn a_grpc_core_server_sends_a_pinging_client_away() {
+    if !Peer::Core.available() {
+        return;
+    }
+    let server = PeerServer::start(Peer::Core);
+    let rec = Recorder::new(Link::Ethernet, 1460, 13_000);
+    let pcap = rec.run(async {
+        let channel = rec
+            .channel_with(server.addr, |e| {
+                e.http2_keep_alive_interval(Duration::from_millis(100))
+                    .keep_alive_while_idle(true)
+            })
+            .await;
+        let mut health = HealthClient::new(channel);
+        let r = health.check(HealthCheckRequest::default()).await.unwrap();
+        assert_eq!(r.into_inner().status, 1);
+        // Idle, pinging: C-core strikes the second and third PING and sends the fourth's sender
+        // away; a second is ample.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    });
+    drop(server);
+    let (dir, capture) = saved("keepalive", pcap);
+
+    let reports: Vec<Value> = jsonl(&capture, &["health"])
+        .into_iter()
+        .filter(|r: &Value| r["event"] == "connection_health")
+        .collect();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let r = &reports[0];
+    let client = &r["client_side"];
+    assert!(client["pings"].as_u64().unwrap() >= 3, "{r}");
+    assert!(
+        client["max_pings_without_data"].as_u64().unwrap() >= 3,
+        "{r}"
+    );
+    let interval = client["ping_interval"]["avg_ms"].as_f64().unwrap();
+    assert!((80.0..500.0).contains(&interval), "{r}");
+    assert!(
+        client["ping_rtt"]["max_ms"].as_f64().unwrap() < 100.0,
+        "{r}"
+    );
+    let goaways = r["server_side"]["goaways"].as_array().unwrap();
+    assert!(
+        goaways
+            .iter()
+            .any(|g| g["error"] == "ENHANCE_YOUR_CALM" && g["debug"] == "too_many_pings"),
+        "{r}"
+    );
+    assert_eq!(r["ping_flood"], true, "{r}");
+    assert_eq!(r["calls"], 1, "{r}");
+
+    // The text report says it in words; the frames carry no protocol note.
+    let out = h2scope(&["health", capture.to_str().unwrap()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("server sent GOAWAY ENHANCE_YOUR_CALM") && text.contains("too_many_pings"),
+        "{text}"
+    );
+    // ... and what to change.
+    assert!(
+        text.contains("the client's PINGs (")
+            && text.contains("make the client's keepalive time longer"),
+        "{text}"
+    );
+    let events = jsonl(&capture, &["read"]);
+    assert_eq!(events.last().unwrap()["errors"], 0);
+    assert!(events
+        .iter()
+        .all(|e| e["notes"].as_array().is_none_or(Vec::is_empty)));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A graceful shutdown as a real server does it: C-core, told to stop with a grace period while a
+/// call runs, sends GOAWAY NO_ERROR (first with the largest stream id and a PING, then with the
+/// last stream it took) and lets the call finish. `health` must list that call as still running
+/// under the GOAWAY, refuse none, and the call must end with its answer.
+#[test]
+fn a_grpc_core_server_drains_gracefully() {
+    if !Peer::Core.available() {
+        return;
+    }
+    let mut server = PeerServer::start(Peer::Core);
+    let addr = server.addr;
+    let rec = Recorder::new(Link::Ethernet, 1460, 17_000);
+    let mut answer = None;
+    let pcap = rec.run(async {
+        let mut grpc = tonic::client::Grpc::new(rec.channel(addr).await);
+        grpc.ready().await.unwrap();
+        let slow = tokio::spawn(async move {
+            let codec = ProstCodec::<EchoRequest, EchoReply>::default();
+            let req = Request::new(echo("slow", 9, Vec::new()));
+            grpc.unary(req, path("/test.echo.Echo/Unary"), codec).await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        server.say("drain");
+        answer = Some(slow.await.unwrap().map(|r| r.into_inner().text));
+    });
+    drop(server);
+    assert_eq!(answer.unwrap().unwrap(), "echo slow");
+    let (dir, capture) = saved("drain", pcap);
+
+    let reports = jsonl(&capture, &["health"]);
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let r = &reports[0];
+    let goaways = r["server_side"]["goaways"].as_array().unwrap();
+    assert!(!goaways.is_empty(), "{r}");
+    for g in goaways {
+        assert_eq!(g["error"], "NO_ERROR", "{r}");
+        assert_eq!(g["refused_streams"], serde_json::json!([]), "{r}");
+    }
+    // The last GOAWAY names the stream the slow call ran on, which was still running.
+    let last = goaways.last().unwrap();
+    assert_eq!(last["last_stream_id"], 1, "{r}");
+    assert_eq!(last["running_streams"], serde_json::json!([1]), "{r}");
+    assert_eq!(r["refused_streams"], 0, "{r}");
+
+    let calls: Vec<Value> = jsonl(&capture, &["read", "--calls"])
+        .into_iter()
+        .filter(|e| e["event"] == "call")
+        .collect();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["grpc_status"], 0);
+    assert_eq!(calls[0]["end"], "complete");
+    // It outlived the GOAWAY.
+    let goaway_ts = last["ts"].as_f64().unwrap();
+    assert!(calls[0]["end_ts"].as_f64().unwrap() > goaway_ts);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A peer that stops answering, as keepalive is there to find out: the C-core server is
+/// stopped (SIGSTOP) after a call, the tonic client PINGs the idle connection (every 100 ms,
+/// giving each 300 ms) and gives up on it. `health` must show the client's PING never
+/// acknowledged, a dead peer.
+#[test]
+fn keepalive_finds_a_stalled_server() {
+    if !Peer::Core.available() {
+        return;
+    }
+    let server = PeerServer::start(Peer::Core);
+    let (addr, pid) = (server.addr, server.child.id().to_string());
+    let signal = |sig: &str| {
+        let ok = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(ok.success(), "kill {sig} {pid}");
+    };
+    let rec = Recorder::new(Link::Ethernet, 1460, 18_000);
+    let pcap = rec.run(async {
+        let channel = rec
+            .channel_with(addr, |e| {
+                e.http2_keep_alive_interval(Duration::from_millis(100))
+                    .keep_alive_timeout(Duration::from_millis(300))
+                    .keep_alive_while_idle(true)
+            })
+            .await;
+        let mut health = HealthClient::new(channel);
+        let r = health.check(HealthCheckRequest::default()).await.unwrap();
+        assert_eq!(r.into_inner().status, 1);
+        signal("-STOP");
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    });
+    // Woken once the recording is over: what it answers now is not in the capture.
+    signal("-CONT");
+    drop(server);
+    let (dir, capture) = saved("stalled", pcap);
+
+    let reports = jsonl(&capture, &["health"]);
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let r = &reports[0];
+    let client = &r["client_side"];
+    assert!(client["pings"].as_u64().unwrap() >= 1, "{r}");
+    assert!(client["unacked_pings"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(r["server_side"]["unacked_pings"], 0, "{r}");
+    assert_eq!(r["calls"], 1, "{r}");
+    let out = h2scope(&["health", capture.to_str().unwrap()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("never acknowledged (dead peer?)"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A request larger than the server takes: C-core, limited to 1 KiB, answers the 1 MiB message
+/// with RESOURCE_EXHAUSTED while the client is still sending it, and resets the stream to stop
+/// the rest (RFC 9113 §8.1 lets a server that has answered do so). The call must carry the status
+/// and message the client got, the reset be the server's, and the request's DATA in flight
+/// across the reset carry no note.
+#[test]
+fn a_request_too_large_for_a_grpc_core_server() {
+    if !Peer::Core.available() {
+        return;
+    }
+    let mut command = Peer::Core.command();
+    command.env("H2SCOPE_MAX_RECEIVE", "1024");
+    let server = PeerServer::start_with(command);
+    let rec = Recorder::new(Link::Ethernet, 1460, 19_000);
+    let mut got = None;
+    let pcap = rec.run(async {
+        let mut grpc = tonic::client::Grpc::new(rec.channel(server.addr).await);
+        grpc.ready().await.unwrap();
+        let codec = ProstCodec::<EchoRequest, EchoReply>::default();
+        let req = Request::new(echo("big", 5, big_payload()));
+        got = Some(grpc.unary(req, path("/test.echo.Echo/Unary"), codec).await);
+    });
+    drop(server);
+    let status = got.unwrap().unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    let (dir, capture) = saved("too-large", pcap);
+
+    let events = jsonl(&capture, &["read"]);
+    assert_frames_are_tsharks(&capture, &events, None);
+    for e in &events {
+        assert!(e["notes"].as_array().is_none_or(Vec::is_empty), "{e}");
+    }
+    assert_eq!(events.last().unwrap()["errors"], 0);
+    let calls: Vec<&Value> = events.iter().filter(|e| e["event"] == "call").collect();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let call = calls[0];
+    assert_eq!(call["grpc_status"], 8, "{call}");
+    assert_eq!(call["grpc_message"], status.message(), "{call}");
+    if call["end"] == "reset" {
+        assert_eq!(call["reset_by"], "server", "{call}");
+    } else {
+        assert_eq!(call["end"], "complete", "{call}");
+    }
+    assert_eq!(call["reset_at_deadline"], false);
+    let stats = &jsonl(&capture, &["stats"])[0];
+    assert_eq!(
+        stats["total"]["outcomes"]["RESOURCE_EXHAUSTED"], 1,
+        "{stats}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A client that cancels a server stream it has read enough of: tonic drops the stream after
+/// five answers of C-core's endless one, which resets it (CANCEL) while more answers are on
+/// their way. The call ends reset by the client, without a status and not at a deadline; the
+/// answers that crossed the reset carry no note; `health` counts the client's CANCEL.
+#[test]
+fn a_client_cancels_a_grpc_core_server_stream() {
+    if !Peer::Core.available() {
+        return;
+    }
+    let server = PeerServer::start(Peer::Core);
+    let rec = Recorder::new(Link::Ethernet, 1460, 20_000);
+    let pcap = rec.run(async {
+        let mut grpc = tonic::client::Grpc::new(rec.channel(server.addr).await);
+        grpc.ready().await.unwrap();
+        let codec = ProstCodec::<EchoRequest, EchoReply>::default();
+        let req = Request::new(echo("endless", 1, Vec::new()));
+        let mut answers = grpc
+            .server_streaming(req, path("/test.echo.Echo/ServerStream"), codec)
+            .await
+            .unwrap()
+            .into_inner();
+        for seq in 0..5 {
+            assert_eq!(answers.message().await.unwrap().unwrap().seq, seq);
+        }
+        drop(answers);
+        // The server's answers sent before the reset reached it arrive meanwhile.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    });
+    drop(server);
+    let (dir, capture) = saved("cancel", pcap);
+
+    let events = jsonl(&capture, &["read"]);
+    assert_frames_are_tsharks(&capture, &events, None);
+    for e in &events {
+        assert!(e["notes"].as_array().is_none_or(Vec::is_empty), "{e}");
+    }
+    assert_eq!(events.last().unwrap()["errors"], 0);
+    let calls: Vec<&Value> = events.iter().filter(|e| e["event"] == "call").collect();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let call = calls[0];
+    assert_eq!(call["end"], "reset", "{call}");
+    assert_eq!(call["reset_by"], "client", "{call}");
+    assert_eq!(call["error_code"], 8, "{call}");
+    assert!(call["grpc_status"].is_null(), "{call}");
+    assert_eq!(call["reset_at_deadline"], false, "{call}");
+    assert!(call["response_messages"].as_u64().unwrap() >= 5, "{call}");
+    let health = &jsonl(&capture, &["health"])[0];
+    assert_eq!(health["client_side"]["resets"]["CANCEL"], 1, "{health}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The richer error model: C-core refuses a call with a google.rpc.Status (a BadRequest in its
+/// details) in `grpc-status-details-bin`, encoded by the peer script. The call's
+/// `grpc_status_details` must be that status decoded with the bundled schemas, from the very
+/// bytes tonic handed its client.
+#[test]
+fn rich_error_details_from_a_grpc_core_server() {
+    if !Peer::Core.available() {
+        return;
+    }
+    let server = PeerServer::start(Peer::Core);
+    let rec = Recorder::new(Link::Ethernet, 1460, 21_000);
+    let mut got = None;
+    let pcap = rec.run(async {
+        let mut grpc = tonic::client::Grpc::new(rec.channel(server.addr).await);
+        grpc.ready().await.unwrap();
+        let codec = ProstCodec::<EchoRequest, EchoReply>::default();
+        let req = Request::new(echo("details", 1, Vec::new()));
+        got = Some(grpc.unary(req, path("/test.echo.Echo/Unary"), codec).await);
+    });
+    drop(server);
+    let status = got.unwrap().unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(status.message(), "bad field");
+    let (dir, capture) = saved("details", pcap);
+    let call: Value = jsonl(&capture, &["read", "--calls"])
+        .into_iter()
+        .find(|e| e["event"] == "call")
+        .unwrap();
+    assert_eq!(
+        call["grpc_status_details"],
+        serde_json::json!({
+            "code": 3,
+            "message": "bad field",
+            "details": [{
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "fieldViolations": [{"field": "text", "description": "must not be details"}]
+            }]
+        }),
+        "{call}"
+    );
+    let shown = call["binary_metadata"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b[0] == "grpc-status-details-bin")
+        .map(|b| b[1].as_str().unwrap().to_string());
+    assert_eq!(shown, Some(hex::encode(status.details())));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A schema learned from another stack's server reflection: grpc-js (@grpc/reflection, its
+/// descriptors written by protobufjs) describes the echo service to tonic's reflection client,
+/// then a call is made. Given no `.proto`, h2scope must decode that call with the schema the
+/// exchange carried.
+#[test]
+fn a_schema_learned_from_grpc_js_reflection() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    if !Peer::Js.available() {
+        return;
+    }
+    let server = PeerServer::start(Peer::Js);
+    let rec = Recorder::new(Link::Ethernet, 1460, 22_000);
+    let pcap = rec.run(async {
+        let channel = rec.channel(server.addr).await;
+        let ask = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(
+                "test.echo.Echo".into(),
+            )),
+        };
+        let mut answers = ServerReflectionClient::new(channel.clone())
+            .server_reflection_info(tokio_stream::iter(vec![ask]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(answers.message().await.unwrap().is_some());
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let codec = ProstCodec::<EchoRequest, EchoReply>::default();
+        let req = Request::new(echo("hello", 1, vec![1, 2, 3]));
+        let r = grpc.unary(req, path("/test.echo.Echo/Unary"), codec).await;
+        assert_eq!(r.unwrap().into_inner().text, "echo hello");
+    });
+    drop(server);
+    let (dir, capture) = saved("reflection", pcap);
+    let events = jsonl(&capture, &["read"]);
+    let messages: Vec<(&Value, &Value)> = events
+        .iter()
+        .filter(|e| e["event"] == "message" && e["path"] == "/test.echo.Echo/Unary")
+        .map(|e| (&e["type"], &e["json"]))
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            (
+                &Value::from("test.echo.EchoRequest"),
+                &serde_json::json!({"text": "hello", "payload": "AQID", "seq": 1})
+            ),
+            (
+                &Value::from("test.echo.EchoReply"),
+                &serde_json::json!({"text": "echo hello", "payload": "AQID", "seq": 1})
+            ),
+        ]
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Flow control as a slow reader makes it: a tonic client with 64 KiB windows (the protocol's
+/// default) reads C-core's eight answers of 64 KiB each with a pause before each, so the server
+/// waits on the windows. `health` must time the server's waits and give the client's windows.
+#[test]
+fn a_slow_reader_keeps_a_grpc_core_server_waiting_on_flow_control() {
+    if !Peer::Core.available() {
+        return;
+    }
+    let server = PeerServer::start(Peer::Core);
+    let addr = server.addr;
+    let rec = Recorder::new(Link::Ethernet, 1460, 23_000);
+    let pcap = rec.run(async {
+        let channel = rec
+            .channel_with(addr, |e| {
+                e.initial_stream_window_size(65_535)
+                    .initial_connection_window_size(65_535)
+            })
+            .await;
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let codec = ProstCodec::<EchoRequest, EchoReply>::default();
+        let req = Request::new(echo("large", 1, Vec::new()));
+        let mut answers = grpc
+            .server_streaming(req, path("/test.echo.Echo/ServerStream"), codec)
+            .await
+            .unwrap()
+            .into_inner();
+        let mut seen = 0;
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            match answers.message().await.unwrap() {
+                Some(m) => {
+                    assert_eq!(m.payload.len(), 65_536);
+                    seen += 1;
+                }
+                None => break,
+            }
+        }
+        assert_eq!(seen, 8);
+    });
+    drop(server);
+    let (dir, capture) = saved("slow-reader", pcap);
+    let r = &jsonl(&capture, &["health"])[0];
+    let server_side = &r["server_side"];
+    let waited = server_side["blocked_on_window_ms"].as_f64().unwrap()
+        + server_side["blocked_on_stream_windows_ms"]
+            .as_f64()
+            .unwrap();
+    // Eight pauses of 50 ms, each with the server's next answer held up by a window.
+    assert!(waited > 200.0, "{r}");
+    assert!(waited < 1000.0, "{r}");
+    // Its windows never held more than the client allowed, a WINDOW_UPDATE's worth at a time.
+    assert!(
+        server_side["max_stream_window"].as_u64().unwrap() <= 2 * 65_535,
+        "{r}"
+    );
+    assert_eq!(r["client_side"]["blocked_on_window_ms"], 0.0, "{r}");
+    let out = h2scope(&["health", capture.to_str().unwrap()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("server blocked on flow control"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}
