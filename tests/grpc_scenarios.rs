@@ -203,6 +203,14 @@ fn keepalive_finds_a_stalled_server() {
     let out = h2scope(&["health", capture.to_str().unwrap()]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("never acknowledged (dead peer?)"), "{text}");
+    // The client gave up 300 ms after its PING, as its keepalive timeout says.
+    let after = client["closed_after_unacked_ping_s"].as_f64().unwrap();
+    assert!((0.25..0.6).contains(&after), "{r}");
+    assert!(
+        r["server_side"]["closed_after_unacked_ping_s"].is_null(),
+        "{r}"
+    );
+    assert!(text.contains("it closed the connection 0.3"), "{text}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use serde_json::{json, Value};
 
-use crate::event::{ConnectionEnd, Event, FrameDetail, FrameEvent, Sink};
+use crate::event::{ConnectionEnd, EndKind, Event, FrameDetail, FrameEvent, Sink};
 use crate::http2::call::lossless;
 use crate::http2::frame::{error_code_label, setting};
 use crate::output::jsonl::{end_by, ts};
@@ -62,6 +62,9 @@ pub struct SideHealth {
     pub ping_flood: bool,
     last_ping_ts: Option<i64>,
     pending: VecDeque<([u8; 8], i64)>,
+    /// This side ended the connection (FIN or RST) while a PING of its own went unanswered:
+    /// how long after the first such PING. A keepalive timeout at work, typically.
+    pub closed_after_unacked_ping_ns: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -394,6 +397,18 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                 h.sides.swap(0, 1);
             }
         }
+        let closer = match end.end {
+            EndKind::Rst { by_client } | EndKind::HalfClosed { by_client } => {
+                Some(usize::from(!by_client))
+            }
+            _ => None,
+        };
+        if let Some(s) = closer.map(|c| &mut h.sides[c]) {
+            s.closed_after_unacked_ping_ns = s
+                .pending
+                .front()
+                .map(|&(_, sent)| end.last_ts_ns.saturating_sub(sent));
+        }
         for s in &mut h.sides {
             s.unacked_pings += s.pending.len() as u64;
             s.pending.clear();
@@ -485,6 +500,7 @@ fn side_json(s: &SideHealth) -> Value {
         "max_stream_window": s.max_stream_window,
         "blocked_on_stream_windows_ms": ms(s.stream_blocked_ns),
         "max_pings_without_data": s.max_pings_without_data,
+        "closed_after_unacked_ping_s": s.closed_after_unacked_ping_ns.map(|n| n as f64 / 1e9),
     })
 }
 
@@ -629,6 +645,13 @@ fn text(h: &ConnectionHealth, numbered: bool, open: bool) -> (String, usize) {
                     s,
                     ", {} never acknowledged (dead peer?)",
                     side.unacked_pings
+                );
+            }
+            if let Some(after) = side.closed_after_unacked_ping_ns {
+                let _ = write!(
+                    s,
+                    "; it closed the connection {:.3} s after the first (a keepalive timeout)",
+                    after as f64 / 1e9
                 );
             }
             s.push('\n');
