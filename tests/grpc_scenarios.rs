@@ -10,17 +10,15 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::echo::{EchoReply, EchoRequest};
 use common::haproxy::h2scope;
 use common::peers::{
-    assert_frames_are_tsharks, big_payload, echo, jsonl, path, saved, Peer, PeerServer,
+    assert_frames_are_tsharks, big_payload, echo, jsonl, saved, server_stream_echo, unary_echo,
+    Peer, PeerServer,
 };
 use common::recorder::{Link, Recorder};
 use serde_json::Value;
-use tonic::Request;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
-use tonic_prost::ProstCodec;
 
 /// gRPC's keepalive rules as a real server enforces them: a tonic client that PINGs an idle
 /// connection every 100 ms (keepalive while idle) is, by C-core's defaults (no PINGs without
@@ -114,13 +112,8 @@ fn a_grpc_core_server_drains_gracefully() {
     let rec = Recorder::new(Link::Ethernet, 1460, 17_000);
     let mut answer = None;
     let pcap = rec.run(async {
-        let mut grpc = tonic::client::Grpc::new(rec.channel(addr).await);
-        grpc.ready().await.unwrap();
-        let slow = tokio::spawn(async move {
-            let codec = ProstCodec::<EchoRequest, EchoReply>::default();
-            let req = Request::new(echo("slow", 9, Vec::new()));
-            grpc.unary(req, path("/test.echo.Echo/Unary"), codec).await
-        });
+        let channel = rec.channel(addr).await;
+        let slow = tokio::spawn(unary_echo(channel, echo("slow", 9, Vec::new())));
         tokio::time::sleep(Duration::from_millis(300)).await;
         server.say("drain");
         answer = Some(slow.await.unwrap().map(|r| r.into_inner().text));
@@ -230,11 +223,8 @@ fn a_request_too_large_for_a_grpc_core_server() {
     let rec = Recorder::new(Link::Ethernet, 1460, 19_000);
     let mut got = None;
     let pcap = rec.run(async {
-        let mut grpc = tonic::client::Grpc::new(rec.channel(server.addr).await);
-        grpc.ready().await.unwrap();
-        let codec = ProstCodec::<EchoRequest, EchoReply>::default();
-        let req = Request::new(echo("big", 5, big_payload()));
-        got = Some(grpc.unary(req, path("/test.echo.Echo/Unary"), codec).await);
+        let channel = rec.channel(server.addr).await;
+        got = Some(unary_echo(channel, echo("big", 5, big_payload())).await);
     });
     drop(server);
     let status = got.unwrap().unwrap_err();
@@ -278,15 +268,8 @@ fn a_client_cancels_a_grpc_core_server_stream() {
     let server = PeerServer::start(Peer::Core);
     let rec = Recorder::new(Link::Ethernet, 1460, 20_000);
     let pcap = rec.run(async {
-        let mut grpc = tonic::client::Grpc::new(rec.channel(server.addr).await);
-        grpc.ready().await.unwrap();
-        let codec = ProstCodec::<EchoRequest, EchoReply>::default();
-        let req = Request::new(echo("endless", 1, Vec::new()));
-        let mut answers = grpc
-            .server_streaming(req, path("/test.echo.Echo/ServerStream"), codec)
-            .await
-            .unwrap()
-            .into_inner();
+        let channel = rec.channel(server.addr).await;
+        let mut answers = server_stream_echo(channel, echo("endless", 1, Vec::new())).await;
         for seq in 0..5 {
             assert_eq!(answers.message().await.unwrap().unwrap().seq, seq);
         }
@@ -330,11 +313,8 @@ fn rich_error_details_from_a_grpc_core_server() {
     let rec = Recorder::new(Link::Ethernet, 1460, 21_000);
     let mut got = None;
     let pcap = rec.run(async {
-        let mut grpc = tonic::client::Grpc::new(rec.channel(server.addr).await);
-        grpc.ready().await.unwrap();
-        let codec = ProstCodec::<EchoRequest, EchoReply>::default();
-        let req = Request::new(echo("details", 1, Vec::new()));
-        got = Some(grpc.unary(req, path("/test.echo.Echo/Unary"), codec).await);
+        let channel = rec.channel(server.addr).await;
+        got = Some(unary_echo(channel, echo("details", 1, Vec::new())).await);
     });
     drop(server);
     let status = got.unwrap().unwrap_err();
@@ -395,11 +375,7 @@ fn a_schema_learned_from_grpc_js_reflection() {
             .unwrap()
             .into_inner();
         assert!(answers.message().await.unwrap().is_some());
-        let mut grpc = tonic::client::Grpc::new(channel);
-        grpc.ready().await.unwrap();
-        let codec = ProstCodec::<EchoRequest, EchoReply>::default();
-        let req = Request::new(echo("hello", 1, vec![1, 2, 3]));
-        let r = grpc.unary(req, path("/test.echo.Echo/Unary"), codec).await;
+        let r = unary_echo(channel, echo("hello", 1, vec![1, 2, 3])).await;
         assert_eq!(r.unwrap().into_inner().text, "echo hello");
     });
     drop(server);
@@ -444,15 +420,7 @@ fn a_slow_reader_keeps_a_grpc_core_server_waiting_on_flow_control() {
                     .initial_connection_window_size(65_535)
             })
             .await;
-        let mut grpc = tonic::client::Grpc::new(channel);
-        grpc.ready().await.unwrap();
-        let codec = ProstCodec::<EchoRequest, EchoReply>::default();
-        let req = Request::new(echo("large", 1, Vec::new()));
-        let mut answers = grpc
-            .server_streaming(req, path("/test.echo.Echo/ServerStream"), codec)
-            .await
-            .unwrap()
-            .into_inner();
+        let mut answers = server_stream_echo(channel, echo("large", 1, Vec::new())).await;
         let mut seen = 0;
         loop {
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -622,3 +622,30 @@ pub fn jsonl(capture: &Path, args: &[&str]) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// A Unary echo call on `channel`, as the tests' tonic clients make it.
+pub async fn unary_echo(
+    channel: tonic::transport::Channel,
+    req: EchoRequest,
+) -> Result<tonic::Response<EchoReply>, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let codec = ProstCodec::<EchoRequest, EchoReply>::default();
+    grpc.unary(Request::new(req), path("/test.echo.Echo/Unary"), codec)
+        .await
+}
+
+/// A ServerStream echo call on `channel`: its answers, as they come.
+pub async fn server_stream_echo(
+    channel: tonic::transport::Channel,
+    req: EchoRequest,
+) -> tonic::Streaming<EchoReply> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let codec = ProstCodec::<EchoRequest, EchoReply>::default();
+    let path = path("/test.echo.Echo/ServerStream");
+    grpc.server_streaming(Request::new(req), path, codec)
+        .await
+        .unwrap()
+        .into_inner()
+}
