@@ -1,7 +1,8 @@
 //! Scenarios the gRPC stacks bring about on their own, each recorded and held to what the
 //! peers did: gRPC C-core's keepalive policy sending a pinging client away, its graceful
 //! shutdown, a stalled server keepalive finds, a request too large, a cancelled server stream,
-//! rich error details, a slow reader waiting on flow control; and a schema learned from
+//! rich error details, a slow reader waiting on flow control, calls waiting for a stream under
+//! the server's limit; and a schema learned from
 //! grpc-js's server reflection. The peers are those of `tests/grpc_stacks.rs`
 //! (`common::peers`), which `scripts/install-deps` installs.
 
@@ -454,5 +455,74 @@ fn a_slow_reader_keeps_a_grpc_core_server_waiting_on_flow_control() {
     let out = h2scope(&["health", capture.to_str().unwrap()]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("server blocked on flow control"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The server's stream limit at work: C-core allows two calls at once on a connection
+/// (SETTINGS_MAX_CONCURRENT_STREAMS 2); a tonic client starts six of 200 ms together, and its
+/// HTTP/2 stack holds back the rest until a stream ends. On the wire every call takes 200 ms,
+/// while the client waited up to three times that. `health` must say that the client kept two
+/// streams open, the server's limit, for about the 600 ms the calls queued, with none refused.
+#[test]
+fn calls_wait_for_a_stream_under_a_grpc_core_servers_limit() {
+    if !Peer::Core.available() {
+        return;
+    }
+    let mut command = Peer::Core.command();
+    command.env("H2SCOPE_MAX_STREAMS", "2");
+    let server = PeerServer::start_with(command);
+    let rec = Recorder::new(Link::Ethernet, 1460, 24_000);
+    let mut waited = Vec::new();
+    let pcap = rec.run(async {
+        let channel = rec.channel(server.addr).await;
+        // The first call is alone: the server's SETTINGS have come before the six start.
+        unary_echo(channel.clone(), echo("hello", 0, Vec::new()))
+            .await
+            .unwrap();
+        let calls: Vec<_> = (1..=6)
+            .map(|seq| {
+                let channel = channel.clone();
+                tokio::spawn(async move {
+                    let start = std::time::Instant::now();
+                    unary_echo(channel, echo("nap", seq, Vec::new()))
+                        .await
+                        .unwrap();
+                    start.elapsed()
+                })
+            })
+            .collect();
+        for c in calls {
+            waited.push(c.await.unwrap());
+        }
+    });
+    drop(server);
+    // The client's view: the last calls waited for a stream.
+    let longest = waited.iter().max().unwrap();
+    assert!(*longest > Duration::from_millis(500), "{waited:?}");
+    let (dir, capture) = saved("stream-limit", pcap);
+
+    let events = jsonl(&capture, &["read"]);
+    assert_frames_are_tsharks(&capture, &events, None);
+    assert_eq!(events.last().unwrap()["errors"], 0);
+    let calls: Vec<&Value> = events.iter().filter(|e| e["event"] == "call").collect();
+    assert_eq!(calls.len(), 7, "{calls:?}");
+    for call in &calls[1..] {
+        assert_eq!(call["grpc_status"], 0, "{call}");
+        // The wire's view: a nap each, never the wait before the stream opened.
+        let d = call["duration"].as_f64().unwrap();
+        assert!((0.19..0.45).contains(&d), "{call}");
+    }
+    let r = &jsonl(&capture, &["health"])[0];
+    assert_eq!(r["max_concurrent_streams"], 2, "{r}");
+    assert_eq!(r["peak_open_streams"], 2, "{r}");
+    assert_eq!(r["refused_streams"], 0, "{r}");
+    let at_limit = r["at_stream_limit_s"].as_f64().unwrap();
+    assert!((0.5..1.5).contains(&at_limit), "{r}");
+    let out = h2scope(&["health", capture.to_str().unwrap()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("up to 2 open at once, the server allows 2; at that limit for 0."),
+        "{text}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -33,11 +33,11 @@ const MAX_PENDING_PINGS: usize = 64;
 pub struct SideHealth {
     pub pings: u64,
     pub ping_acks_received: u64,
-    /// Round trips from each PING to its ACK, in nanoseconds.
-    pub rtts_ns: Vec<i64>,
+    /// Round trips from each PING to its ACK.
+    pub rtts: Spread,
     pub unacked_pings: u64,
-    /// Intervals between consecutive PINGs of this side, in nanoseconds.
-    pub ping_intervals_ns: Vec<i64>,
+    /// Intervals between consecutive PINGs of this side.
+    pub ping_intervals: Spread,
     pub resets: BTreeMap<String, u64>,
     pub goaways: Vec<GoAwayInfo>,
     /// Connection-level send window as this side sees it, and its extremes.
@@ -65,6 +65,43 @@ pub struct SideHealth {
     /// This side ended the connection (FIN or RST) while a PING of its own went unanswered:
     /// how long after the first such PING. A keepalive timeout at work, typically.
     pub closed_after_unacked_ping_ns: Option<i64>,
+}
+
+/// Count, least, greatest and sum of durations: what the report shows of round trips and
+/// intervals, kept in constant space however long a connection PINGs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spread {
+    pub count: u64,
+    pub min_ns: i64,
+    pub max_ns: i64,
+    sum_ns: i128,
+}
+
+impl Spread {
+    pub fn add(&mut self, ns: i64) {
+        if self.count == 0 || ns < self.min_ns {
+            self.min_ns = ns;
+        }
+        if self.count == 0 || ns > self.max_ns {
+            self.max_ns = ns;
+        }
+        self.count += 1;
+        self.sum_ns += i128::from(ns);
+    }
+
+    pub fn avg_ns(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum_ns as f64 / self.count as f64)
+    }
+
+    /// `{"count", "min_ms", "avg_ms", "max_ms"}`, or null when empty.
+    fn to_json(self) -> Value {
+        match self.avg_ns() {
+            None => Value::Null,
+            Some(avg) => {
+                json!({"count": self.count, "min_ms": ms(self.min_ns), "avg_ms": avg / 1e6, "max_ms": ms(self.max_ns)})
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +132,12 @@ pub struct ConnectionHealth {
     /// `RST_STREAM REFUSED_STREAM` answers (stream limit reached, or a GOAWAY).
     pub refused_by_limit: u64,
     pub max_concurrent_streams: Option<u32>,
+    /// The most client streams open at once.
+    pub peak_open_streams: u64,
+    /// Time the client had as many streams open as the server's `MAX_CONCURRENT_STREAMS`
+    /// allows: a new call had to wait for one to end (or was refused).
+    pub at_stream_limit_ns: i64,
+    at_stream_limit_since: Option<i64>,
     pub end: Option<ConnectionEnd>,
     open_streams: HashSet<u32, Fast>,
     last_frame_ts: Option<i64>,
@@ -116,6 +159,9 @@ impl ConnectionHealth {
             frames: 0,
             refused_by_limit: 0,
             max_concurrent_streams: None,
+            peak_open_streams: 0,
+            at_stream_limit_ns: 0,
+            at_stream_limit_since: None,
             end: None,
             open_streams: HashSet::default(),
             last_frame_ts: None,
@@ -137,6 +183,23 @@ impl ConnectionHealth {
             _ => self.endpoints = Some(ends),
         }
         usize::from(!from_client)
+    }
+
+    /// Follows the open streams against the server's limit, after either changed at `ts`.
+    fn streams_changed(&mut self, ts: i64) {
+        let open = self.open_streams.len() as u64;
+        self.peak_open_streams = self.peak_open_streams.max(open);
+        let at_limit = self
+            .max_concurrent_streams
+            .is_some_and(|m| open >= u64::from(m));
+        match (at_limit, self.at_stream_limit_since) {
+            (true, None) => self.at_stream_limit_since = Some(ts),
+            (false, Some(since)) => {
+                self.at_stream_limit_ns += ts.saturating_sub(since).max(0);
+                self.at_stream_limit_since = None;
+            }
+            _ => {}
+        }
     }
 
     /// Load-balancer idle timeouts the longest silence reached, when no PING broke it.
@@ -161,6 +224,8 @@ fn side() -> SideHealth {
 
 /// Open streams whose windows are followed, per side.
 const MAX_STREAM_WINDOWS: usize = 10_000;
+/// Client streams followed as open, for GOAWAYs and the stream limit.
+const MAX_OPEN_STREAMS: usize = 10_000;
 
 /// gRPC servers answer PINGs without data in between, more often than every 5 minutes, with a
 /// `too_many_pings` GOAWAY (by default); this many in a row, faster than one a second, is called
@@ -237,7 +302,7 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                     s.ping_flood = true;
                 }
                 if let Some(prev) = s.last_ping_ts {
-                    s.ping_intervals_ns.push(o.ts_ns.saturating_sub(prev));
+                    s.ping_intervals.add(o.ts_ns.saturating_sub(prev));
                 }
                 s.last_ping_ts = Some(o.ts_ns);
                 if s.pending.len() >= MAX_PENDING_PINGS {
@@ -252,7 +317,7 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                 s.ping_acks_received += 1;
                 if let Some(i) = s.pending.iter().position(|(op, _)| op == opaque) {
                     if let Some((_, sent)) = s.pending.remove(i) {
-                        s.rtts_ns.push(o.ts_ns.saturating_sub(sent));
+                        s.rtts.add(o.ts_ns.saturating_sub(sent));
                     }
                 }
             }
@@ -360,7 +425,9 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
             }
             FrameDetail::Headers { .. } => {
                 h.sides[me].pings_without_data = 0;
-                if me == 0 && stream % 2 == 1 {
+                // A flood of streams never ended stops being followed here (the dissector's
+                // calls say what became of them).
+                if me == 0 && stream % 2 == 1 && h.open_streams.len() < MAX_OPEN_STREAMS {
                     h.open_streams.insert(stream);
                 }
                 if f.header.has(crate::http2::frame::flags::END_STREAM) && me == 1 {
@@ -369,6 +436,7 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
             }
             _ => {}
         }
+        h.streams_changed(o.ts_ns);
     }
 
     /// A call ended on its connection.
@@ -379,6 +447,7 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
             .or_insert_with(|| ConnectionHealth::new(c.conn, c.start_ts_ns));
         h.calls += 1;
         h.open_streams.remove(&c.stream);
+        h.streams_changed(c.end_ts_ns.max(h.last_ts_ns));
     }
 
     fn end(&mut self, end: ConnectionEnd) {
@@ -421,6 +490,9 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                 s.blocked_ns += end.last_ts_ns.saturating_sub(since);
             }
         }
+        if let Some(since) = h.at_stream_limit_since.take() {
+            h.at_stream_limit_ns += end.last_ts_ns.saturating_sub(since).max(0);
+        }
         h.end = Some(end);
         (self.report)(h);
     }
@@ -429,6 +501,9 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
     /// their ACK are not counted as unanswered yet).
     pub fn snapshot(&self, conn: u64) -> Option<ConnectionHealth> {
         let mut h = self.conns.get(&conn)?.clone();
+        if let Some(since) = h.at_stream_limit_since {
+            h.at_stream_limit_ns += h.last_ts_ns.saturating_sub(since).max(0);
+        }
         // The ends as the frames say so far; the connection's end will say for sure.
         if let Some((client, server)) = h.endpoints {
             h.client.get_or_insert(client);
@@ -469,21 +544,11 @@ fn ms(ns: i64) -> f64 {
     ns as f64 / 1e6
 }
 
-fn summary(v: &[i64]) -> Value {
-    if v.is_empty() {
-        return Value::Null;
-    }
-    let mut s = v.to_vec();
-    s.sort_unstable();
-    let avg = s.iter().map(|&x| x as f64).sum::<f64>() / s.len() as f64;
-    json!({"count": s.len(), "min_ms": ms(s[0]), "avg_ms": avg / 1e6, "max_ms": ms(s[s.len() - 1])})
-}
-
 fn side_json(s: &SideHealth) -> Value {
     json!({
         "pings": s.pings,
-        "ping_rtt": summary(&s.rtts_ns),
-        "ping_interval": summary(&s.ping_intervals_ns),
+        "ping_rtt": s.rtts.to_json(),
+        "ping_interval": s.ping_intervals.to_json(),
         "unacked_pings": s.unacked_pings,
         "resets": s.resets,
         "goaways": s.goaways.iter().map(|g| json!({
@@ -529,6 +594,8 @@ pub fn to_json(h: &ConnectionHealth) -> Value {
         "idle_warnings": h.idle_warnings(),
         "refused_streams": h.refused_by_limit,
         "max_concurrent_streams": h.max_concurrent_streams,
+        "peak_open_streams": h.peak_open_streams,
+        "at_stream_limit_s": h.at_stream_limit_ns as f64 / 1e9,
         "end": h.end.as_ref().map(|e| e.end.as_str()).unwrap_or("capture-end"),
         "end_by": h.end.as_ref().map(|e| end_by(&e.end)).unwrap_or(Value::Null),
         "bytes_to_server": h.end.as_ref().map(|e| e.bytes[0]),
@@ -589,8 +656,8 @@ fn too_many_pings_hint(s: &mut String, sender: &str, other: &str, pinger: &SideH
         "    the {other}'s PINGs ({} in a row without data",
         pinger.max_pings_without_data
     );
-    if let Some(i) = summary(&pinger.ping_intervals_ns).as_object() {
-        let _ = write!(s, ", every {:.1} ms", i["avg_ms"].as_f64().unwrap_or(0.0));
+    if let Some(avg) = pinger.ping_intervals.avg_ns() {
+        let _ = write!(s, ", every {:.1} ms", avg / 1e6);
     }
     let _ = writeln!(
         s,
@@ -626,19 +693,19 @@ fn text(h: &ConnectionHealth, numbered: bool, open: bool) -> (String, usize) {
     const NAMES: [&str; 2] = ["client", "server"];
     for (i, (name, side)) in NAMES.into_iter().zip(&h.sides).enumerate() {
         if side.pings > 0 {
-            let rtt = summary(&side.rtts_ns);
+            let rtt = side.rtts;
             let _ = write!(s, "  {name} PINGs: {}", side.pings);
-            if let Some(r) = rtt.as_object() {
+            if let Some(avg) = rtt.avg_ns() {
                 let _ = write!(
                     s,
                     ", RTT min/avg/max {:.3}/{:.3}/{:.3} ms",
-                    r["min_ms"].as_f64().unwrap_or(0.0),
-                    r["avg_ms"].as_f64().unwrap_or(0.0),
-                    r["max_ms"].as_f64().unwrap_or(0.0)
+                    ms(rtt.min_ns),
+                    avg / 1e6,
+                    ms(rtt.max_ns)
                 );
             }
-            if let Some(i) = summary(&side.ping_intervals_ns).as_object() {
-                let _ = write!(s, ", every {:.1} ms", i["avg_ms"].as_f64().unwrap_or(0.0));
+            if let Some(avg) = side.ping_intervals.avg_ns() {
+                let _ = write!(s, ", every {:.1} ms", avg / 1e6);
             }
             if side.unacked_pings > 0 {
                 let _ = write!(
@@ -691,6 +758,23 @@ fn text(h: &ConnectionHealth, numbered: bool, open: bool) -> (String, usize) {
                 side.max_pings_without_data
             );
         }
+    }
+    if h.at_stream_limit_ns > 0 || h.refused_by_limit > 0 {
+        let _ = write!(s, "  streams: up to {} open at once", h.peak_open_streams);
+        if let Some(m) = h.max_concurrent_streams {
+            let _ = write!(s, ", the server allows {m}");
+        }
+        if h.at_stream_limit_ns > 0 {
+            let _ = write!(
+                s,
+                "; at that limit for {:.3} s in all, when a new call had to wait for a stream",
+                h.at_stream_limit_ns as f64 / 1e9
+            );
+        }
+        if h.refused_by_limit > 0 {
+            let _ = write!(s, "; {} refused (REFUSED_STREAM)", h.refused_by_limit);
+        }
+        s.push('\n');
     }
     if h.longest_idle_ns > 0 {
         let _ = write!(
@@ -860,6 +944,54 @@ mod tests {
             server.blocked_ns, 0,
             "the connection window was never exhausted"
         );
+    }
+
+    /// A server allowing two streams: the client opens two, a third only after one ended.
+    /// Time at the limit runs while two are open, and stops once one ends.
+    #[test]
+    fn time_at_the_servers_stream_limit_is_counted() {
+        let headers = |from_client, ms, stream, end_stream| {
+            let mut e = frame(
+                from_client,
+                ms,
+                stream,
+                FrameType::Headers,
+                10,
+                FrameDetail::Headers {
+                    priority: None,
+                    pad_len: None,
+                },
+            );
+            if let (Event::Frame(f), true) = (&mut e, end_stream) {
+                f.header.flags = crate::http2::frame::flags::END_STREAM;
+            }
+            e
+        };
+        let settings = FrameDetail::Settings {
+            ack: false,
+            settings: vec![Setting {
+                id: setting::MAX_CONCURRENT_STREAMS,
+                value: 2,
+            }],
+        };
+        let h = run(vec![
+            frame(false, 0, 0, FrameType::Settings, 6, settings),
+            headers(true, 5, 1, false),
+            headers(true, 10, 3, false),
+            headers(false, 100, 1, true),
+            headers(true, 101, 5, false),
+            headers(false, 150, 3, true),
+            headers(false, 300, 5, true),
+        ]);
+        assert_eq!(h.peak_open_streams, 2);
+        assert_eq!(h.max_concurrent_streams, Some(2));
+        assert_eq!(h.at_stream_limit_ns, 139_000_000);
+        let text = to_text(&h);
+        assert!(
+            text.contains("up to 2 open at once, the server allows 2; at that limit for 0.139 s"),
+            "{text}"
+        );
+        assert_eq!(to_json(&h)["at_stream_limit_s"], 0.139);
     }
 
     #[test]

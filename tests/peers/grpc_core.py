@@ -16,7 +16,7 @@ error answers, percent-encoded grpc-message, gzip or deflate per call.
 
 The echo service answers as tests/common/echo.rs's does, so the same client works on either
 server; a Unary request whose text is "fail" is refused with INVALID_ARGUMENT, one whose text
-is "slow" is answered after a second, one whose text is "details" is refused with a
+is "slow" is answered after a second, one whose text is "nap" after 200 ms, one whose text is "details" is refused with a
 google.rpc.Status in grpc-status-details-bin; a ServerStream request whose text is "endless" is
 answered until the client cancels, one whose text is "large" with eight answers of 64 KiB.
 """
@@ -93,6 +93,8 @@ def serve():
         req = EchoRequest.FromString(raw)
         if req.text == "slow":
             time.sleep(1)
+        if req.text == "nap":
+            time.sleep(0.2)
         if req.text == "fail":
             ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, FAIL_DETAILS)
         if req.text == "details":
@@ -144,10 +146,13 @@ def serve():
             "Check": grpc.unary_unary_rpc_method_handler(check, **plain),
         }),
     ]
-    # H2SCOPE_MAX_RECEIVE: the largest request message the server takes (C-core's default: 4 MiB).
+    # H2SCOPE_MAX_RECEIVE: the largest request message the server takes (C-core's default: 4 MiB);
+    # H2SCOPE_MAX_STREAMS: the calls it runs at once on a connection (SETTINGS_MAX_CONCURRENT_STREAMS).
     options = []
     if os.environ.get("H2SCOPE_MAX_RECEIVE"):
         options.append(("grpc.max_receive_message_length", int(os.environ["H2SCOPE_MAX_RECEIVE"])))
+    if os.environ.get("H2SCOPE_MAX_STREAMS"):
+        options.append(("grpc.max_concurrent_streams", int(os.environ["H2SCOPE_MAX_STREAMS"])))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), handlers=handlers, options=options)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
