@@ -38,8 +38,12 @@ pub struct SideHealth {
     pub unacked_pings: u64,
     /// Intervals between consecutive PINGs of this side.
     pub ping_intervals: Spread,
+    /// RST_STREAMs by error code; past [`MAX_RESET_CODES`] codes, the rest under "other".
     pub resets: BTreeMap<String, u64>,
+    /// The first GOAWAYs and the latest, [`MAX_GOAWAYS`] in all.
     pub goaways: Vec<GoAwayInfo>,
+    /// GOAWAYs sent between those kept.
+    pub goaways_not_kept: u64,
     /// Connection-level send window as this side sees it, and its extremes.
     window: i64,
     pub max_window: i64,
@@ -226,6 +230,11 @@ fn side() -> SideHealth {
 const MAX_STREAM_WINDOWS: usize = 10_000;
 /// Client streams followed as open, for GOAWAYs and the stream limit.
 const MAX_OPEN_STREAMS: usize = 10_000;
+/// What a side's report keeps of what a hostile capture could repeat without end: error codes
+/// of resets (any 32-bit value), GOAWAYs, and the debug data of each.
+pub const MAX_RESET_CODES: usize = 32;
+pub const MAX_GOAWAYS: usize = 16;
+const MAX_GOAWAY_DEBUG: usize = 1024;
 
 /// gRPC servers answer PINGs without data in between, more often than every 5 minutes, with a
 /// `too_many_pings` GOAWAY (by default); this many in a row, faster than one a second, is called
@@ -338,20 +347,36 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                 }
                 refused.sort_unstable();
                 running.sort_unstable();
+                let debug = match debug_data.get(..MAX_GOAWAY_DEBUG) {
+                    Some(head) if debug_data.len() > MAX_GOAWAY_DEBUG => {
+                        format!("{}… ({} bytes)", lossless(head), debug_data.len())
+                    }
+                    _ => lossless(debug_data),
+                };
+                let goaways = &mut h.sides[me].goaways;
+                if goaways.len() >= MAX_GOAWAYS {
+                    goaways.pop();
+                    h.sides[me].goaways_not_kept += 1;
+                }
                 h.sides[me].goaways.push(GoAwayInfo {
                     ts_ns: o.ts_ns,
                     last_stream_id: *last_stream_id,
                     error: error_code_label(*error_code).into_owned(),
-                    debug: lossless(debug_data),
+                    debug,
                     refused_streams: refused,
                     running_streams: running,
                 });
             }
             FrameDetail::RstStream { error_code } => {
-                *h.sides[me]
-                    .resets
-                    .entry(error_code_label(*error_code).into_owned())
-                    .or_default() += 1;
+                let resets = &mut h.sides[me].resets;
+                let code = error_code_label(*error_code);
+                if let Some(n) = resets.get_mut(code.as_ref()) {
+                    *n += 1;
+                } else if resets.len() >= MAX_RESET_CODES {
+                    *resets.entry("other".into()).or_default() += 1;
+                } else {
+                    resets.insert(code.into_owned(), 1);
+                }
                 if *error_code == 0x7 {
                     h.refused_by_limit += 1;
                 }
@@ -559,6 +584,7 @@ fn side_json(s: &SideHealth) -> Value {
             "refused_streams": g.refused_streams,
             "running_streams": g.running_streams,
         })).collect::<Vec<_>>(),
+        "goaways_not_kept": s.goaways_not_kept,
         "data_bytes": s.data_bytes,
         "max_connection_window": s.max_window,
         "blocked_on_window_ms": ms(s.blocked_ns),
@@ -732,6 +758,13 @@ fn text(h: &ConnectionHealth, numbered: bool, open: bool) -> (String, usize) {
             if g.debug.contains("too_many_pings") {
                 too_many_pings_hint(&mut s, name, NAMES[1 - i], &h.sides[1 - i]);
             }
+        }
+        if side.goaways_not_kept > 0 {
+            let _ = writeln!(
+                s,
+                "  {name} sent {} more GOAWAYs before the last (not listed)",
+                side.goaways_not_kept
+            );
         }
         if !side.resets.is_empty() {
             let parts: Vec<String> = side
@@ -992,6 +1025,46 @@ mod tests {
             "{text}"
         );
         assert_eq!(to_json(&h)["at_stream_limit_s"], 0.139);
+    }
+
+    /// A hostile capture repeating resets with every error code and GOAWAYs with long debug
+    /// data: the report keeps a bounded part, the latest GOAWAY included, and says so.
+    #[test]
+    fn endless_resets_and_goaways_are_kept_bounded() {
+        let mut events = Vec::new();
+        for i in 0..1000u32 {
+            events.push(frame(
+                true,
+                i64::from(i),
+                1 + 2 * i,
+                FrameType::RstStream,
+                4,
+                FrameDetail::RstStream { error_code: i },
+            ));
+            events.push(frame(
+                false,
+                i64::from(i),
+                0,
+                FrameType::GoAway,
+                8,
+                FrameDetail::GoAway {
+                    last_stream_id: i,
+                    error_code: 0,
+                    debug_data: vec![b'x'; 5000],
+                },
+            ));
+        }
+        let h = run(events);
+        let client = &h.sides[0];
+        assert_eq!(client.resets.len(), MAX_RESET_CODES + 1);
+        assert_eq!(client.resets.values().sum::<u64>(), 1000);
+        let server = &h.sides[1];
+        assert_eq!(server.goaways.len(), MAX_GOAWAYS);
+        assert_eq!(server.goaways_not_kept, 1000 - MAX_GOAWAYS as u64);
+        assert_eq!(server.goaways.last().unwrap().last_stream_id, 999);
+        assert!(server.goaways[0].debug.ends_with("… (5000 bytes)"));
+        assert!(server.goaways[0].debug.len() < 1100);
+        assert!(to_text(&h).contains("server sent 984 more GOAWAYs before the last"));
     }
 
     #[test]

@@ -366,13 +366,12 @@ impl Sink for CallStats {
                 let method = c
                     .request_header(":path")
                     .map_or(Cow::Borrowed("(unknown path)"), lossless_str);
-                match self.by_method.get_mut(method.as_ref()) {
-                    Some(m) => m.add(&c, &outcome),
-                    None => {
-                        let mut m = MethodStats::default();
-                        m.add(&c, &outcome);
-                        self.by_method.insert(method.into_owned(), m);
-                    }
+                if let Some(m) = self.by_method.get_mut(method.as_ref()) {
+                    m.add(&c, &outcome);
+                } else {
+                    let mut m = MethodStats::default();
+                    m.add(&c, &outcome);
+                    self.add_method(method.into_owned(), m);
                 }
                 self.by_conn.entry(c.conn).or_default().add(&c, &outcome);
                 self.all.add(&c, &outcome);
@@ -417,7 +416,25 @@ impl Sink for CallStats {
     }
 }
 
+/// Paths counted one by one: HTTP/2 traffic that is not gRPC may put ids in its paths (REST,
+/// or a scanner), and a row per path would grow without end. Calls of paths first seen past
+/// this many count under [`OTHER_PATHS`].
+pub const MAX_METHODS: usize = 10_000;
+pub const OTHER_PATHS: &str = "(other paths)";
+
 impl CallStats {
+    /// A method not counted yet, or its calls under [`OTHER_PATHS`] once there are
+    /// [`MAX_METHODS`].
+    fn add_method(&mut self, method: String, m: MethodStats) {
+        if self.by_method.len() < MAX_METHODS {
+            self.by_method.insert(method, m);
+        } else if let Some(other) = self.by_method.get_mut(OTHER_PATHS) {
+            other.merge(m);
+        } else {
+            self.by_method.insert(OTHER_PATHS.to_string(), m);
+        }
+    }
+
     /// Statistics that also count calls by interval of time, `width_ns` wide.
     pub fn with_intervals(width_ns: Option<i64>) -> Self {
         CallStats {
@@ -434,9 +451,7 @@ impl CallStats {
         for (method, m) in other.by_method {
             match self.by_method.get_mut(&method) {
                 Some(mine) => mine.merge(m),
-                None => {
-                    self.by_method.insert(method, m);
-                }
+                None => self.add_method(method, m),
             }
         }
         self.all.merge(other.all);
@@ -707,6 +722,38 @@ mod tests {
         assert_eq!(reset(200, Some("300m"), true), "RESET");
         assert_eq!(reset(300, Some("300m"), false), "RESET");
         assert_eq!(reset(300, None, true), "RESET");
+    }
+
+    fn with_path(mut c: Call, path: &str) -> Call {
+        c.request_headers = Some(
+            vec![crate::http2::hpack::HeaderField {
+                name: b":path".to_vec().into(),
+                value: path.as_bytes().to_vec().into(),
+                repr: crate::http2::hpack::Representation::Indexed { index: 0 },
+                name_unknown: false,
+                value_unknown: false,
+            }]
+            .into(),
+        );
+        c
+    }
+
+    /// Paths with ids in them (REST, a scanner) make a row each up to [`MAX_METHODS`], then
+    /// share one: the table stays bounded, every call is still counted.
+    #[test]
+    fn paths_past_the_limit_share_a_row() {
+        let mut s = CallStats::default();
+        for i in 0..MAX_METHODS as u32 + 5 {
+            let c = with_path(call(1, 2 * i + 1, 1, "0"), &format!("/users/{i}"));
+            s.event(Event::Call(Box::new(c)));
+        }
+        assert_eq!(s.by_method.len(), MAX_METHODS + 1);
+        assert_eq!(s.by_method[OTHER_PATHS].calls, 5);
+        assert_eq!(s.all.calls, MAX_METHODS as u64 + 5);
+        // Calls of a path already counted stay on its row.
+        let c = with_path(call(1, 1, 1, "0"), "/users/3");
+        s.event(Event::Call(Box::new(c)));
+        assert_eq!(s.by_method["/users/3"].calls, 2);
     }
 
     fn stats_of(conn: u64, calls: impl IntoIterator<Item = (i64, &'static str)>) -> CallStats {
