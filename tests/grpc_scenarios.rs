@@ -2,7 +2,7 @@
 //! peers did: gRPC C-core's keepalive policy sending a pinging client away, its graceful
 //! shutdown, a stalled server keepalive finds, a request too large, a cancelled server stream,
 //! rich error details, a slow reader waiting on flow control, calls waiting for a stream under
-//! the server's limit; and a schema learned from
+//! the server's limit, metadata larger than a frame; and a schema learned from
 //! grpc-js's server reflection. The peers are those of `tests/grpc_stacks.rs`
 //! (`common::peers`), which `scripts/install-deps` installs.
 
@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::haproxy::h2scope;
 use common::peers::{
     assert_frames_are_tsharks, big_payload, echo, jsonl, saved, server_stream_echo, unary_echo,
-    Peer, PeerServer,
+    unary_echo_request, Peer, PeerServer,
 };
 use common::recorder::{Link, Recorder};
 use serde_json::Value;
@@ -524,5 +524,86 @@ fn calls_wait_for_a_stream_under_a_grpc_core_servers_limit() {
         text.contains("up to 2 open at once, the server allows 2; at that limit for 0."),
         "{text}"
     );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Metadata larger than a frame, each way: tonic sends 40,000 bytes of request metadata, which
+/// its HTTP/2 stack splits into HEADERS and CONTINUATION frames; C-core (taking header lists of
+/// up to 1 MiB) sends them back as a trailer, split by its own stack. The call must carry both
+/// header blocks whole, byte for byte what the client sent and got, the CONTINUATION frames be
+/// tshark's, and nothing be noted.
+#[test]
+fn metadata_larger_than_a_frame_from_tonic_and_grpc_core() {
+    if !Peer::Core.available() {
+        return;
+    }
+    let mut command = Peer::Core.command();
+    command.env("H2SCOPE_MAX_METADATA", (1 << 20).to_string());
+    let server = PeerServer::start_with(command);
+    let rec = Recorder::new(Link::Ethernet, 1460, 25_000);
+    // Letters and digits in no repeating run: HPACK's Huffman code shortens it by a fifth at
+    // most, leaving well over two frames' worth.
+    let big: String = (0..40_000u32)
+        .map(|i| {
+            let c = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                [(i * 7 + i / 62) as usize % 62];
+            c as char
+        })
+        .collect();
+    let mut got = None;
+    let pcap = rec.run(async {
+        let channel = rec
+            .channel_with(server.addr, |e| e.http2_max_header_list_size(1 << 20))
+            .await;
+        let mut req = tonic::Request::new(echo("mirror", 1, Vec::new()));
+        req.metadata_mut().insert("big-md", big.parse().unwrap());
+        got = Some(unary_echo_request(channel, req).await.unwrap());
+    });
+    drop(server);
+    let got = got.unwrap();
+    let echoed = got.metadata().get("big-md-echo").unwrap().to_str().unwrap();
+    assert_eq!(echoed, big);
+    let (dir, capture) = saved("big-metadata", pcap);
+
+    let events = jsonl(&capture, &["read"]);
+    assert_frames_are_tsharks(&capture, &events, None);
+    for e in &events {
+        assert!(e["notes"].as_array().is_none_or(Vec::is_empty), "{e}");
+    }
+    assert_eq!(events.last().unwrap()["errors"], 0);
+    // The request's HEADERS come first on stream 1, from the client.
+    let client = &events
+        .iter()
+        .find(|e| e["type"] == "HEADERS" && e["stream"] == 1)
+        .unwrap()["src"];
+    let continuations = |from_client: bool| {
+        events
+            .iter()
+            .filter(|e| e["type"] == "CONTINUATION" && (e["src"] == *client) == from_client)
+            .count()
+    };
+    assert!(continuations(true) >= 1, "no CONTINUATION from the client");
+    assert!(continuations(false) >= 1, "no CONTINUATION from the server");
+    let calls: Vec<&Value> = events.iter().filter(|e| e["event"] == "call").collect();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let call = calls[0];
+    let header = |list: &str, name: &str| {
+        call[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h[0] == name)
+            .and_then(|h| h[1].as_str())
+            .map(str::to_string)
+    };
+    assert_eq!(
+        header("request_headers", "big-md").as_deref(),
+        Some(big.as_str())
+    );
+    assert_eq!(
+        header("trailers", "big-md-echo").as_deref(),
+        Some(big.as_str())
+    );
+    assert_eq!(call["grpc_status"], 0, "{call}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -628,11 +628,18 @@ pub async fn unary_echo(
     channel: tonic::transport::Channel,
     req: EchoRequest,
 ) -> Result<tonic::Response<EchoReply>, Status> {
+    unary_echo_request(channel, Request::new(req)).await
+}
+
+/// [`unary_echo`] of a request with metadata of its own.
+pub async fn unary_echo_request(
+    channel: tonic::transport::Channel,
+    req: Request<EchoRequest>,
+) -> Result<tonic::Response<EchoReply>, Status> {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let codec = ProstCodec::<EchoRequest, EchoReply>::default();
-    grpc.unary(Request::new(req), path("/test.echo.Echo/Unary"), codec)
-        .await
+    grpc.unary(req, path("/test.echo.Echo/Unary"), codec).await
 }
 
 /// A ServerStream echo call on `channel`: its answers, as they come.

@@ -17,7 +17,8 @@ error answers, percent-encoded grpc-message, gzip or deflate per call.
 The echo service answers as tests/common/echo.rs's does, so the same client works on either
 server; a Unary request whose text is "fail" is refused with INVALID_ARGUMENT, one whose text
 is "slow" is answered after a second, one whose text is "nap" after 200 ms, one whose text is "details" is refused with a
-google.rpc.Status in grpc-status-details-bin; a ServerStream request whose text is "endless" is
+google.rpc.Status in grpc-status-details-bin, one whose text is "mirror" answers the request's
+"big-md" metadata as its "big-md-echo" trailer; a ServerStream request whose text is "endless" is
 answered until the client cancels, one whose text is "large" with eight answers of 64 KiB.
 """
 import json
@@ -100,6 +101,10 @@ def serve():
         if req.text == "details":
             ctx.set_trailing_metadata((("grpc-status-details-bin", rich_status()),))
             ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad field")
+        if req.text == "mirror":
+            big = dict(ctx.invocation_metadata()).get("big-md", "")
+            ctx.set_trailing_metadata((("big-md-echo", big),))
+            return reply(req, req.seq).SerializeToString()
         if req.text.startswith("gzip"):
             ctx.set_compression(grpc.Compression.Gzip)
         ctx.set_trailing_metadata((("checksum-bin", TRAILER_BIN), ("served-by", "c-core")))
@@ -147,12 +152,15 @@ def serve():
         }),
     ]
     # H2SCOPE_MAX_RECEIVE: the largest request message the server takes (C-core's default: 4 MiB);
-    # H2SCOPE_MAX_STREAMS: the calls it runs at once on a connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    # H2SCOPE_MAX_STREAMS: the calls it runs at once on a connection (SETTINGS_MAX_CONCURRENT_STREAMS);
+    # H2SCOPE_MAX_METADATA: the largest header list it takes (C-core's default: 8 KiB).
     options = []
     if os.environ.get("H2SCOPE_MAX_RECEIVE"):
         options.append(("grpc.max_receive_message_length", int(os.environ["H2SCOPE_MAX_RECEIVE"])))
     if os.environ.get("H2SCOPE_MAX_STREAMS"):
         options.append(("grpc.max_concurrent_streams", int(os.environ["H2SCOPE_MAX_STREAMS"])))
+    if os.environ.get("H2SCOPE_MAX_METADATA"):
+        options.append(("grpc.max_metadata_size", int(os.environ["H2SCOPE_MAX_METADATA"])))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), handlers=handlers, options=options)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
