@@ -102,6 +102,16 @@ pub struct ConnectionEnd {
     pub mid: bool,
     /// The TLS the connection was carried in.
     pub tls: Option<crate::tls::TlsInfo>,
+    /// The first FIN or RST the capture shows: who closed first, the active close even when
+    /// both sides did (`EndKind::Fin`).
+    pub closed_first: Option<ClosedFirst>,
+}
+
+/// Which side sent a connection's first FIN or RST, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClosedFirst {
+    pub by_client: bool,
+    pub ts_ns: i64,
 }
 
 /// Where in the capture something happened.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use crate::capture::defrag::{Defragmenter, FragmentKey};
 use crate::capture::link::{self, Skip, TcpSegment};
 use crate::capture::Packet;
-use crate::event::{ConnectionEnd, EndKind, ErrorKind, Event, Sink, Tally, Wants};
+use crate::event::{ClosedFirst, ConnectionEnd, EndKind, ErrorKind, Event, Sink, Tally, Wants};
 use crate::grpc::schema::Schemas;
 use crate::grpc::GrpcConfig;
 use crate::http2::connection::{Connection, Ctx, Http2Config, Mode};
@@ -90,6 +90,8 @@ pub struct ConnState {
     hello: Option<(Dir, Vec<u8>)>,
     fin: [bool; 2],
     rst: Option<Dir>,
+    /// The first FIN or RST: its direction and time.
+    first_close: Option<(Dir, i64)>,
     bytes: [u64; 2],
     packets: u64,
     last_ts_ns: i64,
@@ -128,6 +130,7 @@ impl FlowHandler for Handler<'_> {
             hello: None,
             fin: [false; 2],
             rst: None,
+            first_close: None,
             bytes: [0; 2],
             packets: 0,
             last_ts_ns: info.first_ts_ns,
@@ -210,8 +213,14 @@ impl FlowHandler for Handler<'_> {
                 }
                 None => state.h2.gap(dir, n, &mut ctx),
             },
-            StreamEvent::Fin => state.fin[dir.index()] = true,
-            StreamEvent::Rst => state.rst = Some(dir),
+            StreamEvent::Fin => {
+                state.fin[dir.index()] = true;
+                state.first_close.get_or_insert((dir, meta.ts_ns));
+            }
+            StreamEvent::Rst => {
+                state.rst = Some(dir);
+                state.first_close.get_or_insert((dir, meta.ts_ns));
+            }
         }
     }
 
@@ -267,6 +276,10 @@ impl FlowHandler for Handler<'_> {
                 end,
                 mid: conn.joined_mid_way(),
                 tls: state.tls.as_ref().map(|s| s.info().clone()),
+                closed_first: state.first_close.map(|(d, ts_ns)| ClosedFirst {
+                    by_client: by_client(d),
+                    ts_ns,
+                }),
             }));
         }
         let conn = &state.h2;

@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
@@ -205,6 +206,89 @@ fn keepalive_finds_a_stalled_server() {
         "{r}"
     );
     assert!(text.contains("it closed the connection 0.3"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The other way round: a server's keepalive finds a client that does not answer. A tonic
+/// server PINGs an idle connection after 100 ms and gives the PING 300 ms; the C-core client
+/// (Python's grpcio) makes a call and idles, then is stopped (SIGSTOP). Idle, it does not read
+/// its connection, so the PING goes unanswered even before the stop. The server sends GOAWAY
+/// and closes first; the client's FIN follows once it is killed. `health` must show the server's
+/// PING never acknowledged and the server closing the connection about 300 ms after it, and the
+/// connection say the server closed first.
+#[test]
+fn a_tonic_servers_keepalive_finds_a_stalled_grpc_core_client() {
+    use std::io::BufRead;
+    if !Peer::Core.available() {
+        return;
+    }
+    let rec = Recorder::new(Link::Ethernet, 1460, 26_000);
+    let pcap = rec.run(async {
+        let server = common::serve(
+            tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(Duration::from_millis(100)))
+                .http2_keepalive_timeout(Some(Duration::from_millis(300)))
+                .add_service(common::echo::Echo),
+        )
+        .await;
+        let proxy = rec
+            .proxy(SocketAddr::from(([127, 0, 0, 1], 0)), server)
+            .await;
+        let mut client = Peer::Core
+            .command()
+            .args(["hold", &proxy.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = client.stdout.take().unwrap();
+        // Blocking, on a thread of its own: the proxy it talks through runs on this runtime.
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            std::io::BufReader::new(stdout)
+                .read_line(&mut line)
+                .unwrap();
+            line
+        })
+        .await
+        .unwrap();
+        assert_eq!(line.trim(), "ready");
+        // A few PINGs answered, then none.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let pid = client.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success());
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        client.kill().unwrap();
+        client.wait().unwrap();
+    });
+    let (dir, capture) = saved("stalled-client", pcap);
+
+    let reports = jsonl(&capture, &["health"]);
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let r = &reports[0];
+    let server = &r["server_side"];
+    assert!(server["unacked_pings"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(server["goaways"][0]["error"], "NO_ERROR", "{r}");
+    assert_eq!(r["client_side"]["unacked_pings"], 0, "{r}");
+    assert_eq!(r["calls"], 1, "{r}");
+    let after = server["closed_after_unacked_ping_s"].as_f64().unwrap();
+    assert!((0.25..0.6).contains(&after), "{r}");
+    assert!(
+        r["client_side"]["closed_after_unacked_ping_s"].is_null(),
+        "{r}"
+    );
+    let out = h2scope(&["health", capture.to_str().unwrap()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("server PINGs:"), "{text}");
+    assert!(text.contains("never acknowledged (dead peer?)"), "{text}");
+    assert!(text.contains("it closed the connection 0."), "{text}");
+    let events = jsonl(&capture, &["read"]);
+    let conn = events.iter().find(|e| e["event"] == "connection").unwrap();
+    assert_eq!(conn["end"], "fin", "{conn}");
+    assert_eq!(conn["closed_first_by"], "server", "{conn}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -491,17 +491,21 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                 h.sides.swap(0, 1);
             }
         }
-        let closer = match end.end {
-            EndKind::Rst { by_client } | EndKind::HalfClosed { by_client } => {
-                Some(usize::from(!by_client))
+        // The side that closed first (its FIN or RST), and when; the other may have followed.
+        let closer = match (end.closed_first, &end.end) {
+            (Some(f), _) => Some((usize::from(!f.by_client), f.ts_ns)),
+            (None, EndKind::Rst { by_client } | EndKind::HalfClosed { by_client }) => {
+                Some((usize::from(!by_client), end.last_ts_ns))
             }
             _ => None,
         };
-        if let Some(s) = closer.map(|c| &mut h.sides[c]) {
+        if let Some((c, at)) = closer {
+            let s = &mut h.sides[c];
             s.closed_after_unacked_ping_ns = s
                 .pending
                 .front()
-                .map(|&(_, sent)| end.last_ts_ns.saturating_sub(sent));
+                .filter(|&&(_, sent)| sent <= at)
+                .map(|&(_, sent)| at.saturating_sub(sent));
         }
         for s in &mut h.sides {
             s.unacked_pings += s.pending.len() as u64;
@@ -887,6 +891,7 @@ mod tests {
             end: crate::event::EndKind::Fin,
             mid: false,
             tls: None,
+            closed_first: None,
         }));
         drop(h);
         out.pop().unwrap()

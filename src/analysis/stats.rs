@@ -675,6 +675,7 @@ mod tests {
             end: EndKind::Fin,
             mid: false,
             tls: None,
+            closed_first: None,
         }));
         // Written out to the temporary file, and read back the same.
         assert!(s.by_conn.is_empty());

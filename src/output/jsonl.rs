@@ -1284,6 +1284,8 @@ pub fn connection_json(c: &ConnectionEnd) -> Value {
         "packets": c.packets,
         "end": c.end.as_str(),
         "end_by": end_by(&c.end),
+        "closed_first_by": c.closed_first.map(|f| if f.by_client { "client" } else { "server" }),
+        "closed_first_ts": c.closed_first.map(|f| ts(f.ts_ns)),
         "joined_mid_way": c.mid,
     });
     if let (Some(t), Value::Object(m)) = (&c.tls, &mut v) {

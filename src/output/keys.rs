@@ -127,6 +127,8 @@ pub const CONNECTION: &[&str] = &[
     "packets",
     "end",
     "end_by",
+    "closed_first_by",
+    "closed_first_ts",
     "joined_mid_way",
     "tls",
 ];

@@ -754,6 +754,11 @@ impl<W: Write> Text<W> {
                             " by server"
                         }
                     }
+                    crate::event::EndKind::Fin => match c.closed_first {
+                        Some(f) if f.by_client => ", client first",
+                        Some(_) => ", server first",
+                        None => "",
+                    },
                     _ => "",
                 };
                 self.line.push_str("  CONN ");

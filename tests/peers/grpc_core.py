@@ -10,6 +10,8 @@ error answers, percent-encoded grpc-message, gzip or deflate per call.
                                 answer NOT_SERVING, "up" SERVING, "drain" shuts the server down
                                 gracefully (GOAWAY, calls running may finish within 5 s), end of
                                 input stops the server.
+  grpc_core.py hold HOST:PORT   makes one Unary call there, prints "ready" and keeps the
+                                connection open, idle, until killed.
   grpc_core.py client HOST:PORT calls test.echo.Echo and grpc.health.v1.Health there and prints, as
                                 one JSON object, what each call got back: the ground truth the test
                                 holds the dissection to.
@@ -258,9 +260,19 @@ def client(target):
     print()
 
 
+def hold(target):
+    ch = grpc.insecure_channel(target)
+    ch.unary_unary("/test.echo.Echo/Unary", request_serializer=None, response_deserializer=None)(
+        EchoRequest(text="hello", seq=1).SerializeToString(), timeout=10)
+    print("ready", flush=True)
+    time.sleep(60)
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["server"]:
         serve()
+    elif sys.argv[1:2] == ["hold"] and len(sys.argv) == 3:
+        hold(sys.argv[2])
     elif sys.argv[1:2] == ["client"] and len(sys.argv) == 3:
         client(sys.argv[2])
     else:
