@@ -1020,6 +1020,9 @@ impl<W: Write> Out<W> {
         let chosen = matches!(self.fmt, Fmt::Grpcurl(_)) && !matches!(event, Event::Call(_));
         if chosen || self.filter.as_ref().is_none_or(|f| f.matches(&event)) {
             self.show(event);
+        } else if let (Fmt::Grpcurl(g), Event::Call(c)) = (&mut self.fmt, &event) {
+            // Its request messages passed, to make its command: they go with it.
+            g.forget(c);
         }
     }
 

@@ -30,6 +30,10 @@ const INLINE_MAX: usize = 4096;
 /// is untrusted, and a client stream may go on for ever.
 const CALL_MAX: usize = 16 << 20;
 const PENDING_MAX: usize = 64 << 20;
+/// What a call held and each message of it cost besides their JSON: a flood of empty messages
+/// or of calls must count against the limits too.
+const CALL_COST: usize = 128;
+const MESSAGE_COST: usize = 48;
 
 /// The first answer is shown in a comment up to this many characters.
 const ANSWER_MAX: usize = 200;
@@ -177,13 +181,13 @@ impl Requests {
         let problem = match &d.json {
             Some(json) => {
                 let text = text.unwrap_or_else(|| json.to_string());
-                if self.bytes + text.len() > CALL_MAX {
+                if self.bytes + text.len() + MESSAGE_COST > CALL_MAX {
                     Some(format!(
                         "its request messages hold more than {} MiB of JSON",
                         CALL_MAX >> 20
                     ))
                 } else {
-                    self.bytes += text.len();
+                    self.bytes += text.len() + MESSAGE_COST;
                     self.json.push(text);
                     None
                 }
@@ -211,8 +215,12 @@ impl Requests {
         self.bytes = 0;
     }
 
+    /// What it holds, for the limit on calls not yet ended.
     fn bytes(&self) -> usize {
-        self.bytes
+        CALL_COST
+            + self.bytes
+            + self.problem.as_ref().map_or(0, String::len)
+            + self.answer.as_ref().map_or(0, String::len)
     }
 
     /// As one record, to be kept (the TUI's store) and read back by [`Requests::from_record`]:
@@ -271,15 +279,16 @@ impl PendingCalls {
     /// `text` is its JSON, when the caller has written it already.
     pub fn message(&mut self, m: &MessageEvent, text: Option<String>) {
         let key = (m.origin.conn, m.stream);
+        let before = self.calls.get(&key).map_or(0, Requests::bytes);
         if m.side == Side::Response {
             if let Some(r) = self.calls.get_mut(&key) {
                 r.answered(m, text.as_deref());
+                self.bytes = self.bytes - before + r.bytes();
             }
             return;
         }
         let full = self.bytes > PENDING_MAX;
         let r = self.calls.entry(key).or_default();
-        let before = r.bytes();
         if full && r.problem.is_none() {
             r.give_up(format!(
                 "calls not yet ended held more than {} MiB of request JSON",
@@ -293,9 +302,13 @@ impl PendingCalls {
 
     /// What a call that has ended sent.
     pub fn take(&mut self, conn: u64, stream: u32) -> Requests {
-        let r = self.calls.remove(&(conn, stream)).unwrap_or_default();
-        self.bytes -= r.bytes();
-        r
+        match self.calls.remove(&(conn, stream)) {
+            Some(r) => {
+                self.bytes -= r.bytes();
+                r
+            }
+            None => Requests::default(),
+        }
     }
 
     pub fn clear(&mut self) {
@@ -434,7 +447,8 @@ pub fn render(call: &Call, requests: &Requests, opts: &GrpcurlOptions) -> String
     if let Some(source) = opts.schemas.iter().find(|s| s.services.contains(service)) {
         words.extend(source.flags.iter().cloned());
     }
-    let heredoc = requests.bytes() + requests.json.len() > INLINE_MAX;
+    let json_bytes: usize = requests.json.iter().map(String::len).sum();
+    let heredoc = json_bytes + requests.json.len() > INLINE_MAX;
     match requests.json.len() {
         0 => notes.push(
             "the call sent no request message; grpcurl sends an empty one to a unary method".into(),
@@ -510,6 +524,11 @@ impl<W: Write> Grpcurl<W> {
 
     /// The end of a file (calls are numbered per file, and every call has ended): how many
     /// calls were not gRPC, and had no command.
+    /// A call the display filter left out: what was kept of it goes.
+    pub fn forget(&mut self, call: &Call) {
+        self.pending.take(call.conn, call.stream);
+    }
+
     pub fn file_done(&mut self) -> u64 {
         self.pending.clear();
         self.flush();
@@ -767,6 +786,49 @@ mod tests {
         let answer = r.answer.unwrap();
         assert_eq!(answer.chars().count(), ANSWER_MAX + 3);
         assert!(answer.ends_with("\u{e9}..."), "{answer}");
+    }
+
+    /// Calls held until they end count what they hold, empty messages and answers included,
+    /// and give it all back when taken: a flood of empty messages reaches the limit, and a
+    /// capture's worth of calls leaves nothing behind.
+    #[test]
+    fn calls_held_count_all_they_hold() {
+        let empty = serde_json::json!({});
+        let message = |stream: u32, side: Side, index: u32| MessageEvent {
+            origin: crate::event::Origin {
+                packet: 1,
+                ts_ns: 0,
+                conn: 1,
+                src: "10.0.0.1:5000".parse().unwrap(),
+                dst: "10.0.0.2:50051".parse().unwrap(),
+            },
+            stream,
+            path: None,
+            side,
+            index,
+            decoded: crate::grpc::message::Decoded {
+                json: crate::grpc::message::Json::of(&empty).ok(),
+                ..Default::default()
+            },
+        };
+        let mut p = PendingCalls::default();
+        for stream in [1, 3, 5] {
+            p.message(&message(stream, Side::Request, 0), None);
+            p.message(&message(stream, Side::Response, 0), None);
+        }
+        assert!(p.bytes >= 3 * (CALL_COST + MESSAGE_COST + 4));
+        for stream in [1, 3, 5, 7] {
+            p.take(1, stream);
+        }
+        assert_eq!(p.bytes, 0);
+        // Empty messages of one call: the call gives up once they would pass its limit.
+        let mut r = Requests::default();
+        let m = message(1, Side::Request, 0);
+        for _ in 0..(CALL_MAX / MESSAGE_COST + 1) {
+            r.push(&m, None);
+        }
+        assert!(r.problem.is_some());
+        assert!(r.json.is_empty());
     }
 
     #[test]
