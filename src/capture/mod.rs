@@ -66,6 +66,38 @@ pub struct OwnedPacket {
     pub orig_len: u32,
 }
 
+/// Interfaces a pcapng section may describe (a hostile file could describe millions), and
+/// records referring to an undeclared one that are listed one by one.
+const MAX_INTERFACES: usize = 65_536;
+const MAX_UNKNOWN_INTERFACE_WARNINGS: usize = 20;
+
+/// Notes a record of an undeclared interface: the first few one by one, then a count, so that
+/// a file of them makes no warning per record.
+fn unknown_interface(warnings: &mut Vec<CaptureWarning>, record: u64, interface: u32) {
+    let listed = warnings
+        .iter()
+        .filter(|w| matches!(w, CaptureWarning::UnknownInterface { .. }))
+        .count();
+    if listed < MAX_UNKNOWN_INTERFACE_WARNINGS {
+        warnings.push(CaptureWarning::UnknownInterface { record, interface });
+        return;
+    }
+    let more = warnings.iter_mut().find_map(|w| match w {
+        CaptureWarning::MoreUnknownInterfaces { count, last_record } => Some((count, last_record)),
+        _ => None,
+    });
+    match more {
+        Some((count, last_record)) => {
+            *count += 1;
+            *last_record = record;
+        }
+        None => warnings.push(CaptureWarning::MoreUnknownInterfaces {
+            count: 1,
+            last_record: record,
+        }),
+    }
+}
+
 /// Something in the file that is not a readable packet, but does not stop the reading.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CaptureWarning {
@@ -75,6 +107,9 @@ pub enum CaptureWarning {
     /// A packet block references an interface that was never described.
     #[error("record {record} refers to undeclared interface {interface}; skipped")]
     UnknownInterface { record: u64, interface: u32 },
+    /// More records than are listed one by one refer to undeclared interfaces.
+    #[error("{count} more records refer to undeclared interfaces, the last record {last_record}; skipped")]
+    MoreUnknownInterfaces { count: u64, last_record: u64 },
     /// The compressed stream the capture is read from is cut or damaged here; nothing after
     /// it is read.
     #[error("{reason}, after record {after_record}; the rest is not read")]
@@ -449,6 +484,12 @@ impl State {
                 interfaces.clear();
                 true
             }
+            // Past the limit, packets of the interfaces left out are skipped with a warning.
+            PcapBlockOwned::NG(Block::InterfaceDescription(_))
+                if interfaces.len() >= MAX_INTERFACES =>
+            {
+                true
+            }
             PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
                 interfaces.push(Interface {
                     link: LinkType(idb.linktype.0 as u32),
@@ -460,10 +501,7 @@ impl State {
             PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
                 *records += 1;
                 let Some(iface) = interfaces.get(epb.if_id as usize).copied() else {
-                    warnings.push(CaptureWarning::UnknownInterface {
-                        record: *records,
-                        interface: epb.if_id,
-                    });
+                    unknown_interface(warnings, *records, epb.if_id);
                     return true;
                 };
                 let raw = ((epb.ts_high as u64) << 32) | epb.ts_low as u64;
@@ -479,10 +517,7 @@ impl State {
                 *records += 1;
                 // SPBs belong to the first interface and carry no timestamp.
                 let Some(iface) = interfaces.first().copied() else {
-                    warnings.push(CaptureWarning::UnknownInterface {
-                        record: *records,
-                        interface: 0,
-                    });
+                    unknown_interface(warnings, *records, 0);
                     return true;
                 };
                 f(&Packet {
@@ -498,10 +533,7 @@ impl State {
                 match parse_obsolete_packet(ub.data, *big_endian) {
                     Some(opb) => {
                         let Some(iface) = interfaces.get(opb.interface as usize).copied() else {
-                            warnings.push(CaptureWarning::UnknownInterface {
-                                record: *records,
-                                interface: opb.interface as u32,
-                            });
+                            unknown_interface(warnings, *records, opb.interface as u32);
                             return true;
                         };
                         f(&Packet {
@@ -643,4 +675,58 @@ fn ts_to_ns(raw: u64, iface: Interface) -> i64 {
     i64::try_from(ns)
         .unwrap_or(i64::MAX)
         .saturating_add(iface.offset_secs.saturating_mul(1_000_000_000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(kind: u32, body: &[u8]) -> Vec<u8> {
+        let len = (12 + body.len().div_ceil(4) * 4) as u32;
+        let mut b = Vec::new();
+        b.extend(kind.to_le_bytes());
+        b.extend(len.to_le_bytes());
+        b.extend(body);
+        b.resize(len as usize - 4, 0);
+        b.extend(len.to_le_bytes());
+        b
+    }
+
+    /// A pcapng file whose packets all name an interface never described: the first are
+    /// listed, the rest counted, so the warnings do not grow with the file.
+    #[test]
+    fn records_of_undeclared_interfaces_are_counted_past_a_few() {
+        let mut file = block(
+            0x0A0D_0D0A,
+            &[
+                0x4D, 0x3C, 0x2B, 0x1A, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            ],
+        );
+        file.extend(block(1, &[1, 0, 0, 0, 0xff, 0xff, 0, 0]));
+        for _ in 0..50 {
+            let mut epb = Vec::new();
+            for v in [7u32, 0, 0, 4, 4] {
+                epb.extend(v.to_le_bytes());
+            }
+            epb.extend([1, 2, 3, 4]);
+            file.extend(block(6, &epb));
+        }
+        let mut r = CaptureReader::from_read("mem", std::io::Cursor::new(file)).unwrap();
+        let mut packets = 0;
+        r.for_each_packet(|_| {
+            packets += 1;
+            true
+        })
+        .unwrap();
+        assert_eq!(packets, 0);
+        let w = r.warnings();
+        assert_eq!(w.len(), MAX_UNKNOWN_INTERFACE_WARNINGS + 1, "{w:?}");
+        assert_eq!(
+            w.last(),
+            Some(&CaptureWarning::MoreUnknownInterfaces {
+                count: 30,
+                last_record: 50
+            })
+        );
+    }
 }
