@@ -64,15 +64,22 @@ impl MethodStats {
         self.latencies.push(c.duration_ns());
     }
 
-    /// `n` more calls that ended so.
+    /// `n` more calls that ended so; past [`MAX_OUTCOMES`] kinds, as [`OTHER_OUTCOMES`] (a
+    /// grpc-status is any number, an HTTP status any text).
     #[allow(clippy::ptr_arg)]
     fn count_outcome(&mut self, outcome: &Cow<'static, str>, n: u64) {
-        match self
-            .outcomes
-            .binary_search_by(|(k, _)| k.as_ref().cmp(outcome.as_ref()))
-        {
+        let find = |outcomes: &[(Cow<'static, str>, u64)], name: &str| {
+            outcomes.binary_search_by(|(k, _)| k.as_ref().cmp(name))
+        };
+        match find(&self.outcomes, outcome) {
             Ok(i) => self.outcomes[i].1 += n,
-            Err(i) => self.outcomes.insert(i, (outcome.clone(), n)),
+            Err(i) if self.outcomes.len() < MAX_OUTCOMES => {
+                self.outcomes.insert(i, (outcome.clone(), n))
+            }
+            Err(_) => match find(&self.outcomes, OTHER_OUTCOMES) {
+                Ok(i) => self.outcomes[i].1 += n,
+                Err(i) => self.outcomes.insert(i, (Cow::Borrowed(OTHER_OUTCOMES), n)),
+            },
         }
     }
 
@@ -416,6 +423,10 @@ impl Sink for CallStats {
     }
 }
 
+/// Kinds of outcome a row counts one by one; the rest are counted together.
+pub const MAX_OUTCOMES: usize = 32;
+pub const OTHER_OUTCOMES: &str = "OTHER";
+
 /// Paths counted one by one: HTTP/2 traffic that is not gRPC may put ids in its paths (REST,
 /// or a scanner), and a row per path would grow without end. Calls of paths first seen past
 /// this many count under [`OTHER_PATHS`].
@@ -755,6 +766,19 @@ mod tests {
         let c = with_path(call(1, 1, 1, "0"), "/users/3");
         s.event(Event::Call(Box::new(c)));
         assert_eq!(s.by_method["/users/3"].calls, 2);
+    }
+
+    /// A grpc-status is any number: past a few dozen kinds, a row counts the rest together.
+    #[test]
+    fn outcomes_past_the_limit_are_counted_together() {
+        let mut s = CallStats::default();
+        for i in 0..100u32 {
+            let status = (1000 + i).to_string();
+            s.event(Event::Call(Box::new(call(1, 2 * i + 1, 1, &status))));
+        }
+        assert_eq!(s.all.outcomes.len(), MAX_OUTCOMES + 1);
+        let other = s.all.outcomes.iter().find(|(k, _)| k == OTHER_OUTCOMES);
+        assert_eq!(other.map(|o| o.1), Some(100 - MAX_OUTCOMES as u64));
     }
 
     fn stats_of(conn: u64, calls: impl IntoIterator<Item = (i64, &'static str)>) -> CallStats {

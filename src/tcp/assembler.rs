@@ -7,6 +7,10 @@
 
 use std::collections::BTreeMap;
 
+/// What a buffered segment costs besides its bytes (its map entry and allocation): one-byte
+/// segments must not hold forty times the limit.
+const SEGMENT_COST: usize = 64;
+
 /// What the assembler hands on, in stream order.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Chunk<'a> {
@@ -32,6 +36,7 @@ pub struct Assembler {
     /// Stream offset of the next byte to deliver, `None` before the first segment.
     next: Option<u64>,
     pending: BTreeMap<u64, Vec<u8>>,
+    /// What `pending` holds, each segment counted with [`SEGMENT_COST`].
     pending_bytes: usize,
     max_pending: usize,
     fin_at: Option<u64>,
@@ -191,7 +196,7 @@ impl Assembler {
                 break;
             }
             let data = entry.remove();
-            self.pending_bytes -= data.len();
+            self.pending_bytes -= data.len() + SEGMENT_COST;
             let end = start + data.len() as u64;
             if end > next {
                 let skip = (next - start) as usize;
@@ -243,7 +248,7 @@ impl Assembler {
     }
 
     fn put(&mut self, start: u64, data: &[u8]) {
-        self.pending_bytes += data.len();
+        self.pending_bytes += data.len() + SEGMENT_COST;
         self.pending.insert(start, data.to_vec());
     }
 }
@@ -370,13 +375,27 @@ mod tests {
 
     #[test]
     fn buffer_limit_forces_gap() {
-        let mut h = Harness::new(4);
+        let mut h = Harness::new(SEGMENT_COST + 4);
         h.seg(0, false, false, b"a");
         h.seg(5, false, false, b"fgh");
         assert!(h.out.len() == 1);
         h.seg(8, false, false, b"ij");
         assert_eq!(h.out[1], Out::Gap(4));
         assert_eq!(h.bytes(), b"afghij");
+        assert_eq!(h.a.pending_bytes(), 0);
+    }
+
+    /// One-byte segments, each after a hole: what they cost counts, not only their bytes.
+    #[test]
+    fn tiny_segments_count_what_they_cost() {
+        let mut h = Harness::new(10 * SEGMENT_COST);
+        h.seg(0, false, false, b"a");
+        for i in 0..1000u32 {
+            h.seg(2 + 2 * i, false, false, b"x");
+            assert!(h.a.pending_bytes() <= 10 * SEGMENT_COST + 10);
+        }
+        h.flush();
+        assert_eq!(h.bytes().len(), 1001);
         assert_eq!(h.a.pending_bytes(), 0);
     }
 
