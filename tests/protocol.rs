@@ -498,3 +498,38 @@ fn unknown_hpack_past_is_marked_until_the_table_is_known() {
         .iter()
         .any(|e| matches!(e, Event::Error(er) if er.kind == ErrorKind::Resync)));
 }
+
+/// A DATA frame packed with empty gRPC messages (16 KiB of them, as one frame may hold
+/// millions): every message is shown, in order, and past a bound they are emitted as they come,
+/// before their frame, instead of all being held until it ends.
+#[test]
+fn a_frame_of_many_empty_messages_is_shown_whole_without_holding_them_all() {
+    const N: usize = 3276;
+    let events = run(&[
+        (true, PREFACE.to_vec()),
+        client(&[
+            frame(SETTINGS, 0, 0, &[]),
+            frame(HEADERS, EH, 1, &request("/pkg.Svc/Many")),
+            frame(DATA, ES, 1, &[0u8; 5].repeat(N)),
+        ]),
+    ]);
+    let data_at = events
+        .iter()
+        .position(|e| matches!(e, Event::Frame(f) if f.header.stream == 1 && f.header.length as usize == 5 * N))
+        .unwrap();
+    let messages: Vec<(usize, u32)> = events
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match e {
+            Event::Message(m) => Some((i, m.index)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(messages.len(), N);
+    assert!(messages.iter().map(|m| m.1).eq(0..N as u32));
+    assert!(messages[0].0 < data_at, "the first messages were held");
+    assert!(
+        messages[N - 1].0 > data_at,
+        "the last ones follow their frame"
+    );
+}

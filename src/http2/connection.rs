@@ -256,8 +256,10 @@ pub struct Connection {
     /// gRPC state of the calls that are gRPC. Boxed, as calls are: entries move inside the
     /// map's nodes as streams come and go, and a stream's state is a few hundred bytes.
     grpc: BTreeMap<u32, Box<GrpcStream>>,
-    /// Message events of the DATA frame being read, emitted after its frame event.
+    /// Message events of the DATA frame being read, emitted after its frame event, and the
+    /// bytes of their messages.
     pending_messages: Vec<Event>,
+    pending_message_bytes: u64,
     /// Kept between frames for their allocations: the messages a DATA frame completes, and the
     /// calls a frame finishes.
     raw_scratch: Vec<RawMessage<'static>>,
@@ -316,6 +318,7 @@ impl Connection {
             calls: BTreeMap::new(),
             grpc: BTreeMap::new(),
             pending_messages: Vec::new(),
+            pending_message_bytes: 0,
             raw_scratch: Vec::new(),
             finished_scratch: Vec::new(),
             last_path: None,
@@ -499,9 +502,7 @@ impl Connection {
                     self.resync(dir, &[], true, ctx);
                 }
             }
-            for message in self.pending_messages.drain(..) {
-                ctx.sink.event(message);
-            }
+            self.emit_pending_messages(ctx);
         }
         if matches!(self.mode, Mode::Detect | Mode::Upgrade) {
             for d in &mut self.dirs {
@@ -836,9 +837,7 @@ impl Connection {
         for item in items {
             self.http1_item(dir, item, &mut finished, ctx);
         }
-        for message in self.pending_messages.drain(..) {
-            ctx.sink.event(message);
-        }
+        self.emit_pending_messages(ctx);
         for call in finished {
             ctx.sink.event(Event::Call(call));
         }
@@ -1235,6 +1234,7 @@ impl Connection {
                             continue;
                         }
                     }
+                    self.pending_message_bytes += u64::from(decoded.length);
                     self.pending_messages
                         .push(Event::Message(Box::new(MessageEvent {
                             origin: ctx.origin(dir),
@@ -1244,8 +1244,22 @@ impl Connection {
                             index,
                             decoded,
                         })));
+                    // A frame of up to 16 MiB may hold millions of empty messages, or several
+                    // of the largest: past a bound they go out now, before their frame.
+                    if self.pending_messages.len() >= MAX_HELD_MESSAGES
+                        || self.pending_message_bytes >= MAX_HELD_MESSAGE_BYTES
+                    {
+                        self.emit_pending_messages(ctx);
+                    }
                 }
             }
+        }
+    }
+
+    fn emit_pending_messages(&mut self, ctx: &mut Ctx<'_>) {
+        self.pending_message_bytes = 0;
+        for message in self.pending_messages.drain(..) {
+            ctx.sink.event(message);
         }
     }
 
@@ -1422,9 +1436,7 @@ impl Connection {
                 return;
             }
         }
-        for message in self.pending_messages.drain(..) {
-            ctx.sink.event(message);
-        }
+        self.emit_pending_messages(ctx);
         for call in finished_calls.drain(..) {
             ctx.sink.event(Event::Call(call));
         }
@@ -1904,6 +1916,11 @@ enum SettingsPrefix {
     Unsure,
     No,
 }
+
+/// Message events a DATA frame holds back until its own frame event, and the bytes of their
+/// messages: past either, they are emitted before it.
+const MAX_HELD_MESSAGES: usize = 1024;
+const MAX_HELD_MESSAGE_BYTES: u64 = 16 << 20;
 
 /// How many resets [`Connection::in_flight`] remembers: frames in flight cross a reset within a
 /// round trip, while a few more streams may be reset.
