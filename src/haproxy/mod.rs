@@ -86,6 +86,10 @@ pub fn find_call(
 pub struct Recorded {
     pub call: Call,
     pub requests: Vec<RecordedMessage>,
+    /// Request messages past those kept ([`MAX_KEPT_REQUESTS`], [`MAX_KEPT_BYTES`]): a call
+    /// that sent them cannot be replayed.
+    pub requests_left_out: u64,
+    /// The first response message (the check expects its bytes); the others are not kept.
     pub responses: Vec<RecordedMessage>,
     /// The TLS its connection was carried in (decrypted, or the call would not be known).
     pub tls: Option<crate::tls::TlsInfo>,
@@ -137,7 +141,7 @@ impl Selector {
 /// list of the other gRPC calls (to suggest when nothing matches).
 pub struct Collector {
     selector: Selector,
-    pending: HashMap<(u64, u32), (Vec<RecordedMessage>, Vec<RecordedMessage>)>,
+    pending: HashMap<(u64, u32), Kept>,
     pub found: Option<Recorded>,
     /// The other gRPC calls, one entry per path and status: a capture of a thousand alike calls
     /// suggests one of them, not a page of the same line.
@@ -154,6 +158,19 @@ struct CallKind {
 }
 
 const MAX_CANDIDATES: usize = 50;
+
+/// What a call that may be the one chosen keeps of its messages until it ends: a health check
+/// sends a few small ones, while a capture's streaming calls may send millions.
+pub const MAX_KEPT_REQUESTS: usize = 64;
+pub const MAX_KEPT_BYTES: usize = 1 << 20;
+
+#[derive(Default)]
+struct Kept {
+    requests: Vec<RecordedMessage>,
+    request_bytes: usize,
+    requests_left_out: u64,
+    first_response: Option<RecordedMessage>,
+}
 
 impl Collector {
     pub fn new(selector: Selector) -> Self {
@@ -220,22 +237,40 @@ impl Sink for Collector {
         }
         match event {
             Event::Message(m) => {
-                let entry = self.pending.entry((m.origin.conn, m.stream)).or_default();
-                let list = match m.side {
-                    Side::Request => &mut entry.0,
-                    Side::Response => &mut entry.1,
+                // Only the messages of calls the selector may choose.
+                let may_match = match &self.selector {
+                    Selector::Path(p) => m.path.as_deref() == Some(p.as_str()),
+                    Selector::Call { conn, stream } => {
+                        m.origin.conn == *conn && m.stream == *stream
+                    }
                 };
-                // Only a health check's worth of messages is kept per call.
-                if list.len() < 64 {
-                    list.push(RecordedMessage {
-                        bytes: m.decoded.bytes,
-                        type_name: m.decoded.type_name,
-                        json: m.decoded.json,
-                    });
+                if !may_match {
+                    return;
+                }
+                let kept = self.pending.entry((m.origin.conn, m.stream)).or_default();
+                let side = m.side;
+                let size = m.decoded.bytes.as_ref().map_or(0, Vec::len);
+                let message = RecordedMessage {
+                    bytes: m.decoded.bytes,
+                    type_name: m.decoded.type_name,
+                    json: m.decoded.json,
+                };
+                match side {
+                    Side::Request
+                        if kept.requests.len() < MAX_KEPT_REQUESTS
+                            && kept.request_bytes + size <= MAX_KEPT_BYTES =>
+                    {
+                        kept.request_bytes += size;
+                        kept.requests.push(message);
+                    }
+                    Side::Request => kept.requests_left_out += 1,
+                    Side::Response => {
+                        kept.first_response.get_or_insert(message);
+                    }
                 }
             }
             Event::Call(call) => {
-                let (requests, responses) = self
+                let kept = self
                     .pending
                     .remove(&(call.conn, call.stream))
                     .unwrap_or_default();
@@ -245,8 +280,9 @@ impl Sink for Collector {
                 if self.selector.matches(&call) {
                     self.found = Some(Recorded {
                         call: *call,
-                        requests,
-                        responses,
+                        requests: kept.requests,
+                        requests_left_out: kept.requests_left_out,
+                        responses: kept.first_response.into_iter().collect(),
                         tls: None,
                     });
                 } else {
@@ -320,6 +356,8 @@ pub enum ExportError {
     IncompleteRequest(usize),
     #[error("no response message was recorded: give --expect-hex or --expect-string")]
     NothingToExpect,
+    #[error("the recorded call sent more than {MAX_KEPT_REQUESTS} request messages or {} MiB of them, too many for a health check to replay", MAX_KEPT_BYTES >> 20)]
+    TooManyRequests,
 }
 
 /// Headers that belong to one hop, or that would make the replay wrong.
@@ -432,6 +470,9 @@ pub fn build(rec: &Recorded, opts: &ExportOptions) -> Result<HealthCheck, Export
     let mut block = Vec::new();
     encode_plain(&pairs, &mut block);
 
+    if rec.requests_left_out > 0 {
+        return Err(ExportError::TooManyRequests);
+    }
     let mut body = Vec::new();
     for (i, m) in rec.requests.iter().enumerate() {
         let bytes = m.bytes.as_ref().ok_or(ExportError::IncompleteRequest(i))?;
@@ -585,6 +626,7 @@ mod tests {
                 type_name: None,
                 json: None,
             }],
+            requests_left_out: 0,
             responses: vec![RecordedMessage {
                 bytes: Some(resp.to_vec()),
                 type_name: Some("grpc.health.v1.HealthCheckResponse".into()),
@@ -592,6 +634,51 @@ mod tests {
             }],
             tls: None,
         }
+    }
+
+    /// The collector keeps the messages of calls the selector may choose and no others, a
+    /// bounded number of requests and the first answer; a call that sent more requests than
+    /// it keeps is not exported (its replay would not be the call).
+    #[test]
+    fn only_calls_that_may_be_chosen_keep_messages_and_only_so_many() {
+        let message = |stream: u32, path: &str, side: Side, index: u32| {
+            Event::Message(Box::new(crate::event::MessageEvent {
+                origin: crate::event::Origin {
+                    packet: 1,
+                    ts_ns: 0,
+                    conn: 3,
+                    src: "10.0.0.1:5000".parse().unwrap(),
+                    dst: "10.0.0.2:50051".parse().unwrap(),
+                },
+                stream,
+                path: Some(path.into()),
+                side,
+                index,
+                decoded: crate::grpc::message::Decoded {
+                    bytes: Some(vec![8, 1]),
+                    ..Default::default()
+                },
+            }))
+        };
+        let path = "/grpc.health.v1.Health/Check";
+        let mut c = Collector::new(Selector::Path(path.into()));
+        for i in 0..100 {
+            c.event(message(1, "/other.Svc/Upload", Side::Request, i));
+            c.event(message(41, path, Side::Request, i));
+            c.event(message(41, path, Side::Response, i));
+        }
+        assert_eq!(c.pending.len(), 1, "the other call's messages are not kept");
+        let mut call = recorded(path, b"", b"").call;
+        call.stream = 41;
+        c.event(Event::Call(Box::new(call)));
+        let found = c.found.as_ref().unwrap();
+        assert_eq!(found.requests.len(), MAX_KEPT_REQUESTS);
+        assert_eq!(found.requests_left_out, 100 - MAX_KEPT_REQUESTS as u64);
+        assert_eq!(found.responses.len(), 1);
+        assert!(matches!(
+            build(found, &ExportOptions::default()),
+            Err(ExportError::TooManyRequests)
+        ));
     }
 
     /// When no call matches, the calls there are come one line per path and status, each
