@@ -341,6 +341,26 @@ fn pick(list: &[HeaderField], name: &str) -> Option<String> {
         .map(header_value)
 }
 
+/// What a row keeps of a method or path: a one-byte header field may name a table entry of a
+/// megabyte, and a capture may hold millions of calls.
+const ROW_TEXT_MAX: usize = 1024;
+
+fn row_text(mut s: String) -> String {
+    if s.len() > ROW_TEXT_MAX {
+        let mut cut = ROW_TEXT_MAX;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+/// Header blocks an open call's progress shows: its request and response headers and trailers,
+/// and a few more (1xx answers); past them, the latest replaces the last kept.
+const PROGRESS_HEADERS_MAX: usize = 8;
+
 /// What a frame's summary and detail lines are made from: a frame event as it is read, or its
 /// parts read back from the store.
 struct FrameView<'a> {
@@ -868,8 +888,8 @@ fn call_row(c: &Call) -> CallRow {
     CallRow {
         conn: c.conn,
         stream: c.stream,
-        method: c.method().unwrap_or_else(|| "-".into()),
-        path: c.path().unwrap_or_else(|| "-".into()),
+        method: row_text(c.method().unwrap_or_else(|| "-".into())),
+        path: row_text(c.path().unwrap_or_else(|| "-".into())),
         status: c
             .status()
             .map(|s| s.to_string())
@@ -1251,13 +1271,13 @@ impl Builder {
         let row = &mut p.row;
         if let Some(list) = &f.headers {
             let title = if let Some(m) = pick(list, ":method") {
-                row.method = m;
+                row.method = row_text(m);
                 if let Some(path) = pick(list, ":path") {
-                    row.path = path;
+                    row.path = row_text(path);
                 }
                 "request headers"
             } else if let Some(s) = pick(list, ":status") {
-                row.status = s;
+                row.status = row_text(s);
                 "response headers"
             } else {
                 "trailers"
@@ -1265,6 +1285,9 @@ impl Builder {
             if let Some(g) = pick(list, "grpc-status") {
                 row.grpc_status = g.trim().parse().ok();
                 row.problem |= row.grpc_status.is_some_and(|g| g != 0);
+            }
+            if p.headers.len() >= PROGRESS_HEADERS_MAX {
+                p.headers.pop();
             }
             p.headers.push((title, list.clone()));
         }
@@ -1459,6 +1482,16 @@ impl Sink for Builder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A row keeps the start of a huge path, cut on a character boundary.
+    #[test]
+    fn row_text_is_cut_on_a_character() {
+        assert_eq!(row_text("/a.B/C".into()), "/a.B/C");
+        let long = format!("/{}", "é".repeat(1000));
+        let cut = row_text(long);
+        assert!(cut.len() <= ROW_TEXT_MAX + '…'.len_utf8());
+        assert!(cut.ends_with("é…"));
+    }
 
     /// The events of the shipped captures and of the public ones (when `../shared` is there),
     /// frames with their bytes, by file.
