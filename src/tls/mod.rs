@@ -230,13 +230,20 @@ struct Resync {
 /// dissection's [`Budget`] until they go, however they go.
 struct Waiting {
     records: Vec<(Dir, Vec<u8>)>,
+    /// The records' bytes.
     bytes: usize,
+    /// What they cost against the limits: their bytes and [`RECORD_COST`] each.
+    cost: usize,
     budget: Budget,
 }
 
+/// What a held record costs besides its bytes: five-byte records must not hold ten times the
+/// limit.
+const RECORD_COST: usize = 48;
+
 impl Drop for Waiting {
     fn drop(&mut self) {
-        self.budget.release_held(self.bytes);
+        self.budget.release_held(self.cost);
     }
 }
 
@@ -701,6 +708,7 @@ impl Session {
                 self.waiting = Some(Waiting {
                     records: Vec::new(),
                     bytes: 0,
+                    cost: 0,
                     budget: self.budget.clone(),
                 });
             } else {
@@ -778,8 +786,10 @@ impl Session {
         let needs_key = self.sides[dir.index()].protected
             && self.sides[dir.index()].current.is_none()
             && rec[0] != CHANGE_CIPHER_SPEC;
-        if needs_key && waiting.bytes + rec.len() <= MAX_WAITING && waiting.budget.hold(rec.len()) {
+        let cost = rec.len() + RECORD_COST;
+        if needs_key && waiting.cost + cost <= MAX_WAITING && waiting.budget.hold(cost) {
             waiting.bytes += rec.len();
+            waiting.cost += cost;
             waiting.records.push((dir, rec.to_vec()));
         } else if needs_key {
             // Too long without secrets (or too much held by all connections): they are not
@@ -863,9 +873,10 @@ mod tests {
     #[test]
     fn held_records_are_bounded_across_connections() {
         let budget = Budget::with(0, 100);
-        let waiting = |bytes| Waiting {
+        let waiting = |cost| Waiting {
             records: Vec::new(),
-            bytes,
+            bytes: 0,
+            cost,
             budget: budget.clone(),
         };
         assert!(budget.hold(60));
