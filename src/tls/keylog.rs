@@ -194,7 +194,13 @@ impl KeyLog {
     /// Adds every secret of another key log: several files' key logs used as one.
     pub fn absorb(&self, other: &KeyLog) {
         let theirs = other.lock().0.map.clone();
-        self.lock().0.map.extend(theirs);
+        let mut mine = self.lock();
+        for (k, v) in theirs {
+            if mine.0.map.len() >= MAX_SECRETS && !mine.0.map.contains_key(&k) {
+                break;
+            }
+            mine.0.map.insert(k, v);
+        }
     }
 
     /// Read from a file, which may still grow (programs append as they connect).
