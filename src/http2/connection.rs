@@ -871,6 +871,10 @@ impl Connection {
                     StartLine::Request { method, target } => {
                         let stream = h1.next_stream;
                         h1.next_stream += 1;
+                        // As many as the calls kept open: the oldest were reported unfinished.
+                        if h1.waiting.len() >= ctx.cfg.max_open_streams {
+                            h1.waiting.pop_front();
+                        }
                         h1.waiting.push_back(stream);
                         list.push(field(b":method".to_vec(), method.as_bytes().to_vec()));
                         list.push(field(b":path".to_vec(), target.as_bytes().to_vec()));
