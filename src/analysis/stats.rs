@@ -255,7 +255,13 @@ pub struct Intervals {
     by_start: BTreeMap<i64, MethodStats>,
     /// Intervals starting before this have been trimmed (see [`Intervals::add`]).
     trimmed_below: i64,
+    /// Calls that ended in intervals past the first [`MAX_INTERVALS`] that had calls.
+    pub left_out: u64,
 }
+
+/// Intervals with calls that are counted: a day in intervals of a second. A narrower width on
+/// a long capture (or timestamps scattered by damage) would keep a row per interval in memory.
+pub const MAX_INTERVALS: usize = 100_000;
 
 /// Latencies an interval keeps one by one; more are counted in buckets (within 0.05%), so that
 /// a long capture in short intervals keeps little per interval, not every latency. Few: with
@@ -270,6 +276,7 @@ impl Intervals {
             width_ns: width_ns.max(1),
             by_start: BTreeMap::new(),
             trimmed_below: i64::MIN,
+            left_out: 0,
         }
     }
 
@@ -284,7 +291,19 @@ impl Intervals {
             .end_ts_ns
             .div_euclid(self.width_ns)
             .saturating_mul(self.width_ns);
-        self.by_start.entry(start).or_default().add(c, outcome);
+        let full = self.by_start.len() >= MAX_INTERVALS;
+        match self.by_start.get_mut(&start) {
+            Some(m) => m.add(c, outcome),
+            None if full => {
+                self.left_out += 1;
+                return;
+            }
+            None => {
+                let mut m = MethodStats::default();
+                m.add(c, outcome);
+                self.by_start.insert(start, m);
+            }
+        }
         // Calls come as they end, so the intervals before the one before this are done with,
         // but for a straggler: their latencies go into buckets once there are many.
         let done = start.saturating_sub(self.width_ns);
@@ -301,9 +320,12 @@ impl Intervals {
     }
 
     fn merge(&mut self, other: Intervals) {
+        self.left_out += other.left_out;
         for (start, m) in other.by_start {
+            let full = self.by_start.len() >= MAX_INTERVALS;
             match self.by_start.get_mut(&start) {
                 Some(mine) => mine.merge(m),
+                None if full => self.left_out += m.calls,
                 None => {
                     self.by_start.insert(start, m);
                 }
@@ -534,6 +556,7 @@ impl CallStats {
                 .finished()
                 .map(|(start, m)| interval_json(start, width, m))
                 .collect();
+            report["intervals_calls_left_out"] = intervals.left_out.into();
         }
         report
     }
@@ -577,7 +600,7 @@ impl CallStats {
                 }
                 serde_json::to_writer(&mut *w, &interval_json(start, width, m))?;
             }
-            w.write_all(b"]")?;
+            write!(w, r#"],"intervals_calls_left_out":{}"#, intervals.left_out)?;
         }
         w.write_all(b"}\n")
     }
@@ -629,6 +652,13 @@ impl CallStats {
             )?;
             for (start, m) in intervals.finished() {
                 row(w, &interval_label(start), m)?;
+            }
+            if intervals.left_out > 0 {
+                writeln!(
+                    w,
+                    "({} calls that ended past the first {MAX_INTERVALS} intervals with calls are left out: give a wider --interval)",
+                    intervals.left_out
+                )?;
             }
         }
         writeln!(w, "\nper connection:")?;
@@ -779,6 +809,22 @@ mod tests {
         assert_eq!(s.all.outcomes.len(), MAX_OUTCOMES + 1);
         let other = s.all.outcomes.iter().find(|(k, _)| k == OTHER_OUTCOMES);
         assert_eq!(other.map(|o| o.1), Some(100 - MAX_OUTCOMES as u64));
+    }
+
+    /// Intervals too narrow for the capture stop at a number of rows, and the report says how
+    /// many calls it left out.
+    #[test]
+    fn intervals_past_the_limit_are_left_out_and_counted() {
+        let mut s = CallStats::with_intervals(Some(1_000_000));
+        for i in 0..MAX_INTERVALS as u32 + 7 {
+            s.event(Event::Call(Box::new(call(1, 2 * i + 1, i64::from(i), "0"))));
+        }
+        let report = s.to_json();
+        assert_eq!(report["intervals"].as_array().unwrap().len(), MAX_INTERVALS);
+        assert_eq!(report["intervals_calls_left_out"], 7);
+        assert!(s
+            .to_text()
+            .contains("7 calls that ended past the first 100000 intervals"));
     }
 
     fn stats_of(conn: u64, calls: impl IntoIterator<Item = (i64, &'static str)>) -> CallStats {
