@@ -235,7 +235,9 @@ impl Schemas {
             return found.clone();
         }
         let found = self.lookup(path);
-        if self.methods.len() < 100_000 {
+        // A cache of the paths seen, not of every path a capture can make up: so many, of
+        // the length of real method names.
+        if self.methods.len() < 100_000 && path.len() <= 512 {
             self.methods.insert(path.to_string(), found.clone());
         }
         found
