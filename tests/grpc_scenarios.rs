@@ -595,6 +595,14 @@ fn calls_wait_for_a_stream_under_a_grpc_core_servers_limit() {
         // The wire's view: a nap each, never the wait before the stream opened.
         let d = call["duration"].as_f64().unwrap();
         assert!((0.19..0.45).contains(&d), "{call}");
+        // C-core answers once the handler returns: the response begins after the nap, once
+        // the request was whole.
+        let answer = call["time_to_response"].as_f64().unwrap();
+        assert!((0.19..=d).contains(&answer), "{call}");
+        assert!(
+            call["request_end_ts"].as_f64() <= call["response_start_ts"].as_f64(),
+            "{call}"
+        );
     }
     let r = &jsonl(&capture, &["health"])[0];
     assert_eq!(r["max_concurrent_streams"], 2, "{r}");

@@ -8,7 +8,7 @@ use h2scope::event::{ErrorKind, Event, FrameEvent};
 use h2scope::grpc::message::Schemaless;
 use h2scope::grpc::wire::{Node, WireValue};
 use h2scope::http2::call::CallEnd;
-use h2scope::http2::frame::{flags, PREFACE};
+use h2scope::http2::frame::{flags, FrameType, PREFACE};
 use h2scope::http2::hpack::encode_plain;
 use h2scope::pipeline::Config;
 
@@ -532,4 +532,46 @@ fn a_frame_of_many_empty_messages_is_shown_whole_without_holding_them_all() {
         messages[N - 1].0 > data_at,
         "the last ones follow their frame"
     );
+}
+
+/// A call's timeline: its start, the request sent whole (the client's END_STREAM), the
+/// response headers (the server's answer begins), its end; each from the packet that carried it.
+#[test]
+fn a_calls_request_end_and_response_start_are_timed() {
+    let events = run(&[
+        (true, PREFACE.to_vec()),
+        client(&[frame(SETTINGS, 0, 0, &[])]),
+        client(&[frame(HEADERS, EH, 1, &request("/pkg.Svc/Slow"))]),
+        client(&[frame(DATA, ES, 1, &[0, 0, 0, 0, 0])]),
+        server(&[frame(SETTINGS, 0, 0, &[])]),
+        server(&[frame(HEADERS, EH, 1, &block(&[(":status", "200")]))]),
+        server(&[
+            frame(DATA, 0, 1, &[0, 0, 0, 0, 0]),
+            frame(HEADERS, EH | ES, 1, &block(&[("grpc-status", "0")])),
+        ]),
+    ]);
+    let calls = calls(&events);
+    assert_eq!(calls.len(), 1);
+    let c = calls[0];
+    let fs = frames(&events);
+    let ts = |from_client: bool, kind: FrameType, flags: u8| {
+        fs.iter()
+            .find(|f| {
+                f.from_client == from_client
+                    && f.header.stream == 1
+                    && f.header.kind == kind
+                    && f.header.flags == flags
+            })
+            .unwrap()
+            .origin
+            .ts_ns
+    };
+    let start = ts(true, FrameType::Headers, EH);
+    let answer = ts(false, FrameType::Headers, EH);
+    assert_eq!(c.start_ts_ns, start);
+    assert_eq!(c.request_end_ts_ns, Some(ts(true, FrameType::Data, ES)));
+    assert_eq!(c.response_start_ts_ns, Some(answer));
+    assert_eq!(c.time_to_response_ns(), Some(answer - start));
+    assert!(answer - start > 0);
+    assert_eq!(c.end_ts_ns, ts(false, FrameType::Headers, EH | ES));
 }

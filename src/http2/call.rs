@@ -29,6 +29,10 @@ pub struct Call {
     pub start_ts_ns: i64,
     /// When the call ended, or, for an unfinished call, its last frame.
     pub end_ts_ns: i64,
+    /// When the client's END_STREAM came: the request sent whole.
+    pub request_end_ts_ns: Option<i64>,
+    /// When the final response headers came (a trailers-only answer's included).
+    pub response_start_ts_ns: Option<i64>,
     pub start_packet: u64,
     pub end_packet: u64,
     /// DATA payload bytes (without padding) each way.
@@ -74,6 +78,8 @@ impl Call {
             response_trailers: None,
             start_ts_ns: ts_ns,
             end_ts_ns: ts_ns,
+            request_end_ts_ns: None,
+            response_start_ts_ns: None,
             start_packet: packet,
             end_packet: packet,
             request_bytes: 0,
@@ -108,6 +114,16 @@ impl Call {
         std::mem::swap(&mut self.request_bytes, &mut self.response_bytes);
         std::mem::swap(&mut self.request_ended, &mut self.response_ended);
         std::mem::swap(&mut self.request_messages, &mut self.response_messages);
+        // What was timed was the other side's: unknown now.
+        self.request_end_ts_ns = None;
+        self.response_start_ts_ns = None;
+    }
+
+    /// From the call's start to its response headers: the server's time to answer, with a
+    /// round trip or part of one depending on where the capture was taken.
+    pub fn time_to_response_ns(&self) -> Option<i64> {
+        self.response_start_ts_ns
+            .map(|t| t.saturating_sub(self.start_ts_ns).max(0))
     }
 
     pub fn request_header(&self, name: &str) -> Option<&[u8]> {

@@ -786,6 +786,7 @@ impl Connection {
         );
         call.request_headers = self.upgrade_request.take().map(std::sync::Arc::from);
         call.request_ended = true;
+        call.request_end_ts_ns = Some(call.start_ts_ns);
         call.upgraded = true;
         self.insert_call(call, ctx);
         let client_held = std::mem::take(&mut self.dirs[self.client.index()].held);
@@ -912,6 +913,7 @@ impl Connection {
                     self.update_grpc(stream, Side::Request, ctx);
                 } else if let Some(call) = self.calls.get_mut(&stream) {
                     call.response_headers = Some(list);
+                    call.response_start_ts_ns = Some(ctx.meta.ts_ns);
                     self.update_grpc(stream, Side::Response, ctx);
                 }
             }
@@ -940,6 +942,7 @@ impl Connection {
                     call.end_packet = ctx.meta.index;
                     if from_client {
                         call.request_ended = true;
+                        call.request_end_ts_ns.get_or_insert(ctx.meta.ts_ns);
                     } else {
                         call.response_ended = true;
                     }
@@ -1489,6 +1492,7 @@ impl Connection {
                 if h.has(flags::END_STREAM) {
                     if from_client {
                         call.request_ended = true;
+                        call.request_end_ts_ns.get_or_insert(ctx.meta.ts_ns);
                     } else {
                         call.response_ended = true;
                     }
@@ -1773,6 +1777,7 @@ impl Connection {
                 call.pushed = true;
                 call.request_headers = headers;
                 call.request_ended = true;
+                call.request_end_ts_ns = Some(call.start_ts_ns);
                 self.insert_call(call, ctx);
             }
             return;
@@ -1818,6 +1823,7 @@ impl Connection {
             if block.end_stream {
                 if let Some(call) = self.calls.get_mut(&stream) {
                     call.request_ended = true;
+                    call.request_end_ts_ns.get_or_insert(ctx.meta.ts_ns);
                 }
             }
         } else {
@@ -1829,6 +1835,7 @@ impl Connection {
                 // 1xx responses come before the final one and are not it.
             } else if call.response_headers.is_none() {
                 call.response_headers = Some(list);
+                call.response_start_ts_ns = Some(ctx.meta.ts_ns);
                 self.update_grpc(stream, Side::Response, ctx);
             } else {
                 call.response_trailers = Some(list);

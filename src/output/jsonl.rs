@@ -1141,6 +1141,9 @@ fn call_obj<K: Keys>(o: Obj<'_, K>, c: &Call) -> Option<usize> {
     o.seconds("start_ts", c.start_ts_ns);
     o.seconds("end_ts", c.end_ts_ns);
     o.seconds("duration", c.duration_ns());
+    o.opt_with("request_end_ts", c.request_end_ts_ns, write_seconds);
+    o.opt_with("response_start_ts", c.response_start_ts_ns, write_seconds);
+    o.opt_with("time_to_response", c.time_to_response_ns(), write_seconds);
     o.opt_with("deadline", c.deadline_ns(), write_seconds);
     o.uint("start_packet", c.start_packet);
     o.uint("end_packet", c.end_packet);

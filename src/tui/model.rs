@@ -859,6 +859,9 @@ fn call_outline(call: &serde_json::Map<String, Value>) -> Vec<DetailLine> {
         if let Some(limit) = num("deadline") {
             let _ = write!(time, " of a {:.3} ms deadline", limit * 1e3);
         }
+        if let Some(t) = num("time_to_response") {
+            let _ = write!(time, "; the response began after {:.3} ms", t * 1e3);
+        }
         lines.push(DetailLine::text(time));
     }
     let side = |messages: &str, bytes: &str| {
@@ -1639,17 +1642,14 @@ mod tests {
                     w.line(None, format_args!("{outcome}"));
                 }
                 let ms = |ns: i64| ns as f64 / 1e6;
-                match c.deadline_ns() {
-                    Some(d) => w.line(
-                        None,
-                        format_args!(
-                            "took {:.3} ms of a {:.3} ms deadline",
-                            ms(c.duration_ns()),
-                            ms(d)
-                        ),
-                    ),
-                    None => w.line(None, format_args!("took {:.3} ms", ms(c.duration_ns()))),
+                let mut time = format!("took {:.3} ms", ms(c.duration_ns()));
+                if let Some(d) = c.deadline_ns() {
+                    let _ = write!(time, " of a {:.3} ms deadline", ms(d));
                 }
+                if let Some(t) = c.time_to_response_ns() {
+                    let _ = write!(time, "; the response began after {:.3} ms", ms(t));
+                }
+                w.line(None, format_args!("{time}"));
                 let side = |m: u32, b: u64| match (c.grpc, m) {
                     (true, 1) => format!("1 message ({b} B)"),
                     (true, m) => format!("{m} messages ({b} B)"),
