@@ -337,8 +337,14 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
             } => {
                 let mut refused = Vec::new();
                 let mut running = Vec::new();
-                for &s in &h.open_streams {
-                    // Streams of the side that did not send the GOAWAY are the ones it governs.
+                // A GOAWAY governs the streams the other side opened: the server's, the client's
+                // calls; the client's, streams the server pushes, which are not followed here.
+                let governed = if me == 1 {
+                    &h.open_streams
+                } else {
+                    &HashSet::default()
+                };
+                for &s in governed {
                     if s > *last_stream_id {
                         refused.push(s);
                     } else {
@@ -754,11 +760,20 @@ fn text(h: &ConnectionHealth, numbered: bool, open: bool) -> (String, usize) {
             s.push('\n');
         }
         for g in &side.goaways {
-            let _ = writeln!(
+            let _ = write!(
                 s,
-                "  {name} sent GOAWAY {} last-stream {} {:?}: refused (safe to retry) {:?}, still running {:?}",
-                g.error, g.last_stream_id, g.debug, g.refused_streams, g.running_streams
+                "  {name} sent GOAWAY {} last-stream {} {:?}",
+                g.error, g.last_stream_id, g.debug
             );
+            // The client's calls under the server's GOAWAY; a client's governs pushes only.
+            if i == 1 {
+                let _ = write!(
+                    s,
+                    ": refused (safe to retry) {:?}, still running {:?}",
+                    g.refused_streams, g.running_streams
+                );
+            }
+            s.push('\n');
             if g.debug.contains("too_many_pings") {
                 too_many_pings_hint(&mut s, name, NAMES[1 - i], &h.sides[1 - i]);
             }
@@ -952,11 +967,31 @@ mod tests {
                 debug_data: Vec::new(),
             },
         );
-        let h = run(vec![headers(1), headers(3), goaway]);
+        // The client's own GOAWAY (as Node's sends closing) governs pushed streams, not its
+        // calls: none are refused or running under it.
+        let client_goaway = frame(
+            true,
+            6,
+            0,
+            FrameType::GoAway,
+            8,
+            FrameDetail::GoAway {
+                last_stream_id: 0,
+                error_code: 0,
+                debug_data: Vec::new(),
+            },
+        );
+        let h = run(vec![headers(1), headers(3), goaway, client_goaway]);
         let g = &h.sides[1].goaways[0];
         assert_eq!(g.running_streams, [1]);
         assert_eq!(g.refused_streams, [3]);
-        assert!(h.sides[0].goaways.is_empty());
+        let mine = &h.sides[0].goaways[0];
+        assert!(mine.refused_streams.is_empty() && mine.running_streams.is_empty());
+        let text = to_text(&h);
+        assert!(
+            text.contains("client sent GOAWAY NO_ERROR last-stream 0 \"\"\n"),
+            "{text}"
+        );
     }
 
     #[test]
