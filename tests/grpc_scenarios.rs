@@ -12,10 +12,9 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use common::haproxy::h2scope;
 use common::peers::{
-    assert_frames_are_tsharks, big_payload, echo, jsonl, saved, server_stream_echo, unary_echo,
-    unary_echo_request, Peer, PeerServer,
+    assert_frames_are_tsharks, big_payload, echo, jsonl, saved, server_stream_echo, text,
+    unary_echo, unary_echo_request, Peer, PeerServer,
 };
 use common::recorder::{Link, Recorder};
 use serde_json::Value;
@@ -80,8 +79,7 @@ fn a_grpc_core_server_sends_a_pinging_client_away() {
     assert_eq!(r["calls"], 1, "{r}");
 
     // The text report says it in words; the frames carry no protocol note.
-    let out = h2scope(&["health", capture.to_str().unwrap()]);
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = text(&capture, &["health"]);
     assert!(
         text.contains("server sent GOAWAY ENHANCE_YOUR_CALM") && text.contains("too_many_pings"),
         "{text}"
@@ -195,8 +193,7 @@ fn keepalive_finds_a_stalled_server() {
     assert!(client["unacked_pings"].as_u64().unwrap() >= 1, "{r}");
     assert_eq!(r["server_side"]["unacked_pings"], 0, "{r}");
     assert_eq!(r["calls"], 1, "{r}");
-    let out = h2scope(&["health", capture.to_str().unwrap()]);
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = text(&capture, &["health"]);
     assert!(text.contains("never acknowledged (dead peer?)"), "{text}");
     // The client gave up 300 ms after its PING, as its keepalive timeout says.
     let after = client["closed_after_unacked_ping_s"].as_f64().unwrap();
@@ -280,8 +277,7 @@ fn a_tonic_servers_keepalive_finds_a_stalled_grpc_core_client() {
         r["client_side"]["closed_after_unacked_ping_s"].is_null(),
         "{r}"
     );
-    let out = h2scope(&["health", capture.to_str().unwrap()]);
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = text(&capture, &["health"]);
     assert!(text.contains("server PINGs:"), "{text}");
     assert!(text.contains("never acknowledged (dead peer?)"), "{text}");
     assert!(text.contains("it closed the connection 0."), "{text}");
@@ -536,8 +532,7 @@ fn a_slow_reader_keeps_a_grpc_core_server_waiting_on_flow_control() {
         "{r}"
     );
     assert_eq!(r["client_side"]["blocked_on_window_ms"], 0.0, "{r}");
-    let out = h2scope(&["health", capture.to_str().unwrap()]);
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = text(&capture, &["health"]);
     assert!(text.contains("server blocked on flow control"), "{text}");
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -610,8 +605,7 @@ fn calls_wait_for_a_stream_under_a_grpc_core_servers_limit() {
     assert_eq!(r["refused_streams"], 0, "{r}");
     let at_limit = r["at_stream_limit_s"].as_f64().unwrap();
     assert!((0.5..1.5).contains(&at_limit), "{r}");
-    let out = h2scope(&["health", capture.to_str().unwrap()]);
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = text(&capture, &["health"]);
     assert!(
         text.contains("up to 2 open at once, the server allows 2; at that limit for 0."),
         "{text}"

@@ -938,50 +938,53 @@ mod tests {
         )
     }
 
+    fn headers(from_client: bool, ms: i64, stream: u32, flags: u8) -> Event {
+        let mut e = frame(
+            from_client,
+            ms,
+            stream,
+            FrameType::Headers,
+            10,
+            FrameDetail::Headers {
+                priority: None,
+                pad_len: None,
+            },
+        );
+        if let Event::Frame(f) = &mut e {
+            f.header.flags = flags;
+        }
+        e
+    }
+
+    fn goaway(from_client: bool, ms: i64, last_stream_id: u32, debug_data: Vec<u8>) -> Event {
+        let detail = FrameDetail::GoAway {
+            last_stream_id,
+            error_code: 0,
+            debug_data,
+        };
+        frame(from_client, ms, 0, FrameType::GoAway, 8, detail)
+    }
+
+    fn settings(from_client: bool, id: u16, value: u32) -> Event {
+        let detail = FrameDetail::Settings {
+            ack: false,
+            settings: vec![Setting { id, value }],
+        };
+        frame(from_client, 0, 0, FrameType::Settings, 6, detail)
+    }
+
     /// Streams still running or refused under a GOAWAY are those the dissector says the
     /// client opened, whichever end has the higher port (here the server's, 50051).
     #[test]
     fn goaway_sorts_the_clients_streams_by_the_dissectors_sides() {
-        let headers = |stream| {
-            frame(
-                true,
-                0,
-                stream,
-                FrameType::Headers,
-                10,
-                FrameDetail::Headers {
-                    priority: None,
-                    pad_len: None,
-                },
-            )
-        };
-        let goaway = frame(
-            false,
-            5,
-            0,
-            FrameType::GoAway,
-            8,
-            FrameDetail::GoAway {
-                last_stream_id: 1,
-                error_code: 0,
-                debug_data: Vec::new(),
-            },
-        );
         // The client's own GOAWAY (as Node's sends closing) governs pushed streams, not its
         // calls: none are refused or running under it.
-        let client_goaway = frame(
-            true,
-            6,
-            0,
-            FrameType::GoAway,
-            8,
-            FrameDetail::GoAway {
-                last_stream_id: 0,
-                error_code: 0,
-                debug_data: Vec::new(),
-            },
-        );
-        let h = run(vec![headers(1), headers(3), goaway, client_goaway]);
+        let h = run(vec![
+            headers(true, 0, 1, 0),
+            headers(true, 0, 3, 0),
+            goaway(false, 5, 1, Vec::new()),
+            goaway(true, 6, 0, Vec::new()),
+        ]);
         let g = &h.sides[1].goaways[0];
         assert_eq!(g.running_streams, [1]);
         assert_eq!(g.refused_streams, [3]);
@@ -998,15 +1001,8 @@ mod tests {
     fn stream_window_stall_is_timed() {
         // The client allows 1000 bytes per stream; the server sends them, waits 300 ms for the
         // client's WINDOW_UPDATE on the stream, then goes on.
-        let settings = FrameDetail::Settings {
-            ack: false,
-            settings: vec![Setting {
-                id: setting::INITIAL_WINDOW_SIZE,
-                value: 1000,
-            }],
-        };
         let h = run(vec![
-            frame(true, 0, 0, FrameType::Settings, 6, settings),
+            settings(true, setting::INITIAL_WINDOW_SIZE, 1000),
             data(false, 10, 1, 1000),
             update(true, 310, 1, 1000),
             data(false, 320, 1, 500),
@@ -1023,38 +1019,15 @@ mod tests {
     /// Time at the limit runs while two are open, and stops once one ends.
     #[test]
     fn time_at_the_servers_stream_limit_is_counted() {
-        let headers = |from_client, ms, stream, end_stream| {
-            let mut e = frame(
-                from_client,
-                ms,
-                stream,
-                FrameType::Headers,
-                10,
-                FrameDetail::Headers {
-                    priority: None,
-                    pad_len: None,
-                },
-            );
-            if let (Event::Frame(f), true) = (&mut e, end_stream) {
-                f.header.flags = crate::http2::frame::flags::END_STREAM;
-            }
-            e
-        };
-        let settings = FrameDetail::Settings {
-            ack: false,
-            settings: vec![Setting {
-                id: setting::MAX_CONCURRENT_STREAMS,
-                value: 2,
-            }],
-        };
+        use crate::http2::frame::flags::END_STREAM;
         let h = run(vec![
-            frame(false, 0, 0, FrameType::Settings, 6, settings),
-            headers(true, 5, 1, false),
-            headers(true, 10, 3, false),
-            headers(false, 100, 1, true),
-            headers(true, 101, 5, false),
-            headers(false, 150, 3, true),
-            headers(false, 300, 5, true),
+            settings(false, setting::MAX_CONCURRENT_STREAMS, 2),
+            headers(true, 5, 1, 0),
+            headers(true, 10, 3, 0),
+            headers(false, 100, 1, END_STREAM),
+            headers(true, 101, 5, 0),
+            headers(false, 150, 3, END_STREAM),
+            headers(false, 300, 5, END_STREAM),
         ]);
         assert_eq!(h.peak_open_streams, 2);
         assert_eq!(h.max_concurrent_streams, Some(2));
@@ -1081,18 +1054,7 @@ mod tests {
                 4,
                 FrameDetail::RstStream { error_code: i },
             ));
-            events.push(frame(
-                false,
-                i64::from(i),
-                0,
-                FrameType::GoAway,
-                8,
-                FrameDetail::GoAway {
-                    last_stream_id: i,
-                    error_code: 0,
-                    debug_data: vec![b'x'; 5000],
-                },
-            ));
+            events.push(goaway(false, i64::from(i), i, vec![b'x'; 5000]));
         }
         let h = run(events);
         let client = &h.sides[0];

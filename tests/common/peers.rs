@@ -609,18 +609,24 @@ pub async fn tonic_server(web: bool) -> SocketAddr {
 /// `h2scope ARGS --format jsonl CAPTURE`, which must succeed: its lines, parsed.
 pub fn jsonl(capture: &Path, args: &[&str]) -> Vec<Value> {
     let mut all = args.to_vec();
-    all.extend(["--format", "jsonl", capture.to_str().unwrap()]);
+    all.extend(["--format", "jsonl"]);
+    text(capture, &all)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `h2scope ARGS CAPTURE`, which must succeed: what it wrote.
+pub fn text(capture: &Path, args: &[&str]) -> String {
+    let mut all = args.to_vec();
+    all.push(capture.to_str().unwrap());
     let out = h2scope(&all);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// A Unary echo call on `channel`, as the tests' tonic clients make it.
