@@ -18,10 +18,10 @@ pub struct MethodStats {
     /// by name. A short list rather than a map: a capture of a hundred thousand connections
     /// has one of these per connection.
     pub outcomes: Vec<(Cow<'static, str>, u64)>,
-    latencies: Latencies,
-    /// p50, p90, p99 and max, worked out when no more calls can come (the connection ended),
-    /// so that the latencies can go.
-    sealed: Option<[i64; 4]>,
+    /// Finished calls' durations.
+    latencies: Durations,
+    /// From each call's start to its response headers, for the calls that had them.
+    to_response: Durations,
     pub request_bytes: u64,
     pub response_bytes: u64,
     pub max_request_bytes: u64,
@@ -57,10 +57,12 @@ impl MethodStats {
         self.max_response_bytes = self.max_response_bytes.max(c.response_bytes);
         self.request_messages += c.request_messages as u64;
         self.response_messages += c.response_messages as u64;
+        if let Some(t) = c.time_to_response_ns() {
+            self.to_response.push(t);
+        }
         if c.end == CallEnd::Unfinished {
             return;
         }
-        self.unseal();
         self.latencies.push(c.duration_ns());
     }
 
@@ -83,13 +85,6 @@ impl MethodStats {
         }
     }
 
-    /// A call after sealing (not expected): start again from the sealed figures.
-    fn unseal(&mut self) {
-        if let Some(sealed) = self.sealed.take() {
-            self.latencies = Latencies::Exact(sealed.to_vec());
-        }
-    }
-
     /// Takes in the figures of another part of the capture (another thread's connections), as
     /// if its calls had come here.
     pub fn merge(&mut self, mut other: MethodStats) {
@@ -103,16 +98,12 @@ impl MethodStats {
         self.max_response_bytes = self.max_response_bytes.max(other.max_response_bytes);
         self.request_messages += other.request_messages;
         self.response_messages += other.response_messages;
-        self.unseal();
-        other.unseal();
-        self.latencies.merge(other.latencies);
+        self.latencies.merge(std::mem::take(&mut other.latencies));
+        self.to_response.merge(other.to_response);
     }
 
     /// The sealed figures in a compact form, for [`decode`](Self::decode).
     fn encode(&self, out: &mut Vec<u8>) {
-        let sealed = self
-            .sealed
-            .or_else(|| (!self.latencies.is_empty()).then(|| self.percentiles()));
         for v in [
             self.calls,
             self.request_bytes,
@@ -124,10 +115,8 @@ impl MethodStats {
         ] {
             out.extend_from_slice(&v.to_le_bytes());
         }
-        out.push(u8::from(sealed.is_some()));
-        for v in sealed.unwrap_or_default() {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
+        self.latencies.encode(out);
+        self.to_response.encode(out);
         out.extend_from_slice(&(self.outcomes.len() as u32).to_le_bytes());
         for (name, n) in &self.outcomes {
             out.extend_from_slice(&(name.len() as u32).to_le_bytes());
@@ -137,11 +126,6 @@ impl MethodStats {
     }
 
     fn decode(mut b: &[u8]) -> Option<MethodStats> {
-        fn take<const N: usize>(b: &mut &[u8]) -> Option<[u8; N]> {
-            let (head, rest) = b.split_first_chunk::<N>()?;
-            *b = rest;
-            Some(*head)
-        }
         let mut u = || take::<8>(&mut b).map(u64::from_le_bytes);
         let mut m = MethodStats {
             calls: u()?,
@@ -153,12 +137,8 @@ impl MethodStats {
             response_messages: u()?,
             ..MethodStats::default()
         };
-        let has = take::<1>(&mut b)?[0] == 1;
-        let mut sealed = [0i64; 4];
-        for v in &mut sealed {
-            *v = i64::from_le_bytes(take::<8>(&mut b)?);
-        }
-        m.sealed = has.then_some(sealed);
+        m.latencies = Durations::decode(&mut b)?;
+        m.to_response = Durations::decode(&mut b)?;
         let n = u32::from_le_bytes(take::<4>(&mut b)?);
         for _ in 0..n {
             let len = u32::from_le_bytes(take::<4>(&mut b)?) as usize;
@@ -171,35 +151,31 @@ impl MethodStats {
         Some(m)
     }
 
-    fn percentiles(&self) -> [i64; 4] {
-        [50.0, 90.0, 99.0, 100.0].map(|p| self.percentile(p).unwrap_or(0))
-    }
-
     /// Works out the percentiles and frees the samples: no more calls are coming.
     pub fn seal(&mut self) {
-        if self.sealed.is_some() || self.latencies.is_empty() {
-            return;
-        }
-        self.sealed = Some(self.percentiles());
-        self.latencies = Latencies::default();
+        self.latencies.seal();
+        self.to_response.seal();
     }
 
     /// Latency percentile (0-100) in nanoseconds, over finished calls. Once sealed, only
     /// p50, p90, p99 and the maximum are known.
     pub fn percentile(&self, p: f64) -> Option<i64> {
-        if let Some(s) = &self.sealed {
-            return Some(match p {
-                p if p <= 50.0 => s[0],
-                p if p <= 90.0 => s[1],
-                p if p <= 99.0 => s[2],
-                _ => s[3],
-            });
-        }
         self.latencies.percentile(p)
+    }
+
+    /// Percentile (0-100) of the time from a call's start to its response headers.
+    pub fn time_to_response_percentile(&self, p: f64) -> Option<i64> {
+        self.to_response.percentile(p)
+    }
+
+    fn limit_exact(&mut self, n: usize) {
+        self.latencies.samples.limit_exact(n);
+        self.to_response.samples.limit_exact(n);
     }
 
     fn json(&self) -> Value {
         let ms = |p: f64| self.percentile(p).map(|n| n as f64 / 1e6);
+        let ttr = |p: f64| self.time_to_response_percentile(p).map(|n| n as f64 / 1e6);
         let outcomes: serde_json::Map<String, Value> = self
             .outcomes
             .iter()
@@ -209,11 +185,93 @@ impl MethodStats {
             "calls": self.calls,
             "outcomes": outcomes,
             "latency_ms": {"p50": ms(50.0), "p90": ms(90.0), "p99": ms(99.0), "max": ms(100.0)},
+            "time_to_response_ms": {"p50": ttr(50.0), "p90": ttr(90.0), "p99": ttr(99.0), "max": ttr(100.0)},
             "request_bytes": {"total": self.request_bytes, "avg": avg(self.request_bytes, self.calls), "max": self.max_request_bytes},
             "response_bytes": {"total": self.response_bytes, "avg": avg(self.response_bytes, self.calls), "max": self.max_response_bytes},
             "messages_per_call": {"request": avg(self.request_messages, self.calls), "response": avg(self.response_messages, self.calls)},
         })
     }
+}
+
+/// Durations of calls and their percentiles: the samples while more can come, then, once a
+/// connection has ended, p50, p90, p99 and max alone, so that the samples can go.
+#[derive(Debug, Clone, Default)]
+struct Durations {
+    samples: Latencies,
+    sealed: Option<[i64; 4]>,
+}
+
+impl Durations {
+    fn push(&mut self, ns: i64) {
+        self.unseal();
+        self.samples.push(ns);
+    }
+
+    /// A sample after sealing (not expected): start again from the sealed figures.
+    fn unseal(&mut self) {
+        if let Some(sealed) = self.sealed.take() {
+            self.samples = Latencies::Exact(sealed.to_vec());
+        }
+    }
+
+    fn merge(&mut self, mut other: Durations) {
+        self.unseal();
+        other.unseal();
+        self.samples.merge(other.samples);
+    }
+
+    fn percentiles(&self) -> [i64; 4] {
+        [50.0, 90.0, 99.0, 100.0].map(|p| self.percentile(p).unwrap_or(0))
+    }
+
+    fn seal(&mut self) {
+        if self.sealed.is_some() || self.samples.is_empty() {
+            return;
+        }
+        self.sealed = Some(self.percentiles());
+        self.samples = Latencies::default();
+    }
+
+    fn percentile(&self, p: f64) -> Option<i64> {
+        if let Some(s) = &self.sealed {
+            return Some(match p {
+                p if p <= 50.0 => s[0],
+                p if p <= 90.0 => s[1],
+                p if p <= 99.0 => s[2],
+                _ => s[3],
+            });
+        }
+        self.samples.percentile(p)
+    }
+
+    /// Sealed, for [`decode`](Self::decode): a flag, then the four figures.
+    fn encode(&self, out: &mut Vec<u8>) {
+        let sealed = self
+            .sealed
+            .or_else(|| (!self.samples.is_empty()).then(|| self.percentiles()));
+        out.push(u8::from(sealed.is_some()));
+        for v in sealed.unwrap_or_default() {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    fn decode(b: &mut &[u8]) -> Option<Durations> {
+        let has = take::<1>(b)?[0] == 1;
+        let mut sealed = [0i64; 4];
+        for v in &mut sealed {
+            *v = i64::from_le_bytes(take::<8>(b)?);
+        }
+        Some(Durations {
+            samples: Latencies::default(),
+            sealed: has.then_some(sealed),
+        })
+    }
+}
+
+fn take<const N: usize>(b: &mut &[u8]) -> Option<[u8; N]> {
+    let (head, rest) = b.split_first_chunk::<N>()?;
+    *b = rest;
+    Some(*head)
 }
 
 /// An interval's start as its rows name it, `2026-11-22 08:46:00.000` (UTC).
@@ -313,7 +371,7 @@ impl Intervals {
                 .range_mut(self.trimmed_below..done)
                 .map(|(_, m)| m)
             {
-                m.latencies.limit_exact(EXACT_PER_INTERVAL);
+                m.limit_exact(EXACT_PER_INTERVAL);
             }
             self.trimmed_below = done;
         }
@@ -338,7 +396,7 @@ impl Intervals {
     pub fn finished(&mut self) -> impl Iterator<Item = (i64, &MethodStats)> {
         self.by_start
             .values_mut()
-            .for_each(|m| m.latencies.limit_exact(EXACT_PER_INTERVAL));
+            .for_each(|m| m.limit_exact(EXACT_PER_INTERVAL));
         self.by_start.iter().map(|(&start, m)| (start, m))
     }
 }
@@ -701,7 +759,10 @@ mod tests {
         let mut s = CallStats::default();
         for (i, ms) in (1..=100).enumerate() {
             let grpc = if i % 10 == 0 { "14" } else { "0" };
-            s.event(Event::Call(Box::new(call(7, 2 * i as u32 + 1, ms, grpc))));
+            let mut c = call(7, 2 * i as u32 + 1, ms, grpc);
+            // The answer began halfway through the call.
+            c.response_start_ts_ns = Some(ms * 500_000);
+            s.event(Event::Call(Box::new(c)));
         }
         let before = s.by_conn[&7].json();
         s.event(Event::ConnectionEnd(ConnectionEnd {
@@ -723,10 +784,12 @@ mod tests {
         assert_eq!(s.to_json()["connections"]["7"], before);
         assert!(s.to_text().contains("#7 "));
         assert_eq!(before["latency_ms"]["p90"], 90.0);
+        assert_eq!(before["time_to_response_ms"]["p90"], 45.0);
+        assert_eq!(s.to_json()["total"]["time_to_response_ms"]["max"], 50.0);
         assert_eq!(before["outcomes"]["UNAVAILABLE"], 10);
         assert_eq!(before["outcomes"]["OK"], 90);
         // The methods keep their samples.
-        assert!(!s.all.latencies.is_empty());
+        assert!(!s.all.latencies.samples.is_empty());
         // The streamed line is the same JSON as the value.
         let mut line = Vec::new();
         s.write_json(&mut line).unwrap();
