@@ -339,16 +339,13 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                 let mut running = Vec::new();
                 // A GOAWAY governs the streams the other side opened: the server's, the client's
                 // calls; the client's, streams the server pushes, which are not followed here.
-                let governed = if me == 1 {
-                    &h.open_streams
-                } else {
-                    &HashSet::default()
-                };
-                for &s in governed {
-                    if s > *last_stream_id {
-                        refused.push(s);
-                    } else {
-                        running.push(s);
+                if me == 1 {
+                    for &s in &h.open_streams {
+                        if s > *last_stream_id {
+                            refused.push(s);
+                        } else {
+                            running.push(s);
+                        }
                     }
                 }
                 refused.sort_unstable();

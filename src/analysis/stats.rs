@@ -740,17 +740,18 @@ mod tests {
         let mut c = Call::new(conn, stream, a, b, 0, 1);
         c.end_ts_ns = ms * 1_000_000;
         c.end = CallEnd::Complete;
-        c.response_trailers = Some(
-            vec![crate::http2::hpack::HeaderField {
-                name: b"grpc-status".to_vec().into(),
-                value: grpc.as_bytes().to_vec().into(),
-                repr: crate::http2::hpack::Representation::Indexed { index: 0 },
-                name_unknown: false,
-                value_unknown: false,
-            }]
-            .into(),
-        );
+        c.response_trailers = Some(vec![field("grpc-status", grpc)].into());
         c
+    }
+
+    fn field(name: &str, value: &str) -> crate::http2::hpack::HeaderField {
+        crate::http2::hpack::HeaderField {
+            name: name.as_bytes().to_vec().into(),
+            value: value.as_bytes().to_vec().into(),
+            repr: crate::http2::hpack::Representation::Indexed { index: 0 },
+            name_unknown: false,
+            value_unknown: false,
+        }
     }
 
     /// A connection's figures survive its end, when its samples are dropped.
@@ -802,13 +803,6 @@ mod tests {
     /// early, by the server, or with no deadline, is a plain RESET.
     #[test]
     fn a_reset_at_the_deadline_is_told_from_other_resets() {
-        let field = |name: &str, value: &str| crate::http2::hpack::HeaderField {
-            name: name.as_bytes().to_vec().into(),
-            value: value.as_bytes().to_vec().into(),
-            repr: crate::http2::hpack::Representation::Indexed { index: 0 },
-            name_unknown: false,
-            value_unknown: false,
-        };
         let reset = |ms: i64, timeout: Option<&str>, by_client: bool| {
             let mut c = call(1, 1, ms, "0");
             c.response_trailers = None;
@@ -830,16 +824,7 @@ mod tests {
     }
 
     fn with_path(mut c: Call, path: &str) -> Call {
-        c.request_headers = Some(
-            vec![crate::http2::hpack::HeaderField {
-                name: b":path".to_vec().into(),
-                value: path.as_bytes().to_vec().into(),
-                repr: crate::http2::hpack::Representation::Indexed { index: 0 },
-                name_unknown: false,
-                value_unknown: false,
-            }]
-            .into(),
-        );
+        c.request_headers = Some(vec![field(":path", path)].into());
         c
     }
 

@@ -1154,11 +1154,7 @@ fn call_obj<K: Keys>(o: Obj<'_, K>, c: &Call) -> Option<usize> {
         CallEnd::Reset {
             by_client,
             error_code,
-        } => (
-            "reset",
-            Some(if by_client { "client" } else { "server" }),
-            Some(error_code),
-        ),
+        } => ("reset", Some(side_name(by_client)), Some(error_code)),
         CallEnd::Unfinished => ("unfinished", None, None),
     };
     o.name("end", end);
@@ -1263,10 +1259,19 @@ pub fn binary_metadata(lists: &[&Option<HeaderList>]) -> Value {
     Value::Array(out)
 }
 
+/// `"client"` or `"server"`, as JSON Lines name a side.
+fn side_name(by_client: bool) -> &'static str {
+    if by_client {
+        "client"
+    } else {
+        "server"
+    }
+}
+
 pub fn end_by(end: &EndKind) -> Value {
     match end {
         EndKind::HalfClosed { by_client } | EndKind::Rst { by_client } => {
-            if *by_client { "client" } else { "server" }.into()
+            side_name(*by_client).into()
         }
         _ => Value::Null,
     }
@@ -1287,7 +1292,7 @@ pub fn connection_json(c: &ConnectionEnd) -> Value {
         "packets": c.packets,
         "end": c.end.as_str(),
         "end_by": end_by(&c.end),
-        "closed_first_by": c.closed_first.map(|f| if f.by_client { "client" } else { "server" }),
+        "closed_first_by": c.closed_first.map(|f| side_name(f.by_client)),
         "closed_first_ts": c.closed_first.map(|f| ts(f.ts_ns)),
         "joined_mid_way": c.mid,
     });
