@@ -95,6 +95,13 @@ impl PeerServer {
         Self::start_with(peer.command())
     }
 
+    /// A peer's server with settings of its script's environment (`H2SCOPE_MAX_STREAMS`...).
+    pub fn start_with_env(peer: Peer, env: &[(&str, &str)]) -> PeerServer {
+        let mut command = peer.command();
+        command.envs(env.iter().copied());
+        Self::start_with(command)
+    }
+
     pub fn start_with(mut command: Command) -> PeerServer {
         let mut child = command
             .arg("server")
