@@ -2261,6 +2261,8 @@ fn capture(mut args: CaptureArgs) -> ExitCode {
                         break;
                     }
                 }
+                dissector.quiet(h2scope::capture::live::now_ns(), &mut sink);
+                sink.inner.flush();
             }
             Err(e) => {
                 failure = Some(e.to_string());

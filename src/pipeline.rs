@@ -224,6 +224,14 @@ impl FlowHandler for Handler<'_> {
         }
     }
 
+    fn waiting(&self, state: &ConnState) -> bool {
+        state.h2.holds_calls()
+    }
+
+    fn tick(&mut self, info: &FlowInfo, state: &mut ConnState, meta: &PacketMeta) {
+        state.h2.quiet(meta.ts_ns, &mut self.ctx(info, meta));
+    }
+
     fn close(
         &mut self,
         info: &FlowInfo,
@@ -324,6 +332,8 @@ pub struct Dissector {
     stats: Stats,
     /// Number of the last packet seen, where the capture ends.
     last_index: u64,
+    /// When [`Self::quiet`] last swept.
+    last_quiet_ns: i64,
     /// What this dissection's TLS connections may still spend searching for keys, and hold
     /// while waiting for secrets.
     tls_budget: tls::Budget,
@@ -347,6 +357,7 @@ impl Dissector {
             schemas,
             stats: Stats::default(),
             last_index: 0,
+            last_quiet_ns: i64::MIN,
             tls_budget: tls::Budget::default(),
             defrag: None,
             last_fragment: None,
@@ -439,6 +450,19 @@ impl Dissector {
         let meta = PacketMeta { index, ts_ns };
         let (flows, mut handler) = self.stages(sink);
         flows.sweep(&meta, &mut handler);
+    }
+
+    /// A live capture's wire is quiet at `now_ns` (its clock: the time of day): at most once a
+    /// second, a sweep lets go of what waits for time to pass (calls held for an answer that may
+    /// cross their reset) and expires idle connections, as a packet at that time would.
+    pub fn quiet(&mut self, now_ns: i64, sink: &mut dyn Sink) {
+        if self.last_quiet_ns != i64::MIN
+            && now_ns.saturating_sub(self.last_quiet_ns) < 1_000_000_000
+        {
+            return;
+        }
+        self.last_quiet_ns = now_ns;
+        self.sweep(self.last_index, now_ns, sink);
     }
 
     /// The flow table, and the stages after TCP that it hands reassembled bytes to.

@@ -381,6 +381,94 @@ fn a_client_cancels_a_grpc_core_server_stream() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A deadline status crossing the client's reset, as on a network with some distance to the
+/// server: a client asks C-core for an answer within 200 ms (`grpc-timeout`) and gives up
+/// after 350 ms, resetting the stream (CANCEL); with 150 ms each way between the capture and
+/// the server, C-core's DEADLINE_EXCEEDED left it before the reset arrived, and reaches the
+/// capture after the reset. (The client is the `h2` crate's: tonic's gives up at the very
+/// deadline it sends, which races the server's timer.) The status is the call's, not just its
+/// frame's: the call ends reset by the client, with grpc-status 4 and not "reset at its
+/// deadline", and `stats` counts it as DEADLINE_EXCEEDED.
+#[test]
+fn a_deadline_status_crossing_the_clients_reset_is_the_calls() {
+    if !Peer::Core.available() {
+        return;
+    }
+    let server = PeerServer::start(Peer::Core);
+    let rec =
+        Recorder::new(Link::Ethernet, 1460, 22_000).with_server_latency(Duration::from_millis(150));
+    let pcap = rec.run(async {
+        let proxy = rec
+            .proxy(SocketAddr::from(([127, 0, 0, 1], 0)), server.addr)
+            .await;
+        let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(connection);
+        let mut client = client.ready().await.unwrap();
+        let request =
+            tonic::codegen::http::Request::post(format!("http://{proxy}/test.echo.Echo/Unary"))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .header("grpc-timeout", "200m")
+                .body(())
+                .unwrap();
+        let (answer, mut body) = client.send_request(request, false).unwrap();
+        let message = prost::Message::encode_to_vec(&echo("slow", 1, Vec::new()));
+        let mut framed = vec![0];
+        framed.extend((message.len() as u32).to_be_bytes());
+        framed.extend(message);
+        body.send_data(framed.into(), true).unwrap();
+        let got = tokio::time::timeout(Duration::from_millis(350), answer).await;
+        assert!(got.is_err(), "the client was to give up first: {got:?}");
+        // Dropping the stream resets it; the server's status, on its way, arrives meanwhile.
+        drop(body);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    });
+    drop(server);
+    let (dir, capture) = saved("crossing", pcap);
+
+    let events = jsonl(&capture, &["read"]);
+    assert_frames_are_tsharks(&capture, &events, None);
+    for e in &events {
+        assert!(e["notes"].as_array().is_none_or(Vec::is_empty), "{e}");
+    }
+    // On the wire, the client's reset came first.
+    let frames: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "frame" && e["stream"] == 1)
+        .collect();
+    let position = |kind: &str| frames.iter().position(|f| f["type"] == kind);
+    let (reset, status) = (
+        position("RST_STREAM"),
+        position("HEADERS").map(|_| frames.iter().rposition(|f| f["type"] == "HEADERS").unwrap()),
+    );
+    assert!(
+        reset.is_some() && status.is_some() && reset < status,
+        "{frames:#?}"
+    );
+    let calls: Vec<&Value> = events.iter().filter(|e| e["event"] == "call").collect();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let call = calls[0];
+    assert_eq!(call["end"], "reset", "{call}");
+    assert_eq!(call["reset_by"], "client", "{call}");
+    assert_eq!(call["error_code"], 8, "{call}");
+    assert_eq!(call["grpc_status"], 4, "{call}");
+    assert_eq!(call["grpc_status_name"], "DEADLINE_EXCEEDED", "{call}");
+    assert_eq!(call["reset_at_deadline"], false, "{call}");
+    assert_eq!(call["deadline"], 0.2, "{call}");
+    // The call ended at the reset; its answer came after.
+    assert!(
+        call["response_start_ts"].as_f64().unwrap() > call["end_ts"].as_f64().unwrap(),
+        "{call}"
+    );
+    let stats = &jsonl(&capture, &["stats"])[0];
+    assert_eq!(
+        stats["total"]["outcomes"]["DEADLINE_EXCEEDED"], 1,
+        "{stats}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// The richer error model: C-core refuses a call with a google.rpc.Status (a BadRequest in its
 /// details) in `grpc-status-details-bin`, encoded by the peer script. The call's
 /// `grpc_status_details` must be that status decoded with the bundled schemas, from the very

@@ -283,7 +283,8 @@ fn mid_way_settings_first_is_not_taken_for_a_server_speaking_first() {
 /// A client gives up on a call (its deadline passed) and resets the stream; the server's answer
 /// was already on its way, as gRPC C-core's trailers-only DEADLINE_EXCEEDED and a DATA frame
 /// are here. RFC 9113 §5.4.2 expects such frames: they make no second call on the stream and
-/// no note, while DATA on a stream that ended normally is still STREAM_CLOSED.
+/// no note, while DATA on a stream that ended normally is still STREAM_CLOSED. The status that
+/// crossed the reset is the reset call's.
 #[test]
 fn frames_in_flight_across_a_reset_make_no_new_call() {
     let status = |code: &str| block(&[(":status", "200"), ("grpc-status", code)]);
@@ -310,6 +311,8 @@ fn frames_in_flight_across_a_reset_make_no_new_call() {
             error_code: 8
         }
     );
+    assert_eq!(c[0].grpc_status(), Some(4));
+    assert!(!c[0].reset_at_deadline());
     assert_eq!(c[1].path().as_deref(), Some("/next"));
     let notes: Vec<(u32, String)> = frames(&events)
         .iter()
@@ -337,7 +340,186 @@ fn frames_in_flight_across_a_reset_make_no_new_call() {
             error_code: 8
         }
     ));
+    // Its answer's status is the call's.
+    assert_eq!(on_7[0].status(), Some(200));
     assert!(frames(&events).iter().all(|f| f.notes.is_empty()));
+}
+
+/// What the events of a timed conversation say, in order: `frame STREAM TYPE` for frames and
+/// `call STREAM` for calls, with a call's grpc-status if it has one.
+fn timeline(segments: &[(i64, bool, Vec<u8>)]) -> Vec<String> {
+    let capture = common::timed_capture(segments, true);
+    let (events, _, ok) = common::dissect_bytes(capture, Config::default());
+    assert!(ok);
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Frame(f) if f.header.stream != 0 => {
+                Some(format!("frame {} {}", f.header.stream, f.header.kind))
+            }
+            Event::Call(c) => Some(match c.grpc_status() {
+                Some(g) => format!("call {} status {g}", c.stream),
+                None => format!("call {}", c.stream),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+const MS: i64 = 1_000_000;
+const T0: i64 = 1_700_000_000 * 1_000_000_000;
+
+/// A call the client reset while its answer was unfinished is held for an answer that may
+/// cross the reset, for a second of capture time: the connection's first packet a second after
+/// the reset lets it go, before that packet's frames; one within the second does not. Nothing
+/// crossed here, so the call has no status.
+#[test]
+fn a_reset_call_waits_a_second_for_an_answer_crossing_its_reset() {
+    let events = timeline(&[
+        (
+            T0,
+            true,
+            [PREFACE.to_vec(), frame(HEADERS, EH | ES, 1, &request("/a"))].concat(),
+        ),
+        (T0 + MS, true, frame(RST_STREAM, 0, 1, &8u32.to_be_bytes())),
+        (
+            T0 + 500 * MS,
+            true,
+            frame(HEADERS, EH | ES, 3, &request("/b")),
+        ),
+        (
+            T0 + 1200 * MS,
+            false,
+            frame(
+                HEADERS,
+                EH | ES,
+                3,
+                &block(&[(":status", "200"), ("grpc-status", "0")]),
+            ),
+        ),
+    ]);
+    assert_eq!(
+        events,
+        [
+            "frame 1 HEADERS",
+            "frame 1 RST_STREAM",
+            "frame 3 HEADERS",
+            "call 1",
+            "frame 3 HEADERS",
+            "call 3 status 0",
+        ],
+    );
+}
+
+/// A held call goes as soon as nothing more can cross: the server's trailers (END_STREAM) or
+/// its own RST_STREAM on the stream, after the frame that brought them; and its answer's
+/// headers and trailers, which came after the reset, are the call's.
+#[test]
+fn a_held_call_goes_with_the_answer_that_crossed_its_reset() {
+    let status = |code: &str| block(&[("grpc-status", code), ("grpc-message", "late")]);
+    let events = timeline(&[
+        (
+            T0,
+            true,
+            [
+                PREFACE.to_vec(),
+                frame(HEADERS, EH | ES, 1, &request("/a")),
+                frame(HEADERS, EH | ES, 3, &request("/b")),
+            ]
+            .concat(),
+        ),
+        (
+            T0 + MS,
+            true,
+            [
+                frame(RST_STREAM, 0, 1, &8u32.to_be_bytes()),
+                frame(RST_STREAM, 0, 3, &8u32.to_be_bytes()),
+            ]
+            .concat(),
+        ),
+        (
+            T0 + 2 * MS,
+            false,
+            frame(HEADERS, EH, 1, &block(&[(":status", "200")])),
+        ),
+        (T0 + 3 * MS, false, frame(HEADERS, EH | ES, 1, &status("4"))),
+        (
+            T0 + 4 * MS,
+            false,
+            frame(RST_STREAM, 0, 3, &0u32.to_be_bytes()),
+        ),
+    ]);
+    assert_eq!(
+        events,
+        [
+            "frame 1 HEADERS",
+            "frame 3 HEADERS",
+            "frame 1 RST_STREAM",
+            "frame 3 RST_STREAM",
+            "frame 1 HEADERS",
+            "frame 1 HEADERS",
+            "call 1 status 4",
+            "frame 3 RST_STREAM",
+            "call 3",
+        ],
+    );
+}
+
+/// At most sixteen calls are held on a connection: the seventeenth reset lets the first go at
+/// once. A call whose answer had ended is not held, nor is one the server reset; the
+/// connection's end lets go of the rest, in the order they were reset.
+#[test]
+fn held_calls_are_bounded_and_let_go_at_the_end() {
+    let mut opened = vec![PREFACE.to_vec()];
+    let mut resets = Vec::new();
+    for i in 0..17u32 {
+        opened.push(frame(HEADERS, EH | ES, 1 + 2 * i, &request("/a")));
+        resets.push(frame(RST_STREAM, 0, 1 + 2 * i, &8u32.to_be_bytes()));
+    }
+    let ok = block(&[(":status", "200"), ("grpc-status", "0")]);
+    let events = timeline(&[
+        (T0, true, opened.concat()),
+        (T0 + MS, true, resets.concat()),
+        (
+            T0 + 2 * MS,
+            true,
+            frame(HEADERS, EH | ES, 35, &request("/b")),
+        ),
+        (
+            T0 + 3 * MS,
+            false,
+            frame(RST_STREAM, 0, 35, &2u32.to_be_bytes()),
+        ),
+        (T0 + 4 * MS, true, frame(HEADERS, EH, 37, &request("/c"))),
+        (T0 + 5 * MS, false, frame(HEADERS, EH | ES, 37, &ok)),
+        (
+            T0 + 6 * MS,
+            true,
+            frame(RST_STREAM, 0, 37, &8u32.to_be_bytes()),
+        ),
+    ]);
+    let position = |what: &str| events.iter().position(|e| e == what).unwrap();
+    assert!(
+        position("call 1") < position("frame 33 RST_STREAM"),
+        "{events:#?}"
+    );
+    assert_eq!(
+        position("call 37 status 0"),
+        position("frame 37 RST_STREAM") + 1,
+        "{events:#?}"
+    );
+    let calls: Vec<&str> = events
+        .iter()
+        .filter(|e| e.starts_with("call"))
+        .map(String::as_str)
+        .collect();
+    let held: Vec<String> = (3..=33).step_by(2).map(|s| format!("call {s}")).collect();
+    assert_eq!(
+        calls[..3],
+        ["call 1", "call 35", "call 37 status 0"],
+        "{events:#?}"
+    );
+    assert_eq!(calls[3..], held, "{events:#?}");
 }
 
 #[test]

@@ -207,6 +207,13 @@ mod imp {
 
 pub use imp::{list_interfaces, LiveCapture};
 
+/// The time of day in nanoseconds since 1970: a live capture's clock, as its packets' times.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use super::call::{Call, CallEnd};
 use super::frame::{
     self, flags, parse_payload, setting, FrameHeader, FrameType, Payload, FRAME_HEADER_LEN, PREFACE,
 };
-use super::hpack::{Decoder, HeaderField};
+use super::hpack::{Decoder, HeaderField, HeaderList};
 use super::resync::{self, Sync};
 use crate::event::{
     ErrorEvent, ErrorKind, Event, FrameDetail, FrameEvent, GapEvent, MessageEvent, Origin, Sink,
@@ -271,6 +271,10 @@ pub struct Connection {
     /// The last streams reset while their call was open, and by which direction: what the other
     /// side sent before the reset reached it may still come (RFC 9113 §5.4.2).
     resets: std::collections::VecDeque<(u32, Dir)>,
+    /// Calls the client reset before the server's answer ended, oldest first, held a while for
+    /// the status the server may have sent before the reset reached it: it crosses the reset
+    /// on the wire (RFC 9113 §5.4.2) and is the call's, a DEADLINE_EXCEEDED most often.
+    held: VecDeque<Box<Call>>,
     upgrade_request: Option<Vec<HeaderField>>,
     /// HTTP/1.1 state, for gRPC-Web over HTTP/1.1.
     http1: Option<Box<Http1State>>,
@@ -324,6 +328,7 @@ impl Connection {
             last_path: None,
             highest_stream: [0, 0],
             resets: std::collections::VecDeque::new(),
+            held: VecDeque::new(),
             upgrade_request: None,
             http1: None,
             upgrade_at: (0, 0),
@@ -383,6 +388,9 @@ impl Connection {
     }
 
     pub fn data(&mut self, dir: Dir, bytes: &[u8], ctx: &mut Ctx<'_>) {
+        if !self.held.is_empty() {
+            self.release_held(ctx.meta.ts_ns, ctx);
+        }
         match self.mode {
             Mode::Http2 => self.feed(dir, bytes, ctx),
             Mode::Http1 => self.http1_data(dir, bytes, ctx),
@@ -392,6 +400,9 @@ impl Connection {
     }
 
     pub fn gap(&mut self, dir: Dir, bytes: u64, ctx: &mut Ctx<'_>) {
+        if !self.held.is_empty() {
+            self.release_held(ctx.meta.ts_ns, ctx);
+        }
         match self.mode {
             Mode::Other => {
                 self.skipped_bytes += bytes;
@@ -510,6 +521,7 @@ impl Connection {
                 d.held = Vec::new();
             }
         }
+        self.release_held(i64::MAX, ctx);
         let streams: Vec<u32> = self.calls.keys().copied().collect();
         for stream in streams {
             if let Some(call) = self.take_call(stream, ctx) {
@@ -905,7 +917,7 @@ impl Connection {
                         .filter(|(n, _)| n != b"host")
                         .map(|(n, v)| field(n, v)),
                 );
-                let list: crate::http2::hpack::HeaderList = list.into();
+                let list: HeaderList = list.into();
                 if from_client {
                     let mut call = self.new_call(stream, ctx);
                     call.request_headers = Some(list);
@@ -1540,6 +1552,9 @@ impl Connection {
         for g in self.grpc.values_mut() {
             g.swap_sides();
         }
+        for call in &mut self.held {
+            call.swap_sides();
+        }
     }
 
     /// Whether a frame from `dir` on `stream` crossed the other side's RST_STREAM: sent before
@@ -1616,15 +1631,26 @@ impl Connection {
             }
             Payload::Priority(p) => FrameDetail::Priority(p),
             Payload::RstStream { error_code } => {
+                let by_client = dir == self.client;
                 if let Some(call) = self.calls.get_mut(&h.stream) {
                     call.end = CallEnd::Reset {
-                        by_client: dir == self.client,
+                        by_client,
                         error_code,
                     };
                     call.end_ts_ns = ctx.meta.ts_ns;
                     call.end_packet = ctx.meta.index;
+                    let answer_may_cross = by_client && !call.response_ended;
                     self.note_reset(h.stream, dir);
                     if let Some(call) = self.take_call(h.stream, ctx) {
+                        if answer_may_cross {
+                            self.hold(call, ctx);
+                        } else {
+                            finished.push(call);
+                        }
+                    }
+                } else if !by_client {
+                    // The server's own reset of a call the client reset: its answer is over.
+                    if let Some(call) = self.unhold(h.stream, ctx) {
                         finished.push(call);
                     }
                 }
@@ -1791,6 +1817,9 @@ impl Connection {
             // The answer (often a trailers-only status) to a call the client reset, or a
             // request's trailers crossing the server's reset: the call is over, not a new one.
             if closed && self.in_flight(stream, dir) {
+                if !from_client {
+                    self.crossed(stream, headers, block.end_stream, finished, ctx);
+                }
                 return;
             }
             if closed && from_client {
@@ -1906,7 +1935,101 @@ impl Connection {
             }
         }
     }
+
+    /// Holds a call the client reset while its answer was unfinished (see `held`).
+    fn hold(&mut self, call: Box<Call>, ctx: &mut Ctx<'_>) {
+        if self.held.len() >= MAX_HELD_CALLS {
+            if let Some(oldest) = self.held.pop_front() {
+                ctx.sink.event(Event::Call(oldest));
+            }
+        }
+        self.held.push_back(call);
+    }
+
+    /// Lets go of the held call on `stream`, its status details decoded if an answer crossing
+    /// the reset brought them.
+    fn unhold(&mut self, stream: u32, ctx: &mut Ctx<'_>) -> Option<Box<Call>> {
+        let i = self.held.iter().position(|c| c.stream == stream)?;
+        let mut call = self.held.remove(i)?;
+        if call.grpc_status_details.is_none() {
+            if let Some(v) = call.grpc_field("grpc-status-details-bin") {
+                call.grpc_status_details = grpc_message::decode_status_details(v, ctx.schemas);
+            }
+        }
+        Some(call)
+    }
+
+    /// A header block from the server on a stream the client had reset: if its call is held,
+    /// the block is the call's answer, and a block that ends the stream lets it go.
+    fn crossed(
+        &mut self,
+        stream: u32,
+        headers: Option<HeaderList>,
+        end_stream: bool,
+        finished: &mut FinishedCalls,
+        ctx: &mut Ctx<'_>,
+    ) {
+        let Some(call) = self.held.iter_mut().find(|c| c.stream == stream) else {
+            return;
+        };
+        let list = headers.unwrap_or_default();
+        let informational = list
+            .iter()
+            .find(|h| h.name[..] == b":status"[..])
+            .is_some_and(|h| h.value.first() == Some(&b'1'));
+        if informational {
+            return;
+        }
+        if call.response_headers.is_none() {
+            call.response_headers = Some(list);
+            call.response_start_ts_ns = Some(ctx.meta.ts_ns);
+        } else {
+            call.response_trailers = Some(list);
+        }
+        if end_stream {
+            call.response_ended = true;
+            if let Some(call) = self.unhold(stream, ctx) {
+                finished.push(call);
+            }
+        }
+    }
+
+    /// Lets go of the held calls reset [`HOLD_AFTER_RESET_NS`] or longer before `now_ns`: an
+    /// answer that crossed the reset would have come by then.
+    fn release_held(&mut self, now_ns: i64, ctx: &mut Ctx<'_>) {
+        while let Some(call) = self.held.front() {
+            if now_ns.saturating_sub(call.end_ts_ns) < HOLD_AFTER_RESET_NS {
+                break;
+            }
+            let stream = call.stream;
+            if let Some(call) = self.unhold(stream, ctx) {
+                ctx.sink.event(Event::Call(call));
+            }
+        }
+    }
+
+    /// Whether calls are held for answers crossing their reset (see `held`).
+    pub fn holds_calls(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Time has passed without a packet of this connection (a sweep, or a live capture between
+    /// packets): lets go of the held calls whose time is up at `now_ns`, as the connection's
+    /// next packet would.
+    pub fn quiet(&mut self, now_ns: i64, ctx: &mut Ctx<'_>) {
+        if !self.held.is_empty() {
+            self.release_held(now_ns, ctx);
+        }
+    }
 }
+
+/// How long a call the client reset is held for an answer crossing the reset: longer than the
+/// round trips of the networks captures come from, short enough that a live view shows the
+/// call soon after it ended.
+const HOLD_AFTER_RESET_NS: i64 = 1_000_000_000;
+
+/// Calls a connection holds at once for answers crossing a reset; past that, the oldest goes.
+const MAX_HELD_CALLS: usize = MAX_RESETS_KEPT;
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)

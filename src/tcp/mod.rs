@@ -111,6 +111,13 @@ pub trait FlowHandler {
         reason: CloseReason,
         meta: &PacketMeta,
     );
+    /// Whether the connection holds something until a time has passed, for [`tick`](Self::tick)
+    /// at the next sweep. Asked of every open connection at each sweep: it should be cheap.
+    fn waiting(&self, _state: &Self::State) -> bool {
+        false
+    }
+    /// Time has passed (a sweep at `meta`'s time): what the connection held until then may go.
+    fn tick(&mut self, _info: &FlowInfo, _state: &mut Self::State, _meta: &PacketMeta) {}
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -402,18 +409,32 @@ impl<S> FlowTable<S> {
         }
     }
 
-    /// Expires the connections idle at `meta`'s time.
+    /// Expires the connections idle at `meta`'s time, and lets the others' held items go whose
+    /// time has come ([`FlowHandler::tick`]), both in connection order: the output does not
+    /// depend on the table's order, nor on how many threads share the connections.
     pub fn sweep<H: FlowHandler<State = S>>(&mut self, meta: &PacketMeta, handler: &mut H) {
         let cutoff = meta.ts_ns.saturating_sub(self.cfg.idle_timeout_ns);
         // A closed connection's entry only absorbs stragglers: a minute is plenty.
         let closed_cutoff = meta.ts_ns.saturating_sub(60 * 1_000_000_000);
-        let idle: Vec<(u64, FlowKey)> = self
+        let mut due: Vec<(u64, FlowKey, bool)> = self
             .flows
             .iter()
-            .filter(|(_, f)| f.last_ts_ns < cutoff || (f.closed && f.last_ts_ns < closed_cutoff))
-            .map(|(k, f)| (f.info.conn, *k))
+            .filter_map(|(k, f)| {
+                let idle = f.last_ts_ns < cutoff || (f.closed && f.last_ts_ns < closed_cutoff);
+                let waiting = f.state.as_ref().is_some_and(|s| handler.waiting(s));
+                (idle || waiting).then_some((f.info.conn, *k, idle))
+            })
             .collect();
-        self.remove_flows(idle, CloseReason::Idle, meta, handler);
+        due.sort_unstable_by_key(|&(conn, _, _)| conn);
+        for (_, key, idle) in due {
+            if idle {
+                self.remove_flow(&key, CloseReason::Idle, meta, handler);
+            } else if let Some(flow) = self.flows.get_mut(&key) {
+                if let Some(state) = flow.state.as_mut() {
+                    handler.tick(&flow.info, state, meta);
+                }
+            }
+        }
     }
 
     /// Makes room by ending the least recently active tenth of the table in one pass, so that a
@@ -441,17 +462,27 @@ impl<S> FlowTable<S> {
         // sorted (each with its connection's number), not the flows, which are large.
         order.sort_unstable_by_key(|&(conn, _)| conn);
         for (_, key) in order {
-            let Some(mut flow) = self.flows.remove(&key) else {
-                continue;
-            };
-            match reason {
-                _ if flow.closed => {}
-                CloseReason::Idle => self.stats.expired += 1,
-                CloseReason::Evicted => self.stats.evicted += 1,
-                _ => {}
-            }
-            self.retire(&mut flow, reason, meta, handler);
+            self.remove_flow(&key, reason, meta, handler);
         }
+    }
+
+    fn remove_flow<H: FlowHandler<State = S>>(
+        &mut self,
+        key: &FlowKey,
+        reason: CloseReason,
+        meta: &PacketMeta,
+        handler: &mut H,
+    ) {
+        let Some(mut flow) = self.flows.remove(key) else {
+            return;
+        };
+        match reason {
+            _ if flow.closed => {}
+            CloseReason::Idle => self.stats.expired += 1,
+            CloseReason::Evicted => self.stats.evicted += 1,
+            _ => {}
+        }
+        self.retire(&mut flow, reason, meta, handler);
     }
 }
 
@@ -574,6 +605,68 @@ mod tests {
         assert!(t.stats().evicted >= 900);
         // The oldest went first.
         assert_eq!(log.closed[0].0, 0);
+    }
+
+    /// Connections with an even number hold something until a sweep.
+    #[derive(Default)]
+    struct Waiter {
+        ticked: Vec<u64>,
+        closed: Vec<u64>,
+    }
+
+    impl FlowHandler for Waiter {
+        type State = bool;
+        fn open(&mut self, info: &FlowInfo, _: &PacketMeta) -> bool {
+            info.conn % 2 == 0
+        }
+        fn stream(
+            &mut self,
+            _: &FlowInfo,
+            _: &mut bool,
+            _: Dir,
+            _: StreamEvent<'_>,
+            _: &PacketMeta,
+        ) {
+        }
+        fn close(&mut self, info: &FlowInfo, _: &mut bool, _: CloseReason, _: &PacketMeta) {
+            self.closed.push(info.conn);
+        }
+        fn waiting(&self, state: &bool) -> bool {
+            *state
+        }
+        fn tick(&mut self, info: &FlowInfo, state: &mut bool, _: &PacketMeta) {
+            self.ticked.push(info.conn);
+            *state = false;
+        }
+    }
+
+    /// A sweep ticks the connections that wait for one, in connection order, and ends the idle
+    /// ones instead; one that no longer waits is not ticked again.
+    #[test]
+    fn sweeps_tick_the_waiting_connections_in_order() {
+        let mut t = FlowTable::new(FlowConfig {
+            idle_timeout_ns: 15 * 1_000_000_000,
+            ..FlowConfig::default()
+        });
+        let mut w = Waiter::default();
+        for (i, port) in [5u16, 1, 4, 2, 3].into_iter().enumerate() {
+            t.segment(
+                &seg(port, 80, 1, false, false, b"a"),
+                &at(i as u64 + 1, 0),
+                &mut w,
+            );
+        }
+        // Connection 4 (port 3) stays active.
+        t.segment(&seg(3, 80, 2, false, false, b"b"), &at(6, 8), &mut w);
+        t.segment(&seg(9, 80, 1, false, false, b"c"), &at(7, 11), &mut w);
+        assert_eq!(w.ticked, [0, 2, 4]);
+        assert!(w.closed.is_empty());
+        // The sweep at 22 s ends connections 0 to 3 as idle, and ticks none: 4 and 5 (port 9,
+        // odd) do not wait.
+        t.segment(&seg(3, 80, 3, false, false, b"d"), &at(8, 21), &mut w);
+        t.segment(&seg(9, 80, 2, false, false, b"e"), &at(9, 22), &mut w);
+        assert_eq!(w.ticked, [0, 2, 4]);
+        assert_eq!(w.closed, [0, 1, 2, 3]);
     }
 
     #[test]

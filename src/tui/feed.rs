@@ -190,7 +190,7 @@ impl Loader {
                         }
                         d.packet(&p, &mut batch.builder);
                     }
-                    Ok(None) => {}
+                    Ok(None) => d.quiet(crate::capture::live::now_ns(), &mut batch.builder),
                     Err(e) => {
                         failure = Some(e.to_string());
                         break;

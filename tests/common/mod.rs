@@ -122,31 +122,42 @@ pub fn segments_capture(segments: &[(bool, Vec<u8>)]) -> Vec<u8> {
 
 /// As [`segments_capture`], with or without the handshake (a capture that joined mid-way).
 pub fn segments_capture_with(segments: &[(bool, Vec<u8>)], handshake: bool) -> Vec<u8> {
+    let start = 1_000_000_000i64 + if handshake { 3000 } else { 1000 };
+    let timed: Vec<(i64, bool, Vec<u8>)> = segments
+        .iter()
+        .enumerate()
+        .map(|(i, (from_client, bytes))| (start + i as i64 * 1000, *from_client, bytes.clone()))
+        .collect();
+    timed_capture(&timed, handshake)
+}
+
+/// As [`segments_capture_with`], each segment at the time given with it (ns since 1970; the
+/// handshake comes 2 µs before the first).
+pub fn timed_capture(segments: &[(i64, bool, Vec<u8>)], handshake: bool) -> Vec<u8> {
     use etherparse::PacketBuilder;
     use h2scope::capture::LinkType;
     use h2scope::output::pcap::PcapWriter;
     let mut w = PcapWriter::new(Vec::new(), LinkType(101), 65535).unwrap();
-    let mut ts = 1_000_000_000i64;
-    let mut write = |src: u16, dst: u16, seq: u32, ack: u32, syn: bool, payload: &[u8]| {
+    let mut write = |ts: i64, src: u16, dst: u16, seq: u32, ack: u32, syn: bool, payload: &[u8]| {
         let b = PacketBuilder::ipv4([127, 0, 0, 1], [127, 0, 0, 1], 64).tcp(src, dst, seq, 65535);
         let b = if syn { b.syn() } else { b };
         let b = b.ack(ack);
         let mut out = Vec::new();
         b.write(&mut out, payload).unwrap();
-        ts += 1000;
         w.write_packet(ts, &out, out.len() as u32).unwrap();
     };
     if handshake {
-        write(40000, 50051, 100, 0, true, &[]);
-        write(50051, 40000, 900, 101, true, &[]);
+        let first = segments.first().map_or(1_000_003_000, |s| s.0);
+        write(first - 2000, 40000, 50051, 100, 0, true, &[]);
+        write(first - 1000, 50051, 40000, 900, 101, true, &[]);
     }
     let (mut cs, mut ss) = (101u32, 901u32);
-    for (from_client, bytes) in segments {
+    for (ts, from_client, bytes) in segments {
         if *from_client {
-            write(40000, 50051, cs, ss, false, bytes);
+            write(*ts, 40000, 50051, cs, ss, false, bytes);
             cs = cs.wrapping_add(bytes.len() as u32);
         } else {
-            write(50051, 40000, ss, cs, false, bytes);
+            write(*ts, 50051, 40000, ss, cs, false, bytes);
             ss = ss.wrapping_add(bytes.len() as u32);
         }
     }

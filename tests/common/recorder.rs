@@ -47,6 +47,9 @@ struct State {
     mss: usize,
     isn_base: u32,
     conns: u32,
+    /// Latency of the proxy's link to the server, each way (see
+    /// [`Recorder::with_server_latency`]).
+    server_latency: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -75,8 +78,18 @@ impl Recorder {
                 mss,
                 isn_base,
                 conns: 0,
+                server_latency: std::time::Duration::ZERO,
             })),
         }
+    }
+
+    /// Puts `latency` on the proxy's link to the server, each way, as if the capture were taken
+    /// next to the client of a distant server: the client's bytes reach the server `latency`
+    /// after they were recorded, and the server's are recorded `latency` after they left it.
+    /// What each side sends then meets the other's in flight, as on a real network.
+    pub fn with_server_latency(self, latency: std::time::Duration) -> Self {
+        self.state.lock().unwrap().server_latency = latency;
+        self
     }
 
     /// Listens on `listen` and forwards every connection to `upstream`, recording it. Returns the
@@ -127,6 +140,10 @@ impl Recorder {
         conn: Arc<Mutex<Conn>>,
         dir: usize,
     ) {
+        let latency = self.state.lock().unwrap().server_latency;
+        if !latency.is_zero() {
+            return self.delayed_pump(from, to, conn, dir, latency).await;
+        }
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = match from.read(&mut buf).await {
@@ -145,6 +162,67 @@ impl Recorder {
             if to.write_all(&buf[..n]).await.is_err() {
                 return;
             }
+        }
+    }
+
+    /// [`pump`](Self::pump) over a link to the server with `latency`: bytes (and the FIN, as
+    /// `None`) go through a delay line in order, recorded where the client would see them.
+    async fn delayed_pump(
+        self,
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        conn: Arc<Mutex<Conn>>,
+        dir: usize,
+        latency: std::time::Duration,
+    ) {
+        let to_server = dir == 0;
+        let (tx, mut rx) =
+            tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Option<Vec<u8>>)>();
+        let rec = self.clone();
+        let recording = conn.clone();
+        tokio::spawn(async move {
+            while let Some((due, bytes)) = rx.recv().await {
+                tokio::time::sleep_until(due).await;
+                if !to_server {
+                    rec.record_bytes(&recording, dir, bytes.as_deref());
+                }
+                let Some(bytes) = bytes else {
+                    let _ = to.shutdown().await;
+                    return;
+                };
+                if to.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let bytes = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => None,
+                Ok(n) => Some(buf[..n].to_vec()),
+            };
+            if to_server {
+                self.record_bytes(&conn, dir, bytes.as_deref());
+            }
+            let end = bytes.is_none();
+            if tx
+                .send((tokio::time::Instant::now() + latency, bytes))
+                .is_err()
+                || end
+            {
+                return;
+            }
+        }
+    }
+
+    /// Records bytes as segments of at most an MSS, or a FIN for `None`.
+    fn record_bytes(&self, conn: &Arc<Mutex<Conn>>, dir: usize, bytes: Option<&[u8]>) {
+        let Some(bytes) = bytes else {
+            return self.record(conn, dir, FIN, &[]);
+        };
+        let mss = self.state.lock().unwrap().mss;
+        for chunk in bytes.chunks(mss) {
+            self.record(conn, dir, PSH, chunk);
         }
     }
 
