@@ -465,6 +465,30 @@ fn a_held_call_goes_with_the_answer_that_crossed_its_reset() {
     );
 }
 
+/// The answer to a held call is its call's even when many other streams were reset since (the
+/// server's resets of sixteen other calls here): it opens no call of its own.
+#[test]
+fn a_held_call_gets_its_answer_after_many_other_resets() {
+    let mut opened = vec![PREFACE.to_vec()];
+    let mut resets = Vec::new();
+    for i in 0..17u32 {
+        opened.push(frame(HEADERS, EH | ES, 1 + 2 * i, &request("/a")));
+        if i > 0 {
+            resets.push(frame(RST_STREAM, 0, 1 + 2 * i, &2u32.to_be_bytes()));
+        }
+    }
+    let late = block(&[(":status", "200"), ("grpc-status", "4")]);
+    let events = timeline(&[
+        (T0, true, opened.concat()),
+        (T0 + MS, true, frame(RST_STREAM, 0, 1, &8u32.to_be_bytes())),
+        (T0 + 2 * MS, false, resets.concat()),
+        (T0 + 3 * MS, false, frame(HEADERS, EH | ES, 1, &late)),
+    ]);
+    let calls: Vec<&String> = events.iter().filter(|e| e.starts_with("call")).collect();
+    assert_eq!(calls.len(), 17, "{events:#?}");
+    assert_eq!(events.last().unwrap(), "call 1 status 4", "{events:#?}");
+}
+
 /// At most sixteen calls are held on a connection: the seventeenth reset lets the first go at
 /// once. A call whose answer had ended is not held, nor is one the server reset; the
 /// connection's end lets go of the rest, in the order they were reset.

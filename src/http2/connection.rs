@@ -1559,8 +1559,10 @@ impl Connection {
 
     /// Whether a frame from `dir` on `stream` crossed the other side's RST_STREAM: sent before
     /// it arrived, which RFC 9113 §5.4.2 expects, so neither a protocol error nor a new call.
+    /// A call held after the client's reset counts, however many resets came since.
     fn in_flight(&self, stream: u32, dir: Dir) -> bool {
         self.resets.iter().any(|&(s, by)| s == stream && by != dir)
+            || (dir != self.client && self.held.iter().any(|c| c.stream == stream))
     }
 
     /// Notes, for [`in_flight`](Self::in_flight), that `by` reset `stream`.
@@ -1939,8 +1941,9 @@ impl Connection {
     /// Holds a call the client reset while its answer was unfinished (see `held`).
     fn hold(&mut self, call: Box<Call>, ctx: &mut Ctx<'_>) {
         if self.held.len() >= MAX_HELD_CALLS {
-            if let Some(oldest) = self.held.pop_front() {
-                ctx.sink.event(Event::Call(oldest));
+            let oldest = self.held.front().map(|c| c.stream);
+            if let Some(call) = oldest.and_then(|s| self.unhold(s, ctx)) {
+                ctx.sink.event(Event::Call(call));
             }
         }
         self.held.push_back(call);
