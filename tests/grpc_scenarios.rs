@@ -338,25 +338,31 @@ fn a_request_too_large_for_a_grpc_core_server() {
 }
 
 /// A client that cancels a server stream it has read enough of: tonic drops the stream after
-/// five answers of C-core's endless one, which resets it (CANCEL) while more answers are on
-/// their way. The call ends reset by the client, without a status and not at a deadline; the
-/// answers that crossed the reset carry no note; `health` counts the client's CANCEL.
+/// five answers of C-core's endless one (an answer every 10 ms), which resets it (CANCEL)
+/// while more answers are on their way: 100 ms each way between the capture and the server
+/// make sure of some. The call ends reset by the client, without a status and not at a
+/// deadline; the answers that crossed the reset carry no note, are decoded as the others and
+/// are the call's; `health` counts the client's CANCEL.
 #[test]
 fn a_client_cancels_a_grpc_core_server_stream() {
     if !Peer::Core.available() {
         return;
     }
     let server = PeerServer::start(Peer::Core);
-    let rec = Recorder::new(Link::Ethernet, 1460, 20_000);
+    let rec =
+        Recorder::new(Link::Ethernet, 1460, 20_000).with_server_latency(Duration::from_millis(100));
     let pcap = rec.run(async {
         let channel = rec.channel(server.addr).await;
-        let mut answers = server_stream_echo(channel, echo("endless", 1, Vec::new())).await;
+        let request = echo("endless", 1, Vec::new());
+        let mut answers = server_stream_echo(channel.clone(), request).await;
         for seq in 0..5 {
             assert_eq!(answers.message().await.unwrap().unwrap().seq, seq);
         }
         drop(answers);
-        // The server's answers sent before the reset reached it arrive meanwhile.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The server's answers sent before the reset reached it arrive meanwhile, on the
+        // connection the channel keeps open.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        drop(channel);
     });
     drop(server);
     let (dir, capture) = saved("cancel", pcap);
@@ -375,7 +381,20 @@ fn a_client_cancels_a_grpc_core_server_stream() {
     assert_eq!(call["error_code"], 8, "{call}");
     assert!(call["grpc_status"].is_null(), "{call}");
     assert_eq!(call["reset_at_deadline"], false, "{call}");
-    assert!(call["response_messages"].as_u64().unwrap() >= 5, "{call}");
+    // Every answer on the wire, those after the reset too, is a message event of the call.
+    let reset = events
+        .iter()
+        .position(|e| e["event"] == "frame" && e["type"] == "RST_STREAM")
+        .unwrap();
+    let answers = |from: usize| {
+        events[from..]
+            .iter()
+            .filter(|e| e["event"] == "message" && e["dir"] == "response")
+            .inspect(|m| assert_eq!(m["fields"][0]["string"], "echo endless", "{m}"))
+            .count()
+    };
+    assert!(answers(reset) >= 3, "{events:#?}");
+    assert_eq!(call["response_messages"], answers(0), "{call}");
     let health = &jsonl(&capture, &["health"])[0];
     assert_eq!(health["client_side"]["resets"]["CANCEL"], 1, "{health}");
     std::fs::remove_dir_all(&dir).ok();

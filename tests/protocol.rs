@@ -283,8 +283,8 @@ fn mid_way_settings_first_is_not_taken_for_a_server_speaking_first() {
 /// A client gives up on a call (its deadline passed) and resets the stream; the server's answer
 /// was already on its way, as gRPC C-core's trailers-only DEADLINE_EXCEEDED and a DATA frame
 /// are here. RFC 9113 §5.4.2 expects such frames: they make no second call on the stream and
-/// no note, while DATA on a stream that ended normally is still STREAM_CLOSED. The status that
-/// crossed the reset is the reset call's.
+/// no note, while DATA on a stream that ended normally is still STREAM_CLOSED. The status and
+/// the message that crossed the reset are the reset call's.
 #[test]
 fn frames_in_flight_across_a_reset_make_no_new_call() {
     let status = |code: &str| block(&[(":status", "200"), ("grpc-status", code)]);
@@ -313,6 +313,8 @@ fn frames_in_flight_across_a_reset_make_no_new_call() {
     );
     assert_eq!(c[0].grpc_status(), Some(4));
     assert!(!c[0].reset_at_deadline());
+    // The message that crossed too.
+    assert_eq!((c[0].response_messages, c[0].response_bytes), (1, 5));
     assert_eq!(c[1].path().as_deref(), Some("/next"));
     let notes: Vec<(u32, String)> = frames(&events)
         .iter()
@@ -340,8 +342,9 @@ fn frames_in_flight_across_a_reset_make_no_new_call() {
             error_code: 8
         }
     ));
-    // Its answer's status is the call's.
+    // Its answer, status and bytes, is the call's.
     assert_eq!(on_7[0].status(), Some(200));
+    assert_eq!(on_7[0].response_bytes, 468);
     assert!(frames(&events).iter().all(|f| f.notes.is_empty()));
 }
 

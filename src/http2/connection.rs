@@ -272,9 +272,10 @@ pub struct Connection {
     /// side sent before the reset reached it may still come (RFC 9113 §5.4.2).
     resets: std::collections::VecDeque<(u32, Dir)>,
     /// Calls the client reset before the server's answer ended, oldest first, held a while for
-    /// the status the server may have sent before the reset reached it: it crosses the reset
-    /// on the wire (RFC 9113 §5.4.2) and is the call's, a DEADLINE_EXCEEDED most often.
-    held: VecDeque<Box<Call>>,
+    /// what the server sent before the reset reached it: it crosses the reset on the wire (RFC
+    /// 9113 §5.4.2) and is the call's, its status (a DEADLINE_EXCEEDED most often) and the
+    /// messages of a stream the client cancelled.
+    held: VecDeque<Held>,
     upgrade_request: Option<Vec<HeaderField>>,
     /// HTTP/1.1 state, for gRPC-Web over HTTP/1.1.
     http1: Option<Box<Http1State>>,
@@ -290,6 +291,13 @@ pub struct Connection {
     /// until then).
     client_confirmed: bool,
     skipped_bytes: u64,
+}
+
+/// A call held after the client's reset (see `Connection::held`), with its gRPC state for the
+/// messages still coming.
+struct Held {
+    call: Box<Call>,
+    grpc: Option<Box<GrpcStream>>,
 }
 
 /// An emptied vector's allocation, for messages borrowing other bytes: collecting into a vector
@@ -1093,19 +1101,19 @@ impl Connection {
         frame_start: bool,
         ctx: &mut Ctx<'_>,
     ) {
-        if frame_start && !self.grpc.contains_key(&stream) {
+        if frame_start && !self.has_grpc(stream, dir) {
             self.sniff_grpc(stream, bytes, ctx);
         }
         let side = self.side(dir);
-        if !self.grpc.contains_key(&stream) {
+        if !self.has_grpc(stream, dir) {
             return;
         }
         // Looked up before the first message: whether its body is kept depends on it.
-        let path = self.stream_path(stream, ctx);
-        let Some(g) = self.grpc.get_mut(&stream) else {
+        let path = self.stream_path(stream, dir, ctx);
+        let mut raws = recycle(std::mem::take(&mut self.raw_scratch));
+        let Some(g) = self.grpc_state(stream, dir) else {
             return;
         };
-        let mut raws = recycle(std::mem::take(&mut self.raw_scratch));
         g.data(side, bytes, &mut raws);
         self.messages(dir, stream, side, path, &mut raws, ctx);
         self.raw_scratch = recycle(raws);
@@ -1114,12 +1122,12 @@ impl Connection {
     /// Bytes of a stream's DATA missing from the capture.
     fn stream_gap(&mut self, dir: Dir, stream: u32, n: u64, ctx: &mut Ctx<'_>) {
         let side = self.side(dir);
-        let Some(g) = self.grpc.get_mut(&stream) else {
+        let Some(g) = self.grpc_state(stream, dir) else {
             return;
         };
         let mut raws = Vec::new();
         let kept = g.gap(side, n, &mut raws);
-        let path = self.stream_path(stream, ctx);
+        let path = self.stream_path(stream, dir, ctx);
         self.messages(dir, stream, side, path, &mut raws, ctx);
         if !kept {
             ctx.error(
@@ -1196,16 +1204,40 @@ impl Connection {
     }
 
     /// [`Self::effective_path`], looked up once per gRPC stream.
-    fn stream_path(&mut self, stream: u32, ctx: &Ctx<'_>) -> Option<Arc<str>> {
-        if let Some(Some(known)) = self.grpc.get(&stream).map(|g| &g.path) {
+    fn stream_path(&mut self, stream: u32, dir: Dir, ctx: &Ctx<'_>) -> Option<Arc<str>> {
+        if let Some(Some(known)) = self.grpc_state(stream, dir).map(|g| &g.path) {
             return known.clone();
         }
         let path = self.effective_path(stream, ctx);
-        if let Some(g) = self.grpc.get_mut(&stream) {
+        if let Some(g) = self.grpc_state(stream, dir) {
             g.keep_bodies(ctx.grpc.reads_bodies(g.flavor, path.as_deref()));
             g.path = Some(path.clone());
         }
         path
+    }
+
+    /// The gRPC state `dir`'s bytes on `stream` go to: its open call's, or, for the server's, a
+    /// held call's (see `held`).
+    fn grpc_state(&mut self, stream: u32, dir: Dir) -> Option<&mut GrpcStream> {
+        if self.grpc.contains_key(&stream) {
+            return self.grpc.get_mut(&stream).map(|g| &mut **g);
+        }
+        if dir == self.client {
+            return None;
+        }
+        self.held
+            .iter_mut()
+            .find(|h| h.call.stream == stream)
+            .and_then(|h| h.grpc.as_deref_mut())
+    }
+
+    fn has_grpc(&self, stream: u32, dir: Dir) -> bool {
+        self.grpc.contains_key(&stream)
+            || (dir != self.client
+                && self
+                    .held
+                    .iter()
+                    .any(|h| h.call.stream == stream && h.grpc.is_some()))
     }
 
     fn side(&self, dir: Dir) -> Side {
@@ -1226,7 +1258,7 @@ impl Connection {
         ctx: &mut Ctx<'_>,
     ) {
         for raw in raws.drain(..) {
-            let Some(g) = self.grpc.get_mut(&stream) else {
+            let Some(g) = self.grpc_state(stream, dir) else {
                 return;
             };
             match grpc_message::decode(&raw, g, side, path.as_deref(), ctx.schemas, ctx.grpc) {
@@ -1321,24 +1353,9 @@ impl Connection {
     /// Removes a call and its gRPC state; message counts, unfinished messages and decoded
     /// status details go into the call.
     fn take_call(&mut self, stream: u32, ctx: &mut Ctx<'_>) -> Option<Box<Call>> {
-        let mut call = self.calls.remove(&stream)?;
-        if let Some(g) = self.grpc.remove(&stream) {
-            call.grpc = true;
-            call.request_messages = g.counts[0];
-            call.response_messages = g.counts[1];
-            for side in [Side::Request, Side::Response] {
-                if let Some((have, want)) = g.pending(side) {
-                    call.notes.push(format!(
-                        "{} message cut short: {have} of {want} bytes",
-                        side.as_str()
-                    ));
-                }
-            }
-        }
-        if let Some(v) = call.grpc_field("grpc-status-details-bin") {
-            call.grpc_status_details = grpc_message::decode_status_details(v, ctx.schemas);
-        }
-        Some(call)
+        let call = self.calls.remove(&stream)?;
+        let grpc = self.grpc.remove(&stream);
+        Some(settle(call, grpc, ctx))
     }
 
     /// A frame is complete. `whole` is its payload when it arrived in one piece and was not
@@ -1517,6 +1534,10 @@ impl Connection {
                     h.stream
                 ));
             }
+            None if !from_client => {
+                let end_stream = h.has(flags::END_STREAM);
+                self.crossed_data(h.stream, data_len, end_stream, finished, ctx);
+            }
             None => {}
         }
         FrameDetail::Data {
@@ -1552,8 +1573,11 @@ impl Connection {
         for g in self.grpc.values_mut() {
             g.swap_sides();
         }
-        for call in &mut self.held {
-            call.swap_sides();
+        for h in &mut self.held {
+            h.call.swap_sides();
+            if let Some(g) = h.grpc.as_mut() {
+                g.swap_sides();
+            }
         }
     }
 
@@ -1562,7 +1586,7 @@ impl Connection {
     /// A call held after the client's reset counts, however many resets came since.
     fn in_flight(&self, stream: u32, dir: Dir) -> bool {
         self.resets.iter().any(|&(s, by)| s == stream && by != dir)
-            || (dir != self.client && self.held.iter().any(|c| c.stream == stream))
+            || (dir != self.client && self.held.iter().any(|h| h.call.stream == stream))
     }
 
     /// Notes, for [`in_flight`](Self::in_flight), that `by` reset `stream`.
@@ -1643,12 +1667,10 @@ impl Connection {
                     call.end_packet = ctx.meta.index;
                     let answer_may_cross = by_client && !call.response_ended;
                     self.note_reset(h.stream, dir);
-                    if let Some(call) = self.take_call(h.stream, ctx) {
-                        if answer_may_cross {
-                            self.hold(call, ctx);
-                        } else {
-                            finished.push(call);
-                        }
+                    if answer_may_cross {
+                        self.hold(h.stream, ctx);
+                    } else if let Some(call) = self.take_call(h.stream, ctx) {
+                        finished.push(call);
                     }
                 } else if !by_client {
                     // The server's own reset of a call the client reset: its answer is over.
@@ -1938,28 +1960,31 @@ impl Connection {
         }
     }
 
-    /// Holds a call the client reset while its answer was unfinished (see `held`).
-    fn hold(&mut self, call: Box<Call>, ctx: &mut Ctx<'_>) {
+    /// Holds the call on `stream`, which the client reset while its answer was unfinished (see
+    /// `held`), with its gRPC state.
+    fn hold(&mut self, stream: u32, ctx: &mut Ctx<'_>) {
+        // The path its messages are decoded for, while the call can still tell it.
+        if self.grpc.contains_key(&stream) {
+            self.stream_path(stream, self.client, ctx);
+        }
+        let Some(call) = self.calls.remove(&stream) else {
+            return;
+        };
+        let grpc = self.grpc.remove(&stream);
         if self.held.len() >= MAX_HELD_CALLS {
-            let oldest = self.held.front().map(|c| c.stream);
+            let oldest = self.held.front().map(|h| h.call.stream);
             if let Some(call) = oldest.and_then(|s| self.unhold(s, ctx)) {
                 ctx.sink.event(Event::Call(call));
             }
         }
-        self.held.push_back(call);
+        self.held.push_back(Held { call, grpc });
     }
 
-    /// Lets go of the held call on `stream`, its status details decoded if an answer crossing
-    /// the reset brought them.
+    /// Lets go of the held call on `stream`, settled with what crossed the reset.
     fn unhold(&mut self, stream: u32, ctx: &mut Ctx<'_>) -> Option<Box<Call>> {
-        let i = self.held.iter().position(|c| c.stream == stream)?;
-        let mut call = self.held.remove(i)?;
-        if call.grpc_status_details.is_none() {
-            if let Some(v) = call.grpc_field("grpc-status-details-bin") {
-                call.grpc_status_details = grpc_message::decode_status_details(v, ctx.schemas);
-            }
-        }
-        Some(call)
+        let i = self.held.iter().position(|h| h.call.stream == stream)?;
+        let Held { call, grpc } = self.held.remove(i)?;
+        Some(settle(call, grpc, ctx))
     }
 
     /// A header block from the server on a stream the client had reset: if its call is held,
@@ -1972,7 +1997,7 @@ impl Connection {
         finished: &mut FinishedCalls,
         ctx: &mut Ctx<'_>,
     ) {
-        let Some(call) = self.held.iter_mut().find(|c| c.stream == stream) else {
+        let Some(Held { call, .. }) = self.held.iter_mut().find(|h| h.call.stream == stream) else {
             return;
         };
         let list = headers.unwrap_or_default();
@@ -1997,14 +2022,36 @@ impl Connection {
         }
     }
 
+    /// DATA from the server on a stream the client had reset: its bytes are the held call's,
+    /// and its END_STREAM lets the call go.
+    fn crossed_data(
+        &mut self,
+        stream: u32,
+        data_len: u32,
+        end_stream: bool,
+        finished: &mut FinishedCalls,
+        ctx: &mut Ctx<'_>,
+    ) {
+        let Some(Held { call, .. }) = self.held.iter_mut().find(|h| h.call.stream == stream) else {
+            return;
+        };
+        call.response_bytes += u64::from(data_len);
+        if end_stream {
+            call.response_ended = true;
+            if let Some(call) = self.unhold(stream, ctx) {
+                finished.push(call);
+            }
+        }
+    }
+
     /// Lets go of the held calls reset [`HOLD_AFTER_RESET_NS`] or longer before `now_ns`: an
     /// answer that crossed the reset would have come by then.
     fn release_held(&mut self, now_ns: i64, ctx: &mut Ctx<'_>) {
-        while let Some(call) = self.held.front() {
-            if now_ns.saturating_sub(call.end_ts_ns) < HOLD_AFTER_RESET_NS {
+        while let Some(h) = self.held.front() {
+            if now_ns.saturating_sub(h.call.end_ts_ns) < HOLD_AFTER_RESET_NS {
                 break;
             }
-            let stream = call.stream;
+            let stream = h.call.stream;
             if let Some(call) = self.unhold(stream, ctx) {
                 ctx.sink.event(Event::Call(call));
             }
@@ -2033,6 +2080,28 @@ const HOLD_AFTER_RESET_NS: i64 = 1_000_000_000;
 
 /// Calls a connection holds at once for answers crossing a reset; past that, the oldest goes.
 const MAX_HELD_CALLS: usize = MAX_RESETS_KEPT;
+
+/// A call leaving the connection: its gRPC state's message counts and unfinished messages, and
+/// its decoded status details, go into it.
+fn settle(mut call: Box<Call>, grpc: Option<Box<GrpcStream>>, ctx: &Ctx<'_>) -> Box<Call> {
+    if let Some(g) = grpc {
+        call.grpc = true;
+        call.request_messages = g.counts[0];
+        call.response_messages = g.counts[1];
+        for side in [Side::Request, Side::Response] {
+            if let Some((have, want)) = g.pending(side) {
+                call.notes.push(format!(
+                    "{} message cut short: {have} of {want} bytes",
+                    side.as_str()
+                ));
+            }
+        }
+    }
+    if let Some(v) = call.grpc_field("grpc-status-details-bin") {
+        call.grpc_status_details = grpc_message::decode_status_details(v, ctx.schemas);
+    }
+    call
+}
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
