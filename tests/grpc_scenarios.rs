@@ -488,6 +488,60 @@ fn a_deadline_status_crossing_the_clients_reset_is_the_calls() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// What h2scope measures, held to a round trip known beforehand: 100 ms each way between the
+/// recorder and a tonic server, a tonic client making three health checks and then PINGing
+/// the idle connection (300 ms after the last answer). Seen where the client is, every call's time to response
+/// and every PING's round trip is those 200 ms and a little (the peers' own time), and `read`,
+/// `stats` and `health` must say so.
+#[test]
+fn timings_measure_a_known_round_trip() {
+    let rec =
+        Recorder::new(Link::Ethernet, 1460, 23_000).with_server_latency(Duration::from_millis(100));
+    let pcap = rec.run(async {
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        let server = common::serve(tonic::transport::Server::builder().add_service(health)).await;
+        let channel = rec
+            .channel_with(server, |e| {
+                e.http2_keep_alive_interval(Duration::from_millis(300))
+                    .keep_alive_while_idle(true)
+            })
+            .await;
+        let mut client = HealthClient::new(channel);
+        for _ in 0..3 {
+            client.check(HealthCheckRequest::default()).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    });
+    let (dir, capture) = saved("round-trip", pcap);
+    let around_200_ms = |s: f64| (0.2..0.4).contains(&s);
+
+    let calls = jsonl(&capture, &["read", "--calls"]);
+    let calls: Vec<&Value> = calls.iter().filter(|e| e["event"] == "call").collect();
+    assert_eq!(calls.len(), 3, "{calls:#?}");
+    for call in &calls {
+        let ttr = call["time_to_response"].as_f64().unwrap();
+        assert!(around_200_ms(ttr), "{call}");
+        assert!(around_200_ms(call["duration"].as_f64().unwrap()), "{call}");
+    }
+    let stats = &jsonl(&capture, &["stats"])[0];
+    let p50 = stats["total"]["time_to_response_ms"]["p50"]
+        .as_f64()
+        .unwrap();
+    assert!(around_200_ms(p50 / 1000.0), "{stats}");
+    let health = &jsonl(&capture, &["health"])[0];
+    let rtt = &health["client_side"]["ping_rtt"];
+    // A PING every 300 ms after the last answer, which takes 200 ms to come: the last one
+    // still unanswered when the recording stops.
+    assert!(rtt["count"].as_u64().unwrap() >= 1, "{health}");
+    for key in ["min_ms", "max_ms"] {
+        assert!(
+            around_200_ms(rtt[key].as_f64().unwrap() / 1000.0),
+            "{health}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// The richer error model: C-core refuses a call with a google.rpc.Status (a BadRequest in its
 /// details) in `grpc-status-details-bin`, encoded by the peer script. The call's
 /// `grpc_status_details` must be that status decoded with the bundled schemas, from the very

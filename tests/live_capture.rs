@@ -205,6 +205,51 @@ fn live_capture_shows_calls_and_records_a_readable_file() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Live, a call the client cancelled is held a second for an answer that may cross its reset,
+/// and shown once that second is up although the wire stays quiet: no packet of its connection
+/// comes to let it go (the channel stays open and idle until the capture has stopped).
+#[test]
+fn live_capture_shows_a_cancelled_call_while_the_wire_is_quiet() {
+    if !common::can_capture_on_lo() {
+        return;
+    }
+    let (rt, addr) = common::health_server();
+    let filter = format!("tcp port {}", addr.port());
+    let child = start_capture(&["-f".as_ref(), filter.as_ref()]);
+    let (channel, cancelled) = rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+        let request = tonic_health::pb::HealthCheckRequest::default();
+        let mut watch = client.watch(request).await.unwrap().into_inner();
+        watch.message().await.unwrap().unwrap();
+        drop(watch);
+        (channel, Instant::now())
+    });
+    let is_watch = |e: &Value| e["event"] == "call" && e["path"] == "/grpc.health.v1.Health/Watch";
+    let text = stop_capture_when(child, |text| {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|e| is_watch(&e))
+    });
+    let waited = cancelled.elapsed();
+    drop(channel);
+    let events = jsonl(&text);
+    let call = events
+        .iter()
+        .find(|e| is_watch(e))
+        .unwrap_or_else(|| panic!("no Watch call shown: {events:#?}"));
+    assert_eq!(call["end"], "reset", "{call}");
+    assert_eq!(call["reset_by"], "client", "{call}");
+    assert_eq!(call["response_messages"], 1, "{call}");
+    // A second of hold and one of quiet ticks, with room for a busy machine; without the ticks
+    // the call would wait for the connection's end, after the capture's 20 s.
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+}
+
 /// `capture -w -` writes the capture to standard output, as `tcpdump -w -` does, to be piped
 /// on (here straight into `h2scope read -`); the summary goes to standard error.
 #[test]
