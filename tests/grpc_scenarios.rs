@@ -858,3 +858,51 @@ fn metadata_larger_than_a_frame_from_tonic_and_grpc_core() {
     assert_eq!(call["grpc_status"], 0, "{call}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Streams opened before a distant server's limit reaches the client: C-core allows two
+/// streams (`MAX_CONCURRENT_STREAMS` 2), 150 ms away; tonic's client does not wait for the
+/// server's SETTINGS and starts six calls at once on the new connection. They are not over the
+/// limit, which the client does not have yet (C-core, whose SETTINGS are not acknowledged
+/// either, takes all six), and every call succeeds. `health` must show six open at once where
+/// the server allows two, say why, and count none opened over the limit or refused.
+#[test]
+fn streams_opened_before_a_distant_servers_limit_arrives() {
+    if !Peer::Core.available() {
+        return;
+    }
+    let server = PeerServer::start_with_env(Peer::Core, &[("H2SCOPE_MAX_STREAMS", "2")]);
+    let rec =
+        Recorder::new(Link::Ethernet, 1460, 25_000).with_server_latency(Duration::from_millis(150));
+    let mut got = Vec::new();
+    let pcap = rec.run(async {
+        let channel = rec.channel(server.addr).await;
+        let calls: Vec<_> = (1..=6)
+            .map(|seq| tokio::spawn(unary_echo(channel.clone(), echo("nap", seq, Vec::new()))))
+            .collect();
+        for c in calls {
+            got.push(c.await.unwrap().map(|_| ()));
+        }
+    });
+    drop(server);
+    assert!(got.iter().all(Result::is_ok), "{got:?}");
+    let (dir, capture) = saved("early-streams", pcap);
+
+    let events = jsonl(&capture, &["read"]);
+    assert_frames_are_tsharks(&capture, &events, None);
+    for e in &events {
+        assert!(e["notes"].as_array().is_none_or(Vec::is_empty), "{e}");
+    }
+    let calls = events.iter().filter(|e| e["event"] == "call");
+    assert_eq!(calls.filter(|c| c["grpc_status"] == 0).count(), 6);
+    let r = &jsonl(&capture, &["health"])[0];
+    assert_eq!(r["max_concurrent_streams"], 2, "{r}");
+    assert_eq!(r["peak_open_streams"], 6, "{r}");
+    assert_eq!(r["streams_opened_over_limit"], 0, "{r}");
+    assert_eq!(r["refused_streams"], 0, "{r}");
+    let text = text(&capture, &["health"]);
+    assert!(
+        text.contains("up to 6 open at once, the server allows 2 (the rest opened before the client had the server's SETTINGS)"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

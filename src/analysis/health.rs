@@ -135,13 +135,24 @@ pub struct ConnectionHealth {
     pub frames: u64,
     /// `RST_STREAM REFUSED_STREAM` answers (stream limit reached, or a GOAWAY).
     pub refused_by_limit: u64,
+    /// What the server's SETTINGS said, last.
     pub max_concurrent_streams: Option<u32>,
+    /// The limit the client had: the server's, from the client's SETTINGS ACK on. Streams the
+    /// client opened before it had the server's SETTINGS do not count against it (a client
+    /// may open several before the server's first SETTINGS reaches it).
+    stream_limit: Option<u32>,
+    /// The server's SETTINGS the client has not acknowledged yet, oldest first, with the
+    /// limit each gave, if any.
+    unacked_stream_limits: VecDeque<Option<u32>>,
     /// The most client streams open at once.
     pub peak_open_streams: u64,
     /// Time the client had as many streams open as the server's `MAX_CONCURRENT_STREAMS`
-    /// allows: a new call had to wait for one to end (or was refused).
+    /// allows, once it had that limit: a new call had to wait for one to end (or was refused).
     pub at_stream_limit_ns: i64,
     at_stream_limit_since: Option<i64>,
+    /// Streams the client opened while it had as many open as the limit it had: beyond what
+    /// RFC 9113 §5.1.2 allows.
+    pub streams_opened_over_limit: u64,
     pub end: Option<ConnectionEnd>,
     open_streams: HashSet<u32, Fast>,
     last_frame_ts: Option<i64>,
@@ -163,9 +174,12 @@ impl ConnectionHealth {
             frames: 0,
             refused_by_limit: 0,
             max_concurrent_streams: None,
+            stream_limit: None,
+            unacked_stream_limits: VecDeque::new(),
             peak_open_streams: 0,
             at_stream_limit_ns: 0,
             at_stream_limit_since: None,
+            streams_opened_over_limit: 0,
             end: None,
             open_streams: HashSet::default(),
             last_frame_ts: None,
@@ -193,9 +207,7 @@ impl ConnectionHealth {
     fn streams_changed(&mut self, ts: i64) {
         let open = self.open_streams.len() as u64;
         self.peak_open_streams = self.peak_open_streams.max(open);
-        let at_limit = self
-            .max_concurrent_streams
-            .is_some_and(|m| open >= u64::from(m));
+        let at_limit = self.stream_limit.is_some_and(|m| open >= u64::from(m));
         match (at_limit, self.at_stream_limit_since) {
             (true, None) => self.at_stream_limit_since = Some(ts),
             (false, Some(since)) => {
@@ -230,6 +242,9 @@ fn side() -> SideHealth {
 const MAX_STREAM_WINDOWS: usize = 10_000;
 /// Client streams followed as open, for GOAWAYs and the stream limit.
 const MAX_OPEN_STREAMS: usize = 10_000;
+/// Server SETTINGS followed while the client has not acknowledged them (a peer that never
+/// does would otherwise grow the queue with each).
+const MAX_UNACKED_SETTINGS: usize = 64;
 /// What a side's report keeps of what a hostile capture could repeat without end: error codes
 /// of resets (any 32-bit value), GOAWAYs, and the debug data of each.
 pub const MAX_RESET_CODES: usize = 32;
@@ -385,10 +400,24 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                 }
                 h.open_streams.remove(&stream);
             }
+            FrameDetail::Settings { ack: true, .. } if me == 0 => {
+                // The client has the server's oldest unacknowledged SETTINGS.
+                if let Some(Some(limit)) = h.unacked_stream_limits.pop_front() {
+                    h.stream_limit = Some(limit);
+                }
+            }
             FrameDetail::Settings {
                 ack: false,
                 settings,
             } => {
+                if me == 1 && h.unacked_stream_limits.len() < MAX_UNACKED_SETTINGS {
+                    let limit = settings
+                        .iter()
+                        .rev()
+                        .find(|s| s.id == setting::MAX_CONCURRENT_STREAMS)
+                        .map(|s| s.value);
+                    h.unacked_stream_limits.push_back(limit);
+                }
                 for s in settings {
                     match s.id {
                         setting::MAX_CONCURRENT_STREAMS if me == 1 => {
@@ -455,7 +484,15 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                 h.sides[me].pings_without_data = 0;
                 // A flood of streams never ended stops being followed here (the dissector's
                 // calls say what became of them).
-                if me == 0 && stream % 2 == 1 && h.open_streams.len() < MAX_OPEN_STREAMS {
+                if me == 0
+                    && stream % 2 == 1
+                    && h.open_streams.len() < MAX_OPEN_STREAMS
+                    && !h.open_streams.contains(&stream)
+                {
+                    let open = h.open_streams.len() as u64;
+                    if h.stream_limit.is_some_and(|m| open >= u64::from(m)) {
+                        h.streams_opened_over_limit += 1;
+                    }
                     h.open_streams.insert(stream);
                 }
                 if f.header.has(crate::http2::frame::flags::END_STREAM) && me == 1 {
@@ -628,6 +665,7 @@ pub fn to_json(h: &ConnectionHealth) -> Value {
         "refused_streams": h.refused_by_limit,
         "max_concurrent_streams": h.max_concurrent_streams,
         "peak_open_streams": h.peak_open_streams,
+        "streams_opened_over_limit": h.streams_opened_over_limit,
         "at_stream_limit_s": h.at_stream_limit_ns as f64 / 1e9,
         "end": h.end.as_ref().map(|e| e.end.as_str()).unwrap_or("capture-end"),
         "end_by": h.end.as_ref().map(|e| end_by(&e.end)).unwrap_or(Value::Null),
@@ -808,10 +846,23 @@ fn text(h: &ConnectionHealth, numbered: bool, open: bool) -> (String, usize) {
             );
         }
     }
-    if h.at_stream_limit_ns > 0 || h.refused_by_limit > 0 {
+    let over = h
+        .max_concurrent_streams
+        .is_some_and(|m| h.peak_open_streams > u64::from(m));
+    if h.at_stream_limit_ns > 0 || h.refused_by_limit > 0 || over {
         let _ = write!(s, "  streams: up to {} open at once", h.peak_open_streams);
         if let Some(m) = h.max_concurrent_streams {
             let _ = write!(s, ", the server allows {m}");
+        }
+        if over && h.streams_opened_over_limit == 0 {
+            s.push_str(" (the rest opened before the client had the server's SETTINGS)");
+        }
+        if h.streams_opened_over_limit > 0 {
+            let _ = write!(
+                s,
+                "; the client opened {} over that limit (RFC 9113 §5.1.2)",
+                h.streams_opened_over_limit
+            );
         }
         if h.at_stream_limit_ns > 0 {
             let _ = write!(
@@ -962,6 +1013,14 @@ mod tests {
         frame(from_client, ms, 0, FrameType::GoAway, 8, detail)
     }
 
+    fn settings_ack(from_client: bool, ms: i64) -> Event {
+        let detail = FrameDetail::Settings {
+            ack: true,
+            settings: Vec::new(),
+        };
+        frame(from_client, ms, 0, FrameType::Settings, 6, detail)
+    }
+
     fn settings(from_client: bool, id: u16, value: u32) -> Event {
         let detail = FrameDetail::Settings {
             ack: false,
@@ -1019,6 +1078,7 @@ mod tests {
         use crate::http2::frame::flags::END_STREAM;
         let h = run(vec![
             settings(false, setting::MAX_CONCURRENT_STREAMS, 2),
+            settings_ack(true, 1),
             headers(true, 5, 1, 0),
             headers(true, 10, 3, 0),
             headers(false, 100, 1, END_STREAM),
@@ -1035,6 +1095,48 @@ mod tests {
             "{text}"
         );
         assert_eq!(to_json(&h)["at_stream_limit_s"], 0.139);
+    }
+
+    /// A client that opens streams before the server's SETTINGS reach it (a distant server)
+    /// goes over the limit they bring without breaking it: the limit counts from the client's
+    /// ACK, and the report says why there were more. Once the client has it, a stream opened
+    /// at the limit is counted as over it.
+    #[test]
+    fn the_stream_limit_counts_from_the_clients_settings_ack() {
+        use crate::http2::frame::flags::END_STREAM;
+        let h = run(vec![
+            headers(true, 0, 1, 0),
+            headers(true, 0, 3, 0),
+            headers(true, 0, 5, 0),
+            settings(false, setting::MAX_CONCURRENT_STREAMS, 2),
+            settings_ack(true, 150),
+            headers(false, 500, 1, END_STREAM),
+            headers(false, 500, 3, END_STREAM),
+            headers(false, 500, 5, END_STREAM),
+        ]);
+        assert_eq!(h.peak_open_streams, 3);
+        assert_eq!(h.streams_opened_over_limit, 0);
+        // Three open (two would be the limit) from the ACK until two ended.
+        assert_eq!(h.at_stream_limit_ns, 350_000_000);
+        let text = to_text(&h);
+        assert!(
+            text.contains("up to 3 open at once, the server allows 2 (the rest opened before the client had the server's SETTINGS); at that limit for 0.350 s"),
+            "{text}"
+        );
+
+        let h = run(vec![
+            settings(false, setting::MAX_CONCURRENT_STREAMS, 1),
+            settings_ack(true, 1),
+            headers(true, 5, 1, 0),
+            headers(true, 6, 3, 0),
+        ]);
+        assert_eq!(h.streams_opened_over_limit, 1);
+        assert_eq!(to_json(&h)["streams_opened_over_limit"], 1);
+        assert!(
+            to_text(&h).contains("the client opened 1 over that limit (RFC 9113 §5.1.2)"),
+            "{}",
+            to_text(&h)
+        );
     }
 
     /// A hostile capture repeating resets with every error code and GOAWAYs with long debug
