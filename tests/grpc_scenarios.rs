@@ -644,6 +644,61 @@ fn a_schema_learned_from_grpc_js_reflection() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Flow control on a long path: 50 ms each way between the recorder and C-core, and a tonic
+/// client with 64 KiB windows reading eight answers of 64 KiB as fast as they come. The server
+/// can have only a window's worth in flight per round trip, so it waits about a round trip
+/// for each WINDOW_UPDATE. Seen near the client, the server's window is hardly ever at zero
+/// (the client's update follows the DATA that used it up): the wait shows as the time from
+/// each update to the server's next DATA. `health` must time that at several round trips,
+/// most of the call, and the client never waiting.
+#[test]
+fn small_windows_on_a_long_path_keep_a_grpc_core_server_waiting() {
+    if !Peer::Core.available() {
+        return;
+    }
+    let server = PeerServer::start(Peer::Core);
+    let rec =
+        Recorder::new(Link::Ethernet, 1460, 26_000).with_server_latency(Duration::from_millis(50));
+    let pcap = rec.run(async {
+        let channel = rec
+            .channel_with(server.addr, |e| {
+                e.initial_stream_window_size(65_535)
+                    .initial_connection_window_size(65_535)
+            })
+            .await;
+        let mut answers = server_stream_echo(channel, echo("large", 1, Vec::new())).await;
+        let mut seen = 0;
+        while let Some(m) = answers.message().await.unwrap() {
+            assert_eq!(m.payload.len(), 65_536);
+            seen += 1;
+        }
+        assert_eq!(seen, 8);
+    });
+    drop(server);
+    let (dir, capture) = saved("long-path", pcap);
+    let r = &jsonl(&capture, &["health"])[0];
+    let server_side = &r["server_side"];
+    let ms = |key: &str| server_side[key].as_f64().unwrap();
+    let waited = ms("blocked_on_window_ms") + ms("waited_after_window_update_ms");
+    assert!(ms("blocked_on_window_ms") < 100.0, "{r}");
+    let call = jsonl(&capture, &["read", "--calls"])
+        .into_iter()
+        .find(|e| e["event"] == "call")
+        .unwrap();
+    let duration_ms = call["duration"].as_f64().unwrap() * 1000.0;
+    // Eight windows, one a round trip of 100 ms: at least five round trips waited, and most
+    // of the call.
+    assert!(waited >= 500.0, "{waited} ms of {duration_ms}: {r}");
+    assert!(
+        waited <= duration_ms && waited > duration_ms * 0.6,
+        "{waited} ms of {duration_ms}: {r}"
+    );
+    assert_eq!(r["client_side"]["blocked_on_window_ms"], 0.0, "{r}");
+    let text = text(&capture, &["health"]);
+    assert!(text.contains("its DATA resumed"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Flow control as a slow reader makes it: a tonic client with 64 KiB windows (the protocol's
 /// default) reads C-core's eight answers of 64 KiB each with a pause before each, so the server
 /// waits on the windows. `health` must time the server's waits and give the client's windows.

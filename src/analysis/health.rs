@@ -50,11 +50,20 @@ pub struct SideHealth {
     /// Time spent with the connection send window at or below zero while having sent DATA.
     pub blocked_ns: i64,
     blocked_since: Option<i64>,
+    /// Time from WINDOW_UPDATEs that reopened the exhausted connection window to this side's
+    /// next DATA, and from those that reopened a stream's to its next DATA on the stream,
+    /// unless HEADERS came first. Near the receiver this is the update's way to the sender and
+    /// the DATA's way back (a round trip, while the time blocked is next to nothing); near the
+    /// sender, next to nothing. With the time blocked, it is the sender's wait wherever the
+    /// capture was taken, when the sender had more to send.
+    pub refill_ns: i64,
+    refill_since: Option<i64>,
+    pub stream_refill_ns: i64,
     pub data_bytes: u64,
     /// Stream-level send windows of this side: the initial size its peer announced, the
     /// largest a stream reached, and the time streams spent blocked on a zero stream window.
     stream_initial: i64,
-    streams: HashMap<u32, (i64, Option<i64>), Fast>,
+    streams: HashMap<u32, StreamWindow, Fast>,
     pub max_stream_window: i64,
     pub stream_blocked_ns: i64,
     /// PINGs sent since this side last sent HEADERS or DATA (a flood has no traffic between),
@@ -256,20 +265,34 @@ const MAX_GOAWAY_DEBUG: usize = 1024;
 /// a flood whatever the server did.
 const PING_FLOOD: u64 = 10;
 
+/// A stream's send window, and since when it has been exhausted, or reopened and waiting for
+/// the stream's next DATA (see `SideHealth::refill_ns`).
+#[derive(Debug, Clone, Copy)]
+struct StreamWindow {
+    window: i64,
+    blocked_since: Option<i64>,
+    refill_since: Option<i64>,
+}
+
 impl SideHealth {
-    fn stream_window(&mut self, stream: u32) -> &mut (i64, Option<i64>) {
+    fn stream_window(&mut self, stream: u32) -> &mut StreamWindow {
         if self.streams.len() >= MAX_STREAM_WINDOWS && !self.streams.contains_key(&stream) {
             self.streams.clear();
         }
         let initial = self.stream_initial;
-        self.streams.entry(stream).or_insert((initial, None))
+        self.streams.entry(stream).or_insert(StreamWindow {
+            window: initial,
+            blocked_since: None,
+            refill_since: None,
+        })
     }
 
     fn unblock_stream(&mut self, stream: u32, ts: i64) {
-        if let Some((w, since)) = self.streams.get_mut(&stream) {
-            if *w > 0 {
-                if let Some(t) = since.take() {
+        if let Some(w) = self.streams.get_mut(&stream) {
+            if w.window > 0 {
+                if let Some(t) = w.blocked_since.take() {
                     self.stream_blocked_ns += ts.saturating_sub(t);
+                    w.refill_since = Some(ts);
                 }
             }
         }
@@ -431,8 +454,8 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                             let delta = s.value as i64 - p.stream_initial;
                             p.stream_initial = s.value as i64;
                             p.max_stream_window = p.max_stream_window.max(s.value as i64);
-                            for (w, _) in p.streams.values_mut() {
-                                *w += delta;
+                            for w in p.streams.values_mut() {
+                                w.window += delta;
                             }
                         }
                         _ => {}
@@ -442,8 +465,8 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
             FrameDetail::WindowUpdate { increment } if stream != 0 => {
                 let s = &mut h.sides[peer];
                 let w = s.stream_window(stream);
-                w.0 += *increment as i64;
-                let now = w.0;
+                w.window += *increment as i64;
+                let now = w.window;
                 s.max_stream_window = s.max_stream_window.max(now);
                 s.unblock_stream(stream, o.ts_ns);
             }
@@ -455,6 +478,7 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                 if s.window > 0 {
                     if let Some(since) = s.blocked_since.take() {
                         s.blocked_ns += o.ts_ns.saturating_sub(since);
+                        s.refill_since = Some(o.ts_ns);
                     }
                 }
             }
@@ -462,17 +486,24 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                 let s = &mut h.sides[me];
                 s.pings_without_data = 0;
                 s.data_bytes += f.header.length as u64;
+                if let Some(since) = s.refill_since.take() {
+                    s.refill_ns += o.ts_ns.saturating_sub(since);
+                }
                 s.window -= f.header.length as i64;
                 if s.window <= 0 && s.blocked_since.is_none() {
                     s.blocked_since = Some(o.ts_ns);
                 }
                 let w = s.stream_window(stream);
-                w.0 -= f.header.length as i64;
-                if w.0 <= 0 && w.1.is_none() {
-                    w.1 = Some(o.ts_ns);
+                let refilled = w.refill_since.take();
+                w.window -= f.header.length as i64;
+                if w.window <= 0 && w.blocked_since.is_none() {
+                    w.blocked_since = Some(o.ts_ns);
+                }
+                if let Some(since) = refilled {
+                    s.stream_refill_ns += o.ts_ns.saturating_sub(since);
                 }
                 if f.header.has(crate::http2::frame::flags::END_STREAM) {
-                    if let Some((_, Some(since))) = s.streams.remove(&stream) {
+                    if let Some(since) = s.streams.remove(&stream).and_then(|w| w.blocked_since) {
                         s.stream_blocked_ns += o.ts_ns.saturating_sub(since);
                     }
                 }
@@ -481,7 +512,14 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                 }
             }
             FrameDetail::Headers { .. } => {
-                h.sides[me].pings_without_data = 0;
+                let s = &mut h.sides[me];
+                s.pings_without_data = 0;
+                // A sender that goes on with headers (a new answer, or trailers) was not waiting
+                // for window to send DATA: the next DATA may be long after, for other reasons.
+                s.refill_since = None;
+                if let Some(w) = s.streams.get_mut(&stream) {
+                    w.refill_since = None;
+                }
                 // A flood of streams never ended stops being followed here (the dissector's
                 // calls say what became of them).
                 if me == 0
@@ -550,8 +588,8 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
         for s in &mut h.sides {
             s.unacked_pings += s.pending.len() as u64;
             s.pending.clear();
-            for (_, (_, since)) in s.streams.drain() {
-                if let Some(t) = since {
+            for (_, w) in s.streams.drain() {
+                if let Some(t) = w.blocked_since {
                     s.stream_blocked_ns += end.last_ts_ns.saturating_sub(t);
                 }
             }
@@ -634,6 +672,8 @@ fn side_json(s: &SideHealth) -> Value {
         "blocked_on_window_ms": ms(s.blocked_ns),
         "max_stream_window": s.max_stream_window,
         "blocked_on_stream_windows_ms": ms(s.stream_blocked_ns),
+        "waited_after_window_update_ms": ms(s.refill_ns),
+        "waited_after_stream_window_updates_ms": ms(s.stream_refill_ns),
         "max_pings_without_data": s.max_pings_without_data,
         "closed_after_unacked_ping_s": s.closed_after_unacked_ping_ns.map(|n| n as f64 / 1e9),
     })
@@ -829,7 +869,7 @@ fn text(h: &ConnectionHealth, numbered: bool, open: bool) -> (String, usize) {
             let _ = writeln!(s, "  {name} RST_STREAM: {}", parts.join(" "));
         }
         if side.blocked_ns > 0 || side.stream_blocked_ns > 0 {
-            let _ = writeln!(
+            let _ = write!(
                 s,
                 "  {name} blocked on flow control: {:.3} ms on the connection window (largest {}), {:.3} ms on stream windows (largest {})",
                 ms(side.blocked_ns),
@@ -837,6 +877,15 @@ fn text(h: &ConnectionHealth, numbered: bool, open: bool) -> (String, usize) {
                 ms(side.stream_blocked_ns),
                 side.max_stream_window
             );
+            if side.refill_ns > 0 || side.stream_refill_ns > 0 {
+                let _ = write!(
+                    s,
+                    "; its DATA resumed {:.3} ms and {:.3} ms in all after the WINDOW_UPDATEs that reopened them (the updates' way to it and back, where the capture is near the receiver)",
+                    ms(side.refill_ns),
+                    ms(side.stream_refill_ns)
+                );
+            }
+            s.push('\n');
         }
         if side.ping_flood {
             let _ = writeln!(
@@ -1065,9 +1114,46 @@ mod tests {
         ]);
         let server = &h.sides[1];
         assert_eq!(server.stream_blocked_ns, 300_000_000);
+        // Its next DATA came 10 ms after the update.
+        assert_eq!(server.stream_refill_ns, 10_000_000);
+        assert_eq!(server.refill_ns, 0);
         assert_eq!(
             server.blocked_ns, 0,
             "the connection window was never exhausted"
+        );
+    }
+
+    /// Seen near the receiver: the server's DATA uses up the connection window, the client's
+    /// WINDOW_UPDATE follows at once, and the server's next DATA comes a round trip (200 ms)
+    /// later. Blocked next to nothing, DATA resumed 200 ms after the update. A sender that goes
+    /// on with HEADERS after an update was not waiting on it: its DATA much later is not
+    /// counted.
+    #[test]
+    fn data_resuming_after_a_window_update_is_timed() {
+        let h = run(vec![
+            data(false, 10, 1, 65_535),
+            update(true, 11, 0, 65_535),
+            update(true, 11, 1, 65_535),
+            data(false, 211, 1, 1000),
+            data(false, 300, 1, 64_535),
+            update(true, 301, 0, 65_535),
+            headers(false, 302, 3, 0),
+            data(false, 5000, 3, 10),
+        ]);
+        let server = &h.sides[1];
+        assert_eq!(server.blocked_ns, 2_000_000);
+        assert_eq!(server.refill_ns, 200_000_000);
+        assert_eq!(server.stream_refill_ns, 200_000_000);
+        let text = to_text(&h);
+        assert!(
+            text.contains(
+                "its DATA resumed 200.000 ms and 200.000 ms in all after the WINDOW_UPDATEs"
+            ),
+            "{text}"
+        );
+        assert_eq!(
+            to_json(&h)["server_side"]["waited_after_window_update_ms"],
+            200.0
         );
     }
 
