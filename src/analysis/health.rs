@@ -220,7 +220,7 @@ impl ConnectionHealth {
         match (at_limit, self.at_stream_limit_since) {
             (true, None) => self.at_stream_limit_since = Some(ts),
             (false, Some(since)) => {
-                self.at_stream_limit_ns += ts.saturating_sub(since).max(0);
+                add_span(&mut self.at_stream_limit_ns, since, ts);
                 self.at_stream_limit_since = None;
             }
             _ => {}
@@ -245,6 +245,12 @@ fn side() -> SideHealth {
         max_stream_window: DEFAULT_WINDOW,
         ..SideHealth::default()
     }
+}
+
+/// Adds the time from `from` to `to` to `total`: nothing when time went backwards (a capture
+/// out of order), and at most `i64::MAX` in all, whatever a hostile capture's times add up to.
+fn add_span(total: &mut i64, from: i64, to: i64) {
+    *total = total.saturating_add(to.saturating_sub(from).max(0));
 }
 
 /// Open streams whose windows are followed, per side.
@@ -291,7 +297,7 @@ impl SideHealth {
         if let Some(w) = self.streams.get_mut(&stream) {
             if w.window > 0 {
                 if let Some(t) = w.blocked_since.take() {
-                    self.stream_blocked_ns += ts.saturating_sub(t);
+                    add_span(&mut self.stream_blocked_ns, t, ts);
                     w.refill_since = Some(ts);
                 }
             }
@@ -477,7 +483,7 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                 s.max_window = s.max_window.max(s.window);
                 if s.window > 0 {
                     if let Some(since) = s.blocked_since.take() {
-                        s.blocked_ns += o.ts_ns.saturating_sub(since);
+                        add_span(&mut s.blocked_ns, since, o.ts_ns);
                         s.refill_since = Some(o.ts_ns);
                     }
                 }
@@ -487,7 +493,7 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                 s.pings_without_data = 0;
                 s.data_bytes += f.header.length as u64;
                 if let Some(since) = s.refill_since.take() {
-                    s.refill_ns += o.ts_ns.saturating_sub(since);
+                    add_span(&mut s.refill_ns, since, o.ts_ns);
                 }
                 s.window -= f.header.length as i64;
                 if s.window <= 0 && s.blocked_since.is_none() {
@@ -500,11 +506,11 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                     w.blocked_since = Some(o.ts_ns);
                 }
                 if let Some(since) = refilled {
-                    s.stream_refill_ns += o.ts_ns.saturating_sub(since);
+                    add_span(&mut s.stream_refill_ns, since, o.ts_ns);
                 }
                 if f.header.has(crate::http2::frame::flags::END_STREAM) {
                     if let Some(since) = s.streams.remove(&stream).and_then(|w| w.blocked_since) {
-                        s.stream_blocked_ns += o.ts_ns.saturating_sub(since);
+                        add_span(&mut s.stream_blocked_ns, since, o.ts_ns);
                     }
                 }
                 if f.header.has(crate::http2::frame::flags::END_STREAM) && me == 1 {
@@ -590,15 +596,15 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
             s.pending.clear();
             for (_, w) in s.streams.drain() {
                 if let Some(t) = w.blocked_since {
-                    s.stream_blocked_ns += end.last_ts_ns.saturating_sub(t);
+                    add_span(&mut s.stream_blocked_ns, t, end.last_ts_ns);
                 }
             }
             if let Some(since) = s.blocked_since.take() {
-                s.blocked_ns += end.last_ts_ns.saturating_sub(since);
+                add_span(&mut s.blocked_ns, since, end.last_ts_ns);
             }
         }
         if let Some(since) = h.at_stream_limit_since.take() {
-            h.at_stream_limit_ns += end.last_ts_ns.saturating_sub(since).max(0);
+            add_span(&mut h.at_stream_limit_ns, since, end.last_ts_ns);
         }
         h.end = Some(end);
         (self.report)(h);
@@ -609,7 +615,7 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
     pub fn snapshot(&self, conn: u64) -> Option<ConnectionHealth> {
         let mut h = self.conns.get(&conn)?.clone();
         if let Some(since) = h.at_stream_limit_since {
-            h.at_stream_limit_ns += h.last_ts_ns.saturating_sub(since).max(0);
+            add_span(&mut h.at_stream_limit_ns, since, h.last_ts_ns);
         }
         // The ends as the frames say so far; the connection's end will say for sure.
         if let Some((client, server)) = h.endpoints {
