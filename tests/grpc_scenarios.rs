@@ -490,9 +490,9 @@ fn a_deadline_status_crossing_the_clients_reset_is_the_calls() {
 
 /// What h2scope measures, held to a round trip known beforehand: 100 ms each way between the
 /// recorder and a tonic server, a tonic client making three health checks and then PINGing
-/// the idle connection (300 ms after the last answer). Seen where the client is, every call's time to response
-/// and every PING's round trip is those 200 ms and a little (the peers' own time), and `read`,
-/// `stats` and `health` must say so.
+/// the idle connection (300 ms after the last answer). Seen where the client is, every call's
+/// time to response and every PING's round trip is those 200 ms and a little (the peers' own
+/// time), and `read`, `stats` and `health` must say so.
 #[test]
 fn timings_measure_a_known_round_trip() {
     let rec =
