@@ -64,6 +64,10 @@ pub struct SideHealth {
     /// largest a stream reached, and the time streams spent blocked on a zero stream window.
     stream_initial: i64,
     streams: HashMap<u32, StreamWindow, Fast>,
+    /// This side's SETTINGS its peer has not acknowledged yet, oldest first: what they say
+    /// takes effect for the peer at its ACK, which follows in its bytes everything it sent
+    /// before it had them.
+    unacked_settings: VecDeque<PendingSettings>,
     pub max_stream_window: i64,
     pub stream_blocked_ns: i64,
     /// PINGs sent since this side last sent HEADERS or DATA (a flood has no traffic between),
@@ -150,9 +154,6 @@ pub struct ConnectionHealth {
     /// client opened before it had the server's SETTINGS do not count against it (a client
     /// may open several before the server's first SETTINGS reaches it).
     stream_limit: Option<u32>,
-    /// The server's SETTINGS the client has not acknowledged yet, oldest first, with the
-    /// limit each gave, if any.
-    unacked_stream_limits: VecDeque<Option<u32>>,
     /// The most client streams open at once.
     pub peak_open_streams: u64,
     /// Time the client had as many streams open as the server's `MAX_CONCURRENT_STREAMS`
@@ -184,7 +185,6 @@ impl ConnectionHealth {
             refused_by_limit: 0,
             max_concurrent_streams: None,
             stream_limit: None,
-            unacked_stream_limits: VecDeque::new(),
             peak_open_streams: 0,
             at_stream_limit_ns: 0,
             at_stream_limit_since: None,
@@ -270,6 +270,13 @@ const MAX_GOAWAY_DEBUG: usize = 1024;
 /// `too_many_pings` GOAWAY (by default); this many in a row, faster than one a second, is called
 /// a flood whatever the server did.
 const PING_FLOOD: u64 = 10;
+
+/// What a SETTINGS frame says that the analysis follows, until the peer acknowledges it.
+#[derive(Debug, Clone, Copy, Default)]
+struct PendingSettings {
+    max_concurrent_streams: Option<u32>,
+    initial_window_size: Option<u32>,
+}
 
 /// A stream's send window, and since when it has been exhausted, or reopened and waiting for
 /// the stream's next DATA (see `SideHealth::refill_ns`).
@@ -429,43 +436,43 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                 }
                 h.open_streams.remove(&stream);
             }
-            FrameDetail::Settings { ack: true, .. } if me == 0 => {
-                // The client has the server's oldest unacknowledged SETTINGS.
-                if let Some(Some(limit)) = h.unacked_stream_limits.pop_front() {
-                    h.stream_limit = Some(limit);
+            FrameDetail::Settings { ack: true, .. } => {
+                // This side has its peer's oldest unacknowledged SETTINGS, from here on.
+                if let Some(pending) = h.sides[peer].unacked_settings.pop_front() {
+                    if let Some(limit) = pending.max_concurrent_streams.filter(|_| me == 0) {
+                        h.stream_limit = Some(limit);
+                    }
+                    // The peer's receive window for streams: this side's stream send windows
+                    // start there, and open ones move by the difference (RFC 9113 §6.9.2). The
+                    // connection window stays at 65535 whatever it says.
+                    if let Some(size) = pending.initial_window_size {
+                        let s = &mut h.sides[me];
+                        let delta = i64::from(size) - s.stream_initial;
+                        s.stream_initial = i64::from(size);
+                        s.max_stream_window = s.max_stream_window.max(i64::from(size));
+                        for w in s.streams.values_mut() {
+                            w.window += delta;
+                        }
+                    }
                 }
             }
             FrameDetail::Settings {
                 ack: false,
                 settings,
             } => {
-                if me == 1 && h.unacked_stream_limits.len() < MAX_UNACKED_SETTINGS {
-                    let limit = settings
-                        .iter()
-                        .rev()
-                        .find(|s| s.id == setting::MAX_CONCURRENT_STREAMS)
-                        .map(|s| s.value);
-                    h.unacked_stream_limits.push_back(limit);
-                }
-                for s in settings {
-                    match s.id {
-                        setting::MAX_CONCURRENT_STREAMS if me == 1 => {
-                            h.max_concurrent_streams = Some(s.value)
-                        }
-                        // The sender's receive window for streams: the peer's stream send windows
-                        // start there, and open ones move by the difference (RFC 9113 §6.9.2).
-                        // The connection window stays at 65535 whatever it says.
-                        setting::INITIAL_WINDOW_SIZE => {
-                            let p = &mut h.sides[peer];
-                            let delta = s.value as i64 - p.stream_initial;
-                            p.stream_initial = s.value as i64;
-                            p.max_stream_window = p.max_stream_window.max(s.value as i64);
-                            for w in p.streams.values_mut() {
-                                w.window += delta;
-                            }
-                        }
-                        _ => {}
+                let last = |id: u16| settings.iter().rev().find(|s| s.id == id).map(|s| s.value);
+                let pending = PendingSettings {
+                    max_concurrent_streams: last(setting::MAX_CONCURRENT_STREAMS),
+                    initial_window_size: last(setting::INITIAL_WINDOW_SIZE),
+                };
+                if me == 1 {
+                    if let Some(limit) = pending.max_concurrent_streams {
+                        h.max_concurrent_streams = Some(limit);
                     }
+                }
+                let s = &mut h.sides[me];
+                if s.unacked_settings.len() < MAX_UNACKED_SETTINGS {
+                    s.unacked_settings.push_back(pending);
                 }
             }
             FrameDetail::WindowUpdate { increment } if stream != 0 => {
@@ -590,6 +597,19 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                 .front()
                 .filter(|&&(_, sent)| sent <= at)
                 .map(|&(_, sent)| at.saturating_sub(sent));
+        }
+        // Windows announced but not acknowledged by the end: what the announcing side allowed,
+        // for the largest window the other side was given.
+        for me in 0..2 {
+            let announced = h.sides[1 - me]
+                .unacked_settings
+                .drain(..)
+                .filter_map(|p| p.initial_window_size)
+                .max();
+            if let Some(size) = announced {
+                let s = &mut h.sides[me];
+                s.max_stream_window = s.max_stream_window.max(i64::from(size));
+            }
         }
         for s in &mut h.sides {
             s.unacked_pings += s.pending.len() as u64;
@@ -1114,6 +1134,7 @@ mod tests {
         // client's WINDOW_UPDATE on the stream, then goes on.
         let h = run(vec![
             settings(true, setting::INITIAL_WINDOW_SIZE, 1000),
+            settings_ack(false, 1),
             data(false, 10, 1, 1000),
             update(true, 310, 1, 1000),
             data(false, 320, 1, 500),
@@ -1127,6 +1148,28 @@ mod tests {
             server.blocked_ns, 0,
             "the connection window was never exhausted"
         );
+    }
+
+    /// A window the peer's SETTINGS set counts from this side's ACK: DATA sent before it (a
+    /// client that did not wait for the server's SETTINGS, seen near the server) went out
+    /// under the window it had then.
+    #[test]
+    fn initial_window_size_counts_from_the_ack() {
+        let early = run(vec![
+            settings(false, setting::INITIAL_WINDOW_SIZE, 1000),
+            data(true, 5, 1, 1000),
+            settings_ack(true, 10),
+            update(false, 50, 1, 1000),
+        ]);
+        assert_eq!(early.sides[0].stream_blocked_ns, 0);
+        let late = run(vec![
+            settings(false, setting::INITIAL_WINDOW_SIZE, 1000),
+            settings_ack(true, 1),
+            data(true, 5, 1, 1000),
+            update(false, 50, 1, 1000),
+        ]);
+        assert_eq!(late.sides[0].stream_blocked_ns, 45_000_000);
+        assert_eq!(late.sides[0].max_stream_window, 65_535);
     }
 
     /// Seen near the receiver: the server's DATA uses up the connection window, the client's
