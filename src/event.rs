@@ -202,6 +202,28 @@ pub struct MessageEvent {
     pub decoded: Decoded,
 }
 
+#[cfg(test)]
+impl MessageEvent {
+    /// For unit tests: message `index` of `side` on `stream` of connection `conn`, from
+    /// 10.0.0.1:5000 to 10.0.0.2:50051 in packet 1, without a path, decoded as nothing.
+    pub(crate) fn at(conn: u64, stream: u32, side: Side, index: u32) -> Self {
+        MessageEvent {
+            origin: Origin {
+                packet: 1,
+                ts_ns: 0,
+                conn,
+                src: "10.0.0.1:5000".parse().expect("an address"),
+                dst: "10.0.0.2:50051".parse().expect("an address"),
+            },
+            stream,
+            path: None,
+            side,
+            index,
+            decoded: Decoded::default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct GapEvent {
     pub origin: Origin,

@@ -229,7 +229,7 @@ impl FlowHandler for Handler<'_> {
     }
 
     fn tick(&mut self, info: &FlowInfo, state: &mut ConnState, meta: &PacketMeta) {
-        state.h2.quiet(meta.ts_ns, &mut self.ctx(info, meta));
+        state.h2.release_held(meta.ts_ns, &mut self.ctx(info, meta));
     }
 
     fn close(

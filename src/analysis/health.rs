@@ -257,7 +257,7 @@ fn add_span(total: &mut i64, from: i64, to: i64) {
 const MAX_STREAM_WINDOWS: usize = 10_000;
 /// Client streams followed as open, for GOAWAYs and the stream limit.
 const MAX_OPEN_STREAMS: usize = 10_000;
-/// Server SETTINGS followed while the client has not acknowledged them (a peer that never
+/// A side's SETTINGS followed while its peer has not acknowledged them (a peer that never
 /// does would otherwise grow the queue with each).
 const MAX_UNACKED_SETTINGS: usize = 64;
 /// What a side's report keeps of what a hostile capture could repeat without end: error codes

@@ -643,21 +643,12 @@ mod tests {
     fn only_calls_that_may_be_chosen_keep_messages_and_only_so_many() {
         let message = |stream: u32, path: &str, side: Side, index: u32| {
             Event::Message(Box::new(crate::event::MessageEvent {
-                origin: crate::event::Origin {
-                    packet: 1,
-                    ts_ns: 0,
-                    conn: 3,
-                    src: "10.0.0.1:5000".parse().unwrap(),
-                    dst: "10.0.0.2:50051".parse().unwrap(),
-                },
-                stream,
                 path: Some(path.into()),
-                side,
-                index,
                 decoded: crate::grpc::message::Decoded {
                     bytes: Some(vec![8, 1]),
                     ..Default::default()
                 },
+                ..crate::event::MessageEvent::at(3, stream, side, index)
             }))
         };
         let path = "/grpc.health.v1.Health/Check";

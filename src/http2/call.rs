@@ -4,6 +4,16 @@ use std::net::SocketAddr;
 
 use super::hpack::{HeaderField, HeaderList};
 
+/// What a header block from the server is to its call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerBlock {
+    /// A 1xx response, before the final one and not it.
+    Informational,
+    /// The final response headers.
+    Headers,
+    Trailers,
+}
+
 /// How a call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallEnd {
@@ -95,6 +105,25 @@ impl Call {
             response_messages: 0,
             grpc_status_details: None,
             notes: Vec::new(),
+        }
+    }
+
+    /// Takes a header block the server sent at `ts_ns`: the final response headers if none
+    /// came yet, else the trailers; a 1xx response is neither, and is not kept.
+    pub fn server_block(&mut self, list: HeaderList, ts_ns: i64) -> ServerBlock {
+        let informational = list
+            .iter()
+            .find(|h| h.name[..] == b":status"[..])
+            .is_some_and(|h| h.value.first() == Some(&b'1'));
+        if informational {
+            ServerBlock::Informational
+        } else if self.response_headers.is_none() {
+            self.response_headers = Some(list);
+            self.response_start_ts_ns = Some(ts_ns);
+            ServerBlock::Headers
+        } else {
+            self.response_trailers = Some(list);
+            ServerBlock::Trailers
         }
     }
 

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use super::call::{Call, CallEnd};
+use super::call::{Call, CallEnd, ServerBlock};
 use super::frame::{
     self, flags, parse_payload, setting, FrameHeader, FrameType, Payload, FRAME_HEADER_LEN, PREFACE,
 };
@@ -396,9 +396,7 @@ impl Connection {
     }
 
     pub fn data(&mut self, dir: Dir, bytes: &[u8], ctx: &mut Ctx<'_>) {
-        if !self.held.is_empty() {
-            self.release_held(ctx.meta.ts_ns, ctx);
-        }
+        self.release_held(ctx.meta.ts_ns, ctx);
         match self.mode {
             Mode::Http2 => self.feed(dir, bytes, ctx),
             Mode::Http1 => self.http1_data(dir, bytes, ctx),
@@ -408,9 +406,7 @@ impl Connection {
     }
 
     pub fn gap(&mut self, dir: Dir, bytes: u64, ctx: &mut Ctx<'_>) {
-        if !self.held.is_empty() {
-            self.release_held(ctx.meta.ts_ns, ctx);
-        }
+        self.release_held(ctx.meta.ts_ns, ctx);
         match self.mode {
             Mode::Other => {
                 self.skipped_bytes += bytes;
@@ -1101,11 +1097,11 @@ impl Connection {
         frame_start: bool,
         ctx: &mut Ctx<'_>,
     ) {
-        if frame_start && !self.has_grpc(stream, dir) {
+        if frame_start && self.grpc_state(stream, dir).is_none() {
             self.sniff_grpc(stream, bytes, ctx);
         }
         let side = self.side(dir);
-        if !self.has_grpc(stream, dir) {
+        if self.grpc_state(stream, dir).is_none() {
             return;
         }
         // Looked up before the first message: whether its body is kept depends on it.
@@ -1225,19 +1221,7 @@ impl Connection {
         if dir == self.client {
             return None;
         }
-        self.held
-            .iter_mut()
-            .find(|h| h.call.stream == stream)
-            .and_then(|h| h.grpc.as_deref_mut())
-    }
-
-    fn has_grpc(&self, stream: u32, dir: Dir) -> bool {
-        self.grpc.contains_key(&stream)
-            || (dir != self.client
-                && self
-                    .held
-                    .iter()
-                    .any(|h| h.call.stream == stream && h.grpc.is_some()))
+        self.held_mut(stream).and_then(|h| h.grpc.as_deref_mut())
     }
 
     fn side(&self, dir: Dir) -> Side {
@@ -1880,18 +1864,8 @@ impl Connection {
                 }
             }
         } else {
-            let informational = list
-                .iter()
-                .find(|h| h.name[..] == b":status"[..])
-                .is_some_and(|h| h.value.first() == Some(&b'1'));
-            if informational {
-                // 1xx responses come before the final one and are not it.
-            } else if call.response_headers.is_none() {
-                call.response_headers = Some(list);
-                call.response_start_ts_ns = Some(ctx.meta.ts_ns);
+            if call.server_block(list, ctx.meta.ts_ns) == ServerBlock::Headers {
                 self.update_grpc(stream, Side::Response, ctx);
-            } else {
-                call.response_trailers = Some(list);
             }
             if block.end_stream {
                 if let Some(call) = self.calls.get_mut(&stream) {
@@ -1980,6 +1954,11 @@ impl Connection {
         self.held.push_back(Held { call, grpc });
     }
 
+    /// The held call on `stream` (the oldest, should the client have reused the id).
+    fn held_mut(&mut self, stream: u32) -> Option<&mut Held> {
+        self.held.iter_mut().find(|h| h.call.stream == stream)
+    }
+
     /// Lets go of the held call on `stream`, settled with what crossed the reset.
     fn unhold(&mut self, stream: u32, ctx: &mut Ctx<'_>) -> Option<Box<Call>> {
         let i = self.held.iter().position(|h| h.call.stream == stream)?;
@@ -1997,28 +1976,12 @@ impl Connection {
         finished: &mut FinishedCalls,
         ctx: &mut Ctx<'_>,
     ) {
-        let Some(Held { call, .. }) = self.held.iter_mut().find(|h| h.call.stream == stream) else {
+        let Some(held) = self.held_mut(stream) else {
             return;
         };
         let list = headers.unwrap_or_default();
-        let informational = list
-            .iter()
-            .find(|h| h.name[..] == b":status"[..])
-            .is_some_and(|h| h.value.first() == Some(&b'1'));
-        if informational {
-            return;
-        }
-        if call.response_headers.is_none() {
-            call.response_headers = Some(list);
-            call.response_start_ts_ns = Some(ctx.meta.ts_ns);
-        } else {
-            call.response_trailers = Some(list);
-        }
-        if end_stream {
-            call.response_ended = true;
-            if let Some(call) = self.unhold(stream, ctx) {
-                finished.push(call);
-            }
+        if held.call.server_block(list, ctx.meta.ts_ns) != ServerBlock::Informational {
+            self.answer_ended(stream, end_stream, finished, ctx);
         }
     }
 
@@ -2032,21 +1995,34 @@ impl Connection {
         finished: &mut FinishedCalls,
         ctx: &mut Ctx<'_>,
     ) {
-        let Some(Held { call, .. }) = self.held.iter_mut().find(|h| h.call.stream == stream) else {
+        let Some(held) = self.held_mut(stream) else {
             return;
         };
-        call.response_bytes += u64::from(data_len);
-        if end_stream {
+        held.call.response_bytes += u64::from(data_len);
+        self.answer_ended(stream, end_stream, finished, ctx);
+    }
+
+    /// After a frame of a held call's answer: one that ended the stream lets the call go.
+    fn answer_ended(
+        &mut self,
+        stream: u32,
+        end_stream: bool,
+        finished: &mut FinishedCalls,
+        ctx: &mut Ctx<'_>,
+    ) {
+        if !end_stream {
+            return;
+        }
+        if let Some(mut call) = self.unhold(stream, ctx) {
             call.response_ended = true;
-            if let Some(call) = self.unhold(stream, ctx) {
-                finished.push(call);
-            }
+            finished.push(call);
         }
     }
 
     /// Lets go of the held calls reset [`HOLD_AFTER_RESET_NS`] or longer before `now_ns`: an
-    /// answer that crossed the reset would have come by then.
-    fn release_held(&mut self, now_ns: i64, ctx: &mut Ctx<'_>) {
+    /// answer that crossed the reset would have come by then. At each of the connection's
+    /// packets, and where time passes without one (a sweep, a live capture's quiet wire).
+    pub fn release_held(&mut self, now_ns: i64, ctx: &mut Ctx<'_>) {
         while let Some(h) = self.held.front() {
             if now_ns.saturating_sub(h.call.end_ts_ns) < HOLD_AFTER_RESET_NS {
                 break;
@@ -2061,15 +2037,6 @@ impl Connection {
     /// Whether calls are held for answers crossing their reset (see `held`).
     pub fn holds_calls(&self) -> bool {
         !self.held.is_empty()
-    }
-
-    /// Time has passed without a packet of this connection (a sweep, or a live capture between
-    /// packets): lets go of the held calls whose time is up at `now_ns`, as the connection's
-    /// next packet would.
-    pub fn quiet(&mut self, now_ns: i64, ctx: &mut Ctx<'_>) {
-        if !self.held.is_empty() {
-            self.release_held(now_ns, ctx);
-        }
     }
 }
 

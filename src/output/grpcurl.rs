@@ -795,21 +795,11 @@ mod tests {
     fn calls_held_count_all_they_hold() {
         let empty = serde_json::json!({});
         let message = |stream: u32, side: Side, index: u32| MessageEvent {
-            origin: crate::event::Origin {
-                packet: 1,
-                ts_ns: 0,
-                conn: 1,
-                src: "10.0.0.1:5000".parse().unwrap(),
-                dst: "10.0.0.2:50051".parse().unwrap(),
-            },
-            stream,
-            path: None,
-            side,
-            index,
             decoded: crate::grpc::message::Decoded {
                 json: crate::grpc::message::Json::of(&empty).ok(),
                 ..Default::default()
             },
+            ..MessageEvent::at(1, stream, side, index)
         };
         let mut p = PendingCalls::default();
         for stream in [1, 3, 5] {
