@@ -148,17 +148,14 @@ impl Recorder {
         loop {
             let n = match from.read(&mut buf).await {
                 Ok(0) | Err(_) => {
-                    self.record(&conn, dir, FIN, &[]);
+                    self.record_bytes(&conn, dir, None);
                     let _ = to.shutdown().await;
                     return;
                 }
                 Ok(n) => n,
             };
             // Recorded before it is forwarded, so an answer can never precede its question.
-            let mss = self.state.lock().unwrap().mss;
-            for chunk in buf[..n].chunks(mss) {
-                self.record(&conn, dir, PSH, chunk);
-            }
+            self.record_bytes(&conn, dir, Some(&buf[..n]));
             if to.write_all(&buf[..n]).await.is_err() {
                 return;
             }
