@@ -961,3 +961,108 @@ fn streams_opened_before_a_distant_servers_limit_arrives() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Calls crossing a server's GOAWAY, as a rolling restart brings about: a grpc-js server,
+/// told to drain while a slow call runs, sends one GOAWAY naming the last stream it took
+/// (nghttp2 then ignores streams above it), while a tonic client 100 ms away goes on calling
+/// every 20 ms. The calls it sent before the GOAWAY reached it, on streams above that last
+/// one, were never processed: each must end "refused" (not "unfinished"), with no answer;
+/// every call at or below the last stream must end complete, as many as the client had
+/// answers; `health` must list the refused streams under the GOAWAY and `stats` count them.
+/// The same from both ends of the long path: next to the client, the refused requests come
+/// before the GOAWAY; next to the server, after it.
+fn calls_crossing_a_servers_goaway(near_server: bool, isn_base: u32) {
+    if !Peer::Js.available() {
+        return;
+    }
+    let mut server = PeerServer::start(Peer::Js);
+    let addr = server.addr;
+    let latency = Duration::from_millis(100);
+    let rec = Recorder::new(Link::Ethernet, 1460, isn_base);
+    let rec = if near_server {
+        rec.with_client_latency(latency)
+    } else {
+        rec.with_server_latency(latency)
+    };
+    let mut answered = 0;
+    let pcap = rec.run(async {
+        let channel = rec.channel(addr).await;
+        let slow = tokio::spawn(unary_echo(channel.clone(), echo("slow", 0, Vec::new())));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut calls = Vec::new();
+        for i in 1..=30 {
+            if i == 6 {
+                server.say("drain");
+            }
+            let call = unary_echo(channel.clone(), echo("quick", i, Vec::new()));
+            calls.push(tokio::spawn(call));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for call in calls {
+            answered += usize::from(call.await.unwrap().is_ok());
+        }
+        assert!(slow.await.unwrap().is_ok());
+        answered += 1;
+    });
+    drop(server);
+    let name = if near_server {
+        "goaway-near-server"
+    } else {
+        "goaway-near-client"
+    };
+    let (dir, capture) = saved(name, pcap);
+
+    let events = jsonl(&capture, &["read"]);
+    // grpc-js sends its GOAWAY again as it closes the connection.
+    let goaways: Vec<u64> = events
+        .iter()
+        .filter(|e| e["event"] == "frame" && e["type"] == "GOAWAY")
+        .map(|e| e["last_stream_id"].as_u64().unwrap())
+        .collect();
+    assert!(!goaways.is_empty() && goaways.iter().all(|&l| l == goaways[0]));
+    let last = goaways[0];
+    let calls: Vec<&Value> = events.iter().filter(|e| e["event"] == "call").collect();
+    let mut refused = Vec::new();
+    let mut complete = 0;
+    for c in &calls {
+        let stream = c["stream"].as_u64().unwrap();
+        if stream > last {
+            assert_eq!(c["end"], "refused", "{c}");
+            assert_eq!(c["goaway_last_stream_id"], last, "{c}");
+            assert!(c["status"].is_null() && c["grpc_status"].is_null(), "{c}");
+            assert_eq!(c["response_bytes"], 0, "{c}");
+            assert_eq!(c["request_messages"], 1, "{c}");
+            refused.push(stream);
+        } else {
+            assert_eq!(c["end"], "complete", "{c}");
+            assert_eq!(c["grpc_status"], 0, "{c}");
+            complete += 1;
+        }
+    }
+    assert_eq!(complete, answered, "{calls:#?}");
+    assert!(!refused.is_empty(), "{calls:#?}");
+    refused.sort_unstable();
+    for e in &events {
+        assert!(e["notes"].as_array().is_none_or(Vec::is_empty), "{e}");
+    }
+
+    let health = &jsonl(&capture, &["health"])[0];
+    let g = &health["server_side"]["goaways"][0];
+    assert_eq!(g["refused_streams"], serde_json::json!(refused), "{health}");
+    let stats = text(&capture, &["stats"]);
+    assert!(
+        stats.contains(&format!("REFUSED×{}", refused.len())),
+        "{stats}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn calls_crossing_a_servers_goaway_seen_near_the_client() {
+    calls_crossing_a_servers_goaway(false, 27_000);
+}
+
+#[test]
+fn calls_crossing_a_servers_goaway_seen_near_the_server() {
+    calls_crossing_a_servers_goaway(true, 28_000);
+}

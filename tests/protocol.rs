@@ -17,6 +17,7 @@ const HEADERS: u8 = 1;
 const RST_STREAM: u8 = 3;
 const SETTINGS: u8 = 4;
 const PING: u8 = 6;
+const GOAWAY: u8 = 7;
 const WINDOW_UPDATE: u8 = 8;
 const CONTINUATION: u8 = 9;
 const EH: u8 = flags::END_HEADERS;
@@ -783,4 +784,104 @@ fn a_calls_request_end_and_response_start_are_timed() {
     assert_eq!(c.time_to_response_ns(), Some(answer - start));
     assert!(answer - start > 0);
     assert_eq!(c.end_ts_ns, ts(false, FrameType::Headers, EH | ES));
+}
+
+fn goaway(last: u32) -> Vec<u8> {
+    frame(
+        GOAWAY,
+        0,
+        0,
+        &[last.to_be_bytes(), 0u32.to_be_bytes()].concat(),
+    )
+}
+
+fn answer(stream: u32) -> Vec<u8> {
+    frame(
+        HEADERS,
+        EH | ES,
+        stream,
+        &block(&[(":status", "200"), ("grpc-status", "0")]),
+    )
+}
+
+/// What each call's end says, by stream, in the order the calls came out.
+fn ends(events: &[Event]) -> Vec<(u32, CallEnd)> {
+    calls(events).iter().map(|c| (c.stream, c.end)).collect()
+}
+
+/// Calls crossing the server's GOAWAY, as a capture near the client sees them: requests sent
+/// before the GOAWAY arrived, on streams above its last stream, are refused at the GOAWAY (the
+/// client gives them up then), before the call at or below it that the server still answers.
+/// The first GOAWAY of a graceful shutdown (the largest stream id) refuses nothing.
+#[test]
+fn calls_above_a_goaway_from_the_server_are_refused_at_the_goaway() {
+    let events = run(&[
+        client(&[
+            PREFACE.to_vec(),
+            frame(HEADERS, EH | ES, 1, &request("/a")),
+            frame(HEADERS, EH | ES, 3, &request("/b")),
+            frame(HEADERS, EH, 5, &request("/c")),
+        ]),
+        server(&[goaway(0x7fff_ffff)]),
+        server(&[goaway(1)]),
+        server(&[answer(1)]),
+    ]);
+    let refused = CallEnd::Refused { last_stream_id: 1 };
+    assert_eq!(
+        ends(&events),
+        [(3, refused), (5, refused), (1, CallEnd::Complete)]
+    );
+    // They end with the GOAWAY that refused them, in the order of their streams.
+    let at_goaway = frames(&events)
+        .iter()
+        .filter(|f| f.header.kind == FrameType::GoAway)
+        .map(|f| f.origin.packet)
+        .next_back();
+    for c in calls(&events).iter().filter(|c| c.stream != 1) {
+        assert_eq!(Some(c.end_packet), at_goaway);
+    }
+}
+
+/// As a capture near the server sees them: streams the client opened after the server's
+/// GOAWAY (it was on its way) are refused; one the client resets stays refused; one the server
+/// answers all the same was not refused, and says so. Those whose request ended wait a second
+/// for such an answer (here, until the capture's end).
+#[test]
+fn streams_opened_after_the_servers_goaway_are_refused() {
+    let events = run(&[
+        client(&[PREFACE.to_vec(), frame(HEADERS, EH | ES, 1, &request("/a"))]),
+        server(&[goaway(1), answer(1)]),
+        client(&[
+            frame(HEADERS, EH | ES, 3, &request("/b")),
+            frame(HEADERS, EH, 5, &request("/c")),
+            frame(HEADERS, EH, 7, &request("/d")),
+        ]),
+        client(&[frame(DATA, ES, 5, &[0, 0, 0, 0, 0])]),
+        client(&[frame(RST_STREAM, 0, 7, &8u32.to_be_bytes())]),
+        client(&[frame(HEADERS, EH | ES, 9, &request("/e"))]),
+        server(&[answer(9)]),
+    ]);
+    let refused = CallEnd::Refused { last_stream_id: 1 };
+    assert_eq!(
+        ends(&events),
+        [
+            (1, CallEnd::Complete),
+            (7, refused),
+            (9, CallEnd::Complete),
+            (3, refused),
+            (5, refused),
+        ]
+    );
+    let on_9 = calls(&events).into_iter().find(|c| c.stream == 9).unwrap();
+    assert!(
+        on_9.notes
+            .iter()
+            .any(|n| n.contains("above the last stream 1")),
+        "{:?}",
+        on_9.notes
+    );
+    let on_5 = calls(&events).into_iter().find(|c| c.stream == 5).unwrap();
+    assert_eq!(on_5.request_bytes, 5);
+    // Refused calls are not protocol errors: no frame has a note.
+    assert!(frames(&events).iter().all(|f| f.notes.is_empty()));
 }

@@ -533,9 +533,24 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                 if let Some(w) = s.streams.get_mut(&stream) {
                     w.refill_since = None;
                 }
+                // A stream opened above the last stream of a GOAWAY the server had sent (it
+                // crossed the GOAWAY, the capture being near the server) is refused, not open.
+                let refused_by = (me == 0 && stream % 2 == 1 && !h.open_streams.contains(&stream))
+                    .then(|| h.sides[1].goaways.last_mut())
+                    .flatten()
+                    .filter(|g| stream > g.last_stream_id);
+                if let Some(g) = refused_by {
+                    // Streams open in increasing order: one not above the list's last was
+                    // listed (or is another block of a listed stream).
+                    if g.refused_streams.len() < MAX_OPEN_STREAMS
+                        && g.refused_streams.last().is_none_or(|&l| l < stream)
+                    {
+                        g.refused_streams.push(stream);
+                    }
+                }
                 // A flood of streams never ended stops being followed here (the dissector's
                 // calls say what became of them).
-                if me == 0
+                else if me == 0
                     && stream % 2 == 1
                     && h.open_streams.len() < MAX_OPEN_STREAMS
                     && !h.open_streams.contains(&stream)

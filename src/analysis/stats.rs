@@ -41,6 +41,7 @@ impl MethodStats {
             _ if c.reset_at_deadline() => "RESET_AT_DEADLINE".into(),
             (None, _, CallEnd::Reset { .. }) => "RESET".into(),
             (None, _, CallEnd::Unfinished) => "UNFINISHED".into(),
+            (None, _, CallEnd::Refused { .. }) => "REFUSED".into(),
             (None, Some(s), _) => format!("HTTP {s}").into(),
             (None, None, _) => "-".into(),
         }
@@ -60,7 +61,8 @@ impl MethodStats {
         if let Some(t) = c.time_to_response_ns() {
             self.to_response.push(t);
         }
-        if c.end == CallEnd::Unfinished {
+        // A call never processed has no latency of the server's.
+        if matches!(c.end, CallEnd::Unfinished | CallEnd::Refused { .. }) {
             return;
         }
         self.latencies.push(c.duration_ns());

@@ -23,6 +23,10 @@ pub enum CallEnd {
     Reset { by_client: bool, error_code: u32 },
     /// The connection closed, expired or the capture ended first.
     Unfinished,
+    /// Not processed: a client stream above the `last_stream_id` of a GOAWAY from the server
+    /// (RFC 9113 §6.8), which a client may retry on another connection. It crossed the GOAWAY
+    /// on the wire, or was opened after it.
+    Refused { last_stream_id: u32 },
 }
 
 #[derive(Debug, Clone)]
@@ -173,6 +177,14 @@ impl Call {
 
     pub fn authority(&self) -> Option<String> {
         self.request_header(":authority").map(lossless)
+    }
+
+    /// Something of the server's answer has come: headers, trailers or body.
+    pub fn answered(&self) -> bool {
+        self.response_headers.is_some()
+            || self.response_trailers.is_some()
+            || self.response_bytes > 0
+            || self.response_ended
     }
 
     pub fn status(&self) -> Option<u16> {

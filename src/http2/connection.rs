@@ -274,8 +274,12 @@ pub struct Connection {
     /// Calls the client reset before the server's answer ended, oldest first, held a while for
     /// what the server sent before the reset reached it: it crosses the reset on the wire (RFC
     /// 9113 §5.4.2) and is the call's, its status (a DEADLINE_EXCEEDED most often) and the
-    /// messages of a stream the client cancelled.
+    /// messages of a stream the client cancelled. Calls refused by the server's GOAWAY as they
+    /// opened wait here too once their request has ended, for an answer no server should send.
     held: VecDeque<Held>,
+    /// The lowest `last_stream_id` of the server's GOAWAYs: the client's streams above it are
+    /// refused (see [`CallEnd::Refused`]).
+    server_goaway_last: Option<u32>,
     upgrade_request: Option<Vec<HeaderField>>,
     /// HTTP/1.1 state, for gRPC-Web over HTTP/1.1.
     http1: Option<Box<Http1State>>,
@@ -337,6 +341,7 @@ impl Connection {
             highest_stream: [0, 0],
             resets: std::collections::VecDeque::new(),
             held: VecDeque::new(),
+            server_goaway_last: None,
             upgrade_request: None,
             http1: None,
             upgrade_at: (0, 0),
@@ -1500,6 +1505,7 @@ impl Connection {
                 if from_client {
                     call.request_bytes += data_len as u64;
                 } else {
+                    answered_anyway(call);
                     call.response_bytes += data_len as u64;
                 }
                 if h.has(flags::END_STREAM) {
@@ -1642,7 +1648,19 @@ impl Connection {
             Payload::Priority(p) => FrameDetail::Priority(p),
             Payload::RstStream { error_code } => {
                 let by_client = dir == self.client;
-                if let Some(call) = self.calls.get_mut(&h.stream) {
+                let refused = self
+                    .calls
+                    .get(&h.stream)
+                    .is_some_and(|c| matches!(c.end, CallEnd::Refused { .. }));
+                if refused && by_client {
+                    // The client gave up a stream the server never took: still refused.
+                    if let Some(mut call) = self.take_call(h.stream, ctx) {
+                        call.end_ts_ns = ctx.meta.ts_ns;
+                        call.end_packet = ctx.meta.index;
+                        finished.push(call);
+                    }
+                    self.note_reset(h.stream, dir);
+                } else if let Some(call) = self.calls.get_mut(&h.stream) {
                     call.end = CallEnd::Reset {
                         by_client,
                         error_code,
@@ -1701,11 +1719,16 @@ impl Connection {
                 last_stream_id,
                 error_code,
                 debug_data,
-            } => FrameDetail::GoAway {
-                last_stream_id,
-                error_code,
-                debug_data: debug_data.to_vec(),
-            },
+            } => {
+                if dir != self.client {
+                    self.refuse_above(last_stream_id, finished, ctx);
+                }
+                FrameDetail::GoAway {
+                    last_stream_id,
+                    error_code,
+                    debug_data: debug_data.to_vec(),
+                }
+            }
             Payload::WindowUpdate { increment } => {
                 if increment == 0 {
                     event
@@ -1840,7 +1863,16 @@ impl Connection {
                     "client opened even-numbered stream {stream} (PROTOCOL_ERROR)"
                 ));
             }
-            let call = self.new_call(stream, ctx);
+            let mut call = self.new_call(stream, ctx);
+            if let Some(last) = self.server_goaway_last {
+                if from_client && is_client_stream(stream) && stream > last {
+                    // Opened after the server's GOAWAY (crossing it, or a client that did not
+                    // heed it): the server ignores it.
+                    call.end = CallEnd::Refused {
+                        last_stream_id: last,
+                    };
+                }
+            }
             self.insert_call(call, ctx);
         }
         let Some(call) = self.calls.get_mut(&stream) else {
@@ -1864,6 +1896,7 @@ impl Connection {
                 }
             }
         } else {
+            answered_anyway(call);
             if call.server_block(list, ctx.meta.ts_ns) == ServerBlock::Headers {
                 self.update_grpc(stream, Side::Response, ctx);
             }
@@ -1920,13 +1953,21 @@ impl Connection {
     }
 
     fn maybe_finish(&mut self, stream: u32, ctx: &mut Ctx<'_>, finished: &mut FinishedCalls) {
-        let done = self
-            .calls
-            .get(&stream)
-            .is_some_and(|c| c.request_ended && c.response_ended);
+        let Some(c) = self.calls.get(&stream) else {
+            return;
+        };
+        if c.request_ended && !c.response_ended && matches!(c.end, CallEnd::Refused { .. }) {
+            // Opened after the server's GOAWAY: no answer should come, but a server that
+            // ignores its own GOAWAY would answer soon.
+            self.hold(stream, ctx);
+            return;
+        }
+        let done = c.request_ended && c.response_ended;
         if done {
             if let Some(mut call) = self.take_call(stream, ctx) {
-                call.end = CallEnd::Complete;
+                if call.end == CallEnd::Unfinished {
+                    call.end = CallEnd::Complete;
+                }
                 call.end_ts_ns = ctx.meta.ts_ns;
                 call.end_packet = ctx.meta.index;
                 finished.push(call);
@@ -1934,8 +1975,33 @@ impl Connection {
         }
     }
 
-    /// Holds the call on `stream`, which the client reset while its answer was unfinished (see
-    /// `held`), with its gRPC state.
+    /// A GOAWAY from the server names `last` the last of the client's streams it processed or
+    /// may process: the calls above it that it has not answered are refused, and over, as the
+    /// client gives them up when the GOAWAY reaches it. Those opened later are refused as they
+    /// open (see `end_block`).
+    fn refuse_above(&mut self, last: u32, finished: &mut FinishedCalls, ctx: &mut Ctx<'_>) {
+        let last = self.server_goaway_last.map_or(last, |l| l.min(last));
+        self.server_goaway_last = Some(last);
+        let refused: Vec<u32> = self
+            .calls
+            .range(last.saturating_add(1)..)
+            .filter(|(&s, c)| is_client_stream(s) && !c.answered())
+            .map(|(&s, _)| s)
+            .collect();
+        for stream in refused {
+            if let Some(mut call) = self.take_call(stream, ctx) {
+                call.end = CallEnd::Refused {
+                    last_stream_id: last,
+                };
+                call.end_ts_ns = ctx.meta.ts_ns;
+                call.end_packet = ctx.meta.index;
+                finished.push(call);
+            }
+        }
+    }
+
+    /// Holds the call on `stream`, which the client reset while its answer was unfinished, or
+    /// whose request ended on a stream the server refused (see `held`), with its gRPC state.
     fn hold(&mut self, stream: u32, ctx: &mut Ctx<'_>) {
         // The path its messages are decoded for, while the call can still tell it.
         if self.grpc.contains_key(&stream) {
@@ -1980,6 +2046,7 @@ impl Connection {
             return;
         };
         let list = headers.unwrap_or_default();
+        answered_anyway(&mut held.call);
         if held.call.server_block(list, ctx.meta.ts_ns) != ServerBlock::Informational {
             self.answer_ended(stream, end_stream, finished, ctx);
         }
@@ -1998,6 +2065,7 @@ impl Connection {
         let Some(held) = self.held_mut(stream) else {
             return;
         };
+        answered_anyway(&mut held.call);
         held.call.response_bytes += u64::from(data_len);
         self.answer_ended(stream, end_stream, finished, ctx);
     }
@@ -2015,6 +2083,10 @@ impl Connection {
         }
         if let Some(mut call) = self.unhold(stream, ctx) {
             call.response_ended = true;
+            // A call held as refused and answered all the same.
+            if call.end == CallEnd::Unfinished {
+                call.end = CallEnd::Complete;
+            }
             finished.push(call);
         }
     }
@@ -2037,6 +2109,17 @@ impl Connection {
     /// Whether calls are held for answers crossing their reset (see `held`).
     pub fn holds_calls(&self) -> bool {
         !self.held.is_empty()
+    }
+}
+
+/// A call refused by a GOAWAY that the server answers all the same was not refused: it goes
+/// on as any call, with a note.
+fn answered_anyway(call: &mut Call) {
+    if let CallEnd::Refused { last_stream_id } = call.end {
+        call.end = CallEnd::Unfinished;
+        call.notes.push(format!(
+            "answered, though above the last stream {last_stream_id} of the server's GOAWAY"
+        ));
     }
 }
 

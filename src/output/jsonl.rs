@@ -1156,10 +1156,14 @@ fn call_obj<K: Keys>(o: Obj<'_, K>, c: &Call) -> Option<usize> {
             error_code,
         } => ("reset", Some(side_name(by_client)), Some(error_code)),
         CallEnd::Unfinished => ("unfinished", None, None),
+        CallEnd::Refused { .. } => ("refused", None, None),
     };
     o.name("end", end);
     o.opt_name("reset_by", reset_by);
     o.opt_uint("error_code", error_code.map(u64::from));
+    if let CallEnd::Refused { last_stream_id } = c.end {
+        o.uint("goaway_last_stream_id", u64::from(last_stream_id));
+    }
     o.bool("reset_at_deadline", c.reset_at_deadline());
     o.bool("pushed", c.pushed);
     o.bool("upgraded", c.upgraded);

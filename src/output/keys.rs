@@ -91,6 +91,7 @@ pub const CALL: &[&str] = &[
     "end",
     "reset_by",
     "error_code",
+    "goaway_last_stream_id",
     "reset_at_deadline",
     "pushed",
     "upgraded",

@@ -368,6 +368,9 @@ impl<W: Write> Text<W> {
                 }
             }
             CallEnd::Unfinished => l.push_str(" (unfinished)"),
+            CallEnd::Refused { last_stream_id } => {
+                let _ = write!(l, " REFUSED by GOAWAY (last stream {last_stream_id})");
+            }
         }
         if c.grpc {
             l.push_str(" msgs=");

@@ -811,6 +811,12 @@ fn call_lines(json: &Value) -> Vec<DetailLine> {
             "reset by the {by} ({code}){when}"
         )));
     }
+    if let Some(last) = call.get("goaway_last_stream_id").and_then(Value::as_u64) {
+        lines.push(DetailLine::text(format!(
+            "refused: above the last stream {last} of the server's GOAWAY, never processed \
+             (a client may retry it)"
+        )));
+    }
     if let Some(Value::Array(notes)) = call.get("notes") {
         for n in notes {
             lines.push(DetailLine::text(format!(
@@ -885,8 +891,10 @@ fn call_outline(call: &serde_json::Map<String, Value>) -> Vec<DetailLine> {
 /// ([`call_lines`]).
 fn call_row(c: &Call) -> CallRow {
     let grpc_status = c.grpc_status();
-    let problem = matches!(c.end, CallEnd::Reset { .. } | CallEnd::Unfinished)
-        || grpc_status.is_some_and(|g| g != 0)
+    let problem = matches!(
+        c.end,
+        CallEnd::Reset { .. } | CallEnd::Unfinished | CallEnd::Refused { .. }
+    ) || grpc_status.is_some_and(|g| g != 0)
         || c.status().is_some_and(|s| s >= 400);
     CallRow {
         conn: c.conn,
@@ -1686,6 +1694,15 @@ mod tests {
                     };
                     w.line(None, format_args!("reset by the {by} ({code}){when}"));
                     reset += 1;
+                }
+                if let CallEnd::Refused { last_stream_id } = c.end {
+                    w.line(
+                        None,
+                        format_args!(
+                            "refused: above the last stream {last_stream_id} of the server's \
+                             GOAWAY, never processed (a client may retry it)"
+                        ),
+                    );
                 }
                 for n in &c.notes {
                     w.line(None, format_args!("note: {n}"));

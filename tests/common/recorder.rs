@@ -47,9 +47,12 @@ struct State {
     mss: usize,
     isn_base: u32,
     conns: u32,
-    /// Latency of the proxy's link to the server, each way (see
+    /// Latency of the proxy's link to the far side, each way (see
     /// [`Recorder::with_server_latency`]).
-    server_latency: std::time::Duration,
+    latency: std::time::Duration,
+    /// The far side is the client: the capture is taken next to the server (see
+    /// [`Recorder::with_client_latency`]).
+    near_server: bool,
 }
 
 #[derive(Clone)]
@@ -78,7 +81,8 @@ impl Recorder {
                 mss,
                 isn_base,
                 conns: 0,
-                server_latency: std::time::Duration::ZERO,
+                latency: std::time::Duration::ZERO,
+                near_server: false,
             })),
         }
     }
@@ -88,7 +92,24 @@ impl Recorder {
     /// after they were recorded, and the server's are recorded `latency` after they left it.
     /// What each side sends then meets the other's in flight, as on a real network.
     pub fn with_server_latency(self, latency: std::time::Duration) -> Self {
-        self.state.lock().unwrap().server_latency = latency;
+        {
+            let mut st = self.state.lock().unwrap();
+            st.latency = latency;
+            st.near_server = false;
+        }
+        self
+    }
+
+    /// Puts `latency` between the client and the capture, each way, as if the capture were
+    /// taken next to the server of a distant client: the client's bytes are recorded `latency`
+    /// after they left it, as they reach the server, and the server's reach the client
+    /// `latency` after they were recorded.
+    pub fn with_client_latency(self, latency: std::time::Duration) -> Self {
+        {
+            let mut st = self.state.lock().unwrap();
+            st.latency = latency;
+            st.near_server = true;
+        }
         self
     }
 
@@ -140,9 +161,17 @@ impl Recorder {
         conn: Arc<Mutex<Conn>>,
         dir: usize,
     ) {
-        let latency = self.state.lock().unwrap().server_latency;
+        let (latency, near_server) = {
+            let st = self.state.lock().unwrap();
+            (st.latency, st.near_server)
+        };
         if !latency.is_zero() {
-            return self.delayed_pump(from, to, conn, dir, latency).await;
+            // Bytes are recorded as they pass the capture point: before the delay line going
+            // away from it, after the delay line coming towards it.
+            let recorded_before = (dir == 0) != near_server;
+            return self
+                .delayed_pump(from, to, conn, dir, latency, recorded_before)
+                .await;
         }
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -162,8 +191,8 @@ impl Recorder {
         }
     }
 
-    /// [`pump`](Self::pump) over a link to the server with `latency`: bytes (and the FIN, as
-    /// `None`) go through a delay line in order, recorded where the client would see them.
+    /// [`pump`](Self::pump) over a link with `latency`: bytes (and the FIN, as `None`) go
+    /// through a delay line in order, recorded before it or after it.
     async fn delayed_pump(
         self,
         mut from: tokio::net::tcp::OwnedReadHalf,
@@ -171,8 +200,8 @@ impl Recorder {
         conn: Arc<Mutex<Conn>>,
         dir: usize,
         latency: std::time::Duration,
+        recorded_before: bool,
     ) {
-        let to_server = dir == 0;
         let (tx, mut rx) =
             tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Option<Vec<u8>>)>();
         let rec = self.clone();
@@ -180,7 +209,7 @@ impl Recorder {
         tokio::spawn(async move {
             while let Some((due, bytes)) = rx.recv().await {
                 tokio::time::sleep_until(due).await;
-                if !to_server {
+                if !recorded_before {
                     rec.record_bytes(&recording, dir, bytes.as_deref());
                 }
                 let Some(bytes) = bytes else {
@@ -198,7 +227,7 @@ impl Recorder {
                 Ok(0) | Err(_) => None,
                 Ok(n) => Some(buf[..n].to_vec()),
             };
-            if to_server {
+            if recorded_before {
                 self.record_bytes(&conn, dir, bytes.as_deref());
             }
             let end = bytes.is_none();

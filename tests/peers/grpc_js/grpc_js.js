@@ -5,7 +5,9 @@
 //
 //   grpc_js.js server            serves test.echo.Echo and grpc.health.v1.Health on a free loopback
 //                                port and prints it; "down" / "up" lines on stdin set the health
-//                                check's answer; end of input stops the server.
+//                                check's answer, "drain" shuts it down gracefully (tryShutdown:
+//                                one GOAWAY with the last stream taken, calls running finish);
+//                                end of input stops the server.
 //   grpc_js.js client HOST:PORT  makes the calls there and prints, as one JSON array, what each
 //                                got back (the ground truth the test holds the dissection to).
 //
@@ -111,7 +113,10 @@ function serve() {
     if (err) throw err;
     console.log(port);
     const lines = readline.createInterface({ input: process.stdin });
-    lines.on('line', (l) => { serving = l.trim() !== 'down'; });
+    lines.on('line', (l) => {
+      if (l.trim() === 'drain') server.tryShutdown(() => {});
+      else serving = l.trim() !== 'down';
+    });
     lines.on('close', () => server.forceShutdown());
   });
 }
