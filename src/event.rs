@@ -105,6 +105,40 @@ pub struct ConnectionEnd {
     /// The first FIN or RST the capture shows: who closed first, the active close even when
     /// both sides did (`EndKind::Fin`).
     pub closed_first: Option<ClosedFirst>,
+    /// The TCP handshake's round trip, when the capture showed it whole.
+    pub handshake: Option<HandshakeRtt>,
+}
+
+/// A connection's round trip as its TCP handshake measured it (Wireshark's iRTT), in its two
+/// parts on either side of the capture point: where the capture was taken on the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandshakeRtt {
+    /// From the capture point to the server and back (SYN to SYN-ACK, for a client that
+    /// opened the connection).
+    pub server_ns: i64,
+    /// From the capture point to the client and back (SYN-ACK to ACK).
+    pub client_ns: i64,
+}
+
+impl HandshakeRtt {
+    pub fn total_ns(&self) -> i64 {
+        self.server_ns.saturating_add(self.client_ns)
+    }
+
+    /// Where the capture was taken, when the round trip is long enough to tell (a millisecond
+    /// or more) and one part of it is a tenth of the whole or less.
+    pub fn capture_point(&self) -> Option<&'static str> {
+        let total = self.total_ns();
+        if total < 1_000_000 {
+            None
+        } else if self.client_ns.saturating_mul(10) <= total {
+            Some("next to the client")
+        } else if self.server_ns.saturating_mul(10) <= total {
+            Some("next to the server")
+        } else {
+            Some("between them")
+        }
+    }
 }
 
 /// Which side sent a connection's first FIN or RST, and when.

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use crate::capture::defrag::{Defragmenter, FragmentKey};
 use crate::capture::link::{self, Skip, TcpSegment};
 use crate::capture::Packet;
-use crate::event::{ClosedFirst, ConnectionEnd, EndKind, ErrorKind, Event, Sink, Tally, Wants};
+use crate::event::{
+    ClosedFirst, ConnectionEnd, EndKind, ErrorKind, Event, HandshakeRtt, Sink, Tally, Wants,
+};
 use crate::grpc::schema::Schemas;
 use crate::grpc::GrpcConfig;
 use crate::http2::connection::{Connection, Ctx, Http2Config, Mode};
@@ -287,6 +289,18 @@ impl FlowHandler for Handler<'_> {
                 closed_first: state.first_close.map(|(d, ts_ns)| ClosedFirst {
                     by_client: by_client(d),
                     ts_ns,
+                }),
+                // The handshake's initiator is the client but for an odd connection.
+                handshake: info.handshake.map(|h| {
+                    let (server_ns, client_ns) = if client == Dir::Forward {
+                        (h.responder_side_ns(), h.initiator_side_ns())
+                    } else {
+                        (h.initiator_side_ns(), h.responder_side_ns())
+                    };
+                    HandshakeRtt {
+                        server_ns,
+                        client_ns,
+                    }
                 }),
             }));
         }

@@ -539,6 +539,13 @@ fn timings_measure_a_known_round_trip() {
             "{health}"
         );
     }
+    // The TCP handshake took that round trip too, all of it between the capture and the
+    // server: the capture was taken next to the client.
+    let secs = |key: &str| health[key].as_f64().unwrap();
+    assert!(around_200_ms(secs("initial_rtt")), "{health}");
+    assert!(around_200_ms(secs("initial_rtt_to_server")), "{health}");
+    assert!(secs("initial_rtt_to_client") < 0.01, "{health}");
+    assert_eq!(health["capture_point"], "next to the client", "{health}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -1049,6 +1056,13 @@ fn calls_crossing_a_servers_goaway(near_server: bool, isn_base: u32) {
     let health = &jsonl(&capture, &["health"])[0];
     let g = &health["server_side"]["goaways"][0];
     assert_eq!(g["refused_streams"], serde_json::json!(refused), "{health}");
+    // The TCP handshake tells which end of the long path the capture was taken at.
+    let point = if near_server { "server" } else { "client" };
+    assert_eq!(
+        health["capture_point"],
+        format!("next to the {point}"),
+        "{health}"
+    );
     let stats = text(&capture, &["stats"]);
     assert!(
         stats.contains(&format!("REFUSED×{}", refused.len())),

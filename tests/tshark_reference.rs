@@ -644,3 +644,53 @@ fn packet_h2_14_draft_matches_tsv() {
     assert_eq!(counts(&ref_frames), counts(&our_frames));
     assert_eq!(counts(&ref_headers), counts(&our_headers));
 }
+
+/// Each connection's TCP handshake round trip is tshark's iRTT (`tcp.analysis.initial_rtt`),
+/// in every capture of the corpus with a JSON reference, TLS ones included: the same time for
+/// the connections whose whole handshake both saw, and none where tshark has none.
+#[test]
+fn handshake_round_trips_are_tsharks_irtt() {
+    let dir = common::public_capture("");
+    let mut compared = 0;
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".tshark.json"))
+        .collect();
+    files.sort();
+    for reference in files {
+        let file = reference.trim_end_matches(".tshark.json");
+        let text = std::fs::read_to_string(common::public_capture(&reference)).unwrap();
+        let packets: Value = serde_json::from_str(&text).unwrap();
+        // tcp.stream → iRTT in nanoseconds, from the first packet that has it.
+        let mut irtt: BTreeMap<u64, i64> = BTreeMap::new();
+        for p in as_list(&packets) {
+            let layers = &p["_source"]["layers"];
+            for tcp in as_list(&layers["tcp"]) {
+                let stream = tcp["tcp.stream"].as_str().and_then(|s| s.parse().ok());
+                let rtt = tcp["tcp.analysis"]["tcp.analysis.initial_rtt"].as_str();
+                if let (Some(stream), Some(rtt)) = (stream, rtt) {
+                    let (secs, frac) = rtt.split_once('.').unwrap();
+                    let ns = secs.parse::<i64>().unwrap() * 1_000_000_000
+                        + format!("{frac:0<9}")[..9].parse::<i64>().unwrap();
+                    irtt.entry(stream).or_insert(ns);
+                }
+            }
+        }
+        let mut cfg = Config::default();
+        if let Some((_, keylog)) = KEYLOGS.iter().find(|(f, _)| *f == file) {
+            let path = common::public_capture(keylog);
+            cfg.tls_keys = Some(Arc::new(KeyLog::open(Path::new(&path)).unwrap()));
+        }
+        let (events, _) = common::dissect_file(&common::public_capture(file), cfg);
+        for e in events {
+            let Event::ConnectionEnd(end) = e else {
+                continue;
+            };
+            let ours = end.handshake.map(|h| h.total_ns());
+            assert_eq!(ours, irtt.get(&end.conn).copied(), "{file} #{}", end.conn);
+            compared += usize::from(ours.is_some());
+        }
+    }
+    assert!(compared >= 20, "{compared}");
+}

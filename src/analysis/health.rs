@@ -728,7 +728,7 @@ pub fn to_json(h: &ConnectionHealth) -> Value {
         .flat_map(|s| &s.goaways)
         .any(|g| g.debug.contains("too_many_pings"))
         || h.sides.iter().any(|s| s.ping_flood);
-    json!({
+    let mut v = json!({
         "event": "connection_health",
         "conn": h.conn,
         "client": h.client.map(|a| a.to_string()),
@@ -753,7 +753,14 @@ pub fn to_json(h: &ConnectionHealth) -> Value {
         "bytes_to_server": h.end.as_ref().map(|e| e.bytes[0]),
         "bytes_to_client": h.end.as_ref().map(|e| e.bytes[1]),
         "tls": h.end.as_ref().and_then(|e| e.tls.as_ref()).map(|t| t.to_json()),
-    })
+    });
+    if let Value::Object(m) = &mut v {
+        crate::output::jsonl::handshake_fields(
+            m,
+            h.end.as_ref().and_then(|e| e.handshake.as_ref()),
+        );
+    }
+    v
 }
 
 /// A few readable lines for one report.
@@ -841,6 +848,19 @@ fn text(h: &ConnectionHealth, numbered: bool, open: bool) -> (String, usize) {
     );
     if let Some(t) = h.end.as_ref().and_then(|e| e.tls.as_ref()) {
         let _ = writeln!(s, "  over {t}");
+    }
+    if let Some(rtt) = h.end.as_ref().and_then(|e| e.handshake) {
+        let _ = write!(
+            s,
+            "  TCP handshake RTT {:.3} ms: {:.3} ms between the capture and the server, {:.3} ms to the client",
+            ms(rtt.total_ns()),
+            ms(rtt.server_ns),
+            ms(rtt.client_ns)
+        );
+        if let Some(point) = rtt.capture_point() {
+            let _ = write!(s, " (captured {point})");
+        }
+        s.push('\n');
     }
     const NAMES: [&str; 2] = ["client", "server"];
     for (i, (name, side)) in NAMES.into_iter().zip(&h.sides).enumerate() {
@@ -1045,6 +1065,7 @@ mod tests {
             mid: false,
             tls: None,
             closed_first: None,
+            handshake: None,
         }));
         drop(h);
         out.pop().unwrap()

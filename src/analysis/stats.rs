@@ -781,6 +781,7 @@ mod tests {
             mid: false,
             tls: None,
             closed_first: None,
+            handshake: None,
         }));
         // Written out to the temporary file, and read back the same.
         assert!(s.by_conn.is_empty());

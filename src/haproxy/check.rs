@@ -406,6 +406,7 @@ pub fn explain(result: &CheckResult, sent: &[u8], schemas: &mut Schemas) -> Vec<
         conn: 0,
         endpoints: [result.local, result.server],
         handshake_seen: true,
+        handshake: None,
         first_ts_ns: 0,
     };
     let cfg = Http2Config {

@@ -1303,7 +1303,25 @@ pub fn connection_json(c: &ConnectionEnd) -> Value {
     if let (Some(t), Value::Object(m)) = (&c.tls, &mut v) {
         m.insert("tls".into(), t.to_json());
     }
+    if let Value::Object(m) = &mut v {
+        handshake_fields(m, c.handshake.as_ref());
+    }
     v
+}
+
+/// A connection's TCP handshake round trip (seconds; null when the capture did not show the
+/// handshake whole) and where the capture was taken, as `connection` and `connection_health`
+/// events give them.
+pub fn handshake_fields(m: &mut Map<String, Value>, h: Option<&crate::event::HandshakeRtt>) {
+    let secs =
+        |f: fn(&crate::event::HandshakeRtt) -> i64| h.map_or(Value::Null, |h| ts(f(h)).into());
+    m.insert("initial_rtt".into(), secs(|h| h.total_ns()));
+    m.insert("initial_rtt_to_server".into(), secs(|h| h.server_ns));
+    m.insert("initial_rtt_to_client".into(), secs(|h| h.client_ns));
+    m.insert(
+        "capture_point".into(),
+        h.and_then(|h| h.capture_point()).into(),
+    );
 }
 
 fn gap_json(g: &GapEvent) -> Value {

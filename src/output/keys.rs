@@ -135,6 +135,10 @@ pub const CONNECTION: &[&str] = &[
     "closed_first_ts",
     "joined_mid_way",
     "tls",
+    "initial_rtt",
+    "initial_rtt_to_server",
+    "initial_rtt_to_client",
+    "capture_point",
 ];
 
 /// The `event` names of the events a display filter sees.

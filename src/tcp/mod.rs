@@ -49,6 +49,40 @@ pub struct FlowInfo {
     pub endpoints: [SocketAddr; 2],
     pub handshake_seen: bool,
     pub first_ts_ns: i64,
+    /// The three-way handshake, once the capture has shown it whole.
+    pub handshake: Option<Handshake>,
+}
+
+/// When the capture saw a connection's handshake: its round trip (Wireshark's iRTT, SYN to the
+/// ACK of the SYN-ACK) and the two parts of it on either side of the capture point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handshake {
+    /// The initiator's SYN: the last before the SYN-ACK, the one it answers when the first was
+    /// lost and sent again.
+    pub syn_ts_ns: i64,
+    /// The responder's SYN-ACK: the last before the initiator's ACK, likewise.
+    pub syn_ack_ts_ns: i64,
+    /// The initiator's first ACK after the SYN-ACK.
+    pub ack_ts_ns: i64,
+}
+
+impl Handshake {
+    /// SYN to SYN-ACK: from the capture point to the responder and back (next to nothing when
+    /// the capture was taken next to the responder).
+    pub fn responder_side_ns(&self) -> i64 {
+        self.syn_ack_ts_ns.saturating_sub(self.syn_ts_ns).max(0)
+    }
+
+    /// SYN-ACK to ACK: from the capture point to the initiator and back.
+    pub fn initiator_side_ns(&self) -> i64 {
+        self.ack_ts_ns.saturating_sub(self.syn_ack_ts_ns).max(0)
+    }
+
+    /// The whole round trip, wherever the capture was taken.
+    pub fn rtt_ns(&self) -> i64 {
+        self.responder_side_ns()
+            .saturating_add(self.initiator_side_ns())
+    }
 }
 
 impl FlowInfo {
@@ -161,6 +195,8 @@ struct Flow<S> {
     isn: [Option<u32>; 2],
     last_ts_ns: i64,
     closed: bool,
+    /// The handshake so far (SYN, SYN-ACK), until `info.handshake` is known.
+    syn_ts_ns: [Option<i64>; 2],
     /// The application state; dropped when the connection closes, so that the entry kept for
     /// late ACKs and retransmissions costs next to nothing.
     state: Option<S>,
@@ -273,6 +309,7 @@ impl<S> FlowTable<S> {
             endpoints,
             handshake_seen: seg.syn,
             first_ts_ns: meta.ts_ns,
+            handshake: None,
         };
         self.next_conn += 1;
         self.stats.connections += 1;
@@ -284,6 +321,7 @@ impl<S> FlowTable<S> {
             isn: [None, None],
             last_ts_ns: meta.ts_ns,
             closed: false,
+            syn_ts_ns: [None, None],
             state: Some(state),
         }));
         Some(Self::deliver(
@@ -314,6 +352,9 @@ impl<S> FlowTable<S> {
         let d = dir.index();
         if seg.syn && flow.isn[d].is_none() {
             flow.isn[d] = Some(seg.seq);
+        }
+        if flow.info.handshake_seen && flow.info.handshake.is_none() {
+            time_handshake(flow, dir, seg, meta.ts_ns);
         }
         let Flow {
             info,
@@ -507,6 +548,25 @@ fn emit_rst<H: FlowHandler>(
     handler.stream(info, state, dir, StreamEvent::Rst, meta);
 }
 
+/// Follows a connection's handshake until the initiator's ACK of the SYN-ACK completes it.
+fn time_handshake<S>(flow: &mut Flow<S>, dir: Dir, seg: &TcpSegment<'_>, ts_ns: i64) {
+    let [syn, syn_ack] = &mut flow.syn_ts_ns;
+    match (dir, seg.syn, seg.ack_flag) {
+        (Dir::Forward, true, false) if syn_ack.is_none() => *syn = Some(ts_ns),
+        (Dir::Reverse, true, true) if syn.is_some() => *syn_ack = Some(ts_ns),
+        (Dir::Forward, false, true) => {
+            if let (Some(syn_ts_ns), Some(syn_ack_ts_ns)) = (*syn, *syn_ack) {
+                flow.info.handshake = Some(Handshake {
+                    syn_ts_ns,
+                    syn_ack_ts_ns,
+                    ack_ts_ns: ts_ns,
+                });
+            }
+        }
+        _ => {}
+    }
+}
+
 /// A SYN that is not a retransmission of this connection's own starts a new one on the tuple.
 fn starts_new<S>(flow: &Flow<S>, seg: &TcpSegment<'_>) -> bool {
     let dir = direction(&flow.info, seg.src);
@@ -605,6 +665,77 @@ mod tests {
         assert!(t.stats().evicted >= 900);
         // The oldest went first.
         assert_eq!(log.closed[0].0, 0);
+    }
+
+    /// The handshake each connection's info gives at its close.
+    #[derive(Default)]
+    struct Handshakes(Vec<Option<Handshake>>);
+
+    impl FlowHandler for Handshakes {
+        type State = ();
+        fn open(&mut self, _: &FlowInfo, _: &PacketMeta) {}
+        fn stream(&mut self, _: &FlowInfo, _: &mut (), _: Dir, _: StreamEvent<'_>, _: &PacketMeta) {
+        }
+        fn close(&mut self, info: &FlowInfo, _: &mut (), _: CloseReason, _: &PacketMeta) {
+            self.0.push(info.handshake);
+        }
+    }
+
+    /// A handshake's times: the SYN the SYN-ACK answers (a retransmitted one), the SYN-ACK the
+    /// ACK answers, the ACK; none for a connection whose SYN the capture missed.
+    #[test]
+    fn the_handshake_is_timed_from_the_syn_answered() {
+        let ms = |index: u64, ms: i64| PacketMeta {
+            index,
+            ts_ns: ms * 1_000_000,
+        };
+        let with_ack = |mut s: TcpSegment<'static>| {
+            s.ack_flag = true;
+            s
+        };
+        // From the responder: the initiator's segment the other way.
+        let back = |s: TcpSegment<'static>| {
+            let mut s = with_ack(s);
+            std::mem::swap(&mut s.src, &mut s.dst);
+            s
+        };
+        let mut t = FlowTable::new(FlowConfig::default());
+        let mut h = Handshakes::default();
+        t.segment(&seg(5000, 80, 1, true, false, b""), &ms(1, 0), &mut h);
+        t.segment(&seg(5000, 80, 1, true, false, b""), &ms(2, 1000), &mut h);
+        t.segment(
+            &back(seg(5000, 80, 9, true, false, b"")),
+            &ms(3, 1150),
+            &mut h,
+        );
+        t.segment(
+            &with_ack(seg(5000, 80, 2, false, false, b"")),
+            &ms(4, 1152),
+            &mut h,
+        );
+        t.segment(
+            &with_ack(seg(5000, 80, 2, false, false, b"x")),
+            &ms(5, 1200),
+            &mut h,
+        );
+        // Joined after the SYN: the SYN-ACK alone times nothing.
+        t.segment(
+            &back(seg(6000, 81, 9, true, false, b"")),
+            &ms(6, 1300),
+            &mut h,
+        );
+        t.segment(
+            &with_ack(seg(6000, 81, 2, false, false, b"")),
+            &ms(7, 1301),
+            &mut h,
+        );
+        t.finish(&ms(8, 2000), &mut h);
+        let hs = h.0[0].unwrap();
+        assert_eq!((hs.syn_ts_ns, hs.ack_ts_ns), (1_000_000_000, 1_152_000_000));
+        assert_eq!(hs.responder_side_ns(), 150_000_000);
+        assert_eq!(hs.initiator_side_ns(), 2_000_000);
+        assert_eq!(hs.rtt_ns(), 152_000_000);
+        assert_eq!(h.0[1], None);
     }
 
     /// Connections with an even number hold something until a sweep.

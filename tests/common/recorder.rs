@@ -142,10 +142,22 @@ impl Recorder {
                 endpoints: [peer, up],
                 next_seq: [isn_c, isn_s],
             }));
+            // With latency, the handshake took a round trip over the long path, which ended as
+            // the connection reached the proxy: its SYN (and, next to the server, the SYN-ACK)
+            // went by that long before, as the capture point saw them.
+            let rtt = 2 * st.latency.as_nanos() as i64;
+            let near_server = st.near_server;
             drop(st);
-            self.record(&conn, 0, SYN, &[]);
-            self.record(&conn, 1, SYN, &[]);
-            self.record(&conn, 0, 0, &[]);
+            let now = now_ns();
+            self.record_at(now - rtt, &conn, 0, SYN, &[]);
+            self.record_at(
+                if near_server { now - rtt } else { now },
+                &conn,
+                1,
+                SYN,
+                &[],
+            );
+            self.record_at(now, &conn, 0, 0, &[]);
             conn
         };
         let (cr, cw) = client.into_split();
@@ -253,6 +265,17 @@ impl Recorder {
     }
 
     fn record(&self, conn: &Arc<Mutex<Conn>>, dir: usize, flags: u8, payload: &[u8]) {
+        self.record_at(now_ns(), conn, dir, flags, payload);
+    }
+
+    fn record_at(
+        &self,
+        ts_ns: i64,
+        conn: &Arc<Mutex<Conn>>,
+        dir: usize,
+        flags: u8,
+        payload: &[u8],
+    ) {
         let mut c = conn.lock().unwrap();
         let src = c.endpoints[dir];
         let dst = c.endpoints[1 - dir];
@@ -265,7 +288,7 @@ impl Recorder {
         c.next_seq[dir] = seq.wrapping_add(consumed);
         let mut st = self.state.lock().unwrap();
         let frame = build_frame(st.link, src, dst, seq, ack, flags, dir, payload);
-        st.packets.push((now_ns(), frame));
+        st.packets.push((ts_ns, frame));
     }
 
     pub fn packet_count(&self) -> usize {
