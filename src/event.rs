@@ -107,6 +107,9 @@ pub struct ConnectionEnd {
     pub closed_first: Option<ClosedFirst>,
     /// The TCP handshake's round trip, when the capture showed it whole.
     pub handshake: Option<HandshakeRtt>,
+    /// What TCP showed of what the client sent, and of what the server sent (a side's zero
+    /// windows are its own receive window, closed on the other).
+    pub tcp: [crate::tcp::TcpSide; 2],
 }
 
 /// A connection's round trip as its TCP handshake measured it (Wireshark's iRTT), in its two

@@ -901,6 +901,16 @@ struct CaptureArgs {
     /// Bytes captured per packet.
     #[arg(short = 's', long = "snaplen", default_value_t = 262_144)]
     snaplen: u32,
+    /// The kernel's capture buffer in KiB, as tcpdump's -B. Packets are handed over as they
+    /// come, each in a slot as large as the interface's largest packet: the 2 MiB most tools
+    /// default to hold only 32 of loopback's 64 KiB packets, and a burst overflows them.
+    #[arg(
+        short = 'B',
+        long = "buffer-size",
+        value_name = "KIB",
+        default_value_t = live::DEFAULT_BUFFER_KIB
+    )]
+    buffer_size: u32,
     #[command(flatten)]
     output: OutputArgs,
     #[command(flatten)]
@@ -2172,7 +2182,12 @@ fn capture(mut args: CaptureArgs) -> ExitCode {
         }
         Err(code) => return code,
     };
-    let mut cap = match live::LiveCapture::open(&iface, args.filter.as_deref(), args.snaplen) {
+    let mut cap = match live::LiveCapture::open(
+        &iface,
+        args.filter.as_deref(),
+        args.snaplen,
+        args.buffer_size,
+    ) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("h2scope: {e}");

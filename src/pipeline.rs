@@ -290,6 +290,7 @@ impl FlowHandler for Handler<'_> {
                     by_client: by_client(d),
                     ts_ns,
                 }),
+                tcp: [info.tcp[client.index()], info.tcp[client.other().index()]],
                 // The handshake's initiator is the client but for an odd connection.
                 handshake: info.handshake.map(|h| {
                     let (server_ns, client_ns) = if client == Dir::Forward {

@@ -553,3 +553,154 @@ fn live_capture_writes_compressed_files() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A TCP connection whose reading can be stopped: reads wait while paused, writes go on.
+struct Pausable {
+    inner: tokio::net::TcpStream,
+    paused: std::sync::Arc<std::sync::Mutex<(bool, Option<std::task::Waker>)>>,
+}
+
+impl tokio::io::AsyncRead for Pausable {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        {
+            let mut p = self.paused.lock().unwrap();
+            if p.0 {
+                p.1 = Some(cx.waker().clone());
+                return std::task::Poll::Pending;
+            }
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Pausable {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A client that stops reading, as a slow consumer does: its kernel's small receive buffer
+/// fills with a tonic server's answers (150 kB, under the HTTP/2 windows the client gave) and
+/// the kernel closes the TCP receive window until the client reads again, 500 ms later. The
+/// connection's TCP figures must show the client's receive window closed once, for about
+/// those 500 ms, and the server's never; and the call must be whole.
+#[test]
+fn live_capture_sees_a_client_that_stops_reading() {
+    if !common::can_capture_on_lo() {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let addr = rt.block_on(common::serve(
+        tonic::transport::Server::builder().add_service(common::echo::Echo),
+    ));
+    let filter = format!("tcp port {}", addr.port());
+    let (child, stderr) = spawn_capture(&[
+        "--format".as_ref(),
+        "jsonl".as_ref(),
+        "-f".as_ref(),
+        filter.as_ref(),
+    ]);
+    // What it says of drops, kept for the end.
+    let warnings = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut text = String::new();
+        let mut stderr = stderr;
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let paused = std::sync::Arc::new(std::sync::Mutex::new((false, None)));
+    let answers = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let inner = socket.connect(addr).await.unwrap();
+        let io = Pausable {
+            inner,
+            paused: paused.clone(),
+        };
+        let (client, connection) = h2::client::Builder::new()
+            .initial_window_size(1 << 22)
+            .initial_connection_window_size(1 << 22)
+            .handshake::<_, bytes::Bytes>(io)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let mut client = client.ready().await.unwrap();
+        let request = tonic::codegen::http::Request::post(format!(
+            "http://{addr}/test.echo.Echo/ServerStream"
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+        paused.lock().unwrap().0 = true;
+        let (answer, mut body) = client.send_request(request, false).unwrap();
+        let message = prost::Message::encode_to_vec(&common::echo::EchoRequest {
+            text: "big".into(),
+            payload: common::noise(7, 50_000),
+            seq: 0,
+        });
+        let mut framed = vec![0];
+        framed.extend((message.len() as u32).to_be_bytes());
+        framed.extend(message);
+        body.send_data(framed.into(), true).unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let waker = {
+            let mut p = paused.lock().unwrap();
+            p.0 = false;
+            p.1.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        let mut answer = answer.await.unwrap().into_body();
+        let mut bytes = 0;
+        while let Some(chunk) = answer.data().await {
+            let chunk = chunk.unwrap();
+            bytes += chunk.len();
+            let _ = answer.flow_control().release_capacity(chunk.len());
+        }
+        bytes
+    });
+    // Three answers of the payload, each framed.
+    assert!(answers > 150_000, "{answers}");
+    let text = stop_capture_when(child, |text| {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|e| e["event"] == "connection")
+    });
+    let warnings = warnings.join().unwrap();
+    assert!(!warnings.contains("dropped"), "{warnings}");
+    let events = jsonl(&text);
+    let conn = events
+        .iter()
+        .find(|e| e["event"] == "connection")
+        .unwrap_or_else(|| panic!("no connection event: {events:#?}"));
+    let client = &conn["tcp_analysis"]["client"];
+    assert_eq!(client["zero_windows"], 1, "{conn}");
+    let closed = client["zero_window_s"].as_f64().unwrap();
+    assert!((0.3..2.0).contains(&closed), "{conn}");
+    assert_eq!(conn["tcp_analysis"]["server"]["zero_windows"], 0, "{conn}");
+    let call = events.iter().find(|e| e["event"] == "call").unwrap();
+    assert_eq!(call["grpc_status"], 0, "{call}");
+    assert_eq!(call["response_messages"], 3, "{call}");
+}

@@ -759,6 +759,16 @@ pub fn to_json(h: &ConnectionHealth) -> Value {
             m,
             h.end.as_ref().and_then(|e| e.handshake.as_ref()),
         );
+        // Each side's own segments, beside what it sent in HTTP/2.
+        if let Some(end) = &h.end {
+            for (key, tcp) in [("client_side", &end.tcp[0]), ("server_side", &end.tcp[1])] {
+                if let (Some(Value::Object(side)), Value::Object(t)) =
+                    (m.get_mut(key), crate::output::jsonl::tcp_json(tcp))
+                {
+                    side.extend(t);
+                }
+            }
+        }
     }
     v
 }
@@ -824,6 +834,29 @@ fn too_many_pings_hint(s: &mut String, sender: &str, other: &str, pinger: &SideH
     );
 }
 
+/// A line on what TCP showed of `name`'s segments, if anything went wrong with them.
+fn tcp_text(s: &mut String, name: &str, other: &str, t: &crate::tcp::TcpSide) {
+    use std::fmt::Write;
+    let mut parts = Vec::new();
+    if t.retransmitted > 0 {
+        parts.push(format!("{} segments sent again", t.retransmitted));
+    }
+    if t.out_of_order > 0 {
+        parts.push(format!("{} out of order", t.out_of_order));
+    }
+    if t.zero_windows > 0 {
+        parts.push(format!(
+            "its receive window closed (zero) {} time{} for {:.3} ms in all: the {other} could not send, the {name} did not read fast enough",
+            t.zero_windows,
+            if t.zero_windows == 1 { "" } else { "s" },
+            ms(t.zero_window_ns)
+        ));
+    }
+    if !parts.is_empty() {
+        let _ = writeln!(s, "  {name} TCP: {}", parts.join("; "));
+    }
+}
+
 fn text(h: &ConnectionHealth, numbered: bool, open: bool) -> (String, usize) {
     use std::fmt::Write;
     let mut s = String::from("connection #");
@@ -863,6 +896,11 @@ fn text(h: &ConnectionHealth, numbered: bool, open: bool) -> (String, usize) {
         s.push('\n');
     }
     const NAMES: [&str; 2] = ["client", "server"];
+    if let Some(end) = &h.end {
+        for (i, (name, t)) in NAMES.into_iter().zip(&end.tcp).enumerate() {
+            tcp_text(&mut s, name, NAMES[1 - i], t);
+        }
+    }
     for (i, (name, side)) in NAMES.into_iter().zip(&h.sides).enumerate() {
         if side.pings > 0 {
             let rtt = side.rtts;
@@ -1066,6 +1104,7 @@ mod tests {
             tls: None,
             closed_first: None,
             handshake: None,
+            tcp: Default::default(),
         }));
         drop(h);
         out.pop().unwrap()

@@ -782,6 +782,7 @@ mod tests {
             tls: None,
             closed_first: None,
             handshake: None,
+            tcp: Default::default(),
         }));
         // Written out to the temporary file, and read back the same.
         assert!(s.by_conn.is_empty());

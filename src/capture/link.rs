@@ -37,6 +37,8 @@ pub struct TcpSegment<'a> {
     pub ack_flag: bool,
     pub fin: bool,
     pub rst: bool,
+    /// The receive window its sender advertised, unscaled (zero is zero at any scale).
+    pub window: u16,
     /// The bytes captured; fewer than the segment carried when the snap length cut it.
     pub payload: &'a [u8],
 }
@@ -117,6 +119,7 @@ fn tcp_segment<'a>(
         ack_flag: tcp.ack(),
         fin: tcp.fin(),
         rst: tcp.rst(),
+        window: tcp.window_size(),
         payload,
     }
 }

@@ -407,6 +407,7 @@ pub fn explain(result: &CheckResult, sent: &[u8], schemas: &mut Schemas) -> Vec<
         endpoints: [result.local, result.server],
         handshake_seen: true,
         handshake: None,
+        tcp: Default::default(),
         first_ts_ns: 0,
     };
     let cfg = Http2Config {

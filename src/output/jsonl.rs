@@ -1305,8 +1305,22 @@ pub fn connection_json(c: &ConnectionEnd) -> Value {
     }
     if let Value::Object(m) = &mut v {
         handshake_fields(m, c.handshake.as_ref());
+        m.insert(
+            "tcp_analysis".into(),
+            json!({"client": tcp_json(&c.tcp[0]), "server": tcp_json(&c.tcp[1])}),
+        );
     }
     v
+}
+
+/// What TCP showed of one side's segments (see [`crate::tcp::TcpSide`]).
+pub fn tcp_json(t: &crate::tcp::TcpSide) -> Value {
+    json!({
+        "retransmitted_segments": t.retransmitted,
+        "out_of_order_segments": t.out_of_order,
+        "zero_windows": t.zero_windows,
+        "zero_window_s": ts(t.zero_window_ns),
+    })
 }
 
 /// A connection's TCP handshake round trip (seconds; null when the capture did not show the

@@ -139,6 +139,7 @@ pub const CONNECTION: &[&str] = &[
     "initial_rtt_to_server",
     "initial_rtt_to_client",
     "capture_point",
+    "tcp_analysis",
 ];
 
 /// The `event` names of the events a display filter sees.

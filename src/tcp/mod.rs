@@ -51,6 +51,25 @@ pub struct FlowInfo {
     pub first_ts_ns: i64,
     /// The three-way handshake, once the capture has shown it whole.
     pub handshake: Option<Handshake>,
+    /// What TCP showed of each direction (by [`Dir`]), complete when the connection closes.
+    pub tcp: [TcpSide; 2],
+}
+
+/// What TCP itself showed of one direction of a connection, as Wireshark's expert information
+/// flags it: segments sent again, and the receive window its sender closed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpSide {
+    /// Segments whose bytes had all come before (retransmissions).
+    pub retransmitted: u64,
+    /// Segments that came ahead of a hole (the ones before them lost or reordered).
+    pub out_of_order: u64,
+    /// Runs of segments advertising a zero receive window (Wireshark's ZeroWindow, counted
+    /// once per run): this side's buffer was full and the other could not send until it
+    /// opened the window again.
+    pub zero_windows: u64,
+    /// Time from the first segment of each run to the segment that opened the window (or the
+    /// connection's end).
+    pub zero_window_ns: i64,
 }
 
 /// When the capture saw a connection's handshake: its round trip (Wireshark's iRTT, SYN to the
@@ -197,6 +216,8 @@ struct Flow<S> {
     closed: bool,
     /// The handshake so far (SYN, SYN-ACK), until `info.handshake` is known.
     syn_ts_ns: [Option<i64>; 2],
+    /// Since when each direction has advertised a zero window (see [`TcpSide`]).
+    zero_since: [Option<i64>; 2],
     /// The application state; dropped when the connection closes, so that the entry kept for
     /// late ACKs and retransmissions costs next to nothing.
     state: Option<S>,
@@ -310,6 +331,7 @@ impl<S> FlowTable<S> {
             handshake_seen: seg.syn,
             first_ts_ns: meta.ts_ns,
             handshake: None,
+            tcp: [TcpSide::default(); 2],
         };
         self.next_conn += 1;
         self.stats.connections += 1;
@@ -322,6 +344,7 @@ impl<S> FlowTable<S> {
             last_ts_ns: meta.ts_ns,
             closed: false,
             syn_ts_ns: [None, None],
+            zero_since: [None, None],
             state: Some(state),
         }));
         Some(Self::deliver(
@@ -356,11 +379,29 @@ impl<S> FlowTable<S> {
         if flow.info.handshake_seen && flow.info.handshake.is_none() {
             time_handshake(flow, dir, seg, meta.ts_ns);
         }
+        // A zero window on SYN, FIN or RST says nothing of the receiver's buffer.
+        if !(seg.syn || seg.fin || seg.rst) {
+            let since = &mut flow.zero_since[d];
+            let side = &mut flow.info.tcp[d];
+            match (seg.window, *since) {
+                (0, None) => {
+                    *since = Some(meta.ts_ns);
+                    side.zero_windows += 1;
+                }
+                (0, Some(_)) => {}
+                (_, Some(t)) => {
+                    *since = None;
+                    side.zero_window_ns = add_ns(side.zero_window_ns, t, meta.ts_ns);
+                }
+                (_, None) => {}
+            }
+        }
         let Flow {
             info,
             asm,
             state: Some(state),
             closed,
+            zero_since,
             ..
         } = flow
         else {
@@ -391,6 +432,7 @@ impl<S> FlowTable<S> {
         }
         if *closed {
             Self::account(stats, asm);
+            settle_tcp(info, zero_since, asm, meta.ts_ns);
             handler.close(info, state, CloseReason::Closed, meta);
             let max = cfg.max_pending_per_dir;
             *asm = [Assembler::new(max), Assembler::new(max)];
@@ -419,6 +461,7 @@ impl<S> FlowTable<S> {
             info,
             asm,
             state: Some(state),
+            zero_since,
             ..
         } = flow
         else {
@@ -428,6 +471,7 @@ impl<S> FlowTable<S> {
             asm[dir.index()].flush(&mut |c| handler.stream(info, state, dir, c.into(), meta));
         }
         Self::account(&mut self.stats, asm);
+        settle_tcp(info, zero_since, asm, meta.ts_ns);
         handler.close(info, state, reason, meta);
         flow.closed = true;
         flow.state = None;
@@ -548,6 +592,30 @@ fn emit_rst<H: FlowHandler>(
     handler.stream(info, state, dir, StreamEvent::Rst, meta);
 }
 
+/// `total` plus the time from `from` to `to`, saturating, never less (a capture's times may go
+/// back).
+fn add_ns(total: i64, from: i64, to: i64) -> i64 {
+    total.saturating_add(to.saturating_sub(from).max(0))
+}
+
+/// A connection's TCP figures as it closes: the reassembly's counts, and a zero window still
+/// closed counted until now.
+fn settle_tcp(
+    info: &mut FlowInfo,
+    zero_since: &mut [Option<i64>; 2],
+    asm: &[Assembler; 2],
+    now_ns: i64,
+) {
+    for (d, side) in info.tcp.iter_mut().enumerate() {
+        let s = asm[d].stats();
+        side.retransmitted = s.retransmitted;
+        side.out_of_order = s.out_of_order;
+        if let Some(t) = zero_since[d].take() {
+            side.zero_window_ns = add_ns(side.zero_window_ns, t, now_ns);
+        }
+    }
+}
+
 /// Follows a connection's handshake until the initiator's ACK of the SYN-ACK completes it.
 fn time_handshake<S>(flow: &mut Flow<S>, dir: Dir, seg: &TcpSegment<'_>, ts_ns: i64) {
     let [syn, syn_ack] = &mut flow.syn_ts_ns;
@@ -633,6 +701,7 @@ mod tests {
             ack_flag: false,
             fin,
             rst: false,
+            window: 1000,
             payload,
         }
     }
@@ -736,6 +805,54 @@ mod tests {
         assert_eq!(hs.initiator_side_ns(), 2_000_000);
         assert_eq!(hs.rtt_ns(), 152_000_000);
         assert_eq!(h.0[1], None);
+    }
+
+    /// The figures of each connection's directions at its close.
+    #[derive(Default)]
+    struct Figures(Vec<[TcpSide; 2]>);
+
+    impl FlowHandler for Figures {
+        type State = ();
+        fn open(&mut self, _: &FlowInfo, _: &PacketMeta) {}
+        fn stream(&mut self, _: &FlowInfo, _: &mut (), _: Dir, _: StreamEvent<'_>, _: &PacketMeta) {
+        }
+        fn close(&mut self, info: &FlowInfo, _: &mut (), _: CloseReason, _: &PacketMeta) {
+            self.0.push(info.tcp);
+        }
+    }
+
+    /// A receive window closed is counted once per run of zero windows, for the time until
+    /// the window opened, or until the connection's end; a zero window on a FIN says nothing;
+    /// a segment sent again counts for its sender.
+    #[test]
+    fn zero_windows_and_retransmissions_are_counted_per_direction() {
+        let ms = |index: u64, ms: i64| PacketMeta {
+            index,
+            ts_ns: ms * 1_000_000,
+        };
+        let from_server = |seq, window, fin: bool| {
+            let mut s = seg(5000, 80, seq, false, fin, b"");
+            std::mem::swap(&mut s.src, &mut s.dst);
+            s.ack_flag = true;
+            s.window = window;
+            s
+        };
+        let mut t = FlowTable::new(FlowConfig::default());
+        let mut f = Figures::default();
+        t.segment(&seg(5000, 80, 1, false, false, b"ab"), &ms(1, 0), &mut f);
+        t.segment(&seg(5000, 80, 1, false, false, b"ab"), &ms(2, 5), &mut f);
+        t.segment(&from_server(1, 0, false), &ms(3, 10), &mut f);
+        t.segment(&from_server(1, 0, false), &ms(4, 50), &mut f);
+        t.segment(&from_server(1, 100, false), &ms(5, 110), &mut f);
+        t.segment(&from_server(1, 0, false), &ms(6, 200), &mut f);
+        t.segment(&from_server(1, 0, true), &ms(7, 230), &mut f);
+        t.finish(&ms(8, 300), &mut f);
+        let [client, server] = f.0[0];
+        assert_eq!(client.retransmitted, 1);
+        assert_eq!((client.zero_windows, client.zero_window_ns), (0, 0));
+        assert_eq!(server.zero_windows, 2);
+        // 10 → 110 ms, then 200 ms to the end at 300 ms.
+        assert_eq!(server.zero_window_ns, 200_000_000);
     }
 
     /// Connections with an even number hold something until a sweep.

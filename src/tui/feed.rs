@@ -154,7 +154,13 @@ impl Loader {
         schemas: Schemas,
         record: Option<&str>,
     ) -> Result<(Loader, StoreReader, String), String> {
-        let mut cap = LiveCapture::open(iface, filter, 262_144).map_err(|e| e.to_string())?;
+        let mut cap = LiveCapture::open(
+            iface,
+            filter,
+            262_144,
+            crate::capture::live::DEFAULT_BUFFER_KIB,
+        )
+        .map_err(|e| e.to_string())?;
         let (path, temp) = match record {
             Some(p) => (std::path::PathBuf::from(p), false),
             None => (
