@@ -19,8 +19,9 @@ pub enum Event {
     Call(Box<Call>),
     Gap(GapEvent),
     Error(ErrorEvent),
-    /// An HTTP/2 (or gRPC-Web HTTP/1.1) connection ended, after its last call.
-    ConnectionEnd(ConnectionEnd),
+    /// An HTTP/2 (or gRPC-Web HTTP/1.1) connection ended, after its last call. Boxed: rare,
+    /// and the largest (an event's size is its largest kind's, moved with every frame).
+    ConnectionEnd(Box<ConnectionEnd>),
 }
 
 impl Event {

@@ -267,43 +267,44 @@ impl FlowHandler for Handler<'_> {
                 (None, _, CloseReason::Reused) => EndKind::Reused,
                 _ => EndKind::CaptureEnd,
             };
-            self.sink.event(Event::ConnectionEnd(ConnectionEnd {
-                conn: info.conn,
-                client: info.src(client),
-                server: info.dst(client),
-                protocol: if conn.mode() == Mode::Http1 {
-                    "http1"
-                } else {
-                    "http2"
-                },
-                first_ts_ns: info.first_ts_ns,
-                last_ts_ns: state.last_ts_ns.max(info.first_ts_ns),
-                bytes: [
-                    state.bytes[client.index()],
-                    state.bytes[client.other().index()],
-                ],
-                packets: state.packets,
-                end,
-                mid: conn.joined_mid_way(),
-                tls: state.tls.as_ref().map(|s| s.info().clone()),
-                closed_first: state.first_close.map(|(d, ts_ns)| ClosedFirst {
-                    by_client: by_client(d),
-                    ts_ns,
-                }),
-                tcp: [info.tcp[client.index()], info.tcp[client.other().index()]],
-                // The handshake's initiator is the client but for an odd connection.
-                handshake: info.handshake.map(|h| {
-                    let (server_ns, client_ns) = if client == Dir::Forward {
-                        (h.responder_side_ns(), h.initiator_side_ns())
+            self.sink
+                .event(Event::ConnectionEnd(Box::new(ConnectionEnd {
+                    conn: info.conn,
+                    client: info.src(client),
+                    server: info.dst(client),
+                    protocol: if conn.mode() == Mode::Http1 {
+                        "http1"
                     } else {
-                        (h.initiator_side_ns(), h.responder_side_ns())
-                    };
-                    HandshakeRtt {
-                        server_ns,
-                        client_ns,
-                    }
-                }),
-            }));
+                        "http2"
+                    },
+                    first_ts_ns: info.first_ts_ns,
+                    last_ts_ns: state.last_ts_ns.max(info.first_ts_ns),
+                    bytes: [
+                        state.bytes[client.index()],
+                        state.bytes[client.other().index()],
+                    ],
+                    packets: state.packets,
+                    end,
+                    mid: conn.joined_mid_way(),
+                    tls: state.tls.as_ref().map(|s| s.info().clone()),
+                    closed_first: state.first_close.map(|(d, ts_ns)| ClosedFirst {
+                        by_client: by_client(d),
+                        ts_ns,
+                    }),
+                    tcp: [info.tcp[client.index()], info.tcp[client.other().index()]],
+                    // The handshake's initiator is the client but for an odd connection.
+                    handshake: info.handshake.map(|h| {
+                        let (server_ns, client_ns) = if client == Dir::Forward {
+                            (h.responder_side_ns(), h.initiator_side_ns())
+                        } else {
+                            (h.initiator_side_ns(), h.responder_side_ns())
+                        };
+                        HandshakeRtt {
+                            server_ns,
+                            client_ns,
+                        }
+                    }),
+                })));
         }
         let conn = &state.h2;
         if let Some(session) = &state.tls {

@@ -682,7 +682,7 @@ impl<F: FnMut(ConnectionHealth)> Sink for Health<F> {
         match event {
             Event::Frame(f) => self.frame(&f),
             Event::Call(c) => self.call(&c),
-            Event::ConnectionEnd(e) => self.end(e),
+            Event::ConnectionEnd(e) => self.end(*e),
             _ => {}
         }
     }
@@ -1090,7 +1090,7 @@ mod tests {
             h.event(e);
         }
         // As the pipeline reports it: which side is the client is known here.
-        h.event(Event::ConnectionEnd(ConnectionEnd {
+        h.event(Event::ConnectionEnd(Box::new(ConnectionEnd {
             conn: 0,
             client: CLIENT.parse().unwrap(),
             server: SERVER.parse().unwrap(),
@@ -1105,7 +1105,7 @@ mod tests {
             closed_first: None,
             handshake: None,
             tcp: Default::default(),
-        }));
+        })));
         drop(h);
         out.pop().unwrap()
     }

@@ -768,7 +768,7 @@ mod tests {
             s.event(Event::Call(Box::new(c)));
         }
         let before = s.by_conn[&7].json();
-        s.event(Event::ConnectionEnd(ConnectionEnd {
+        s.event(Event::ConnectionEnd(Box::new(ConnectionEnd {
             conn: 7,
             client: "10.0.0.1:5000".parse().unwrap(),
             server: "10.0.0.2:50051".parse().unwrap(),
@@ -783,7 +783,7 @@ mod tests {
             closed_first: None,
             handshake: None,
             tcp: Default::default(),
-        }));
+        })));
         // Written out to the temporary file, and read back the same.
         assert!(s.by_conn.is_empty());
         assert_eq!(s.to_json()["connections"]["7"], before);

@@ -1417,7 +1417,7 @@ impl Builder {
         for k in keys {
             self.calls.remove(&k);
         }
-        self.health.event(Event::ConnectionEnd(e.clone()));
+        self.health.event(Event::ConnectionEnd(Box::new(e.clone())));
         self.active.remove(&e.conn);
         let lines = self
             .reports
