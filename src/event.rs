@@ -449,3 +449,20 @@ impl Sink for Vec<Event> {
         self.push(event);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every event is moved at the size of its largest kind, a frame's too: the rare kinds
+    /// that grow (a connection's end, a call, a message) stay in boxes, and frames set the size.
+    #[test]
+    fn an_event_is_no_larger_than_a_frame() {
+        assert!(
+            std::mem::size_of::<Event>() <= std::mem::size_of::<FrameEvent>() + 8,
+            "Event {} bytes, FrameEvent {}",
+            std::mem::size_of::<Event>(),
+            std::mem::size_of::<FrameEvent>()
+        );
+    }
+}
