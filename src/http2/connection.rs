@@ -1720,7 +1720,10 @@ impl Connection {
                 error_code,
                 debug_data,
             } => {
-                if dir != self.client {
+                // Joined mid-way, the sides may still be a guess by ports: a client's GOAWAY
+                // (naming the server's streams) taken for the server's would refuse its calls.
+                let sides_known = !self.mid || self.client_confirmed;
+                if dir != self.client && sides_known {
                     self.refuse_above(last_stream_id, finished, ctx);
                 }
                 FrameDetail::GoAway {

@@ -736,17 +736,25 @@ mod tests {
         assert_eq!(log.closed[0].0, 0);
     }
 
-    /// The handshake each connection's info gives at its close.
+    /// Each connection's info as it closed: what the flow table found out of it by then.
     #[derive(Default)]
-    struct Handshakes(Vec<Option<Handshake>>);
+    struct Closed(Vec<FlowInfo>);
 
-    impl FlowHandler for Handshakes {
+    impl FlowHandler for Closed {
         type State = ();
         fn open(&mut self, _: &FlowInfo, _: &PacketMeta) {}
         fn stream(&mut self, _: &FlowInfo, _: &mut (), _: Dir, _: StreamEvent<'_>, _: &PacketMeta) {
         }
         fn close(&mut self, info: &FlowInfo, _: &mut (), _: CloseReason, _: &PacketMeta) {
-            self.0.push(info.handshake);
+            self.0.push(*info);
+        }
+    }
+
+    /// A milliseconds-timed packet.
+    fn ms(index: u64, ms: i64) -> PacketMeta {
+        PacketMeta {
+            index,
+            ts_ns: ms * 1_000_000,
         }
     }
 
@@ -754,10 +762,6 @@ mod tests {
     /// ACK answers, the ACK; none for a connection whose SYN the capture missed.
     #[test]
     fn the_handshake_is_timed_from_the_syn_answered() {
-        let ms = |index: u64, ms: i64| PacketMeta {
-            index,
-            ts_ns: ms * 1_000_000,
-        };
         let with_ack = |mut s: TcpSegment<'static>| {
             s.ack_flag = true;
             s
@@ -769,7 +773,7 @@ mod tests {
             s
         };
         let mut t = FlowTable::new(FlowConfig::default());
-        let mut h = Handshakes::default();
+        let mut h = Closed::default();
         t.segment(&seg(5000, 80, 1, true, false, b""), &ms(1, 0), &mut h);
         t.segment(&seg(5000, 80, 1, true, false, b""), &ms(2, 1000), &mut h);
         t.segment(
@@ -799,26 +803,12 @@ mod tests {
             &mut h,
         );
         t.finish(&ms(8, 2000), &mut h);
-        let hs = h.0[0].unwrap();
+        let hs = h.0[0].handshake.unwrap();
         assert_eq!((hs.syn_ts_ns, hs.ack_ts_ns), (1_000_000_000, 1_152_000_000));
         assert_eq!(hs.responder_side_ns(), 150_000_000);
         assert_eq!(hs.initiator_side_ns(), 2_000_000);
         assert_eq!(hs.rtt_ns(), 152_000_000);
-        assert_eq!(h.0[1], None);
-    }
-
-    /// The figures of each connection's directions at its close.
-    #[derive(Default)]
-    struct Figures(Vec<[TcpSide; 2]>);
-
-    impl FlowHandler for Figures {
-        type State = ();
-        fn open(&mut self, _: &FlowInfo, _: &PacketMeta) {}
-        fn stream(&mut self, _: &FlowInfo, _: &mut (), _: Dir, _: StreamEvent<'_>, _: &PacketMeta) {
-        }
-        fn close(&mut self, info: &FlowInfo, _: &mut (), _: CloseReason, _: &PacketMeta) {
-            self.0.push(info.tcp);
-        }
+        assert_eq!(h.0[1].handshake, None);
     }
 
     /// A receive window closed is counted once per run of zero windows, for the time until
@@ -826,10 +816,6 @@ mod tests {
     /// a segment sent again counts for its sender.
     #[test]
     fn zero_windows_and_retransmissions_are_counted_per_direction() {
-        let ms = |index: u64, ms: i64| PacketMeta {
-            index,
-            ts_ns: ms * 1_000_000,
-        };
         let from_server = |seq, window, fin: bool| {
             let mut s = seg(5000, 80, seq, false, fin, b"");
             std::mem::swap(&mut s.src, &mut s.dst);
@@ -838,7 +824,7 @@ mod tests {
             s
         };
         let mut t = FlowTable::new(FlowConfig::default());
-        let mut f = Figures::default();
+        let mut f = Closed::default();
         t.segment(&seg(5000, 80, 1, false, false, b"ab"), &ms(1, 0), &mut f);
         t.segment(&seg(5000, 80, 1, false, false, b"ab"), &ms(2, 5), &mut f);
         t.segment(&from_server(1, 0, false), &ms(3, 10), &mut f);
@@ -847,7 +833,7 @@ mod tests {
         t.segment(&from_server(1, 0, false), &ms(6, 200), &mut f);
         t.segment(&from_server(1, 0, true), &ms(7, 230), &mut f);
         t.finish(&ms(8, 300), &mut f);
-        let [client, server] = f.0[0];
+        let [client, server] = f.0[0].tcp;
         assert_eq!(client.retransmitted, 1);
         assert_eq!((client.zero_windows, client.zero_window_ns), (0, 0));
         assert_eq!(server.zero_windows, 2);
