@@ -774,34 +774,18 @@ mod tests {
         };
         let mut t = FlowTable::new(FlowConfig::default());
         let mut h = Closed::default();
-        t.segment(&seg(5000, 80, 1, true, false, b""), &ms(1, 0), &mut h);
-        t.segment(&seg(5000, 80, 1, true, false, b""), &ms(2, 1000), &mut h);
-        t.segment(
-            &back(seg(5000, 80, 9, true, false, b"")),
-            &ms(3, 1150),
-            &mut h,
-        );
-        t.segment(
-            &with_ack(seg(5000, 80, 2, false, false, b"")),
-            &ms(4, 1152),
-            &mut h,
-        );
-        t.segment(
-            &with_ack(seg(5000, 80, 2, false, false, b"x")),
-            &ms(5, 1200),
-            &mut h,
-        );
-        // Joined after the SYN: the SYN-ACK alone times nothing.
-        t.segment(
-            &back(seg(6000, 81, 9, true, false, b"")),
-            &ms(6, 1300),
-            &mut h,
-        );
-        t.segment(
-            &with_ack(seg(6000, 81, 2, false, false, b"")),
-            &ms(7, 1301),
-            &mut h,
-        );
+        for (segment, at) in [
+            (seg(5000, 80, 1, true, false, b""), ms(1, 0)),
+            (seg(5000, 80, 1, true, false, b""), ms(2, 1000)),
+            (back(seg(5000, 80, 9, true, false, b"")), ms(3, 1150)),
+            (with_ack(seg(5000, 80, 2, false, false, b"")), ms(4, 1152)),
+            (with_ack(seg(5000, 80, 2, false, false, b"x")), ms(5, 1200)),
+            // Joined after the SYN: the SYN-ACK alone times nothing.
+            (back(seg(6000, 81, 9, true, false, b"")), ms(6, 1300)),
+            (with_ack(seg(6000, 81, 2, false, false, b"")), ms(7, 1301)),
+        ] {
+            t.segment(&segment, &at, &mut h);
+        }
         t.finish(&ms(8, 2000), &mut h);
         let hs = h.0[0].handshake.unwrap();
         assert_eq!((hs.syn_ts_ns, hs.ack_ts_ns), (1_000_000_000, 1_152_000_000));
