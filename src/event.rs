@@ -130,17 +130,45 @@ impl HandshakeRtt {
     }
 
     /// Where the capture was taken, when the round trip is long enough to tell (a millisecond
-    /// or more) and one part of it is a tenth of the whole or less.
-    pub fn capture_point(&self) -> Option<&'static str> {
+    /// or more): next to one side when the part on its side is a tenth of the whole or less.
+    pub fn capture_point(&self) -> Option<CapturePoint> {
         let total = self.total_ns();
         if total < 1_000_000 {
             None
         } else if self.client_ns.saturating_mul(10) <= total {
-            Some("next to the client")
+            Some(CapturePoint::NextToClient)
         } else if self.server_ns.saturating_mul(10) <= total {
-            Some("next to the server")
+            Some(CapturePoint::NextToServer)
         } else {
-            Some("between them")
+            Some(CapturePoint::Between)
+        }
+    }
+}
+
+/// Where on the path between client and server a capture was taken (see
+/// [`HandshakeRtt::capture_point`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapturePoint {
+    NextToClient,
+    NextToServer,
+    Between,
+}
+
+impl CapturePoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CapturePoint::NextToClient => "next to the client",
+            CapturePoint::NextToServer => "next to the server",
+            CapturePoint::Between => "between them",
+        }
+    }
+
+    /// Next to the client (`true`) or to the server.
+    pub fn next_to(self, client: bool) -> bool {
+        self == if client {
+            CapturePoint::NextToClient
+        } else {
+            CapturePoint::NextToServer
         }
     }
 }

@@ -703,6 +703,13 @@ fn small_windows_on_a_long_path_keep_a_grpc_core_server_waiting() {
     assert_eq!(r["client_side"]["blocked_on_window_ms"], 0.0, "{r}");
     let text = text(&capture, &["health"]);
     assert!(text.contains("its DATA resumed"), "{text}");
+    // The handshake shows the capture next to the client, the receiver: the text says which
+    // of the two figures is the server's wait.
+    assert_eq!(r["capture_point"], "next to the client", "{r}");
+    assert!(
+        text.contains("captured next to the client, its receiver: the time after the updates"),
+        "{text}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

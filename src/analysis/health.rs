@@ -891,11 +891,16 @@ fn text(h: &ConnectionHealth, numbered: bool, open: bool) -> (String, usize) {
             ms(rtt.client_ns)
         );
         if let Some(point) = rtt.capture_point() {
-            let _ = write!(s, " (captured {point})");
+            let _ = write!(s, " (captured {})", point.as_str());
         }
         s.push('\n');
     }
     const NAMES: [&str; 2] = ["client", "server"];
+    let point = h
+        .end
+        .as_ref()
+        .and_then(|e| e.handshake)
+        .and_then(|r| r.capture_point());
     if let Some(end) = &h.end {
         for (i, (name, t)) in NAMES.into_iter().zip(&end.tcp).enumerate() {
             tcp_text(&mut s, name, NAMES[1 - i], t);
@@ -979,10 +984,27 @@ fn text(h: &ConnectionHealth, numbered: bool, open: bool) -> (String, usize) {
             if side.refill_ns > 0 || side.stream_refill_ns > 0 {
                 let _ = write!(
                     s,
-                    "; its DATA resumed {:.3} ms and {:.3} ms in all after the WINDOW_UPDATEs that reopened them (the updates' way to it and back, where the capture is near the receiver)",
+                    "; its DATA resumed {:.3} ms and {:.3} ms in all after the WINDOW_UPDATEs that reopened them",
                     ms(side.refill_ns),
                     ms(side.stream_refill_ns)
                 );
+            }
+            // Which of the two is the sender's wait depends on where the capture was taken.
+            let other = NAMES[1 - i];
+            match point {
+                Some(p) if p.next_to(i == 0) => {
+                    let _ = write!(
+                        s,
+                        " (captured next to the {name}: the time blocked is its wait)"
+                    );
+                }
+                Some(p) if p.next_to(i == 1) => {
+                    let _ = write!(s, " (captured next to the {other}, its receiver: the time after the updates, their way to the {name} and back, is its wait)");
+                }
+                _ if side.refill_ns > 0 || side.stream_refill_ns > 0 => {
+                    s.push_str(" (the updates' way to it and back, where the capture is near the receiver)");
+                }
+                _ => {}
             }
             s.push('\n');
         }

@@ -1334,7 +1334,7 @@ pub fn handshake_fields(m: &mut Map<String, Value>, h: Option<&crate::event::Han
     m.insert("initial_rtt_to_client".into(), secs(|h| h.client_ns));
     m.insert(
         "capture_point".into(),
-        h.and_then(|h| h.capture_point()).into(),
+        h.and_then(|h| h.capture_point()).map(|p| p.as_str()).into(),
     );
 }
 
