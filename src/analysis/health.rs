@@ -533,33 +533,32 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                 if let Some(w) = s.streams.get_mut(&stream) {
                     w.refill_since = None;
                 }
-                // A stream opened above the last stream of a GOAWAY the server had sent (it
-                // crossed the GOAWAY, the capture being near the server) is refused, not open.
-                let refused_by = (me == 0 && stream % 2 == 1 && !h.open_streams.contains(&stream))
-                    .then(|| h.sides[1].goaways.last_mut())
-                    .flatten()
-                    .filter(|g| stream > g.last_stream_id);
-                if let Some(g) = refused_by {
-                    // Streams open in increasing order: one not above the list's last was
-                    // listed (or is another block of a listed stream).
-                    if g.refused_streams.len() < MAX_OPEN_STREAMS
-                        && g.refused_streams.last().is_none_or(|&l| l < stream)
-                    {
-                        g.refused_streams.push(stream);
+                // A client's block on a stream not open: a new stream.
+                if me == 0 && stream % 2 == 1 && !h.open_streams.contains(&stream) {
+                    // Above the last stream of a GOAWAY the server had sent (it crossed the
+                    // GOAWAY, the capture being near the server), it is refused, not open.
+                    let refused_by = h.sides[1]
+                        .goaways
+                        .last_mut()
+                        .filter(|g| stream > g.last_stream_id);
+                    if let Some(g) = refused_by {
+                        // Streams open in increasing order: one not above the list's last was
+                        // listed (or is another block of a listed stream).
+                        if g.refused_streams.len() < MAX_OPEN_STREAMS
+                            && g.refused_streams.last().is_none_or(|&l| l < stream)
+                        {
+                            g.refused_streams.push(stream);
+                        }
                     }
-                }
-                // A flood of streams never ended stops being followed here (the dissector's
-                // calls say what became of them).
-                else if me == 0
-                    && stream % 2 == 1
-                    && h.open_streams.len() < MAX_OPEN_STREAMS
-                    && !h.open_streams.contains(&stream)
-                {
-                    let open = h.open_streams.len() as u64;
-                    if h.stream_limit.is_some_and(|m| open >= u64::from(m)) {
-                        h.streams_opened_over_limit += 1;
+                    // A flood of streams never ended stops being followed here (the
+                    // dissector's calls say what became of them).
+                    else if h.open_streams.len() < MAX_OPEN_STREAMS {
+                        let open = h.open_streams.len() as u64;
+                        if h.stream_limit.is_some_and(|m| open >= u64::from(m)) {
+                            h.streams_opened_over_limit += 1;
+                        }
+                        h.open_streams.insert(stream);
                     }
-                    h.open_streams.insert(stream);
                 }
                 if f.header.has(crate::http2::frame::flags::END_STREAM) && me == 1 {
                     h.open_streams.remove(&stream);

@@ -1648,17 +1648,14 @@ impl Connection {
             Payload::Priority(p) => FrameDetail::Priority(p),
             Payload::RstStream { error_code } => {
                 let by_client = dir == self.client;
+                // The client gave up a stream the server never took: still refused.
                 let refused = self
                     .calls
                     .get(&h.stream)
-                    .is_some_and(|c| matches!(c.end, CallEnd::Refused { .. }));
-                if refused && by_client {
-                    // The client gave up a stream the server never took: still refused.
-                    if let Some(mut call) = self.take_call(h.stream, ctx) {
-                        call.end_ts_ns = ctx.meta.ts_ns;
-                        call.end_packet = ctx.meta.index;
-                        finished.push(call);
-                    }
+                    .map(|c| c.end)
+                    .filter(|e| by_client && matches!(e, CallEnd::Refused { .. }));
+                if let Some(end) = refused {
+                    self.end_call(h.stream, end, finished, ctx);
                     self.note_reset(h.stream, dir);
                 } else if let Some(call) = self.calls.get_mut(&h.stream) {
                     call.end = CallEnd::Reset {
@@ -1965,16 +1962,28 @@ impl Connection {
             self.hold(stream, ctx);
             return;
         }
-        let done = c.request_ended && c.response_ended;
-        if done {
-            if let Some(mut call) = self.take_call(stream, ctx) {
-                if call.end == CallEnd::Unfinished {
-                    call.end = CallEnd::Complete;
-                }
-                call.end_ts_ns = ctx.meta.ts_ns;
-                call.end_packet = ctx.meta.index;
-                finished.push(call);
-            }
+        if c.request_ended && c.response_ended {
+            let end = match c.end {
+                CallEnd::Unfinished => CallEnd::Complete,
+                end => end,
+            };
+            self.end_call(stream, end, finished, ctx);
+        }
+    }
+
+    /// Takes the call on `stream` out, ended so at the packet at hand.
+    fn end_call(
+        &mut self,
+        stream: u32,
+        end: CallEnd,
+        finished: &mut FinishedCalls,
+        ctx: &mut Ctx<'_>,
+    ) {
+        if let Some(mut call) = self.take_call(stream, ctx) {
+            call.end = end;
+            call.end_ts_ns = ctx.meta.ts_ns;
+            call.end_packet = ctx.meta.index;
+            finished.push(call);
         }
     }
 
@@ -1992,14 +2001,10 @@ impl Connection {
             .map(|(&s, _)| s)
             .collect();
         for stream in refused {
-            if let Some(mut call) = self.take_call(stream, ctx) {
-                call.end = CallEnd::Refused {
-                    last_stream_id: last,
-                };
-                call.end_ts_ns = ctx.meta.ts_ns;
-                call.end_packet = ctx.meta.index;
-                finished.push(call);
-            }
+            let end = CallEnd::Refused {
+                last_stream_id: last,
+            };
+            self.end_call(stream, end, finished, ctx);
         }
     }
 

@@ -750,6 +750,17 @@ mod tests {
         }
     }
 
+    fn with_ack(mut s: TcpSegment<'_>) -> TcpSegment<'_> {
+        s.ack_flag = true;
+        s
+    }
+
+    /// The segment the other way: from the responder, for one made from the initiator.
+    fn back(mut s: TcpSegment<'_>) -> TcpSegment<'_> {
+        std::mem::swap(&mut s.src, &mut s.dst);
+        s
+    }
+
     /// A milliseconds-timed packet.
     fn ms(index: u64, ms: i64) -> PacketMeta {
         PacketMeta {
@@ -762,26 +773,22 @@ mod tests {
     /// ACK answers, the ACK; none for a connection whose SYN the capture missed.
     #[test]
     fn the_handshake_is_timed_from_the_syn_answered() {
-        let with_ack = |mut s: TcpSegment<'static>| {
-            s.ack_flag = true;
-            s
-        };
-        // From the responder: the initiator's segment the other way.
-        let back = |s: TcpSegment<'static>| {
-            let mut s = with_ack(s);
-            std::mem::swap(&mut s.src, &mut s.dst);
-            s
-        };
         let mut t = FlowTable::new(FlowConfig::default());
         let mut h = Closed::default();
         for (segment, at) in [
             (seg(5000, 80, 1, true, false, b""), ms(1, 0)),
             (seg(5000, 80, 1, true, false, b""), ms(2, 1000)),
-            (back(seg(5000, 80, 9, true, false, b"")), ms(3, 1150)),
+            (
+                back(with_ack(seg(5000, 80, 9, true, false, b""))),
+                ms(3, 1150),
+            ),
             (with_ack(seg(5000, 80, 2, false, false, b"")), ms(4, 1152)),
             (with_ack(seg(5000, 80, 2, false, false, b"x")), ms(5, 1200)),
             // Joined after the SYN: the SYN-ACK alone times nothing.
-            (back(seg(6000, 81, 9, true, false, b"")), ms(6, 1300)),
+            (
+                back(with_ack(seg(6000, 81, 9, true, false, b""))),
+                ms(6, 1300),
+            ),
             (with_ack(seg(6000, 81, 2, false, false, b"")), ms(7, 1301)),
         ] {
             t.segment(&segment, &at, &mut h);
@@ -801,9 +808,7 @@ mod tests {
     #[test]
     fn zero_windows_and_retransmissions_are_counted_per_direction() {
         let from_server = |seq, window, fin: bool| {
-            let mut s = seg(5000, 80, seq, false, fin, b"");
-            std::mem::swap(&mut s.src, &mut s.dst);
-            s.ack_flag = true;
+            let mut s = back(with_ack(seg(5000, 80, seq, false, fin, b"")));
             s.window = window;
             s
         };

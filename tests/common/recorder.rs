@@ -92,12 +92,7 @@ impl Recorder {
     /// after they were recorded, and the server's are recorded `latency` after they left it.
     /// What each side sends then meets the other's in flight, as on a real network.
     pub fn with_server_latency(self, latency: std::time::Duration) -> Self {
-        {
-            let mut st = self.state.lock().unwrap();
-            st.latency = latency;
-            st.near_server = false;
-        }
-        self
+        self.with_latency(latency, false)
     }
 
     /// Puts `latency` between the client and the capture, each way, as if the capture were
@@ -105,10 +100,14 @@ impl Recorder {
     /// after they left it, as they reach the server, and the server's reach the client
     /// `latency` after they were recorded.
     pub fn with_client_latency(self, latency: std::time::Duration) -> Self {
+        self.with_latency(latency, true)
+    }
+
+    fn with_latency(self, latency: std::time::Duration, near_server: bool) -> Self {
         {
             let mut st = self.state.lock().unwrap();
             st.latency = latency;
-            st.near_server = true;
+            st.near_server = near_server;
         }
         self
     }
