@@ -1106,11 +1106,14 @@ impl Connection {
             self.sniff_grpc(stream, bytes, ctx);
         }
         let side = self.side(dir);
-        if self.grpc_state(stream, dir).is_none() {
+        let Some(g) = self.grpc_state(stream, dir) else {
             return;
-        }
+        };
         // Looked up before the first message: whether its body is kept depends on it.
-        let path = self.stream_path(stream, dir, ctx);
+        let path = match &g.path {
+            Some(known) => known.clone(),
+            None => self.stream_path(stream, dir, ctx),
+        };
         let mut raws = recycle(std::mem::take(&mut self.raw_scratch));
         let Some(g) = self.grpc_state(stream, dir) else {
             return;
@@ -1220,13 +1223,15 @@ impl Connection {
     /// The gRPC state `dir`'s bytes on `stream` go to: its open call's, or, for the server's, a
     /// held call's (see `held`).
     fn grpc_state(&mut self, stream: u32, dir: Dir) -> Option<&mut GrpcStream> {
-        if self.grpc.contains_key(&stream) {
-            return self.grpc.get_mut(&stream).map(|g| &mut **g);
+        // Split borrows: one lookup in the map where a method call would need two.
+        let Self {
+            grpc, held, client, ..
+        } = self;
+        match grpc.get_mut(&stream) {
+            Some(g) => Some(g),
+            None if dir == *client => None,
+            None => held_in(held, stream).and_then(|h| h.grpc.as_deref_mut()),
         }
-        if dir == self.client {
-            return None;
-        }
-        self.held_mut(stream).and_then(|h| h.grpc.as_deref_mut())
     }
 
     fn side(&self, dir: Dir) -> Side {
@@ -2030,7 +2035,7 @@ impl Connection {
 
     /// The held call on `stream` (the oldest, should the client have reused the id).
     fn held_mut(&mut self, stream: u32) -> Option<&mut Held> {
-        self.held.iter_mut().find(|h| h.call.stream == stream)
+        held_in(&mut self.held, stream)
     }
 
     /// Lets go of the held call on `stream`, settled with what crossed the reset.
@@ -2138,6 +2143,11 @@ const HOLD_AFTER_RESET_NS: i64 = 1_000_000_000;
 
 /// Calls a connection holds at once for answers crossing a reset; past that, the oldest goes.
 const MAX_HELD_CALLS: usize = MAX_RESETS_KEPT;
+
+/// The held call on `stream` (the oldest, should the client have reused the id).
+fn held_in(held: &mut VecDeque<Held>, stream: u32) -> Option<&mut Held> {
+    held.iter_mut().find(|h| h.call.stream == stream)
+}
 
 /// A call leaving the connection: its gRPC state's message counts and unfinished messages, and
 /// its decoded status details, go into it.
