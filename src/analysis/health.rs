@@ -843,6 +843,13 @@ fn tcp_text(s: &mut String, name: &str, other: &str, t: &crate::tcp::TcpSide) {
     if t.out_of_order > 0 {
         parts.push(format!("{} out of order", t.out_of_order));
     }
+    if t.holes > 0 {
+        parts.push(format!(
+            "{} hole{} (bytes missing when later ones came: lost before the capture point, or overtaken)",
+            t.holes,
+            if t.holes == 1 { "" } else { "s" }
+        ));
+    }
     if t.zero_windows > 0 {
         parts.push(format!(
             "its receive window closed (zero) {} time{} for {:.3} ms in all: the {other} could not send, the {name} did not read fast enough",

@@ -1318,6 +1318,7 @@ pub fn tcp_json(t: &crate::tcp::TcpSide) -> Value {
     json!({
         "retransmitted_segments": t.retransmitted,
         "out_of_order_segments": t.out_of_order,
+        "holes": t.holes,
         "zero_windows": t.zero_windows,
         "zero_window_s": ts(t.zero_window_ns),
     })

@@ -59,10 +59,15 @@ pub struct FlowInfo {
 /// flags it: segments sent again, and the receive window its sender closed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TcpSide {
-    /// Segments whose bytes had all come before (retransmissions).
+    /// Segments with bytes starting below the highest byte seen before them: sent again (or
+    /// overtaken), as tshark flags retransmissions, fast and spurious ones, and out-of-order.
     pub retransmitted: u64,
     /// Segments that came ahead of a hole (the ones before them lost or reordered).
     pub out_of_order: u64,
+    /// Segments that started past the highest byte seen (tshark's "previous segment not
+    /// captured"): bytes lost on the way to the capture point, or overtaken. Retransmissions
+    /// without holes were lost past it.
+    pub holes: u64,
     /// Runs of segments advertising a zero receive window (Wireshark's ZeroWindow, counted
     /// once per run): this side's buffer was full and the other could not send until it
     /// opened the window again.
@@ -420,6 +425,8 @@ impl<S> FlowTable<S> {
             asm[d].segment(seg.seq, seg.syn, seg.fin, seg.payload, &mut |c| {
                 emit(dir, c)
             });
+        } else if !seg.rst {
+            asm[d].bare(seg.seq);
         }
         if seg.rst {
             // Whatever was buffered will never be completed.
@@ -610,6 +617,7 @@ fn settle_tcp(
         let s = asm[d].stats();
         side.retransmitted = s.retransmitted;
         side.out_of_order = s.out_of_order;
+        side.holes = s.holes;
         if let Some(t) = zero_since[d].take() {
             side.zero_window_ns = add_ns(side.zero_window_ns, t, now_ns);
         }
