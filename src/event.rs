@@ -97,6 +97,7 @@ pub struct ConnectionEnd {
     pub last_ts_ns: i64,
     /// Reassembled bytes client→server and server→client.
     pub bytes: [u64; 2],
+    /// TCP segments of the connection, both ways, as Wireshark's Conversations count them.
     pub packets: u64,
     pub end: EndKind,
     /// The connection was joined mid-way by the capture.

@@ -95,7 +95,6 @@ pub struct ConnState {
     /// The first FIN or RST: its direction and time.
     first_close: Option<(Dir, i64)>,
     bytes: [u64; 2],
-    packets: u64,
     last_ts_ns: i64,
 }
 
@@ -134,7 +133,6 @@ impl FlowHandler for Handler<'_> {
             rst: None,
             first_close: None,
             bytes: [0; 2],
-            packets: 0,
             last_ts_ns: info.first_ts_ns,
         }
     }
@@ -147,9 +145,6 @@ impl FlowHandler for Handler<'_> {
         event: StreamEvent<'_>,
         meta: &PacketMeta,
     ) {
-        if state.last_ts_ns != meta.ts_ns || state.packets == 0 {
-            state.packets += 1;
-        }
         state.last_ts_ns = meta.ts_ns;
         // The connection's first bytes, when fewer than a ClientHello is told by, wait for more
         // (a hello whose record header came in a segment of its own).
@@ -283,7 +278,8 @@ impl FlowHandler for Handler<'_> {
                         state.bytes[client.index()],
                         state.bytes[client.other().index()],
                     ],
-                    packets: state.packets,
+                    // All of the connection's segments, not only those with bytes.
+                    packets: info.tcp[0].packets + info.tcp[1].packets,
                     end,
                     mid: conn.joined_mid_way(),
                     tls: state.tls.as_ref().map(|s| s.info().clone()),

@@ -707,7 +707,7 @@ fn handshake_round_trips_are_tsharks_irtt() {
 }
 
 /// Each side's segments sent again (or overtaken) and holes are what tshark's TCP analysis
-/// flags, in every capture of the corpus with a JSON reference: retransmissions, fast and
+/// flags, and its packets what Wireshark's Conversations count, in every capture of the corpus with a JSON reference: retransmissions, fast and
 /// spurious ones and out-of-order segments with data, and "previous segment not captured".
 /// (Real loss on both sides of a capture point is in tests/lossy_network.rs.)
 #[test]
@@ -718,7 +718,7 @@ fn segments_sent_again_and_holes_are_tsharks() {
         "\"tcp.analysis.spurious_retransmission\"",
         "\"tcp.analysis.out_of_order\"",
     ];
-    let mut flagged = 0;
+    let (mut flagged, mut compared_packets) = (0, 0);
     for (file, packets, events) in references_and_events() {
         // A damaged capture that replays a connection's first packets after a reset in a
         // malformed segment: tshark counts the replay as the same connection's segments sent
@@ -730,7 +730,8 @@ fn segments_sent_again_and_holes_are_tsharks() {
         // tcp.stream's (tshark counts connections h2scope sets aside, such as malformed
         // segments), and some references leave the IP layer out.
         type Key = (u16, u16);
-        let mut theirs: BTreeMap<Key, (u64, u64)> = BTreeMap::new();
+        // (sent again, holes, packets)
+        let mut theirs: BTreeMap<Key, (u64, u64, u64)> = BTreeMap::new();
         for p in as_list(&packets) {
             for tcp in as_list(&p["_source"]["layers"]["tcp"]) {
                 let (Some(src), Some(dst)) = (num(tcp, "tcp.srcport"), num(tcp, "tcp.dstport"))
@@ -742,9 +743,10 @@ fn segments_sent_again_and_holes_are_tsharks() {
                 let counts = theirs.entry((src, dst)).or_default();
                 counts.0 += u64::from(len > 0 && AGAIN.iter().any(|f| flags.contains(f)));
                 counts.1 += u64::from(flags.contains("\"tcp.analysis.lost_segment\""));
+                counts.2 += 1;
             }
         }
-        let mut ours: BTreeMap<Key, (u64, u64)> = BTreeMap::new();
+        let mut ours: BTreeMap<Key, (u64, u64, u64)> = BTreeMap::new();
         for e in &events {
             let Event::ConnectionEnd(end) = e else {
                 continue;
@@ -756,14 +758,33 @@ fn segments_sent_again_and_holes_are_tsharks() {
                 let counts = ours.entry(key).or_default();
                 counts.0 += t.retransmitted;
                 counts.1 += t.holes;
+                counts.2 += t.packets;
                 flagged += t.retransmitted + t.holes;
             }
         }
         for (key, counts) in &ours {
             let tshark = theirs.get(key).copied().unwrap_or_default();
-            assert_eq!(*counts, tshark, "{file}: port {} → {}", key.0, key.1);
+            assert_eq!(
+                (counts.0, counts.1),
+                (tshark.0, tshark.1),
+                "{file}: port {} → {}",
+                key.0,
+                key.1
+            );
+            // All of a side's segments, as Wireshark's Conversations count them, but for the
+            // last ACK of a connection closed both ways: it comes after the connection's event.
+            assert!(
+                counts.2 <= tshark.2 && tshark.2 <= counts.2 + 1,
+                "{file}: port {} → {}: {} packets, tshark {}",
+                key.0,
+                key.1,
+                counts.2,
+                tshark.2
+            );
+            compared_packets += counts.2;
         }
     }
     // The corpus has few: the holes at one capture's start (the rest is lossy_network.rs's).
     assert!(flagged >= 3, "{flagged}");
+    assert!(compared_packets >= 1000, "{compared_packets}");
 }

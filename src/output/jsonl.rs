@@ -1316,6 +1316,7 @@ pub fn connection_json(c: &ConnectionEnd) -> Value {
 /// What TCP showed of one side's segments (see [`crate::tcp::TcpSide`]).
 pub fn tcp_json(t: &crate::tcp::TcpSide) -> Value {
     json!({
+        "packets": t.packets,
         "retransmitted_segments": t.retransmitted,
         "out_of_order_segments": t.out_of_order,
         "holes": t.holes,

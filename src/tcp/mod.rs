@@ -59,6 +59,9 @@ pub struct FlowInfo {
 /// flags it: segments sent again, and the receive window its sender closed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TcpSide {
+    /// Segments this side sent, the handshake's and bare ACKs included (Wireshark's
+    /// Conversations count them so).
+    pub packets: u64,
     /// Segments with bytes starting below the highest byte seen before them: sent again (or
     /// overtaken), as tshark flags retransmissions, fast and spurious ones, and out-of-order.
     pub retransmitted: u64,
@@ -378,6 +381,7 @@ impl<S> FlowTable<S> {
         }
         let dir = direction(&flow.info, seg.src);
         let d = dir.index();
+        flow.info.tcp[d].packets += 1;
         if seg.syn && flow.isn[d].is_none() {
             flow.isn[d] = Some(seg.seq);
         }
