@@ -340,6 +340,24 @@ fn loss_before_and_after_the_capture_point_agrees_with_tshark() {
             );
         }
     }
+    // health says which side's bytes were lost where.
+    let health = Command::new(BIN).arg("health").arg(&file).output().unwrap();
+    let health = String::from_utf8(health.stdout).unwrap();
+    let line = |who: &str| {
+        health
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{who} TCP:")))
+            .unwrap_or_else(|| panic!("no {who} TCP line: {health}"))
+            .to_string()
+    };
+    assert!(
+        line("client").contains("lost before the capture point"),
+        "{health}"
+    );
+    assert!(
+        line("server").contains("lost past the capture point"),
+        "{health}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
     drop(lab);
 }

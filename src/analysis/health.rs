@@ -838,7 +838,15 @@ fn tcp_text(s: &mut String, name: &str, other: &str, t: &crate::tcp::TcpSide) {
     use std::fmt::Write;
     let mut parts = Vec::new();
     if t.retransmitted > 0 {
-        parts.push(format!("{} segments sent again", t.retransmitted));
+        parts.push(if t.holes == 0 {
+            // Every byte reached the capture point before it came again.
+            format!(
+                "{} segments sent again (no hole before them: lost past the capture point, or sent needlessly)",
+                t.retransmitted
+            )
+        } else {
+            format!("{} segments sent again", t.retransmitted)
+        });
     }
     if t.out_of_order > 0 {
         parts.push(format!("{} out of order", t.out_of_order));
