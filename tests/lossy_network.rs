@@ -340,6 +340,26 @@ fn loss_before_and_after_the_capture_point_agrees_with_tshark() {
             );
         }
     }
+    // The text's line under the connection's end tells both sides' trouble.
+    let text = Command::new(BIN).arg("read").arg(&file).output().unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    let tcp_line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("TCP: client "))
+        .unwrap_or_else(|| panic!("no TCP line: {text}"));
+    let expected = format!(
+        "client {} sent again, {} holes",
+        side("client", "retransmitted_segments"),
+        side("client", "holes")
+    );
+    assert!(tcp_line.contains(&expected), "{tcp_line}");
+    assert!(
+        tcp_line.contains(&format!(
+            "; server {} sent again",
+            side("server", "retransmitted_segments")
+        )),
+        "{tcp_line}"
+    );
     // health says which side's bytes were lost where.
     let health = Command::new(BIN).arg("health").arg(&file).output().unwrap();
     let health = String::from_utf8(health.stdout).unwrap();

@@ -779,11 +779,18 @@ impl<W: Write> Text<W> {
                     c.bytes[1],
                     if c.mid { " (joined mid-way)" } else { "" }
                 );
+                // The line ends with the newline above: TLS details and TCP's trouble go on
+                // their own, under the connection number, past the record and time columns.
+                let indent = 7 + self.opts.time.width();
                 if let Some(t) = &c.tls {
-                    // The line ends with the newline above: the TLS details go on their own.
-                    // Under the connection number, past the record and time columns.
-                    let indent = 7 + self.opts.time.width();
                     let _ = writeln!(self.line, "{:>indent$} over {t}", "");
+                }
+                let trouble: Vec<String> = [("client", &c.tcp[0]), ("server", &c.tcp[1])]
+                    .into_iter()
+                    .filter_map(|(who, t)| tcp_trouble(t).map(|t| format!("{who} {t}")))
+                    .collect();
+                if !trouble.is_empty() {
+                    let _ = writeln!(self.line, "{:>indent$} TCP: {}", "", trouble.join("; "));
                 }
                 self.flush_line();
             }
@@ -806,6 +813,28 @@ impl<W: Write> Text<W> {
             }
         }
     }
+}
+
+/// What went wrong with one side's segments, shortly (`health` says more), if anything.
+fn tcp_trouble(t: &crate::tcp::TcpSide) -> Option<String> {
+    let mut parts = Vec::new();
+    if t.retransmitted > 0 {
+        parts.push(format!("{} sent again", t.retransmitted));
+    }
+    if t.holes > 0 {
+        parts.push(format!("{} holes", t.holes));
+    }
+    if t.out_of_order > 0 {
+        parts.push(format!("{} out of order", t.out_of_order));
+    }
+    if t.zero_windows > 0 {
+        parts.push(format!(
+            "zero window {}x for {:.3}s",
+            t.zero_windows,
+            t.zero_window_ns as f64 / 1e9
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 /// [`crate::parallel::Route`] for text output: the worker threads format the lines, with the
