@@ -311,14 +311,7 @@ fn loss_before_and_after_the_capture_point_agrees_with_tshark() {
         .collect();
     assert_eq!(conns.len(), 1, "{conns:#?}");
     let conn = conns[0];
-    let client_port: u16 = conn["client"]
-        .as_str()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let client: std::net::SocketAddr = conn["client"].as_str().unwrap().parse().unwrap();
     let tcp = &conn["tcp_analysis"];
     let side = |s: &str, k: &str| tcp[s][k].as_u64().unwrap();
     // Lost before the capture point: holes, then the bytes again.
@@ -332,7 +325,7 @@ fn loss_before_and_after_the_capture_point_agrees_with_tshark() {
     assert!(side("server", "retransmitted_segments") > 0, "{tcp}");
 
     if let Some((again, holes)) = tshark_flags(&file) {
-        for (s, port) in [("client", client_port), ("server", PORT)] {
+        for (s, port) in [("client", client.port()), ("server", PORT)] {
             assert_eq!(
                 (side(s, "retransmitted_segments"), side(s, "holes")),
                 (count(&again, port), count(&holes, port)),
