@@ -24,7 +24,7 @@
 //! per worker, so evictions come later; and with `--single-pass`, a schema learnt from
 //! reflection on one connection decodes later calls only on connections of the same worker.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::hash::BuildHasher;
 use std::ops::Range;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -219,6 +219,16 @@ pub trait Part: Sink + Send {
 
     /// The input has ended, and so has every connection, with its events.
     fn end(&mut self) {}
+
+    /// Whether [`Finished::numbers`] must hold every connection's number at the end. Without,
+    /// the merge forgets the numbers of connections that have ended, and its memory does not
+    /// grow with their count.
+    fn needs_numbers() -> bool
+    where
+        Self: Sized,
+    {
+        false
+    }
 }
 
 /// Where a [`Part`] writes its lines: to the merge, from a worker, or straight to an output
@@ -280,7 +290,8 @@ impl Part for NoPart {}
 
 /// A worker's part once the input has ended, with the capture's numbers of the worker's
 /// connections: `numbers[n]` is the capture's number of the worker's connection `n` (a part
-/// that ran alone has none: its numbers are the capture's).
+/// that ran alone has none: its numbers are the capture's; nor has one whose
+/// [`Part::needs_numbers`] is false).
 pub struct Finished<P> {
     pub part: P,
     pub numbers: Vec<u64>,
@@ -337,6 +348,8 @@ enum Output {
     /// A connection (the worker's own number) began at this packet.
     NewConn(u64),
     Item(Routed),
+    /// A connection (the worker's own number) closed, after its last item.
+    EndConn(u64),
 }
 
 struct Reply {
@@ -436,6 +449,7 @@ fn worker<P: Part>(
     let mut cfg = cfg;
     cfg.flows.external_sweeps = true;
     let mut d = Dissector::with_schemas(cfg, schemas);
+    d.track_closed();
     let mut next_conn = 0u64;
     let mut collect = Collect {
         items: Vec::new(),
@@ -459,6 +473,7 @@ fn worker<P: Part>(
                     d.sweep(index, ts_ns, &mut collect);
                     let tag = Tag { index, phase: 0 };
                     items.extend(collect.items.drain(..).map(|e| (tag, Output::Item(e))));
+                    items.extend(d.take_closed().map(|n| (tag, Output::EndConn(n))));
                     continue;
                 }
                 Entry::Segment(index, ts_ns, head, start, end) => {
@@ -483,6 +498,7 @@ fn worker<P: Part>(
                 next_conn = c + 1;
             }
             items.extend(collect.items.drain(..).map(|e| (tag, Output::Item(e))));
+            items.extend(d.take_closed().map(|n| (tag, Output::EndConn(n))));
         }
         room = items.len().min(4 * BATCH);
         let done_to = batch.read_to;
@@ -527,12 +543,102 @@ fn shard(seg: &TcpSegment<'_>, workers: usize) -> usize {
     (h % workers as u64) as usize
 }
 
+/// One worker's connection numbers → the capture's. A worker numbers its connections 0, 1, 2…
+/// as they begin, so the recent ones are a run; those that ended long ago are forgotten, and
+/// the few still open behind the run move aside: a capture of a hundred million connections
+/// (a SYN scan) keeps the open ones and the last few thousand, not all.
+struct Numbers {
+    /// The worker's number of `recent`'s first entry.
+    base: u64,
+    /// The capture's numbers from `base` on, [`ENDED`] set on those of ended connections: no
+    /// item comes after its connection's end, but a number is kept a while all the same, as
+    /// a wrong one would go unnoticed.
+    recent: VecDeque<u64>,
+    /// Connections still open, older than `recent`.
+    older: BTreeMap<u64, u64>,
+    /// Keep every number (see [`Part::needs_numbers`]).
+    keep_all: bool,
+}
+
+/// Set on a capture's number in [`Numbers::recent`] once its connection ended (numbers never
+/// come near it).
+const ENDED: u64 = 1 << 63;
+
+/// How many connection numbers [`Numbers`] keeps in its run, ended or not.
+const RECENT_NUMBERS: usize = 4096;
+
+impl Numbers {
+    fn new(keep_all: bool) -> Self {
+        Numbers {
+            base: 0,
+            recent: VecDeque::new(),
+            older: BTreeMap::new(),
+            keep_all,
+        }
+    }
+
+    /// How many connections the worker has announced.
+    fn len(&self) -> u64 {
+        self.base + self.recent.len() as u64
+    }
+
+    fn push(&mut self, global: u64) {
+        self.recent.push_back(global);
+        if self.keep_all {
+            return;
+        }
+        while self.recent.len() > RECENT_NUMBERS {
+            let Some(first) = self.recent.pop_front() else {
+                break;
+            };
+            if first & ENDED == 0 {
+                self.older.insert(self.base, first);
+            }
+            self.base += 1;
+        }
+    }
+
+    fn get(&self, conn: u64) -> Option<u64> {
+        match conn.checked_sub(self.base) {
+            Some(i) => self.recent.get(i as usize).map(|g| g & !ENDED),
+            None => self.older.get(&conn).copied(),
+        }
+    }
+
+    /// Connection `conn` ended: it has no more items to come.
+    fn end(&mut self, conn: u64) {
+        if self.keep_all {
+            return;
+        }
+        match conn.checked_sub(self.base) {
+            Some(i) => {
+                if let Some(g) = self.recent.get_mut(i as usize) {
+                    *g |= ENDED;
+                }
+            }
+            None => {
+                self.older.remove(&conn);
+            }
+        }
+    }
+
+    /// Every number, by the worker's: what [`Finished::numbers`] holds (empty unless all
+    /// were kept).
+    fn into_all(self) -> Vec<u64> {
+        if self.keep_all {
+            self.recent.into()
+        } else {
+            Vec::new()
+        }
+    }
+}
+
 /// Puts events back in capture order and renumbers connections.
 struct Merge<'a> {
     queues: Vec<VecDeque<(Tag, Output)>>,
     done_to: Vec<u64>,
     /// Per worker: its connection numbers → the global ones.
-    numbers: Vec<Vec<u64>>,
+    numbers: Vec<Numbers>,
     next: u64,
     sink: &'a mut dyn Sink,
     /// Per worker: the text buffers not yet written out, and the offset the first starts at.
@@ -546,7 +652,7 @@ struct Merge<'a> {
 
 impl Merge<'_> {
     fn global(&self, worker: usize, conn: u64) -> Option<u64> {
-        self.numbers[worker].get(conn as usize).copied()
+        self.numbers[worker].get(conn)
     }
 
     /// Hands an item on to the sink with the capture's connection number.
@@ -677,11 +783,12 @@ impl Merge<'_> {
         match item {
             Output::NewConn(n) => {
                 let list = &mut self.numbers[w];
-                if list.len() as u64 == n {
+                if list.len() == n {
                     list.push(self.next);
                     self.next += 1;
                 }
             }
+            Output::EndConn(n) => self.numbers[w].end(n),
             Output::Item(i) => {
                 let done = match &i {
                     Routed::Line(range, _) => Some(range.end),
@@ -792,7 +899,9 @@ fn run<P: Part>(
     let mut merge = Merge {
         queues: (0..workers).map(|_| VecDeque::new()).collect(),
         done_to: vec![0; workers],
-        numbers: vec![Vec::new(); workers],
+        numbers: (0..workers)
+            .map(|_| Numbers::new(work.part.is_some() && P::needs_numbers()))
+            .collect(),
         next: 0,
         sink,
         texts: vec![(VecDeque::new(), 0); workers],
@@ -978,7 +1087,7 @@ fn run<P: Part>(
         .filter_map(|(part, numbers)| {
             Some(Finished {
                 part: part?,
-                numbers,
+                numbers: numbers.into_all(),
             })
         })
         .collect();
@@ -1028,6 +1137,40 @@ pub fn harvest(
 mod tests {
     use super::*;
 
+    /// Ended connections are forgotten once far behind, open ones never, so a worker's
+    /// numbers hold the open connections and the last few thousand; with `keep_all`, all.
+    #[test]
+    fn numbers_forget_ended_connections_only() {
+        let mut n = Numbers::new(false);
+        // Connection 0 stays open throughout; every other one ends as the next begins.
+        n.push(100);
+        for conn in 1..100_000u64 {
+            n.push(100 + 2 * conn);
+            if conn > 1 {
+                n.end(conn - 1);
+            }
+        }
+        assert_eq!(n.len(), 100_000);
+        assert_eq!(n.get(0), Some(100));
+        assert_eq!(n.get(99_999), Some(100 + 2 * 99_999));
+        // Ended a moment ago: still known.
+        assert_eq!(n.get(99_998), Some(100 + 2 * 99_998));
+        assert!(n.recent.len() <= RECENT_NUMBERS);
+        assert_eq!(n.older.len(), 1);
+        n.end(0);
+        assert!(n.older.is_empty());
+        assert!(n.into_all().is_empty());
+
+        let mut all = Numbers::new(true);
+        for conn in 0..10_000u64 {
+            all.push(conn * 3);
+            all.end(conn);
+        }
+        let all = all.into_all();
+        assert_eq!(all.len(), 10_000);
+        assert!(all.iter().enumerate().all(|(i, &g)| g == i as u64 * 3));
+    }
+
     #[derive(Default)]
     struct Lines(Vec<String>);
 
@@ -1044,7 +1187,7 @@ mod tests {
         Merge {
             queues: vec![VecDeque::new(), VecDeque::new()],
             done_to: vec![0, 0],
-            numbers: vec![Vec::new(), Vec::new()],
+            numbers: vec![Numbers::new(false), Numbers::new(false)],
             next: 0,
             sink,
             texts: vec![(VecDeque::new(), 0); 2],

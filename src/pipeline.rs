@@ -106,6 +106,7 @@ struct Handler<'a> {
     schemas: &'a mut Schemas,
     sink: &'a mut dyn Sink,
     stats: &'a mut Stats,
+    closed: Option<&'a mut Vec<u64>>,
 }
 
 impl Handler<'_> {
@@ -236,6 +237,9 @@ impl FlowHandler for Handler<'_> {
         reason: CloseReason,
         meta: &PacketMeta,
     ) {
+        if let Some(closed) = self.closed.as_mut() {
+            closed.push(info.conn);
+        }
         if let Some((first, prefix)) = state.hello.take() {
             state.h2.data(first, &prefix, &mut self.ctx(info, meta));
         }
@@ -354,6 +358,8 @@ pub struct Dissector {
     /// The last packet: the datagram it was a fragment of, and its segment's ports.
     last_fragment: Option<FragmentKey>,
     last_ports: Option<(u16, u16)>,
+    /// The connections closed since [`Self::take_closed`], when asked to keep them.
+    closed: Option<Vec<u64>>,
 }
 
 impl Dissector {
@@ -374,7 +380,20 @@ impl Dissector {
             defrag: None,
             last_fragment: None,
             last_ports: None,
+            closed: None,
         }
+    }
+
+    /// Keeps the numbers of the connections that close (ended, expired, evicted or replaced)
+    /// for [`Self::take_closed`]: whoever maps connection numbers can forget theirs.
+    pub fn track_closed(&mut self) {
+        self.closed.get_or_insert_with(Vec::new);
+    }
+
+    /// The connections closed since the last call, in the order they closed (none unless
+    /// [`Self::track_closed`]). Their events have all been handed out.
+    pub fn take_closed(&mut self) -> impl Iterator<Item = u64> + '_ {
+        self.closed.iter_mut().flat_map(|c| c.drain(..))
     }
 
     pub fn schemas(&self) -> &Schemas {
@@ -488,6 +507,7 @@ impl Dissector {
             schemas,
             stats,
             tls_budget,
+            closed,
             ..
         } = self;
         let handler = Handler {
@@ -498,6 +518,7 @@ impl Dissector {
             schemas,
             sink,
             stats,
+            closed: closed.as_mut(),
         };
         (flows, handler)
     }

@@ -121,7 +121,12 @@ impl Sink for StatsPart<'_> {
     }
 }
 
-impl Part for StatsPart<'_> {}
+impl Part for StatsPart<'_> {
+    // Its figures are kept by the worker's numbers until the end.
+    fn needs_numbers() -> bool {
+        true
+    }
+}
 
 /// Whether parts with this filter must run alone: it looks at connection numbers, which only
 /// the merge of the threads knows.
