@@ -156,6 +156,8 @@ pub enum CloseReason {
 
 pub trait FlowHandler {
     type State;
+    /// A connection's state, made at its first segment with bytes, FIN or RST, or at its end
+    /// (whichever comes first): before any other call about it.
     fn open(&mut self, info: &FlowInfo, meta: &PacketMeta) -> Self::State;
     fn stream(
         &mut self,
@@ -226,9 +228,11 @@ struct Flow<S> {
     syn_ts_ns: [Option<i64>; 2],
     /// Since when each direction has advertised a zero window (see [`TcpSide`]).
     zero_since: [Option<i64>; 2],
-    /// The application state; dropped when the connection closes, so that the entry kept for
-    /// late ACKs and retransmissions costs next to nothing.
-    state: Option<S>,
+    /// The application state: made at the connection's first segment with bytes, FIN or RST
+    /// (or at its end), so that a table full of connections that never carried any (a SYN
+    /// scan) holds their TCP only; dropped when the connection closes, so that the entry kept
+    /// for late ACKs and retransmissions costs next to nothing.
+    state: Option<Box<S>>,
 }
 
 /// A connection's two endpoints, in a fixed order so that both directions make the same key.
@@ -343,7 +347,6 @@ impl<S> FlowTable<S> {
         };
         self.next_conn += 1;
         self.stats.connections += 1;
-        let state = handler.open(&info, meta);
         let max = self.cfg.max_pending_per_dir;
         let flow = self.flows.entry(key).insert_entry(Box::new(Flow {
             info,
@@ -353,7 +356,7 @@ impl<S> FlowTable<S> {
             closed: false,
             syn_ts_ns: [None, None],
             zero_since: [None, None],
-            state: Some(state),
+            state: None,
         }));
         Some(Self::deliver(
             flow.into_mut(),
@@ -408,16 +411,23 @@ impl<S> FlowTable<S> {
         let Flow {
             info,
             asm,
-            state: Some(state),
+            state,
             closed,
             zero_since,
             ..
-        } = flow
-        else {
-            return conn;
-        };
+        } = flow;
+        // Only bytes, a FIN, an RST or bytes already buffered make stream events.
+        let eventful = !seg.payload.is_empty()
+            || seg.fin
+            || seg.rst
+            || asm.iter().any(|a| a.pending_bytes() > 0);
+        if eventful && state.is_none() {
+            *state = Some(Box::new(handler.open(info, meta)));
+        }
         let mut emit = |dir: Dir, chunk: Chunk<'_>| {
-            handler.stream(info, state, dir, chunk.into(), meta);
+            if let Some(state) = state.as_deref_mut() {
+                handler.stream(info, state, dir, chunk.into(), meta);
+            }
         };
         // The ACK tells whether holes in the other direction were lost by the capture.
         if seg.ack_flag && asm[dir.other().index()].is_started() {
@@ -436,7 +446,9 @@ impl<S> FlowTable<S> {
             // Whatever was buffered will never be completed.
             asm[d].flush(&mut |c| emit(dir, c));
             asm[dir.other().index()].flush(&mut |c| emit(dir.other(), c));
-            emit_rst(handler, info, state, dir, meta);
+            if let Some(state) = state.as_deref_mut() {
+                emit_rst(handler, info, state, dir, meta);
+            }
             *closed = true;
         } else if asm[0].fin_delivered() && asm[1].fin_delivered() {
             *closed = true;
@@ -444,6 +456,7 @@ impl<S> FlowTable<S> {
         if *closed {
             Self::account(stats, asm);
             settle_tcp(info, zero_since, asm, meta.ts_ns);
+            let state = state.get_or_insert_with(|| Box::new(handler.open(info, meta)));
             handler.close(info, state, CloseReason::Closed, meta);
             let max = cfg.max_pending_per_dir;
             *asm = [Assembler::new(max), Assembler::new(max)];
@@ -471,13 +484,12 @@ impl<S> FlowTable<S> {
         let Flow {
             info,
             asm,
-            state: Some(state),
+            state,
             zero_since,
             ..
-        } = flow
-        else {
-            return;
-        };
+        } = flow;
+        // A connection that never carried bytes is opened to be closed.
+        let state = state.get_or_insert_with(|| Box::new(handler.open(info, meta)));
         for dir in [Dir::Forward, Dir::Reverse] {
             asm[dir.index()].flush(&mut |c| handler.stream(info, state, dir, c.into(), meta));
         }
