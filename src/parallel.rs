@@ -20,9 +20,11 @@
 //! when to sweep, as one flow table would, and every worker sweeps at that packet; the merge
 //! puts the connections ended by a sweep in connection order, before that packet's own events.
 //!
-//! What can differ from one dissector: the flow table limit (100 000 connections at once) holds
-//! per worker, so evictions come later; and with `--single-pass`, a schema learnt from
-//! reflection on one connection decodes later calls only on connections of the same worker.
+//! What can differ from one dissector: the flow table limit (100 000 connections at once) is
+//! shared out among the workers, so that memory is bounded as on one thread, and evictions come
+//! at other moments when the connections open at once hash unevenly; and with `--single-pass`,
+//! a schema learnt from reflection on one connection decodes later calls only on connections of
+//! the same worker.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::BuildHasher;
@@ -925,7 +927,9 @@ fn run<P: Part>(
                 spare_batches: spares.tx.clone(),
                 spare_texts: texts_rx,
             };
-            let (cfg, schemas) = (cfg.clone(), schemas.clone());
+            let (mut cfg, schemas) = (cfg.clone(), schemas.clone());
+            // The table's limit is the capture's, shared out: memory as on one thread.
+            cfg.flows.max_flows = cfg.flows.max_flows.div_ceil(workers);
             let part = work.part.map(|make| make());
             handles.push(scope.spawn(move || worker(id, cfg, schemas, route, part, links)));
             inputs.push(Some(tx));

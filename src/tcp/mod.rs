@@ -220,7 +220,11 @@ pub struct FlowTableStats {
 
 struct Flow<S> {
     info: FlowInfo,
-    asm: [Assembler; 2],
+    /// The two directions' reassembly, made with the state (see `state`): until then each
+    /// direction's first segment is kept in `first`, to start it where TCP did.
+    asm: Option<Box<[Assembler; 2]>>,
+    /// Each direction's first segment (sequence number, SYN) while `asm` is not made.
+    first: [Option<(u32, bool)>; 2],
     isn: [Option<u32>; 2],
     last_ts_ns: i64,
     closed: bool,
@@ -347,10 +351,10 @@ impl<S> FlowTable<S> {
         };
         self.next_conn += 1;
         self.stats.connections += 1;
-        let max = self.cfg.max_pending_per_dir;
         let flow = self.flows.entry(key).insert_entry(Box::new(Flow {
             info,
-            asm: [Assembler::new(max), Assembler::new(max)],
+            asm: None,
+            first: [None, None],
             isn: [None, None],
             last_ts_ns: meta.ts_ns,
             closed: false,
@@ -411,19 +415,26 @@ impl<S> FlowTable<S> {
         let Flow {
             info,
             asm,
+            first,
             state,
             closed,
             zero_since,
             ..
         } = flow;
-        // Only bytes, a FIN, an RST or bytes already buffered make stream events.
-        let eventful = !seg.payload.is_empty()
-            || seg.fin
-            || seg.rst
-            || asm.iter().any(|a| a.pending_bytes() > 0);
-        if eventful && state.is_none() {
-            *state = Some(Box::new(handler.open(info, meta)));
+        // Only bytes, a FIN or an RST make stream events (bytes buffered came with bytes).
+        if !seg.payload.is_empty() || seg.fin || seg.rst {
+            if state.is_none() {
+                *state = Some(Box::new(handler.open(info, meta)));
+            }
+            if asm.is_none() {
+                *asm = Some(Self::assemblers(cfg, first));
+            }
         }
+        let Some(asm) = asm.as_deref_mut() else {
+            // No bytes yet (a handshake, bare ACKs): where each direction starts is all.
+            first[d].get_or_insert((seg.seq, seg.syn));
+            return conn;
+        };
         let mut emit = |dir: Dir, chunk: Chunk<'_>| {
             if let Some(state) = state.as_deref_mut() {
                 handler.stream(info, state, dir, chunk.into(), meta);
@@ -455,14 +466,25 @@ impl<S> FlowTable<S> {
         }
         if *closed {
             Self::account(stats, asm);
-            settle_tcp(info, zero_since, asm, meta.ts_ns);
+            settle_tcp(info, zero_since, Some(asm), meta.ts_ns);
             let state = state.get_or_insert_with(|| Box::new(handler.open(info, meta)));
             handler.close(info, state, CloseReason::Closed, meta);
-            let max = cfg.max_pending_per_dir;
-            *asm = [Assembler::new(max), Assembler::new(max)];
+            flow.asm = None;
             flow.state = None;
         }
         conn
+    }
+
+    /// A connection's reassembly, started where each direction's first segment started it.
+    fn assemblers(cfg: &FlowConfig, first: &[Option<(u32, bool)>; 2]) -> Box<[Assembler; 2]> {
+        let max = cfg.max_pending_per_dir;
+        let mut asm = Box::new([Assembler::new(max), Assembler::new(max)]);
+        for (a, f) in asm.iter_mut().zip(first) {
+            if let Some((seq, syn)) = *f {
+                a.segment(seq, syn, false, &[], &mut |_| {});
+            }
+        }
+        asm
     }
 
     /// Ends every connection still open (end of input).
@@ -490,13 +512,16 @@ impl<S> FlowTable<S> {
         } = flow;
         // A connection that never carried bytes is opened to be closed.
         let state = state.get_or_insert_with(|| Box::new(handler.open(info, meta)));
-        for dir in [Dir::Forward, Dir::Reverse] {
-            asm[dir.index()].flush(&mut |c| handler.stream(info, state, dir, c.into(), meta));
+        if let Some(asm) = asm.as_deref_mut() {
+            for dir in [Dir::Forward, Dir::Reverse] {
+                asm[dir.index()].flush(&mut |c| handler.stream(info, state, dir, c.into(), meta));
+            }
+            Self::account(&mut self.stats, asm);
         }
-        Self::account(&mut self.stats, asm);
-        settle_tcp(info, zero_since, asm, meta.ts_ns);
+        settle_tcp(info, zero_since, asm.as_deref(), meta.ts_ns);
         handler.close(info, state, reason, meta);
         flow.closed = true;
+        flow.asm = None;
         flow.state = None;
     }
 
@@ -626,11 +651,11 @@ fn add_ns(total: i64, from: i64, to: i64) -> i64 {
 fn settle_tcp(
     info: &mut FlowInfo,
     zero_since: &mut [Option<i64>; 2],
-    asm: &[Assembler; 2],
+    asm: Option<&[Assembler; 2]>,
     now_ns: i64,
 ) {
     for (d, side) in info.tcp.iter_mut().enumerate() {
-        let s = asm[d].stats();
+        let s = asm.map(|a| a[d].stats()).unwrap_or_default();
         side.retransmitted = s.retransmitted;
         side.out_of_order = s.out_of_order;
         side.holes = s.holes;
