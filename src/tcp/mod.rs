@@ -220,10 +220,8 @@ pub struct FlowTableStats {
 
 struct Flow<S> {
     info: FlowInfo,
-    /// The two directions' reassembly, made with the state (see `state`): until then each
-    /// direction's first segment is kept in `first`, to start it where TCP did.
-    asm: Option<Box<[Assembler; 2]>>,
-    /// Each direction's first segment (sequence number, SYN) while `asm` is not made.
+    /// Each direction's first segment (sequence number, SYN) while `open` is not made, to start
+    /// its reassembly where TCP did.
     first: [Option<(u32, bool)>; 2],
     isn: [Option<u32>; 2],
     last_ts_ns: i64,
@@ -232,11 +230,19 @@ struct Flow<S> {
     syn_ts_ns: [Option<i64>; 2],
     /// Since when each direction has advertised a zero window (see [`TcpSide`]).
     zero_since: [Option<i64>; 2],
-    /// The application state: made at the connection's first segment with bytes, FIN or RST
-    /// (or at its end), so that a table full of connections that never carried any (a SYN
-    /// scan) holds their TCP only; dropped when the connection closes, so that the entry kept
-    /// for late ACKs and retransmissions costs next to nothing.
-    state: Option<Box<S>>,
+    /// Made at the connection's first segment with bytes, FIN or RST (or at its end), so that a
+    /// table full of connections that never carried any (a SYN scan) holds their TCP only;
+    /// dropped when the connection closes, so that the entry kept for late ACKs and
+    /// retransmissions costs next to nothing.
+    open: Option<Box<Open<S>>>,
+}
+
+/// What a connection holds once it has carried bytes.
+struct Open<S> {
+    /// The two directions' reassembly.
+    asm: [Assembler; 2],
+    /// The handler's state.
+    state: S,
 }
 
 /// A connection's two endpoints, in a fixed order so that both directions make the same key.
@@ -353,14 +359,13 @@ impl<S> FlowTable<S> {
         self.stats.connections += 1;
         let flow = self.flows.entry(key).insert_entry(Box::new(Flow {
             info,
-            asm: None,
             first: [None, None],
             isn: [None, None],
             last_ts_ns: meta.ts_ns,
             closed: false,
             syn_ts_ns: [None, None],
             zero_since: [None, None],
-            state: None,
+            open: None,
         }));
         Some(Self::deliver(
             flow.into_mut(),
@@ -414,31 +419,23 @@ impl<S> FlowTable<S> {
         }
         let Flow {
             info,
-            asm,
             first,
-            state,
+            open,
             closed,
             zero_since,
             ..
         } = flow;
         // Only bytes, a FIN or an RST make stream events (bytes buffered came with bytes).
-        if !seg.payload.is_empty() || seg.fin || seg.rst {
-            if state.is_none() {
-                *state = Some(Box::new(handler.open(info, meta)));
-            }
-            if asm.is_none() {
-                *asm = Some(Self::assemblers(cfg, first));
-            }
+        if open.is_none() && (!seg.payload.is_empty() || seg.fin || seg.rst) {
+            *open = Some(Self::open(cfg, first, info, meta, handler));
         }
-        let Some(asm) = asm.as_deref_mut() else {
+        let Some(Open { asm, state }) = open.as_deref_mut() else {
             // No bytes yet (a handshake, bare ACKs): where each direction starts is all.
             first[d].get_or_insert((seg.seq, seg.syn));
             return conn;
         };
         let mut emit = |dir: Dir, chunk: Chunk<'_>| {
-            if let Some(state) = state.as_deref_mut() {
-                handler.stream(info, state, dir, chunk.into(), meta);
-            }
+            handler.stream(info, state, dir, chunk.into(), meta);
         };
         // The ACK tells whether holes in the other direction were lost by the capture.
         if seg.ack_flag && asm[dir.other().index()].is_started() {
@@ -457,34 +454,40 @@ impl<S> FlowTable<S> {
             // Whatever was buffered will never be completed.
             asm[d].flush(&mut |c| emit(dir, c));
             asm[dir.other().index()].flush(&mut |c| emit(dir.other(), c));
-            if let Some(state) = state.as_deref_mut() {
-                emit_rst(handler, info, state, dir, meta);
-            }
+            emit_rst(handler, info, state, dir, meta);
             *closed = true;
         } else if asm[0].fin_delivered() && asm[1].fin_delivered() {
             *closed = true;
         }
         if *closed {
             Self::account(stats, asm);
-            settle_tcp(info, zero_since, Some(asm), meta.ts_ns);
-            let state = state.get_or_insert_with(|| Box::new(handler.open(info, meta)));
+            settle_tcp(info, zero_since, asm, meta.ts_ns);
             handler.close(info, state, CloseReason::Closed, meta);
-            flow.asm = None;
-            flow.state = None;
+            flow.open = None;
         }
         conn
     }
 
-    /// A connection's reassembly, started where each direction's first segment started it.
-    fn assemblers(cfg: &FlowConfig, first: &[Option<(u32, bool)>; 2]) -> Box<[Assembler; 2]> {
+    /// A connection's reassembly, started where each direction's first segment started it,
+    /// and the handler's state.
+    fn open<H: FlowHandler<State = S>>(
+        cfg: &FlowConfig,
+        first: &[Option<(u32, bool)>; 2],
+        info: &FlowInfo,
+        meta: &PacketMeta,
+        handler: &mut H,
+    ) -> Box<Open<S>> {
         let max = cfg.max_pending_per_dir;
-        let mut asm = Box::new([Assembler::new(max), Assembler::new(max)]);
+        let mut asm = [Assembler::new(max), Assembler::new(max)];
         for (a, f) in asm.iter_mut().zip(first) {
             if let Some((seq, syn)) = *f {
                 a.segment(seq, syn, false, &[], &mut |_| {});
             }
         }
-        asm
+        Box::new(Open {
+            asm,
+            state: handler.open(info, meta),
+        })
     }
 
     /// Ends every connection still open (end of input).
@@ -505,24 +508,22 @@ impl<S> FlowTable<S> {
         }
         let Flow {
             info,
-            asm,
-            state,
+            first,
+            open,
             zero_since,
             ..
         } = flow;
         // A connection that never carried bytes is opened to be closed.
-        let state = state.get_or_insert_with(|| Box::new(handler.open(info, meta)));
-        if let Some(asm) = asm.as_deref_mut() {
-            for dir in [Dir::Forward, Dir::Reverse] {
-                asm[dir.index()].flush(&mut |c| handler.stream(info, state, dir, c.into(), meta));
-            }
-            Self::account(&mut self.stats, asm);
+        let Open { asm, state } =
+            &mut **open.get_or_insert_with(|| Self::open(&self.cfg, first, info, meta, handler));
+        for dir in [Dir::Forward, Dir::Reverse] {
+            asm[dir.index()].flush(&mut |c| handler.stream(info, state, dir, c.into(), meta));
         }
-        settle_tcp(info, zero_since, asm.as_deref(), meta.ts_ns);
+        Self::account(&mut self.stats, asm);
+        settle_tcp(info, zero_since, asm, meta.ts_ns);
         handler.close(info, state, reason, meta);
         flow.closed = true;
-        flow.asm = None;
-        flow.state = None;
+        flow.open = None;
     }
 
     fn account(stats: &mut FlowTableStats, asm: &[Assembler; 2]) {
@@ -554,7 +555,7 @@ impl<S> FlowTable<S> {
             .iter()
             .filter_map(|(k, f)| {
                 let idle = f.last_ts_ns < cutoff || (f.closed && f.last_ts_ns < closed_cutoff);
-                let waiting = f.state.as_ref().is_some_and(|s| handler.waiting(s));
+                let waiting = f.open.as_ref().is_some_and(|o| handler.waiting(&o.state));
                 (idle || waiting).then_some((f.info.conn, *k, idle))
             })
             .collect();
@@ -563,8 +564,8 @@ impl<S> FlowTable<S> {
             if idle {
                 self.remove_flow(&key, CloseReason::Idle, meta, handler);
             } else if let Some(flow) = self.flows.get_mut(&key) {
-                if let Some(state) = flow.state.as_mut() {
-                    handler.tick(&flow.info, state, meta);
+                if let Some(open) = flow.open.as_mut() {
+                    handler.tick(&flow.info, &mut open.state, meta);
                 }
             }
         }
@@ -651,11 +652,11 @@ fn add_ns(total: i64, from: i64, to: i64) -> i64 {
 fn settle_tcp(
     info: &mut FlowInfo,
     zero_since: &mut [Option<i64>; 2],
-    asm: Option<&[Assembler; 2]>,
+    asm: &[Assembler; 2],
     now_ns: i64,
 ) {
     for (d, side) in info.tcp.iter_mut().enumerate() {
-        let s = asm.map(|a| a[d].stats()).unwrap_or_default();
+        let s = asm[d].stats();
         side.retransmitted = s.retransmitted;
         side.out_of_order = s.out_of_order;
         side.holes = s.holes;
