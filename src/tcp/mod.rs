@@ -7,7 +7,7 @@
 
 pub mod assembler;
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 
 pub use assembler::{Assembler, AssemblerStats, Chunk};
@@ -275,15 +275,69 @@ impl FlowKey {
             FlowKey(b, a)
         }
     }
+
+    fn holds<S>(&self, flow: &Flow<S>) -> bool {
+        let [a, b] = flow.info.endpoints;
+        (a == self.0 && b == self.1) || (a == self.1 && b == self.0)
+    }
+}
+
+impl<S> Flow<S> {
+    fn key(&self) -> FlowKey {
+        FlowKey::of(self.info.endpoints[0], self.info.endpoints[1])
+    }
+}
+
+/// The open connections, found by the endpoints each one holds. A slot is a pointer: a map
+/// keyed by [`FlowKey`] kept a second copy of both addresses in every slot (72 bytes instead
+/// of 8), most of the memory of a table full of connections that never carried bytes.
+struct Flows<S> {
+    /// Boxed: a flow is a few hundred bytes (its HTTP/2 state more, boxed again), and a table
+    /// of them inline is mostly empty slots that every probe lands among.
+    table: hashbrown::HashTable<Box<Flow<S>>>,
+    /// Seeded per process, so that a crafted capture cannot aim at known collisions.
+    hasher: foldhash::fast::RandomState,
+}
+
+impl<S> Flows<S> {
+    fn new() -> Self {
+        Flows {
+            table: hashbrown::HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+
+    fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Flow<S>> {
+        let hash = self.hasher.hash_one(key);
+        self.table
+            .find_mut(hash, |f| key.holds(f))
+            .map(|f| &mut **f)
+    }
+
+    fn remove(&mut self, key: &FlowKey) -> Option<Box<Flow<S>>> {
+        let hash = self.hasher.hash_one(key);
+        let entry = self.table.find_entry(hash, |f| key.holds(f)).ok()?;
+        Some(entry.remove().0)
+    }
+
+    /// Adds a flow whose key is not in the table.
+    fn insert(&mut self, flow: Box<Flow<S>>) -> &mut Flow<S> {
+        let hasher = &self.hasher;
+        let hash = hasher.hash_one(flow.key());
+        let entry = self
+            .table
+            .insert_unique(hash, flow, |f| hasher.hash_one(f.key()));
+        entry.into_mut()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Flow<S>> {
+        self.table.iter().map(|f| &**f)
+    }
 }
 
 pub struct FlowTable<S> {
     cfg: FlowConfig,
-    /// Boxed: a flow with its HTTP/2 state is about 1.5 kB, and a table of them inline is
-    /// mostly empty slots that every lookup's probe lands among (tens of MB for 10,000
-    /// connections); boxed, the table stays small enough for the cache and grows by moving
-    /// pointers.
-    flows: HashMap<FlowKey, Box<Flow<S>>, foldhash::fast::RandomState>,
+    flows: Flows<S>,
     next_conn: u64,
     last_sweep_ns: i64,
     stats: FlowTableStats,
@@ -293,7 +347,7 @@ impl<S> FlowTable<S> {
     pub fn new(cfg: FlowConfig) -> Self {
         FlowTable {
             cfg,
-            flows: HashMap::default(),
+            flows: Flows::new(),
             next_conn: 0,
             last_sweep_ns: i64::MIN,
             stats: FlowTableStats::default(),
@@ -305,11 +359,11 @@ impl<S> FlowTable<S> {
     }
 
     pub fn len(&self) -> usize {
-        self.flows.len()
+        self.flows.table.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.flows.is_empty()
+        self.flows.table.is_empty()
     }
 
     /// Feeds one segment; returns the number of the connection it belongs to.
@@ -338,7 +392,7 @@ impl<S> FlowTable<S> {
         if let Some(mut old) = self.flows.remove(&key) {
             self.retire(&mut old, CloseReason::Reused, meta, handler);
         }
-        if self.flows.len() >= self.cfg.max_flows {
+        if self.flows.table.len() >= self.cfg.max_flows {
             self.evict_oldest(meta, handler);
         }
         // A SYN-ACK as first packet means its sender is the responder.
@@ -357,7 +411,7 @@ impl<S> FlowTable<S> {
         };
         self.next_conn += 1;
         self.stats.connections += 1;
-        let flow = self.flows.entry(key).insert_entry(Box::new(Flow {
+        let flow = self.flows.insert(Box::new(Flow {
             info,
             first: [None, None],
             isn: [None, None],
@@ -368,7 +422,7 @@ impl<S> FlowTable<S> {
             open: None,
         }));
         Some(Self::deliver(
-            flow.into_mut(),
+            flow,
             &mut self.stats,
             &self.cfg,
             seg,
@@ -492,7 +546,7 @@ impl<S> FlowTable<S> {
 
     /// Ends every connection still open (end of input).
     pub fn finish<H: FlowHandler<State = S>>(&mut self, meta: &PacketMeta, handler: &mut H) {
-        let all = self.flows.iter().map(|(k, f)| (f.info.conn, *k)).collect();
+        let all = self.flows.iter().map(|f| (f.info.conn, f.key())).collect();
         self.remove_flows(all, CloseReason::EndOfInput, meta, handler);
     }
 
@@ -553,10 +607,10 @@ impl<S> FlowTable<S> {
         let mut due: Vec<(u64, FlowKey, bool)> = self
             .flows
             .iter()
-            .filter_map(|(k, f)| {
+            .filter_map(|f| {
                 let idle = f.last_ts_ns < cutoff || (f.closed && f.last_ts_ns < closed_cutoff);
                 let waiting = f.open.as_ref().is_some_and(|o| handler.waiting(&o.state));
-                (idle || waiting).then_some((f.info.conn, *k, idle))
+                (idle || waiting).then(|| (f.info.conn, f.key(), idle))
             })
             .collect();
         due.sort_unstable_by_key(|&(conn, _, _)| conn);
@@ -574,14 +628,26 @@ impl<S> FlowTable<S> {
     /// Makes room by ending the least recently active tenth of the table in one pass, so that a
     /// flood of new tuples costs amortised O(1) per packet.
     fn evict_oldest<H: FlowHandler<State = S>>(&mut self, meta: &PacketMeta, handler: &mut H) {
-        let mut ages: Vec<(i64, u64, FlowKey)> = self
+        // The ages alone are gathered (16 bytes a connection), then the keys of the oldest
+        // tenth: (time, number) pairs are distinct, so exactly that tenth is at or below the
+        // n-th.
+        let mut ages: Vec<(i64, u64)> = self
             .flows
             .iter()
-            .map(|(k, f)| (f.last_ts_ns, f.info.conn, *k))
+            .map(|f| (f.last_ts_ns, f.info.conn))
             .collect();
-        let n = (ages.len() / 10).max(1).min(ages.len());
-        ages.select_nth_unstable_by_key(n - 1, |(ts, conn, _)| (*ts, *conn));
-        let victims = ages[..n].iter().map(|&(_, conn, k)| (conn, k)).collect();
+        if ages.is_empty() {
+            return;
+        }
+        let n = (ages.len() / 10).max(1);
+        let (_, &mut limit, _) = ages.select_nth_unstable(n - 1);
+        drop(ages);
+        let victims = self
+            .flows
+            .iter()
+            .filter(|f| (f.last_ts_ns, f.info.conn) <= limit)
+            .map(|f| (f.info.conn, f.key()))
+            .collect();
         self.remove_flows(victims, CloseReason::Evicted, meta, handler);
     }
 
