@@ -1991,7 +1991,8 @@ fn analyse_file(
     out: impl Write,
     shards: usize,
 ) -> FileOutcome {
-    use h2scope::analysis::parts::{self, ReportFormat, StatsPart};
+    use h2scope::analysis::parts::{self, ReportFormat, StatsLines, StatsPart};
+    use h2scope::analysis::stats::CallStats;
     let mut out = BufWriter::new(out);
     let filter = args.display_filter.as_ref();
     let report_format = match args.format {
@@ -2012,7 +2013,7 @@ fn analyse_file(
         out: &mut out,
         error: None,
     };
-    let run = PartsRun {
+    let mut run = PartsRun {
         reader: &mut reader,
         cfg: &cfg,
         schemas,
@@ -2026,10 +2027,13 @@ fn analyse_file(
         let interval = args
             .interval
             .map(|d| d.as_nanos().min(i64::MAX as u128) as i64);
+        // The parts' lines are their connections' figures, for the report at the end.
+        let mut stats_lines = StatsLines::new(CallStats::with_intervals(interval));
+        run.lines = &mut stats_lines;
         let (result, parts) = run.run(&|| StatsPart::new(filter, interval));
-        let mut stats = h2scope::analysis::stats::CallStats::with_intervals(interval);
-        for finished in parts {
-            stats.absorb(finished.part.stats, &finished.numbers);
+        let mut stats = stats_lines.stats;
+        for part in parts {
+            stats.absorb(part.stats);
         }
         let written = match args.format {
             Format::Text => stats.write_text(lines.out),
@@ -2091,15 +2095,12 @@ struct PartsRun<'a> {
 impl PartsRun<'_> {
     /// Dissects the capture into parts made by `make`: one per thread on `shards` threads,
     /// or one on this thread, its lines written as they come. Returns how reading ended and
-    /// the parts, with their connections' numbers in the capture.
+    /// the parts.
     fn run<P: h2scope::parallel::Part>(
         self,
         make: &(dyn Fn() -> P + Sync),
-    ) -> (
-        Result<(), h2scope::capture::CaptureError>,
-        Vec<h2scope::parallel::Finished<P>>,
-    ) {
-        use h2scope::parallel::{Finished, Lines};
+    ) -> (Result<(), h2scope::capture::CaptureError>, Vec<P>) {
+        use h2scope::parallel::Lines;
         let PartsRun {
             reader,
             cfg,
@@ -2147,9 +2148,7 @@ impl PartsRun<'_> {
         dissector.finish(&mut part);
         part.end();
         flush(&mut part, lines);
-        // Alone, its numbers are the capture's.
-        let numbers = Vec::new();
-        (result, vec![Finished { part, numbers }])
+        (result, vec![part])
     }
 }
 

@@ -212,8 +212,9 @@ impl<F: Fn(&Event, &mut Vec<u8>) -> Handoff + Sync> Route for F {
 /// A worker's own sink, for an analysis of whole connections (`stats`, `health`): every worker
 /// gets one, which sees all of that worker's events (instead of the route). It may write lines
 /// as it goes (a report when a connection ends), which reach the sink in capture order as routed
-/// lines do, and it comes back when the input ends, with the capture's numbers of its
-/// connections, for the caller to merge the parts.
+/// lines do, and it comes back when the input ends, for the caller to merge the parts. What it
+/// keeps of a connection past its end must go out as a line, which gets the capture's number
+/// of the connection: the part's own numbers are its worker's.
 pub trait Part: Sink + Send {
     /// Writes the lines made since the last call (called after every event, and after
     /// [`end`](Self::end)).
@@ -221,16 +222,6 @@ pub trait Part: Sink + Send {
 
     /// The input has ended, and so has every connection, with its events.
     fn end(&mut self) {}
-
-    /// Whether [`Finished::numbers`] must hold every connection's number at the end. Without,
-    /// the merge forgets the numbers of connections that have ended, and its memory does not
-    /// grow with their count.
-    fn needs_numbers() -> bool
-    where
-        Self: Sized,
-    {
-        false
-    }
 }
 
 /// Where a [`Part`] writes its lines: to the merge, from a worker, or straight to an output
@@ -289,15 +280,6 @@ impl Sink for NoPart {
 }
 
 impl Part for NoPart {}
-
-/// A worker's part once the input has ended, with the capture's numbers of the worker's
-/// connections: `numbers[n]` is the capture's number of the worker's connection `n` (a part
-/// that ran alone has none: its numbers are the capture's; nor has one whose
-/// [`Part::needs_numbers`] is false).
-pub struct Finished<P> {
-    pub part: P,
-    pub numbers: Vec<u64>,
-}
 
 /// An event as a worker hands it on. Routes make lines of nearly every event; the few events
 /// passed on as they are go in a box, so that items, which are moved into the reply and again
@@ -558,8 +540,6 @@ struct Numbers {
     recent: VecDeque<u64>,
     /// Connections still open, older than `recent`.
     older: BTreeMap<u64, u64>,
-    /// Keep every number (see [`Part::needs_numbers`]).
-    keep_all: bool,
 }
 
 /// Set on a capture's number in [`Numbers::recent`] once its connection ended (numbers never
@@ -570,12 +550,11 @@ const ENDED: u64 = 1 << 63;
 const RECENT_NUMBERS: usize = 4096;
 
 impl Numbers {
-    fn new(keep_all: bool) -> Self {
+    fn new() -> Self {
         Numbers {
             base: 0,
             recent: VecDeque::new(),
             older: BTreeMap::new(),
-            keep_all,
         }
     }
 
@@ -586,9 +565,6 @@ impl Numbers {
 
     fn push(&mut self, global: u64) {
         self.recent.push_back(global);
-        if self.keep_all {
-            return;
-        }
         while self.recent.len() > RECENT_NUMBERS {
             let Some(first) = self.recent.pop_front() else {
                 break;
@@ -609,9 +585,6 @@ impl Numbers {
 
     /// Connection `conn` ended: it has no more items to come.
     fn end(&mut self, conn: u64) {
-        if self.keep_all {
-            return;
-        }
         match conn.checked_sub(self.base) {
             Some(i) => {
                 if let Some(g) = self.recent.get_mut(i as usize) {
@@ -621,16 +594,6 @@ impl Numbers {
             None => {
                 self.older.remove(&conn);
             }
-        }
-    }
-
-    /// Every number, by the worker's: what [`Finished::numbers`] holds (empty unless all
-    /// were kept).
-    fn into_all(self) -> Vec<u64> {
-        if self.keep_all {
-            self.recent.into()
-        } else {
-            Vec::new()
         }
     }
 }
@@ -865,7 +828,7 @@ pub fn dissect_parts<P: Part>(
     part: &(dyn Fn() -> P + Sync),
     sink: &mut dyn Sink,
     on_packet: impl FnMut(&Packet<'_>),
-) -> (Outcome, Vec<Finished<P>>) {
+) -> (Outcome, Vec<P>) {
     let work = Work {
         route: &DropAll,
         part: Some(part),
@@ -889,7 +852,7 @@ fn run<P: Part>(
     work: Work<'_, P>,
     sink: &mut dyn Sink,
     mut on_packet: impl FnMut(&Packet<'_>),
-) -> (Outcome, Vec<Finished<P>>) {
+) -> (Outcome, Vec<P>) {
     let route = work.route;
     let workers = workers.max(1);
     let batch_packets = if route.shows() == Shows::Nothing {
@@ -901,9 +864,7 @@ fn run<P: Part>(
     let mut merge = Merge {
         queues: (0..workers).map(|_| VecDeque::new()).collect(),
         done_to: vec![0; workers],
-        numbers: (0..workers)
-            .map(|_| Numbers::new(work.part.is_some() && P::needs_numbers()))
-            .collect(),
+        numbers: (0..workers).map(|_| Numbers::new()).collect(),
         next: 0,
         sink,
         texts: vec![(VecDeque::new(), 0); workers],
@@ -1085,16 +1046,7 @@ fn run<P: Part>(
     // The capture's first and last packets, not the workers' earliest and latest.
     stats.first_ts_ns = first_ts;
     stats.last_ts_ns = last_ts;
-    let finished = parts
-        .into_iter()
-        .zip(merge.numbers)
-        .filter_map(|(part, numbers)| {
-            Some(Finished {
-                part: part?,
-                numbers: numbers.into_all(),
-            })
-        })
-        .collect();
+    let finished = parts.into_iter().flatten().collect();
     let outcome = Outcome {
         result,
         stats,
@@ -1142,10 +1094,10 @@ mod tests {
     use super::*;
 
     /// Ended connections are forgotten once far behind, open ones never, so a worker's
-    /// numbers hold the open connections and the last few thousand; with `keep_all`, all.
+    /// numbers hold the open connections and the last few thousand.
     #[test]
     fn numbers_forget_ended_connections_only() {
-        let mut n = Numbers::new(false);
+        let mut n = Numbers::new();
         // Connection 0 stays open throughout; every other one ends as the next begins.
         n.push(100);
         for conn in 1..100_000u64 {
@@ -1163,16 +1115,6 @@ mod tests {
         assert_eq!(n.older.len(), 1);
         n.end(0);
         assert!(n.older.is_empty());
-        assert!(n.into_all().is_empty());
-
-        let mut all = Numbers::new(true);
-        for conn in 0..10_000u64 {
-            all.push(conn * 3);
-            all.end(conn);
-        }
-        let all = all.into_all();
-        assert_eq!(all.len(), 10_000);
-        assert!(all.iter().enumerate().all(|(i, &g)| g == i as u64 * 3));
     }
 
     #[derive(Default)]
@@ -1191,7 +1133,7 @@ mod tests {
         Merge {
             queues: vec![VecDeque::new(), VecDeque::new()],
             done_to: vec![0, 0],
-            numbers: vec![Numbers::new(false), Numbers::new(false)],
+            numbers: vec![Numbers::new(), Numbers::new()],
             next: 0,
             sink,
             texts: vec![(VecDeque::new(), 0); 2],

@@ -2,9 +2,12 @@
 //! across threads ([`crate::parallel::dissect_parts`]), or one alone.
 //!
 //! A connection's events all reach one part, so its health report is made whole on that
-//! thread, and its call statistics too; the parts' statistics are merged at the end
-//! ([`CallStats::absorb`]). What a part cannot know is the connection's number in the whole
-//! capture, which the merge puts in: so a display filter on `conn` needs the part to run alone.
+//! thread, and its call statistics too. What a part cannot know is the connection's number in
+//! the whole capture, which the merge puts in the lines the part writes: so a health report
+//! is a line, and so is each connection's figures of call statistics as the connection ends
+//! ([`StatsPart`], read back by [`StatsLines`]), while the rest of the statistics, which are
+//! not by connection, are merged at the end ([`CallStats::absorb`]). A display filter on
+//! `conn` needs the part to run alone.
 
 use std::sync::mpsc::{channel, Receiver};
 
@@ -92,10 +95,14 @@ impl<F: FnMut(ConnectionHealth) + Send> Part for HealthPart<'_, F> {
     }
 }
 
-/// Call statistics of the calls `filter` matches.
+/// Call statistics of the calls `filter` matches. Each connection's figures leave as a line
+/// when it ends, for [`StatsLines`] to keep under the capture's number of the connection; the
+/// part keeps the figures by method and by interval, for [`CallStats::absorb`] at the end.
 pub struct StatsPart<'f> {
     pub stats: CallStats,
     filter: Option<&'f Filter>,
+    /// Connections that ended since the last lines: their figures, encoded.
+    ended: Vec<(u64, Vec<u8>)>,
 }
 
 impl<'f> StatsPart<'f> {
@@ -104,12 +111,20 @@ impl<'f> StatsPart<'f> {
         StatsPart {
             stats: CallStats::with_intervals(interval_ns),
             filter,
+            ended: Vec::new(),
         }
     }
 }
 
 impl Sink for StatsPart<'_> {
     fn event(&mut self, event: Event) {
+        if let Event::ConnectionEnd(e) = &event {
+            if let Some(s) = self.stats.take_ended(e.conn) {
+                let mut record = Vec::new();
+                CallStats::encode_ended(&s, &mut record);
+                self.ended.push((e.conn, record));
+            }
+        }
         match self.filter {
             Some(f) => Filtered::new(f, &mut self.stats).event(event),
             None => self.stats.event(event),
@@ -122,9 +137,62 @@ impl Sink for StatsPart<'_> {
 }
 
 impl Part for StatsPart<'_> {
-    // Its figures are kept by the worker's numbers until the end.
-    fn needs_numbers() -> bool {
-        true
+    fn lines(&mut self, out: &mut Lines<'_>) {
+        // The connection's number, a tab, the record in hex: a line, whatever its bytes.
+        for (conn, record) in self.ended.drain(..) {
+            out.push(Some(conn), |buf| {
+                let at = buf.len();
+                buf.push(b'\t');
+                buf.extend_from_slice(hex::encode(&record).as_bytes());
+                buf.push(b'\n');
+                Some(ConnSlot { at, width: 0 })
+            });
+        }
+    }
+}
+
+/// The lines of [`StatsPart`]s, with the capture's connection numbers: each connection's
+/// figures, kept in `stats` (its temporary file, as a part alone keeps them).
+pub struct StatsLines {
+    pub stats: CallStats,
+    /// A line not yet whole.
+    partial: Vec<u8>,
+}
+
+impl StatsLines {
+    pub fn new(stats: CallStats) -> Self {
+        StatsLines {
+            stats,
+            partial: Vec::new(),
+        }
+    }
+
+    fn record(&mut self, line: &[u8]) {
+        let parsed = line.iter().position(|&b| b == b'\t').and_then(|tab| {
+            let conn = std::str::from_utf8(&line[..tab]).ok()?.parse().ok()?;
+            Some((conn, hex::decode(&line[tab + 1..]).ok()?))
+        });
+        // The parts' own lines: one that does not read back is a bug, not input.
+        let kept = parsed.is_some_and(|(conn, record)| self.stats.keep_ended_record(conn, &record));
+        debug_assert!(kept, "a statistics line that does not read back");
+    }
+}
+
+impl Sink for StatsLines {
+    fn event(&mut self, _: Event) {}
+
+    fn line(&mut self, mut text: &[u8]) {
+        while let Some(end) = text.iter().position(|&b| b == b'\n') {
+            if self.partial.is_empty() {
+                self.record(&text[..end]);
+            } else {
+                let mut line = std::mem::take(&mut self.partial);
+                line.extend_from_slice(&text[..end]);
+                self.record(&line);
+            }
+            text = &text[end + 1..];
+        }
+        self.partial.extend_from_slice(text);
     }
 }
 

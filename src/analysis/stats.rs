@@ -471,33 +471,8 @@ impl Sink for CallStats {
             // Its calls are all in: keep the connection's figures, not its samples, so that
             // memory does not grow with the number of connections' calls.
             Event::ConnectionEnd(e) => {
-                let Some(mut s) = self.by_conn.remove(&e.conn) else {
-                    return;
-                };
-                s.seal();
-                if self.ended.is_empty() {
-                    self.ended
-                        .extend(Spill::new("h2scope-stats").map(|spill| Ended {
-                            spill,
-                            index: Vec::new(),
-                            scratch: Vec::new(),
-                        }));
-                }
-                match self.ended.last_mut() {
-                    Some(ended) => {
-                        ended.scratch.clear();
-                        s.encode(&mut ended.scratch);
-                        match ended.spill.append(&[&ended.scratch]) {
-                            Ok(at) => ended.index.push((e.conn, at, ended.scratch.len() as u32)),
-                            // Kept in memory, sealed, if the file fails.
-                            Err(_) => {
-                                self.by_conn.insert(e.conn, s);
-                            }
-                        }
-                    }
-                    None => {
-                        self.by_conn.insert(e.conn, s);
-                    }
+                if let Some(s) = self.take_ended(e.conn) {
+                    self.keep_ended(e.conn, s);
                 }
             }
             _ => {}
@@ -536,11 +511,63 @@ impl CallStats {
         }
     }
 
+    /// The figures of connection `conn`, which has ended (sealed: its samples dropped), if
+    /// it had calls: for a part of the capture to hand them on under the capture's number of
+    /// the connection ([`keep_ended_record`](Self::keep_ended_record)).
+    pub fn take_ended(&mut self, conn: u64) -> Option<MethodStats> {
+        let mut s = self.by_conn.remove(&conn)?;
+        s.seal();
+        Some(s)
+    }
+
+    /// Keeps the figures of connection `conn`, which has ended: in the temporary file, or in
+    /// memory if it fails.
+    fn keep_ended(&mut self, conn: u64, s: MethodStats) {
+        if self.ended.is_empty() {
+            self.ended
+                .extend(Spill::new("h2scope-stats").map(|spill| Ended {
+                    spill,
+                    index: Vec::new(),
+                    scratch: Vec::new(),
+                }));
+        }
+        let Some(ended) = self.ended.last_mut() else {
+            self.by_conn.insert(conn, s);
+            return;
+        };
+        ended.scratch.clear();
+        s.encode(&mut ended.scratch);
+        match ended.spill.append(&[&ended.scratch]) {
+            Ok(at) => ended.index.push((conn, at, ended.scratch.len() as u32)),
+            Err(_) => {
+                self.by_conn.insert(conn, s);
+            }
+        }
+    }
+
+    /// Keeps the figures of connection `conn`, which has ended, as
+    /// [`encode_ended`](Self::encode_ended) wrote them; false if they do not read back.
+    pub fn keep_ended_record(&mut self, conn: u64, record: &[u8]) -> bool {
+        match MethodStats::decode(record) {
+            Some(s) => {
+                self.keep_ended(conn, s);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The record of a connection's figures ([`take_ended`](Self::take_ended)) that
+    /// [`keep_ended_record`](Self::keep_ended_record) reads.
+    pub fn encode_ended(s: &MethodStats, out: &mut Vec<u8>) {
+        s.encode(out);
+    }
+
     /// Takes in the statistics of another part of the capture whose connections are all
-    /// different (another thread's): `numbers[n]` is the capture's number of its connection
-    /// `n` (one not there keeps its number).
-    pub fn absorb(&mut self, other: CallStats, numbers: &[u64]) {
-        let global = |c: u64| numbers.get(c as usize).copied().unwrap_or(c);
+    /// different (another thread's). Its connections keep their numbers: a part whose numbers
+    /// are not the capture's hands each connection's figures on as it ends instead
+    /// ([`take_ended`](Self::take_ended)).
+    pub fn absorb(&mut self, other: CallStats) {
         for (method, m) in other.by_method {
             match self.by_method.get_mut(&method) {
                 Some(mine) => mine.merge(m),
@@ -553,15 +580,8 @@ impl CallStats {
             (mine @ None, theirs) => *mine = theirs,
             (Some(_), None) => {}
         }
-        for (conn, m) in other.by_conn {
-            self.by_conn.insert(global(conn), m);
-        }
-        for mut ended in other.ended {
-            for (conn, _, _) in &mut ended.index {
-                *conn = global(*conn);
-            }
-            self.ended.push(ended);
-        }
+        self.by_conn.extend(other.by_conn);
+        self.ended.extend(other.ended);
     }
 
     /// Every connection's figures, in connection order: the open ones from memory, the ended
@@ -899,14 +919,21 @@ mod tests {
         let a = (1..=60).map(|ms| (ms, if ms % 7 == 0 { "14" } else { "0" }));
         let b = (61..=100).map(|ms| (ms, "0"));
         let mut one = stats_of(3, a.clone());
-        one.absorb(stats_of(3, b.clone()), &[]);
+        one.absorb(stats_of(3, b.clone()));
         let mut whole = stats_of(3, a.clone().chain(b.clone()));
         assert_eq!(one.all.json(), whole.all.json());
         assert_eq!(one.all.json()["latency_ms"]["p90"], 90.0);
         assert_eq!(one.all.json()["outcomes"]["UNAVAILABLE"], 8);
-        // Different connections: the other's connection 0 is the capture's 5.
+        // Different connections: the other's connection 0, the capture's 5, handed on as it
+        // ended.
         let mut merged = stats_of(3, a);
-        merged.absorb(stats_of(0, b), &[5]);
+        let mut other = stats_of(0, b);
+        let mut record = Vec::new();
+        CallStats::encode_ended(&other.take_ended(0).unwrap(), &mut record);
+        assert!(other.take_ended(0).is_none());
+        merged.absorb(other);
+        assert!(merged.keep_ended_record(5, &record));
+        assert!(!merged.keep_ended_record(6, &record[..record.len() / 2]));
         let j = merged.to_json();
         assert_eq!(j["connections"]["3"]["calls"], 60);
         assert_eq!(j["connections"]["5"]["calls"], 40);
@@ -957,8 +984,8 @@ mod tests {
         }
         let [a, b] = parts;
         let mut merged = CallStats::with_intervals(Some(width));
-        merged.absorb(a, &[]);
-        merged.absorb(b, &[]);
+        merged.absorb(a);
+        merged.absorb(b);
         assert_eq!(merged.to_json()["intervals"], report["intervals"]);
         assert!(whole.to_text().contains("per 0.01 s interval"));
         assert!(whole.to_text().contains("\n1970-01-01 00:00:00.020 "));
