@@ -455,6 +455,13 @@ struct DecodeArgs {
     /// `tcp.port==N,tls` changes nothing, as TLS is recognised on any port.
     #[arg(short = 'd', value_name = "tcp.port==N,PROTO", value_parser = parse_decode_as)]
     decode_as: Vec<Option<u16>>,
+    /// TCP connections followed at once (threads share them): when that many are open, the
+    /// least recently active tenth are ended, as `evicted`. One with calls in flight holds a
+    /// few kB (its HPACK tables, buffers and open calls), so this bounds memory on captures of
+    /// many connections open together; raise it for a busier capture point.
+    #[arg(long, value_name = "N", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..=1 << 32))]
+    max_connections: u64,
 }
 
 impl DecodeArgs {
@@ -1099,6 +1106,7 @@ fn config(args: &DecodeArgs) -> Config {
             .unwrap_or_else(|| Arc::new(KeyLog::from_text(""))),
     );
     cfg.grpc.max_message_size = args.max_message_size;
+    cfg.flows.max_flows = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
     cfg.grpc.max_decompressed_size = args.max_message_size.max(cfg.grpc.max_decompressed_size);
     cfg
 }

@@ -2144,3 +2144,77 @@ fn control_characters_from_a_capture_are_escaped_in_text() {
     assert!(config.contains(comment), "{config}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `copies` of the one connection of an Ethernet/IPv4 pcap, each from its own client port,
+/// their packets taken in turn: connections open at the same time, as a busy server sees them.
+fn interleaved_copies(path: &str, copies: u16) -> Vec<u8> {
+    let data = std::fs::read(path).unwrap();
+    let mut records = Vec::new();
+    let mut at = 24;
+    while at + 16 <= data.len() {
+        let caplen = u32::from_le_bytes(data[at + 8..at + 12].try_into().unwrap()) as usize;
+        records.push(&data[at..at + 16 + caplen]);
+        at += 16 + caplen;
+    }
+    let tcp = |r: &[u8]| 16 + 14 + usize::from(r[16 + 14] & 0x0f) * 4;
+    // The first packet is the client's SYN: its source port is the one each copy changes.
+    let client_port = {
+        let t = tcp(records[0]);
+        [records[0][t], records[0][t + 1]]
+    };
+    let mut out = data[..24].to_vec();
+    for r in &records {
+        for k in 0..copies {
+            let mut r = r.to_vec();
+            let t = tcp(&r);
+            let port = (u16::from_be_bytes(client_port) + k).to_be_bytes();
+            for p in [t, t + 2] {
+                if r[p..p + 2] == client_port {
+                    r[p..p + 2].copy_from_slice(&port);
+                }
+            }
+            out.extend_from_slice(&r);
+        }
+    }
+    out
+}
+
+/// `--max-connections` bounds the connections followed at once: past it, the least recently
+/// active are ended as `evicted`, on one thread or two; by default, three at once are all
+/// followed to their end.
+#[test]
+fn max_connections_evicts_the_least_recently_active() {
+    let dir = std::env::temp_dir().join(format!("h2scope-cli-max-conn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let three = dir.join("three-at-once.pcap");
+    std::fs::write(&three, interleaved_copies(&testdata("grpc-health.pcap"), 3)).unwrap();
+    let three = three.to_str().unwrap();
+    let ends = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["read", "--format", "jsonl", three];
+        all.extend_from_slice(args);
+        let events = jsonl(&all);
+        let summary = events.iter().find(|e| e["event"] == "summary").unwrap();
+        assert_eq!(summary["packets"], 3 * 89);
+        events
+            .iter()
+            .filter(|e| e["event"] == "connection")
+            .map(|e| e["end"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let whole = ends(&[]);
+    assert_eq!(whole, ["fin", "fin", "fin"]);
+    for threads in ["1", "2"] {
+        let bounded = ends(&["--max-connections", "2", "--threads", threads]);
+        assert!(
+            bounded.iter().any(|e| e == "evicted"),
+            "{threads} threads: {bounded:?}"
+        );
+    }
+    let out = Command::new(BIN)
+        .args(["read", "-q", "--max-connections", "0", three])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-connections"));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -314,7 +314,9 @@ impl SideHealth {
 
 /// Follows events, reports each connection's health when it ends (or at [`Health::finish`]).
 pub struct Health<F: FnMut(ConnectionHealth)> {
-    conns: HashMap<u64, ConnectionHealth, Fast>,
+    /// Boxed: a report is over a kilobyte, and a table of them inline is mostly empty slots
+    /// (26 MB for 10,000 connections open at once, where the reports took 12).
+    conns: HashMap<u64, Box<ConnectionHealth>, Fast>,
     report: F,
 }
 
@@ -332,7 +334,7 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
         let h = self
             .conns
             .entry(o.conn)
-            .or_insert_with(|| ConnectionHealth::new(o.conn, o.ts_ns));
+            .or_insert_with(|| Box::new(ConnectionHealth::new(o.conn, o.ts_ns)));
         h.frames += 1;
         if let Some(prev) = h.last_frame_ts {
             let idle = o.ts_ns.saturating_sub(prev);
@@ -574,7 +576,7 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
         let h = self
             .conns
             .entry(c.conn)
-            .or_insert_with(|| ConnectionHealth::new(c.conn, c.start_ts_ns));
+            .or_insert_with(|| Box::new(ConnectionHealth::new(c.conn, c.start_ts_ns)));
         h.calls += 1;
         h.open_streams.remove(&c.stream);
         h.streams_changed(c.end_ts_ns.max(h.last_ts_ns));
@@ -584,7 +586,7 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
         let mut h = self
             .conns
             .remove(&end.conn)
-            .unwrap_or_else(|| ConnectionHealth::new(end.conn, end.first_ts_ns));
+            .map_or_else(|| ConnectionHealth::new(end.conn, end.first_ts_ns), |h| *h);
         h.client = Some(end.client);
         h.server = Some(end.server);
         h.first_ts_ns = h.first_ts_ns.min(end.first_ts_ns);
@@ -647,7 +649,7 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
     /// The report of a connection still open, as it stands: what came so far (PINGs awaiting
     /// their ACK are not counted as unanswered yet).
     pub fn snapshot(&self, conn: u64) -> Option<ConnectionHealth> {
-        let mut h = self.conns.get(&conn)?.clone();
+        let mut h = ConnectionHealth::clone(self.conns.get(&conn)?);
         if let Some(since) = h.at_stream_limit_since {
             add_span(&mut h.at_stream_limit_ns, since, h.last_ts_ns);
         }
@@ -665,7 +667,7 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
         left.sort_unstable();
         for c in left {
             if let Some(h) = self.conns.remove(&c) {
-                (self.report)(h);
+                (self.report)(*h);
             }
         }
     }
