@@ -1255,6 +1255,11 @@ impl Connection {
             let Some(g) = self.grpc_state(stream, dir) else {
                 return;
             };
+            // Nothing reads it and no event is made of it: a count is all it is.
+            if !ctx.grpc.reads_bodies(g.flavor, path.as_deref()) && counted(ctx.sink.wants()) {
+                g.counts[side as usize] += 1;
+                continue;
+            }
             match grpc_message::decode(&raw, g, side, path.as_deref(), ctx.schemas, ctx.grpc) {
                 Outcome::WebTrailers(list) => {
                     if let Some(call) = self.calls.get_mut(&stream) {
@@ -1269,15 +1274,8 @@ impl Connection {
                 Outcome::Message(decoded) => {
                     let index = g.counts[side as usize];
                     g.counts[side as usize] += 1;
-                    match ctx.sink.wants() {
-                        Wants::Everything => {}
-                        Wants::Calls(None) | Wants::AllButMessages(None) => continue,
-                        Wants::Calls(Some(tally))
-                        | Wants::AllButMessages(Some(tally))
-                        | Wants::Counts(tally) => {
-                            tally.messages += 1;
-                            continue;
-                        }
+                    if counted(ctx.sink.wants()) {
+                        continue;
                     }
                     self.pending_message_bytes += u64::from(decoded.length);
                     self.pending_messages
@@ -2145,6 +2143,19 @@ const HOLD_AFTER_RESET_NS: i64 = 1_000_000_000;
 const MAX_HELD_CALLS: usize = MAX_RESETS_KEPT;
 
 /// The held call on `stream` (the oldest, should the client have reused the id).
+/// Whether a message is only counted, as these wants take no message events: counted in the
+/// tally, if there is one.
+fn counted(wants: Wants<'_>) -> bool {
+    match wants {
+        Wants::Everything => false,
+        Wants::Calls(None) | Wants::AllButMessages(None) => true,
+        Wants::Calls(Some(tally)) | Wants::AllButMessages(Some(tally)) | Wants::Counts(tally) => {
+            tally.messages += 1;
+            true
+        }
+    }
+}
+
 fn held_in(held: &mut VecDeque<Held>, stream: u32) -> Option<&mut Held> {
     held.iter_mut().find(|h| h.call.stream == stream)
 }

@@ -253,11 +253,16 @@ impl std::hash::Hash for FlowKey {
     // One write per endpoint instead of SocketAddr's field-by-field hashing. Equal keys still
     // hash equally: IPv6 flow info and scope, which `Eq` also compares, are merely left out.
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let v4 =
+            |a: &std::net::SocketAddrV4| u64::from(a.ip().to_bits()) << 16 | u64::from(a.port());
+        if let (SocketAddr::V4(a), SocketAddr::V4(b)) = (self.0, self.1) {
+            // Both ends in one write: the common case, one step of the hasher.
+            state.write_u128(u128::from(v4(&a)) << 64 | u128::from(v4(&b)));
+            return;
+        }
         for a in [self.0, self.1] {
             match a {
-                SocketAddr::V4(v4) => {
-                    state.write_u64(u64::from(v4.ip().to_bits()) << 16 | u64::from(v4.port()))
-                }
+                SocketAddr::V4(a) => state.write_u64(v4(&a)),
                 SocketAddr::V6(v6) => {
                     state.write_u128(v6.ip().to_bits());
                     state.write_u16(v6.port());
