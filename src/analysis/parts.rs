@@ -201,3 +201,86 @@ impl Sink for StatsLines {
 pub fn filter_needs_one_thread(filter: Option<&Filter>) -> bool {
     filter.is_some_and(|f| f.uses("conn"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{ConnectionEnd, EndKind};
+    use crate::http2::call::{Call, CallEnd};
+    use crate::http2::hpack::{HeaderField, Representation};
+
+    fn call(conn: u64, stream: u32, ms: i64, status: &str) -> Event {
+        let a = "10.0.0.1:5000".parse().unwrap();
+        let b = "10.0.0.2:50051".parse().unwrap();
+        let mut c = Call::new(conn, stream, a, b, 0, 1);
+        c.end_ts_ns = ms * 1_000_000;
+        c.end = CallEnd::Complete;
+        let field = HeaderField {
+            name: b"grpc-status".to_vec().into(),
+            value: status.as_bytes().to_vec().into(),
+            repr: Representation::Indexed { index: 0 },
+            name_unknown: false,
+            value_unknown: false,
+        };
+        c.response_trailers = Some(vec![field].into());
+        Event::Call(Box::new(c))
+    }
+
+    fn end(conn: u64) -> Event {
+        Event::ConnectionEnd(Box::new(ConnectionEnd {
+            conn,
+            client: "10.0.0.1:5000".parse().unwrap(),
+            server: "10.0.0.2:50051".parse().unwrap(),
+            protocol: "http2",
+            first_ts_ns: 0,
+            last_ts_ns: 1,
+            bytes: [0, 0],
+            packets: 1,
+            end: EndKind::Fin,
+            mid: false,
+            tls: None,
+            closed_first: None,
+            handshake: None,
+            tcp: Default::default(),
+        }))
+    }
+
+    /// A part's connections leave as lines when they end, under its numbers, which the merge
+    /// would change; read back in pieces of any size, they are the report's rows, as when the
+    /// same events go to one `CallStats`.
+    #[test]
+    fn ended_connections_go_out_as_lines_and_read_back() {
+        let events = || {
+            let mut v = Vec::new();
+            for conn in 0..40u64 {
+                for i in 0..=conn % 5 {
+                    let status = if i == 3 { "14" } else { "0" };
+                    v.push(call(conn, 2 * i as u32 + 1, (conn + i) as i64, status));
+                }
+                v.push(end(conn));
+            }
+            v
+        };
+        let mut whole = CallStats::default();
+        for e in events() {
+            whole.event(e);
+        }
+        for piece in [1, 7, 4096] {
+            let mut part = StatsPart::new(None, None);
+            let mut text = Vec::new();
+            for e in events() {
+                part.event(e);
+                part.lines(&mut Lines::to(&mut text));
+            }
+            assert!(part.stats.by_conn.is_empty());
+            assert_eq!(text.iter().filter(|&&b| b == b'\n').count(), 40);
+            let mut merged = StatsLines::new(CallStats::default());
+            for chunk in text.chunks(piece) {
+                merged.line(chunk);
+            }
+            let mut stats = merged.stats;
+            stats.absorb(part.stats);
+            assert_eq!(stats.to_json(), whole.to_json(), "pieces of {piece}");
+        }
+    }
+}
