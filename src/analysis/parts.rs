@@ -205,45 +205,7 @@ pub fn filter_needs_one_thread(filter: Option<&Filter>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{ConnectionEnd, EndKind};
-    use crate::http2::call::{Call, CallEnd};
-    use crate::http2::hpack::{HeaderField, Representation};
-
-    fn call(conn: u64, stream: u32, ms: i64, status: &str) -> Event {
-        let a = "10.0.0.1:5000".parse().unwrap();
-        let b = "10.0.0.2:50051".parse().unwrap();
-        let mut c = Call::new(conn, stream, a, b, 0, 1);
-        c.end_ts_ns = ms * 1_000_000;
-        c.end = CallEnd::Complete;
-        let field = HeaderField {
-            name: b"grpc-status".to_vec().into(),
-            value: status.as_bytes().to_vec().into(),
-            repr: Representation::Indexed { index: 0 },
-            name_unknown: false,
-            value_unknown: false,
-        };
-        c.response_trailers = Some(vec![field].into());
-        Event::Call(Box::new(c))
-    }
-
-    fn end(conn: u64) -> Event {
-        Event::ConnectionEnd(Box::new(ConnectionEnd {
-            conn,
-            client: "10.0.0.1:5000".parse().unwrap(),
-            server: "10.0.0.2:50051".parse().unwrap(),
-            protocol: "http2",
-            first_ts_ns: 0,
-            last_ts_ns: 1,
-            bytes: [0, 0],
-            packets: 1,
-            end: EndKind::Fin,
-            mid: false,
-            tls: None,
-            closed_first: None,
-            handshake: None,
-            tcp: Default::default(),
-        }))
-    }
+    use crate::analysis::stats::tests::{call, ended};
 
     /// A part's connections leave as lines when they end, under its numbers, which the merge
     /// would change; read back in pieces of any size, they are the report's rows, as when the
@@ -255,9 +217,10 @@ mod tests {
             for conn in 0..40u64 {
                 for i in 0..=conn % 5 {
                     let status = if i == 3 { "14" } else { "0" };
-                    v.push(call(conn, 2 * i as u32 + 1, (conn + i) as i64, status));
+                    let c = call(conn, 2 * i as u32 + 1, (conn + i) as i64, status);
+                    v.push(Event::Call(Box::new(c)));
                 }
-                v.push(end(conn));
+                v.push(ended(conn));
             }
             v
         };

@@ -752,11 +752,12 @@ impl CallStats {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::event::{ConnectionEnd, EndKind};
 
-    fn call(conn: u64, stream: u32, ms: i64, grpc: &str) -> Call {
+    /// A gRPC call on `conn` that ended `ms` after the capture's start with this grpc-status.
+    pub(crate) fn call(conn: u64, stream: u32, ms: i64, grpc: &str) -> Call {
         let a = "10.0.0.1:5000".parse().unwrap();
         let b = "10.0.0.2:50051".parse().unwrap();
         let mut c = Call::new(conn, stream, a, b, 0, 1);
@@ -764,6 +765,26 @@ mod tests {
         c.end = CallEnd::Complete;
         c.response_trailers = Some(vec![field("grpc-status", grpc)].into());
         c
+    }
+
+    /// The end of connection `conn`, closed by FINs.
+    pub(crate) fn ended(conn: u64) -> Event {
+        Event::ConnectionEnd(Box::new(ConnectionEnd {
+            conn,
+            client: "10.0.0.1:5000".parse().unwrap(),
+            server: "10.0.0.2:50051".parse().unwrap(),
+            protocol: "http2",
+            first_ts_ns: 0,
+            last_ts_ns: 1,
+            bytes: [0, 0],
+            packets: 1,
+            end: EndKind::Fin,
+            mid: false,
+            tls: None,
+            closed_first: None,
+            handshake: None,
+            tcp: Default::default(),
+        }))
     }
 
     fn field(name: &str, value: &str) -> crate::http2::hpack::HeaderField {
@@ -788,22 +809,7 @@ mod tests {
             s.event(Event::Call(Box::new(c)));
         }
         let before = s.by_conn[&7].json();
-        s.event(Event::ConnectionEnd(Box::new(ConnectionEnd {
-            conn: 7,
-            client: "10.0.0.1:5000".parse().unwrap(),
-            server: "10.0.0.2:50051".parse().unwrap(),
-            protocol: "http2",
-            first_ts_ns: 0,
-            last_ts_ns: 1,
-            bytes: [0, 0],
-            packets: 1,
-            end: EndKind::Fin,
-            mid: false,
-            tls: None,
-            closed_first: None,
-            handshake: None,
-            tcp: Default::default(),
-        })));
+        s.event(ended(7));
         // Written out to the temporary file, and read back the same.
         assert!(s.by_conn.is_empty());
         assert_eq!(s.to_json()["connections"]["7"], before);
