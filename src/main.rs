@@ -1106,8 +1106,8 @@ fn config(args: &DecodeArgs) -> Config {
             .unwrap_or_else(|| Arc::new(KeyLog::from_text(""))),
     );
     cfg.grpc.max_message_size = args.max_message_size;
-    cfg.flows.max_flows = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
     cfg.grpc.max_decompressed_size = args.max_message_size.max(cfg.grpc.max_decompressed_size);
+    cfg.flows.max_flows = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
     cfg
 }
 

@@ -119,9 +119,8 @@ impl<'f> StatsPart<'f> {
 impl Sink for StatsPart<'_> {
     fn event(&mut self, event: Event) {
         if let Event::ConnectionEnd(e) = &event {
-            if let Some(s) = self.stats.take_ended(e.conn) {
-                let mut record = Vec::new();
-                CallStats::encode_ended(&s, &mut record);
+            let mut record = Vec::new();
+            if self.stats.take_ended_record(e.conn, &mut record) {
                 self.ended.push((e.conn, record));
             }
         }

@@ -512,9 +512,8 @@ impl CallStats {
     }
 
     /// The figures of connection `conn`, which has ended (sealed: its samples dropped), if
-    /// it had calls: for a part of the capture to hand them on under the capture's number of
-    /// the connection ([`keep_ended_record`](Self::keep_ended_record)).
-    pub fn take_ended(&mut self, conn: u64) -> Option<MethodStats> {
+    /// it had calls.
+    fn take_ended(&mut self, conn: u64) -> Option<MethodStats> {
         let mut s = self.by_conn.remove(&conn)?;
         s.seal();
         Some(s)
@@ -546,7 +545,8 @@ impl CallStats {
     }
 
     /// Keeps the figures of connection `conn`, which has ended, as
-    /// [`encode_ended`](Self::encode_ended) wrote them; false if they do not read back.
+    /// [`take_ended_record`](Self::take_ended_record) wrote them; false if they do not read
+    /// back.
     pub fn keep_ended_record(&mut self, conn: u64, record: &[u8]) -> bool {
         match MethodStats::decode(record) {
             Some(s) => {
@@ -557,16 +557,21 @@ impl CallStats {
         }
     }
 
-    /// The record of a connection's figures ([`take_ended`](Self::take_ended)) that
-    /// [`keep_ended_record`](Self::keep_ended_record) reads.
-    pub fn encode_ended(s: &MethodStats, out: &mut Vec<u8>) {
+    /// Takes the figures of connection `conn`, which has ended, as a record appended to `out`,
+    /// for a part of the capture to hand them on under the capture's number of the connection
+    /// ([`keep_ended_record`](Self::keep_ended_record)); false if it had no calls.
+    pub fn take_ended_record(&mut self, conn: u64, out: &mut Vec<u8>) -> bool {
+        let Some(s) = self.take_ended(conn) else {
+            return false;
+        };
         s.encode(out);
+        true
     }
 
     /// Takes in the statistics of another part of the capture whose connections are all
     /// different (another thread's). Its connections keep their numbers: a part whose numbers
     /// are not the capture's hands each connection's figures on as it ends instead
-    /// ([`take_ended`](Self::take_ended)).
+    /// ([`take_ended_record`](Self::take_ended_record)).
     pub fn absorb(&mut self, other: CallStats) {
         for (method, m) in other.by_method {
             match self.by_method.get_mut(&method) {
@@ -935,8 +940,8 @@ pub(crate) mod tests {
         let mut merged = stats_of(3, a);
         let mut other = stats_of(0, b);
         let mut record = Vec::new();
-        CallStats::encode_ended(&other.take_ended(0).unwrap(), &mut record);
-        assert!(other.take_ended(0).is_none());
+        assert!(other.take_ended_record(0, &mut record));
+        assert!(!other.take_ended_record(0, &mut Vec::new()));
         merged.absorb(other);
         assert!(merged.keep_ended_record(5, &record));
         assert!(!merged.keep_ended_record(6, &record[..record.len() / 2]));

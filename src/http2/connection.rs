@@ -2142,7 +2142,6 @@ const HOLD_AFTER_RESET_NS: i64 = 1_000_000_000;
 /// Calls a connection holds at once for answers crossing a reset; past that, the oldest goes.
 const MAX_HELD_CALLS: usize = MAX_RESETS_KEPT;
 
-/// The held call on `stream` (the oldest, should the client have reused the id).
 /// Whether a message is only counted, as these wants take no message events: counted in the
 /// tally, if there is one.
 fn counted(wants: Wants<'_>) -> bool {
@@ -2156,6 +2155,7 @@ fn counted(wants: Wants<'_>) -> bool {
     }
 }
 
+/// The held call on `stream` (the oldest, should the client have reused the id).
 fn held_in(held: &mut VecDeque<Held>, stream: u32) -> Option<&mut Held> {
     held.iter_mut().find(|h| h.call.stream == stream)
 }
