@@ -381,9 +381,14 @@ impl Tally {
     }
 
     pub fn frame(&mut self, f: &FrameEvent) {
+        self.frame_of(f.header.kind, !f.notes.is_empty());
+    }
+
+    /// Counts a frame of `kind`, with protocol notes or without.
+    pub fn frame_of(&mut self, kind: crate::http2::frame::FrameType, noted: bool) {
         self.frames += 1;
-        self.frames_by_code[f.header.kind.code() as usize] += 1;
-        if !f.notes.is_empty() {
+        self.frames_by_code[kind.code() as usize] += 1;
+        if noted {
             self.frames_with_notes += 1;
         }
     }

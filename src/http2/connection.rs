@@ -136,6 +136,14 @@ enum Phase {
     Resync,
 }
 
+/// What decoding a frame found besides its detail: the parts of a [`FrameEvent`] that
+/// decoding fills in, made into one only when the sink looks at frames.
+struct FrameParts {
+    headers: Option<HeaderList>,
+    table_size_updates: Vec<u32>,
+    notes: Vec<String>,
+}
+
 struct Current {
     header: FrameHeader,
     got: u32,
@@ -1397,22 +1405,18 @@ impl Connection {
             _ => {}
         }
 
-        let mut event = FrameEvent {
-            origin: ctx.origin(dir),
-            from_client: dir == self.client,
-            header: h,
-            detail: FrameDetail::Skipped,
+        let from_client = dir == self.client;
+        let mut parts = FrameParts {
             headers: None,
             table_size_updates: Vec::new(),
             notes,
-            raw: cur.raw.clone(),
         };
         let mut finished_calls = std::mem::take(&mut self.finished_scratch);
 
-        if h.kind == FrameType::Data {
-            event.detail = self.data_frame(dir, &cur, &mut event.notes, &mut finished_calls, ctx);
+        let detail = if h.kind == FrameType::Data {
+            self.data_frame(dir, &cur, &mut parts.notes, &mut finished_calls, ctx)
         } else if !cur.buffered {
-            event.notes.push(if cur.missing > 0 {
+            parts.notes.push(if cur.missing > 0 {
                 format!("{} payload bytes missing from the capture", cur.missing)
             } else {
                 format!(
@@ -1427,6 +1431,7 @@ impl Connection {
                 self.dirs[d].hpack_ok = false;
                 self.dirs[d].block = None;
             }
+            FrameDetail::Skipped
         } else {
             match parse_payload(&h, payload) {
                 Err(e) => {
@@ -1437,25 +1442,36 @@ impl Connection {
                         self.dirs[d].hpack_ok = false;
                         self.dirs[d].block = None;
                     }
-                    event.notes.push(format!("malformed: {e}"));
-                    event.detail = FrameDetail::Malformed(e);
+                    parts.notes.push(format!("malformed: {e}"));
+                    FrameDetail::Malformed(e)
                 }
                 Ok(payload) => {
-                    event.detail =
-                        self.control_frame(dir, &h, payload, &mut event, &mut finished_calls, ctx);
+                    self.control_frame(dir, &h, payload, &mut parts, &mut finished_calls, ctx)
                 }
             }
-        }
+        };
         match ctx.sink.wants() {
-            Wants::Everything | Wants::AllButMessages(_) => ctx.sink.event(Event::Frame(event)),
+            Wants::Everything | Wants::AllButMessages(_) => {
+                let event = FrameEvent {
+                    origin: ctx.origin(dir),
+                    from_client,
+                    header: h,
+                    detail,
+                    headers: parts.headers,
+                    table_size_updates: parts.table_size_updates,
+                    notes: parts.notes,
+                    raw: cur.raw,
+                };
+                ctx.sink.event(Event::Frame(event))
+            }
             Wants::Calls(tally) => {
                 if let Some(tally) = tally {
-                    tally.frame(&event);
+                    tally.frame_of(h.kind, !parts.notes.is_empty());
                 }
             }
             Wants::Counts(tally) => {
                 // A summary: its messages were counted as they came.
-                tally.frame(&event);
+                tally.frame_of(h.kind, !parts.notes.is_empty());
                 tally.calls += finished_calls.len() as u64;
                 finished_calls.clear();
                 if finished_calls.capacity() <= SCRATCH_KEPT {
@@ -1604,7 +1620,7 @@ impl Connection {
         dir: Dir,
         h: &FrameHeader,
         payload: Payload<'_>,
-        event: &mut FrameEvent,
+        event: &mut FrameParts,
         finished: &mut FinishedCalls,
         ctx: &mut Ctx<'_>,
     ) -> FrameDetail {
@@ -1751,7 +1767,7 @@ impl Connection {
         h: &FrameHeader,
         promised: u32,
         fragment: &[u8],
-        event: &mut FrameEvent,
+        event: &mut FrameParts,
         finished: &mut FinishedCalls,
         ctx: &mut Ctx<'_>,
     ) {
@@ -1782,7 +1798,7 @@ impl Connection {
         &mut self,
         dir: Dir,
         whole: Option<&[u8]>,
-        event: &mut FrameEvent,
+        event: &mut FrameParts,
         finished: &mut FinishedCalls,
         ctx: &mut Ctx<'_>,
     ) {
