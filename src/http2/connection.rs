@@ -260,10 +260,7 @@ pub struct Connection {
     /// The direction the client sends in (meaningful once `mode` is `Http2` or `Upgrade`).
     client: Dir,
     dirs: [Direction; 2],
-    calls: BTreeMap<u32, Box<Call>>,
-    /// gRPC state of the calls that are gRPC. Boxed, as calls are: entries move inside the
-    /// map's nodes as streams come and go, and a stream's state is a few hundred bytes.
-    grpc: BTreeMap<u32, Box<GrpcStream>>,
+    calls: OpenCalls,
     /// Message events of the DATA frame being read, emitted after its frame event, and the
     /// bytes of their messages.
     pending_messages: Vec<Event>,
@@ -284,7 +281,7 @@ pub struct Connection {
     /// 9113 §5.4.2) and is the call's, its status (a DEADLINE_EXCEEDED most often) and the
     /// messages of a stream the client cancelled. Calls refused by the server's GOAWAY as they
     /// opened wait here too once their request has ended, for an answer no server should send.
-    held: VecDeque<Held>,
+    held: VecDeque<OpenCall>,
     /// The lowest `last_stream_id` of the server's GOAWAYs: the client's streams above it are
     /// refused (see [`CallEnd::Refused`]).
     server_goaway_last: Option<u32>,
@@ -305,11 +302,65 @@ pub struct Connection {
     skipped_bytes: u64,
 }
 
-/// A call held after the client's reset (see `Connection::held`), with its gRPC state for the
-/// messages still coming.
-struct Held {
+/// A call with its gRPC state, once its headers (or DATA) say it is gRPC: open, or held after
+/// the client's reset (see `Connection::held`) for the messages still coming. Both boxed:
+/// entries move inside the map's nodes as streams come and go, and each is a few hundred bytes.
+struct OpenCall {
     call: Box<Call>,
     grpc: Option<Box<GrpcStream>>,
+}
+
+/// The open calls by stream. One entry holds a call and its gRPC state, so a stream's DATA
+/// finds both with one lookup, and no gRPC state outlives its call.
+#[derive(Default)]
+struct OpenCalls(BTreeMap<u32, OpenCall>);
+
+impl OpenCalls {
+    fn get(&self, stream: &u32) -> Option<&Call> {
+        self.0.get(stream).map(|o| &*o.call)
+    }
+
+    fn get_mut(&mut self, stream: &u32) -> Option<&mut Call> {
+        self.0.get_mut(stream).map(|o| &mut *o.call)
+    }
+
+    fn grpc_mut(&mut self, stream: &u32) -> Option<&mut GrpcStream> {
+        self.0.get_mut(stream)?.grpc.as_deref_mut()
+    }
+
+    fn is_grpc(&self, stream: &u32) -> bool {
+        self.0.get(stream).is_some_and(|o| o.grpc.is_some())
+    }
+
+    fn contains_key(&self, stream: &u32) -> bool {
+        self.0.contains_key(stream)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn streams(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.keys().copied()
+    }
+
+    /// Calls from `from` up, by stream.
+    fn from(&self, from: u32) -> impl Iterator<Item = (u32, &Call)> + '_ {
+        self.0.range(from..).map(|(&s, o)| (s, &*o.call))
+    }
+
+    /// A new call, not (yet) known to be gRPC: it replaces whatever the stream held.
+    fn insert(&mut self, call: Box<Call>) {
+        self.0.insert(call.stream, OpenCall { call, grpc: None });
+    }
+
+    fn remove(&mut self, stream: &u32) -> Option<OpenCall> {
+        self.0.remove(stream)
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut OpenCall> + '_ {
+        self.0.values_mut()
+    }
 }
 
 /// An emptied vector's allocation, for messages borrowing other bytes: collecting into a vector
@@ -339,8 +390,7 @@ impl Connection {
                 Direction::new(cfg.max_header_list),
                 Direction::new(cfg.max_header_list),
             ],
-            calls: BTreeMap::new(),
-            grpc: BTreeMap::new(),
+            calls: OpenCalls::default(),
             pending_messages: Vec::new(),
             pending_message_bytes: 0,
             raw_scratch: Vec::new(),
@@ -539,7 +589,7 @@ impl Connection {
             }
         }
         self.release_held(i64::MAX, ctx);
-        let streams: Vec<u32> = self.calls.keys().copied().collect();
+        let streams: Vec<u32> = self.calls.streams().collect();
         for stream in streams {
             if let Some(call) = self.take_call(stream, ctx) {
                 ctx.sink.event(Event::Call(call));
@@ -1027,10 +1077,19 @@ impl Connection {
             }
             match ds.cur.as_mut() {
                 None => {
-                    let take = (FRAME_HEADER_LEN - ds.hdr_len).min(input.len());
-                    ds.hdr[ds.hdr_len..ds.hdr_len + take].copy_from_slice(&input[..take]);
-                    ds.hdr_len += take;
-                    input = &input[take..];
+                    if let (0, Some((hdr, rest))) =
+                        (ds.hdr_len, input.split_first_chunk::<FRAME_HEADER_LEN>())
+                    {
+                        // The usual case, a whole header: a fixed-size copy, not a memcpy call.
+                        ds.hdr = *hdr;
+                        ds.hdr_len = FRAME_HEADER_LEN;
+                        input = rest;
+                    } else {
+                        let take = (FRAME_HEADER_LEN - ds.hdr_len).min(input.len());
+                        ds.hdr[ds.hdr_len..ds.hdr_len + take].copy_from_slice(&input[..take]);
+                        ds.hdr_len += take;
+                        input = &input[take..];
+                    }
                     if ds.hdr_len == FRAME_HEADER_LEN {
                         ds.hdr_len = 0;
                         let header = FrameHeader::parse(&ds.hdr);
@@ -1177,14 +1236,13 @@ impl Connection {
                 .push("request headers not in the capture; recognised as gRPC by its DATA".into());
             self.insert_call(call, ctx);
         }
-        self.grpc.insert(
-            stream,
-            Box::new(GrpcStream::new(
+        if let Some(open) = self.calls.0.get_mut(&stream) {
+            open.grpc = Some(Box::new(GrpcStream::new(
                 grpc::Flavor::Grpc,
                 false,
                 ctx.grpc.max_message_size,
-            )),
-        );
+            )));
+        }
     }
 
     /// The call's `:path`, or what `--assume-path` says for it.
@@ -1233,9 +1291,12 @@ impl Connection {
     fn grpc_state(&mut self, stream: u32, dir: Dir) -> Option<&mut GrpcStream> {
         // Split borrows: one lookup in the map where a method call would need two.
         let Self {
-            grpc, held, client, ..
+            calls,
+            held,
+            client,
+            ..
         } = self;
-        match grpc.get_mut(&stream) {
+        match calls.grpc_mut(&stream) {
             Some(g) => Some(g),
             None if dir == *client => None,
             None => held_in(held, stream).and_then(|h| h.grpc.as_deref_mut()),
@@ -1316,7 +1377,7 @@ impl Connection {
 
     /// Sets up gRPC decoding once a call's headers on one side say it is gRPC.
     fn update_grpc(&mut self, stream: u32, side: Side, ctx: &Ctx<'_>) {
-        let Some(call) = self.calls.get(&stream) else {
+        let Some(OpenCall { call, grpc }) = self.calls.0.get_mut(&stream) else {
             return;
         };
         let headers = match side {
@@ -1332,13 +1393,13 @@ impl Connection {
                 .map(|h| &h.value[..])
         };
         let encoding = get("grpc-encoding").map(super::call::lossless);
-        let g = match self.grpc.entry(stream) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => {
+        let g = match grpc {
+            Some(g) => g,
+            None => {
                 let Some((flavor, json)) = get("content-type").and_then(grpc::classify) else {
                     return;
                 };
-                e.insert(Box::new(GrpcStream::new(
+                grpc.insert(Box::new(GrpcStream::new(
                     flavor,
                     json,
                     ctx.grpc.max_message_size,
@@ -1353,8 +1414,7 @@ impl Connection {
     /// Removes a call and its gRPC state; message counts, unfinished messages and decoded
     /// status details go into the call.
     fn take_call(&mut self, stream: u32, ctx: &mut Ctx<'_>) -> Option<Box<Call>> {
-        let call = self.calls.remove(&stream)?;
-        let grpc = self.grpc.remove(&stream);
+        let OpenCall { call, grpc } = self.calls.remove(&stream)?;
         Some(settle(call, grpc, ctx))
     }
 
@@ -1576,15 +1636,9 @@ impl Connection {
         }
         self.client = client;
         self.highest_stream.swap(0, 1);
-        for call in self.calls.values_mut() {
-            call.swap_sides();
-        }
-        for g in self.grpc.values_mut() {
-            g.swap_sides();
-        }
-        for h in &mut self.held {
-            h.call.swap_sides();
-            if let Some(g) = h.grpc.as_mut() {
+        for open in self.calls.values_mut().chain(&mut self.held) {
+            open.call.swap_sides();
+            if let Some(g) = open.grpc.as_mut() {
                 g.swap_sides();
             }
         }
@@ -1953,7 +2007,8 @@ impl Connection {
         let highest = &mut self.highest_stream[opener.index()];
         *highest = (*highest).max(call.stream);
         if self.calls.len() >= ctx.cfg.max_open_streams {
-            if let Some((&oldest, _)) = self.calls.iter().next() {
+            let oldest = self.calls.streams().next();
+            if let Some(oldest) = oldest {
                 if let Some(old) = self.take_call(oldest, ctx) {
                     ctx.error(
                         self.client,
@@ -1968,7 +2023,7 @@ impl Connection {
                 }
             }
         }
-        self.calls.insert(call.stream, Box::new(call));
+        self.calls.insert(Box::new(call));
     }
 
     fn maybe_finish(&mut self, stream: u32, ctx: &mut Ctx<'_>, finished: &mut FinishedCalls) {
@@ -2015,9 +2070,9 @@ impl Connection {
         self.server_goaway_last = Some(last);
         let refused: Vec<u32> = self
             .calls
-            .range(last.saturating_add(1)..)
-            .filter(|(&s, c)| is_client_stream(s) && !c.answered())
-            .map(|(&s, _)| s)
+            .from(last.saturating_add(1))
+            .filter(|&(s, c)| is_client_stream(s) && !c.answered())
+            .map(|(s, _)| s)
             .collect();
         for stream in refused {
             let end = CallEnd::Refused {
@@ -2031,31 +2086,30 @@ impl Connection {
     /// whose request ended on a stream the server refused (see `held`), with its gRPC state.
     fn hold(&mut self, stream: u32, ctx: &mut Ctx<'_>) {
         // The path its messages are decoded for, while the call can still tell it.
-        if self.grpc.contains_key(&stream) {
+        if self.calls.is_grpc(&stream) {
             self.stream_path(stream, self.client, ctx);
         }
-        let Some(call) = self.calls.remove(&stream) else {
+        let Some(open) = self.calls.remove(&stream) else {
             return;
         };
-        let grpc = self.grpc.remove(&stream);
         if self.held.len() >= MAX_HELD_CALLS {
             let oldest = self.held.front().map(|h| h.call.stream);
             if let Some(call) = oldest.and_then(|s| self.unhold(s, ctx)) {
                 ctx.sink.event(Event::Call(call));
             }
         }
-        self.held.push_back(Held { call, grpc });
+        self.held.push_back(open);
     }
 
     /// The held call on `stream` (the oldest, should the client have reused the id).
-    fn held_mut(&mut self, stream: u32) -> Option<&mut Held> {
+    fn held_mut(&mut self, stream: u32) -> Option<&mut OpenCall> {
         held_in(&mut self.held, stream)
     }
 
     /// Lets go of the held call on `stream`, settled with what crossed the reset.
     fn unhold(&mut self, stream: u32, ctx: &mut Ctx<'_>) -> Option<Box<Call>> {
         let i = self.held.iter().position(|h| h.call.stream == stream)?;
-        let Held { call, grpc } = self.held.remove(i)?;
+        let OpenCall { call, grpc } = self.held.remove(i)?;
         Some(settle(call, grpc, ctx))
     }
 
@@ -2172,7 +2226,7 @@ fn counted(wants: Wants<'_>) -> bool {
 }
 
 /// The held call on `stream` (the oldest, should the client have reused the id).
-fn held_in(held: &mut VecDeque<Held>, stream: u32) -> Option<&mut Held> {
+fn held_in(held: &mut VecDeque<OpenCall>, stream: u32) -> Option<&mut OpenCall> {
     held.iter_mut().find(|h| h.call.stream == stream)
 }
 
