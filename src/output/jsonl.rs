@@ -18,13 +18,18 @@ use crate::http2::frame::{error_code_name, setting};
 use crate::http2::hpack::{HeaderField, HeaderList};
 use crate::parallel::{ConnSlot, Handoff};
 
+/// Bytes of lines gathered before they are written: the size of the writer's buffer
+/// (`make_sink`), which a write that large bypasses.
+const BATCH: usize = 64 << 10;
+
 pub struct JsonLines<W: Write> {
     out: W,
     /// Only call events (`--calls`).
     calls_only: bool,
     /// No events at all (only the summary, if asked for).
     quiet: bool,
-    /// Reused for each frame line.
+    /// Lines written by hand, gathered until [`BATCH`] bytes and then written at once: the
+    /// writer takes a batch that size without copying it into its own buffer.
     scratch: Vec<u8>,
     io_error: Option<std::io::Error>,
 }
@@ -35,7 +40,7 @@ impl<W: Write> JsonLines<W> {
             out,
             calls_only,
             quiet,
-            scratch: Vec::with_capacity(1024),
+            scratch: Vec::with_capacity(BATCH + 4096),
             io_error: None,
         }
     }
@@ -45,6 +50,7 @@ impl<W: Write> JsonLines<W> {
     }
 
     pub fn flush(&mut self) {
+        self.write_batch();
         if let Err(e) = self.out.flush() {
             self.io_error.get_or_insert(e);
         }
@@ -57,6 +63,7 @@ impl<W: Write> JsonLines<W> {
     }
 
     fn write(&mut self, v: &Value) {
+        self.write_batch();
         if self.io_error.is_some() {
             return;
         }
@@ -73,15 +80,28 @@ impl<W: Write> JsonLines<W> {
         if self.io_error.is_some() {
             return;
         }
-        self.scratch.clear();
         f(&mut self.scratch);
         self.scratch.push(b'\n');
-        if let Err(e) = self.out.write_all(&self.scratch) {
-            self.io_error = Some(e);
+        if self.scratch.len() >= BATCH {
+            self.write_batch();
         }
     }
 
-    pub fn into_inner(self) -> W {
+    /// Writes the lines gathered so far.
+    fn write_batch(&mut self) {
+        if self.scratch.is_empty() {
+            return;
+        }
+        if self.io_error.is_none() {
+            if let Err(e) = self.out.write_all(&self.scratch) {
+                self.io_error = Some(e);
+            }
+        }
+        self.scratch.clear();
+    }
+
+    pub fn into_inner(mut self) -> W {
+        self.write_batch();
         self.out
     }
 }
@@ -116,6 +136,7 @@ impl<W: Write> Sink for JsonLines<W> {
     }
 
     fn line(&mut self, text: &[u8]) {
+        self.write_batch();
         if self.io_error.is_some() {
             return;
         }
