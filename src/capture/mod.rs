@@ -178,6 +178,9 @@ struct State {
     interfaces: Vec<Interface>,
     big_endian: bool,
     pcapng: bool,
+    /// A pcap file in the common format (not pcapng, not the "modified" format with its longer
+    /// record header): its whole records are read where they lie (see `legacy_records`).
+    plain_legacy: bool,
     records: u64,
     warnings: Vec<CaptureWarning>,
     tls_secrets: Option<SecretsHook>,
@@ -324,6 +327,13 @@ impl CaptureReader {
     {
         let mut capacity = INITIAL_BUFFER;
         loop {
+            if self.state.plain_legacy {
+                let (used, keep_going) = self.state.legacy_records(self.inner.data(), &mut f);
+                self.inner.consume_noshift(used);
+                if !keep_going {
+                    return Ok(());
+                }
+            }
             let step = match self.inner.next() {
                 Ok((offset, block)) => {
                     let keep_going = self.state.handle_block(block, &mut f);
@@ -420,6 +430,9 @@ impl CaptureReader {
     }
 }
 
+/// Bytes of a pcap record's header: seconds, fraction, captured and original lengths.
+const LEGACY_RECORD_HEADER: usize = 16;
+
 enum Step {
     Done,
     Refill,
@@ -430,6 +443,67 @@ enum Step {
 }
 
 impl State {
+    /// The records of a plain pcap file wholly in `data`, handed to `f` in place; returns the
+    /// bytes they took and whether `f` wants more. pcap-parser reads the rest (a record cut at
+    /// the buffer's end, the end of the file, damage) so that all of that has one reading: this
+    /// only spares whole records a call through its boxed reader and a block made for each.
+    fn legacy_records<F>(&mut self, data: &[u8], f: &mut F) -> (usize, bool)
+    where
+        F: FnMut(&Packet<'_>) -> bool,
+    {
+        let big_endian = self.big_endian;
+        let word = |b: &[u8], at: usize| {
+            let w = [b[at], b[at + 1], b[at + 2], b[at + 3]];
+            if big_endian {
+                u32::from_be_bytes(w)
+            } else {
+                u32::from_le_bytes(w)
+            }
+        };
+        let mut used = 0;
+        while let Some((head, rest)) = data[used..].split_first_chunk::<LEGACY_RECORD_HEADER>() {
+            let caplen = word(head, 8) as usize;
+            let Some(packet) = rest.get(..caplen) else {
+                break;
+            };
+            used += LEGACY_RECORD_HEADER + caplen;
+            if !self.legacy_packet(word(head, 0), word(head, 4), word(head, 12), packet, f) {
+                return (used, false);
+            }
+        }
+        (used, true)
+    }
+
+    /// A pcap record: hands its packet to `f`, and says whether `f` wants more.
+    fn legacy_packet<F>(
+        &mut self,
+        ts_sec: u32,
+        ts_frac: u32,
+        orig_len: u32,
+        data: &[u8],
+        f: &mut F,
+    ) -> bool
+    where
+        F: FnMut(&Packet<'_>) -> bool,
+    {
+        self.records += 1;
+        let Some(iface) = self.interfaces.first() else {
+            return true;
+        };
+        let frac_ns = if iface.units_per_sec == 1_000_000 {
+            ts_frac as i64 * 1000
+        } else {
+            ts_frac as i64
+        };
+        f(&Packet {
+            index: self.records,
+            ts_ns: ts_sec as i64 * 1_000_000_000 + frac_ns,
+            link: iface.link,
+            data,
+            orig_len,
+        })
+    }
+
     fn handle_block<F>(&mut self, block: PcapBlockOwned<'_>, f: &mut F) -> bool
     where
         F: FnMut(&Packet<'_>) -> bool,
@@ -438,6 +512,7 @@ impl State {
             interfaces,
             big_endian,
             pcapng,
+            plain_legacy,
             records,
             warnings,
             tls_secrets,
@@ -446,6 +521,7 @@ impl State {
             PcapBlockOwned::LegacyHeader(h) => {
                 *big_endian = h.is_bigendian();
                 *pcapng = false;
+                *plain_legacy = !h.is_modified_format();
                 interfaces.clear();
                 interfaces.push(Interface {
                     link: LinkType(h.network.0 as u32),
@@ -459,28 +535,14 @@ impl State {
                 true
             }
             PcapBlockOwned::Legacy(b) => {
-                *records += 1;
-                let Some(iface) = interfaces.first() else {
-                    return true;
-                };
-                let frac_ns = if iface.units_per_sec == 1_000_000 {
-                    b.ts_usec as i64 * 1000
-                } else {
-                    b.ts_usec as i64
-                };
                 let caplen = (b.caplen as usize).min(b.data.len());
-                f(&Packet {
-                    index: *records,
-                    ts_ns: b.ts_sec as i64 * 1_000_000_000 + frac_ns,
-                    link: iface.link,
-                    data: &b.data[..caplen],
-                    orig_len: b.origlen,
-                })
+                self.legacy_packet(b.ts_sec, b.ts_usec, b.origlen, &b.data[..caplen], f)
             }
             PcapBlockOwned::NG(Block::SectionHeader(shb)) => {
                 // Interface ids are per section.
                 *big_endian = shb.big_endian();
                 *pcapng = true;
+                *plain_legacy = false;
                 interfaces.clear();
                 true
             }
@@ -690,6 +752,91 @@ mod tests {
         b.resize(len as usize - 4, 0);
         b.extend(len.to_le_bytes());
         b
+    }
+
+    /// Every packet of a capture read from `reader`, as (index, time, link, bytes, length).
+    fn packets_of<R: Read + Send + 'static>(reader: R) -> Vec<(u64, i64, u32, Vec<u8>, u32)> {
+        let mut r = CaptureReader::from_read("mem", reader).unwrap();
+        let mut out = Vec::new();
+        r.for_each_packet(|p| {
+            out.push((p.index, p.ts_ns, p.link.0, p.data.to_vec(), p.orig_len));
+            true
+        })
+        .unwrap();
+        out
+    }
+
+    /// Gives at most `n` bytes a read, as a pipe may.
+    struct Trickle<R>(R, usize);
+
+    impl<R: Read> Read for Trickle<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.1);
+            self.0.read(&mut buf[..n])
+        }
+    }
+
+    /// Whole records are read in place and records cut at the buffer's end by pcap-parser:
+    /// both readings give the same packets, whichever way the bytes arrive and in either byte
+    /// order.
+    #[test]
+    fn pcap_records_read_in_place_match_pcap_parser() {
+        let file = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/grpc-health.pcap"
+        ))
+        .unwrap();
+        let whole = packets_of(io::Cursor::new(file.clone()));
+        assert_eq!(whole.len(), 89);
+        for n in [1, 7, 100, 4096] {
+            let trickled = packets_of(Trickle(io::Cursor::new(file.clone()), n));
+            assert!(trickled == whole, "{n} bytes a read");
+        }
+        // The same file big-endian: every header field byte-swapped.
+        let word = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+        let mut be = Vec::new();
+        be.extend(word(&file, 0).to_be_bytes());
+        be.extend(u16::from_le_bytes([file[4], file[5]]).to_be_bytes());
+        be.extend(u16::from_le_bytes([file[6], file[7]]).to_be_bytes());
+        for at in [8, 12, 16, 20] {
+            be.extend(word(&file, at).to_be_bytes());
+        }
+        let mut at = 24;
+        while at < file.len() {
+            let caplen = word(&file, at + 8) as usize;
+            for f in 0..4 {
+                be.extend(word(&file, at + 4 * f).to_be_bytes());
+            }
+            be.extend(&file[at + 16..at + 16 + caplen]);
+            at += 16 + caplen;
+        }
+        assert!(packets_of(io::Cursor::new(be.clone())) == whole);
+        assert!(packets_of(Trickle(io::Cursor::new(be.clone()), 7)) == whole);
+
+        // The records themselves, read in place without pcap-parser: all of them, the same.
+        for (big_endian, bytes) in [(false, &file), (true, &be)] {
+            let mut state = State {
+                interfaces: vec![Interface {
+                    link: LinkType(whole[0].2),
+                    // The file's magic says nanoseconds.
+                    units_per_sec: 1_000_000_000,
+                    offset_secs: 0,
+                }],
+                big_endian,
+                plain_legacy: true,
+                ..State::default()
+            };
+            let mut got = Vec::new();
+            let (used, more) = state.legacy_records(&bytes[24..], &mut |p: &Packet<'_>| {
+                got.push((p.index, p.ts_ns, p.link.0, p.data.to_vec(), p.orig_len));
+                true
+            });
+            assert_eq!((used, more), (bytes.len() - 24, true));
+            assert!(got == whole, "big-endian: {big_endian}");
+            // A record cut short is left to pcap-parser.
+            let (used, _) = state.legacy_records(&bytes[24..bytes.len() - 1], &mut |_| true);
+            assert!(used < bytes.len() - 24);
+        }
     }
 
     /// A pcapng file whose packets all name an interface never described: the first are
