@@ -1678,6 +1678,9 @@ fn read_file<W: Write>(
     };
     if !args.output.no_summary && !silent {
         print_summary(sink, &summary);
+    } else {
+        // What is still buffered goes out now, so that a failed write is told.
+        sink.inner.flush();
     }
     if let Some(e) = sink.inner.io_error() {
         if e.kind() == io::ErrorKind::BrokenPipe {

@@ -99,10 +99,12 @@ impl<W: Write> JsonLines<W> {
         }
         self.scratch.clear();
     }
+}
 
-    pub fn into_inner(mut self) -> W {
+/// Lines still gathered go to the writer (whose own drop flushes them, as a `BufWriter` does).
+impl<W: Write> Drop for JsonLines<W> {
+    fn drop(&mut self) {
         self.write_batch();
-        self.out
     }
 }
 
