@@ -327,8 +327,14 @@ impl CaptureReader {
     {
         let mut capacity = INITIAL_BUFFER;
         loop {
-            if self.state.plain_legacy {
-                let (used, keep_going) = self.state.legacy_records(self.inner.data(), &mut f);
+            let in_place = if self.state.plain_legacy {
+                Some(self.state.legacy_records(self.inner.data(), &mut f))
+            } else if self.state.pcapng {
+                Some(self.state.ng_packets(self.inner.data(), &mut f))
+            } else {
+                None
+            };
+            if let Some((used, keep_going)) = in_place {
                 self.inner.consume_noshift(used);
                 if !keep_going {
                     return Ok(());
@@ -474,6 +480,69 @@ impl State {
         (used, true)
     }
 
+    /// The enhanced packet blocks of a pcapng section wholly in `data` and without options,
+    /// handed to `f` in place, as [`Self::legacy_records`] does for pcap; every other block
+    /// (and any block pcap-parser would refuse) is left to pcap-parser.
+    fn ng_packets<F>(&mut self, data: &[u8], f: &mut F) -> (usize, bool)
+    where
+        F: FnMut(&Packet<'_>) -> bool,
+    {
+        const EPB: u32 = 6;
+        const HEADER: usize = 28;
+        let big_endian = self.big_endian;
+        let word = |b: &[u8], at: usize| {
+            let w = [b[at], b[at + 1], b[at + 2], b[at + 3]];
+            if big_endian {
+                u32::from_be_bytes(w)
+            } else {
+                u32::from_le_bytes(w)
+            }
+        };
+        let mut used = 0;
+        while let Some(head) = data.get(used..used + HEADER) {
+            let len = word(head, 4) as usize;
+            let caplen = word(head, 20) as usize;
+            // Block type, then its length: no options (the data padded to four bytes, then the
+            // length again), and the length again where it should be.
+            let Some(block) = data.get(used..used + len) else {
+                break;
+            };
+            if word(head, 0) != EPB
+                || caplen >= (u32::MAX - 4) as usize
+                || len != HEADER + caplen.next_multiple_of(4) + 4
+                || word(block, len - 4) as usize != len
+            {
+                break;
+            }
+            used += len;
+            let ts = (u64::from(word(head, 12)) << 32) | u64::from(word(head, 16));
+            let packet = &block[HEADER..HEADER + caplen];
+            if !self.ng_packet(word(head, 8), ts, word(head, 24), packet, f) {
+                return (used, false);
+            }
+        }
+        (used, true)
+    }
+
+    /// A pcapng packet of interface `if_id`: hands it to `f`, and says whether `f` wants more.
+    fn ng_packet<F>(&mut self, if_id: u32, ts: u64, orig_len: u32, data: &[u8], f: &mut F) -> bool
+    where
+        F: FnMut(&Packet<'_>) -> bool,
+    {
+        self.records += 1;
+        let Some(iface) = self.interfaces.get(if_id as usize).copied() else {
+            unknown_interface(&mut self.warnings, self.records, if_id);
+            return true;
+        };
+        f(&Packet {
+            index: self.records,
+            ts_ns: ts_to_ns(ts, iface),
+            link: iface.link,
+            data,
+            orig_len,
+        })
+    }
+
     /// A pcap record: hands its packet to `f`, and says whether `f` wants more.
     fn legacy_packet<F>(
         &mut self,
@@ -561,19 +630,8 @@ impl State {
                 true
             }
             PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
-                *records += 1;
-                let Some(iface) = interfaces.get(epb.if_id as usize).copied() else {
-                    unknown_interface(warnings, *records, epb.if_id);
-                    return true;
-                };
                 let raw = ((epb.ts_high as u64) << 32) | epb.ts_low as u64;
-                f(&Packet {
-                    index: *records,
-                    ts_ns: ts_to_ns(raw, iface),
-                    link: iface.link,
-                    data: epb.packet_data(),
-                    orig_len: epb.origlen,
-                })
+                self.ng_packet(epb.if_id, raw, epb.origlen, epb.packet_data(), f)
             }
             PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
                 *records += 1;
@@ -836,6 +894,132 @@ mod tests {
             // A record cut short is left to pcap-parser.
             let (used, _) = state.legacy_records(&bytes[24..bytes.len() - 1], &mut |_| true);
             assert!(used < bytes.len() - 24);
+        }
+    }
+
+    /// A pcapng block of `kind` around `body` (padded to four bytes), in either byte order.
+    fn ng_block(big_endian: bool, kind: u32, body: &[u8]) -> Vec<u8> {
+        let word = |v: u32| {
+            if big_endian {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        let len = (12 + body.len().next_multiple_of(4)) as u32;
+        let mut b = Vec::new();
+        b.extend(word(kind));
+        b.extend(word(len));
+        b.extend(body);
+        b.resize(len as usize - 4, 0);
+        b.extend(word(len));
+        b
+    }
+
+    /// testdata's capture as pcapng (nanosecond times), every third packet's block carrying
+    /// a comment.
+    fn as_pcapng(big_endian: bool, packets: &[(u64, i64, u32, Vec<u8>, u32)]) -> Vec<u8> {
+        let word = |v: u32| {
+            if big_endian {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        let half = |v: u16| {
+            if big_endian {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        let mut shb = word(0x1A2B_3C4D).to_vec();
+        shb.extend(half(1));
+        shb.extend(half(0));
+        shb.extend([0xff; 8]);
+        let mut file = ng_block(big_endian, 0x0A0D_0D0A, &shb);
+        // Link type, reserved, snap length; if_tsresol 9 (nanoseconds); end of options.
+        let mut idb = half(packets[0].2 as u16).to_vec();
+        idb.extend(half(0));
+        idb.extend(word(0));
+        idb.extend(half(9));
+        idb.extend(half(1));
+        idb.extend([9, 0, 0, 0]);
+        idb.extend([0; 4]);
+        file.extend(ng_block(big_endian, 1, &idb));
+        for (i, (_, ts, _, data, orig_len)) in packets.iter().enumerate() {
+            let ts = *ts as u64;
+            let mut epb = word(0).to_vec();
+            epb.extend(word((ts >> 32) as u32));
+            epb.extend(word(ts as u32));
+            epb.extend(word(data.len() as u32));
+            epb.extend(word(*orig_len));
+            epb.extend(data);
+            if i % 3 == 0 {
+                epb.resize(epb.len().next_multiple_of(4), 0);
+                epb.extend(half(1));
+                epb.extend(half(5));
+                epb.extend(b"hello\0\0\0");
+                epb.extend([0; 4]);
+            }
+            file.extend(ng_block(big_endian, 6, &epb));
+        }
+        file
+    }
+
+    /// Enhanced packet blocks without options are read in place, the rest by pcap-parser:
+    /// both readings give the same packets, whichever way the bytes arrive.
+    #[test]
+    fn pcapng_blocks_read_in_place_match_pcap_parser() {
+        let file = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/grpc-health.pcap"
+        ))
+        .unwrap();
+        let whole = packets_of(io::Cursor::new(file));
+        for big_endian in [false, true] {
+            let ng = as_pcapng(big_endian, &whole);
+            assert!(packets_of(io::Cursor::new(ng.clone())) == whole);
+            for n in [1, 7, 100] {
+                let trickled = packets_of(Trickle(io::Cursor::new(ng.clone()), n));
+                assert!(trickled == whole, "{n} bytes a read");
+            }
+            // Where each block starts: the section header, the interface, then the packets.
+            let mut starts = vec![0];
+            while let Some(&at) = starts.last().filter(|&&at| at < ng.len()) {
+                let len: [u8; 4] = ng[at + 4..at + 8].try_into().unwrap();
+                let len = if big_endian {
+                    u32::from_be_bytes(len)
+                } else {
+                    u32::from_le_bytes(len)
+                };
+                starts.push(at + len as usize);
+            }
+            let (first_epb, second) = (starts[2], starts[3]);
+            let mut state = State {
+                interfaces: vec![Interface {
+                    link: LinkType(whole[0].2),
+                    units_per_sec: 1_000_000_000,
+                    offset_secs: 0,
+                }],
+                big_endian,
+                pcapng: true,
+                ..State::default()
+            };
+            // The first block has a comment: left to pcap-parser.
+            assert_eq!(state.ng_packets(&ng[first_epb..], &mut |_| true), (0, true));
+            let mut got = Vec::new();
+            let (used, more) = state.ng_packets(&ng[second..], &mut |p: &Packet<'_>| {
+                got.push((p.ts_ns, p.data.to_vec(), p.orig_len));
+                true
+            });
+            assert!(more && used > 0);
+            // Packets 2 and 3 (indices 1 and 2) have no options; packet 4 does.
+            let expected: Vec<_> = whole[1..3]
+                .iter()
+                .map(|(_, ts, _, data, len)| (*ts, data.clone(), *len))
+                .collect();
+            assert!(got == expected, "big-endian: {big_endian}");
         }
     }
 
