@@ -23,7 +23,9 @@ use crate::parallel::{ConnSlot, Handoff};
 const BATCH: usize = 64 << 10;
 
 pub struct JsonLines<W: Write> {
-    out: W,
+    /// Taken only by [`JsonLines::into_inner`], which the drop (that writes what is gathered)
+    /// would otherwise forbid.
+    out: Option<W>,
     /// Only call events (`--calls`).
     calls_only: bool,
     /// No events at all (only the summary, if asked for).
@@ -37,7 +39,7 @@ pub struct JsonLines<W: Write> {
 impl<W: Write> JsonLines<W> {
     pub fn new(out: W, calls_only: bool, quiet: bool) -> Self {
         JsonLines {
-            out,
+            out: Some(out),
             calls_only,
             quiet,
             scratch: Vec::with_capacity(BATCH + 4096),
@@ -51,7 +53,7 @@ impl<W: Write> JsonLines<W> {
 
     pub fn flush(&mut self) {
         self.write_batch();
-        if let Err(e) = self.out.flush() {
+        if let Err(e) = self.out().flush() {
             self.io_error.get_or_insert(e);
         }
     }
@@ -59,7 +61,7 @@ impl<W: Write> JsonLines<W> {
     pub fn summary(&mut self, s: &Summary) {
         let v = summary_json(s);
         self.write(&v);
-        let _ = self.out.flush();
+        let _ = self.out().flush();
     }
 
     fn write(&mut self, v: &Value) {
@@ -67,9 +69,10 @@ impl<W: Write> JsonLines<W> {
         if self.io_error.is_some() {
             return;
         }
-        let res = serde_json::to_writer(&mut self.out, v)
+        let out = self.out();
+        let res = serde_json::to_writer(&mut *out, v)
             .map_err(std::io::Error::from)
-            .and_then(|_| self.out.write_all(b"\n"));
+            .and_then(|_| out.write_all(b"\n"));
         if let Err(e) = res {
             self.io_error = Some(e);
         }
@@ -93,11 +96,23 @@ impl<W: Write> JsonLines<W> {
             return;
         }
         if self.io_error.is_none() {
-            if let Err(e) = self.out.write_all(&self.scratch) {
+            if let Some(Err(e)) = self.out.as_mut().map(|o| o.write_all(&self.scratch)) {
                 self.io_error = Some(e);
             }
         }
         self.scratch.clear();
+    }
+
+    fn out(&mut self) -> &mut W {
+        self.out
+            .as_mut()
+            .expect("the writer is taken only by into_inner")
+    }
+
+    /// The writer, with every line written to it.
+    pub fn into_inner(mut self) -> W {
+        self.write_batch();
+        self.out.take().expect("the writer is taken only here")
     }
 }
 
@@ -142,7 +157,7 @@ impl<W: Write> Sink for JsonLines<W> {
         if self.io_error.is_some() {
             return;
         }
-        if let Err(e) = self.out.write_all(text) {
+        if let Err(e) = self.out().write_all(text) {
             self.io_error = Some(e);
         }
     }
