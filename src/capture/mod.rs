@@ -436,6 +436,16 @@ impl CaptureReader {
     }
 }
 
+/// The 32-bit word at `at` of a record or block header, in the file's byte order.
+fn word_at(b: &[u8], at: usize, big_endian: bool) -> u32 {
+    let w = [b[at], b[at + 1], b[at + 2], b[at + 3]];
+    if big_endian {
+        u32::from_be_bytes(w)
+    } else {
+        u32::from_le_bytes(w)
+    }
+}
+
 /// Bytes of a pcap record's header: seconds, fraction, captured and original lengths.
 const LEGACY_RECORD_HEADER: usize = 16;
 
@@ -458,14 +468,7 @@ impl State {
         F: FnMut(&Packet<'_>) -> bool,
     {
         let big_endian = self.big_endian;
-        let word = |b: &[u8], at: usize| {
-            let w = [b[at], b[at + 1], b[at + 2], b[at + 3]];
-            if big_endian {
-                u32::from_be_bytes(w)
-            } else {
-                u32::from_le_bytes(w)
-            }
-        };
+        let word = |b: &[u8], at: usize| word_at(b, at, big_endian);
         let mut used = 0;
         while let Some((head, rest)) = data[used..].split_first_chunk::<LEGACY_RECORD_HEADER>() {
             let caplen = word(head, 8) as usize;
@@ -490,14 +493,7 @@ impl State {
         const EPB: u32 = 6;
         const HEADER: usize = 28;
         let big_endian = self.big_endian;
-        let word = |b: &[u8], at: usize| {
-            let w = [b[at], b[at + 1], b[at + 2], b[at + 3]];
-            if big_endian {
-                u32::from_be_bytes(w)
-            } else {
-                u32::from_le_bytes(w)
-            }
-        };
+        let word = |b: &[u8], at: usize| word_at(b, at, big_endian);
         let mut used = 0;
         while let Some(head) = data.get(used..used + HEADER) {
             let len = word(head, 4) as usize;
@@ -824,6 +820,20 @@ mod tests {
         out
     }
 
+    /// A reader's state for one interface of `link` with nanosecond times (testdata's
+    /// capture says so in its magic; the pcapng copies in their interface).
+    fn nanosecond_state(link: u32, big_endian: bool) -> State {
+        State {
+            interfaces: vec![Interface {
+                link: LinkType(link),
+                units_per_sec: 1_000_000_000,
+                offset_secs: 0,
+            }],
+            big_endian,
+            ..State::default()
+        }
+    }
+
     /// Gives at most `n` bytes a read, as a pipe may.
     struct Trickle<R>(R, usize);
 
@@ -874,15 +884,8 @@ mod tests {
         // The records themselves, read in place without pcap-parser: all of them, the same.
         for (big_endian, bytes) in [(false, &file), (true, &be)] {
             let mut state = State {
-                interfaces: vec![Interface {
-                    link: LinkType(whole[0].2),
-                    // The file's magic says nanoseconds.
-                    units_per_sec: 1_000_000_000,
-                    offset_secs: 0,
-                }],
-                big_endian,
                 plain_legacy: true,
-                ..State::default()
+                ..nanosecond_state(whole[0].2, big_endian)
             };
             let mut got = Vec::new();
             let (used, more) = state.legacy_records(&bytes[24..], &mut |p: &Packet<'_>| {
@@ -997,14 +1000,8 @@ mod tests {
             }
             let (first_epb, second) = (starts[2], starts[3]);
             let mut state = State {
-                interfaces: vec![Interface {
-                    link: LinkType(whole[0].2),
-                    units_per_sec: 1_000_000_000,
-                    offset_secs: 0,
-                }],
-                big_endian,
                 pcapng: true,
-                ..State::default()
+                ..nanosecond_state(whole[0].2, big_endian)
             };
             // The first block has a comment: left to pcap-parser.
             assert_eq!(state.ng_packets(&ng[first_epb..], &mut |_| true), (0, true));
