@@ -436,7 +436,9 @@ impl CaptureReader {
     }
 }
 
-/// The 32-bit word at `at` of a record or block header, in the file's byte order.
+/// The 32-bit word at `at` of a record or block header, in the file's byte order. Inlined: it
+/// is read four times a packet, and apart it cost a tenth of the reading.
+#[inline(always)]
 fn word_at(b: &[u8], at: usize, big_endian: bool) -> u32 {
     let w = [b[at], b[at + 1], b[at + 2], b[at + 3]];
     if big_endian {
