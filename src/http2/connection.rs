@@ -354,6 +354,10 @@ impl OpenCalls {
         self.0.insert(call.stream, OpenCall { call, grpc: None });
     }
 
+    fn open_mut(&mut self, stream: &u32) -> Option<&mut OpenCall> {
+        self.0.get_mut(stream)
+    }
+
     fn remove(&mut self, stream: &u32) -> Option<OpenCall> {
         self.0.remove(stream)
     }
@@ -1236,7 +1240,7 @@ impl Connection {
                 .push("request headers not in the capture; recognised as gRPC by its DATA".into());
             self.insert_call(call, ctx);
         }
-        if let Some(open) = self.calls.0.get_mut(&stream) {
+        if let Some(open) = self.calls.open_mut(&stream) {
             open.grpc = Some(Box::new(GrpcStream::new(
                 grpc::Flavor::Grpc,
                 false,
@@ -1377,7 +1381,7 @@ impl Connection {
 
     /// Sets up gRPC decoding once a call's headers on one side say it is gRPC.
     fn update_grpc(&mut self, stream: u32, side: Side, ctx: &Ctx<'_>) {
-        let Some(OpenCall { call, grpc }) = self.calls.0.get_mut(&stream) else {
+        let Some(OpenCall { call, grpc }) = self.calls.open_mut(&stream) else {
             return;
         };
         let headers = match side {
@@ -1674,7 +1678,7 @@ impl Connection {
         dir: Dir,
         h: &FrameHeader,
         payload: Payload<'_>,
-        event: &mut FrameParts,
+        parts: &mut FrameParts,
         finished: &mut FinishedCalls,
         ctx: &mut Ctx<'_>,
     ) -> FrameDetail {
@@ -1686,7 +1690,7 @@ impl Connection {
                 fragment,
                 pad_len,
             } => {
-                self.begin_block(dir, h, 0, fragment, event, finished, ctx);
+                self.begin_block(dir, h, 0, fragment, parts, finished, ctx);
                 FrameDetail::Headers { priority, pad_len }
             }
             Payload::PushPromise {
@@ -1694,7 +1698,7 @@ impl Connection {
                 fragment,
                 pad_len,
             } => {
-                self.begin_block(dir, h, promised_stream, fragment, event, finished, ctx);
+                self.begin_block(dir, h, promised_stream, fragment, parts, finished, ctx);
                 FrameDetail::PushPromise {
                     promised_stream,
                     pad_len,
@@ -1709,10 +1713,10 @@ impl Connection {
                             block.fragment.extend_from_slice(fragment);
                         }
                         if h.has(flags::END_HEADERS) {
-                            self.end_block(dir, None, event, finished, ctx);
+                            self.end_block(dir, None, parts, finished, ctx);
                         }
                     }
-                    None => event
+                    None => parts
                         .notes
                         .push("CONTINUATION without a preceding HEADERS (PROTOCOL_ERROR)".into()),
                 }
@@ -1769,7 +1773,7 @@ impl Connection {
                                 if (16_384..=16_777_215).contains(&s.value) {
                                     self.dirs[1 - d].max_frame_size = s.value;
                                 } else {
-                                    event.notes.push(format!(
+                                    parts.notes.push(format!(
                                         "invalid SETTINGS_MAX_FRAME_SIZE {} (PROTOCOL_ERROR)",
                                         s.value
                                     ));
@@ -1804,7 +1808,7 @@ impl Connection {
             }
             Payload::WindowUpdate { increment } => {
                 if increment == 0 {
-                    event
+                    parts
                         .notes
                         .push("WINDOW_UPDATE increment 0 (PROTOCOL_ERROR)".into());
                 }
@@ -1821,7 +1825,7 @@ impl Connection {
         h: &FrameHeader,
         promised: u32,
         fragment: &[u8],
-        event: &mut FrameParts,
+        parts: &mut FrameParts,
         finished: &mut FinishedCalls,
         ctx: &mut Ctx<'_>,
     ) {
@@ -1842,7 +1846,7 @@ impl Connection {
             overflow,
         });
         if complete {
-            self.end_block(dir, Some(fragment), event, finished, ctx);
+            self.end_block(dir, Some(fragment), parts, finished, ctx);
         }
     }
 
@@ -1852,7 +1856,7 @@ impl Connection {
         &mut self,
         dir: Dir,
         whole: Option<&[u8]>,
-        event: &mut FrameParts,
+        parts: &mut FrameParts,
         finished: &mut FinishedCalls,
         ctx: &mut Ctx<'_>,
     ) {
@@ -1868,21 +1872,21 @@ impl Connection {
                 "header block larger than {} bytes not decoded; later headers in this direction unknown",
                 ctx.cfg.max_header_block
             );
-            event.notes.push(msg.clone());
+            parts.notes.push(msg.clone());
             ctx.error(dir, Some(block.stream), ErrorKind::Limit, msg);
         } else if !ds.hpack_ok {
-            event
+            parts
                 .notes
                 .push("headers not decoded: HPACK state lost earlier in this direction".into());
         } else {
             let fragment = whole.unwrap_or(&block.fragment);
             match ds.hpack.decode_shared(fragment) {
                 Ok(list) => {
-                    event.table_size_updates = ds.hpack.last_size_updates().to_vec();
+                    parts.table_size_updates = ds.hpack.last_size_updates().to_vec();
                     headers = Some(list);
                     if ds.unknown_past && !ds.hpack.past_unknown() {
                         ds.unknown_past = false;
-                        event.notes.push(
+                        parts.notes.push(
                             "HPACK table fully known from here on: later headers in this direction are complete"
                                 .into(),
                         );
@@ -1891,12 +1895,12 @@ impl Connection {
                 Err(e) => {
                     ds.hpack_ok = false;
                     let msg = format!("HPACK: {e}; later headers in this direction unknown");
-                    event.notes.push(msg.clone());
+                    parts.notes.push(msg.clone());
                     ctx.error(dir, Some(block.stream), ErrorKind::Hpack, msg);
                 }
             }
         }
-        event.headers = headers.clone();
+        parts.headers = headers.clone();
         if self.mid && !self.client_confirmed {
             self.confirm_client(dir, headers.as_deref());
         }
@@ -1927,12 +1931,12 @@ impl Connection {
                 return;
             }
             if closed && from_client {
-                event
+                parts
                     .notes
                     .push(format!("HEADERS on closed stream {stream} (STREAM_CLOSED)"));
             }
             if from_client && !is_client_stream(stream) {
-                event.notes.push(format!(
+                parts.notes.push(format!(
                     "client opened even-numbered stream {stream} (PROTOCOL_ERROR)"
                 ));
             }
