@@ -338,6 +338,10 @@ impl<S> Flows<S> {
     fn iter(&self) -> impl Iterator<Item = &Flow<S>> {
         self.table.iter().map(|f| &**f)
     }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
 }
 
 pub struct FlowTable<S> {
@@ -364,11 +368,11 @@ impl<S> FlowTable<S> {
     }
 
     pub fn len(&self) -> usize {
-        self.flows.table.len()
+        self.flows.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.flows.table.is_empty()
+        self.flows.len() == 0
     }
 
     /// Feeds one segment; returns the number of the connection it belongs to.
@@ -397,7 +401,7 @@ impl<S> FlowTable<S> {
         if let Some(mut old) = self.flows.remove(&key) {
             self.retire(&mut old, CloseReason::Reused, meta, handler);
         }
-        if self.flows.table.len() >= self.cfg.max_flows {
+        if self.flows.len() >= self.cfg.max_flows {
             self.evict_oldest(meta, handler);
         }
         // A SYN-ACK as first packet means its sender is the responder.
