@@ -643,7 +643,11 @@ impl State {
                     orig_len: spb.origlen,
                 })
             }
-            PcapBlockOwned::NG(Block::Unknown(ub)) if ub.block_type == OPB_TYPE => {
+            // pcap-parser reads an unknown block's type little-endian, whatever the section's
+            // byte order: its bytes, read in the section's.
+            PcapBlockOwned::NG(Block::Unknown(ub))
+                if word_at(&ub.block_type.to_le_bytes(), 0, *big_endian) == OPB_TYPE =>
+            {
                 match parse_obsolete_packet(ub.data, *big_endian) {
                     Some(opb) => {
                         let if_id = u32::from(opb.interface);
@@ -967,6 +971,52 @@ mod tests {
             starts.push(at + word_at(ng, at + 4, big_endian) as usize);
         }
         starts
+    }
+
+    /// pcapng's obsolete packet blocks, which pcap-parser leaves unknown, give their packets as
+    /// enhanced ones do; one too short to read is counted as a record without a packet.
+    #[test]
+    fn obsolete_packet_blocks_give_their_packets() {
+        let file = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/grpc-health.pcap"
+        ))
+        .unwrap();
+        let whole = packets_of(io::Cursor::new(file));
+        for big_endian in [false, true] {
+            let word = |v: u32| {
+                if big_endian {
+                    v.to_be_bytes()
+                } else {
+                    v.to_le_bytes()
+                }
+            };
+            // The section header and the interface of a pcapng copy.
+            let ng = as_pcapng(big_endian, &whole[..1]);
+            let mut opbs = ng[..block_starts(&ng, big_endian)[2]].to_vec();
+            opbs.extend(ng_block(big_endian, OPB_TYPE, &[0; 6]));
+            for (_, ts, _, data, orig_len) in &whole {
+                // Interface 0 and no drops in one word, then as an enhanced packet block.
+                let mut opb = word(0).to_vec();
+                for v in [
+                    (*ts as u64 >> 32) as u32,
+                    *ts as u32,
+                    data.len() as u32,
+                    *orig_len,
+                ] {
+                    opb.extend(word(v));
+                }
+                opb.extend(data);
+                opbs.extend(ng_block(big_endian, OPB_TYPE, &opb));
+            }
+            let got = packets_of(io::Cursor::new(opbs));
+            // Numbered after the record that had none.
+            let expected: Vec<_> = whole
+                .iter()
+                .map(|(i, ts, link, data, len)| (i + 1, *ts, *link, data.clone(), *len))
+                .collect();
+            assert!(got == expected, "big-endian: {big_endian}");
+        }
     }
 
     /// Enhanced packet blocks without options are read in place, the rest by pcap-parser:
