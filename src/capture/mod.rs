@@ -842,11 +842,7 @@ mod tests {
     /// order.
     #[test]
     fn pcap_records_read_in_place_match_pcap_parser() {
-        let file = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/testdata/grpc-health.pcap"
-        ))
-        .unwrap();
+        let file = testdata_capture();
         let whole = packets_of(io::Cursor::new(file.clone()));
         assert_eq!(whole.len(), 89);
         for n in [1, 7, 100, 4096] {
@@ -893,15 +889,27 @@ mod tests {
         }
     }
 
+    /// testdata's capture of health checks, as a pcap file.
+    fn testdata_capture() -> Vec<u8> {
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/grpc-health.pcap"
+        ))
+        .unwrap()
+    }
+
+    /// `v` in the given byte order.
+    fn word_bytes(big_endian: bool, v: u32) -> [u8; 4] {
+        if big_endian {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        }
+    }
+
     /// A pcapng block of `kind` around `body` (padded to four bytes), in either byte order.
     fn ng_block(big_endian: bool, kind: u32, body: &[u8]) -> Vec<u8> {
-        let word = |v: u32| {
-            if big_endian {
-                v.to_be_bytes()
-            } else {
-                v.to_le_bytes()
-            }
-        };
+        let word = |v: u32| word_bytes(big_endian, v);
         let len = (12 + body.len().next_multiple_of(4)) as u32;
         let mut b = Vec::new();
         b.extend(word(kind));
@@ -915,13 +923,7 @@ mod tests {
     /// testdata's capture as pcapng (nanosecond times), every third packet's block carrying
     /// a comment.
     fn as_pcapng(big_endian: bool, packets: &[(u64, i64, u32, Vec<u8>, u32)]) -> Vec<u8> {
-        let word = |v: u32| {
-            if big_endian {
-                v.to_be_bytes()
-            } else {
-                v.to_le_bytes()
-            }
-        };
+        let word = |v: u32| word_bytes(big_endian, v);
         let half = |v: u16| {
             if big_endian {
                 v.to_be_bytes()
@@ -977,20 +979,9 @@ mod tests {
     /// enhanced ones do; one too short to read is counted as a record without a packet.
     #[test]
     fn obsolete_packet_blocks_give_their_packets() {
-        let file = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/testdata/grpc-health.pcap"
-        ))
-        .unwrap();
-        let whole = packets_of(io::Cursor::new(file));
+        let whole = packets_of(io::Cursor::new(testdata_capture()));
         for big_endian in [false, true] {
-            let word = |v: u32| {
-                if big_endian {
-                    v.to_be_bytes()
-                } else {
-                    v.to_le_bytes()
-                }
-            };
+            let word = |v: u32| word_bytes(big_endian, v);
             // The section header and the interface of a pcapng copy.
             let ng = as_pcapng(big_endian, &whole[..1]);
             let mut opbs = ng[..block_starts(&ng, big_endian)[2]].to_vec();
@@ -1023,12 +1014,7 @@ mod tests {
     /// both readings give the same packets, whichever way the bytes arrive.
     #[test]
     fn pcapng_blocks_read_in_place_match_pcap_parser() {
-        let file = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/testdata/grpc-health.pcap"
-        ))
-        .unwrap();
-        let whole = packets_of(io::Cursor::new(file));
+        let whole = packets_of(io::Cursor::new(testdata_capture()));
         for big_endian in [false, true] {
             let ng = as_pcapng(big_endian, &whole);
             assert!(packets_of(io::Cursor::new(ng.clone())) == whole);
