@@ -40,7 +40,9 @@ pub struct MethodTypes {
 /// Everything known about message types, looked up by method path.
 #[derive(Debug, Clone)]
 pub struct Schemas {
-    pool: DescriptorPool,
+    /// `None`: only the bundled files, whose pool is parsed at its first use (a summary never
+    /// needs one, and parsing is half of a run's start).
+    pool: Option<DescriptorPool>,
     methods: HashMap<String, Option<MethodTypes>>,
     /// Harvested files whose imports have not arrived yet.
     waiting: Vec<FileDescriptorProto>,
@@ -59,20 +61,15 @@ impl Default for Schemas {
 impl Schemas {
     /// Only the bundled schemas (health, reflection, google.rpc, servicestatus).
     pub fn bundled() -> Self {
-        // Parsed once per process: a pool is cheap to clone, its parsing is not.
-        static POOL: std::sync::OnceLock<DescriptorPool> = std::sync::OnceLock::new();
-        let pool = POOL.get_or_init(|| {
-            DescriptorPool::decode(BUNDLED).expect("bundled descriptor set is valid")
-        });
-        Schemas::from_pool(pool.clone())
+        Schemas::from_pool(None)
     }
 
     /// No schema at all: every message is decoded schema-less.
     pub fn empty() -> Self {
-        Schemas::from_pool(DescriptorPool::new())
+        Schemas::from_pool(Some(DescriptorPool::new()))
     }
 
-    fn from_pool(pool: DescriptorPool) -> Self {
+    fn from_pool(pool: Option<DescriptorPool>) -> Self {
         Schemas {
             pool,
             methods: HashMap::new(),
@@ -84,7 +81,15 @@ impl Schemas {
     }
 
     pub fn pool(&self) -> &DescriptorPool {
-        &self.pool
+        match &self.pool {
+            Some(own) => own,
+            None => bundled_pool(),
+        }
+    }
+
+    /// The pool to add files to: the bundled one's copy, made now if not before.
+    fn pool_mut(&mut self) -> &mut DescriptorPool {
+        self.pool.get_or_insert_with(|| bundled_pool().clone())
     }
 
     /// Names of the files learned from reflection responses, in order.
@@ -147,9 +152,9 @@ impl Schemas {
         let new: Vec<FileDescriptorProto> = set
             .file
             .into_iter()
-            .filter(|f| self.pool.get_file_by_name(f.name()).is_none())
+            .filter(|f| self.pool().get_file_by_name(f.name()).is_none())
             .collect();
-        self.pool
+        self.pool_mut()
             .add_file_descriptor_protos(new)
             .map_err(|e| e.to_string())?;
         self.methods.clear();
@@ -169,7 +174,7 @@ impl Schemas {
             self.harvested_bytes += bytes.len();
             if let Ok(file) = FileDescriptorProto::decode(bytes.as_slice()) {
                 carried.push(file.name().to_string());
-                let known = self.pool.get_file_by_name(file.name()).is_some()
+                let known = self.pool().get_file_by_name(file.name()).is_some()
                     || self.waiting.iter().any(|w| w.name() == file.name());
                 if !known {
                     self.waiting.push(file);
@@ -177,7 +182,7 @@ impl Schemas {
             }
         }
         self.settle();
-        carried.retain(|name| self.pool.get_file_by_name(name).is_some());
+        carried.retain(|name| self.pool().get_file_by_name(name).is_some());
         carried
     }
 
@@ -186,17 +191,17 @@ impl Schemas {
     /// have.
     pub fn absorb(&mut self, other: &Schemas) {
         for name in &other.harvested_files {
-            if self.pool.get_file_by_name(name).is_some()
+            if self.pool().get_file_by_name(name).is_some()
                 || self.waiting.iter().any(|w| w.name() == name)
             {
                 continue;
             }
-            if let Some(f) = other.pool.get_file_by_name(name) {
+            if let Some(f) = other.pool().get_file_by_name(name) {
                 self.waiting.push(f.file_descriptor_proto().clone());
             }
         }
         for f in &other.waiting {
-            let known = self.pool.get_file_by_name(f.name()).is_some()
+            let known = self.pool().get_file_by_name(f.name()).is_some()
                 || self.waiting.iter().any(|w| w.name() == f.name());
             if !known {
                 self.waiting.push(f.clone());
@@ -213,12 +218,12 @@ impl Schemas {
             let ready = self.waiting.iter().position(|f| {
                 f.dependency
                     .iter()
-                    .all(|d| self.pool.get_file_by_name(d).is_some())
+                    .all(|d| self.pool().get_file_by_name(d).is_some())
             });
             let Some(i) = ready else { break };
             let file = self.waiting.swap_remove(i);
             let name = file.name().to_string();
-            if self.pool.add_file_descriptor_proto(file).is_ok() {
+            if self.pool_mut().add_file_descriptor_proto(file).is_ok() {
                 added.push(name.clone());
                 self.harvested_files.push(name);
             }
@@ -245,7 +250,7 @@ impl Schemas {
 
     fn lookup(&self, path: &str) -> Option<MethodTypes> {
         let (service, method) = path.strip_prefix('/')?.rsplit_once('/')?;
-        let svc = self.pool.get_service_by_name(service)?;
+        let svc = self.pool().get_service_by_name(service)?;
         let m = svc.methods().find(|m| m.name() == method)?;
         Some(MethodTypes {
             input: m.input(),
@@ -262,7 +267,7 @@ impl Schemas {
             return Vec::new();
         }
         let mut out = Vec::new();
-        for svc in self.pool.services() {
+        for svc in self.pool().services() {
             for m in svc.methods() {
                 out.push((
                     format!("/{}/{}", svc.full_name(), m.name()),
@@ -279,8 +284,15 @@ impl Schemas {
     }
 
     pub fn message(&self, full_name: &str) -> Option<MessageDescriptor> {
-        self.pool.get_message_by_name(full_name)
+        self.pool().get_message_by_name(full_name)
     }
+}
+
+/// The bundled files' pool, parsed once per process: a pool is cheap to clone, its parsing is
+/// not.
+fn bundled_pool() -> &'static DescriptorPool {
+    static POOL: std::sync::OnceLock<DescriptorPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| DescriptorPool::decode(BUNDLED).expect("bundled descriptor set is valid"))
 }
 
 /// A protox error as `file:line:column: message`, as compilers print them.
