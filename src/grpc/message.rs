@@ -8,9 +8,11 @@ use serde::Serialize;
 use serde_json::Value;
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use super::compression::decompress;
 use super::deframe::{Body, RawMessage, FLAG_COMPRESSED, FLAG_TRAILERS};
+use super::memo::Remembered;
 use super::schema::Schemas;
 use super::{wire, Bodies, Flavor, GrpcConfig, GrpcStream, Side};
 
@@ -22,7 +24,7 @@ pub struct Decoded {
     /// Body length from the message prefix (bytes on the wire).
     pub length: u32,
     /// Full name of the message type used, if a schema was found.
-    pub type_name: Option<String>,
+    pub type_name: Option<Arc<str>>,
     pub json: Option<Json>,
     /// What is shown of a message no schema decoded.
     pub fields: Option<Schemaless>,
@@ -42,7 +44,7 @@ pub struct Decoded {
 /// A decoded message's JSON, kept as the compact text serde_json wrote: every output shows that
 /// text, and building a tree of `serde_json` values first cost an allocation per field.
 #[derive(Debug, Clone)]
-pub struct Json(Box<str>);
+pub struct Json(Arc<str>);
 
 impl Json {
     /// `v` as compact JSON text.
@@ -241,7 +243,7 @@ pub fn decode(
                     Side::Response => types.output,
                 };
                 if let Ok((_, json)) = decode_with(&desc, bytes, show) {
-                    d.type_name = Some(desc.full_name().to_string());
+                    d.type_name = Some(desc.full_name().into());
                     d.json = json;
                     d.key_spans = key_spans(&desc, &d, bytes, cfg);
                     d.problem = Some(format!("no :path in the capture; decoded as {name}, the only loaded method whose type fits"));
@@ -263,9 +265,28 @@ pub fn decode(
                 Side::Request => t.input,
                 Side::Response => t.output,
             };
+            // Reflection responses are decoded for their schemas each time; key spans are
+            // not remembered.
+            let memo = !cfg.keep_bytes && !is_reflection(path);
+            if memo {
+                let found = schemas.memo.get(&desc, bytes);
+                if let Some(found) = found.filter(|f| f.json.is_some() || !show) {
+                    d.type_name = Some(found.type_name);
+                    d.json = found.json.filter(|_| show);
+                    return Outcome::Message(d);
+                }
+            }
             match decode_with(&desc, bytes, show) {
                 Ok((msg, json)) => {
-                    d.type_name = Some(desc.full_name().to_string());
+                    let type_name: Arc<str> = desc.full_name().into();
+                    if memo {
+                        let found = Remembered {
+                            type_name: type_name.clone(),
+                            json: json.clone(),
+                        };
+                        schemas.memo.put(&desc, bytes, &found);
+                    }
+                    d.type_name = Some(type_name);
                     d.json = json;
                     d.key_spans = key_spans(&desc, &d, bytes, cfg);
                     if side == Side::Response && is_reflection(path) {
@@ -1063,6 +1084,38 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// A small message seen again is taken from the memo, as it was decoded the first time;
+    /// one whose bytes are kept (the TUI, the HAProxy export) is decoded each time, for its
+    /// key spans.
+    #[test]
+    fn repeated_small_messages_come_from_the_memo() {
+        let mut s = Schemas::bundled();
+        let stream = GrpcStream::new(Flavor::Grpc, false, 1 << 20);
+        let path = Some("/grpc.health.v1.Health/Check");
+        let body = [0x0a, 0x03, b'f', b'o', b'o'];
+        let decoded = |cfg: &GrpcConfig, s: &mut Schemas| {
+            message(decode(&raw(0, &body), &stream, Side::Request, path, s, cfg))
+        };
+        let desc = s.message("grpc.health.v1.HealthCheckRequest").unwrap();
+        let plain = GrpcConfig::default();
+        let first = decoded(&plain, &mut s);
+        assert!(s.memo.get(&desc, &body).is_some());
+        let again = decoded(&plain, &mut s);
+        assert_eq!(again.type_name, first.type_name);
+        assert_eq!(
+            again.json.map(|j| j.to_value()),
+            Some(serde_json::json!({"service": "foo"}))
+        );
+        let kept = GrpcConfig {
+            keep_bytes: true,
+            key_spans: true,
+            ..GrpcConfig::default()
+        };
+        let spanned = decoded(&kept, &mut s);
+        assert_eq!(spanned.key_spans.len(), 1);
+        assert_eq!(spanned.bytes.as_deref(), Some(&body[..]));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod compression;
 pub mod deframe;
+pub mod memo;
 pub mod message;
 pub mod schema;
 pub mod wire;

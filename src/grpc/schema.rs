@@ -8,6 +8,8 @@ use prost::Message as _;
 use prost_reflect::{DescriptorPool, MessageDescriptor};
 use prost_types::FileDescriptorProto;
 
+use super::memo::Memo;
+
 /// The schemas in `proto/`, compiled by `build.rs`.
 const BUNDLED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bundled.fds"));
 
@@ -50,6 +52,8 @@ pub struct Schemas {
     harvested_files: Vec<String>,
     /// Files beyond the bundled ones: only then is a method guessed for a stream without path.
     user_files: bool,
+    /// Small messages decoded with these schemas; forgotten when they change.
+    pub(crate) memo: Memo,
 }
 
 impl Default for Schemas {
@@ -77,6 +81,7 @@ impl Schemas {
             harvested_bytes: 0,
             harvested_files: Vec::new(),
             user_files: false,
+            memo: Memo::default(),
         }
     }
 
@@ -158,6 +163,7 @@ impl Schemas {
             .add_file_descriptor_protos(new)
             .map_err(|e| e.to_string())?;
         self.methods.clear();
+        self.memo.clear();
         self.user_files = true;
         Ok(services)
     }
@@ -230,6 +236,7 @@ impl Schemas {
         }
         if !added.is_empty() {
             self.methods.clear();
+            self.memo.clear();
             self.user_files = true;
         }
     }
@@ -644,10 +651,21 @@ mod tests {
         let mut s = Schemas::empty();
         let (dep, main) = dep_and_main();
         assert!(s.harvest(&[main.encode_to_vec()]).is_empty());
+        // Messages decoded so far are forgotten once files are added.
+        let health = Schemas::bundled()
+            .message("grpc.health.v1.HealthCheckRequest")
+            .unwrap();
+        let found = crate::grpc::memo::Remembered {
+            type_name: health.full_name().into(),
+            json: None,
+        };
+        s.memo.put(&health, b"", &found);
+        assert!(s.memo.get(&health, b"").is_some());
         assert_eq!(
             s.harvest(&[dep.encode_to_vec()]),
             vec!["dep.proto".to_string()]
         );
+        assert!(s.memo.get(&health, b"").is_none());
         assert_eq!(s.harvested_files(), ["dep.proto", "main.proto"]);
         // Known already (a second pass): still reported as carried.
         assert_eq!(

@@ -115,7 +115,7 @@ pub fn is_host_name(sni: &str) -> bool {
 pub struct RecordedMessage {
     /// Decompressed message bytes (`None` if the capture did not have them whole).
     pub bytes: Option<Vec<u8>>,
-    pub type_name: Option<String>,
+    pub type_name: Option<std::sync::Arc<str>>,
     pub json: Option<Json>,
 }
 

@@ -149,7 +149,12 @@ impl<W: Write> Sink for JsonLines<W> {
             Event::Error(e) => error_json(e),
             Event::ConnectionEnd(c) => connection_json(c),
         };
-        self.write(&v);
+        // Into the batch like the others: writing it alone would first write out the batch,
+        // which the writer would then copy, being short of its size.
+        self.write_with(|buf| {
+            // A `Value` always serializes.
+            let _ = serde_json::to_writer(buf, &v);
+        });
     }
 
     fn line(&mut self, text: &[u8]) {
@@ -1674,6 +1679,18 @@ mod seconds_tests {
     }
 
     proptest! {
+        /// Any time is its whole seconds, a point and its nine digits of nanoseconds without
+        /// trailing zeros (one digit at least).
+        #[test]
+        fn text_is_seconds_point_nanoseconds(ns in any::<i64>()) {
+            let abs = ns.unsigned_abs();
+            let frac = format!("{:09}", abs % 1_000_000_000);
+            let frac = frac.trim_end_matches('0');
+            let sign = if ns < 0 { "-" } else { "" };
+            let frac = if frac.is_empty() { "0" } else { frac };
+            prop_assert_eq!(text(ns), format!("{sign}{}.{frac}", abs / 1_000_000_000));
+        }
+
         /// The text parses to `ts`'s f64, and for times to the microsecond (pcap's usual
         /// clock) it is what serde_json writes for that f64.
         #[test]
