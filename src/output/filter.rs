@@ -31,20 +31,25 @@ pub struct Filter {
     /// The top-level fields the expression names, each once: only these are written and read
     /// when an event is tested.
     roots: Vec<String>,
-    /// What the filter says of every frame, message and call, when `event` alone decides it
-    /// (`event == "call" and ...` is false for any frame).
-    by_kind: [Option<bool>; 3],
+    /// What the filter says of every event of a kind (in the order of [`KINDS`]), when
+    /// `event` alone decides it (`event == "call" and ...` is false for any frame) or fields
+    /// the kind never has (`type == DATA` for a connection, whose whole `Value` the test would
+    /// otherwise build).
+    by_kind: [Option<bool>; 6],
 }
 
 /// The kinds of event [`Filter::by_kind`] knows, as their JSON Lines `event` names.
-const KINDS: [&str; 3] = ["frame", "message", "call"];
+const KINDS: [&str; 6] = keys::EVENT_KINDS;
 
-fn kind_index(event: &Event) -> Option<usize> {
+/// The place of the event's kind in [`KINDS`].
+fn kind_index(event: &Event) -> usize {
     match event {
-        Event::Frame(_) => Some(0),
-        Event::Message(_) => Some(1),
-        Event::Call(_) => Some(2),
-        _ => None,
+        Event::Frame(_) => 0,
+        Event::Message(_) => 1,
+        Event::Call(_) => 2,
+        Event::Gap(_) => 3,
+        Event::Error(_) => 4,
+        Event::ConnectionEnd(_) => 5,
     }
 }
 
@@ -119,7 +124,7 @@ impl Filter {
     /// JSON Lines writer, and those are parsed: building the whole `Value` of every event cost
     /// five times the JSON Lines output itself.
     pub fn matches(&self, event: &Event) -> bool {
-        if let Some(known) = kind_index(event).and_then(|k| self.by_kind[k]) {
+        if let Some(known) = self.by_kind[kind_index(event)] {
             return known;
         }
         with_root(event, &self.roots, |root| eval(&self.expr, root))
@@ -296,7 +301,7 @@ pub struct FieldList {
     names: Vec<String>,
     roots: Vec<String>,
     /// [`FieldList::may_have`] for each of [`KINDS`].
-    kinds: [bool; 3],
+    kinds: [bool; 6],
 }
 
 impl FieldList {
@@ -359,7 +364,7 @@ impl FieldList {
     /// order, a field's values in the order of its list (lists are flattened, as a filter
     /// sees them).
     pub fn each_value(&self, event: &Event, mut each: impl FnMut(usize, Val<'_>)) {
-        if kind_index(event).is_some_and(|k| !self.kinds[k]) {
+        if !self.kinds[kind_index(event)] {
             return;
         }
         with_root(event, &self.roots, |root| {
@@ -1346,30 +1351,25 @@ mod tests {
             let f = f(t);
             (f.may_show_frames(), f.may_show_messages(), f.by_kind)
         };
+        // By kind: frame, message, call, gap, error, connection.
+        let (t, f, u) = (Some(true), Some(false), None);
         assert_eq!(
             kinds("grpc_status != 0"),
-            (false, false, [Some(false), Some(false), None])
+            (false, false, [f, f, u, f, f, f])
         );
         assert_eq!(
             kinds("path contains Watch"),
-            (false, true, [Some(false), None, None])
+            (false, true, [f, u, u, f, f, f])
         );
-        assert_eq!(
-            kinds("type == DATA"),
-            (true, true, [None, None, Some(false)])
-        );
-        assert_eq!(
-            kinds("not grpc_status"),
-            (true, true, [Some(true), Some(true), None])
-        );
+        assert_eq!(kinds("type == DATA"), (true, true, [u, u, f, f, f, f]));
+        assert_eq!(kinds("not grpc_status"), (true, true, [t, t, u, t, t, t]));
         assert_eq!(
             kinds("event == call or type == GOAWAY"),
-            (true, true, [None, None, Some(true)])
+            (true, true, [u, u, t, f, f, f])
         );
-        assert_eq!(
-            kinds("event != frame and flags"),
-            (false, false, [Some(false); 3])
-        );
+        assert_eq!(kinds("event != frame and flags"), (false, false, [f; 6]));
+        assert_eq!(kinds("bytes > 10"), (false, false, [f, f, f, u, f, f]));
+        assert_eq!(kinds("end == evicted"), (false, false, [f, f, u, f, f, u]));
     }
 
     /// Each of tshark's names is told a field events have.
