@@ -1101,19 +1101,35 @@ mod tests {
         let desc = s.message("grpc.health.v1.HealthCheckRequest").unwrap();
         let plain = GrpcConfig::default();
         let first = decoded(&plain, &mut s);
-        assert!(s.memo.get(&desc, &body).is_some());
-        let again = decoded(&plain, &mut s);
-        assert_eq!(again.type_name, first.type_name);
+        let kept = s.memo.get(&desc, &body).expect("kept in the memo");
+        assert_eq!(kept.type_name, first.type_name.clone().unwrap());
         assert_eq!(
-            again.json.map(|j| j.to_value()),
+            kept.json.map(|j| j.to_value()),
             Some(serde_json::json!({"service": "foo"}))
         );
-        let kept = GrpcConfig {
+        // What the memo holds is what comes out: a planted answer shows that it is used.
+        let planted = Remembered {
+            type_name: "planted".into(),
+            json: Some(Json::of(&serde_json::json!({"service": "planted"})).unwrap()),
+        };
+        s.memo.put(&desc, &body, &planted);
+        let again = decoded(&plain, &mut s);
+        assert_eq!(again.type_name.as_deref(), Some("planted"));
+        assert_eq!(
+            again.json.map(|j| j.to_value()),
+            Some(serde_json::json!({"service": "planted"}))
+        );
+        let with_bytes = GrpcConfig {
             keep_bytes: true,
             key_spans: true,
             ..GrpcConfig::default()
         };
-        let spanned = decoded(&kept, &mut s);
+        let spanned = decoded(&with_bytes, &mut s);
+        assert_eq!(spanned.type_name, first.type_name);
+        assert_eq!(
+            spanned.json.map(|j| j.to_value()),
+            Some(serde_json::json!({"service": "foo"}))
+        );
         assert_eq!(spanned.key_spans.len(), 1);
         assert_eq!(spanned.bytes.as_deref(), Some(&body[..]));
     }
