@@ -5,28 +5,11 @@
 
 mod common;
 
+use common::captures;
 use h2scope::event::Event;
 use h2scope::pipeline::Config;
 use h2scope::tls::KeyLog;
 use std::sync::Arc;
-
-fn captures() -> Vec<String> {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let mut files = Vec::new();
-    for dir in [
-        format!("{root}/../shared/captures/public"),
-        format!("{root}/testdata"),
-    ] {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let name = entry.unwrap().path().to_string_lossy().to_string();
-            if name.ends_with(".pcap") || name.ends_with(".pcapng") {
-                files.push(name);
-            }
-        }
-    }
-    files.sort();
-    files
-}
 
 /// What a message event shows of its decoding, as text.
 fn shown(events: &[Event]) -> Vec<String> {

@@ -3,6 +3,9 @@
 //! the same frames, calls, messages, gaps and errors, on one thread and on several, in both
 //! formats, on every public capture and on the shipped recordings.
 
+mod common;
+
+use common::captures;
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_h2scope");
@@ -44,25 +47,6 @@ fn dissect<S: h2scope::event::Sink>(file: &str, sink: &mut S) {
         true
     });
     d.finish(sink);
-}
-
-fn captures() -> Vec<String> {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let mut files = Vec::new();
-    for dir in [
-        format!("{root}/../shared/captures/public"),
-        format!("{root}/testdata"),
-        format!("{root}/tests/data"),
-    ] {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let name = entry.unwrap().path().to_string_lossy().to_string();
-            if name.ends_with(".pcap") || name.ends_with(".pcapng") {
-                files.push(name);
-            }
-        }
-    }
-    files.sort();
-    files
 }
 
 #[test]

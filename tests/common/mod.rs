@@ -91,6 +91,27 @@ pub fn noise(seed: u32, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Every capture the tests read whole: the public corpus (`../shared`), the shipped recordings
+/// and the tests' own.
+pub fn captures() -> Vec<String> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut files = Vec::new();
+    for dir in [
+        format!("{root}/../shared/captures/public"),
+        format!("{root}/testdata"),
+        format!("{root}/tests/data"),
+    ] {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let name = entry.unwrap().path().to_string_lossy().to_string();
+            if name.ends_with(".pcap") || name.ends_with(".pcapng") {
+                files.push(name);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
 pub fn public_capture(name: &str) -> String {
     format!(
         "{}/../shared/captures/public/{name}",
