@@ -136,6 +136,11 @@ fn a_display_filter_decides_as_on_the_whole_event() {
         "conn == 1 and (flag_names == END_STREAM or end == reset)",
         "grpc_status != 0",
         "not grpc_status and stream > 0",
+        // Fields read from the event itself (`filter::direct`), each kind of value.
+        "type_code >= 4 and flags == 0",
+        "index == 0 and not compressed and not encoding and dir == request",
+        "status == 200 or packet < 10",
+        "type contains Health or type == SETTINGS",
         "event",
     ];
     let filters: Vec<Filter> = texts.iter().map(|f| f.parse().unwrap()).collect();
