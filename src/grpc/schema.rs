@@ -164,9 +164,7 @@ impl Schemas {
         self.pool_mut()
             .add_file_descriptor_protos(new)
             .map_err(|e| e.to_string())?;
-        self.methods.clear();
-        self.memo.clear();
-        self.user_files = true;
+        self.files_added();
         Ok(services)
     }
 
@@ -237,10 +235,16 @@ impl Schemas {
             }
         }
         if !added.is_empty() {
-            self.methods.clear();
-            self.memo.clear();
-            self.user_files = true;
+            self.files_added();
         }
+    }
+
+    /// Files were added to the pool: the methods looked up and the messages decoded with the
+    /// files before are forgotten, and a stream without path may now be guessed.
+    fn files_added(&mut self) {
+        self.methods.clear();
+        self.memo.clear();
+        self.user_files = true;
     }
 
     /// Types of the method named by a gRPC path `/pkg.Service/Method`.

@@ -1401,11 +1401,11 @@ impl TcpLine {
 
 impl<'a> ConnectionLine<'a> {
     fn of(c: &'a ConnectionEnd) -> Self {
-        let h = c.handshake.as_ref();
+        let h = Handshake::of(c.handshake.as_ref());
         ConnectionLine {
             bytes_to_client: c.bytes[1],
             bytes_to_server: c.bytes[0],
-            capture_point: h.and_then(|h| h.capture_point()).map(|p| p.as_str()),
+            capture_point: h.capture_point,
             client: AddrText(&c.client),
             closed_first_by: c.closed_first.map(|f| side_name(f.by_client)),
             closed_first_ts: c.closed_first.map(|f| ts(f.ts_ns)),
@@ -1415,9 +1415,9 @@ impl<'a> ConnectionLine<'a> {
             end_by: end_side(&c.end),
             end_ts: ts(c.last_ts_ns),
             event: "connection",
-            initial_rtt: h.map(|h| ts(h.total_ns())),
-            initial_rtt_to_client: h.map(|h| ts(h.client_ns)),
-            initial_rtt_to_server: h.map(|h| ts(h.server_ns)),
+            initial_rtt: h.total,
+            initial_rtt_to_client: h.to_client,
+            initial_rtt_to_server: h.to_server,
             joined_mid_way: c.mid,
             packets: c.packets,
             protocol: c.protocol,
@@ -1452,15 +1452,30 @@ pub fn tcp_json(t: &crate::tcp::TcpSide) -> Value {
 /// handshake whole) and where the capture was taken, as `connection` and `connection_health`
 /// events give them.
 pub fn handshake_fields(m: &mut Map<String, Value>, h: Option<&crate::event::HandshakeRtt>) {
-    let secs =
-        |f: fn(&crate::event::HandshakeRtt) -> i64| h.map_or(Value::Null, |h| ts(f(h)).into());
-    m.insert("initial_rtt".into(), secs(|h| h.total_ns()));
-    m.insert("initial_rtt_to_server".into(), secs(|h| h.server_ns));
-    m.insert("initial_rtt_to_client".into(), secs(|h| h.client_ns));
-    m.insert(
-        "capture_point".into(),
-        h.and_then(|h| h.capture_point()).map(|p| p.as_str()).into(),
-    );
+    let h = Handshake::of(h);
+    m.insert("initial_rtt".into(), h.total.into());
+    m.insert("initial_rtt_to_server".into(), h.to_server.into());
+    m.insert("initial_rtt_to_client".into(), h.to_client.into());
+    m.insert("capture_point".into(), h.capture_point.into());
+}
+
+/// What [`handshake_fields`] and [`ConnectionLine`] show of a handshake.
+struct Handshake {
+    total: Option<f64>,
+    to_server: Option<f64>,
+    to_client: Option<f64>,
+    capture_point: Option<&'static str>,
+}
+
+impl Handshake {
+    fn of(h: Option<&crate::event::HandshakeRtt>) -> Handshake {
+        Handshake {
+            total: h.map(|h| ts(h.total_ns())),
+            to_server: h.map(|h| ts(h.server_ns)),
+            to_client: h.map(|h| ts(h.client_ns)),
+            capture_point: h.and_then(|h| h.capture_point()).map(|p| p.as_str()),
+        }
+    }
 }
 
 fn gap_json(g: &GapEvent) -> Value {
