@@ -10,8 +10,10 @@
 //! numbers them. At the end, the connections still open are ended in connection order, as one
 //! dissector does.
 //!
-//! The reader decodes each packet down to TCP once, and a worker gets only the segment's
-//! headers and payload. What travels back is chosen by a [`Route`]: nothing (a summary, which
+//! Worker 0 runs on the reader's thread and dissects its packets as they are read, so that N
+//! workers make N threads; it takes a smaller share of the connections, as the reader has its
+//! own work (see [`Shards`]). The others run on threads of their own: the reader decodes each
+//! packet down to TCP once, and such a worker gets only the segment's headers and payload. What travels back is chosen by a [`Route`]: nothing (a summary, which
 //! the workers count), the events themselves, or the output's text for them, which the workers
 //! format (formatting is most of a full output's work) without the connection number; the
 //! merge writes the capture's number into the slot the route left for it.
@@ -21,8 +23,8 @@
 //! puts the connections ended by a sweep in connection order, before that packet's own events.
 //!
 //! What can differ from one dissector: the flow table limit (100 000 connections at once) is
-//! shared out among the workers, so that memory is bounded as on one thread, and evictions come
-//! at other moments when the connections open at once hash unevenly; and with `--single-pass`,
+//! shared out among the workers as the connections are, so that memory is bounded as on one
+//! thread, and evictions come at other moments when the connections open at once hash unevenly; and with `--single-pass`,
 //! a schema learnt from reflection on one connection decodes later calls only on connections of
 //! the same worker.
 
@@ -121,8 +123,6 @@ enum Entry {
     /// its payload is `data[start..end]`. Only the payload is copied, and the link layers are
     /// read once.
     Segment(u64, i64, TcpSegment<'static>, usize, usize),
-    /// A packet without a TCP segment, for the worker to count: index, time, and why.
-    Skipped(u64, i64, Skip),
     /// Expire idle connections before the packet of this index, at this time.
     Sweep(u64, i64),
 }
@@ -417,115 +417,231 @@ impl<P: Part> Sink for Collect<'_, P> {
     }
 }
 
-fn worker<P: Part>(
+/// One share of the connections, dissected: on a thread of its own, fed batches by the reader
+/// (see [`worker`]), or on the reader's thread, fed each packet as it is read (worker 0: see
+/// [`Shards`]).
+struct Worker<'r, P> {
     id: usize,
-    cfg: Config,
-    schemas: Schemas,
-    route: &dyn Route,
-    part: Option<P>,
-    links: WorkerLinks,
-) -> Option<P> {
+    d: Dissector,
+    collect: Collect<'r, P>,
+    /// The worker's next connection number: a number not seen before is a new flow.
+    next_conn: u64,
+    /// What the packets since the last reply produced.
+    items: Vec<(Tag, Output)>,
+    /// The last reply's items: the next one starts with room for as many.
+    room: usize,
+    /// The last packet handed to this worker's share of the capture (or read past it).
+    last: (u64, i64),
+}
+
+impl<'r, P: Part> Worker<'r, P> {
+    fn new(
+        id: usize,
+        mut cfg: Config,
+        schemas: Schemas,
+        route: &'r dyn Route,
+        part: Option<P>,
+    ) -> Self {
+        cfg.flows.external_sweeps = true;
+        let mut d = Dissector::with_schemas(cfg, schemas);
+        d.track_closed();
+        Worker {
+            id,
+            d,
+            collect: Collect {
+                items: Vec::new(),
+                tally: Tally::default(),
+                route,
+                first_ts: 0,
+                text: Vec::new(),
+                sent: 0,
+                part,
+            },
+            next_conn: 0,
+            items: Vec::new(),
+            room: 0,
+            last: (0, 0),
+        }
+    }
+
+    /// Expires idle connections before the packet of this index.
+    fn sweep(&mut self, index: u64, ts_ns: i64) {
+        self.d.sweep(index, ts_ns, &mut self.collect);
+        let tag = Tag { index, phase: 0 };
+        let items = &mut self.items;
+        items.extend(self.collect.items.drain(..).map(|e| (tag, Output::Item(e))));
+        items.extend(self.d.take_closed().map(|n| (tag, Output::EndConn(n))));
+    }
+
+    fn segment(&mut self, index: u64, ts_ns: i64, seg: &TcpSegment<'_>) {
+        let conn = self.d.segment(index, ts_ns, seg, &mut self.collect);
+        self.packet_done(index, conn);
+    }
+
+    fn skipped(&mut self, index: u64, ts_ns: i64, skip: Skip) {
+        self.d.skipped(index, ts_ns, skip);
+        self.packet_done(index, None);
+    }
+
+    /// Tags what the packet of this index produced, on connection `conn`.
+    fn packet_done(&mut self, index: u64, conn: Option<u64>) {
+        let tag = Tag { index, phase: 1 };
+        // Flow numbers are handed out in order: a number not seen before is a new flow,
+        // announced before its first events.
+        if let Some(c) = conn.filter(|&c| c >= self.next_conn) {
+            for n in self.next_conn..=c {
+                self.items.push((tag, Output::NewConn(n)));
+            }
+            self.next_conn = c + 1;
+        }
+        let items = &mut self.items;
+        items.extend(self.collect.items.drain(..).map(|e| (tag, Output::Item(e))));
+        items.extend(self.d.take_closed().map(|n| (tag, Output::EndConn(n))));
+    }
+
+    /// What the packets since the last reply produced, the reader having read up to packet
+    /// `read_to` (at `read_ts`). Lines go on in `spare`, a buffer the merge has written out,
+    /// when there is one.
+    fn reply(&mut self, read_to: u64, read_ts: i64, spare: Option<Vec<u8>>) -> Reply {
+        self.last = (read_to, read_ts);
+        let items = std::mem::replace(&mut self.items, Vec::with_capacity(self.room));
+        self.room = items.len().min(4 * BATCH);
+        Reply {
+            worker: self.id,
+            items,
+            text: self.collect.take_text(spare),
+            done_to: read_to,
+            finish: None,
+        }
+    }
+
+    /// The end of the input: the connections still open end, and the last reply carries their
+    /// events, the counts and what the worker learnt; the part comes back.
+    fn finish(mut self) -> (Reply, Option<P>) {
+        let (index, ts) = self.last;
+        let stats = self.d.finish_at(index, ts, &mut self.collect);
+        let c = &mut self.collect;
+        if let Some(part) = c.part.as_mut() {
+            part.end();
+            part.lines(&mut Lines(LinesTo::Merge {
+                text: &mut c.text,
+                items: &mut c.items,
+                sent: c.sent,
+            }));
+        }
+        let text = c.take_text(None);
+        let finish = (
+            std::mem::take(&mut c.items),
+            stats,
+            std::mem::take(&mut c.tally),
+            self.d.into_schemas(),
+        );
+        let reply = Reply {
+            worker: self.id,
+            items: Vec::new(),
+            text,
+            done_to: u64::MAX,
+            finish: Some(finish),
+        };
+        (reply, self.collect.part)
+    }
+}
+
+/// A worker on a thread of its own: dissects the batches the reader sends until there are no
+/// more, and replies to each.
+fn worker<P: Part>(mut w: Worker<'_, P>, links: WorkerLinks) -> Option<P> {
     let WorkerLinks {
         batches: rx,
         replies: tx,
         spare_batches: spares,
         spare_texts,
     } = links;
-    let mut cfg = cfg;
-    cfg.flows.external_sweeps = true;
-    let mut d = Dissector::with_schemas(cfg, schemas);
-    d.track_closed();
-    let mut next_conn = 0u64;
-    let mut collect = Collect {
-        items: Vec::new(),
-        tally: Tally::default(),
-        route,
-        first_ts: 0,
-        text: Vec::new(),
-        sent: 0,
-        part,
-    };
-    let (mut last_index, mut last_ts) = (0, 0);
-    // Batches are alike: each reply's items start with room for as many as the last one's.
-    let mut room = 0;
     for batch in rx {
-        (last_index, last_ts) = (batch.read_to, batch.read_ts);
-        collect.first_ts = batch.first_ts;
-        let mut items = Vec::with_capacity(room);
+        w.collect.first_ts = batch.first_ts;
         for entry in &batch.entries {
-            let (index, conn) = match *entry {
-                Entry::Sweep(index, ts_ns) => {
-                    d.sweep(index, ts_ns, &mut collect);
-                    let tag = Tag { index, phase: 0 };
-                    items.extend(collect.items.drain(..).map(|e| (tag, Output::Item(e))));
-                    items.extend(d.take_closed().map(|n| (tag, Output::EndConn(n))));
-                    continue;
-                }
+            match *entry {
+                Entry::Sweep(index, ts_ns) => w.sweep(index, ts_ns),
                 Entry::Segment(index, ts_ns, head, start, end) => {
                     let seg = TcpSegment {
                         payload: &batch.data[start..end],
                         ..head
                     };
-                    (index, d.segment(index, ts_ns, &seg, &mut collect))
+                    w.segment(index, ts_ns, &seg);
                 }
-                Entry::Skipped(index, ts_ns, skip) => {
-                    d.skipped(index, ts_ns, skip);
-                    (index, None)
-                }
-            };
-            let tag = Tag { index, phase: 1 };
-            // Flow numbers are handed out in order: a number not seen before is a new flow,
-            // announced before its first events.
-            if let Some(c) = conn.filter(|&c| c >= next_conn) {
-                for n in next_conn..=c {
-                    items.push((tag, Output::NewConn(n)));
-                }
-                next_conn = c + 1;
             }
-            items.extend(collect.items.drain(..).map(|e| (tag, Output::Item(e))));
-            items.extend(d.take_closed().map(|n| (tag, Output::EndConn(n))));
         }
-        room = items.len().min(4 * BATCH);
-        let done_to = batch.read_to;
+        let reply = w.reply(batch.read_to, batch.read_ts, spare_texts.try_recv().ok());
         if let Some(spare) = batch.emptied() {
             // A full pool: the reader has enough; this one is freed.
             let _ = spares.try_send(spare);
         }
-        tx.send(Reply {
-            worker: id,
-            items,
-            text: collect.take_text(spare_texts.try_recv().ok()),
-            done_to,
-            finish: None,
-        })
-        .ok()?;
+        tx.send(reply).ok()?;
     }
-    let stats = d.finish_at(last_index, last_ts, &mut collect);
-    if let Some(part) = collect.part.as_mut() {
-        part.end();
-        part.lines(&mut Lines(LinesTo::Merge {
-            text: &mut collect.text,
-            items: &mut collect.items,
-            sent: collect.sent,
-        }));
-    }
-    tx.send(Reply {
-        worker: id,
-        items: Vec::new(),
-        text: collect.take_text(None),
-        done_to: u64::MAX,
-        finish: Some((collect.items, stats, collect.tally, d.into_schemas())),
-    })
-    .ok()?;
-    collect.part
+    let (reply, part) = w.finish();
+    tx.send(reply).ok()?;
+    part
 }
 
+/// The reader's own work (reading, link layers, handing segments out, merging the lines) as a
+/// share of what the workers do together. Measured on the small-packet benchmark capture: about
+/// a sixth for a summary, a fifth for JSON Lines.
+const READER_LOAD: f64 = 0.2;
+
 /// Which worker a connection's segments go to, both directions to the same one.
-fn shard(src: SocketAddr, dst: SocketAddr, workers: usize) -> usize {
-    // Not a hash table: a skewed split only costs speed, so a fixed, cheap hash will do; the
-    // flow table's packed key hashes in one write where `SocketAddr` takes a dozen.
-    let h = foldhash::fast::FixedState::with_seed(0).hash_one(FlowKey::of(src, dst));
-    (spread(h) % workers as u64) as usize
+///
+/// Worker 0 runs on the reading thread, so that `--threads N` keeps N cores busy and no more:
+/// a third thread on two cores, switching with the other two, lost a fifth of what the second
+/// one gained. It takes the share that leaves the reader as busy as the others once its own
+/// work is added, and none when the reader alone keeps a thread busy.
+#[derive(Debug, Clone, Copy)]
+struct Shards {
+    workers: usize,
+    /// A connection whose mixed hash is below this goes to worker 0.
+    first_below: u64,
+}
+
+impl Shards {
+    fn new(workers: usize) -> Self {
+        let n = workers.max(1) as f64;
+        let first = ((1.0 - (n - 1.0) * READER_LOAD) / n).clamp(0.0, 1.0);
+        Shards {
+            workers: workers.max(1),
+            // Saturates at u64::MAX for one worker, which `of` never divides by.
+            first_below: (first * u64::MAX as f64) as u64,
+        }
+    }
+
+    /// The share of connections worker `w` gets.
+    fn share(&self, w: usize) -> f64 {
+        let first = self.first_below as f64 / u64::MAX as f64;
+        match w {
+            0 => first,
+            _ => (1.0 - first) / (self.workers - 1) as f64,
+        }
+    }
+
+    /// Worker `w`'s part of a limit of `total`: the parts add up to it, or to one each when
+    /// there are more workers.
+    fn part_of(&self, w: usize, total: usize) -> usize {
+        // One each, and the rest by share.
+        let rest = total.saturating_sub(self.workers);
+        let upto = |w: usize| {
+            let share: f64 = (0..w).map(|v| self.share(v)).sum();
+            (rest as f64 * share).round() as usize
+        };
+        1 + upto(w + 1).saturating_sub(upto(w))
+    }
+
+    fn of(&self, src: SocketAddr, dst: SocketAddr) -> usize {
+        // Not a hash table: a skewed split only costs speed, so a fixed, cheap hash will do;
+        // the flow table's packed key hashes in one write where `SocketAddr` takes a dozen.
+        let h = spread(foldhash::fast::FixedState::with_seed(0).hash_one(FlowKey::of(src, dst)));
+        if self.workers == 1 || h < self.first_below {
+            0
+        } else {
+            1 + (h % (self.workers as u64 - 1)) as usize
+        }
+    }
 }
 
 /// Mixes every bit of a hash into its low ones (MurmurHash3's finaliser). The flow table's
@@ -889,10 +1005,22 @@ fn run<P: Part>(
     let (mut first_ts, mut last_ts) = (None, 0i64);
     let spares = Spares::new(workers);
     let mut parts = Vec::new();
+    let shards = Shards::new(workers);
+    // The table's limit is the capture's, shared out as the connections are: memory as on one
+    // thread.
+    let cfg_of = |w: usize| {
+        let mut cfg = cfg.clone();
+        cfg.flows.max_flows = shards.part_of(w, cfg.flows.max_flows);
+        cfg
+    };
+    // Worker 0, on this thread: what it is given it dissects at once, from the packet read.
+    let mut inline = Worker::new(0, cfg_of(0), schemas.clone(), route, work.part.map(|m| m()));
+    let (texts_tx, inline_texts) = sync_channel::<Vec<u8>>(4);
+    merge.spare_texts.push(texts_tx);
     std::thread::scope(|scope| {
-        let mut inputs = Vec::new();
+        let mut inputs = vec![None];
         let mut handles = Vec::new();
-        for id in 0..workers {
+        for id in 1..workers {
             let (tx, rx) = sync_channel::<Batch>(4);
             let (texts_tx, texts_rx) = sync_channel::<Vec<u8>>(4);
             let links = WorkerLinks {
@@ -901,15 +1029,19 @@ fn run<P: Part>(
                 spare_batches: spares.tx.clone(),
                 spare_texts: texts_rx,
             };
-            let (mut cfg, schemas) = (cfg.clone(), schemas.clone());
-            // The table's limit is the capture's, shared out: memory as on one thread.
-            cfg.flows.max_flows = cfg.flows.max_flows.div_ceil(workers);
-            let part = work.part.map(|make| make());
-            handles.push(scope.spawn(move || worker(id, cfg, schemas, route, part, links)));
+            let w = Worker::new(
+                id,
+                cfg_of(id),
+                schemas.clone(),
+                route,
+                work.part.map(|m| m()),
+            );
+            handles.push(scope.spawn(move || worker(w, links)));
             inputs.push(Some(tx));
             merge.spare_texts.push(texts_tx);
         }
         drop(reply_tx);
+        // One per worker on a thread; worker 0's stays empty.
         let mut batches: Vec<Batch> = (0..workers).map(|_| Batch::default()).collect();
         let mut pending = 0usize;
         let mut pending_bytes = 0usize;
@@ -920,32 +1052,36 @@ fn run<P: Part>(
                 ends[w] = Some(f);
             }
         };
-        let mut send_all =
-            |batches: &mut Vec<Batch>, read: (u64, i64, i64), merge: &mut Merge<'_>| {
-                for (w, b) in batches.iter_mut().enumerate() {
-                    let mut b = std::mem::replace(b, spares.take());
-                    (b.read_to, b.read_ts, b.first_ts) = read;
-                    if let Some(tx) = &inputs[w] {
-                        // A full worker: take in what the workers have done meanwhile.
-                        let mut b = Some(b);
-                        while let Some(batch) = b.take() {
-                            match tx.try_send(batch) {
-                                Ok(()) => {}
-                                Err(std::sync::mpsc::TrySendError::Full(batch)) => {
-                                    b = Some(batch);
-                                    if let Ok(r) = reply_rx.recv() {
-                                        accept(r, merge, &mut ends);
-                                    }
+        let mut send_all = |batches: &mut Vec<Batch>,
+                            inline: &mut Worker<'_, P>,
+                            read: (u64, i64, i64),
+                            merge: &mut Merge<'_>| {
+            for (w, b) in batches.iter_mut().enumerate().skip(1) {
+                let mut b = std::mem::replace(b, spares.take());
+                (b.read_to, b.read_ts, b.first_ts) = read;
+                if let Some(tx) = &inputs[w] {
+                    // A full worker: take in what the workers have done meanwhile.
+                    let mut b = Some(b);
+                    while let Some(batch) = b.take() {
+                        match tx.try_send(batch) {
+                            Ok(()) => {}
+                            Err(std::sync::mpsc::TrySendError::Full(batch)) => {
+                                b = Some(batch);
+                                if let Ok(r) = reply_rx.recv() {
+                                    accept(r, merge, &mut ends);
                                 }
-                                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {}
                             }
+                            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {}
                         }
                     }
                 }
-                while let Ok(r) = reply_rx.try_recv() {
-                    accept(r, merge, &mut ends);
-                }
-            };
+            }
+            let reply = inline.reply(read.0, read.1, inline_texts.try_recv().ok());
+            accept(reply, merge, &mut ends);
+            while let Ok(r) = reply_rx.try_recv() {
+                accept(r, merge, &mut ends);
+            }
+        };
         let mut last_index = 0u64;
         let mut last_sweep = i64::MIN;
         // Fragments are reassembled here, where every packet passes, as one dissector would.
@@ -954,6 +1090,7 @@ fn run<P: Part>(
             on_packet(p);
             if first_ts.is_none() {
                 merge.sink.time_base(p.ts_ns);
+                inline.collect.first_ts = p.ts_ns;
             }
             first_ts.get_or_insert(p.ts_ns);
             last_ts = p.ts_ns;
@@ -961,29 +1098,33 @@ fn run<P: Part>(
                 Ok(seg) => {
                     // One flow table would sweep here: so does every worker.
                     if crate::tcp::sweep_due(&mut last_sweep, p.ts_ns) {
-                        for b in batches.iter_mut() {
+                        inline.sweep(p.index, p.ts_ns);
+                        for b in batches.iter_mut().skip(1) {
                             b.entries.push(Entry::Sweep(p.index, p.ts_ns));
                         }
                     }
-                    let b = &mut batches[shard(seg.src, seg.dst, workers)];
-                    let start = b.data.len();
-                    b.data.extend_from_slice(seg.payload);
-                    let entry = Entry::Segment(
-                        p.index,
-                        p.ts_ns,
-                        TcpSegment {
-                            payload: &[],
-                            ..seg
-                        },
-                        start,
-                        b.data.len(),
-                    );
-                    b.entries.push(entry);
+                    match shards.of(seg.src, seg.dst) {
+                        0 => inline.segment(p.index, p.ts_ns, &seg),
+                        w => {
+                            let b = &mut batches[w];
+                            let start = b.data.len();
+                            b.data.extend_from_slice(seg.payload);
+                            let entry = Entry::Segment(
+                                p.index,
+                                p.ts_ns,
+                                TcpSegment {
+                                    payload: &[],
+                                    ..seg
+                                },
+                                start,
+                                b.data.len(),
+                            );
+                            b.entries.push(entry);
+                        }
+                    }
                 }
                 // The first worker counts what is not TCP.
-                Err(skip) => batches[0]
-                    .entries
-                    .push(Entry::Skipped(p.index, p.ts_ns, skip)),
+                Err(skip) => inline.skipped(p.index, p.ts_ns, skip),
             }
             last_index = p.index;
             pending += 1;
@@ -992,25 +1133,36 @@ fn run<P: Part>(
                 pending = 0;
                 pending_bytes = 0;
                 let first = first_ts.unwrap_or(p.ts_ns);
-                send_all(&mut batches, (p.index, p.ts_ns, first), &mut merge);
+                send_all(
+                    &mut batches,
+                    &mut inline,
+                    (p.index, p.ts_ns, first),
+                    &mut merge,
+                );
             }
             seen += 1;
             // Asked once a batch: the merge writes only when the workers hand lines back.
             seen < limit && (pending != 0 || !merge.sink.closed())
         });
         let first = first_ts.unwrap_or(last_ts);
-        send_all(&mut batches, (last_index, last_ts, first), &mut merge);
+        send_all(
+            &mut batches,
+            &mut inline,
+            (last_index, last_ts, first),
+            &mut merge,
+        );
         // End of input: the workers finish, and their last events come in.
         for tx in inputs.iter_mut() {
             tx.take();
         }
+        let (reply, part) = inline.finish();
+        accept(reply, &mut merge, &mut ends);
         while let Ok(r) = reply_rx.recv() {
             accept(r, &mut merge, &mut ends);
         }
         // A worker that panicked has no part to give; its events stopped with it.
-        parts = handles
-            .into_iter()
-            .map(|h| h.join().ok().flatten())
+        parts = std::iter::once(part)
+            .chain(handles.into_iter().map(|h| h.join().ok().flatten()))
             .collect();
     });
     merge.drain();
@@ -1131,7 +1283,8 @@ mod tests {
     }
 
     /// A client's successive connections, ports one or two apart, are spread over the
-    /// workers as at random: never a long run on one of them, which leaves the others idle.
+    /// workers as at random, each worker getting its share: never a long run on one of them,
+    /// which leaves the others idle.
     #[test]
     fn successive_ports_spread_over_workers() {
         // The addresses of testdata's TLS capture replicated (`scripts/replicate-capture`),
@@ -1142,31 +1295,73 @@ mod tests {
         ] {
             let server: SocketAddr = server.parse().unwrap();
             for step in [1u16, 2] {
-                for workers in [2usize, 4] {
-                    let shards: Vec<usize> = (0..4000u16)
+                for workers in [2usize, 3, 4] {
+                    let shards = Shards::new(workers);
+                    let picked: Vec<usize> = (0..4000u16)
                         .map(|i| {
                             let client = SocketAddr::from((client_ip, 1024 + i * step));
-                            shard(client, server, workers)
+                            shards.of(client, server)
                         })
                         .collect();
                     let client = SocketAddr::from((client_ip, 1024));
-                    assert_eq!(shard(server, client, workers), shards[0], "both directions");
+                    assert_eq!(shards.of(server, client), picked[0], "both directions");
                     for w in 0..workers {
-                        let got = shards.iter().filter(|&&s| s == w).count();
+                        let got = picked.iter().filter(|&&s| s == w).count() as f64;
+                        let share = shards.share(w) * 4000.0;
                         assert!(
-                            got > 4000 / workers * 9 / 10,
-                            "worker {w} of {workers}: {got}"
+                            (got - share).abs() < share / 10.0,
+                            "worker {w} of {workers}: {got}, its share {share}"
                         );
                     }
-                    // Two workers: in every 32 successive connections, a few for each (at
-                    // random, 16 and rarely under 6; the runs were of 30).
+                    // Two workers, the reader's with 40%: in every 32 successive connections,
+                    // a few for each (at random, 13 and rarely under 4; the runs were of 30).
                     if workers == 2 {
-                        for win in shards.windows(32) {
+                        for win in picked.windows(32) {
                             let ones = win.iter().sum::<usize>();
                             assert!((3..=29).contains(&ones), "step {step}: {ones} of 32");
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// The reader's own worker takes less as there are more workers, none past five, and the
+    /// shares add up.
+    #[test]
+    fn the_readers_share_shrinks_with_workers() {
+        assert_eq!(Shards::new(1).share(0), 1.0);
+        let two = Shards::new(2);
+        assert!((two.share(0) - 0.4).abs() < 1e-9, "{}", two.share(0));
+        let mut last = 1.0;
+        for workers in 2..=8 {
+            let shards = Shards::new(workers);
+            let first = shards.share(0);
+            assert!(first < last || first == 0.0, "{workers}: {first}");
+            assert!(first > 0.0 || workers >= 6, "{workers}");
+            last = first;
+            let sum: f64 = (0..workers).map(|w| shards.share(w)).sum();
+            assert!((sum - 1.0).abs() < 1e-9, "{workers}: {sum}");
+            assert!((1..workers).all(|w| shards.share(w) >= first));
+        }
+    }
+
+    /// The flow table's limit is shared out as the connections are, adding up to it.
+    #[test]
+    fn the_limit_is_shared_out_as_the_connections() {
+        let two = Shards::new(2);
+        assert_eq!(
+            [two.part_of(0, 100_000), two.part_of(1, 100_000)],
+            [40_000, 60_000]
+        );
+        assert_eq!([two.part_of(0, 2), two.part_of(1, 2)], [1, 1]);
+        for workers in 1..=8 {
+            let shards = Shards::new(workers);
+            for total in [workers, 7, 100, 100_000] {
+                let parts: Vec<usize> = (0..workers).map(|w| shards.part_of(w, total)).collect();
+                assert!(parts.iter().all(|&p| p >= 1));
+                let sum: usize = parts.iter().sum();
+                assert_eq!(sum, total.max(workers), "{workers}: {parts:?}");
             }
         }
     }
