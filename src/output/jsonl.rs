@@ -219,7 +219,7 @@ pub fn write_seconds(buf: &mut Vec<u8>, ns: i64) {
     }
     let abs = ns.unsigned_abs();
     buf.extend_from_slice(itoa::Buffer::new().format(abs / 1_000_000_000).as_bytes());
-    // The nanoseconds with their leading zeros: a 1 before them makes ten digits, then cut.
+    // The nanoseconds    // The nanoseconds with their leading zeros: a 1 before them makes ten digits, then cut.
     let mut frac = itoa::Buffer::new();
     let digits = &frac.format(abs % 1_000_000_000 + 1_000_000_000).as_bytes()[1..];
     let len = 9 - digits
@@ -289,6 +289,25 @@ struct Obj<'a, K: Keys = AllKeys> {
     /// so that the lists cannot fall behind the writers.
     #[cfg(debug_assertions)]
     known: &'static [&'static str],
+}
+
+/// A key of an object as it is written after another, `,"name":` (made by [`key!`]): each key
+/// costs one copy of a few bytes, where the comma, the quotes and the name took four.
+#[derive(Debug, Clone, Copy)]
+struct Key(&'static str);
+
+impl Key {
+    #[inline(always)]
+    fn name(self) -> &'static str {
+        &self.0[2..self.0.len() - 2]
+    }
+}
+
+/// The [`Key`] of a name.
+macro_rules! key {
+    ($name:literal) => {
+        $crate::output::jsonl::Key(concat!(",\"", $name, "\":"))
+    };
 }
 
 /// Which keys of an object are written: all of them for the output, only those a display
@@ -398,8 +417,8 @@ impl<K: Keys> Obj<'_, K> {
     }
     /// Whether `k` is written: a value that costs to compute is computed only then.
     #[inline(always)]
-    fn wants(&self, k: &str) -> bool {
-        self.keys.has(k)
+    fn wants(&self, k: Key) -> bool {
+        self.keys.has(k.name())
     }
     /// Where an event comes from: `packet`, `ts`, `conn`, `src` and `dst`. The frames and
     /// messages of one packet repeat them, so the output copies the text it wrote last time
@@ -440,44 +459,45 @@ impl<K: Keys> Obj<'_, K> {
         });
     }
     fn origin_fields(&mut self, o: &Origin) {
-        self.uint("packet", o.packet);
-        self.seconds("ts", o.ts_ns);
+        self.uint(key!("packet"), o.packet);
+        self.seconds(key!("ts"), o.ts_ns);
         self.conn(o.conn);
-        self.addr("src", &o.src);
-        self.addr("dst", &o.dst);
+        self.addr(key!("src"), &o.src);
+        self.addr(key!("dst"), &o.dst);
     }
     fn conn(&mut self, n: u64) {
-        if !self.wants("conn") {
+        if !self.wants(key!("conn")) {
             return;
         }
         if self.conn_hole.is_some() {
-            self.key("conn");
+            self.key(key!("conn"));
             self.conn_hole = Some(Some(self.buf.len()));
         } else {
-            self.uint("conn", n);
+            self.uint(key!("conn"), n);
         }
     }
     // This and the writers of one key and value are inlined into every caller: keys are
     // literals, so their copy becomes a few moves instead of a call to memcpy (5% of JSON Lines,
-    // measured).
+    // measured), one copy with the comma and quotes around (see `key!`).
     #[inline(always)]
-    fn key(&mut self, k: &str) {
+    fn key(&mut self, k: Key) {
         #[cfg(debug_assertions)]
         debug_assert!(
-            self.known.is_empty() || self.known.contains(&k),
-            "{k} is missing from its event's list of keys"
+            self.known.is_empty() || self.known.contains(&k.name()),
+            "{} is missing from its event's list of keys",
+            k.name()
         );
-        if !self.first {
+        let text = if self.first {
+            self.first = false;
+            &k.0[1..]
+        } else {
             self.keys.ended(self.buf.len());
-            self.buf.push(b',');
-        }
-        self.first = false;
-        self.buf.push(b'"');
-        self.buf.extend_from_slice(k.as_bytes());
-        self.buf.extend_from_slice(b"\":");
-        self.keys.began(k, self.buf.len());
+            k.0
+        };
+        self.buf.extend_from_slice(text.as_bytes());
+        self.keys.began(k.name(), self.buf.len());
     }
-    fn json<T: serde::Serialize + ?Sized>(&mut self, k: &str, v: &T) {
+    fn json<T: serde::Serialize + ?Sized>(&mut self, k: Key, v: &T) {
         if !self.wants(k) {
             return;
         }
@@ -488,7 +508,7 @@ impl<K: Keys> Obj<'_, K> {
         }
     }
     /// `v` written by `write`, or `null`.
-    fn opt_with<T>(&mut self, k: &str, v: Option<T>, write: impl FnOnce(&mut Vec<u8>, T)) {
+    fn opt_with<T>(&mut self, k: Key, v: Option<T>, write: impl FnOnce(&mut Vec<u8>, T)) {
         if !self.wants(k) {
             return;
         }
@@ -499,21 +519,21 @@ impl<K: Keys> Obj<'_, K> {
         }
     }
     /// JSON text made elsewhere (a decoded message), written as it is.
-    fn raw(&mut self, k: &str, v: Option<&str>) {
+    fn raw(&mut self, k: Key, v: Option<&str>) {
         self.opt_with(k, v, |buf, text| buf.extend_from_slice(text.as_bytes()));
     }
     /// What is shown of a message no schema decoded (see [`write_schemaless`]).
-    fn schemaless(&mut self, k: &str, v: Option<&Schemaless>) {
+    fn schemaless(&mut self, k: Key, v: Option<&Schemaless>) {
         self.opt_with(k, v, write_schemaless);
     }
     /// A JSON value (`grpc_status_details`), written by [`write_value`].
-    fn value(&mut self, k: &str, v: Option<&Value>) {
+    fn value(&mut self, k: Key, v: Option<&Value>) {
         self.opt_with(k, v, write_value);
     }
     /// One of the program's own names (an event, a frame type, a flag, an error code): known
     /// to need no escaping, so written as it is.
     #[inline(always)]
-    fn name(&mut self, k: &str, v: &'static str) {
+    fn name(&mut self, k: Key, v: &'static str) {
         if !self.wants(k) {
             return;
         }
@@ -521,14 +541,14 @@ impl<K: Keys> Obj<'_, K> {
         write_name(self.buf, v);
     }
     #[inline(always)]
-    fn opt_name(&mut self, k: &str, v: Option<&'static str>) {
+    fn opt_name(&mut self, k: Key, v: Option<&'static str>) {
         match v {
             Some(v) => self.name(k, v),
             None => self.null(k),
         }
     }
     #[inline(always)]
-    fn null(&mut self, k: &str) {
+    fn null(&mut self, k: Key) {
         if !self.wants(k) {
             return;
         }
@@ -537,7 +557,7 @@ impl<K: Keys> Obj<'_, K> {
     }
     /// A string value, escaped by [`write_str`] (the hot path skips serde's machinery).
     #[inline(always)]
-    fn str(&mut self, k: &str, v: &str) {
+    fn str(&mut self, k: Key, v: &str) {
         if !self.wants(k) {
             return;
         }
@@ -545,14 +565,14 @@ impl<K: Keys> Obj<'_, K> {
         write_str(self.buf, v.as_bytes());
     }
     #[inline(always)]
-    fn opt_str(&mut self, k: &str, v: Option<&str>) {
+    fn opt_str(&mut self, k: Key, v: Option<&str>) {
         match v {
             Some(v) => self.str(k, v),
             None => self.null(k),
         }
     }
     /// A list of [`Self::name`]s.
-    fn names(&mut self, k: &str, v: impl IntoIterator<Item = &'static str>) {
+    fn names(&mut self, k: Key, v: impl IntoIterator<Item = &'static str>) {
         if !self.wants(k) {
             return;
         }
@@ -567,14 +587,14 @@ impl<K: Keys> Obj<'_, K> {
         self.buf.push(b']');
     }
     #[inline(always)]
-    fn opt_uint(&mut self, k: &str, n: Option<u64>) {
+    fn opt_uint(&mut self, k: Key, n: Option<u64>) {
         match n {
             Some(n) => self.uint(k, n),
             None => self.null(k),
         }
     }
     /// Text from the capture (`write_text`), or null.
-    fn opt_text(&mut self, k: &str, v: Option<&[u8]>) {
+    fn opt_text(&mut self, k: Key, v: Option<&[u8]>) {
         if !self.wants(k) {
             return;
         }
@@ -586,7 +606,7 @@ impl<K: Keys> Obj<'_, K> {
     }
     /// Seconds (a time since 1970, or a duration), by [`write_seconds`]. The events of one
     /// packet share its time, so the texts of the last two are kept.
-    fn seconds(&mut self, k: &str, ns: i64) {
+    fn seconds(&mut self, k: Key, ns: i64) {
         if !self.wants(k) {
             return;
         }
@@ -603,7 +623,8 @@ impl<K: Keys> Obj<'_, K> {
             self.buf.extend_from_slice(&last[0].1);
         });
     }
-    fn bool(&mut self, k: &str, v: bool) {
+    #[inline(always)]
+    fn bool(&mut self, k: Key, v: bool) {
         if !self.wants(k) {
             return;
         }
@@ -612,7 +633,7 @@ impl<K: Keys> Obj<'_, K> {
             .extend_from_slice(if v { &b"true"[..] } else { &b"false"[..] });
     }
     #[inline(always)]
-    fn uint(&mut self, k: &str, n: u64) {
+    fn uint(&mut self, k: Key, n: u64) {
         if !self.wants(k) {
             return;
         }
@@ -621,7 +642,7 @@ impl<K: Keys> Obj<'_, K> {
     }
     /// An address as a string; its text (digits, dots, colons, brackets) needs no escaping.
     #[inline(always)]
-    fn addr(&mut self, k: &str, a: &std::net::SocketAddr) {
+    fn addr(&mut self, k: Key, a: &std::net::SocketAddr) {
         if !self.wants(k) {
             return;
         }
@@ -694,17 +715,17 @@ pub fn write_frame(buf: &mut Vec<u8>, f: &FrameEvent) {
 fn frame_obj<K: Keys>(o: Obj<'_, K>, f: &FrameEvent) -> Option<usize> {
     let mut o = o.of(keys::FRAME);
     let h = &f.header;
-    o.name("event", "frame");
+    o.name(key!("event"), "frame");
     o.origin(&f.origin);
-    o.uint("stream", h.stream as u64);
-    o.name("type", h.kind.name());
-    o.uint("type_code", h.kind.code() as u64);
-    o.uint("flags", h.flags as u64);
-    o.names("flag_names", h.kind.flag_name_iter(h.flags));
-    o.uint("length", h.length as u64);
+    o.uint(key!("stream"), h.stream as u64);
+    o.name(key!("type"), h.kind.name());
+    o.uint(key!("type_code"), h.kind.code() as u64);
+    o.uint(key!("flags"), h.flags as u64);
+    o.names(key!("flag_names"), h.kind.flag_name_iter(h.flags));
+    o.uint(key!("length"), h.length as u64);
     let error_code = |o: &mut Obj<'_, K>, code: u32| {
-        o.uint("error_code", code as u64);
-        o.opt_name("error_name", error_code_name(code));
+        o.uint(key!("error_code"), code as u64);
+        o.opt_name(key!("error_name"), error_code_name(code));
     };
     match &f.detail {
         FrameDetail::Data {
@@ -712,69 +733,69 @@ fn frame_obj<K: Keys>(o: Obj<'_, K>, f: &FrameEvent) -> Option<usize> {
             pad_len,
             missing,
         } => {
-            o.uint("data_length", *data_len as u64);
+            o.uint(key!("data_length"), *data_len as u64);
             if let Some(p) = pad_len {
-                o.uint("pad_length", *p as u64);
+                o.uint(key!("pad_length"), *p as u64);
             }
             if *missing > 0 {
-                o.uint("missing", *missing);
+                o.uint(key!("missing"), *missing);
             }
         }
         FrameDetail::Headers { priority, pad_len } => {
             if let Some(p) = priority {
-                o.json("priority", &priority_json(p));
+                o.json(key!("priority"), &priority_json(p));
             }
             if let Some(p) = pad_len {
-                o.uint("pad_length", *p as u64);
+                o.uint(key!("pad_length"), *p as u64);
             }
         }
-        FrameDetail::Priority(p) => o.json("priority", &priority_json(p)),
+        FrameDetail::Priority(p) => o.json(key!("priority"), &priority_json(p)),
         FrameDetail::RstStream { error_code: c } => error_code(&mut o, *c),
         FrameDetail::Settings { ack, settings } => {
-            o.bool("ack", *ack);
+            o.bool(key!("ack"), *ack);
             let pairs: Vec<[u32; 2]> = settings.iter().map(|s| [s.id as u32, s.value]).collect();
-            o.json("settings", &pairs);
+            o.json(key!("settings"), &pairs);
             let names: Vec<Option<&str>> = settings.iter().map(|s| setting::name(s.id)).collect();
-            o.json("setting_names", &names);
+            o.json(key!("setting_names"), &names);
         }
         FrameDetail::PushPromise {
             promised_stream,
             pad_len,
         } => {
-            o.uint("promised_stream", *promised_stream as u64);
+            o.uint(key!("promised_stream"), *promised_stream as u64);
             if let Some(p) = pad_len {
-                o.uint("pad_length", *p as u64);
+                o.uint(key!("pad_length"), *p as u64);
             }
         }
         FrameDetail::Ping { ack, opaque } => {
-            o.bool("ack", *ack);
-            o.str("opaque", &hex::encode(opaque));
+            o.bool(key!("ack"), *ack);
+            o.str(key!("opaque"), &hex::encode(opaque));
         }
         FrameDetail::GoAway {
             last_stream_id,
             error_code: c,
             debug_data,
         } => {
-            o.uint("last_stream_id", *last_stream_id as u64);
+            o.uint(key!("last_stream_id"), *last_stream_id as u64);
             error_code(&mut o, *c);
-            o.json("debug_data", &lossless(debug_data));
+            o.json(key!("debug_data"), &lossless(debug_data));
         }
-        FrameDetail::WindowUpdate { increment } => o.uint("increment", *increment as u64),
+        FrameDetail::WindowUpdate { increment } => o.uint(key!("increment"), *increment as u64),
         FrameDetail::Continuation | FrameDetail::Unknown | FrameDetail::Skipped => {}
-        FrameDetail::Malformed(e) => o.json("malformed", &e.to_string()),
+        FrameDetail::Malformed(e) => o.json(key!("malformed"), &e.to_string()),
     }
-    if let Some(list) = f.headers.as_ref().filter(|_| o.wants("headers")) {
-        o.key("headers");
+    if let Some(list) = f.headers.as_ref().filter(|_| o.wants(key!("headers"))) {
+        o.key(key!("headers"));
         write_headers(o.buf, Some(list));
     }
     if !f.table_size_updates.is_empty() {
-        o.json("table_size_updates", &f.table_size_updates);
+        o.json(key!("table_size_updates"), &f.table_size_updates);
     }
     if !f.notes.is_empty() {
-        o.json("notes", &f.notes);
+        o.json(key!("notes"), &f.notes);
     }
-    if let Some(raw) = f.raw.as_ref().filter(|_| o.wants("raw")) {
-        o.key("raw");
+    if let Some(raw) = f.raw.as_ref().filter(|_| o.wants(key!("raw"))) {
+        o.key(key!("raw"));
         o.hex(raw);
     }
     o.end()
@@ -1168,30 +1189,30 @@ pub fn write_call(buf: &mut Vec<u8>, c: &Call) {
 
 fn call_obj<K: Keys>(o: Obj<'_, K>, c: &Call) -> Option<usize> {
     let mut o = o.of(keys::CALL);
-    o.name("event", "call");
+    o.name(key!("event"), "call");
     o.conn(c.conn);
-    o.uint("stream", c.stream as u64);
-    o.addr("client", &c.client);
-    o.addr("server", &c.server);
-    o.opt_text("method", c.request_header(":method"));
-    o.opt_text("path", c.request_header(":path"));
-    o.opt_text("authority", c.request_header(":authority"));
-    o.opt_uint("status", c.status().map(u64::from));
+    o.uint(key!("stream"), c.stream as u64);
+    o.addr(key!("client"), &c.client);
+    o.addr(key!("server"), &c.server);
+    o.opt_text(key!("method"), c.request_header(":method"));
+    o.opt_text(key!("path"), c.request_header(":path"));
+    o.opt_text(key!("authority"), c.request_header(":authority"));
+    o.opt_uint(key!("status"), c.status().map(u64::from));
     let grpc_status = c.grpc_status();
-    o.opt_uint("grpc_status", grpc_status.map(u64::from));
-    o.opt_name("grpc_status_name", grpc_status.and_then(grpc_status_name));
-    o.opt_str("grpc_message", c.grpc_message().as_deref());
-    o.seconds("start_ts", c.start_ts_ns);
-    o.seconds("end_ts", c.end_ts_ns);
-    o.seconds("duration", c.duration_ns());
-    o.opt_with("request_end_ts", c.request_end_ts_ns, write_seconds);
-    o.opt_with("response_start_ts", c.response_start_ts_ns, write_seconds);
-    o.opt_with("time_to_response", c.time_to_response_ns(), write_seconds);
-    o.opt_with("deadline", c.deadline_ns(), write_seconds);
-    o.uint("start_packet", c.start_packet);
-    o.uint("end_packet", c.end_packet);
-    o.uint("request_bytes", c.request_bytes);
-    o.uint("response_bytes", c.response_bytes);
+    o.opt_uint(key!("grpc_status"), grpc_status.map(u64::from));
+    o.opt_name(key!("grpc_status_name"), grpc_status.and_then(grpc_status_name));
+    o.opt_str(key!("grpc_message"), c.grpc_message().as_deref());
+    o.seconds(key!("start_ts"), c.start_ts_ns);
+    o.seconds(key!("end_ts"), c.end_ts_ns);
+    o.seconds(key!("duration"), c.duration_ns());
+    o.opt_with(key!("request_end_ts"), c.request_end_ts_ns, write_seconds);
+    o.opt_with(key!("response_start_ts"), c.response_start_ts_ns, write_seconds);
+    o.opt_with(key!("time_to_response"), c.time_to_response_ns(), write_seconds);
+    o.opt_with(key!("deadline"), c.deadline_ns(), write_seconds);
+    o.uint(key!("start_packet"), c.start_packet);
+    o.uint(key!("end_packet"), c.end_packet);
+    o.uint(key!("request_bytes"), c.request_bytes);
+    o.uint(key!("response_bytes"), c.response_bytes);
     let (end, reset_by, error_code) = match c.end {
         CallEnd::Complete => ("complete", None, None),
         CallEnd::Reset {
@@ -1201,34 +1222,34 @@ fn call_obj<K: Keys>(o: Obj<'_, K>, c: &Call) -> Option<usize> {
         CallEnd::Unfinished => ("unfinished", None, None),
         CallEnd::Refused { .. } => ("refused", None, None),
     };
-    o.name("end", end);
-    o.opt_name("reset_by", reset_by);
-    o.opt_uint("error_code", error_code.map(u64::from));
+    o.name(key!("end"), end);
+    o.opt_name(key!("reset_by"), reset_by);
+    o.opt_uint(key!("error_code"), error_code.map(u64::from));
     if let CallEnd::Refused { last_stream_id } = c.end {
-        o.uint("goaway_last_stream_id", u64::from(last_stream_id));
+        o.uint(key!("goaway_last_stream_id"), u64::from(last_stream_id));
     }
-    o.bool("reset_at_deadline", c.reset_at_deadline());
-    o.bool("pushed", c.pushed);
-    o.bool("upgraded", c.upgraded);
-    o.bool("tls", c.tls);
+    o.bool(key!("reset_at_deadline"), c.reset_at_deadline());
+    o.bool(key!("pushed"), c.pushed);
+    o.bool(key!("upgraded"), c.upgraded);
+    o.bool(key!("tls"), c.tls);
     for (key, list) in [
-        ("request_headers", &c.request_headers),
-        ("response_headers", &c.response_headers),
-        ("request_trailers", &c.request_trailers),
-        ("trailers", &c.response_trailers),
+        (key!("request_headers"), &c.request_headers),
+        (key!("response_headers"), &c.response_headers),
+        (key!("request_trailers"), &c.request_trailers),
+        (key!("trailers"), &c.response_trailers),
     ] {
         if o.wants(key) {
             o.key(key);
             write_headers(o.buf, list.as_ref());
         }
     }
-    o.bool("grpc", c.grpc);
-    o.uint("request_messages", c.request_messages as u64);
-    o.uint("response_messages", c.response_messages as u64);
-    o.value("grpc_status_details", c.grpc_status_details.as_ref());
-    if o.wants("binary_metadata") {
+    o.bool(key!("grpc"), c.grpc);
+    o.uint(key!("request_messages"), c.request_messages as u64);
+    o.uint(key!("response_messages"), c.response_messages as u64);
+    o.value(key!("grpc_status_details"), c.grpc_status_details.as_ref());
+    if o.wants(key!("binary_metadata")) {
         o.json(
-            "binary_metadata",
+            key!("binary_metadata"),
             &binary_metadata(&[
                 &c.request_headers,
                 &c.response_headers,
@@ -1237,7 +1258,7 @@ fn call_obj<K: Keys>(o: Obj<'_, K>, c: &Call) -> Option<usize> {
         );
     }
     if !c.notes.is_empty() {
-        o.json("notes", &c.notes);
+        o.json(key!("notes"), &c.notes);
     }
     o.end()
 }
@@ -1257,26 +1278,26 @@ pub fn write_message(buf: &mut Vec<u8>, e: &MessageEvent) {
 fn message_obj<K: Keys>(o: Obj<'_, K>, e: &MessageEvent) -> Option<usize> {
     let mut o = o.of(keys::MESSAGE);
     let d = &e.decoded;
-    o.name("event", "message");
+    o.name(key!("event"), "message");
     o.origin(&e.origin);
-    o.uint("stream", e.stream as u64);
-    o.opt_str("path", e.path.as_deref());
-    o.name("dir", e.side.as_str());
-    o.uint("index", e.index as u64);
-    o.bool("compressed", d.compressed);
-    o.opt_str("encoding", d.encoding.as_deref());
-    o.uint("length", d.length as u64);
-    o.opt_str("type", d.type_name.as_deref());
-    o.raw("json", d.json.as_ref().map(Json::as_str));
-    o.schemaless("fields", d.fields.as_ref());
+    o.uint(key!("stream"), e.stream as u64);
+    o.opt_str(key!("path"), e.path.as_deref());
+    o.name(key!("dir"), e.side.as_str());
+    o.uint(key!("index"), e.index as u64);
+    o.bool(key!("compressed"), d.compressed);
+    o.opt_str(key!("encoding"), d.encoding.as_deref());
+    o.uint(key!("length"), d.length as u64);
+    o.opt_str(key!("type"), d.type_name.as_deref());
+    o.raw(key!("json"), d.json.as_ref().map(Json::as_str));
+    o.schemaless(key!("fields"), d.fields.as_ref());
     if let Some(p) = &d.problem {
-        o.json("problem", p);
+        o.json(key!("problem"), p);
     }
     if !d.harvested.is_empty() {
-        o.json("harvested", &d.harvested);
+        o.json(key!("harvested"), &d.harvested);
     }
-    if let Some(raw) = d.bytes.as_ref().filter(|_| o.wants("raw")) {
-        o.key("raw");
+    if let Some(raw) = d.bytes.as_ref().filter(|_| o.wants(key!("raw"))) {
+        o.key(key!("raw"));
         o.hex(raw);
     }
     o.end()
@@ -1552,7 +1573,7 @@ mod addr_tests {
             let a: std::net::SocketAddr = a.parse().unwrap();
             let mut buf = Vec::new();
             let mut o = Obj::new(&mut buf);
-            o.addr("a", &a);
+            o.addr(key!("a"), &a);
             o.end();
             assert_eq!(
                 String::from_utf8(buf).unwrap(),
