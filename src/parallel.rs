@@ -1018,6 +1018,10 @@ fn run<P: Part>(
     let (texts_tx, inline_texts) = sync_channel::<Vec<u8>>(4);
     merge.spare_texts.push(texts_tx);
     std::thread::scope(|scope| {
+        // Owned here, so that a panic on this thread (which now dissects too) drops it on its
+        // way out: the workers' replies then fail instead of waiting for room, and the scope's
+        // join returns.
+        let reply_rx = reply_rx;
         let mut inputs = vec![None];
         let mut handles = Vec::new();
         for id in 1..workers {
