@@ -1200,14 +1200,25 @@ fn call_obj<K: Keys>(o: Obj<'_, K>, c: &Call) -> Option<usize> {
     o.opt_uint(key!("status"), c.status().map(u64::from));
     let grpc_status = c.grpc_status();
     o.opt_uint(key!("grpc_status"), grpc_status.map(u64::from));
-    o.opt_name(key!("grpc_status_name"), grpc_status.and_then(grpc_status_name));
+    o.opt_name(
+        key!("grpc_status_name"),
+        grpc_status.and_then(grpc_status_name),
+    );
     o.opt_str(key!("grpc_message"), c.grpc_message().as_deref());
     o.seconds(key!("start_ts"), c.start_ts_ns);
     o.seconds(key!("end_ts"), c.end_ts_ns);
     o.seconds(key!("duration"), c.duration_ns());
     o.opt_with(key!("request_end_ts"), c.request_end_ts_ns, write_seconds);
-    o.opt_with(key!("response_start_ts"), c.response_start_ts_ns, write_seconds);
-    o.opt_with(key!("time_to_response"), c.time_to_response_ns(), write_seconds);
+    o.opt_with(
+        key!("response_start_ts"),
+        c.response_start_ts_ns,
+        write_seconds,
+    );
+    o.opt_with(
+        key!("time_to_response"),
+        c.time_to_response_ns(),
+        write_seconds,
+    );
     o.opt_with(key!("deadline"), c.deadline_ns(), write_seconds);
     o.uint(key!("start_packet"), c.start_packet);
     o.uint(key!("end_packet"), c.end_packet);
