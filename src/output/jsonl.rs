@@ -219,7 +219,7 @@ pub fn write_seconds(buf: &mut Vec<u8>, ns: i64) {
     }
     let abs = ns.unsigned_abs();
     buf.extend_from_slice(itoa::Buffer::new().format(abs / 1_000_000_000).as_bytes());
-    // The nanoseconds    // The nanoseconds with their leading zeros: a 1 before them makes ten digits, then cut.
+    // The nanoseconds with their leading zeros: a 1 before them makes ten digits, then cut.
     let mut frac = itoa::Buffer::new();
     let digits = &frac.format(abs % 1_000_000_000 + 1_000_000_000).as_bytes()[1..];
     let len = 9 - digits
