@@ -555,9 +555,12 @@ const ZEROS: &str = "0000000000000000";
 /// `n` copies of `fill`'s one character, pushed a slice at a time (one by one, they were about
 /// 4% of the text output's instructions).
 fn pad(l: &mut String, fill: &str, mut n: usize) {
+    // The whole fill, then cut back: a copy of a known length is a few moves, where one of
+    // `n` bytes was a call to memset or memcpy.
     while n > 0 {
         let k = n.min(fill.len());
-        l.push_str(&fill[..k]);
+        l.push_str(fill);
+        l.truncate(l.len() - (fill.len() - k));
         n -= k;
     }
 }
