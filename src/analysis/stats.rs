@@ -329,6 +329,12 @@ pub const MAX_INTERVALS: usize = 100_000;
 /// 40 MB more than one on a 1 GB capture in 1 s intervals).
 const EXACT_PER_INTERVAL: usize = 64;
 
+/// Latencies an open connection keeps one by one; more are counted in buckets (within 0.05%).
+/// A long-lived channel carries calls without end, and at 8 bytes for each of its calls'
+/// latencies and 8 for their times to respond, a thousand such connections open at the end of
+/// a capture held their every call until the report.
+const EXACT_PER_CONNECTION: usize = 1000;
+
 impl Intervals {
     /// Intervals `width_ns` wide (at least 1).
     pub fn new(width_ns: i64) -> Self {
@@ -462,7 +468,9 @@ impl Sink for CallStats {
                     m.add(&c, &outcome);
                     self.add_method(method.into_owned(), m);
                 }
-                self.by_conn.entry(c.conn).or_default().add(&c, &outcome);
+                let conn = self.by_conn.entry(c.conn).or_default();
+                conn.add(&c, &outcome);
+                conn.limit_exact(EXACT_PER_CONNECTION);
                 self.all.add(&c, &outcome);
                 if let Some(intervals) = &mut self.intervals {
                     intervals.add(&c, &outcome);
@@ -803,6 +811,28 @@ pub(crate) mod tests {
     }
 
     /// A connection's figures survive its end, when its samples are dropped.
+    #[test]
+    fn a_busy_connection_counts_its_latencies_in_buckets() {
+        let mut s = CallStats::default();
+        let calls = 5 * EXACT_PER_CONNECTION as i64;
+        for ms in 1..=calls {
+            s.event(Event::Call(Box::new(call(7, 2 * ms as u32 + 1, ms, "0"))));
+        }
+        let conn = &s.by_conn[&7];
+        assert!(matches!(conn.latencies.samples, Latencies::Buckets { .. }));
+        // The whole capture's figures keep every latency up to their own limit.
+        assert!(matches!(s.all.latencies.samples, Latencies::Exact(_)));
+        for p in [50.0, 90.0, 99.0] {
+            let exact = s.all.percentile(p).unwrap() as f64;
+            let bucketed = conn.percentile(p).unwrap() as f64;
+            assert!(
+                (bucketed - exact).abs() / exact <= 0.0005,
+                "p{p}: {bucketed} {exact}"
+            );
+        }
+        assert_eq!(conn.percentile(100.0), s.all.percentile(100.0));
+    }
+
     #[test]
     fn sealed_connections_keep_their_figures() {
         let mut s = CallStats::default();
