@@ -163,7 +163,9 @@ pub struct ConnectionHealth {
     /// Streams the client opened while it had as many open as the limit it had: beyond what
     /// RFC 9113 §5.1.2 allows.
     pub streams_opened_over_limit: u64,
-    pub end: Option<ConnectionEnd>,
+    /// Boxed: set only as the report goes out, and inline it would be a third of the state of
+    /// every connection still open.
+    pub end: Option<Box<ConnectionEnd>>,
     open_streams: HashSet<u32, Fast>,
     last_frame_ts: Option<i64>,
     endpoints: Option<(SocketAddr, SocketAddr)>,
@@ -300,6 +302,14 @@ impl SideHealth {
         })
     }
 
+    /// The stream's DATA is over (END_STREAM, on DATA or on trailers, or a reset): the time it
+    /// spent blocked ends here, and its window is no longer followed.
+    fn end_stream(&mut self, stream: u32, ts: i64) {
+        if let Some(since) = self.streams.remove(&stream).and_then(|w| w.blocked_since) {
+            add_span(&mut self.stream_blocked_ns, since, ts);
+        }
+    }
+
     fn unblock_stream(&mut self, stream: u32, ts: i64) {
         if let Some(w) = self.streams.get_mut(&stream) {
             if w.window > 0 {
@@ -414,6 +424,9 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                     goaways.pop();
                     h.sides[me].goaways_not_kept += 1;
                 }
+                // Most connections see one GOAWAY a side, if any: room for four (what a first
+                // push makes) would be most of a connection's report.
+                goaways.reserve_exact(1);
                 h.sides[me].goaways.push(GoAwayInfo {
                     ts_ns: o.ts_ns,
                     last_stream_id: *last_stream_id,
@@ -437,6 +450,9 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                     h.refused_by_limit += 1;
                 }
                 h.open_streams.remove(&stream);
+                for s in &mut h.sides {
+                    s.end_stream(stream, o.ts_ns);
+                }
             }
             FrameDetail::Settings { ack: true, .. } => {
                 // This side has its peer's oldest unacknowledged SETTINGS, from here on.
@@ -518,9 +534,7 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                     add_span(&mut s.stream_refill_ns, since, o.ts_ns);
                 }
                 if f.header.has(crate::http2::frame::flags::END_STREAM) {
-                    if let Some(since) = s.streams.remove(&stream).and_then(|w| w.blocked_since) {
-                        add_span(&mut s.stream_blocked_ns, since, o.ts_ns);
-                    }
+                    s.end_stream(stream, o.ts_ns);
                 }
                 if f.header.has(crate::http2::frame::flags::END_STREAM) && me == 1 {
                     h.open_streams.remove(&stream);
@@ -532,7 +546,9 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                 // A sender that goes on with headers (a new answer, or trailers) was not waiting
                 // for window to send DATA: the next DATA may be long after, for other reasons.
                 s.refill_since = None;
-                if let Some(w) = s.streams.get_mut(&stream) {
+                if f.header.has(crate::http2::frame::flags::END_STREAM) {
+                    s.end_stream(stream, o.ts_ns);
+                } else if let Some(w) = s.streams.get_mut(&stream) {
                     w.refill_since = None;
                 }
                 // A client's block on a stream not open: a new stream.
@@ -582,7 +598,7 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
         h.streams_changed(c.end_ts_ns.max(h.last_ts_ns));
     }
 
-    fn end(&mut self, end: ConnectionEnd) {
+    fn end(&mut self, end: Box<ConnectionEnd>) {
         let mut h = self
             .conns
             .remove(&end.conn)
@@ -683,7 +699,7 @@ impl<F: FnMut(ConnectionHealth)> Sink for Health<F> {
         match event {
             Event::Frame(f) => self.frame(&f),
             Event::Call(c) => self.call(&c),
-            Event::ConnectionEnd(e) => self.end(*e),
+            Event::ConnectionEnd(e) => self.end(e),
             _ => {}
         }
     }
@@ -1261,6 +1277,28 @@ mod tests {
             server.blocked_ns, 0,
             "the connection window was never exhausted"
         );
+    }
+
+    /// A stream stops being blocked when its sender is done with it: at trailers that end it,
+    /// or at a reset. It does not count on to the connection's end (400 s here), and its window
+    /// is no longer followed.
+    #[test]
+    fn a_stream_ended_by_trailers_or_reset_stops_being_blocked() {
+        let reset = |from_client, ms, stream| {
+            let detail = FrameDetail::RstStream { error_code: 8 };
+            frame(from_client, ms, stream, FrameType::RstStream, 4, detail)
+        };
+        let h = run(vec![
+            settings(true, setting::INITIAL_WINDOW_SIZE, 1000),
+            settings_ack(false, 1),
+            data(false, 10, 1, 1000),
+            headers(false, 30, 1, crate::http2::frame::flags::END_STREAM),
+            data(false, 40, 3, 1000),
+            reset(true, 100, 3),
+        ]);
+        let server = &h.sides[1];
+        assert_eq!(server.stream_blocked_ns, 20_000_000 + 60_000_000);
+        assert!(server.streams.is_empty());
     }
 
     /// A window the peer's SETTINGS set counts from this side's ACK: DATA sent before it (a
