@@ -230,6 +230,10 @@ impl FlowHandler for Handler<'_> {
         state.h2.release_held(meta.ts_ns, &mut self.ctx(info, meta));
     }
 
+    fn compact(&mut self, state: &mut ConnState) {
+        state.h2.compact();
+    }
+
     fn close(
         &mut self,
         info: &FlowInfo,

@@ -2197,6 +2197,30 @@ impl Connection {
     pub fn holds_calls(&self) -> bool {
         !self.held.is_empty()
     }
+
+    /// The connection has gone quiet: gives back the room kept for the next frames and calls
+    /// (an emptied map keeps a node, a vector its buffer) and the decoders' caches. Nothing it
+    /// will read depends on them.
+    pub fn compact(&mut self) {
+        if self.calls.len() == 0 {
+            self.calls = OpenCalls::default();
+        }
+        fn free<T>(v: &mut Vec<T>) {
+            if v.is_empty() {
+                *v = Vec::new();
+            }
+        }
+        free(&mut self.pending_messages);
+        free(&mut self.raw_scratch);
+        free(&mut self.finished_scratch);
+        self.resets.shrink_to_fit();
+        self.held.shrink_to_fit();
+        for d in &mut self.dirs {
+            free(&mut d.held);
+            d.unacked_table_sizes.shrink_to_fit();
+            d.hpack.compact();
+        }
+    }
 }
 
 /// A call refused by a GOAWAY that the server answers all the same was not refused: it goes

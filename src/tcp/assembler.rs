@@ -58,6 +58,13 @@ pub struct Assembler {
 const ORIGIN: u64 = 1 << 40;
 
 impl Assembler {
+    /// Gives back the node an emptied map of out-of-order segments keeps.
+    pub fn compact(&mut self) {
+        if self.pending.is_empty() {
+            self.pending = BTreeMap::new();
+        }
+    }
+
     pub fn new(max_pending: usize) -> Self {
         Assembler {
             next: None,

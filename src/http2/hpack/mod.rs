@@ -190,6 +190,16 @@ enum LiteralKind {
 }
 
 impl Decoder {
+    /// Gives back what a quiet connection need not hold: the table's room for more entries,
+    /// and the recent lists (a cache: the blocks that come next decode the same without it).
+    pub fn compact(&mut self) {
+        self.table.shrink();
+        if self.size_updates.is_empty() {
+            self.size_updates = Vec::new();
+        }
+        self.recent = RecentLists::default();
+    }
+
     /// Connection start: table size 4096, nothing unknown.
     pub fn new() -> Self {
         Decoder {

@@ -175,6 +175,11 @@ impl DynamicTable {
         }
     }
 
+    /// Gives back the room kept for more entries.
+    pub fn shrink(&mut self) {
+        self.entries.shrink_to_fit();
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.entries.len()
