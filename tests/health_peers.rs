@@ -133,11 +133,7 @@ fn health_report_matches_the_scenario() {
     assert!(server.data_bytes >= 300_000);
 
     // The cancelled Watch.
-    assert_eq!(
-        client.resets.get("CANCEL").copied().unwrap_or(0),
-        2,
-        "{text}"
-    );
+    assert_eq!(client.resets_with("CANCEL"), 2, "{text}");
 
     // The graceful shutdown: the server's GOAWAY, with the second Watch still running.
     let goaway = server.goaways.first().expect("server GOAWAY");

@@ -4,7 +4,8 @@
 //! It is a [`Sink`]: it follows frame, call and connection events, keeps per-connection state only
 //! while the connection lives, and hands each finished report to a callback.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 
 use serde_json::{json, Value};
@@ -38,8 +39,10 @@ pub struct SideHealth {
     pub unacked_pings: u64,
     /// Intervals between consecutive PINGs of this side.
     pub ping_intervals: Spread,
-    /// RST_STREAMs by error code; past [`MAX_RESET_CODES`] codes, the rest under "other".
-    pub resets: BTreeMap<String, u64>,
+    /// RST_STREAMs by error code, sorted by it; past [`MAX_RESET_CODES`] codes, the rest under
+    /// "other". A short list rather than a map: a map's first node alone is a few hundred
+    /// bytes, on every connection that saw a reset.
+    pub resets: Vec<(Cow<'static, str>, u64)>,
     /// The first GOAWAYs and the latest, [`MAX_GOAWAYS`] in all.
     pub goaways: Vec<GoAwayInfo>,
     /// GOAWAYs sent between those kept.
@@ -125,7 +128,8 @@ impl Spread {
 pub struct GoAwayInfo {
     pub ts_ns: i64,
     pub last_stream_id: u32,
-    pub error: String,
+    /// The error code's name (or number): most are names, which need no allocation.
+    pub error: Cow<'static, str>,
     pub debug: String,
     /// Client streams above last-stream-id: refused, safe to retry.
     pub refused_streams: Vec<u32>,
@@ -172,6 +176,13 @@ pub struct ConnectionHealth {
 }
 
 impl ConnectionHealth {
+    fn stream_closed(&mut self, stream: u32) {
+        self.open_streams.remove(&stream);
+        if self.open_streams.is_empty() {
+            self.open_streams = HashSet::default();
+        }
+    }
+
     fn new(conn: u64, ts: i64) -> Self {
         ConnectionHealth {
             conn,
@@ -289,7 +300,35 @@ struct StreamWindow {
     refill_since: Option<i64>,
 }
 
+/// One more reset with `code`, or under "other" once [`MAX_RESET_CODES`] codes are listed.
+fn count_reset(resets: &mut Vec<(Cow<'static, str>, u64)>, code: Cow<'static, str>) {
+    let find = |resets: &[(Cow<'static, str>, u64)], code: &str| {
+        resets.binary_search_by(|(k, _)| k.as_ref().cmp(code))
+    };
+    match find(resets, &code) {
+        Ok(i) => resets[i].1 += 1,
+        Err(i) if resets.len() < MAX_RESET_CODES => {
+            // Most connections see one or two codes: room for four (what a first insert
+            // makes) would be wasted on each.
+            resets.reserve_exact(1);
+            resets.insert(i, (code, 1))
+        }
+        Err(_) => match find(resets, "other") {
+            Ok(i) => resets[i].1 += 1,
+            Err(i) => resets.insert(i, (Cow::Borrowed("other"), 1)),
+        },
+    }
+}
+
 impl SideHealth {
+    /// RST_STREAMs this side sent with `code` (a name such as `CANCEL`, or `other`).
+    pub fn resets_with(&self, code: &str) -> u64 {
+        self.resets
+            .iter()
+            .find_map(|(k, n)| (k == code).then_some(*n))
+            .unwrap_or(0)
+    }
+
     fn stream_window(&mut self, stream: u32) -> &mut StreamWindow {
         if self.streams.len() >= MAX_STREAM_WINDOWS && !self.streams.contains_key(&stream) {
             self.streams.clear();
@@ -307,6 +346,10 @@ impl SideHealth {
     fn end_stream(&mut self, stream: u32, ts: i64) {
         if let Some(since) = self.streams.remove(&stream).and_then(|w| w.blocked_since) {
             add_span(&mut self.stream_blocked_ns, since, ts);
+        }
+        if self.streams.is_empty() {
+            // A map keeps its room when emptied: a connection between calls would hold it.
+            self.streams = HashMap::default();
         }
     }
 
@@ -430,26 +473,18 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                 h.sides[me].goaways.push(GoAwayInfo {
                     ts_ns: o.ts_ns,
                     last_stream_id: *last_stream_id,
-                    error: error_code_label(*error_code).into_owned(),
+                    error: error_code_label(*error_code),
                     debug,
                     refused_streams: refused,
                     running_streams: running,
                 });
             }
             FrameDetail::RstStream { error_code } => {
-                let resets = &mut h.sides[me].resets;
-                let code = error_code_label(*error_code);
-                if let Some(n) = resets.get_mut(code.as_ref()) {
-                    *n += 1;
-                } else if resets.len() >= MAX_RESET_CODES {
-                    *resets.entry("other".into()).or_default() += 1;
-                } else {
-                    resets.insert(code.into_owned(), 1);
-                }
+                count_reset(&mut h.sides[me].resets, error_code_label(*error_code));
                 if *error_code == 0x7 {
                     h.refused_by_limit += 1;
                 }
-                h.open_streams.remove(&stream);
+                h.stream_closed(stream);
                 for s in &mut h.sides {
                     s.end_stream(stream, o.ts_ns);
                 }
@@ -537,7 +572,7 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                     s.end_stream(stream, o.ts_ns);
                 }
                 if f.header.has(crate::http2::frame::flags::END_STREAM) && me == 1 {
-                    h.open_streams.remove(&stream);
+                    h.stream_closed(stream);
                 }
             }
             FrameDetail::Headers { .. } => {
@@ -579,7 +614,7 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                     }
                 }
                 if f.header.has(crate::http2::frame::flags::END_STREAM) && me == 1 {
-                    h.open_streams.remove(&stream);
+                    h.stream_closed(stream);
                 }
             }
             _ => {}
@@ -594,7 +629,7 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
             .entry(c.conn)
             .or_insert_with(|| Box::new(ConnectionHealth::new(c.conn, c.start_ts_ns)));
         h.calls += 1;
-        h.open_streams.remove(&c.stream);
+        h.stream_closed(c.stream);
         h.streams_changed(c.end_ts_ns.max(h.last_ts_ns));
     }
 
@@ -715,7 +750,7 @@ fn side_json(s: &SideHealth) -> Value {
         "ping_rtt": s.rtts.to_json(),
         "ping_interval": s.ping_intervals.to_json(),
         "unacked_pings": s.unacked_pings,
-        "resets": s.resets,
+        "resets": s.resets.iter().map(|(k, n)| (k.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
         "goaways": s.goaways.iter().map(|g| json!({
             "ts": ts(g.ts_ns),
             "last_stream_id": g.last_stream_id,
@@ -1444,7 +1479,8 @@ mod tests {
         let h = run(events);
         let client = &h.sides[0];
         assert_eq!(client.resets.len(), MAX_RESET_CODES + 1);
-        assert_eq!(client.resets.values().sum::<u64>(), 1000);
+        assert_eq!(client.resets.iter().map(|(_, n)| n).sum::<u64>(), 1000);
+        assert!(client.resets.is_sorted());
         let server = &h.sides[1];
         assert_eq!(server.goaways.len(), MAX_GOAWAYS);
         assert_eq!(server.goaways_not_kept, 1000 - MAX_GOAWAYS as u64);
