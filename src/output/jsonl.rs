@@ -219,18 +219,36 @@ pub fn write_seconds(buf: &mut Vec<u8>, ns: i64) {
     }
     let abs = ns.unsigned_abs();
     buf.extend_from_slice(itoa::Buffer::new().format(abs / 1_000_000_000).as_bytes());
-    // The nanoseconds with their leading zeros: a 1 before them makes ten digits, then cut.
-    let mut frac = itoa::Buffer::new();
-    let digits = &frac.format(abs % 1_000_000_000 + 1_000_000_000).as_bytes()[1..];
-    let len = 9 - digits
-        .iter()
-        .rev()
-        .take(8)
-        .take_while(|&&d| d == b'0')
-        .count();
-    buf.push(b'.');
-    buf.extend_from_slice(&digits[..len]);
+    // The nanoseconds as nine digits with their leading zeros, made by pairs rather than by a
+    // general formatter (a call's line writes seven times), then cut.
+    let nanos = (abs % 1_000_000_000) as u32;
+    let mut text = [
+        b'.',
+        b'0' + (nanos / 100_000_000) as u8,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ];
+    let mut rest = nanos % 100_000_000;
+    for at in [8, 6, 4, 2] {
+        let pair = (rest % 100) as usize * 2;
+        text[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        rest /= 100;
+    }
+    let mut len = text.len();
+    while len > 2 && text[len - 1] == b'0' {
+        len -= 1;
+    }
+    buf.extend_from_slice(&text[..len]);
 }
+
+/// "00", "01", ... "99".
+const DIGIT_PAIRS: &[u8; 200] = b"00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
 
 fn origin_fields(m: &mut Map<String, Value>, o: &Origin) {
     m.insert("packet".into(), o.packet.into());
@@ -1788,6 +1806,43 @@ mod seconds_tests {
         let mut buf = Vec::new();
         write_seconds(&mut buf, ns);
         String::from_utf8(buf).unwrap()
+    }
+
+    /// The digits by pairs are those a general formatter gives: whole seconds, then the nine
+    /// digits of the nanoseconds without trailing zeros, one digit at least.
+    #[test]
+    fn seconds_by_pairs_are_the_formatters_digits() {
+        let reference = |ns: i64| {
+            let sign = if ns < 0 { "-" } else { "" };
+            let abs = ns.unsigned_abs();
+            let frac = format!("{:09}", abs % 1_000_000_000);
+            let frac = frac.trim_end_matches('0');
+            let frac = if frac.is_empty() { "0" } else { frac };
+            format!("{sign}{}.{frac}", abs / 1_000_000_000)
+        };
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut values = vec![
+            0,
+            1,
+            -1,
+            10,
+            100_000_000,
+            999_999_999,
+            1_000_000_000,
+            i64::MAX,
+            i64::MIN,
+        ];
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Whole numbers of ms, of µs, and any, small and large.
+            let v = x as i64 >> (x % 48);
+            values.extend([v, v - v % 1_000_000, v - v % 1000]);
+        }
+        for ns in values {
+            assert_eq!(text(ns), reference(ns), "{ns}");
+        }
     }
 
     #[test]
