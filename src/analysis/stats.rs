@@ -810,7 +810,8 @@ pub(crate) mod tests {
         }
     }
 
-    /// A connection's figures survive its end, when its samples are dropped.
+    /// A connection with more calls than it keeps one by one counts their latencies in buckets,
+    /// and its percentiles stay within 0.05% of the exact ones (the maximum exact).
     #[test]
     fn a_busy_connection_counts_its_latencies_in_buckets() {
         let mut s = CallStats::default();
@@ -833,6 +834,7 @@ pub(crate) mod tests {
         assert_eq!(conn.percentile(100.0), s.all.percentile(100.0));
     }
 
+    /// A connection's figures survive its end, when its samples are dropped.
     #[test]
     fn sealed_connections_keep_their_figures() {
         let mut s = CallStats::default();

@@ -222,18 +222,8 @@ pub fn write_seconds(buf: &mut Vec<u8>, ns: i64) {
     // The nanoseconds as nine digits with their leading zeros, made by pairs rather than by a
     // general formatter (a call's line writes seven times), then cut.
     let nanos = (abs % 1_000_000_000) as u32;
-    let mut text = [
-        b'.',
-        b'0' + (nanos / 100_000_000) as u8,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-    ];
+    let mut text = [b'.'; 10];
+    text[1] = b'0' + (nanos / 100_000_000) as u8;
     let mut rest = nanos % 100_000_000;
     for at in [8, 6, 4, 2] {
         let pair = (rest % 100) as usize * 2;
