@@ -367,12 +367,10 @@ struct Collect<'r, P> {
 
 impl<P: Part> Collect<'_, P> {
     /// The text so far, to send; later offsets continue after it. Lines go on in `spare`, a
-    /// buffer the merge has written out, when there is one; else in a new one with the room
-    /// the last took, rather than one grown (and copied) a dozen times over.
+    /// buffer the merge has written out, when there is one.
     fn take_text(&mut self, spare: Option<Vec<u8>>) -> Vec<u8> {
         self.sent += self.text.len() as u64;
-        let next = spare.unwrap_or_else(|| Vec::with_capacity(self.text.len()));
-        std::mem::replace(&mut self.text, next)
+        std::mem::replace(&mut self.text, spare.unwrap_or_default())
     }
 }
 
