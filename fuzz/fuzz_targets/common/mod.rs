@@ -120,15 +120,39 @@ fn tally_of<S: Sink>(data: &[u8], mut sink: Counting<S>) -> Tally {
     sink.tally
 }
 
+/// The events of `data` with a sweep after every packet, which compacts every connection quiet
+/// for `quiet_ns` (0: all of them, each time).
+fn swept(data: &[u8], quiet_ns: i64) -> Option<String> {
+    let (mut reader, mut config) = open(data)?;
+    config.flows.external_sweeps = true;
+    config.flows.quiet_ns = quiet_ns;
+    let mut dissector = Dissector::with_schemas(config, bundled_schemas());
+    let mut events: Vec<Event> = Vec::new();
+    let _ = reader.for_each_packet(|p| {
+        dissector.packet(p, &mut events);
+        dissector.sweep(p.index, p.ts_ns, &mut events);
+        true
+    });
+    dissector.finish(&mut events);
+    Some(format!("{events:?}"))
+}
+
 /// Reads `data` as a capture file, dissects every packet into a `Vec<Event>`, then renders
 /// every event and the summary through the JSON Lines and text sinks (into `io::sink()`).
 /// A summary (counts only), a calls-only output and a sink without messages (as `health`),
 /// which build fewer events, must count the same; display filters must decide on each event
-/// as on its whole JSON form.
+/// as on its whole JSON form; connections compacted after every packet must give the same
+/// events as connections never compacted.
 pub fn dissect_and_render(data: Vec<u8>) {
     let counts_only = tally_of(&data, Counting::counts_only(Vec::<Event>::new()));
     let calls_only = tally_of(&data, Counting::new(JsonLines::new(sink(), true, false)));
     let no_messages = tally_of(&data, Counting::new(NoMessages));
+    // Compacting a quiet connection gives back room, not state.
+    assert_eq!(
+        swept(&data, 0),
+        swept(&data, i64::MAX),
+        "compacting connections changed the events"
+    );
     let Some((mut reader, mut config)) = open(&data) else {
         return;
     };
