@@ -199,8 +199,8 @@ pub struct FlowConfig {
     pub external_sweeps: bool,
     /// How long a connection goes without a packet before a sweep compacts it
     /// ([`FlowHandler::compact`]). Long-lived channels spend most of their life waiting, and
-    /// at a capture point that sees many of them, the room kept for their next frames was a
-    /// third of what they held.
+    /// at a capture point that sees many of them, the room kept for their next frames was two
+    /// fifths of what they held.
     pub quiet_ns: i64,
 }
 
