@@ -360,8 +360,8 @@ fn compacting_connections_changes_no_event() {
         cfg.flows.quiet_ns = quiet_ns;
         let mut d = h2scope::pipeline::Dissector::new(cfg);
         let mut events = Vec::new();
-        let mut r = CaptureReader::open(file).unwrap();
-        let r = r.for_each_packet(|p| {
+        let mut reader = CaptureReader::open(file).unwrap();
+        let read = reader.for_each_packet(|p| {
             d.packet(p, &mut events);
             // The same sweeps in both runs: only compaction differs.
             d.sweep(p.index, p.ts_ns, &mut events);
@@ -369,7 +369,7 @@ fn compacting_connections_changes_no_event() {
         });
         // A damaged record ends reading (tests/data has such captures): what came before
         // it is compared.
-        let ended = r.map_err(|e| e.to_string());
+        let ended = read.map_err(|e| e.to_string());
         d.finish(&mut events);
         format!("{events:#?}\n{ended:?}")
     };
