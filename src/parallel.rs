@@ -468,7 +468,11 @@ impl<'r, P: Part> Worker<'r, P> {
     /// Expires idle connections before the packet of this index.
     fn sweep(&mut self, index: u64, ts_ns: i64) {
         self.d.sweep(index, ts_ns, &mut self.collect);
-        let tag = Tag { index, phase: 0 };
+        self.take_outputs(Tag { index, phase: 0 });
+    }
+
+    /// The events collected since the last take, then the connections that closed, as `tag`'s.
+    fn take_outputs(&mut self, tag: Tag) {
         let items = &mut self.items;
         items.extend(self.collect.items.drain(..).map(|e| (tag, Output::Item(e))));
         items.extend(self.d.take_closed().map(|n| (tag, Output::EndConn(n))));
@@ -495,9 +499,7 @@ impl<'r, P: Part> Worker<'r, P> {
             }
             self.next_conn = c + 1;
         }
-        let items = &mut self.items;
-        items.extend(self.collect.items.drain(..).map(|e| (tag, Output::Item(e))));
-        items.extend(self.d.take_closed().map(|n| (tag, Output::EndConn(n))));
+        self.take_outputs(tag);
     }
 
     /// What the packets since the last reply produced, the reader having read up to packet
