@@ -627,18 +627,17 @@ impl<S> FlowTable<S> {
         let cutoff = meta.ts_ns.saturating_sub(self.cfg.idle_timeout_ns);
         // A closed connection's entry only absorbs stragglers: a minute is plenty.
         let closed_cutoff = meta.ts_ns.saturating_sub(60 * 1_000_000_000);
-        let mut due: Vec<(u64, FlowKey, bool)> = self
-            .flows
-            .iter()
-            .filter_map(|f| {
-                let idle = f.last_ts_ns < cutoff || (f.closed && f.last_ts_ns < closed_cutoff);
-                let waiting = f.open.as_ref().is_some_and(|o| handler.waiting(&o.state));
-                (idle || waiting).then(|| (f.info.conn, f.key(), idle))
-            })
-            .collect();
         let quiet = meta.ts_ns.saturating_sub(self.cfg.quiet_ns);
-        for f in self.flows.iter_mut().filter(|f| f.last_ts_ns <= quiet) {
-            if let Some(open) = f.open.as_mut() {
+        let mut due: Vec<(u64, FlowKey, bool)> = Vec::new();
+        // One pass over the table: the idle and the waiting are noted, the quiet that stay are
+        // compacted (the order of compaction does not matter, as it changes no output).
+        for f in self.flows.iter_mut() {
+            let idle = f.last_ts_ns < cutoff || (f.closed && f.last_ts_ns < closed_cutoff);
+            let waiting = f.open.as_ref().is_some_and(|o| handler.waiting(&o.state));
+            if idle || waiting {
+                due.push((f.info.conn, f.key(), idle));
+            }
+            if let Some(open) = f.open.as_mut().filter(|_| !idle && f.last_ts_ns <= quiet) {
                 open.asm.iter_mut().for_each(Assembler::compact);
                 handler.compact(&mut open.state);
             }
