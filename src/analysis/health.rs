@@ -94,7 +94,9 @@ pub struct Spread {
     pub count: u64,
     pub min_ns: i64,
     pub max_ns: i64,
-    sum_ns: i128,
+    /// The sum, exact whatever a hostile capture's durations add up to: an `i128` kept as its
+    /// two halves, since an `i128` field would align every connection's report to 16 bytes.
+    sum_ns: [u64; 2],
 }
 
 impl Spread {
@@ -106,11 +108,16 @@ impl Spread {
             self.max_ns = ns;
         }
         self.count += 1;
-        self.sum_ns += i128::from(ns);
+        let sum = self.sum() + i128::from(ns);
+        self.sum_ns = [sum as u64, (sum >> 64) as u64];
+    }
+
+    fn sum(&self) -> i128 {
+        (i128::from(self.sum_ns[1] as i64) << 64) | i128::from(self.sum_ns[0])
     }
 
     pub fn avg_ns(&self) -> Option<f64> {
-        (self.count > 0).then(|| self.sum_ns as f64 / self.count as f64)
+        (self.count > 0).then(|| self.sum() as f64 / self.count as f64)
     }
 
     /// `{"count", "min_ms", "avg_ms", "max_ms"}`, or null when empty.
@@ -140,6 +147,8 @@ pub struct GoAwayInfo {
 #[derive(Debug, Clone)]
 pub struct ConnectionHealth {
     pub conn: u64,
+    /// The connection's ends: as its end says, or, until it ends (in a snapshot, or a report at
+    /// [`Health::finish`] of a connection whose end never came), as its frames say so far.
     pub client: Option<SocketAddr>,
     pub server: Option<SocketAddr>,
     /// `[client, server]` once known (by the first frame's direction until calls say otherwise).
@@ -172,7 +181,6 @@ pub struct ConnectionHealth {
     pub end: Option<Box<ConnectionEnd>>,
     open_streams: HashSet<u32, Fast>,
     last_frame_ts: Option<i64>,
-    endpoints: Option<(SocketAddr, SocketAddr)>,
 }
 
 impl ConnectionHealth {
@@ -205,7 +213,6 @@ impl ConnectionHealth {
             end: None,
             open_streams: HashSet::default(),
             last_frame_ts: None,
-            endpoints: None,
         }
     }
 
@@ -213,14 +220,14 @@ impl ConnectionHealth {
     /// connection joined mid-way may learn late which side is the client: what was counted
     /// under the guess changes sides with it.
     fn side_of(&mut self, src: SocketAddr, dst: SocketAddr, from_client: bool) -> usize {
-        let ends = if from_client { (src, dst) } else { (dst, src) };
-        match self.endpoints {
-            Some(known) if known == ends => {}
-            Some(known) if known == (ends.1, ends.0) => {
+        let (client, server) = if from_client { (src, dst) } else { (dst, src) };
+        match (self.client, self.server) {
+            (Some(c), Some(s)) if (c, s) == (client, server) => {}
+            (Some(c), Some(s)) if (c, s) == (server, client) => {
                 self.sides.swap(0, 1);
-                self.endpoints = Some(ends);
+                (self.client, self.server) = (Some(client), Some(server));
             }
-            _ => self.endpoints = Some(ends),
+            _ => (self.client, self.server) = (Some(client), Some(server)),
         }
         usize::from(!from_client)
     }
@@ -257,6 +264,14 @@ fn side() -> SideHealth {
         stream_initial: DEFAULT_WINDOW,
         max_stream_window: DEFAULT_WINDOW,
         ..SideHealth::default()
+    }
+}
+
+/// Lets go of an emptied queue's room: a connection between PINGs or SETTINGS would hold it
+/// for nothing, and most connections open are between them.
+fn free_if_empty<T>(queue: &mut VecDeque<T>) {
+    if queue.is_empty() {
+        *queue = VecDeque::new();
     }
 }
 
@@ -434,6 +449,7 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                     if let Some((_, sent)) = s.pending.remove(i) {
                         s.rtts.add(o.ts_ns.saturating_sub(sent));
                     }
+                    free_if_empty(&mut s.pending);
                 }
             }
             FrameDetail::GoAway {
@@ -491,7 +507,10 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
             }
             FrameDetail::Settings { ack: true, .. } => {
                 // This side has its peer's oldest unacknowledged SETTINGS, from here on.
-                if let Some(pending) = h.sides[peer].unacked_settings.pop_front() {
+                let unacked = &mut h.sides[peer].unacked_settings;
+                let oldest = unacked.pop_front();
+                free_if_empty(unacked);
+                if let Some(pending) = oldest {
                     if let Some(limit) = pending.max_concurrent_streams.filter(|_| me == 0) {
                         h.stream_limit = Some(limit);
                     }
@@ -638,17 +657,15 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
             .conns
             .remove(&end.conn)
             .map_or_else(|| ConnectionHealth::new(end.conn, end.first_ts_ns), |h| *h);
-        h.client = Some(end.client);
-        h.server = Some(end.server);
         h.first_ts_ns = h.first_ts_ns.min(end.first_ts_ns);
         h.last_ts_ns = h.last_ts_ns.max(end.last_ts_ns);
         // The frames' sides may have been a guess to the end (a connection joined mid-way whose
         // header blocks never told); the connection's end says which side is the client.
-        if let Some((client, _)) = h.endpoints {
-            if client != end.client {
-                h.sides.swap(0, 1);
-            }
+        if h.client.is_some_and(|client| client != end.client) {
+            h.sides.swap(0, 1);
         }
+        h.client = Some(end.client);
+        h.server = Some(end.server);
         // The side that closed first (its FIN or RST), and when; the other may have followed.
         let closer = match (end.closed_first, &end.end) {
             (Some(f), _) => Some((usize::from(!f.by_client), f.ts_ns)),
@@ -703,11 +720,6 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
         let mut h = ConnectionHealth::clone(self.conns.get(&conn)?);
         if let Some(since) = h.at_stream_limit_since {
             add_span(&mut h.at_stream_limit_ns, since, h.last_ts_ns);
-        }
-        // The ends as the frames say so far; the connection's end will say for sure.
-        if let Some((client, server)) = h.endpoints {
-            h.client.get_or_insert(client);
-            h.server.get_or_insert(server);
         }
         Some(h)
     }
@@ -1518,5 +1530,54 @@ mod tests {
             busy.push(data(true, i * 100 + 50, 1, 10));
         }
         assert!(!run(busy).sides[0].ping_flood);
+    }
+
+    /// The sum behind the average is exact where an `i64` would overflow, and below zero.
+    #[test]
+    fn a_spread_sums_past_what_an_i64_holds() {
+        let mut s = Spread::default();
+        for _ in 0..4 {
+            s.add(i64::MAX);
+        }
+        assert_eq!(s.sum(), 4 * i128::from(i64::MAX));
+        assert_eq!(s.avg_ns(), Some(i64::MAX as f64));
+        let mut s = Spread::default();
+        for ns in [-5, i64::MIN, 3] {
+            s.add(ns);
+        }
+        assert_eq!(s.sum(), i128::from(i64::MIN) - 2);
+        assert_eq!((s.count, s.min_ns, s.max_ns), (3, i64::MIN, 3));
+    }
+
+    /// What a connection between PINGs and SETTINGS keeps: nothing of the queues that waited
+    /// for their ACKs.
+    #[test]
+    fn answered_pings_and_settings_leave_no_room_behind() {
+        let mut out = Vec::new();
+        let mut h = Health::new(|r| out.push(r));
+        let opaque = [7; 8];
+        let ping = |ms, ack| {
+            let detail = FrameDetail::Ping { ack, opaque };
+            frame(!ack, ms, 0, FrameType::Ping, 8, detail)
+        };
+        for e in [
+            settings(true, setting::INITIAL_WINDOW_SIZE, 1 << 20),
+            settings_ack(false, 1),
+            ping(2, false),
+            ping(3, true),
+        ] {
+            h.event(e);
+        }
+        let [client, server] = &h.conns[&0].sides;
+        assert_eq!(
+            (
+                client.pending.capacity(),
+                client.unacked_settings.capacity()
+            ),
+            (0, 0)
+        );
+        // The queues did their work: the round trip, and the server's stream windows.
+        assert_eq!((client.pings, client.rtts.count), (1, 1));
+        assert_eq!(server.max_stream_window, 1 << 20);
     }
 }
