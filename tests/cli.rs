@@ -2180,8 +2180,8 @@ fn interleaved_copies(path: &str, copies: u16) -> Vec<u8> {
 }
 
 /// `--max-connections` bounds the connections followed at once: past it, the least recently
-/// active are ended as `evicted`, on one thread or two; by default, three at once are all
-/// followed to their end.
+/// active are ended as `evicted`, on one thread or two, and the summary counts them and, in
+/// text, says what to do; by default, three at once are all followed to their end.
 #[test]
 fn max_connections_evicts_the_least_recently_active() {
     let dir = std::env::temp_dir().join(format!("h2scope-cli-max-conn-{}", std::process::id()));
@@ -2195,11 +2195,22 @@ fn max_connections_evicts_the_least_recently_active() {
         let events = jsonl(&all);
         let summary = events.iter().find(|e| e["event"] == "summary").unwrap();
         assert_eq!(summary["packets"], 3 * 89);
-        events
+        let ends: Vec<String> = events
             .iter()
             .filter(|e| e["event"] == "connection")
             .map(|e| e["end"].as_str().unwrap().to_string())
-            .collect()
+            .collect();
+        // The summary counts TCP connections, as `tcp_connections` does: those evicted before
+        // any HTTP/2 was seen on them too, which have no `connection` event.
+        let evicted = ends.iter().filter(|e| *e == "evicted").count() as u64;
+        let counted = summary["evicted_connections"].as_u64().unwrap();
+        let tcp = summary["tcp_connections"].as_u64().unwrap();
+        assert!(
+            evicted <= counted && counted <= tcp && (counted == 0) == (evicted == 0),
+            "{args:?}: {counted} evicted of {tcp}, {evicted} connection events"
+        );
+        assert_eq!(summary["expired_connections"], 0, "{args:?}");
+        ends
     };
     let whole = ends(&[]);
     assert_eq!(whole, ["fin", "fin", "fin"]);
@@ -2209,7 +2220,21 @@ fn max_connections_evicts_the_least_recently_active() {
             bounded.iter().any(|e| e == "evicted"),
             "{threads} threads: {bounded:?}"
         );
+        let text = stdout(&[
+            "read",
+            "-q",
+            "--max-connections",
+            "2",
+            "--threads",
+            threads,
+            three,
+        ]);
+        assert!(
+            text.contains("connections evicted: ") && text.contains("--max-connections"),
+            "{threads} threads: {text}"
+        );
     }
+    assert!(!stdout(&["read", "-q", three]).contains("evicted"));
     let out = Command::new(BIN)
         .args(["read", "-q", "--max-connections", "0", three])
         .output()

@@ -1567,6 +1567,8 @@ fn summary_json(s: &Summary) -> Value {
         "gap_bytes": s.tally.gap_bytes,
         "errors": s.tally.errors,
         "retransmitted_segments": s.stats.flows.retransmitted,
+        "evicted_connections": s.stats.flows.evicted,
+        "expired_connections": s.stats.flows.expired,
         "capture_warnings": s.warnings,
         "received": s.live.map(|l| l.received),
         "kernel_drops": s.live.map(|l| l.dropped),

@@ -474,6 +474,15 @@ impl<W: Write> Text<W> {
             "errors: {}, frames with protocol notes: {}",
             t.errors, t.frames_with_notes
         );
+        // Not an error of the capture's, but a partial decode all the same: it must not pass
+        // unseen, and its remedy is an option.
+        if st.flows.evicted > 0 {
+            let _ = writeln!(
+                l,
+                "connections evicted: {} (the flow table was full: anything after on them was read as from connections joined mid-way; a larger --max-connections keeps them, at a few kB each)",
+                st.flows.evicted
+            );
+        }
         if !st.skipped_packets.is_empty() {
             let parts: Vec<String> = st
                 .skipped_packets
