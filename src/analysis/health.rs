@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 
 use serde_json::{json, Value};
 
+use crate::analysis::counts::{self, Counts};
 use crate::event::{ConnectionEnd, EndKind, Event, FrameDetail, FrameEvent, Sink};
 use crate::http2::call::lossless;
 use crate::http2::frame::{error_code_label, setting};
@@ -40,9 +41,8 @@ pub struct SideHealth {
     /// Intervals between consecutive PINGs of this side.
     pub ping_intervals: Spread,
     /// RST_STREAMs by error code, sorted by it; past [`MAX_RESET_CODES`] codes, the rest under
-    /// "other". A short list rather than a map: a map's first node alone is a few hundred
-    /// bytes, on every connection that saw a reset.
-    pub resets: Vec<(Cow<'static, str>, u64)>,
+    /// "other".
+    pub resets: Counts,
     /// The first GOAWAYs and the latest, [`MAX_GOAWAYS`] in all.
     pub goaways: Vec<GoAwayInfo>,
     /// GOAWAYs sent between those kept.
@@ -315,33 +315,10 @@ struct StreamWindow {
     refill_since: Option<i64>,
 }
 
-/// One more reset with `code`, or under "other" once [`MAX_RESET_CODES`] codes are listed.
-fn count_reset(resets: &mut Vec<(Cow<'static, str>, u64)>, code: Cow<'static, str>) {
-    let find = |resets: &[(Cow<'static, str>, u64)], code: &str| {
-        resets.binary_search_by(|(k, _)| k.as_ref().cmp(code))
-    };
-    match find(resets, &code) {
-        Ok(i) => resets[i].1 += 1,
-        Err(i) if resets.len() < MAX_RESET_CODES => {
-            // Most connections see one or two codes: room for four (what a first insert
-            // makes) would be wasted on each.
-            resets.reserve_exact(1);
-            resets.insert(i, (code, 1))
-        }
-        Err(_) => match find(resets, "other") {
-            Ok(i) => resets[i].1 += 1,
-            Err(i) => resets.insert(i, (Cow::Borrowed("other"), 1)),
-        },
-    }
-}
-
 impl SideHealth {
     /// RST_STREAMs this side sent with `code` (a name such as `CANCEL`, or `other`).
     pub fn resets_with(&self, code: &str) -> u64 {
-        self.resets
-            .iter()
-            .find_map(|(k, n)| (k == code).then_some(*n))
-            .unwrap_or(0)
+        counts::get(&self.resets, code)
     }
 
     fn stream_window(&mut self, stream: u32) -> &mut StreamWindow {
@@ -496,7 +473,9 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
                 });
             }
             FrameDetail::RstStream { error_code } => {
-                count_reset(&mut h.sides[me].resets, error_code_label(*error_code));
+                let code = error_code_label(*error_code);
+                let resets = &mut h.sides[me].resets;
+                counts::add(resets, &code, 1, MAX_RESET_CODES, "other");
                 if *error_code == 0x7 {
                     h.refused_by_limit += 1;
                 }
@@ -762,7 +741,7 @@ fn side_json(s: &SideHealth) -> Value {
         "ping_rtt": s.rtts.to_json(),
         "ping_interval": s.ping_intervals.to_json(),
         "unacked_pings": s.unacked_pings,
-        "resets": s.resets.iter().map(|(k, n)| (k.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "resets": counts::to_json(&s.resets),
         "goaways": s.goaways.iter().map(|g| json!({
             "ts": ts(g.ts_ns),
             "last_stream_id": g.last_stream_id,

@@ -1,5 +1,6 @@
 //! Analyses over the event stream: connection health and call statistics.
 
+pub mod counts;
 pub mod health;
 pub mod latency;
 pub mod parts;

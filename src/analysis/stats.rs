@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+use crate::analysis::counts::{self, Counts};
 use crate::analysis::latency::Latencies;
 use crate::event::{Event, Sink};
 use crate::http2::call::{grpc_status_name, lossless_str, printable, Call, CallEnd};
@@ -15,9 +16,8 @@ use crate::spill::Spill;
 pub struct MethodStats {
     pub calls: u64,
     /// `grpc-status` (name, or HTTP status for non-gRPC, or how the call ended) → count, sorted
-    /// by name. A short list rather than a map: a capture of a hundred thousand connections
-    /// has one of these per connection.
-    pub outcomes: Vec<(Cow<'static, str>, u64)>,
+    /// by name.
+    pub outcomes: Counts,
     /// Finished calls' durations.
     latencies: Durations,
     /// From each call's start to its response headers, for the calls that had them.
@@ -72,19 +72,7 @@ impl MethodStats {
     /// grpc-status is any number, an HTTP status any text).
     #[allow(clippy::ptr_arg)]
     fn count_outcome(&mut self, outcome: &Cow<'static, str>, n: u64) {
-        let find = |outcomes: &[(Cow<'static, str>, u64)], name: &str| {
-            outcomes.binary_search_by(|(k, _)| k.as_ref().cmp(name))
-        };
-        match find(&self.outcomes, outcome) {
-            Ok(i) => self.outcomes[i].1 += n,
-            Err(i) if self.outcomes.len() < MAX_OUTCOMES => {
-                self.outcomes.insert(i, (outcome.clone(), n))
-            }
-            Err(_) => match find(&self.outcomes, OTHER_OUTCOMES) {
-                Ok(i) => self.outcomes[i].1 += n,
-                Err(i) => self.outcomes.insert(i, (Cow::Borrowed(OTHER_OUTCOMES), n)),
-            },
-        }
+        counts::add(&mut self.outcomes, outcome, n, MAX_OUTCOMES, OTHER_OUTCOMES);
     }
 
     /// Takes in the figures of another part of the capture (another thread's connections), as
@@ -178,14 +166,9 @@ impl MethodStats {
     fn json(&self) -> Value {
         let ms = |p: f64| self.percentile(p).map(|n| n as f64 / 1e6);
         let ttr = |p: f64| self.time_to_response_percentile(p).map(|n| n as f64 / 1e6);
-        let outcomes: serde_json::Map<String, Value> = self
-            .outcomes
-            .iter()
-            .map(|(k, v)| (k.to_string(), json!(v)))
-            .collect();
         json!({
             "calls": self.calls,
-            "outcomes": outcomes,
+            "outcomes": counts::to_json(&self.outcomes),
             "latency_ms": {"p50": ms(50.0), "p90": ms(90.0), "p99": ms(99.0), "max": ms(100.0)},
             "time_to_response_ms": {"p50": ttr(50.0), "p90": ttr(90.0), "p99": ttr(99.0), "max": ttr(100.0)},
             "request_bytes": {"total": self.request_bytes, "avg": avg(self.request_bytes, self.calls), "max": self.max_request_bytes},
