@@ -395,8 +395,11 @@ pub fn hex(bytes: &[u8]) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// `b` read as packed varints, if it is nothing but whole varints. Checked before a value is
+/// kept: the bytes of a bulk field are no such run, but only show it kilobytes in, and the list
+/// built on the way there (grown, copied, dropped) was most of a bulk message's walk.
 fn packed_varints(b: &[u8]) -> Option<Vec<u64>> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(packed_varint_count(b)?);
     let mut at = 0;
     while at < b.len() {
         let (v, n) = read_varint(&b[at..])?;
@@ -404,6 +407,50 @@ fn packed_varints(b: &[u8]) -> Option<Vec<u64>> {
         at += n;
     }
     Some(out)
+}
+
+/// How many varints `b` holds when it is a run of whole ones as [`read_varint`] reads them: a
+/// byte with its high bit clear ends one, and none may take more than ten bytes. Eight bytes at
+/// a time, from the bytes that end a varint (their high bits, cleared).
+fn packed_varint_count(b: &[u8]) -> Option<usize> {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    if b.last().is_some_and(|last| last & 0x80 != 0) {
+        return None;
+    }
+    // Continuation bytes since the last byte that ended a varint.
+    let mut run = 0;
+    let mut count = 0;
+    let mut chunks = b.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let ends = !u64::from_le_bytes(word) & HIGH;
+        if ends == 0 {
+            run += 8;
+        } else {
+            // The first byte (the lowest) that ends a varint ends the run carried in.
+            if run + ends.trailing_zeros() / 8 >= 10 {
+                return None;
+            }
+            run = ends.leading_zeros() / 8;
+            count += ends.count_ones() as usize;
+        }
+        if run >= 10 {
+            return None;
+        }
+    }
+    for &byte in chunks.remainder() {
+        if byte & 0x80 == 0 {
+            count += 1;
+            run = 0;
+        } else {
+            run += 1;
+            if run >= 10 {
+                return None;
+            }
+        }
+    }
+    Some(count)
 }
 
 /// The bytes from `at` on, which do not parse, of a body that starts at `base` in the message.
@@ -601,7 +648,39 @@ mod props {
             .sum()
     }
 
+    /// [`packed_varints`] as it read before it counted first: a value at a time.
+    fn packed_varints_one_by_one(b: &[u8]) -> Option<Vec<u64>> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < b.len() {
+            let (v, n) = read_varint(&b[at..])?;
+            out.push(v);
+            at += n;
+        }
+        Some(out)
+    }
+
+    /// Bytes with runs of continuation bytes around ten long, where the count's eight-byte
+    /// steps could go wrong: mostly 0x80 and 0xff, some bytes that end a varint.
+    fn varint_runs() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            prop_oneof![4 => Just(0x80u8), 4 => Just(0xffu8), 1 => 0u8..0x80, 1 => any::<u8>()],
+            0..64,
+        )
+    }
+
     proptest! {
+        #[test]
+        fn packed_varints_are_read_as_one_by_one(
+            bytes in prop_oneof![varint_runs(), proptest::collection::vec(any::<u8>(), 0..64)]
+        ) {
+            let counted = packed_varints(&bytes);
+            prop_assert_eq!(&counted, &packed_varints_one_by_one(&bytes));
+            if let Some(values) = counted {
+                prop_assert_eq!(values.capacity(), values.len());
+            }
+        }
+
         #[test]
         fn never_fails_and_keeps_no_more_than_it_read(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let nodes = decode_raw(&bytes);
