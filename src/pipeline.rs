@@ -633,8 +633,8 @@ pub fn may_hold_reflection(path: &str, cfg: &Config, max_bytes: u64) -> bool {
     }
     let [plain, coded] = crate::grpc::message::reflection_path_starts();
     // Lines of a key log, as a pcapng Decryption Secrets Block holds them (TLS 1.2 and 1.3).
-    let needles: [&[u8]; 4] = [&plain, &coded, b"CLIENT_RANDOM ", b"TRAFFIC_SECRET_0 "];
-    crate::capture::scan::holds_any(path, &needles, max_bytes).unwrap_or(true)
+    let secrets: [&[u8]; 2] = [b"CLIENT_RANDOM ", b"TRAFFIC_SECRET_0 "];
+    crate::capture::scan::holds_any(path, &[&plain, &coded], &secrets, max_bytes).unwrap_or(true)
 }
 
 /// A sink that drops everything. Its counts let the dissection skip building events.

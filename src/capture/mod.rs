@@ -760,7 +760,7 @@ pub(crate) fn plain_bytes<R: Read + Send + 'static>(
 }
 
 /// Reads until `buf` holds `want` bytes or the input ends.
-fn read_up_to<R: Read>(r: &mut R, buf: &mut Vec<u8>, want: usize) -> io::Result<()> {
+pub(super) fn read_up_to<R: Read>(r: &mut R, buf: &mut Vec<u8>, want: usize) -> io::Result<()> {
     let missing = want.saturating_sub(buf.len()) as u64;
     r.take(missing).read_to_end(buf).map(|_| ())
 }

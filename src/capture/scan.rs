@@ -13,12 +13,30 @@ use memchr::memmem::Finder;
 const CHUNK: usize = 1 << 20;
 
 /// Whether any of `needles` occurs in the first `max_bytes` bytes of the capture at `path`
-/// (decompressed). An empty needle list finds nothing.
-pub fn holds_any(path: &str, needles: &[&[u8]], max_bytes: u64) -> io::Result<bool> {
+/// (decompressed), or any of `pcapng_needles` when it is a pcapng file: strings only a pcapng
+/// block can hold, which a classic pcap file is not searched for (each string is a pass over
+/// the bytes). An empty needle list finds nothing.
+pub fn holds_any(
+    path: &str,
+    needles: &[&[u8]],
+    pcapng_needles: &[&[u8]],
+    max_bytes: u64,
+) -> io::Result<bool> {
     let (plain, _) =
         super::plain_bytes(File::open(path)?, &Default::default(), &Default::default())?;
-    holds_any_in(plain.take(max_bytes), needles)
+    let mut plain = plain.take(max_bytes);
+    let mut magic = Vec::with_capacity(4);
+    super::read_up_to(&mut plain, &mut magic, 4)?;
+    let mut all = needles.to_vec();
+    if magic == PCAPNG_MAGIC {
+        all.extend_from_slice(pcapng_needles);
+    }
+    holds_any_in(io::Cursor::new(magic).chain(plain), &all)
 }
+
+/// The block type of a pcapng file's first block, its Section Header Block (the same in either
+/// byte order).
+const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 
 /// [`holds_any`] over any reader.
 pub fn holds_any_in(mut reader: impl Read, needles: &[&[u8]]) -> io::Result<bool> {
@@ -119,9 +137,34 @@ mod tests {
         let path = dir.join("x.gz");
         std::fs::write(&path, gz.finish().unwrap()).unwrap();
         let path = path.to_str().unwrap();
-        assert!(holds_any(path, &[b"needle"], u64::MAX).unwrap());
-        assert!(!holds_any(path, &[b"needle"], 2 * CHUNK as u64).unwrap());
-        assert!(holds_any(path, &[b"needle"], 2 * CHUNK as u64 + 6).unwrap());
+        assert!(holds_any(path, &[b"needle"], &[], u64::MAX).unwrap());
+        assert!(!holds_any(path, &[b"needle"], &[], 2 * CHUNK as u64).unwrap());
+        assert!(holds_any(path, &[b"needle"], &[], 2 * CHUNK as u64 + 6).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn pcapng_needles_are_looked_for_in_pcapng_files_only() {
+        let dir = std::env::temp_dir().join(format!("h2scope-scan-ng-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (magic, pcapng) in [
+            ([0x0a, 0x0d, 0x0d, 0x0a], true),
+            ([0xd4, 0xc3, 0xb2, 0xa1], false),
+            ([0xa1, 0xb2, 0xc3, 0xd4], false),
+        ] {
+            let mut data = magic.to_vec();
+            data.extend_from_slice(&[0; 60]);
+            data.extend_from_slice(b"CLIENT_RANDOM 00");
+            let path = dir.join("x");
+            std::fs::write(&path, &data).unwrap();
+            let path = path.to_str().unwrap();
+            let found = holds_any(path, &[b"absent"], &[b"CLIENT_RANDOM "], u64::MAX).unwrap();
+            assert_eq!(found, pcapng, "{magic:02x?}");
+            // The other needles are looked for in both.
+            assert!(holds_any(path, &[b"CLIENT_RANDOM "], &[], u64::MAX).unwrap());
+            // The magic number itself can be a needle.
+            assert!(holds_any(path, &[&magic[..]], &[], u64::MAX).unwrap());
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
