@@ -713,9 +713,8 @@ struct ReadArgs {
     #[arg(short = 'l')]
     line_buffered: bool,
     /// Threads for one capture: its connections are split among them by address, and the
-    /// output stays in capture order. Default: one per core for a file of 64 MB or more,
-    /// decompressed (with -q or --calls, only if its packets average under 512 bytes), else
-    /// one. (Several files are read one per core instead; -w, and -T grpcurl unless told, read on one thread.)
+    /// output stays in capture order. Default: one per core for a file of 64 MB or more
+    /// (decompressed) whose packets average under 512 bytes, else one. (Several files are read one per core instead; -w, and -T grpcurl unless told, read on one thread.)
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
 }
@@ -1702,16 +1701,17 @@ impl ReadArgs {
 }
 
 /// Whether one file is worth splitting across threads by default: 64 MB or more (once
-/// decompressed), and, for an output that shows little (`-q`, `--calls`), packets averaging
-/// under 512 bytes. The threads share out the work done per packet, and the formatting of a full
-/// output; the reading thread copies every segment to them. On full-size segments that copy
-/// costs more than the split saves a light output (measured on 91 MB of 1.5 kB packets: `-q` in
-/// 0.032 s on one thread, 0.048 s on two), while a full one still gains (text 0.176 → 0.147 s).
-fn worth_threads(file: &str, light_output: bool) -> bool {
-    worth_threads_from(file, 64 << 20, light_output)
+/// decompressed) of packets averaging under 512 bytes. The threads share out the work done per
+/// packet and the formatting of the output; the reading thread copies every segment to them
+/// and merges their lines. On full-size segments that costs more than the split saves, whatever
+/// the output (91 MB of 1.5 kB packets, one thread against two: `-q` 0.032 against 0.048 s;
+/// since bulk bytes are written as hex with SIMD, JSON Lines 46 against 73 ms and text 43
+/// against 53 ms; TLS, decrypted, text 49 against 52 ms and JSON Lines 54 against 80 ms).
+fn worth_threads(file: &str) -> bool {
+    worth_threads_from(file, 64 << 20)
 }
 
-fn worth_threads_from(file: &str, min_file: u64, light_output: bool) -> bool {
+fn worth_threads_from(file: &str, min_file: u64) -> bool {
     const MAX_AVERAGE_PACKET: u64 = 512;
     // Packets are judged on the first 2000 or 2 MB. What a compressed file holds is judged
     // from its first 8 MB, decompressed: captures compress from 2 to 30 times, so its size on
@@ -1732,8 +1732,8 @@ fn worth_threads_from(file: &str, min_file: u64, light_output: bool) -> bool {
     };
     let compressed = reader.compression().is_some();
     let big_enough = |size: u64| size >= min_file;
-    if !compressed && (!big_enough(meta.len()) || !light_output) {
-        return big_enough(meta.len());
+    if !compressed && !big_enough(meta.len()) {
+        return false;
     }
     if compressed && meta.len() < min_file / 64 {
         return false;
@@ -1764,7 +1764,7 @@ fn worth_threads_from(file: &str, min_file: u64, light_output: bool) -> bool {
             return false;
         }
     }
-    !light_output || (packets > 0 && data / packets < MAX_AVERAGE_PACKET)
+    packets > 0 && data / packets < MAX_AVERAGE_PACKET
 }
 
 /// Sends what a file's output writes to the main thread, which prints the files in order.
@@ -1818,7 +1818,6 @@ fn read(mut args: ReadArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     let silent = args.write.is_some() && !args.print;
-    let light = args.shows_little(silent);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if !one_file_per_core(&args.inputs.files, threads) {
         let mut sink = make_sink(&args.output, silent, io::stdout().lock());
@@ -1831,7 +1830,7 @@ fn read(mut args: ReadArgs) -> ExitCode {
                 // Each packet's lines go out as it is read.
                 _ if args.line_buffered => 1,
                 EventFormat::Grpcurl => args.threads.unwrap_or(1),
-                _ => shards_for(file, args.threads, light, threads),
+                _ => shards_for(file, args.threads, threads),
             };
             read_file(file, &args, &base_schemas, &mut sink, silent, shards)
         }));
@@ -1917,14 +1916,8 @@ fn one_file_per_core(files: &[String], cores: usize) -> bool {
 
 /// Threads for one file: as `--threads` says, else one per core for a file worth it (see
 /// [`worth_threads`]).
-fn shards_for(file: &str, threads: Option<usize>, light_output: bool, cores: usize) -> usize {
-    threads.unwrap_or_else(|| {
-        if worth_threads(file, light_output) {
-            cores
-        } else {
-            1
-        }
-    })
+fn shards_for(file: &str, threads: Option<usize>, cores: usize) -> usize {
+    threads.unwrap_or_else(|| if worth_threads(file) { cores } else { 1 })
 }
 
 /// The exit code of files handled in turn: the first that stops everything ends it (a lazy
@@ -1976,11 +1969,10 @@ fn analyse(args: AnalysisArgs, health: bool) -> ExitCode {
     // A filter on connection numbers needs them, which only one thread knows as it goes.
     let by_conn = h2scope::analysis::parts::filter_needs_one_thread(filter);
     exit_code(files.iter().map(|file| {
-        // The output is small, as for -q: threads by the same measure.
         let shards = if by_conn {
             1
         } else {
-            shards_for(file, args.threads, true, cores)
+            shards_for(file, args.threads, cores)
         };
         analyse_file(file, &args, &schemas, health, io::stdout().lock(), shards)
     }))
@@ -2647,20 +2639,17 @@ mod tests {
         assert!(!progress_line(1, None, 1, 0.0).contains("inf"));
     }
 
-    /// The shipped recordings stand for the two kinds of large file: for a light output, small
-    /// packets are split across threads and full-size segments are not; a full output splits
-    /// both. What is small or not a capture is never split.
+    /// The shipped recordings stand for the two kinds of large file: small packets are split
+    /// across threads and full-size segments are not. What is small or not a capture is never
+    /// split.
     #[test]
-    fn threads_by_default_for_small_packets_or_full_output() {
+    fn threads_by_default_for_small_packets() {
         let at = |f: &str| format!("{}/testdata/{f}", env!("CARGO_MANIFEST_DIR"));
         let (health, bulk) = (at("grpc-health.pcap"), at("grpc-bulk.pcap"));
-        assert!(worth_threads_from(&health, 0, true));
-        assert!(!worth_threads_from(&bulk, 0, true));
-        assert!(worth_threads_from(&bulk, 0, false));
-        for light in [true, false] {
-            assert!(!worth_threads_from(&health, 64 << 20, light));
-        }
-        assert!(!worth_threads_from(env!("CARGO_MANIFEST_DIR"), 0, true));
+        assert!(worth_threads_from(&health, 0));
+        assert!(!worth_threads_from(&bulk, 0));
+        assert!(!worth_threads_from(&health, 64 << 20));
+        assert!(!worth_threads_from(env!("CARGO_MANIFEST_DIR"), 0));
         // A compressed file is judged by what it holds: a hundred copies of the health
         // capture, gzipped to less than a tenth.
         let dir = std::env::temp_dir().join(format!("h2scope-worth-{}", std::process::id()));
@@ -2686,20 +2675,14 @@ mod tests {
         let gz = gz.to_str().unwrap();
         let gz_len = std::fs::metadata(gz).unwrap().len();
         assert!(gz_len * 10 < plain_len, "{gz_len} of {plain_len}");
-        // Estimated from its first 8 MB, for a light output or not; half the threshold will do.
-        for light in [true, false] {
-            assert!(worth_threads_from(gz, plain_len, light));
-            assert!(worth_threads_from(gz, plain_len * 3 / 2, light));
-            assert!(!worth_threads_from(gz, plain_len * 4, light));
-        }
+        // Estimated from its first 8 MB; half the threshold will do.
+        assert!(worth_threads_from(gz, plain_len));
+        assert!(worth_threads_from(gz, plain_len * 3 / 2));
+        assert!(!worth_threads_from(gz, plain_len * 4));
         // Too small to look into.
-        assert!(!worth_threads_from(gz, gz_len * 65, false));
-        assert!(!worth_threads_from(
-            copies.to_str().unwrap(),
-            plain_len * 2,
-            true
-        ));
+        assert!(!worth_threads_from(gz, gz_len * 65));
+        assert!(!worth_threads_from(copies.to_str().unwrap(), plain_len * 2));
         std::fs::remove_dir_all(&dir).ok();
-        assert!(!worth_threads_from("/nonexistent/capture.pcap", 0, true));
+        assert!(!worth_threads_from("/nonexistent/capture.pcap", 0));
     }
 }
