@@ -194,3 +194,52 @@ fn fields_lines(bencher: Bencher) {
             buf.len()
         });
 }
+
+/// The message bodies of testdata/grpc-bulk.pcap (a label and 16 KiB of bytes each), as the
+/// capture carries them.
+fn bulk_bodies() -> Vec<Vec<u8>> {
+    let mut reader = CaptureReader::open(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/grpc-bulk.pcap"
+    ))
+    .unwrap();
+    let mut cfg = Config::default();
+    cfg.grpc.keep_bytes = true;
+    let mut d = Dissector::new(cfg);
+    let mut events: Vec<Event> = Vec::new();
+    reader
+        .for_each_packet(|p| {
+            d.packet(p, &mut events);
+            true
+        })
+        .unwrap();
+    d.finish(&mut events);
+    let bodies: Vec<Vec<u8>> = events
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Message(m) => m.decoded.bytes,
+            _ => None,
+        })
+        .collect();
+    assert!(!bodies.is_empty());
+    bodies
+}
+
+/// Bulk messages without a schema: walked (each bytes field tried as text, as a message and as
+/// packed varints before it is taken for bytes) and written as JSON Lines' `fields`, the bytes
+/// as hex.
+#[divan::bench]
+fn schemaless_bulk_messages(bencher: Bencher) {
+    use h2scope::grpc::message::Schemaless;
+    let bodies = bulk_bodies();
+    let bytes: usize = bodies.iter().map(Vec::len).sum();
+    let mut buf = Vec::new();
+    bencher.counter(BytesCount::new(bytes)).bench_local(|| {
+        buf.clear();
+        for body in &bodies {
+            let tree = Schemaless::Fields(h2scope::grpc::wire::decode_raw(body));
+            h2scope::output::jsonl::write_schemaless(&mut buf, &tree);
+        }
+        buf.len()
+    });
+}
