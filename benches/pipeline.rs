@@ -148,12 +148,14 @@ fn link_decode(bencher: Bencher) {
 
 /// The events of the recorded traffic, once: what a display filter and `-T fields` look at.
 fn events() -> Vec<Event> {
-    let mut reader = CaptureReader::open(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/testdata/grpc-health.pcap"
-    ))
-    .unwrap();
-    let mut d = Dissector::new(Config::default());
+    events_of("grpc-health.pcap", Config::default())
+}
+
+/// The events of a capture in testdata/, dissected with `cfg`.
+fn events_of(capture: &str, cfg: Config) -> Vec<Event> {
+    let path = format!("{}/testdata/{capture}", env!("CARGO_MANIFEST_DIR"));
+    let mut reader = CaptureReader::open(&path).unwrap();
+    let mut d = Dissector::new(cfg);
     let mut events: Vec<Event> = Vec::new();
     reader
         .for_each_packet(|p| {
@@ -198,23 +200,9 @@ fn fields_lines(bencher: Bencher) {
 /// The message bodies of testdata/grpc-bulk.pcap (a label and 16 KiB of bytes each), as the
 /// capture carries them.
 fn bulk_bodies() -> Vec<Vec<u8>> {
-    let mut reader = CaptureReader::open(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/testdata/grpc-bulk.pcap"
-    ))
-    .unwrap();
     let mut cfg = Config::default();
     cfg.grpc.keep_bytes = true;
-    let mut d = Dissector::new(cfg);
-    let mut events: Vec<Event> = Vec::new();
-    reader
-        .for_each_packet(|p| {
-            d.packet(p, &mut events);
-            true
-        })
-        .unwrap();
-    d.finish(&mut events);
-    let bodies: Vec<Vec<u8>> = events
+    let bodies: Vec<Vec<u8>> = events_of("grpc-bulk.pcap", cfg)
         .into_iter()
         .filter_map(|e| match e {
             Event::Message(m) => m.decoded.bytes,

@@ -380,7 +380,12 @@ pub fn hex(bytes: &[u8]) -> String {
 /// kept: the bytes of a bulk field are no such run, but only show it kilobytes in, and the list
 /// built on the way there (grown, copied, dropped) was most of a bulk message's walk.
 fn packed_varints(b: &[u8]) -> Option<Vec<u64>> {
-    let mut out = Vec::with_capacity(packed_varint_count(b)?);
+    read_varints(b, Vec::with_capacity(packed_varint_count(b)?))
+}
+
+/// The varints of `b` one after another, appended to `out`; `None` at one that is cut short or
+/// too long.
+fn read_varints(b: &[u8], mut out: Vec<u64>) -> Option<Vec<u64>> {
     let mut at = 0;
     while at < b.len() {
         let (v, n) = read_varint(&b[at..])?;
@@ -634,18 +639,6 @@ mod props {
             .sum()
     }
 
-    /// [`packed_varints`] as it read before it counted first: a value at a time.
-    fn packed_varints_one_by_one(b: &[u8]) -> Option<Vec<u64>> {
-        let mut out = Vec::new();
-        let mut at = 0;
-        while at < b.len() {
-            let (v, n) = read_varint(&b[at..])?;
-            out.push(v);
-            at += n;
-        }
-        Some(out)
-    }
-
     /// Bytes with runs of continuation bytes around ten long, where the count's eight-byte
     /// steps could go wrong: mostly 0x80 and 0xff, some bytes that end a varint.
     fn varint_runs() -> impl Strategy<Value = Vec<u8>> {
@@ -661,7 +654,8 @@ mod props {
             bytes in prop_oneof![varint_runs(), proptest::collection::vec(any::<u8>(), 0..64)]
         ) {
             let counted = packed_varints(&bytes);
-            prop_assert_eq!(&counted, &packed_varints_one_by_one(&bytes));
+            // As it read before it counted first: a value at a time, into a list grown as it goes.
+            prop_assert_eq!(&counted, &read_varints(&bytes, Vec::new()));
             if let Some(values) = counted {
                 prop_assert_eq!(values.capacity(), values.len());
             }
