@@ -7,6 +7,7 @@
 
 pub mod assembler;
 
+use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
 
@@ -182,8 +183,8 @@ pub trait FlowHandler {
     /// Time has passed (a sweep at `meta`'s time): what the connection held until then may go.
     fn tick(&mut self, _info: &FlowInfo, _state: &mut Self::State, _meta: &PacketMeta) {}
     /// The connection has been quiet for a while ([`FlowConfig::quiet_ns`]): it may give back
-    /// the room it keeps between packets for the next ones. Called at each sweep while it
-    /// stays quiet; what it reads next must come out the same.
+    /// the room it keeps between packets for the next ones. Called once its quiet time is up,
+    /// and at each sweep while it stays quiet; what it reads next must come out the same.
     fn compact(&mut self, _state: &mut Self::State) {}
 }
 
@@ -197,7 +198,7 @@ pub struct FlowConfig {
     /// table that sees a share of the capture's flows (one of several threads) must sweep
     /// when the whole capture's packets say so, not its own.
     pub external_sweeps: bool,
-    /// How long a connection goes without a packet before a sweep compacts it
+    /// How long a connection goes without a packet before it is compacted
     /// ([`FlowHandler::compact`]). Long-lived channels spend most of their life waiting, and
     /// at a capture point that sees many of them, the room kept for their next frames was two
     /// fifths of what they held.
@@ -236,6 +237,8 @@ struct Flow<S> {
     isn: [Option<u32>; 2],
     last_ts_ns: i64,
     closed: bool,
+    /// In the table's queue of connections to compact once quiet ([`FlowTable::compact_quiet`]).
+    queued: bool,
     /// The handshake so far (SYN, SYN-ACK), until `info.handshake` is known.
     syn_ts_ns: [Option<i64>; 2],
     /// Since when each direction has advertised a zero window (see [`TcpSide`]).
@@ -253,6 +256,15 @@ struct Open<S> {
     asm: [Assembler; 2],
     /// The handler's state.
     state: S,
+}
+
+/// A connection in the queue of those to compact once quiet: its number tells it from a later
+/// connection between the same endpoints.
+#[derive(Debug, Clone, Copy)]
+struct Queued {
+    ts_ns: i64,
+    conn: u64,
+    key: FlowKey,
 }
 
 /// A connection's two endpoints, in a fixed order so that both directions make the same key.
@@ -361,6 +373,8 @@ impl<S> Flows<S> {
 pub struct FlowTable<S> {
     cfg: FlowConfig,
     flows: Flows<S>,
+    /// Connections with bytes, in the order they were queued, to compact once quiet.
+    quiet: VecDeque<Queued>,
     next_conn: u64,
     last_sweep_ns: i64,
     stats: FlowTableStats,
@@ -371,6 +385,7 @@ impl<S> FlowTable<S> {
         FlowTable {
             cfg,
             flows: Flows::new(),
+            quiet: VecDeque::new(),
             next_conn: 0,
             last_sweep_ns: i64::MIN,
             stats: FlowTableStats::default(),
@@ -398,6 +413,7 @@ impl<S> FlowTable<S> {
     ) -> Option<u64> {
         self.stats.segments += 1;
         self.maybe_sweep(meta, handler);
+        self.compact_quiet(meta.ts_ns, handler);
         let key = FlowKey::of(seg.src, seg.dst);
         // One lookup for a packet of a known connection, the common case.
         if let Some(flow) = self.flows.get_mut(&key) {
@@ -405,6 +421,7 @@ impl<S> FlowTable<S> {
                 return Some(Self::deliver(
                     flow,
                     &mut self.stats,
+                    &mut self.quiet,
                     &self.cfg,
                     seg,
                     meta,
@@ -440,6 +457,7 @@ impl<S> FlowTable<S> {
             isn: [None, None],
             last_ts_ns: meta.ts_ns,
             closed: false,
+            queued: false,
             syn_ts_ns: [None, None],
             zero_since: [None, None],
             open: None,
@@ -447,6 +465,7 @@ impl<S> FlowTable<S> {
         Some(Self::deliver(
             flow,
             &mut self.stats,
+            &mut self.quiet,
             &self.cfg,
             seg,
             meta,
@@ -458,6 +477,7 @@ impl<S> FlowTable<S> {
     fn deliver<H: FlowHandler<State = S>>(
         flow: &mut Flow<S>,
         stats: &mut FlowTableStats,
+        quiet: &mut VecDeque<Queued>,
         cfg: &FlowConfig,
         seg: &TcpSegment<'_>,
         meta: &PacketMeta,
@@ -499,12 +519,21 @@ impl<S> FlowTable<S> {
             first,
             open,
             closed,
+            queued,
             zero_since,
             ..
         } = flow;
         // Only bytes, a FIN or an RST make stream events (bytes buffered came with bytes).
         if open.is_none() && (!seg.payload.is_empty() || seg.fin || seg.rst) {
             *open = Some(Self::open(cfg, first, info, meta, handler));
+        }
+        if open.is_some() && !*queued {
+            *queued = true;
+            quiet.push_back(Queued {
+                ts_ns: meta.ts_ns,
+                conn: info.conn,
+                key: FlowKey::of(info.endpoints[0], info.endpoints[1]),
+            });
         }
         let Some(Open { asm, state }) = open.as_deref_mut() else {
             // No bytes yet (a handshake, bare ACKs): where each direction starts is all.
@@ -610,6 +639,48 @@ impl<S> FlowTable<S> {
             stats.out_of_order += s.out_of_order;
             stats.gaps += s.gaps;
             stats.gap_bytes += s.gap_bytes;
+        }
+    }
+
+    /// Compacts the connections whose quiet time ([`FlowConfig::quiet_ns`]) is up at `now`, as
+    /// it comes rather than at the next sweep: sweeps come every ten seconds of capture time,
+    /// and left the last seconds' connections whole (about 6 kB where a compacted one holds 3),
+    /// which on a capture of many connections opened in turn was most of what stayed. A
+    /// connection is queued at its first packet with bytes and at its first since it was
+    /// compacted; one heard from since it was queued goes to the back, with the time it was
+    /// last heard from. So each packet costs a look at the queue's front, and each entry is
+    /// moved at most once per packet of its connection.
+    fn compact_quiet<H: FlowHandler<State = S>>(&mut self, now: i64, handler: &mut H) {
+        let cutoff = now.saturating_sub(self.cfg.quiet_ns);
+        // Entries of connections that ended wait for their turn to be dropped: a flood of
+        // short connections must not make the queue outgrow the table.
+        let room = 2 * self.flows.len() + 64;
+        while let Some(&Queued { ts_ns, conn, key }) = self.quiet.front() {
+            let overfull = self.quiet.len() > room;
+            if ts_ns > cutoff && !overfull {
+                break;
+            }
+            self.quiet.pop_front();
+            let Some(flow) = self.flows.get_mut(&key).filter(|f| f.info.conn == conn) else {
+                continue;
+            };
+            if flow.last_ts_ns > cutoff && !overfull {
+                self.quiet.push_back(Queued {
+                    ts_ns: flow.last_ts_ns,
+                    conn,
+                    key,
+                });
+                continue;
+            }
+            // Queued again at its next packet (when the queue was too full for it, the sweeps
+            // compact it meanwhile).
+            flow.queued = false;
+            if flow.last_ts_ns <= cutoff {
+                if let Some(open) = flow.open.as_mut() {
+                    open.asm.iter_mut().for_each(Assembler::compact);
+                    handler.compact(&mut open.state);
+                }
+            }
         }
     }
 
@@ -1037,44 +1108,100 @@ mod tests {
         assert_eq!(w.closed, [0, 1, 2, 3]);
     }
 
-    /// A sweep compacts the connections quiet for `quiet_ns`, and not the others.
+    /// A handler that notes the connections it is asked to compact.
+    #[derive(Default)]
+    struct Compacted(Vec<u64>);
+
+    impl FlowHandler for Compacted {
+        type State = u64;
+        fn open(&mut self, info: &FlowInfo, _: &PacketMeta) -> u64 {
+            info.conn
+        }
+        fn stream(
+            &mut self,
+            _: &FlowInfo,
+            _: &mut u64,
+            _: Dir,
+            _: StreamEvent<'_>,
+            _: &PacketMeta,
+        ) {
+        }
+        fn close(&mut self, _: &FlowInfo, _: &mut u64, _: CloseReason, _: &PacketMeta) {}
+        fn compact(&mut self, conn: &mut u64) {
+            self.0.push(*conn);
+        }
+    }
+
+    /// A connection is compacted at the first packet after its quiet time is up, and again at
+    /// each sweep while it stays quiet; not before.
     #[test]
     fn sweeps_compact_the_quiet_connections() {
-        #[derive(Default)]
-        struct Compacted(Vec<u64>);
-        impl FlowHandler for Compacted {
-            type State = u64;
-            fn open(&mut self, info: &FlowInfo, _: &PacketMeta) -> u64 {
-                info.conn
-            }
-            fn stream(
-                &mut self,
-                _: &FlowInfo,
-                _: &mut u64,
-                _: Dir,
-                _: StreamEvent<'_>,
-                _: &PacketMeta,
-            ) {
-            }
-            fn close(&mut self, _: &FlowInfo, _: &mut u64, _: CloseReason, _: &PacketMeta) {}
-            fn compact(&mut self, conn: &mut u64) {
-                self.0.push(*conn);
-            }
-        }
         let mut t = FlowTable::new(FlowConfig {
             quiet_ns: 5 * 1_000_000_000,
             ..FlowConfig::default()
         });
         let mut c = Compacted::default();
         t.segment(&seg(1, 80, 1, false, false, b"a"), &at(1, 0), &mut c);
-        t.segment(&seg(2, 80, 1, false, false, b"b"), &at(2, 8), &mut c);
-        // The sweep at 11 s: connection 0 has been quiet for 11 s, 1 for 3 s.
-        t.segment(&seg(3, 80, 1, false, false, b"c"), &at(3, 11), &mut c);
+        t.segment(&seg(2, 80, 1, false, false, b"b"), &at(2, 4), &mut c);
+        assert!(c.0.is_empty());
+        // At 8 s connection 0 has been quiet for 8 s, 1 for 4 s.
+        t.segment(&seg(2, 80, 2, false, false, b"b"), &at(3, 8), &mut c);
         assert_eq!(c.0, [0]);
-        c.0.clear();
-        t.segment(&seg(4, 80, 1, false, false, b"d"), &at(4, 22), &mut c);
+        // The sweep at 11 s (the first since 0 s) compacts 0 again; 1 has been quiet for 3 s.
+        t.segment(&seg(3, 80, 1, false, false, b"c"), &at(4, 11), &mut c);
+        assert_eq!(c.0, [0, 0]);
+    }
+
+    /// A connection heard from since it was queued waits for its own quiet time, and a
+    /// compacted one is queued again by its next packet.
+    #[test]
+    fn quiet_time_counts_from_the_last_packet() {
+        let mut t = FlowTable::new(FlowConfig {
+            quiet_ns: 2 * 1_000_000_000,
+            ..FlowConfig::default()
+        });
+        let mut c = Compacted::default();
+        t.segment(&seg(1, 80, 1, false, false, b"a"), &at(1, 0), &mut c);
+        t.segment(&seg(2, 80, 1, false, false, b"b"), &at(2, 1), &mut c);
+        t.segment(&seg(3, 80, 1, false, false, b"c"), &at(3, 3), &mut c);
+        assert_eq!(c.0, [0, 1]);
+        // Connection 2 again before its time is up, and 1 again after its compaction.
+        t.segment(&seg(3, 80, 2, false, false, b"d"), &at(4, 4), &mut c);
+        t.segment(&seg(2, 80, 2, false, false, b"e"), &at(5, 4), &mut c);
+        // At 5 s, 2's first packet is 2 s old, its last only 1 s.
+        t.segment(&seg(1, 80, 2, false, false, b"f"), &at(6, 5), &mut c);
+        assert_eq!(c.0, [0, 1]);
+        // At 6 s, 1 and 2 have been quiet for 2 s.
+        t.segment(&seg(4, 80, 1, false, false, b"g"), &at(7, 6), &mut c);
+        assert_eq!(c.0, [0, 1, 1, 2]);
+        // Queued: 0 (heard from at 5 s) and 3, once each.
+        assert_eq!(t.quiet.len(), 2);
+    }
+
+    /// Connections evicted while queued leave their entries behind; a flood of them does not
+    /// make the queue outgrow the table, and the survivors are still compacted in time.
+    #[test]
+    fn the_quiet_queue_stays_within_the_table() {
+        let mut t = FlowTable::new(FlowConfig {
+            max_flows: 10,
+            quiet_ns: 1_000_000_000,
+            ..FlowConfig::default()
+        });
+        let mut c = Compacted::default();
+        for port in 1..=2000 {
+            t.segment(
+                &seg(port, 80, 1, false, false, b"a"),
+                &at(port.into(), 0),
+                &mut c,
+            );
+            assert!(t.quiet.len() <= 2 * t.len() + 64 + 1, "{}", t.quiet.len());
+        }
+        assert!(c.0.is_empty());
+        t.segment(&seg(1, 81, 1, false, false, b"b"), &at(3000, 2), &mut c);
         c.0.sort_unstable();
-        assert_eq!(c.0, [0, 1, 2]);
+        // The ten the table holds, the flood's last (compacted before one makes room for the
+        // newcomer).
+        assert_eq!(c.0, (1990..2000).collect::<Vec<u64>>());
     }
 
     #[test]
