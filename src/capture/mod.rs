@@ -719,7 +719,7 @@ fn read_file_header<R: Read>(r: &mut R) -> io::Result<(Vec<u8>, bool)> {
     if buf.len() < 4 || !is_capture_magic(&buf) {
         return Ok((buf, false));
     }
-    let want = if buf[..4] == [0x0a, 0x0d, 0x0d, 0x0a] && buf.len() >= 8 {
+    let want = if buf[..4] == PCAPNG_MAGIC && buf.len() >= 8 {
         // The block length's byte order is that of the byte-order magic that follows it; read
         // both ways and take the plausible one.
         let le = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
@@ -765,13 +765,17 @@ pub(super) fn read_up_to<R: Read>(r: &mut R, buf: &mut Vec<u8>, want: usize) -> 
     r.take(missing).read_to_end(buf).map(|_| ())
 }
 
+/// The block type of a pcapng file's first block, its Section Header Block (the same in either
+/// byte order).
+pub(crate) const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
+
 fn is_capture_magic(b: &[u8]) -> bool {
     const MAGICS: [[u8; 4]; 5] = [
         [0xd4, 0xc3, 0xb2, 0xa1],
         [0xa1, 0xb2, 0xc3, 0xd4],
         [0x4d, 0x3c, 0xb2, 0xa1],
         [0xa1, 0xb2, 0x3c, 0x4d],
-        [0x0a, 0x0d, 0x0d, 0x0a],
+        PCAPNG_MAGIC,
     ];
     MAGICS.iter().any(|m| m[..] == b[..4])
 }

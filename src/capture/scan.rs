@@ -28,15 +28,11 @@ pub fn holds_any(
     let mut magic = Vec::with_capacity(4);
     super::read_up_to(&mut plain, &mut magic, 4)?;
     let mut all = needles.to_vec();
-    if magic == PCAPNG_MAGIC {
+    if magic == super::PCAPNG_MAGIC {
         all.extend_from_slice(pcapng_needles);
     }
     holds_any_in(io::Cursor::new(magic).chain(plain), &all)
 }
-
-/// The block type of a pcapng file's first block, its Section Header Block (the same in either
-/// byte order).
-const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 
 /// [`holds_any`] over any reader.
 pub fn holds_any_in(mut reader: impl Read, needles: &[&[u8]]) -> io::Result<bool> {

@@ -120,6 +120,9 @@ impl FlowInfo {
     pub fn dst(&self, dir: Dir) -> SocketAddr {
         self.endpoints[dir.other().index()]
     }
+    fn key(&self) -> FlowKey {
+        FlowKey::of(self.endpoints[0], self.endpoints[1])
+    }
 }
 
 /// Reassembled stream content of one direction.
@@ -258,6 +261,14 @@ struct Open<S> {
     state: S,
 }
 
+impl<S> Open<S> {
+    /// Gives back the room kept for the next packets ([`FlowHandler::compact`]).
+    fn compact<H: FlowHandler<State = S>>(&mut self, handler: &mut H) {
+        self.asm.iter_mut().for_each(Assembler::compact);
+        handler.compact(&mut self.state);
+    }
+}
+
 /// A connection in the queue of those to compact once quiet: its number tells it from a later
 /// connection between the same endpoints.
 #[derive(Debug, Clone, Copy)]
@@ -311,7 +322,7 @@ impl FlowKey {
 
 impl<S> Flow<S> {
     fn key(&self) -> FlowKey {
-        FlowKey::of(self.info.endpoints[0], self.info.endpoints[1])
+        self.info.key()
     }
 }
 
@@ -532,7 +543,7 @@ impl<S> FlowTable<S> {
             quiet.push_back(Queued {
                 ts_ns: meta.ts_ns,
                 conn: info.conn,
-                key: FlowKey::of(info.endpoints[0], info.endpoints[1]),
+                key: info.key(),
             });
         }
         let Some(Open { asm, state }) = open.as_deref_mut() else {
@@ -677,8 +688,7 @@ impl<S> FlowTable<S> {
             flow.queued = false;
             if flow.last_ts_ns <= cutoff {
                 if let Some(open) = flow.open.as_mut() {
-                    open.asm.iter_mut().for_each(Assembler::compact);
-                    handler.compact(&mut open.state);
+                    open.compact(handler);
                 }
             }
         }
@@ -709,8 +719,7 @@ impl<S> FlowTable<S> {
                 due.push((f.info.conn, f.key(), idle));
             }
             if let Some(open) = f.open.as_mut().filter(|_| !idle && f.last_ts_ns <= quiet) {
-                open.asm.iter_mut().for_each(Assembler::compact);
-                handler.compact(&mut open.state);
+                open.compact(handler);
             }
         }
         due.sort_unstable_by_key(|&(conn, _, _)| conn);
