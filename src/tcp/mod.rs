@@ -415,6 +415,14 @@ impl<S> FlowTable<S> {
         self.flows.len() == 0
     }
 
+    /// The handler's states of the connections that carried bytes, in no order.
+    #[cfg(test)]
+    pub(crate) fn states(&self) -> impl Iterator<Item = &S> {
+        self.flows
+            .iter()
+            .filter_map(|f| f.open.as_ref().map(|o| &o.state))
+    }
+
     /// Feeds one segment; returns the number of the connection it belongs to.
     pub fn segment<H: FlowHandler<State = S>>(
         &mut self,

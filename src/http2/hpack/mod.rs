@@ -150,6 +150,45 @@ pub struct Decoder {
     recent: RecentLists,
 }
 
+/// What a [`Decoder`] keeps while its connection is quiet: its table and what decoding depends
+/// on, without the recent lists (a cache) or room kept for the next block.
+#[derive(Debug)]
+pub struct QuietDecoder {
+    table: DynamicTable,
+    table_size_limit: u32,
+    max_header_list_size: usize,
+    past_unknown: bool,
+    max_size_known: bool,
+    /// Those of the last block, still read after it (empty but right after a size update).
+    size_updates: Box<[u32]>,
+    version: u64,
+}
+
+impl QuietDecoder {
+    /// The decoder again, as it was when frozen; its table moves out, leaving this one empty.
+    pub fn thaw(&mut self) -> Decoder {
+        let QuietDecoder {
+            table,
+            table_size_limit,
+            max_header_list_size,
+            past_unknown,
+            max_size_known,
+            size_updates,
+            version,
+        } = self;
+        Decoder {
+            table: std::mem::replace(table, DynamicTable::new(0)),
+            table_size_limit: *table_size_limit,
+            max_header_list_size: *max_header_list_size,
+            past_unknown: *past_unknown,
+            max_size_known: *max_size_known,
+            size_updates: std::mem::take(size_updates).into_vec(),
+            version: *version,
+            recent: RecentLists::default(),
+        }
+    }
+}
+
 thread_local! {
     static RECENT_STRINGS: std::cell::RefCell<RecentStrings> = std::cell::RefCell::new(RecentStrings::default());
 
@@ -198,6 +237,32 @@ impl Decoder {
             self.size_updates = Vec::new();
         }
         self.recent = RecentLists::default();
+    }
+
+    /// The decoder of a quiet connection, as [`QuietDecoder`]; its table moves out, leaving this
+    /// one empty.
+    pub fn freeze(&mut self) -> QuietDecoder {
+        let Decoder {
+            table,
+            table_size_limit,
+            max_header_list_size,
+            past_unknown,
+            max_size_known,
+            size_updates,
+            version,
+            // A cache: what comes next decodes the same without it.
+            recent: _,
+        } = self;
+        table.shrink();
+        QuietDecoder {
+            table: std::mem::replace(table, DynamicTable::new(0)),
+            table_size_limit: *table_size_limit,
+            max_header_list_size: *max_header_list_size,
+            past_unknown: *past_unknown,
+            max_size_known: *max_size_known,
+            size_updates: std::mem::take(size_updates).into_boxed_slice(),
+            version: *version,
+        }
     }
 
     /// Connection start: table size 4096, nothing unknown.
