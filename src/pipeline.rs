@@ -97,13 +97,23 @@ impl H2 {
     }
 
     /// The connection, made whole again if it was quiet.
+    #[inline]
     fn live(&mut self) -> &mut Connection {
-        if let H2::Quiet(quiet) = self {
-            *self = H2::new(quiet.thaw());
+        if let H2::Quiet(_) = self {
+            self.thaw();
         }
         match self {
             H2::Live(conn) => conn,
             H2::Quiet(_) => unreachable!("thawed above"),
+        }
+    }
+
+    // Once a second at most per connection: kept out of every packet's path.
+    #[cold]
+    #[inline(never)]
+    fn thaw(&mut self) {
+        if let H2::Quiet(quiet) = self {
+            *self = H2::new(quiet.thaw());
         }
     }
 
