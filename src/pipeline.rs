@@ -131,7 +131,8 @@ impl H2 {
     fn holds_calls(&self) -> bool {
         match self {
             H2::Live(conn) => conn.holds_calls(),
-            H2::Quiet(quiet) => quiet.holds_calls(),
+            // Held calls keep a connection whole.
+            H2::Quiet(_) => false,
         }
     }
 }

@@ -402,7 +402,6 @@ pub struct QuietConnection {
     last_path: Option<Arc<str>>,
     highest_stream: [u32; 2],
     resets: VecDeque<(u32, Dir)>,
-    held: VecDeque<OpenCall>,
     server_goaway_last: Option<u32>,
     upgrade_request: Option<Vec<HeaderField>>,
     http1: Option<Box<Http1State>>,
@@ -2334,8 +2333,9 @@ impl Connection {
 
 impl Connection {
     /// The connection's quiet form, when nothing is half read (no frame, header block or bytes
-    /// held, no messages waiting for their frame's event); its parts move out, leaving this
-    /// one empty. `None`, and the connection left as it was, otherwise.
+    /// held, no messages waiting for their frame's event) and no call waits for time to pass;
+    /// its parts move out, leaving this one empty. `None`, and the connection left as it was,
+    /// otherwise.
     pub fn freeze(&mut self) -> Option<QuietConnection> {
         let Connection {
             mode,
@@ -2360,7 +2360,10 @@ impl Connection {
             client_confirmed,
             skipped_bytes,
         } = self;
+        // Calls held for an answer crossing their reset wait for the next sweep, which would
+        // make the connection whole again to let them go.
         let quiet = dirs.iter().all(Direction::between_frames)
+            && held.is_empty()
             && pending_messages.is_empty()
             && *pending_message_bytes == 0
             && raw_scratch.is_empty()
@@ -2377,7 +2380,6 @@ impl Connection {
             last_path: last_path.take(),
             highest_stream: *highest_stream,
             resets: std::mem::take(resets),
-            held: std::mem::take(held),
             server_goaway_last: *server_goaway_last,
             upgrade_request: upgrade_request.take(),
             http1: http1.take(),
@@ -2402,7 +2404,6 @@ impl QuietConnection {
             last_path,
             highest_stream,
             resets,
-            held,
             server_goaway_last,
             upgrade_request,
             http1,
@@ -2425,7 +2426,7 @@ impl QuietConnection {
             last_path: last_path.take(),
             highest_stream: *highest_stream,
             resets: std::mem::take(resets),
-            held: std::mem::take(held),
+            held: VecDeque::new(),
             server_goaway_last: *server_goaway_last,
             upgrade_request: upgrade_request.take(),
             http1: http1.take(),
@@ -2436,11 +2437,6 @@ impl QuietConnection {
             client_confirmed: *client_confirmed,
             skipped_bytes: *skipped_bytes,
         }
-    }
-
-    /// As [`Connection::holds_calls`].
-    pub fn holds_calls(&self) -> bool {
-        !self.held.is_empty()
     }
 }
 

@@ -27,7 +27,7 @@ pub use encode::encode_plain;
 pub use huffman::HuffmanError;
 
 use recent::{RecentLists, RecentStrings};
-use table::{DynamicTable, Entry, ENTRY_OVERHEAD, STATIC_LEN};
+use table::{DynamicTable, Entry, PackedTable, ENTRY_OVERHEAD, STATIC_LEN};
 
 /// Dynamic table size at connection start (RFC 9113 §6.5.2 default of
 /// `SETTINGS_HEADER_TABLE_SIZE`).
@@ -154,7 +154,7 @@ pub struct Decoder {
 /// on, without the recent lists (a cache) or room kept for the next block.
 #[derive(Debug)]
 pub struct QuietDecoder {
-    table: DynamicTable,
+    table: PackedTable,
     table_size_limit: u32,
     max_header_list_size: usize,
     past_unknown: bool,
@@ -177,7 +177,7 @@ impl QuietDecoder {
             version,
         } = self;
         Decoder {
-            table: std::mem::replace(table, DynamicTable::new(0)),
+            table: table.unpack(),
             table_size_limit: *table_size_limit,
             max_header_list_size: *max_header_list_size,
             past_unknown: *past_unknown,
@@ -253,9 +253,8 @@ impl Decoder {
             // A cache: what comes next decodes the same without it.
             recent: _,
         } = self;
-        table.shrink();
         QuietDecoder {
-            table: std::mem::replace(table, DynamicTable::new(0)),
+            table: table.pack(),
             table_size_limit: *table_size_limit,
             max_header_list_size: *max_header_list_size,
             past_unknown: *past_unknown,

@@ -1,5 +1,6 @@
 //! The static table (RFC 7541 Appendix A) and the dynamic table (§2.3.2, §4).
 
+use super::integer;
 use bytes::Bytes;
 use std::collections::VecDeque;
 
@@ -247,6 +248,79 @@ impl DynamicTable {
     }
 }
 
+/// A dynamic table as a quiet connection keeps it: each entry's lengths and strings end to end
+/// in one allocation, where a live table holds two `Bytes` an entry (72 bytes before the
+/// strings, and a shared header for each string the connection's header lists also hold).
+#[derive(Debug)]
+pub struct PackedTable {
+    /// Per entry, newest first: the name's length plus one (0 for a name from before the
+    /// capture) and the value's, as HPACK integers with 8-bit prefixes, then name and value.
+    entries: Box<[u8]>,
+    size: usize,
+    max_size: usize,
+}
+
+impl DynamicTable {
+    /// The table packed; its entries move out, leaving this one empty.
+    pub fn pack(&mut self) -> PackedTable {
+        let strings: usize = self.entries.iter().map(|e| e.size() - ENTRY_OVERHEAD).sum();
+        let mut out = Vec::with_capacity(strings + 4 * self.entries.len());
+        for e in self.entries.drain(..) {
+            // Below u32::MAX: an entry is no larger than the table, whose size is a u32.
+            let name_len = if e.name_known { e.name.len() + 1 } else { 0 };
+            integer::encode(name_len, 8, 0, &mut out);
+            integer::encode(e.value.len(), 8, 0, &mut out);
+            out.extend_from_slice(&e.name);
+            out.extend_from_slice(&e.value);
+        }
+        PackedTable {
+            entries: out.into_boxed_slice(),
+            size: std::mem::take(&mut self.size),
+            max_size: self.max_size,
+        }
+    }
+}
+
+impl PackedTable {
+    /// The table again, as it was when packed; what is left here is empty.
+    pub fn unpack(&mut self) -> DynamicTable {
+        let packed = std::mem::take(&mut self.entries);
+        let mut entries = VecDeque::new();
+        let mut rest = &packed[..];
+        while !rest.is_empty() {
+            let Some((name_len, value_len, strings)) = lengths(rest) else {
+                // Not reached: `pack` wrote what is read here.
+                break;
+            };
+            let name_known = name_len > 0;
+            let (name, strings) = strings.split_at(name_len.saturating_sub(1));
+            let (value, after) = strings.split_at(value_len);
+            entries.push_back(Entry {
+                name: Bytes::copy_from_slice(name),
+                value: Bytes::copy_from_slice(value),
+                name_known,
+            });
+            rest = after;
+        }
+        DynamicTable {
+            entries,
+            size: std::mem::take(&mut self.size),
+            max_size: self.max_size,
+        }
+    }
+}
+
+/// An entry's two lengths at the start of `packed`, and what follows them, once it holds them
+/// and their strings.
+fn lengths(packed: &[u8]) -> Option<(usize, usize, &[u8])> {
+    let (name_len, a) = integer::decode(packed, 8).ok()?;
+    let (value_len, b) = integer::decode(packed.get(a..)?, 8).ok()?;
+    let (name_len, value_len) = (name_len as usize, value_len as usize);
+    let strings = packed.get(a + b..)?;
+    (strings.len() >= name_len.saturating_sub(1) + value_len)
+        .then_some((name_len, value_len, strings))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,6 +401,25 @@ mod tests {
         t.set_max_size(0);
         assert!(t.is_empty());
         assert_eq!(t.size(), 0);
+    }
+
+    #[test]
+    fn a_packed_table_unpacks_to_the_same_entries() {
+        let mut t = DynamicTable::new(4096);
+        t.insert(entry(":authority", "example.com:50051"));
+        t.insert(Entry::with_unknown_name(Bytes::from_static(b"from before")));
+        t.insert(entry("x-long", &"v".repeat(300)));
+        t.insert(entry("", ""));
+        let before = t.clone();
+        let mut packed = t.pack();
+        assert!(t.is_empty());
+        let again = packed.unpack();
+        assert_eq!(
+            again.iter().collect::<Vec<_>>(),
+            before.iter().collect::<Vec<_>>()
+        );
+        assert_eq!((again.size(), again.max_size()), (before.size(), 4096));
+        assert_eq!(DynamicTable::new(100).pack().unpack().len(), 0);
     }
 
     #[test]
