@@ -2333,9 +2333,9 @@ impl Connection {
 
 impl Connection {
     /// The connection's quiet form, when nothing is half read (no frame, header block or bytes
-    /// held, no messages waiting for their frame's event) and no call waits for time to pass;
-    /// its parts move out, leaving this one empty. `None`, and the connection left as it was,
-    /// otherwise.
+    /// held, no messages waiting for their frame's event), no call waits for time to pass, and
+    /// its HPACK tables are within their default size; its parts move out, leaving this one
+    /// empty. `None`, and the connection left as it was, otherwise.
     pub fn freeze(&mut self) -> Option<QuietConnection> {
         let Connection {
             mode,
@@ -2362,7 +2362,9 @@ impl Connection {
         } = self;
         // Calls held for an answer crossing their reset wait for the next sweep, which would
         // make the connection whole again to let them go.
-        let quiet = dirs.iter().all(Direction::between_frames)
+        let quiet = dirs
+            .iter()
+            .all(|d| d.between_frames() && d.hpack.freezes_cheaply())
             && held.is_empty()
             && pending_messages.is_empty()
             && *pending_message_bytes == 0

@@ -239,6 +239,14 @@ impl Decoder {
         self.recent = RecentLists::default();
     }
 
+    /// Whether [`freeze`](Self::freeze) and the thaw after it cost little enough to be done at
+    /// every quiet second: a table within the default size (at most 128 entries, 4 kB). A peer
+    /// may allow a table of 1 MiB, and a crafted capture could have each packet thaw one,
+    /// 32,000 entries made again for a packet of 60 bytes.
+    pub fn freezes_cheaply(&self) -> bool {
+        self.table.size() <= DEFAULT_TABLE_SIZE as usize
+    }
+
     /// The decoder of a quiet connection, as [`QuietDecoder`]; its table moves out, leaving this
     /// one empty.
     pub fn freeze(&mut self) -> QuietDecoder {

@@ -891,3 +891,18 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn only_tables_within_the_default_size_freeze_cheaply() {
+    let mut d = Decoder::new();
+    d.set_max_table_size_limit(1 << 16);
+    // A size update to 65,536, then a 5,000-byte value added to the table.
+    let mut block = hex("3fe1ff03");
+    block.extend_from_slice(&[0x40, 0x01, b'a']);
+    integer::encode(5000, 7, 0, &mut block);
+    block.extend(std::iter::repeat_n(b'v', 5000));
+    assert!(d.freezes_cheaply());
+    d.decode(&block, &mut Vec::new()).unwrap();
+    assert_eq!(d.table_len(), 1);
+    assert!(!d.freezes_cheaply());
+}
