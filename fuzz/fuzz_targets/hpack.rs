@@ -14,7 +14,8 @@
 //! fresh decoder never reports unknown fields, what was decoded re-encodes (`encode_plain`,
 //! Huffman) and decodes back to the same fields, and a twin decoder that decodes every block
 //! with `decode_shared` (which skips blocks it has seen) gives the same fields, size updates
-//! and table. Every block is decoded twice in a row, so that the twin meets repeats.
+//! and table. Every block is decoded twice in a row, so that the twin meets repeats; after the
+//! repeat the twin is frozen and thawed, as a quiet connection's decoders are.
 
 #![no_main]
 
@@ -105,6 +106,16 @@ fn run(
         }
         assert_eq!(dec.last_size_updates(), shared.last_size_updates());
         assert!(dec.dynamic_table().iter().eq(shared.dynamic_table().iter()));
+        if i == usize::MAX {
+            // After each block's repeat, the twin goes quiet as a quiet connection's decoders
+            // do (its table packed, its recent lists dropped) and is made whole again: what
+            // follows must decode as with the decoder that never went quiet.
+            shared = shared.freeze().thaw();
+            assert_eq!(dec.last_size_updates(), shared.last_size_updates());
+            assert!(dec.dynamic_table().iter().eq(shared.dynamic_table().iter()));
+            assert_eq!(dec.table_size(), shared.table_size());
+            assert_eq!(dec.max_table_size(), shared.max_table_size());
+        }
         if result.is_err() {
             // Documented: the direction is desynchronised; the pipeline stops decoding it.
             break;
