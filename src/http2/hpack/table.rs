@@ -264,7 +264,9 @@ impl DynamicTable {
     /// The table packed; its entries move out, leaving this one empty.
     pub fn pack(&mut self) -> PackedTable {
         let strings: usize = self.entries.iter().map(|e| e.size() - ENTRY_OVERHEAD).sum();
-        let mut out = Vec::with_capacity(strings + 4 * self.entries.len());
+        // Lengths under 255 take a byte each, the common case: the room is then exact, and
+        // boxing it makes no second allocation.
+        let mut out = Vec::with_capacity(strings + 2 * self.entries.len());
         for e in self.entries.drain(..) {
             // Below u32::MAX: an entry is no larger than the table, whose size is a u32.
             let name_len = if e.name_known { e.name.len() + 1 } else { 0 };
