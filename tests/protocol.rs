@@ -281,6 +281,69 @@ fn mid_way_settings_first_is_not_taken_for_a_server_speaking_first() {
     assert_eq!(senders, [(50051, true), (40000, false), (50051, true)]);
 }
 
+/// A server that has answered whole may ask the client to stop the rest of its request with
+/// RST_STREAM(NO_ERROR) (RFC 9113 §8.1), as gRPC C-core does when tonic's END_STREAM comes in a
+/// frame of its own after the request. The call is complete, its request stopped; the client's
+/// END_STREAM that crossed the reset makes no note. A reset with another code, or before the
+/// response ended, is still a reset.
+#[test]
+fn a_server_stopping_the_request_after_a_whole_answer_completes_the_call() {
+    let status = block(&[(":status", "200"), ("grpc-status", "0")]);
+    let answer = |stream: u32, end: bool, code: u32| {
+        let mut frames = vec![frame(HEADERS, EH, stream, &block(&[(":status", "200")]))];
+        if end {
+            frames.push(frame(HEADERS, EH | ES, stream, &status));
+        }
+        frames.push(frame(RST_STREAM, 0, stream, &code.to_be_bytes()));
+        server(&frames)
+    };
+    let events = run(&[
+        (true, PREFACE.to_vec()),
+        client(&[
+            frame(HEADERS, EH, 1, &request("/stopped")),
+            frame(DATA, 0, 1, &[0, 0, 0, 0, 0]),
+        ]),
+        answer(1, true, 0),
+        client(&[frame(DATA, ES, 1, &[])]),
+        client(&[frame(HEADERS, EH, 3, &request("/cancelled"))]),
+        answer(3, true, 8),
+        client(&[frame(HEADERS, EH, 5, &request("/unanswered"))]),
+        answer(5, false, 0),
+    ]);
+    let c = calls(&events);
+    assert_eq!(c.len(), 3, "{c:#?}");
+    assert_eq!(c[0].path().as_deref(), Some("/stopped"));
+    assert_eq!(c[0].end, CallEnd::Complete);
+    assert!(c[0].request_stopped && !c[0].request_ended);
+    assert_eq!((c[0].grpc_status(), c[0].request_messages), (Some(0), 1));
+    let reset = |error_code| CallEnd::Reset {
+        by_client: false,
+        error_code,
+    };
+    assert_eq!((c[1].end, c[1].request_stopped), (reset(8), false));
+    assert_eq!((c[2].end, c[2].request_stopped), (reset(0), false));
+    let noted: Vec<String> = frames(&events)
+        .iter()
+        .filter(|f| !f.notes.is_empty())
+        .map(|f| format!("{} {}", f.header.stream, notes_of(f)))
+        .collect();
+    assert!(noted.is_empty(), "{noted:?}");
+
+    // The same in the wild: a GET whose HEADERS did not end the stream, answered whole, then
+    // the server's RST_STREAM(NO_ERROR).
+    let (events, _) = common::dissect_file(
+        &common::public_capture("sv_http2-continuation.pcap"),
+        Config::default(),
+    );
+    let c = calls(&events);
+    assert_eq!(c.len(), 1, "{c:#?}");
+    assert_eq!(
+        (c[0].path().as_deref(), c[0].status()),
+        (Some("/tata"), Some(200))
+    );
+    assert_eq!((c[0].end, c[0].request_stopped), (CallEnd::Complete, true));
+}
+
 /// A client gives up on a call (its deadline passed) and resets the stream; the server's answer
 /// was already on its way, as gRPC C-core's trailers-only DEADLINE_EXCEEDED and a DATA frame
 /// are here. RFC 9113 §5.4.2 expects such frames: they make no second call on the stream and

@@ -55,6 +55,9 @@ pub struct Call {
     pub request_ended: bool,
     pub response_ended: bool,
     pub end: CallEnd,
+    /// The server, its response complete, reset the stream with NO_ERROR before the request
+    /// ended: it asked the client to stop sending (RFC 9113 §8.1). The call is complete.
+    pub request_stopped: bool,
     /// Opened by the server with PUSH_PROMISE.
     pub pushed: bool,
     /// The request arrived as HTTP/1.1 with `Upgrade: h2c` and became stream 1.
@@ -101,6 +104,7 @@ impl Call {
             request_ended: false,
             response_ended: false,
             end: CallEnd::Unfinished,
+            request_stopped: false,
             pushed: false,
             upgraded: false,
             grpc: false,

@@ -1845,9 +1845,19 @@ impl Connection {
                     self.end_call(h.stream, end, finished, ctx);
                     self.note_reset(h.stream, dir);
                 } else if let Some(call) = self.calls.get_mut(&h.stream) {
-                    call.end = CallEnd::Reset {
-                        by_client,
-                        error_code,
+                    // A server that has answered whole may stop the rest of the request this
+                    // way (RFC 9113 §8.1): the call did not fail.
+                    call.request_stopped = !by_client
+                        && error_code == 0 // NO_ERROR
+                        && call.response_ended
+                        && !call.request_ended;
+                    call.end = if call.request_stopped {
+                        CallEnd::Complete
+                    } else {
+                        CallEnd::Reset {
+                            by_client,
+                            error_code,
+                        }
                     };
                     call.end_ts_ns = ctx.meta.ts_ns;
                     call.end_packet = ctx.meta.index;

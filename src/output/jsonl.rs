@@ -1247,6 +1247,7 @@ fn call_obj<K: Keys>(o: Obj<'_, K>, c: &Call) -> Option<usize> {
     if let CallEnd::Refused { last_stream_id } = c.end {
         o.uint(key!("goaway_last_stream_id"), u64::from(last_stream_id));
     }
+    o.bool(key!("request_stopped"), c.request_stopped);
     o.bool(key!("reset_at_deadline"), c.reset_at_deadline());
     o.bool(key!("pushed"), c.pushed);
     o.bool(key!("upgraded"), c.upgraded);

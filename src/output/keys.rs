@@ -92,6 +92,7 @@ pub const CALL: &[&str] = &[
     "reset_by",
     "error_code",
     "goaway_last_stream_id",
+    "request_stopped",
     "reset_at_deadline",
     "pushed",
     "upgraded",

@@ -352,7 +352,11 @@ impl<W: Write> Text<W> {
         push_uint(l, c.response_bytes);
         l.push('B');
         match c.end {
-            CallEnd::Complete => {}
+            CallEnd::Complete => {
+                if c.request_stopped {
+                    l.push_str(" (request stopped by the server: RST_STREAM NO_ERROR)");
+                }
+            }
             CallEnd::Reset {
                 by_client,
                 error_code,
