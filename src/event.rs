@@ -441,6 +441,11 @@ pub trait Sink {
         Wants::Everything
     }
 
+    /// Connection `conn` has been quiet for a while ([`crate::tcp::FlowConfig::quiet_ns`]): a
+    /// sink that keeps figures per connection may pack them until the connection's next event.
+    /// Said again at each sweep while it stays quiet. Nothing a sink writes may depend on it.
+    fn quiet(&mut self, _conn: u64) {}
+
     /// Whether the sink's output has gone away (a reader that closed the pipe, a full disk):
     /// reading stops there, as tshark stops at SIGPIPE, rather than dissecting the rest of
     /// the capture for nobody.

@@ -375,6 +375,12 @@ impl<P: Part> Collect<'_, P> {
 }
 
 impl<P: Part> Sink for Collect<'_, P> {
+    fn quiet(&mut self, conn: u64) {
+        if let Some(part) = self.part.as_mut() {
+            part.quiet(conn);
+        }
+    }
+
     fn event(&mut self, event: Event) {
         self.tally.count(&event);
         if let Some(part) = self.part.as_mut() {

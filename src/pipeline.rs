@@ -287,8 +287,9 @@ impl FlowHandler for Handler<'_> {
             .release_held(meta.ts_ns, &mut self.ctx(info, meta));
     }
 
-    fn compact(&mut self, state: &mut ConnState) {
+    fn compact(&mut self, info: &FlowInfo, state: &mut ConnState) {
         state.h2.compact();
+        self.sink.quiet(info.conn);
     }
 
     fn close(

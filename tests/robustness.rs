@@ -4,8 +4,10 @@
 
 mod common;
 
+use h2scope::analysis::health::{self, ConnectionHealth, Health};
+use h2scope::analysis::stats::CallStats;
 use h2scope::capture::{CaptureError, CaptureReader};
-use h2scope::event::Event;
+use h2scope::event::{Event, Sink};
 use h2scope::pipeline::Config;
 
 fn corpus() -> Vec<(String, Vec<u8>)> {
@@ -349,9 +351,31 @@ fn compressed_captures_cut_or_corrupted_do_not_panic() {
     }
 }
 
+/// Every event, and what `health` and `stats` make of them, which pack a connection's figures
+/// when it goes quiet.
+struct Everything<F: FnMut(ConnectionHealth)> {
+    events: Vec<Event>,
+    health: Health<F>,
+    stats: CallStats,
+}
+
+impl<F: FnMut(ConnectionHealth)> Sink for Everything<F> {
+    fn event(&mut self, event: Event) {
+        self.health.event(event.clone());
+        self.stats.event(event.clone());
+        self.events.push(event);
+    }
+
+    fn quiet(&mut self, conn: u64) {
+        self.health.quiet(conn);
+        self.stats.quiet(conn);
+    }
+}
+
 /// A sweep compacts the connections that have gone quiet, which gives back room, not state:
-/// with every connection compacted after every packet, each capture dissects to the events it
-/// gives with none ever compacted.
+/// with every connection compacted after every packet (its HTTP/2 state in its quiet form,
+/// its `health` and `stats` figures packed), each capture dissects to the events, health
+/// reports and statistics it gives with none ever compacted.
 #[test]
 fn compacting_connections_changes_no_event() {
     let run = |file: &str, quiet_ns| {
@@ -359,19 +383,31 @@ fn compacting_connections_changes_no_event() {
         cfg.flows.external_sweeps = true;
         cfg.flows.quiet_ns = quiet_ns;
         let mut d = h2scope::pipeline::Dissector::new(cfg);
-        let mut events = Vec::new();
+        let mut reports = Vec::new();
+        let mut all = Everything {
+            events: Vec::new(),
+            health: Health::new(|r| reports.push(health::to_json(&r))),
+            stats: CallStats::default(),
+        };
         let mut reader = CaptureReader::open(file).unwrap();
         let read = reader.for_each_packet(|p| {
-            d.packet(p, &mut events);
+            d.packet(p, &mut all);
             // The same sweeps in both runs: only compaction differs.
-            d.sweep(p.index, p.ts_ns, &mut events);
+            d.sweep(p.index, p.ts_ns, &mut all);
             true
         });
         // A damaged record ends reading (tests/data has such captures): what came before
         // it is compared.
         let ended = read.map_err(|e| e.to_string());
-        d.finish(&mut events);
-        format!("{events:#?}\n{ended:?}")
+        d.finish(&mut all);
+        all.health.finish();
+        let Everything {
+            events, mut stats, ..
+        } = all;
+        format!(
+            "{events:#?}\n{ended:?}\n{reports:#?}\n{:#}",
+            stats.to_json()
+        )
     };
     let mut with_frames = 0;
     for file in common::captures() {

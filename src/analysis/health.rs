@@ -8,9 +8,11 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::analysis::counts::{self, Counts};
+use crate::analysis::kept::Kept;
 use crate::event::{ConnectionEnd, EndKind, Event, FrameDetail, FrameEvent, Sink};
 use crate::http2::call::lossless;
 use crate::http2::frame::{error_code_label, setting};
@@ -31,7 +33,7 @@ const DEFAULT_WINDOW: i64 = 65_535;
 /// PINGs awaiting their ACK kept per side, so a flood cannot grow the state.
 const MAX_PENDING_PINGS: usize = 64;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SideHealth {
     pub pings: u64,
     pub ping_acks_received: u64,
@@ -89,7 +91,7 @@ pub struct SideHealth {
 
 /// Count, least, greatest and sum of durations: what the report shows of round trips and
 /// intervals, kept in constant space however long a connection PINGs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Spread {
     pub count: u64,
     pub min_ns: i64,
@@ -131,7 +133,7 @@ impl Spread {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GoAwayInfo {
     pub ts_ns: i64,
     pub last_stream_id: u32,
@@ -144,7 +146,7 @@ pub struct GoAwayInfo {
     pub running_streams: Vec<u32>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConnectionHealth {
     pub conn: u64,
     /// The connection's ends: as its end says, or, until it ends (in a snapshot, or a report at
@@ -177,7 +179,8 @@ pub struct ConnectionHealth {
     /// RFC 9113 §5.1.2 allows.
     pub streams_opened_over_limit: u64,
     /// Boxed: set only as the report goes out, and inline it would be a third of the state of
-    /// every connection still open.
+    /// every connection still open. Never packed: a connection with its end is reported.
+    #[serde(skip)]
     pub end: Option<Box<ConnectionEnd>>,
     open_streams: HashSet<u32, Fast>,
     last_frame_ts: Option<i64>,
@@ -300,7 +303,7 @@ const MAX_GOAWAY_DEBUG: usize = 1024;
 const PING_FLOOD: u64 = 10;
 
 /// What a SETTINGS frame says that the analysis follows, until the peer acknowledges it.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct PendingSettings {
     max_concurrent_streams: Option<u32>,
     initial_window_size: Option<u32>,
@@ -308,7 +311,7 @@ struct PendingSettings {
 
 /// A stream's send window, and since when it has been exhausted, or reopened and waiting for
 /// the stream's next DATA (see `SideHealth::refill_ns`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct StreamWindow {
     window: i64,
     blocked_since: Option<i64>,
@@ -359,10 +362,23 @@ impl SideHealth {
 
 /// Follows events, reports each connection's health when it ends (or at [`Health::finish`]).
 pub struct Health<F: FnMut(ConnectionHealth)> {
-    /// Boxed: a report is over a kilobyte, and a table of them inline is mostly empty slots
-    /// (26 MB for 10,000 connections open at once, where the reports took 12).
-    conns: HashMap<u64, Box<ConnectionHealth>, Fast>,
+    conns: HashMap<u64, Kept<ConnectionHealth>, Fast>,
     report: F,
+    /// Where a connection's figures are packed.
+    scratch: Vec<u8>,
+}
+
+/// Connection `conn`'s figures, made whole if they were packed, or new ones from `ts`.
+fn whole(
+    conns: &mut HashMap<u64, Kept<ConnectionHealth>, Fast>,
+    conn: u64,
+    ts: i64,
+) -> &mut ConnectionHealth {
+    let fresh = || ConnectionHealth::new(conn, ts);
+    conns
+        .entry(conn)
+        .or_insert_with(|| Kept::new(fresh()))
+        .whole_or(fresh)
 }
 
 impl<F: FnMut(ConnectionHealth)> Health<F> {
@@ -370,16 +386,22 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
         Health {
             conns: HashMap::default(),
             report,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Connection `conn` has gone quiet ([`Sink::quiet`]): its figures are packed until its
+    /// next frame, call or end.
+    pub fn quiet(&mut self, conn: u64) {
+        if let Some(kept) = self.conns.get_mut(&conn) {
+            kept.pack(&mut self.scratch);
         }
     }
 
     /// Follows one frame; the same as passing it as an event, without giving it away.
     pub fn frame(&mut self, f: &FrameEvent) {
         let o = &f.origin;
-        let h = self
-            .conns
-            .entry(o.conn)
-            .or_insert_with(|| Box::new(ConnectionHealth::new(o.conn, o.ts_ns)));
+        let h = whole(&mut self.conns, o.conn, o.ts_ns);
         h.frames += 1;
         if let Some(prev) = h.last_frame_ts {
             let idle = o.ts_ns.saturating_sub(prev);
@@ -622,10 +644,7 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
 
     /// A call ended on its connection.
     pub fn call(&mut self, c: &crate::http2::call::Call) {
-        let h = self
-            .conns
-            .entry(c.conn)
-            .or_insert_with(|| Box::new(ConnectionHealth::new(c.conn, c.start_ts_ns)));
+        let h = whole(&mut self.conns, c.conn, c.start_ts_ns);
         h.calls += 1;
         h.stream_closed(c.stream);
         h.streams_changed(c.end_ts_ns.max(h.last_ts_ns));
@@ -635,7 +654,8 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
         let mut h = self
             .conns
             .remove(&end.conn)
-            .map_or_else(|| ConnectionHealth::new(end.conn, end.first_ts_ns), |h| *h);
+            .and_then(Kept::into_whole)
+            .unwrap_or_else(|| ConnectionHealth::new(end.conn, end.first_ts_ns));
         h.first_ts_ns = h.first_ts_ns.min(end.first_ts_ns);
         h.last_ts_ns = h.last_ts_ns.max(end.last_ts_ns);
         // The frames' sides may have been a guess to the end (a connection joined mid-way whose
@@ -696,7 +716,7 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
     /// The report of a connection still open, as it stands: what came so far (PINGs awaiting
     /// their ACK are not counted as unanswered yet).
     pub fn snapshot(&self, conn: u64) -> Option<ConnectionHealth> {
-        let mut h = ConnectionHealth::clone(self.conns.get(&conn)?);
+        let mut h = self.conns.get(&conn)?.get()?.into_owned();
         if let Some(since) = h.at_stream_limit_since {
             add_span(&mut h.at_stream_limit_ns, since, h.last_ts_ns);
         }
@@ -708,8 +728,8 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
         let mut left: Vec<u64> = self.conns.keys().copied().collect();
         left.sort_unstable();
         for c in left {
-            if let Some(h) = self.conns.remove(&c) {
-                (self.report)(*h);
+            if let Some(h) = self.conns.remove(&c).and_then(Kept::into_whole) {
+                (self.report)(h);
             }
         }
     }
@@ -728,6 +748,10 @@ impl<F: FnMut(ConnectionHealth)> Sink for Health<F> {
             Event::ConnectionEnd(e) => self.end(e),
             _ => {}
         }
+    }
+
+    fn quiet(&mut self, conn: u64) {
+        Health::quiet(self, conn);
     }
 }
 
@@ -1547,7 +1571,8 @@ mod tests {
         ] {
             h.event(e);
         }
-        let [client, server] = &h.conns[&0].sides;
+        let kept = h.conns[&0].get().unwrap();
+        let [client, server] = &kept.sides;
         assert_eq!(
             (
                 client.pending.capacity(),

@@ -14,7 +14,7 @@ pub const EXACT: usize = 100_000;
 const MANTISSA_BITS: u32 = 10;
 const LINEAR: u64 = 2 << MANTISSA_BITS;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Latencies {
     /// Every latency, in nanoseconds, in no order.
     Exact(Vec<i64>),

@@ -2,6 +2,7 @@
 
 pub mod counts;
 pub mod health;
+pub mod kept;
 pub mod latency;
 pub mod parts;
 pub mod stats;

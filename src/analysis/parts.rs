@@ -57,6 +57,10 @@ impl<F: FnMut(ConnectionHealth)> Sink for HealthPart<'_, F> {
         self.health.event(event);
     }
 
+    fn quiet(&mut self, conn: u64) {
+        self.health.quiet(conn);
+    }
+
     fn wants(&mut self) -> Wants<'_> {
         self.health.wants()
     }
@@ -132,6 +136,10 @@ impl Sink for StatsPart<'_> {
 
     fn wants(&mut self) -> Wants<'_> {
         self.stats.wants()
+    }
+
+    fn quiet(&mut self, conn: u64) {
+        self.stats.quiet(conn);
     }
 }
 

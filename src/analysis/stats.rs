@@ -4,15 +4,17 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::analysis::counts::{self, Counts};
+use crate::analysis::kept::Kept;
 use crate::analysis::latency::Latencies;
 use crate::event::{Event, Sink};
 use crate::http2::call::{grpc_status_name, lossless_str, printable, Call, CallEnd};
 use crate::spill::Spill;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MethodStats {
     pub calls: u64,
     /// `grpc-status` (name, or HTTP status for non-gRPC, or how the call ended) → count, sorted
@@ -180,7 +182,7 @@ impl MethodStats {
 
 /// Durations of calls and their percentiles: the samples while more can come, then, once a
 /// connection has ended, p50, p90, p99 and max alone, so that the samples can go.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Durations {
     samples: Latencies,
     sealed: Option<[i64; 4]>,
@@ -403,14 +405,16 @@ enum ConnEntry {
 #[derive(Debug, Default)]
 pub struct CallStats {
     pub by_method: BTreeMap<String, MethodStats>,
-    /// Connections still open; those that ended are in `ended`.
-    pub by_conn: BTreeMap<u64, MethodStats>,
+    /// Connections still open, packed while quiet; those that ended are in `ended`.
+    pub by_conn: BTreeMap<u64, Kept<MethodStats>>,
     pub all: MethodStats,
     /// One file per part of the capture merged in (see [`absorb`](Self::absorb)); the last
     /// one is written to.
     ended: Vec<Ended>,
     /// All calls again by when they ended, when asked for.
     pub intervals: Option<Intervals>,
+    /// Where a quiet connection's figures are packed.
+    scratch: Vec<u8>,
 }
 
 /// The figures of connections that ended, written to a temporary file: a capture of a million
@@ -435,6 +439,12 @@ impl Sink for CallStats {
         crate::event::Wants::Calls(None)
     }
 
+    fn quiet(&mut self, conn: u64) {
+        if let Some(kept) = self.by_conn.get_mut(&conn) {
+            kept.pack(&mut self.scratch);
+        }
+    }
+
     fn event(&mut self, event: Event) {
         match event {
             Event::Call(c) => {
@@ -451,7 +461,11 @@ impl Sink for CallStats {
                     m.add(&c, &outcome);
                     self.add_method(method.into_owned(), m);
                 }
-                let conn = self.by_conn.entry(c.conn).or_default();
+                let conn = self
+                    .by_conn
+                    .entry(c.conn)
+                    .or_insert_with(|| Kept::new(MethodStats::default()))
+                    .whole_or(MethodStats::default);
                 conn.add(&c, &outcome);
                 conn.limit_exact(EXACT_PER_CONNECTION);
                 self.all.add(&c, &outcome);
@@ -505,7 +519,7 @@ impl CallStats {
     /// The figures of connection `conn`, which has ended (sealed: its samples dropped), if
     /// it had calls.
     fn take_ended(&mut self, conn: u64) -> Option<MethodStats> {
-        let mut s = self.by_conn.remove(&conn)?;
+        let mut s = self.by_conn.remove(&conn)?.into_whole()?;
         s.seal();
         Some(s)
     }
@@ -522,7 +536,7 @@ impl CallStats {
                 }));
         }
         let Some(ended) = self.ended.last_mut() else {
-            self.by_conn.insert(conn, s);
+            self.by_conn.insert(conn, Kept::new(s));
             return;
         };
         ended.scratch.clear();
@@ -530,7 +544,7 @@ impl CallStats {
         match ended.spill.append(&[&ended.scratch]) {
             Ok(at) => ended.index.push((conn, at, ended.scratch.len() as u32)),
             Err(_) => {
-                self.by_conn.insert(conn, s);
+                self.by_conn.insert(conn, Kept::new(s));
             }
         }
     }
@@ -600,7 +614,7 @@ impl CallStats {
 
     fn conn_stats(&self, conn: u64, entry: &ConnEntry) -> Option<MethodStats> {
         match entry {
-            ConnEntry::Open => self.by_conn.get(&conn).cloned(),
+            ConnEntry::Open => Some(self.by_conn.get(&conn)?.get()?.into_owned()),
             ConnEntry::Ended(file, at, len) => {
                 let ended = self.ended.get(*file)?;
                 let mut buf = vec![0; *len as usize];
@@ -802,7 +816,7 @@ pub(crate) mod tests {
         for ms in 1..=calls {
             s.event(Event::Call(Box::new(call(7, 2 * ms as u32 + 1, ms, "0"))));
         }
-        let conn = &s.by_conn[&7];
+        let conn = s.by_conn[&7].get().unwrap();
         assert!(matches!(conn.latencies.samples, Latencies::Buckets { .. }));
         // The whole capture's figures keep every latency up to their own limit.
         assert!(matches!(s.all.latencies.samples, Latencies::Exact(_)));
@@ -828,7 +842,7 @@ pub(crate) mod tests {
             c.response_start_ts_ns = Some(ms * 500_000);
             s.event(Event::Call(Box::new(c)));
         }
-        let before = s.by_conn[&7].json();
+        let before = s.by_conn[&7].get().unwrap().json();
         s.event(ended(7));
         // Written out to the temporary file, and read back the same.
         assert!(s.by_conn.is_empty());

@@ -188,7 +188,7 @@ pub trait FlowHandler {
     /// The connection has been quiet for a while ([`FlowConfig::quiet_ns`]): it may give back
     /// the room it keeps between packets for the next ones. Called once its quiet time is up,
     /// and at each sweep while it stays quiet; what it reads next must come out the same.
-    fn compact(&mut self, _state: &mut Self::State) {}
+    fn compact(&mut self, _info: &FlowInfo, _state: &mut Self::State) {}
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -263,9 +263,9 @@ struct Open<S> {
 
 impl<S> Open<S> {
     /// Gives back the room kept for the next packets ([`FlowHandler::compact`]).
-    fn compact<H: FlowHandler<State = S>>(&mut self, handler: &mut H) {
+    fn compact<H: FlowHandler<State = S>>(&mut self, info: &FlowInfo, handler: &mut H) {
         self.asm.iter_mut().for_each(Assembler::compact);
-        handler.compact(&mut self.state);
+        handler.compact(info, &mut self.state);
     }
 }
 
@@ -696,7 +696,7 @@ impl<S> FlowTable<S> {
             flow.queued = false;
             if flow.last_ts_ns <= cutoff {
                 if let Some(open) = flow.open.as_mut() {
-                    open.compact(handler);
+                    open.compact(&flow.info, handler);
                 }
             }
         }
@@ -727,7 +727,7 @@ impl<S> FlowTable<S> {
                 due.push((f.info.conn, f.key(), idle));
             }
             if let Some(open) = f.open.as_mut().filter(|_| !idle && f.last_ts_ns <= quiet) {
-                open.compact(handler);
+                open.compact(&f.info, handler);
             }
         }
         due.sort_unstable_by_key(|&(conn, _, _)| conn);
@@ -1144,7 +1144,7 @@ mod tests {
         ) {
         }
         fn close(&mut self, _: &FlowInfo, _: &mut u64, _: CloseReason, _: &PacketMeta) {}
-        fn compact(&mut self, conn: &mut u64) {
+        fn compact(&mut self, _: &FlowInfo, conn: &mut u64) {
             self.0.push(*conn);
         }
     }
