@@ -120,21 +120,51 @@ fn tally_of<S: Sink>(data: &[u8], mut sink: Counting<S>) -> Tally {
     sink.tally
 }
 
-/// The events of `data` with a sweep after every packet, which compacts every connection quiet
-/// for `quiet_ns` (0: all of them, each time).
+/// Events, and what `health` and `stats` make of them: they pack a connection's figures while
+/// it is quiet.
+struct Swept<F: FnMut(health::ConnectionHealth)> {
+    events: Vec<Event>,
+    health: Health<F>,
+    stats: CallStats,
+}
+
+impl<F: FnMut(health::ConnectionHealth)> Sink for Swept<F> {
+    fn event(&mut self, event: Event) {
+        self.health.event(event.clone());
+        self.stats.event(event.clone());
+        self.events.push(event);
+    }
+
+    fn quiet(&mut self, conn: u64) {
+        self.health.quiet(conn);
+        self.stats.quiet(conn);
+    }
+}
+
+/// The events of `data`, its health reports and statistics, with a sweep after every packet,
+/// which compacts every connection quiet for `quiet_ns` (0: all of them, each time).
 fn swept(data: &[u8], quiet_ns: i64) -> Option<String> {
     let (mut reader, mut config) = open(data)?;
     config.flows.external_sweeps = true;
     config.flows.quiet_ns = quiet_ns;
     let mut dissector = Dissector::with_schemas(config, bundled_schemas());
-    let mut events: Vec<Event> = Vec::new();
+    let mut reports = Vec::new();
+    let mut all = Swept {
+        events: Vec::new(),
+        health: Health::new(|h| reports.push(health::to_json(&h))),
+        stats: CallStats::default(),
+    };
     let _ = reader.for_each_packet(|p| {
-        dissector.packet(p, &mut events);
-        dissector.sweep(p.index, p.ts_ns, &mut events);
+        dissector.packet(p, &mut all);
+        dissector.sweep(p.index, p.ts_ns, &mut all);
         true
     });
-    dissector.finish(&mut events);
-    Some(format!("{events:?}"))
+    dissector.finish(&mut all);
+    all.health.finish();
+    let Swept {
+        events, mut stats, ..
+    } = all;
+    Some(format!("{events:?}\n{reports:?}\n{}", stats.to_json()))
 }
 
 /// Reads `data` as a capture file, dissects every packet into a `Vec<Event>`, then renders
@@ -151,7 +181,7 @@ pub fn dissect_and_render(data: Vec<u8>) {
     assert_eq!(
         swept(&data, 0),
         swept(&data, i64::MAX),
-        "compacting connections changed the events"
+        "compacting connections changed the events, health or statistics"
     );
     let Some((mut reader, mut config)) = open(&data) else {
         return;
