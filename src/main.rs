@@ -2085,6 +2085,45 @@ impl<W: Write> Sink for LinesOut<'_, W> {
     }
 }
 
+/// A part run alone, its lines written after every event: at the end of the input every
+/// connection still open ends at once, and 100,000 health reports waiting for the last of
+/// them took 100 MB.
+struct Flushed<'a, P> {
+    part: &'a mut P,
+    lines: &'a mut dyn Sink,
+    buf: Vec<u8>,
+}
+
+impl<P: h2scope::parallel::Part> Flushed<'_, P> {
+    fn flush(&mut self) {
+        self.part
+            .lines(&mut h2scope::parallel::Lines::to(&mut self.buf));
+        if !self.buf.is_empty() {
+            self.lines.line(&self.buf);
+            self.buf.clear();
+        }
+    }
+}
+
+impl<P: h2scope::parallel::Part> Sink for Flushed<'_, P> {
+    fn event(&mut self, event: Event) {
+        self.part.event(event);
+        self.flush();
+    }
+
+    fn quiet(&mut self, conn: u64) {
+        self.part.quiet(conn);
+    }
+
+    fn wants(&mut self) -> h2scope::event::Wants<'_> {
+        self.part.wants()
+    }
+
+    fn closed(&self) -> bool {
+        self.lines.closed()
+    }
+}
+
 /// A capture to dissect into a part of an analysis (see [`PartsRun::run`]).
 struct PartsRun<'a> {
     reader: &'a mut CaptureReader,
@@ -2103,7 +2142,6 @@ impl PartsRun<'_> {
         self,
         make: &(dyn Fn() -> P + Sync),
     ) -> (Result<(), h2scope::capture::CaptureError>, Vec<P>) {
-        use h2scope::parallel::Lines;
         let PartsRun {
             reader,
             cfg,
@@ -2132,25 +2170,21 @@ impl PartsRun<'_> {
         }
         let mut part = make();
         let mut dissector = Dissector::with_schemas(cfg.clone(), schemas.clone());
-        let mut buf = Vec::new();
-        let mut flush = |part: &mut P, lines: &mut dyn Sink| {
-            part.lines(&mut Lines::to(&mut buf));
-            if !buf.is_empty() {
-                lines.line(&buf);
-                buf.clear();
-            }
+        let mut out = Flushed {
+            part: &mut part,
+            lines,
+            buf: Vec::new(),
         };
         let result = reader.for_each_packet(|p| {
             progress.tick(seen);
             seen += 1;
-            dissector.packet(p, &mut part);
-            flush(&mut part, lines);
-            !lines.closed()
+            dissector.packet(p, &mut out);
+            !out.lines.closed()
         });
         progress.done();
-        dissector.finish(&mut part);
-        part.end();
-        flush(&mut part, lines);
+        dissector.finish(&mut out);
+        out.part.end();
+        out.flush();
         (result, vec![part])
     }
 }
