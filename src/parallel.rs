@@ -89,6 +89,11 @@ const OUT_FLUSH: usize = 1 << 17;
 /// A batch's buffer is kept for reuse up to this size (512 small packets take about 60 kB).
 const SPARE_MAX: usize = 1 << 20;
 
+/// Connections a worker ends at a time at the end of the input, each piece handed to the merge
+/// as it is made: 100,000 connections still open at the end made events and lines by the
+/// hundred megabytes, held until the last worker's last.
+const END_PIECE: usize = 1024;
+
 /// A worker's ends of its channels.
 struct WorkerLinks {
     batches: Receiver<Batch>,
@@ -345,7 +350,10 @@ struct Reply {
     text: Vec<u8>,
     /// Every event for packets up to this index has been sent.
     done_to: u64,
-    /// The worker's end-of-input events, counts and what it learnt from reflection, last.
+    /// Events of the connections still open at the end of the input, which a piece of them
+    /// ended (see [`Worker::end_piece`]).
+    tail: Vec<Routed>,
+    /// The worker's last end-of-input events, counts and what it learnt from reflection, last.
     finish: Option<Finish>,
 }
 
@@ -520,8 +528,27 @@ impl<'r, P: Part> Worker<'r, P> {
             items,
             text: self.collect.take_text(spare),
             done_to: read_to,
+            tail: Vec::new(),
             finish: None,
         }
+    }
+
+    /// At the end of the input, after the last reply: ends the next [`END_PIECE`] connections
+    /// still open, in connection order, and hands their events on; true once none is left.
+    fn end_piece(&mut self) -> (Reply, bool) {
+        let (index, ts) = self.last;
+        let done = self
+            .d
+            .finish_some_at(index, ts, END_PIECE, &mut self.collect);
+        let reply = Reply {
+            worker: self.id,
+            items: Vec::new(),
+            text: self.collect.take_text(None),
+            done_to: u64::MAX,
+            tail: std::mem::take(&mut self.collect.items),
+            finish: None,
+        };
+        (reply, done)
     }
 
     /// The end of the input: the connections still open end, and the last reply carries their
@@ -550,6 +577,7 @@ impl<'r, P: Part> Worker<'r, P> {
             items: Vec::new(),
             text,
             done_to: u64::MAX,
+            tail: Vec::new(),
             finish: Some(finish),
         };
         (reply, self.collect.part)
@@ -585,6 +613,13 @@ fn worker<P: Part>(mut w: Worker<'_, P>, links: WorkerLinks) -> Option<P> {
             let _ = spares.try_send(spare);
         }
         tx.send(reply).ok()?;
+    }
+    loop {
+        let (reply, done) = w.end_piece();
+        tx.send(reply).ok()?;
+        if done {
+            break;
+        }
     }
     let (reply, part) = w.finish();
     tx.send(reply).ok()?;
@@ -753,9 +788,45 @@ struct Merge<'a> {
     out: Vec<u8>,
     /// Per worker: where its written-out text buffers go back to it.
     spare_texts: Vec<SyncSender<Vec<u8>>>,
+    /// Per worker: the events of the connections it ended at the end of the input, by the
+    /// capture's number of their connection (see [`Merge::drain_tail`]), and whether its last
+    /// came.
+    tails: Vec<VecDeque<Routed>>,
+    tails_done: Vec<bool>,
+    /// End-of-input events without a connection (or without a number for it), written after
+    /// all the others, in worker order.
+    leftovers: Vec<(usize, Leftover)>,
+    /// What reading ended with, written after every packet's events, before the end of input's
+    /// (where one dissector's run puts it).
+    end_error: Option<Leftover>,
 }
 
-impl Merge<'_> {
+/// An event kept for the end: its text copied out, as the buffer it was in goes once the
+/// lines around it are written.
+enum Leftover {
+    Event(Box<Event>),
+    /// The text, and where a connection number goes in it, how wide, and which.
+    Line(Vec<u8>, Option<(usize, u8, u64)>),
+}
+
+impl<'a> Merge<'a> {
+    fn new(workers: usize, sink: &'a mut dyn Sink) -> Self {
+        Merge {
+            queues: (0..workers).map(|_| VecDeque::new()).collect(),
+            done_to: vec![0; workers],
+            numbers: (0..workers).map(|_| Numbers::new()).collect(),
+            next: 0,
+            sink,
+            texts: vec![(VecDeque::new(), 0); workers],
+            out: Vec::new(),
+            spare_texts: Vec::new(),
+            tails: (0..workers).map(|_| VecDeque::new()).collect(),
+            tails_done: vec![false; workers],
+            leftovers: Vec::new(),
+            end_error: None,
+        }
+    }
+
     fn global(&self, worker: usize, conn: u64) -> Option<u64> {
         self.numbers[worker].get(conn)
     }
@@ -773,33 +844,54 @@ impl Merge<'_> {
                 self.sink.event(*e);
             }
             Routed::Line(range, conn) => {
-                let conn = conn.map(|c| LineConn {
-                    conn: self.global(worker, c.conn).unwrap_or(c.conn),
-                    ..c
+                let conn = conn.map(|c| {
+                    let at = (c.at - range.start) as usize;
+                    (at, c.width, self.global(worker, c.conn).unwrap_or(c.conn))
                 });
-                let (buffers, mut base) = (&self.texts[worker].0, self.texts[worker].1);
-                // Lines never straddle two batches' buffers.
-                let Some(text) = buffers.iter().find_map(|b| {
-                    let found = (range.end <= base + b.len() as u64)
-                        .then(|| &b[(range.start - base) as usize..(range.end - base) as usize]);
-                    base += b.len() as u64;
-                    found
-                }) else {
+                let (buffers, base) = &self.texts[worker];
+                let Some(text) = line_text(buffers, *base, &range) else {
                     return;
                 };
-                match conn {
-                    None => self.out.extend_from_slice(text),
-                    Some(LineConn { at, width, conn }) => {
-                        let at = (at - range.start) as usize;
-                        let mut digits = itoa::Buffer::new();
-                        let digits = digits.format(conn).as_bytes();
-                        let pad = usize::from(width).saturating_sub(digits.len());
-                        self.out.extend_from_slice(&text[..at]);
-                        self.out.extend_from_slice(digits);
-                        self.out.resize(self.out.len() + pad, b' ');
-                        self.out.extend_from_slice(&text[at..]);
+                put_line(&mut self.out, text, conn);
+                if self.out.len() >= OUT_FLUSH {
+                    self.flush_lines();
+                }
+            }
+        }
+    }
+
+    /// An end-of-input item to write after all the others: a line's text copied out of the
+    /// worker's buffers, with the capture's number of its connection; none if its text is gone.
+    fn leftover(&self, worker: usize, item: Routed) -> Option<Leftover> {
+        match item {
+            Routed::Event(mut e) => {
+                if let Some(c) = e.conn_mut() {
+                    if let Some(g) = self.global(worker, *c) {
+                        *c = g;
                     }
                 }
+                Some(Leftover::Event(e))
+            }
+            Routed::Line(range, conn) => {
+                let (buffers, base) = &self.texts[worker];
+                let text = line_text(buffers, *base, &range)?;
+                let conn = conn.map(|c| {
+                    let at = (c.at - range.start) as usize;
+                    (at, c.width, self.global(worker, c.conn).unwrap_or(c.conn))
+                });
+                Some(Leftover::Line(text.to_vec(), conn))
+            }
+        }
+    }
+
+    fn write_leftover(&mut self, left: Leftover) {
+        match left {
+            Leftover::Event(e) => {
+                self.flush_lines();
+                self.sink.event(*e);
+            }
+            Leftover::Line(text, conn) => {
+                put_line(&mut self.out, &text, conn);
                 if self.out.len() >= OUT_FLUSH {
                     self.flush_lines();
                 }
@@ -828,18 +920,92 @@ impl Merge<'_> {
         Some((*tag, conn))
     }
 
-    /// Takes in a worker's reply and hands on what can go; returns the worker's end-of-input
-    /// part, with its last reply.
-    fn accept(&mut self, r: Reply) -> Option<Finish> {
-        self.queues[r.worker].extend(r.items);
+    /// Takes in a worker's reply and hands on what can go; returns the worker's counts and
+    /// what it learnt, with its last reply.
+    fn accept(&mut self, r: Reply) -> Option<(Stats, Tally, Schemas)> {
+        let w = r.worker;
+        self.queues[w].extend(r.items);
         // Buffers are dropped once their last line is written: an empty one (no lines, as for
         // a summary) would never be.
         if !r.text.is_empty() {
-            self.texts[r.worker].0.push_back(r.text);
+            self.texts[w].0.push_back(r.text);
         }
-        self.done_to[r.worker] = self.done_to[r.worker].max(r.done_to);
+        self.done_to[w] = self.done_to[w].max(r.done_to);
         self.drain();
-        r.finish
+        let mut tail = r.tail;
+        let end = r.finish.map(|(items, stats, tally, schemas)| {
+            tail.extend(items);
+            self.tails_done[w] = true;
+            (stats, tally, schemas)
+        });
+        self.tails[w].extend(tail);
+        self.drain_tail(false);
+        end
+    }
+
+    /// The capture's number of the connection of worker `w`'s next end-of-input event. Those
+    /// without one go with the leftovers meanwhile. Asked once every worker's packets' events
+    /// are written, when every connection's number is known.
+    fn tail_head(&mut self, w: usize) -> Option<u64> {
+        loop {
+            let item = self.tails[w].front()?;
+            if let Some(conn) = item.conn().and_then(|c| self.global(w, c)) {
+                return Some(conn);
+            }
+            let item = self.tails[w].pop_front()?;
+            if let Some(left) = self.leftover(w, item) {
+                self.leftovers.push((w, left));
+            }
+        }
+    }
+
+    /// Hands on the end of input's events, once every worker has sent all its packets': the
+    /// reading error first, if any, then the connections' events in the capture's connection
+    /// order, as far as every worker's have come (`all_in`: all that will come have), and
+    /// last, once all have, those without a connection.
+    fn drain_tail(&mut self, all_in: bool) {
+        if !all_in && self.done_to.iter().any(|&d| d != u64::MAX) {
+            return;
+        }
+        if let Some(error) = self.end_error.take() {
+            self.write_leftover(error);
+        }
+        loop {
+            let mut first: Option<(u64, usize)> = None;
+            for w in 0..self.tails.len() {
+                match self.tail_head(w) {
+                    Some(conn) if first.is_none_or(|(c, _)| conn < c) => first = Some((conn, w)),
+                    Some(_) => {}
+                    // Its next may come before any other's.
+                    None if !all_in && !self.tails_done[w] => return,
+                    None => {}
+                }
+            }
+            let Some((conn, w)) = first else {
+                break;
+            };
+            if let Some(item) = self.tails[w].pop_front() {
+                self.take(w, Output::Item(item));
+            }
+            // A worker ends its connections in order, as one dissector would.
+            debug_assert!(self.tails[w]
+                .front()
+                .and_then(|next| self.global(w, next.conn()?))
+                .is_none_or(|next| next >= conn));
+        }
+        let mut leftovers = std::mem::take(&mut self.leftovers);
+        leftovers.sort_by_key(|&(w, _)| w);
+        for (_, left) in leftovers {
+            self.write_leftover(left);
+        }
+        self.flush_lines();
+    }
+
+    /// Whether worker `w` has end-of-input events waiting for another worker's.
+    fn tail_waits_on_others(&self, w: usize) -> bool {
+        !self.tails[w].is_empty()
+            && (0..self.tails.len())
+                .any(|o| o != w && self.tails[o].is_empty() && !self.tails_done[o])
     }
 
     /// Hands on every event no worker can still precede.
@@ -926,6 +1092,38 @@ impl Merge<'_> {
     }
 }
 
+/// A line's text among a worker's buffers, the first of which starts at `base` in the
+/// worker's text. Lines never straddle two batches' buffers.
+fn line_text<'b>(
+    buffers: &'b VecDeque<Vec<u8>>,
+    base: u64,
+    range: &Range<u64>,
+) -> Option<&'b [u8]> {
+    let mut base = base;
+    buffers.iter().find_map(|b| {
+        let found = (range.end <= base + b.len() as u64)
+            .then(|| &b[(range.start - base) as usize..(range.end - base) as usize]);
+        base += b.len() as u64;
+        found
+    })
+}
+
+/// Appends a line's text to `out`, with its connection's number, `width` wide, at `at`.
+fn put_line(out: &mut Vec<u8>, text: &[u8], conn: Option<(usize, u8, u64)>) {
+    match conn {
+        None => out.extend_from_slice(text),
+        Some((at, width, conn)) => {
+            let mut digits = itoa::Buffer::new();
+            let digits = digits.format(conn).as_bytes();
+            let pad = usize::from(width).saturating_sub(digits.len());
+            out.extend_from_slice(&text[..at]);
+            out.extend_from_slice(digits);
+            out.resize(out.len() + pad, b' ');
+            out.extend_from_slice(&text[at..]);
+        }
+    }
+}
+
 /// What [`dissect`] found besides the events.
 pub struct Outcome {
     /// How reading ended. An error is also in the events, as one dissector's run reports it.
@@ -1001,17 +1199,9 @@ fn run<P: Part>(
         BATCH
     };
     let (reply_tx, reply_rx) = sync_channel::<Reply>(workers * 4);
-    let mut merge = Merge {
-        queues: (0..workers).map(|_| VecDeque::new()).collect(),
-        done_to: vec![0; workers],
-        numbers: (0..workers).map(|_| Numbers::new()).collect(),
-        next: 0,
-        sink,
-        texts: vec![(VecDeque::new(), 0); workers],
-        out: Vec::new(),
-        spare_texts: Vec::new(),
-    };
-    let mut ends: Vec<Option<Finish>> = (0..workers).map(|_| None).collect();
+    let mut merge = Merge::new(workers, sink);
+    let mut ends: Vec<Option<(Stats, Tally, Schemas)>> = (0..workers).map(|_| None).collect();
+    let mut tally = Tally::default();
     let mut result = Ok(());
     let (mut first_ts, mut last_ts) = (None, 0i64);
     let spares = Spares::new(workers);
@@ -1159,6 +1349,23 @@ fn run<P: Part>(
             // Asked once a batch: the merge writes only when the workers hand lines back.
             seen < limit && (pending != 0 || !merge.sink.closed())
         });
+        // A reading error comes where one dissector's run puts it: after the packets' events,
+        // before the connections still open are ended.
+        if let Err(e) = &result {
+            let event = Event::Error(ErrorEvent {
+                origin: None,
+                stream: None,
+                kind: ErrorKind::Capture,
+                message: e.to_string(),
+            });
+            tally.count(&event);
+            let mut line = Vec::new();
+            merge.end_error = match route.route(&event, first_ts.unwrap_or(0), &mut line) {
+                Handoff::Drop => None,
+                Handoff::Event => Some(Leftover::Event(Box::new(event))),
+                Handoff::Line(_) => Some(Leftover::Line(line, None)),
+            };
+        }
         let first = first_ts.unwrap_or(last_ts);
         send_all(
             &mut batches,
@@ -1166,9 +1373,28 @@ fn run<P: Part>(
             (last_index, last_ts, first),
             &mut merge,
         );
-        // End of input: the workers finish, and their last events come in.
+        // End of input: the workers end their connections still open, a piece at a time, and
+        // their last events come in.
         for tx in inputs.iter_mut() {
             tx.take();
+        }
+        loop {
+            let (reply, done) = inline.end_piece();
+            accept(reply, &mut merge, &mut ends);
+            // No further ahead of the others than a piece: the merge holds what it cannot
+            // write yet.
+            while merge.tail_waits_on_others(0) {
+                match reply_rx.recv() {
+                    Ok(r) => accept(r, &mut merge, &mut ends),
+                    Err(_) => break,
+                }
+            }
+            while let Ok(r) = reply_rx.try_recv() {
+                accept(r, &mut merge, &mut ends);
+            }
+            if done {
+                break;
+            }
         }
         let (reply, part) = inline.finish();
         accept(reply, &mut merge, &mut ends);
@@ -1180,49 +1406,16 @@ fn run<P: Part>(
             .chain(handles.into_iter().map(|h| h.join().ok().flatten()))
             .collect();
     });
+    // A worker that panicked sent no last reply: what came is written all the same.
     merge.drain();
+    merge.drain_tail(true);
     let mut stats = Stats::default();
-    let mut tally = Tally::default();
-    // A reading error comes where one dissector's run puts it: after the packets' events,
-    // before the connections still open are ended.
-    if let Err(e) = &result {
-        let event = Event::Error(ErrorEvent {
-            origin: None,
-            stream: None,
-            kind: ErrorKind::Capture,
-            message: e.to_string(),
-        });
-        tally.count(&event);
-        let mut line = Vec::new();
-        match route.route(&event, first_ts.unwrap_or(0), &mut line) {
-            Handoff::Drop => {}
-            Handoff::Event => merge.sink.event(event),
-            Handoff::Line(_) => merge.sink.line(&line),
-        }
-    }
-    // Connections still open are ended in connection order, as one dissector ends them.
-    let mut tail: Vec<(u64, usize, usize, Routed)> = Vec::new();
     let mut learnt = schemas.clone();
-    for (w, end) in ends.into_iter().enumerate() {
-        let Some((items, s, t, sc)) = end else {
-            continue;
-        };
+    for (s, t, sc) in ends.into_iter().flatten() {
         stats.merge(s);
         tally.merge(&t);
         learnt.absorb(&sc);
-        for (k, item) in items.into_iter().enumerate() {
-            let conn = item
-                .conn()
-                .and_then(|c| merge.global(w, c))
-                .unwrap_or(u64::MAX);
-            tail.push((conn, w, k, item));
-        }
     }
-    tail.sort_by_key(|(c, w, k, _)| (*c, *w, *k));
-    for (_, w, _, item) in tail {
-        merge.emit(w, item);
-    }
-    merge.flush_lines();
     // The capture's first and last packets, not the workers' earliest and latest.
     stats.first_ts_ns = first_ts;
     stats.last_ts_ns = last_ts;
@@ -1395,14 +1588,8 @@ mod tests {
     /// `spare_texts`.
     fn two_workers(sink: &mut Lines, spare_texts: Vec<SyncSender<Vec<u8>>>) -> Merge<'_> {
         Merge {
-            queues: vec![VecDeque::new(), VecDeque::new()],
-            done_to: vec![0, 0],
-            numbers: vec![Numbers::new(), Numbers::new()],
-            next: 0,
-            sink,
-            texts: vec![(VecDeque::new(), 0); 2],
-            out: Vec::new(),
             spare_texts,
+            ..Merge::new(2, sink)
         }
     }
 
@@ -1412,6 +1599,7 @@ mod tests {
             items,
             text: text.as_bytes().to_vec(),
             done_to,
+            tail: Vec::new(),
             finish: None,
         }
     }

@@ -611,6 +611,21 @@ impl Dissector {
         self.stats.flows = self.flows.stats();
         self.stats.clone()
     }
+
+    /// Ends at most `n` of the connections still open, the lowest-numbered, as
+    /// [`finish_at`](Self::finish_at) ends them all; true when none is left. A worker hands
+    /// the end of the input on in such pieces, so that its events need not be held at once.
+    pub fn finish_some_at(
+        &mut self,
+        index: u64,
+        ts_ns: i64,
+        n: usize,
+        sink: &mut dyn Sink,
+    ) -> bool {
+        let meta = PacketMeta { index, ts_ns };
+        let (flows, mut handler) = self.stages(sink);
+        flows.finish_some(n.max(1), &meta, &mut handler)
+    }
 }
 
 /// Opens a capture for dissection with `cfg`: TLS secrets embedded in it (pcapng Decryption

@@ -166,3 +166,41 @@ fn many_connections_read_the_same_on_several_threads() {
     assert_eq!(v["http2_connections"], 300);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// 2,500 connections still open at the end of the capture (`replicate-capture --open`): each
+/// worker ends its own in pieces of 1,024 and hands each piece on as it is made, and the merge
+/// writes them in connection order across the workers as they come, as one thread does.
+#[test]
+fn connections_open_at_the_end_end_the_same_on_several_threads() {
+    let dir = std::env::temp_dir().join(format!("h2scope-threads-open-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let open = dir.join("open.pcap");
+    let status = Command::new("python3")
+        .arg(format!(
+            "{}/scripts/replicate-capture",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .arg("--open")
+        .arg(format!(
+            "{}/testdata/grpc-health.pcap",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .arg(&open)
+        .arg("2500")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let f = open.to_str().unwrap();
+    let ends = same(&["read", "--format", "jsonl", "-Y", "event == connection", f]);
+    let ended = String::from_utf8_lossy(&ends)
+        .lines()
+        .filter(|l| l.contains(r#""end":"capture-end""#))
+        .count();
+    assert_eq!(ended, 2500);
+    same(&["read", "--format", "jsonl", "--calls", f]);
+    same(&["read", f]);
+    let reports = same(&["health", "--format", "jsonl", f]);
+    assert_eq!(String::from_utf8_lossy(&reports).lines().count(), 2500);
+    same(&["stats", "--format", "jsonl", f]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

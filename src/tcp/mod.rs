@@ -621,6 +621,25 @@ impl<S> FlowTable<S> {
         self.remove_flows(all, CloseReason::EndOfInput, meta, handler);
     }
 
+    /// Ends the `n` lowest-numbered connections as [`finish`](Self::finish) ends them all, in
+    /// connection order; true when none is left. Each call looks at the whole table: `n` is
+    /// meant to be large enough for that not to matter.
+    pub fn finish_some<H: FlowHandler<State = S>>(
+        &mut self,
+        n: usize,
+        meta: &PacketMeta,
+        handler: &mut H,
+    ) -> bool {
+        let mut first: Vec<(u64, FlowKey)> =
+            self.flows.iter().map(|f| (f.info.conn, f.key())).collect();
+        if first.len() > n {
+            first.select_nth_unstable_by_key(n, |&(conn, _)| conn);
+            first.truncate(n);
+        }
+        self.remove_flows(first, CloseReason::EndOfInput, meta, handler);
+        self.flows.len() == 0
+    }
+
     fn retire<H: FlowHandler<State = S>>(
         &mut self,
         flow: &mut Flow<S>,
