@@ -18,6 +18,25 @@ fn run(args: &[&str], threads: &str) -> Vec<u8> {
     out.stdout
 }
 
+/// testdata's health capture made into `copies` connections by `scripts/replicate-capture`
+/// with `options`, in a directory of its own: the directory, and the capture's path.
+fn replicated(name: &str, options: &[&str], copies: usize) -> (std::path::PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("h2scope-threads-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let capture = dir.join(format!("{name}.pcap"));
+    let root = env!("CARGO_MANIFEST_DIR");
+    let status = Command::new("python3")
+        .arg(format!("{root}/scripts/replicate-capture"))
+        .args(options)
+        .arg(format!("{root}/testdata/grpc-health.pcap"))
+        .arg(&capture)
+        .arg(copies.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    (dir, capture.to_string_lossy().into_owned())
+}
+
 /// Runs on one thread, then on two and three, and returns what one thread printed.
 fn same(args: &[&str]) -> Vec<u8> {
     let one = run(args, "1");
@@ -79,24 +98,8 @@ fn a_reading_error_comes_in_the_same_place_on_several_threads() {
 /// does the same for the benchmarks): text, JSON Lines, calls only and summary only.
 #[test]
 fn many_connections_read_the_same_on_several_threads() {
-    let dir = std::env::temp_dir().join(format!("h2scope-threads-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let big = dir.join("many.pcap");
-    let status = Command::new("python3")
-        .arg(format!(
-            "{}/scripts/replicate-capture",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .arg(format!(
-            "{}/testdata/grpc-health.pcap",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .arg(&big)
-        .arg("300")
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let f = big.to_str().unwrap();
+    let (dir, big) = replicated("many", &[], 300);
+    let f = big.as_str();
     same(&["read", "--format", "jsonl", f]);
     same(&["read", "--format", "text", "-v", f]);
     same(&["read", "--format", "jsonl", "--calls", f]);
@@ -172,25 +175,8 @@ fn many_connections_read_the_same_on_several_threads() {
 /// writes them in connection order across the workers as they come, as one thread does.
 #[test]
 fn connections_open_at_the_end_end_the_same_on_several_threads() {
-    let dir = std::env::temp_dir().join(format!("h2scope-threads-open-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let open = dir.join("open.pcap");
-    let status = Command::new("python3")
-        .arg(format!(
-            "{}/scripts/replicate-capture",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .arg("--open")
-        .arg(format!(
-            "{}/testdata/grpc-health.pcap",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .arg(&open)
-        .arg("2500")
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let f = open.to_str().unwrap();
+    let (dir, open) = replicated("open", &["--open"], 2500);
+    let f = open.as_str();
     let ends = same(&["read", "--format", "jsonl", "-Y", "event == connection", f]);
     let ended = String::from_utf8_lossy(&ends)
         .lines()
