@@ -11,6 +11,11 @@ use std::borrow::Cow;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+/// Figures that pack larger than this stay whole: a connection's next packet would unpack them
+/// again, and a crafted capture could have each of its packets, a second apart, rebuild
+/// thousands of stream windows. A quiet connection's figures pack into a few hundred bytes.
+pub const MAX_PACKED: usize = 4096;
+
 #[derive(Debug)]
 pub enum Kept<T> {
     /// Boxed, so that a table of them, mostly packed, is not sized for the whole figures.
@@ -38,14 +43,17 @@ impl<T: Serialize + DeserializeOwned + Clone> Kept<T> {
         }
     }
 
-    /// Packs the figures, by way of `scratch` so that the box is made at its size at once.
+    /// Packs the figures, by way of `scratch` so that the box is made at its size at once;
+    /// those that pack larger than [`MAX_PACKED`] stay whole.
     pub fn pack(&mut self, scratch: &mut Vec<u8>) {
         let Kept::Whole(figures) = self else {
             return;
         };
         scratch.clear();
         if let Ok(bytes) = postcard::to_extend(&**figures, std::mem::take(scratch)) {
-            *self = Kept::Packed(bytes.as_slice().into());
+            if bytes.len() <= MAX_PACKED {
+                *self = Kept::Packed(bytes.as_slice().into());
+            }
             *scratch = bytes;
         }
     }
@@ -108,6 +116,19 @@ mod tests {
         kept.whole_or(|| unreachable!()).calls += 1;
         assert!(!kept.is_packed());
         assert_eq!(kept.into_whole().map(|f| f.calls), Some(4));
+    }
+
+    #[test]
+    fn large_figures_stay_whole() {
+        let figures = Figures {
+            calls: 0,
+            since: None,
+            names: (0..MAX_PACKED as u64).map(|n| ("x".into(), n)).collect(),
+        };
+        let mut kept = Kept::new(figures.clone());
+        kept.pack(&mut Vec::new());
+        assert!(!kept.is_packed());
+        assert_eq!(kept.get().as_deref(), Some(&figures));
     }
 
     #[test]
