@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::analysis::counts::{self, Counts};
-use crate::analysis::kept::Kept;
+use crate::analysis::kept::PerConn;
 use crate::event::{ConnectionEnd, EndKind, Event, FrameDetail, FrameEvent, Sink};
 use crate::http2::call::lossless;
 use crate::http2::frame::{error_code_label, setting};
@@ -362,46 +362,30 @@ impl SideHealth {
 
 /// Follows events, reports each connection's health when it ends (or at [`Health::finish`]).
 pub struct Health<F: FnMut(ConnectionHealth)> {
-    conns: HashMap<u64, Kept<ConnectionHealth>, Fast>,
+    conns: PerConn<ConnectionHealth>,
     report: F,
-    /// Where a connection's figures are packed.
-    scratch: Vec<u8>,
-}
-
-/// Connection `conn`'s figures, made whole if they were packed, or new ones from `ts`.
-fn whole(
-    conns: &mut HashMap<u64, Kept<ConnectionHealth>, Fast>,
-    conn: u64,
-    ts: i64,
-) -> &mut ConnectionHealth {
-    let fresh = || ConnectionHealth::new(conn, ts);
-    conns
-        .entry(conn)
-        .or_insert_with(|| Kept::new(fresh()))
-        .whole_or(fresh)
 }
 
 impl<F: FnMut(ConnectionHealth)> Health<F> {
     pub fn new(report: F) -> Self {
         Health {
-            conns: HashMap::default(),
+            conns: PerConn::default(),
             report,
-            scratch: Vec::new(),
         }
     }
 
     /// Connection `conn` has gone quiet ([`Sink::quiet`]): its figures are packed until its
     /// next frame, call or end.
     pub fn quiet(&mut self, conn: u64) {
-        if let Some(kept) = self.conns.get_mut(&conn) {
-            kept.pack(&mut self.scratch);
-        }
+        self.conns.quiet(conn);
     }
 
     /// Follows one frame; the same as passing it as an event, without giving it away.
     pub fn frame(&mut self, f: &FrameEvent) {
         let o = &f.origin;
-        let h = whole(&mut self.conns, o.conn, o.ts_ns);
+        let h = self
+            .conns
+            .whole(o.conn, || ConnectionHealth::new(o.conn, o.ts_ns));
         h.frames += 1;
         if let Some(prev) = h.last_frame_ts {
             let idle = o.ts_ns.saturating_sub(prev);
@@ -644,7 +628,9 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
 
     /// A call ended on its connection.
     pub fn call(&mut self, c: &crate::http2::call::Call) {
-        let h = whole(&mut self.conns, c.conn, c.start_ts_ns);
+        let h = self
+            .conns
+            .whole(c.conn, || ConnectionHealth::new(c.conn, c.start_ts_ns));
         h.calls += 1;
         h.stream_closed(c.stream);
         h.streams_changed(c.end_ts_ns.max(h.last_ts_ns));
@@ -653,8 +639,7 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
     fn end(&mut self, end: Box<ConnectionEnd>) {
         let mut h = self
             .conns
-            .remove(&end.conn)
-            .and_then(Kept::into_whole)
+            .remove(end.conn)
             .unwrap_or_else(|| ConnectionHealth::new(end.conn, end.first_ts_ns));
         h.first_ts_ns = h.first_ts_ns.min(end.first_ts_ns);
         h.last_ts_ns = h.last_ts_ns.max(end.last_ts_ns);
@@ -716,7 +701,7 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
     /// The report of a connection still open, as it stands: what came so far (PINGs awaiting
     /// their ACK are not counted as unanswered yet).
     pub fn snapshot(&self, conn: u64) -> Option<ConnectionHealth> {
-        let mut h = self.conns.get(&conn)?.get()?.into_owned();
+        let mut h = self.conns.get(conn)?.into_owned();
         if let Some(since) = h.at_stream_limit_since {
             add_span(&mut h.at_stream_limit_ns, since, h.last_ts_ns);
         }
@@ -725,10 +710,10 @@ impl<F: FnMut(ConnectionHealth)> Health<F> {
 
     /// Reports connections that never ended (for the caller to flush at end of input).
     pub fn finish(&mut self) {
-        let mut left: Vec<u64> = self.conns.keys().copied().collect();
+        let mut left: Vec<u64> = self.conns.conns().collect();
         left.sort_unstable();
         for c in left {
-            if let Some(h) = self.conns.remove(&c).and_then(Kept::into_whole) {
+            if let Some(h) = self.conns.remove(c) {
                 (self.report)(h);
             }
         }
@@ -1571,7 +1556,7 @@ mod tests {
         ] {
             h.event(e);
         }
-        let kept = h.conns[&0].get().unwrap();
+        let kept = h.conns.get(0).unwrap();
         let [client, server] = &kept.sides;
         assert_eq!(
             (

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::analysis::counts::{self, Counts};
-use crate::analysis::kept::Kept;
+use crate::analysis::kept::PerConn;
 use crate::analysis::latency::Latencies;
 use crate::event::{Event, Sink};
 use crate::http2::call::{grpc_status_name, lossless_str, printable, Call, CallEnd};
@@ -406,15 +406,13 @@ enum ConnEntry {
 pub struct CallStats {
     pub by_method: BTreeMap<String, MethodStats>,
     /// Connections still open, packed while quiet; those that ended are in `ended`.
-    pub by_conn: BTreeMap<u64, Kept<MethodStats>>,
+    pub by_conn: PerConn<MethodStats>,
     pub all: MethodStats,
     /// One file per part of the capture merged in (see [`absorb`](Self::absorb)); the last
     /// one is written to.
     ended: Vec<Ended>,
     /// All calls again by when they ended, when asked for.
     pub intervals: Option<Intervals>,
-    /// Where a quiet connection's figures are packed.
-    scratch: Vec<u8>,
 }
 
 /// The figures of connections that ended, written to a temporary file: a capture of a million
@@ -440,9 +438,7 @@ impl Sink for CallStats {
     }
 
     fn quiet(&mut self, conn: u64) {
-        if let Some(kept) = self.by_conn.get_mut(&conn) {
-            kept.pack(&mut self.scratch);
-        }
+        self.by_conn.quiet(conn);
     }
 
     fn event(&mut self, event: Event) {
@@ -461,11 +457,7 @@ impl Sink for CallStats {
                     m.add(&c, &outcome);
                     self.add_method(method.into_owned(), m);
                 }
-                let conn = self
-                    .by_conn
-                    .entry(c.conn)
-                    .or_insert_with(|| Kept::new(MethodStats::default()))
-                    .whole_or(MethodStats::default);
+                let conn = self.by_conn.whole(c.conn, MethodStats::default);
                 conn.add(&c, &outcome);
                 conn.limit_exact(EXACT_PER_CONNECTION);
                 self.all.add(&c, &outcome);
@@ -519,7 +511,7 @@ impl CallStats {
     /// The figures of connection `conn`, which has ended (sealed: its samples dropped), if
     /// it had calls.
     fn take_ended(&mut self, conn: u64) -> Option<MethodStats> {
-        let mut s = self.by_conn.remove(&conn)?.into_whole()?;
+        let mut s = self.by_conn.remove(conn)?;
         s.seal();
         Some(s)
     }
@@ -536,7 +528,7 @@ impl CallStats {
                 }));
         }
         let Some(ended) = self.ended.last_mut() else {
-            self.by_conn.insert(conn, Kept::new(s));
+            self.by_conn.insert(conn, s);
             return;
         };
         ended.scratch.clear();
@@ -544,7 +536,7 @@ impl CallStats {
         match ended.spill.append(&[&ended.scratch]) {
             Ok(at) => ended.index.push((conn, at, ended.scratch.len() as u32)),
             Err(_) => {
-                self.by_conn.insert(conn, Kept::new(s));
+                self.by_conn.insert(conn, s);
             }
         }
     }
@@ -590,7 +582,7 @@ impl CallStats {
             (mine @ None, theirs) => *mine = theirs,
             (Some(_), None) => {}
         }
-        self.by_conn.extend(other.by_conn);
+        self.by_conn.absorb(other.by_conn);
         self.ended.extend(other.ended);
     }
 
@@ -598,7 +590,7 @@ impl CallStats {
     /// ones read back one at a time.
     fn connections(&mut self) -> Vec<(u64, ConnEntry)> {
         let mut all: Vec<(u64, ConnEntry)> =
-            self.by_conn.keys().map(|&c| (c, ConnEntry::Open)).collect();
+            self.by_conn.conns().map(|c| (c, ConnEntry::Open)).collect();
         for (file, ended) in self.ended.iter_mut().enumerate() {
             let _ = ended.spill.flush();
             all.extend(
@@ -614,7 +606,7 @@ impl CallStats {
 
     fn conn_stats(&self, conn: u64, entry: &ConnEntry) -> Option<MethodStats> {
         match entry {
-            ConnEntry::Open => Some(self.by_conn.get(&conn)?.get()?.into_owned()),
+            ConnEntry::Open => Some(self.by_conn.get(conn)?.into_owned()),
             ConnEntry::Ended(file, at, len) => {
                 let ended = self.ended.get(*file)?;
                 let mut buf = vec![0; *len as usize];
@@ -816,7 +808,7 @@ pub(crate) mod tests {
         for ms in 1..=calls {
             s.event(Event::Call(Box::new(call(7, 2 * ms as u32 + 1, ms, "0"))));
         }
-        let conn = s.by_conn[&7].get().unwrap();
+        let conn = s.by_conn.get(7).unwrap();
         assert!(matches!(conn.latencies.samples, Latencies::Buckets { .. }));
         // The whole capture's figures keep every latency up to their own limit.
         assert!(matches!(s.all.latencies.samples, Latencies::Exact(_)));
@@ -842,7 +834,7 @@ pub(crate) mod tests {
             c.response_start_ts_ns = Some(ms * 500_000);
             s.event(Event::Call(Box::new(c)));
         }
-        let before = s.by_conn[&7].get().unwrap().json();
+        let before = s.by_conn.get(7).unwrap().json();
         s.event(ended(7));
         // Written out to the temporary file, and read back the same.
         assert!(s.by_conn.is_empty());
