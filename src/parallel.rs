@@ -836,29 +836,42 @@ impl<'a> Merge<'a> {
     fn emit(&mut self, worker: usize, item: Routed) {
         match item {
             Routed::Event(mut e) => {
-                if let Some(c) = e.conn_mut() {
-                    if let Some(g) = self.global(worker, *c) {
-                        *c = g;
-                    }
-                }
-                self.flush_lines();
-                self.sink.event(*e);
+                self.renumber(worker, &mut e);
+                self.write_event(*e);
             }
             Routed::Line(range, conn) => {
-                let conn = conn.map(|c| {
-                    let at = (c.at - range.start) as usize;
-                    (at, c.width, self.global(worker, c.conn).unwrap_or(c.conn))
-                });
+                let conn = self.line_conn(worker, &range, conn);
                 let (buffers, base) = &self.texts[worker];
                 let Some(text) = line_text(buffers, *base, &range) else {
                     return;
                 };
                 put_line(&mut self.out, text, conn);
-                if self.out.len() >= OUT_FLUSH {
-                    self.flush_lines();
-                }
+                self.flush_if_full();
             }
         }
+    }
+
+    /// Gives a worker's event the capture's number of its connection.
+    fn renumber(&self, worker: usize, e: &mut Event) {
+        if let Some(c) = e.conn_mut() {
+            if let Some(g) = self.global(worker, *c) {
+                *c = g;
+            }
+        }
+    }
+
+    /// Where a worker's line (the text of `range`) takes its connection's number: the offset
+    /// in the line, the width, and the capture's number.
+    fn line_conn(
+        &self,
+        worker: usize,
+        range: &Range<u64>,
+        conn: Option<LineConn>,
+    ) -> Option<(usize, u8, u64)> {
+        conn.map(|c| {
+            let at = (c.at - range.start) as usize;
+            (at, c.width, self.global(worker, c.conn).unwrap_or(c.conn))
+        })
     }
 
     /// An end-of-input item to write after all the others: a line's text copied out of the
@@ -866,37 +879,39 @@ impl<'a> Merge<'a> {
     fn leftover(&self, worker: usize, item: Routed) -> Option<Leftover> {
         match item {
             Routed::Event(mut e) => {
-                if let Some(c) = e.conn_mut() {
-                    if let Some(g) = self.global(worker, *c) {
-                        *c = g;
-                    }
-                }
+                self.renumber(worker, &mut e);
                 Some(Leftover::Event(e))
             }
             Routed::Line(range, conn) => {
                 let (buffers, base) = &self.texts[worker];
                 let text = line_text(buffers, *base, &range)?;
-                let conn = conn.map(|c| {
-                    let at = (c.at - range.start) as usize;
-                    (at, c.width, self.global(worker, c.conn).unwrap_or(c.conn))
-                });
-                Some(Leftover::Line(text.to_vec(), conn))
+                Some(Leftover::Line(
+                    text.to_vec(),
+                    self.line_conn(worker, &range, conn),
+                ))
             }
         }
     }
 
     fn write_leftover(&mut self, left: Leftover) {
         match left {
-            Leftover::Event(e) => {
-                self.flush_lines();
-                self.sink.event(*e);
-            }
+            Leftover::Event(e) => self.write_event(*e),
             Leftover::Line(text, conn) => {
                 put_line(&mut self.out, &text, conn);
-                if self.out.len() >= OUT_FLUSH {
-                    self.flush_lines();
-                }
+                self.flush_if_full();
             }
+        }
+    }
+
+    /// Hands an event on, after the lines before it.
+    fn write_event(&mut self, e: Event) {
+        self.flush_lines();
+        self.sink.event(e);
+    }
+
+    fn flush_if_full(&mut self) {
+        if self.out.len() >= OUT_FLUSH {
+            self.flush_lines();
         }
     }
 

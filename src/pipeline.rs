@@ -624,7 +624,7 @@ impl Dissector {
     ) -> bool {
         let meta = PacketMeta { index, ts_ns };
         let (flows, mut handler) = self.stages(sink);
-        flows.finish_some(n.max(1), &meta, &mut handler)
+        flows.finish_some(n, &meta, &mut handler)
     }
 }
 

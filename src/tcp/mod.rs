@@ -617,19 +617,19 @@ impl<S> FlowTable<S> {
 
     /// Ends every connection still open (end of input).
     pub fn finish<H: FlowHandler<State = S>>(&mut self, meta: &PacketMeta, handler: &mut H) {
-        let all = self.flows.iter().map(|f| (f.info.conn, f.key())).collect();
-        self.remove_flows(all, CloseReason::EndOfInput, meta, handler);
+        self.finish_some(usize::MAX, meta, handler);
     }
 
-    /// Ends the `n` lowest-numbered connections as [`finish`](Self::finish) ends them all, in
-    /// connection order; true when none is left. Each call looks at the whole table: `n` is
-    /// meant to be large enough for that not to matter.
+    /// Ends the `n` (at least one) lowest-numbered connections as [`finish`](Self::finish)
+    /// ends them all, in connection order; true when none is left. Each call looks at the
+    /// whole table: `n` is meant to be large enough for that not to matter.
     pub fn finish_some<H: FlowHandler<State = S>>(
         &mut self,
         n: usize,
         meta: &PacketMeta,
         handler: &mut H,
     ) -> bool {
+        let n = n.max(1);
         let mut first: Vec<(u64, FlowKey)> =
             self.flows.iter().map(|f| (f.info.conn, f.key())).collect();
         if first.len() > n {
